@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, pg_enum, Entity, TenantScoped
+
+
+class Role(StrEnum):
+    owner = "owner"
+    admin = "admin"
+    vet = "vet"
+    technician = "technician"
+    receptionist = "receptionist"
+    read_only = "read_only"
+
+
+class CredentialKind(StrEnum):
+    session = "session"
+    api_token = "api_token"
+
+
+class User(Entity, Base):
+    """A person who can log in. Global: one user may work for several clinics."""
+
+    __tablename__ = "users"
+    __table_args__ = (Index("uq_users_email_lower", text("lower(email)"), unique=True),)
+
+    email: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class Membership(TenantScoped, Base):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("tenant_id", "user_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[Role] = mapped_column(pg_enum(Role, "staff_role"))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class Credential(TenantScoped, Base):
+    """A login session (cookie) or an API token (bearer), each acting in one clinic.
+
+    Only the SHA-256 of the secret is stored.
+    """
+
+    __tablename__ = "credentials"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[CredentialKind] = mapped_column(pg_enum(CredentialKind, "credential_kind"))
+    name: Mapped[str | None] = mapped_column(String(100))
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    expires_at: Mapped[dt.datetime]
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class Invitation(TenantScoped, Base):
+    __tablename__ = "invitations"
+
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[Role] = mapped_column(pg_enum(Role, "staff_role"))
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    invited_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    expires_at: Mapped[dt.datetime]
+    accepted_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, Entity, TenantScoped, tenant_fk, tenant_key
+
+
+class Clinic(Entity, Base):
+    """The tenant. Its own row is visible to its members only (row-level security on ``id``)."""
+
+    __tablename__ = "clinics"
+
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+
+
+class Location(TenantScoped, Base):
+    __tablename__ = "locations"
+    __table_args__ = (tenant_key(),)
+
+    name: Mapped[str] = mapped_column(String(200))
+    address_line1: Mapped[str | None] = mapped_column(String(200))
+    address_line2: Mapped[str | None] = mapped_column(String(200))
+    city: Mapped[str | None] = mapped_column(String(100))
+    postcode: Mapped[str | None] = mapped_column(String(20))
+    country: Mapped[str | None] = mapped_column(String(2))
+    phone: Mapped[str | None] = mapped_column(String(16))
+
+
+class Room(TenantScoped, Base):
+    """A bookable resource: exam room, surgery, kennel, equipment."""
+
+    __tablename__ = "rooms"
+    __table_args__ = (tenant_key(), tenant_fk("location_id", "locations"))
+
+    location_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(default=True)

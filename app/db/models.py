@@ -1,0 +1,30 @@
+"""Every model, imported so that ``Base.metadata`` is complete (Alembic, tests)."""
+
+from app.appointments.models import Appointment, AppointmentType
+from app.auth.models import Credential, Invitation, Membership, User
+from app.clinics.models import Clinic, Location, Room
+from app.customers.models import ConsentEvent, Customer
+from app.db.base import Base
+from app.pets.models import Pet, WeightMeasurement
+from app.records.models import Addendum, MedicalRecord, Prescription, Vaccination
+
+__all__ = [
+    "Addendum",
+    "Appointment",
+    "AppointmentType",
+    "Base",
+    "Clinic",
+    "ConsentEvent",
+    "Credential",
+    "Customer",
+    "Invitation",
+    "Location",
+    "MedicalRecord",
+    "Membership",
+    "Pet",
+    "Prescription",
+    "Room",
+    "User",
+    "Vaccination",
+    "WeightMeasurement",
+]

@@ -1,0 +1,48 @@
+"""Engine, and the one database session (one transaction) each request runs in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.settings import Settings
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    assert settings.database_url is not None, "resolve the embedded database before the engine"
+    return create_async_engine(
+        settings.database_url.get_secret_value(),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+        connect_args={
+            "server_settings": {
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+                "idle_in_transaction_session_timeout": "60000",
+                "application_name": "vetify",
+            }
+        },
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # Rows stay readable after commit: responses are built from them once the request's
+    # transaction is done.
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """Commit once when the route returns, roll back if it raised.
+
+    Used with ``scope="function"`` so the commit happens before the response is sent: a
+    failed commit becomes an error response, never a success the database did not keep.
+    """
+    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with factory() as session, session.begin():
+        yield session
+
+
+DbSession = Annotated[AsyncSession, Depends(_request_session, scope="function")]

@@ -1,0 +1,70 @@
+"""Tenancy, application wall: every ORM statement is scoped to the session's clinic.
+
+The clinic is set once per transaction with :func:`enter_tenant`, which also sets
+``app.tenant_id`` for row-level security (the database wall). From then on every SELECT,
+UPDATE and DELETE on a :class:`~app.db.base.TenantScoped` entity gets
+``tenant_id = <clinic>`` added, and every new row gets the clinic stamped on it, so no route
+or service has to remember a filter. A session with no clinic sees nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import event, false, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+
+from app.db.base import TenantScoped
+
+TENANT_KEY = "vetify_tenant_id"
+USER_KEY = "vetify_user_id"
+
+
+async def enter_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    session.info[TENANT_KEY] = tenant_id
+    await session.execute(
+        text("SELECT set_config('app.tenant_id', :id, true)"), {"id": str(tenant_id)}
+    )
+
+
+async def enter_user(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Let the user see their own memberships in every clinic (for login and clinic switch)."""
+    session.info[USER_KEY] = user_id
+    await session.execute(text("SELECT set_config('app.user_id', :id, true)"), {"id": str(user_id)})
+
+
+def current_tenant(session: AsyncSession | Session) -> uuid.UUID | None:
+    value = session.info.get(TENANT_KEY)
+    return value if isinstance(value, uuid.UUID) else None
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _scope_statements(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.execution_options.get("vetify_user_scope"):
+        # Cross-clinic read of the caller's own memberships; the database's own policy
+        # (``app.user_id``) is what admits the rows.
+        return
+    tenant_id = state.session.info.get(TENANT_KEY)
+    criteria: Any = (
+        (lambda cls: cls.tenant_id == tenant_id) if tenant_id is not None else (lambda cls: false())
+    )
+    state.statement = state.statement.options(
+        with_loader_criteria(TenantScoped, criteria, include_aliases=True)
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_new_rows(session: Session, _context: Any, _instances: Any) -> None:
+    tenant_id = session.info.get(TENANT_KEY)
+    for obj in session.new:
+        if isinstance(obj, TenantScoped):
+            if tenant_id is None:
+                raise RuntimeError("a tenant row was added to a session with no clinic")
+            if obj.tenant_id is None:
+                obj.tenant_id = tenant_id
+            elif obj.tenant_id != tenant_id:
+                raise RuntimeError("a row of another clinic was added to this session")

@@ -1,0 +1,64 @@
+"""Password hashing (argon2id) and opaque bearer secrets stored only as hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) parameters
+# Verified when an email is unknown, so that a miss costs as much time as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def password_needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def hash_secret(secret: str) -> bytes:
+    """Bearer secrets have 256 bits of entropy, so a fast hash is enough (and indexable)."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def secrets_equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+SECRET_BYTES = 32
+
+
+def new_credential(prefix: str, clinic_id: uuid.UUID) -> tuple[str, bytes]:
+    """A credential string ``<prefix>_<clinic hex>_<secret>`` and the hash to store.
+
+    The clinic part only routes the lookup into the right tenant (row-level security needs it
+    before anything else is known); the secret is what authenticates.
+    """
+    secret = secrets.token_urlsafe(SECRET_BYTES)
+    credential = f"{prefix}_{clinic_id.hex}_{secret}"
+    return credential, hash_secret(credential)
+
+
+def parse_credential(prefix: str, credential: str) -> uuid.UUID | None:
+    """The clinic id a credential names, or None when it is not one of ours."""
+    parts = credential.split("_", 2)
+    if len(parts) != 3 or parts[0] != prefix or len(parts[2]) < SECRET_BYTES:
+        return None
+    try:
+        return uuid.UUID(hex=parts[1])
+    except ValueError:
+        return None

@@ -1,0 +1,78 @@
+"""Keyset (cursor) pagination with a bounded page size.
+
+A cursor is the sort key of the last item of a page, opaque to clients. Keyset paging stays
+correct while rows are added between pages and costs the same on page 1 and page 1000.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel, Field
+from sqlalchemy import Select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.kit.problems import InvalidInput
+
+T = TypeVar("T")
+
+CursorParam = Annotated[
+    str | None,
+    Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$", description="From the previous page"),
+]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        default=None, max_length=200, description="Pass as `cursor` for the next page; null at the end"
+    )
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    plain = [v.isoformat() if isinstance(v, dt.datetime) else str(v) for v in values]
+    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) -> list[Any]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(raw, list) or len(raw) != len(columns):
+            raise ValueError("wrong shape")
+        values: list[Any] = []
+        for column, value in zip(columns, raw, strict=True):
+            python_type = column.type.python_type
+            if python_type is uuid.UUID:
+                values.append(uuid.UUID(value))
+            elif python_type is dt.datetime:
+                values.append(dt.datetime.fromisoformat(value))
+            else:
+                raise ValueError("unsupported cursor column")
+        return values
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+        raise InvalidInput("The cursor is not one this service issued.") from exc
+
+
+async def paginate(
+    session: Any,
+    query: Select[Any],
+    order_by: Sequence[InstrumentedAttribute[Any]],
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Any], str | None]:
+    """One page of ``query``'s rows ordered by ``order_by`` (which must end in a unique column)."""
+    if cursor:
+        query = query.where(tuple_(*order_by) > tuple_(*_decode(cursor, order_by)))
+    rows = list((await session.scalars(query.order_by(*order_by).limit(limit + 1))).all())
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, encode_cursor([getattr(last, column.key) for column in order_by])

@@ -1,0 +1,197 @@
+"""RFC 9457 problem details: every error the API returns, in one shape, with a stable ``type``.
+
+Domain code raises a :class:`Problem` subclass; one handler turns it into
+``application/problem+json``. Validation errors, unknown routes and unexpected exceptions go
+through the same handlers, so a client never sees another error shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_BASE = "https://vetify.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+logger = logging.getLogger("vetify.errors")
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    loc: list[str | int] = Field(description="Where the error is: body/query/path, then the field")
+    msg: str = Field(max_length=1000)
+    type: str = Field(max_length=100)
+
+
+class ProblemBody(BaseModel):
+    """The problem+json document."""
+
+    type: str = Field(max_length=200, examples=[PROBLEM_BASE + "not-found"])
+    title: str = Field(max_length=200)
+    status: int = Field(ge=400, le=599)
+    detail: str | None = Field(default=None, max_length=2000)
+    instance: str | None = Field(default=None, max_length=2000)
+    errors: list[FieldError] | None = None
+
+
+class Problem(Exception):  # noqa: N818 - it is a problem, not an "Error"
+    status: int = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+    ):
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = headers
+        if status is not None:
+            self.status = status
+
+    @classmethod
+    def type_uri(cls) -> str:
+        return PROBLEM_BASE + cls.slug
+
+    def body(self, instance: str | None = None) -> ProblemBody:
+        return ProblemBody(
+            type=self.type_uri(),
+            title=self.title,
+            status=self.status,
+            detail=self.detail,
+            instance=instance,
+        )
+
+
+class BadRequest(Problem):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class Unauthenticated(Problem):
+    status, slug, title = 401, "unauthenticated", "Authentication required"
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="vetify"'})
+
+
+class InvalidCredentials(Unauthenticated):
+    slug, title = "invalid-credentials", "Invalid credentials"
+
+
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "Not allowed for your role"
+
+
+class NotFound(Problem):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class MethodNotAllowed(Problem):
+    status, slug, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class Conflict(Problem):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class InvalidInput(Problem):
+    status, slug, title = 422, "validation-error", "Request is not valid"
+
+    def __init__(self, detail: str | None = None, errors: Sequence[FieldError] = ()):
+        super().__init__(detail)
+        self.errors = list(errors)
+
+    def body(self, instance: str | None = None) -> ProblemBody:
+        body = super().body(instance)
+        body.errors = self.errors or None
+        return body
+
+
+class ServiceUnavailable(Problem):
+    status, slug, title = 503, "service-unavailable", "Service unavailable"
+
+
+def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    return JSONResponse(
+        problem.body(instance=request.url.path).model_dump(mode="json", exclude_none=True),
+        status_code=problem.status,
+        media_type=MEDIA_TYPE,
+        headers=problem.headers,
+    )
+
+
+def _loc(loc: Iterable[Any]) -> list[str | int]:
+    return [part if isinstance(part, int) else str(part) for part in loc]
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(exc, request)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(loc=_loc(err.get("loc", ())), msg=str(err.get("msg", ""))[:1000], type=err["type"])
+        for err in exc.errors()
+    ]
+    return problem_response(InvalidInput("See errors for the fields at fault.", errors), request)
+
+
+_HTTP_PROBLEMS: dict[int, type[Problem]] = {
+    400: BadRequest,
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+}
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    cls = _HTTP_PROBLEMS.get(exc.status_code)
+    if cls is None:
+        problem = Problem(str(exc.detail), status=exc.status_code)
+    else:
+        problem = cls(None if exc.status_code in (404, 405) else str(exc.detail))
+    problem.headers = dict(exc.headers or {}) or problem.headers
+    return problem_response(problem, request)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(Problem(), request)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+def responses(*problems: type[Problem]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the problems a route can answer with."""
+    by_status: dict[int, list[type[Problem]]] = {}
+    for cls in problems:
+        by_status.setdefault(cls.status, []).append(cls)
+    return {
+        status: {
+            "description": " / ".join(sorted({c.title for c in classes}))
+            or HTTPStatus(status).phrase,
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}},
+        }
+        for status, classes in sorted(by_status.items())
+    }
