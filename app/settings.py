@@ -41,16 +41,11 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     """Base URL used in links the service hands out (invitations)."""
 
-    session_cookie_name: str = "vetify_session"
     session_cookie_secure: bool = True
     session_idle_timeout_minutes: int = Field(default=60, ge=1)
     session_absolute_timeout_hours: int = Field(default=12, ge=1)
     api_token_default_days: int = Field(default=90, ge=1, le=3650)
     invitation_valid_hours: int = Field(default=72, ge=1)
-    record_lock_hours: int = Field(default=24, ge=1)
-
-    page_size_default: int = Field(default=50, ge=1)
-    page_size_max: int = Field(default=200, ge=1)
 
     @model_validator(mode="after")
     def _roles_are_distinct(self) -> Settings:
@@ -62,8 +57,6 @@ class Settings(BaseSettings):
                     "VETIFY_DATABASE_URL must use a role other than the schema owner "
                     "(VETIFY_DATABASE_OWNER_URL): row-level security does not bind the owner"
                 )
-        if self.page_size_default > self.page_size_max:
-            raise ValueError("VETIFY_PAGE_SIZE_DEFAULT must not exceed VETIFY_PAGE_SIZE_MAX")
         return self
 
     @property

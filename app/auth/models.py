@@ -7,7 +7,7 @@ from enum import StrEnum
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, pg_enum, Entity, TenantScoped
+from app.db.base import Base, Entity, TenantScoped, pg_enum
 
 
 class Role(StrEnum):

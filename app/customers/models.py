@@ -41,9 +41,7 @@ class ConsentEvent(TenantScoped, Base):
     __table_args__ = (tenant_fk("customer_id", "customers", ondelete="CASCADE"),)
 
     customer_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    channel: Mapped[Channel] = mapped_column(
-        pg_enum(Channel, "consent_channel")
-    )
+    channel: Mapped[Channel] = mapped_column(pg_enum(Channel, "consent_channel"))
     granted: Mapped[bool]
     recorded_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     recorded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))

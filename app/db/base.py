@@ -36,6 +36,10 @@ class Base(DeclarativeBase):
 class Entity:
     """A row with a time-ordered UUID and audit timestamps."""
 
+    # Server-made values (timestamps) come back with the INSERT/UPDATE (RETURNING), so a
+    # response can read them without another round trip.
+    __mapper_args__ = {"eager_defaults": True}
+
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id, sort_order=-10)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now(), sort_order=90)
     updated_at: Mapped[dt.datetime] = mapped_column(

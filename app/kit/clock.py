@@ -1,12 +1,9 @@
-"""The one place the service reads the time, so tests can move it."""
+"""The one place the service reads the time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 
-Clock = Callable[[], datetime]
 
-
-def system_clock() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, Unpack
 
 from fastapi import Query
 from pydantic import BaseModel, Field
@@ -22,7 +22,12 @@ from sqlalchemy.orm import InstrumentedAttribute
 from app.kit.problems import InvalidInput
 
 T = TypeVar("T")
+S = TypeVar("S", bound=BaseModel)
 
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+LimitParam = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
 CursorParam = Annotated[
     str | None,
     Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$", description="From the previous page"),
@@ -32,7 +37,9 @@ CursorParam = Annotated[
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(
-        default=None, max_length=200, description="Pass as `cursor` for the next page; null at the end"
+        default=None,
+        max_length=200,
+        description="Pass as `cursor` for the next page; null at the end",
     )
 
 
@@ -62,7 +69,7 @@ def _decode(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) -> list[
 
 async def paginate(
     session: Any,
-    query: Select[Any],
+    query: Select[Unpack[tuple[Any, ...]]],
     order_by: Sequence[InstrumentedAttribute[Any]],
     cursor: str | None,
     limit: int,
@@ -76,3 +83,20 @@ async def paginate(
     rows = rows[:limit]
     last = rows[-1]
     return rows, encode_cursor([getattr(last, column.key) for column in order_by])
+
+
+async def page(
+    session: Any,
+    query: Select[Unpack[tuple[Any, ...]]],
+    schema: type[S],
+    cursor: str | None,
+    limit: int,
+    order_by: Sequence[InstrumentedAttribute[Any]] | None = None,
+) -> Page[S]:
+    """A :class:`Page` of ``schema`` items; ordered by the entity's id unless told otherwise."""
+    if order_by is None:
+        order_by = [query.column_descriptions[0]["entity"].id]
+    rows, next_cursor = await paginate(session, query, order_by, cursor, limit)
+    return Page[schema](  # type: ignore[valid-type]
+        items=[schema.model_validate(row) for row in rows], next_cursor=next_cursor
+    )

@@ -43,7 +43,7 @@ class ProblemBody(BaseModel):
     errors: list[FieldError] | None = None
 
 
-class Problem(Exception):  # noqa: N818 - it is a problem, not an "Error"
+class Problem(Exception):
     status: int = 500
     slug: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal server error"
@@ -144,7 +144,9 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        FieldError(loc=_loc(err.get("loc", ())), msg=str(err.get("msg", ""))[:1000], type=err["type"])
+        FieldError(
+            loc=_loc(err.get("loc", ())), msg=str(err.get("msg", ""))[:1000], type=err["type"]
+        )
         for err in exc.errors()
     ]
     return problem_response(InvalidInput("See errors for the fields at fault.", errors), request)

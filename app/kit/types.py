@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import zoneinfo
 from typing import Annotated, Any
 
 from pydantic import (
@@ -41,6 +42,9 @@ def _date_in_range(value: dt.date) -> dt.date:
     return value
 
 
+LAX = Field(strict=False)
+"""For enums in request bodies: strict mode would want an enum instance, JSON has strings."""
+
 Id = Annotated[uuid.UUID, BeforeValidator(_only_strings), Field(strict=False)]
 Timestamp = Annotated[
     AwareDatetime,
@@ -60,8 +64,30 @@ LongText = Annotated[str, StringConstraints(max_length=20_000)]
 Email = Annotated[EmailStr, StringConstraints(max_length=254)]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$", max_length=16)]
 """E.164: a plus sign and up to 15 digits."""
+
+
+def _known_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError("must be an IANA time zone such as Europe/Lisbon") from exc
+    return value
+
+
+TimeZone = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_known_zone)
+]
 Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$", max_length=5)]
 """BCP 47 language tag, language and optional region (``en``, ``pt-BR``)."""
+
+
+def omittable() -> Any:
+    """For PATCH fields that may be left out but not set to null (non-nullable columns).
+
+    The default is not validated, so leaving the field out is fine, while an explicit
+    ``null`` fails validation; the schema says exactly that (not required, not nullable).
+    """
+    return Field(default=None)
 
 
 class Input(BaseModel):

@@ -1,0 +1,176 @@
+"""The appointment book. Double bookings are refused by the database's exclusion constraints."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+import zoneinfo
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.appointments.models import Appointment, AppointmentType, Status
+from app.appointments.rules import RESCHEDULABLE, can_transition
+from app.appointments.schemas import (
+    AppointmentIn,
+    AppointmentPatch,
+    AppointmentTypeIn,
+    AppointmentTypePatch,
+)
+from app.auth.models import Membership
+from app.clinics.models import Room
+from app.db.repository import apply, constraint_of, get_or_404, referenced
+from app.kit.problems import Conflict, FieldError, InvalidInput
+from app.pets.models import Pet
+
+_CONFLICTS = {
+    "no_vet_double_booking": "The vet already has an appointment at that time.",
+    "no_room_double_booking": "The room is already booked at that time.",
+}
+DEFAULT_DURATION = dt.timedelta(minutes=15)
+
+
+class BookingConflict(Conflict):
+    slug, title = "booking-conflict", "Double booking"
+
+
+def search(
+    *,
+    day: dt.date | None,
+    timezone: str,
+    vet_id: uuid.UUID | None,
+    status: Status | None,
+    pet_id: uuid.UUID | None,
+    room_id: uuid.UUID | None,
+) -> Select[Appointment]:
+    query = select(Appointment)
+    if day is not None:
+        start = dt.datetime.combine(day, dt.time(), zoneinfo.ZoneInfo(timezone))
+        query = query.where(
+            Appointment.starts_at >= start, Appointment.starts_at < start + dt.timedelta(days=1)
+        )
+    for column, value in (
+        (Appointment.vet_id, vet_id),
+        (Appointment.status, status),
+        (Appointment.pet_id, pet_id),
+        (Appointment.room_id, room_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
+async def _flush(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        message = _CONFLICTS.get(constraint_of(exc) or "")
+        if message:
+            raise BookingConflict(message) from exc
+        raise
+
+
+async def _check_vet(session: AsyncSession, vet_id: uuid.UUID) -> None:
+    membership = (
+        await session.scalars(
+            select(Membership).where(Membership.user_id == vet_id, Membership.active)
+        )
+    ).one_or_none()
+    if membership is None:
+        raise InvalidInput(
+            "The vet is not an active member of this clinic.",
+            [
+                FieldError(
+                    loc=["body", "vet_id"],
+                    msg="no active staff member with this id",
+                    type="not_found",
+                )
+            ],
+        )
+
+
+def _check_period(starts_at: dt.datetime, ends_at: dt.datetime) -> None:
+    if ends_at <= starts_at:
+        raise InvalidInput(
+            "An appointment must end after it starts.",
+            [
+                FieldError(
+                    loc=["body", "ends_at"], msg="must be after starts_at", type="value_error"
+                )
+            ],
+        )
+
+
+async def create(session: AsyncSession, data: AppointmentIn) -> Appointment:
+    await referenced(session, Pet, data.pet_id, "pet_id", "pet")
+    await _check_vet(session, data.vet_id)
+    if data.room_id is not None:
+        await referenced(session, Room, data.room_id, "room_id", "room")
+    kind = None
+    if data.appointment_type_id is not None:
+        kind = await referenced(
+            session,
+            AppointmentType,
+            data.appointment_type_id,
+            "appointment_type_id",
+            "appointment type",
+        )
+    duration = dt.timedelta(minutes=kind.default_duration_minutes) if kind else DEFAULT_DURATION
+    ends_at = data.ends_at or data.starts_at + duration
+    _check_period(data.starts_at, ends_at)
+    appointment = Appointment(**data.model_dump(exclude={"ends_at"}), ends_at=ends_at)
+    session.add(appointment)
+    await _flush(session)
+    return appointment
+
+
+async def update(
+    session: AsyncSession, appointment_id: uuid.UUID, changes: AppointmentPatch
+) -> Appointment:
+    appointment = await get_or_404(session, Appointment, appointment_id, "appointment")
+    if appointment.status not in RESCHEDULABLE:
+        raise Conflict(f"An appointment that is {appointment.status} cannot be changed.")
+    fields = changes.model_fields_set
+    if "vet_id" in fields:
+        await _check_vet(session, changes.vet_id)
+    if "room_id" in fields and changes.room_id is not None:
+        await referenced(session, Room, changes.room_id, "room_id", "room")
+    _check_period(
+        changes.starts_at if "starts_at" in fields else appointment.starts_at,
+        changes.ends_at if "ends_at" in fields else appointment.ends_at,
+    )
+    apply(appointment, changes)
+    await _flush(session)
+    return appointment
+
+
+async def transition(
+    session: AsyncSession, appointment_id: uuid.UUID, target: Status
+) -> Appointment:
+    appointment = await get_or_404(session, Appointment, appointment_id, "appointment")
+    if not can_transition(appointment.status, target):
+        raise Conflict(f"An appointment cannot go from {appointment.status} to {target}.")
+    appointment.status = target
+    await session.flush()
+    return appointment
+
+
+def types() -> Select[AppointmentType]:
+    return select(AppointmentType)
+
+
+async def create_type(session: AsyncSession, data: AppointmentTypeIn) -> AppointmentType:
+    kind = AppointmentType(**data.model_dump())
+    session.add(kind)
+    await session.flush()
+    return kind
+
+
+async def update_type(
+    session: AsyncSession, type_id: uuid.UUID, changes: AppointmentTypePatch
+) -> AppointmentType:
+    kind = await get_or_404(session, AppointmentType, type_id, "appointment type")
+    apply(kind, changes)
+    await session.flush()
+    return kind

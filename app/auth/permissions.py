@@ -1,0 +1,54 @@
+"""Who may do what: the one table of role x action.
+
+Routes name the action they perform (``Allowed(Action.pets_write)``); nothing else decides.
+The authorization tests are generated from this table.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from app.auth.models import Role
+
+
+class Action(StrEnum):
+    clinic_read = "clinic:read"
+    clinic_manage = "clinic:manage"
+    staff_read = "staff:read"
+    staff_manage = "staff:manage"
+    customers_read = "customers:read"
+    customers_write = "customers:write"
+    pets_read = "pets:read"
+    pets_write = "pets:write"
+    appointments_read = "appointments:read"
+    appointments_write = "appointments:write"
+    records_read = "records:read"
+    records_write = "records:write"
+    records_sign = "records:sign"
+    own_credentials = "credentials:own"
+
+
+_READ = {
+    Action.clinic_read,
+    Action.staff_read,
+    Action.customers_read,
+    Action.pets_read,
+    Action.appointments_read,
+    Action.records_read,
+    Action.own_credentials,
+}
+_FRONT_DESK = {Action.customers_write, Action.pets_write, Action.appointments_write}
+_CLINICAL = {Action.records_write}
+
+PERMISSIONS: dict[Role, frozenset[Action]] = {
+    Role.owner: frozenset(Action),
+    Role.admin: frozenset(_READ | _FRONT_DESK | {Action.clinic_manage, Action.staff_manage}),
+    Role.vet: frozenset(_READ | _FRONT_DESK | _CLINICAL | {Action.records_sign}),
+    Role.technician: frozenset(_READ | _FRONT_DESK | _CLINICAL),
+    Role.receptionist: frozenset(_READ | _FRONT_DESK),
+    Role.read_only: frozenset(_READ),
+}
+
+
+def allows(role: Role, action: Action) -> bool:
+    return action in PERMISSIONS[role]

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from app.auth.deps import requires
+from app.auth.permissions import Action
+from app.auth.service import Principal
+from app.clinics import service
+from app.clinics.models import Location, Room
+from app.clinics.schemas import (
+    ClinicOut,
+    ClinicPatch,
+    LocationIn,
+    LocationOut,
+    LocationPatch,
+    RoomIn,
+    RoomOut,
+    RoomPatch,
+)
+from app.db.repository import get_or_404
+from app.db.session import DbSession
+from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
+from app.kit.problems import Forbidden, InvalidInput, NotFound, Unauthenticated, responses
+
+router = APIRouter(prefix="/api/v1", tags=["clinic"])
+Reader = Annotated[Principal, Depends(requires(Action.clinic_read))]
+Manager = Annotated[Principal, Depends(requires(Action.clinic_manage))]
+READ = responses(Unauthenticated, Forbidden, InvalidInput)
+ONE = responses(Unauthenticated, Forbidden, NotFound, InvalidInput)
+
+
+@router.get("/clinics/current", responses=READ, summary="The clinic this request acts in")
+async def get_clinic(caller: Reader, session: DbSession) -> ClinicOut:
+    return ClinicOut.model_validate(await service.current(session, caller.clinic_id))
+
+
+@router.patch(
+    "/clinics/current", responses=READ, summary="Rename the clinic or change its time zone"
+)
+async def update_clinic(body: ClinicPatch, caller: Manager, session: DbSession) -> ClinicOut:
+    return ClinicOut.model_validate(await service.update(session, caller.clinic_id, body))
+
+
+@router.get("/locations", responses=READ, summary="List locations")
+async def list_locations(
+    caller: Reader,
+    session: DbSession,
+    cursor: CursorParam = None,
+    limit: LimitParam = DEFAULT_LIMIT,
+) -> Page[LocationOut]:
+    return await page(session, service.locations(), LocationOut, cursor, limit)
+
+
+@router.post(
+    "/locations", status_code=status.HTTP_201_CREATED, responses=READ, summary="Add a location"
+)
+async def create_location(body: LocationIn, caller: Manager, session: DbSession) -> LocationOut:
+    return LocationOut.model_validate(await service.create_location(session, body))
+
+
+@router.get("/locations/{location_id}", responses=ONE, summary="One location")
+async def get_location(location_id: uuid.UUID, caller: Reader, session: DbSession) -> LocationOut:
+    return LocationOut.model_validate(await get_or_404(session, Location, location_id, "location"))
+
+
+@router.patch("/locations/{location_id}", responses=ONE, summary="Change a location")
+async def update_location(
+    location_id: uuid.UUID, body: LocationPatch, caller: Manager, session: DbSession
+) -> LocationOut:
+    return LocationOut.model_validate(await service.update_location(session, location_id, body))
+
+
+@router.get("/rooms", responses=READ, summary="List rooms and other bookable resources")
+async def list_rooms(
+    caller: Reader,
+    session: DbSession,
+    location_id: Annotated[uuid.UUID | None, Query()] = None,
+    cursor: CursorParam = None,
+    limit: LimitParam = DEFAULT_LIMIT,
+) -> Page[RoomOut]:
+    return await page(session, service.rooms(location_id), RoomOut, cursor, limit)
+
+
+@router.post("/rooms", status_code=status.HTTP_201_CREATED, responses=READ, summary="Add a room")
+async def create_room(body: RoomIn, caller: Manager, session: DbSession) -> RoomOut:
+    return RoomOut.model_validate(await service.create_room(session, body))
+
+
+@router.get("/rooms/{room_id}", responses=ONE, summary="One room")
+async def get_room(room_id: uuid.UUID, caller: Reader, session: DbSession) -> RoomOut:
+    return RoomOut.model_validate(await get_or_404(session, Room, room_id, "room"))
+
+
+@router.patch("/rooms/{room_id}", responses=ONE, summary="Rename or (de)activate a room")
+async def update_room(
+    room_id: uuid.UUID, body: RoomPatch, caller: Manager, session: DbSession
+) -> RoomOut:
+    return RoomOut.model_validate(await service.update_room(session, room_id, body))

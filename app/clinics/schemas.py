@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+from pydantic import StringConstraints
+
+from app.kit.types import Id, Input, Name, Output, Phone, ShortText, TimeZone, omittable
+
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$", max_length=2)]
+"""ISO 3166-1 alpha-2."""
+Line = Annotated[str, StringConstraints(max_length=200)]
+City = Annotated[str, StringConstraints(max_length=100)]
+Postcode = Annotated[str, StringConstraints(max_length=20)]
+
+
+class ClinicOut(Output):
+    id: uuid.UUID
+    name: str
+    timezone: str
+    created_at: dt.datetime
+
+
+class ClinicPatch(Input):
+    name: Name = omittable()
+    timezone: TimeZone = omittable()
+
+
+class Address(Input):
+    address_line1: Line | None = None
+    address_line2: Line | None = None
+    city: City | None = None
+    postcode: Postcode | None = None
+    country: Country | None = None
+
+
+class LocationIn(Address):
+    name: Name
+    phone: Phone | None = None
+
+
+class LocationPatch(Address):
+    name: Name = omittable()
+    phone: Phone | None = None
+
+
+class LocationOut(Output):
+    id: uuid.UUID
+    name: str
+    address_line1: str | None
+    address_line2: str | None
+    city: str | None
+    postcode: str | None
+    country: str | None
+    phone: str | None
+
+
+class RoomIn(Input):
+    location_id: Id
+    name: ShortText
+    active: bool = True
+
+
+class RoomPatch(Input):
+    name: ShortText = omittable()
+    active: bool = omittable()
+
+
+class RoomOut(Output):
+    id: uuid.UUID
+    location_id: uuid.UUID
+    name: str
+    active: bool

@@ -1,0 +1,113 @@
+"""Pet owners and their communication consent."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.customers.models import Channel, ConsentEvent, Customer
+from app.customers.schemas import (
+    ConsentOut,
+    ConsentsIn,
+    ConsentsOut,
+    CustomerIn,
+    CustomerOut,
+    CustomerPatch,
+)
+from app.db.repository import apply, get_or_404
+from app.kit.problems import Conflict
+from app.pets.models import Pet
+
+
+def search(q: str | None) -> Select[Customer]:
+    query = select(Customer)
+    if q:
+        pattern = f"%{q.lower()}%"
+        query = query.where(
+            or_(
+                func.lower(Customer.first_name + " " + Customer.last_name).like(pattern),
+                func.lower(Customer.email).like(pattern),
+                Customer.phone.like(f"%{q}%"),
+            )
+        )
+    return query
+
+
+async def consents(
+    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, ConsentsOut]:
+    """The consent in force per channel: the newest event of each (customer, channel)."""
+    result: dict[uuid.UUID, ConsentsOut] = {cid: ConsentsOut() for cid in customer_ids}
+    if not customer_ids:
+        return result
+    latest = await session.scalars(
+        select(ConsentEvent)
+        .where(ConsentEvent.customer_id.in_(customer_ids))
+        .distinct(ConsentEvent.customer_id, ConsentEvent.channel)
+        .order_by(ConsentEvent.customer_id, ConsentEvent.channel, ConsentEvent.id.desc())
+    )
+    for event in latest:
+        setattr(
+            result[event.customer_id],
+            event.channel.value,
+            ConsentOut(granted=event.granted, changed_at=event.recorded_at),
+        )
+    return result
+
+
+async def to_out(session: AsyncSession, customers: Sequence[Customer]) -> list[CustomerOut]:
+    by_id = await consents(session, [c.id for c in customers])
+    return [CustomerOut.model_validate({**_columns(c), "consents": by_id[c.id]}) for c in customers]
+
+
+def _columns(customer: Customer) -> dict[str, object]:
+    return {column.key: getattr(customer, column.key) for column in Customer.__table__.columns}
+
+
+async def _record_consents(
+    session: AsyncSession, customer_id: uuid.UUID, wanted: ConsentsIn, by: uuid.UUID
+) -> None:
+    current = (await consents(session, [customer_id]))[customer_id]
+    for channel, granted in wanted.model_dump(exclude_unset=True).items():
+        in_force = getattr(current, channel)
+        if in_force is None or in_force.granted != granted:
+            session.add(
+                ConsentEvent(
+                    customer_id=customer_id,
+                    channel=Channel(channel),
+                    granted=granted,
+                    recorded_by=by,
+                )
+            )
+
+
+async def create(session: AsyncSession, data: CustomerIn, by: uuid.UUID) -> Customer:
+    customer = Customer(**data.model_dump(exclude={"consents"}))
+    session.add(customer)
+    await session.flush()
+    if data.consents is not None:
+        await _record_consents(session, customer.id, data.consents, by)
+        await session.flush()
+    return customer
+
+
+async def update(
+    session: AsyncSession, customer_id: uuid.UUID, changes: CustomerPatch, by: uuid.UUID
+) -> Customer:
+    customer = await get_or_404(session, Customer, customer_id, "customer")
+    apply(customer, changes, exclude={"consents"})
+    if "consents" in changes.model_fields_set:
+        await _record_consents(session, customer.id, changes.consents, by)
+    await session.flush()
+    return customer
+
+
+async def delete(session: AsyncSession, customer_id: uuid.UUID) -> None:
+    customer = await get_or_404(session, Customer, customer_id, "customer")
+    if await session.scalar(select(exists().where(Pet.customer_id == customer_id))):
+        raise Conflict("The customer still has pets; delete or move them first.")
+    await session.delete(customer)
+    await session.flush()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from app.kit.types import LAX, Date, Id, Input, Output, ShortText, Timestamp, omittable
+from app.pets.models import Sex, Species
+
+Microchip = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{9,15}$")]
+"""ISO 11784 chips are 15 digits; older ones 9-10 alphanumerics."""
+Alert = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Alerts = Annotated[list[Alert], Field(max_length=50)]
+Weight = Annotated[float, Field(gt=0, le=2000, description="Kilograms")]
+
+
+class PetIn(Input):
+    customer_id: Id
+    name: ShortText
+    species: Annotated[Species, LAX]
+    breed: ShortText | None = None
+    sex: Annotated[Sex, LAX] = Sex.unknown
+    neutered: bool = False
+    date_of_birth: Date | None = None
+    microchip: Microchip | None = None
+    alerts: Alerts = []
+
+
+class PetPatch(Input):
+    customer_id: Id = omittable()
+    name: ShortText = omittable()
+    species: Annotated[Species, LAX] = omittable()
+    breed: ShortText | None = None
+    sex: Annotated[Sex, LAX] = omittable()
+    neutered: bool = omittable()
+    date_of_birth: Date | None = None
+    microchip: Microchip | None = None
+    alerts: Alerts = omittable()
+    deceased: bool = omittable()
+
+
+class PetOut(Output):
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    name: str
+    species: Species
+    breed: str | None
+    sex: Sex
+    neutered: bool
+    date_of_birth: dt.date | None
+    microchip: str | None
+    alerts: list[str]
+    deceased: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class WeightIn(Input):
+    weight_kg: Weight
+    measured_at: Timestamp | None = Field(default=None, description="Defaults to now")
+
+
+class WeightOut(Output):
+    id: uuid.UUID
+    weight_kg: float
+    measured_at: dt.datetime

@@ -1,0 +1,99 @@
+"""Patients: pets, their owners' link, alerts and weight history."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import Select, exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.appointments.models import Appointment
+from app.customers.models import Customer
+from app.db.repository import apply, constraint_of, get_or_404, referenced
+from app.kit.clock import utcnow
+from app.kit.problems import Conflict
+from app.pets.models import Pet, Species, WeightMeasurement
+from app.pets.schemas import PetIn, PetPatch, WeightIn
+from app.records.models import MedicalRecord
+
+_MICROCHIP_TAKEN = Conflict("Another pet of this clinic has this microchip number.")
+
+
+def search(
+    customer_id: uuid.UUID | None, species: Species | None, q: str | None, include_deceased: bool
+) -> Select[Pet]:
+    query = select(Pet)
+    if customer_id:
+        query = query.where(Pet.customer_id == customer_id)
+    if species:
+        query = query.where(Pet.species == species)
+    if q:
+        query = query.where(func.lower(Pet.name).like(f"%{q.lower()}%") | (Pet.microchip == q))
+    if not include_deceased:
+        query = query.where(Pet.deceased.is_(False))
+    return query
+
+
+async def _flush(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if constraint_of(exc) == "uq_pets_tenant_id_microchip":
+            raise _MICROCHIP_TAKEN from exc
+        raise
+
+
+async def create(session: AsyncSession, data: PetIn) -> Pet:
+    await referenced(session, Customer, data.customer_id, "customer_id", "customer")
+    pet = Pet(**data.model_dump())
+    session.add(pet)
+    await _flush(session)
+    return pet
+
+
+async def update(session: AsyncSession, pet_id: uuid.UUID, changes: PetPatch) -> Pet:
+    pet = await get_or_404(session, Pet, pet_id, "pet")
+    if "customer_id" in changes.model_fields_set:
+        await referenced(session, Customer, changes.customer_id, "customer_id", "customer")
+    apply(pet, changes)
+    await _flush(session)
+    return pet
+
+
+async def delete(session: AsyncSession, pet_id: uuid.UUID) -> None:
+    pet = await get_or_404(session, Pet, pet_id, "pet")
+    history = select(
+        exists().where(Appointment.pet_id == pet_id)
+        | exists().where(MedicalRecord.pet_id == pet_id)
+    )
+    if await session.scalar(history):
+        raise Conflict("The pet has appointments or records; mark it deceased instead.")
+    await session.delete(pet)
+    await session.flush()
+
+
+async def add_weight(
+    session: AsyncSession, pet_id: uuid.UUID, data: WeightIn, by: uuid.UUID
+) -> WeightMeasurement:
+    await get_or_404(session, Pet, pet_id, "pet")
+    weight = WeightMeasurement(
+        pet_id=pet_id,
+        weight_kg=Decimal(str(data.weight_kg)),
+        measured_at=data.measured_at or utcnow(),
+        recorded_by=by,
+    )
+    session.add(weight)
+    await session.flush()
+    return weight
+
+
+async def weights(session: AsyncSession, pet_id: uuid.UUID) -> list[WeightMeasurement]:
+    await get_or_404(session, Pet, pet_id, "pet")
+    result = await session.scalars(
+        select(WeightMeasurement)
+        .where(WeightMeasurement.pet_id == pet_id)
+        .order_by(WeightMeasurement.measured_at, WeightMeasurement.id)
+    )
+    return list(result.all())

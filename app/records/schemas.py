@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from app.kit.types import Date, Id, Input, Output, ShortText, Timestamp, omittable
+
+Soap = Annotated[str, StringConstraints(max_length=20_000)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+
+class Vitals(Input):
+    weight_kg: float | None = Field(default=None, gt=0, le=2000)
+    temperature_c: float | None = Field(default=None, ge=20, le=50)
+    heart_rate_bpm: int | None = Field(default=None, ge=1, le=1000)
+    respiratory_rate_bpm: int | None = Field(default=None, ge=1, le=500)
+
+
+class VaccinationIn(Input):
+    vaccine: Label
+    lot: ShortText | None = None
+    expiry_date: Date | None = None
+    given_at: Timestamp
+    next_due: Date | None = None
+
+
+class PrescriptionIn(Input):
+    drug: Label
+    dose: ShortText
+    frequency: ShortText
+    duration_days: int | None = Field(default=None, ge=1, le=3650)
+    instructions: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class RecordIn(Vitals):
+    pet_id: Id
+    appointment_id: Id | None = None
+    visited_at: Timestamp | None = Field(default=None, description="Defaults to now")
+    subjective: Soap = ""
+    objective: Soap = ""
+    assessment: Soap = ""
+    plan: Soap = ""
+    vaccinations: Annotated[list[VaccinationIn], Field(max_length=50)] = []
+    prescriptions: Annotated[list[PrescriptionIn], Field(max_length=50)] = []
+
+
+class RecordPatch(Vitals):
+    """Until the record locks (24 h after signing). Lists given replace the record's lists."""
+
+    visited_at: Timestamp = omittable()
+    subjective: Soap = omittable()
+    objective: Soap = omittable()
+    assessment: Soap = omittable()
+    plan: Soap = omittable()
+    vaccinations: Annotated[list[VaccinationIn], Field(max_length=50)] = omittable()
+    prescriptions: Annotated[list[PrescriptionIn], Field(max_length=50)] = omittable()
+
+
+class AddendumIn(Input):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+
+
+class VaccinationOut(Output):
+    id: uuid.UUID
+    vaccine: str
+    lot: str | None
+    expiry_date: dt.date | None
+    given_at: dt.datetime
+    next_due: dt.date | None
+
+
+class PrescriptionOut(Output):
+    id: uuid.UUID
+    drug: str
+    dose: str
+    frequency: str
+    duration_days: int | None
+    instructions: str | None
+
+
+class AddendumOut(Output):
+    id: uuid.UUID
+    author_id: uuid.UUID
+    text: str
+    created_at: dt.datetime
+
+
+class RecordOut(Output):
+    id: uuid.UUID
+    pet_id: uuid.UUID
+    appointment_id: uuid.UUID | None
+    author_id: uuid.UUID
+    visited_at: dt.datetime
+    subjective: str
+    objective: str
+    assessment: str
+    plan: str
+    weight_kg: float | None
+    temperature_c: float | None
+    heart_rate_bpm: int | None
+    respiratory_rate_bpm: int | None
+    signed_by: uuid.UUID | None
+    signed_at: dt.datetime | None
+    locks_at: dt.datetime | None
+    locked: bool
+    vaccinations: list[VaccinationOut]
+    prescriptions: list[PrescriptionOut]
+    addenda: list[AddendumOut]
+    created_at: dt.datetime
+    updated_at: dt.datetime

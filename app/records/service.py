@@ -1,0 +1,135 @@
+"""Medical records: SOAP notes, vitals, vaccinations, prescriptions; signing, locking, addenda."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.appointments.models import Appointment
+from app.db.repository import get_or_404, referenced
+from app.kit.clock import utcnow
+from app.kit.problems import Conflict
+from app.pets.models import Pet
+from app.records.models import Addendum, MedicalRecord, Prescription, Vaccination
+from app.records.schemas import AddendumIn, RecordIn, RecordOut, RecordPatch
+
+LOCK_AFTER = dt.timedelta(hours=24)
+"""A signed record can be corrected for this long; after that only addenda amend it."""
+_DECIMALS = ("weight_kg", "temperature_c")
+
+
+class RecordLocked(Conflict):
+    slug, title = "record-locked", "Record locked"
+
+    def __init__(self) -> None:
+        super().__init__("The record was signed more than 24 hours ago; add an addendum instead.")
+
+
+def is_locked(record: MedicalRecord, now: dt.datetime) -> bool:
+    return record.locks_at is not None and record.locks_at <= now
+
+
+def to_out(record: MedicalRecord) -> RecordOut:
+    return RecordOut.model_validate(
+        {
+            **{c.key: getattr(record, c.key) for c in MedicalRecord.__table__.columns},
+            "locked": is_locked(record, utcnow()),
+            "vaccinations": record.vaccinations,
+            "prescriptions": record.prescriptions,
+            "addenda": record.addenda,
+        }
+    )
+
+
+def search(pet_id: uuid.UUID | None) -> Select[MedicalRecord]:
+    query = select(MedicalRecord)
+    return query.where(MedicalRecord.pet_id == pet_id) if pet_id else query
+
+
+def _columns(data: RecordIn | RecordPatch, *, exclude: set[str]) -> dict[str, Any]:
+    values = data.model_dump(exclude_unset=True, exclude=exclude)
+    for key in _DECIMALS:
+        if values.get(key) is not None:
+            values[key] = Decimal(str(values[key]))
+    return values
+
+
+async def create(session: AsyncSession, data: RecordIn, author_id: uuid.UUID) -> MedicalRecord:
+    await referenced(session, Pet, data.pet_id, "pet_id", "pet")
+    if data.appointment_id is not None:
+        appointment = await referenced(
+            session, Appointment, data.appointment_id, "appointment_id", "appointment"
+        )
+        if appointment.pet_id != data.pet_id:
+            raise Conflict("The appointment is for another pet.")
+    record = MedicalRecord(
+        **_columns(data, exclude={"vaccinations", "prescriptions", "visited_at"}),
+        visited_at=data.visited_at or utcnow(),
+        author_id=author_id,
+        vaccinations=[Vaccination(**v.model_dump()) for v in data.vaccinations],
+        prescriptions=[Prescription(**p.model_dump()) for p in data.prescriptions],
+        addenda=[],
+    )
+    session.add(record)
+    await session.flush()
+    return record
+
+
+async def get(session: AsyncSession, record_id: uuid.UUID) -> MedicalRecord:
+    return await get_or_404(session, MedicalRecord, record_id, "medical record")
+
+
+async def _guarded_flush(session: AsyncSession) -> None:
+    """The database refuses changes to a locked record even if the check above raced the clock."""
+    try:
+        await session.flush()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55000":
+            raise RecordLocked() from exc
+        raise
+
+
+async def update(
+    session: AsyncSession, record_id: uuid.UUID, changes: RecordPatch
+) -> MedicalRecord:
+    record = await get(session, record_id)
+    if is_locked(record, utcnow()):
+        raise RecordLocked()
+    for key, value in _columns(changes, exclude={"vaccinations", "prescriptions"}).items():
+        setattr(record, key, value)
+    if "vaccinations" in changes.model_fields_set:
+        record.vaccinations = [Vaccination(**v.model_dump()) for v in changes.vaccinations]
+    if "prescriptions" in changes.model_fields_set:
+        record.prescriptions = [Prescription(**p.model_dump()) for p in changes.prescriptions]
+    await _guarded_flush(session)
+    return await _reloaded(session, record)
+
+
+async def sign(session: AsyncSession, record_id: uuid.UUID, vet_id: uuid.UUID) -> MedicalRecord:
+    record = await get(session, record_id)
+    if record.signed_at is not None:
+        raise Conflict("The record is already signed.")
+    now = utcnow()
+    record.signed_by, record.signed_at, record.locks_at = vet_id, now, now + LOCK_AFTER
+    await _guarded_flush(session)
+    return record
+
+
+async def add_addendum(
+    session: AsyncSession, record_id: uuid.UUID, data: AddendumIn, author_id: uuid.UUID
+) -> MedicalRecord:
+    record = await get(session, record_id)
+    session.add(Addendum(record_id=record.id, author_id=author_id, text=data.text))
+    await session.flush()
+    return await _reloaded(session, record)
+
+
+async def _reloaded(session: AsyncSession, record: MedicalRecord) -> MedicalRecord:
+    await session.refresh(record, ["vaccinations", "prescriptions", "addenda", "updated_at"])
+    return record

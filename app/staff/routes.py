@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from app.auth import service as auth
+from app.auth.deps import AppSettings, requires
+from app.auth.permissions import Action
+from app.auth.schemas import InvitationCreated, InvitationIn, InvitationOut
+from app.auth.service import Principal
+from app.db.session import DbSession
+from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
+from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
+from app.staff import service
+from app.staff.schemas import StaffOut, StaffPatch
+
+router = APIRouter(prefix="/api/v1/staff", tags=["staff"])
+Reader = Annotated[Principal, Depends(requires(Action.staff_read))]
+Manager = Annotated[Principal, Depends(requires(Action.staff_manage))]
+READ = responses(Unauthenticated, Forbidden, InvalidInput)
+ONE = responses(Unauthenticated, Forbidden, NotFound, InvalidInput)
+
+
+@router.get("", responses=READ, summary="Members of this clinic")
+async def list_staff(
+    caller: Reader,
+    session: DbSession,
+    cursor: CursorParam = None,
+    limit: LimitParam = DEFAULT_LIMIT,
+) -> Page[StaffOut]:
+    return await service.list_page(session, cursor, limit)
+
+
+@router.get("/invitations", responses=READ, summary="Invitations sent by this clinic")
+async def list_invitations(caller: Manager, session: DbSession) -> list[InvitationOut]:
+    return [InvitationOut.model_validate(i) for i in await auth.list_invitations(session)]
+
+
+@router.post(
+    "/invitations",
+    status_code=status.HTTP_201_CREATED,
+    responses=READ,
+    summary="Invite someone to join this clinic with a role",
+)
+async def invite(
+    body: InvitationIn, caller: Manager, session: DbSession, settings: AppSettings
+) -> InvitationCreated:
+    secret, invitation = await auth.invite(session, settings, caller, body.email, body.role)
+    return InvitationCreated(
+        **InvitationOut.model_validate(invitation).model_dump(),
+        invite_url=f"{settings.public_url}/invitations/accept?token={secret}",
+    )
+
+
+@router.delete(
+    "/invitations/{invitation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=ONE,
+    summary="Withdraw an invitation",
+)
+async def revoke_invitation(invitation_id: uuid.UUID, caller: Manager, session: DbSession) -> None:
+    await auth.revoke_invitation(session, invitation_id)
+
+
+@router.get("/{user_id}", responses=ONE, summary="One member")
+async def get_member(user_id: uuid.UUID, caller: Reader, session: DbSession) -> StaffOut:
+    return await service.get(session, user_id)
+
+
+@router.patch(
+    "/{user_id}",
+    responses=responses(Unauthenticated, Forbidden, NotFound, Conflict, InvalidInput),
+    summary="Change a member's role or (de)activate them",
+)
+async def update_member(
+    user_id: uuid.UUID, body: StaffPatch, caller: Manager, session: DbSession
+) -> StaffOut:
+    return await service.update_member(session, caller, user_id, body)
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(Unauthenticated, Forbidden, NotFound, Conflict, InvalidInput),
+    summary="Remove a member (deactivates; their sessions and tokens are revoked)",
+)
+async def remove_member(user_id: uuid.UUID, caller: Manager, session: DbSession) -> None:
+    await service.deactivate(session, caller, user_id)

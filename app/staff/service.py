@@ -1,0 +1,89 @@
+"""Members of the clinic: list, change role, deactivate; invitations live in auth."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.models import Credential, Membership, Role, User
+from app.auth.service import Principal
+from app.kit.clock import utcnow
+from app.kit.pagination import Page, paginate
+from app.kit.problems import Conflict, Forbidden, NotFound
+from app.staff.schemas import StaffOut, StaffPatch
+
+
+def members() -> Select[uuid.UUID, uuid.UUID, Role, bool, str, str]:
+    return select(
+        Membership.id,
+        Membership.user_id,
+        Membership.role,
+        Membership.active,
+        User.name,
+        User.email,
+    ).join(User, User.id == Membership.user_id)
+
+
+async def list_page(session: AsyncSession, cursor: str | None, limit: int) -> Page[StaffOut]:
+    rows, next_cursor = await paginate(session, members(), [Membership.id], cursor, limit)
+    return Page[StaffOut](items=[StaffOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+async def get(session: AsyncSession, user_id: uuid.UUID) -> StaffOut:
+    row = (await session.execute(members().where(Membership.user_id == user_id))).one_or_none()
+    if row is None:
+        raise NotFound("No staff member with this id.")
+    return StaffOut.model_validate(row)
+
+
+async def _membership(session: AsyncSession, user_id: uuid.UUID) -> Membership:
+    membership = (
+        await session.scalars(select(Membership).where(Membership.user_id == user_id))
+    ).one_or_none()
+    if membership is None:
+        raise NotFound("No staff member with this id.")
+    return membership
+
+
+async def update_member(
+    session: AsyncSession, caller: Principal, user_id: uuid.UUID, changes: StaffPatch
+) -> StaffOut:
+    membership = await _membership(session, user_id)
+    fields = changes.model_dump(exclude_unset=True)
+    touches_owner = membership.role is Role.owner or fields.get("role") is Role.owner
+    if touches_owner and caller.role is not Role.owner:
+        raise Forbidden("Only an owner may change an owner or make someone owner.")
+    demotes = membership.role is Role.owner and (
+        fields.get("role", Role.owner) is not Role.owner or fields.get("active") is False
+    )
+    if demotes and await _active_owners(session) <= 1:
+        raise Conflict("A clinic needs at least one active owner.")
+    for key, value in fields.items():
+        setattr(membership, key, value)
+    if fields.get("active") is False:
+        await _revoke_credentials(session, user_id)
+    await session.flush()
+    return await get(session, user_id)
+
+
+async def deactivate(session: AsyncSession, caller: Principal, user_id: uuid.UUID) -> None:
+    await update_member(session, caller, user_id, StaffPatch(active=False))
+
+
+async def _active_owners(session: AsyncSession) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.role == Role.owner, Membership.active)
+    )
+    return int(count or 0)
+
+
+async def _revoke_credentials(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(
+        update(Credential)
+        .where(Credential.user_id == user_id, Credential.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
