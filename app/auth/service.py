@@ -28,7 +28,7 @@ from app.settings import Settings
 
 SESSION_COOKIE = "vetify_session"
 SESSION_PREFIX = "vts"
-TOKEN_PREFIX = "vtk"
+TOKEN_PREFIX = "vtk"  # noqa: S105 - a prefix, not a secret
 INVITATION_PREFIX = "vti"
 # Touching last_used_at on every request would turn every read into a write.
 _TOUCH_EVERY = dt.timedelta(minutes=1)
@@ -104,7 +104,7 @@ async def signup(
 
 # -- login, sessions, tokens -------------------------------------------------------------------
 async def my_memberships(session: AsyncSession, user_id: uuid.UUID) -> list[Membership]:
-    """The user's memberships in every clinic (row-level security admits them by ``app.user_id``)."""
+    """The user's memberships in every clinic (admitted by RLS through ``app.user_id``)."""
     await enter_user(session, user_id)
     result = await session.scalars(
         select(Membership)
@@ -265,7 +265,8 @@ async def revoke(session: AsyncSession, caller: Principal, credential_id: uuid.U
 async def current_user_and_clinic(session: AsyncSession, caller: Principal) -> tuple[User, Clinic]:
     user = await session.get(User, caller.user_id)
     clinic = await session.get(Clinic, caller.clinic_id)
-    assert user is not None and clinic is not None
+    assert user is not None
+    assert clinic is not None
     return user, clinic
 
 

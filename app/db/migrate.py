@@ -23,7 +23,8 @@ APP_ROLE_ATTRIBUTE = "app_role"
 
 def migrations_dir() -> Path:
     spec = importlib.util.find_spec("migrations")
-    assert spec is not None and spec.submodule_search_locations, "migrations package missing"
+    assert spec is not None, "the migrations package is missing"
+    assert spec.submodule_search_locations, "the migrations package is missing"
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -26,7 +26,7 @@ async def find(session: AsyncSession, model: type[T], item_id: uuid.UUID) -> T |
 
 
 async def get_or_404(session: AsyncSession, model: type[T], item_id: uuid.UUID, what: str) -> T:
-    """The row in the caller's clinic; a row of another clinic is exactly as absent as a missing one."""
+    """The row in the caller's clinic; another clinic's row is as absent as a missing one."""
     item = await find(session, model, item_id)
     if item is None:
         raise NotFound(f"No {what} with this id.")

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any, Generic, TypeVar, Unpack
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, Field
@@ -69,7 +69,7 @@ def _decode(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) -> list[
 
 async def paginate(
     session: Any,
-    query: Select[Unpack[tuple[Any, ...]]],
+    query: Select[*tuple[Any, ...]],
     order_by: Sequence[InstrumentedAttribute[Any]],
     cursor: str | None,
     limit: int,
@@ -87,7 +87,7 @@ async def paginate(
 
 async def page(
     session: Any,
-    query: Select[Unpack[tuple[Any, ...]]],
+    query: Select[*tuple[Any, ...]],
     schema: type[S],
     cursor: str | None,
     limit: int,
