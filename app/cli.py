@@ -1,0 +1,121 @@
+"""The ``vetify`` command: serve (embedded database by default), demo, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import uvicorn
+from pydantic import SecretStr, ValidationError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from app.db import migrate
+from app.db.embedded import EmbeddedPostgres
+from app.db.session import create_engine
+from app.main import create_app
+from app.settings import Settings
+
+log = logging.getLogger("vetify")
+
+EMBEDDED_DATABASE = "vetify"
+EMBEDDED_OWNER = "vetify_owner"
+EMBEDDED_APP = "vetify_app"
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Settings]:
+    """The configured database, or an embedded one in ``settings.data_dir``; migrated to head."""
+    server: EmbeddedPostgres | None = None
+    if settings.embedded:
+        server = EmbeddedPostgres(settings.data_dir / "pgdata")
+        log.info("starting the embedded PostgreSQL in %s", server.data_dir)
+        server.start()
+        migrate.bootstrap_sync(server.url(), EMBEDDED_DATABASE, EMBEDDED_OWNER, EMBEDDED_APP)
+        settings = settings.model_copy(
+            update={
+                "database_url": SecretStr(server.url(EMBEDDED_APP, EMBEDDED_DATABASE)),
+                "database_owner_url": SecretStr(server.url(EMBEDDED_OWNER, EMBEDDED_DATABASE)),
+            }
+        )
+    try:
+        if settings.database_owner_url is not None:
+            assert settings.database_url is not None
+            migrate.upgrade(
+                settings.database_owner_url.get_secret_value(),
+                migrate.role_of(settings.database_url.get_secret_value()),
+            )
+        yield settings
+    finally:
+        if server is not None:
+            server.stop()
+
+
+async def _seed_demo(settings: Settings, docs_url: str) -> None:
+    from fixtures.demo import seed_demo  # noqa: PLC0415 - only the demo needs the factories
+
+    engine = create_engine(settings)
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            login = await seed_demo(session)
+    finally:
+        await engine.dispose()
+    what = "created" if login.created else "already there"
+    print(  # noqa: T201 - the demo login is for the person at the terminal
+        f"\nDemo clinic {what}. Log in at POST /api/v1/auth/login with\n"
+        f"  email:    {login.email}\n  password: {login.password}\n"
+        f"then open {docs_url}\n",
+        flush=True,
+    )
+
+
+def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
+    with database(settings) as ready:
+        if demo:
+            asyncio.run(_seed_demo(ready, f"http://{host}:{port}/docs"))
+        uvicorn.run(create_app(ready), host=host, port=port, log_level="info")
+
+
+def _migrate(settings: Settings) -> None:
+    if settings.database_url is not None and settings.database_owner_url is None:
+        raise SystemExit("vetify migrate: set VETIFY_DATABASE_OWNER_URL (the schema owner's URL)")
+    with database(settings):
+        print("database schema is at head")  # noqa: T201
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="vetify", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("serve", "run the API (embedded PostgreSQL unless DATABASE_URL is set)"),
+        ("demo", "serve with the demo clinic seeded"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=8000)
+        if name == "serve":
+            command.add_argument("--demo", action="store_true", help="seed the demo clinic")
+    commands.add_parser("migrate", help="apply database migrations (as the schema owner)")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # Name the settings at fault, never their values.
+        names = ", ".join(".".join(str(p) for p in e["loc"]) or "settings" for e in exc.errors())
+        raise SystemExit(f"vetify: invalid configuration: {names}") from None
+    if args.command == "migrate":
+        _migrate(settings)
+    else:
+        _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])
