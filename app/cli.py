@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,7 +56,7 @@ def database(settings: Settings) -> Iterator[Settings]:
 
 
 async def _seed_demo(settings: Settings, docs_url: str) -> None:
-    from fixtures.demo import seed_demo  # noqa: PLC0415 - only the demo needs the factories
+    from fixtures.demo import seed_demo
 
     engine = create_engine(settings)
     try:
@@ -64,7 +65,7 @@ async def _seed_demo(settings: Settings, docs_url: str) -> None:
     finally:
         await engine.dispose()
     what = "created" if login.created else "already there"
-    print(  # noqa: T201 - the demo login is for the person at the terminal
+    print(
         f"\nDemo clinic {what}. Log in at POST /api/v1/auth/login with\n"
         f"  email:    {login.email}\n  password: {login.password}\n"
         f"then open {docs_url}\n",
@@ -72,7 +73,14 @@ async def _seed_demo(settings: Settings, docs_url: str) -> None:
     )
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
+    # uvicorn shuts down gracefully, then re-raises the signal it caught; as an exception
+    # (not the default "terminate") it unwinds through `database()`, which stops PostgreSQL.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with database(settings) as ready:
         if demo:
             asyncio.run(_seed_demo(ready, f"http://{host}:{port}/docs"))
@@ -83,7 +91,7 @@ def _migrate(settings: Settings) -> None:
     if settings.database_url is not None and settings.database_owner_url is None:
         raise SystemExit("vetify migrate: set VETIFY_DATABASE_OWNER_URL (the schema owner's URL)")
     with database(settings):
-        print("database schema is at head")  # noqa: T201
+        print("database schema is at head")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -157,9 +157,8 @@ async def list_tokens(caller: OwnCredentials, session: DbSession) -> list[TokenO
 async def create_token(
     body: TokenIn, caller: OwnCredentials, session: DbSession, settings: AppSettings
 ) -> TokenCreated:
-    secret, credential = await service.create_token(
-        session, settings, caller, body.name, body.expires_in_days
-    )
+    days = body.expires_in_days or settings.api_token_default_days
+    secret, credential = await service.create_token(session, settings, caller, body.name, days)
     return TokenCreated(**TokenOut.model_validate(credential).model_dump(), token=secret)
 
 

@@ -69,7 +69,9 @@ class SessionOut(Output):
 
 class TokenIn(Input):
     name: ShortText
-    expires_in_days: int = Field(default=90, ge=1, le=3650)
+    expires_in_days: int | None = Field(
+        default=None, ge=1, le=3650, description="Defaults to the service's setting (90 days)"
+    )
 
 
 class TokenOut(Output):
