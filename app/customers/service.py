@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.models import Channel, ConsentEvent, Customer
@@ -46,7 +47,7 @@ async def consents(
     latest = await session.scalars(
         select(ConsentEvent)
         .where(ConsentEvent.customer_id.in_(customer_ids))
-        .distinct(ConsentEvent.customer_id, ConsentEvent.channel)
+        .ext(distinct_on(ConsentEvent.customer_id, ConsentEvent.channel))
         .order_by(ConsentEvent.customer_id, ConsentEvent.channel, ConsentEvent.id.desc())
     )
     for event in latest:

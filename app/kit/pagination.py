@@ -77,7 +77,9 @@ async def paginate(
     """One page of ``query``'s rows ordered by ``order_by`` (which must end in a unique column)."""
     if cursor:
         query = query.where(tuple_(*order_by) > tuple_(*_decode(cursor, order_by)))
-    rows = list((await session.scalars(query.order_by(*order_by).limit(limit + 1))).all())
+    result = await session.execute(query.order_by(*order_by).limit(limit + 1))
+    # One entity selected: the ORM objects; several columns: the rows.
+    rows = list(result.scalars().all() if len(query.column_descriptions) == 1 else result.all())
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
