@@ -41,7 +41,8 @@ async def rls_gaps(connection: AsyncConnection) -> list[str]:
     policies = (
         await connection.execute(
             text(
-                "SELECT tablename, cmd, qual, with_check FROM pg_policies WHERE schemaname = 'public'"
+                "SELECT tablename, cmd, qual, with_check FROM pg_policies"
+                " WHERE schemaname = 'public'"
             )
         )
     ).all()
@@ -122,12 +123,12 @@ async def test_the_service_role_cannot_bypass_rls_and_owns_nothing(superuser_eng
 async def test_append_only_tables_refuse_updates_and_deletes(app_engine):
     async with app_engine.connect() as connection:
         for table in ("consent_events", "record_addenda"):
-            for statement in (f"UPDATE {table} SET id = id", f"DELETE FROM {table}"):
+            for privilege in ("UPDATE", "DELETE"):
                 denied = await connection.scalar(
                     text("SELECT NOT has_table_privilege(current_user, :t, :p)"),
-                    {"t": table, "p": statement.split()[0]},
+                    {"t": table, "p": privilege},
                 )
-                assert denied, f"{statement} is allowed"
+                assert denied, f"{privilege} on {table} is allowed"
         assert await connection.scalar(
             text("SELECT NOT has_table_privilege(current_user, 'medical_records', 'DELETE')")
         )

@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from app.db.base import Base, TenantScoped
+from app.db.base import Base
 from app.db.tenancy import enter_tenant
 from app.pets.models import Pet
 from fixtures.factories import CustomerFactory, PetFactory
@@ -32,7 +32,9 @@ async def _clinic_with_pet(world):
 
 async def _row(engine: AsyncEngine, table: str, row_id) -> dict:
     async with engine.connect() as connection:
-        result = await connection.execute(text(f"SELECT * FROM {table} WHERE id = :id"), {"id": row_id})
+        result = await connection.execute(
+            text(f"SELECT * FROM {table} WHERE id = :id"), {"id": row_id}
+        )
         return dict(result.mappings().one())
 
 
@@ -88,7 +90,9 @@ async def test_a_filter_naming_another_clinics_customer_finds_nothing(client, wo
     _, pet_b = await _clinic_with_pet(world)
 
     response = await client.get(
-        "/api/v1/pets", params={"customer_id": str(pet_b.customer_id)}, headers=clinic_a.owner.headers
+        "/api/v1/pets",
+        params={"customer_id": str(pet_b.customer_id)},
+        headers=clinic_a.owner.headers,
     )
 
     assert response.status_code == 200
@@ -175,7 +179,8 @@ async def test_database_wall_refuses_writing_a_row_into_another_clinic(world, ap
         with pytest.raises(DBAPIError, match="row-level security"):
             await connection.execute(
                 text(
-                    "INSERT INTO customers (id, tenant_id, first_name, last_name, preferred_language)"
+                    "INSERT INTO customers"
+                    " (id, tenant_id, first_name, last_name, preferred_language)"
                     " VALUES (gen_random_uuid(), :b, 'Eve', 'Intruder', 'en')"
                 ),
                 {"b": clinic_b.id},
