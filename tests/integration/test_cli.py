@@ -1,0 +1,120 @@
+"""`vetify`: the embedded default a newcomer runs, and the commands around it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app import cli
+from app.db.embedded import EmbeddedPostgres, free_port
+from app.settings import Settings
+from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
+
+
+def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
+    settings = Settings(data_dir=tmp_path / "state")
+    with cli.database(settings) as ready:
+        assert ready.database_url is not None
+        assert ready.database_owner_url is not None
+        app_url = ready.database_url.get_secret_value()
+        assert app_url.startswith("postgresql+asyncpg://vetify_app@")
+        asyncio.run(cli._seed_demo(ready, "http://127.0.0.1:1/docs"))
+        asyncio.run(cli._seed_demo(ready, "http://127.0.0.1:1/docs"))
+
+        async def schema_state() -> tuple[str, bool]:
+            engine = create_async_engine(ready.database_owner_url.get_secret_value())
+            try:
+                async with engine.connect() as connection:
+                    version = await connection.scalar(
+                        text("SELECT version_num FROM alembic_version")
+                    )
+                    superuser = await connection.scalar(
+                        text("SELECT rolsuper FROM pg_roles WHERE rolname = 'vetify_app'")
+                    )
+                return version, superuser
+            finally:
+                await engine.dispose()
+
+        version, superuser = asyncio.run(schema_state())
+        assert version == "0001"
+        assert superuser is False
+    printed = capsys.readouterr().out
+    assert "Demo clinic created" in printed
+    assert "Demo clinic already there" in printed
+    assert DEMO_EMAIL in printed
+    assert not EmbeddedPostgres(tmp_path / "state" / "pgdata").is_running()
+
+
+def test_migrate_needs_the_owner_url(monkeypatch):
+    monkeypatch.setenv("VETIFY_DATABASE_URL", "postgresql+asyncpg://vetify_app@127.0.0.1:1/x")
+    monkeypatch.delenv("VETIFY_DATABASE_OWNER_URL", raising=False)
+    with pytest.raises(SystemExit, match="VETIFY_DATABASE_OWNER_URL"):
+        cli.main(["migrate"])
+
+
+def test_invalid_configuration_names_the_setting_not_its_value(monkeypatch):
+    monkeypatch.setenv("VETIFY_DB_POOL_SIZE", "lots-of-secret-sauce")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["migrate"])
+    assert "db_pool_size" in str(exit_info.value)
+    assert "secret-sauce" not in str(exit_info.value)
+
+
+def test_migrate_applies_migrations_to_a_configured_database(monkeypatch, database, capsys):
+    monkeypatch.setenv("VETIFY_DATABASE_URL", database.app_url)
+    monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", database.owner_url)
+    cli.main(["migrate"])
+    assert "at head" in capsys.readouterr().out
+
+
+def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
+    """The README's run command, as a newcomer runs it (minus the install)."""
+    port = free_port()
+    env = {**os.environ, "VETIFY_DATA_DIR": str(tmp_path / "state")}
+    env.pop("VETIFY_DATABASE_URL", None)
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-m", "app.cli", "demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "vetify demo did not become ready"
+            time.sleep(0.25)
+        docs = httpx.get(f"{base}/docs", timeout=5)
+        spec = httpx.get(f"{base}/openapi.json", timeout=5).json()
+        login = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD},
+            timeout=10,
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert docs.status_code == 200
+    assert "/api/v1/pets" in spec["paths"]
+    assert login.status_code == 200
+    assert login.json()["clinic"]["name"] == "Riverside Veterinary Clinic"
+    assert "Finished server process" in output
+    assert process.returncode == 128 + signal.SIGTERM
+    assert not EmbeddedPostgres(tmp_path / "state" / "pgdata").is_running()

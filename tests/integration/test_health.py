@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.db.embedded import free_port
+from app.main import create_app
+from app.settings import Settings
+
+
+async def test_live_and_ready(client):
+    assert (await client.get("/health/live")).json() == {"status": "ok"}
+    assert (await client.get("/health/ready")).json() == {"status": "ok"}
+
+
+async def test_not_ready_when_the_schema_is_behind(client, database):
+    owner = create_async_engine(database.owner_url)
+    try:
+        async with owner.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+    finally:
+        await owner.dispose()
+
+    response = await client.get("/health/ready")
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "head" in response.json()["detail"]
+
+
+async def test_not_ready_when_the_database_is_unreachable():
+    nowhere = f"postgresql+asyncpg://vetify_app@127.0.0.1:{free_port()}/vetify"
+    app = create_app(Settings(database_url=nowhere))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+            live = await client.get("/health/live")
+            ready = await client.get("/health/ready")
+    assert live.status_code == 200
+    assert ready.status_code == 503
+    assert ready.json()["type"] == "https://vetify.dev/problems/service-unavailable"
+    assert "vetify_app" not in ready.text
