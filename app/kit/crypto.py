@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 
@@ -58,7 +59,6 @@ def parse_credential(prefix: str, credential: str) -> uuid.UUID | None:
     parts = credential.split("_", 2)
     if len(parts) != 3 or parts[0] != prefix or len(parts[2]) < SECRET_BYTES:
         return None
-    try:
-        return uuid.UUID(hex=parts[1])
-    except ValueError:
+    if not re.fullmatch(r"[0-9a-f]{32}", parts[1]):
         return None
+    return uuid.UUID(hex=parts[1])

@@ -55,6 +55,8 @@ def _decode(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) -> list[
             raise ValueError("wrong shape")
         values: list[Any] = []
         for column, value in zip(columns, raw, strict=True):
+            if not isinstance(value, str):
+                raise ValueError("cursor values are strings")
             python_type = column.type.python_type
             if python_type is uuid.UUID:
                 values.append(uuid.UUID(value))

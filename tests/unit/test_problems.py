@@ -1,0 +1,156 @@
+"""Every error leaves as RFC 9457 problem+json, through the handlers ``install`` registers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict
+
+from app.kit import problems
+from app.kit.problems import (
+    MEDIA_TYPE,
+    PROBLEM_BASE,
+    Conflict,
+    InvalidCredentials,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    responses,
+)
+
+SECRET = "database password is hunter2"
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+    problems.install(app)
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise NotFound("No such pet.")
+
+    @app.get("/taken")
+    async def taken() -> None:
+        raise Conflict("That microchip is already registered.")
+
+    @app.get("/anonymous")
+    async def anonymous() -> None:
+        raise Unauthenticated("Log in.")
+
+    @app.post("/things")
+    async def things(body: Body) -> dict[str, int]:
+        return {"count": body.count}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError(SECRET)
+
+    return app
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        yield client
+
+
+def _problem(response: httpx.Response, status: int, slug: str) -> dict[str, object]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == MEDIA_TYPE
+    body = response.json()
+    assert body["type"] == PROBLEM_BASE + slug
+    assert body["status"] == status
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert body["instance"] == response.request.url.path
+    return body
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "slug", "detail"),
+    [
+        ("/missing", 404, "not-found", "No such pet."),
+        ("/taken", 409, "conflict", "That microchip is already registered."),
+        ("/anonymous", 401, "unauthenticated", "Log in."),
+    ],
+)
+async def test_raised_problem(
+    client: httpx.AsyncClient, path: str, status: int, slug: str, detail: str
+) -> None:
+    response = await client.get(path)
+    assert _problem(response, status, slug)["detail"] == detail
+
+
+async def test_unauthenticated_challenges_for_a_bearer_token(client: httpx.AsyncClient) -> None:
+    response = await client.get("/anonymous")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    ("payload", "loc", "error_type"),
+    [
+        ({"count": "many"}, ["body", "count"], "int_parsing"),
+        ({}, ["body", "count"], "missing"),
+        ({"count": 1, "extra": 2}, ["body", "extra"], "extra_forbidden"),
+    ],
+)
+async def test_validation_error_lists_errors(
+    client: httpx.AsyncClient, payload: dict[str, object], loc: list[str], error_type: str
+) -> None:
+    body = _problem(await client.post("/things", json=payload), 422, "validation-error")
+    assert body["title"] == InvalidInput.title
+    assert body["detail"]
+    errors = body["errors"]
+    assert isinstance(errors, list)
+    assert {"loc": loc, "msg": errors[0]["msg"], "type": error_type} in errors
+    assert all(set(e) == {"loc", "msg", "type"} and e["msg"] for e in errors)
+
+
+async def test_valid_body_passes(client: httpx.AsyncClient) -> None:
+    response = await client.post("/things", json={"count": 3})
+    assert response.status_code == 200
+    assert response.json() == {"count": 3}
+
+
+async def test_unknown_route(client: httpx.AsyncClient) -> None:
+    _problem(await client.get("/nowhere"), 404, "not-found")
+
+
+async def test_wrong_method(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/missing")
+    _problem(response, 405, "method-not-allowed")
+    assert "GET" in response.headers["allow"]
+
+
+async def test_unexpected_error_is_a_500_that_leaks_nothing(client: httpx.AsyncClient) -> None:
+    response = await client.get("/boom")
+    body = _problem(response, 500, "internal-error")
+    assert SECRET not in response.text
+    assert "RuntimeError" not in response.text
+    assert body["title"] == "Internal server error"
+
+
+def test_responses_helper() -> None:
+    entries = responses(NotFound, Conflict)
+    assert set(entries) == {404, 409}
+    for entry in entries.values():
+        assert entry["description"]
+        assert entry["content"] == {
+            MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}
+        }
+    assert entries[404]["description"] == NotFound.title
+
+
+def test_responses_merges_problems_of_one_status() -> None:
+    entries = responses(Unauthenticated, InvalidCredentials)
+    assert list(entries) == [401]
+    assert entries[401]["description"] == "Authentication required / Invalid credentials"
