@@ -84,11 +84,10 @@ async def signup(body: SignupIn, session: DbSession) -> SignupOut:
 
 
 async def _login_response(
-    session: DbSession, settings: Settings, response: Response, secret: str, credential: Credential
+    session: DbSession, settings: Settings, response: Response, issued: service.Issued
 ) -> SessionOut:
-    _set_session_cookie(response, settings, secret, credential)
-    caller = await service.authenticate(session, settings, secret, credential.kind)
-    return await _session_out(session, caller, credential)
+    _set_session_cookie(response, settings, issued.secret, issued.credential)
+    return await _session_out(session, issued.principal, issued.credential)
 
 
 @router.post(
@@ -99,10 +98,8 @@ async def _login_response(
 async def login(
     body: LoginIn, session: DbSession, settings: AppSettings, response: Response
 ) -> SessionOut:
-    secret, credential = await service.login(
-        session, settings, body.email, body.password, body.clinic_id
-    )
-    return await _login_response(session, settings, response, secret, credential)
+    issued = await service.login(session, settings, body.email, body.password, body.clinic_id)
+    return await _login_response(session, settings, response, issued)
 
 
 @router.post(
@@ -117,8 +114,8 @@ async def switch_clinic(
     settings: AppSettings,
     response: Response,
 ) -> SessionOut:
-    secret, credential = await service.switch_clinic(session, settings, caller, body.clinic_id)
-    return await _login_response(session, settings, response, secret, credential)
+    issued = await service.switch_clinic(session, settings, caller, body.clinic_id)
+    return await _login_response(session, settings, response, issued)
 
 
 @router.post(
@@ -158,8 +155,10 @@ async def create_token(
     body: TokenIn, caller: OwnCredentials, session: DbSession, settings: AppSettings
 ) -> TokenCreated:
     days = body.expires_in_days or settings.api_token_default_days
-    secret, credential = await service.create_token(session, settings, caller, body.name, days)
-    return TokenCreated(**TokenOut.model_validate(credential).model_dump(), token=secret)
+    issued = await service.create_token(session, settings, caller, body.name, days)
+    return TokenCreated(
+        **TokenOut.model_validate(issued.credential).model_dump(), token=issued.secret
+    )
 
 
 @router.delete(

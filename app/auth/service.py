@@ -135,6 +135,15 @@ async def _choose_clinic(
     raise Conflict(f"You work for several clinics; log in again with clinic_id, one of: {listed}")
 
 
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A new credential: the secret (shown once), its row, and who it authenticates."""
+
+    secret: str
+    credential: Credential
+    principal: Principal
+
+
 async def issue(
     session: AsyncSession,
     settings: Settings,
@@ -143,7 +152,7 @@ async def issue(
     *,
     name: str | None = None,
     lifetime: dt.timedelta | None = None,
-) -> tuple[str, Credential]:
+) -> Issued:
     await enter_tenant(session, membership.tenant_id)
     prefix = SESSION_PREFIX if kind is CredentialKind.session else TOKEN_PREFIX
     secret, secret_hash = crypto.new_credential(prefix, membership.tenant_id)
@@ -160,7 +169,14 @@ async def issue(
     )
     session.add(credential)
     await session.flush()
-    return secret, credential
+    principal = Principal(
+        user_id=membership.user_id,
+        clinic_id=membership.tenant_id,
+        role=membership.role,
+        credential_id=credential.id,
+        credential_kind=kind,
+    )
+    return Issued(secret, credential, principal)
 
 
 async def login(
@@ -169,7 +185,7 @@ async def login(
     email: str,
     password: str,
     clinic_id: uuid.UUID | None,
-) -> tuple[str, Credential]:
+) -> Issued:
     user = await _check_password(session, email, password)
     membership = await _choose_clinic(session, user.id, clinic_id)
     return await issue(session, settings, membership, CredentialKind.session)
@@ -177,7 +193,7 @@ async def login(
 
 async def switch_clinic(
     session: AsyncSession, settings: Settings, caller: Principal, clinic_id: uuid.UUID
-) -> tuple[str, Credential]:
+) -> Issued:
     if caller.credential_kind is not CredentialKind.session:
         raise Forbidden("An API token acts in one clinic; create a token in the other clinic.")
     membership = await _choose_clinic(session, caller.user_id, clinic_id)
@@ -239,7 +255,7 @@ async def list_tokens(session: AsyncSession, caller: Principal) -> list[Credenti
 
 async def create_token(
     session: AsyncSession, settings: Settings, caller: Principal, name: str, days: int
-) -> tuple[str, Credential]:
+) -> Issued:
     membership = (
         await session.scalars(select(Membership).where(Membership.user_id == caller.user_id))
     ).one()

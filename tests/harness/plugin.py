@@ -185,10 +185,10 @@ class World:
                 membership = (
                     await session.scalars(select(Membership).where(Membership.user_id == user.id))
                 ).one()
-                token, _ = await auth_service.issue(
+                issued = await auth_service.issue(
                     session, self._settings, membership, CredentialKind.api_token, name="tests"
                 )
-                actors[role] = Actor(user, setup.clinic.id, role, token)
+                actors[role] = Actor(user, setup.clinic.id, role, issued.secret)
         return ClinicWorld(setup, actors)
 
     async def make(self, clinic: ClinicWorld, factory_class: Any, **fields: Any) -> Any:
