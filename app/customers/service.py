@@ -26,12 +26,15 @@ from app.pets.models import Pet
 def search(q: str | None) -> Select[Customer]:
     query = select(Customer)
     if q:
-        pattern = f"%{q.lower()}%"
+        needle = q.lower()
         query = query.where(
             or_(
-                func.lower(Customer.first_name + " " + Customer.last_name).like(pattern),
-                func.lower(Customer.email).like(pattern),
-                Customer.phone.like(f"%{q}%"),
+                # autoescape: a % or _ typed by the user is a character, not a wildcard
+                func.lower(Customer.first_name + " " + Customer.last_name).contains(
+                    needle, autoescape=True
+                ),
+                func.lower(Customer.email).contains(needle, autoescape=True),
+                Customer.phone.contains(q, autoescape=True),
             )
         )
     return query

@@ -30,7 +30,9 @@ def search(
     if species:
         query = query.where(Pet.species == species)
     if q:
-        query = query.where(func.lower(Pet.name).like(f"%{q.lower()}%") | (Pet.microchip == q))
+        query = query.where(
+            func.lower(Pet.name).contains(q.lower(), autoescape=True) | (Pet.microchip == q)
+        )
     if not include_deceased:
         query = query.where(Pet.deceased.is_(False))
     return query

@@ -1,0 +1,276 @@
+"""Every error is RFC 9457 problem+json with a stable type, whatever went wrong."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from sqlalchemy import text
+
+from fixtures.factories import CustomerFactory
+
+PROBLEM = "application/problem+json"
+BASE = "https://vetify.dev/problems/"
+
+
+def assert_problem(response, status: int, slug: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["type"] == BASE + slug
+    assert body["status"] == status
+    assert body["title"]
+    return body
+
+
+def assert_invalid(response, *locs: list) -> dict:
+    body = assert_problem(response, 422, "validation-error")
+    assert [e["loc"] for e in body["errors"]] == list(locs)
+    for error in body["errors"]:
+        assert error["msg"]
+        assert error["type"]
+    return body
+
+
+def cursor_of(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def customer(**overrides: object) -> dict:
+    return {"first_name": "Ana", "last_name": "Silva", **overrides}
+
+
+async def customers_in_db(engine) -> int:
+    async with engine.connect() as connection:
+        return await connection.scalar(text("SELECT count(*) FROM customers"))
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/nothing-here", "/api/v2/customers", "/api/v1/customers/x/y", "/"]
+)
+async def test_unknown_route_is_404(client, path):
+    body = assert_problem(await client.get(path), 404, "not-found")
+
+    assert body["instance"] == path
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/api/v1/customers"),
+        ("DELETE", "/api/v1/customers"),
+        ("POST", "/api/v1/clinics/current"),
+        ("PUT", "/api/v1/pets/01900000-0000-7000-8000-000000000000"),
+    ],
+)
+async def test_wrong_method_is_405(client, world, method, path):
+    clinic = await world.clinic()
+
+    response = await client.request(method, path, headers=clinic.owner.headers)
+
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"]
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"first_name": "Ana",', b"not json", b"{'single': 'quotes'}", b"\xff\xfe"]
+)
+async def test_malformed_json_is_422_not_400(client, world, superuser_engine, content):
+    clinic = await world.clinic()
+
+    response = await client.post(
+        "/api/v1/customers",
+        content=content,
+        headers={**clinic.owner.headers, "content-type": "application/json"},
+    )
+
+    body = assert_problem(response, 422, "validation-error")
+    assert body["errors"][0]["loc"][0] == "body"
+    assert await customers_in_db(superuser_engine) == 0
+
+
+async def test_a_missing_body_is_422(client, world):
+    clinic = await world.clinic()
+
+    response = await client.post("/api/v1/customers", headers=clinic.owner.headers)
+
+    assert_invalid(response, ["body"])
+
+
+@pytest.mark.parametrize("value", [False, True, "30", 30.5])
+async def test_an_integer_field_takes_only_integers(client, world, value):
+    clinic = await world.clinic()
+
+    response = await client.post(
+        "/api/v1/appointment-types",
+        json={"name": "Consultation", "default_duration_minutes": value},
+        headers=clinic.owner.headers,
+    )
+
+    assert_invalid(response, ["body", "default_duration_minutes"])
+    listed = await client.get("/api/v1/appointment-types", headers=clinic.owner.headers)
+    assert listed.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("first_name", 123), ("last_name", 1.5), ("email", 42), ("phone", 351912345678)],
+)
+async def test_a_number_for_a_string_field_is_422(client, world, superuser_engine, field, value):
+    clinic = await world.clinic()
+
+    response = await client.post(
+        "/api/v1/customers", json=customer(**{field: value}), headers=clinic.owner.headers
+    )
+
+    assert_invalid(response, ["body", field])
+    assert await customers_in_db(superuser_engine) == 0
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "true", None])
+async def test_a_boolean_field_takes_only_booleans(client, world, value):
+    clinic = await world.clinic()
+    created = await world.make(clinic, CustomerFactory)
+
+    response = await client.patch(
+        f"/api/v1/customers/{created.id}",
+        json={"consents": {"email": value}},
+        headers=clinic.owner.headers,
+    )
+
+    assert_invalid(response, ["body", "consents", "email"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        customer(nickname="Aninhas"),
+        customer(tenant_id="01900000-0000-7000-8000-000000000000"),
+        customer(id="01900000-0000-7000-8000-000000000000"),
+        customer(consents={"email": True, "carrier_pigeon": True}),
+    ],
+)
+async def test_an_unknown_body_field_is_422(client, world, superuser_engine, body):
+    clinic = await world.clinic()
+
+    response = await client.post("/api/v1/customers", json=body, headers=clinic.owner.headers)
+
+    errors = assert_problem(response, 422, "validation-error")["errors"]
+    assert [e["type"] for e in errors] == ["extra_forbidden"]
+    assert errors[0]["loc"][0] == "body"
+    assert await customers_in_db(superuser_engine) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/customers/not-a-uuid"),
+        ("DELETE", "/api/v1/customers/123"),
+        ("GET", "/api/v1/pets/01900000-0000-7000-8000-00000000000Z"),
+        ("GET", "/api/v1/locations/%27%20OR%201=1--"),
+    ],
+)
+async def test_a_non_uuid_path_id_is_422(client, world, method, path):
+    clinic = await world.clinic()
+
+    response = await client.request(method, path, headers=clinic.owner.headers)
+
+    body = assert_problem(response, 422, "validation-error")
+    assert [e["loc"][0] for e in body["errors"]] == ["path"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/customers", "/api/v1/pets", "/api/v1/staff", "/api/v1/clinics/current"]
+)
+async def test_missing_credentials_are_401_with_a_challenge(client, path):
+    response = await client.get(path)
+
+    assert_problem(response, 401, "unauthenticated")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer garbage",
+        "Bearer vtk_" + "0" * 32 + "_" + "a" * 43,
+        "Bearer vtk_not-a-clinic_" + "a" * 43,
+        "Bearer vts_" + "0" * 32 + "_" + "a" * 43,
+        "Basic dXNlcjpwYXNz",
+    ],
+)
+async def test_a_bad_credential_is_401(client, world, authorization):
+    await world.clinic()
+
+    response = await client.get("/api/v1/customers", headers={"Authorization": authorization})
+
+    assert_problem(response, 401, "unauthenticated")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_a_token_of_another_kind_is_401(client, world):
+    """A real API token's secret presented as a session cookie does not authenticate."""
+    clinic = await world.clinic()
+    token = clinic.owner.token
+
+    client.cookies.set("vetify_session", token, domain="testserver")
+    response = await client.get("/api/v1/customers")
+    client.cookies.clear()
+
+    assert_problem(response, 401, "unauthenticated")
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "201", "1000", "ten", "1.5"])
+@pytest.mark.parametrize("path", ["/api/v1/customers", "/api/v1/pets", "/api/v1/staff"])
+async def test_an_out_of_range_limit_is_422(client, world, path, limit):
+    clinic = await world.clinic()
+
+    response = await client.get(path, params={"limit": limit}, headers=clinic.owner.headers)
+
+    assert_invalid(response, ["query", "limit"])
+
+
+@pytest.mark.parametrize("limit", ["1", "200"])
+async def test_the_limit_bounds_are_accepted(client, world, limit):
+    clinic = await world.clinic()
+
+    response = await client.get(
+        "/api/v1/customers", params={"limit": limit}, headers=clinic.owner.headers
+    )
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage",
+        cursor_of(["not-a-uuid"]),
+        cursor_of(["01900000-0000-7000-8000-000000000000", "extra"]),
+        cursor_of({"id": "01900000-0000-7000-8000-000000000000"}),
+        cursor_of([]),
+        cursor_of("01900000-0000-7000-8000-000000000000"),
+        cursor_of([None]),
+        cursor_of([12345]),
+        cursor_of([True]),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/v1/customers", "/api/v1/pets", "/api/v1/staff"])
+async def test_a_forged_cursor_is_422(client, world, path, cursor):
+    clinic = await world.clinic()
+
+    response = await client.get(path, params={"cursor": cursor}, headers=clinic.owner.headers)
+
+    assert_problem(response, 422, "validation-error")
+
+
+@pytest.mark.parametrize("cursor", ["has space", "a+b/c=", "x" * 201])
+async def test_a_cursor_outside_the_alphabet_is_422(client, world, cursor):
+    clinic = await world.clinic()
+
+    response = await client.get(
+        "/api/v1/customers", params={"cursor": cursor}, headers=clinic.owner.headers
+    )
+
+    assert_invalid(response, ["query", "cursor"])

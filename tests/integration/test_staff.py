@@ -1,0 +1,433 @@
+"""Members of a clinic over HTTP: roles, the last owner, removal, and invitations."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from app.auth.models import Role
+from fixtures.clinics import add_member
+from fixtures.factories import DEFAULT_PASSWORD, UserFactory, create
+
+STAFF = "/api/v1/staff"
+INVITATIONS = "/api/v1/staff/invitations"
+ACCEPT = "/api/v1/auth/invitations/accept"
+LOGIN = "/api/v1/auth/login"
+PROBLEM = "application/problem+json"
+PASSWORD = "a long enough passphrase"
+
+
+def is_problem(response, status: int, slug: str) -> bool:
+    return (
+        response.status_code == status
+        and response.headers["content-type"] == PROBLEM
+        and response.json()["type"] == f"https://vetify.dev/problems/{slug}"
+    )
+
+
+async def membership(engine, clinic, user_id) -> dict:
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            text(
+                "SELECT role::text, active FROM memberships WHERE tenant_id = :c AND user_id = :u"
+            ),
+            {"c": clinic.id, "u": user_id},
+        )
+        return dict(result.mappings().one())
+
+
+async def invite(client, clinic, email: str, role: str, actor: Role = Role.owner):
+    return await client.post(
+        INVITATIONS, json={"email": email, "role": role}, headers=clinic.actors[actor].headers
+    )
+
+
+def token_of(invitation: dict) -> str:
+    return invitation["invite_url"].split("token=", 1)[1]
+
+
+async def accept(client, token: str, name: str = "Joana Reis"):
+    return await client.post(ACCEPT, json={"token": token, "name": name, "password": PASSWORD})
+
+
+# -- members ------------------------------------------------------------------------------------
+async def test_list_shows_every_member_with_their_role(client, world):
+    clinic = await world.clinic()
+    await world.clinic()  # another clinic's staff stay out of the list
+
+    response = await client.get(STAFF, headers=clinic.actors[Role.read_only].headers)
+
+    assert response.status_code == 200
+    assert response.json()["next_cursor"] is None
+    listed = {m["user_id"]: m for m in response.json()["items"]}
+    assert listed == {
+        str(actor.user.id): {
+            "user_id": str(actor.user.id),
+            "name": actor.user.name,
+            "email": actor.user.email,
+            "role": role.value,
+            "active": True,
+        }
+        for role, actor in clinic.actors.items()
+    }
+
+
+async def test_get_one_member(client, world):
+    clinic = await world.clinic()
+    vet = clinic.actors[Role.vet]
+
+    response = await client.get(f"{STAFF}/{vet.user.id}", headers=clinic.owner.headers)
+    foreign = await client.get(
+        f"{STAFF}/{(await world.clinic()).owner.user.id}", headers=clinic.owner.headers
+    )
+
+    assert response.status_code == 200
+    assert (response.json()["email"], response.json()["role"]) == (vet.user.email, "vet")
+    assert is_problem(foreign, 404, "not-found")
+
+
+@pytest.mark.parametrize("actor", [Role.owner, Role.admin])
+async def test_managers_change_a_vet_to_technician(client, world, superuser_engine, actor):
+    clinic = await world.clinic()
+    vet = clinic.actors[Role.vet]
+
+    response = await client.patch(
+        f"{STAFF}/{vet.user.id}", json={"role": "technician"}, headers=clinic.actors[actor].headers
+    )
+
+    assert response.status_code == 200
+    assert (response.json()["role"], response.json()["active"]) == ("technician", True)
+    assert await membership(superuser_engine, clinic, vet.user.id) == {
+        "role": "technician",
+        "active": True,
+    }
+    me = await client.get("/api/v1/auth/me", headers=vet.headers)
+    assert me.json()["role"] == "technician"
+    managing = await client.patch(
+        "/api/v1/clinics/current", json={"name": "x"}, headers=vet.headers
+    )
+    assert is_problem(managing, 403, "forbidden")
+
+
+@pytest.mark.parametrize("role", [Role.vet, Role.technician, Role.receptionist, Role.read_only])
+async def test_members_without_staff_manage_cannot_change_or_remove_anyone(
+    client, world, superuser_engine, role
+):
+    clinic = await world.clinic()
+    target = clinic.actors[Role.vet if role is Role.receptionist else Role.receptionist]
+
+    promoted = await client.patch(
+        f"{STAFF}/{target.user.id}", json={"role": "admin"}, headers=clinic.actors[role].headers
+    )
+    removed = await client.delete(f"{STAFF}/{target.user.id}", headers=clinic.actors[role].headers)
+
+    assert is_problem(promoted, 403, "forbidden")
+    assert is_problem(removed, 403, "forbidden")
+    assert await membership(superuser_engine, clinic, target.user.id) == {
+        "role": target.role.value,
+        "active": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("PATCH", {"role": "admin"}),
+        ("PATCH", {"role": "read_only"}),
+        ("PATCH", {"active": False}),
+        ("DELETE", None),
+    ],
+)
+async def test_the_last_active_owner_stays(client, world, superuser_engine, method, body):
+    clinic = await world.clinic()
+    owner = clinic.owner
+
+    response = await client.request(
+        method, f"{STAFF}/{owner.user.id}", json=body, headers=owner.headers
+    )
+
+    assert is_problem(response, 409, "conflict")
+    assert await membership(superuser_engine, clinic, owner.user.id) == {
+        "role": "owner",
+        "active": True,
+    }
+    assert (await client.get("/api/v1/auth/me", headers=owner.headers)).status_code == 200
+
+
+async def test_an_owner_can_step_down_when_another_owner_remains(client, world, superuser_engine):
+    clinic = await world.clinic()
+    async with world.session(clinic.id) as session:
+        second = await create(session, UserFactory)
+        await add_member(session, second, Role.owner)
+
+    response = await client.patch(
+        f"{STAFF}/{clinic.owner.user.id}", json={"role": "admin"}, headers=clinic.owner.headers
+    )
+    last = await client.delete(f"{STAFF}/{second.id}", headers=clinic.owner.headers)
+
+    assert response.status_code == 200
+    assert response.json()["role"] == "admin"
+    # Now an admin, the former owner may not touch the remaining owner.
+    assert is_problem(last, 403, "forbidden")
+    assert await membership(superuser_engine, clinic, second.id) == {
+        "role": "owner",
+        "active": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [("PATCH", {"role": "vet"}), ("PATCH", {"active": False}), ("DELETE", None)],
+)
+async def test_an_admin_cannot_change_an_owner(client, world, superuser_engine, method, body):
+    clinic = await world.clinic()
+    async with world.session(clinic.id) as session:
+        second = await create(session, UserFactory)
+        await add_member(session, second, Role.owner)  # so the last-owner rule is not what stops
+
+    response = await client.request(
+        method, f"{STAFF}/{second.id}", json=body, headers=clinic.actors[Role.admin].headers
+    )
+
+    assert is_problem(response, 403, "forbidden")
+    assert await membership(superuser_engine, clinic, second.id) == {
+        "role": "owner",
+        "active": True,
+    }
+
+
+async def test_an_admin_cannot_make_someone_owner(client, world, superuser_engine):
+    clinic = await world.clinic()
+    vet = clinic.actors[Role.vet]
+
+    response = await client.patch(
+        f"{STAFF}/{vet.user.id}", json={"role": "owner"}, headers=clinic.actors[Role.admin].headers
+    )
+
+    assert is_problem(response, 403, "forbidden")
+    assert (await membership(superuser_engine, clinic, vet.user.id))["role"] == "vet"
+
+
+async def test_removing_a_member_deactivates_them_and_their_token(client, world, superuser_engine):
+    clinic = await world.clinic()
+    vet = clinic.actors[Role.vet]
+    assert (await client.get("/api/v1/auth/me", headers=vet.headers)).status_code == 200
+
+    response = await client.delete(f"{STAFF}/{vet.user.id}", headers=clinic.owner.headers)
+
+    assert response.status_code == 204
+    assert await membership(superuser_engine, clinic, vet.user.id) == {
+        "role": "vet",
+        "active": False,
+    }
+    async with superuser_engine.connect() as connection:
+        unrevoked = await connection.scalar(
+            text("SELECT count(*) FROM credentials WHERE user_id = :u AND revoked_at IS NULL"),
+            {"u": vet.user.id},
+        )
+    assert unrevoked == 0
+    refused = await client.get("/api/v1/customers", headers=vet.headers)
+    assert is_problem(refused, 401, "unauthenticated")
+    assert "WWW-Authenticate" in refused.headers
+    listed = await client.get(STAFF, headers=clinic.owner.headers)
+    assert {m["user_id"]: m["active"] for m in listed.json()["items"]}[str(vet.user.id)] is False
+    # The other members are unaffected.
+    assert (
+        await client.get(STAFF, headers=clinic.actors[Role.technician].headers)
+    ).status_code == 200
+
+
+async def test_removal_from_one_clinic_leaves_the_other_clinic_alone(client, world):
+    clinic = await world.clinic()
+    other = await world.clinic()
+    vet = clinic.actors[Role.vet]
+    async with world.session(other.id) as session:
+        await add_member(session, vet.user, Role.admin)
+    login = await client.post(
+        LOGIN,
+        json={"email": vet.user.email, "password": DEFAULT_PASSWORD, "clinic_id": str(other.id)},
+    )
+    assert login.status_code == 200
+
+    removed = await client.delete(f"{STAFF}/{vet.user.id}", headers=clinic.owner.headers)
+
+    assert removed.status_code == 204
+    assert is_problem(await client.get(STAFF, headers=vet.headers), 401, "unauthenticated")
+    me = await client.get("/api/v1/auth/me")  # the session cookie in the other clinic
+    client.cookies.clear()
+    assert me.status_code == 200
+    assert (me.json()["clinic"]["id"], me.json()["role"]) == (str(other.id), "admin")
+
+
+async def test_staff_pages_walk_every_member_once(client, world):
+    clinic = await world.clinic()
+
+    seen: list[str] = []
+    params: dict[str, object] = {"limit": 2}
+    for _ in range(10):
+        body = (await client.get(STAFF, params=params, headers=clinic.owner.headers)).json()
+        assert len(body["items"]) <= 2
+        seen += [m["user_id"] for m in body["items"]]
+        if body["next_cursor"] is None:
+            break
+        params = {"limit": 2, "cursor": body["next_cursor"]}
+
+    assert sorted(seen) == sorted(str(a.user.id) for a in clinic.actors.values())
+
+
+async def test_unknown_member_is_404(client, world):
+    clinic = await world.clinic()
+    missing = "01900000-0000-7000-8000-000000000000"
+
+    for method, body in [("GET", None), ("PATCH", {"role": "vet"}), ("DELETE", None)]:
+        response = await client.request(
+            method, f"{STAFF}/{missing}", json=body, headers=clinic.owner.headers
+        )
+        assert is_problem(response, 404, "not-found")
+
+
+# -- invitations --------------------------------------------------------------------------------
+async def test_invite_accept_and_log_in_with_the_invited_role(client, world, superuser_engine):
+    clinic = await world.clinic()
+    email = "joana.reis@example.com"
+
+    invited = await invite(client, clinic, email, "receptionist")
+    assert invited.status_code == 201
+    invitation = invited.json()
+    assert (invitation["email"], invitation["role"]) == (email, "receptionist")
+    assert invitation["accepted_at"] is None
+    assert invitation["revoked_at"] is None
+    token = token_of(invitation)
+    assert token.startswith("vti_")
+    assert "/invitations/accept?token=" in invitation["invite_url"]
+
+    listed = await client.get(INVITATIONS, headers=clinic.owner.headers)
+    assert listed.status_code == 200
+    assert [i["id"] for i in listed.json()] == [invitation["id"]]
+    assert "invite_url" not in listed.json()[0]
+
+    accepted = await accept(client, token)
+    assert accepted.status_code == 201
+    assert accepted.json()["role"] == "receptionist"
+    assert accepted.json()["clinic"]["id"] == str(clinic.id)
+    assert accepted.json()["user"]["email"] == email
+    assert accepted.json()["user"]["name"] == "Joana Reis"
+
+    login = await client.post(LOGIN, json={"email": email, "password": PASSWORD})
+    assert login.status_code == 200
+    assert login.json()["role"] == "receptionist"
+    assert login.json()["clinic"]["id"] == str(clinic.id)
+    cookie = login.cookies.get("vetify_session")
+    assert cookie
+    set_cookie = login.headers["set-cookie"].lower()
+    assert "httponly" in set_cookie
+    assert "secure" in set_cookie
+
+    me = await client.get("/api/v1/auth/me")  # the client sends the session cookie back
+    assert me.status_code == 200
+    assert me.json()["role"] == "receptionist"
+    assert me.json()["user"]["email"] == email
+    client.cookies.clear()
+
+    staff = await client.get(STAFF, headers=clinic.owner.headers)
+    roles = {m["email"]: m["role"] for m in staff.json()["items"]}
+    assert roles[email] == "receptionist"
+    after = await client.get(INVITATIONS, headers=clinic.owner.headers)
+    assert after.json()[0]["accepted_at"] is not None
+
+
+async def test_an_invitation_is_used_once(client, world, superuser_engine):
+    clinic = await world.clinic()
+    token = token_of((await invite(client, clinic, "once@example.com", "vet")).json())
+    assert (await accept(client, token)).status_code == 201
+
+    again = await accept(client, token, name="Someone Else")
+
+    assert is_problem(again, 404, "not-found")
+    async with superuser_engine.connect() as connection:
+        users = await connection.scalar(
+            text("SELECT count(*) FROM users WHERE lower(email) = 'once@example.com'")
+        )
+        members = await connection.scalar(
+            text(
+                "SELECT count(*) FROM memberships m JOIN users u ON u.id = m.user_id"
+                " WHERE u.email = 'once@example.com'"
+            )
+        )
+    assert (users, members) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "x" * 60,  # not an invitation token at all
+        "vti_" + "0" * 32 + "_" + "a" * 43,  # shaped like one, for no clinic
+    ],
+)
+async def test_a_made_up_invitation_token_is_404(client, token):
+    assert is_problem(await accept(client, token), 404, "not-found")
+
+
+async def test_a_too_short_invitation_token_is_422(client):
+    response = await accept(client, "vti_short")
+
+    assert is_problem(response, 422, "validation-error")
+    assert [e["loc"] for e in response.json()["errors"]] == [["body", "token"]]
+
+
+async def test_an_admin_may_invite_staff_but_not_an_owner(client, world, superuser_engine):
+    clinic = await world.clinic()
+
+    owner = await invite(client, clinic, "boss@example.com", "owner", actor=Role.admin)
+    vet = await invite(client, clinic, "vet@example.com", "vet", actor=Role.admin)
+
+    assert is_problem(owner, 403, "forbidden")
+    assert vet.status_code == 201
+    async with superuser_engine.connect() as connection:
+        emails = (await connection.scalars(text("SELECT email FROM invitations"))).all()
+    assert emails == ["vet@example.com"]
+
+
+@pytest.mark.parametrize("role", [Role.vet, Role.technician, Role.receptionist, Role.read_only])
+async def test_other_roles_cannot_invite_or_see_invitations(client, world, superuser_engine, role):
+    clinic = await world.clinic()
+
+    sent = await invite(client, clinic, "new@example.com", "read_only", actor=role)
+    listed = await client.get(INVITATIONS, headers=clinic.actors[role].headers)
+
+    assert is_problem(sent, 403, "forbidden")
+    assert is_problem(listed, 403, "forbidden")
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM invitations")) == 0
+
+
+async def test_a_withdrawn_invitation_cannot_be_accepted(client, world, superuser_engine):
+    clinic = await world.clinic()
+    invitation = (await invite(client, clinic, "withdrawn@example.com", "technician")).json()
+
+    withdrawn = await client.delete(
+        f"{INVITATIONS}/{invitation['id']}", headers=clinic.owner.headers
+    )
+    accepted = await accept(client, token_of(invitation))
+
+    assert withdrawn.status_code == 204
+    assert is_problem(accepted, 404, "not-found")
+    listed = await client.get(INVITATIONS, headers=clinic.owner.headers)
+    assert listed.json()[0]["revoked_at"] is not None
+    async with superuser_engine.connect() as connection:
+        users = await connection.scalar(
+            text("SELECT count(*) FROM users WHERE email = 'withdrawn@example.com'")
+        )
+    assert users == 0
+    login = await client.post(LOGIN, json={"email": "withdrawn@example.com", "password": PASSWORD})
+    assert is_problem(login, 401, "invalid-credentials")
+
+
+async def test_withdrawing_an_unknown_invitation_is_404(client, world):
+    clinic = await world.clinic()
+
+    response = await client.delete(
+        f"{INVITATIONS}/01900000-0000-7000-8000-000000000000", headers=clinic.owner.headers
+    )
+
+    assert is_problem(response, 404, "not-found")
