@@ -82,15 +82,17 @@ def postgres(provider: Provider) -> Iterator[PostgresServer]:
 @contextmanager
 def _postgres_container() -> Iterator[PostgresServer]:
     try:
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
     except ImportError as exc:
         raise ServiceUnavailableError(
-            "the containers provider needs testcontainers: pip install 'testcontainers[postgres]'"
+            "the containers provider needs testcontainers: pip install 'testcontainers>=4.15'"
             " (or set VETIFY_TEST_SERVICES=local)"
         ) from exc
     # Trust auth inside the throwaway container, as the local provider does, so the service
     # roles created by the tests need no passwords.
-    container = PostgresContainer(POSTGRES_IMAGE, username="postgres", password="postgres")
+    container = PostgresContainer(
+        POSTGRES_IMAGE, username="postgres", password="postgres", driver=None
+    )
     container.with_env("POSTGRES_HOST_AUTH_METHOD", "trust")
     with container:
         yield PostgresServer(
