@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -24,7 +25,7 @@ async def live() -> Health:
 @router.get(
     "/ready",
     responses=responses(ServiceUnavailable),
-    summary="The database answers and its schema is at the migrations' head",
+    summary="The database answers, its schema is at head, and Redis (if configured) answers",
 )
 async def ready(request: Request) -> Health:
     try:
@@ -36,4 +37,9 @@ async def ready(request: Request) -> Health:
         raise ServiceUnavailable("The database is not reachable.") from exc
     if versions != request.app.state.schema_heads:
         raise ServiceUnavailable("The database schema is not at the migrations' head.")
+    if request.app.state.redis is not None:
+        try:
+            await request.app.state.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("Redis is not reachable.") from exc
     return Health(status="ok")

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from app import health
 from app.appointments.routes import router as appointments_router
@@ -40,9 +41,16 @@ def create_app(settings: Settings) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.redis = (
+            Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2)
+            if settings.redis_url
+            else None
+        )
         try:
             yield
         finally:
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
             await engine.dispose()
 
     app = FastAPI(

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     ] = None
     """URL of the service's own role (owns nothing, no BYPASSRLS). Unset: embedded PostgreSQL."""
 
+    redis_url: Annotated[
+        SecretStr | None,
+        Field(validation_alias=AliasChoices("VETIFY_REDIS_URL", "REDIS_URL")),
+    ] = None
+    """Shared state across replicas (rate limits, cache, as they come). Unset: none used."""
+
     database_owner_url: SecretStr | None = None
     """URL of the role that owns the schema; used only to run migrations."""
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.kit.problems import ServiceUnavailable
 from app.settings import Settings
 
 
@@ -46,8 +48,27 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     failed commit becomes an error response, never a success the database did not keep.
     """
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with factory() as session, session.begin():
-        yield session
+    try:
+        async with factory() as session, session.begin():
+            yield session
+    except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+        raise DatabaseUnavailable() from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable() from exc
+        raise
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached or the connection broke; nothing was committed."""
+
+    slug, title = "database-unavailable", "Database unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database is unavailable; nothing was changed. Retry shortly.",
+            headers={"Retry-After": "5"},
+        )
 
 
 DbSession = Annotated[AsyncSession, Depends(_request_session, scope="function")]

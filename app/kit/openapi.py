@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.kit.problems import MEDIA_TYPE, InvalidInput, ProblemBody, responses
+from app.kit.problems import MEDIA_TYPE, InvalidInput, ProblemBody, ServiceUnavailable, responses
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemBody"}
 
@@ -37,8 +37,12 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     invalid = responses(InvalidInput)[422]
-    for path in schema.get("paths", {}).values():
+    unavailable = responses(ServiceUnavailable)[503]
+    for url, path in schema.get("paths", {}).items():
         for operation in path.values():
+            if url.startswith("/api/"):
+                # Any route that touches the database answers 503 while it is unreachable.
+                operation["responses"].setdefault("503", unavailable)
             if "422" in operation.get("responses", {}):
                 operation["responses"]["422"] = {
                     "description": invalid["description"],

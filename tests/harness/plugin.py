@@ -1,46 +1,48 @@
-"""The pytest plugin every stage loads: services, databases, the app and clients.
+"""The pytest plugin every stage loads (from the repository's conftest.py).
 
-* One PostgreSQL server per test session (provider chosen in :mod:`tests.harness.services`),
-  with the service's two roles and a template database migrated once.
-* Each test that asks for ``database`` gets its own database cloned from the template
-  (``CREATE DATABASE ... TEMPLATE``, a few tens of ms), dropped afterwards.
-* ``app`` is the production application (``create_app``) with its lifespan running;
-  ``client`` talks to it over ASGI through httpx.
+* Services: one PostgreSQL and one Redis per test session, from containers when a Docker
+  engine answers, else local processes (:mod:`tests.harness.services`); the header says which.
+* Databases: a template migrated once; ``database`` is a fresh clone per test.
+* The app: ``app`` is ``create_app`` with its lifespan running, ``client`` talks to it over
+  ASGI; ``live_server`` is `vetify serve` as a real process (e2e, load, chaos).
+* Skips: every skipped test is listed at the end; with ``--forbid-skips`` (the pr set) a
+  single skip fails the run, because a skipped test proves nothing.
 """
 
 from __future__ import annotations
 
-import uuid
+import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from app.auth import service as auth_service
-from app.auth.models import CredentialKind, Membership, Role, User
-from app.db import migrate
-from app.db.tenancy import enter_tenant
 from app.main import create_app
 from app.settings import Environment, Settings
-from fixtures.clinics import ClinicSetup, create_clinic
-from fixtures.factories import create
-from tests.harness.services import PostgresServer, Provider, choose_provider, postgres
+from fixtures.demo import seed_demo
+from tests.harness import databases
+from tests.harness.databases import Database
+from tests.harness.live import LiveServer
+from tests.harness.proxy import FaultProxy
+from tests.harness.services import (
+    PostgresServer,
+    Provider,
+    RedisServer,
+    choose_provider,
+    postgres,
+    redis,
+)
+from tests.harness.world import World
 
-OWNER_ROLE = "vetify_owner"
-APP_ROLE = "vetify_app"
-TEMPLATE = "vetify_template"
+_provider_key = pytest.StashKey[Provider]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--forbid-skips", action="store_true", help="fail the run if any test is skipped"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,57 +53,56 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"vetify test services: {config.stash[_provider_key]} provider"
 
 
-_provider_key = pytest.StashKey[Provider]()
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    skipped = [
+        f"{report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else ''}"
+        for report in terminalreporter.stats.get("skipped", [])
+    ]
+    if skipped:
+        terminalreporter.section(f"{len(skipped)} skipped test(s)")
+        for line in skipped:
+            terminalreporter.write_line(line)
 
 
-@dataclass(frozen=True)
-class Database:
-    name: str
-    server: PostgresServer
-
-    @property
-    def app_url(self) -> str:
-        return self.server.url(APP_ROLE, self.name)
-
-    @property
-    def owner_url(self) -> str:
-        return self.server.url(OWNER_ROLE, self.name)
-
-    @property
-    def superuser_url(self) -> str:
-        return self.server.url(database=self.name)
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if session.config.getoption("--forbid-skips") and skipped:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
+# -- services -------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def postgres_server(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
     with postgres(pytestconfig.stash[_provider_key]) as server:
-        migrate.bootstrap_sync(server.url(), TEMPLATE, OWNER_ROLE, APP_ROLE)
-        migrate.upgrade(server.url(OWNER_ROLE, TEMPLATE), APP_ROLE)
+        databases.prepare_template(server)
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_server(pytestconfig: pytest.Config) -> Iterator[RedisServer]:
+    with redis(pytestconfig.stash[_provider_key]) as server:
+        yield server
+
+
+# -- a database per test, the app in process ------------------------------------------------------
 @pytest.fixture
 async def database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(_plain(postgres_server.url()))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}" OWNER "{OWNER_ROLE}"')
-        yield Database(name, postgres_server)
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    fresh = await databases.clone(postgres_server)
+    yield fresh
+    await databases.drop(fresh)
 
 
 @pytest.fixture
-def settings(database: Database) -> Settings:
+def settings(database: Database, redis_server: RedisServer) -> Settings:
     return Settings(
         env=Environment.test,
         database_url=database.app_url,
         database_owner_url=database.owner_url,
+        redis_url=redis_server.url,
     )
 
 
@@ -129,73 +130,37 @@ async def app_engine(database: Database) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def superuser_engine(database: Database) -> AsyncIterator[AsyncEngine]:
-    """Connected as the superuser: sees every row, for checking what really is in the database."""
+    """Connected as the superuser: sees every row, for checking what is really stored."""
     engine = create_async_engine(database.superuser_url)
     yield engine
     await engine.dispose()
 
 
-@dataclass
-class Actor:
-    """A member of a clinic with an API token: ``headers`` authenticate as them."""
-
-    user: User
-    clinic_id: uuid.UUID
-    role: Role
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-@dataclass
-class ClinicWorld:
-    setup: ClinicSetup
-    actors: dict[Role, Actor]
-
-    @property
-    def id(self) -> uuid.UUID:
-        return self.setup.clinic.id
-
-    @property
-    def owner(self) -> Actor:
-        return self.actors[Role.owner]
-
-
-class World:
-    """Arranges data through the factories, as the service's role, committed per block."""
-
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._settings = settings
-
-    @asynccontextmanager
-    async def session(self, clinic_id: uuid.UUID | None = None) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session, session.begin():
-            if clinic_id is not None:
-                await enter_tenant(session, clinic_id)
-            yield session
-
-    async def clinic(self, roles: tuple[Role, ...] = tuple(Role), **fields: object) -> ClinicWorld:
-        async with self.session() as session:
-            setup = await create_clinic(session, roles, **fields)
-            actors = {}
-            for role, user in setup.staff.items():
-                membership = (
-                    await session.scalars(select(Membership).where(Membership.user_id == user.id))
-                ).one()
-                issued = await auth_service.issue(
-                    session, self._settings, membership, CredentialKind.api_token, name="tests"
-                )
-                actors[role] = Actor(user, setup.clinic.id, role, issued.secret)
-        return ClinicWorld(setup, actors)
-
-    async def make(self, clinic: ClinicWorld, factory_class: Any, **fields: Any) -> Any:
-        async with self.session(clinic.id) as session:
-            return await create(session, factory_class, **fields)
-
-
 @pytest.fixture
 def world(app_engine: AsyncEngine, settings: Settings) -> World:
     return World(app_engine, settings)
+
+
+# -- the live system ------------------------------------------------------------------------------
+async def _seed(database: Database) -> None:
+    engine = create_async_engine(database.app_url)
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            await seed_demo(session)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def live_server(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[LiveServer]:
+    """`vetify serve` with the demo clinic, its database reached through a fault proxy."""
+    database = asyncio.run(databases.clone(postgres_server, prefix="live"))
+    asyncio.run(_seed(database))
+    proxy = FaultProxy(postgres_server.host, postgres_server.port).start()
+    server = LiveServer(database, proxy, redis_server.url).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        proxy.stop()
+        asyncio.run(databases.drop(database))

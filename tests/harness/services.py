@@ -1,23 +1,33 @@
 """Ephemeral services for the test stages: containers when a Docker engine answers, else local.
 
-Every stage gets fresh instances; nothing here ever touches a developer's own database.
+Every stage gets fresh instances; nothing here ever touches a developer's own database. A
+service that cannot be started is an error that says how to install it, never a skip.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import psutil
 
 from app.db.embedded import EmbeddedPostgres, free_port
 
 Provider = Literal["containers", "local"]
 POSTGRES_IMAGE = "postgres:18.1-alpine"
+REDIS_IMAGE = "redis:7.4-alpine"
 
 
 class ServiceUnavailableError(RuntimeError):
@@ -25,16 +35,22 @@ class ServiceUnavailableError(RuntimeError):
 
 
 def docker_answers() -> bool:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=3)
+    # The docker SDK leaves a socket behind when no engine answers; collect it here, where its
+    # ResourceWarning is expected, rather than in whichever test happens to run next.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
         try:
-            return bool(client.ping())
+            import docker
+
+            client = docker.from_env(timeout=3)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:
+            return False
         finally:
-            client.close()
-    except Exception:
-        return False
+            gc.collect()
 
 
 def choose_provider() -> Provider:
@@ -48,14 +64,25 @@ def choose_provider() -> Provider:
     return "containers" if docker_answers() else "local"
 
 
+@dataclass
+class Control:
+    """What chaos tests do to a service: stop/start it (data kept), or freeze/thaw it."""
+
+    stop: Callable[[], object]
+    start: Callable[[], object]
+    pause: Callable[[], object]
+    resume: Callable[[], object]
+
+
 @dataclass(frozen=True)
 class PostgresServer:
-    """A server we hold the superuser of (asyncpg URL, no database part)."""
+    """A server we hold the superuser of."""
 
     host: str
     port: int
     superuser: str
     password: str = ""
+    control: Control | None = field(default=None, compare=False, repr=False)
 
     def url(self, user: str | None = None, database: str = "postgres") -> str:
         who = user or self.superuser
@@ -63,6 +90,24 @@ class PostgresServer:
         return f"postgresql+asyncpg://{who}{secret}@{self.host}:{self.port}/{database}"
 
 
+@dataclass(frozen=True)
+class RedisServer:
+    host: str
+    port: int
+    control: Control | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+
+def _signal_tree(pid: int, sig: signal.Signals) -> None:
+    parent = psutil.Process(pid)
+    for process in [parent, *parent.children(recursive=True)]:
+        process.send_signal(sig)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
 @contextmanager
 def postgres(provider: Provider) -> Iterator[PostgresServer]:
     if provider == "containers":
@@ -70,24 +115,28 @@ def postgres(provider: Provider) -> Iterator[PostgresServer]:
             yield server
         return
     root = Path(tempfile.mkdtemp(prefix="vetify-test-pg-"))
-    server = EmbeddedPostgres(root / "data", port=free_port(), fast_unsafe=True)
+    cluster = EmbeddedPostgres(root / "data", port=free_port(), fast_unsafe=True)
+
+    def postmaster() -> int:
+        return int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+
+    control = Control(
+        stop=cluster.stop,
+        start=cluster.start,
+        pause=lambda: _signal_tree(postmaster(), signal.SIGSTOP),
+        resume=lambda: _signal_tree(postmaster(), signal.SIGCONT),
+    )
     try:
-        server.start()
-        yield PostgresServer("127.0.0.1", server.port or 0, "postgres")
+        cluster.start()
+        yield PostgresServer("127.0.0.1", cluster.port or 0, "postgres", control=control)
     finally:
-        server.destroy()
+        cluster.destroy()
         shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
 def _postgres_container() -> Iterator[PostgresServer]:
-    try:
-        from testcontainers.community.postgres import PostgresContainer
-    except ImportError as exc:
-        raise ServiceUnavailableError(
-            "the containers provider needs testcontainers: pip install 'testcontainers>=4.15'"
-            " (or set VETIFY_TEST_SERVICES=local)"
-        ) from exc
+    PostgresContainer = _community("postgres", "PostgresContainer")
     # Trust auth inside the throwaway container, as the local provider does, so the service
     # roles created by the tests need no passwords.
     container = PostgresContainer(
@@ -100,4 +149,101 @@ def _postgres_container() -> Iterator[PostgresServer]:
             int(container.get_exposed_port(5432)),
             "postgres",
             "postgres",
+            control=_container_control(container),
         )
+
+
+# -- Redis --------------------------------------------------------------------------------------
+@contextmanager
+def redis(provider: Provider) -> Iterator[RedisServer]:
+    if provider == "containers":
+        RedisContainer = _community("redis", "RedisContainer")
+        with RedisContainer(REDIS_IMAGE) as container:
+            yield RedisServer(
+                container.get_container_host_ip(),
+                int(container.get_exposed_port(6379)),
+                control=_container_control(container),
+            )
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceUnavailableError(
+            "redis-server is not on PATH: install it (Debian/Ubuntu: apt-get install redis-server;"
+            " macOS: brew install redis), or run with a Docker engine"
+        )
+    root = Path(tempfile.mkdtemp(prefix="vetify-test-redis-"))
+    port = free_port()
+    process: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        process[:] = [
+            subprocess.Popen(  # noqa: S603 - redis-server from PATH with fixed arguments
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(root),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        ]
+        _wait_for_redis(port)
+
+    def stop() -> None:
+        for running in process:
+            running.terminate()
+            running.wait(10)
+
+    control = Control(
+        stop=stop,
+        start=start,
+        pause=lambda: process[0].send_signal(signal.SIGSTOP),
+        resume=lambda: process[0].send_signal(signal.SIGCONT),
+    )
+    start()
+    try:
+        yield RedisServer("127.0.0.1", port, control=control)
+    finally:
+        stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_for_redis(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise ServiceUnavailableError(f"redis-server did not answer on port {port} within {timeout}s")
+
+
+# -- containers -----------------------------------------------------------------------------------
+def _community(module: str, name: str) -> Any:
+    try:
+        imported = __import__(f"testcontainers.community.{module}", fromlist=[name])
+    except ImportError as exc:
+        raise ServiceUnavailableError(
+            "the containers provider needs testcontainers: pip install 'testcontainers>=4.15'"
+            " (or set VETIFY_TEST_SERVICES=local)"
+        ) from exc
+    return getattr(imported, name)
+
+
+def _container_control(container: Any) -> Control:
+    wrapped = container.get_wrapped_container()
+    return Control(
+        stop=wrapped.stop, start=wrapped.start, pause=wrapped.pause, resume=wrapped.unpause
+    )

@@ -41,3 +41,17 @@ async def test_not_ready_when_the_database_is_unreachable():
     assert ready.status_code == 503
     assert ready.json()["type"] == "https://vetify.dev/problems/service-unavailable"
     assert "vetify_app" not in ready.text
+
+
+async def test_not_ready_while_redis_is_down_and_ready_again_after(client, redis_server):
+    assert redis_server.control is not None
+    redis_server.control.stop()
+    try:
+        down = await client.get("/health/ready")
+    finally:
+        redis_server.control.start()
+    back = await client.get("/health/ready")
+
+    assert down.status_code == 503
+    assert down.json()["detail"] == "Redis is not reachable."
+    assert back.status_code == 200

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from app.db import migrate
 from app.db.base import Base
-from tests.harness.plugin import APP_ROLE, OWNER_ROLE
+from tests.harness.databases import APP_ROLE, OWNER_ROLE
 
 GLOBAL_TABLES = {
     "alembic_version": "migration bookkeeping",
