@@ -55,3 +55,18 @@ async def test_not_ready_while_redis_is_down_and_ready_again_after(client, redis
     assert down.status_code == 503
     assert down.json()["detail"] == "Redis is not reachable."
     assert back.status_code == 200
+
+
+async def test_data_routes_answer_503_with_retry_after_while_the_database_is_unreachable():
+    nowhere = f"postgresql+asyncpg://vetify_app@127.0.0.1:{free_port()}/vetify"
+    app = create_app(Settings(database_url=nowhere))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+            response = await client.get(
+                "/api/v1/pets", headers={"Authorization": "Bearer vtk_" + "0" * 32 + "_" + "x" * 43}
+            )
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["type"] == "https://vetify.dev/problems/database-unavailable"
