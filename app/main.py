@@ -17,7 +17,7 @@ from app.customers.routes import router as customers_router
 from app.db.migrate import head_revisions
 from app.db.session import create_engine, session_factory
 from app.kit import problems
-from app.kit.openapi import problem_aware_openapi
+from app.kit.openapi import install_docs, problem_aware_openapi
 from app.pets.routes import router as pets_router
 from app.records.routes import router as records_router
 from app.settings import Settings
@@ -58,7 +58,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0.0",
         summary="Practice management for veterinary clinics",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.schema_heads = head_revisions()
     problems.install(app)

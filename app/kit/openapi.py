@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from app.kit.problems import MEDIA_TYPE, InvalidInput, ProblemBody, ServiceUnavailable, responses
 
@@ -49,3 +53,22 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
                     "content": {MEDIA_TYPE: {"schema": _PROBLEM_REF}},
                 }
     return schema
+
+
+def install_docs(app: FastAPI) -> None:
+    """Interactive docs at /docs with Swagger UI served by the service itself.
+
+    FastAPI's default page loads Swagger UI from a CDN: that fails offline (clinics' networks,
+    CI) and would need a third-party origin in the Content-Security-Policy.
+    """
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )

@@ -49,13 +49,13 @@ class LiveServer:
         return env
 
     def start(self, timeout: float = 60.0) -> LiveServer:
-        log = self.log_path.open("ab")
-        self._process = subprocess.Popen(  # noqa: S603 - our own command
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(  # noqa: S603 - our own command
+                [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

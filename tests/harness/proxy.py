@@ -40,6 +40,7 @@ class FaultProxy:
             self._server.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     def reset_all(self) -> None:
         """Abort every open connection with a TCP reset, as a crashed peer or network would."""
