@@ -21,7 +21,7 @@ class Role(StrEnum):
 
 class CredentialKind(StrEnum):
     session = "session"
-    api_token = "api_token"  # noqa: S105 - a kind, not a secret
+    api_token = "api_token"  # noqa: S105 - a kind, not a secret  # nosec B105
 
 
 class User(Entity, Base):

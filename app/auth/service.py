@@ -28,7 +28,7 @@ from app.settings import Settings
 
 SESSION_COOKIE = "vetify_session"
 SESSION_PREFIX = "vts"
-TOKEN_PREFIX = "vtk"  # noqa: S105 - a prefix, not a secret
+TOKEN_PREFIX = "vtk"  # noqa: S105 - a prefix, not a secret  # nosec B105
 INVITATION_PREFIX = "vti"
 # Touching last_used_at on every request would turn every read into a write.
 _TOUCH_EVERY = dt.timedelta(minutes=1)

@@ -14,7 +14,9 @@ import os
 import pwd
 import shutil
 import socket
-import subprocess  # nosec B404: runs the bundled PostgreSQL binaries, never a shell
+
+# Runs the bundled PostgreSQL binaries with fixed argv, never a shell.
+import subprocess  # nosec B404
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +126,7 @@ class EmbeddedPostgres:
                 self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w")
 
     def is_running(self) -> bool:
-        result = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary
+        result = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary  # nosec B603
             [str(bin_dir() / "pg_ctl"), "status", "-D", str(self.data_dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -160,7 +162,7 @@ class EmbeddedPostgres:
         # Output goes to a file, not a pipe: pg_ctl's server inherits the pipe and a reader
         # waiting for EOF would hang for the server's whole life.
         with tempfile.TemporaryFile() as output:
-            result = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary
+            result = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary  # nosec B603
                 [str(bin_dir() / binary), *args],
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -185,7 +187,7 @@ def _service_user() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        subprocess.run(  # noqa: S603 - fixed argv
+        subprocess.run(  # noqa: S603 - fixed argv  # nosec B603
             [
                 "/usr/sbin/useradd",
                 "--system",

@@ -15,7 +15,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from app.kit.problems import MEDIA_TYPE, InvalidInput, ProblemBody, ServiceUnavailable, responses
+from app.kit.problems import (
+    MEDIA_TYPE,
+    BadRequest,
+    InvalidInput,
+    ProblemBody,
+    ServiceUnavailable,
+    responses,
+)
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemBody"}
 
@@ -42,8 +49,12 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
     components.pop("ValidationError", None)
     invalid = responses(InvalidInput)[422]
     unavailable = responses(ServiceUnavailable)[503]
+    bad_request = responses(BadRequest)[400]
     for url, path in schema.get("paths", {}).items():
         for operation in path.values():
+            if "requestBody" in operation:
+                # A body that is not parseable at all (e.g. undecodable bytes) is a 400.
+                operation["responses"].setdefault("400", bad_request)
             if url.startswith("/api/"):
                 # Any route that touches the database answers 503 while it is unreachable.
                 operation["responses"].setdefault("503", unavailable)

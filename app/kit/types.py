@@ -21,6 +21,7 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
+    field_validator,
 )
 
 
@@ -94,6 +95,15 @@ class Input(BaseModel):
     """Request bodies: strict types, unknown fields rejected."""
 
     model_config = ConfigDict(strict=True, extra="forbid", str_max_length=20_000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold U+0000; refuse it here as a 422, not a 500 at INSERT.
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("must not contain the NUL character")
+        return value
 
 
 class Output(BaseModel):

@@ -274,3 +274,14 @@ async def test_a_cursor_outside_the_alphabet_is_422(client, world, cursor):
     )
 
     assert_invalid(response, ["query", "cursor"])
+
+
+async def test_a_nul_character_in_text_is_a_422_not_a_database_error(client, world):
+    clinic = await world.clinic(roles=())
+    response = await client.post(
+        "/api/v1/customers",
+        json={"first_name": "Ana\u0000", "last_name": "Silva"},
+        headers=clinic.owner.headers,
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"

@@ -1,0 +1,125 @@
+"""The attack surface, read from the app's OpenAPI document (never a hand-kept list of routes).
+
+Also: a census of the database's tables, to show that an attack changed nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.contract.snapshot import document, operations
+
+DOC = document()
+API = "/api/v1/"
+# The only routes a caller without credentials may use.
+PUBLIC = {
+    ("post", "/api/v1/auth/signup"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/invitations/accept"),
+}
+PROBLEM = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    spec: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.upper()} {self.path}"
+
+    def url(self) -> str:
+        """The path with every path parameter a random UUID."""
+        url = self.path
+        for parameter in self.spec.get("parameters", []):
+            if parameter["in"] == "path":
+                url = url.replace("{" + parameter["name"] + "}", str(uuid.uuid4()))
+        assert "{" not in url, f"{self.label}: a path parameter is not declared"
+        return url
+
+    @property
+    def has_body(self) -> bool:
+        return "requestBody" in self.spec
+
+
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/components/schemas/")
+        schema = DOC["components"]["schemas"][name]
+    return schema
+
+
+def _types(schema: dict[str, Any]) -> set[str]:
+    """Every JSON type a (possibly ``anyOf``/``oneOf``/``$ref``) schema allows."""
+    schema = _resolve(schema)
+    found = {schema["type"]} if isinstance(schema.get("type"), str) else set()
+    for key in ("anyOf", "oneOf", "allOf"):
+        for part in schema.get(key, []):
+            found |= _types(part)
+    return found
+
+
+def _lists_items(spec: dict[str, Any]) -> bool:
+    """Whether the 200 response is a page: an object with an array of ``items``."""
+    content = spec.get("responses", {}).get("200", {}).get("content", {})
+    schema = content.get("application/json", {}).get("schema")
+    if schema is None:
+        return False
+    items = _resolve(schema).get("properties", {}).get("items")
+    return items is not None and "array" in _types(items)
+
+
+def api_operations() -> list[Operation]:
+    return [Operation(m, p, spec) for m, p, spec in operations(DOC) if p.startswith(API)]
+
+
+def protected_operations() -> list[Operation]:
+    return [op for op in api_operations() if (op.method, op.path) not in PUBLIC]
+
+
+def list_routes() -> list[Operation]:
+    """``GET`` routes under /api/v1 without path parameters that answer a page of items."""
+    return [
+        op
+        for op in api_operations()
+        if op.method == "get" and "{" not in op.path and _lists_items(op.spec)
+    ]
+
+
+def _has_pattern(schema: dict[str, Any]) -> bool:
+    schema = _resolve(schema)
+    return "pattern" in schema or any(
+        _has_pattern(part) for key in ("anyOf", "oneOf", "allOf") for part in schema.get(key, [])
+    )
+
+
+def string_query_parameters(op: Operation, *, with_pattern: bool = False) -> list[str]:
+    """Query parameters that take a string (optionally: only those constrained by a pattern)."""
+    return [
+        parameter["name"]
+        for parameter in op.spec.get("parameters", [])
+        if parameter["in"] == "query"
+        and "string" in _types(parameter.get("schema", {}))
+        and (not with_pattern or _has_pattern(parameter.get("schema", {})))
+    ]
+
+
+async def census(engine: AsyncEngine) -> dict[str, int]:
+    """Every table in the ``public`` schema with its row count (as the superuser: all clinics)."""
+    async with engine.connect() as connection:
+        tables = (
+            await connection.scalars(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            )
+        ).all()
+        return {
+            table: await connection.scalar(text(f'SELECT count(*) FROM public."{table}"'))
+            for table in tables
+        }

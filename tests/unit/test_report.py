@@ -1,0 +1,369 @@
+"""The quality report: crafted inputs in a temporary reports/ folder, never the real one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import report
+from tests.harness.report import STAGES, build, main, read_junit
+
+SCRIPT = Path(report.__file__)
+NOW = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites name="pytest tests">
+  <testsuite name="pytest" errors="2" failures="2" skipped="1" tests="6" time="12.5">
+    <testcase classname="tests.unit.test_a" name="test_ok" time="0.10"/>
+    <testcase classname="tests.unit.test_a" name="test_ok_too" time="3.25"/>
+    <testcase classname="tests.unit.test_a" name="test_broken" time="0.20">
+      <failure message="assert 1 == 2">assert 1 == 2</failure>
+    </testcase>
+    <testcase classname="tests.unit.test_a" name="test_teardown" time="0.30">
+      <failure message="boom">boom</failure>
+      <error message="failed on teardown">teardown</error>
+    </testcase>
+    <testcase classname="" name="tests.unit.test_b" time="0.00">
+      <error message="collection failure">ImportError</error>
+    </testcase>
+    <testcase classname="tests.unit.test_a" name="test_later" time="0.01">
+      <skipped type="pytest.skip" message="later">skipped</skipped>
+    </testcase>
+  </testsuite>
+</testsuites>
+"""
+
+
+class _Text(HTMLParser):
+    """Table rows (cell texts) and the tags of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse(page: str) -> _Text:
+    parser = _Text()
+    parser.feed(page)
+    parser.close()
+    return parser
+
+
+def _row(page: str, first: str) -> list[str]:
+    rows = [row for row in _parse(page).rows if row and row[0] == first]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def _junit(reports: Path, stage: str, cases: str, time: str = "1.0") -> None:
+    reports.mkdir(parents=True, exist_ok=True)
+    xml = f'<testsuites><testsuite name="pytest" time="{time}">{cases}</testsuite></testsuites>'
+    (reports / f"junit-{stage}.xml").write_text(xml, encoding="utf-8")
+
+
+def _json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    return folder
+
+
+# -- stages ----------------------------------------------------------------------------------------
+def test_junit_counts_failures_errors_and_skips_per_testcase(reports: Path) -> None:
+    (reports / "junit-unit.xml").write_text(JUNIT, encoding="utf-8")
+    stage = read_junit("unit", reports / "junit-unit.xml")
+    assert (stage.passed, stage.failed, stage.errors, stage.skipped) == (2, 2, 2, 1)
+    assert stage.seconds == 12.5
+    assert not stage.ok
+    assert [case.outcome for case in stage.cases] == [
+        "passed",
+        "passed",
+        "failed",
+        "error",
+        "error",
+        "skipped",
+    ]
+
+
+def test_stages_table_shows_counts_wall_time_and_result(reports: Path) -> None:
+    (reports / "junit-unit.xml").write_text(JUNIT, encoding="utf-8")
+    _junit(reports, "contract", '<testcase classname="c" name="t" time="0.5"/>', time="61.24")
+    page = build(reports, now=NOW)
+    assert _row(page, "unit") == ["unit", "failed", "2", "2", "2", "1", "12.5 s"]
+    assert _row(page, "contract") == ["contract", "passed", "1", "0", "0", "0", "61.2 s"]
+
+
+def test_missing_junit_is_not_run_and_lint_type_point_to_tox(reports: Path) -> None:
+    page = build(reports, now=NOW)
+    assert _row(page, "lint")[1] == "see tox output"
+    assert _row(page, "type")[1] == "see tox output"
+    for stage in STAGES[2:]:
+        assert _row(page, stage)[1] == "not run"
+
+
+def test_unreadable_junit_is_reported_not_raised(reports: Path) -> None:
+    (reports / "junit-e2e.xml").write_text("<testsuites><testsuite>", encoding="utf-8")
+    page = build(reports, now=NOW)
+    assert _row(page, "e2e")[1].startswith("unreadable")
+
+
+def test_suite_without_time_sums_its_testcases(reports: Path) -> None:
+    (reports / "junit-load.xml").write_text(
+        '<testsuite><testcase name="a" time="0.5"/><testcase name="b" time="0.25"/></testsuite>',
+        encoding="utf-8",
+    )
+    stage = read_junit("load", reports / "junit-load.xml")
+    assert (stage.passed, stage.seconds, stage.ok) == (2, 0.75, True)
+    assert [case.name for case in stage.cases] == ["a", "b"]
+
+
+def test_slowest_fifteen_tests_across_stages(reports: Path) -> None:
+    _junit(reports, "unit", "".join(f'<testcase name="u{i}" time="{i}"/>' for i in range(10)))
+    _junit(reports, "e2e", "".join(f'<testcase name="e{i}" time="{i}.5"/>' for i in range(10)))
+    page = build(reports, now=NOW)
+    start = page.index("<h2>Slowest")
+    section = page[start : page.index("<h2>", start + 1)]
+    rows = _parse(section).rows[1:]
+    assert len(rows) == 15
+    assert rows[0] == ["9.50 s", "e2e", "e9", "passed"]
+    assert rows[1] == ["9.00 s", "unit", "u9", "passed"]
+    times = [float(row[0].removesuffix(" s")) for row in rows]
+    assert times == sorted(times, reverse=True)
+
+
+def test_test_names_are_escaped(reports: Path) -> None:
+    name = "test_x[&lt;script&gt;alert(1)&lt;/script&gt;]"  # XML-escaped in the JUnit file
+    _junit(reports, "unit", f'<testcase classname="t" name="{name}" time="1"><failure/></testcase>')
+    page = build(reports, now=NOW)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert not [tag for tag, _ in _parse(page).tags if tag == "script"]
+
+
+# -- coverage --------------------------------------------------------------------------------------
+def _summary(statements: int, covered: int, branches: int, covered_branches: int) -> Any:
+    return {
+        "summary": {
+            "num_statements": statements,
+            "covered_lines": covered,
+            "num_branches": branches,
+            "covered_branches": covered_branches,
+        }
+    }
+
+
+def test_coverage_per_package_as_the_gate_computes_it(reports: Path) -> None:
+    _json(
+        reports / "coverage.json",
+        {
+            "files": {
+                "app/auth/service.py": _summary(100, 100, 20, 20),
+                "app/db/rls.py": _summary(40, 30, 10, 8),
+                "app/main.py": _summary(10, 9, 0, 0),
+            }
+        },
+    )
+    page = build(reports, now=NOW)
+    assert _row(page, "app/auth") == ["app/auth", "100", "20", "100.00%", "85.00%", "ok"]
+    assert _row(page, "app/db") == ["app/db", "40", "10", "76.00%", "85.00%", "below floor"]
+    assert _row(page, "app")[3] == "90.00%"
+    assert _row(page, "TOTAL") == ["TOTAL", "150", "30", "92.77%", "90.00%", "ok"]
+    assert "coverage/index.html" not in page
+
+
+def test_coverage_links_the_html_report_when_it_exists(reports: Path) -> None:
+    _json(reports / "coverage.json", {"files": {"app/main.py": _summary(1, 1, 0, 0)}})
+    (reports / "coverage").mkdir()
+    (reports / "coverage" / "index.html").write_text("<html></html>", encoding="utf-8")
+    page = build(reports, now=NOW)
+    assert ("a", {"href": "coverage/index.html"}) in _parse(page).tags
+
+
+def test_unreadable_coverage_is_reported_not_raised(reports: Path) -> None:
+    (reports / "coverage.json").write_text("{", encoding="utf-8")
+    assert "unreadable" in build(reports, now=NOW)
+
+
+# -- load, chaos, screenshot -----------------------------------------------------------------------
+STATS = {
+    "users": 20,
+    "seconds": 60,
+    "requests": 12345,
+    "failures": 3,
+    "rps": 205.75,
+    "p95_budget_ms": 100,
+    "endpoints": [
+        {
+            "name": "GET /pets",
+            "requests": 10000,
+            "failures": 0,
+            "p50_ms": 12,
+            "p95_ms": 40,
+            "p99_ms": 80,
+        },
+        {
+            "name": "POST /appointments <b>",
+            "requests": 2345,
+            "failures": 3,
+            "p50_ms": 30,
+            "p95_ms": 120,
+            "p99_ms": 300,
+        },
+    ],
+}
+
+
+def test_load_summary_table_chart_and_link(reports: Path) -> None:
+    _json(reports / "load" / "stats.json", STATS)
+    (reports / "load" / "report.html").write_text("<html></html>", encoding="utf-8")
+    page = build(reports, now=NOW)
+    assert _row(page, "20") == ["20", "60.0 s", "12,345", "3", "205.8", "100 ms"]
+    assert _row(page, "GET /pets") == ["GET /pets", "10,000", "0", "12", "40", "80"]
+    assert _row(page, "POST /appointments <b>")[4] == "120"
+    assert "<b>" not in page
+    rects = [attrs for tag, attrs in _parse(page).tags if tag == "rect"]
+    assert [float(attrs["width"] or 0) for attrs in rects] == [140.0, 420.0]
+    assert [attrs["fill"] for attrs in rects] == ["#3b6fb6", "#b3261e"]  # over the budget: red
+    assert [attrs["x1"] for tag, attrs in _parse(page).tags if tag == "line"] == ["610.0"]
+    assert ("a", {"href": "load/report.html"}) in _parse(page).tags
+
+
+def test_load_stats_with_odd_values_still_render(reports: Path) -> None:
+    _json(reports / "load" / "stats.json", {"users": "many", "endpoints": [{"name": "x"}, 3]})
+    page = build(reports, now=NOW)
+    assert _row(page, "x") == ["x", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    assert _row(page, "n/a") == ["n/a", "n/a s", "n/a", "n/a", "n/a", "n/a"]
+    assert "<line" not in page
+    assert "load/report.html" not in page
+
+
+def test_chaos_scenarios_pass_fail_table(reports: Path) -> None:
+    _json(
+        reports / "chaos.json",
+        [
+            {"scenario": "database down", "passed": True, "details": "503 with Retry-After"},
+            {
+                "scenario": "redis slow",
+                "passed": False,
+                "details": {"p95_ms": 9000, "mode": "latency"},
+                "error": "AssertionError: p95 <too> slow",
+            },
+            {"scenario": "<script>x</script>", "passed": "yes", "details": "not a bool"},
+        ],
+    )
+    page = build(reports, now=NOW)
+    assert _row(page, "database down") == ["database down", "passed", "503 with Retry-After"]
+    assert _row(page, "redis slow") == [
+        "redis slow",
+        "failed",
+        "p95_ms=9000, mode=latencyAssertionError: p95 <too> slow",
+    ]
+    assert _row(page, "<script>x</script>")[1] == "failed"
+    assert "<script>" not in page
+    assert "1 of 3 scenarios passed" in page
+
+
+def test_screenshot_is_a_relative_image(reports: Path) -> None:
+    (reports / "e2e").mkdir()
+    (reports / "e2e" / "docs.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    tags = _parse(build(reports, now=NOW)).tags
+    assert [attrs["src"] for tag, attrs in tags if tag == "img"] == ["e2e/docs.png"]
+
+
+# -- the page as a whole ---------------------------------------------------------------------------
+def test_every_input_missing_still_writes_a_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "git_commit", lambda: None)
+    reports = tmp_path / "absent"
+    assert main(["--reports", str(reports)]) == 0
+    page = (reports / "index.html").read_text(encoding="utf-8")
+    for text in (
+        "not run (no coverage.json)",
+        "no test timings",
+        "not run (no load/stats.json)",
+        "not run (no chaos.json)",
+        "no screenshot",
+    ):
+        assert text in page
+    assert "commit" not in page
+    assert [tag for tag, _ in _parse(page).tags if tag in ("img", "svg", "a", "script")] == []
+
+
+def test_header_has_timestamp_and_commit_and_page_fetches_nothing(reports: Path) -> None:
+    _json(reports / "load" / "stats.json", STATS)
+    page = build(reports, now=NOW, commit="0123abc")
+    assert "Generated 2025-01-02 03:04:05 UTC from commit <code>0123abc</code>" in page
+    for tag, attrs in _parse(page).tags:
+        assert tag not in ("script", "link", "iframe")
+        for name in ("src", "href"):
+            assert not (attrs.get(name) or "").startswith(("http:", "https:", "//"))
+
+
+def test_links_are_relative_to_an_output_elsewhere(tmp_path: Path, reports: Path) -> None:
+    (reports / "e2e").mkdir()
+    (reports / "e2e" / "docs.png").write_bytes(b"")
+    page = build(reports, tmp_path / "site" / "index.html", now=NOW)
+    assert 'src="../reports/e2e/docs.png"' in page
+
+
+def test_git_commit_without_git_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report.shutil, "which", lambda _: None)
+    assert report.git_commit() is None
+
+
+def test_git_commit_outside_a_repository_is_none(tmp_path: Path) -> None:
+    assert report.git_commit(tmp_path) is None
+
+
+def test_write_failure_still_exits_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(report, "git_commit", lambda: None)
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    assert main(["--reports", str(tmp_path), "--output", str(blocker / "index.html")]) == 0
+    assert "not written" in capsys.readouterr().err
+
+
+def test_runs_as_the_tox_coverage_env_runs_it(reports: Path) -> None:
+    _junit(reports, "unit", '<testcase name="a" time="0.1"/>')
+    result = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, str(SCRIPT), "--reports", str(reports)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert _row((reports / "index.html").read_text(encoding="utf-8"), "unit")[1] == "passed"
