@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from redis.exceptions import RedisError
@@ -11,6 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.kit.problems import ServiceUnavailable, responses
 
 router = APIRouter(prefix="/health", tags=["health"])
+PROBE_TIMEOUT = 3.0
+"""Seconds; well under the usual probe timeouts of load balancers and Kubernetes."""
 
 
 class Health(BaseModel):
@@ -29,17 +33,19 @@ async def live() -> Health:
 )
 async def ready(request: Request) -> Health:
     try:
-        async with request.app.state.engine.connect() as connection:
+        # A probe must answer quickly even when the database hangs (frozen, partitioned).
+        async with asyncio.timeout(PROBE_TIMEOUT), request.app.state.engine.connect() as connection:
             versions = set(
                 (await connection.scalars(text("SELECT version_num FROM alembic_version"))).all()
             )
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
         raise ServiceUnavailable("The database is not reachable.") from exc
     if versions != request.app.state.schema_heads:
         raise ServiceUnavailable("The database schema is not at the migrations' head.")
     if request.app.state.redis is not None:
         try:
-            await request.app.state.redis.ping()
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await request.app.state.redis.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
             raise ServiceUnavailable("Redis is not reachable.") from exc
     return Health(status="ok")

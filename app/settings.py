@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_statement_timeout_ms: int = Field(default=15_000, ge=100)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     public_url: str = "http://127.0.0.1:8000"
     """Base URL used in links the service hands out (invitations)."""

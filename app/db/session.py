@@ -25,12 +25,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
+        pool_timeout=settings.db_connect_timeout_seconds,
         connect_args={
+            # Client-side bounds: a frozen or partitioned server never answers, so its own
+            # statement_timeout cannot fire; these turn a hang into a 503.
+            "timeout": settings.db_connect_timeout_seconds,
+            "command_timeout": settings.db_statement_timeout_ms / 1000 + 2,
             "server_settings": {
                 "statement_timeout": str(settings.db_statement_timeout_ms),
                 "idle_in_transaction_session_timeout": "60000",
                 "application_name": "vetify",
-            }
+            },
         },
     )
 
@@ -65,10 +70,7 @@ class DatabaseUnavailable(ServiceUnavailable):
     slug, title = "database-unavailable", "Database unavailable"
 
     def __init__(self) -> None:
-        super().__init__(
-            "The database is unavailable; nothing was changed. Retry shortly.",
-            headers={"Retry-After": "5"},
-        )
+        super().__init__("The database is unavailable; nothing was changed. Retry shortly.")
 
 
 DbSession = Annotated[AsyncSession, Depends(_request_session, scope="function")]

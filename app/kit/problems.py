@@ -122,6 +122,9 @@ class InvalidInput(Problem):
 class ServiceUnavailable(Problem):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
 
+    def __init__(self, detail: str | None = None, *, retry_after: int = 5):
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
     return JSONResponse(
