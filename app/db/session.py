@@ -65,12 +65,16 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 class DatabaseUnavailable(ServiceUnavailable):
-    """The database could not be reached or the connection broke; nothing was committed."""
+    """The database could not be reached, or the connection broke mid-request."""
 
     slug, title = "database-unavailable", "Database unavailable"
 
     def __init__(self) -> None:
-        super().__init__("The database is unavailable; nothing was changed. Retry shortly.")
+        # A connection lost during COMMIT may have committed: say so rather than promise.
+        super().__init__(
+            "The database is unavailable; the request may or may not have been applied."
+            " Retry shortly, checking first before repeating a create."
+        )
 
 
 DbSession = Annotated[AsyncSession, Depends(_request_session, scope="function")]

@@ -1,0 +1,214 @@
+"""The chaos stage: faults put on the live server's database, its network and Redis.
+
+* ``VETIFY_SUITE_LENGTH``: "smoke" keeps the stage under ~90 s; "full" (default) runs each
+  fault longer and more times.
+* Every scenario takes the ``chaos`` fixture and fills in ``chaos.details``; its outcome is
+  appended to reports/chaos.json, written whole at the end of the session.
+* ``faults_restored`` (autouse) starts each scenario from a ready service and, whatever
+  happened, takes every fault away again and waits until the service is ready before the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import pytest
+
+from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
+from tests.harness.live import LiveServer
+from tests.harness.services import PostgresServer, RedisServer
+
+Length = Literal["smoke", "full"]
+SESSION_COOKIE = "vetify_session"
+PROBLEM_JSON = "application/problem+json"
+REQUEST_TIMEOUT = 15.0
+"""No answer within this is a hang: the service must answer, if only with a 503."""
+
+_outcomes_key = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def suite_length() -> Length:
+    """``VETIFY_SUITE_LENGTH``: "smoke" (every CI run, seconds) or "full" (nightly, default)."""
+    value = os.environ.get("VETIFY_SUITE_LENGTH", "").strip().lower() or "full"
+    if value not in ("smoke", "full"):
+        raise pytest.UsageError(f"VETIFY_SUITE_LENGTH={value!r}: use 'smoke' or 'full'")
+    return value  # type: ignore[return-value]
+
+
+def smoke() -> bool:
+    return suite_length() == "smoke"
+
+
+# -- reports/chaos.json ---------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    scenario: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture
+def chaos(request: pytest.FixtureRequest) -> Outcome:
+    """The scenario's record: the test names what it measured in ``details``."""
+    return Outcome(scenario=_scenario(request.node.name))
+
+
+def _scenario(test_name: str) -> str:
+    return test_name.removeprefix("test_")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    record: Outcome = getattr(item, "funcargs", {}).get("chaos") or Outcome(_scenario(item.name))
+    outcomes = item.config.stash.setdefault(_outcomes_key, [])
+    if report.when == "teardown" and report.failed and outcomes:
+        # The scenario's clean-up failed (a fault not put right): the scenario did not pass.
+        outcomes[-1].update(passed=False, teardown_error=report.longreprtext[-2000:])
+    # One entry per scenario: its call, or the setup that kept it from running.
+    if not (report.when == "call" or (report.when == "setup" and report.failed)):
+        return
+    entry: dict[str, Any] = {
+        "scenario": record.scenario,
+        "passed": report.passed,
+        "length": suite_length(),
+        "seconds": round(report.duration, 1),
+        "details": record.details,
+    }
+    if report.failed:
+        entry["error"] = str(call.excinfo.value)[:2000] if call.excinfo else report.longreprtext
+    outcomes.append(entry)
+
+
+def _report_path(config: pytest.Config) -> Path:
+    return config.rootpath / "reports" / "chaos.json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stale_chaos_report(pytestconfig: pytest.Config) -> None:
+    """A report from an earlier run must not pass for this one's if this one dies early."""
+    _report_path(pytestconfig).unlink(missing_ok=True)
+    pytestconfig.stash.setdefault(_outcomes_key, [])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """After the last teardown, so a scenario whose clean-up failed is recorded as failed."""
+    outcomes = session.config.stash.get(_outcomes_key, None)
+    if outcomes is None:  # no chaos scenario was set up in this session
+        return
+    path = _report_path(session.config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(outcomes, indent=2, default=str) + "\n")
+
+
+# -- the live server, and putting every fault right -----------------------------------------------
+async def wait_until_ready(url: str, within: float = 60.0) -> float:
+    """Seconds until /health/ready answers 200."""
+    started = time.monotonic()
+    last: object = None
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        while time.monotonic() - started < within:
+            try:
+                response = await http.get("/health/ready")
+                if response.status_code == 200:
+                    return time.monotonic() - started
+                last = (response.status_code, response.text[:200])
+            except httpx.TransportError as exc:
+                last = exc
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{url} was not ready within {within}s (last: {last!r})")
+
+
+@pytest.fixture
+async def faults_restored(
+    live_server: LiveServer, postgres_server: PostgresServer, redis_server: RedisServer
+) -> AsyncIterator[None]:
+    postgres, redis = postgres_server.control, redis_server.control
+    assert postgres is not None
+    assert redis is not None
+    await wait_until_ready(live_server.url)
+    yield
+    live_server.db_proxy.latency = 0.0
+    live_server.db_proxy.refuse = False
+    try:
+        postgres.resume()  # SIGCONT: nothing happens to a server that runs
+    finally:
+        if not await redis_answers(redis_server):
+            await asyncio.to_thread(redis.start)
+    assert live_server.running, "the live server died during the scenario"
+    await wait_until_ready(live_server.url)
+
+
+async def redis_answers(server: RedisServer) -> bool:
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(server.host, server.port), 2
+        )
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"PING\r\n")
+        return (await asyncio.wait_for(reader.read(16), 2)).startswith(b"+PONG")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
+@pytest.fixture(autouse=True)
+def _every_scenario_restores_faults(faults_restored: None) -> None:
+    """Autouse wrapper, so a scenario cannot forget the clean-up."""
+
+
+@pytest.fixture(scope="session")
+async def api_token(live_server: LiveServer) -> str:
+    """An API token of the demo clinic's owner."""
+    await wait_until_ready(live_server.url)
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        login = await http.post(
+            "/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        # The cookie is Secure and the live server speaks plain http on loopback: send it by hand.
+        cookie = login.cookies[SESSION_COOKIE]
+        http.cookies.clear()
+        created = await http.post(
+            "/api/v1/auth/tokens",
+            json={"name": "chaos test"},
+            headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+        )
+        assert created.status_code == 201, created.text
+        token: str = created.json()["token"]
+        return token
+
+
+@pytest.fixture
+async def api(live_server: LiveServer, api_token: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as the demo clinic's owner; a request without an answer in time is an error."""
+    async with httpx.AsyncClient(
+        base_url=live_server.url,
+        headers={"Authorization": f"Bearer {api_token}"},
+        timeout=REQUEST_TIMEOUT,
+        limits=httpx.Limits(max_connections=20),
+    ) as http:
+        yield http
+
+
+def is_unavailable_problem(response: httpx.Response) -> bool:
+    """A 503 problem+json telling the client when to retry."""
+    return (
+        response.status_code == 503
+        and response.headers.get("content-type", "").startswith(PROBLEM_JSON)
+        and response.json().get("status") == 503
+        and response.headers.get("retry-after", "").isdigit()
+    )

@@ -1,0 +1,368 @@
+"""Faults against `vetify serve`: what the service answers while they last, and that it comes back.
+
+The service reaches PostgreSQL through ``live_server.db_proxy`` (a userspace TCP proxy that can
+add latency, refuse connections and reset open ones); PostgreSQL and Redis can themselves be
+frozen (SIGSTOP) or stopped through their ``control``. Whatever a scenario does, it undoes in
+``finally`` and the autouse ``faults_restored`` fixture checks the service is ready afterwards.
+
+The contract under fault: an answer within ``REQUEST_TIMEOUT`` (never a hang), either the normal
+one or a 503 problem+json with Retry-After (never a 500), no acknowledged write lost, and
+recovery without a restart once the fault is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from tests.chaos.conftest import (
+    Outcome,
+    is_unavailable_problem,
+    smoke,
+    wait_until_ready,
+)
+from tests.harness.live import LiveServer
+from tests.harness.services import PostgresServer, RedisServer
+
+OUTAGE_ANSWER_WITHIN = 12.0
+"""Seconds within which every request made during an outage must have its (503) answer: the
+live server's statement timeout (5 s) plus room for one failed reconnect, on a slow machine."""
+RECOVERY_WITHIN = 20.0
+"""Seconds from the fault's end until the service answers 200 again."""
+
+
+def _customer(tag: str, n: int) -> dict[str, Any]:
+    return {
+        "first_name": "Chaos",
+        "last_name": f"{tag} {n}",
+        "email": f"chaos-{tag.lower().replace(' ', '-')}-{n}@example.com",
+    }
+
+
+async def _call(api: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """One request, summarised; a transport failure or timeout is an outcome, not an exception."""
+    started = time.monotonic()
+    try:
+        response = await api.request(method, path, **kwargs)
+    except httpx.TimeoutException:
+        return {"kind": "timeout", "seconds": time.monotonic() - started}
+    except httpx.TransportError as exc:
+        return {"kind": f"transport: {exc!r}", "seconds": time.monotonic() - started}
+    if is_unavailable_problem(response):
+        kind = "503 problem"
+    elif response.status_code == 503 and "retry-after" not in response.headers:
+        kind = f"503 {response.headers.get('content-type')} without Retry-After"
+    elif response.status_code < 300:
+        kind = str(response.status_code)
+    else:
+        kind = f"{response.status_code} {response.headers.get('content-type')}"
+    return {
+        "kind": kind,
+        "status": response.status_code,
+        "seconds": time.monotonic() - started,
+        "body": response.json() if "json" in response.headers.get("content-type", "") else None,
+        "headers": dict(response.headers),
+    }
+
+
+async def _stored(api: httpx.AsyncClient, tag: str) -> dict[str, list[str]]:
+    """Every customer whose name carries ``tag``, read back through the API: ids by last name."""
+    found: dict[str, list[str]] = {}
+    cursor: str | None = None
+    while True:
+        params = {"q": tag, "limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = await api.get("/api/v1/customers", params=params)
+        assert page.status_code == 200, page.text
+        for customer in page.json()["items"]:
+            found.setdefault(customer["last_name"], []).append(customer["id"])
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return found
+
+
+# -- (a) connection resets --------------------------------------------------------------------
+async def test_database_connection_resets_lose_no_acknowledged_write(
+    live_server: LiveServer, api: httpx.AsyncClient, chaos: Outcome
+) -> None:
+    """Writers create customers while every database connection is reset again and again."""
+    seconds, writers = (8.0, 4) if smoke() else (60.0, 8)
+    tag = f"Reset {uuid.uuid4().hex[:10]}"
+    proxy = live_server.db_proxy
+    numbers = iter(range(1_000_000))
+    results: list[tuple[int, dict[str, Any]]] = []
+    resets = 0
+    deadline = time.monotonic() + seconds
+
+    async def writer() -> None:
+        while time.monotonic() < deadline:
+            n = next(numbers)
+            results.append(
+                (n, await _call(api, "POST", "/api/v1/customers", json=_customer(tag, n)))
+            )
+
+    async def resetter() -> None:
+        nonlocal resets
+        while time.monotonic() < deadline:
+            await asyncio.sleep(random.uniform(0.1, 0.5))
+            await asyncio.to_thread(proxy.reset_all)
+            resets += 1
+
+    try:
+        await asyncio.gather(resetter(), *(writer() for _ in range(writers)))
+    finally:
+        await asyncio.to_thread(proxy.reset_all)  # nothing half-open left for the next scenario
+    await wait_until_ready(live_server.url, RECOVERY_WITHIN)
+
+    kinds = Counter(r["kind"] for _, r in results)
+    acknowledged = {n: r["body"]["id"] for n, r in results if r["kind"] == "201"}
+    refused = {n for n, r in results if r["kind"] == "503 problem"}
+    stored = await _stored(api, tag)
+    missing = [n for n, i in acknowledged.items() if stored.get(f"{tag} {n}") != [i]]
+    # And one by one, for a sample: the list and the single-customer route agree.
+    sample = random.sample(sorted(acknowledged.values()), min(50, len(acknowledged)))
+    not_found = [i for i in sample if (await api.get(f"/api/v1/customers/{i}")).status_code != 200]
+    chaos.details.update(
+        writers=writers,
+        seconds=seconds,
+        resets=resets,
+        requests=len(results),
+        answers=dict(kinds),
+        acknowledged=len(acknowledged),
+        acknowledged_missing=len(missing),
+        # A reset between COMMIT and its reply leaves the outcome unknown to the service: such a
+        # write is stored although its 503 says "nothing was changed". Counted, not failed.
+        answered_503_but_stored=sum(1 for n in refused if f"{tag} {n}" in stored),
+        slowest_seconds=round(max((r["seconds"] for _, r in results), default=0), 2),
+    )
+
+    unexpected = {k: v for k, v in kinds.items() if k not in ("201", "503 problem")}
+    assert not unexpected, f"answers other than 201 or 503 problem+json: {unexpected}"
+    assert resets > 0
+    assert acknowledged, "no write succeeded at all between the resets"
+    assert not missing, f"acknowledged (201) but not stored once with its id: {missing[:20]}"
+    assert not not_found, f"acknowledged, listed, but not found by id: {not_found}"
+
+
+# -- (b) the database unreachable -------------------------------------------------------------
+async def _during_outage(
+    api: httpx.AsyncClient, customer: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    calls = {
+        "GET /health/live": _call(api, "GET", "/health/live"),
+        "GET /health/ready": _call(api, "GET", "/health/ready"),
+        "GET /api/v1/customers": _call(api, "GET", "/api/v1/customers"),
+        "GET /api/v1/appointments?day=": _call(
+            api, "GET", "/api/v1/appointments", params={"day": "2030-01-07"}
+        ),
+        "POST /api/v1/customers": _call(api, "POST", "/api/v1/customers", json=customer),
+    }
+    return dict(zip(calls, await asyncio.gather(*calls.values()), strict=True))
+
+
+def _outage_failures(answers: dict[str, dict[str, Any]]) -> list[str]:
+    failures = []
+    for name, answer in answers.items():
+        expected = "200" if name == "GET /health/live" else "503 problem"
+        if answer["kind"] != expected:
+            failures.append(f"{name}: {answer['kind']} (expected {expected})")
+        elif answer["seconds"] > OUTAGE_ANSWER_WITHIN:
+            failures.append(f"{name}: answered after {answer['seconds']:.1f}s")
+    return failures
+
+
+def _pid(live_server: LiveServer) -> int | None:
+    """The live server's process id while it runs (None once it has exited)."""
+    process = live_server._process
+    return process.pid if process is not None and process.poll() is None else None
+
+
+async def _recover(api: httpx.AsyncClient, live_server: LiveServer) -> float:
+    """Seconds until readiness and a data route answer 200 again (same process)."""
+    ready_after = await wait_until_ready(live_server.url, RECOVERY_WITHIN)
+    started = time.monotonic()
+    while (answer := await _call(api, "GET", "/api/v1/customers"))["kind"] != "200":
+        assert time.monotonic() - started < RECOVERY_WITHIN, f"data route not back: {answer}"
+        await asyncio.sleep(0.2)
+    return ready_after + time.monotonic() - started
+
+
+async def _outage_scenario(
+    live_server: LiveServer,
+    api: httpx.AsyncClient,
+    chaos: Outcome,
+    *,
+    begin: Any,
+    end: Any,
+) -> None:
+    cycles, hold = (1, 3.0) if smoke() else (3, 20.0)
+    tag = f"Outage {uuid.uuid4().hex[:10]}"
+    pid = _pid(live_server)
+    cycles_done: list[dict[str, Any]] = []
+    failures: list[str] = []
+    refused_writes: list[str] = []
+    for cycle in range(cycles):
+        begin()
+        try:
+            samples: list[dict[str, dict[str, Any]]] = []
+            until = time.monotonic() + hold
+            while not samples or time.monotonic() < until:
+                customer = _customer(tag, len(refused_writes) + 1000 * cycle + len(samples))
+                answers = await _during_outage(api, customer)
+                samples.append(answers)
+                if answers["POST /api/v1/customers"]["kind"] == "503 problem":
+                    refused_writes.append(customer["last_name"])
+                failures += [f"cycle {cycle}: {f}" for f in _outage_failures(answers)]
+                await asyncio.sleep(0.5)
+        finally:
+            end()
+        recovered = await _recover(api, live_server)
+        ready = samples[0]["GET /health/ready"]
+        cycles_done.append(
+            {
+                "rounds": len(samples),
+                "slowest_answer_seconds": round(
+                    max(a["seconds"] for s in samples for a in s.values()), 2
+                ),
+                "ready_answer": ready["kind"],
+                "ready_retry_after": ready.get("headers", {}).get("retry-after"),
+                "data_answer": samples[0]["GET /api/v1/customers"].get("body"),
+                "recovered_seconds": round(recovered, 2),
+            }
+        )
+    stored = await _stored(api, tag)
+    refused_but_stored = [name for name in refused_writes if name in stored]
+    chaos.details.update(
+        cycles=cycles_done,
+        hold_seconds=hold,
+        writes_refused=len(refused_writes),
+        writes_refused_but_stored=len(refused_but_stored),
+    )
+
+    assert not failures, "\n".join(failures[:20])
+    assert not refused_but_stored, f"answered 503, nothing changed, yet: {refused_but_stored}"
+    assert _pid(live_server) == pid, "the service was restarted"
+
+
+async def test_database_refusing_connections_is_a_503_then_recovers(
+    live_server: LiveServer, api: httpx.AsyncClient, chaos: Outcome
+) -> None:
+    """The database host is gone: new connections are reset, open ones torn down."""
+    proxy = live_server.db_proxy
+
+    def begin() -> None:
+        proxy.refuse = True
+        proxy.reset_all()
+
+    def end() -> None:
+        proxy.refuse = False
+
+    await _outage_scenario(live_server, api, chaos, begin=begin, end=end)
+
+
+async def test_database_frozen_is_a_503_within_bounded_time_then_recovers(
+    live_server: LiveServer, postgres_server: PostgresServer, api: httpx.AsyncClient, chaos: Outcome
+) -> None:
+    """PostgreSQL stops answering but keeps its connections open (SIGSTOP: a hung server, or a
+    network partition that drops packets): only the service's own timeouts can bound the wait."""
+    control = postgres_server.control
+    assert control is not None
+    await _outage_scenario(live_server, api, chaos, begin=control.pause, end=control.resume)
+
+
+# -- (c) a slow network to the database ---------------------------------------------------------
+async def test_database_latency_slows_requests_but_they_succeed(
+    live_server: LiveServer, api: httpx.AsyncClient, chaos: Outcome
+) -> None:
+    latency = 0.2
+    rounds = 1 if smoke() else 8  # ~15 s a round: each request makes ~11 round trips
+    tag = f"Latency {uuid.uuid4().hex[:10]}"
+    proxy = live_server.db_proxy
+
+    async def one_round(n: int) -> dict[str, dict[str, Any]]:
+        created = await _call(api, "POST", "/api/v1/customers", json=_customer(tag, n))
+        answers = {"POST /api/v1/customers": created}
+        if created["kind"] == "201":
+            answers["GET /api/v1/customers/{id}"] = await _call(
+                api, "GET", f"/api/v1/customers/{created['body']['id']}"
+            )
+        answers["GET /api/v1/customers?q="] = await _call(
+            api, "GET", "/api/v1/customers", params={"q": tag}
+        )
+        answers["GET /health/ready"] = await _call(api, "GET", "/health/ready")
+        return answers
+
+    baseline = await one_round(-1)
+    proxy.latency = latency
+    try:
+        slowed = [await one_round(n) for n in range(rounds)]
+    finally:
+        proxy.latency = 0.0
+
+    kinds = Counter(a["kind"] for r in slowed for a in r.values())
+    chaos.details.update(
+        latency_seconds=latency,
+        rounds=rounds,
+        answers=dict(kinds),
+        baseline_seconds={k: round(v["seconds"], 3) for k, v in baseline.items()},
+        slowed_seconds={
+            name: round(max(r[name]["seconds"] for r in slowed if name in r), 3)
+            for name in baseline
+        },
+    )
+    failed = [(name, a["kind"]) for r in slowed for name, a in r.items() if a["kind"][0] != "2"]
+    assert not failed, f"requests failed under {latency}s latency: {failed}"
+    # Every request talks to the database at least once, there and back: the fault was real.
+    assert all(a["seconds"] >= 2 * latency for r in slowed for a in r.values())
+    stored = await _stored(api, tag)
+    assert all(len(stored.get(f"{tag} {n}", [])) == 1 for n in range(-1, rounds)), stored
+
+
+# -- (d) Redis down -----------------------------------------------------------------------------
+async def test_redis_outage_makes_the_service_unready_then_ready_again(
+    live_server: LiveServer, redis_server: RedisServer, api: httpx.AsyncClient, chaos: Outcome
+) -> None:
+    """Redis holds no data of record: while it is down the service is unready (so a load balancer
+    drains it) but stays alive, and the database-backed routes keep answering."""
+    control = redis_server.control
+    assert control is not None
+    cycles, hold = (1, 2.0) if smoke() else (3, 15.0)
+    done: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for cycle in range(cycles):
+        await asyncio.to_thread(control.stop)
+        try:
+            rounds = 0
+            until = time.monotonic() + hold
+            while not rounds or time.monotonic() < until:
+                ready = await _call(api, "GET", "/health/ready")
+                live = await _call(api, "GET", "/health/live")
+                data = await _call(api, "GET", "/api/v1/pets")
+                rounds += 1
+                if ready["kind"] != "503 problem":
+                    failures.append(f"cycle {cycle}: /health/ready answered {ready['kind']}")
+                if ready["seconds"] > OUTAGE_ANSWER_WITHIN:
+                    failures.append(f"cycle {cycle}: /health/ready took {ready['seconds']:.1f}s")
+                if live["kind"] != "200":
+                    failures.append(f"cycle {cycle}: /health/live answered {live['kind']}")
+                if data["kind"] != "200":
+                    failures.append(f"cycle {cycle}: /api/v1/pets answered {data['kind']}")
+                await asyncio.sleep(0.5)
+        finally:
+            await asyncio.to_thread(control.start)
+        back_after = await wait_until_ready(live_server.url, RECOVERY_WITHIN)
+        done.append(
+            {
+                "rounds": rounds,
+                "ready_answer": ready.get("body"),
+                "ready_retry_after": ready.get("headers", {}).get("retry-after"),
+                "ready_again_seconds": round(back_after, 2),
+            }
+        )
+    chaos.details.update(cycles=done, hold_seconds=hold)
+    assert not failures, "\n".join(failures[:20])
