@@ -135,8 +135,8 @@ async def test_database_connection_resets_lose_no_acknowledged_write(
         answers=dict(kinds),
         acknowledged=len(acknowledged),
         acknowledged_missing=len(missing),
-        # A reset between COMMIT and its reply leaves the outcome unknown to the service: such a
-        # write is stored although its 503 says "nothing was changed". Counted, not failed.
+        # A reset between COMMIT and its reply leaves the outcome unknown to the service: such
+        # a write is stored although answered 503 (whose detail warns of it). Counted, not failed.
         answered_503_but_stored=sum(1 for n in refused if f"{tag} {n}" in stored),
         slowest_seconds=round(max((r["seconds"] for _, r in results), default=0), 2),
     )
