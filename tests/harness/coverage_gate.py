@@ -6,8 +6,15 @@ hiding an untested one inside a healthy total. Percentages are computed as cover
 ``(covered_lines + covered_branches) / (num_statements + num_branches)``, 100% when empty.
 
     python tests/harness/coverage_gate.py reports/coverage.json [--total 90] [--package 85]
+        [--ratchet DETERMINISTIC.json --baseline tests/harness/coverage-baseline.json]
 
 Prints a table of packages and exits 1 naming every package (and the total) below its floor.
+
+The floors alone let coverage slide until it reaches them; the ratchet does not. It compares
+the number of unrun lines and branches per package (from the in-process stages, whose coverage
+is the same on every run) with a committed baseline: one more unrun line or branch fails, so
+deleting the only test of a branch, or adding untested code, is caught. When coverage rises,
+``--write-baseline`` records the new, lower counts.
 Standard library only: the tox ``coverage`` env has nothing but ``coverage`` installed.
 """
 
@@ -38,6 +45,10 @@ class Tally:
     covered_lines: int = 0
     branches: int = 0
     covered_branches: int = 0
+
+    @property
+    def unrun(self) -> int:
+        return self.statements - self.covered_lines + self.branches - self.covered_branches
 
     def __add__(self, other: Tally) -> Tally:
         return Tally(
@@ -154,6 +165,15 @@ def render_table(verdicts: Sequence[Verdict]) -> str:
     return "\n".join(lines)
 
 
+def ratchet(packages: Mapping[str, Tally], baseline: Mapping[str, int]) -> list[str]:
+    """Every package with more unrun lines and branches than its baseline."""
+    return [
+        f"{name}: {tally.unrun} unrun lines/branches, baseline {baseline.get(name, 0)}"
+        for name, tally in packages.items()
+        if tally.unrun > baseline.get(name, 0)
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("report", type=Path, help="coverage JSON report (`coverage json`)")
@@ -163,7 +183,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--package", type=float, default=PACKAGE_FLOOR, help="floor for every package (%%)"
     )
+    parser.add_argument(
+        "--ratchet", type=Path, help="coverage JSON of the deterministic stages, for the ratchet"
+    )
+    parser.add_argument("--baseline", type=Path, help="committed unrun counts per package")
+    parser.add_argument(
+        "--write-baseline", action="store_true", help="record --ratchet's counts as the baseline"
+    )
     args = parser.parse_args(argv)
+    if args.ratchet and args.baseline:
+        try:
+            steady = load_packages(args.ratchet)
+        except CoverageDataError as exc:
+            print(f"coverage gate: {exc}", file=sys.stderr)
+            return 1
+        counts = {name: tally.unrun for name, tally in steady.items()}
+        if args.write_baseline:
+            args.baseline.write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+            print(f"coverage gate: baseline written to {args.baseline}")
+            return 0
+        try:
+            baseline = json.loads(args.baseline.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"coverage gate: {args.baseline}: unreadable: {exc}", file=sys.stderr)
+            return 1
+        worse = ratchet(steady, baseline)
+        if worse:
+            print(
+                "coverage ratchet FAILED (a covering test was removed, or new code is untested; "
+                "if intended, rerun with --write-baseline):\n  " + "\n  ".join(worse),
+                file=sys.stderr,
+            )
+            return 1
+        print("coverage ratchet passed: no package has more unrun lines/branches than its baseline")
     try:
         packages = load_packages(args.report)
     except CoverageDataError as exc:

@@ -198,3 +198,18 @@ def test_runs_as_the_tox_coverage_env_runs_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "app/db 50.00% < 85.00%" in result.stderr
+
+
+def test_the_ratchet_fails_when_a_package_has_more_unrun_lines_than_its_baseline(tmp_path):
+    from tests.harness.coverage_gate import Tally, ratchet
+
+    packages = {"app/auth": Tally(100, 95, 20, 18), "app/kit": Tally(50, 50, 10, 10)}
+
+    assert ratchet(packages, {"app/auth": 7, "app/kit": 0}) == []
+    assert ratchet(packages, {"app/auth": 6, "app/kit": 0}) == [
+        "app/auth: 7 unrun lines/branches, baseline 6"
+    ]
+    # A package the baseline never saw starts at zero unrun.
+    assert ratchet({**packages, "app/new": Tally(10, 9)}, {"app/auth": 7}) == [
+        "app/new: 1 unrun lines/branches, baseline 0"
+    ]
