@@ -12,35 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import pytest
 
-from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
-from tests.harness.live import LiveServer
+from tests.harness.live import LiveServer, suite_length
 from tests.harness.services import PostgresServer, RedisServer
 
-Length = Literal["smoke", "full"]
-SESSION_COOKIE = "vetify_session"
 PROBLEM_JSON = "application/problem+json"
 REQUEST_TIMEOUT = 15.0
 """No answer within this is a hang: the service must answer, if only with a 503."""
 
 _outcomes_key = pytest.StashKey[list[dict[str, Any]]]()
-
-
-def suite_length() -> Length:
-    """``VETIFY_SUITE_LENGTH``: "smoke" (every CI run, seconds) or "full" (nightly, default)."""
-    value = os.environ.get("VETIFY_SUITE_LENGTH", "").strip().lower() or "full"
-    if value not in ("smoke", "full"):
-        raise pytest.UsageError(f"VETIFY_SUITE_LENGTH={value!r}: use 'smoke' or 'full'")
-    return value  # type: ignore[return-value]
 
 
 def smoke() -> bool:
@@ -174,22 +162,7 @@ def _every_scenario_restores_faults(faults_restored: None) -> None:
 async def api_token(live_server: LiveServer) -> str:
     """An API token of the demo clinic's owner."""
     await wait_until_ready(live_server.url)
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
-        login = await http.post(
-            "/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
-        )
-        assert login.status_code == 200, login.text
-        # The cookie is Secure and the live server speaks plain http on loopback: send it by hand.
-        cookie = login.cookies[SESSION_COOKIE]
-        http.cookies.clear()
-        created = await http.post(
-            "/api/v1/auth/tokens",
-            json={"name": "chaos test"},
-            headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
-        )
-        assert created.status_code == 201, created.text
-        token: str = created.json()["token"]
-        return token
+    return live_server.demo_token("chaos test")
 
 
 @pytest.fixture

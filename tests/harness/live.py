@@ -10,12 +10,25 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
+from app.auth.service import SESSION_COOKIE
 from app.db.embedded import free_port
+from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.harness.databases import APP_ROLE, Database
 from tests.harness.proxy import FaultProxy
+
+Length = Literal["smoke", "full"]
+
+
+def suite_length() -> Length:
+    """``VETIFY_SUITE_LENGTH``: "smoke" (every CI run, seconds) or "full" (nightly, default)."""
+    value = os.environ.get("VETIFY_SUITE_LENGTH", "").strip().lower() or "full"
+    if value not in ("smoke", "full"):
+        raise ValueError(f"VETIFY_SUITE_LENGTH={value!r}: use 'smoke' or 'full'")
+    return value  # type: ignore[return-value]
 
 
 @dataclass
@@ -28,6 +41,25 @@ class LiveServer:
         default_factory=lambda: Path(tempfile.mkstemp(prefix="vetify-live-", suffix=".log")[1])
     )
     _process: subprocess.Popen[bytes] | None = None
+
+    def demo_token(self, name: str) -> str:
+        """An API token of the demo clinic's owner, obtained as an integration would."""
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            login = http.post(
+                "/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
+            )
+            assert login.status_code == 200, login.text
+            # The cookie is Secure and the server speaks plain http on loopback: send it by hand.
+            cookie = login.cookies[SESSION_COOKIE]
+            http.cookies.clear()
+            created = http.post(
+                "/api/v1/auth/tokens",
+                json={"name": name},
+                headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+            )
+            assert created.status_code == 201, created.text
+            token: str = created.json()["token"]
+            return token
 
     @property
     def url(self) -> str:

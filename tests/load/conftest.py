@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import httpx
 import pytest
 
-from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
-from tests.harness.live import LiveServer
-
-Length = Literal["smoke", "full"]
-SESSION_COOKIE = "vetify_session"
-
-
-def suite_length() -> Length:
-    """``VETIFY_SUITE_LENGTH``: "smoke" (every CI run, seconds) or "full" (nightly, default)."""
-    value = os.environ.get("VETIFY_SUITE_LENGTH", "").strip().lower() or "full"
-    if value not in ("smoke", "full"):
-        raise pytest.UsageError(f"VETIFY_SUITE_LENGTH={value!r}: use 'smoke' or 'full'")
-    return value  # type: ignore[return-value]
+from tests.harness.live import Length, LiveServer, suite_length
 
 
 @dataclass(frozen=True)
@@ -72,19 +58,4 @@ def wait_until_ready(url: str, timeout: float = 60.0) -> None:
 def api_token(live_server: LiveServer) -> str:
     """An API token of the demo clinic's owner, as an integration would hold one."""
     wait_until_ready(live_server.url)
-    with httpx.Client(base_url=live_server.url, timeout=30) as http:
-        login = http.post(
-            "/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
-        )
-        assert login.status_code == 200, login.text
-        # The cookie is Secure and the live server speaks plain http on loopback: send it by hand.
-        cookie = login.cookies[SESSION_COOKIE]
-        http.cookies.clear()
-        created = http.post(
-            "/api/v1/auth/tokens",
-            json={"name": "load test"},
-            headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
-        )
-        assert created.status_code == 201, created.text
-        token: str = created.json()["token"]
-        return token
+    return live_server.demo_token("load test")
