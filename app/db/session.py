@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+from asyncpg.exceptions import ConnectionDoesNotExistError, PostgresConnectionError
 from fastapi import Depends, Request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -59,9 +60,25 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
         raise DatabaseUnavailable() from exc
     except DBAPIError as exc:
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or _connection_lost(exc):
             raise DatabaseUnavailable() from exc
         raise
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """A broken connection behind a generic DBAPIError (asyncpg reports a reset during
+    connect as "connection was closed in the middle of operation")."""
+    pending: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionDoesNotExistError | PostgresConnectionError | OSError):
+            return True
+        pending += [current.__cause__, current.__context__, getattr(current, "orig", None)]
+    return False
 
 
 class DatabaseUnavailable(ServiceUnavailable):
