@@ -25,7 +25,7 @@ class Action(StrEnum):
     records_read = "records:read"
     records_write = "records:write"
     records_sign = "records:sign"
-    own_credentials = "credentials:own"
+    own_credentials = "credentials:own"  # one's own session (me, logout, switch) and API tokens
 
 
 _READ = {

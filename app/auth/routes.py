@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from app.auth import service
-from app.auth.deps import AppSettings, Caller, requires
+from app.auth.deps import AppSettings, requires
 from app.auth.models import Credential
 from app.auth.permissions import Action
 from app.auth.schemas import (
@@ -109,7 +109,7 @@ async def login(
 )
 async def switch_clinic(
     body: SwitchClinicIn,
-    caller: Caller,
+    caller: OwnCredentials,
     session: DbSession,
     settings: AppSettings,
     response: Response,
@@ -124,7 +124,7 @@ async def switch_clinic(
     responses=responses(Unauthenticated),
     summary="End this session (or revoke the token used for this call)",
 )
-async def logout(caller: Caller, session: DbSession) -> Response:
+async def logout(caller: OwnCredentials, session: DbSession) -> Response:
     await service.revoke(session, caller, caller.credential_id)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(service.SESSION_COOKIE, path="/")
@@ -132,7 +132,7 @@ async def logout(caller: Caller, session: DbSession) -> Response:
 
 
 @router.get("/me", responses=responses(Unauthenticated), summary="Who am I, where, with which role")
-async def me(caller: Caller, session: DbSession) -> SessionOut:
+async def me(caller: OwnCredentials, session: DbSession) -> SessionOut:
     return await _session_out(session, caller)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import Credential, Membership, Role, User
@@ -50,6 +50,9 @@ async def _membership(session: AsyncSession, user_id: uuid.UUID) -> Membership:
 async def update_member(
     session: AsyncSession, caller: Principal, user_id: uuid.UUID, changes: StaffPatch
 ) -> StaffOut:
+    if user_id == caller.user_id:
+        # Nobody raises, lowers or locks out themselves: another owner or admin does it.
+        raise Forbidden("You cannot change your own role or deactivate yourself.")
     membership = await _membership(session, user_id)
     fields = changes.model_dump(exclude_unset=True)
     touches_owner = membership.role is Role.owner or fields.get("role") is Role.owner
@@ -59,6 +62,8 @@ async def update_member(
         fields.get("role", Role.owner) is not Role.owner or fields.get("active") is False
     )
     if demotes and await _active_owners(session) <= 1:
+        # Two owners demoting each other at once: the second waits for the first and, counting
+        # again, finds itself the last owner.
         raise Conflict("A clinic needs at least one active owner.")
     for key, value in fields.items():
         setattr(membership, key, value)
@@ -73,12 +78,14 @@ async def deactivate(session: AsyncSession, caller: Principal, user_id: uuid.UUI
 
 
 async def _active_owners(session: AsyncSession) -> int:
-    count = await session.scalar(
-        select(func.count())
-        .select_from(Membership)
+    """Active owners, their rows locked until this transaction ends (see ``update_member``)."""
+    owners = await session.scalars(
+        select(Membership.id)
         .where(Membership.role == Role.owner, Membership.active)
+        .order_by(Membership.id)
+        .with_for_update()
     )
-    return int(count or 0)
+    return len(owners.all())
 
 
 async def _revoke_credentials(session: AsyncSession, user_id: uuid.UUID) -> None:

@@ -16,6 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+
 from app.main import create_app
 from app.settings import Environment, Settings
 
@@ -23,8 +25,8 @@ SNAPSHOT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 REGENERATE = "python -m tests.contract.snapshot"
 
 
-@cache
-def _document() -> str:
+def offline_app() -> FastAPI:
+    """The app as configured for tests, never started: for reading its routes and document."""
     # Explicit values win over VETIFY_* variables, so a developer's environment cannot leak in.
     settings = Settings(
         env=Environment.test,
@@ -32,7 +34,12 @@ def _document() -> str:
         database_owner_url=None,
         redis_url=None,
     )
-    return json.dumps(create_app(settings).openapi())
+    return create_app(settings)
+
+
+@cache
+def _document() -> str:
+    return json.dumps(offline_app().openapi())
 
 
 def document() -> dict[str, Any]:

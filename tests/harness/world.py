@@ -64,16 +64,34 @@ class World:
     async def clinic(self, roles: tuple[Role, ...] = tuple(Role), **fields: object) -> ClinicWorld:
         async with self.session() as session:
             setup = await create_clinic(session, roles, **fields)
-            actors = {}
-            for role, user in setup.staff.items():
-                membership = (
-                    await session.scalars(select(Membership).where(Membership.user_id == user.id))
-                ).one()
-                issued = await auth_service.issue(
-                    session, self._settings, membership, CredentialKind.api_token, name="tests"
-                )
-                actors[role] = Actor(user, setup.clinic.id, role, issued.secret)
+            actors = {
+                role: await self._actor(session, setup.clinic.id, user)
+                for role, user in setup.staff.items()
+            }
         return ClinicWorld(setup, actors)
+
+    async def actor(self, clinic_id: uuid.UUID, user: User) -> Actor:
+        """An API token for ``user`` acting in the clinic (of which they must be a member)."""
+        async with self.session(clinic_id) as session:
+            return await self._actor(session, clinic_id, user)
+
+    async def login(self, actor: Actor) -> str:
+        """A login session for ``actor``'s user in their clinic: the cookie's value."""
+        async with self.session(actor.clinic_id) as session:
+            return (await self._issue(session, actor.user, CredentialKind.session)).secret
+
+    async def _issue(
+        self, session: AsyncSession, user: User, kind: CredentialKind
+    ) -> auth_service.Issued:
+        membership = (
+            await session.scalars(select(Membership).where(Membership.user_id == user.id))
+        ).one()
+        return await auth_service.issue(session, self._settings, membership, kind, name="tests")
+
+    async def _actor(self, session: AsyncSession, clinic_id: uuid.UUID, user: User) -> Actor:
+        await enter_tenant(session, clinic_id)
+        issued = await self._issue(session, user, CredentialKind.api_token)
+        return Actor(user, clinic_id, issued.principal.role, issued.secret)
 
     async def make(self, clinic: ClinicWorld, factory_class: Any, **fields: Any) -> Any:
         async with self.session(clinic.id) as session:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 
@@ -133,35 +135,37 @@ async def test_members_without_staff_manage_cannot_change_or_remove_anyone(
     ("method", "body"),
     [
         ("PATCH", {"role": "admin"}),
-        ("PATCH", {"role": "read_only"}),
+        ("PATCH", {"role": "owner"}),
         ("PATCH", {"active": False}),
         ("DELETE", None),
     ],
 )
-async def test_the_last_active_owner_stays(client, world, superuser_engine, method, body):
+@pytest.mark.parametrize("role", [Role.owner, Role.admin])
+async def test_no_one_changes_their_own_membership(
+    client, world, superuser_engine, role, method, body
+):
     clinic = await world.clinic()
-    owner = clinic.owner
+    me = clinic.actors[role]
 
-    response = await client.request(
-        method, f"{STAFF}/{owner.user.id}", json=body, headers=owner.headers
-    )
+    response = await client.request(method, f"{STAFF}/{me.user.id}", json=body, headers=me.headers)
 
-    assert is_problem(response, 409, "conflict")
-    assert await membership(superuser_engine, clinic, owner.user.id) == {
-        "role": "owner",
+    assert is_problem(response, 403, "forbidden")
+    assert await membership(superuser_engine, clinic, me.user.id) == {
+        "role": role.value,
         "active": True,
     }
-    assert (await client.get("/api/v1/auth/me", headers=owner.headers)).status_code == 200
+    assert (await client.get("/api/v1/auth/me", headers=me.headers)).status_code == 200
 
 
-async def test_an_owner_can_step_down_when_another_owner_remains(client, world, superuser_engine):
+async def test_an_owner_steps_down_by_another_owners_hand(client, world, superuser_engine):
     clinic = await world.clinic()
     async with world.session(clinic.id) as session:
         second = await create(session, UserFactory)
         await add_member(session, second, Role.owner)
+    other = await world.actor(clinic.id, second)
 
     response = await client.patch(
-        f"{STAFF}/{clinic.owner.user.id}", json={"role": "admin"}, headers=clinic.owner.headers
+        f"{STAFF}/{clinic.owner.user.id}", json={"role": "admin"}, headers=other.headers
     )
     last = await client.delete(f"{STAFF}/{second.id}", headers=clinic.owner.headers)
 
@@ -173,6 +177,30 @@ async def test_an_owner_can_step_down_when_another_owner_remains(client, world, 
         "role": "owner",
         "active": True,
     }
+
+
+async def test_two_owners_demoting_each_other_at_once_leave_one_owner(
+    client, world, superuser_engine
+):
+    clinic = await world.clinic()
+    async with world.session(clinic.id) as session:
+        second = await create(session, UserFactory)
+        await add_member(session, second, Role.owner)
+    other = await world.actor(clinic.id, second)
+
+    answers = await asyncio.gather(
+        client.patch(f"{STAFF}/{second.id}", json={"role": "admin"}, headers=clinic.owner.headers),
+        client.patch(
+            f"{STAFF}/{clinic.owner.user.id}", json={"role": "admin"}, headers=other.headers
+        ),
+    )
+
+    assert sorted(a.status_code for a in answers) == [200, 409]
+    roles = [
+        (await membership(superuser_engine, clinic, user_id))["role"]
+        for user_id in (clinic.owner.user.id, second.id)
+    ]
+    assert sorted(roles) == ["admin", "owner"]
 
 
 @pytest.mark.parametrize(
