@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from app.main import create_app
 from app.settings import Environment, Settings
 from fixtures.demo import seed_demo
-from tests.harness import databases
+from tests.harness import databases, tally
 from tests.harness.databases import Database
 from tests.harness.live import LiveServer
 from tests.harness.proxy import FaultProxy
@@ -56,6 +56,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
+    generated = tally.lines()
+    if generated:
+        terminalreporter.section("generated suites")
+        for line in generated:
+            terminalreporter.write_line(line)
     skipped = [
         f"{report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else ''}"
         for report in terminalreporter.stats.get("skipped", [])

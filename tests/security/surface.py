@@ -16,12 +16,12 @@ from tests.contract.snapshot import document, operations
 
 DOC = document()
 API = "/api/v1/"
-# The only routes a caller without credentials may use.
-PUBLIC = {
-    ("post", "/api/v1/auth/signup"),
-    ("post", "/api/v1/auth/login"),
-    ("post", "/api/v1/auth/invitations/accept"),
+PUBLIC: dict[tuple[str, str], str] = {
+    ("post", "/api/v1/auth/signup"): "creates a clinic and its owner: there is no caller yet",
+    ("post", "/api/v1/auth/login"): "where a caller proves who they are",
+    ("post", "/api/v1/auth/invitations/accept"): "the invitation token is the credential",
 }
+"""The only routes a caller without credentials may use, and why."""
 PROBLEM = "application/problem+json"
 
 
@@ -49,20 +49,20 @@ class Operation:
         return "requestBody" in self.spec
 
 
-def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+def resolve(schema: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in schema:
         name = schema["$ref"].removeprefix("#/components/schemas/")
         schema = DOC["components"]["schemas"][name]
     return schema
 
 
-def _types(schema: dict[str, Any]) -> set[str]:
+def types(schema: dict[str, Any]) -> set[str]:
     """Every JSON type a (possibly ``anyOf``/``oneOf``/``$ref``) schema allows."""
-    schema = _resolve(schema)
+    schema = resolve(schema)
     found = {schema["type"]} if isinstance(schema.get("type"), str) else set()
     for key in ("anyOf", "oneOf", "allOf"):
         for part in schema.get(key, []):
-            found |= _types(part)
+            found |= types(part)
     return found
 
 
@@ -72,8 +72,8 @@ def _lists_items(spec: dict[str, Any]) -> bool:
     schema = content.get("application/json", {}).get("schema")
     if schema is None:
         return False
-    items = _resolve(schema).get("properties", {}).get("items")
-    return items is not None and "array" in _types(items)
+    items = resolve(schema).get("properties", {}).get("items")
+    return items is not None and "array" in types(items)
 
 
 def api_operations() -> list[Operation]:
@@ -94,7 +94,7 @@ def list_routes() -> list[Operation]:
 
 
 def _has_pattern(schema: dict[str, Any]) -> bool:
-    schema = _resolve(schema)
+    schema = resolve(schema)
     return "pattern" in schema or any(
         _has_pattern(part) for key in ("anyOf", "oneOf", "allOf") for part in schema.get(key, [])
     )
@@ -106,7 +106,7 @@ def string_query_parameters(op: Operation, *, with_pattern: bool = False) -> lis
         parameter["name"]
         for parameter in op.spec.get("parameters", [])
         if parameter["in"] == "query"
-        and "string" in _types(parameter.get("schema", {}))
+        and "string" in types(parameter.get("schema", {}))
         and (not with_pattern or _has_pattern(parameter.get("schema", {})))
     ]
 

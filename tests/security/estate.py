@@ -1,0 +1,269 @@
+"""Clinic data for the attack suites: one of everything, fresh targets, and snapshots.
+
+* :func:`furnish` gives a clinic one row in every tenant table, consistently linked (the
+  appointment is for the clinic's pet, the record for that appointment), so every list has
+  something to show and every table has rows to hide.
+* :func:`fresh` makes a new resource of a kind, with nothing depending on it, so that a route
+  may read, change or delete it.
+* :func:`rows_of` is a clinic's data as text, row by row, to prove an attack changed nothing;
+  :func:`ids_of` is every id in it, to prove a response leaked none.
+
+Everything is made through the factories, as the service's role with the clinic's context set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.models import CredentialKind, Role
+from app.kit import crypto
+from app.kit.clock import utcnow
+from fixtures.factories import (
+    AddendumFactory,
+    AppointmentFactory,
+    AppointmentTypeFactory,
+    ConsentEventFactory,
+    CredentialFactory,
+    CustomerFactory,
+    InvitationFactory,
+    LocationFactory,
+    MedicalRecordFactory,
+    MembershipFactory,
+    PetFactory,
+    PrescriptionFactory,
+    RoomFactory,
+    UserFactory,
+    VaccinationFactory,
+    WeightFactory,
+    create,
+)
+from tests.harness.world import Actor, ClinicWorld, World
+
+# Every appointment any test books gets its own hour, so no two ever overlap.
+_hours = itertools.count(1)
+
+
+def next_slot() -> dt.datetime:
+    start = utcnow().replace(minute=0, second=0, microsecond=0) + dt.timedelta(days=2)
+    return start + dt.timedelta(hours=next(_hours))
+
+
+@dataclass
+class Estate:
+    """A furnished clinic: ``ids[kind]`` is one resource of each kind."""
+
+    clinic: ClinicWorld
+    ids: dict[str, uuid.UUID] = field(default_factory=dict)
+    invitation_token: str = ""
+
+    def __getitem__(self, kind: str) -> uuid.UUID:
+        return self.ids[kind]
+
+
+Maker = Callable[[World, ClinicWorld, Actor], Awaitable[uuid.UUID]]
+
+
+async def _customer(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    customer = await world.make(clinic, CustomerFactory)
+    return uuid.UUID(str(customer.id))
+
+
+async def _pet(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    pet = await world.make(clinic, PetFactory, customer_id=await _customer(world, clinic, actor))
+    return uuid.UUID(str(pet.id))
+
+
+async def _appointment(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    starts_at = next_slot()
+    appointment = await world.make(
+        clinic,
+        AppointmentFactory,
+        pet_id=await _pet(world, clinic, actor),
+        vet_id=clinic.actors[Role.vet].user.id,
+        starts_at=starts_at,
+        ends_at=starts_at + dt.timedelta(minutes=20),
+    )
+    return uuid.UUID(str(appointment.id))
+
+
+async def _record(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    record = await world.make(
+        clinic,
+        MedicalRecordFactory,
+        pet_id=await _pet(world, clinic, actor),
+        author_id=clinic.actors[Role.vet].user.id,
+    )
+    return uuid.UUID(str(record.id))
+
+
+async def _member(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    async with world.session(clinic.id) as session:
+        user = await create(session, UserFactory)
+        await create(session, MembershipFactory, user_id=user.id, role=Role.technician)
+    return uuid.UUID(str(user.id))
+
+
+async def _token(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    """An API token of the acting user: tokens are only ever the caller's own."""
+    credential = await world.make(clinic, CredentialFactory, user_id=actor.user.id)
+    return uuid.UUID(str(credential.id))
+
+
+async def _invitation(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    invitation = await world.make(clinic, InvitationFactory, invited_by=clinic.owner.user.id)
+    return uuid.UUID(str(invitation.id))
+
+
+def _factory(factory_class: object, **fields: Callable[[ClinicWorld], object]) -> Maker:
+    async def make(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+        values = {name: value(clinic) for name, value in fields.items()}
+        row = await world.make(clinic, factory_class, **values)
+        return uuid.UUID(str(row.id))
+
+    return make
+
+
+async def _existing_vet(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    return uuid.UUID(str(clinic.actors[Role.vet].user.id))
+
+
+async def _the_clinic(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    return clinic.id
+
+
+MAKERS: dict[str, Maker] = {
+    "location": _factory(LocationFactory),
+    "room": _factory(RoomFactory, location_id=lambda c: c.setup.location.id),
+    "appointment_type": _factory(AppointmentTypeFactory),
+    "customer": _customer,
+    "pet": _pet,
+    "appointment": _appointment,
+    "medical_record": _record,
+    "member": _member,
+    "token": _token,
+    "invitation": _invitation,
+    # Not made fresh: a clinic's own vet and the clinic itself.
+    "vet": _existing_vet,
+    "clinic": _the_clinic,
+}
+"""Resource kind -> how to make a new one in a clinic (acting as ``actor`` where it matters)."""
+
+
+async def fresh(
+    world: World, clinic: ClinicWorld, kind: str, actor: Actor | None = None
+) -> uuid.UUID:
+    return await MAKERS[kind](world, clinic, actor or clinic.owner)
+
+
+async def furnish(world: World, clinic: ClinicWorld) -> Estate:
+    """One row in every tenant table, linked as a real clinic's data would be."""
+    estate = Estate(clinic)
+    owner, vet = clinic.owner, clinic.actors[Role.vet]
+    async with world.session(clinic.id) as session:
+        room = await create(session, RoomFactory, location_id=clinic.setup.location.id)
+        kind = await create(session, AppointmentTypeFactory)
+        customer = await create(session, CustomerFactory)
+        await create(session, ConsentEventFactory, customer_id=customer.id)
+        pet = await create(session, PetFactory, customer_id=customer.id)
+        await create(session, WeightFactory, pet_id=pet.id)
+        starts_at = next_slot()
+        appointment = await create(
+            session,
+            AppointmentFactory,
+            pet_id=pet.id,
+            vet_id=vet.user.id,
+            room_id=room.id,
+            appointment_type_id=kind.id,
+            starts_at=starts_at,
+            ends_at=starts_at + dt.timedelta(minutes=20),
+        )
+        record = await create(
+            session,
+            MedicalRecordFactory,
+            pet_id=pet.id,
+            appointment_id=appointment.id,
+            author_id=vet.user.id,
+            vaccinations=[VaccinationFactory.build()],
+            prescriptions=[PrescriptionFactory.build()],
+        )
+        await create(session, AddendumFactory, record_id=record.id, author_id=vet.user.id)
+        secret, secret_hash = crypto.new_credential("vti", clinic.id)
+        invitation = await create(
+            session, InvitationFactory, invited_by=owner.user.id, secret_hash=secret_hash
+        )
+        credential = await create(session, CredentialFactory, user_id=owner.user.id)
+        await create(session, CredentialFactory, user_id=owner.user.id, kind=CredentialKind.session)
+    estate.invitation_token = secret
+    estate.ids = {
+        "clinic": clinic.id,
+        "location": clinic.setup.location.id,
+        "room": room.id,
+        "appointment_type": kind.id,
+        "customer": customer.id,
+        "pet": pet.id,
+        "appointment": appointment.id,
+        "medical_record": record.id,
+        "invitation": invitation.id,
+        "token": credential.id,
+        "member": clinic.actors[Role.technician].user.id,
+        "vet": vet.user.id,
+    }
+    return estate
+
+
+# -- what a clinic's data is ---------------------------------------------------------------------
+# Touched by every authenticated request (at most once a minute), so not part of "unchanged".
+_VOLATILE = "last_used_at"
+
+
+async def tenant_tables(engine: AsyncEngine) -> list[str]:
+    """Every table with a ``tenant_id`` column, from the database's own catalogue."""
+    async with engine.connect() as connection:
+        result = await connection.scalars(
+            text(
+                "SELECT table_name FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND column_name = 'tenant_id' ORDER BY 1"
+            )
+        )
+        return list(result.all())
+
+
+async def rows_of(engine: AsyncEngine, clinic_id: uuid.UUID) -> dict[str, list[str]]:
+    """The clinic's rows in every table, each as its JSON text, read as the superuser."""
+    selections = {
+        table: f'SELECT (to_jsonb(t) - :volatile)::text FROM public."{table}" t'
+        " WHERE tenant_id = :clinic"
+        for table in await tenant_tables(engine)
+    }
+    selections["clinics"] = (
+        "SELECT (to_jsonb(t) - :volatile)::text FROM clinics t WHERE id = :clinic"
+    )
+    selections["users"] = (
+        "SELECT (to_jsonb(t) - :volatile)::text FROM users t"
+        " WHERE id IN (SELECT user_id FROM memberships WHERE tenant_id = :clinic)"
+    )
+    async with engine.connect() as connection:
+        return {
+            table: sorted(
+                (
+                    await connection.scalars(
+                        text(sql), {"clinic": clinic_id, "volatile": _VOLATILE}
+                    )
+                ).all()
+            )
+            for table, sql in selections.items()
+        }
+
+
+async def ids_of(engine: AsyncEngine, clinic_id: uuid.UUID) -> set[str]:
+    """Every id of the clinic's rows (the clinic's own and its members' user ids included)."""
+    rows = await rows_of(engine, clinic_id)
+    return {str(json.loads(row)["id"]) for table in rows.values() for row in table}
