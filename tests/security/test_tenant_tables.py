@@ -1,0 +1,227 @@
+"""The two walls between clinics below the HTTP layer, each proven on its own, table by table.
+
+* The database wall: every table with a ``tenant_id`` column (found in the database's own
+  catalogue, so a table a migration adds is checked without anyone listing it) has row-level
+  security enabled and forced, with a policy on the clinic in ``app.tenant_id`` for every
+  command, and the service's role cannot bypass it. Raw SQL as that role sees, writes and moves
+  rows only in the current clinic, and nothing without one.
+* The application wall: ORM statements are scoped to the session's clinic even where the
+  database shows everything (a superuser connection, to which row-level security does not
+  apply), for every tenant model.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from app.db.base import Base, TenantScoped
+from app.db.tenancy import enter_tenant
+from tests.harness import tally
+from tests.harness.databases import APP_ROLE, OWNER_ROLE
+from tests.security.estate import Estate, tenant_tables
+
+MODELS = sorted(
+    (mapper.class_ for mapper in Base.registry.mappers if issubclass(mapper.class_, TenantScoped)),
+    key=lambda model: model.__tablename__,
+)
+TABLES = sorted(model.__tablename__ for model in MODELS)
+COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+TENANT_RULE = "current_setting('app.tenant_id'"
+OTHER_POLICIES = {
+    ("memberships", "member_self"): "a user sees their own memberships in every clinic, to log"
+    " in and to switch clinic (test_a_user_sees_only_their_own_memberships_elsewhere)",
+}
+"""Permissive policies besides the tenant rule (each widens what a role sees), and why."""
+
+tally.size(
+    "tenancy table wall",
+    f"{len(TABLES)} tenant tables x 5 checks (policy, raw read, insert, move, no context)"
+    f" + {len(MODELS)} models x 2 ORM checks",
+)
+
+
+async def _in_clinic(engine: AsyncEngine, clinic_id: uuid.UUID | None, sql: str, **params):
+    """Run ``sql`` as the engine's role with ``app.tenant_id`` set (or not), then roll back."""
+    async with engine.connect() as connection, connection.begin() as transaction:
+        if clinic_id is not None:
+            await connection.execute(
+                text("SELECT set_config('app.tenant_id', :id, true)"), {"id": str(clinic_id)}
+            )
+        try:
+            return (await connection.execute(text(sql), params)).all()
+        finally:
+            await transaction.rollback()
+
+
+async def _count(engine: AsyncEngine, table: str, clinic_id: uuid.UUID) -> int:
+    rows = await _in_clinic(
+        engine, None, f'SELECT count(*) FROM "{table}" WHERE tenant_id = :c', c=clinic_id
+    )
+    return int(rows[0][0])
+
+
+# -- the catalogue ---------------------------------------------------------------------------------
+async def test_every_tenant_table_in_the_database_is_a_model(superuser_engine) -> None:
+    assert await tenant_tables(superuser_engine) == TABLES
+
+
+@pytest.mark.parametrize("table", TABLES)
+async def test_row_level_security_is_forced_with_the_tenant_rule(superuser_engine, table) -> None:
+    [(enabled, forced)] = await _in_clinic(
+        superuser_engine,
+        None,
+        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class"
+        " WHERE oid = ('public.' || quote_ident(:t))::regclass",
+        t=table,
+    )
+    policies = await _in_clinic(
+        superuser_engine,
+        None,
+        "SELECT policyname, permissive, cmd, coalesce(qual, ''), coalesce(with_check, qual, '')"
+        " FROM pg_policies WHERE schemaname = 'public' AND tablename = :t",
+        t=table,
+    )
+
+    assert enabled, f"{table}: row-level security is not enabled"
+    assert forced, f"{table}: row-level security is not forced (the table owner bypasses it)"
+    for command in COMMANDS:
+        ruled = [
+            name
+            for name, permissive, cmd, using, check in policies
+            if permissive == "PERMISSIVE"
+            and cmd in {command, "ALL"}
+            and (command == "INSERT" or TENANT_RULE in using)
+            and (command in {"SELECT", "DELETE"} or TENANT_RULE in check)
+        ]
+        assert ruled, f"{table}: no policy holds {command} to the clinic in app.tenant_id"
+    widening = {
+        (table, name)
+        for name, permissive, _cmd, using, _check in policies
+        if permissive == "PERMISSIVE" and TENANT_RULE not in using
+    }
+    assert widening <= OTHER_POLICIES.keys(), f"{table}: unreviewed policies {widening}"
+
+
+async def test_the_service_role_cannot_bypass_row_level_security(superuser_engine) -> None:
+    [(superuser, bypass, owns, in_owner_role)] = await _in_clinic(
+        superuser_engine,
+        None,
+        "SELECT rolsuper, rolbypassrls,"
+        " (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "   WHERE n.nspname = 'public' AND c.relowner = r.oid),"
+        " pg_has_role(r.rolname, :owner, 'MEMBER')"
+        " FROM pg_roles r WHERE rolname = :app",
+        app=APP_ROLE,
+        owner=OWNER_ROLE,
+    )
+    assert (superuser, bypass, owns, in_owner_role) == (False, False, 0, False)
+
+
+# -- raw SQL as the service's role -----------------------------------------------------------------
+@pytest.mark.parametrize("table", TABLES)
+async def test_raw_sql_sees_only_the_current_clinic(
+    app_engine, superuser_engine, estates: tuple[Estate, Estate], table
+) -> None:
+    ours, theirs = estates
+    assert await _count(superuser_engine, table, theirs.clinic.id) > 0, (
+        f"clinic B has no {table} rows, so hiding them proves nothing: teach estate.furnish"
+    )
+
+    seen = await _in_clinic(app_engine, ours.clinic.id, f'SELECT tenant_id FROM "{table}"')
+    without_clinic = await _in_clinic(app_engine, None, f'SELECT * FROM "{table}"')
+
+    assert {row[0] for row in seen} == {ours.clinic.id}
+    assert len(seen) == await _count(superuser_engine, table, ours.clinic.id)
+    assert without_clinic == []
+
+
+@pytest.mark.parametrize("table", TABLES)
+async def test_raw_sql_cannot_write_into_another_clinic(
+    app_engine, superuser_engine, estates: tuple[Estate, Estate], table
+) -> None:
+    """Neither a copy of B's row inserted nor one of A's rows moved to B: refused (42501)."""
+    ours, theirs = estates
+    [(row,)] = await _in_clinic(
+        superuser_engine,
+        None,
+        f'SELECT to_jsonb(t) FROM "{table}" t WHERE tenant_id = :b LIMIT 1',
+        b=theirs.clinic.id,
+    )
+    row = json.loads(row) if isinstance(row, str) else row
+    copy = json.dumps({**row, "id": str(uuid.uuid4())})
+    before = await _count(superuser_engine, table, theirs.clinic.id)
+
+    with pytest.raises(DBAPIError) as inserted:
+        await _in_clinic(
+            app_engine,
+            ours.clinic.id,
+            f'INSERT INTO "{table}" SELECT * FROM jsonb_populate_record(NULL::"{table}", :row)',
+            row=copy,
+        )
+    with pytest.raises(DBAPIError) as moved:
+        await _in_clinic(
+            app_engine,
+            ours.clinic.id,
+            f'UPDATE "{table}" SET tenant_id = :b',
+            b=theirs.clinic.id,
+        )
+
+    for refusal in (inserted.value, moved.value):
+        assert refusal.orig.sqlstate == "42501", refusal  # type: ignore[union-attr]
+    assert "row-level security" in str(inserted.value)
+    assert await _count(superuser_engine, table, theirs.clinic.id) == before
+
+
+async def test_a_user_sees_only_their_own_memberships_elsewhere(
+    app_engine, estates: tuple[Estate, Estate]
+) -> None:
+    ours, _ = estates
+    me = ours.clinic.owner.user.id
+    async with app_engine.connect() as connection, connection.begin():
+        await connection.execute(
+            text("SELECT set_config('app.user_id', :id, true)"), {"id": str(me)}
+        )
+        seen = (await connection.execute(text("SELECT user_id, tenant_id FROM memberships"))).all()
+    assert seen == [(me, ours.clinic.id)]
+
+
+async def test_the_clinics_table_shows_only_the_current_clinic(
+    app_engine, estates: tuple[Estate, Estate]
+) -> None:
+    ours, _ = estates
+    seen = await _in_clinic(app_engine, ours.clinic.id, "SELECT id FROM clinics")
+    assert seen == [(ours.clinic.id,)]
+    assert await _in_clinic(app_engine, None, "SELECT id FROM clinics") == []
+
+
+# -- the ORM, where the database would show everything ---------------------------------------------
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+async def test_orm_statements_are_scoped_without_help_from_the_database(
+    superuser_engine, estates: tuple[Estate, Estate], model
+) -> None:
+    ours, theirs = estates
+    async with async_sessionmaker(superuser_engine)() as session, session.begin():
+        unscoped = {
+            row[0]
+            for row in (
+                await session.execute(
+                    text(f'SELECT DISTINCT tenant_id FROM "{model.__tablename__}"')
+                )
+            ).all()
+        }
+        assert theirs.clinic.id in unscoped, "the database is filtering: this proves nothing"
+        hidden = (await session.scalars(select(model))).all()
+        await enter_tenant(session, ours.clinic.id)
+        seen = [row.tenant_id for row in (await session.scalars(select(model))).all()]
+        counted = await session.scalar(select(func.count()).select_from(model))
+
+    assert hidden == []
+    assert seen
+    assert set(seen) == {ours.clinic.id}
+    assert counted == len(seen)
