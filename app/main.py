@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from app import health
 from app.appointments.routes import router as appointments_router
+from app.auth.deps import document_permissions
 from app.auth.routes import router as auth_router
 from app.clinics.routes import router as clinics_router
 from app.customers.routes import router as customers_router
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = problem_aware_openapi(app)
+            document_permissions(app, app.openapi_schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import iter_route_contexts
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth import service
-from app.auth.models import CredentialKind
-from app.auth.permissions import Action
+from app.auth.models import CredentialKind, Role
+from app.auth.permissions import Action, allows
 from app.auth.service import Principal
 from app.db.session import DbSession
 from app.kit.problems import Unauthenticated
@@ -63,3 +65,34 @@ class requires:
     async def __call__(self, caller: Caller) -> Principal:
         caller.require(self.action)
         return caller
+
+
+def required_action(dependant: Dependant) -> Action | None:
+    """The action a route's dependencies require (``requires(...)``), if any."""
+    for dependency in dependant.dependencies:
+        if isinstance(dependency.call, requires):
+            return dependency.call.action
+        found = required_action(dependency)
+        if found is not None:
+            return found
+    return None
+
+
+def document_permissions(app: FastAPI, document: dict[str, Any]) -> None:
+    """Add each operation's permission to the OpenAPI document as ``x-permission``.
+
+    The action and the roles that hold it; the committed document (docs/openapi.json) makes
+    every change to who may call what a reviewed diff.
+    """
+    for route in iter_route_contexts(app.routes):
+        dependant = getattr(route, "dependant", None)
+        action = required_action(dependant) if dependant is not None else None
+        if action is None:
+            continue
+        for method in route.methods or ():
+            operation = document["paths"].get(route.path, {}).get(method.lower())
+            if operation is not None:
+                operation["x-permission"] = {
+                    "action": action.value,
+                    "roles": [role.value for role in Role if allows(role, action)],
+                }

@@ -23,10 +23,9 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
 
-from app.auth.deps import requires
+from app.auth.deps import required_action
 from app.auth.permissions import Action
 from app.auth.service import SESSION_COOKIE
 from fixtures.factories import DEFAULT_PASSWORD
@@ -149,16 +148,6 @@ def _is_id(schema: dict[str, Any]) -> bool:
     return any(_is_id(part) for key in ("anyOf", "oneOf") for part in schema.get(key, []))
 
 
-def _action(dependant: Dependant) -> Action | None:
-    for dependency in dependant.dependencies:
-        if isinstance(dependency.call, requires):
-            return dependency.call.action
-        found = _action(dependency)
-        if found is not None:
-            return found
-    return None
-
-
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -263,7 +252,7 @@ def routes(app: FastAPI | None = None) -> list[Route]:
         if "GET" in methods:
             methods.discard("HEAD")
         dependant = getattr(context, "dependant", None)
-        action = _action(dependant) if dependant is not None else None
+        action = required_action(dependant) if dependant is not None else None
         for method in sorted(methods):
             spec = document["paths"].get(context.path, {}).get(method.lower())
             found.append(Route(method, context.path, action, spec))
