@@ -121,7 +121,7 @@ async def switch_clinic(
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(Unauthenticated),
+    responses=responses(Unauthenticated, Forbidden),
     summary="End this session (or revoke the token used for this call)",
 )
 async def logout(caller: OwnCredentials, session: DbSession) -> Response:
@@ -131,7 +131,7 @@ async def logout(caller: OwnCredentials, session: DbSession) -> Response:
     return response
 
 
-@router.get("/me", responses=responses(Unauthenticated), summary="Who am I, where, with which role")
+@router.get("/me", responses=responses(Unauthenticated, Forbidden), summary="Who am I, where, with which role")
 async def me(caller: OwnCredentials, session: DbSession) -> SessionOut:
     return await _session_out(session, caller)
 
