@@ -55,6 +55,9 @@ SESSION_ONLY: dict[tuple[str, str], str] = {
 }
 """Routes that act on a login session, so the suites call them with a session cookie."""
 
+STEERING_HEADERS = ("X-Tenant-ID", "X-Clinic-ID")
+"""Headers a client might hope picks the clinic; the credential alone does."""
+
 ID_KINDS: dict[str, str] = {
     "clinic_id": "clinic",
     "location_id": "location",

@@ -1,6 +1,7 @@
 """Every route under /api/v1 except signup, login and accepting an invitation refuses a caller
 without valid credentials: 401, as problem+json, with a ``WWW-Authenticate`` challenge, and
-nothing written.
+nothing written. A credential that once worked (logged out, revoked, its member removed,
+expired) is refused the same way everywhere.
 
 Routes come from the OpenAPI document; path parameters are random UUIDs and bodies ``{}`` (the
 credentials are checked before anything else, so neither may matter).
@@ -8,14 +9,19 @@ credentials are checked before anything else, so neither may matter).
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 
-from app.auth.service import SESSION_COOKIE
+from app.auth.models import Role
+from app.auth.service import SESSION_COOKIE, TOKEN_PREFIX
+from app.kit import crypto
+from app.kit.clock import utcnow
+from fixtures.factories import CredentialFactory
 from tests.harness.world import ClinicWorld, World
 from tests.security.surface import PROBLEM, census, protected_operations
 
@@ -64,14 +70,10 @@ def test_the_surface_is_read_from_the_document() -> None:
     assert not {"POST /api/v1/auth/signup", "POST /api/v1/auth/login"} & labels
 
 
-@pytest.mark.parametrize("forgery", list(FORGERIES))
-async def test_every_protected_route_refuses_forged_credentials(
-    client: httpx.AsyncClient, world: World, superuser_engine, forgery: str
-) -> None:
-    clinic: ClinicWorld = await world.clinic()
-    headers, cookies = FORGERIES[forgery](clinic.owner.token)
-    before = await census(superuser_engine)
-
+async def _refusals(
+    client: httpx.AsyncClient, headers: dict[str, str], cookies: dict[str, str]
+) -> list[str]:
+    """Every protected operation called with these credentials; what was not a proper 401."""
     failures = []
     for op in OPERATIONS:
         client.cookies.clear()
@@ -90,6 +92,93 @@ async def test_every_protected_route_refuses_forged_credentials(
                 f"{op.label}: {response.status_code} {response.headers.get('content-type')} "
                 f"{response.text[:200]}"
             )
+    return failures
+
+
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+async def test_every_protected_route_refuses_forged_credentials(
+    client: httpx.AsyncClient, world: World, superuser_engine, forgery: str
+) -> None:
+    clinic: ClinicWorld = await world.clinic()
+    headers, cookies = FORGERIES[forgery](clinic.owner.token)
+    before = await census(superuser_engine)
+
+    failures = await _refusals(client, headers, cookies)
 
     assert not failures, f"with credentials '{forgery}':\n" + "\n".join(failures)
+    assert await census(superuser_engine) == before
+
+
+# name -> how a once-valid credential of the clinic's vet stops working: (headers, cookies).
+Killer = Callable[
+    [httpx.AsyncClient, World, ClinicWorld], Awaitable[tuple[dict[str, str], dict[str, str]]]
+]
+
+
+async def _logged_out_token(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    assert (await client.post("/api/v1/auth/logout", headers=vet.headers)).status_code == 204
+    return vet.headers, {}
+
+
+async def _revoked_token(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    made = await client.post("/api/v1/auth/tokens", json={"name": "ci"}, headers=vet.headers)
+    token = made.json()
+    revoked = await client.delete(f"/api/v1/auth/tokens/{token['id']}", headers=vet.headers)
+    assert revoked.status_code == 204
+    return {"Authorization": f"Bearer {token['token']}"}, {}
+
+
+async def _logged_out_session(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    cookies = {SESSION_COOKIE: await world.login(clinic.actors[Role.vet])}
+    client.cookies.update(cookies)
+    assert (await client.post("/api/v1/auth/logout")).status_code == 204
+    return {}, cookies
+
+
+async def _removed_member(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    cookies = {SESSION_COOKIE: await world.login(vet)}
+    removed = await client.delete(f"/api/v1/staff/{vet.user.id}", headers=clinic.owner.headers)
+    assert removed.status_code == 204
+    return vet.headers, cookies
+
+
+async def _expired_token(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    secret, secret_hash = crypto.new_credential(TOKEN_PREFIX, clinic.id)
+    await world.make(
+        clinic,
+        CredentialFactory,
+        user_id=vet.user.id,
+        secret_hash=secret_hash,
+        expires_at=utcnow() - dt.timedelta(seconds=1),
+    )
+    return {"Authorization": f"Bearer {secret}"}, {}
+
+
+DEAD: dict[str, Killer] = {
+    "token used to log out": _logged_out_token,
+    "token revoked by id": _revoked_token,
+    "session logged out": _logged_out_session,
+    "removed member's token and session": _removed_member,
+    "expired token": _expired_token,
+}
+
+
+@pytest.mark.parametrize("how", list(DEAD))
+async def test_a_dead_credential_is_refused_everywhere(
+    client: httpx.AsyncClient, world: World, superuser_engine, how: str
+) -> None:
+    clinic: ClinicWorld = await world.clinic()
+    headers, cookies = await DEAD[how](client, world, clinic)
+    before = await census(superuser_engine)
+
+    failures = []
+    for only_headers, only_cookies in ((headers, {}), ({}, cookies)):
+        if only_headers or only_cookies:
+            failures += await _refusals(client, only_headers, only_cookies)
+
+    assert not failures, f"with a {how}:\n" + "\n".join(failures)
     assert await census(superuser_engine) == before

@@ -33,6 +33,7 @@ from tests.security.catalogue import (
     HOW_TO_FIX,
     ID_KINDS,
     ROUTES,
+    STEERING_HEADERS,
     Route,
     credentials,
     explain,
@@ -46,7 +47,6 @@ from tests.security.surface import census
 BY_ID = [route for route in ATTACKED if route.path_params]
 READS = [route for route in ATTACKED if route.method == "GET"]
 REFERENCES = [(route, field) for route in ATTACKED for field in route.body_ids]
-STEERING_HEADERS = ("X-Tenant-ID", "X-Clinic-ID")
 _Reader = Annotated[Principal, Depends(requires(Action.pets_read))]
 
 
