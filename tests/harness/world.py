@@ -52,7 +52,7 @@ class World:
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._settings = settings
+        self.settings = settings
 
     @asynccontextmanager
     async def session(self, clinic_id: uuid.UUID | None = None) -> AsyncIterator[AsyncSession]:
@@ -86,7 +86,7 @@ class World:
         membership = (
             await session.scalars(select(Membership).where(Membership.user_id == user.id))
         ).one()
-        return await auth_service.issue(session, self._settings, membership, kind, name="tests")
+        return await auth_service.issue(session, self.settings, membership, kind, name="tests")
 
     async def _actor(self, session: AsyncSession, clinic_id: uuid.UUID, user: User) -> Actor:
         await enter_tenant(session, clinic_id)

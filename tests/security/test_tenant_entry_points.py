@@ -1,0 +1,55 @@
+"""Code that runs outside a request sets its clinic itself and cannot reach another clinic.
+
+Entry points today, each with its test here:
+
+* the demo seed (``vetify demo``, and the live-server harness): ``seed_demo`` in a session of
+  the service's role, as app/cli.py runs it.
+
+``vetify migrate`` is not one: it runs DDL as the owner role and reads no clinic's rows. The job
+worker and webhook handlers add their tests here when they arrive; so do caches, file storage
+keys and rate-limit buckets, each proving its keys name the clinic.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from app.db.base import Base, TenantScoped
+from app.db.tenancy import current_tenant
+from fixtures.demo import seed_demo
+from tests.security.estate import Estate, rows_of, tenant_tables
+
+MODELS = [m.class_ for m in Base.registry.mappers if issubclass(m.class_, TenantScoped)]
+
+
+async def test_the_demo_seed_acts_only_in_its_own_clinic(
+    app_engine, superuser_engine, estates: tuple[Estate, Estate]
+) -> None:
+    others = [estate.clinic.id for estate in estates]
+    before = [await rows_of(superuser_engine, clinic) for clinic in others]
+
+    async with async_sessionmaker(app_engine)() as session, session.begin():
+        login = await seed_demo(session, customers=3)
+        demo = current_tenant(session)
+        # Whatever the seed's session would read next, it reads in the demo clinic alone.
+        reachable = {
+            model.__name__: {row.tenant_id for row in (await session.scalars(select(model)))}
+            for model in MODELS
+        }
+        raw = (await session.execute(text("SELECT DISTINCT tenant_id FROM pets"))).scalars()
+        raw_tenants = set(raw.all())
+
+    assert login.created
+    assert demo is not None
+    assert demo not in others
+    assert all(tenants <= {demo} for tenants in reachable.values()), reachable
+    assert raw_tenants == {demo}
+    assert [await rows_of(superuser_engine, clinic) for clinic in others] == before
+    async with superuser_engine.connect() as connection:
+        for table in await tenant_tables(superuser_engine):
+            strays = await connection.scalar(
+                text(f'SELECT count(*) FROM "{table}" WHERE tenant_id <> ALL(:known)'),
+                {"known": [demo, *others]},
+            )
+            assert strays == 0, f"{table}: rows of no known clinic"
