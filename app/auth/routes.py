@@ -131,7 +131,11 @@ async def logout(caller: OwnCredentials, session: DbSession) -> Response:
     return response
 
 
-@router.get("/me", responses=responses(Unauthenticated, Forbidden), summary="Who am I, where, with which role")
+@router.get(
+    "/me",
+    responses=responses(Unauthenticated, Forbidden),
+    summary="Who am I, where, with which role",
+)
 async def me(caller: OwnCredentials, session: DbSession) -> SessionOut:
     return await _session_out(session, caller)
 

@@ -77,7 +77,6 @@ def test_protected_operations_declare_401_and_403(doc: dict[str, Any]) -> None:
         if (method, path) not in PUBLIC
         for code in ("401", "403")
         if code not in operation["responses"]
-        and not (code == "403" and (method, path) in AUTHENTICATION_ONLY)
     ]
     assert not missing
 
