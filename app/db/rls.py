@@ -1,7 +1,7 @@
 """Row-level security and grants, as migration operations (the database wall of tenancy).
 
 Kept in one place so that every migration that adds a tenant table applies the same policy,
-and the catalogue test in tests/integration has one rule to check against.
+and the catalogue test in tests/security/test_tenant_tables.py has one rule to check against.
 """
 
 from __future__ import annotations
