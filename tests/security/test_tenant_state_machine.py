@@ -7,21 +7,18 @@ model of what each clinic owns and checks, after every step, that each clinic's 
 its model, and that no response ever carried an id owned by another clinic than the one the
 caller acts in.
 
-The app runs in process with its lifespan, on its own database, driven from Hypothesis'
-synchronous rules through an anyio portal.
+The app runs in process with its lifespan, on its own database (emptied after every run),
+driven from Hypothesis' synchronous rules (tests.harness.blocking).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import httpx
 import hypothesis
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,17 +30,14 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.auth.models import Role, User
-from app.main import create_app
 from app.settings import Settings
 from fixtures.clinics import add_member
 from tests.harness import tally
+from tests.harness.blocking import Blocking, serving
 from tests.harness.world import World
 
-T = TypeVar("T")
 STEPS = "tenancy state machine steps"
 EXAMPLES = "tenancy state machine runs"
 NAMES = (
@@ -51,58 +45,6 @@ NAMES = (
     .map(str.strip)
     .filter(bool)
 )
-
-
-class Blocking:
-    """An ``httpx.AsyncClient`` on the app, called from synchronous code through a portal."""
-
-    def __init__(self, portal: BlockingPortal, client: httpx.AsyncClient) -> None:
-        self._portal, self._client = portal, client
-
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return self._portal.call(lambda: self._client.request(method, url, **kwargs))
-
-    def run(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Await ``function(*args)`` on the app's event loop."""
-        return self._portal.call(function, *args)
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[tuple[Blocking, World]]:
-    """The app with its lifespan, and a :class:`World` on its database, on one event loop."""
-    app = create_app(settings)
-    with (
-        start_blocking_portal() as portal,
-        portal.wrap_async_context_manager(app.router.lifespan_context(app)),
-    ):
-        transport = httpx.ASGITransport(app=app)
-        client = httpx.AsyncClient(transport=transport, base_url="https://testserver")
-        assert settings.database_url is not None
-        engine = create_async_engine(settings.database_url.get_secret_value())
-        try:
-            yield Blocking(portal, client), World(engine, settings)
-        finally:
-            portal.call(client.aclose)
-            portal.call(engine.dispose)
-
-
-async def _empty(settings: Settings) -> None:
-    """Every table emptied (as the owner role), so each run starts from nothing and replays."""
-    assert settings.database_owner_url is not None
-    engine = create_async_engine(settings.database_owner_url.get_secret_value())
-    try:
-        async with engine.begin() as connection:
-            tables = (
-                await connection.scalars(
-                    text(
-                        "SELECT quote_ident(tablename) FROM pg_tables"
-                        " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-                    )
-                )
-            ).all()
-            await connection.execute(text(f"TRUNCATE {', '.join(tables)}"))
-    finally:
-        await engine.dispose()
 
 
 @dataclass
@@ -183,7 +125,7 @@ class ClinicsMachine(RuleBasedStateMachine):
             await add_member(session, user, role)
 
     def teardown(self) -> None:
-        self.http.run(_empty, self.world.settings)
+        self.http.empty()
 
     def lists(self, index: int) -> tuple[dict[str, str], dict[str, str]]:
         """What clinic ``index`` holds, as its owner sees it: customers and pets."""
