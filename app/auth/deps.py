@@ -68,14 +68,10 @@ class requires:
 
 
 def required_action(dependant: Dependant) -> Action | None:
-    """The action a route's dependencies require (``requires(...)``), if any."""
-    for dependency in dependant.dependencies:
-        if isinstance(dependency.call, requires):
-            return dependency.call.action
-        found = required_action(dependency)
-        if found is not None:
-            return found
-    return None
+    """The action a route requires (its ``Depends(requires(...))``), if any."""
+    return next(
+        (d.call.action for d in dependant.dependencies if isinstance(d.call, requires)), None
+    )
 
 
 def document_permissions(app: FastAPI, document: dict[str, Any]) -> None:
@@ -87,12 +83,10 @@ def document_permissions(app: FastAPI, document: dict[str, Any]) -> None:
     for route in iter_route_contexts(app.routes):
         dependant = getattr(route, "dependant", None)
         action = required_action(dependant) if dependant is not None else None
-        if action is None:
+        if action is None or not route.include_in_schema:
             continue
         for method in route.methods or ():
-            operation = document["paths"].get(route.path, {}).get(method.lower())
-            if operation is not None:
-                operation["x-permission"] = {
-                    "action": action.value,
-                    "roles": [role.value for role in Role if allows(role, action)],
-                }
+            document["paths"][route.path][method.lower()]["x-permission"] = {
+                "action": action.value,
+                "roles": [role.value for role in Role if allows(role, action)],
+            }
