@@ -237,7 +237,7 @@ def test_clinics_working_at_random_never_see_each_other(settings: Settings) -> N
         run_state_machine_as_test(
             ClinicsMachine,
             settings=hypothesis.settings(
-                max_examples=max(hypothesis.settings.default.max_examples // 5, 5),
+                max_examples=max(hypothesis.settings.default.max_examples // 10, 5),
                 stateful_step_count=30,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
