@@ -47,13 +47,14 @@ from fixtures.factories import (
 )
 from tests.harness.world import Actor, ClinicWorld, World
 
-# Every appointment any test books gets its own hour, so no two ever overlap.
+# Every appointment any test books gets its own hour after one fixed start (fixed: were it
+# recomputed per call, a run crossing the hour would book two slots into one).
 _hours = itertools.count(1)
+_START = utcnow().replace(minute=0, second=0, microsecond=0) + dt.timedelta(days=2)
 
 
 def next_slot() -> dt.datetime:
-    start = utcnow().replace(minute=0, second=0, microsecond=0) + dt.timedelta(days=2)
-    return start + dt.timedelta(hours=next(_hours))
+    return _START + dt.timedelta(hours=next(_hours))
 
 
 @dataclass
