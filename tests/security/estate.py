@@ -47,14 +47,15 @@ from fixtures.factories import (
 )
 from tests.harness.world import Actor, ClinicWorld, World
 
-# Every appointment any test books gets its own hour after one fixed start (fixed: were it
-# recomputed per call, a run crossing the hour would book two slots into one).
-_hours = itertools.count(1)
-_START = utcnow().replace(minute=0, second=0, microsecond=0) + dt.timedelta(days=2)
+# Every appointment any test books gets its own day after one fixed start: a day, because an
+# appointment type may last hours (the factory's surgery: 90 minutes); fixed, because a start
+# recomputed per call moves under a run that crosses midnight.
+_days = itertools.count(1)
+_START = utcnow().replace(hour=9, minute=0, second=0, microsecond=0) + dt.timedelta(days=2)
 
 
 def next_slot() -> dt.datetime:
-    return _START + dt.timedelta(hours=next(_hours))
+    return _START + dt.timedelta(days=next(_days))
 
 
 @dataclass
