@@ -7,19 +7,29 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 
 from app.appointments.models import Status
-from app.kit.types import LAX, Id, Input, LongText, Output, ShortText, Timestamp, omittable
+from app.kit.types import (
+    INTEGRAL,
+    LAX,
+    Id,
+    Input,
+    LongText,
+    Output,
+    ShortText,
+    Timestamp,
+    omittable,
+)
 
 Reason = Annotated[str, StringConstraints(max_length=500)]
 
 
 class AppointmentTypeIn(Input):
     name: ShortText
-    default_duration_minutes: int = Field(ge=5, le=24 * 60)
+    default_duration_minutes: Annotated[int, Field(ge=5, le=24 * 60), INTEGRAL]
 
 
 class AppointmentTypePatch(Input):
     name: ShortText = omittable()
-    default_duration_minutes: Annotated[int, Field(ge=5, le=24 * 60)] = omittable()
+    default_duration_minutes: Annotated[int, Field(ge=5, le=24 * 60), INTEGRAL] = omittable()
 
 
 class AppointmentTypeOut(Output):

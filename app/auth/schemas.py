@@ -7,7 +7,18 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 
 from app.auth.models import Role
-from app.kit.types import LAX, Email, Id, Input, Name, Output, ShortText, TimeZone
+from app.kit.types import (
+    INTEGRAL,
+    LAX,
+    Email,
+    Id,
+    Input,
+    Name,
+    Output,
+    ShortText,
+    TimeZone,
+    TimeZoneName,
+)
 
 # Long enough to resist guessing, short enough to bound argon2's work per request.
 Password = Annotated[str, StringConstraints(min_length=12, max_length=128)]
@@ -17,7 +28,7 @@ Credential = Annotated[str, StringConstraints(min_length=40, max_length=200)]
 class SignupIn(Input):
     clinic_name: Name
     location_name: Name = "Main"
-    timezone: TimeZone = "UTC"
+    timezone: TimeZone = TimeZoneName("UTC")
     owner_name: Name
     email: Email
     password: Password
@@ -69,8 +80,8 @@ class SessionOut(Output):
 
 class TokenIn(Input):
     name: ShortText
-    expires_in_days: int | None = Field(
-        default=None, ge=1, le=3650, description="Defaults to the service's setting (90 days)"
+    expires_in_days: Annotated[int, Field(ge=1, le=3650), INTEGRAL] | None = Field(
+        default=None, description="Defaults to the service's setting (90 days)"
     )
 
 

@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.kit.types import PATTERN_MEANINGS
+
 PROBLEM_BASE = "https://vetify.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
 
@@ -144,12 +146,19 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc, request)
 
 
+def _message(err: Any) -> str:
+    """Pydantic's message, but for a pattern that stands for a rule, the rule in words."""
+    if err["type"] == "string_pattern_mismatch":
+        meaning = PATTERN_MEANINGS.get(err.get("ctx", {}).get("pattern", ""))
+        if meaning:
+            return meaning
+    return str(err.get("msg", ""))
+
+
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        FieldError(
-            loc=_loc(err.get("loc", ())), msg=str(err.get("msg", ""))[:1000], type=err["type"]
-        )
+        FieldError(loc=_loc(err.get("loc", ())), msg=_message(err)[:1000], type=err["type"])
         for err in exc.errors()
     ]
     return problem_response(InvalidInput("See errors for the fields at fault.", errors), request)

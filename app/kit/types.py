@@ -3,24 +3,31 @@
 FastAPI validates parsed JSON in Python mode, where pydantic's strict mode would refuse a UUID
 or a timestamp given as a string. Those types are therefore lax, but only for strings: a
 number is never taken as a date and ``false`` is never taken as anything but a boolean.
+
+Every rule is also in the schema, so that the OpenAPI document promises exactly what is
+accepted (tests/contract fuzzes it): the years a date may have, that text holds no NUL, that an
+integer may be written ``5.0`` (JSON Schema's integers include it), the time zones by name.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
-import zoneinfo
+from importlib import resources
 from typing import Annotated, Any
 
+import email_validator
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    EmailStr,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -43,6 +50,44 @@ def _date_in_range(value: dt.date) -> dt.date:
     return value
 
 
+YEARS = r"^(19[0-9]{2}|2[01][0-9]{2}|2200)-"
+"""The years 1900 to 2200, as the schema states them (the validators check the dates)."""
+NO_NUL = r"^[^\x00]*$"
+
+
+def _integral(value: Any) -> Any:
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+def _email(value: str) -> str:
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"is not a valid email address: {exc}") from exc
+    return checked.normalized
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{letter.lower()}{letter.upper()}]" for letter in word)
+
+
+EMAIL_SCHEMA = {
+    "type": "string",
+    "format": "email",
+    "maxLength": 254,
+    # What email-validator refuses beyond the format: a domain without a dot (or a literal
+    # ``[1.2.3.4]``), and the special-use names no mail can reach (``.test``, ``.local`` ...).
+    "pattern": r"^[^@]+@[^@\[\]]+\.[^@.]+$",
+    "not": {
+        "pattern": "[.@]("
+        + "|".join(_any_case(name) for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+        + ")$"
+    },
+}
+
+
 LAX = Field(strict=False)
 """For enums in request bodies: strict mode would want an enum instance, JSON has strings."""
 
@@ -52,32 +97,54 @@ Timestamp = Annotated[
     BeforeValidator(_only_strings),
     AfterValidator(_in_sane_range),
     Field(strict=False),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": YEARS}),
 ]
 Date = Annotated[
-    dt.date, BeforeValidator(_only_strings), AfterValidator(_date_in_range), Field(strict=False)
+    dt.date,
+    BeforeValidator(_only_strings),
+    AfterValidator(_date_in_range),
+    Field(strict=False),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": YEARS}),
 ]
+INTEGRAL = BeforeValidator(_integral)
+"""For integers, after their bounds (``Annotated[int, Field(ge=1), INTEGRAL]``): also when
+written with a zero fraction (``5.0``), never a boolean or a string. Before the bounds, the
+schema would lose them."""
 
 
-# Names and labels are trimmed and must not be blank; free text may be empty.
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+# Every character ``str.strip`` removes, as escapes a regular expression in Python, Rust
+# (pydantic) and ECMA-262 (JSON Schema) reads alike.
+_BLANKS = "".join(f"\\u{code:04x}" for code in range(0x3001) if chr(code).isspace())
+NON_BLANK = rf"^[^\x00]*[^\x00{_BLANKS}][^\x00]*$"
+"""Some character that is not white space; no NUL."""
+PATTERN_MEANINGS = {NON_BLANK: "must not be blank or contain the NUL character"}
+"""How validation errors name a pattern that stands for a rule (app.kit.problems)."""
+TRIM = AfterValidator(str.strip)
+"""After the checks, so that the schema's lengths and pattern apply to the text as sent."""
+
+# Names and labels must not be blank and are stored trimmed; free text may be empty.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NON_BLANK), TRIM]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NON_BLANK), TRIM]
 LongText = Annotated[str, StringConstraints(max_length=20_000)]
-Email = Annotated[EmailStr, StringConstraints(max_length=254)]
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254),
+    AfterValidator(_email),
+    WithJsonSchema(EMAIL_SCHEMA),
+]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$", max_length=16)]
 """E.164: a plus sign and up to 15 digits."""
 
 
-def _known_zone(value: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        raise ValueError("must be an IANA time zone such as Europe/Lisbon") from exc
-    return value
+def _zones() -> list[tuple[str, str]]:
+    # The tzdata package's list, not the OS's: the document and validation do not vary by host.
+    names = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8").split()
+    return [(name, name) for name in sorted(names)]
 
 
-TimeZone = Annotated[
-    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_known_zone)
-]
+TimeZoneName = enum.StrEnum("TimeZoneName", _zones())  # type: ignore[misc]
+"""IANA time zones (``Europe/Lisbon``), from the ``tzdata`` package: the schema lists them."""
+TimeZone = Annotated[TimeZoneName, LAX]
 Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$", max_length=5)]
 """BCP 47 language tag, language and optional region (``en``, ``pt-BR``)."""
 
@@ -91,10 +158,24 @@ def omittable() -> Any:
     return Field(default=None)
 
 
+def _declare_no_nul(schema: dict[str, Any]) -> None:
+    """The schema's side of ``Input._no_nul``: every string without a pattern, format or
+    enum of its own (which already exclude NUL) gets a pattern that says so."""
+    for field_schema in schema.get("properties", {}).values():
+        for variant in (field_schema, *field_schema.get("anyOf", ())):
+            for string in (variant, variant.get("items", {})):
+                if string.get("type") == "string" and not {"pattern", "format", "enum"} & set(
+                    string
+                ):
+                    string["pattern"] = NO_NUL
+
+
 class Input(BaseModel):
     """Request bodies: strict types, unknown fields rejected."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", str_max_length=20_000)
+    model_config = ConfigDict(
+        strict=True, extra="forbid", str_max_length=20_000, json_schema_extra=_declare_no_nul
+    )
 
     @field_validator("*", mode="after")
     @classmethod

@@ -6,13 +6,12 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from app.kit.types import LAX, Date, Id, Input, Output, ShortText, Timestamp, omittable
+from app.kit.types import LAX, Date, Id, Input, Name, Output, ShortText, Timestamp, omittable
 from app.pets.models import Sex, Species
 
 Microchip = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{9,15}$")]
 """ISO 11784 chips are 15 digits; older ones 9-10 alphanumerics."""
-Alert = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-Alerts = Annotated[list[Alert], Field(max_length=50)]
+Alerts = Annotated[list[Name], Field(max_length=50)]
 Weight = Annotated[float, Field(gt=0, le=2000, description="Kilograms")]
 
 

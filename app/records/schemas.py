@@ -6,21 +6,20 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from app.kit.types import Date, Id, Input, Output, ShortText, Timestamp, omittable
+from app.kit.types import INTEGRAL, Date, Id, Input, Name, Output, ShortText, Timestamp, omittable
 
 Soap = Annotated[str, StringConstraints(max_length=20_000)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 
 
 class Vitals(Input):
     weight_kg: float | None = Field(default=None, gt=0, le=2000)
     temperature_c: float | None = Field(default=None, ge=20, le=50)
-    heart_rate_bpm: int | None = Field(default=None, ge=1, le=1000)
-    respiratory_rate_bpm: int | None = Field(default=None, ge=1, le=500)
+    heart_rate_bpm: Annotated[int, Field(ge=1, le=1000), INTEGRAL] | None = None
+    respiratory_rate_bpm: Annotated[int, Field(ge=1, le=500), INTEGRAL] | None = None
 
 
 class VaccinationIn(Input):
-    vaccine: Label
+    vaccine: Name
     lot: ShortText | None = None
     expiry_date: Date | None = None
     given_at: Timestamp
@@ -28,10 +27,10 @@ class VaccinationIn(Input):
 
 
 class PrescriptionIn(Input):
-    drug: Label
+    drug: Name
     dose: ShortText
     frequency: ShortText
-    duration_days: int | None = Field(default=None, ge=1, le=3650)
+    duration_days: Annotated[int, Field(ge=1, le=3650), INTEGRAL] | None = None
     instructions: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 

@@ -13,6 +13,8 @@ rows (drawn) before page requests. After every walk:
   before it was created (keyset paging: it is on a page still to come, or never);
 * every page but the last is full.
 
+And a page of 30 items costs as many SQL statements as a page of one (no N+1 query).
+
 The app runs in process with its lifespan (tests.harness.blocking); each example has a clinic of
 its own, so examples do not see each other's rows. Measured on 2 cores: 14 s of tests, 21 s
 wall with pytest starting PostgreSQL and Redis (`pytest tests/contract/test_pagination_walk.py`).
@@ -56,6 +58,7 @@ from fixtures.factories import (
 )
 from tests.harness import tally
 from tests.harness.blocking import Blocking, serving
+from tests.harness.statements import counting
 from tests.harness.world import ClinicWorld, World
 from tests.security.surface import list_routes
 
@@ -246,6 +249,35 @@ def _walk(http: Blocking, world: World, path: str, listing: Listing, data: st.Da
         assert (row in returned) == due, (
             f"row created {when} has key {known[row]}: "
             f"{'missing' if due else 'returned, though it sorts before the cursor'}"
+        )
+
+
+MANY = 30
+"""Rows for the statement count: more than any page's constant share of statements."""
+
+
+@pytest.mark.parametrize("path", sorted(LISTINGS))
+def test_a_page_of_many_items_costs_the_statements_of_a_page_of_one(
+    settings: Settings, path: str
+) -> None:
+    """The N+1 guard: loading an item's details one query per item (a lazy relationship, a
+    lookup in a loop) makes a page of 30 cost more statements than a page of 1."""
+    listing = LISTINGS[path]
+    with serving(settings) as (http, world):
+        scene = http.run(_scene, world, listing.needs)
+        for slot in range(MANY):
+            http.run(listing.make, world, scene, slot % SLOTS)
+        headers = scene.clinic.owner.headers
+        costs = {}
+        for limit in (1, 1, MANY):  # the first call warms up what is done once per process
+            with counting() as counted:
+                response = http.request("GET", path, params={"limit": limit}, headers=headers)
+            assert response.status_code == 200, response.text
+            assert len(response.json()["items"]) == limit
+            costs[limit] = counted.total
+        assert costs[MANY] == costs[1], (
+            f"GET {path}: a page of {MANY} items took {costs[MANY]} statements, "
+            f"a page of 1 took {costs[1]}: something runs once per item"
         )
 
 
