@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated
 
@@ -25,6 +24,7 @@ from app.db.repository import get_or_404
 from app.db.session import DbSession
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
 from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
+from app.kit.types import Date
 
 router = APIRouter(prefix="/api/v1", tags=["appointments"])
 Reader = Annotated[Principal, Depends(requires(Action.appointments_read))]
@@ -46,7 +46,7 @@ CHANGE = responses(
 async def list_appointments(
     caller: Reader,
     session: DbSession,
-    day: Annotated[dt.date | None, Query(description="A day in the clinic's time zone")] = None,
+    day: Annotated[Date | None, Query(description="A day in the clinic's time zone")] = None,
     vet_id: Annotated[uuid.UUID | None, Query()] = None,
     status: Annotated[Status | None, Query()] = None,
     pet_id: Annotated[uuid.UUID | None, Query()] = None,

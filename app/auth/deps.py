@@ -86,7 +86,7 @@ def document_permissions(app: FastAPI, document: dict[str, Any]) -> None:
         if action is None or not route.include_in_schema:
             continue
         for method in route.methods or ():
-            document["paths"][route.path][method.lower()]["x-permission"] = {
+            document["paths"][route.path_format][method.lower()]["x-permission"] = {
                 "action": action.value,
                 "roles": [role.value for role in Role if allows(role, action)],
             }

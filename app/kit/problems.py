@@ -8,6 +8,7 @@ through the same handlers, so a client never sees another error shape.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -15,8 +16,10 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app.kit.types import PATTERN_MEANINGS
 
@@ -180,8 +183,27 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
         problem = Problem(str(exc.detail), status=exc.status_code)
     else:
         problem = cls(None if exc.status_code in (404, 405) else str(exc.detail))
-    problem.headers = dict(exc.headers or {}) or problem.headers
+    problem.headers = {**(problem.headers or {}), **(exc.headers or {})} or None
+    if exc.status_code == 405:
+        problem.headers = {**(problem.headers or {}), "Allow": _allowed_methods(request)}
     return problem_response(problem, request)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path, not only those of the route that answered: each method of a
+    path is a route of its own, and Starlette names the first one's methods."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "methods_by_path", None
+    )
+    if table is None:
+        table = [
+            (compile_path(context.path)[0], set(context.methods))
+            for context in iter_route_contexts(request.app.routes)
+            if context.path and context.methods
+        ]
+        request.app.state.methods_by_path = table
+    path = request.scope["path"]
+    return ", ".join(sorted(set().union(*(m for regex, m in table if regex.match(path)))))
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

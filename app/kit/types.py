@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 import uuid
 from importlib import resources
 from typing import Annotated, Any
@@ -36,6 +37,26 @@ def _only_strings(value: Any) -> Any:
     if isinstance(value, str | uuid.UUID | dt.date):
         return value
     raise ValueError("must be a string")
+
+
+# RFC 3339 as JSON Schema's ``date-time`` and ``date`` formats mean it; pydantic alone would also
+# take a number of seconds since 1970 written as text ("0"), or a time without seconds.
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _date_time_text(value: Any) -> Any:
+    if isinstance(value, str) and not _DATE_TIME.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time such as 2030-05-01T09:30:00+01:00")
+    return _only_strings(value)
+
+
+def _date_text(value: Any) -> Any:
+    if isinstance(value, str) and not _DATE.fullmatch(value):
+        raise ValueError("must be a date such as 2030-05-01")
+    return _only_strings(value)
 
 
 def _in_sane_range(value: dt.datetime) -> dt.datetime:
@@ -94,14 +115,14 @@ LAX = Field(strict=False)
 Id = Annotated[uuid.UUID, BeforeValidator(_only_strings), Field(strict=False)]
 Timestamp = Annotated[
     AwareDatetime,
-    BeforeValidator(_only_strings),
+    BeforeValidator(_date_time_text),
     AfterValidator(_in_sane_range),
     Field(strict=False),
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": YEARS}),
 ]
 Date = Annotated[
     dt.date,
-    BeforeValidator(_only_strings),
+    BeforeValidator(_date_text),
     AfterValidator(_date_in_range),
     Field(strict=False),
     WithJsonSchema({"type": "string", "format": "date", "pattern": YEARS}),

@@ -64,13 +64,13 @@ async def revoke_invitation(invitation_id: uuid.UUID, caller: Manager, session: 
     await auth.revoke_invitation(session, invitation_id)
 
 
-@router.get("/{user_id}", responses=ONE, summary="One member")
+@router.get("/{user_id:uuid}", responses=ONE, summary="One member")
 async def get_member(user_id: uuid.UUID, caller: Reader, session: DbSession) -> StaffOut:
     return await service.get(session, user_id)
 
 
 @router.patch(
-    "/{user_id}",
+    "/{user_id:uuid}",
     responses=responses(Unauthenticated, Forbidden, NotFound, Conflict, InvalidInput),
     summary="Change a member's role or (de)activate them",
 )
@@ -81,7 +81,7 @@ async def update_member(
 
 
 @router.delete(
-    "/{user_id}",
+    "/{user_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(Unauthenticated, Forbidden, NotFound, Conflict, InvalidInput),
     summary="Remove a member (deactivates; their sessions and tokens are revoked)",

@@ -36,11 +36,12 @@ data, not a small slowdown. An N+1 query is caught deterministically instead, by
 statements (tests/contract/test_pagination_walk.py). The stage output names the run's slowest
 response.
 
-How it runs: Schemathesis' ASGI transport calls the app from its own event-loop thread and runs
-the app's lifespan there once (a second engine next to the one the harness ``app`` fixture
-started); ``target`` stops it again before the harness drops the test's database. Hypothesis is
-driven directly (``APIOperation.as_strategy``): ``schemathesis.pytest.from_fixture`` does not run
-under pytest >= 9.2 (it sets ``Function._nodeid``, which pytest 9.2 removed).
+How it runs: one database and one app serve the module (every test works in a clinic of its
+own); Schemathesis' ASGI transport calls the app from its own event-loop thread and runs the
+app's lifespan there once, stopped with the module. Each operation first gets Schemathesis'
+coverage phase as the owner (deterministic boundary cases, ``_cover``), then random cases.
+Hypothesis is driven directly (``APIOperation.as_strategy``): ``schemathesis.pytest.from_fixture``
+does not run under pytest >= 9.2 (it sets ``Function._nodeid``, which pytest 9.2 removed).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import datetime as dt
 import os
 import random
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,9 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.config import SchemathesisConfig
+from schemathesis.generation.drivers import CoverageGenerator
+from schemathesis.generation.feedback import FeedbackSources
+from schemathesis.generation.overrides import Override
 from schemathesis.python import asgi
 from schemathesis.schemas import APIOperation, BaseSchema
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -107,6 +111,7 @@ HASHING = {
 }
 
 REQUESTS = "fuzzed requests"
+COVERAGE_REQUESTS = "fuzzed requests (coverage phase)"
 OPERATIONS_FUZZED = "fuzzed operations (operation x role)"
 tally.size(
     "fuzzed surface",
@@ -215,12 +220,22 @@ CONFIG = {
 }
 
 
+@pytest.fixture(scope="module")
+def lifespans() -> Iterator[None]:
+    """Schemathesis starts the app's lifespan once on its own loop; stopped with the module."""
+    yield
+    asgi.shutdown_lifespans()
+
+
 @pytest.fixture
 async def target(
-    request: pytest.FixtureRequest, app: FastAPI, world: World
-) -> AsyncIterator[Target]:
-    """Schemathesis on the app, as the member of a seeded clinic whose role is the parameter."""
+    request: pytest.FixtureRequest, module_app: FastAPI, module_world: World, lifespans: None
+) -> Target:
+    """Schemathesis on the app, as the member of a seeded clinic whose role is the parameter.
+
+    One database and app serve the whole module: every test has a clinic of its own."""
     role: Role = request.param
+    app, world = module_app, module_world
     clinic = await world.clinic((Role.vet, Role.receptionist))
     ids = await _seed(world, clinic)
     actor = clinic.actors[role]
@@ -238,10 +253,7 @@ async def target(
         def set(self, case: Case, data: str, ctx: Any) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
-    try:
-        yield target
-    finally:
-        asgi.shutdown_lifespans()
+    return target
 
 
 def _new_token(target: Target) -> dict[str, Any]:
@@ -300,15 +312,23 @@ def _valid(target: Target, cursor: str | None) -> Callable[[Case], st.SearchStra
 
 
 def _later_end(case: Case) -> None:
-    """An appointment ends after it starts."""
+    """An appointment ends after it starts. A reschedule that sends one end keeps the stored
+    other one, which the generator cannot see: it is sent both."""
     body = case.body
-    if isinstance(body, dict) and body.get("starts_at") and body.get("ends_at"):
-        start = dt.datetime.fromisoformat(body["starts_at"])
-        end = dt.datetime.fromisoformat(body["ends_at"])
-        if end <= start:
-            body["starts_at"], body["ends_at"] = body["ends_at"], body["starts_at"]
-            if start == end:
-                del body["ends_at"]
+    if not isinstance(body, dict):
+        return
+    start, end = body.get("starts_at"), body.get("ends_at")
+    minute = dt.timedelta(minutes=1)
+    if case.method == "PATCH" and (start is None) != (end is None):
+        sent = dt.datetime.fromisoformat(start or end)
+        first, last = (sent, sent + minute) if sent.year < 2200 else (sent - minute, sent)
+    elif start is None or end is None:
+        return
+    else:
+        first, last = sorted((dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)))
+        if first == last:
+            last += dt.timedelta(microseconds=1)
+    body["starts_at"], body["ends_at"] = first.isoformat(), last.isoformat()
 
 
 RULES: dict[tuple[str, str], tuple[Callable[[Case], None], ...]] = {
@@ -356,7 +376,10 @@ def test_operation_conforms_to_the_document(target: Target, operation: tuple[str
             ).flatmap(valid)
         )
     tally.count(OPERATIONS_FUZZED)
-    # Most of what a receptionist may not do ends at the same 403: half the examples suffice.
+    # Most of what a receptionist may not do ends at the same 403: the owner's boundaries and
+    # half the random examples suffice.
+    if target.actor.role is Role.owner:
+        _cover(target, api, _issued_cursor(api, target))
     examples = EXAMPLES if target.actor.role is Role.owner else max(EXAMPLES // 2, 1)
 
     @seed(SEED)
@@ -385,6 +408,46 @@ def test_operation_conforms_to_the_document(target: Target, operation: tuple[str
     conforms()
 
 
+COVERAGE_PER_GROUP = 8
+"""Coverage cases per mode and schema location: the time-zone enum alone would give 600."""
+
+
+def _cover(target: Target, api: APIOperation, cursor: str | None) -> None:
+    """Schemathesis' coverage phase: deterministic cases at the boundaries the schema draws
+    (a string one character too long, a number just out of range, a missing required field,
+    a wrong type, enum values), in both modes, before the random ones. At most
+    ``COVERAGE_PER_GROUP`` per mode and schema location, drawn with the run's seed."""
+    generator = CoverageGenerator(
+        operation=api,
+        generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+        generation_config=target.schema.config.generation_for(operation=api, phase="coverage"),
+        auth_storage=target.schema.auth,
+        override=Override(),
+        feedback=FeedbackSources(),
+    )
+    groups: dict[tuple[Any, ...], list[Case]] = {}
+    for case in generator:
+        assert case.meta is not None
+        data = case.meta.phase.data
+        group = (
+            case.meta.generation.mode,
+            getattr(data, "location", None),
+            getattr(data, "parameter", None),
+        )
+        groups.setdefault(group, []).append(case)
+    chosen = random.Random(SEED)
+    for cases in groups.values():
+        for case in chosen.sample(cases, min(len(cases), COVERAGE_PER_GROUP)):
+            assert case.meta is not None
+            if case.meta.generation.mode is GenerationMode.POSITIVE:
+                _follow_rules(case, lambda name, value: target.ids.get(name, [value])[0])
+                if cursor is not None and case.query and "cursor" in case.query:
+                    case.query = {**case.query, "cursor": cursor}
+            tally.count(COVERAGE_REQUESTS)
+            response = case.call_and_validate()
+            _timed(f"{case.method} {api.path}", response.elapsed)
+
+
 # -- stateful -------------------------------------------------------------------------------------
 WORKFLOW_RUNS = "stateful workflow runs"
 WORKFLOW_STEPS = "stateful workflow steps"
@@ -404,7 +467,7 @@ def _ids_in(value: Any) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("target", [Role.owner], ids=["owner"], indirect=True)
-def test_workflows_conform_to_the_document(target: Target, settings: Settings) -> None:
+def test_workflows_conform_to_the_document(target: Target, module_settings: Settings) -> None:
     """Schemathesis' state machine over the links it infers from the document (a created or
     listed row's id feeds the operations that take that id): it creates customers, pets,
     appointments and records, then reads, changes and deletes them, with every check on after
@@ -427,6 +490,8 @@ def test_workflows_conform_to_the_document(target: Target, settings: Settings) -
         return alive[0]
 
     with start_blocking_portal() as portal:
+        settings = module_settings
+        assert settings.database_url is not None
         engine = create_async_engine(settings.database_url.get_secret_value())
         world = World(engine, settings)
 

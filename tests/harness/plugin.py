@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -101,8 +102,7 @@ async def database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
     await databases.drop(fresh)
 
 
-@pytest.fixture
-def settings(database: Database, redis_server: RedisServer) -> Settings:
+def _settings(database: Database, redis_server: RedisServer) -> Settings:
     return Settings(
         env=Environment.test,
         database_url=database.app_url,
@@ -111,10 +111,21 @@ def settings(database: Database, redis_server: RedisServer) -> Settings:
     )
 
 
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+@asynccontextmanager
+async def _running(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def settings(database: Database, redis_server: RedisServer) -> Settings:
+    return _settings(database, redis_server)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    async with _running(settings) as application:
         yield application
 
 
@@ -144,6 +155,36 @@ async def superuser_engine(database: Database) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def world(app_engine: AsyncEngine, settings: Settings) -> World:
     return World(app_engine, settings)
+
+
+# -- one database and app for a module ------------------------------------------------------------
+# For suites whose every test works in a clinic of its own (tenancy keeps them apart), so that
+# a test does not pay for a database and the app's start-up.
+@pytest.fixture(scope="module")
+async def module_database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
+    fresh = await databases.clone(postgres_server)
+    yield fresh
+    await databases.drop(fresh)
+
+
+@pytest.fixture(scope="module")
+def module_settings(module_database: Database, redis_server: RedisServer) -> Settings:
+    return _settings(module_database, redis_server)
+
+
+@pytest.fixture(scope="module")
+async def module_app(module_settings: Settings) -> AsyncIterator[FastAPI]:
+    async with _running(module_settings) as application:
+        yield application
+
+
+@pytest.fixture(scope="module")
+async def module_world(
+    module_database: Database, module_settings: Settings
+) -> AsyncIterator[World]:
+    engine = create_async_engine(module_database.app_url)
+    yield World(engine, module_settings)
+    await engine.dispose()
 
 
 # -- the live system ------------------------------------------------------------------------------

@@ -56,21 +56,23 @@ async def test_unknown_route_is_404(client, path):
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
+    ("method", "path", "allowed"),
     [
-        ("PUT", "/api/v1/customers"),
-        ("DELETE", "/api/v1/customers"),
-        ("POST", "/api/v1/clinics/current"),
-        ("PUT", "/api/v1/pets/01900000-0000-7000-8000-000000000000"),
+        ("PUT", "/api/v1/customers", "GET, POST"),
+        ("DELETE", "/api/v1/customers", "GET, POST"),
+        ("POST", "/api/v1/clinics/current", "GET, PATCH"),
+        ("PUT", "/api/v1/pets/01900000-0000-7000-8000-000000000000", "DELETE, GET, PATCH"),
     ],
 )
-async def test_wrong_method_is_405(client, world, method, path):
+async def test_wrong_method_is_405_naming_every_method_of_the_path(
+    client, world, method, path, allowed
+):
     clinic = await world.clinic()
 
     response = await client.request(method, path, headers=clinic.owner.headers)
 
     assert_problem(response, 405, "method-not-allowed")
-    assert response.headers["allow"]
+    assert response.headers["allow"] == allowed
 
 
 @pytest.mark.parametrize(

@@ -257,8 +257,10 @@ def routes(app: FastAPI | None = None) -> list[Route]:
         dependant = getattr(context, "dependant", None)
         action = required_action(dependant) if dependant is not None else None
         for method in sorted(methods):
-            spec = document["paths"].get(context.path, {}).get(method.lower())
-            found.append(Route(method, context.path, action, spec))
+            # As the document writes it: ``{user_id}``, not the route's ``{user_id:uuid}``.
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", context.path or "")
+            spec = document["paths"].get(path, {}).get(method.lower())
+            found.append(Route(method, path, action, spec))
     return found
 
 

@@ -61,7 +61,7 @@ def _routes() -> Iterator[tuple[str, str, list[Any]]]:
         for route in router.routes:
             if isinstance(route, APIRoute):
                 for method in route.methods:
-                    yield method.lower(), route.path, list(_calls(route.dependant))
+                    yield method.lower(), route.path_format, list(_calls(route.dependant))
 
 
 def test_document_has_the_api(doc: dict[str, Any]) -> None:

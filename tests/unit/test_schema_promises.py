@@ -28,8 +28,13 @@ EMAILS = (
     | st.builds("{}@{}".format, st.from_regex(r"[a-z]{1,8}", fullmatch=True), SPECIAL)
 )
 YEARS = st.integers(1, 9999).map(lambda year: f"{year:04d}")
-TIMESTAMPS = st.builds("{}-03-04T09:30:00{}".format, YEARS, st.sampled_from(["Z", "+05:30"]))
-DATES = st.builds("{}-03-04".format, YEARS)
+TIMESTAMPS = st.builds(
+    "{}-03-04T09:30{}{}".format,
+    YEARS,
+    st.sampled_from([":00", ":00.25", ""]),
+    st.sampled_from(["Z", "+05:30", ""]),
+) | st.sampled_from(["0", "1700000000", "2030-03-04 09:30:00Z", "2030-03-04"])
+DATES = st.builds("{}-03-04".format, YEARS) | st.sampled_from(["0", "20300304", "2030-3-4"])
 NUMBERS = st.integers(-10, 2000) | st.floats(-10, 2000) | st.booleans() | st.just("5")
 
 CASES: dict[str, tuple[Any, st.SearchStrategy[Any]]] = {
