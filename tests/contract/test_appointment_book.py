@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
-import hypothesis
-from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -44,7 +42,6 @@ from hypothesis.stateful import (
     multiple,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 from sqlalchemy import update
 
@@ -61,7 +58,7 @@ from fixtures.factories import (
     create,
 )
 from tests.harness import tally
-from tests.harness.blocking import Blocking, serving
+from tests.harness.blocking import Blocking, run_machine
 from tests.harness.world import ClinicWorld, World
 
 STEPS = "appointment book steps"
@@ -461,14 +458,4 @@ class AppointmentBookMachine(RuleBasedStateMachine):
 
 
 def test_any_booking_attempts_leave_a_book_without_overlaps(settings: Settings) -> None:
-    with serving(settings) as (http, world):
-        AppointmentBookMachine.http, AppointmentBookMachine.world = http, world
-        run_state_machine_as_test(
-            AppointmentBookMachine,
-            settings=hypothesis.settings(
-                max_examples=max(hypothesis.settings.default.max_examples // 10, 5),
-                stateful_step_count=30,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            ),
-        )
+    run_machine(AppointmentBookMachine, settings)

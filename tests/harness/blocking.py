@@ -13,7 +13,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
+import hypothesis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck
+from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -62,6 +65,24 @@ def serving(settings: Settings) -> Iterator[tuple[Blocking, World]]:
         finally:
             portal.call(client.aclose)
             portal.call(engine.dispose)
+
+
+def run_machine(machine: type[RuleBasedStateMachine], settings: Settings, steps: int = 30) -> None:
+    """Run a state machine whose rules call the app through ``machine.http`` and arrange rows
+    through ``machine.world``: a tenth of the profile's examples, ``steps`` steps each."""
+    with serving(settings) as (http, world):
+        machine.http, machine.world = http, world
+        profile = hypothesis.settings.default
+        assert profile is not None
+        run_state_machine_as_test(
+            machine,
+            settings=hypothesis.settings(
+                max_examples=max(profile.max_examples // 10, 5),
+                stateful_step_count=steps,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+            ),
+        )
 
 
 async def _empty(settings: Settings) -> None:

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
-import hypothesis
-from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -28,14 +26,13 @@ from hypothesis.stateful import (
     invariant,
     multiple,
     rule,
-    run_state_machine_as_test,
 )
 
 from app.auth.models import Role, User
 from app.settings import Settings
 from fixtures.clinics import add_member
 from tests.harness import tally
-from tests.harness.blocking import Blocking, serving
+from tests.harness.blocking import Blocking, run_machine
 from tests.harness.world import World
 
 STEPS = "tenancy state machine steps"
@@ -232,14 +229,4 @@ class ClinicsMachine(RuleBasedStateMachine):
 
 
 def test_clinics_working_at_random_never_see_each_other(settings: Settings) -> None:
-    with serving(settings) as (http, world):
-        ClinicsMachine.http, ClinicsMachine.world = http, world
-        run_state_machine_as_test(
-            ClinicsMachine,
-            settings=hypothesis.settings(
-                max_examples=max(hypothesis.settings.default.max_examples // 10, 5),
-                stateful_step_count=30,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            ),
-        )
+    run_machine(ClinicsMachine, settings)
