@@ -84,7 +84,8 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     with database(settings) as ready:
         if demo:
             asyncio.run(_seed_demo(ready, f"http://{host}:{port}/docs"))
-        uvicorn.run(create_app(ready), host=host, port=port, log_level="info")
+        # The app believes X-Forwarded-* from its own trusted_proxies setting, not uvicorn's.
+        uvicorn.run(create_app(ready), host=host, port=port, log_level="info", proxy_headers=False)
 
 
 def _migrate(settings: Settings) -> None:

@@ -8,17 +8,23 @@ from typing import Any
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from starlette.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import health
 from app.appointments.routes import router as appointments_router
 from app.auth.deps import document_permissions
+from app.auth.quotas import Quotas
 from app.auth.routes import router as auth_router
 from app.clinics.routes import router as clinics_router
 from app.customers.routes import router as customers_router
 from app.db.migrate import head_revisions
 from app.db.session import create_engine, session_factory
 from app.kit import problems
+from app.kit.bodies import BodyLimits
+from app.kit.headers import SecurityHeaders
 from app.kit.openapi import install_docs, problem_aware_openapi
+from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.pets.routes import router as pets_router
 from app.records.routes import router as records_router
 from app.settings import Settings
@@ -47,9 +53,13 @@ def create_app(settings: Settings) -> FastAPI:
             if settings.redis_url
             else None
         )
+        app.state.limiter = Limiter(
+            settings.redis_url.get_secret_value() if settings.redis_url else None
+        )
         try:
             yield
         finally:
+            await app.state.limiter.close()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await engine.dispose()
@@ -64,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_docs(app)
     app.state.settings = settings
+    app.state.quotas = Quotas.from_settings(settings)
     app.state.schema_heads = head_revisions()
     problems.install(app)
     for router in ROUTERS:
@@ -76,4 +87,26 @@ def create_app(settings: Settings) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    _add_middleware(app, settings)
     return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    """Outermost first: the client's real address and scheme, then headers that every answer
+    carries (even a 413 or a 429), then CORS, then the body limits."""
+    app.add_middleware(
+        BodyLimits, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_allow_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
+        expose_headers=["RateLimit", "RateLimit-Policy", "Retry-After", "Location"],
+        max_age=600,
+    )
+    app.add_middleware(RateLimitHeaders)
+    app.add_middleware(SecurityHeaders)
+    # Only a configured proxy is believed about who the client is and whether it used HTTPS.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from limits import parse
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 
@@ -53,6 +55,77 @@ class Settings(BaseSettings):
     session_absolute_timeout_hours: int = Field(default=12, ge=1)
     api_token_default_days: int = Field(default=90, ge=1, le=3650)
     invitation_valid_hours: int = Field(default=72, ge=1)
+
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    """Comma-separated IPs/CIDRs of the proxies in front of the service (load balancer,
+    ingress). Only a request arriving from one of them has its ``X-Forwarded-For`` (client IP)
+    and ``X-Forwarded-Proto`` (HTTPS) believed."""
+    cors_allow_origins: Annotated[list[str], NoDecode] = []
+    """Comma-separated origins (``https://app.example.com``) whose browser scripts may call
+    the API with credentials. Empty: no cross-origin access."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest request body outside upload routes; a larger one is a 413."""
+    max_json_depth: int = Field(default=32, ge=4, le=256)
+    """Deepest nesting of arrays/objects a JSON body may have."""
+
+    # Rate limits, in `limits` notation ("N/second|minute|hour|day"), moving windows.
+    rate_limit_anonymous: str = "120/minute"
+    """Per client IP, requests without valid credentials (including failed ones)."""
+    rate_limit_user: str = "600/minute"
+    """Per user, over all their sessions and API tokens."""
+    rate_limit_token: str = "300/minute"  # noqa: S105 - a rate, not a secret
+    """Per API token."""
+    rate_limit_login: str = "20/minute"
+    """Per client IP: log-in attempts (also accepting invitations, which takes a password)."""
+    rate_limit_signup: str = "10/hour"
+    """Per client IP: new clinics."""
+    rate_limit_token_create: str = "20/hour"  # noqa: S105 - a rate, not a secret
+    """Per user: new API tokens."""
+    rate_limit_upload: str = "120/hour"
+    """Per user: file uploads."""
+    rate_limit_scale: float = Field(default=1.0, gt=0, le=100_000)
+    """Multiplies every quota above and the plans' API quotas: for load tests and test
+    stages that send far more than a clinic does. Limits still apply; 1 in production."""
+
+    @field_validator("trusted_proxies", "cors_allow_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ip_network(entry, strict=False)  # raises ValueError naming the entry
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if (
+                origin == "*"
+                or not origin.startswith(("https://", "http://"))
+                or (origin.rstrip("/").count("/") > 2)
+            ):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator(
+        "rate_limit_anonymous",
+        "rate_limit_user",
+        "rate_limit_token",
+        "rate_limit_login",
+        "rate_limit_signup",
+        "rate_limit_token_create",
+        "rate_limit_upload",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse(value)  # raises ValueError on a malformed limit
+        return value
 
     @model_validator(mode="after")
     def _roles_are_distinct(self) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -12,9 +13,11 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from app.auth import service
 from app.auth.models import CredentialKind, Role
 from app.auth.permissions import Action, allows
+from app.auth.quotas import AppQuotas, Quotas, client_ip, spend
 from app.auth.service import Principal
 from app.db.session import DbSession
 from app.kit.problems import Unauthenticated
+from app.kit.ratelimit import Policy
 from app.settings import Settings
 
 # auto_error=False: a missing credential is our own problem+json 401, not FastAPI's 403.
@@ -36,20 +39,43 @@ async def authenticate(
     settings: AppSettings,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
+    quotas: AppQuotas,
 ) -> Principal:
-    if bearer is not None:
-        principal = await service.authenticate(
-            session, settings, bearer.credentials, CredentialKind.api_token
-        )
-    else:
-        if not cookie:
-            raise Unauthenticated("Send an API token (Authorization: Bearer) or log in.")
-        principal = await service.authenticate(session, settings, cookie, CredentialKind.session)
+    try:
+        if bearer is not None:
+            principal = await service.authenticate(
+                session, settings, bearer.credentials, CredentialKind.api_token
+            )
+        else:
+            if not cookie:
+                raise Unauthenticated("Send an API token (Authorization: Bearer) or log in.")
+            principal = await service.authenticate(
+                session, settings, cookie, CredentialKind.session
+            )
+    except Unauthenticated:
+        # Failed attempts spend the caller's anonymous quota: guessing tokens is rate limited.
+        await spend(request, quotas.anonymous, client_ip(request))
+        raise
+    await spend(request, quotas.clinic(principal.plan), str(principal.clinic_id))
+    await spend(request, quotas.user, str(principal.user_id))
+    if principal.credential_kind is CredentialKind.api_token:
+        await spend(request, quotas.token, str(principal.credential_id))
     request.state.principal = principal
     return principal
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
+
+
+def per_user(
+    pick: Callable[[Quotas], Policy],
+) -> Callable[[Request, Principal, Quotas], Awaitable[None]]:
+    """A route dependency spending ``pick(quotas)`` per authenticated user."""
+
+    async def spend_per_user(request: Request, caller: Caller, quotas: AppQuotas) -> None:
+        await spend(request, pick(quotas), str(caller.user_id))
+
+    return spend_per_user
 
 
 class requires:

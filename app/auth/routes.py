@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from app.auth import service
-from app.auth.deps import AppSettings, requires
+from app.auth.deps import AppSettings, per_user, requires
 from app.auth.models import Credential
 from app.auth.permissions import Action
+from app.auth.quotas import per_ip
 from app.auth.schemas import (
     AcceptInvitationIn,
     ClinicRef,
@@ -36,6 +37,7 @@ from app.kit.problems import (
     Unauthenticated,
     responses,
 )
+from app.kit.ratelimit import TooManyRequests
 from app.settings import Settings
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -71,8 +73,9 @@ async def _session_out(
 @router.post(
     "/signup",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidCredentials, InvalidInput),
+    responses=responses(InvalidCredentials, InvalidInput, TooManyRequests),
     summary="Create a clinic, its first location and its owner",
+    dependencies=[Depends(per_ip(lambda q: q.signup))],
 )
 async def signup(body: SignupIn, session: DbSession) -> SignupOut:
     clinic, user, location = await service.signup(session, **body.model_dump())
@@ -92,8 +95,9 @@ async def _login_response(
 
 @router.post(
     "/login",
-    responses=responses(InvalidCredentials, NotFound, Conflict, InvalidInput),
+    responses=responses(InvalidCredentials, NotFound, Conflict, InvalidInput, TooManyRequests),
     summary="Log in; sets the session cookie",
+    dependencies=[Depends(per_ip(lambda q: q.login))],
 )
 async def login(
     body: LoginIn, session: DbSession, settings: AppSettings, response: Response
@@ -152,8 +156,9 @@ async def list_tokens(caller: OwnCredentials, session: DbSession) -> list[TokenO
 @router.post(
     "/tokens",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(Unauthenticated, Forbidden, InvalidInput),
+    responses=responses(Unauthenticated, Forbidden, InvalidInput, TooManyRequests),
     summary="Create an API token acting in this clinic (shown once)",
+    dependencies=[Depends(per_user(lambda q: q.token_create))],
 )
 async def create_token(
     body: TokenIn, caller: OwnCredentials, session: DbSession, settings: AppSettings
@@ -178,8 +183,9 @@ async def revoke_token(token_id: uuid.UUID, caller: OwnCredentials, session: DbS
 @router.post(
     "/invitations/accept",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidCredentials, NotFound, Conflict, InvalidInput),
+    responses=responses(InvalidCredentials, NotFound, Conflict, InvalidInput, TooManyRequests),
     summary="Join a clinic with an invitation token",
+    dependencies=[Depends(per_ip(lambda q: q.login))],
 )
 async def accept_invitation(body: AcceptInvitationIn, session: DbSession) -> JoinedOut:
     user, clinic, membership = await service.accept_invitation(

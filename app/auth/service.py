@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
 from app.auth.permissions import Action, allows
+from app.billing.plans import DEFAULT_PLAN, Plan
 from app.clinics.models import Clinic, Location
 from app.db.tenancy import enter_tenant, enter_user
 from app.kit import crypto
@@ -43,6 +44,8 @@ class Principal:
     role: Role
     credential_id: uuid.UUID
     credential_kind: CredentialKind
+    plan: Plan = DEFAULT_PLAN
+    """The clinic's plan: its quotas."""
 
     def can(self, action: Action) -> bool:
         return allows(self.role, action)
@@ -225,14 +228,17 @@ async def authenticate(
         minutes=settings.session_idle_timeout_minutes
     ):
         raise Unauthenticated("The session has been idle too long; log in again.")
-    membership = (
-        await session.scalars(
-            select(Membership).where(Membership.user_id == credential.user_id, Membership.active)
+    found = (
+        await session.execute(
+            select(Membership, Clinic.plan)
+            .join(Clinic, Clinic.id == Membership.tenant_id)
+            .where(Membership.user_id == credential.user_id, Membership.active)
         )
     ).one_or_none()
     user = await session.get(User, credential.user_id)
-    if membership is None or user is None or not user.active:
+    if found is None or user is None or not user.active:
         raise Unauthenticated("The credential is not valid, has expired or was revoked.")
+    membership, plan = found
     if now - last_used > _TOUCH_EVERY:
         credential.last_used_at = now
     return Principal(
@@ -241,6 +247,7 @@ async def authenticate(
         role=membership.role,
         credential_id=credential.id,
         credential_kind=kind,
+        plan=plan,
     )
 
 

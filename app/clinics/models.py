@@ -5,7 +5,8 @@ import uuid
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, Entity, TenantScoped, tenant_fk, tenant_key
+from app.billing.plans import DEFAULT_PLAN, Plan
+from app.db.base import Base, Entity, TenantScoped, pg_enum, tenant_fk, tenant_key
 
 
 class Clinic(Entity, Base):
@@ -15,6 +16,9 @@ class Clinic(Entity, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    plan: Mapped[Plan] = mapped_column(
+        pg_enum(Plan, "clinic_plan"), default=DEFAULT_PLAN, server_default=DEFAULT_PLAN.value
+    )
 
 
 class Location(TenantScoped, Base):

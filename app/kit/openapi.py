@@ -8,21 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from app.kit.headers import nonce
 from app.kit.problems import (
     MEDIA_TYPE,
     BadRequest,
     InvalidInput,
+    PayloadTooLarge,
     ProblemBody,
     ServiceUnavailable,
     responses,
 )
+from app.kit.ratelimit import TooManyRequests
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemBody"}
 
@@ -50,14 +53,19 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
     invalid = responses(InvalidInput)[422]
     unavailable = responses(ServiceUnavailable)[503]
     bad_request = responses(BadRequest)[400]
+    too_large = responses(PayloadTooLarge)[413]
+    too_many = responses(TooManyRequests)[429]
     for url, path in schema.get("paths", {}).items():
         for operation in path.values():
             if "requestBody" in operation:
                 # A body that is not parseable at all (e.g. undecodable bytes) is a 400.
                 operation["responses"].setdefault("400", bad_request)
+                operation["responses"].setdefault("413", too_large)
             if url.startswith("/api/"):
                 # Any route that touches the database answers 503 while it is unreachable.
                 operation["responses"].setdefault("503", unavailable)
+                # Every API route spends a rate-limit quota (anonymous, user, clinic...).
+                operation["responses"].setdefault("429", too_many)
             if "422" in operation.get("responses", {}):
                 operation["responses"]["422"] = {
                     "description": invalid["description"],
@@ -75,11 +83,17 @@ def install_docs(app: FastAPI) -> None:
     app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
 
     @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+    async def docs(request: Request) -> HTMLResponse:
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} API",
             swagger_js_url="/docs/static/swagger-ui-bundle.js",
             swagger_css_url="/docs/static/swagger-ui.css",
             swagger_favicon_url="/docs/static/favicon-32x32.png",
         )
+        # The page's one inline script (which starts Swagger UI) runs under the CSP only
+        # with this request's nonce.
+        html = bytes(page.body).decode()
+        assert html.count("<script>") == 1, "FastAPI's Swagger UI page changed shape"
+        html = html.replace("<script>", f'<script nonce="{nonce(request.scope)}">')
+        return HTMLResponse(html)

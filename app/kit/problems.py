@@ -20,6 +20,7 @@ from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.kit.types import PATTERN_MEANINGS
 
@@ -124,6 +125,10 @@ class InvalidInput(Problem):
         return body
 
 
+class PayloadTooLarge(Problem):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
 class ServiceUnavailable(Problem):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
 
@@ -131,13 +136,26 @@ class ServiceUnavailable(Problem):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
-def problem_response(problem: Problem, request: Request) -> JSONResponse:
+def _render(problem: Problem, path: str) -> JSONResponse:
     return JSONResponse(
-        problem.body(instance=request.url.path).model_dump(mode="json", exclude_none=True),
+        problem.body(instance=path).model_dump(mode="json", exclude_none=True),
         status_code=problem.status,
         media_type=MEDIA_TYPE,
         headers=problem.headers,
     )
+
+
+def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    return _render(problem, request.url.path)
+
+
+def problem_asgi(problem: Problem) -> ASGIApp:
+    """``problem`` as an ASGI app, for middleware that answers before any route runs."""
+
+    async def respond(scope: Scope, receive: Receive, send: Send) -> None:
+        await _render(problem, scope["path"])(scope, receive, send)
+
+    return respond
 
 
 def _loc(loc: Iterable[Any]) -> list[str | int]:
@@ -173,6 +191,7 @@ _HTTP_PROBLEMS: dict[int, type[Problem]] = {
     403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
+    413: PayloadTooLarge,
 }
 
 

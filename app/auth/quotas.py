@@ -1,0 +1,79 @@
+"""Who spends which rate-limit quota: the policies, from settings and the clinic's plan.
+
+Anonymous callers spend per client IP; authenticated ones per user, per API token and per
+clinic (the plan's quota, shared by all its staff). Routes an attacker would hammer (log in,
+sign up, create a token, upload) have tighter quotas of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.billing.plans import Plan, entitlements
+from app.kit import ratelimit
+from app.kit.ratelimit import Limiter, Policy
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Quotas:
+    scale: float
+    anonymous: Policy
+    user: Policy
+    token: Policy
+    login: Policy
+    signup: Policy
+    token_create: Policy
+    upload: Policy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Quotas:
+        scale = settings.rate_limit_scale
+        return cls(
+            scale=scale,
+            anonymous=Policy.of("anonymous", settings.rate_limit_anonymous, scale=scale),
+            user=Policy.of("user", settings.rate_limit_user, scale=scale),
+            token=Policy.of("token", settings.rate_limit_token, scale=scale),
+            # Failing closed: while Redis is away, guessing passwords gets harder, not easier.
+            login=Policy.of("login", settings.rate_limit_login, scale=scale, fail_closed=True),
+            signup=Policy.of("signup", settings.rate_limit_signup, scale=scale),
+            token_create=Policy.of("token-create", settings.rate_limit_token_create, scale=scale),
+            upload=Policy.of("upload", settings.rate_limit_upload, scale=scale),
+        )
+
+    def clinic(self, plan: Plan) -> Policy:
+        per_minute = entitlements(plan).api_requests_per_minute
+        return Policy.of("clinic", f"{per_minute}/minute", scale=self.scale)
+
+
+def client_ip(request: Request) -> str:
+    """The caller's address: the direct peer, or the client a trusted proxy names (the proxy
+    middleware has already put it in ``request.client``)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def spend(request: Request, policy: Policy, key: str) -> None:
+    """Spend one unit of ``policy`` for ``key``; 429 when none is left."""
+    limiter: Limiter = request.app.state.limiter
+    ratelimit.record(request.scope, await limiter.hit(policy, key))
+
+
+def quotas(request: Request) -> Quotas:
+    value: Quotas = request.app.state.quotas
+    return value
+
+
+AppQuotas = Annotated[Quotas, Depends(quotas)]
+
+
+def per_ip(pick: Callable[[Quotas], Policy]) -> Callable[[Request, Quotas], Awaitable[None]]:
+    """A route dependency spending ``pick(quotas)`` per client IP."""
+
+    async def spend_per_ip(request: Request, quotas: AppQuotas) -> None:
+        await spend(request, pick(quotas), client_ip(request))
+
+    return spend_per_ip

@@ -1,0 +1,140 @@
+"""Request bodies: a size limit (413) enforced while reading, and a nesting limit for JSON.
+
+A declared ``Content-Length`` over the limit is refused before a byte of the body is read; a
+chunked body is counted as it arrives and refused at the first byte over. Upload routes may
+have a larger limit than the JSON default.
+
+JSON bodies (at most the limit, so buffering them is bounded) are checked for nesting depth
+before the route parses them: Python's parser recurses, and a body of 100,000 ``[`` would
+otherwise cost a deep recursion per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.kit.problems import BadRequest, PayloadTooLarge, Problem, problem_asgi
+
+_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """Whether ``body`` nests arrays/objects deeper than ``limit`` (strings are skipped)."""
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub(b"", body)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+class _TooLarge(PayloadTooLarge):
+    """Raised from ``receive``: a route reading the stream itself answers 413 too."""
+
+
+class BodyLimits:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        max_json_depth: int,
+        larger: Sequence[tuple[re.Pattern[str], int]] = (),
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_json_depth = max_json_depth
+        self.larger = larger
+
+    def limit_for(self, path: str) -> int:
+        return next((size for pattern, size in self.larger if pattern.match(path)), self.max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        headers = {k.lower(): v for k, v in scope["headers"]}
+        too_large = PayloadTooLarge(f"The request body may be at most {limit} bytes.")
+        declared = headers.get(b"content-length", b"").strip()
+        if declared.isdigit() and int(declared) > limit:
+            await problem_asgi(too_large)(scope, receive, send)
+            return
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type == b"application/json" or content_type.endswith(b"+json"):
+            await self._json(scope, receive, send, limit, too_large)
+        else:
+            await self._streamed(scope, receive, send, limit, too_large)
+
+    async def _json(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, too_large: Problem
+    ) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await problem_asgi(too_large)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if json_depth_exceeds(body, self.max_json_depth):
+            problem = BadRequest(f"JSON may nest arrays and objects {self.max_json_depth} deep.")
+            await problem_asgi(problem)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _streamed(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, too_large: Problem
+    ) -> None:
+        size = 0
+        exceeded = False
+        started = False
+
+        async def counting() -> Message:
+            nonlocal size, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    exceeded = True
+                    raise _TooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # Whatever the route made of the interrupted body (FastAPI answers 400 for a form
+            # it could not parse), the answer is the 413.
+            nonlocal started
+            if exceeded:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, counting, guarded_send)
+        if exceeded and not started:
+            await problem_asgi(too_large)(scope, receive, send)

@@ -1,0 +1,217 @@
+"""Rate limits: moving windows in Redis, a per-process fallback while Redis is away.
+
+A :class:`Policy` is a named quota (``"login"``: 30 per minute). :meth:`Limiter.hit` spends one
+unit of a policy for one key (an IP, a user, a clinic) and returns a :class:`Decision`; the
+decisions of a request become the IETF ``RateLimit-Policy`` and ``RateLimit`` headers
+(draft-ietf-httpapi-ratelimit-headers) of its answer, and an exhausted one a 429.
+
+The window is a moving one (``limits``' moving-window strategy): a fixed window lets a client
+spend two quotas back to back across its boundary.
+
+When Redis stops answering, the service keeps answering: hits go to an in-memory store of this
+process, the switch is logged and counted, and Redis is tried again after a pause. A policy
+marked ``fail_closed`` (login) gets a quarter of its quota in memory, since each replica now
+counts on its own and together they would allow several times the quota.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+from redis.exceptions import RedisError
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.kit.problems import Problem
+
+logger = logging.getLogger("vetify.ratelimit")
+
+STATE_KEY = "rate_limit_decisions"
+"""Where a request's decisions wait (in the ASGI scope's state) for its response headers."""
+REDIS_RETRY_SECONDS = 5.0
+FAIL_CLOSED_DIVISOR = 4
+REDIS_TIMEOUT_SECONDS = 0.25
+"""Per Redis call: a hung Redis must cost a request a fraction of a second, not seconds."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    item: RateLimitItem
+    fail_closed: bool = False
+
+    @classmethod
+    def of(cls, name: str, spec: str, *, fail_closed: bool = False, scale: float = 1.0) -> Policy:
+        """``spec`` in ``limits`` notation ("30/minute"); ``scale`` multiplies the amount."""
+        item = parse(spec)
+        if scale != 1.0:
+            item = type(item)(max(1, math.floor(item.amount * scale)), item.multiples)
+        return cls(name, item, fail_closed)
+
+    @property
+    def window_seconds(self) -> int:
+        return int(self.item.get_expiry())
+
+
+@dataclass(frozen=True)
+class Decision:
+    policy: Policy
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: int
+    """Seconds until the window has room again."""
+
+
+class TooManyRequests(Problem):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+    def __init__(self, decision: Decision):
+        super().__init__(
+            f"The {decision.policy.name} limit is {decision.limit} requests per "
+            f"{decision.policy.window_seconds} s; try again in {decision.reset_after} s.",
+            headers={"Retry-After": str(decision.reset_after)},
+        )
+
+
+@dataclass
+class Limiter:
+    """Spends quotas in Redis (``redis_url``) or, without one, in this process."""
+
+    redis_url: str | None
+    key_prefix: str = "vetify:rl"
+    degradations: int = 0
+    """How many times Redis failed and the limiter fell back to memory (a metric)."""
+    _memory: MemoryStorage = field(default_factory=MemoryStorage)
+    _redis: Storage | None = None
+    _retry_redis_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.redis_url:
+            self._redis = RedisStorage(
+                self.redis_url.replace("redis://", "async+redis://", 1)
+                if self.redis_url.startswith("redis://")
+                else self.redis_url.replace("rediss://", "async+rediss://", 1),
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix=self.key_prefix,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+            logger.info("rate limits are kept in Redis (shared by every replica)")
+        else:
+            logger.info("rate limits are kept in this process's memory (no Redis configured)")
+
+    @property
+    def backend(self) -> str:
+        if self._redis is None:
+            return "memory"
+        return "memory (Redis unreachable)" if self.degraded else "redis"
+
+    @property
+    def degraded(self) -> bool:
+        return self._redis is not None and time.monotonic() < self._retry_redis_at
+
+    async def hit(self, policy: Policy, key: str) -> Decision:
+        if self._redis is not None and not self.degraded:
+            try:
+                return await self._hit(self._redis, policy.item, policy, key)
+            except (StorageError, RedisError, OSError, TimeoutError) as exc:
+                self.degradations += 1
+                self._retry_redis_at = time.monotonic() + REDIS_RETRY_SECONDS
+                logger.warning(
+                    "Redis is unreachable (%s); rate limits fall back to this process's memory "
+                    "for %.0f s",
+                    type(exc).__name__,
+                    REDIS_RETRY_SECONDS,
+                )
+        item = policy.item
+        if self._redis is not None and policy.fail_closed:
+            item = type(item)(max(1, item.amount // FAIL_CLOSED_DIVISOR), item.multiples)
+        return await self._hit(self._memory, item, policy, key)
+
+    async def _hit(
+        self, storage: Storage, item: RateLimitItem, policy: Policy, key: str
+    ) -> Decision:
+        strategy = MovingWindowRateLimiter(storage)
+        allowed = await strategy.hit(item, policy.name, key)
+        stats = await strategy.get_window_stats(item, policy.name, key)
+        if storage is self._redis and self._retry_redis_at:
+            self._retry_redis_at = 0.0
+            logger.info("Redis answers again; rate limits are back in Redis")
+        return Decision(
+            policy=policy,
+            allowed=allowed,
+            limit=item.amount,
+            remaining=max(0, stats.remaining),
+            reset_after=max(1, math.ceil(stats.reset_time - time.time())),
+        )
+
+    async def clear(self, policy: Policy, key: str) -> None:
+        """Forget ``key``'s spending of ``policy`` (e.g. an owner unlocking an account)."""
+        for storage in (self._redis, self._memory):
+            if storage is None:
+                continue
+            try:
+                await MovingWindowRateLimiter(storage).clear(policy.item, policy.name, key)
+            except (StorageError, RedisError, OSError, TimeoutError):
+                logger.warning("could not clear a rate limit in Redis")
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            bridge: Any = getattr(self._redis, "bridge", None)
+            client = getattr(bridge, "storage", None)
+            if client is not None:
+                await client.aclose()
+
+
+def record(scope: Scope, decision: Decision) -> None:
+    """Keep ``decision`` for the response headers; raise 429 if it refuses."""
+    scope.setdefault("state", {}).setdefault(STATE_KEY, []).append(decision)
+    if not decision.allowed:
+        raise TooManyRequests(decision)
+
+
+def headers_for(decisions: list[Decision]) -> dict[str, str]:
+    """``RateLimit-Policy`` and ``RateLimit`` (structured-field lists), one item per policy."""
+    by_name = {d.policy.name: d for d in decisions}
+    return {
+        "RateLimit-Policy": ", ".join(
+            f'"{d.policy.name}";q={d.limit};w={d.policy.window_seconds}' for d in by_name.values()
+        ),
+        "RateLimit": ", ".join(
+            f'"{d.policy.name}";r={d.remaining};t={d.reset_after}' for d in by_name.values()
+        ),
+    }
+
+
+class RateLimitHeaders:
+    """Adds the headers of the decisions a request collected to its response (any response:
+    the route's own, a problem, a 429)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decisions = scope.get("state", {}).get(STATE_KEY)
+                if decisions:
+                    headers = MutableHeaders(scope=message)
+                    for name, value in headers_for(decisions).items():
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
