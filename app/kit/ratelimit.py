@@ -88,6 +88,8 @@ class Limiter:
 
     redis_url: str | None
     key_prefix: str = "vetify:rl"
+    retry_seconds: float = REDIS_RETRY_SECONDS
+    """How long to stay on memory after Redis failed before trying Redis again."""
     degradations: int = 0
     """How many times Redis failed and the limiter fell back to memory (a metric)."""
     _memory: MemoryStorage = field(default_factory=MemoryStorage)
@@ -126,12 +128,12 @@ class Limiter:
                 return await self._hit(self._redis, policy.item, policy, key)
             except (StorageError, RedisError, OSError, TimeoutError) as exc:
                 self.degradations += 1
-                self._retry_redis_at = time.monotonic() + REDIS_RETRY_SECONDS
+                self._retry_redis_at = time.monotonic() + self.retry_seconds
                 logger.warning(
                     "Redis is unreachable (%s); rate limits fall back to this process's memory "
-                    "for %.0f s",
+                    "for %.1f s",
                     type(exc).__name__,
-                    REDIS_RETRY_SECONDS,
+                    self.retry_seconds,
                 )
         item = policy.item
         if self._redis is not None and policy.fail_closed:

@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 import pytest
@@ -132,11 +132,32 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield application
 
 
+def asgi_client(
+    app: FastAPI, *, client_ip: str = "127.0.0.1", base_url: str = "https://testserver"
+) -> httpx.AsyncClient:
+    """A client talking to ``app`` in process, as a peer at ``client_ip``."""
+    transport = httpx.ASGITransport(app=app, client=(client_ip, 50_000))
+    return httpx.AsyncClient(transport=transport, base_url=base_url)
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+    async with asgi_client(app) as http:
         yield http
+
+
+@pytest.fixture
+def configured_app(
+    settings: Settings,
+) -> Callable[..., AbstractAsyncContextManager[FastAPI]]:
+    """``async with configured_app(rate_limit_login="3/minute") as app:`` the stage's app with
+    some settings changed (validated like any configuration). Tests of a protection configure
+    it; they never switch it off."""
+
+    def configured(**changes: object) -> AbstractAsyncContextManager[FastAPI]:
+        return _running(Settings(**{**dict(settings), **changes}))
+
+    return configured
 
 
 @pytest.fixture
