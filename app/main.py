@@ -97,15 +97,16 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         BodyLimits, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth
     )
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_allow_origins,
-        allow_credentials=True,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
-        expose_headers=["RateLimit", "RateLimit-Policy", "Retry-After", "Location"],
-        max_age=600,
-    )
+    if settings.cors_allow_origins:  # closed by default: no CORS header for anyone
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
+            expose_headers=["RateLimit", "RateLimit-Policy", "Retry-After", "Location"],
+            max_age=600,
+        )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(SecurityHeaders)
     # Only a configured proxy is believed about who the client is and whether it used HTTPS.
