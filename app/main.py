@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from app import health
 from app.appointments.routes import router as appointments_router
 from app.auth.deps import document_permissions
+from app.auth.lockout import LoginGuard
 from app.auth.quotas import Quotas
 from app.auth.routes import router as auth_router
 from app.clinics.routes import router as clinics_router
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.limiter = Limiter(
             settings.redis_url.get_secret_value() if settings.redis_url else None
         )
+        app.state.login_guard = LoginGuard.from_settings(app.state.limiter, settings)
         try:
             yield
         finally:

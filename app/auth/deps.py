@@ -11,6 +11,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth import service
+from app.auth.lockout import LoginGuard
 from app.auth.models import CredentialKind, Role
 from app.auth.permissions import Action, allows
 from app.auth.quotas import AppQuotas, Quotas, client_ip, spend
@@ -31,6 +32,14 @@ def get_settings(request: Request) -> Settings:
 
 
 AppSettings = Annotated[Settings, Depends(get_settings)]
+
+
+def login_guard(request: Request) -> LoginGuard:
+    guard: LoginGuard = request.app.state.login_guard
+    return guard
+
+
+Guard = Annotated[LoginGuard, Depends(login_guard)]
 
 
 async def authenticate(

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from app.auth import service
-from app.auth.deps import AppSettings, per_user, requires
+from app.auth.deps import AppSettings, Guard, per_user, requires
+from app.auth.lockout import AccountThrottled
 from app.auth.models import Credential
 from app.auth.permissions import Action
 from app.auth.quotas import per_ip
@@ -73,12 +74,18 @@ async def _session_out(
 @router.post(
     "/signup",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidCredentials, InvalidInput, TooManyRequests),
+    responses=responses(InvalidCredentials, InvalidInput, TooManyRequests, AccountThrottled),
     summary="Create a clinic, its first location and its owner",
     dependencies=[Depends(per_ip(lambda q: q.signup))],
 )
-async def signup(body: SignupIn, session: DbSession) -> SignupOut:
-    clinic, user, location = await service.signup(session, **body.model_dump())
+async def signup(body: SignupIn, session: DbSession, guard: Guard) -> SignupOut:
+    # An existing user opens another clinic with their password: guarded like a log-in.
+    await guard.check(body.email)
+    try:
+        clinic, user, location = await service.signup(session, **body.model_dump())
+    except InvalidCredentials:
+        await guard.failed(body.email)
+        raise
     return SignupOut(
         clinic=ClinicRef.model_validate(clinic),
         user=UserOut.model_validate(user),
@@ -95,14 +102,22 @@ async def _login_response(
 
 @router.post(
     "/login",
-    responses=responses(InvalidCredentials, NotFound, Conflict, InvalidInput, TooManyRequests),
+    responses=responses(
+        InvalidCredentials, NotFound, Conflict, InvalidInput, TooManyRequests, AccountThrottled
+    ),
     summary="Log in; sets the session cookie",
     dependencies=[Depends(per_ip(lambda q: q.login))],
 )
 async def login(
-    body: LoginIn, session: DbSession, settings: AppSettings, response: Response
+    body: LoginIn, session: DbSession, settings: AppSettings, response: Response, guard: Guard
 ) -> SessionOut:
-    issued = await service.login(session, settings, body.email, body.password, body.clinic_id)
+    await guard.check(body.email)
+    try:
+        issued = await service.login(session, settings, body.email, body.password, body.clinic_id)
+    except InvalidCredentials:
+        await guard.failed(body.email)
+        raise
+    await guard.succeeded(body.email)
     return await _login_response(session, settings, response, issued)
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.kit.problems import Problem
 
 logger = logging.getLogger("vetify.ratelimit")
+T = TypeVar("T")
 
 STATE_KEY = "rate_limit_decisions"
 """Where a request's decisions wait (in the ASGI scope's state) for its response headers."""
@@ -122,10 +124,11 @@ class Limiter:
     def degraded(self) -> bool:
         return self._redis is not None and time.monotonic() < self._retry_redis_at
 
-    async def hit(self, policy: Policy, key: str) -> Decision:
+    async def _on(self, operation: Callable[[Storage], Awaitable[T]]) -> T:
+        """Run ``operation`` on Redis or, while Redis is away (or unset), on memory."""
         if self._redis is not None and not self.degraded:
             try:
-                return await self._hit(self._redis, policy.item, policy, key)
+                result = await operation(self._redis)
             except (StorageError, RedisError, OSError, TimeoutError) as exc:
                 self.degradations += 1
                 self._retry_redis_at = time.monotonic() + self.retry_seconds
@@ -135,37 +138,55 @@ class Limiter:
                     type(exc).__name__,
                     self.retry_seconds,
                 )
-        item = policy.item
-        if self._redis is not None and policy.fail_closed:
-            item = type(item)(max(1, item.amount // FAIL_CLOSED_DIVISOR), item.multiples)
-        return await self._hit(self._memory, item, policy, key)
+            else:
+                if self._retry_redis_at:
+                    self._retry_redis_at = 0.0
+                    logger.info("Redis answers again; rate limits are back in Redis")
+                return result
+        return await operation(self._memory)
 
-    async def _hit(
-        self, storage: Storage, item: RateLimitItem, policy: Policy, key: str
-    ) -> Decision:
-        strategy = MovingWindowRateLimiter(storage)
-        allowed = await strategy.hit(item, policy.name, key)
-        stats = await strategy.get_window_stats(item, policy.name, key)
-        if storage is self._redis and self._retry_redis_at:
-            self._retry_redis_at = 0.0
-            logger.info("Redis answers again; rate limits are back in Redis")
-        return Decision(
-            policy=policy,
-            allowed=allowed,
-            limit=item.amount,
-            remaining=max(0, stats.remaining),
-            reset_after=max(1, math.ceil(stats.reset_time - time.time())),
-        )
+    async def hit(self, policy: Policy, key: str) -> Decision:
+        async def spend(storage: Storage) -> Decision:
+            item = policy.item
+            if storage is self._memory and self._redis is not None and policy.fail_closed:
+                item = type(item)(max(1, item.amount // FAIL_CLOSED_DIVISOR), item.multiples)
+            strategy = MovingWindowRateLimiter(storage)
+            allowed = await strategy.hit(item, policy.name, key)
+            stats = await strategy.get_window_stats(item, policy.name, key)
+            return Decision(
+                policy=policy,
+                allowed=allowed,
+                limit=item.amount,
+                remaining=max(0, stats.remaining),
+                reset_after=max(1, math.ceil(stats.reset_time - time.time())),
+            )
 
-    async def clear(self, policy: Policy, key: str) -> None:
-        """Forget ``key``'s spending of ``policy`` (e.g. an owner unlocking an account)."""
-        for storage in (self._redis, self._memory):
-            if storage is None:
-                continue
-            try:
-                await MovingWindowRateLimiter(storage).clear(policy.item, policy.name, key)
-            except (StorageError, RedisError, OSError, TimeoutError):
-                logger.warning("could not clear a rate limit in Redis")
+        return await self._on(spend)
+
+    # Plain counters with an expiry, for rules that are not a window (login back-off).
+    async def count(self, key: str, expiry: int) -> int:
+        """Add one to ``key`` (created with ``expiry`` seconds to live); the new value."""
+        return await self._on(lambda storage: storage.incr(key, expiry))
+
+    async def value(self, key: str) -> int:
+        return await self._on(lambda storage: storage.get(key))
+
+    async def seconds_left(self, key: str) -> float:
+        """Until ``key`` expires; 0 when it does not exist."""
+
+        async def left(storage: Storage) -> float:
+            if not await storage.get(key):
+                return 0.0
+            return max(0.0, await storage.get_expiry(key) - time.time())
+
+        return await self._on(left)
+
+    async def forget(self, *keys: str) -> None:
+        async def clear(storage: Storage) -> None:
+            for key in keys:
+                await storage.clear(key)
+
+        await self._on(clear)
 
     async def close(self) -> None:
         if self._redis is not None:

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 
 from app.auth import service as auth
-from app.auth.deps import AppSettings, requires
+from app.auth.deps import AppSettings, Guard, requires
 from app.auth.permissions import Action
 from app.auth.schemas import InvitationCreated, InvitationIn, InvitationOut
 from app.auth.service import Principal
@@ -88,3 +88,16 @@ async def update_member(
 )
 async def remove_member(user_id: uuid.UUID, caller: Manager, session: DbSession) -> None:
     await service.deactivate(session, caller, user_id)
+
+
+@router.post(
+    "/{user_id:uuid}/unlock",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=ONE,
+    summary="Lift the log-in lock that failed attempts put on a member's account",
+)
+async def unlock_member(
+    user_id: uuid.UUID, caller: Manager, session: DbSession, guard: Guard
+) -> None:
+    member = await service.get(session, user_id)
+    await guard.unlock(member.email)

@@ -1,0 +1,115 @@
+"""Guessing one account's password: back-off after a few failures, a lock after more, lifted
+by the clinic's owner; and the answers never tell whether the address has an account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+
+import httpx
+
+from fixtures.factories import DEFAULT_PASSWORD
+from tests.harness.plugin import asgi_client
+from tests.security.surface import PROBLEM
+
+LOGIN = "/api/v1/auth/login"
+THROTTLED = "https://vetify.dev/problems/login-throttled"
+# 1 free failure, then 1 s of back-off, and the 3rd failure locks for a minute.
+GUARD = {"login_free_failures": 1, "login_lockout_failures": 3, "login_lockout_minutes": 1}
+
+
+async def attempt(http: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+    return await http.post(LOGIN, json={"email": email, "password": password})
+
+
+def shape(response: httpx.Response) -> tuple[int, str | None, str | None, str | None]:
+    """What an attacker sees, minus nothing: status, problem type, detail, Retry-After."""
+    body = response.json()
+    return (
+        response.status_code,
+        body.get("type"),
+        body.get("detail"),
+        response.headers.get("retry-after"),
+    )
+
+
+async def guess(http: httpx.AsyncClient, email: str) -> list[httpx.Response]:
+    """Three wrong guesses with the back-off respected, then the right password."""
+    answers = [await attempt(http, email, "wrong guess 1")]
+    answers.append(await attempt(http, email, "wrong guess 2"))  # now backs off 1 s
+    answers.append(await attempt(http, email, DEFAULT_PASSWORD))  # refused while backing off
+    await asyncio.sleep(1.1)
+    answers.append(await attempt(http, email, "wrong guess 3"))  # locks for a minute
+    answers.append(await attempt(http, email, DEFAULT_PASSWORD))
+    return answers
+
+
+async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, world):
+    clinic = await world.clinic()
+    victim = clinic.actors[next(r for r in clinic.actors if r.value == "vet")]
+    async with configured_app(**GUARD) as app, asgi_client(app, client_ip="203.0.113.30") as http:
+        answers = await guess(http, victim.user.email)
+        # The lock holds against the right password from anywhere.
+        async with asgi_client(app, client_ip="203.0.113.31") as elsewhere:
+            still = await attempt(elsewhere, victim.user.email, DEFAULT_PASSWORD)
+        unlock = await http.post(
+            f"/api/v1/staff/{victim.user.id}/unlock", headers=clinic.owner.headers
+        )
+        after = await attempt(http, victim.user.email, DEFAULT_PASSWORD)
+
+    assert [a.status_code for a in answers] == [401, 401, 429, 401, 429]
+    for refused in (answers[2], answers[4], still):
+        assert refused.headers["content-type"] == PROBLEM
+        assert refused.json()["type"] == THROTTLED
+    assert answers[2].headers["retry-after"] == "1"
+    assert 50 <= int(answers[4].headers["retry-after"]) <= 60
+    assert still.status_code == 429
+    assert unlock.status_code == 204
+    assert after.status_code == 200
+
+
+async def test_a_success_forgets_the_failures(configured_app, world):
+    clinic = await world.clinic()
+    email = clinic.owner.user.email
+    async with configured_app(**GUARD) as app, asgi_client(app, client_ip="203.0.113.32") as http:
+        statuses = [
+            (await attempt(http, email, password)).status_code
+            for password in ("wrong", DEFAULT_PASSWORD, "wrong", DEFAULT_PASSWORD)
+        ]
+    assert statuses == [401, 200, 401, 200]
+
+
+async def test_an_unknown_address_is_answered_exactly_like_a_real_account(configured_app, world):
+    clinic = await world.clinic()
+    real = clinic.owner.user.email
+    unknown = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
+    async with configured_app(**GUARD) as app:
+        async with asgi_client(app, client_ip="203.0.113.33") as http:
+            for_real = await guess(http, real)
+        async with asgi_client(app, client_ip="203.0.113.34") as http:
+            for_unknown = await guess(http, unknown)
+    assert [shape(a) for a in for_unknown] == [shape(a) for a in for_real]
+
+
+async def test_a_wrong_password_costs_the_same_time_for_both(configured_app, world):
+    """Both run one argon2 verification; skipping it for an unknown address would make that
+    answer many times faster. Interleaved, medians, a 2x band: noise passes, a skip does not."""
+    clinic = await world.clinic()
+    real, unknown = clinic.owner.user.email, f"nobody-{uuid.uuid4().hex[:8]}@example.com"
+    timings: dict[str, list[float]] = {real: [], unknown: []}
+    # Back-off would answer early for both alike; here every guess is checked in full.
+    async with (
+        configured_app(login_free_failures=50, login_lockout_failures=100) as app,
+        asgi_client(app, client_ip="203.0.113.35") as http,
+    ):
+        for round_ in range(7):
+            for email in (real, unknown):
+                started = time.perf_counter()
+                answer = await attempt(http, email, f"wrong {round_}")
+                timings[email].append(time.perf_counter() - started)
+                assert answer.status_code == 401
+    ratio = statistics.median(timings[real]) / statistics.median(timings[unknown])
+    assert 0.5 < ratio < 2.0, timings
