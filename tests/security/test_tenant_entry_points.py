@@ -4,14 +4,17 @@ Entry points today, each with its test here:
 
 * the demo seed (``vetify demo``, and the live-server harness): ``seed_demo`` in a session of
   the service's role, as app/cli.py runs it.
+* rate-limit buckets in Redis: a clinic's quota is kept under its own id, so one clinic's
+  traffic never spends another's (test_rate_limits.py floods one and checks the other).
 
 ``vetify migrate`` is not one: it runs DDL as the owner role and reads no clinic's rows. The job
 worker and webhook handlers add their tests here when they arrive; so do caches, file storage
-keys and rate-limit buckets, each proving its keys name the clinic.
+keys, each proving its keys name the clinic.
 """
 
 from __future__ import annotations
 
+from redis.asyncio import Redis
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -53,3 +56,23 @@ async def test_the_demo_seed_acts_only_in_its_own_clinic(
                 {"known": [demo, *others]},
             )
             assert strays == 0, f"{table}: rows of no known clinic"
+
+
+async def test_rate_limit_buckets_name_their_clinic(client, world, redis_server) -> None:
+    first, second = await world.clinic(), await world.clinic()
+    store = Redis.from_url(redis_server.url)
+    try:
+
+        async def clinics_with_buckets() -> set[str]:
+            keys = await store.keys("vetify:rl:*/clinic/*")
+            ids = {str(first.id), str(second.id)}
+            return {i for i in ids for key in keys if f"/clinic/{i}/".encode() in key}
+
+        await client.get("/api/v1/auth/me", headers=first.owner.headers)
+        after_first = await clinics_with_buckets()
+        await client.get("/api/v1/auth/me", headers=second.owner.headers)
+        after_second = await clinics_with_buckets()
+    finally:
+        await store.aclose()
+    assert after_first == {str(first.id)}
+    assert after_second == {str(first.id), str(second.id)}
