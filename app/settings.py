@@ -56,9 +56,9 @@ class Settings(BaseSettings):
     api_token_default_days: int = Field(default=90, ge=1, le=3650)
     invitation_valid_hours: int = Field(default=72, ge=1)
 
-    login_free_failures: int = Field(default=3, ge=1, le=100)
+    login_free_failures: int = Field(default=3, ge=1, le=10_000)
     """Failed log-ins per account before each further one blocks it for 1, 2, 4... s."""
-    login_lockout_failures: int = Field(default=10, ge=2, le=1000)
+    login_lockout_failures: int = Field(default=10, ge=2, le=10_000)
     """Failed log-ins per account that lock it for ``login_lockout_minutes``."""
     login_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
