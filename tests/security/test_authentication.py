@@ -1,7 +1,10 @@
 """Every route under /api/v1 except signup, login and accepting an invitation refuses a caller
 without valid credentials: 401, as problem+json, with a ``WWW-Authenticate`` challenge, and
-nothing written. A credential that once worked (logged out, revoked, its member removed,
-expired) is refused the same way everywhere.
+nothing written. Forged credentials (random, tampered, of the right shape for the clinic, moved
+to another clinic, with the other kind's prefix) and malformed ones (no token, no scheme, Basic,
+empty, over-long, non-ASCII) are refused for both the bearer token and the session cookie, and a
+forged bearer token is not rescued by a valid session beside it. A credential that once worked
+(logged out, revoked, its member removed, expired, idle too long) is refused the same way.
 
 Routes come from the OpenAPI document; path parameters are random UUIDs and bodies ``{}`` (the
 credentials are checked before anything else, so neither may matter).
