@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.auth.models import Role
+from tests.harness.databases import Database
 from tests.harness.world import World
 from tests.security.estate import Estate, furnish
 
@@ -16,3 +22,20 @@ async def estates(world: World) -> tuple[Estate, Estate]:
         await furnish(world, await world.clinic(roles)),
         await furnish(world, await world.clinic(roles)),
     )
+
+
+# One database and app for a module whose every test works in clinics of its own (the
+# injection, XSS and strict-schema suites): a fresh database per test would cost more than
+# the attack. Row counts still compare within a test, since a module's tests run in turn.
+@pytest.fixture(scope="module")
+async def module_client(module_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=module_app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+async def module_superuser_engine(module_database: Database) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(module_database.superuser_url)
+    yield engine
+    await engine.dispose()

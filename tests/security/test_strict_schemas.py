@@ -115,8 +115,9 @@ def _names(response: httpx.Response, path: tuple[str | int, ...]) -> bool:
 
 @pytest.mark.parametrize("route", WITH_BODY, ids=lambda r: r.label)
 async def test_wrong_types_unknown_fields_and_malformed_values_are_refused(
-    client: httpx.AsyncClient, world: World, superuser_engine, route: Route
+    module_client: httpx.AsyncClient, module_world: World, module_superuser_engine, route: Route
 ) -> None:
+    client, world, superuser_engine = module_client, module_world, module_superuser_engine
     estate = await furnish(world, await world.clinic())
     actor = None if route.public else estate.clinic.owner
     url = route.url(

@@ -113,8 +113,9 @@ def _read_back_url(route: Route, url: str, response: httpx.Response) -> str | No
 
 @pytest.mark.parametrize("route", STORING, ids=lambda r: r.label)
 async def test_markup_in_free_text_is_stored_as_given_and_answered_as_json(
-    client: httpx.AsyncClient, world: World, superuser_engine, route: Route
+    module_client: httpx.AsyncClient, module_world: World, module_superuser_engine, route: Route
 ) -> None:
+    client, world, superuser_engine = module_client, module_world, module_superuser_engine
     estate = await furnish(world, await world.clinic())
     actor = None if route.public else estate.clinic.owner
     url = route.url(
@@ -167,8 +168,9 @@ def _reflections(payload: str, route: Route, ids: dict[str, Any]) -> list[tuple[
 
 
 async def test_markup_in_query_and_path_values_comes_back_only_as_json(
-    client: httpx.AsyncClient, world: World
+    module_client: httpx.AsyncClient, module_world: World
 ) -> None:
+    client, world = module_client, module_world
     estate = await furnish(world, await world.clinic())
     owner = estate.clinic.owner
     requests: list[tuple[str, str, str]] = []
