@@ -35,3 +35,38 @@ def counting() -> Iterator[Counted]:
         yield counted
     finally:
         _active.remove(counted)
+
+
+@dataclass
+class Recorded:
+    """What was sent: each statement's text, and its parameters."""
+
+    sent: list[tuple[str, str]]
+
+    def in_text(self, value: str) -> list[str]:
+        """Statements whose SQL text holds ``value``: it was spliced in, not bound."""
+        return [statement for statement, _ in self.sent if value in statement]
+
+    def anywhere(self, value: str) -> list[str]:
+        """Statements that carry ``value`` in their text or their parameters."""
+        return [f"{sql} {params}" for sql, params in self.sent if value in sql or value in params]
+
+
+_recording: list[Recorded] = []
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    for recorded in _recording:
+        recorded.sent.append((statement, repr(parameters)))
+
+
+@contextmanager
+def recording() -> Iterator[Recorded]:
+    """Every statement (with its parameters) any engine of this process sends in the block."""
+    recorded = Recorded([])
+    _recording.append(recorded)
+    try:
+        yield recorded
+    finally:
+        _recording.remove(recorded)

@@ -119,7 +119,24 @@ async def census(engine: AsyncEngine) -> dict[str, int]:
                 text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
             )
         ).all()
-        return {
-            table: await connection.scalar(text(f'SELECT count(*) FROM public."{table}"'))
+        # One statement, so that suites may take a census around every request.
+        counts = " UNION ALL ".join(
+            f"SELECT '{table}', count(*) FROM public.\"{table}\"" for table in tables
+        )
+        return {table: count for table, count in (await connection.execute(text(counts))).all()}
+
+
+async def stored_as_given(engine: AsyncEngine, value: str) -> list[str]:
+    """The tables holding ``value`` exactly, as a whole column or inside a JSON or array one."""
+    async with engine.connect() as connection:
+        tables = (
+            await connection.scalars(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            )
+        ).all()
+        matches = " UNION ALL ".join(
+            f"SELECT '{table}' FROM public.\"{table}\" t WHERE jsonb_path_exists(to_jsonb(t),"
+            " '$.** ? (@ == $v)', jsonb_build_object('v', CAST(:v AS text)))"
             for table in tables
-        }
+        )
+        return sorted(set((await connection.scalars(text(matches), {"v": value})).all()))

@@ -1,7 +1,10 @@
 """Every route under /api/v1 except signup, login and accepting an invitation refuses a caller
 without valid credentials: 401, as problem+json, with a ``WWW-Authenticate`` challenge, and
-nothing written. A credential that once worked (logged out, revoked, its member removed,
-expired) is refused the same way everywhere.
+nothing written. Forged credentials (random, tampered, of the right shape for the clinic, moved
+to another clinic, with the other kind's prefix) and malformed ones (no token, no scheme, Basic,
+empty, over-long, non-ASCII) are refused for both the bearer token and the session cookie, and a
+forged bearer token is not rescued by a valid session beside it. A credential that once worked
+(logged out, revoked, its member removed, expired, idle too long) is refused the same way.
 
 Routes come from the OpenAPI document; path parameters are random UUIDs and bodies ``{}`` (the
 credentials are checked before anything else, so neither may matter).
@@ -9,16 +12,19 @@ credentials are checked before anything else, so neither may matter).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 
-from app.auth.models import Role
-from app.auth.service import SESSION_COOKIE, TOKEN_PREFIX
+from app.auth.models import CredentialKind, Role
+from app.auth.service import SESSION_COOKIE, SESSION_PREFIX, TOKEN_PREFIX
 from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures.factories import CredentialFactory
@@ -43,23 +49,96 @@ def _other_clinic(token: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}_{secret}"
 
 
-# name -> (headers, cookies) built from a real owner token of the clinic under attack.
-Credentials = Callable[[str], tuple[dict[str, str], dict[str, str]]]
+def _moved(credential: str, clinic_id: uuid.UUID) -> str:
+    """A real credential's secret presented under another (existing) clinic's id."""
+    prefix, _clinic, secret = credential.split("_", 2)
+    return f"{prefix}_{clinic_id.hex}_{secret}"
+
+
+def _reprefixed(credential: str, prefix: str) -> str:
+    return prefix + credential[credential.index("_") :]
+
+
+def _random(prefix: str, clinic_id: uuid.UUID) -> str:
+    """The right shape, naming a real clinic, with a secret nobody issued."""
+    return f"{prefix}_{clinic_id.hex}_{secrets.token_urlsafe(32)}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Real credentials of the clinic under attack, and another clinic's id."""
+
+    token: str
+    session: str
+    clinic: uuid.UUID
+    other_clinic: uuid.UUID
+
+
+# The raw Cookie header, where a value cannot go through a cookie jar (non-ASCII, over-long).
+def _cookie_header(value: str | bytes) -> dict[str, str | bytes]:
+    raw = value.encode() if isinstance(value, str) else value
+    return {"Cookie": SESSION_COOKIE.encode() + b"=" + raw}
+
+
+LONG = "A" * 8000
+NON_ASCII = "vtk_ünïcødé_\u2603".encode()
+# name -> (headers, cookies) built from the real credentials of the clinic under attack.
+Credentials = Callable[[Keys], tuple[dict[str, Any], dict[str, str]]]
 FORGERIES: dict[str, Credentials] = {
-    "none": lambda token: ({}, {}),
-    "random bearer token": lambda token: (
+    "none": lambda k: ({}, {}),
+    "random bearer token": lambda k: (
         {"Authorization": f"Bearer vtk_{uuid.uuid4().hex}_{secrets.token_urlsafe(32)}"},
         {},
     ),
-    "tampered bearer token": lambda token: ({"Authorization": f"Bearer {_tampered(token)}"}, {}),
-    "token moved to another clinic": lambda token: (
-        {"Authorization": f"Bearer {_other_clinic(token)}"},
+    "bearer token of the right shape for the clinic, random secret": lambda k: (
+        {"Authorization": f"Bearer {_random(TOKEN_PREFIX, k.clinic)}"},
         {},
     ),
-    "bearer garbage": lambda token: ({"Authorization": "Bearer ' OR '1'='1"}, {}),
-    "empty bearer": lambda token: ({"Authorization": "Bearer "}, {}),
-    "token as a session cookie": lambda token: ({}, {SESSION_COOKIE: token}),
-    "random session cookie": lambda token: ({}, {SESSION_COOKIE: secrets.token_urlsafe(32)}),
+    "tampered bearer token": lambda k: ({"Authorization": f"Bearer {_tampered(k.token)}"}, {}),
+    "token moved to another clinic": lambda k: (
+        {"Authorization": f"Bearer {_other_clinic(k.token)}"},
+        {},
+    ),
+    "token moved to another existing clinic": lambda k: (
+        {"Authorization": f"Bearer {_moved(k.token, k.other_clinic)}"},
+        {},
+    ),
+    "token with the session prefix": lambda k: (
+        {"Authorization": f"Bearer {_reprefixed(k.token, SESSION_PREFIX)}"},
+        {},
+    ),
+    "session secret as a bearer token": lambda k: ({"Authorization": f"Bearer {k.session}"}, {}),
+    "bearer garbage": lambda k: ({"Authorization": "Bearer ' OR '1'='1"}, {}),
+    "empty bearer": lambda k: ({"Authorization": "Bearer "}, {}),
+    "Bearer without a token": lambda k: ({"Authorization": "Bearer"}, {}),
+    "empty Authorization": lambda k: ({"Authorization": ""}, {}),
+    "token without a scheme": lambda k: ({"Authorization": k.token}, {}),
+    "token under the Basic scheme": lambda k: ({"Authorization": f"Basic {k.token}"}, {}),
+    "Basic user and password": lambda k: (
+        {"Authorization": "Basic " + base64.b64encode(f"owner:{k.token}".encode()).decode()},
+        {},
+    ),
+    "over-long bearer": lambda k: ({"Authorization": f"Bearer vtk_{k.clinic.hex}_{LONG}"}, {}),
+    "non-ASCII bearer": lambda k: ({"Authorization": b"Bearer " + NON_ASCII}, {}),
+    "forged bearer beside a valid session": lambda k: (
+        {"Authorization": f"Bearer {_tampered(k.token)}"},
+        {SESSION_COOKIE: k.session},
+    ),
+    "token as a session cookie": lambda k: ({}, {SESSION_COOKIE: k.token}),
+    "random session cookie": lambda k: ({}, {SESSION_COOKIE: secrets.token_urlsafe(32)}),
+    "session cookie of the right shape for the clinic, random secret": lambda k: (
+        {},
+        {SESSION_COOKIE: _random(SESSION_PREFIX, k.clinic)},
+    ),
+    "tampered session cookie": lambda k: ({}, {SESSION_COOKIE: _tampered(k.session)}),
+    "session moved to another existing clinic": lambda k: (
+        {},
+        {SESSION_COOKIE: _moved(k.session, k.other_clinic)},
+    ),
+    "empty session cookie": lambda k: (_cookie_header(""), {}),
+    "garbage session cookie": lambda k: ({}, {SESSION_COOKIE: "' OR '1'='1"}),
+    "over-long session cookie": lambda k: (_cookie_header(f"vts_{k.clinic.hex}_{LONG}"), {}),
+    "non-ASCII session cookie": lambda k: (_cookie_header(NON_ASCII), {}),
 }
 
 
@@ -71,7 +150,7 @@ def test_the_surface_is_read_from_the_document() -> None:
 
 
 async def _refusals(
-    client: httpx.AsyncClient, headers: dict[str, str], cookies: dict[str, str]
+    client: httpx.AsyncClient, headers: dict[str, Any], cookies: dict[str, str]
 ) -> list[str]:
     """Every protected operation called with these credentials; what was not a proper 401."""
     failures = []
@@ -100,7 +179,9 @@ async def test_every_protected_route_refuses_forged_credentials(
     client: httpx.AsyncClient, world: World, superuser_engine, forgery: str
 ) -> None:
     clinic: ClinicWorld = await world.clinic()
-    headers, cookies = FORGERIES[forgery](clinic.owner.token)
+    other: ClinicWorld = await world.clinic()
+    keys = Keys(clinic.owner.token, await world.login(clinic.owner), clinic.id, other.id)
+    headers, cookies = FORGERIES[forgery](keys)
     before = await census(superuser_engine)
 
     failures = await _refusals(client, headers, cookies)
@@ -158,12 +239,43 @@ async def _expired_token(client: httpx.AsyncClient, world: World, clinic: Clinic
     return {"Authorization": f"Bearer {secret}"}, {}
 
 
+async def _expired_session(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    secret, secret_hash = crypto.new_credential(SESSION_PREFIX, clinic.id)
+    await world.make(
+        clinic,
+        CredentialFactory,
+        user_id=vet.user.id,
+        kind=CredentialKind.session,
+        secret_hash=secret_hash,
+        expires_at=utcnow() - dt.timedelta(seconds=1),
+    )
+    return {}, {SESSION_COOKIE: secret}
+
+
+async def _idle_session(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    secret, secret_hash = crypto.new_credential(SESSION_PREFIX, clinic.id)
+    idle = dt.timedelta(minutes=world.settings.session_idle_timeout_minutes, seconds=1)
+    await world.make(
+        clinic,
+        CredentialFactory,
+        user_id=vet.user.id,
+        kind=CredentialKind.session,
+        secret_hash=secret_hash,
+        last_used_at=utcnow() - idle,
+    )
+    return {}, {SESSION_COOKIE: secret}
+
+
 DEAD: dict[str, Killer] = {
     "token used to log out": _logged_out_token,
     "token revoked by id": _revoked_token,
     "session logged out": _logged_out_session,
     "removed member's token and session": _removed_member,
     "expired token": _expired_token,
+    "expired session": _expired_session,
+    "session idle too long": _idle_session,
 }
 
 

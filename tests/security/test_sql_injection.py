@@ -1,32 +1,58 @@
-"""SQL injection through every string query parameter of every list route.
+"""SQL injection through every string parameter of every route: query parameters, path
+parameters and each string field of each request body (nested ones included).
 
-Routes and parameters come from the OpenAPI document. Each payload goes, alone, into one
-parameter, as a clinic's owner (so the request gets past authentication to the query); a
-parameter with a ``pattern`` (an opaque cursor) also gets the payloads wrapped the way cursors
-are. For every answer: no 5xx, no database error text, nothing of another clinic; boolean-blind
-pairs answer alike; ``pg_sleep`` does not delay the answer; and afterwards every table is still
-there with the same number of rows.
+Routes, parameters and fields come from the route table and the OpenAPI document
+(tests/security/catalogue.py, bodies.py). Each payload goes, alone, into one place of an
+otherwise valid request, as a clinic's owner (so the request gets past authentication to the
+query). For every answer: no 5xx, no database error text, nothing of another clinic, and the
+payload never in the text of a statement (only ever a bound parameter); boolean-blind pairs
+answer alike; ``pg_sleep`` adds no delay over the same request with ``pg_sleep(0)``; the row
+counts change only by what the plain valid request changes. A path parameter typed as a UUID
+refuses every payload before any statement carries it. A payload in free text is stored
+exactly as sent.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import time
+import urllib.parse
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import iter_route_contexts
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth.models import Role
-from fixtures.factories import (
-    AppointmentFactory,
-    CustomerFactory,
-    MedicalRecordFactory,
-    PetFactory,
-    RoomFactory,
+from tests.contract.snapshot import offline_app
+from tests.harness import tally
+from tests.harness.statements import recording
+from tests.harness.world import World
+from tests.security.bodies import (
+    WITH_BODY,
+    Field,
+    body_fields,
+    nested_example,
+    ready,
+    valid_body,
+    with_value,
 )
-from tests.harness.world import ClinicWorld, World
-from tests.security.surface import Operation, census, list_routes, string_query_parameters
+from tests.security.catalogue import (
+    ATTACKED,
+    ID_KINDS,
+    Credentials,
+    Route,
+    credentials,
+    explain,
+    problem,
+    send,
+)
+from tests.security.estate import Estate, fresh, furnish, ids_of
+from tests.security.surface import census, resolve, stored_as_given, types
 
 TAUTOLOGIES = [
     "' OR '1'='1",
@@ -78,7 +104,15 @@ SQL_ERROR_TEXT = (
     "postgresql",
 )
 
-LIST_ROUTES = list_routes()
+# Paths whose id has a route convertor (``{user_id:uuid}``, where a literal segment shares the
+# path): anything else is not that route at all, so the answer is 404 rather than 422.
+CONVERTED = {
+    re.sub(r"\{(\w+):uuid\}", r"{\1}", context.path or "")
+    for context in iter_route_contexts(offline_app().routes)
+    if re.search(r"\{\w+:uuid\}", context.path or "")
+}
+QUERY_ROUTES = [route for route in ATTACKED if route.query_strings]
+PATH_ROUTES = [route for route in ATTACKED if route.path_params]
 
 
 def _encoded(payload: str) -> list[str]:
@@ -89,22 +123,28 @@ def _encoded(payload: str) -> list[str]:
     ]
 
 
-async def _clinic_with_data(world: World) -> tuple[ClinicWorld, set[str]]:
-    """A clinic with a row of everything listed; returns it and the ids of its rows."""
-    clinic = await world.clinic()
-    vet = clinic.actors[Role.vet].user
-    customer = await world.make(clinic, CustomerFactory)
-    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
-    room = await world.make(clinic, RoomFactory, location_id=clinic.setup.location.id)
-    appointment = await world.make(clinic, AppointmentFactory, pet_id=pet.id, vet_id=vet.id)
-    record = await world.make(clinic, MedicalRecordFactory, pet_id=pet.id, author_id=vet.id)
-    rows = [clinic.setup.location, customer, pet, room, appointment, record]
-    ids = {str(row.id) for row in rows} | {str(user.id) for user in clinic.setup.staff.values()}
-    return clinic, ids
+def _has_pattern(schema: dict[str, Any]) -> bool:
+    schema = resolve(schema)
+    return "pattern" in schema or any(_has_pattern(part) for part in schema.get("anyOf", []))
 
 
-def _problems(label: str, payload: str, response: httpx.Response, foreign: set[str]) -> list[str]:
-    where = f"{label} {payload!r}: {response.status_code}"
+def _parameter(route: Route, name: str) -> dict[str, Any]:
+    return next(p for p in (route.spec or {}).get("parameters", []) if p["name"] == name)
+
+
+def _is_uuid(schema: dict[str, Any]) -> bool:
+    schema = resolve(schema)
+    return schema.get("format") == "uuid" or any(_is_uuid(p) for p in schema.get("anyOf", []))
+
+
+def _problems(
+    where: str,
+    response: httpx.Response,
+    foreign: set[str],
+    allowed: set[int],
+    spliced: list[str],
+) -> list[str]:
+    where = f"{where}: {response.status_code}"
     found = []
     if response.status_code >= 500:
         found.append(f"{where}: server error {response.text[:300]}")
@@ -114,49 +154,281 @@ def _problems(label: str, payload: str, response: httpx.Response, foreign: set[s
         found.append(f"{where}: database error text {leaked} in {response.text[:300]}")
     if any(row_id in response.text for row_id in foreign):
         found.append(f"{where}: another clinic's rows in the answer")
-    if response.status_code not in (200, 422):
-        found.append(f"{where}: expected 200 or a 422 problem, got {response.text[:300]}")
+    if response.status_code not in allowed:
+        found.append(f"{where}: expected one of {sorted(allowed)}, got {response.text[:300]}")
+    if spliced:
+        found.append(f"{where}: the payload is in the SQL text of {spliced[:1]}")
     return found
 
 
-@pytest.mark.parametrize("route", LIST_ROUTES, ids=[op.path for op in LIST_ROUTES])
+def _shape(response: httpx.Response) -> object:
+    """What a boolean-blind attacker compares: the status and the answer's structure."""
+    if not response.content:
+        return response.status_code, None
+    body = response.json()
+    if response.is_success:
+        if isinstance(body, dict):
+            return response.status_code, sorted(body)
+        return response.status_code, type(body).__name__
+    errors = problem(response).get("errors", [])
+    return response.status_code, problem(response).get("type"), [e.get("loc") for e in errors]
+
+
+def _pick(family: list[Any], *where: object) -> Any:
+    """One member of a payload family for a place, the same on every run."""
+    return family[zlib.crc32(repr(where).encode()) % len(family)]
+
+
+async def _elapsed(call: Callable[[], Awaitable[httpx.Response]]) -> tuple[float, httpx.Response]:
+    started = time.perf_counter()
+    response = await call()
+    return time.perf_counter() - started, response
+
+
+async def _slept(
+    call: Callable[[str], Awaitable[httpx.Response]], template: str, usual: float | None = None
+) -> tuple[bool, httpx.Response]:
+    """Whether ``pg_sleep(3)`` took ~3 s longer than the same request with ``pg_sleep(0)``, or
+    than ``usual`` (what the same request with other payloads took). Confirmed against a fresh
+    ``pg_sleep(0)`` request, so that one pause of a busy machine is not taken for an injection."""
+    took, response = await _elapsed(lambda: call(template.format(SLEEP_SECONDS)))
+    if usual is not None and took - usual < SLEEP_SECONDS - 1:
+        return False, response
+    for _ in range(2):
+        baseline, _ = await _elapsed(lambda: call(template.format(0)))
+        took, response = await _elapsed(lambda: call(template.format(SLEEP_SECONDS)))
+        if took - baseline < SLEEP_SECONDS - 1:
+            return False, response
+    return True, response
+
+
+TIME_TEMPLATES = [payload.replace(str(SLEEP_SECONDS), "{}") for payload in TIME_BASED]
+
+tally.size(
+    "sql injection",
+    f"{len(QUERY_ROUTES)} routes' query parameters, {len(PATH_ROUTES)} routes' path parameters,"
+    f" {sum(len([f for f in body_fields(r) if f.is_string]) for r in WITH_BODY)} body string"
+    f" fields of {len(WITH_BODY)} routes",
+)
+
+
+async def _attacked(world: World, superuser_engine: AsyncEngine) -> tuple[Estate, set[str]]:
+    """A furnished clinic to attack from, and the ids of another furnished clinic's rows."""
+    estate = await furnish(world, await world.clinic())
+    other = await furnish(world, await world.clinic())
+    return estate, await ids_of(superuser_engine, other.clinic.id)
+
+
+async def _url(world: World, estate: Estate, route: Route) -> str:
+    return route.url(
+        {ID_KINDS[n]: await fresh(world, estate.clinic, ID_KINDS[n]) for n in route.path_params}
+    )
+
+
+@pytest.mark.parametrize("route", QUERY_ROUTES, ids=lambda r: r.label)
 async def test_injection_in_query_parameters_changes_nothing(
-    client: httpx.AsyncClient, world: World, superuser_engine, route: Operation
+    module_client: httpx.AsyncClient, module_world: World, module_superuser_engine, route: Route
 ) -> None:
-    parameters = string_query_parameters(route)
-    patterned = string_query_parameters(route, with_pattern=True)
-    assert parameters, f"{route.label} has no string query parameter"
-    clinic, _ = await _clinic_with_data(world)
-    _, foreign = await _clinic_with_data(world)
-    headers = clinic.owner.headers
+    client, world, superuser_engine = module_client, module_world, module_superuser_engine
+    estate, foreign = await _attacked(world, superuser_engine)
+    url = await _url(world, estate, route)
+    caller = await credentials(world, estate.clinic.owner, route)
+    body = route.body(estate)
     before = await census(superuser_engine)
 
-    async def send(name: str, payload: str) -> httpx.Response:
-        return await client.get(route.path, params={name: payload}, headers=headers)
+    async def call(name: str, payload: str) -> httpx.Response:
+        with recording() as sent:
+            response = await send(client, caller, route, url, body, params={name: payload})
+        spliced.extend(sent.in_text(payload))
+        return response
 
     problems: list[str] = []
-    for name in parameters:
-        label = f"{route.path}?{name}="
+    spliced: list[str] = []
+
+    async def check(name: str, payload: str, response: httpx.Response | None = None) -> None:
+        response = response or await call(name, payload)
+        problems.extend(
+            _problems(f"{route.path}?{name}={payload!r}", response, foreign, {200, 422}, spliced)
+        )
+        spliced.clear()
+
+    for name in route.query_strings:
         for payload in TAUTOLOGIES + STACKED + UNION_AND_ERRORS:
-            problems += _problems(label, payload, await send(name, payload), foreign)
+            await check(name, payload)
         for true, false in BOOLEAN_BLIND:
-            yes, no = await send(name, true), await send(name, false)
-            problems += _problems(label, true, yes, foreign) + _problems(label, false, no, foreign)
+            yes, no = await call(name, true), await call(name, false)
+            await check(name, true, yes)
+            await check(name, false, no)
             if (yes.status_code, yes.json()) != (no.status_code, no.json()):
-                problems.append(f"{label} {true!r} and {false!r} answer differently")
-        if name in patterned:
+                problems.append(f"?{name}= {true!r} and {false!r} answer differently")
+        if _has_pattern(_parameter(route, name).get("schema", {})):
             for payload in TAUTOLOGIES + STACKED + UNION_AND_ERRORS + TIME_BASED:
                 for token in _encoded(payload):
-                    problems += _problems(label, token, await send(name, token), foreign)
-        for payload in TIME_BASED:
-            started = time.perf_counter()
-            response = await send(name, payload)
-            elapsed = time.perf_counter() - started
-            problems += _problems(label, payload, response, foreign)
-            if elapsed >= SLEEP_SECONDS - 1:
-                problems.append(f"{label} {payload!r} took {elapsed:.1f}s: pg_sleep ran")
+                    await check(name, token)
+        for template in TIME_TEMPLATES:
+            slept, response = await _slept(lambda p, n=name: call(n, p), template)
+            await check(name, template.format(SLEEP_SECONDS), response)
+            if slept:
+                problems.append(f"?{name}={template.format(SLEEP_SECONDS)!r}: pg_sleep ran")
 
     after = await census(superuser_engine)
     assert not problems, "\n".join(problems)
     assert "pets" in before, "the census sees the application's tables"
     assert after == before, "tables or row counts changed during the attack"
+
+
+async def test_injection_in_path_parameters_never_reaches_sql(
+    module_client: httpx.AsyncClient, module_world: World, module_superuser_engine
+) -> None:
+    client, world, superuser_engine = module_client, module_world, module_superuser_engine
+    estate = await furnish(world, await world.clinic())
+    targets = []
+    for route in PATH_ROUTES:
+        kinds = [ID_KINDS[name] for name in route.path_params]
+        ids = {kind: await fresh(world, estate.clinic, kind) for kind in kinds}
+        caller = await credentials(world, estate.clinic.owner, route)
+        targets.append((route, ids, caller))
+    before = await census(superuser_engine)
+
+    failures = []
+    for route, ids, caller in targets:
+        body = route.body(estate)
+        refusal = 404 if route.path in CONVERTED else 422
+        for name in route.path_params:
+            schema = _parameter(route, name)["schema"]
+            assert _is_uuid(schema), (
+                f"{route.label}: '{name}' is a path parameter but not a UUID; give it the body"
+                " fields' treatment in this suite (stored and read back) before adding it"
+            )
+            families = (TAUTOLOGIES + UNION_AND_ERRORS, STACKED, TIME_BASED)
+            payloads = [_pick(family, route.label, name) for family in families]
+            payloads += _pick(BOOLEAN_BLIND, route.label, name)
+            for payload in payloads:
+                segment = urllib.parse.quote(payload, safe="")
+                url = route.url(ids).replace(str(ids[ID_KINDS[name]]), segment)
+                with recording() as sent:
+                    elapsed, response = await _elapsed(
+                        lambda r=route, u=url, b=body, c=caller: send(client, c, r, u, b)  # type: ignore[misc]
+                    )
+                where = f"{route.label} {name}={payload!r}"
+                if response.status_code != refusal or not problem(response):
+                    failures.append(f"{where}: not a {refusal} problem: {explain(response)}")
+                if sent.anywhere(payload) or sent.anywhere(segment):
+                    failures.append(f"{where}: reached SQL: {sent.anywhere(payload)[:1]}")
+                if elapsed >= SLEEP_SECONDS - 1:
+                    failures.append(f"{where}: took {elapsed:.1f}s")
+
+    assert not failures, "\n".join(failures)
+    assert await census(superuser_engine) == before
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {
+        t: after.get(t, 0) - before.get(t, 0)
+        for t in {*before, *after}
+        if after.get(t, 0) != before.get(t, 0)
+    }
+
+
+@pytest.mark.parametrize("route", WITH_BODY, ids=lambda r: r.label)
+async def test_injection_in_body_fields(
+    module_client: httpx.AsyncClient, module_world: World, module_superuser_engine, route: Route
+) -> None:
+    client, world, superuser_engine = module_client, module_world, module_superuser_engine
+    estate, foreign = await _attacked(world, superuser_engine)
+    url = await _url(world, estate, route)
+    actor = None if route.public else estate.clinic.owner
+
+    async def call(
+        field: Field | None, payload: str, *, control: bool = False
+    ) -> tuple[httpx.Response, dict[str, int]]:
+        """The valid body with ``payload`` in ``field``; the answer and what it changed."""
+        await ready(world, estate, route)
+        caller: Credentials = await credentials(world, actor, route)
+        body = valid_body(route, estate)
+        if field is not None:
+            body = with_value(body, field, payload)
+        # The last request's "after" is this one's "before", unless making its credentials
+        # or what it consumes wrote rows since.
+        before = dict(counts) if counts and not consumes else await census(superuser_engine)
+        started = time.perf_counter()
+        with recording() as sent:
+            response = await send(client, caller, route, url, body)
+        took.append(time.perf_counter() - started)
+        spliced.extend(sent.in_text(payload) if field is not None and not control else [])
+        counts.clear()
+        counts.update(await census(superuser_engine))
+        last["changed"] = _delta(before, counts)
+        return response, last["changed"]
+
+    consumes = route.session_only or route.body_schema == "AcceptInvitationIn"
+    counts: dict[str, int] = {}
+
+    spliced: list[str] = []
+    took: list[float] = []
+    last: dict[str, dict[str, int]] = {}
+    plain, top_level = await call(None, "")
+    assert plain.is_success, f"{route.label}: the example body alone: {explain(plain)}"
+    again, changed = await call(None, "")  # the steady state: as below, after a first request
+    top_level = changed if again.is_success else top_level
+    expected = top_level
+
+    problems: list[str] = []
+
+    async def check(field: Field, payload: str, answer: tuple[httpx.Response, dict[str, int]]):
+        response, changed = answer
+        where = f"{route.label} {field.label}={payload!r}"
+        allowed = {200, 201, 204, 401, 404, 409, 422}
+        problems.extend(_problems(where, response, foreign, allowed, spliced))
+        spliced.clear()
+        if changed != (expected if response.is_success else {}):
+            problems.append(f"{where}: changed {changed}, the valid request changes {expected}")
+        if field.free_text and field.stored and field.fits(payload):
+            if not response.is_success:
+                problems.append(f"{where}: free text refused: {explain(response)}")
+            elif not await stored_as_given(superuser_engine, payload):
+                problems.append(f"{where}: not stored exactly as given")
+
+    for field in body_fields(route):
+        if not field.is_string:
+            continue
+        expected = top_level
+        took.clear()
+        if field.containers:  # a nested element is a row of its own: as a valid one changes
+            # twice: the second shows the steady state (a PATCH replaces what the first added)
+            for _ in range(2):
+                answer, changed = await call(field, nested_example(field), control=True)
+            expected = changed if answer.is_success else top_level
+        for family in (TAUTOLOGIES + UNION_AND_ERRORS, STACKED):
+            payload = _pick(family, route.label, field.label)
+            await check(field, payload, await call(field, payload))
+        true, false = _pick(BOOLEAN_BLIND, route.label, field.label)
+        yes = await call(field, true)
+        await check(field, true, yes)  # before the next request replaces what this one stored
+        no = await call(field, false)
+        await check(field, false, no)
+        if _shape(yes[0]) != _shape(no[0]):
+            problems.append(f"{route.label} {field.label}: {true!r} and {false!r} differ")
+        template = _pick(TIME_TEMPLATES, route.label, field.label)
+        usual = max(took)
+        slept, response = await _slept(lambda p, f=field: _only(call(f, p)), template, usual)
+        await check(field, template.format(SLEEP_SECONDS), (response, last["changed"]))
+        if slept:
+            problems.append(
+                f"{route.label} {field.label}={template.format(SLEEP_SECONDS)!r}: pg_sleep ran"
+            )
+
+    assert not problems, "\n".join(problems)
+
+
+async def _only(answer: Awaitable[tuple[httpx.Response, dict[str, int]]]) -> httpx.Response:
+    return (await answer)[0]
+
+
+def test_every_body_string_field_is_attacked() -> None:
+    """The discovery sees nested fields and every route with a body."""
+    labels = {(r.body_schema, f.label) for r in WITH_BODY for f in body_fields(r) if f.is_string}
+    assert ("RecordIn", "vaccinations.0.vaccine") in labels
+    assert ("PetIn", "alerts.0") in labels
+    assert ("CustomerIn", "first_name") in labels
+    assert all("string" in types(f.spec) or f.types for r in WITH_BODY for f in body_fields(r))
