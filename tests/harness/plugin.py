@@ -65,7 +65,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.log_level = "WARNING"
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    # Here rather than at collection: pytest's logging plugin restores the root logger's level
+    # after collecting, and sets each test's level as min(this, its own).
     watched = session.config.getoption("--leak-canary") or any(
         item.path.is_relative_to(SECURITY_STAGE) for item in session.items
     )
@@ -73,6 +76,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         root = logging.getLogger()
         root.addHandler(canary.LeakHandler(canary.WATCH))
         root.setLevel(logging.DEBUG)
+        # SQLAlchemy pins its own loggers to WARNING; open them too (statements and rows).
+        logging.getLogger("sqlalchemy").setLevel(logging.DEBUG)
         canary.WATCH.logs_watched = True
 
 
