@@ -85,7 +85,7 @@ def _secret_refusal(secret: str, field: FieldInfo) -> str | None:
 
 def _weak(secret: str, username: str | None) -> str | None:
     if secret.lower() in WEAK_SECRETS or (username and secret.lower() == username.lower()):
-        return "uses a well-known or guessable password"
+        return "uses a well-known or guessable secret"
     if len(secret) < MIN_SECRET_LENGTH:
         return f"secret is shorter than {MIN_SECRET_LENGTH} characters"
     return None
