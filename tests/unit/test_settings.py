@@ -254,6 +254,25 @@ def test_production_refuses(
         assert password not in str(error)
 
 
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [
+        ("vetify_app", "postgres"),
+        ("vetify_app", "password"),
+        ("vetify_app", "changeme"),
+        ("vetify_app", "vetify"),
+        # Long enough, but the first guess of anyone who reads the URL's user name.
+        ("vetify_service_role", "Vetify_Service_Role"),
+    ],
+)
+def test_production_says_a_guessable_password_is_guessable(
+    monkeypatch: pytest.MonkeyPatch, user: str, password: str
+) -> None:
+    url = DB.replace("{user}", user).replace("{password}", password)
+    error = refused(monkeypatch, VETIFY_DATABASE_URL=url)
+    assert error.problems == {"database_url": "uses a well-known or guessable secret"}
+
+
 def test_production_does_not_refuse_what_development_allows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
