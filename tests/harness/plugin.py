@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -59,6 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_provider_key] = choose_provider()
+    # Every Settings() the tests make, and every `vetify` they start, ignores a developer's
+    # .env (app/settings.py reads it only outside test and production).
+    os.environ.setdefault("VETIFY_ENV", "test")
     # pytest keeps each test's captured records in its report; when the canary opens the root
     # logger to DEBUG, keep those reports at pytest's usual WARNING.
     if config.option.log_level is None:
