@@ -69,7 +69,7 @@ def _url_refusal(name: str, value: SecretStr) -> str | None:
             "connects as the PostgreSQL superuser; use the service's own role "
             "(not superuser, no BYPASSRLS)"
         )
-    if url.password is None or url.password == "":
+    if not url.password:
         # PostgreSQL may authenticate by certificate, peer or IAM; a Redis without a password
         # lets anyone who reaches it read and reset rate limits.
         return "has no password: production Redis must require one" if "redis" in name else None
