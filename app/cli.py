@@ -11,14 +11,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import uvicorn
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db import migrate
 from app.db.embedded import EmbeddedPostgres
 from app.db.session import create_engine
 from app.main import create_app
-from app.settings import Settings
+from app.settings import ConfigurationError, Settings
 
 log = logging.getLogger("vetify")
 
@@ -116,10 +116,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings()
-    except ValidationError as exc:
-        # Name the settings at fault, never their values.
-        names = ", ".join(".".join(str(p) for p in e["loc"]) or "settings" for e in exc.errors())
-        raise SystemExit(f"vetify: invalid configuration: {names}") from None
+    except ConfigurationError as exc:
+        # Its message names every setting at fault and none of their values.
+        raise SystemExit(f"vetify: {exc}") from None
     if args.command == "migrate":
         _migrate(settings)
     else:

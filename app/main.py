@@ -27,8 +27,9 @@ from app.kit.headers import SecurityHeaders
 from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.pets.routes import router as pets_router
+from app.production import database_role_refusal
 from app.records.routes import router as records_router
-from app.settings import Settings
+from app.settings import ConfigurationError, Environment, Settings
 from app.staff.routes import router as staff_router
 
 ROUTERS = (
@@ -59,6 +60,11 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.login_guard = LoginGuard.from_settings(app.state.limiter, settings)
         try:
+            if settings.env is Environment.production:
+                # The URL's user name says little (any role can be made superuser): ask.
+                why = await database_role_refusal(engine)
+                if why:
+                    raise ConfigurationError({"database_url": why})
             yield
         finally:
             await app.state.limiter.close()
@@ -71,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0.0",
         summary="Practice management for veterinary clinics",
         lifespan=lifespan,
+        debug=settings.debug,
         docs_url=None,
         redoc_url=None,
     )

@@ -1,15 +1,36 @@
-"""One Settings object, read from the environment (prefix ``VETIFY_``) and validated at start-up."""
+"""One Settings object, read from the environment (prefix ``VETIFY_``) and validated at start-up.
+
+Every secret (a ``SecretStr`` field) can also come from a file: ``VETIFY_<NAME>_FILE=/path``
+(Docker and Kubernetes secrets, Vault Agent). A ``.env`` file in the working directory is read
+outside production and test. With ``VETIFY_ENV=production`` the rules in
+:mod:`app.production` refuse unsafe values. Any refusal is a :class:`ConfigurationError` that
+names every setting at fault and never its value (ADR 0011).
+"""
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from limits import parse
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from sqlalchemy.engine import make_url
 
 
@@ -19,10 +40,83 @@ class Environment(StrEnum):
     production = "production"
 
 
+class ConfigurationError(ValueError):
+    """Settings that cannot be used; ``problems`` maps each setting's name to why, never to its
+    value, so the message is safe to print and log."""
+
+    def __init__(self, problems: dict[str, str]):
+        self.problems = dict(sorted(problems.items()))
+        lines = "".join(f"\n  {env_name(name)}: {why}" for name, why in self.problems.items())
+        super().__init__(f"invalid configuration ({len(self.problems)} setting(s)):{lines}")
+
+
+def env_name(field_name: str) -> str:
+    return f"VETIFY_{field_name.upper()}"
+
+
+class _Refused:
+    """What a source hands to validation for a setting it must refuse (a conflict, an unreadable
+    file): validation turns it into an error, so it is reported with all the others."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """``VETIFY_<NAME>_FILE``: the secret's value is the file's content, less one trailing
+    newline (what ``echo`` and most secret stores write)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        # The key the other sources use: a field read under an alias is validated by it.
+        names = _env_names(field, field_name)
+        key = field_name if names == [env_name(field_name)] else names[0]
+        path = environ.get(f"{env_name(field_name)}_FILE")
+        if path is None:
+            return None, key, False
+        direct = [name for name in names if name in environ]
+        if direct:
+            why = f"set both {' and '.join(direct)} and {env_name(field_name)}_FILE"
+            return _Refused(why), key, False
+        try:
+            content = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            # The path is not the secret; the OS error says what is wrong with it.
+            return _Refused(f"cannot read {env_name(field_name)}_FILE ({exc})"), key, False
+        return content.removesuffix("\n"), key, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if _is_secret(field):
+                value, key, _ = self.get_field_value(field, name)
+                if value is not None:
+                    found[key] = value
+        return found
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    annotation = field.annotation
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+def _env_names(field: FieldInfo, field_name: str) -> list[str]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice).upper() for choice in alias.choices]
+    return [env_name(field_name)]
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VETIFY_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="VETIFY_", extra="ignore", frozen=True, env_file=".env"
+    )
 
     env: Environment = Environment.development
+    """development, test or production; production refuses unsafe settings at start-up."""
+
+    debug: bool = False
+    """Tracebacks in error responses (Starlette's debug page). Never in production."""
 
     database_url: Annotated[
         SecretStr | None,
@@ -133,18 +227,78 @@ class Settings(BaseSettings):
         parse(value)  # raises ValueError on a malformed limit
         return value
 
-    @model_validator(mode="after")
-    def _roles_are_distinct(self) -> Settings:
-        if self.database_url and self.database_owner_url:
-            app_user = make_url(self.database_url.get_secret_value()).username
-            owner_user = make_url(self.database_owner_url.get_secret_value()).username
-            if app_user == owner_user:
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # str(ValidationError) shows each input_value: secrets included. Never let it out.
+            raise ConfigurationError(_problems(exc)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, SecretFilesSource(settings_cls), env_settings]
+        # A stray .env must not quietly configure a deployment, nor the tests.
+        if os.environ.get("VETIFY_ENV", "").strip().lower() not in ("production", "test"):
+            sources.append(dotenv_settings)
+        return tuple(sources)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refused_by_a_source(cls, value: Any) -> Any:
+        if isinstance(value, _Refused):
+            raise ValueError(value.why)
+        return value
+
+    @field_validator("database_owner_url")
+    @classmethod
+    def _roles_are_distinct(cls, owner: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        app = info.data.get("database_url")
+        if owner is not None and app is not None:
+            owner_user = make_url(owner.get_secret_value()).username
+            if make_url(app.get_secret_value()).username == owner_user:
                 raise ValueError(
-                    "VETIFY_DATABASE_URL must use a role other than the schema owner "
-                    "(VETIFY_DATABASE_OWNER_URL): row-level security does not bind the owner"
+                    "must use a role other than VETIFY_DATABASE_URL's: row-level security "
+                    "does not bind the schema owner"
                 )
-        return self
+        return owner
+
+    @field_validator("*")
+    @classmethod
+    def _production_rules(cls, value: Any, info: ValidationInfo) -> Any:
+        # Fields are validated in declaration order, so ``env`` (the first) is known here.
+        if info.data.get("env") is Environment.production and info.field_name is not None:
+            from app.production import refusal
+
+            why = refusal(info.field_name, value, cls.model_fields[info.field_name])
+            if why:
+                raise ValueError(why)
+        return value
 
     @property
     def embedded(self) -> bool:
         return self.database_url is None
+
+
+def _problems(exc: ValidationError) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = error["loc"]
+        name = _field_of(str(loc[0])) if loc else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems[name] = f"{problems[name]}; {message}" if name in problems else message
+    return problems
+
+
+def _field_of(key: str) -> str:
+    """The field an error's location names (an alias such as DATABASE_URL, or the field)."""
+    for name, field in Settings.model_fields.items():
+        if key == name or key.upper() in _env_names(field, name):
+            return name
+    return key

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.harness.live import LiveServer, suite_length
-from tests.harness.services import PostgresServer, RedisServer
+from tests.harness.services import PostgresServer, RedisServer, redis_ping
 
 PROBLEM_JSON = "application/problem+json"
 REQUEST_TIMEOUT = 15.0
@@ -145,8 +145,14 @@ async def redis_answers(server: RedisServer) -> bool:
     except (OSError, TimeoutError):
         return False
     try:
-        writer.write(b"PING\r\n")
-        return (await asyncio.wait_for(reader.read(16), 2)).startswith(b"+PONG")
+        writer.write(redis_ping(server.password))
+        received = b""
+        while b"PONG" not in received and len(received) < 64:
+            chunk = await asyncio.wait_for(reader.read(64), 2)
+            if not chunk:
+                break
+            received += chunk
+        return b"+PONG" in received
     except (OSError, TimeoutError):
         return False
     finally:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.main import create_app
 from app.settings import Settings
+from tests.harness import canary
 from tests.harness.world import World
 
 T = TypeVar("T")
@@ -58,7 +59,9 @@ def serving(settings: Settings) -> Iterator[tuple[Blocking, World]]:
         portal.wrap_async_context_manager(app.router.lifespan_context(app)),
     ):
         transport = httpx.ASGITransport(app=app)
-        client = httpx.AsyncClient(transport=transport, base_url="https://testserver")
+        client = httpx.AsyncClient(
+            transport=transport, base_url="https://testserver", event_hooks=canary.WATCH.hooks()
+        )
         engine = create_async_engine(settings.database_url.get_secret_value())
         try:
             yield Blocking(portal, client, settings), World(engine, settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -38,7 +39,19 @@ class Database:
 def prepare_template(server: PostgresServer) -> None:
     """Roles, and a template database migrated to head (synchronous: Alembic runs its own loop)."""
     migrate.bootstrap_sync(server.url(), TEMPLATE, OWNER_ROLE, APP_ROLE)
+    asyncio.run(_set_role_passwords(server))
     migrate.upgrade(server.url(OWNER_ROLE, TEMPLATE), APP_ROLE)
+
+
+async def _set_role_passwords(server: PostgresServer) -> None:
+    """The passwords the URLs carry, so a server that asks for them gets the right ones."""
+    admin = await asyncpg.connect(_plain(server.url()))
+    try:
+        for role in (OWNER_ROLE, APP_ROLE):
+            # ALTER ROLE takes no parameters; the password is ours, hex, drawn this run.
+            await admin.execute(f"ALTER ROLE \"{role}\" PASSWORD '{server.role_password}'")
+    finally:
+        await admin.close()
 
 
 def _plain(url: str) -> str:

@@ -17,6 +17,7 @@ import httpx
 from app.auth.service import SESSION_COOKIE
 from app.db.embedded import free_port
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
+from tests.harness import canary
 from tests.harness.databases import APP_ROLE, Database
 from tests.harness.proxy import FaultProxy
 
@@ -66,8 +67,10 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
+        password = self.database.server.role_password
         via_proxy = (
-            f"postgresql+asyncpg://{APP_ROLE}@127.0.0.1:{self.db_proxy.port}/{self.database.name}"
+            f"postgresql+asyncpg://{APP_ROLE}:{password}@127.0.0.1:{self.db_proxy.port}"
+            f"/{self.database.name}"
         )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("VETIFY_")},
@@ -76,6 +79,8 @@ class LiveServer:
             "VETIFY_DB_STATEMENT_TIMEOUT_MS": "5000",
             # Load and chaos send far more than one clinic does; the limits still run, wider.
             "VETIFY_RATE_LIMIT_SCALE": "1000",
+            # Configured by this environment only, never by a developer's .env.
+            "VETIFY_ENV": "test",
         }
         env.pop("DATABASE_URL", None)
         if self.redis_url:
@@ -116,6 +121,8 @@ class LiveServer:
                 self._process.kill()
                 self._process.wait(10)
         self._process = None
+        if self.log_path.exists():
+            canary.WATCH.scan(self.log_path.read_text(errors="replace"), "vetify serve's output")
 
     @property
     def running(self) -> bool:

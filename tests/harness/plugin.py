@@ -7,13 +7,19 @@
   ASGI; ``live_server`` is `vetify serve` as a real process (e2e, load, chaos).
 * Skips: every skipped test is listed at the end; with ``--forbid-skips`` (the pr set) a
   single skip fails the run, because a skipped test proves nothing.
+* Leaks: the services' passwords are canaries drawn per run (:mod:`tests.harness.canary`);
+  in the security stage every log record and every response through the harness clients is
+  searched for them, and a single finding fails the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from app.main import create_app
 from app.settings import Environment, Settings
 from fixtures.demo import seed_demo
-from tests.harness import databases, tally
+from tests.harness import canary, databases, tally
 from tests.harness.databases import Database
 from tests.harness.live import LiveServer
 from tests.harness.proxy import FaultProxy
@@ -38,16 +44,54 @@ from tests.harness.services import (
 from tests.harness.world import World
 
 _provider_key = pytest.StashKey[Provider]()
+SECURITY_STAGE = Path(__file__).resolve().parent.parent / "security"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--forbid-skips", action="store_true", help="fail the run if any test is skipped"
     )
+    parser.addoption(
+        "--leak-canary",
+        action="store_true",
+        help="search every log record (at DEBUG) for the run's secrets; on in tests/security",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_provider_key] = choose_provider()
+    # Every Settings() the tests make, and every `vetify` they start, ignores a developer's
+    # .env (app/settings.py reads it only outside test and production).
+    os.environ.setdefault("VETIFY_ENV", "test")
+    # pytest keeps each test's captured records in its report; when the canary opens the root
+    # logger to DEBUG, keep those reports at pytest's usual WARNING.
+    if config.option.log_level is None:
+        config.option.log_level = "WARNING"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    # Here rather than at collection: pytest's logging plugin restores the root logger's level
+    # after collecting, and sets each test's level as min(this, its own).
+    watched = session.config.getoption("--leak-canary") or any(
+        item.path.is_relative_to(SECURITY_STAGE) for item in session.items
+    )
+    if watched:
+        root = logging.getLogger()
+        root.addHandler(canary.LeakHandler(canary.WATCH))
+        root.setLevel(logging.DEBUG)
+        # SQLAlchemy pins its own loggers to WARNING; open them too (statements and rows).
+        logging.getLogger("sqlalchemy").setLevel(logging.DEBUG)
+        canary.WATCH.logs_watched = True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    canary.WATCH.where = item.nodeid
+    try:
+        return (yield)
+    finally:
+        canary.WATCH.where = "outside tests"
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -57,6 +101,10 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
+    if canary.WATCH.leaks:
+        terminalreporter.section(f"{len(canary.WATCH.leaks)} secret leak(s)", red=True)
+        for line in dict.fromkeys(canary.WATCH.leaks):
+            terminalreporter.write_line(line)
     generated = tally.lines()
     if generated:
         terminalreporter.section("generated suites")
@@ -77,6 +125,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter is not None else []
     if session.config.getoption("--forbid-skips") and skipped:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if canary.WATCH.leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -104,6 +154,7 @@ async def database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
 
 def _settings(database: Database, redis_server: RedisServer) -> Settings:
     return Settings(
+        _env_file=None,  # a developer's .env configures their server, not the tests
         env=Environment.test,
         database_url=database.app_url,
         database_owner_url=database.owner_url,
@@ -141,7 +192,10 @@ def asgi_client(
 ) -> httpx.AsyncClient:
     """A client talking to ``app`` in process, as a peer at ``client_ip``."""
     transport = httpx.ASGITransport(app=app, client=(client_ip, 50_000))
-    return httpx.AsyncClient(transport=transport, base_url=base_url)
+    # Every answer is searched for the run's canary secrets (tests/harness/canary.py).
+    return httpx.AsyncClient(
+        transport=transport, base_url=base_url, event_hooks=canary.WATCH.hooks()
+    )
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import psutil
 
 from app.db.embedded import EmbeddedPostgres, free_port
+from tests.harness import canary
 
 Provider = Literal["containers", "local"]
 POSTGRES_IMAGE = "postgres:18.1-alpine"
@@ -76,29 +77,34 @@ class Control:
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """A server we hold the superuser of."""
+    """A server we hold the superuser of. Every URL carries its role's password, a canary of
+    this run (the throwaway servers trust local connections, so it is a tracer, not a lock)."""
 
     host: str
     port: int
     superuser: str
-    password: str = ""
+    password: str = canary.SUPERUSER_PASSWORD
+    role_password: str = canary.ROLE_PASSWORD
     control: Control | None = field(default=None, compare=False, repr=False)
 
     def url(self, user: str | None = None, database: str = "postgres") -> str:
         who = user or self.superuser
-        secret = f":{self.password}" if self.password and who == self.superuser else ""
-        return f"postgresql+asyncpg://{who}{secret}@{self.host}:{self.port}/{database}"
+        secret = self.password if who == self.superuser else self.role_password
+        return f"postgresql+asyncpg://{who}:{secret}@{self.host}:{self.port}/{database}"
 
 
 @dataclass(frozen=True)
 class RedisServer:
+    """Requires a password (the run's canary), as production's must."""
+
     host: str
     port: int
+    password: str = canary.REDIS_PASSWORD
     control: Control | None = field(default=None, compare=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
 
 def _signal_tree(pid: int, sig: signal.Signals) -> None:
@@ -140,7 +146,7 @@ def _postgres_container() -> Iterator[PostgresServer]:
     # Trust auth inside the throwaway container, as the local provider does, so the service
     # roles created by the tests need no passwords.
     container = PostgresContainer(
-        POSTGRES_IMAGE, username="postgres", password="postgres", driver=None
+        POSTGRES_IMAGE, username="postgres", password=canary.SUPERUSER_PASSWORD, driver=None
     )
     container.with_env("POSTGRES_HOST_AUTH_METHOD", "trust")
     with container:
@@ -158,7 +164,7 @@ def _postgres_container() -> Iterator[PostgresServer]:
 def redis(provider: Provider) -> Iterator[RedisServer]:
     if provider == "containers":
         RedisContainer = _community("redis", "RedisContainer")
-        with RedisContainer(REDIS_IMAGE) as container:
+        with RedisContainer(REDIS_IMAGE, password=canary.REDIS_PASSWORD) as container:
             yield RedisServer(
                 container.get_container_host_ip(),
                 int(container.get_exposed_port(6379)),
@@ -190,6 +196,8 @@ def redis(provider: Provider) -> Iterator[RedisServer]:
                     "no",
                     "--dir",
                     str(root),
+                    "--requirepass",
+                    canary.REDIS_PASSWORD,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -216,18 +224,33 @@ def redis(provider: Provider) -> Iterator[RedisServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def redis_ping(password: str = canary.REDIS_PASSWORD) -> bytes:
+    """AUTH then PING, inline: a Redis that answers "+OK" then "+PONG" is up."""
+    return f"AUTH {password}\r\nPING\r\n".encode()
+
+
 def _wait_for_redis(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
+                sock.sendall(redis_ping())
+                if _answered(sock):
                     return
         except OSError:
             pass
         time.sleep(0.05)
     raise ServiceUnavailableError(f"redis-server did not answer on port {port} within {timeout}s")
+
+
+def _answered(sock: socket.socket) -> bool:
+    received = b""
+    while b"PONG" not in received and len(received) < 64:
+        chunk = sock.recv(64)
+        if not chunk:
+            break
+        received += chunk
+    return received.startswith(b"+OK") and b"+PONG" in received
 
 
 # -- containers -----------------------------------------------------------------------------------

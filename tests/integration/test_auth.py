@@ -15,6 +15,7 @@ SIGNUP = {
     "clinic_name": "Harbour Vets",
     "owner_name": "Dr. Rui Costa",
     "email": "rui@harbour.example",
+    # pragma: allowlist nextline secret - a test user's passphrase
     "password": "a long enough passphrase",
     "timezone": "Europe/Lisbon",
 }
@@ -229,6 +230,7 @@ async def test_signup_with_an_existing_email_needs_its_password(client):
     first = await client.post("/api/v1/auth/signup", json=SIGNUP)
     wrong = await client.post(
         "/api/v1/auth/signup",
+        # pragma: allowlist nextline secret - a test user's passphrase
         json={**SIGNUP, "clinic_name": "Second", "password": "a different passphrase"},
     )
     right = await client.post("/api/v1/auth/signup", json={**SIGNUP, "clinic_name": "Second"})
@@ -242,6 +244,7 @@ async def test_signup_with_an_existing_email_needs_its_password(client):
 @pytest.mark.parametrize(
     "change",
     [
+        # pragma: allowlist nextline secret - a too-short password the API must refuse
         {"password": "short"},
         {"email": "not-an-email"},
         {"timezone": "Mars/Olympus"},

@@ -66,7 +66,7 @@ def test_invalid_configuration_names_the_setting_not_its_value(monkeypatch):
     monkeypatch.setenv("VETIFY_DB_POOL_SIZE", "lots-of-secret-sauce")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["migrate"])
-    assert "db_pool_size" in str(exit_info.value)
+    assert "VETIFY_DB_POOL_SIZE:" in str(exit_info.value)
     assert "secret-sauce" not in str(exit_info.value)
 
 

@@ -16,6 +16,7 @@ INVITATIONS = "/api/v1/staff/invitations"
 ACCEPT = "/api/v1/auth/invitations/accept"
 LOGIN = "/api/v1/auth/login"
 PROBLEM = "application/problem+json"
+# pragma: allowlist nextline secret - a test user's passphrase
 PASSWORD = "a long enough passphrase"
 
 

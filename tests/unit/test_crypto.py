@@ -18,6 +18,7 @@ from app.kit.crypto import (
     verify_password,
 )
 
+# pragma: allowlist nextline secret - a test passphrase to hash
 PASSWORD = "correct horse battery staple"
 PREFIX = "vtk"
 

@@ -1,0 +1,78 @@
+"""Secret canaries: every secret the harness hands the app is unique to this run, so finding one
+in a log record, an HTTP response (body or header) or the OpenAPI document proves a leak.
+
+The services' passwords (PostgreSQL superuser and roles, Redis) are drawn here, once per run;
+:class:`LeakWatch` looks for them in everything the app says. In the security stage (or with
+``--leak-canary``) the root logger is opened to DEBUG, so SQLAlchemy, asyncpg and uvicorn
+records are searched too, and any finding fails the session, naming where it was seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+def _draw(purpose: str) -> str:
+    # Hex only: safe in any URL without escaping, and never a word that occurs by chance.
+    return f"canary{purpose}{secrets.token_hex(12)}"
+
+
+SUPERUSER_PASSWORD = _draw("su")
+ROLE_PASSWORD = _draw("role")
+REDIS_PASSWORD = _draw("redis")
+ALL = (SUPERUSER_PASSWORD, ROLE_PASSWORD, REDIS_PASSWORD)
+
+
+@dataclass
+class LeakWatch:
+    """Records where a canary was seen (never the text around it: that is the leak)."""
+
+    canaries: tuple[str, ...] = ALL
+    leaks: list[str] = field(default_factory=list)
+    where: str = "outside tests"
+    inspected: int = 0
+    logs_watched: bool = False
+
+    def scan(self, text: str, source: str) -> None:
+        self.inspected += 1
+        for index, canary in enumerate(self.canaries):
+            if canary in text:
+                self.leaks.append(f"{self.where}: secret #{index} in {source}")
+
+    async def on_response(self, response: httpx.Response) -> None:
+        """An httpx response hook: the body and every header of each response."""
+        await response.aread()
+        where = f"{response.request.method} {response.request.url.path}"
+        self.scan(response.text, f"response body of {where}")
+        self.scan(
+            "\n".join(f"{k}: {v}" for k, v in response.headers.items()),
+            f"response headers of {where}",
+        )
+
+    def hooks(self) -> dict[str, list[Callable[..., Any]]]:
+        return {"response": [self.on_response]}
+
+
+class LeakHandler(logging.Handler):
+    """Searches each record as a handler would write it, traceback included."""
+
+    def __init__(self, watch: LeakWatch):
+        super().__init__(level=logging.DEBUG)
+        self.watch = watch
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # a record that cannot be formatted is not ours to fail on
+            text = str(record.msg)
+        self.watch.scan(text, f"log record of {record.name} ({record.levelname})")
+
+
+WATCH = LeakWatch()

@@ -1,0 +1,93 @@
+"""Secrets never leave the process: not in responses (bodies, headers, the OpenAPI document),
+not in logs, not when the database or Redis fails.
+
+The harness's canaries (tests/harness/canary.py) are in every Settings of this stage, and every
+log record and every response through the harness clients is searched for them: the whole
+stage fails on a single finding. These tests make the paths most likely to leak run, and check
+that the watch is really on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.db.embedded import free_port
+from app.main import create_app
+from app.settings import Settings
+from tests.harness import canary
+
+
+def test_every_secret_setting_carries_a_canary(settings: Settings) -> None:
+    """Otherwise the watch would search for strings the app never held. A secret setting
+    added later fails here until the harness (tests/harness/plugin.py, ``_settings``) gives it
+    a value containing one of ``canary.WATCH.canaries`` (add one there if it needs a format)."""
+    secret_fields = [
+        name
+        for name, field in Settings.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+    ]
+    assert secret_fields
+    uncovered = []
+    for name in secret_fields:
+        value = getattr(settings, name)
+        held = value.get_secret_value() if value is not None else ""
+        if not any(secret in held for secret in canary.WATCH.canaries):
+            uncovered.append(name)
+    assert uncovered == [], f"harness Settings without a canary secret: {uncovered}"
+
+
+def test_the_watch_is_on_for_every_logger() -> None:
+    before = len(canary.WATCH.leaks)
+    for name in ("sqlalchemy.engine.Engine", "asyncpg", "uvicorn.error", "vetify"):
+        logging.getLogger(name).debug("planted: %s", canary.ROLE_PASSWORD)
+    assert len(canary.WATCH.leaks) == before + 4
+    del canary.WATCH.leaks[before:]  # planted by this test, not leaked by the app
+
+
+async def test_openapi_and_docs_hold_no_secret(client: httpx.AsyncClient, app: FastAPI) -> None:
+    inspected = canary.WATCH.inspected
+    for path in ("/openapi.json", "/docs", "/health/live", "/health/ready"):
+        assert (await client.get(path)).status_code == 200
+    assert canary.WATCH.inspected > inspected, "responses are not searched"
+    document = json.dumps(app.openapi())
+    for secret in canary.ALL:
+        assert secret not in document
+
+
+@pytest.fixture
+async def unreachable() -> FastAPI:
+    """The app with its database and Redis on ports nobody listens on, URLs full of canaries."""
+    settings = Settings(
+        _env_file=None,
+        database_url=f"postgresql+asyncpg://vetify_app:{canary.ROLE_PASSWORD}"
+        f"@127.0.0.1:{free_port()}/vetify",
+        redis_url=f"redis://:{canary.REDIS_PASSWORD}@127.0.0.1:{free_port()}/0",
+        db_connect_timeout_seconds=2,
+    )
+    return create_app(settings)
+
+
+async def test_failures_to_connect_echo_no_secret(unreachable: FastAPI) -> None:
+    async with (
+        unreachable.router.lifespan_context(unreachable),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=unreachable),
+            base_url="https://testserver",
+            event_hooks=canary.WATCH.hooks(),
+        ) as client,
+    ):
+        ready = await client.get("/health/ready")
+        login = await client.post(
+            "/api/v1/auth/login", json={"email": "a@b.example", "password": "x" * 12}
+        )
+    assert ready.status_code == 503
+    assert login.status_code == 503
+    for response in (ready, login):
+        assert response.headers["content-type"] == "application/problem+json"
+        for secret in canary.ALL:
+            assert secret not in response.text
