@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from app import health
 from app.appointments.routes import router as appointments_router
+from app.attachments.routes import router as attachments_router
 from app.auth.deps import document_permissions
 from app.auth.routes import router as auth_router
 from app.clinics.routes import router as clinics_router
@@ -19,6 +20,7 @@ from app.db.migrate import head_revisions
 from app.db.session import create_engine, session_factory
 from app.kit import problems
 from app.kit.openapi import install_docs, problem_aware_openapi
+from app.kit.storage import storage_from
 from app.pets.routes import router as pets_router
 from app.records.routes import router as records_router
 from app.settings import Settings
@@ -33,6 +35,7 @@ ROUTERS = (
     pets_router,
     appointments_router,
     records_router,
+    attachments_router,
 )
 
 
@@ -42,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.storage = storage_from(settings)
         app.state.redis = (
             Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2)
             if settings.redis_url

@@ -17,6 +17,11 @@ class Environment(StrEnum):
     production = "production"
 
 
+class StorageBackend(StrEnum):
+    local = "local"
+    s3 = "s3"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VETIFY_", extra="ignore", frozen=True)
 
@@ -54,6 +59,22 @@ class Settings(BaseSettings):
     api_token_default_days: int = Field(default=90, ge=1, le=3650)
     invitation_valid_hours: int = Field(default=72, ge=1)
 
+    upload_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest attachment accepted; enforced while the body streams in (413 beyond it)."""
+    storage_backend: StorageBackend = StorageBackend.local
+    attachments_dir: Path | None = None
+    """Local storage root; unset: ``data_dir / "attachments"``."""
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    """An S3-compatible service (MinIO, Ceph ...); unset: AWS itself."""
+    s3_region: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    """Unset: boto3's own chain (environment, instance role)."""
+    clamd_address: str | None = Field(default=None, pattern=r"^[^:\s]+:[0-9]{1,5}$")
+    """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
+    clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
     @model_validator(mode="after")
     def _roles_are_distinct(self) -> Settings:
         if self.database_url and self.database_owner_url:
@@ -65,6 +86,16 @@ class Settings(BaseSettings):
                     "(VETIFY_DATABASE_OWNER_URL): row-level security does not bind the owner"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _s3_has_a_bucket(self) -> Settings:
+        if self.storage_backend is StorageBackend.s3 and not self.s3_bucket:
+            raise ValueError("VETIFY_STORAGE_BACKEND=s3 needs VETIFY_S3_BUCKET")
+        return self
+
+    @property
+    def attachments_root(self) -> Path:
+        return self.attachments_dir or self.data_dir / "attachments"
 
     @property
     def embedded(self) -> bool:
