@@ -57,7 +57,13 @@ MAX_NAME = 150
 _FALLBACK = "attachment"
 
 
+_RESERVED = set('<>:"|?*')
+"""Not allowed in Windows file names; the name is what the download suggests to the client."""
+
+
 def _visible(character: str) -> bool:
+    if character in _RESERVED:
+        return False
     # Cc: controls (NUL, CR, LF, ESC ...); Cf: format characters (bidi overrides that make
     # "gpj.exe" read as "exe.jpg"); Zl/Zp: line and paragraph separators.
     return unicodedata.category(character) not in {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
@@ -65,7 +71,8 @@ def _visible(character: str) -> bool:
 
 def safe_filename(sent: str | None, kind: Kind) -> str:
     """The client's file name as metadata: NFC, its last path segment only, no control or
-    format characters, at most ``MAX_NAME`` characters, ending in the sniffed kind's extension.
+    format characters nor any Windows refuses, at most ``MAX_NAME`` characters, ending in the
+    sniffed kind's extension.
 
     Never used as a path or a storage key; this is what lists show and downloads suggest.
     """
