@@ -15,7 +15,7 @@ from app.auth.deps import AppSettings, requires
 from app.auth.permissions import Action
 from app.auth.service import Principal
 from app.db.session import DbSession
-from app.kit.files import content_disposition
+from app.kit.files import ALLOWED, content_disposition
 from app.kit.openapi import multipart_body
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, paginate
 from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
@@ -99,7 +99,10 @@ async def get_attachment(
     responses={
         200: {
             "description": "The file, always as a download (never rendered in our origin)",
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "content": {
+                kind.media_type: {"schema": {"type": "string", "format": "binary"}}
+                for kind in ALLOWED
+            },
             "headers": {
                 "Content-Disposition": {"schema": {"type": "string"}},
                 "Repr-Digest": {"schema": {"type": "string"}},
