@@ -331,3 +331,19 @@ async def test_stored_bytes_that_no_longer_match_their_checksum_are_not_served(
     assert response.json()["type"].endswith("/attachment-corrupted")
     assert b"<script" not in response.content
     assert created["id"] in caplog.text, "the mismatch is logged with the attachment's id"
+
+
+async def test_a_huge_part_header_is_refused_and_stores_nothing(
+    client, settings, superuser_engine, clinic, record
+):
+    """Part headers are held in memory while parsed: each is bounded, not only the body (by
+    python-multipart itself: "Maximum header size exceeded", a malformed body here)."""
+    name = "a" * (64 * 1024) + ".png"
+    response = await client.post(
+        f"/api/v1/medical-records/{record.id}/attachments",
+        content=_raw_multipart(name, files.PNG),
+        headers={**clinic.owner.headers, "Content-Type": "multipart/form-data; boundary=B"},
+    )
+
+    assert response.status_code == 422, response.text
+    assert await _nothing_stored(superuser_engine, settings)
