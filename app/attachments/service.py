@@ -9,7 +9,6 @@ from pathlib import Path
 
 from anyio import to_thread
 from sqlalchemy import Select, select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
@@ -68,8 +67,6 @@ async def upload(
     tenant_id = current_tenant(session)
     assert tenant_id is not None
     staged = await to_thread.run_sync(staging_file, storage)
-    key = new_key(tenant_id)
-    stored = False
     try:
         received = await receive_file(request, staged, limit=settings.upload_max_bytes)
         kind = files.sniff(await to_thread.run_sync(_head, staged))
@@ -81,7 +78,7 @@ async def upload(
         attachment = Attachment(
             record_id=record_id,
             uploaded_by=uploaded_by,
-            storage_key=key,
+            storage_key=new_key(tenant_id),
             filename=files.safe_filename(received.filename, kind),
             content_type=kind.media_type,
             size_bytes=received.size,
@@ -93,16 +90,12 @@ async def upload(
         if settings.clamd_address:
             # Inline until the job queue (issue 7) takes scanning over, from the staged copy.
             await _scan(attachment, staged, settings.clamd_address, settings)
-        if attachment.scan_status is not ScanStatus.infected:
-            await storage.put(key, staged)
-            stored = True
         await session.flush()
+        # Last, so that nothing after it can fail and leave an object no row names (only the
+        # commit can, after the route: see ADR 0010).
+        if attachment.scan_status is not ScanStatus.infected:
+            await storage.put(attachment.storage_key, staged)
         return attachment
-    except BaseException:
-        # The request's transaction rolls back: leave no object behind that no row names.
-        if stored:
-            await storage.delete(key)
-        raise
     finally:
         await discard(staged)
 
@@ -173,10 +166,5 @@ async def delete(session: AsyncSession, attachment_id: uuid.UUID) -> str:
     if records.is_locked(record, utcnow()):
         raise records.RecordLocked()
     await session.delete(attachment)
-    try:
-        await session.flush()
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) == "55000":
-            raise records.RecordLocked() from exc
-        raise
+    await records.guarded_flush(session)
     return attachment.storage_key

@@ -156,8 +156,6 @@ async def receive_file(request: Request, into: Path, *, limit: int) -> Received:
             raise InvalidInput("The multipart body is malformed.") from exc
         except ClientDisconnect as exc:
             raise InvalidInput("The upload was cut short.") from exc
-    if state.problem is not None:
-        raise state.problem
     if not state.ended:
         raise InvalidInput("The multipart body ends before its closing boundary.")
     if not state.seen_file:

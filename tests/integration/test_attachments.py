@@ -127,6 +127,23 @@ async def test_the_form_takes_one_file_and_nothing_else(client, clinic, record, 
     none = await client.post(url, files={"note": (None, "hello")}, headers=headers)
     empty = await client.post(url, files={}, data={}, headers=headers)
     as_json = await client.post(url, json={"file": "iVBORw0KGgo="}, headers=headers)
+    no_boundary = await client.post(
+        url, content=b"x", headers={**headers, "Content-Type": "multipart/form-data"}
+    )
+    no_parts = await client.post(
+        url,
+        content=b"--B--\r\n",
+        headers={**headers, "Content-Type": "multipart/form-data; boundary=B"},
+    )
+    field_first = await client.post(
+        url,
+        content=b'--B\r\nContent-Disposition: form-data; name="tenant_id"\r\n\r\n'
+        + str(uuid.uuid4()).encode()
+        + b'\r\n--B\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        + files.PNG
+        + b"\r\n--B--\r\n",
+        headers={**headers, "Content-Type": "multipart/form-data; boundary=B"},
+    )
 
     assert extra.status_code == 422
     assert extra.json()["errors"][0]["loc"] == ["body", "record_id"]
@@ -135,6 +152,11 @@ async def test_the_form_takes_one_file_and_nothing_else(client, clinic, record, 
     assert empty.status_code in {415, 422}
     assert as_json.status_code == 415
     assert as_json.headers["content-type"] == "application/problem+json"
+    assert no_boundary.status_code == 422
+    assert no_parts.status_code == 422
+    assert no_parts.json()["errors"][0]["loc"] == ["body", "file"]
+    assert field_first.status_code == 422
+    assert field_first.json()["errors"][0]["loc"] == ["body", "tenant_id"]
     async with superuser_engine.connect() as connection:
         assert await connection.scalar(text("SELECT count(*) FROM attachments")) == 0
 
@@ -157,6 +179,57 @@ async def test_a_truncated_body_is_refused_and_stores_nothing(
     )
 
     assert response.status_code == 422
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM attachments")) == 0
+    assert [p for p in settings.attachments_root.rglob("*") if p.is_file()] == []
+
+
+async def test_a_client_that_disconnects_mid_upload_leaves_nothing(
+    app, clinic, record, superuser_engine, settings
+):
+    """Driven over raw ASGI: the body's first chunk, then the client is gone."""
+    messages = [
+        {
+            "type": "http.request",
+            "body": b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.png"'
+            b"\r\n\r\n" + files.PNG,
+            "more_body": True,
+        },
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    token = clinic.owner.headers["Authorization"].encode()
+    await app(
+        {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "https",
+            "path": f"/api/v1/medical-records/{record.id}/attachments",
+            "raw_path": f"/api/v1/medical-records/{record.id}/attachments".encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"testserver"),
+                (b"authorization", token),
+                (b"content-type", b"multipart/form-data; boundary=B"),
+            ],
+            "client": ("127.0.0.1", 1234),
+            "server": ("testserver", 443),
+        },
+        receive,
+        send,
+    )
+
+    assert sent[0]["status"] == 422
     async with superuser_engine.connect() as connection:
         assert await connection.scalar(text("SELECT count(*) FROM attachments")) == 0
     assert [p for p in settings.attachments_root.rglob("*") if p.is_file()] == []

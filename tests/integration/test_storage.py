@@ -113,3 +113,16 @@ async def test_s3_objects_are_keyed_by_clinic(settings: Settings, s3) -> None:
 
     listed = s3.client().list_objects_v2(Bucket=bucket)
     assert [item["Key"] for item in listed["Contents"]] == [key]
+
+
+async def test_an_s3_failure_other_than_a_missing_object_is_not_taken_for_one(
+    settings: Settings, s3, tmp_path: Path
+) -> None:
+    from botocore.exceptions import ClientError
+
+    storage = storage_from(s3_settings(settings, s3, f"files-{uuid.uuid4().hex[:12]}"))
+    storage.bucket = "no-such-bucket"  # type: ignore[attr-defined]
+
+    with pytest.raises(ClientError) as raised:
+        await storage.get(new_key(uuid.uuid4()), tmp_path / "copy")
+    assert not isinstance(raised.value, ObjectMissing)

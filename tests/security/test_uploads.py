@@ -126,6 +126,30 @@ async def test_an_endless_body_is_cut_off_at_the_limit_not_read_to_the_end(
     assert await _nothing_stored(superuser_engine, small_settings)
 
 
+async def test_an_endless_epilogue_after_the_form_is_cut_off_too(
+    small_client, small_settings, superuser_engine, clinic, record
+):
+    """Bytes after the closing boundary belong to no part: the body's total is bounded too."""
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield _raw_multipart("a.png", files.PNG)
+        for _ in range(1000):
+            sent += 1
+            yield b"\0" * 65536
+
+    response = await small_client.post(
+        f"/api/v1/medical-records/{record.id}/attachments",
+        content=body(),
+        headers={**clinic.owner.headers, "Content-Type": "multipart/form-data; boundary=B"},
+    )
+
+    assert response.status_code == 413
+    assert sent < 5
+    assert await _nothing_stored(superuser_engine, small_settings)
+
+
 async def test_a_declared_length_over_the_limit_is_refused_before_reading(
     small_client, small_settings, superuser_engine, clinic, record
 ):
