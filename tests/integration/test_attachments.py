@@ -336,7 +336,7 @@ async def test_an_infected_file_is_recorded_never_stored_nor_served(
 
 
 async def test_while_the_scanner_is_down_a_file_stays_pending_and_is_not_served(
-    client, settings, clinic, record
+    settings, clinic, record
 ):
     down = settings.model_copy(update={"clamd_address": "127.0.0.1:9"})
     application = create_app(down)
