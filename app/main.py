@@ -13,6 +13,8 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import health
 from app.appointments.routes import router as appointments_router
+from app.attachments.routes import UPLOAD_PATH
+from app.attachments.routes import router as attachments_router
 from app.auth.deps import document_permissions
 from app.auth.lockout import LoginGuard
 from app.auth.quotas import Quotas
@@ -26,6 +28,8 @@ from app.kit.bodies import BodyLimits
 from app.kit.headers import SecurityHeaders
 from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
+from app.kit.storage import storage_from
+from app.kit.uploads import MULTIPART_HEADROOM
 from app.pets.routes import router as pets_router
 from app.production import database_role_refusal
 from app.records.routes import router as records_router
@@ -41,6 +45,7 @@ ROUTERS = (
     pets_router,
     appointments_router,
     records_router,
+    attachments_router,
 )
 
 
@@ -50,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.storage = storage_from(settings)
         app.state.redis = (
             Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2)
             if settings.redis_url
@@ -104,7 +110,10 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     """Outermost first: the client's real address and scheme, then headers that every answer
     carries (even a 413 or a 429), then CORS, then the body limits."""
     app.add_middleware(
-        BodyLimits, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth
+        BodyLimits,
+        max_bytes=settings.max_body_bytes,
+        max_json_depth=settings.max_json_depth,
+        larger=[(UPLOAD_PATH, settings.upload_max_bytes + MULTIPART_HEADROOM)],
     )
     if settings.cors_allow_origins:  # closed by default: no CORS header for anyone
         app.add_middleware(

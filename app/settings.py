@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -107,6 +108,11 @@ def _env_names(field: FieldInfo, field_name: str) -> list[str]:
     return [env_name(field_name)]
 
 
+class StorageBackend(StrEnum):
+    local = "local"
+    s3 = "s3"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VETIFY_", extra="ignore", frozen=True, env_file=".env"
@@ -186,6 +192,22 @@ class Settings(BaseSettings):
     rate_limit_scale: float = Field(default=1.0, gt=0, le=100_000)
     """Multiplies every quota above and the plans' API quotas: for load tests and test
     stages that send far more than a clinic does. Limits still apply; 1 in production."""
+
+    upload_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest attachment accepted; enforced while the body streams in (413 beyond it)."""
+    storage_backend: StorageBackend = StorageBackend.local
+    attachments_dir: Path | None = None
+    """Local storage root; unset: ``data_dir / "attachments"``."""
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    """An S3-compatible service (MinIO, Ceph ...); unset: AWS itself."""
+    s3_region: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    """Unset: boto3's own chain (environment, instance role)."""
+    clamd_address: str | None = Field(default=None, pattern=r"^[^:\s]+:[0-9]{1,5}$")
+    """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
+    clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
     @field_validator("trusted_proxies", "cors_allow_origins", mode="before")
     @classmethod
@@ -280,6 +302,16 @@ class Settings(BaseSettings):
             if why:
                 raise ValueError(why)
         return value
+
+    @model_validator(mode="after")
+    def _s3_has_a_bucket(self) -> Settings:
+        if self.storage_backend is StorageBackend.s3 and not self.s3_bucket:
+            raise ValueError("VETIFY_STORAGE_BACKEND=s3 needs VETIFY_S3_BUCKET")
+        return self
+
+    @property
+    def attachments_root(self) -> Path:
+        return self.attachments_dir or self.data_dir / "attachments"
 
     @property
     def embedded(self) -> bool:

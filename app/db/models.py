@@ -1,6 +1,7 @@
 """Every model, imported so that ``Base.metadata`` is complete (Alembic, tests)."""
 
 from app.appointments.models import Appointment, AppointmentType
+from app.attachments.models import Attachment
 from app.auth.models import Credential, Invitation, Membership, User
 from app.clinics.models import Clinic, Location, Room
 from app.customers.models import ConsentEvent, Customer
@@ -12,6 +13,7 @@ __all__ = [
     "Addendum",
     "Appointment",
     "AppointmentType",
+    "Attachment",
     "Base",
     "Clinic",
     "ConsentEvent",

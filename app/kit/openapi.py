@@ -13,6 +13,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from swagger_ui_bundle import swagger_ui_path
 
 from app.kit.headers import nonce
@@ -28,6 +29,18 @@ from app.kit.problems import (
 from app.kit.ratelimit import TooManyRequests
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemBody"}
+_FORMS: dict[str, type[BaseModel]] = {}
+"""Forms routes parse themselves (streamed uploads), documented as components by name."""
+
+
+def multipart_body(form: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads a multipart/form-data body from the stream
+    itself (FastAPI would otherwise parse it whole first): the form's schema as the body."""
+    _FORMS[form.__name__] = form
+    schema = {"$ref": f"#/components/schemas/{form.__name__}"}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
 
 
 def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
@@ -48,6 +61,8 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
         ref_template="#/components/schemas/{model}"
     )
     components["ProblemBody"].pop("$defs", None)
+    for name, form in _FORMS.items():
+        components[name] = form.model_json_schema()
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     invalid = responses(InvalidInput)[422]

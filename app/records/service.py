@@ -85,7 +85,7 @@ async def get(session: AsyncSession, record_id: uuid.UUID) -> MedicalRecord:
     return await get_or_404(session, MedicalRecord, record_id, "medical record")
 
 
-async def _guarded_flush(session: AsyncSession) -> None:
+async def guarded_flush(session: AsyncSession) -> None:
     """The database refuses changes to a locked record even if the check above raced the clock."""
     try:
         await session.flush()
@@ -107,7 +107,7 @@ async def update(
         record.vaccinations = [Vaccination(**v.model_dump()) for v in changes.vaccinations]
     if "prescriptions" in changes.model_fields_set:
         record.prescriptions = [Prescription(**p.model_dump()) for p in changes.prescriptions]
-    await _guarded_flush(session)
+    await guarded_flush(session)
     return await _reloaded(session, record)
 
 
@@ -117,7 +117,7 @@ async def sign(session: AsyncSession, record_id: uuid.UUID, vet_id: uuid.UUID) -
         raise Conflict("The record is already signed.")
     now = utcnow()
     record.signed_by, record.signed_at, record.locks_at = vet_id, now, now + LOCK_AFTER
-    await _guarded_flush(session)
+    await guarded_flush(session)
     return record
 
 

@@ -72,6 +72,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.auth.models import Role
 from app.settings import Settings
+from fixtures import files
 from fixtures.factories import (
     AppointmentFactory,
     AppointmentTypeFactory,
@@ -192,6 +193,7 @@ async def _seed(world: World, clinic: ClinicWorld) -> dict[str, list[str]]:
         await world.make(clinic, InvitationFactory, invited_by=clinic.owner.user.id)
         for _ in range(2)
     ]
+    attachments = [await world.attach(clinic, records[0].id) for _ in range(2)]
     staff = [actor.user for role, actor in clinic.actors.items() if role is not Role.owner]
     return {
         "location_id": [str(location.id)],
@@ -205,6 +207,7 @@ async def _seed(world: World, clinic: ClinicWorld) -> dict[str, list[str]]:
         "type_id": [str(kind.id) for kind in kinds],
         "record_id": [str(record.id) for record in records],
         "invitation_id": [str(invitation.id) for invitation in invitations],
+        "attachment_id": [str(attachment.id) for attachment in attachments],
         "clinic_id": [str(clinic.id)],
     }
 
@@ -272,7 +275,11 @@ def _issued_cursor(operation: APIOperation, target: Target) -> str | None:
     """The ``next_cursor`` of the first one-item page, if the operation pages."""
     if "cursor" not in operation.query:
         return None
-    response = operation.Case(query={"limit": 1}, headers=target.headers).call()
+    # A list under a parent (a record's attachments) pages within the first seeded parent.
+    parents = {p.name: target.ids[p.name][0] for p in operation.path_parameters}
+    response = operation.Case(
+        path_parameters=parents, query={"limit": 1}, headers=target.headers
+    ).call()
     assert response.status_code == 200, response.text
     cursor = response.json()["next_cursor"]
     assert cursor, f"seed a second row in _seed, so that {operation.label} has a second page"
@@ -331,7 +338,15 @@ def _later_end(case: Case) -> None:
     body["starts_at"], body["ends_at"] = first.isoformat(), last.isoformat()
 
 
+def _a_real_file(case: Case) -> None:
+    """An attachment's type is read from its bytes, against an allow-list (PNG, PDF ...): no
+    schema can say which bytes those are. A schema-valid upload sends a real PNG."""
+    if isinstance(case.body, dict) and "file" in case.body:
+        case.body["file"] = files.PNG
+
+
 RULES: dict[tuple[str, str], tuple[Callable[[Case], None], ...]] = {
+    ("POST", "/api/v1/medical-records/{record_id}/attachments"): (_a_real_file,),
     ("POST", "/api/v1/appointments"): (_later_end,),
     ("PATCH", "/api/v1/appointments/{appointment_id}"): (_later_end,),
 }

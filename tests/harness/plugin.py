@@ -24,15 +24,18 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from app.main import create_app
-from app.settings import Environment, Settings
+from app.settings import Environment, Settings, StorageBackend
 from fixtures.demo import seed_demo
 from tests.harness import canary, databases, tally
+from tests.harness.clamd import FakeClamd, fake_clamd
 from tests.harness.databases import Database
 from tests.harness.live import LiveServer
 from tests.harness.proxy import FaultProxy
+from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server, s3_server
 from tests.harness.services import (
     PostgresServer,
     Provider,
@@ -144,6 +147,34 @@ def redis_server(pytestconfig: pytest.Config) -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A local S3 (moto's server) for the session; each test takes a bucket of its own."""
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def clamd() -> Iterator[FakeClamd]:
+    """A clamd that speaks INSTREAM and flags the EICAR test string."""
+    with fake_clamd() as server:
+        yield server
+
+
+def s3_settings(settings: Settings, server: S3Server, bucket: str) -> Settings:
+    """``settings`` with attachments in a bucket of the local S3."""
+    return settings.model_copy(
+        update={
+            "storage_backend": StorageBackend.s3,
+            "s3_bucket": server.new_bucket(bucket),
+            "s3_endpoint_url": server.endpoint_url,
+            "s3_region": REGION,
+            "s3_access_key_id": SecretStr(ACCESS_KEY),
+            "s3_secret_access_key": SecretStr(SECRET_KEY),
+        }
+    )
+
+
 # -- a database per test, the app in process ------------------------------------------------------
 @pytest.fixture
 async def database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
@@ -152,7 +183,7 @@ async def database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
     await databases.drop(fresh)
 
 
-def _settings(database: Database, redis_server: RedisServer) -> Settings:
+def _settings(database: Database, redis_server: RedisServer, files: Path) -> Settings:
     return Settings(
         _env_file=None,  # a developer's .env configures their server, not the tests
         env=Environment.test,
@@ -166,6 +197,9 @@ def _settings(database: Database, redis_server: RedisServer) -> Settings:
         # the replay answer differently. The login suites set small thresholds.
         login_free_failures=10_000,
         login_lockout_failures=10_000,
+        # Uploaded files of this database only, under pytest's temporary directory.
+        data_dir=files,
+        attachments_dir=files / "attachments",
     )
 
 
@@ -177,8 +211,8 @@ async def _running(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture
-def settings(database: Database, redis_server: RedisServer) -> Settings:
-    return _settings(database, redis_server)
+def settings(database: Database, redis_server: RedisServer, tmp_path: Path) -> Settings:
+    return _settings(database, redis_server, tmp_path)
 
 
 @pytest.fixture
@@ -250,8 +284,10 @@ async def module_database(postgres_server: PostgresServer) -> AsyncIterator[Data
 
 
 @pytest.fixture(scope="module")
-def module_settings(module_database: Database, redis_server: RedisServer) -> Settings:
-    return _settings(module_database, redis_server)
+def module_settings(
+    module_database: Database, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    return _settings(module_database, redis_server, tmp_path_factory.mktemp("files"))
 
 
 @pytest.fixture(scope="module")

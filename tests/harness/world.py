@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,12 +12,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.attachments.models import Attachment
 from app.auth import service as auth_service
 from app.auth.models import CredentialKind, Membership, Role, User
 from app.db.tenancy import enter_tenant
+from app.kit.storage import Storage, new_key, staging_file, storage_from
 from app.settings import Settings
+from fixtures import files
 from fixtures.clinics import ClinicSetup, create_clinic
-from fixtures.factories import create
+from fixtures.factories import AttachmentFactory, create
 
 
 @dataclass
@@ -96,3 +100,33 @@ class World:
     async def make(self, clinic: ClinicWorld, factory_class: Any, **fields: Any) -> Any:
         async with self.session(clinic.id) as session:
             return await create(session, factory_class, **fields)
+
+    @property
+    def storage(self) -> Storage:
+        """The app's file storage, as the settings configure it."""
+        return storage_from(self.settings)
+
+    async def attach(
+        self,
+        clinic: ClinicWorld,
+        record_id: uuid.UUID,
+        content: bytes = files.PNG,
+        **fields: Any,
+    ) -> Attachment:
+        """An attachment on the record: its bytes in storage, its row through the factory."""
+        storage = self.storage
+        key = new_key(clinic.id)
+        staged = staging_file(storage)
+        staged.write_bytes(content)
+        await storage.put(key, staged)
+        attachment: Attachment = await self.make(
+            clinic,
+            AttachmentFactory,
+            record_id=record_id,
+            uploaded_by=clinic.owner.user.id,
+            storage_key=key,
+            size_bytes=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+            **fields,
+        )
+        return attachment

@@ -28,6 +28,7 @@ from fastapi.routing import iter_route_contexts
 from app.auth.deps import required_action
 from app.auth.permissions import Action
 from app.auth.service import SESSION_COOKIE
+from fixtures import files
 from fixtures.factories import DEFAULT_PASSWORD
 from tests.contract.snapshot import offline_app
 from tests.harness.world import Actor, World
@@ -68,6 +69,7 @@ ID_KINDS: dict[str, str] = {
     "customer_id": "customer",
     "pet_id": "pet",
     "record_id": "medical_record",
+    "attachment_id": "attachment",
     "user_id": "member",
     "vet_id": "vet",
     "invitation_id": "invitation",
@@ -138,6 +140,8 @@ BODIES: dict[str, Body] = {
     },
     "RecordPatch": lambda e: {"plan": "Rest for a week"},
     "AddendumIn": lambda e: {"text": "Owner called: improving"},
+    # multipart/form-data: bytes are sent as a file part, anything else as a plain field.
+    "AttachmentUpload": lambda e: {"file": files.PNG},
     "InvitationIn": lambda e: {"email": _unique("invitee"), "role": "technician"},
     "StaffPatch": lambda e: {"role": "receptionist"},
 }
@@ -175,8 +179,14 @@ class Route:
         body = (self.spec or {}).get("requestBody")
         if body is None:
             return None
-        ref: str = body["content"]["application/json"]["schema"]["$ref"]
+        [content] = body["content"].values()
+        ref: str = content["schema"]["$ref"]
         return ref.removeprefix("#/components/schemas/")
+
+    @property
+    def multipart(self) -> bool:
+        body = (self.spec or {}).get("requestBody") or {}
+        return "multipart/form-data" in body.get("content", {})
 
     @property
     def body_ids(self) -> list[str]:
@@ -298,9 +308,14 @@ async def send(
 ) -> httpx.Response:
     client.cookies.clear()
     client.cookies.update(caller.cookies)
-    return await client.request(
-        route.method, url, json=body, headers={**caller.headers, **(headers or {})}, params=params
-    )
+    headers = {**caller.headers, **(headers or {})}
+    if route.multipart and body is not None:
+        parts = {
+            name: ("upload.png", value) if isinstance(value, bytes) else (None, str(value))
+            for name, value in body.items()
+        }
+        return await client.request(route.method, url, files=parts, headers=headers, params=params)
+    return await client.request(route.method, url, json=body, headers=headers, params=params)
 
 
 def problem(response: httpx.Response) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.models import CredentialKind, Role
 from app.kit import crypto
 from app.kit.clock import utcnow
+from fixtures import files
 from fixtures.factories import (
     AddendumFactory,
     AppointmentFactory,
@@ -106,6 +107,13 @@ async def _record(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
     return uuid.UUID(str(record.id))
 
 
+async def _attachment(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    """A file on a new record, its bytes in the app's storage (downloads work)."""
+    record_id = await _record(world, clinic, actor)
+    attachment = await world.attach(clinic, record_id, files.png_with_comment(f"{clinic.id}"))
+    return uuid.UUID(str(attachment.id))
+
+
 async def _member(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
     async with world.session(clinic.id) as session:
         user = await create(session, UserFactory)
@@ -149,6 +157,7 @@ MAKERS: dict[str, Maker] = {
     "pet": _pet,
     "appointment": _appointment,
     "medical_record": _record,
+    "attachment": _attachment,
     "member": _member,
     "token": _token,
     "invitation": _invitation,
@@ -203,6 +212,8 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
         )
         credential = await create(session, CredentialFactory, user_id=owner.user.id)
         await create(session, CredentialFactory, user_id=owner.user.id, kind=CredentialKind.session)
+    # The file names its clinic, so a download shows whose it is (and leaks of another's).
+    attachment = await world.attach(clinic, record.id, files.png_with_comment(f"{clinic.id}"))
     estate.invitation_token = secret
     estate.ids = {
         "clinic": clinic.id,
@@ -213,6 +224,7 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
         "pet": pet.id,
         "appointment": appointment.id,
         "medical_record": record.id,
+        "attachment": attachment.id,
         "invitation": invitation.id,
         "token": credential.id,
         "member": clinic.actors[Role.technician].user.id,

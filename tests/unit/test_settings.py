@@ -291,3 +291,28 @@ def test_a_secret_left_at_its_coded_default_is_refused() -> None:
     )
     assert refusal("signing_key", SecretStr("short"), field) is not None
     assert refusal("signing_key", SecretStr(STRONG), field) is None
+
+
+def test_attachments_default_to_a_local_directory_and_20_mib() -> None:
+    settings = Settings()
+    assert settings.upload_max_bytes == 20 * 1024 * 1024
+    assert settings.attachments_root == settings.data_dir / "attachments"
+    assert settings.clamd_address is None
+
+
+def test_s3_storage_needs_a_bucket_and_keeps_its_credentials_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VETIFY_STORAGE_BACKEND", "s3")
+    with pytest.raises(ConfigurationError, match="VETIFY_S3_BUCKET"):
+        Settings()
+    monkeypatch.setenv("VETIFY_S3_BUCKET", "vetify-files")
+    monkeypatch.setenv("VETIFY_S3_SECRET_ACCESS_KEY", "hunter2")
+    settings = Settings()
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize("address", ["clamd", "clamd:", ":3310", "clamd:3310:1", "clam d:3310"])
+def test_a_clamd_address_is_host_and_port(address: str) -> None:
+    with pytest.raises(ConfigurationError):
+        Settings(clamd_address=address)

@@ -1,0 +1,170 @@
+"""Attachments of medical records: receive, sniff, store, scan, serve back, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from pathlib import Path
+
+from anyio import to_thread
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+
+from app.attachments.models import Attachment, ScanStatus
+from app.db.repository import get_or_404
+from app.db.tenancy import current_tenant
+from app.kit import clamd, files
+from app.kit.clock import utcnow
+from app.kit.problems import Conflict, Problem
+from app.kit.storage import ObjectMissing, Storage, discard, new_key, staging_file
+from app.kit.uploads import UnsupportedMediaType, receive_file
+from app.records import service as records
+from app.settings import Settings
+
+log = logging.getLogger("vetify.attachments")
+
+
+class NotScanned(Conflict):
+    slug, title = "attachment-not-scanned", "Attachment not scanned yet"
+
+    def __init__(self) -> None:
+        super().__init__("The file has not been scanned for malware yet; try again later.")
+
+
+class Infected(Conflict):
+    slug, title = "attachment-infected", "Attachment infected"
+
+    def __init__(self, signature: str | None) -> None:
+        super().__init__(f"The malware scanner found {signature or 'malware'}; it was deleted.")
+
+
+class Corrupted(Problem):
+    """The stored bytes are not what was uploaded (their checksum differs) or are gone."""
+
+    status, slug, title = 502, "attachment-corrupted", "Attachment corrupted in storage"
+
+
+def search(record_id: uuid.UUID) -> Select[Attachment]:
+    return select(Attachment).where(Attachment.record_id == record_id)
+
+
+async def get(session: AsyncSession, attachment_id: uuid.UUID) -> Attachment:
+    return await get_or_404(session, Attachment, attachment_id, "attachment")
+
+
+async def upload(
+    session: AsyncSession,
+    request: Request,
+    storage: Storage,
+    settings: Settings,
+    record_id: uuid.UUID,
+    uploaded_by: uuid.UUID,
+) -> Attachment:
+    # The record first: another clinic's (or no) record is a 404 before a byte is read.
+    await records.get(session, record_id)
+    tenant_id = current_tenant(session)
+    assert tenant_id is not None
+    staged = await to_thread.run_sync(staging_file, storage)
+    try:
+        received = await receive_file(request, staged, limit=settings.upload_max_bytes)
+        kind = files.sniff(await to_thread.run_sync(_head, staged))
+        if kind is None:
+            raise UnsupportedMediaType(
+                "Attach a PNG, JPEG, GIF, WebP, PDF or DICOM file; the type is read from the"
+                " file's content, not from its name or declared type."
+            )
+        attachment = Attachment(
+            record_id=record_id,
+            uploaded_by=uploaded_by,
+            storage_key=new_key(tenant_id),
+            filename=files.safe_filename(received.filename, kind),
+            content_type=kind.media_type,
+            size_bytes=received.size,
+            sha256=received.sha256,
+            scan_status=ScanStatus.pending if settings.clamd_address else ScanStatus.unscanned,
+        )
+        session.add(attachment)
+        await session.flush()
+        if settings.clamd_address:
+            # Inline until the job queue (issue 7) takes scanning over, from the staged copy.
+            await _scan(attachment, staged, settings.clamd_address, settings)
+        await session.flush()
+        # Last, so that nothing after it can fail and leave an object no row names (only the
+        # commit can, after the route: see ADR 0010).
+        if attachment.scan_status is not ScanStatus.infected:
+            await storage.put(attachment.storage_key, staged)
+        return attachment
+    finally:
+        await discard(staged)
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as source:
+        return source.read(files.SNIFF_BYTES)
+
+
+async def _scan(attachment: Attachment, staged: Path, address: str, settings: Settings) -> None:
+    try:
+        verdict = await clamd.scan_file(address, staged, seconds=settings.clamd_timeout_seconds)
+    except clamd.ScannerUnavailable:
+        # Stays pending (not downloadable); the job queue will retry it.
+        log.exception("malware scan failed; attachment %s stays pending", attachment.id)
+        return
+    if verdict.clean:
+        attachment.scan_status = ScanStatus.clean
+    else:
+        log.warning("malware %s in attachment %s", verdict.signature, attachment.id)
+        attachment.scan_status = ScanStatus.infected
+        attachment.scan_signature = verdict.signature
+
+
+async def fetch(storage: Storage, attachment: Attachment) -> Path:
+    """A local copy of the attachment's bytes, checked against the stored checksum.
+
+    The copy is what gets sent, so what was checked is exactly what the client receives.
+    """
+    if attachment.scan_status is ScanStatus.pending:
+        raise NotScanned()
+    if attachment.scan_status is ScanStatus.infected:
+        raise Infected(attachment.scan_signature)
+    copy = await to_thread.run_sync(staging_file, storage)
+    try:
+        await storage.get(attachment.storage_key, copy)
+        actual = await to_thread.run_sync(_sha256, copy)
+        if actual != attachment.sha256:
+            log.error(
+                "attachment %s: stored bytes have SHA-256 %s, expected %s",
+                attachment.id,
+                actual,
+                attachment.sha256,
+            )
+            raise Corrupted("The stored file does not match its checksum; it is not served.")
+    except ObjectMissing as exc:
+        await discard(copy)
+        log.error("attachment %s: no object %s in storage", attachment.id, exc)
+        raise Corrupted("The stored file is missing.") from exc
+    except BaseException:
+        await discard(copy)
+        raise
+    return copy
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def delete(session: AsyncSession, attachment_id: uuid.UUID) -> str:
+    """Delete the row; returns the storage key, whose object the caller removes after commit."""
+    attachment = await get(session, attachment_id)
+    record = await records.get(session, attachment.record_id)
+    if records.is_locked(record, utcnow()):
+        raise records.RecordLocked()
+    await session.delete(attachment)
+    await records.guarded_flush(session)
+    return attachment.storage_key

@@ -1,0 +1,153 @@
+"""Where uploaded files' bytes live: a local directory by default, or an S3-compatible bucket.
+
+Keys are made here (:func:`new_key`: the clinic's id and a random UUID), never from anything a
+client sent, and every backend refuses any other shape of key, so a file name can never become a
+path. Uploads are first written to a staging file (:meth:`Storage.staging_file`), then handed
+over whole with :meth:`Storage.put`: locally a rename within the same file system (atomic, so a
+reader never sees half a file), on S3 an upload that only appears when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+from anyio import to_thread
+
+from app.settings import Settings, StorageBackend
+
+_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+KEY_SHAPE = re.compile(rf"{_KEY.pattern}/{_KEY.pattern}")
+
+
+class ObjectMissing(Exception):
+    """The key names nothing in the store."""
+
+
+def new_key(tenant_id: uuid.UUID) -> str:
+    """``{clinic}/{random}``: scoped to the clinic, unguessable, unrelated to the file's name."""
+    return f"{tenant_id}/{uuid.uuid4()}"
+
+
+def _checked(key: str) -> str:
+    if not KEY_SHAPE.fullmatch(key):
+        raise ValueError(f"not a storage key: {key!r}")
+    return key
+
+
+class Storage(Protocol):
+    staging_dir: Path
+
+    async def put(self, key: str, staged: Path) -> None:
+        """Store the staged file under ``key`` (the staged file is consumed)."""
+
+    async def get(self, key: str, into: Path) -> None:
+        """Copy the object to the local file ``into``; :class:`ObjectMissing` if absent."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; absent is fine."""
+
+
+def staging_file(storage: Storage) -> Path:
+    """A new empty file in the storage's staging directory, only the service may read."""
+    storage.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, name = tempfile.mkstemp(dir=storage.staging_dir, prefix="upload-")
+    os.close(descriptor)
+    return Path(name)
+
+
+class LocalStorage:
+    """Files under ``root/{clinic}/{uuid}``; staging in ``root/.staging`` (same file system)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.staging_dir = self.root / ".staging"
+
+    def _path(self, key: str) -> Path:
+        # Two hexadecimal UUIDs and one slash: no dot, no second slash, so never outside root.
+        return self.root / _checked(key)
+
+    async def put(self, key: str, staged: Path) -> None:
+        target = self._path(key)
+
+        def move() -> None:
+            target.parent.mkdir(exist_ok=True, mode=0o700)
+            with staged.open("rb") as written:
+                os.fsync(written.fileno())
+            os.replace(staged, target)
+
+        await to_thread.run_sync(move)
+
+    async def get(self, key: str, into: Path) -> None:
+        source = self._path(key)
+        try:
+            await to_thread.run_sync(shutil.copyfile, source, into)
+        except FileNotFoundError as exc:
+            raise ObjectMissing(key) from exc
+
+    async def delete(self, key: str) -> None:
+        await to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+
+
+class S3Storage:
+    """Objects in one bucket, keyed ``{clinic}/{uuid}``; boto3's blocking calls run in threads."""
+
+    def __init__(self, settings: Settings, staging_dir: Path) -> None:
+        import boto3  # only when configured: the local default needs no AWS SDK at start-up
+
+        assert settings.s3_bucket is not None
+        self.bucket = settings.s3_bucket
+        secret = settings.s3_secret_access_key
+        key_id = settings.s3_access_key_id
+        self.client: Any = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=key_id.get_secret_value() if key_id else None,
+            aws_secret_access_key=secret.get_secret_value() if secret else None,
+        )
+        self.staging_dir = staging_dir
+
+    async def put(self, key: str, staged: Path) -> None:
+        try:
+            await to_thread.run_sync(
+                lambda: self.client.upload_file(str(staged), self.bucket, _checked(key))
+            )
+        finally:
+            await discard(staged)
+
+    async def get(self, key: str, into: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        def download() -> None:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=_checked(key))["Body"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                    raise ObjectMissing(key) from exc
+                raise
+            with body, into.open("wb") as target:
+                shutil.copyfileobj(body, target, 1024 * 1024)
+
+        await to_thread.run_sync(download)
+
+    async def delete(self, key: str) -> None:
+        await to_thread.run_sync(
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=_checked(key))
+        )
+
+
+async def discard(path: Path) -> None:
+    """Remove a staging or download copy (absent is fine)."""
+    await to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+
+def storage_from(settings: Settings) -> Storage:
+    if settings.storage_backend is StorageBackend.s3:
+        return S3Storage(settings, settings.data_dir / "staging")
+    return LocalStorage(settings.attachments_root)

@@ -1,0 +1,372 @@
+"""Files on medical records: upload, list, read, download, delete; the record lock; scanning."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text, update
+from sqlalchemy.exc import DBAPIError
+
+from app.attachments.models import Attachment
+from app.auth.models import Role
+from app.kit.clock import utcnow
+from app.main import create_app
+from app.records.models import MedicalRecord
+from app.settings import Settings
+from fixtures import files
+from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
+from tests.harness.clamd import SIGNATURE
+from tests.harness.plugin import s3_settings
+
+
+@pytest.fixture
+async def clinic(world):
+    return await world.clinic()
+
+
+@pytest.fixture
+async def record(world, clinic):
+    customer = await world.make(clinic, CustomerFactory)
+    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
+    return await world.make(
+        clinic, MedicalRecordFactory, pet_id=pet.id, author_id=clinic.actors[Role.vet].user.id
+    )
+
+
+def upload(client, clinic, record, content=files.PNG, name="x-ray.png", role=Role.vet, **kw):
+    return client.post(
+        f"/api/v1/medical-records/{record.id}/attachments",
+        files={"file": (name, content, kw.pop("content_type", "application/octet-stream"))},
+        headers=clinic.actors[role].headers,
+        **kw,
+    )
+
+
+async def _lock(world, clinic, record) -> None:
+    async with world.session(clinic.id) as session:
+        await session.execute(
+            update(MedicalRecord)
+            .where(MedicalRecord.id == record.id)
+            .values(signed_at=utcnow(), locks_at=utcnow())
+        )
+
+
+async def test_a_vet_attaches_a_radiograph_and_anyone_in_the_clinic_downloads_it(
+    client, clinic, record
+):
+    response = await upload(client, clinic, record)
+
+    assert response.status_code == 201, response.text
+    attachment = response.json()
+    assert attachment["record_id"] == str(record.id)
+    assert attachment["filename"] == "x-ray.png"
+    assert attachment["content_type"] == "image/png"
+    assert attachment["size_bytes"] == len(files.PNG)
+    assert attachment["sha256"] == hashlib.sha256(files.PNG).hexdigest()
+    assert attachment["scan_status"] == "unscanned"
+    assert attachment["uploaded_by"] == str(clinic.actors[Role.vet].user.id)
+    assert "storage_key" not in attachment
+    reader = clinic.actors[Role.read_only].headers
+    listed = await client.get(f"/api/v1/medical-records/{record.id}/attachments", headers=reader)
+    assert [a["id"] for a in listed.json()["items"]] == [attachment["id"]]
+    one = await client.get(f"/api/v1/attachments/{attachment['id']}", headers=reader)
+    assert one.json() == attachment
+    content = await client.get(f"/api/v1/attachments/{attachment['id']}/content", headers=reader)
+    assert content.status_code == 200
+    assert content.content == files.PNG
+    assert content.headers["content-type"] == "image/png"
+
+
+@pytest.mark.parametrize(
+    ("content", "media_type"),
+    [
+        (files.PNG, "image/png"),
+        (files.JPEG, "image/jpeg"),
+        (files.GIF, "image/gif"),
+        (files.WEBP, "image/webp"),
+        (files.PDF, "application/pdf"),
+        (files.DICOM, "application/dicom"),
+    ],
+)
+async def test_the_type_is_read_from_the_bytes_not_from_the_name_or_declared_type(
+    client, clinic, record, content, media_type
+):
+    response = await upload(
+        client, clinic, record, content, name="notes.txt", content_type="text/html"
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["content_type"] == media_type
+    assert response.json()["filename"].startswith("notes.txt.")
+
+
+@pytest.mark.parametrize("role", [Role.receptionist, Role.read_only, Role.admin])
+async def test_only_clinical_roles_attach_files(client, clinic, record, superuser_engine, role):
+    response = await upload(client, clinic, record, role=role)
+
+    assert response.status_code == 403
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM attachments")) == 0
+
+
+async def test_the_form_takes_one_file_and_nothing_else(client, clinic, record, superuser_engine):
+    url = f"/api/v1/medical-records/{record.id}/attachments"
+    headers = clinic.owner.headers
+    extra = await client.post(
+        url,
+        files={"file": ("a.png", files.PNG), "record_id": (None, str(uuid.uuid4()))},
+        headers=headers,
+    )
+    two = await client.post(
+        url, files=[("file", ("a.png", files.PNG)), ("file", ("b.png", files.PNG))], headers=headers
+    )
+    none = await client.post(url, files={"note": (None, "hello")}, headers=headers)
+    empty = await client.post(url, files={}, data={}, headers=headers)
+    as_json = await client.post(url, json={"file": "iVBORw0KGgo="}, headers=headers)
+    no_boundary = await client.post(
+        url, content=b"x", headers={**headers, "Content-Type": "multipart/form-data"}
+    )
+    no_parts = await client.post(
+        url,
+        content=b"--B--\r\n",
+        headers={**headers, "Content-Type": "multipart/form-data; boundary=B"},
+    )
+    field_first = await client.post(
+        url,
+        content=b'--B\r\nContent-Disposition: form-data; name="tenant_id"\r\n\r\n'
+        + str(uuid.uuid4()).encode()
+        + b'\r\n--B\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        + files.PNG
+        + b"\r\n--B--\r\n",
+        headers={**headers, "Content-Type": "multipart/form-data; boundary=B"},
+    )
+
+    assert extra.status_code == 422
+    assert extra.json()["errors"][0]["loc"] == ["body", "record_id"]
+    assert two.status_code == 422
+    assert none.status_code == 422
+    assert empty.status_code in {415, 422}
+    assert as_json.status_code == 415
+    assert as_json.headers["content-type"] == "application/problem+json"
+    assert no_boundary.status_code == 422
+    assert no_parts.status_code == 422
+    assert no_parts.json()["errors"][0]["loc"] == ["body", "file"]
+    assert field_first.status_code == 422
+    assert field_first.json()["errors"][0]["loc"] == ["body", "tenant_id"]
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM attachments")) == 0
+
+
+async def test_a_truncated_body_is_refused_and_stores_nothing(
+    client, clinic, record, superuser_engine, settings
+):
+    boundary = "vetify-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + files.PNG  # no closing boundary
+    response = await client.post(
+        f"/api/v1/medical-records/{record.id}/attachments",
+        content=body,
+        headers={
+            **clinic.owner.headers,
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+
+    assert response.status_code == 422
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM attachments")) == 0
+    assert [p for p in settings.attachments_root.rglob("*") if p.is_file()] == []
+
+
+async def test_a_client_that_disconnects_mid_upload_leaves_nothing(
+    app, clinic, record, superuser_engine, settings
+):
+    """Driven over raw ASGI: the body's first chunk, then the client is gone."""
+    messages = [
+        {
+            "type": "http.request",
+            "body": b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.png"'
+            b"\r\n\r\n" + files.PNG,
+            "more_body": True,
+        },
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    token = clinic.owner.headers["Authorization"].encode()
+    await app(
+        {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "https",
+            "path": f"/api/v1/medical-records/{record.id}/attachments",
+            "raw_path": f"/api/v1/medical-records/{record.id}/attachments".encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"testserver"),
+                (b"authorization", token),
+                (b"content-type", b"multipart/form-data; boundary=B"),
+            ],
+            "client": ("127.0.0.1", 1234),
+            "server": ("testserver", 443),
+        },
+        receive,
+        send,
+    )
+
+    assert sent[0]["status"] == 422
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM attachments")) == 0
+    assert [p for p in settings.attachments_root.rglob("*") if p.is_file()] == []
+
+
+# -- the record lock ------------------------------------------------------------------------------
+async def test_a_file_can_be_removed_until_the_record_locks(client, world, clinic, record):
+    removable = (await upload(client, clinic, record)).json()
+    kept = (await upload(client, clinic, record)).json()
+    headers = clinic.actors[Role.technician].headers
+
+    removed = await client.delete(f"/api/v1/attachments/{removable['id']}", headers=headers)
+    await _lock(world, clinic, record)
+    refused = await client.delete(f"/api/v1/attachments/{kept['id']}", headers=headers)
+
+    assert removed.status_code == 204
+    gone = await client.get(f"/api/v1/attachments/{removable['id']}/content", headers=headers)
+    assert gone.status_code == 404
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("/record-locked")
+    still = await client.get(f"/api/v1/attachments/{kept['id']}/content", headers=headers)
+    assert still.content == files.PNG
+
+
+async def test_removing_a_file_deletes_its_bytes(client, clinic, record, settings):
+    attachment = (await upload(client, clinic, record)).json()
+    assert [p for p in settings.attachments_root.rglob("*") if p.is_file()]
+
+    await client.delete(f"/api/v1/attachments/{attachment['id']}", headers=clinic.owner.headers)
+
+    assert [p for p in settings.attachments_root.rglob("*") if p.is_file()] == []
+
+
+async def test_files_may_be_added_to_a_locked_record(client, world, clinic, record):
+    await _lock(world, clinic, record)
+
+    response = await upload(client, clinic, record, files.PDF, name="lab-results.pdf")
+
+    assert response.status_code == 201, response.text
+
+
+async def test_the_database_refuses_to_delete_a_locked_records_file(world, clinic, record):
+    attachment = await world.attach(clinic, record.id)
+    await _lock(world, clinic, record)
+
+    with pytest.raises(DBAPIError, match="locked"):
+        async with world.session(clinic.id) as session:
+            await session.execute(
+                text("DELETE FROM attachments WHERE id = :id"), {"id": attachment.id}
+            )
+
+
+async def test_what_was_uploaded_cannot_be_rewritten_in_the_database(world, clinic, record):
+    attachment = await world.attach(clinic, record.id)
+
+    with pytest.raises(DBAPIError, match="permission denied"):
+        async with world.session(clinic.id) as session:
+            await session.execute(
+                update(Attachment).where(Attachment.id == attachment.id).values(sha256="0" * 64)
+            )
+
+
+# -- malware scanning -----------------------------------------------------------------------------
+@pytest.fixture
+async def scanning(settings, clamd):
+    application = create_app(settings.model_copy(update={"clamd_address": clamd.address}))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def scanned_client(scanning: FastAPI):
+    transport = httpx.ASGITransport(app=scanning)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+        yield http
+
+
+async def test_a_clean_file_is_scanned_then_served(scanned_client, clinic, record, clamd):
+    response = await upload(scanned_client, clinic, record)
+
+    assert response.json()["scan_status"] == "clean"
+    assert clamd.scanned == [files.PNG]
+    content = await scanned_client.get(
+        f"/api/v1/attachments/{response.json()['id']}/content", headers=clinic.owner.headers
+    )
+    assert content.content == files.PNG
+
+
+async def test_an_infected_file_is_recorded_never_stored_nor_served(
+    scanned_client, clinic, record, clamd, settings
+):
+    # EICAR behind a PDF header: what a real infected document looks like to the sniffer.
+    response = await upload(scanned_client, clinic, record, files.PDF + files.EICAR, name="a.pdf")
+
+    assert response.status_code == 201
+    assert response.json()["scan_status"] == "infected"
+    assert response.json()["scan_signature"] == SIGNATURE
+    assert [p for p in settings.attachments_root.rglob("*") if p.is_file()] == []
+    content = await scanned_client.get(
+        f"/api/v1/attachments/{response.json()['id']}/content", headers=clinic.owner.headers
+    )
+    assert content.status_code == 409
+    assert content.json()["type"].endswith("/attachment-infected")
+
+
+async def test_while_the_scanner_is_down_a_file_stays_pending_and_is_not_served(
+    settings, clinic, record
+):
+    down = settings.model_copy(update={"clamd_address": "127.0.0.1:9"})
+    application = create_app(down)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://t") as http:
+            response = await upload(http, clinic, record)
+            content = await http.get(
+                f"/api/v1/attachments/{response.json()['id']}/content",
+                headers=clinic.owner.headers,
+            )
+
+    assert response.json()["scan_status"] == "pending"
+    assert content.status_code == 409
+    assert content.json()["type"].endswith("/attachment-not-scanned")
+
+
+# -- S3 -------------------------------------------------------------------------------------------
+async def test_attachments_round_trip_through_s3(settings: Settings, s3, clinic, record):
+    bucket = f"files-{uuid.uuid4().hex[:12]}"
+    application = create_app(s3_settings(settings, s3, bucket))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://t") as http:
+            created = (await upload(http, clinic, record, files.DICOM, name="ct.dcm")).json()
+            content = await http.get(
+                f"/api/v1/attachments/{created['id']}/content", headers=clinic.owner.headers
+            )
+
+    assert content.content == files.DICOM
+    keys = [item["Key"] for item in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 1
+    assert keys[0].startswith(f"{clinic.id}/")

@@ -1,0 +1,128 @@
+"""The storage backends keep the same promises: one suite, run against each (local, S3).
+
+S3 is moto's server on a local port, spoken to by boto3 over HTTP, as a real bucket would be.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.kit.storage import ObjectMissing, Storage, new_key, staging_file, storage_from
+from app.settings import Settings
+from tests.harness.plugin import s3_settings
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, settings: Settings) -> Storage:
+    if request.param == "s3":
+        server = request.getfixturevalue("s3")
+        settings = s3_settings(settings, server, f"files-{uuid.uuid4().hex[:12]}")
+    return storage_from(settings)
+
+
+def _staged(storage: Storage, content: bytes) -> Path:
+    staged = staging_file(storage)
+    staged.write_bytes(content)
+    return staged
+
+
+async def test_what_is_put_is_what_is_got(storage: Storage, tmp_path: Path) -> None:
+    key = new_key(uuid.uuid4())
+    content = b"\x89PNG" + bytes(range(256)) * 1000
+    staged = _staged(storage, content)
+
+    await storage.put(key, staged)
+    await storage.get(key, tmp_path / "copy")
+
+    assert (tmp_path / "copy").read_bytes() == content
+    assert not staged.exists(), "the staged file is consumed"
+    assert list(storage.staging_dir.iterdir()) == []
+
+
+async def test_a_missing_or_deleted_object_is_reported_as_missing(
+    storage: Storage, tmp_path: Path
+) -> None:
+    key = new_key(uuid.uuid4())
+    with pytest.raises(ObjectMissing):
+        await storage.get(key, tmp_path / "copy")
+    await storage.put(key, _staged(storage, b"content"))
+
+    await storage.delete(key)
+    await storage.delete(key)  # deleting twice is fine
+
+    with pytest.raises(ObjectMissing):
+        await storage.get(key, tmp_path / "copy")
+
+
+async def test_keys_of_two_clinics_never_collide(storage: Storage, tmp_path: Path) -> None:
+    ours, theirs = new_key(uuid.uuid4()), new_key(uuid.uuid4())
+    await storage.put(ours, _staged(storage, b"ours"))
+    await storage.put(theirs, _staged(storage, b"theirs"))
+
+    await storage.get(ours, tmp_path / "ours")
+
+    assert (tmp_path / "ours").read_bytes() == b"ours"
+    assert ours.split("/")[0] != theirs.split("/")[0]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        f"{uuid.uuid4()}/../../{uuid.uuid4()}",
+        f"{uuid.uuid4()}/{uuid.uuid4()}/..",
+        "x-ray.png",
+        f"{uuid.uuid4()}",
+        f"{uuid.uuid4()}/{uuid.uuid4()}\0",
+    ],
+)
+async def test_anything_but_a_key_made_by_new_key_is_refused(
+    storage: Storage, key: str, tmp_path: Path
+) -> None:
+    staged = _staged(storage, b"content")
+    with pytest.raises(ValueError, match="not a storage key"):
+        await storage.put(key, staged)
+    with pytest.raises(ValueError, match="not a storage key"):
+        await storage.get(key, tmp_path / "copy")
+    with pytest.raises(ValueError, match="not a storage key"):
+        await storage.delete(key)
+
+
+async def test_local_files_live_under_the_root_by_clinic(settings: Settings) -> None:
+    storage = storage_from(settings)
+    clinic = uuid.uuid4()
+    key = new_key(clinic)
+
+    await storage.put(key, _staged(storage, b"content"))
+
+    root = settings.attachments_root
+    assert (root / str(clinic)).is_dir()
+    assert [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] == [key]
+
+
+async def test_s3_objects_are_keyed_by_clinic(settings: Settings, s3) -> None:
+    bucket = f"files-{uuid.uuid4().hex[:12]}"
+    storage = storage_from(s3_settings(settings, s3, bucket))
+    key = new_key(uuid.uuid4())
+
+    await storage.put(key, _staged(storage, b"content"))
+
+    listed = s3.client().list_objects_v2(Bucket=bucket)
+    assert [item["Key"] for item in listed["Contents"]] == [key]
+
+
+async def test_an_s3_failure_other_than_a_missing_object_is_not_taken_for_one(
+    settings: Settings, s3, tmp_path: Path
+) -> None:
+    from botocore.exceptions import ClientError
+
+    storage = storage_from(s3_settings(settings, s3, f"files-{uuid.uuid4().hex[:12]}"))
+    storage.bucket = "no-such-bucket"  # type: ignore[attr-defined]
+
+    with pytest.raises(ClientError) as raised:
+        await storage.get(new_key(uuid.uuid4()), tmp_path / "copy")
+    assert not isinstance(raised.value, ObjectMissing)
