@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     """Base URL used in links the service hands out (invitations)."""
 
+    trusted_origins: list[str] = Field(default_factory=list)
+    """Origins, besides that of ``public_url``, whose pages may send cookie-authenticated
+    unsafe requests (and log in)."""
+
     session_cookie_secure: bool = True
     session_idle_timeout_minutes: int = Field(default=60, ge=1)
     session_absolute_timeout_hours: int = Field(default=12, ge=1)

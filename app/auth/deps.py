@@ -14,7 +14,8 @@ from app.auth.models import CredentialKind, Role
 from app.auth.permissions import Action, allows
 from app.auth.service import Principal
 from app.db.session import DbSession
-from app.kit.problems import Unauthenticated
+from app.kit import csrf
+from app.kit.problems import CsrfRefused, Unauthenticated
 from app.settings import Settings
 
 # auto_error=False: a missing credential is our own problem+json 401, not FastAPI's 403.
@@ -45,8 +46,40 @@ async def authenticate(
         if not cookie:
             raise Unauthenticated("Send an API token (Authorization: Bearer) or log in.")
         principal = await service.authenticate(session, settings, cookie, CredentialKind.session)
+        if request.method not in csrf.SAFE_METHODS:
+            _refuse_forgery(request, settings, cookie)
     request.state.principal = principal
     return principal
+
+
+def _allowed_origins(settings: Settings) -> frozenset[str]:
+    return csrf.allowed_origins(settings.public_url, settings.trusted_origins)
+
+
+def _refuse_forgery(request: Request, settings: Settings, session_secret: str) -> None:
+    """A request the cookie authenticates must come from our own pages (ADR 0009).
+
+    A bearer token is exempt: a browser never attaches one by itself.
+    """
+    stated = csrf.stated_origin(request.headers)
+    if stated is None or stated not in _allowed_origins(settings):
+        raise CsrfRefused(
+            "Send Origin (or Referer) naming this service's origin with requests made with the"
+            " session cookie."
+        )
+    if not csrf.token_matches(session_secret, request.headers.get(csrf.CSRF_HEADER)):
+        raise CsrfRefused(
+            f"Send the session's CSRF token (the {csrf.CSRF_COOKIE} cookie, or csrf_token from"
+            f" the login response) in the {csrf.CSRF_HEADER} header."
+        )
+
+
+async def same_site_login(request: Request, settings: AppSettings) -> None:
+    """Refuse a login another site's page started (login CSRF): a browser states the page's
+    origin; a client that states none (a script) is not a browser."""
+    stated = csrf.stated_origin(request.headers)
+    if stated is not None and stated not in _allowed_origins(settings):
+        raise CsrfRefused("Log in from this service's own pages.")
 
 
 Caller = Annotated[Principal, Depends(authenticate)]

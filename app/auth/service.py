@@ -6,11 +6,12 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import mfa
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
-from app.auth.permissions import Action, allows
+from app.auth.permissions import MFA_EXEMPT, Action, allows
 from app.clinics.models import Clinic, Location
 from app.db.tenancy import enter_tenant, enter_user
 from app.kit import crypto
@@ -21,6 +22,8 @@ from app.kit.problems import (
     Forbidden,
     InvalidCredentials,
     InvalidInput,
+    MfaEnrolmentRequired,
+    MfaRequired,
     NotFound,
     Unauthenticated,
 )
@@ -43,6 +46,8 @@ class Principal:
     role: Role
     credential_id: uuid.UUID
     credential_kind: CredentialKind
+    mfa_pending: bool = False
+    """The clinic requires multi-factor authentication and this user has not enrolled."""
 
     def can(self, action: Action) -> bool:
         return allows(self.role, action)
@@ -50,6 +55,14 @@ class Principal:
     def require(self, action: Action) -> None:
         if not self.can(action):
             raise Forbidden(f"Your role ({self.role}) may not do {action}.")
+        if self.mfa_pending and (
+            self.credential_kind is CredentialKind.api_token or action not in MFA_EXEMPT
+        ):
+            raise MfaEnrolmentRequired(
+                "This clinic requires multi-factor authentication: log in with a session and"
+                " enrol (POST /api/v1/auth/mfa/totp) first. API tokens of members without it"
+                " are refused."
+            )
 
 
 async def _user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -169,14 +182,24 @@ async def issue(
     )
     session.add(credential)
     await session.flush()
+    user = await session.get(User, membership.user_id)
+    clinic = await session.get(Clinic, membership.tenant_id)
+    assert user is not None
+    assert clinic is not None
     principal = Principal(
         user_id=membership.user_id,
         clinic_id=membership.tenant_id,
         role=membership.role,
         credential_id=credential.id,
         credential_kind=kind,
+        mfa_pending=clinic.require_mfa and not user.mfa_enabled,
     )
     return Issued(secret, credential, principal)
+
+
+async def has_mfa(session: AsyncSession, user_id: uuid.UUID) -> bool:
+    user = await session.get(User, user_id)
+    return user is not None and user.mfa_enabled
 
 
 async def login(
@@ -185,10 +208,38 @@ async def login(
     email: str,
     password: str,
     clinic_id: uuid.UUID | None,
+    totp_code: str | None = None,
+    presented_session: str | None = None,
 ) -> Issued:
+    """A new session, always: a session cookie the client already had is revoked, never
+    reused or extended (session fixation)."""
+    if presented_session:
+        await _retire(session, presented_session)
     user = await _check_password(session, email, password)
+    # Only after the password was right, and before anything about the user's clinics is said.
+    if user.mfa_enabled:
+        if not totp_code:
+            raise MfaRequired("Send totp_code: a code from your authenticator or a recovery code.")
+        if not await mfa.accept_second_factor(session, user, totp_code):
+            raise MfaRequired("The code is not valid or was already used.")
     membership = await _choose_clinic(session, user.id, clinic_id)
     return await issue(session, settings, membership, CredentialKind.session)
+
+
+async def _retire(session: AsyncSession, secret: str) -> None:
+    clinic_id = crypto.parse_credential(SESSION_PREFIX, secret)
+    if clinic_id is None:
+        return
+    await enter_tenant(session, clinic_id)
+    await session.execute(
+        update(Credential)
+        .where(
+            Credential.secret_hash == crypto.hash_secret(secret),
+            Credential.kind == CredentialKind.session,
+            Credential.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
 
 
 async def switch_clinic(
@@ -231,7 +282,8 @@ async def authenticate(
         )
     ).one_or_none()
     user = await session.get(User, credential.user_id)
-    if membership is None or user is None or not user.active:
+    clinic = await session.get(Clinic, clinic_id)
+    if membership is None or user is None or not user.active or clinic is None:
         raise Unauthenticated("The credential is not valid, has expired or was revoked.")
     if now - last_used > _TOUCH_EVERY:
         credential.last_used_at = now
@@ -241,6 +293,7 @@ async def authenticate(
         role=membership.role,
         credential_id=credential.id,
         credential_kind=kind,
+        mfa_pending=clinic.require_mfa and not user.mfa_enabled,
     )
 
 
@@ -276,6 +329,63 @@ async def revoke(session: AsyncSession, caller: Principal, credential_id: uuid.U
     if credential.revoked_at is None:
         credential.revoked_at = utcnow()
     return credential
+
+
+async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """End the user's login sessions in the session's clinic (after a privilege change)."""
+    await session.execute(
+        update(Credential)
+        .where(
+            Credential.user_id == user_id,
+            Credential.kind == CredentialKind.session,
+            Credential.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+
+
+async def _revoke_in_every_clinic(
+    session: AsyncSession, caller: Principal, kinds: tuple[CredentialKind, ...]
+) -> None:
+    """Revoke the caller's credentials of these kinds in every clinic they belong to.
+
+    Credentials are tenant rows, so this enters each clinic in turn (the user's memberships,
+    listed through the ``app.user_id`` policy, say which) and revokes there under that
+    clinic's own row-level security: no policy wider than a clinic is needed. It ends back in
+    the caller's clinic.
+    """
+    await enter_user(session, caller.user_id)
+    clinics = await session.scalars(
+        select(Membership.tenant_id)
+        .where(Membership.user_id == caller.user_id)
+        .order_by(Membership.tenant_id)
+        .execution_options(vetify_user_scope=True)
+    )
+    now = utcnow()
+    for clinic_id in clinics.all():
+        await enter_tenant(session, clinic_id)
+        await session.execute(
+            update(Credential)
+            .where(
+                Credential.user_id == caller.user_id,
+                Credential.kind.in_(kinds),
+                Credential.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+    await enter_tenant(session, caller.clinic_id)
+
+
+async def end_sessions_everywhere(session: AsyncSession, caller: Principal) -> None:
+    """Every login session of the caller, in all their clinics, ends now."""
+    await _revoke_in_every_clinic(session, caller, (CredentialKind.session,))
+
+
+async def logout_everywhere(session: AsyncSession, caller: Principal) -> None:
+    """Every session and API token of the caller, in all their clinics, ends now."""
+    await _revoke_in_every_clinic(
+        session, caller, (CredentialKind.session, CredentialKind.api_token)
+    )
 
 
 async def current_user_and_clinic(session: AsyncSession, caller: Principal) -> tuple[User, Clinic]:

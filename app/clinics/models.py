@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import String
+from sqlalchemy import String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, Entity, TenantScoped, tenant_fk, tenant_key
@@ -15,6 +15,8 @@ class Clinic(Entity, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # Every member must log in with a second factor; until they enrol they may only do that.
+    require_mfa: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Location(TenantScoped, Base):

@@ -16,6 +16,7 @@ import httpx
 
 from app.auth.service import SESSION_COOKIE
 from app.db.embedded import free_port
+from app.kit.csrf import CSRF_HEADER
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.harness.databases import APP_ROLE, Database
 from tests.harness.proxy import FaultProxy
@@ -49,13 +50,18 @@ class LiveServer:
                 "/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
             )
             assert login.status_code == 200, login.text
-            # The cookie is Secure and the server speaks plain http on loopback: send it by hand.
+            # The cookie is Secure and the server speaks plain http on loopback: send it by hand,
+            # with what the service's own page would add (Origin, the CSRF token).
             cookie = login.cookies[SESSION_COOKIE]
             http.cookies.clear()
             created = http.post(
                 "/api/v1/auth/tokens",
                 json={"name": name},
-                headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+                headers={
+                    "Cookie": f"{SESSION_COOKIE}={cookie}",
+                    "Origin": self.url,
+                    CSRF_HEADER: login.json()["csrf_token"],
+                },
             )
             assert created.status_code == 201, created.text
             token: str = created.json()["token"]
@@ -74,6 +80,8 @@ class LiveServer:
             "VETIFY_DATABASE_URL": via_proxy,
             "VETIFY_DATABASE_OWNER_URL": self.database.owner_url,
             "VETIFY_DB_STATEMENT_TIMEOUT_MS": "5000",
+            # Its own address: pages served from it are the ones its CSRF check trusts.
+            "VETIFY_PUBLIC_URL": self.url,
         }
         env.pop("DATABASE_URL", None)
         if self.redis_url:

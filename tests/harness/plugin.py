@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from app.main import create_app
 from app.settings import Environment, Settings
 from fixtures.demo import seed_demo
-from tests.harness import databases, tally
+from tests.harness import browser, databases, tally
 from tests.harness.databases import Database
 from tests.harness.live import LiveServer
 from tests.harness.proxy import FaultProxy
@@ -131,8 +131,13 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Talks to the app as the service's own web pages in a browser would (see ``browser``)."""
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="https://testserver",
+        event_hooks={"request": [browser.page_of(app.state.settings.public_url)]},
+    ) as http:
         yield http
 
 

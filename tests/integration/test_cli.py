@@ -45,7 +45,7 @@ def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
                 await engine.dispose()
 
         version, superuser = asyncio.run(schema_state())
-        assert version == "0001"
+        assert version == "0002_mfa"
         assert superuser is False
     printed = capsys.readouterr().out
     assert "Demo clinic created" in printed

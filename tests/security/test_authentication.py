@@ -22,6 +22,7 @@ from app.auth.service import SESSION_COOKIE, TOKEN_PREFIX
 from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures.factories import CredentialFactory
+from tests.harness import browser
 from tests.harness.world import ClinicWorld, World
 from tests.security.surface import PROBLEM, census, protected_operations
 
@@ -131,7 +132,7 @@ async def _revoked_token(client: httpx.AsyncClient, world: World, clinic: Clinic
 
 
 async def _logged_out_session(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
-    cookies = {SESSION_COOKIE: await world.login(clinic.actors[Role.vet])}
+    cookies = browser.cookies(await world.login(clinic.actors[Role.vet]))
     client.cookies.update(cookies)
     assert (await client.post("/api/v1/auth/logout")).status_code == 204
     return {}, cookies
@@ -139,7 +140,7 @@ async def _logged_out_session(client: httpx.AsyncClient, world: World, clinic: C
 
 async def _removed_member(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
     vet = clinic.actors[Role.vet]
-    cookies = {SESSION_COOKIE: await world.login(vet)}
+    cookies = browser.cookies(await world.login(vet))
     removed = await client.delete(f"/api/v1/staff/{vet.user.id}", headers=clinic.owner.headers)
     assert removed.status_code == 204
     return vet.headers, cookies
