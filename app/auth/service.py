@@ -53,8 +53,7 @@ class Principal:
         return allows(self.role, action)
 
     def require(self, action: Action) -> None:
-        if not self.can(action):
-            raise Forbidden(f"Your role ({self.role}) may not do {action}.")
+        # Enrolment first: until then the member may do nothing else, whatever their role.
         if self.mfa_pending and (
             self.credential_kind is CredentialKind.api_token or action not in MFA_EXEMPT
         ):
@@ -63,6 +62,8 @@ class Principal:
                 " enrol (POST /api/v1/auth/mfa/totp) first. API tokens of members without it"
                 " are refused."
             )
+        if not self.can(action):
+            raise Forbidden(f"Your role ({self.role}) may not do {action}.")
 
 
 async def _user_by_email(session: AsyncSession, email: str) -> User | None:
