@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -57,6 +58,16 @@ class Settings(BaseSettings):
     session_absolute_timeout_hours: int = Field(default=12, ge=1)
     api_token_default_days: int = Field(default=90, ge=1, le=3650)
     invitation_valid_hours: int = Field(default=72, ge=1)
+
+    @field_validator("trusted_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # A typo here would silently refuse (or, worse, never match) a front end's requests.
+        for entry in value:
+            parts = urlsplit(entry)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in "/":
+                raise ValueError(f"trusted origin {entry!r} is not scheme://host[:port]")
+        return value
 
     @model_validator(mode="after")
     def _roles_are_distinct(self) -> Settings:

@@ -38,10 +38,16 @@ UNSAFE = [r for r in ATTACKED if r.method not in csrf.SAFE_METHODS and not r.pub
 CSRF = "https://vetify.dev/problems/csrf"
 EVIL = "https://evil.example"
 
+
+def _tampered(token: str) -> str:
+    """The token with its last character changed (always changed)."""
+    return token[:-1] + ("A" if token[-1] != "A" else "B")
+
+
 # name -> the headers the forged request carries, given (our origin, token, other token)
 ATTACKS: dict[str, Any] = {
     "no token": lambda ours, token, other: {"Origin": ours},
-    "wrong token": lambda ours, token, other: {"Origin": ours, "X-CSRF-Token": token[:-2] + "AA"},
+    "wrong token": lambda ours, token, other: {"Origin": ours, "X-CSRF-Token": _tampered(token)},
     "empty token": lambda ours, token, other: {"Origin": ours, "X-CSRF-Token": ""},
     "token of another session": lambda ours, token, other: {"Origin": ours, "X-CSRF-Token": other},
     "no Origin or Referer": lambda ours, token, other: {"X-CSRF-Token": token},

@@ -9,6 +9,7 @@ import pytest
 
 from app.auth import mfa
 from app.kit import csrf
+from app.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -65,3 +66,16 @@ def test_recovery_codes_are_random_and_typed_back_loosely() -> None:
     code = codes[0]
     assert mfa.hash_recovery_code(code) == mfa.hash_recovery_code(code.upper().replace("-", " "))
     assert mfa.hash_recovery_code(code) != mfa.hash_recovery_code(codes[1])
+
+
+@pytest.mark.parametrize(
+    "entry", ["app.vetify.example", "https://", "ftp://x.example", "https://x/y"]
+)
+def test_a_trusted_origin_must_be_an_origin(entry: str) -> None:
+    with pytest.raises(ValueError, match="trusted origin"):
+        Settings(trusted_origins=[entry])
+
+
+def test_trusted_origins_are_read_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("VETIFY_TRUSTED_ORIGINS", '["https://app.vetify.example"]')
+    assert Settings().trusted_origins == ["https://app.vetify.example"]
