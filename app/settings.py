@@ -14,6 +14,7 @@ from enum import StrEnum
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from limits import parse
 from pydantic import (
@@ -168,7 +169,8 @@ class Settings(BaseSettings):
     and ``X-Forwarded-Proto`` (HTTPS) believed."""
     cors_allow_origins: Annotated[list[str], NoDecode] = []
     """Comma-separated origins (``https://app.example.com``) whose browser scripts may call
-    the API with credentials. Empty: no cross-origin access."""
+    the API with credentials (CORS) and send cookie-authenticated writes (CSRF), besides the
+    origin of ``public_url``. Empty: no cross-origin access."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Largest request body outside upload routes; a larger one is a 413."""
     max_json_depth: int = Field(default=32, ge=4, le=256)
@@ -226,11 +228,16 @@ class Settings(BaseSettings):
     @field_validator("cors_allow_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
+        # A typo here would silently refuse (or never match) a front end's requests; "*" would
+        # let every site call the API with the user's cookies.
         for origin in value:
+            parts = urlsplit(origin)
             if (
-                origin == "*"
-                or not origin.startswith(("https://", "http://"))
-                or (origin.rstrip("/").count("/") > 2)
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
             ):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return [origin.rstrip("/") for origin in value]

@@ -17,7 +17,8 @@ from app.auth.permissions import Action, allows
 from app.auth.quotas import AppQuotas, Quotas, client_ip, spend
 from app.auth.service import Principal
 from app.db.session import DbSession
-from app.kit.problems import Unauthenticated
+from app.kit import csrf
+from app.kit.problems import CsrfRefused, Unauthenticated
 from app.kit.ratelimit import Policy
 from app.settings import Settings
 
@@ -61,6 +62,8 @@ async def authenticate(
             principal = await service.authenticate(
                 session, settings, cookie, CredentialKind.session
             )
+            if request.method not in csrf.SAFE_METHODS:
+                _refuse_forgery(request, settings, cookie)
     except Unauthenticated:
         # Failed attempts spend the caller's anonymous quota: guessing tokens is rate limited.
         await spend(request, quotas.anonymous, client_ip(request))
@@ -71,6 +74,36 @@ async def authenticate(
         await spend(request, quotas.token, str(principal.credential_id))
     request.state.principal = principal
     return principal
+
+
+def _allowed_origins(settings: Settings) -> frozenset[str]:
+    return csrf.allowed_origins(settings.public_url, settings.cors_allow_origins)
+
+
+def _refuse_forgery(request: Request, settings: Settings, session_secret: str) -> None:
+    """A request the cookie authenticates must come from our own pages (ADR 0009).
+
+    A bearer token is exempt: a browser never attaches one by itself.
+    """
+    stated = csrf.stated_origin(request.headers)
+    if stated is None or stated not in _allowed_origins(settings):
+        raise CsrfRefused(
+            "Send Origin (or Referer) naming this service's origin with requests made with the"
+            " session cookie."
+        )
+    if not csrf.token_matches(session_secret, request.headers.get(csrf.CSRF_HEADER)):
+        raise CsrfRefused(
+            f"Send the session's CSRF token (the {csrf.CSRF_COOKIE} cookie, or csrf_token from"
+            f" the login response) in the {csrf.CSRF_HEADER} header."
+        )
+
+
+async def same_site_login(request: Request, settings: AppSettings) -> None:
+    """Refuse a login another site's page started (login CSRF): a browser states the page's
+    origin; a client that states none (a script) is not a browser."""
+    stated = csrf.stated_origin(request.headers)
+    if stated is not None and stated not in _allowed_origins(settings):
+        raise CsrfRefused("Log in from this service's own pages.")
 
 
 Caller = Annotated[Principal, Depends(authenticate)]

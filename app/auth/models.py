@@ -4,7 +4,16 @@ import datetime as dt
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, Entity, TenantScoped, pg_enum
@@ -34,6 +43,20 @@ class User(Entity, Base):
     name: Mapped[str] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(default=True)
+    # Multi-factor (ADR 0009). The TOTP secret is set at enrolment and counts only once
+    # confirmed (totp_enabled_at); totp_last_step is the last time step accepted, so a code
+    # is never accepted twice. Recovery codes are stored as SHA-256 hashes, each removed
+    # when used.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled_at: Mapped[dt.datetime | None]
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    recovery_codes: Mapped[list[bytes]] = mapped_column(
+        ARRAY(LargeBinary(32)), default=list, server_default=text("'{}'")
+    )
+
+    @property
+    def mfa_enabled(self) -> bool:
+        return self.totp_enabled_at is not None
 
 
 class Membership(TenantScoped, Base):

@@ -25,7 +25,13 @@ class Action(StrEnum):
     records_read = "records:read"
     records_write = "records:write"
     records_sign = "records:sign"
-    own_credentials = "credentials:own"  # one's own session (me, logout, switch) and API tokens
+    own_session = "session:own"  # one's own login: me, logout, switch, multi-factor enrolment
+    own_credentials = "credentials:own"  # one's own API tokens
+
+
+MFA_EXEMPT = frozenset({Action.own_session})
+"""What a member may still do in a clinic that requires multi-factor authentication before
+they have enrolled: see who they are, enrol, log out."""
 
 
 _READ = {
@@ -35,6 +41,7 @@ _READ = {
     Action.pets_read,
     Action.appointments_read,
     Action.records_read,
+    Action.own_session,
     Action.own_credentials,
 }
 _FRONT_DESK = {Action.customers_write, Action.pets_write, Action.appointments_write}

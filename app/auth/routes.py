@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
-from app.auth import service
-from app.auth.deps import AppSettings, Guard, per_user, requires
+from app.auth import enrolment, service
+from app.auth.deps import AppSettings, Guard, per_user, requires, same_site_login
 from app.auth.lockout import AccountThrottled
-from app.auth.models import Credential
+from app.auth.models import Credential, CredentialKind
 from app.auth.permissions import Action
 from app.auth.quotas import per_ip
 from app.auth.schemas import (
@@ -18,6 +18,9 @@ from app.auth.schemas import (
     ClinicRef,
     JoinedOut,
     LoginIn,
+    MfaEnabledOut,
+    RecoveryCodesOut,
+    SecondFactorIn,
     SessionOut,
     SignupIn,
     SignupOut,
@@ -25,15 +28,20 @@ from app.auth.schemas import (
     TokenCreated,
     TokenIn,
     TokenOut,
+    TotpCodeIn,
+    TotpEnrolment,
     UserOut,
 )
 from app.auth.service import Principal
 from app.db.session import DbSession
+from app.kit import csrf
 from app.kit.problems import (
     Conflict,
+    CsrfRefused,
     Forbidden,
     InvalidCredentials,
     InvalidInput,
+    MfaRequired,
     NotFound,
     Unauthenticated,
     responses,
@@ -43,6 +51,8 @@ from app.settings import Settings
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 OwnCredentials = Annotated[Principal, Depends(requires(Action.own_credentials))]
+OwnSession = Annotated[Principal, Depends(requires(Action.own_session))]
+SESSION_PROBLEMS = (Unauthenticated, CsrfRefused, Forbidden)
 
 
 def _set_session_cookie(
@@ -57,17 +67,40 @@ def _set_session_cookie(
         samesite="strict",
         path="/",
     )
+    # Readable by the service's own pages (not HttpOnly), which echo it in X-CSRF-Token.
+    response.set_cookie(
+        csrf.CSRF_COOKIE,
+        csrf.token_for(secret),
+        expires=credential.expires_at,
+        httponly=False,
+        secure=settings.session_cookie_secure,
+        samesite="strict",
+        path="/",
+    )
+
+
+def _clear_session_cookies(response: Response, settings: Settings) -> None:
+    for name, httponly in ((service.SESSION_COOKIE, True), (csrf.CSRF_COOKIE, False)):
+        response.delete_cookie(
+            name,
+            path="/",
+            secure=settings.session_cookie_secure,
+            httponly=httponly,
+            samesite="strict",
+        )
 
 
 async def _session_out(
-    session: DbSession, caller: Principal, credential: Credential | None = None
+    session: DbSession, caller: Principal, issued: service.Issued | None = None
 ) -> SessionOut:
     user, clinic = await service.current_user_and_clinic(session, caller)
     return SessionOut(
         user=UserOut.model_validate(user),
         clinic=ClinicRef.model_validate(clinic),
         role=caller.role,
-        expires_at=credential.expires_at if credential else None,
+        expires_at=issued.credential.expires_at if issued else None,
+        csrf_token=csrf.token_for(issued.secret) if issued else None,
+        mfa_enrolment_required=caller.mfa_pending,
     )
 
 
@@ -97,24 +130,45 @@ async def _login_response(
     session: DbSession, settings: Settings, response: Response, issued: service.Issued
 ) -> SessionOut:
     _set_session_cookie(response, settings, issued.secret, issued.credential)
-    return await _session_out(session, issued.principal, issued.credential)
+    return await _session_out(session, issued.principal, issued)
 
 
 @router.post(
     "/login",
     responses=responses(
-        InvalidCredentials, NotFound, Conflict, InvalidInput, TooManyRequests, AccountThrottled
+        InvalidCredentials,
+        MfaRequired,
+        CsrfRefused,
+        NotFound,
+        Conflict,
+        InvalidInput,
+        TooManyRequests,
+        AccountThrottled,
     ),
-    summary="Log in; sets the session cookie",
-    dependencies=[Depends(per_ip(lambda q: q.login))],
+    summary="Log in; sets the session cookie (and the CSRF token's)",
+    dependencies=[Depends(same_site_login), Depends(per_ip(lambda q: q.login))],
 )
 async def login(
-    body: LoginIn, session: DbSession, settings: AppSettings, response: Response, guard: Guard
+    body: LoginIn,
+    request: Request,
+    session: DbSession,
+    settings: AppSettings,
+    response: Response,
+    guard: Guard,
 ) -> SessionOut:
     await guard.check(body.email)
     try:
-        issued = await service.login(session, settings, body.email, body.password, body.clinic_id)
-    except InvalidCredentials:
+        issued = await service.login(
+            session,
+            settings,
+            body.email,
+            body.password,
+            body.clinic_id,
+            totp_code=body.totp_code,
+            presented_session=request.cookies.get(service.SESSION_COOKIE),
+        )
+    except (InvalidCredentials, MfaRequired):
+        # A wrong second factor counts too: it is what limits guessing TOTP codes.
         await guard.failed(body.email)
         raise
     await guard.succeeded(body.email)
@@ -123,12 +177,12 @@ async def login(
 
 @router.post(
     "/switch",
-    responses=responses(Unauthenticated, Forbidden, NotFound, InvalidInput),
+    responses=responses(*SESSION_PROBLEMS, NotFound, InvalidInput),
     summary="Act in another of your clinics (new session)",
 )
 async def switch_clinic(
     body: SwitchClinicIn,
-    caller: OwnCredentials,
+    caller: OwnSession,
     session: DbSession,
     settings: AppSettings,
     response: Response,
@@ -140,13 +194,31 @@ async def switch_clinic(
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(Unauthenticated, Forbidden),
+    responses=responses(*SESSION_PROBLEMS),
     summary="End this session (or revoke the token used for this call)",
 )
-async def logout(caller: OwnCredentials, session: DbSession) -> Response:
+async def logout(caller: OwnSession, session: DbSession, settings: AppSettings) -> Response:
     await service.revoke(session, caller, caller.credential_id)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    response.delete_cookie(service.SESSION_COOKIE, path="/")
+    _clear_session_cookies(response, settings)
+    return response
+
+
+@router.post(
+    "/logout-everywhere",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(*SESSION_PROBLEMS),
+    summary="End all your sessions and revoke all your API tokens, in every clinic",
+)
+async def logout_everywhere(
+    caller: OwnSession, session: DbSession, settings: AppSettings
+) -> Response:
+    if caller.credential_kind is not CredentialKind.session:
+        # A script's token must not be able to end its person's logins.
+        raise Forbidden("Log out everywhere from a login session.")
+    await service.logout_everywhere(session, caller)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    _clear_session_cookies(response, settings)
     return response
 
 
@@ -155,8 +227,66 @@ async def logout(caller: OwnCredentials, session: DbSession) -> Response:
     responses=responses(Unauthenticated, Forbidden),
     summary="Who am I, where, with which role",
 )
-async def me(caller: OwnCredentials, session: DbSession) -> SessionOut:
+async def me(caller: OwnSession, session: DbSession) -> SessionOut:
     return await _session_out(session, caller)
+
+
+# -- multi-factor ------------------------------------------------------------------------------
+@router.post(
+    "/mfa/totp",
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(*SESSION_PROBLEMS, Conflict),
+    summary="Start enrolling an authenticator app (TOTP): a new secret, shown once",
+)
+async def start_totp(caller: OwnSession, session: DbSession) -> TotpEnrolment:
+    started = await enrolment.start(session, caller)
+    return TotpEnrolment(secret=started.secret, provisioning_uri=started.uri)
+
+
+@router.post(
+    "/mfa/totp/confirm",
+    responses=responses(*SESSION_PROBLEMS, Conflict, InvalidInput),
+    summary="Turn multi-factor on with a code from the new secret (new session, recovery codes)",
+)
+async def confirm_totp(
+    body: TotpCodeIn,
+    caller: OwnSession,
+    session: DbSession,
+    settings: AppSettings,
+    response: Response,
+) -> MfaEnabledOut:
+    codes, issued = await enrolment.confirm(session, settings, caller, body.code)
+    out = await _login_response(session, settings, response, issued)
+    return MfaEnabledOut(**out.model_dump(), recovery_codes=codes)
+
+
+@router.post(
+    "/mfa/totp/disable",
+    responses=responses(*SESSION_PROBLEMS, Conflict, InvalidInput),
+    summary="Turn multi-factor off with a current code or a recovery code (new session)",
+)
+async def disable_totp(
+    body: SecondFactorIn,
+    caller: OwnSession,
+    session: DbSession,
+    settings: AppSettings,
+    response: Response,
+) -> SessionOut:
+    issued = await enrolment.disable(session, settings, caller, body.code)
+    return await _login_response(session, settings, response, issued)
+
+
+@router.post(
+    "/mfa/recovery-codes",
+    responses=responses(*SESSION_PROBLEMS, Conflict, InvalidInput),
+    summary="New recovery codes for a current code; the old ones stop working",
+)
+async def regenerate_recovery_codes(
+    body: TotpCodeIn, caller: OwnSession, session: DbSession
+) -> RecoveryCodesOut:
+    return RecoveryCodesOut(
+        recovery_codes=await enrolment.regenerate_codes(session, caller, body.code)
+    )
 
 
 @router.get(
@@ -171,7 +301,7 @@ async def list_tokens(caller: OwnCredentials, session: DbSession) -> list[TokenO
 @router.post(
     "/tokens",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(Unauthenticated, Forbidden, InvalidInput, TooManyRequests),
+    responses=responses(*SESSION_PROBLEMS, InvalidInput, TooManyRequests),
     summary="Create an API token acting in this clinic (shown once)",
     dependencies=[Depends(per_user(lambda q: q.token_create))],
 )
@@ -188,7 +318,7 @@ async def create_token(
 @router.delete(
     "/tokens/{token_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(Unauthenticated, Forbidden, NotFound, InvalidInput),
+    responses=responses(*SESSION_PROBLEMS, NotFound, InvalidInput),
     summary="Revoke one of my API tokens (effective at once)",
 )
 async def revoke_token(token_id: uuid.UUID, caller: OwnCredentials, session: DbSession) -> None:

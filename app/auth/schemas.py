@@ -23,6 +23,10 @@ from app.kit.types import (
 # Long enough to resist guessing, short enough to bound argon2's work per request.
 Password = Annotated[str, StringConstraints(min_length=12, max_length=128)]
 Credential = Annotated[str, StringConstraints(min_length=40, max_length=200)]
+SecondFactor = Annotated[
+    str, StringConstraints(min_length=6, max_length=64, pattern=r"^[0-9A-Za-z -]+$")
+]
+"""A six-digit code from the authenticator app, or a recovery code."""
 
 
 class SignupIn(Input):
@@ -37,6 +41,11 @@ class SignupIn(Input):
 class LoginIn(Input):
     email: Email
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    totp_code: SecondFactor | None = Field(
+        default=None,
+        description="When you use multi-factor authentication: the six-digit code from your"
+        " authenticator app, or one of your recovery codes",
+    )
     clinic_id: Id | None = Field(
         default=None, description="Which clinic to act in; needed when you work for several"
     )
@@ -76,6 +85,41 @@ class SessionOut(Output):
     clinic: ClinicRef
     role: Role
     expires_at: dt.datetime | None = None
+    csrf_token: str | None = Field(
+        default=None,
+        description="When a session starts: send it as `X-CSRF-Token` with every POST, PUT,"
+        " PATCH and DELETE made with the session cookie (also in the `vetify_csrf` cookie)",
+    )
+    mfa_enrolment_required: bool = Field(
+        default=False,
+        description="The clinic requires multi-factor authentication and you have not enrolled:"
+        " until you do, this session may only see who you are, enrol and log out",
+    )
+
+
+class SecondFactorIn(Input):
+    code: SecondFactor
+
+
+class TotpCodeIn(Input):
+    code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$", min_length=6, max_length=6)]
+
+
+class TotpEnrolment(Output):
+    secret: str = Field(description="Base32; shown once. Enter it in an authenticator app.")
+    provisioning_uri: str = Field(description="The same as an `otpauth://` URI (for a QR code)")
+
+
+class RecoveryCodesOut(Output):
+    recovery_codes: list[str] = Field(
+        description="Shown once. Each logs in once in place of a code; new ones replace them."
+    )
+
+
+class MfaEnabledOut(SessionOut):
+    """Multi-factor is on; the session was replaced (new cookie) and recovery codes made."""
+
+    recovery_codes: list[str] = Field(description="Shown once. Each logs in once.")
 
 
 class TokenIn(Input):

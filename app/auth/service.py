@@ -6,11 +6,12 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import mfa
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
-from app.auth.permissions import Action, allows
+from app.auth.permissions import MFA_EXEMPT, Action, allows
 from app.billing.plans import DEFAULT_PLAN, Plan
 from app.clinics.models import Clinic, Location
 from app.db.tenancy import enter_tenant, enter_user
@@ -22,6 +23,8 @@ from app.kit.problems import (
     Forbidden,
     InvalidCredentials,
     InvalidInput,
+    MfaEnrolmentRequired,
+    MfaRequired,
     NotFound,
     Unauthenticated,
 )
@@ -46,11 +49,22 @@ class Principal:
     credential_kind: CredentialKind
     plan: Plan = DEFAULT_PLAN
     """The clinic's plan: its quotas."""
+    mfa_pending: bool = False
+    """The clinic requires multi-factor authentication and this user has not enrolled."""
 
     def can(self, action: Action) -> bool:
         return allows(self.role, action)
 
     def require(self, action: Action) -> None:
+        # Enrolment first: until then the member may do nothing else, whatever their role.
+        if self.mfa_pending and (
+            self.credential_kind is CredentialKind.api_token or action not in MFA_EXEMPT
+        ):
+            raise MfaEnrolmentRequired(
+                "This clinic requires multi-factor authentication: log in with a session and"
+                " enrol (POST /api/v1/auth/mfa/totp) first. API tokens of members without it"
+                " are refused."
+            )
         if not self.can(action):
             raise Forbidden(f"Your role ({self.role}) may not do {action}.")
 
@@ -172,14 +186,24 @@ async def issue(
     )
     session.add(credential)
     await session.flush()
+    user = await session.get(User, membership.user_id)
+    clinic = await session.get(Clinic, membership.tenant_id)
+    assert user is not None
+    assert clinic is not None
     principal = Principal(
         user_id=membership.user_id,
         clinic_id=membership.tenant_id,
         role=membership.role,
         credential_id=credential.id,
         credential_kind=kind,
+        mfa_pending=clinic.require_mfa and not user.mfa_enabled,
     )
     return Issued(secret, credential, principal)
+
+
+async def has_mfa(session: AsyncSession, user_id: uuid.UUID) -> bool:
+    user = await session.get(User, user_id)
+    return user is not None and user.mfa_enabled
 
 
 async def login(
@@ -188,10 +212,38 @@ async def login(
     email: str,
     password: str,
     clinic_id: uuid.UUID | None,
+    totp_code: str | None = None,
+    presented_session: str | None = None,
 ) -> Issued:
+    """A new session, always: a session cookie the client already had is revoked, never
+    reused or extended (session fixation)."""
+    if presented_session:
+        await _retire(session, presented_session)
     user = await _check_password(session, email, password)
+    # Only after the password was right, and before anything about the user's clinics is said.
+    if user.mfa_enabled:
+        if not totp_code:
+            raise MfaRequired("Send totp_code: a code from your authenticator or a recovery code.")
+        if not await mfa.accept_second_factor(session, user, totp_code):
+            raise MfaRequired("The code is not valid or was already used.")
     membership = await _choose_clinic(session, user.id, clinic_id)
     return await issue(session, settings, membership, CredentialKind.session)
+
+
+async def _retire(session: AsyncSession, secret: str) -> None:
+    clinic_id = crypto.parse_credential(SESSION_PREFIX, secret)
+    if clinic_id is None:
+        return
+    await enter_tenant(session, clinic_id)
+    await session.execute(
+        update(Credential)
+        .where(
+            Credential.secret_hash == crypto.hash_secret(secret),
+            Credential.kind == CredentialKind.session,
+            Credential.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
 
 
 async def switch_clinic(
@@ -230,7 +282,7 @@ async def authenticate(
         raise Unauthenticated("The session has been idle too long; log in again.")
     found = (
         await session.execute(
-            select(Membership, Clinic.plan)
+            select(Membership, Clinic.plan, Clinic.require_mfa)
             .join(Clinic, Clinic.id == Membership.tenant_id)
             .where(Membership.user_id == credential.user_id, Membership.active)
         )
@@ -238,7 +290,7 @@ async def authenticate(
     user = await session.get(User, credential.user_id)
     if found is None or user is None or not user.active:
         raise Unauthenticated("The credential is not valid, has expired or was revoked.")
-    membership, plan = found
+    membership, plan, require_mfa = found
     if now - last_used > _TOUCH_EVERY:
         credential.last_used_at = now
     return Principal(
@@ -248,6 +300,7 @@ async def authenticate(
         credential_id=credential.id,
         credential_kind=kind,
         plan=plan,
+        mfa_pending=require_mfa and not user.mfa_enabled,
     )
 
 
@@ -283,6 +336,63 @@ async def revoke(session: AsyncSession, caller: Principal, credential_id: uuid.U
     if credential.revoked_at is None:
         credential.revoked_at = utcnow()
     return credential
+
+
+async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """End the user's login sessions in the session's clinic (after a privilege change)."""
+    await session.execute(
+        update(Credential)
+        .where(
+            Credential.user_id == user_id,
+            Credential.kind == CredentialKind.session,
+            Credential.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+
+
+async def _revoke_in_every_clinic(
+    session: AsyncSession, caller: Principal, kinds: tuple[CredentialKind, ...]
+) -> None:
+    """Revoke the caller's credentials of these kinds in every clinic they belong to.
+
+    Credentials are tenant rows, so this enters each clinic in turn (the user's memberships,
+    listed through the ``app.user_id`` policy, say which) and revokes there under that
+    clinic's own row-level security: no policy wider than a clinic is needed. It ends back in
+    the caller's clinic.
+    """
+    await enter_user(session, caller.user_id)
+    clinics = await session.scalars(
+        select(Membership.tenant_id)
+        .where(Membership.user_id == caller.user_id)
+        .order_by(Membership.tenant_id)
+        .execution_options(vetify_user_scope=True)
+    )
+    now = utcnow()
+    for clinic_id in clinics.all():
+        await enter_tenant(session, clinic_id)
+        await session.execute(
+            update(Credential)
+            .where(
+                Credential.user_id == caller.user_id,
+                Credential.kind.in_(kinds),
+                Credential.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+    await enter_tenant(session, caller.clinic_id)
+
+
+async def end_sessions_everywhere(session: AsyncSession, caller: Principal) -> None:
+    """Every login session of the caller, in all their clinics, ends now."""
+    await _revoke_in_every_clinic(session, caller, (CredentialKind.session,))
+
+
+async def logout_everywhere(session: AsyncSession, caller: Principal) -> None:
+    """Every session and API token of the caller, in all their clinics, ends now."""
+    await _revoke_in_every_clinic(
+        session, caller, (CredentialKind.session, CredentialKind.api_token)
+    )
 
 
 async def current_user_and_clinic(session: AsyncSession, caller: Principal) -> tuple[User, Clinic]:

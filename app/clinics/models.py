@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import String
+from sqlalchemy import String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.billing.plans import DEFAULT_PLAN, Plan
@@ -19,6 +19,8 @@ class Clinic(Entity, Base):
     plan: Mapped[Plan] = mapped_column(
         pg_enum(Plan, "clinic_plan"), default=DEFAULT_PLAN, server_default=DEFAULT_PLAN.value
     )
+    # Every member must log in with a second factor; until they enrol they may only do that.
+    require_mfa: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Location(TenantScoped, Base):

@@ -23,7 +23,7 @@ from app.clinics.schemas import (
 from app.db.repository import get_or_404
 from app.db.session import DbSession
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
-from app.kit.problems import Forbidden, InvalidInput, NotFound, Unauthenticated, responses
+from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
 
 router = APIRouter(prefix="/api/v1", tags=["clinic"])
 Reader = Annotated[Principal, Depends(requires(Action.clinic_read))]
@@ -38,10 +38,12 @@ async def get_clinic(caller: Reader, session: DbSession) -> ClinicOut:
 
 
 @router.patch(
-    "/clinics/current", responses=READ, summary="Rename the clinic or change its time zone"
+    "/clinics/current",
+    responses=responses(Unauthenticated, Forbidden, Conflict, InvalidInput),
+    summary="Rename the clinic, change its time zone, require multi-factor authentication",
 )
 async def update_clinic(body: ClinicPatch, caller: Manager, session: DbSession) -> ClinicOut:
-    return ClinicOut.model_validate(await service.update(session, caller.clinic_id, body))
+    return ClinicOut.model_validate(await service.update(session, caller, body))
 
 
 @router.get("/locations", responses=READ, summary="List locations")

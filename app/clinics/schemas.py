@@ -19,12 +19,18 @@ class ClinicOut(Output):
     id: uuid.UUID
     name: str
     timezone: str
+    require_mfa: bool
     created_at: dt.datetime
 
 
 class ClinicPatch(Input):
     name: Name = omittable()
     timezone: TimeZone = omittable()
+    require_mfa: bool = omittable(
+        "Every member must log in with a second factor; members who have not"
+        " enrolled may only enrol until they do, and their API tokens are refused."
+        " Turning it on needs your own second factor.",
+    )
 
 
 class Address(Input):

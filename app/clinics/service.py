@@ -7,17 +7,23 @@ import uuid
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import service as auth
+from app.auth.service import Principal
 from app.clinics.models import Clinic, Location, Room
 from app.clinics.schemas import ClinicPatch, LocationIn, LocationPatch, RoomIn, RoomPatch
 from app.db.repository import apply, get_or_404, referenced
+from app.kit.problems import Conflict
 
 
 async def current(session: AsyncSession, clinic_id: uuid.UUID) -> Clinic:
     return await get_or_404(session, Clinic, clinic_id, "clinic")
 
 
-async def update(session: AsyncSession, clinic_id: uuid.UUID, changes: ClinicPatch) -> Clinic:
-    clinic = await current(session, clinic_id)
+async def update(session: AsyncSession, caller: Principal, changes: ClinicPatch) -> Clinic:
+    clinic = await current(session, caller.clinic_id)
+    if changes.require_mfa and not await auth.has_mfa(session, caller.user_id):
+        # Otherwise the one who turns it on is the first to be shut out.
+        raise Conflict("Enrol in multi-factor authentication yourself before requiring it.")
     apply(clinic, changes)
     await session.flush()
     return clinic

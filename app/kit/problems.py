@@ -96,8 +96,22 @@ class InvalidCredentials(Unauthenticated):
     slug, title = "invalid-credentials", "Invalid credentials"
 
 
+class MfaRequired(Unauthenticated):
+    """The password was right; the login needs a valid second factor as well."""
+
+    slug, title = "mfa-required", "A second factor is required"
+
+
 class Forbidden(Problem):
     status, slug, title = 403, "forbidden", "Not allowed for your role"
+
+
+class MfaEnrolmentRequired(Forbidden):
+    slug, title = "mfa-enrolment-required", "Enrol a second factor first"
+
+
+class CsrfRefused(Forbidden):
+    slug, title = "csrf", "Cross-site request refused"
 
 
 class NotFound(Problem):

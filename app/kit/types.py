@@ -170,13 +170,13 @@ Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$", m
 """BCP 47 language tag, language and optional region (``en``, ``pt-BR``)."""
 
 
-def omittable() -> Any:
+def omittable(description: str | None = None) -> Any:
     """For PATCH fields that may be left out but not set to null (non-nullable columns).
 
     The default is not validated, so leaving the field out is fine, while an explicit
     ``null`` fails validation; the schema says exactly that (not required, not nullable).
     """
-    return Field(default=None)
+    return Field(default=None, description=description)
 
 
 def _declare_no_nul(schema: dict[str, Any]) -> None:

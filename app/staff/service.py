@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import service as auth
 from app.auth.models import Credential, Membership, Role, User
 from app.auth.service import Principal
 from app.kit.clock import utcnow
@@ -65,10 +66,15 @@ async def update_member(
         # Two owners demoting each other at once: the second waits for the first and, counting
         # again, finds itself the last owner.
         raise Conflict("A clinic needs at least one active owner.")
+    role_changes = fields.get("role", membership.role) is not membership.role
     for key, value in fields.items():
         setattr(membership, key, value)
     if fields.get("active") is False:
         await _revoke_credentials(session, user_id)
+    elif role_changes:
+        # A privilege change starts the member's logins afresh (ADR 0009); their API tokens
+        # act with the role the membership has at each request.
+        await auth.revoke_sessions(session, user_id)
     await session.flush()
     return await get(session, user_id)
 

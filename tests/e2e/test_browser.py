@@ -16,9 +16,15 @@ from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 
 SESSION_COOKIE = "vetify_session"
 
-# fetch() from the page: the browser's own cookie jar, SameSite and Secure rules apply.
+# fetch() from the page: the browser's own cookie jar, SameSite and Secure rules apply. As the
+# service's own front end would, the page echoes the CSRF token from its cookie on unsafe
+# requests; the browser adds Origin itself.
 FETCH_JSON = """async ([method, path, body]) => {
     const init = {method, headers: {accept: "application/json"}};
+    const csrf = document.cookie.split("; ").find((c) => c.startsWith("vetify_csrf="));
+    if (csrf && !["GET", "HEAD"].includes(method)) {
+        init.headers["x-csrf-token"] = csrf.slice("vetify_csrf=".length);
+    }
     if (body !== null) {
         init.headers["content-type"] = "application/json";
         init.body = JSON.stringify(body);

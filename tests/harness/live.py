@@ -16,6 +16,7 @@ import httpx
 
 from app.auth.service import SESSION_COOKIE
 from app.db.embedded import free_port
+from app.kit.csrf import CSRF_HEADER
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.harness import canary
 from tests.harness.databases import APP_ROLE, Database
@@ -50,13 +51,18 @@ class LiveServer:
                 "/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
             )
             assert login.status_code == 200, login.text
-            # The cookie is Secure and the server speaks plain http on loopback: send it by hand.
+            # The cookie is Secure and the server speaks plain http on loopback: send it by hand,
+            # with what the service's own page would add (Origin, the CSRF token).
             cookie = login.cookies[SESSION_COOKIE]
             http.cookies.clear()
             created = http.post(
                 "/api/v1/auth/tokens",
                 json={"name": name},
-                headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+                headers={
+                    "Cookie": f"{SESSION_COOKIE}={cookie}",
+                    "Origin": self.url,
+                    CSRF_HEADER: login.json()["csrf_token"],
+                },
             )
             assert created.status_code == 201, created.text
             token: str = created.json()["token"]
@@ -81,6 +87,8 @@ class LiveServer:
             "VETIFY_RATE_LIMIT_SCALE": "1000",
             # Configured by this environment only, never by a developer's .env.
             "VETIFY_ENV": "test",
+            # Its own address: pages served from it are the ones its CSRF check trusts.
+            "VETIFY_PUBLIC_URL": self.url,
         }
         env.pop("DATABASE_URL", None)
         if self.redis_url:

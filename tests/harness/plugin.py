@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from app.main import create_app
 from app.settings import Environment, Settings, StorageBackend
 from fixtures.demo import seed_demo
-from tests.harness import canary, databases, tally
+from tests.harness import browser, canary, databases, tally
 from tests.harness.clamd import FakeClamd, fake_clamd
 from tests.harness.databases import Database
 from tests.harness.live import LiveServer
@@ -224,11 +224,17 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 def asgi_client(
     app: FastAPI, *, client_ip: str = "127.0.0.1", base_url: str = "https://testserver"
 ) -> httpx.AsyncClient:
-    """A client talking to ``app`` in process, as a peer at ``client_ip``."""
+    """A client talking to ``app`` in process, as a peer at ``client_ip``, sending what the
+    service's own web pages in a browser would (Origin, the CSRF token: see ``browser``)."""
     transport = httpx.ASGITransport(app=app, client=(client_ip, 50_000))
-    # Every answer is searched for the run's canary secrets (tests/harness/canary.py).
     return httpx.AsyncClient(
-        transport=transport, base_url=base_url, event_hooks=canary.WATCH.hooks()
+        transport=transport,
+        base_url=base_url,
+        event_hooks={
+            "request": [browser.page_of(app.state.settings.public_url)],
+            # Every answer is searched for the run's canary secrets (tests/harness/canary.py).
+            **canary.WATCH.hooks(),
+        },
     )
 
 

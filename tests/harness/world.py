@@ -9,13 +9,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.attachments.models import Attachment
+from app.auth import mfa
 from app.auth import service as auth_service
 from app.auth.models import CredentialKind, Membership, Role, User
 from app.db.tenancy import enter_tenant
+from app.kit.clock import utcnow
 from app.kit.storage import Storage, new_key, staging_file, storage_from
 from app.settings import Settings
 from fixtures import files
@@ -96,6 +98,21 @@ class World:
         await enter_tenant(session, clinic_id)
         issued = await self._issue(session, user, CredentialKind.api_token)
         return Actor(user, clinic_id, issued.principal.role, issued.secret)
+
+    async def enrol_mfa(self, user: User, *, confirmed: bool = True) -> str:
+        """Give ``user`` a TOTP secret (pending, or on): the secret, for making codes."""
+        secret = mfa.new_secret()
+        async with self.session() as session:
+            await session.execute(
+                update(User)
+                .where(User.id == user.id)
+                .values(
+                    totp_secret=secret,
+                    totp_enabled_at=utcnow() if confirmed else None,
+                    totp_last_step=None,
+                )
+            )
+        return secret
 
     async def make(self, clinic: ClinicWorld, factory_class: Any, **fields: Any) -> Any:
         async with self.session(clinic.id) as session:

@@ -51,6 +51,7 @@ async def test_current_clinic_is_the_callers(client, world, role):
         "id": str(clinic.id),
         "name": "Clínica Veterinária do Porto",
         "timezone": "Europe/Lisbon",
+        "require_mfa": False,
     }
 
 

@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pyotp
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from app.auth.deps import required_action
 from app.auth.permissions import Action
-from app.auth.service import SESSION_COOKIE
 from fixtures import files
 from fixtures.factories import DEFAULT_PASSWORD
 from tests.contract.snapshot import offline_app
+from tests.harness import browser
 from tests.harness.world import Actor, World
 from tests.security.estate import MAKERS, Estate, next_slot
 from tests.security.surface import PROBLEM, PUBLIC, resolve, types
@@ -53,6 +54,11 @@ EXEMPT: dict[tuple[str, str], str] = {
 SESSION_ONLY: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/auth/switch"): "switching clinic replaces a login session; an API token"
     " is bound to the clinic it was created in",
+    ("POST", "/api/v1/auth/logout-everywhere"): "a person ends their logins, not a script",
+    ("POST", "/api/v1/auth/mfa/totp"): "a person enrols their authenticator from a login",
+    ("POST", "/api/v1/auth/mfa/totp/confirm"): "as enrolling",
+    ("POST", "/api/v1/auth/mfa/totp/disable"): "as enrolling",
+    ("POST", "/api/v1/auth/mfa/recovery-codes"): "as enrolling",
 }
 """Routes that act on a login session, so the suites call them with a session cookie."""
 
@@ -144,8 +150,38 @@ BODIES: dict[str, Body] = {
     "AttachmentUpload": lambda e: {"file": files.PNG},
     "InvitationIn": lambda e: {"email": _unique("invitee"), "role": "technician"},
     "StaffPatch": lambda e: {"role": "receptionist"},
+    # Valid in shape; a code that works depends on the caller (PREPARED).
+    "TotpCodeIn": lambda e: {"code": "000000"},
+    "SecondFactorIn": lambda e: {"code": "000000"},
 }
 """Request schema -> a valid body in the estate's clinic, setting every id field it has."""
+
+
+async def _pending_mfa(world: World, actor: Actor) -> dict[str, Any]:
+    return {"code": pyotp.TOTP(await world.enrol_mfa(actor.user, confirmed=False)).now()}
+
+
+async def _enabled_mfa(world: World, actor: Actor) -> dict[str, Any]:
+    return {"code": pyotp.TOTP(await world.enrol_mfa(actor.user)).now()}
+
+
+PREPARED: dict[tuple[str, str], Callable[[World, Actor], Awaitable[dict[str, Any]]]] = {
+    ("POST", "/api/v1/auth/mfa/totp/confirm"): _pending_mfa,
+    ("POST", "/api/v1/auth/mfa/totp/disable"): _enabled_mfa,
+    ("POST", "/api/v1/auth/mfa/recovery-codes"): _enabled_mfa,
+}
+"""Routes whose valid body depends on the caller's own state: the caller is put in that state
+(a pending or active authenticator) and the body made for them."""
+
+
+async def body_for(
+    world: World, actor: Actor | None, route: Route, estate: Estate
+) -> dict[str, Any] | None:
+    """A valid body for ``actor`` calling ``route`` (see ``PREPARED``)."""
+    prepare = PREPARED.get(route.key)
+    if prepare is not None and actor is not None:
+        return await prepare(world, actor)
+    return route.body(estate)
 
 
 def _is_id(schema: dict[str, Any]) -> bool:
@@ -292,7 +328,7 @@ async def credentials(world: World, actor: Actor | None, route: Route) -> Creden
     if actor is None:
         return ANONYMOUS
     if route.session_only:
-        return Credentials({}, {SESSION_COOKIE: await world.login(actor)})
+        return Credentials({}, browser.cookies(await world.login(actor)))
     return Credentials(actor.headers, {})
 
 

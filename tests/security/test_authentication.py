@@ -28,6 +28,8 @@ from app.auth.service import SESSION_COOKIE, SESSION_PREFIX, TOKEN_PREFIX
 from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures.factories import CredentialFactory
+from tests.harness import browser
+from tests.harness.authenticator import Authenticator
 from tests.harness.world import ClinicWorld, World
 from tests.security.surface import PROBLEM, census, protected_operations
 
@@ -212,7 +214,7 @@ async def _revoked_token(client: httpx.AsyncClient, world: World, clinic: Clinic
 
 
 async def _logged_out_session(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
-    cookies = {SESSION_COOKIE: await world.login(clinic.actors[Role.vet])}
+    cookies = browser.cookies(await world.login(clinic.actors[Role.vet]))
     client.cookies.update(cookies)
     assert (await client.post("/api/v1/auth/logout")).status_code == 204
     return {}, cookies
@@ -220,7 +222,7 @@ async def _logged_out_session(client: httpx.AsyncClient, world: World, clinic: C
 
 async def _removed_member(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
     vet = clinic.actors[Role.vet]
-    cookies = {SESSION_COOKIE: await world.login(vet)}
+    cookies = browser.cookies(await world.login(vet))
     removed = await client.delete(f"/api/v1/staff/{vet.user.id}", headers=clinic.owner.headers)
     assert removed.status_code == 204
     return vet.headers, cookies
@@ -268,6 +270,51 @@ async def _idle_session(client: httpx.AsyncClient, world: World, clinic: ClinicW
     return {}, {SESSION_COOKIE: secret}
 
 
+async def _session_after_role_change(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    cookies = browser.cookies(await world.login(vet))
+    changed = await client.patch(
+        f"/api/v1/staff/{vet.user.id}", json={"role": "technician"}, headers=clinic.owner.headers
+    )
+    assert changed.status_code == 200
+    return {}, cookies
+
+
+async def _session_before_mfa_on(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    old = browser.cookies(await world.login(vet))
+    client.cookies.update(browser.cookies(await world.login(vet)))
+    authenticator = Authenticator((await client.post("/api/v1/auth/mfa/totp")).json()["secret"])
+    confirmed = await client.post(
+        "/api/v1/auth/mfa/totp/confirm", json={"code": authenticator.next_code()}
+    )
+    assert confirmed.status_code == 200
+    client.cookies.clear()
+    return {}, old
+
+
+async def _session_before_mfa_off(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    authenticator = Authenticator(await world.enrol_mfa(vet.user))
+    old = browser.cookies(await world.login(vet))
+    client.cookies.update(browser.cookies(await world.login(vet)))
+    disabled = await client.post(
+        "/api/v1/auth/mfa/totp/disable", json={"code": authenticator.next_code()}
+    )
+    assert disabled.status_code == 200
+    client.cookies.clear()
+    return {}, old
+
+
+async def _logged_out_everywhere(client: httpx.AsyncClient, world: World, clinic: ClinicWorld):
+    vet = clinic.actors[Role.vet]
+    cookies = browser.cookies(await world.login(vet))
+    client.cookies.update(browser.cookies(await world.login(vet)))
+    assert (await client.post("/api/v1/auth/logout-everywhere")).status_code == 204
+    client.cookies.clear()
+    return vet.headers, cookies
+
+
 DEAD: dict[str, Killer] = {
     "token used to log out": _logged_out_token,
     "token revoked by id": _revoked_token,
@@ -276,6 +323,10 @@ DEAD: dict[str, Killer] = {
     "expired token": _expired_token,
     "expired session": _expired_session,
     "session idle too long": _idle_session,
+    "session from before a role change": _session_after_role_change,
+    "session from before MFA was turned on": _session_before_mfa_on,
+    "session from before MFA was turned off": _session_before_mfa_off,
+    "token and another session after logout everywhere": _logged_out_everywhere,
 }
 
 

@@ -16,7 +16,16 @@ from app.auth.models import Role
 from app.auth.permissions import allows
 from tests.harness import tally
 from tests.harness.world import World
-from tests.security.catalogue import ATTACKED, ID_KINDS, Route, credentials, explain, problem, send
+from tests.security.catalogue import (
+    ATTACKED,
+    ID_KINDS,
+    Route,
+    body_for,
+    credentials,
+    explain,
+    problem,
+    send,
+)
 from tests.security.estate import fresh, furnish, rows_of
 
 AUTHORIZED = [route for route in ATTACKED if not route.public]
@@ -61,7 +70,8 @@ async def test_route_obeys_the_permission_table(
         }
         caller = await credentials(world, actor, route)
         before = await rows_of(superuser_engine, clinic.id)
-        response = await send(client, caller, route, route.url(ids), route.body(estate))
+        body = await body_for(world, actor, route, estate)
+        response = await send(client, caller, route, route.url(ids), body)
         if allows(role, route.action):
             if not response.is_success:
                 failures.append(f"{role} may {route.action} but got {explain(response)}")

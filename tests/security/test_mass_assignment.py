@@ -14,7 +14,15 @@ import pytest
 
 from tests.harness import tally
 from tests.harness.world import World
-from tests.security.catalogue import ATTACKED, ID_KINDS, credentials, explain, problem, send
+from tests.security.catalogue import (
+    ATTACKED,
+    ID_KINDS,
+    body_for,
+    credentials,
+    explain,
+    problem,
+    send,
+)
 from tests.security.estate import fresh, furnish, rows_of
 from tests.security.surface import census, resolve
 
@@ -97,5 +105,5 @@ async def test_server_owned_fields_are_rejected_and_change_nothing(
 
     assert not failures, f"{route.label}:\n" + "\n".join(failures)
     assert (await census(superuser_engine), await rows_of(superuser_engine, clinic.id)) == before
-    plain = await send(client, caller, route, url, route.body(estate))
+    plain = await send(client, caller, route, url, await body_for(world, actor, route, estate))
     assert plain.is_success, f"the example body alone: {explain(plain)}"

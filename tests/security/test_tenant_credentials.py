@@ -13,6 +13,7 @@ from app.auth.models import Role
 from app.auth.service import SESSION_COOKIE
 from fixtures.clinics import add_member
 from fixtures.factories import DEFAULT_PASSWORD
+from tests.harness import browser
 from tests.harness.world import World
 from tests.security.catalogue import STEERING_HEADERS
 from tests.security.estate import Estate, ids_of
@@ -81,7 +82,7 @@ async def test_a_session_changes_clinic_only_by_switching(
             client.cookies.clear()
 
     their_pet_before = await get(f"/api/v1/pets/{theirs['pet']}", first)
-    client.cookies.set(SESSION_COOKIE, first)
+    client.cookies.update(browser.cookies(first))
     switched = await client.post("/api/v1/auth/switch", json={"clinic_id": str(theirs.clinic.id)})
     client.cookies.clear()
     second = switched.cookies[SESSION_COOKIE]

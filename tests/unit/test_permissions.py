@@ -33,6 +33,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "records:read":       (1, 1, 1, 1, 1, 1),
     "records:write":      (1, 0, 1, 1, 0, 0),
     "records:sign":       (1, 0, 1, 0, 0, 0),
+    "session:own":        (1, 1, 1, 1, 1, 1),
     "credentials:own":    (1, 1, 1, 1, 1, 1),
 }
 # fmt: on
@@ -59,13 +60,16 @@ def test_owner_can_do_everything() -> None:
 
 def test_read_only_reads_and_manages_only_its_own_credentials() -> None:
     granted = {a for a in Action if allows(Role.read_only, a)}
-    assert granted == {a for a in Action if a.endswith(":read")} | {Action.own_credentials}
+    assert granted == {a for a in Action if a.endswith(":read")} | {
+        Action.own_session,
+        Action.own_credentials,
+    }
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_every_role_reads_everything_and_owns_its_credentials(role: Role) -> None:
     for action in Action:
-        if action.endswith(":read") or action is Action.own_credentials:
+        if action.endswith(":read") or action in (Action.own_session, Action.own_credentials):
             assert allows(role, action), action
 
 

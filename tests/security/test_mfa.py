@@ -1,0 +1,241 @@
+"""Attacks on the second factor and on clinics that require it.
+
+* Login: without a code, with wrong codes (many), with codes outside the drift window, a code
+  replayed (also by two racing requests), a recovery code used twice, old recovery codes after
+  regeneration -- each 401 .../mfa-required, no session, nothing written; a wrong password
+  says nothing about the second factor.
+* A clinic that requires MFA: a member who has not enrolled is refused on every route of the
+  OpenAPI document but their own session's (``session:own``), with their session and with
+  their API token -- 403 .../mfa-enrolment-required, nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from app.auth.models import Role
+from fixtures.factories import DEFAULT_PASSWORD
+from tests.harness import browser
+from tests.harness.authenticator import Authenticator
+from tests.harness.world import ClinicWorld, World
+from tests.security.surface import PROBLEM, census, protected_operations
+
+LOGIN = "/api/v1/auth/login"
+MFA_REQUIRED = "https://vetify.dev/problems/mfa-required"
+ENROL_FIRST = "https://vetify.dev/problems/mfa-enrolment-required"
+OPERATIONS = protected_operations()
+OWN_SESSION = [
+    op for op in OPERATIONS if op.spec.get("x-permission", {}).get("action") == "session:own"
+]
+
+
+async def _enrolled(world: World) -> tuple[ClinicWorld, Authenticator, list[str]]:
+    """A clinic whose owner has MFA on, and ten recovery codes made through the API."""
+    clinic = await world.clinic(roles=())
+    authenticator = Authenticator(await world.enrol_mfa(clinic.setup.owner))
+    return clinic, authenticator, []
+
+
+async def _login(client: httpx.AsyncClient, clinic: ClinicWorld, code: str | None = None, **kw):
+    body = {"email": clinic.setup.owner.email, "password": kw.pop("password", DEFAULT_PASSWORD)}
+    if code is not None:
+        body["totp_code"] = code
+    return await client.post(LOGIN, json=body)
+
+
+def _refused(response: httpx.Response) -> bool:
+    return (
+        response.status_code == 401
+        and response.headers.get("content-type") == PROBLEM
+        and response.json()["type"] == MFA_REQUIRED
+        and "set-cookie" not in response.headers
+    )
+
+
+async def test_a_wrong_password_says_nothing_about_the_second_factor(client, world) -> None:
+    enrolled, _, _ = await _enrolled(world)
+    plain = await world.clinic(roles=())
+
+    answers = [
+        await _login(client, clinic, code, password="not the password")
+        for clinic in (enrolled, plain)
+        for code in (None, "123456")
+    ]
+
+    assert {a.status_code for a in answers} == {401}
+    assert len({a.text for a in answers}) == 1
+    assert answers[0].json()["type"] == "https://vetify.dev/problems/invalid-credentials"
+
+
+async def test_login_without_or_with_wrong_codes_is_refused_and_writes_nothing(
+    client, world, superuser_engine
+) -> None:
+    clinic, authenticator, _ = await _enrolled(world)
+    before = await census(superuser_engine)
+    # Made just before each is sent: a code made early drifts into the window as time passes.
+    guesses: list[Callable[[], str | None]] = [lambda: None]
+    guesses += [lambda c=c: c for c in ("000000", "12345a", "0000000", "not-a-recovery-code")]
+    guesses += [lambda: f"{secrets.randbelow(10**6):06d}" for _ in range(40)]
+    guesses += [lambda s=s: authenticator.code_at_offset(s) for s in (-3, -2, 2, 3)]
+
+    failures = []
+    for guess in guesses:
+        code = guess()
+        if code in {authenticator.code_at_offset(step) for step in (-1, 0, 1)}:
+            continue  # a random guess that happens to be right (3 in a million)
+        response = await _login(client, clinic, code)
+        if not _refused(response):
+            failures.append(f"{code}: {response.status_code} {response.text[:100]}")
+
+    assert not failures, "\n".join(failures)
+    assert await census(superuser_engine) == before
+
+
+async def test_a_code_within_one_step_of_drift_is_accepted(client, world) -> None:
+    for step in (-1, 1):
+        clinic, authenticator, _ = await _enrolled(world)
+        response = await _login(client, clinic, authenticator.code_at_offset(step))
+        assert response.status_code == 200, (step, response.text)
+
+
+async def test_a_code_is_accepted_once(client, world) -> None:
+    clinic, authenticator, _ = await _enrolled(world)
+    code = authenticator.next_code()
+
+    first = await _login(client, clinic, code)
+    replayed = await _login(client, clinic, code)
+
+    assert first.status_code == 200
+    assert _refused(replayed)
+
+
+async def test_an_older_code_is_refused_after_a_newer_one(client, world) -> None:
+    clinic, authenticator, _ = await _enrolled(world)
+    older, newer = authenticator.code_at_offset(-1), authenticator.code_at_offset(0)
+    assert (await _login(client, clinic, newer)).status_code == 200
+    assert _refused(await _login(client, clinic, older))
+
+
+async def test_racing_requests_with_one_code_get_one_session(app, world) -> None:
+    clinic, authenticator, _ = await _enrolled(world)
+    code = authenticator.next_code()
+
+    async def attempt() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+            return await _login(http, clinic, code)
+
+    answers = await asyncio.gather(*(attempt() for _ in range(6)))
+
+    assert sorted(a.status_code for a in answers) == [200] + [401] * 5
+
+
+async def _recovery_codes(client, world) -> tuple[ClinicWorld, Authenticator, list[str]]:
+    clinic = await world.clinic(roles=())
+    client.cookies.update(browser.cookies(await world.login(clinic.owner)))
+    authenticator = Authenticator((await client.post("/api/v1/auth/mfa/totp")).json()["secret"])
+    confirmed = await client.post(
+        "/api/v1/auth/mfa/totp/confirm", json={"code": authenticator.next_code()}
+    )
+    client.cookies.clear()
+    return clinic, authenticator, confirmed.json()["recovery_codes"]
+
+
+async def test_a_recovery_code_is_single_use(client, world) -> None:
+    clinic, _, codes = await _recovery_codes(client, world)
+
+    first = await _login(client, clinic, codes[0])
+    again = await _login(client, clinic, codes[0])
+    other = await _login(client, clinic, codes[1])
+
+    assert first.status_code == 200
+    assert _refused(again)
+    assert other.status_code == 200
+
+
+async def test_regenerated_codes_void_every_old_one(client, world) -> None:
+    clinic, authenticator, old = await _recovery_codes(client, world)
+    client.cookies.update(browser.cookies(await world.login(clinic.owner)))
+    renewed = await client.post(
+        "/api/v1/auth/mfa/recovery-codes", json={"code": authenticator.next_code()}
+    )
+    client.cookies.clear()
+    assert renewed.status_code == 200
+
+    assert all([_refused(await _login(client, clinic, code)) for code in old])
+
+
+async def test_turning_mfa_off_needs_a_valid_code(client, world, superuser_engine) -> None:
+    clinic, authenticator, _ = await _enrolled(world)
+    client.cookies.update(browser.cookies(await world.login(clinic.owner)))
+    before = await census(superuser_engine)
+
+    for code in ("000000", "aaaaa-bbbbb-ccccc-ddddd", authenticator.code_at_offset(2)):
+        response = await client.post("/api/v1/auth/mfa/totp/disable", json={"code": code})
+        assert response.status_code == 422, response.text
+
+    assert await census(superuser_engine) == before
+    client.cookies.clear()
+    assert _refused(await _login(client, clinic))
+
+
+# -- a clinic that requires MFA ---------------------------------------------------------------
+async def _requiring(client, world: World) -> ClinicWorld:
+    clinic = await world.clinic(roles=(Role.vet, Role.technician))
+    await world.enrol_mfa(clinic.owner.user)
+    on = await client.patch(
+        "/api/v1/clinics/current", json={"require_mfa": True}, headers=clinic.owner.headers
+    )
+    assert on.status_code == 200
+    return clinic
+
+
+def test_own_session_routes_are_few_and_read_from_the_document() -> None:
+    labels = {op.label for op in OWN_SESSION}
+    assert "GET /api/v1/auth/me" in labels
+    assert "POST /api/v1/auth/mfa/totp" in labels
+    assert "GET /api/v1/pets" not in labels
+    assert len(labels) <= 10
+
+
+@pytest.mark.parametrize("credential", ["session", "api token"])
+async def test_an_unenrolled_member_is_refused_everywhere_else(
+    client, world, superuser_engine, credential: str
+) -> None:
+    clinic = await _requiring(client, world)
+    vet = clinic.actors[Role.vet]
+    if credential == "session":
+        cookies, headers = browser.cookies(await world.login(vet)), {}
+        # Their own session's routes stay open to a session, and only those.
+        operations = [op for op in OPERATIONS if op not in OWN_SESSION]
+    else:
+        cookies, headers = {}, vet.headers
+        operations = OPERATIONS
+    before = await census(superuser_engine)
+
+    failures = []
+    for op in operations:
+        client.cookies.clear()
+        client.cookies.update(cookies)
+        response = await client.request(
+            op.method.upper(), op.url(), headers=headers, json={} if op.has_body else None
+        )
+        if not (
+            response.status_code == 403
+            and response.headers.get("content-type") == PROBLEM
+            and response.json()["type"] == ENROL_FIRST
+        ):
+            failures.append(f"{op.label}: {response.status_code} {response.text[:200]}")
+    client.cookies.clear()
+
+    assert not failures, "\n".join(failures)
+    assert await census(superuser_engine) == before
+    # Proof that the refusals are the requirement: an enrolled colleague goes through.
+    await world.enrol_mfa(clinic.actors[Role.technician].user)
+    pets = await client.get("/api/v1/pets", headers=clinic.actors[Role.technician].headers)
+    assert pets.status_code == 200
