@@ -26,7 +26,9 @@ def _draw(purpose: str) -> str:
 SUPERUSER_PASSWORD = _draw("su")
 ROLE_PASSWORD = _draw("role")
 REDIS_PASSWORD = _draw("redis")
-ALL = (SUPERUSER_PASSWORD, ROLE_PASSWORD, REDIS_PASSWORD)
+S3_KEY_ID = _draw("s3id")
+S3_SECRET = _draw("s3secret")
+ALL = (SUPERUSER_PASSWORD, ROLE_PASSWORD, REDIS_PASSWORD, S3_KEY_ID, S3_SECRET)
 
 
 @dataclass

@@ -30,7 +30,16 @@ from fixtures.factories import DEFAULT_PASSWORD
 from tests.harness import browser, tally
 from tests.harness.authenticator import Authenticator
 from tests.harness.world import World
-from tests.security.catalogue import ATTACKED, ID_KINDS, Route, body_for, explain, problem
+from tests.security.catalogue import (
+    ATTACKED,
+    ID_KINDS,
+    Credentials,
+    Route,
+    body_for,
+    explain,
+    problem,
+    send,
+)
 from tests.security.estate import fresh, furnish
 from tests.security.surface import census
 
@@ -101,23 +110,20 @@ async def test_forged_cookie_requests_are_refused_and_change_nothing(
     ours = csrf.origin_of(settings.public_url)
     token = csrf.token_for(secret)
     body = await body_for(world, owner, route, estate)
-    bare.cookies.update(browser.cookies(secret))
+    cookie = Credentials({}, browser.cookies(secret))
     before = await census(superuser_engine)
 
     failures = []
     for name, forge in ATTACKS.items():
         headers = forge(ours, token, csrf.token_for(other))
-        response = await bare.request(route.method, route.url(ids), json=body, headers=headers)
+        response = await send(bare, cookie, route, route.url(ids), body, headers=headers)
         if response.status_code != 403 or problem(response).get("type") != CSRF:
             failures.append(f"{name}: {explain(response)}")
 
     assert not failures, f"{route.label}:\n" + "\n".join(failures)
     assert await census(superuser_engine) == before
-    genuine = await bare.request(
-        route.method,
-        route.url(ids),
-        json=body,
-        headers={"Origin": ours, "X-CSRF-Token": token},
+    genuine = await send(
+        bare, cookie, route, route.url(ids), body, headers={"Origin": ours, "X-CSRF-Token": token}
     )
     assert genuine.is_success, f"{route.label} with the token and our Origin: {explain(genuine)}"
 
