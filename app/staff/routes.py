@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Response, status
 
 from app.auth import service as auth
 from app.auth.deps import AppSettings, Guard, requires
@@ -98,6 +98,7 @@ async def remove_member(user_id: uuid.UUID, caller: Manager, session: DbSession)
 )
 async def unlock_member(
     user_id: uuid.UUID, caller: Manager, session: DbSession, guard: Guard
-) -> None:
+) -> Response:
     member = await service.get(session, user_id)
     await guard.unlock(member.email)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
