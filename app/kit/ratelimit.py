@@ -101,9 +101,7 @@ class Limiter:
     def __post_init__(self) -> None:
         if self.redis_url:
             self._redis = RedisStorage(
-                self.redis_url.replace("redis://", "async+redis://", 1)
-                if self.redis_url.startswith("redis://")
-                else self.redis_url.replace("rediss://", "async+rediss://", 1),
+                f"async+{self.redis_url}",  # limits' name for redis:// and rediss:// with asyncio
                 implementation="redispy",
                 wrap_exceptions=True,
                 key_prefix=self.key_prefix,
@@ -167,9 +165,6 @@ class Limiter:
     async def count(self, key: str, expiry: int) -> int:
         """Add one to ``key`` (created with ``expiry`` seconds to live); the new value."""
         return await self._on(lambda storage: storage.incr(key, expiry))
-
-    async def value(self, key: str) -> int:
-        return await self._on(lambda storage: storage.get(key))
 
     async def seconds_left(self, key: str) -> float:
         """Until ``key`` expires; 0 when it does not exist."""
