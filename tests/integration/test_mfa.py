@@ -216,3 +216,27 @@ async def test_turning_the_requirement_off_lifts_the_restriction(client, world) 
 
     assert off.status_code == 200
     assert (await client.get("/api/v1/pets", headers=vet.headers)).status_code == 200
+
+
+async def test_each_step_out_of_order_is_a_409_that_changes_nothing(client, world: World) -> None:
+    """Confirm before starting, turn off or renew codes while off, start or confirm while on."""
+    clinic = await world.clinic(roles=())
+    email = clinic.setup.owner.email
+    assert (await login(client, email)).status_code == 200
+    off = [
+        await client.post(f"{MFA}/confirm", json={"code": "123456"}),
+        await client.post(f"{MFA}/disable", json={"code": "123456"}),
+        await client.post("/api/v1/auth/mfa/recovery-codes", json={"code": "123456"}),
+    ]
+    client.cookies.clear()
+    authenticator, _ = await enrol(client, email)
+    on = [
+        await client.post(MFA),
+        await client.post(f"{MFA}/confirm", json={"code": authenticator.next_code()}),
+    ]
+
+    for answer in off + on:
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["type"] == PROBLEMS + "conflict"
+    me = await client.get("/api/v1/auth/me")
+    assert me.status_code == 200

@@ -62,6 +62,7 @@ async def test_a_wrong_password_says_nothing_about_the_second_factor(client, wor
     plain = await world.clinic(roles=())
 
     answers = [
+        # pragma: allowlist nextline secret - a wrong password, the point of the test
         await _login(client, clinic, code, password="not the password")
         for clinic in (enrolled, plain)
         for code in (None, "123456")

@@ -88,6 +88,7 @@ async def test_login_is_limited_per_ip_whatever_the_account(configured_app, worl
         tries = [
             await http.post(
                 "/api/v1/auth/login",
+                # pragma: allowlist nextline secret - a wrong password, the point of the test
                 json={"email": f"nobody{i}@example.com", "password": "wrong password"},
             )
             for i in range(3)
@@ -118,6 +119,7 @@ def _signup() -> dict[str, str]:
         "timezone": "Europe/London",
         "owner_name": "Mallory",
         "email": f"mallory-{uuid.uuid4().hex[:8]}@example.com",
+        # pragma: allowlist nextline secret - a test user's passphrase
         "password": "a long enough password",
     }
 
@@ -275,6 +277,7 @@ async def test_redis_outage_falls_back_to_memory_and_comes_back(
                 logins = [
                     await http.post(
                         "/api/v1/auth/login",
+                        # pragma: allowlist nextline secret - a wrong password, the point
                         json={"email": "x@example.com", "password": "wrong password"},
                     )
                     for _ in range(3)
