@@ -1,4 +1,5 @@
-"""The ``vetify`` command: serve (embedded database by default), demo, migrate."""
+"""The ``vetify`` command: serve (embedded database by default), demo, migrate, worker, and
+the billing operator commands."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from app.billing.operations import add_commands
 from app.db import migrate
 from app.db.embedded import EmbeddedPostgres
 from app.db.session import create_engine
@@ -95,6 +97,21 @@ def _migrate(settings: Settings) -> None:
         print("database schema is at head")
 
 
+def _worker(settings: Settings) -> None:
+    from app.queue import run_worker
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    with database(settings) as ready:
+        asyncio.run(run_worker(ready))
+
+
+def _billing(settings: Settings, args: argparse.Namespace) -> None:
+    from app.billing import operations
+
+    with database(settings) as ready:
+        print(asyncio.run(operations.run(ready, args)), flush=True)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="vetify", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -108,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
         if name == "serve":
             command.add_argument("--demo", action="store_true", help="seed the demo clinic")
     commands.add_parser("migrate", help="apply database migrations (as the schema owner)")
+    commands.add_parser("worker", help="run background jobs (the procrastinate worker)")
+    add_commands(commands.add_parser("billing", help="Stripe events: list, metrics, replay"))
     return root
 
 
@@ -121,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"vetify: {exc}") from None
     if args.command == "migrate":
         _migrate(settings)
+    elif args.command == "worker":
+        _worker(settings)
+    elif args.command == "billing":
+        _billing(settings, args)
     else:
         _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
 

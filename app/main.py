@@ -19,6 +19,7 @@ from app.auth.deps import document_permissions
 from app.auth.lockout import LoginGuard
 from app.auth.quotas import Quotas
 from app.auth.routes import router as auth_router
+from app.billing.routes import router as billing_router
 from app.clinics.routes import router as clinics_router
 from app.customers.routes import router as customers_router
 from app.db.migrate import head_revisions
@@ -46,6 +47,7 @@ ROUTERS = (
     appointments_router,
     records_router,
     attachments_router,
+    billing_router,
 )
 
 
@@ -74,6 +76,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await app.state.limiter.close()
+            if getattr(app.state, "stripe", None) is not None:
+                await app.state.stripe.close()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await engine.dispose()

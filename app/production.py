@@ -46,6 +46,8 @@ def refusal(name: str, value: Any, field: FieldInfo) -> str | None:
     """Why production cannot run with this setting's value, or None."""
     if name == "database_url" and value is None:
         return "required in production: the embedded database is for development only"
+    if name in ("stripe_api_key", "stripe_webhook_secret") and value is None:
+        return "required in production: clinics pay through Stripe"
     if name == "debug" and value:
         return "must be false in production: debug pages show tracebacks and settings"
     if name == "session_cookie_secure" and not value:

@@ -211,6 +211,23 @@ class Settings(BaseSettings):
     """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
     clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    stripe_api_key: SecretStr | None = None
+    """Stripe secret key (``sk_...``); unset: checkout and portal answer 503 (development)."""
+    stripe_webhook_secret: SecretStr | None = None
+    """Webhook endpoint signing secret(s) (``whsec_...``), comma-separated: several are active
+    while Stripe rolls a secret; unset: every delivery is refused."""
+    stripe_api_base: str = Field(default="https://api.stripe.com", pattern=r"^https?://[^\s/]+$")
+    """Where the Stripe SDK sends requests; tests point it at a local fake."""
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0, le=80)
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=5)
+    stripe_price_starter: str | None = None
+    stripe_price_professional: str | None = None
+    stripe_price_enterprise: str | None = None
+    """Stripe price ids of the plans (``price_...``); a plan without one cannot be bought."""
+    billing_trial_days: int = Field(default=14, ge=0, le=365)
+    billing_grace_days: int = Field(default=7, ge=0, le=60)
+    """How long a past-due clinic keeps writing before it turns read-only."""
+
     @field_validator("trusted_proxies", "cors_allow_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -319,6 +336,13 @@ class Settings(BaseSettings):
     @property
     def attachments_root(self) -> Path:
         return self.attachments_dir or self.data_dir / "attachments"
+
+    @property
+    def stripe_webhook_secrets(self) -> list[str]:
+        if self.stripe_webhook_secret is None:
+            return []
+        value = self.stripe_webhook_secret.get_secret_value()
+        return [part.strip() for part in value.split(",") if part.strip()]
 
     @property
     def embedded(self) -> bool:

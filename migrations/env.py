@@ -14,8 +14,18 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _ours(name: str | None, type_: str, _parent: object) -> bool:
+    """The job queue's tables are procrastinate's own schema (migration 0005), not models."""
+    return not (type_ in ("table", "index") and (name or "").startswith("procrastinate_"))
+
+
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        include_name=_ours,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -13,9 +13,10 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from app.auth import service
 from app.auth.lockout import LoginGuard
 from app.auth.models import CredentialKind, Role
-from app.auth.permissions import Action, allows
+from app.auth.permissions import PAYMENT_EXEMPT, Action, allows
 from app.auth.quotas import AppQuotas, Quotas, client_ip, spend
 from app.auth.service import Principal
+from app.billing.access import PaymentRequired
 from app.db.session import DbSession
 from app.kit import csrf
 from app.kit.problems import CsrfRefused, Unauthenticated
@@ -130,8 +131,14 @@ class requires:
     def __init__(self, action: Action) -> None:
         self.action = action
 
-    async def __call__(self, caller: Caller) -> Principal:
+    async def __call__(self, request: Request, caller: Caller) -> Principal:
         caller.require(self.action)
+        if (
+            caller.read_only
+            and request.method not in csrf.SAFE_METHODS
+            and self.action not in PAYMENT_EXEMPT
+        ):
+            raise PaymentRequired()
         return caller
 
 

@@ -27,11 +27,19 @@ class Action(StrEnum):
     records_sign = "records:sign"
     own_session = "session:own"  # one's own login: me, logout, switch, multi-factor enrolment
     own_credentials = "credentials:own"  # one's own API tokens
+    billing_manage = "billing:manage"  # the clinic's plan, payment and subscription
 
 
 MFA_EXEMPT = frozenset({Action.own_session})
 """What a member may still do in a clinic that requires multi-factor authentication before
 they have enrolled: see who they are, enrol, log out."""
+
+
+PAYMENT_EXEMPT = frozenset(
+    {Action.own_session, Action.own_credentials, Action.staff_manage, Action.billing_manage}
+)
+"""What a read-only clinic (unpaid) may still write: its own log-in and tokens (to export), its
+staff (taking a departed member's access away never waits on payment), and paying."""
 
 
 _READ = {
@@ -49,7 +57,9 @@ _CLINICAL = {Action.records_write}
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.owner: frozenset(Action),
-    Role.admin: frozenset(_READ | _FRONT_DESK | {Action.clinic_manage, Action.staff_manage}),
+    Role.admin: frozenset(
+        _READ | _FRONT_DESK | {Action.clinic_manage, Action.staff_manage, Action.billing_manage}
+    ),
     Role.vet: frozenset(_READ | _FRONT_DESK | _CLINICAL | {Action.records_sign}),
     Role.technician: frozenset(_READ | _FRONT_DESK | _CLINICAL),
     Role.receptionist: frozenset(_READ | _FRONT_DESK),

@@ -33,6 +33,7 @@ from app.auth.schemas import (
     UserOut,
 )
 from app.auth.service import Principal
+from app.billing import service as billing
 from app.db.session import DbSession
 from app.kit import csrf
 from app.kit.problems import (
@@ -111,7 +112,9 @@ async def _session_out(
     summary="Create a clinic, its first location and its owner",
     dependencies=[Depends(per_ip(lambda q: q.signup))],
 )
-async def signup(body: SignupIn, session: DbSession, guard: Guard) -> SignupOut:
+async def signup(
+    body: SignupIn, session: DbSession, guard: Guard, settings: AppSettings
+) -> SignupOut:
     # An existing user opens another clinic with their password: guarded like a log-in.
     await guard.check(body.email)
     try:
@@ -119,6 +122,7 @@ async def signup(body: SignupIn, session: DbSession, guard: Guard) -> SignupOut:
     except InvalidCredentials:
         await guard.failed(body.email)
         raise
+    await billing.open_account(session, settings.billing_trial_days)
     return SignupOut(
         clinic=ClinicRef.model_validate(clinic),
         user=UserOut.model_validate(user),

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import mfa
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
 from app.auth.permissions import MFA_EXEMPT, Action, allows
+from app.billing import access as billing
+from app.billing.models import BillingAccount
 from app.billing.plans import DEFAULT_PLAN, Plan
 from app.clinics.models import Clinic, Location
 from app.db.tenancy import enter_tenant, enter_user
@@ -51,6 +53,8 @@ class Principal:
     """The clinic's plan: its quotas."""
     mfa_pending: bool = False
     """The clinic requires multi-factor authentication and this user has not enrolled."""
+    read_only: bool = False
+    """The clinic has not paid (docs/billing.md): writes are refused with 402."""
 
     def can(self, action: Action) -> bool:
         return allows(self.role, action)
@@ -282,15 +286,16 @@ async def authenticate(
         raise Unauthenticated("The session has been idle too long; log in again.")
     found = (
         await session.execute(
-            select(Membership, Clinic.plan, Clinic.require_mfa)
+            select(Membership, Clinic.plan, Clinic.require_mfa, BillingAccount)
             .join(Clinic, Clinic.id == Membership.tenant_id)
+            .outerjoin(BillingAccount, BillingAccount.tenant_id == Membership.tenant_id)
             .where(Membership.user_id == credential.user_id, Membership.active)
         )
     ).one_or_none()
     user = await session.get(User, credential.user_id)
     if found is None or user is None or not user.active:
         raise Unauthenticated("The credential is not valid, has expired or was revoked.")
-    membership, plan, require_mfa = found
+    membership, plan, require_mfa, account = found
     if now - last_used > _TOUCH_EVERY:
         credential.last_used_at = now
     return Principal(
@@ -301,6 +306,7 @@ async def authenticate(
         credential_kind=kind,
         plan=plan,
         mfa_pending=require_mfa and not user.mfa_enabled,
+        read_only=not billing.writable(account, settings, now),
     )
 
 

@@ -1,12 +1,17 @@
 """Plans and what each one entitles a clinic to: the one table the rest of the app reads.
 
-Billing (Stripe) will set a clinic's plan; until then every clinic is on the default plan.
+A clinic's plan is set by its Stripe subscription (the price it pays, matched to a plan through
+the ``VETIFY_STRIPE_PRICE_<PLAN>`` settings); a clinic on trial has the default plan.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 class Plan(StrEnum):
@@ -51,3 +56,13 @@ PLANS: dict[Plan, Entitlements] = {
 
 def entitlements(plan: Plan) -> Entitlements:
     return PLANS[plan]
+
+
+def price_id(settings: Settings, plan: Plan) -> str | None:
+    """The Stripe price a clinic pays for ``plan``, if it is on sale."""
+    price: str | None = getattr(settings, f"stripe_price_{plan.value}")
+    return price
+
+
+def plan_for_price(settings: Settings, price: str) -> Plan | None:
+    return next((plan for plan in Plan if price_id(settings, plan) == price), None)

@@ -57,7 +57,8 @@ def role_of(url: str) -> str:
     return username
 
 
-def _plain(url: str | URL) -> str:
+def plain_url(url: str | URL) -> str:
+    """The URL as libpq (and asyncpg, psycopg) read it: no SQLAlchemy driver name."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -74,7 +75,7 @@ async def bootstrap(superuser_url: str, database: str, owner_role: str, app_role
     For the embedded server and throwaway test servers, where we hold the superuser;
     production provisions the same with its own tooling (docs/adr/0002).
     """
-    connection = await asyncpg.connect(_plain(superuser_url))
+    connection = await asyncpg.connect(plain_url(superuser_url))
     try:
         for role, extra in ((owner_role, ""), (app_role, " NOCREATEDB NOCREATEROLE")):
             exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
@@ -89,7 +90,7 @@ async def bootstrap(superuser_url: str, database: str, owner_role: str, app_role
     finally:
         await connection.close()
     # The public schema belongs to the owner; nobody else may create objects in it.
-    connection = await asyncpg.connect(_plain(make_url(superuser_url).set(database=database)))
+    connection = await asyncpg.connect(plain_url(make_url(superuser_url).set(database=database)))
     try:
         await connection.execute(f"ALTER SCHEMA public OWNER TO {identifier(owner_role)}")
         await connection.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")

@@ -3,6 +3,7 @@
 from app.appointments.models import Appointment, AppointmentType
 from app.attachments.models import Attachment
 from app.auth.models import Credential, Invitation, Membership, User
+from app.billing.models import BillingAccount, StripeEvent
 from app.clinics.models import Clinic, Location, Room
 from app.customers.models import ConsentEvent, Customer
 from app.db.base import Base
@@ -15,6 +16,7 @@ __all__ = [
     "AppointmentType",
     "Attachment",
     "Base",
+    "BillingAccount",
     "Clinic",
     "ConsentEvent",
     "Credential",
@@ -26,6 +28,7 @@ __all__ = [
     "Pet",
     "Prescription",
     "Room",
+    "StripeEvent",
     "User",
     "Vaccination",
     "WeightMeasurement",

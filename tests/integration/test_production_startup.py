@@ -21,7 +21,16 @@ from app.settings import ConfigurationError, Environment, Settings
 from tests.harness.databases import Database
 from tests.harness.services import PostgresServer
 
-PRODUCTION = {"env": Environment.production, "public_url": "https://vetify.example"}
+# Stripe's secrets, drawn per run: production requires them.
+STRIPE = {
+    "VETIFY_STRIPE_API_KEY": "sk_test_" + secrets.token_hex(16),
+    "VETIFY_STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
+}
+PRODUCTION = {
+    "env": Environment.production,
+    "public_url": "https://vetify.example",
+    **{name.removeprefix("VETIFY_").lower(): value for name, value in STRIPE.items()},
+}
 
 
 def _plain(url: str) -> str:
@@ -117,6 +126,8 @@ def test_vetify_serve_names_every_unsafe_setting_and_no_secret(tmp_path) -> None
     assert done.returncode != 0
     for name in (
         "VETIFY_DATABASE_URL",
+        "VETIFY_STRIPE_API_KEY",
+        "VETIFY_STRIPE_WEBHOOK_SECRET",
         "VETIFY_DEBUG",
         "VETIFY_SESSION_COOKIE_SECURE",
         "VETIFY_PUBLIC_URL",
@@ -141,6 +152,7 @@ async def test_vetify_serve_refuses_a_superuser_and_says_so_without_the_url(
             "VETIFY_ENV": "production",
             "VETIFY_PUBLIC_URL": "https://vetify.example",
             "VETIFY_DATABASE_URL": f"postgresql+asyncpg://{name}:{password}@{host}/{database.name}",
+            **STRIPE,
         }
     )
     assert done.returncode != 0

@@ -22,6 +22,7 @@ PUBLIC = {
     ("post", "/api/v1/auth/signup"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/invitations/accept"),
+    ("post", "/api/v1/billing/webhooks/stripe"),
 }
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
 

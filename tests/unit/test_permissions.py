@@ -35,6 +35,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "records:sign":       (1, 0, 1, 0, 0, 0),
     "session:own":        (1, 1, 1, 1, 1, 1),
     "credentials:own":    (1, 1, 1, 1, 1, 1),
+    "billing:manage":     (1, 1, 0, 0, 0, 0),
 }
 # fmt: on
 

@@ -20,6 +20,8 @@ PRODUCTION = {
     "VETIFY_ENV": "production",
     "VETIFY_DATABASE_URL": f"postgresql+asyncpg://vetify_app:{STRONG}@db.internal/vetify",
     "VETIFY_PUBLIC_URL": "https://vetify.example",
+    "VETIFY_STRIPE_API_KEY": "sk_test_" + STRONG,
+    "VETIFY_STRIPE_WEBHOOK_SECRET": "whsec_" + STRONG,
 }
 SECRET_FIELDS = [
     name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)

@@ -1,0 +1,80 @@
+"""Whether a clinic may write: its trial, its subscription's status and the grace period.
+
+A clinic that may not write is read-only: it reads and exports everything, and every write
+answers 402 with the way to billing (docs/billing.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from app.billing.models import BillingAccount, SubscriptionStatus
+from app.kit.problems import Problem
+from app.settings import Settings
+
+BILLING_PATH = "/api/v1/billing"
+
+_ALWAYS = frozenset({SubscriptionStatus.active})
+_NEVER = frozenset(
+    {
+        SubscriptionStatus.unpaid,
+        SubscriptionStatus.canceled,
+        SubscriptionStatus.paused,
+        SubscriptionStatus.incomplete_expired,
+    }
+)
+
+
+def can_write(
+    status: SubscriptionStatus,
+    *,
+    subscribed: bool,
+    trial_ends_at: dt.datetime | None,
+    past_due_since: dt.datetime | None,
+    grace: dt.timedelta,
+    now: dt.datetime,
+) -> bool:
+    if status in _NEVER:
+        return False
+    if status in _ALWAYS:
+        return True
+    if status is SubscriptionStatus.past_due:
+        return past_due_since is None or now < past_due_since + grace
+    if status is SubscriptionStatus.trialing and subscribed:
+        return True  # Stripe runs this trial, and says when it ends
+    # Our own trial (no card yet), or a first payment still in progress during it.
+    return trial_ends_at is not None and now < trial_ends_at
+
+
+def writable(account: BillingAccount | None, settings: Settings, now: dt.datetime) -> bool:
+    if account is None:
+        return False  # signup makes every clinic's account: none is not a free pass
+    return can_write(
+        account.status,
+        subscribed=account.stripe_subscription_id is not None,
+        trial_ends_at=account.trial_ends_at,
+        past_due_since=account.past_due_since,
+        grace=dt.timedelta(days=settings.billing_grace_days),
+        now=now,
+    )
+
+
+def grace_ends_at(
+    status: SubscriptionStatus, past_due_since: dt.datetime | None, grace: dt.timedelta
+) -> dt.datetime | None:
+    if status is SubscriptionStatus.past_due and past_due_since is not None:
+        return past_due_since + grace
+    return None
+
+
+class PaymentRequired(Problem):
+    status, slug, title = 402, "payment-required", "Payment required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This clinic is read-only until it pays: its trial ended, or its subscription was"
+            f" cancelled or is unpaid past the grace period. Reads and exports still work. An"
+            f" owner or admin can pay at {BILLING_PATH} (POST {BILLING_PATH}/checkout, or"
+            f" {BILLING_PATH}/portal).",
+            headers={"Link": f'<{BILLING_PATH}>; rel="payment"'},
+        )

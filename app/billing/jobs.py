@@ -1,0 +1,66 @@
+"""Billing's background work: applying the Stripe events the webhook stored."""
+
+from __future__ import annotations
+
+import logging
+
+from procrastinate import RetryStrategy
+from procrastinate.job_context import JobContext
+from sqlalchemy import select
+
+from app.billing import service
+from app.billing.models import EventStatus, StripeEvent
+from app.billing.stripe_api import Stripe
+from app.kit.clock import utcnow
+from app.queue import queue, runtime
+
+log = logging.getLogger("vetify.billing")
+
+RETRIES = 8
+"""After the first try: 3 s, 9 s, 27 s ... about 3 hours in all; then the event is ``failed``
+and waits for an operator (``vetify billing replay``). Stripe itself redelivers for 3 days."""
+_DONE = frozenset({EventStatus.processed, EventStatus.ignored})
+
+
+@queue.task(
+    name="billing.apply_stripe_event",
+    queue="billing",
+    pass_context=True,
+    retry=RetryStrategy(max_attempts=RETRIES, exponential_wait=3),
+)
+async def apply_stripe_event(context: JobContext, event_id: str) -> None:
+    vetify = runtime(context)
+    stripe: Stripe = vetify.service("stripe", Stripe)
+    try:
+        async with vetify.sessions() as session, session.begin():
+            # Held to the end: a second job for the same event waits, then finds it done.
+            event = (
+                await session.scalars(
+                    select(StripeEvent).where(StripeEvent.id == event_id).with_for_update()
+                )
+            ).one_or_none()
+            if event is None or event.status in _DONE:
+                return
+            outcome = await service.apply_event(session, vetify.settings, stripe, event.payload)
+            event.status = outcome.status
+            event.clinic_id = outcome.clinic_id
+            event.note = outcome.note
+            event.last_error = None
+            event.attempts += 1
+            event.processed_at = utcnow()
+    except Exception as exc:
+        attempt = context.job.attempts if context.job else 0
+        await _record_failure(context, event_id, exc, final=attempt >= RETRIES)
+        raise
+
+
+async def _record_failure(
+    context: JobContext, event_id: str, exc: Exception, *, final: bool
+) -> None:
+    log.warning("stripe event %s failed (%s)", event_id, type(exc).__name__, exc_info=exc)
+    async with runtime(context).sessions() as session, session.begin():
+        event = await session.get(StripeEvent, event_id)
+        if event is not None:
+            event.attempts += 1
+            event.status = EventStatus.failed if final else EventStatus.retrying
+            event.last_error = f"{type(exc).__name__}: {exc}"[:2000]

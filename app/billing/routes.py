@@ -1,0 +1,114 @@
+"""Billing over HTTP: the clinic's plan and status, Stripe Checkout and Customer Portal, and
+Stripe's webhook (public: the signature is its authentication)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+
+from app.auth.deps import AppSettings, requires
+from app.auth.permissions import Action
+from app.auth.quotas import AppQuotas, client_ip, spend
+from app.auth.service import Principal
+from app.billing import service
+from app.billing.plans import entitlements
+from app.billing.schemas import (
+    BillingOut,
+    CheckoutIn,
+    EntitlementsOut,
+    RedirectOut,
+    WebhookReceipt,
+)
+from app.billing.stripe_api import BillingNotConfigured, BillingUnavailable, Stripe
+from app.db.session import DbSession
+from app.kit.problems import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    Unauthenticated,
+    responses,
+)
+
+router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
+Manager = Annotated[Principal, Depends(requires(Action.billing_manage))]
+STRIPE_CALL = responses(
+    Unauthenticated, Forbidden, Conflict, InvalidInput, BillingUnavailable, BillingNotConfigured
+)
+
+
+def stripe_client(request: Request) -> Stripe:
+    """One client per app (its HTTP connections are reused), made on first use: an app
+    without a Stripe key serves everything but checkout and portal."""
+    client: Stripe | None = getattr(request.app.state, "stripe", None)
+    if client is None:
+        client = request.app.state.stripe = Stripe(request.app.state.settings)
+    return client
+
+
+StripeClient = Annotated[Stripe, Depends(stripe_client)]
+
+
+@router.get("", responses=responses(Unauthenticated, Forbidden), summary="Plan and payment state")
+async def get_billing(caller: Manager, session: DbSession, settings: AppSettings) -> BillingOut:
+    found = await service.overview(session, settings, caller)
+    account = found.account
+    return BillingOut(
+        plan=found.plan,
+        status=account.status,
+        read_only=found.read_only,
+        subscribed=account.stripe_subscription_id is not None,
+        trial_ends_at=account.trial_ends_at,
+        current_period_end=account.current_period_end,
+        cancel_at_period_end=account.cancel_at_period_end,
+        past_due_since=account.past_due_since,
+        grace_ends_at=found.grace_ends_at,
+        trial_will_end_at=account.trial_will_end_at,
+        entitlements=EntitlementsOut.model_validate(entitlements(found.plan), from_attributes=True),
+    )
+
+
+@router.post("/checkout", responses=STRIPE_CALL, summary="Start paying: a Stripe Checkout URL")
+async def checkout(
+    body: CheckoutIn,
+    caller: Manager,
+    session: DbSession,
+    settings: AppSettings,
+    stripe: StripeClient,
+) -> RedirectOut:
+    return RedirectOut(url=await service.checkout(session, settings, stripe, caller, body.plan))
+
+
+@router.post(
+    "/portal", responses=STRIPE_CALL, summary="Manage the subscription: a Customer Portal URL"
+)
+async def portal(
+    caller: Manager, session: DbSession, settings: AppSettings, stripe: StripeClient
+) -> RedirectOut:
+    return RedirectOut(url=await service.portal(session, settings, stripe))
+
+
+@router.post(
+    "/webhooks/stripe",
+    responses=responses(BadRequest),
+    summary="Stripe's events (signed with the endpoint secret)",
+    openapi_extra={"security": []},
+)
+async def stripe_webhook(
+    request: Request,
+    session: DbSession,
+    settings: AppSettings,
+    quotas: AppQuotas,
+    stripe_signature: Annotated[str | None, Header()] = None,
+) -> WebhookReceipt:
+    payload = await request.body()
+    try:
+        event = service.verify(payload, stripe_signature, settings.stripe_webhook_secrets)
+    except BadRequest:
+        # Forgeries spend the sender's anonymous quota, as failed log-ins do; Stripe's own
+        # deliveries are never limited.
+        await spend(request, quotas.anonymous, client_ip(request))
+        raise
+    fresh = await service.receive(session, event)
+    return WebhookReceipt(received=True, duplicate=not fresh)

@@ -1,0 +1,111 @@
+"""The job queue: procrastinate, in the service's own PostgreSQL (ADR 0012).
+
+Tasks live in each domain's ``jobs.py`` and register on :data:`queue`. Requests enqueue with
+:func:`enqueue`, inside their own transaction: a request that rolls back leaves no job, and a
+job never runs before the rows it is about are committed. ``vetify worker`` runs the jobs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import procrastinate
+from procrastinate.job_context import JobContext
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.migrate import plain_url
+from app.db.session import create_engine, session_factory
+from app.settings import Settings
+
+TASK_MODULES = ["app.billing.jobs"]
+RUNTIME = "vetify"
+
+# The connector is chosen when a worker starts (``with_connector``); nothing connects before.
+queue = procrastinate.App(connector=procrastinate.PsycopgConnector(), import_paths=TASK_MODULES)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What tasks use, made once per worker (``runtime(context)`` in a task)."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    services: dict[str, Any]
+    """Per-domain clients (e.g. billing's Stripe client), made on first use."""
+
+    def service(self, name: str, make: Callable[[Settings], Any]) -> Any:
+        if name not in self.services:
+            self.services[name] = make(self.settings)
+        return self.services[name]
+
+
+def runtime(context: JobContext) -> Runtime:
+    found: Runtime = context.additional_context[RUNTIME]
+    return found
+
+
+async def enqueue(
+    session: AsyncSession,
+    task: procrastinate.tasks.Task[Any, Any, Any],
+    *,
+    schedule_at: dt.datetime | None = None,
+    **arguments: Any,
+) -> int:
+    """Defer ``task`` in ``session``'s transaction (procrastinate's own defer function; its
+    own ``defer_async`` would use a connection of its own, outside the request's transaction)."""
+    job_id = await session.scalar(
+        text(
+            "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, :priority,"
+            " :lock, :queueing_lock, CAST(:args AS jsonb), :at)::procrastinate_job_to_defer_v1]))"
+        ),
+        {
+            "queue": task.queue,
+            "task": task.name,
+            "priority": task.priority,
+            "lock": task.lock,
+            "queueing_lock": task.queueing_lock,
+            "args": json.dumps(arguments),
+            "at": schedule_at,
+        },
+    )
+    assert job_id is not None
+    return int(job_id)
+
+
+async def run_worker(settings: Settings, *, wait: bool = True, concurrency: int = 1) -> None:
+    """Run jobs until stopped (``wait``), or until none is due (tests, one-off catch-up)."""
+    engine = create_engine(settings)
+    assert settings.database_url is not None
+    connector = procrastinate.PsycopgConnector(
+        conninfo=plain_url(settings.database_url.get_secret_value()),
+        min_size=1,
+        max_size=max(2, concurrency + 1),
+    )
+    app = queue.with_connector(connector)
+    context = Runtime(settings, session_factory(engine), {})
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        stack.push_async_callback(_close_services, context)
+        await stack.enter_async_context(app.open_async())
+        await app.run_worker_async(
+            wait=wait,
+            concurrency=concurrency,
+            install_signal_handlers=wait,
+            listen_notify=wait,
+            # Done jobs go; failed ones stay for operators (and the domain keeps its own record).
+            delete_jobs="successful",
+            additional_context={RUNTIME: context},
+        )
+
+
+async def _close_services(context: Runtime) -> None:
+    for service in context.services.values():
+        close = getattr(service, "close", None)
+        if close is not None:
+            await close()
