@@ -28,7 +28,18 @@ ROLE_PASSWORD = _draw("role")
 REDIS_PASSWORD = _draw("redis")
 S3_KEY_ID = _draw("s3id")
 S3_SECRET = _draw("s3secret")
-ALL = (SUPERUSER_PASSWORD, ROLE_PASSWORD, REDIS_PASSWORD, S3_KEY_ID, S3_SECRET)
+# In Stripe's own shapes: the fake Stripe API checks the key's prefix, as Stripe does.
+STRIPE_KEY = "sk_test_" + _draw("stripekey")
+STRIPE_WEBHOOK_SECRET = "whsec_" + _draw("whsec")
+ALL = (
+    SUPERUSER_PASSWORD,
+    ROLE_PASSWORD,
+    REDIS_PASSWORD,
+    S3_KEY_ID,
+    S3_SECRET,
+    STRIPE_KEY,
+    STRIPE_WEBHOOK_SECRET,
+)
 
 
 @dataclass

@@ -35,6 +35,8 @@ from tests.harness.clamd import FakeClamd, fake_clamd
 from tests.harness.databases import Database
 from tests.harness.live import LiveServer
 from tests.harness.proxy import FaultProxy
+from tests.harness.billing import PRICES
+from tests.harness.stripe import FakeStripe, fake_stripe
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server, s3_server
 from tests.harness.services import (
     PostgresServer,
@@ -154,6 +156,21 @@ def s3() -> Iterator[S3Server]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def stripe_api() -> Iterator[FakeStripe]:
+    """The fake Stripe API (tests/harness/stripe.py) for the session; the app's settings
+    point the SDK at it."""
+    with fake_stripe() as server:
+        yield server
+
+
+@pytest.fixture
+def stripe(stripe_api: FakeStripe) -> FakeStripe:
+    """The fake Stripe API, emptied: no objects, no recorded requests, no faults."""
+    stripe_api.reset()
+    return stripe_api
+
+
 @pytest.fixture
 def clamd() -> Iterator[FakeClamd]:
     """A clamd that speaks INSTREAM and flags the EICAR test string."""
@@ -183,7 +200,9 @@ async def database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
     await databases.drop(fresh)
 
 
-def _settings(database: Database, redis_server: RedisServer, files: Path) -> Settings:
+def _settings(
+    database: Database, redis_server: RedisServer, files: Path, stripe_api: FakeStripe
+) -> Settings:
     return Settings(
         _env_file=None,  # a developer's .env configures their server, not the tests
         env=Environment.test,
@@ -203,6 +222,13 @@ def _settings(database: Database, redis_server: RedisServer, files: Path) -> Set
         # Unused by local storage, yet secrets the app holds: the leak watch searches for them.
         s3_access_key_id=canary.S3_KEY_ID,
         s3_secret_access_key=canary.S3_SECRET,
+        stripe_api_key=canary.STRIPE_KEY,
+        stripe_webhook_secret=canary.STRIPE_WEBHOOK_SECRET,
+        stripe_api_base=stripe_api.base_url,
+        # One SDK retry: the retry path runs, without a test waiting through Stripe's backoff.
+        stripe_max_network_retries=1,
+        stripe_timeout_seconds=2,
+        **{f"stripe_price_{plan.value}": price for plan, price in PRICES.items()},
     )
 
 
@@ -214,8 +240,10 @@ async def _running(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture
-def settings(database: Database, redis_server: RedisServer, tmp_path: Path) -> Settings:
-    return _settings(database, redis_server, tmp_path)
+def settings(
+    database: Database, redis_server: RedisServer, tmp_path: Path, stripe_api: FakeStripe
+) -> Settings:
+    return _settings(database, redis_server, tmp_path, stripe_api)
 
 
 @pytest.fixture
@@ -294,9 +322,12 @@ async def module_database(postgres_server: PostgresServer) -> AsyncIterator[Data
 
 @pytest.fixture(scope="module")
 def module_settings(
-    module_database: Database, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    module_database: Database,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    stripe_api: FakeStripe,
 ) -> Settings:
-    return _settings(module_database, redis_server, tmp_path_factory.mktemp("files"))
+    return _settings(module_database, redis_server, tmp_path_factory.mktemp("files"), stripe_api)
 
 
 @pytest.fixture(scope="module")
