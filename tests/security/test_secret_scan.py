@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.secret_scan import repository_files, scan
+from tests.harness.secret_scan import VENDORED, repository_files, scan, unvendored
 
 AWS_KEY = "AKIA" + "Z7QW3ERT5YUI9OPA"
 PRIVATE_KEY = (
@@ -49,3 +49,12 @@ def test_a_justified_exemption_is_honoured(tmp_path: Path) -> None:
 def test_the_scan_covers_every_tracked_file() -> None:
     files = repository_files()
     assert {"app/settings.py", ".env.example", "README.md", "tox.ini"} <= set(files)
+
+
+def test_a_vendored_file_is_skipped_only_while_unchanged(tmp_path: Path) -> None:
+    [(name, _)] = VENDORED.items()
+    assert unvendored([name, "README.md"]) == ["README.md"]
+    copy = tmp_path / name
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes((Path(__file__).resolve().parents[2] / name).read_bytes() + b"\n")
+    assert unvendored([name], root=tmp_path) == [name]
