@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 from pydantic import Field
 
 from app.billing.models import SubscriptionStatus
 from app.billing.plans import Plan
-from app.kit.types import Input, Output
+from app.kit.types import LAX, Input, Output
 
 
 class EntitlementsOut(Output):
@@ -40,7 +41,7 @@ class BillingOut(Output):
 
 
 class CheckoutIn(Input):
-    plan: Plan
+    plan: Annotated[Plan, LAX]
 
 
 class RedirectOut(Output):

@@ -1,0 +1,399 @@
+"""Billing through the API against the fake Stripe: the payment flow end to end, checkout and
+portal calls (what is sent, idempotency, Stripe failing), read-only mode on every write route,
+webhook duplicates, and events that keep failing (visible, then replayed)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from app.auth.models import Role
+from app.billing import operations
+from app.billing.plans import Plan, entitlements
+from app.kit.csrf import SAFE_METHODS
+from tests.harness import stripe as fake
+from tests.harness.billing import PRICES, deliver, drain
+
+BILLING = "/api/v1/billing"
+PROBLEM = "application/problem+json"
+CUSTOMER = {"first_name": "Ana", "last_name": "Silva", "email": "ana@example.com"}
+
+
+async def _billing(client, actor) -> dict:
+    response = await client.get(BILLING, headers=actor.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _write(client, actor):
+    return await client.post("/api/v1/customers", json=CUSTOMER, headers=actor.headers)
+
+
+async def _checkout(client, stripe, actor, plan: Plan = Plan.professional) -> str:
+    """Check out and return the Stripe customer billing made for the clinic."""
+    response = await client.post(f"{BILLING}/checkout", json={"plan": plan}, headers=actor.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["url"].startswith(stripe.base_url + "/checkout/")
+    [customer] = stripe.customers  # one clinic per test: one customer
+    return customer
+
+
+async def _sql(engine, statement: str, **params) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text(statement), params)
+
+
+async def _stripe_sends(client, settings, *events) -> None:
+    for event in events:
+        response = await deliver(client, event)
+        assert response.status_code == 200, response.text
+    await drain(settings)
+
+
+async def test_payment_flow_from_trial_to_paid_to_lapsed_and_back(
+    client, settings, stripe, superuser_engine
+) -> None:
+    signup = await client.post(
+        "/api/v1/auth/signup",
+        json={
+            "clinic_name": "Harbour Vets",
+            "location_name": "Main",
+            "timezone": "Europe/Lisbon",
+            "owner_name": "Rita Costa",
+            "email": "rita@harbour.example",
+            "password": "a long passphrase for rita",
+        },
+    )
+    assert signup.status_code == 201, signup.text
+    clinic_id = signup.json()["clinic"]["id"]
+    login = await client.post(
+        "/api/v1/auth/login",
+        json={"email": "rita@harbour.example", "password": "a long passphrase for rita"},
+    )
+    assert login.status_code == 200, login.text
+    token = await client.post("/api/v1/auth/tokens", json={"name": "billing test"})
+    assert token.status_code == 201, token.text
+    client.cookies.clear()  # from here on the token alone speaks for the owner
+    owner = _Bearer(token.json()["token"])
+
+    # A trial without a card: writable, on the default plan.
+    state = await _billing(client, owner)
+    assert (state["status"], state["subscribed"], state["read_only"]) == ("trialing", False, False)
+    assert state["plan"] == "starter"
+    trial_end = dt.datetime.fromisoformat(state["trial_ends_at"])
+    assert (
+        dt.timedelta(days=13, hours=23)
+        < trial_end - dt.datetime.now(dt.UTC)
+        <= dt.timedelta(days=14)
+    )
+
+    customer = await _checkout(client, stripe, owner)
+    sent = stripe.calls("POST", "/v1/checkout/sessions")[-1].params
+    assert sent["mode"] == "subscription"
+    assert sent["customer"] == customer
+    assert sent["client_reference_id"] == clinic_id
+    assert sent["line_items"] == [{"price": PRICES[Plan.professional], "quantity": "1"}]
+    # The trial carries over: Stripe charges nothing before the day the clinic was promised.
+    assert int(sent["subscription_data"]["trial_end"]) == int(trial_end.timestamp())
+    assert sent["subscription_data"]["metadata"] == {"clinic_id": clinic_id}
+
+    # Stripe: the checkout completed, the subscription exists and is paid.
+    sub = fake.subscription(
+        customer=customer, status="active", price=PRICES[Plan.professional], clinic_id=clinic_id
+    )
+    stripe.put_subscription(sub)
+    session = fake.checkout_session(
+        customer=customer, subscription=sub["id"], client_reference_id=clinic_id
+    )
+    await _stripe_sends(
+        client,
+        settings,
+        fake.event("checkout.session.completed", session),
+        fake.event("customer.subscription.created", sub),
+    )
+    state = await _billing(client, owner)
+    assert (state["status"], state["plan"], state["read_only"]) == ("active", "professional", False)
+    expected = entitlements(Plan.professional)
+    assert state["entitlements"]["staff_seats"] == expected.staff_seats
+    assert state["entitlements"]["api_requests_per_minute"] == expected.api_requests_per_minute
+    period_end = sub["items"]["data"][0]["current_period_end"]
+    assert dt.datetime.fromisoformat(state["current_period_end"]).timestamp() == period_end
+
+    # A payment fails: past due, still writable during the grace period.
+    stripe.put_subscription({**sub, "status": "past_due"})
+    failed = fake.invoice(customer=customer, subscription=sub["id"], status="open")
+    await _stripe_sends(client, settings, fake.event("invoice.payment_failed", failed))
+    state = await _billing(client, owner)
+    assert (state["status"], state["read_only"]) == ("past_due", False)
+    assert state["grace_ends_at"] is not None
+    assert (await _write(client, owner)).status_code == 201
+
+    # The grace period passes (the clock moved on: the account's first sight of past-due is
+    # back-dated beyond it): read-only. Writes are 402 with the way to billing, reads work.
+    await _sql(
+        superuser_engine,
+        "UPDATE billing_accounts SET past_due_since = now() - make_interval(days => :days)"
+        " WHERE tenant_id = :clinic",
+        days=settings.billing_grace_days + 1,
+        clinic=uuid.UUID(clinic_id),
+    )
+    refused = await _write(client, owner)
+    assert refused.status_code == 402, refused.text
+    assert refused.headers["content-type"] == PROBLEM
+    assert refused.json()["type"].endswith("/payment-required")
+    assert refused.headers["link"] == f'<{BILLING}>; rel="payment"'
+    export = await client.get("/api/v1/customers", headers=owner.headers)
+    assert export.status_code == 200
+    assert [c["email"] for c in export.json()["items"]] == [CUSTOMER["email"]]
+    assert (await _billing(client, owner))["read_only"] is True
+
+    # Paid again: writable at once.
+    stripe.put_subscription(sub)
+    paid = fake.invoice(customer=customer, subscription=sub["id"], status="paid")
+    await _stripe_sends(client, settings, fake.event("invoice.paid", paid))
+    state = await _billing(client, owner)
+    assert (state["status"], state["read_only"], state["past_due_since"]) == ("active", False, None)
+    assert (await _write(client, owner)).status_code == 201
+
+
+class _Bearer:
+    def __init__(self, token: str) -> None:
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+
+# -- checkout and portal ------------------------------------------------------------------------
+async def test_checkout_retried_makes_one_customer_and_one_session(client, world, stripe) -> None:
+    clinic = await world.clinic((Role.owner,))
+    first = await client.post(
+        f"{BILLING}/checkout", json={"plan": "starter"}, headers=clinic.owner.headers
+    )
+    stripe.fail_next(count=1, status=500, path_prefix="/v1/customers")
+    # The first request's customer was never saved (say its transaction was lost): the retry
+    # asks Stripe again with the same idempotency key, and gets the same customer back.
+    await _sql_reset_customer(world, clinic.id)
+    second = await client.post(
+        f"{BILLING}/checkout", json={"plan": "starter"}, headers=clinic.owner.headers
+    )
+    assert first.status_code == second.status_code == 200, second.text
+    assert first.json() == second.json()
+    # Three customer calls (first; the 500; the SDK's retry) and two session calls, one key
+    # each: Stripe made one customer and one session.
+    customers = stripe.calls("POST", "/v1/customers")
+    assert len(customers) == 3
+    assert len({call.idempotency_key for call in customers} - {None}) == 1
+    sessions = stripe.calls("POST", "/v1/checkout/sessions")
+    assert len({call.idempotency_key for call in sessions} - {None}) == 1
+    assert len(stripe.customers) == len(stripe.checkout_sessions) == 1
+    assert sessions[-1].params["customer"] == next(iter(stripe.customers))
+
+
+async def _sql_reset_customer(world, clinic_id: uuid.UUID) -> None:
+    async with world.session(clinic_id) as session:
+        await session.execute(text("UPDATE billing_accounts SET stripe_customer_id = NULL"))
+
+
+async def test_stripe_down_is_a_503_and_changes_nothing(client, world, stripe) -> None:
+    clinic = await world.clinic((Role.owner,))
+    # More failures than the SDK's retries (one in tests).
+    stripe.fail_next(count=5, status=503, path_prefix="/v1/customers")
+    response = await client.post(
+        f"{BILLING}/checkout", json={"plan": "starter"}, headers=clinic.owner.headers
+    )
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith("/billing-unavailable")
+    assert "retry-after" in response.headers
+    assert len(stripe.calls("POST", "/v1/customers")) == 2  # the call and the SDK's one retry
+    async with world.session(clinic.id) as session:
+        stored = await session.scalar(text("SELECT stripe_customer_id FROM billing_accounts"))
+    assert stored is None
+
+
+async def test_stripe_timing_out_is_a_503(client, world, stripe) -> None:
+    clinic = await world.clinic((Role.owner,))
+    stripe.stall_next(count=5, seconds=5, path_prefix="/v1/customers")  # the timeout is 2 s
+    response = await client.post(
+        f"{BILLING}/checkout", json={"plan": "starter"}, headers=clinic.owner.headers
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("/billing-unavailable")
+
+
+async def test_only_owner_and_admin_use_billing(client, world, stripe) -> None:
+    clinic = await world.clinic()
+    for role, actor in clinic.actors.items():
+        allowed = role in (Role.owner, Role.admin)
+        for method, path, body in (
+            ("GET", BILLING, None),
+            ("POST", f"{BILLING}/checkout", {"plan": "starter"}),
+            ("POST", f"{BILLING}/portal", None),
+        ):
+            response = await client.request(method, path, json=body, headers=actor.headers)
+            if allowed:
+                assert response.status_code in (200, 409), (role, path, response.text)
+            else:
+                assert response.status_code == 403, (role, path, response.text)
+
+
+async def test_plan_without_a_price_is_refused(configured_app, world, stripe) -> None:
+    from tests.harness.plugin import asgi_client
+
+    clinic = await world.clinic((Role.owner,))
+    async with configured_app(stripe_price_enterprise=None) as app, asgi_client(app) as client:
+        response = await client.post(
+            f"{BILLING}/checkout", json={"plan": "enterprise"}, headers=clinic.owner.headers
+        )
+    assert response.status_code == 422, response.text
+    assert stripe.calls("POST", "/v1/") == []
+
+
+async def test_a_subscribed_clinic_goes_to_the_portal_not_checkout(
+    client, settings, world, stripe
+) -> None:
+    clinic = await world.clinic((Role.owner,))
+    none_yet = await client.post(f"{BILLING}/portal", headers=clinic.owner.headers)
+    assert none_yet.status_code == 409
+    customer = await _checkout(client, stripe, clinic.owner)
+    sub = fake.subscription(
+        customer=customer, status="active", price=PRICES[Plan.starter], clinic_id=str(clinic.id)
+    )
+    stripe.put_subscription(sub)
+    await _stripe_sends(client, settings, fake.event("customer.subscription.created", sub))
+    again = await client.post(
+        f"{BILLING}/checkout", json={"plan": "enterprise"}, headers=clinic.owner.headers
+    )
+    assert again.status_code == 409
+    portal = await client.post(f"{BILLING}/portal", headers=clinic.owner.headers)
+    assert portal.status_code == 200, portal.text
+    sent = stripe.calls("POST", "/v1/billing_portal/sessions")[-1]
+    assert sent.params == {"customer": customer, "return_url": f"{settings.public_url}/billing"}
+    assert sent.idempotency_key
+
+
+# -- read-only mode -----------------------------------------------------------------------------
+async def test_a_lapsed_trial_refuses_every_write_route_but_billing_and_own_access(
+    app, client, world, stripe
+) -> None:
+    from app.auth.deps import required_action
+    from app.auth.permissions import PAYMENT_EXEMPT
+
+    clinic = await world.clinic((Role.owner,))
+    async with world.session(clinic.id) as session:
+        await session.execute(
+            text("UPDATE billing_accounts SET trial_ends_at = now() - interval '1 minute'")
+        )
+    checked = 0
+    for route in app.routes:
+        dependant = getattr(route, "dependant", None)
+        action = required_action(dependant) if dependant is not None else None
+        if action is None or action in PAYMENT_EXEMPT:
+            continue
+        for method in route.methods - SAFE_METHODS:
+            path = route.path_format
+            for name in route.param_convertors:
+                path = path.replace("{" + name + "}", str(uuid.uuid4()))
+            response = await client.request(method, path, json={}, headers=clinic.owner.headers)
+            assert response.status_code == 402, (method, path, response.text)
+            checked += 1
+    assert checked >= 20
+    reads = await client.get("/api/v1/customers", headers=clinic.owner.headers)
+    assert reads.status_code == 200
+    # Paying is a write the read-only clinic must still make.
+    pay = await client.post(
+        f"{BILLING}/checkout", json={"plan": "starter"}, headers=clinic.owner.headers
+    )
+    assert pay.status_code == 200, pay.text
+
+
+# -- webhook deliveries -------------------------------------------------------------------------
+async def _events(engine) -> list[tuple[str, str, int]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT id, status, attempts FROM stripe_events ORDER BY received_at")
+        )
+        return [tuple(row) for row in rows]
+
+
+async def _jobs(engine) -> int:
+    async with engine.connect() as connection:
+        return int(await connection.scalar(text("SELECT count(*) FROM procrastinate_jobs")))
+
+
+async def test_a_duplicate_delivery_is_acknowledged_and_applied_once(
+    client, settings, world, stripe, superuser_engine
+) -> None:
+    clinic = await world.clinic((Role.owner,))
+    customer = fake.new_id("cus_")
+    sub = fake.subscription(
+        customer=customer, status="active", price=PRICES[Plan.starter], clinic_id=str(clinic.id)
+    )
+    stripe.put_subscription(sub)
+    event = fake.event("customer.subscription.created", sub)
+    first, second = await deliver(client, event), await deliver(client, event)
+    assert first.json() == {"received": True, "duplicate": False}
+    assert second.json() == {"received": True, "duplicate": True}
+    assert await _jobs(superuser_engine) == 1
+    # Two deliveries racing: one row, one job.
+    racing = fake.event("customer.subscription.updated", sub)
+    answers = await asyncio.gather(deliver(client, racing), deliver(client, racing))
+    assert sorted(a.json()["duplicate"] for a in answers) == [False, True]
+    assert await _jobs(superuser_engine) == 2
+    await drain(settings)
+    assert [(s, n) for _, s, n in await _events(superuser_engine)] == [("processed", 1)] * 2
+    assert len(stripe.calls("GET", f"/v1/subscriptions/{sub['id']}")) == 2
+
+
+async def test_a_failing_event_retries_shows_itself_and_can_be_replayed(
+    client, settings, world, stripe, superuser_engine
+) -> None:
+    clinic = await world.clinic((Role.owner,))
+    customer = "cus_" + uuid.uuid4().hex[:14]
+    sub = fake.subscription(
+        customer=customer, status="active", price=PRICES[Plan.enterprise], clinic_id=str(clinic.id)
+    )
+    # Stripe answers the retrieve with errors: the job fails, its retry is scheduled.
+    stripe.fail_next(count=50, status=500, path_prefix=f"/v1/subscriptions/{sub['id']}")
+    event = fake.event("customer.subscription.created", sub)
+    await _stripe_sends(client, settings, event)
+    [(event_id, status, attempts)] = await _events(superuser_engine)
+    assert (event_id, status, attempts) == (event["id"], "retrying", 1)
+    args = argparse.Namespace(billing_command="events", status="retrying", limit=10)
+    listed = await operations.run(settings, args)
+    assert event["id"] in listed and "APIError" in listed or "BillingUnavailable" in listed
+    metrics = await operations.run(settings, argparse.Namespace(billing_command="metrics"))
+    assert 'vetify_stripe_events{status="retrying"} 1' in metrics
+    assert (await _billing(client, clinic.owner))["status"] == "trialing"
+
+    # Stripe recovers; the operator replays the event rather than wait for the backoff.
+    stripe.reset()
+    stripe.put_subscription(sub)
+    replayed = await operations.run(
+        settings, argparse.Namespace(billing_command="replay", event_id=event["id"])
+    )
+    assert "queued again" in replayed
+    await drain(settings)
+    [(_, status, attempts)] = await _events(superuser_engine)
+    assert (status, attempts) == ("processed", 2)
+    state = await _billing(client, clinic.owner)
+    assert (state["status"], state["plan"]) == ("active", "enterprise")
+
+
+async def test_events_billing_does_not_handle_are_stored_and_ignored(
+    client, settings, stripe, superuser_engine
+) -> None:
+    other = fake.official("customer")
+    await _stripe_sends(client, settings, fake.event("customer.created", other))
+    [(_, status, _)] = await _events(superuser_engine)
+    assert status == "ignored"
+    assert stripe.requests == []
+
+
+@pytest.mark.parametrize("method", sorted({"PUT", "PATCH", "DELETE"}))
+async def test_the_webhook_takes_only_post(client, method) -> None:
+    response = await client.request(method, "/api/v1/billing/webhooks/stripe")
+    assert response.status_code == 405
