@@ -245,7 +245,7 @@ def invoice(
 
 def checkout_session(
     *,
-    customer: str,
+    customer: str | None,
     subscription: str | None,
     client_reference_id: str | None,
     id: str | None = None,

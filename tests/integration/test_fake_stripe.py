@@ -68,8 +68,8 @@ async def client(fake: FakeStripe) -> AsyncIterator[stripe.StripeClient]:
         max_network_retries=2,
         http_client=http,
     )
-    http.close()
-    await http.close_async()
+    http.close()  # type: ignore[no-untyped-call]  # unannotated in the SDK
+    await http.close_async()  # type: ignore[no-untyped-call]
 
 
 def test_a_created_customer_round_trips_its_metadata(
@@ -82,6 +82,7 @@ def test_a_created_customer_round_trips_its_metadata(
     assert created.id.startswith("cus_")
     assert fetched.id == created.id
     assert fetched.email == "vet@example.com"
+    assert fetched.metadata is not None
     assert fetched.metadata["clinic_id"] == "c-1"
     # Stripe's example object, so fields the request did not set are there too.
     assert set(official("customer")) <= set(fetched.to_dict())
@@ -139,6 +140,7 @@ def test_an_idempotency_key_replays_the_first_answer(
     again = client.v1.customers.create(params={"email": "a@example.com"}, options=options)
     assert again.id == first.id
     assert len(fake.customers) == 1
+    assert again.last_response is not None
     assert again.last_response.headers["Idempotent-Replayed"] == "true"
     with pytest.raises(stripe.IdempotencyError):
         client.v1.customers.create(params={"email": "b@example.com"}, options=options)
@@ -242,7 +244,7 @@ def test_a_request_without_a_test_key_is_refused(fake: FakeStripe) -> None:
     )
     with pytest.raises(stripe.AuthenticationError):
         other.v1.customers.create()
-    http.close()
+    http.close()  # type: ignore[no-untyped-call]  # unannotated in the SDK
     assert fake.customers == {}
 
 
