@@ -68,7 +68,7 @@ async def counts(session: AsyncSession) -> dict[EventStatus, int]:
     rows = await session.execute(
         select(StripeEvent.status, func.count()).group_by(StripeEvent.status)
     )
-    found: dict[Any, int] = dict(rows.tuples().all())
+    found: dict[Any, int] = {status: count for status, count in rows.all()}
     return {status: found.get(status, 0) for status in EventStatus}
 
 

@@ -31,12 +31,11 @@ from app.main import create_app
 from app.settings import Environment, Settings, StorageBackend
 from fixtures.demo import seed_demo
 from tests.harness import browser, canary, databases, tally
+from tests.harness.billing import PRICES
 from tests.harness.clamd import FakeClamd, fake_clamd
 from tests.harness.databases import Database
 from tests.harness.live import LiveServer
 from tests.harness.proxy import FaultProxy
-from tests.harness.billing import PRICES
-from tests.harness.stripe import FakeStripe, fake_stripe
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server, s3_server
 from tests.harness.services import (
     PostgresServer,
@@ -46,6 +45,7 @@ from tests.harness.services import (
     postgres,
     redis,
 )
+from tests.harness.stripe import FakeStripe, fake_stripe
 from tests.harness.world import World
 
 _provider_key = pytest.StashKey[Provider]()

@@ -10,6 +10,7 @@ import datetime as dt
 import uuid
 
 import pytest
+from fastapi.routing import iter_route_contexts
 from sqlalchemy import text
 
 from app.auth.models import Role
@@ -288,7 +289,7 @@ async def test_a_lapsed_trial_refuses_every_write_route_but_billing_and_own_acce
             text("UPDATE billing_accounts SET trial_ends_at = now() - interval '1 minute'")
         )
     checked = 0
-    for route in app.routes:
+    for route in iter_route_contexts(app.routes):
         dependant = getattr(route, "dependant", None)
         action = required_action(dependant) if dependant is not None else None
         if action is None or action in PAYMENT_EXEMPT:
@@ -364,7 +365,7 @@ async def test_a_failing_event_retries_shows_itself_and_can_be_replayed(
     assert (event_id, status, attempts) == (event["id"], "retrying", 1)
     args = argparse.Namespace(billing_command="events", status="retrying", limit=10)
     listed = await operations.run(settings, args)
-    assert event["id"] in listed and "APIError" in listed or "BillingUnavailable" in listed
+    assert event["id"] in listed and "BillingUnavailable" in listed
     metrics = await operations.run(settings, argparse.Namespace(billing_command="metrics"))
     assert 'vetify_stripe_events{status="retrying"} 1' in metrics
     assert (await _billing(client, clinic.owner))["status"] == "trialing"
