@@ -20,7 +20,12 @@ from app.billing.schemas import (
     RedirectOut,
     WebhookReceipt,
 )
-from app.billing.stripe_api import BillingNotConfigured, BillingUnavailable, Stripe
+from app.billing.stripe_api import (
+    BillingNotConfigured,
+    BillingRefused,
+    BillingUnavailable,
+    Stripe,
+)
 from app.db.session import DbSession
 from app.kit.problems import (
     BadRequest,
@@ -34,7 +39,13 @@ from app.kit.problems import (
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
 Manager = Annotated[Principal, Depends(requires(Action.billing_manage))]
 STRIPE_CALL = responses(
-    Unauthenticated, Forbidden, Conflict, InvalidInput, BillingUnavailable, BillingNotConfigured
+    Unauthenticated,
+    Forbidden,
+    Conflict,
+    InvalidInput,
+    BillingUnavailable,
+    BillingNotConfigured,
+    BillingRefused,
 )
 
 

@@ -14,12 +14,19 @@ from typing import Any
 
 import stripe
 
-from app.kit.problems import ServiceUnavailable
+from app.kit.problems import Problem, ServiceUnavailable
 from app.settings import Settings
 
 
 class BillingUnavailable(ServiceUnavailable):
     slug, title = "billing-unavailable", "Billing unavailable"
+
+
+class BillingRefused(Problem):
+    """Stripe refused what billing asked (a price or customer that does not exist there): a
+    configuration to fix, not something the caller can change."""
+
+    status, slug, title = 502, "billing-refused", "Stripe refused the request"
 
 
 class BillingNotConfigured(ServiceUnavailable):
@@ -117,6 +124,9 @@ class Stripe:
             raise BillingUnavailable("Stripe could not be reached; try again shortly.") from exc
         except (stripe.RateLimitError, stripe.APIError) as exc:
             raise BillingUnavailable("Stripe is not answering as it should; try again.") from exc
+        except stripe.StripeError as exc:
+            # Stripe's own words (never the key); an operator matches them to its request log.
+            raise BillingRefused(f"Stripe: {exc.user_message or exc.code or 'refused'}") from exc
 
 
 def _plain(obj: Any) -> dict[str, Any]:

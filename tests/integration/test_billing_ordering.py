@@ -113,8 +113,9 @@ async def test_any_delivery_order_ends_in_the_newest_subscription_state(
     assert state["status"] == newest["status"] == status
     assert state["plan"] == plan
     assert state["subscribed"] is True
-    assert dt.datetime.fromisoformat(state["current_period_end"]).timestamp() == (
-        item["current_period_end"]
+    assert (
+        dt.datetime.fromisoformat(state["current_period_end"]).timestamp()
+        == (item["current_period_end"])
     )
     assert state["read_only"] is (status == "canceled")
     assert (state["past_due_since"] is not None) is (status == "past_due")

@@ -150,6 +150,7 @@ BODIES: dict[str, Body] = {
     "AttachmentUpload": lambda e: {"file": files.PNG},
     "InvitationIn": lambda e: {"email": _unique("invitee"), "role": "technician"},
     "StaffPatch": lambda e: {"role": "receptionist"},
+    "CheckoutIn": lambda e: {"plan": "starter"},
     # Valid in shape; a code that works depends on the caller (PREPARED).
     "TotpCodeIn": lambda e: {"code": "000000"},
     "SecondFactorIn": lambda e: {"code": "000000"},

@@ -20,10 +20,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
+import httpx
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.models import CredentialKind, Role
+from app.billing.models import BillingAccount
 from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures import files
@@ -212,6 +214,9 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
         )
         credential = await create(session, CredentialFactory, user_id=owner.user.id)
         await create(session, CredentialFactory, user_id=owner.user.id, kind=CredentialKind.session)
+        # A Stripe customer (the fake Stripe's, made over its API): the billing portal opens.
+        account = await session.scalar(select(BillingAccount))
+        account.stripe_customer_id = await _stripe_customer(world, clinic)
     # The file names its clinic, so a download shows whose it is (and leaks of another's).
     attachment = await world.attach(clinic, record.id, files.png_with_comment(f"{clinic.id}"))
     estate.invitation_token = secret
@@ -231,6 +236,19 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
         "vet": vet.user.id,
     }
     return estate
+
+
+async def _stripe_customer(world: World, clinic: ClinicWorld) -> str:
+    settings = world.settings
+    assert settings.stripe_api_key is not None
+    async with httpx.AsyncClient(base_url=settings.stripe_api_base) as stripe:
+        response = await stripe.post(
+            "/v1/customers",
+            data={"metadata[clinic_id]": str(clinic.id)},
+            headers={"Authorization": f"Bearer {settings.stripe_api_key.get_secret_value()}"},
+        )
+    response.raise_for_status()
+    return str(response.json()["id"])
 
 
 # -- what a clinic's data is ---------------------------------------------------------------------
