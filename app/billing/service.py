@@ -161,19 +161,28 @@ def verify(payload: bytes, signature: str | None, secrets: list[str]) -> dict[st
     active while a secret rolls) and less than five minutes old."""
     if not signature:
         raise SignatureRefused("The Stripe-Signature header is missing.")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:  # Stripe signs JSON, which is UTF-8
+        raise BadRequest("The event is not JSON.") from exc
     for secret in secrets:
         try:
-            stripe_sdk.Webhook.construct_event(payload, signature, secret)
+            # Only the signature: the SDK's construct_event also parses, and fails with an
+            # AttributeError (a 500) on signed JSON that is not an object; _event checks that.
+            stripe_sdk.WebhookSignature.verify_header(
+                text, signature, secret, stripe_sdk.Webhook.DEFAULT_TOLERANCE
+            )
         except stripe_sdk.SignatureVerificationError:
             continue
-        except ValueError as exc:  # signed, but not JSON
-            raise BadRequest("The event is not JSON.") from exc
         return _event(payload)
     raise SignatureRefused("No signature matches an active endpoint secret, or it is too old.")
 
 
 def _event(payload: bytes) -> dict[str, Any]:
-    event = json.loads(payload)
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:  # signed, but not JSON
+        raise BadRequest("The event is not JSON.") from exc
     ok = (
         isinstance(event, dict)
         and isinstance(event.get("id"), str)
