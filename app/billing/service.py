@@ -58,6 +58,53 @@ _SUBSCRIBED = frozenset(
 )
 PORTAL_WINDOW_SECONDS = 300
 
+_NONE = type(None)
+_EXPANDABLE = (str, dict)  # an id, or the object when the request expanded it
+STRIPE_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    # Every field of a Stripe object this module reads, with the JSON types it accepts (dotted
+    # paths, ``[]`` for a list's items). tests/contract/stripe/test_field_paths.py proves each
+    # is in Stripe's published example object with such a value, and that the code reads no
+    # field missing here. A ``metadata`` hash is ours (``clinic_id``): its keys are not listed.
+    "event": {
+        "id": str,
+        "type": str,
+        "created": int,
+        "livemode": bool,
+        "data": dict,
+        "data.object": dict,
+    },
+    "subscription": {
+        "id": str,
+        "customer": _EXPANDABLE,
+        "metadata": dict,
+        "created": int,
+        "status": str,
+        "trial_end": (int, _NONE),
+        "cancel_at_period_end": bool,
+        "items": dict,
+        "items.data": list,
+        "items.data[].current_period_end": int,
+        "items.data[].price": dict,
+        "items.data[].price.id": str,
+    },
+    "invoice": {
+        "customer": (*_EXPANDABLE, _NONE),
+        "parent": (dict, _NONE),
+        "parent.subscription_details": (dict, _NONE),
+        "parent.subscription_details.subscription": _EXPANDABLE,
+        "parent.subscription_details.metadata": (dict, _NONE),
+    },
+    "checkout.session": {
+        "mode": str,
+        "subscription": (*_EXPANDABLE, _NONE),
+        "client_reference_id": (str, _NONE),
+        "customer": (*_EXPANDABLE, _NONE),
+    },
+    "customer": {
+        "metadata": dict,
+    },
+}
+
 
 # -- the account ------------------------------------------------------------------------------
 async def open_account(session: AsyncSession, trial_days: int) -> BillingAccount:
