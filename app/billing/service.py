@@ -58,6 +58,53 @@ _SUBSCRIBED = frozenset(
 )
 PORTAL_WINDOW_SECONDS = 300
 
+_NONE = type(None)
+_EXPANDABLE = (str, dict)  # an id, or the object when the request expanded it
+STRIPE_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    # Every field of a Stripe object this module reads, with the JSON types it accepts (dotted
+    # paths, ``[]`` for a list's items). tests/contract/stripe/test_field_paths.py proves each
+    # is in Stripe's published example object with such a value, and that the code reads no
+    # field missing here. A ``metadata`` hash is ours (``clinic_id``): its keys are not listed.
+    "event": {
+        "id": str,
+        "type": str,
+        "created": int,
+        "livemode": bool,
+        "data": dict,
+        "data.object": dict,
+    },
+    "subscription": {
+        "id": str,
+        "customer": _EXPANDABLE,
+        "metadata": dict,
+        "created": int,
+        "status": str,
+        "trial_end": (int, _NONE),
+        "cancel_at_period_end": bool,
+        "items": dict,
+        "items.data": list,
+        "items.data[].current_period_end": int,
+        "items.data[].price": dict,
+        "items.data[].price.id": str,
+    },
+    "invoice": {
+        "customer": (*_EXPANDABLE, _NONE),
+        "parent": (dict, _NONE),
+        "parent.subscription_details": (dict, _NONE),
+        "parent.subscription_details.subscription": _EXPANDABLE,
+        "parent.subscription_details.metadata": (dict, _NONE),
+    },
+    "checkout.session": {
+        "mode": str,
+        "subscription": (*_EXPANDABLE, _NONE),
+        "client_reference_id": (str, _NONE),
+        "customer": (*_EXPANDABLE, _NONE),
+    },
+    "customer": {
+        "metadata": dict,
+    },
+}
+
 
 # -- the account ------------------------------------------------------------------------------
 async def open_account(session: AsyncSession, trial_days: int) -> BillingAccount:
@@ -161,19 +208,28 @@ def verify(payload: bytes, signature: str | None, secrets: list[str]) -> dict[st
     active while a secret rolls) and less than five minutes old."""
     if not signature:
         raise SignatureRefused("The Stripe-Signature header is missing.")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:  # Stripe signs JSON, which is UTF-8
+        raise BadRequest("The event is not JSON.") from exc
     for secret in secrets:
         try:
-            stripe_sdk.Webhook.construct_event(payload, signature, secret)
+            # Only the signature: the SDK's construct_event also parses, and fails with an
+            # AttributeError (a 500) on signed JSON that is not an object; _event checks that.
+            stripe_sdk.WebhookSignature.verify_header(
+                text, signature, secret, stripe_sdk.Webhook.DEFAULT_TOLERANCE
+            )
         except stripe_sdk.SignatureVerificationError:
             continue
-        except ValueError as exc:  # signed, but not JSON
-            raise BadRequest("The event is not JSON.") from exc
         return _event(payload)
     raise SignatureRefused("No signature matches an active endpoint secret, or it is too old.")
 
 
 def _event(payload: bytes) -> dict[str, Any]:
-    event = json.loads(payload)
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:  # signed, but not JSON
+        raise BadRequest("The event is not JSON.") from exc
     ok = (
         isinstance(event, dict)
         and isinstance(event.get("id"), str)
