@@ -22,6 +22,8 @@ from tests.harness.billing import PRICES, deliver, drain
 
 BILLING = "/api/v1/billing"
 PROBLEM = "application/problem+json"
+# pragma: allowlist nextline secret - the test clinic owner's made-up password
+PASSWORD = "a long passphrase for rita"
 CUSTOMER = {"first_name": "Ana", "last_name": "Silva", "email": "ana@example.com"}
 
 
@@ -67,14 +69,14 @@ async def test_payment_flow_from_trial_to_paid_to_lapsed_and_back(
             "timezone": "Europe/Lisbon",
             "owner_name": "Rita Costa",
             "email": "rita@harbour.example",
-            "password": "a long passphrase for rita",
+            "password": PASSWORD,
         },
     )
     assert signup.status_code == 201, signup.text
     clinic_id = signup.json()["clinic"]["id"]
     login = await client.post(
         "/api/v1/auth/login",
-        json={"email": "rita@harbour.example", "password": "a long passphrase for rita"},
+        json={"email": "rita@harbour.example", "password": PASSWORD},
     )
     assert login.status_code == 200, login.text
     token = await client.post("/api/v1/auth/tokens", json={"name": "billing test"})
