@@ -211,6 +211,16 @@ class Settings(BaseSettings):
     """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
     clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    smtp_host: str | None = None
+    """The mail relay for notices to clinics (trial ending...); unset: notices are only logged."""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    """Upgrade the connection with STARTTLS (port 587); false only for a relay on localhost."""
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = Field(default="Vetify <no-reply@vetify.dev>", max_length=200)
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
     stripe_api_key: SecretStr | None = None
     """Stripe secret key (``sk_...``); unset: checkout and portal answer 503 (development)."""
     stripe_webhook_secret: SecretStr | None = None

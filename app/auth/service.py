@@ -205,6 +205,17 @@ async def issue(
     return Issued(secret, credential, principal)
 
 
+async def owner_emails(session: AsyncSession) -> list[str]:
+    """The addresses of the session's clinic's active owners: notices about the clinic itself."""
+    result = await session.scalars(
+        select(User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.role == Role.owner, Membership.active, User.active)
+        .order_by(User.email)
+    )
+    return list(result.all())
+
+
 async def has_mfa(session: AsyncSession, user_id: uuid.UUID) -> bool:
     user = await session.get(User, user_id)
     return user is not None and user.mfa_enabled

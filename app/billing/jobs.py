@@ -1,17 +1,22 @@
-"""Billing's background work: applying the Stripe events the webhook stored."""
+"""Billing's background work: applying the Stripe events the webhook stored, and telling a
+clinic's owners that its trial ends."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from procrastinate import RetryStrategy
 from procrastinate.job_context import JobContext
 from sqlalchemy import select
 
+from app.auth.service import owner_emails
 from app.billing import service
 from app.billing.models import EventStatus, StripeEvent
 from app.billing.stripe_api import Stripe
+from app.db.tenancy import enter_tenant
 from app.kit.clock import utcnow
+from app.kit.mail import Mail, Mailer
 from app.queue import queue, runtime
 
 log = logging.getLogger("vetify.billing")
@@ -64,3 +69,35 @@ async def _record_failure(
             event.attempts += 1
             event.status = EventStatus.failed if final else EventStatus.retrying
             event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+
+
+@queue.task(
+    name="billing.mail_trial_ending",
+    queue="mail",
+    pass_context=True,
+    # A relay that is down: retried for about an hour, then left (the billing page says it too).
+    retry=RetryStrategy(max_attempts=6, exponential_wait=2),
+)
+async def mail_trial_ending(context: JobContext, clinic_id: str) -> None:
+    vetify = runtime(context)
+    async with vetify.sessions() as session, session.begin():
+        await enter_tenant(session, uuid.UUID(clinic_id))
+        account = await service.current_account(session)
+        recipients = await owner_emails(session)
+    if account is None or account.trial_ends_at is None or not recipients:
+        return
+    ends = account.trial_ends_at.strftime("%d %B %Y, %H:%M UTC")
+    url = f"{vetify.settings.public_url}/billing"
+    mailer: Mailer = vetify.service("mail", Mailer)
+    await mailer.send(
+        Mail(
+            to=tuple(recipients),
+            subject="Your Vetify trial ends soon",
+            text=(
+                f"Your clinic's Vetify trial ends on {ends}.\n\n"
+                "Add a payment method before then to keep writing records and booking"
+                " appointments; without one the clinic becomes read-only (nothing is deleted,"
+                f" and everything can still be read and exported).\n\nBilling: {url}\n"
+            ),
+        )
+    )

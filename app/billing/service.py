@@ -317,11 +317,23 @@ async def apply_event(
         return Outcome(EventStatus.ignored, clinic_id, why_not)
     applied = await _sync(session, settings, account, newest, clinic_id)
     if kind == "customer.subscription.trial_will_end" and applied:
-        account.trial_will_end_at = utcnow()
-        # Delivery by mail and in-app comes with the reminders (they share the job queue).
-        log.info("clinic %s: trial ends at %s", clinic_id, account.trial_ends_at)
+        await _announce_trial_end(session, account, clinic_id)
     note = None if applied else "an older subscription than the clinic's own"
     return Outcome(EventStatus.processed, clinic_id, note)
+
+
+async def _announce_trial_end(
+    session: AsyncSession, account: BillingAccount, clinic_id: uuid.UUID
+) -> None:
+    """Tell the owners once per trial, and only while it still runs (a late delivery after the
+    first payment must not announce an end that has passed)."""
+    if account.trial_will_end_at is not None or account.status is not SubscriptionStatus.trialing:
+        return
+    from app.billing.jobs import mail_trial_ending
+    from app.queue import enqueue
+
+    account.trial_will_end_at = utcnow()
+    await enqueue(session, mail_trial_ending, clinic_id=str(clinic_id))
 
 
 def _not_this_clinic(

@@ -32,6 +32,7 @@ S3_SECRET = _draw("s3secret")
 STRIPE_KEY = "sk_test_" + _draw("stripekey")
 # pragma: allowlist nextline secret - a canary drawn per run, in Stripe's shape
 STRIPE_WEBHOOK_SECRET = "whsec_" + _draw("whsec")
+SMTP_PASSWORD = _draw("smtp")
 ALL = (
     SUPERUSER_PASSWORD,
     ROLE_PASSWORD,
@@ -40,6 +41,7 @@ ALL = (
     S3_SECRET,
     STRIPE_KEY,
     STRIPE_WEBHOOK_SECRET,
+    SMTP_PASSWORD,
 )
 
 

@@ -45,6 +45,8 @@ from tests.harness.services import (
     postgres,
     redis,
 )
+from tests.harness.smtp import USERNAME as SMTP_USERNAME
+from tests.harness.smtp import Relay, smtp_relay
 from tests.harness.stripe import FakeStripe, fake_stripe
 from tests.harness.world import World
 
@@ -171,6 +173,20 @@ def stripe(stripe_api: FakeStripe) -> FakeStripe:
     return stripe_api
 
 
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[Relay]:
+    """The mail relay every stage's settings send through (tests/harness/smtp.py)."""
+    with smtp_relay(canary.SMTP_PASSWORD) as relay:
+        yield relay
+
+
+@pytest.fixture
+def mailbox(smtp_server: Relay) -> Relay:
+    """The relay, emptied: what this test's jobs sent."""
+    smtp_server.reset()
+    return smtp_server
+
+
 @pytest.fixture
 def clamd() -> Iterator[FakeClamd]:
     """A clamd that speaks INSTREAM and flags the EICAR test string."""
@@ -201,7 +217,11 @@ async def database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
 
 
 def _settings(
-    database: Database, redis_server: RedisServer, files: Path, stripe_api: FakeStripe
+    database: Database,
+    redis_server: RedisServer,
+    files: Path,
+    stripe_api: FakeStripe,
+    smtp: Relay,
 ) -> Settings:
     return Settings(
         _env_file=None,  # a developer's .env configures their server, not the tests
@@ -229,6 +249,11 @@ def _settings(
         stripe_max_network_retries=1,
         stripe_timeout_seconds=2,
         **{f"stripe_price_{plan.value}": price for plan, price in PRICES.items()},
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        smtp_starttls=False,  # the loopback relay speaks plain SMTP
+        smtp_username=SMTP_USERNAME,
+        smtp_password=canary.SMTP_PASSWORD,
     )
 
 
@@ -241,9 +266,13 @@ async def _running(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 def settings(
-    database: Database, redis_server: RedisServer, tmp_path: Path, stripe_api: FakeStripe
+    database: Database,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    stripe_api: FakeStripe,
+    smtp_server: Relay,
 ) -> Settings:
-    return _settings(database, redis_server, tmp_path, stripe_api)
+    return _settings(database, redis_server, tmp_path, stripe_api, smtp_server)
 
 
 @pytest.fixture
@@ -326,8 +355,10 @@ def module_settings(
     redis_server: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
     stripe_api: FakeStripe,
+    smtp_server: Relay,
 ) -> Settings:
-    return _settings(module_database, redis_server, tmp_path_factory.mktemp("files"), stripe_api)
+    files = tmp_path_factory.mktemp("files")
+    return _settings(module_database, redis_server, files, stripe_api, smtp_server)
 
 
 @pytest.fixture(scope="module")

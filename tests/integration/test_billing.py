@@ -401,3 +401,54 @@ async def test_events_billing_does_not_handle_are_stored_and_ignored(
 async def test_the_webhook_takes_only_post(client, method) -> None:
     response = await client.request(method, "/api/v1/billing/webhooks/stripe")
     assert response.status_code == 405
+
+
+# -- the trial's end, announced -----------------------------------------------------------------
+async def test_owners_are_mailed_once_when_stripe_says_the_trial_ends(
+    client, settings, world, stripe, mailbox
+) -> None:
+    clinic = await world.clinic((Role.owner, Role.admin, Role.vet))
+    customer = fake.new_id("cus_")
+    trial_end = int((dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).timestamp())
+    sub = fake.subscription(
+        customer=customer,
+        status="trialing",
+        price=PRICES[Plan.starter],
+        clinic_id=str(clinic.id),
+        trial_end=trial_end,
+    )
+    stripe.put_subscription(sub)
+    await _stripe_sends(
+        client,
+        settings,
+        fake.event("customer.subscription.trial_will_end", sub),
+        # Stripe sends it again (a new event: not a duplicate delivery): one mail is enough.
+        fake.event("customer.subscription.trial_will_end", sub),
+    )
+    [mail] = mailbox.received()
+    assert mail["To"] == clinic.owner.user.email  # owners only: not the admin, not the vet
+    assert mail["Subject"] == "Your Vetify trial ends soon"
+    ends = dt.datetime.fromtimestamp(trial_end, dt.UTC).strftime("%d %B %Y")
+    assert ends in mail.get_content()
+    assert f"{settings.public_url}/billing" in mail.get_content()
+    state = await _billing(client, clinic.owner)
+    assert state["trial_will_end_at"] is not None
+
+
+async def test_a_late_trial_notice_after_the_first_payment_is_not_mailed(
+    client, settings, world, stripe, mailbox
+) -> None:
+    clinic = await world.clinic((Role.owner,))
+    sub = fake.subscription(
+        customer=fake.new_id("cus_"),
+        status="active",
+        price=PRICES[Plan.starter],
+        clinic_id=str(clinic.id),
+    )
+    stripe.put_subscription(sub)
+    trialing = {**sub, "status": "trialing"}
+    await _stripe_sends(
+        client, settings, fake.event("customer.subscription.trial_will_end", trialing)
+    )
+    assert mailbox.received() == []
+    assert (await _billing(client, clinic.owner))["status"] == "active"
