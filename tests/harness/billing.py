@@ -1,10 +1,13 @@
-"""Driving billing in tests: Stripe's deliveries to the webhook, and the job queue's worker."""
+"""Driving billing in tests: Stripe's deliveries to the webhook, the job queue's worker, and
+reading back what they left (the webhook inbox, the clinic's billing as its owner sees it)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.billing.plans import Plan
 from app.queue import run_worker
@@ -12,7 +15,8 @@ from app.settings import Settings
 from tests.harness import canary
 from tests.harness.stripe import delivery
 
-WEBHOOK = "/api/v1/billing/webhooks/stripe"
+BILLING = "/api/v1/billing"
+WEBHOOK = f"{BILLING}/webhooks/stripe"
 PRICES = {
     Plan.starter: "price_1VetifyStarterTest000",
     Plan.professional: "price_1VetifyProfessionalTest",
@@ -36,3 +40,33 @@ async def deliver(
 async def drain(settings: Settings) -> None:
     """Run every job that is due, then return (the worker `vetify worker` runs, not waiting)."""
     await run_worker(settings, wait=False)
+
+
+async def stored(engine: AsyncEngine) -> tuple[int, int]:
+    """(rows of ``stripe_events``, procrastinate jobs): everything a delivery may leave."""
+    async with engine.connect() as connection:
+        events = await connection.scalar(text("SELECT count(*) FROM stripe_events"))
+        jobs = await connection.scalar(text("SELECT count(*) FROM procrastinate_jobs"))
+    return int(events or 0), int(jobs or 0)
+
+
+async def event_row(engine: AsyncEngine, event_id: str) -> dict[str, Any]:
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(
+                    "SELECT status::text AS status, clinic_id, note, attempts, last_error"
+                    " FROM stripe_events WHERE id = :id"
+                ),
+                {"id": event_id},
+            )
+        ).one()
+    return dict(row._mapping)
+
+
+async def billing(client: httpx.AsyncClient, actor: Any) -> dict[str, Any]:
+    """``GET /api/v1/billing`` as ``actor`` (anything with auth ``headers``: an owner)."""
+    response = await client.get(BILLING, headers=actor.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

@@ -18,19 +18,12 @@ from app.billing import operations
 from app.billing.plans import Plan, entitlements
 from app.kit.csrf import SAFE_METHODS
 from tests.harness import stripe as fake
-from tests.harness.billing import PRICES, deliver, drain
+from tests.harness.billing import BILLING, PRICES, billing, deliver, drain, stored
 
-BILLING = "/api/v1/billing"
 PROBLEM = "application/problem+json"
 # pragma: allowlist nextline secret - the test clinic owner's made-up password
 PASSWORD = "a long passphrase for rita"
 CUSTOMER = {"first_name": "Ana", "last_name": "Silva", "email": "ana@example.com"}
-
-
-async def _billing(client, actor) -> dict:
-    response = await client.get(BILLING, headers=actor.headers)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 async def _write(client, actor):
@@ -85,7 +78,7 @@ async def test_payment_flow_from_trial_to_paid_to_lapsed_and_back(
     owner = _Bearer(token.json()["token"])
 
     # A trial without a card: writable, on the default plan.
-    state = await _billing(client, owner)
+    state = await billing(client, owner)
     assert (state["status"], state["subscribed"], state["read_only"]) == ("trialing", False, False)
     assert state["plan"] == "starter"
     trial_end = dt.datetime.fromisoformat(state["trial_ends_at"])
@@ -119,7 +112,7 @@ async def test_payment_flow_from_trial_to_paid_to_lapsed_and_back(
         fake.event("checkout.session.completed", session),
         fake.event("customer.subscription.created", sub),
     )
-    state = await _billing(client, owner)
+    state = await billing(client, owner)
     assert (state["status"], state["plan"], state["read_only"]) == ("active", "professional", False)
     expected = entitlements(Plan.professional)
     assert state["entitlements"]["staff_seats"] == expected.staff_seats
@@ -131,7 +124,7 @@ async def test_payment_flow_from_trial_to_paid_to_lapsed_and_back(
     stripe.put_subscription({**sub, "status": "past_due"})
     failed = fake.invoice(customer=customer, subscription=sub["id"], status="open")
     await _stripe_sends(client, settings, fake.event("invoice.payment_failed", failed))
-    state = await _billing(client, owner)
+    state = await billing(client, owner)
     assert (state["status"], state["read_only"]) == ("past_due", False)
     assert state["grace_ends_at"] is not None
     assert (await _write(client, owner)).status_code == 201
@@ -153,13 +146,13 @@ async def test_payment_flow_from_trial_to_paid_to_lapsed_and_back(
     export = await client.get("/api/v1/customers", headers=owner.headers)
     assert export.status_code == 200
     assert [c["email"] for c in export.json()["items"]] == [CUSTOMER["email"]]
-    assert (await _billing(client, owner))["read_only"] is True
+    assert (await billing(client, owner))["read_only"] is True
 
     # Paid again: writable at once.
     stripe.put_subscription(sub)
     paid = fake.invoice(customer=customer, subscription=sub["id"], status="paid")
     await _stripe_sends(client, settings, fake.event("invoice.paid", paid))
-    state = await _billing(client, owner)
+    state = await billing(client, owner)
     assert (state["status"], state["read_only"], state["past_due_since"]) == ("active", False, None)
     assert (await _write(client, owner)).status_code == 201
 
@@ -227,7 +220,7 @@ async def test_stripe_timing_out_is_a_503(client, world, stripe) -> None:
     assert response.json()["type"].endswith("/billing-unavailable")
 
 
-async def test_only_owner_and_admin_use_billing(client, world, stripe) -> None:
+async def test_only_owner_and_admin_usebilling(client, world, stripe) -> None:
     clinic = await world.clinic()
     for role, actor in clinic.actors.items():
         allowed = role in (Role.owner, Role.admin)
@@ -322,11 +315,6 @@ async def _events(engine) -> list[tuple[str, str, int]]:
         return [tuple(row) for row in rows]
 
 
-async def _jobs(engine) -> int:
-    async with engine.connect() as connection:
-        return int(await connection.scalar(text("SELECT count(*) FROM procrastinate_jobs")))
-
-
 async def test_a_duplicate_delivery_is_acknowledged_and_applied_once(
     client, settings, world, stripe, superuser_engine
 ) -> None:
@@ -340,12 +328,12 @@ async def test_a_duplicate_delivery_is_acknowledged_and_applied_once(
     first, second = await deliver(client, event), await deliver(client, event)
     assert first.json() == {"received": True, "duplicate": False}
     assert second.json() == {"received": True, "duplicate": True}
-    assert await _jobs(superuser_engine) == 1
+    assert (await stored(superuser_engine))[1] == 1
     # Two deliveries racing: one row, one job.
     racing = fake.event("customer.subscription.updated", sub)
     answers = await asyncio.gather(deliver(client, racing), deliver(client, racing))
     assert sorted(a.json()["duplicate"] for a in answers) == [False, True]
-    assert await _jobs(superuser_engine) == 2
+    assert (await stored(superuser_engine))[1] == 2
     await drain(settings)
     assert [(s, n) for _, s, n in await _events(superuser_engine)] == [("processed", 1)] * 2
     assert len(stripe.calls("GET", f"/v1/subscriptions/{sub['id']}")) == 2
@@ -371,7 +359,7 @@ async def test_a_failing_event_retries_shows_itself_and_can_be_replayed(
     assert "BillingUnavailable" in listed
     metrics = await operations.run(settings, argparse.Namespace(billing_command="metrics"))
     assert 'vetify_stripe_events{status="retrying"} 1' in metrics
-    assert (await _billing(client, clinic.owner))["status"] == "trialing"
+    assert (await billing(client, clinic.owner))["status"] == "trialing"
 
     # Stripe recovers; the operator replays the event rather than wait for the backoff.
     stripe.reset()
@@ -383,7 +371,7 @@ async def test_a_failing_event_retries_shows_itself_and_can_be_replayed(
     await drain(settings)
     [(_, status, attempts)] = await _events(superuser_engine)
     assert (status, attempts) == ("processed", 2)
-    state = await _billing(client, clinic.owner)
+    state = await billing(client, clinic.owner)
     assert (state["status"], state["plan"]) == ("active", "enterprise")
 
 
@@ -431,7 +419,7 @@ async def test_owners_are_mailed_once_when_stripe_says_the_trial_ends(
     ends = dt.datetime.fromtimestamp(trial_end, dt.UTC).strftime("%d %B %Y")
     assert ends in mail.get_content()
     assert f"{settings.public_url}/billing" in mail.get_content()
-    state = await _billing(client, clinic.owner)
+    state = await billing(client, clinic.owner)
     assert state["trial_will_end_at"] is not None
 
 
@@ -451,4 +439,4 @@ async def test_a_late_trial_notice_after_the_first_payment_is_not_mailed(
         client, settings, fake.event("customer.subscription.trial_will_end", trialing)
     )
     assert mailbox.received() == []
-    assert (await _billing(client, clinic.owner))["status"] == "active"
+    assert (await billing(client, clinic.owner))["status"] == "active"

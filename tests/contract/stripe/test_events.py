@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.billing.plans import Plan
 from app.billing.service import HANDLED
 from app.settings import Settings
-from tests.harness.billing import PRICES, deliver, drain
+from tests.harness.billing import PRICES, billing, deliver, drain, event_row
 from tests.harness.stripe import (
     FakeStripe,
     checkout_session,
@@ -34,8 +34,6 @@ from tests.harness.stripe import (
     subscription,
 )
 from tests.harness.world import World
-
-from ._support import billing, event_row
 
 DAY = 24 * 3600
 
@@ -112,7 +110,7 @@ async def test_a_handled_event_sets_the_clinics_billing(
 ) -> None:
     scenario = SCENARIOS[kind]
     clinic = await world.clinic()
-    before = await billing(client, clinic)
+    before = await billing(client, clinic.owner)
     assert (before["status"], before["plan"], before["subscribed"]) == (
         "trialing",
         "starter",
@@ -142,7 +140,7 @@ async def test_a_handled_event_sets_the_clinics_billing(
     assert (row["status"], row["clinic_id"], row["note"]) == ("processed", clinic.id, None)
     # Whatever the event carried, the handler asked Stripe for the subscription.
     assert len(stripe.calls("GET", f"/v1/subscriptions/{sub['id']}")) == 1
-    after = await billing(client, clinic)
+    after = await billing(client, clinic.owner)
     assert after["status"] == scenario.status
     assert after["plan"] == scenario.plan.value
     assert after["read_only"] is scenario.read_only
@@ -194,7 +192,7 @@ async def test_the_subscription_at_stripe_wins_over_the_events_copy(
     await drain(settings)
 
     assert (await event_row(superuser_engine, evt["id"]))["status"] == "processed"
-    after = await billing(client, clinic)
+    after = await billing(client, clinic.owner)
     assert (after["status"], after["plan"], after["read_only"]) == ("canceled", "enterprise", True)
 
 
@@ -206,7 +204,7 @@ async def test_an_unhandled_type_is_stored_and_ignored(
     superuser_engine: AsyncEngine,
 ) -> None:
     clinic = await world.clinic()
-    before = await billing(client, clinic)
+    before = await billing(client, clinic.owner)
     evt = event("customer.created", stripe_customer(clinic.id))
 
     assert (await deliver(client, evt)).status_code == 200
@@ -216,7 +214,7 @@ async def test_an_unhandled_type_is_stored_and_ignored(
     assert (row["status"], row["clinic_id"]) == ("ignored", None)
     assert row["note"] == "not a type billing handles"
     assert stripe.requests == []  # nothing asked of Stripe
-    assert await billing(client, clinic) == before
+    assert await billing(client, clinic.owner) == before
 
 
 @pytest.mark.parametrize(
@@ -233,7 +231,7 @@ async def test_an_event_about_another_customer_is_ignored(
     # Same Stripe account, another product's customer: no clinic in its metadata or the
     # subscription's.
     clinic = await world.clinic()
-    before = await billing(client, clinic)
+    before = await billing(client, clinic.owner)
     stranger = stripe.put_customer(stripe_customer(None))
     sub = stripe.put_subscription(
         subscription(customer=stranger["id"], status="active", price=PRICES[Plan.enterprise])
@@ -247,4 +245,4 @@ async def test_an_event_about_another_customer_is_ignored(
     assert (row["status"], row["clinic_id"]) == ("ignored", None)
     assert row["note"] == "not a Vetify clinic's subscription"
     assert stripe.calls("GET", "/v1/subscriptions") == []
-    assert await billing(client, clinic) == before
+    assert await billing(client, clinic.owner) == before

@@ -18,11 +18,9 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.harness import canary
-from tests.harness.billing import WEBHOOK, deliver
+from tests.harness.billing import WEBHOOK, deliver, stored
 from tests.harness.plugin import asgi_client
 from tests.harness.stripe import event, official, sign, sign_many
-
-from ._support import stored
 
 ACTIVE = canary.STRIPE_WEBHOOK_SECRET
 # pragma: allowlist nextline secret - made-up signing secrets, no endpoint has them
