@@ -88,8 +88,19 @@ async def upload(
         session.add(attachment)
         await session.flush()
         if settings.clamd_address:
-            # Inline until the job queue (issue 7) takes scanning over, from the staged copy.
+            # Inline, from the staged copy, so a clean file is served at once; a scanner that
+            # is down leaves it pending, and a job scans it when the scanner is back.
             await _scan(attachment, staged, settings.clamd_address, settings)
+            if attachment.scan_status is ScanStatus.pending:
+                from app.attachments.jobs import scan_pending
+                from app.queue import enqueue
+
+                await enqueue(
+                    session,
+                    scan_pending,
+                    clinic_id=str(tenant_id),
+                    attachment_id=str(attachment.id),
+                )
         await session.flush()
         # Last, so that nothing after it can fail and leave an object no row names (only the
         # commit can, after the route: see ADR 0010).
@@ -109,9 +120,37 @@ async def _scan(attachment: Attachment, staged: Path, address: str, settings: Se
     try:
         verdict = await clamd.scan_file(address, staged, seconds=settings.clamd_timeout_seconds)
     except clamd.ScannerUnavailable:
-        # Stays pending (not downloadable); the job queue will retry it.
+        # Stays pending (not downloadable) until the job scans it.
         log.exception("malware scan failed; attachment %s stays pending", attachment.id)
         return
+    _record(attachment, verdict)
+
+
+async def scan_pending(
+    session: AsyncSession, storage: Storage, settings: Settings, attachment_id: uuid.UUID
+) -> str | None:
+    """Scan a pending attachment from storage (the job after a failed inline scan). Returns
+    the storage key to delete after commit if it is infected. A scanner still down raises
+    :class:`clamd.ScannerUnavailable`: the job retries later."""
+    attachment = await session.get(Attachment, attachment_id, with_for_update=True)
+    if attachment is None or attachment.scan_status is not ScanStatus.pending:
+        return None  # deleted meanwhile, or already scanned
+    if settings.clamd_address is None:
+        log.warning("attachment %s stays pending: scanning was turned off", attachment.id)
+        return None
+    copy = await _verified_copy(storage, attachment)
+    try:
+        verdict = await clamd.scan_file(
+            settings.clamd_address, copy, seconds=settings.clamd_timeout_seconds
+        )
+    finally:
+        await discard(copy)
+    _record(attachment, verdict)
+    await session.flush()
+    return None if verdict.clean else attachment.storage_key
+
+
+def _record(attachment: Attachment, verdict: clamd.Verdict) -> None:
     if verdict.clean:
         attachment.scan_status = ScanStatus.clean
     else:
@@ -129,6 +168,10 @@ async def fetch(storage: Storage, attachment: Attachment) -> Path:
         raise NotScanned()
     if attachment.scan_status is ScanStatus.infected:
         raise Infected(attachment.scan_signature)
+    return await _verified_copy(storage, attachment)
+
+
+async def _verified_copy(storage: Storage, attachment: Attachment) -> Path:
     copy = await to_thread.run_sync(staging_file, storage)
     try:
         await storage.get(attachment.storage_key, copy)

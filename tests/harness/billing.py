@@ -10,10 +10,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.billing.plans import Plan
-from app.queue import run_worker
-from app.settings import Settings
 from tests.harness import canary
+from tests.harness.queue import drain
 from tests.harness.stripe import delivery
+
+__all__ = ["BILLING", "PRICES", "WEBHOOK", "billing", "deliver", "drain", "event_row", "stored"]
 
 BILLING = "/api/v1/billing"
 WEBHOOK = f"{BILLING}/webhooks/stripe"
@@ -35,11 +36,6 @@ async def deliver(
     """POST ``event`` as Stripe delivers it: the raw JSON body signed with the endpoint secret."""
     body, headers = delivery(event, secret, timestamp=timestamp)
     return await client.post(WEBHOOK, content=body, headers=headers)
-
-
-async def drain(settings: Settings) -> None:
-    """Run every job that is due, then return (the worker `vetify worker` runs, not waiting)."""
-    await run_worker(settings, wait=False)
 
 
 async def stored(engine: AsyncEngine) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from fixtures import files
 from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
 from tests.harness.clamd import SIGNATURE
 from tests.harness.plugin import s3_settings
+from tests.harness.queue import drain, due_now
 
 
 @pytest.fixture
@@ -352,6 +353,53 @@ async def test_while_the_scanner_is_down_a_file_stays_pending_and_is_not_served(
     assert response.json()["scan_status"] == "pending"
     assert content.status_code == 409
     assert content.json()["type"].endswith("/attachment-not-scanned")
+
+
+async def _upload_while_the_scanner_is_down(settings, clinic, record, content, name) -> dict:
+    application = create_app(settings.model_copy(update={"clamd_address": "127.0.0.1:9"}))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://t") as http:
+            created = (await upload(http, clinic, record, content, name=name)).json()
+    assert created["scan_status"] == "pending"
+    return created
+
+
+async def test_a_pending_file_is_scanned_by_the_job_once_the_scanner_is_back(
+    settings, clinic, record, clamd, scanned_client
+):
+    created = await _upload_while_the_scanner_is_down(settings, clinic, record, files.PNG, "a.png")
+    # Still down when the job first runs: it stays pending and the job is retried later.
+    await drain(settings.model_copy(update={"clamd_address": "127.0.0.1:9"}))
+    assert clamd.scanned == []
+
+    await due_now(settings)
+    await drain(settings.model_copy(update={"clamd_address": clamd.address}))
+
+    assert clamd.scanned == [files.PNG]
+    url = f"/api/v1/attachments/{created['id']}"
+    assert (await scanned_client.get(url, headers=clinic.owner.headers)).json()[
+        "scan_status"
+    ] == "clean"
+    served = await scanned_client.get(f"{url}/content", headers=clinic.owner.headers)
+    assert served.content == files.PNG
+
+
+async def test_a_pending_file_the_job_finds_infected_is_deleted_from_storage(
+    settings, clinic, record, clamd, scanned_client
+):
+    created = await _upload_while_the_scanner_is_down(
+        settings, clinic, record, files.PDF + files.EICAR, "a.pdf"
+    )
+    assert [p for p in settings.attachments_root.rglob("*") if p.is_file()] != []
+
+    await drain(settings.model_copy(update={"clamd_address": clamd.address}))
+
+    found = await scanned_client.get(
+        f"/api/v1/attachments/{created['id']}", headers=clinic.owner.headers
+    )
+    assert (found.json()["scan_status"], found.json()["scan_signature"]) == ("infected", SIGNATURE)
+    assert [p for p in settings.attachments_root.rglob("*") if p.is_file()] == []
 
 
 # -- S3 -------------------------------------------------------------------------------------------
