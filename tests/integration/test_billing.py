@@ -18,7 +18,8 @@ from app.billing import operations
 from app.billing.plans import Plan, entitlements
 from app.kit.csrf import SAFE_METHODS
 from tests.harness import stripe as fake
-from tests.harness.billing import BILLING, PRICES, billing, deliver, drain, stored
+from tests.harness.billing import BILLING, PRICES, billing, deliver, drain, event_row, stored
+from tests.harness.plugin import asgi_client
 
 PROBLEM = "application/problem+json"
 # pragma: allowlist nextline secret - the test clinic owner's made-up password
@@ -237,8 +238,6 @@ async def test_only_owner_and_admin_usebilling(client, world, stripe) -> None:
 
 
 async def test_plan_without_a_price_is_refused(configured_app, world, stripe) -> None:
-    from tests.harness.plugin import asgi_client
-
     clinic = await world.clinic((Role.owner,))
     async with configured_app(stripe_price_enterprise=None) as app, asgi_client(app) as client:
         response = await client.post(
@@ -440,3 +439,128 @@ async def test_a_late_trial_notice_after_the_first_payment_is_not_mailed(
     )
     assert mailbox.received() == []
     assert (await billing(client, clinic.owner))["status"] == "active"
+
+
+# -- events that must not move a clinic ---------------------------------------------------------
+async def _subscribed(client, settings, world, stripe) -> tuple:
+    """A clinic paying for starter: (clinic, its customer, its subscription)."""
+    clinic = await world.clinic((Role.owner,))
+    customer = await _checkout(client, stripe, clinic.owner, Plan.starter)
+    sub = fake.subscription(
+        customer=customer, status="active", price=PRICES[Plan.starter], clinic_id=str(clinic.id)
+    )
+    stripe.put_subscription(sub)
+    await _stripe_sends(client, settings, fake.event("customer.subscription.created", sub))
+    return clinic, customer, sub
+
+
+async def _note(engine, event_id: str) -> tuple[str, str | None]:
+    row = await event_row(engine, event_id)
+    return row["status"], row["note"]
+
+
+async def test_a_subscription_of_another_customer_cannot_move_the_clinic(
+    client, settings, world, stripe, superuser_engine
+) -> None:
+    clinic, _, _ = await _subscribed(client, settings, world, stripe)
+    before = await billing(client, clinic.owner)
+    # Someone else's subscription claiming this clinic in its metadata (their customer).
+    theirs = fake.subscription(
+        customer=fake.new_id("cus_"),
+        status="canceled",
+        price=PRICES[Plan.enterprise],
+        clinic_id=str(clinic.id),
+    )
+    stripe.put_subscription(theirs)
+    event = fake.event("customer.subscription.deleted", theirs)
+    await _stripe_sends(client, settings, event)
+    assert await _note(superuser_engine, event["id"]) == (
+        "ignored",
+        "the subscription's customer is not the clinic's",
+    )
+    assert await billing(client, clinic.owner) == before
+
+
+async def test_a_checkout_naming_one_clinic_for_a_subscription_of_another_is_refused(
+    client, settings, world, stripe, superuser_engine
+) -> None:
+    clinic = await world.clinic((Role.owner,))
+    other = await world.clinic((Role.owner,))
+    customer = fake.new_id("cus_")
+    sub = fake.subscription(
+        customer=customer, status="active", price=PRICES[Plan.starter], clinic_id=str(other.id)
+    )
+    stripe.put_subscription(sub)
+    session = fake.checkout_session(
+        customer=customer, subscription=sub["id"], client_reference_id=str(clinic.id)
+    )
+    event = fake.event("checkout.session.completed", session)
+    await _stripe_sends(client, settings, event)
+    assert await _note(superuser_engine, event["id"]) == (
+        "ignored",
+        "the subscription names another clinic",
+    )
+    assert (await billing(client, clinic.owner))["subscribed"] is False
+
+
+async def test_news_of_an_older_subscription_changes_nothing(
+    client, settings, world, stripe, superuser_engine
+) -> None:
+    clinic, customer, sub = await _subscribed(client, settings, world, stripe)
+    before = await billing(client, clinic.owner)
+    older = fake.subscription(
+        customer=customer,
+        status="canceled",
+        price=PRICES[Plan.starter],
+        clinic_id=str(clinic.id),
+        created=sub["created"] - 86_400,
+    )
+    stripe.put_subscription(older)
+    event = fake.event("customer.subscription.deleted", older)
+    await _stripe_sends(client, settings, event)
+    assert await _note(superuser_engine, event["id"]) == (
+        "processed",
+        "an older subscription than the clinic's own",
+    )
+    assert await billing(client, clinic.owner) == before
+
+
+async def test_a_price_no_plan_has_keeps_the_plan_and_syncs_the_rest(
+    client, settings, world, stripe
+) -> None:
+    clinic, _, sub = await _subscribed(client, settings, world, stripe)
+    moved = {**sub, "status": "past_due"}
+    moved["items"] = {**sub["items"], "data": [{**sub["items"]["data"][0]}]}
+    moved["items"]["data"][0]["price"] = {**moved["items"]["data"][0]["price"], "id": "price_x"}
+    stripe.put_subscription(moved)
+    await _stripe_sends(client, settings, fake.event("customer.subscription.updated", moved))
+    state = await billing(client, clinic.owner)
+    assert (state["status"], state["plan"]) == ("past_due", "starter")
+
+
+async def test_an_invoice_of_no_subscription_is_ignored(
+    client, settings, world, stripe, superuser_engine
+) -> None:
+    one_off = fake.invoice(customer=fake.new_id("cus_"), subscription="sub_x", status="paid")
+    one_off["parent"] = None
+    event = fake.event("invoice.paid", one_off)
+    await _stripe_sends(client, settings, event)
+    assert await _note(superuser_engine, event["id"]) == (
+        "ignored",
+        "not a subscription's invoice",
+    )
+    assert stripe.requests == []
+
+
+async def test_without_a_stripe_key_checkout_says_billing_is_not_configured(
+    configured_app, world
+) -> None:
+    clinic = await world.clinic((Role.owner,))
+    async with configured_app(stripe_api_key=None) as app, asgi_client(app) as client:
+        response = await client.post(
+            f"{BILLING}/checkout", json={"plan": "starter"}, headers=clinic.owner.headers
+        )
+        state = await client.get(BILLING, headers=clinic.owner.headers)
+    assert response.status_code == 503
+    assert response.json()["type"].endswith("/billing-not-configured")
+    assert state.status_code == 200  # everything else works
