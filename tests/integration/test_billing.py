@@ -564,3 +564,16 @@ async def test_without_a_stripe_key_checkout_says_billing_is_not_configured(
     assert response.status_code == 503
     assert response.json()["type"].endswith("/billing-not-configured")
     assert state.status_code == 200  # everything else works
+
+
+async def test_operators_are_told_plainly_when_there_is_nothing_to_show_or_replay(
+    settings,
+) -> None:
+    listed = await operations.run(
+        settings, argparse.Namespace(billing_command="events", status="failed", limit=5)
+    )
+    assert listed == "no events"
+    with pytest.raises(SystemExit, match="no event evt_missing"):
+        await operations.run(
+            settings, argparse.Namespace(billing_command="replay", event_id="evt_missing")
+        )
