@@ -15,11 +15,13 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from app.billing import operations
+from app.billing.jobs import RETRIES
 from app.billing.plans import Plan, entitlements
 from app.kit.csrf import SAFE_METHODS
 from tests.harness import stripe as fake
 from tests.harness.billing import BILLING, PRICES, billing, deliver, drain, event_row, stored
 from tests.harness.plugin import asgi_client
+from tests.harness.queue import due_now
 
 PROBLEM = "application/problem+json"
 # pragma: allowlist nextline secret - the test clinic owner's made-up password
@@ -577,3 +579,26 @@ async def test_operators_are_told_plainly_when_there_is_nothing_to_show_or_repla
         await operations.run(
             settings, argparse.Namespace(billing_command="replay", event_id="evt_missing")
         )
+
+
+async def test_an_event_that_fails_every_try_ends_failed_and_counted(
+    client, settings, world, stripe, superuser_engine
+) -> None:
+    clinic = await world.clinic((Role.owner,))
+    # A subscription Stripe does not have (deleted in test mode, say): every retrieve is a 404.
+    sub = fake.subscription(
+        customer=fake.new_id("cus_"),
+        status="active",
+        price=PRICES[Plan.starter],
+        clinic_id=str(clinic.id),
+    )
+    event = fake.event("customer.subscription.updated", sub)
+    await _stripe_sends(client, settings, event)
+    for _ in range(RETRIES):
+        await due_now(settings)
+        await drain(settings)
+    row = await event_row(superuser_engine, event["id"])
+    assert (row["status"], row["attempts"]) == ("failed", RETRIES + 1)
+    assert "BillingRefused" in row["last_error"]
+    metrics = await operations.run(settings, argparse.Namespace(billing_command="metrics"))
+    assert 'vetify_stripe_events{status="failed"} 1' in metrics
