@@ -3,6 +3,7 @@ clinic's owners that its trial ends."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 
@@ -12,12 +13,13 @@ from sqlalchemy import select
 
 from app.auth.service import owner_emails
 from app.billing import service
-from app.billing.models import EventStatus, StripeEvent
+from app.billing.models import EventStatus, StripeEvent, SubscriptionStatus
 from app.billing.stripe_api import Stripe
 from app.db.tenancy import enter_tenant
 from app.kit.clock import utcnow
 from app.kit.mail import Mail, Mailer
 from app.queue import queue, runtime
+from app.settings import Settings
 
 log = logging.getLogger("vetify.billing")
 
@@ -79,25 +81,39 @@ async def _record_failure(
     retry=RetryStrategy(max_attempts=6, exponential_wait=2),
 )
 async def mail_trial_ending(context: JobContext, clinic_id: str) -> None:
+    """Tell the owners, once per trial and only while it runs: the signup's scheduled notice
+    and Stripe's ``trial_will_end`` both come here."""
     vetify = runtime(context)
     async with vetify.sessions() as session, session.begin():
         await enter_tenant(session, uuid.UUID(clinic_id))
-        account = await service.current_account(session)
+        # Held while mailing: a second notice waits, then finds this one recorded.
+        account = await service.current_account(session, lock=True)
+        if (
+            account is None
+            or account.status is not SubscriptionStatus.trialing
+            or account.trial_ends_at is None
+            or account.trial_ends_at <= utcnow()
+            or account.trial_will_end_at is not None
+        ):
+            return
         recipients = await owner_emails(session)
-    if account is None or account.trial_ends_at is None or not recipients:
-        return
-    ends = account.trial_ends_at.strftime("%d %B %Y, %H:%M UTC")
-    url = f"{vetify.settings.public_url}/billing"
-    mailer: Mailer = vetify.service("mail", Mailer)
-    await mailer.send(
-        Mail(
-            to=tuple(recipients),
-            subject="Your Vetify trial ends soon",
-            text=(
-                f"Your clinic's Vetify trial ends on {ends}.\n\n"
-                "Add a payment method before then to keep writing records and booking"
-                " appointments; without one the clinic becomes read-only (nothing is deleted,"
-                f" and everything can still be read and exported).\n\nBilling: {url}\n"
-            ),
-        )
+        mailer: Mailer = vetify.service("mail", Mailer)
+        # Recorded only once sent: a relay that is down gets the mail retried, not lost.
+        if recipients:
+            await mailer.send(_trial_mail(recipients, account.trial_ends_at, vetify.settings))
+        account.trial_will_end_at = utcnow()
+
+
+def _trial_mail(recipients: list[str], ends_at: dt.datetime, settings: Settings) -> Mail:
+    ends = ends_at.strftime("%d %B %Y, %H:%M UTC")
+    return Mail(
+        to=tuple(recipients),
+        subject="Your Vetify trial ends soon",
+        text=(
+            f"Your clinic's Vetify trial ends on {ends}.\n\n"
+            "Add a payment method before then to keep writing records and booking"
+            " appointments; without one the clinic becomes read-only (nothing is deleted,"
+            " and everything can still be read and exported).\n\n"
+            f"Billing: {settings.public_url}/billing\n"
+        ),
     )

@@ -49,7 +49,7 @@ class BillingAccount(TenantScoped, Base):
     past_due_since: Mapped[dt.datetime | None]
     """When the subscription was first seen past due: the grace period counts from here."""
     trial_will_end_at: Mapped[dt.datetime | None]
-    """When Stripe said the trial ends soon (``customer.subscription.trial_will_end``)."""
+    """When the owners were told the trial ends soon (once per trial)."""
     synced_at: Mapped[dt.datetime | None]
 
 

@@ -35,7 +35,7 @@ class BillingOut(Output):
         description="A past-due clinic turns read-only at this time unless it pays."
     )
     trial_will_end_at: dt.datetime | None = Field(
-        description="When Stripe announced the trial's end (3 days ahead)."
+        description="When the owners were told the trial ends (3 days ahead)."
     )
     entitlements: EntitlementsOut
 

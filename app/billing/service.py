@@ -57,6 +57,8 @@ _SUBSCRIBED = frozenset(
     }
 )
 PORTAL_WINDOW_SECONDS = 300
+TRIAL_NOTICE = dt.timedelta(days=3)
+"""How long before a trial ends its owners are told (Stripe's trial_will_end says the same)."""
 
 _NONE = type(None)
 _EXPANDABLE = (str, dict)  # an id, or the object when the request expanded it
@@ -107,14 +109,25 @@ STRIPE_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
 
 
 # -- the account ------------------------------------------------------------------------------
-async def open_account(session: AsyncSession, trial_days: int) -> BillingAccount:
-    """A new clinic's trial: no card, no Stripe customer until it checks out."""
-    account = BillingAccount(
-        status=SubscriptionStatus.trialing,
-        trial_ends_at=utcnow() + dt.timedelta(days=trial_days),
-    )
+async def open_account(
+    session: AsyncSession, trial_days: int, *, remind: bool = True
+) -> BillingAccount:
+    """A new clinic's trial: no card, no Stripe customer until it checks out. ``remind``: mail
+    the owners ``TRIAL_NOTICE`` before it ends (a job scheduled now, in this transaction)."""
+    ends = utcnow() + dt.timedelta(days=trial_days)
+    account = BillingAccount(status=SubscriptionStatus.trialing, trial_ends_at=ends)
     session.add(account)
     await session.flush()
+    if remind:
+        from app.billing.jobs import mail_trial_ending
+        from app.queue import enqueue
+
+        await enqueue(
+            session,
+            mail_trial_ending,
+            schedule_at=max(utcnow(), ends - TRIAL_NOTICE),
+            clinic_id=str(account.tenant_id),
+        )
     return account
 
 
@@ -325,14 +338,13 @@ async def apply_event(
 async def _announce_trial_end(
     session: AsyncSession, account: BillingAccount, clinic_id: uuid.UUID
 ) -> None:
-    """Tell the owners once per trial, and only while it still runs (a late delivery after the
-    first payment must not announce an end that has passed)."""
-    if account.trial_will_end_at is not None or account.status is not SubscriptionStatus.trialing:
-        return
+    """Stripe's notice of a trial it runs: the owners are mailed (the job mails once per
+    trial, whichever of this and the signup's scheduled notice runs first)."""
+    if account.status is not SubscriptionStatus.trialing:
+        return  # a late delivery after the first payment: the trial is over
     from app.billing.jobs import mail_trial_ending
     from app.queue import enqueue
 
-    account.trial_will_end_at = utcnow()
     await enqueue(session, mail_trial_ending, clinic_id=str(clinic_id))
 
 

@@ -602,3 +602,35 @@ async def test_an_event_that_fails_every_try_ends_failed_and_counted(
     assert "BillingRefused" in row["last_error"]
     metrics = await operations.run(settings, argparse.Namespace(billing_command="metrics"))
     assert 'vetify_stripe_events{status="failed"} 1' in metrics
+
+
+async def test_the_signup_trial_is_announced_three_days_before_it_ends(
+    client, settings, superuser_engine, mailbox
+) -> None:
+    signup = await client.post(
+        "/api/v1/auth/signup",
+        json={
+            "clinic_name": "Hill Vets",
+            "location_name": "Main",
+            "timezone": "Europe/Lisbon",
+            "owner_name": "Joana Reis",
+            "email": "joana@hill.example",
+            "password": PASSWORD,
+        },
+    )
+    assert signup.status_code == 201, signup.text
+    async with superuser_engine.connect() as connection:
+        [(task, scheduled_at)] = (
+            await connection.execute(text("SELECT task_name, scheduled_at FROM procrastinate_jobs"))
+        ).all()
+    assert task == "billing.mail_trial_ending"
+    notice = dt.datetime.now(dt.UTC) + dt.timedelta(days=settings.billing_trial_days - 3)
+    assert abs(scheduled_at - notice) < dt.timedelta(minutes=1)
+
+    await drain(settings)
+    assert mailbox.received() == []  # not yet due
+    await due_now(settings)  # eleven days later
+    await drain(settings)
+    [mail] = mailbox.received()
+    assert mail["To"] == "joana@hill.example"
+    assert mail["Subject"] == "Your Vetify trial ends soon"
