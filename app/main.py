@@ -76,8 +76,6 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await app.state.limiter.close()
-            if getattr(app.state, "stripe", None) is not None:
-                await app.state.stripe.close()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await engine.dispose()

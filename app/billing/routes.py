@@ -3,6 +3,7 @@ Stripe's webhook (public: the signature is its authentication)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -49,13 +50,14 @@ STRIPE_CALL = responses(
 )
 
 
-def stripe_client(request: Request) -> Stripe:
-    """One client per app (its HTTP connections are reused), made on first use: an app
-    without a Stripe key serves everything but checkout and portal."""
-    client: Stripe | None = getattr(request.app.state, "stripe", None)
-    if client is None:
-        client = request.app.state.stripe = Stripe(request.app.state.settings)
-    return client
+async def stripe_client(request: Request) -> AsyncIterator[Stripe]:
+    """A client per request: its connections belong to the request's event loop, and checkout
+    and portal are rare enough that reusing connections saves nothing worth sharing state."""
+    client = Stripe(request.app.state.settings)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 StripeClient = Annotated[Stripe, Depends(stripe_client)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -238,7 +239,14 @@ def verify(payload: bytes, signature: str | None, secrets: list[str]) -> dict[st
     raise SignatureRefused("No signature matches an active endpoint secret, or it is too old.")
 
 
+_EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
+_EVENT_TYPE = re.compile(r"[a-z0-9_.]{1,255}")
+_LATEST = 2**37  # seconds since 1970: the year 6325, far past any event and within datetime
+
+
 def _event(payload: bytes) -> dict[str, Any]:
+    """The signed body as an event, if it is one we can store as it came (Stripe's shapes;
+    text PostgreSQL takes: no NUL, no lone surrogates)."""
     try:
         event = json.loads(payload)
     except ValueError as exc:  # signed, but not JSON
@@ -246,14 +254,38 @@ def _event(payload: bytes) -> dict[str, Any]:
     ok = (
         isinstance(event, dict)
         and isinstance(event.get("id"), str)
+        and _EVENT_ID.fullmatch(event["id"]) is not None
         and isinstance(event.get("type"), str)
-        and isinstance(event.get("created"), int)
+        and _EVENT_TYPE.fullmatch(event["type"]) is not None
+        and type(event.get("created")) is int
+        and 0 <= event["created"] <= _LATEST
+        and isinstance(event.get("livemode", False), bool)
         and isinstance(event.get("data"), dict)
         and isinstance(event["data"].get("object"), dict)
     )
     if not ok:
         raise BadRequest("The body is not a Stripe event.")
+    if not _storable(event):
+        raise BadRequest("The event holds text that cannot be stored (NUL, or bad UTF-16).")
     return dict(event)
+
+
+def _storable(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return False
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 async def receive(session: AsyncSession, event: dict[str, Any]) -> bool:

@@ -98,8 +98,12 @@ ROLES = (Role.owner, Role.receptionist)
 
 DOC = document()
 OPERATIONS = [(method.upper(), path) for method, path, _ in operations(DOC)]
-EXCLUDED: dict[tuple[str, str], str] = {}
-"""Operations left out of fuzzing, each with the reason. Empty: every operation is fuzzed."""
+EXCLUDED: dict[tuple[str, str], str] = {
+    ("POST", "/api/v1/billing/webhooks/stripe"): "its credential is Stripe's signature over the"
+    " raw body, which a generated request cannot carry: unsigned, every case is the same 400."
+    " tests/contract/stripe/test_signed_payloads.py fuzzes it behind a valid signature",
+}
+"""Operations left out of fuzzing, each with the reason."""
 
 SLOW = 3.0
 """Seconds: operations that hash a password (argon2id, by design ~0.13 s on this machine)."""
