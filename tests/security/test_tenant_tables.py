@@ -43,6 +43,12 @@ GLOBAL_TABLES = {
     "alembic_version": "migration bookkeeping",
     "clinics": "the tenants themselves; their own policies on id (tested below)",
     "users": "identity: one person may work for several clinics",
+    "stripe_events": "Stripe's webhook inbox: an event names its clinic only inside its payload;"
+    " billing code alone reads it (ADR 0012)",
+    "procrastinate_jobs": "the job queue: task names and ids, never clinic data (ADR 0012)",
+    "procrastinate_events": "the job queue's history of job state changes",
+    "procrastinate_periodic_defers": "the job queue's record of periodic jobs deferred",
+    "procrastinate_workers": "the job queue's live workers (heartbeats)",
 }
 """Tables without ``tenant_id``, each acknowledged with its reason."""
 OTHER_POLICIES = {
