@@ -68,6 +68,7 @@ async def get_billing(caller: Manager, session: DbSession, settings: AppSettings
     found = await service.overview(session, settings, caller)
     account = found.account
     return BillingOut(
+        clinic_id=account.tenant_id,
         plan=found.plan,
         status=account.status,
         read_only=found.read_only,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Annotated
 
 from pydantic import Field
@@ -18,6 +19,7 @@ class EntitlementsOut(Output):
 
 
 class BillingOut(Output):
+    clinic_id: uuid.UUID
     plan: Plan
     status: SubscriptionStatus = Field(
         description="Stripe's subscription status; `trialing` without a subscription is the"
