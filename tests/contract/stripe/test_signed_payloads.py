@@ -62,6 +62,8 @@ EVENTS = st.fixed_dictionaries(
 @settings(
     max_examples=120,
     deadline=None,
+    # The same examples every run: the coverage ratchet counts the lines they reach.
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(payload=st.one_of(EVENTS, EVENTS, JSON))
