@@ -84,6 +84,9 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     # (not the default "terminate") it unwinds through `database()`, which stops PostgreSQL.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with database(settings) as ready:
+        if settings.embedded:
+            # One command for a newcomer: the API and its jobs, on the embedded database.
+            ready = ready.model_copy(update={"jobs_in_process": True})
         if demo:
             asyncio.run(_seed_demo(ready, f"http://{host}:{port}/docs"))
         # The app believes X-Forwarded-* from its own trusted_proxies setting, not uvicorn's.
@@ -100,6 +103,12 @@ def _migrate(settings: Settings) -> None:
 def _worker(settings: Settings) -> None:
     from app.queue import run_worker
 
+    if settings.embedded:
+        # Its PostgreSQL belongs to `vetify serve`, which runs the jobs itself.
+        raise SystemExit(
+            "vetify worker: set VETIFY_DATABASE_URL; on the embedded database `vetify serve`"
+            " runs the jobs in its own process"
+        )
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with database(settings) as ready:
         asyncio.run(run_worker(ready))

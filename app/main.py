@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -67,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.redis_url.get_secret_value() if settings.redis_url else None
         )
         app.state.login_guard = LoginGuard.from_settings(app.state.limiter, settings)
+        worker = _in_process_worker(settings)
         try:
             if settings.env is Environment.production:
                 # The URL's user name says little (any role can be made superuser): ask.
@@ -75,6 +78,10 @@ def create_app(settings: Settings) -> FastAPI:
                     raise ConfigurationError({"database_url": why})
             yield
         finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
             await app.state.limiter.close()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
@@ -106,6 +113,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     _add_middleware(app, settings)
     return app
+
+
+def _in_process_worker(settings: Settings) -> asyncio.Task[None] | None:
+    if not settings.jobs_in_process:
+        return None
+    from app.queue import run_worker
+
+    return asyncio.create_task(run_worker(settings, own_signals=False), name="vetify-jobs")
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:

@@ -78,8 +78,13 @@ async def enqueue(
     return int(job_id)
 
 
-async def run_worker(settings: Settings, *, wait: bool = True, concurrency: int = 1) -> None:
-    """Run jobs until stopped (``wait``), or until none is due (tests, one-off catch-up)."""
+async def run_worker(
+    settings: Settings, *, wait: bool = True, concurrency: int = 1, own_signals: bool = True
+) -> None:
+    """Run jobs until stopped (``wait``), or until none is due (tests, one-off catch-up).
+
+    ``own_signals``: stop on SIGINT/SIGTERM (``vetify worker``); inside the API process the
+    server owns the signals and cancels the worker's task instead."""
     engine = create_engine(settings)
     assert settings.database_url is not None
     connector = procrastinate.PsycopgConnector(
@@ -96,7 +101,7 @@ async def run_worker(settings: Settings, *, wait: bool = True, concurrency: int 
         await app.run_worker_async(
             wait=wait,
             concurrency=concurrency,
-            install_signal_handlers=wait,
+            install_signal_handlers=wait and own_signals,
             listen_notify=wait,
             # Done jobs go; failed ones stay for operators (and the domain keeps its own record).
             delete_jobs="successful",

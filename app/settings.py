@@ -211,6 +211,10 @@ class Settings(BaseSettings):
     """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
     clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    jobs_in_process: bool = False
+    """Run the job worker inside the API process: what `vetify serve` does on the embedded
+    database. Deployments run `vetify worker` processes apart (they scale on their own)."""
+
     smtp_host: str | None = None
     """The mail relay for notices to clinics (trial ending...); unset: notices are only logged."""
     smtp_port: int = Field(default=587, ge=1, le=65535)

@@ -634,3 +634,25 @@ async def test_the_signup_trial_is_announced_three_days_before_it_ends(
     [mail] = mailbox.received()
     assert mail["To"] == "joana@hill.example"
     assert mail["Subject"] == "Your Vetify trial ends soon"
+
+
+async def test_an_api_running_its_own_jobs_applies_events_without_a_worker(
+    configured_app, world, stripe
+) -> None:
+    # What `vetify serve` does on the embedded database: one process, no `vetify worker`.
+    clinic = await world.clinic((Role.owner,))
+    sub = fake.subscription(
+        customer=fake.new_id("cus_"),
+        status="active",
+        price=PRICES[Plan.professional],
+        clinic_id=str(clinic.id),
+    )
+    stripe.put_subscription(sub)
+    async with configured_app(jobs_in_process=True) as app, asgi_client(app) as client:
+        assert (await deliver(client, fake.event("customer.subscription.created", sub))).is_success
+        for _ in range(200):  # the worker hears of the job at once (LISTEN/NOTIFY)
+            if (await billing(client, clinic.owner))["status"] == "active":
+                break
+            await asyncio.sleep(0.05)
+        state = await billing(client, clinic.owner)
+    assert (state["status"], state["plan"]) == ("active", "professional")

@@ -119,3 +119,10 @@ def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
     assert "Finished server process" in output
     assert process.returncode == 128 + signal.SIGTERM
     assert not EmbeddedPostgres(tmp_path / "state" / "pgdata").is_running()
+
+
+def test_a_separate_worker_is_refused_on_the_embedded_database(tmp_path) -> None:
+    # Its PostgreSQL belongs to `vetify serve`, which runs the jobs in its own process.
+    with pytest.raises(SystemExit, match="set VETIFY_DATABASE_URL"):
+        cli._worker(Settings(_env_file=None, data_dir=tmp_path / "state"))
+    assert not (tmp_path / "state").exists()
