@@ -42,6 +42,19 @@ async def _checkout(client, stripe, actor, plan: Plan = Plan.professional) -> st
     return customer
 
 
+def _sub(
+    clinic_id, *, customer: str | None = None, status: str = "active", plan=Plan.starter, **more
+) -> dict:
+    """A subscription of the clinic (metadata names it) to ``plan``, as Stripe holds it."""
+    return fake.subscription(
+        customer=customer or fake.new_id("cus_"),
+        status=status,
+        price=PRICES[plan],
+        clinic_id=str(clinic_id),
+        **more,
+    )
+
+
 async def _sql(engine, statement: str, **params) -> None:
     async with engine.begin() as connection:
         await connection.execute(text(statement), params)
@@ -102,9 +115,7 @@ async def test_payment_flow_from_trial_to_paid_to_lapsed_and_back(
     assert sent["subscription_data"]["metadata"] == {"clinic_id": clinic_id}
 
     # Stripe: the checkout completed, the subscription exists and is paid.
-    sub = fake.subscription(
-        customer=customer, status="active", price=PRICES[Plan.professional], clinic_id=clinic_id
-    )
+    sub = _sub(clinic_id, customer=customer, plan=Plan.professional)
     stripe.put_subscription(sub)
     session = fake.checkout_session(
         customer=customer, subscription=sub["id"], client_reference_id=clinic_id
@@ -256,9 +267,7 @@ async def test_a_subscribed_clinic_goes_to_the_portal_not_checkout(
     none_yet = await client.post(f"{BILLING}/portal", headers=clinic.owner.headers)
     assert none_yet.status_code == 409
     customer = await _checkout(client, stripe, clinic.owner)
-    sub = fake.subscription(
-        customer=customer, status="active", price=PRICES[Plan.starter], clinic_id=str(clinic.id)
-    )
+    sub = _sub(clinic.id, customer=customer)
     stripe.put_subscription(sub)
     await _stripe_sends(client, settings, fake.event("customer.subscription.created", sub))
     again = await client.post(
@@ -321,9 +330,7 @@ async def test_a_duplicate_delivery_is_acknowledged_and_applied_once(
 ) -> None:
     clinic = await world.clinic((Role.owner,))
     customer = fake.new_id("cus_")
-    sub = fake.subscription(
-        customer=customer, status="active", price=PRICES[Plan.starter], clinic_id=str(clinic.id)
-    )
+    sub = _sub(clinic.id, customer=customer)
     stripe.put_subscription(sub)
     event = fake.event("customer.subscription.created", sub)
     first, second = await deliver(client, event), await deliver(client, event)
@@ -345,9 +352,7 @@ async def test_a_failing_event_retries_shows_itself_and_can_be_replayed(
 ) -> None:
     clinic = await world.clinic((Role.owner,))
     customer = "cus_" + uuid.uuid4().hex[:14]
-    sub = fake.subscription(
-        customer=customer, status="active", price=PRICES[Plan.enterprise], clinic_id=str(clinic.id)
-    )
+    sub = _sub(clinic.id, customer=customer, plan=Plan.enterprise)
     # Stripe answers the retrieve with errors: the job fails, its retry is scheduled.
     stripe.fail_next(count=50, status=500, path_prefix=f"/v1/subscriptions/{sub['id']}")
     event = fake.event("customer.subscription.created", sub)
@@ -399,13 +404,7 @@ async def test_owners_are_mailed_once_when_stripe_says_the_trial_ends(
     clinic = await world.clinic((Role.owner, Role.admin, Role.vet))
     customer = fake.new_id("cus_")
     trial_end = int((dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).timestamp())
-    sub = fake.subscription(
-        customer=customer,
-        status="trialing",
-        price=PRICES[Plan.starter],
-        clinic_id=str(clinic.id),
-        trial_end=trial_end,
-    )
+    sub = _sub(clinic.id, customer=customer, status="trialing", trial_end=trial_end)
     stripe.put_subscription(sub)
     await _stripe_sends(
         client,
@@ -428,12 +427,7 @@ async def test_a_late_trial_notice_after_the_first_payment_is_not_mailed(
     client, settings, world, stripe, mailbox
 ) -> None:
     clinic = await world.clinic((Role.owner,))
-    sub = fake.subscription(
-        customer=fake.new_id("cus_"),
-        status="active",
-        price=PRICES[Plan.starter],
-        clinic_id=str(clinic.id),
-    )
+    sub = _sub(clinic.id)
     stripe.put_subscription(sub)
     trialing = {**sub, "status": "trialing"}
     await _stripe_sends(
@@ -448,9 +442,7 @@ async def _subscribed(client, settings, world, stripe) -> tuple:
     """A clinic paying for starter: (clinic, its customer, its subscription)."""
     clinic = await world.clinic((Role.owner,))
     customer = await _checkout(client, stripe, clinic.owner, Plan.starter)
-    sub = fake.subscription(
-        customer=customer, status="active", price=PRICES[Plan.starter], clinic_id=str(clinic.id)
-    )
+    sub = _sub(clinic.id, customer=customer)
     stripe.put_subscription(sub)
     await _stripe_sends(client, settings, fake.event("customer.subscription.created", sub))
     return clinic, customer, sub
@@ -467,12 +459,7 @@ async def test_a_subscription_of_another_customer_cannot_move_the_clinic(
     clinic, _, _ = await _subscribed(client, settings, world, stripe)
     before = await billing(client, clinic.owner)
     # Someone else's subscription claiming this clinic in its metadata (their customer).
-    theirs = fake.subscription(
-        customer=fake.new_id("cus_"),
-        status="canceled",
-        price=PRICES[Plan.enterprise],
-        clinic_id=str(clinic.id),
-    )
+    theirs = _sub(clinic.id, status="canceled", plan=Plan.enterprise)
     stripe.put_subscription(theirs)
     event = fake.event("customer.subscription.deleted", theirs)
     await _stripe_sends(client, settings, event)
@@ -489,9 +476,7 @@ async def test_a_checkout_naming_one_clinic_for_a_subscription_of_another_is_ref
     clinic = await world.clinic((Role.owner,))
     other = await world.clinic((Role.owner,))
     customer = fake.new_id("cus_")
-    sub = fake.subscription(
-        customer=customer, status="active", price=PRICES[Plan.starter], clinic_id=str(other.id)
-    )
+    sub = _sub(other.id, customer=customer)
     stripe.put_subscription(sub)
     session = fake.checkout_session(
         customer=customer, subscription=sub["id"], client_reference_id=str(clinic.id)
@@ -510,13 +495,7 @@ async def test_news_of_an_older_subscription_changes_nothing(
 ) -> None:
     clinic, customer, sub = await _subscribed(client, settings, world, stripe)
     before = await billing(client, clinic.owner)
-    older = fake.subscription(
-        customer=customer,
-        status="canceled",
-        price=PRICES[Plan.starter],
-        clinic_id=str(clinic.id),
-        created=sub["created"] - 86_400,
-    )
+    older = _sub(clinic.id, customer=customer, status="canceled", created=sub["created"] - 86_400)
     stripe.put_subscription(older)
     event = fake.event("customer.subscription.deleted", older)
     await _stripe_sends(client, settings, event)
@@ -586,12 +565,7 @@ async def test_an_event_that_fails_every_try_ends_failed_and_counted(
 ) -> None:
     clinic = await world.clinic((Role.owner,))
     # A subscription Stripe does not have (deleted in test mode, say): every retrieve is a 404.
-    sub = fake.subscription(
-        customer=fake.new_id("cus_"),
-        status="active",
-        price=PRICES[Plan.starter],
-        clinic_id=str(clinic.id),
-    )
+    sub = _sub(clinic.id)
     event = fake.event("customer.subscription.updated", sub)
     await _stripe_sends(client, settings, event)
     for _ in range(RETRIES):
@@ -641,12 +615,7 @@ async def test_an_api_running_its_own_jobs_applies_events_without_a_worker(
 ) -> None:
     # What `vetify serve` does on the embedded database: one process, no `vetify worker`.
     clinic = await world.clinic((Role.owner,))
-    sub = fake.subscription(
-        customer=fake.new_id("cus_"),
-        status="active",
-        price=PRICES[Plan.professional],
-        clinic_id=str(clinic.id),
-    )
+    sub = _sub(clinic.id, plan=Plan.professional)
     stripe.put_subscription(sub)
     async with configured_app(jobs_in_process=True) as app, asgi_client(app) as client:
         assert (await deliver(client, fake.event("customer.subscription.created", sub))).is_success
