@@ -114,7 +114,8 @@ async def stripe_webhook(
     session: DbSession,
     settings: AppSettings,
     quotas: AppQuotas,
-    stripe_signature: Annotated[str | None, Header()] = None,
+    # t=... and one v1=... per active secret: a few hundred characters.
+    stripe_signature: Annotated[str | None, Header(max_length=4096)] = None,
 ) -> WebhookReceipt:
     payload = await request.body()
     try:

@@ -57,6 +57,15 @@ REVIEWED: dict[tuple[str, str], tuple[int, str]] = {
         1,
         "DROP TYPE for each enum of a constant tuple",
     ),
+    ("migrations/versions/20261201_0005_billing.py", "_procrastinate"): (
+        1,
+        "GRANT USAGE on the schema's sequences to the service role, quoted by identifier()",
+    ),
+    ("migrations/versions/20261201_0005_billing.py", "downgrade"): (
+        3,
+        "DROP of procrastinate's tables and types (constant tuples) and of its functions, by the"
+        " signatures PostgreSQL's own catalogue prints (regprocedure)",
+    ),
 }
 """(file, function) -> (how many sites, why the built text is safe). Reviewed by a person."""
 
