@@ -380,15 +380,46 @@ async def test_a_failing_event_retries_shows_itself_and_can_be_replayed(
     state = await billing(client, clinic.owner)
     assert (state["status"], state["plan"]) == ("active", "enterprise")
 
+    # The original job's retry comes due after all: the event is done, it changes nothing.
+    await due_now(settings)
+    await drain(settings)
+    [(_, status, attempts)] = await _events(superuser_engine)
+    assert (status, attempts) == ("processed", 2)
+    assert len(stripe.calls("GET", f"/v1/subscriptions/{sub['id']}")) == 1
+
 
 async def test_events_billing_does_not_handle_are_stored_and_ignored(
     client, settings, stripe, superuser_engine
 ) -> None:
     other = fake.official("customer")
     await _stripe_sends(client, settings, fake.event("customer.created", other))
-    [(_, status, _)] = await _events(superuser_engine)
+    [(event_id, status, _)] = await _events(superuser_engine)
     assert status == "ignored"
     assert stripe.requests == []
+    listed = await operations.run(
+        settings, argparse.Namespace(billing_command="events", status=None, limit=5)
+    )
+    assert event_id in listed
+    assert "note: not a type billing handles" in listed
+
+
+@pytest.mark.parametrize(
+    ("metadata", "why"),
+    [
+        ({"clinic_id": "not-a-uuid"}, "not a Vetify clinic's subscription"),
+        ({"clinic_id": "01900000-0000-7000-8000-000000000000"}, "no such clinic"),
+    ],
+)
+async def test_a_subscription_naming_no_clinic_of_ours_is_ignored(
+    client, settings, stripe, superuser_engine, metadata, why
+) -> None:
+    customer = fake.new_id("cus_")
+    stripe.put_customer({**fake.official("customer"), "id": customer, "metadata": {}})
+    sub = fake.subscription(customer=customer, status="active", price=PRICES[Plan.starter])
+    sub["metadata"] = metadata
+    event = fake.event("customer.subscription.created", sub)
+    await _stripe_sends(client, settings, event)
+    assert await _note(superuser_engine, event["id"]) == ("ignored", why)
 
 
 @pytest.mark.parametrize("method", sorted({"PUT", "PATCH", "DELETE"}))

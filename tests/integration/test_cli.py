@@ -126,3 +126,15 @@ def test_a_separate_worker_is_refused_on_the_embedded_database(tmp_path) -> None
     with pytest.raises(SystemExit, match="set VETIFY_DATABASE_URL"):
         cli._worker(Settings(_env_file=None, data_dir=tmp_path / "state"))
     assert not (tmp_path / "state").exists()
+
+
+def test_vetify_billing_metrics_reads_the_configured_database(
+    database, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("VETIFY_ENV", "test")
+    monkeypatch.setenv("VETIFY_DATABASE_URL", database.app_url)
+    monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", database.owner_url)
+    cli.main(["billing", "metrics"])
+    out = capsys.readouterr().out
+    assert 'vetify_stripe_events{status="failed"} 0' in out
+    assert "# TYPE vetify_stripe_events gauge" in out

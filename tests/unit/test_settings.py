@@ -320,3 +320,9 @@ def test_s3_storage_needs_a_bucket_and_keeps_its_credentials_secret(
 def test_a_clamd_address_is_host_and_port(address: str) -> None:
     with pytest.raises(ConfigurationError):
         Settings(clamd_address=address)
+
+
+def test_several_webhook_secrets_while_one_rolls() -> None:
+    assert Settings(_env_file=None).stripe_webhook_secrets == []
+    rolling = Settings(_env_file=None, stripe_webhook_secret=" whsec_old ,whsec_new,")
+    assert rolling.stripe_webhook_secrets == ["whsec_old", "whsec_new"]
