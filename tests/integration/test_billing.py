@@ -224,17 +224,20 @@ async def test_stripe_down_is_a_503_and_changes_nothing(client, world, stripe) -
     assert stored is None
 
 
-async def test_stripe_timing_out_is_a_503(client, world, stripe) -> None:
+async def test_stripe_timing_out_is_a_503(configured_app, world, stripe) -> None:
     clinic = await world.clinic((Role.owner,))
-    stripe.stall_next(count=5, seconds=5, path_prefix="/v1/customers")  # the timeout is 2 s
-    response = await client.post(
-        f"{BILLING}/checkout", json={"plan": "starter"}, headers=clinic.owner.headers
-    )
+    stripe.stall_next(count=5, seconds=3, path_prefix="/v1/customers")
+    async with configured_app(stripe_timeout_seconds=0.5) as app, asgi_client(app) as client:
+        response = await client.post(
+            f"{BILLING}/checkout", json={"plan": "starter"}, headers=clinic.owner.headers
+        )
+    # The call and the SDK's one retry, each given up after the timeout.
+    assert len(stripe.calls("POST", "/v1/customers")) == 2
     assert response.status_code == 503, response.text
     assert response.json()["type"].endswith("/billing-unavailable")
 
 
-async def test_only_owner_and_admin_usebilling(client, world, stripe) -> None:
+async def test_only_owner_and_admin_use_billing(client, world, stripe) -> None:
     clinic = await world.clinic()
     for role, actor in clinic.actors.items():
         allowed = role in (Role.owner, Role.admin)
