@@ -10,7 +10,8 @@ or service has to remember a filter. A session with no clinic sees nothing.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import event, false, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,35 @@ from app.db.base import TenantScoped
 
 TENANT_KEY = "vetify_tenant_id"
 USER_KEY = "vetify_user_id"
+
+
+class Tenant(Protocol):
+    """The clinic a piece of work acts in. Service functions that touch tenant tables take one,
+    so their signature says which clinic their statements run under: the authenticated
+    ``Principal`` is one; code with no caller (jobs, the CLI) uses :class:`InClinic`."""
+
+    @property
+    def clinic_id(self) -> uuid.UUID: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InClinic:
+    """A :class:`Tenant` for work no user asked for (a job, an operator's command)."""
+
+    clinic_id: uuid.UUID
+
+
+class TenancyError(RuntimeError):
+    """A programming error: a statement for one clinic in a session entered in another."""
+
+
+def check_tenant(session: AsyncSession | Session, tenant: Tenant) -> uuid.UUID:
+    """The tenant's clinic, if the session is in it; a session in no or another clinic is a
+    bug, never a request to serve (one transaction never switches clinics)."""
+    entered = current_tenant(session)
+    if entered != tenant.clinic_id:
+        raise TenancyError(f"the session is in clinic {entered}, not {tenant.clinic_id}")
+    return tenant.clinic_id
 
 
 async def enter_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> None:
