@@ -15,11 +15,12 @@ import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from app.billing.operations import add_commands
+from app.billing import operations
 from app.db import migrate
 from app.db.embedded import EmbeddedPostgres
 from app.db.session import create_engine
 from app.main import create_app
+from app.queue import run_worker
 from app.settings import ConfigurationError, Settings
 
 log = logging.getLogger("vetify")
@@ -58,6 +59,8 @@ def database(settings: Settings) -> Iterator[Settings]:
 
 
 async def _seed_demo(settings: Settings, docs_url: str) -> None:
+    # Lazily (documented exception to "no imports in functions"): fixtures/ sits beside app/
+    # in the source tree, and only `vetify demo` seeds from it.
     from fixtures.demo import seed_demo
 
     engine = create_engine(settings)
@@ -101,8 +104,6 @@ def _migrate(settings: Settings) -> None:
 
 
 def _worker(settings: Settings) -> None:
-    from app.queue import run_worker
-
     if settings.embedded:
         # Its PostgreSQL belongs to `vetify serve`, which runs the jobs itself.
         raise SystemExit(
@@ -115,8 +116,6 @@ def _worker(settings: Settings) -> None:
 
 
 def _billing(settings: Settings, args: argparse.Namespace) -> None:
-    from app.billing import operations
-
     with database(settings) as ready:
         print(asyncio.run(operations.run(ready, args)), flush=True)
 
@@ -135,7 +134,9 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("--demo", action="store_true", help="seed the demo clinic")
     commands.add_parser("migrate", help="apply database migrations (as the schema owner)")
     commands.add_parser("worker", help="run background jobs (the procrastinate worker)")
-    add_commands(commands.add_parser("billing", help="Stripe events: list, metrics, replay"))
+    operations.add_commands(
+        commands.add_parser("billing", help="Stripe events: list, metrics, replay")
+    )
     return root
 
 

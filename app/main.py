@@ -21,8 +21,10 @@ from app.auth.deps import document_permissions
 from app.auth.lockout import LoginGuard
 from app.auth.quotas import Quotas
 from app.auth.routes import router as auth_router
+from app.billing.account import standing
 from app.billing.routes import router as billing_router
 from app.clinics.routes import router as clinics_router
+from app.clinics.routes import signup_router
 from app.customers.routes import router as customers_router
 from app.db.migrate import head_revisions
 from app.db.session import create_engine, session_factory
@@ -35,12 +37,14 @@ from app.kit.storage import storage_from
 from app.kit.uploads import MULTIPART_HEADROOM
 from app.pets.routes import router as pets_router
 from app.production import database_role_refusal
+from app.queue import run_worker
 from app.records.routes import router as records_router
 from app.settings import ConfigurationError, Environment, Settings
 from app.staff.routes import router as staff_router
 
 ROUTERS = (
     health.router,
+    signup_router,
     auth_router,
     clinics_router,
     staff_router,
@@ -99,6 +103,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_docs(app)
     app.state.settings = settings
     app.state.quotas = Quotas.from_settings(settings)
+    # Billing's view of a clinic, attached to every caller by app.auth.deps.
+    app.state.standing_of = standing
     app.state.schema_heads = head_revisions()
     problems.install(app)
     for router in ROUTERS:
@@ -118,8 +124,6 @@ def create_app(settings: Settings) -> FastAPI:
 def _in_process_worker(settings: Settings) -> asyncio.Task[None] | None:
     if not settings.jobs_in_process:
         return None
-    from app.queue import run_worker
-
     return asyncio.create_task(run_worker(settings, own_signals=False), name="vetify-jobs")
 
 

@@ -1,8 +1,10 @@
 """The job queue: procrastinate, in the service's own PostgreSQL (ADR 0012).
 
-Tasks live in each domain's ``jobs.py`` and register on :data:`queue`. Requests enqueue with
-:func:`enqueue`, inside their own transaction: a request that rolls back leaves no job, and a
-job never runs before the rows it is about are committed. ``vetify worker`` runs the jobs.
+Tasks live in each domain's ``jobs.py`` and register on :data:`queue` under a name
+(``"<domain>.<task>"``). Services enqueue a task by that name with :func:`enqueue`, inside
+their own transaction: a request that rolls back leaves no job, and a job never runs before the
+rows it is about are committed. Enqueueing by name is what lets a ``jobs.py`` import its
+domain's service without the service importing it back. ``vetify worker`` runs the jobs.
 """
 
 from __future__ import annotations
@@ -52,29 +54,35 @@ def runtime(context: JobContext) -> Runtime:
 
 async def enqueue(
     session: AsyncSession,
-    task: procrastinate.tasks.Task[Any, Any, Any],
+    task_name: str,
     *,
     schedule_at: dt.datetime | None = None,
     **arguments: Any,
 ) -> int:
-    """Defer ``task`` in ``session``'s transaction (procrastinate's own defer function; its
-    own ``defer_async`` would use a connection of its own, outside the request's transaction)."""
+    """Defer the task registered as ``task_name`` in ``session``'s transaction.
+
+    Uses procrastinate's own defer function in SQL: its ``defer_async`` would use a connection
+    of its own, outside the request's transaction. A name no ``jobs.py`` registers raises
+    ``procrastinate.exceptions.TaskNotFound`` (the task modules are imported on first use).
+    """
+    job = queue.configure_task(task_name, allow_unknown=False, schedule_at=schedule_at).job
     job_id = await session.scalar(
         text(
             "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, :priority,"
             " :lock, :queueing_lock, CAST(:args AS jsonb), :at)::procrastinate_job_to_defer_v1]))"
         ),
         {
-            "queue": task.queue,
-            "task": task.name,
-            "priority": task.priority,
-            "lock": task.lock,
-            "queueing_lock": task.queueing_lock,
+            "queue": job.queue,
+            "task": job.task_name,
+            "priority": job.priority,
+            "lock": job.lock,
+            "queueing_lock": job.queueing_lock,
             "args": json.dumps(arguments),
-            "at": schedule_at,
+            "at": job.scheduled_at,
         },
     )
-    assert job_id is not None
+    if job_id is None:
+        raise RuntimeError(f"procrastinate deferred no job for {task_name}")
     return int(job_id)
 
 
@@ -85,8 +93,9 @@ async def run_worker(
 
     ``own_signals``: stop on SIGINT/SIGTERM (``vetify worker``); inside the API process the
     server owns the signals and cancels the worker's task instead."""
+    if settings.database_url is None:
+        raise RuntimeError("resolve the database before starting the worker")
     engine = create_engine(settings)
-    assert settings.database_url is not None
     connector = procrastinate.PsycopgConnector(
         conninfo=plain_url(settings.database_url.get_secret_value()),
         min_size=1,

@@ -35,6 +35,8 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 
+from app.production import refusal
+
 
 class Environment(StrEnum):
     development = "development"
@@ -334,8 +336,6 @@ class Settings(BaseSettings):
     def _production_rules(cls, value: Any, info: ValidationInfo) -> Any:
         # Fields are validated in declaration order, so ``env`` (the first) is known here.
         if info.data.get("env") is Environment.production and info.field_name is not None:
-            from app.production import refusal
-
             why = refusal(info.field_name, value, cls.model_fields[info.field_name])
             if why:
                 raise ValueError(why)

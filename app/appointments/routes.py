@@ -18,7 +18,7 @@ from app.appointments.schemas import (
 )
 from app.auth.deps import requires
 from app.auth.permissions import Action
-from app.auth.service import Principal
+from app.auth.principal import Principal
 from app.clinics import service as clinics
 from app.db.repository import get_or_404
 from app.db.session import DbSession

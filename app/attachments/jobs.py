@@ -17,7 +17,7 @@ log = logging.getLogger("vetify.attachments")
 
 
 @queue.task(
-    name="attachments.scan_pending",
+    name=service.SCAN_PENDING,
     queue="scan",
     pass_context=True,
     # 2 s, 4 s ... about 17 minutes over 10 tries; a file still pending after that stays

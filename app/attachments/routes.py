@@ -14,7 +14,7 @@ from app.attachments.models import Attachment
 from app.attachments.schemas import AttachmentOut, AttachmentUpload
 from app.auth.deps import AppSettings, per_user, requires
 from app.auth.permissions import Action
-from app.auth.service import Principal
+from app.auth.principal import Principal
 from app.db.session import DbSession
 from app.kit.files import ALLOWED, content_disposition
 from app.kit.openapi import multipart_body

@@ -20,10 +20,14 @@ from app.kit.clock import utcnow
 from app.kit.problems import Conflict, Problem
 from app.kit.storage import ObjectMissing, Storage, discard, new_key, staging_file
 from app.kit.uploads import UnsupportedMediaType, receive_file
+from app.queue import enqueue
 from app.records import service as records
 from app.settings import Settings
 
 log = logging.getLogger("vetify.attachments")
+
+SCAN_PENDING = "attachments.scan_pending"
+"""The job (``app.attachments.jobs``) that scans a file the inline scan could not."""
 
 
 class NotScanned(Conflict):
@@ -92,12 +96,9 @@ async def upload(
             # is down leaves it pending, and a job scans it when the scanner is back.
             await _scan(attachment, staged, settings.clamd_address, settings)
             if attachment.scan_status is ScanStatus.pending:
-                from app.attachments.jobs import scan_pending
-                from app.queue import enqueue
-
                 await enqueue(
                     session,
-                    scan_pending,
+                    SCAN_PENDING,
                     clinic_id=str(tenant_id),
                     attachment_id=str(attachment.id),
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -14,12 +15,11 @@ from app.auth import service
 from app.auth.lockout import LoginGuard
 from app.auth.models import CredentialKind, Role
 from app.auth.permissions import PAYMENT_EXEMPT, Action, allows
+from app.auth.principal import Principal, StandingOf
 from app.auth.quotas import AppQuotas, Quotas, client_ip, spend
-from app.auth.service import Principal
-from app.billing.access import PaymentRequired
 from app.db.session import DbSession
 from app.kit import csrf
-from app.kit.problems import CsrfRefused, Unauthenticated
+from app.kit.problems import CsrfRefused, PaymentRequired, Unauthenticated
 from app.kit.ratelimit import Policy
 from app.settings import Settings
 
@@ -69,7 +69,12 @@ async def authenticate(
         # Failed attempts spend the caller's anonymous quota: guessing tokens is rate limited.
         await spend(request, quotas.anonymous, client_ip(request))
         raise
-    await spend(request, quotas.clinic(principal.plan), str(principal.clinic_id))
+    # What the clinic's billing says (its quota, whether it may write), from the provider the
+    # app wires in: auth knows nothing of plans.
+    standing_of: StandingOf = request.app.state.standing_of
+    standing = await standing_of(session, settings, principal.clinic_id)
+    principal = dataclasses.replace(principal, read_only=standing.read_only)
+    await spend(request, quotas.clinic(standing.requests_per_minute), str(principal.clinic_id))
     await spend(request, quotas.user, str(principal.user_id))
     if principal.credential_kind is CredentialKind.api_token:
         await spend(request, quotas.token, str(principal.credential_id))

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import mfa, service
 from app.auth.models import CredentialKind, Membership, User
-from app.auth.service import Issued, Principal
+from app.auth.principal import Principal
+from app.auth.service import Issued
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict, FieldError, Forbidden, InvalidInput
 from app.settings import Settings
@@ -35,9 +36,7 @@ def _sessions_only(caller: Principal) -> None:
 
 
 async def _user(session: AsyncSession, caller: Principal) -> User:
-    user = await session.get(User, caller.user_id)
-    assert user is not None
-    return user
+    return await session.get_one(User, caller.user_id)
 
 
 async def start(session: AsyncSession, caller: Principal) -> Started:
@@ -53,7 +52,11 @@ async def start(session: AsyncSession, caller: Principal) -> Started:
 
 
 async def confirm(
-    session: AsyncSession, settings: Settings, caller: Principal, code: str
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    caller: Principal,
+    code: str,
 ) -> tuple[list[str], Issued]:
     """Turn the pending secret on with a code from it; the recovery codes, shown once."""
     _sessions_only(caller)
@@ -67,11 +70,15 @@ async def confirm(
     user.totp_enabled_at = utcnow()
     codes = mfa.new_recovery_codes()
     user.recovery_codes = [mfa.hash_recovery_code(c) for c in codes]
-    return codes, await _rotate(session, settings, caller)
+    return codes, await _rotate(session, sessions, settings, caller)
 
 
 async def disable(
-    session: AsyncSession, settings: Settings, caller: Principal, code: str
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    caller: Principal,
+    code: str,
 ) -> Issued:
     """Turn multi-factor off, proven with a current code or a recovery code."""
     _sessions_only(caller)
@@ -84,7 +91,7 @@ async def disable(
     user.totp_enabled_at = None
     user.totp_last_step = None
     user.recovery_codes = []
-    return await _rotate(session, settings, caller)
+    return await _rotate(session, sessions, settings, caller)
 
 
 async def regenerate_codes(session: AsyncSession, caller: Principal, code: str) -> list[str]:
@@ -101,9 +108,14 @@ async def regenerate_codes(session: AsyncSession, caller: Principal, code: str) 
     return codes
 
 
-async def _rotate(session: AsyncSession, settings: Settings, caller: Principal) -> Issued:
+async def _rotate(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    caller: Principal,
+) -> Issued:
     await session.flush()
-    await service.end_sessions_everywhere(session, caller)
+    await service.end_sessions_everywhere(session, sessions, caller)
     membership = (
         await session.scalars(select(Membership).where(Membership.user_id == caller.user_id))
     ).one()

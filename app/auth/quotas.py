@@ -1,4 +1,4 @@
-"""Who spends which rate-limit quota: the policies, from settings and the clinic's plan.
+"""Who spends which rate-limit quota: the policies, from settings and the clinic's standing.
 
 Anonymous callers spend per client IP; authenticated ones per user, per API token and per
 clinic (the plan's quota, shared by all its staff). Routes an attacker would hammer (log in,
@@ -13,7 +13,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.billing.plans import Plan, entitlements
 from app.kit import ratelimit
 from app.kit.ratelimit import Limiter, Policy
 from app.settings import Settings
@@ -45,9 +44,9 @@ class Quotas:
             upload=Policy.of("upload", settings.rate_limit_upload, scale=scale),
         )
 
-    def clinic(self, plan: Plan) -> Policy:
-        per_minute = entitlements(plan).api_requests_per_minute
-        return Policy.of("clinic", f"{per_minute}/minute", scale=self.scale)
+    def clinic(self, requests_per_minute: int) -> Policy:
+        """The clinic's whole quota (its plan's, as its standing says)."""
+        return Policy.of("clinic", f"{requests_per_minute}/minute", scale=self.scale)
 
 
 def client_ip(request: Request) -> str:

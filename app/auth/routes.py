@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from app.auth import enrolment, service
 from app.auth.deps import AppSettings, Guard, per_user, requires, same_site_login
 from app.auth.lockout import AccountThrottled
-from app.auth.models import Credential, CredentialKind
+from app.auth.models import Credential, CredentialKind, User
 from app.auth.permissions import Action
+from app.auth.principal import Principal
 from app.auth.quotas import per_ip
 from app.auth.schemas import (
     AcceptInvitationIn,
@@ -22,8 +23,6 @@ from app.auth.schemas import (
     RecoveryCodesOut,
     SecondFactorIn,
     SessionOut,
-    SignupIn,
-    SignupOut,
     SwitchClinicIn,
     TokenCreated,
     TokenIn,
@@ -32,9 +31,8 @@ from app.auth.schemas import (
     TotpEnrolment,
     UserOut,
 )
-from app.auth.service import Principal
-from app.billing import service as billing
-from app.db.session import DbSession
+from app.clinics.models import Clinic
+from app.db.session import DbSession, DbSessions
 from app.kit import csrf
 from app.kit.problems import (
     Conflict,
@@ -95,6 +93,12 @@ async def _session_out(
     session: DbSession, caller: Principal, issued: service.Issued | None = None
 ) -> SessionOut:
     user, clinic = await service.current_user_and_clinic(session, caller)
+    return _session_body(user, clinic, caller, issued)
+
+
+def _session_body(
+    user: User, clinic: Clinic, caller: Principal, issued: service.Issued | None
+) -> SessionOut:
     return SessionOut(
         user=UserOut.model_validate(user),
         clinic=ClinicRef.model_validate(clinic),
@@ -102,31 +106,6 @@ async def _session_out(
         expires_at=issued.credential.expires_at if issued else None,
         csrf_token=csrf.token_for(issued.secret) if issued else None,
         mfa_enrolment_required=caller.mfa_pending,
-    )
-
-
-@router.post(
-    "/signup",
-    status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidCredentials, InvalidInput, TooManyRequests, AccountThrottled),
-    summary="Create a clinic, its first location and its owner",
-    dependencies=[Depends(per_ip(lambda q: q.signup))],
-)
-async def signup(
-    body: SignupIn, session: DbSession, guard: Guard, settings: AppSettings
-) -> SignupOut:
-    # An existing user opens another clinic with their password: guarded like a log-in.
-    await guard.check(body.email)
-    try:
-        clinic, user, location = await service.signup(session, **body.model_dump())
-    except InvalidCredentials:
-        await guard.failed(body.email)
-        raise
-    await billing.open_account(session, settings.billing_trial_days)
-    return SignupOut(
-        clinic=ClinicRef.model_validate(clinic),
-        user=UserOut.model_validate(user),
-        location_id=location.id,
     )
 
 
@@ -159,6 +138,7 @@ async def login(
     settings: AppSettings,
     response: Response,
     guard: Guard,
+    sessions: DbSessions,
 ) -> SessionOut:
     await guard.check(body.email)
     try:
@@ -170,6 +150,7 @@ async def login(
             body.clinic_id,
             totp_code=body.totp_code,
             presented_session=request.cookies.get(service.SESSION_COOKIE),
+            sessions=sessions,
         )
     except (InvalidCredentials, MfaRequired):
         # A wrong second factor counts too: it is what limits guessing TOTP codes.
@@ -188,11 +169,14 @@ async def switch_clinic(
     body: SwitchClinicIn,
     caller: OwnSession,
     session: DbSession,
+    sessions: DbSessions,
     settings: AppSettings,
     response: Response,
 ) -> SessionOut:
-    issued = await service.switch_clinic(session, settings, caller, body.clinic_id)
-    return await _login_response(session, settings, response, issued)
+    switched = await service.switch_clinic(session, sessions, settings, caller, body.clinic_id)
+    issued = switched.issued
+    _set_session_cookie(response, settings, issued.secret, issued.credential)
+    return _session_body(switched.user, switched.clinic, issued.principal, issued)
 
 
 @router.post(
@@ -215,12 +199,12 @@ async def logout(caller: OwnSession, session: DbSession, settings: AppSettings) 
     summary="End all your sessions and revoke all your API tokens, in every clinic",
 )
 async def logout_everywhere(
-    caller: OwnSession, session: DbSession, settings: AppSettings
+    caller: OwnSession, session: DbSession, sessions: DbSessions, settings: AppSettings
 ) -> Response:
     if caller.credential_kind is not CredentialKind.session:
         # A script's token must not be able to end its person's logins.
         raise Forbidden("Log out everywhere from a login session.")
-    await service.logout_everywhere(session, caller)
+    await service.logout_everywhere(session, sessions, caller)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     _clear_session_cookies(response, settings)
     return response
@@ -256,10 +240,11 @@ async def confirm_totp(
     body: TotpCodeIn,
     caller: OwnSession,
     session: DbSession,
+    sessions: DbSessions,
     settings: AppSettings,
     response: Response,
 ) -> MfaEnabledOut:
-    codes, issued = await enrolment.confirm(session, settings, caller, body.code)
+    codes, issued = await enrolment.confirm(session, sessions, settings, caller, body.code)
     out = await _login_response(session, settings, response, issued)
     return MfaEnabledOut(**out.model_dump(), recovery_codes=codes)
 
@@ -273,10 +258,11 @@ async def disable_totp(
     body: SecondFactorIn,
     caller: OwnSession,
     session: DbSession,
+    sessions: DbSessions,
     settings: AppSettings,
     response: Response,
 ) -> SessionOut:
-    issued = await enrolment.disable(session, settings, caller, body.code)
+    issued = await enrolment.disable(session, sessions, settings, caller, body.code)
     return await _login_response(session, settings, response, issued)
 
 

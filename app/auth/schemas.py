@@ -15,27 +15,15 @@ from app.kit.types import (
     Input,
     Name,
     Output,
+    Password,
     ShortText,
-    TimeZone,
-    TimeZoneName,
 )
 
-# Long enough to resist guessing, short enough to bound argon2's work per request.
-Password = Annotated[str, StringConstraints(min_length=12, max_length=128)]
 Credential = Annotated[str, StringConstraints(min_length=40, max_length=200)]
 SecondFactor = Annotated[
     str, StringConstraints(min_length=6, max_length=64, pattern=r"^[0-9A-Za-z -]+$")
 ]
 """A six-digit code from the authenticator app, or a recovery code."""
-
-
-class SignupIn(Input):
-    clinic_name: Name
-    location_name: Name = "Main"
-    timezone: TimeZone = TimeZoneName("UTC")
-    owner_name: Name
-    email: Email
-    password: Password
 
 
 class LoginIn(Input):
@@ -64,12 +52,6 @@ class UserOut(Output):
 class ClinicRef(Output):
     id: uuid.UUID
     name: str
-
-
-class SignupOut(Output):
-    clinic: ClinicRef
-    user: UserOut
-    location_id: uuid.UUID
 
 
 class JoinedOut(Output):

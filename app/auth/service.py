@@ -1,4 +1,6 @@
-"""Accounts: signup, login, sessions and API tokens, invitations; the caller (Principal)."""
+"""Accounts: users, login, sessions and API tokens, invitations; resolving the caller.
+
+A clinic is opened by ``app.clinics.service.open_clinic``; this module gives it its owner."""
 
 from __future__ import annotations
 
@@ -7,16 +9,13 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import mfa
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
-from app.auth.permissions import MFA_EXEMPT, Action, allows
-from app.billing import access as billing
-from app.billing.models import BillingAccount
-from app.billing.plans import DEFAULT_PLAN, Plan
-from app.clinics.models import Clinic, Location
-from app.db.tenancy import enter_tenant, enter_user
+from app.auth.principal import Principal
+from app.clinics.models import Clinic
+from app.db.tenancy import enter_tenant, enter_user, in_clinic
 from app.kit import crypto
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
@@ -25,7 +24,6 @@ from app.kit.problems import (
     Forbidden,
     InvalidCredentials,
     InvalidInput,
-    MfaEnrolmentRequired,
     MfaRequired,
     NotFound,
     Unauthenticated,
@@ -38,39 +36,6 @@ TOKEN_PREFIX = "vtk"  # noqa: S105 - a prefix, not a secret  # nosec B105
 INVITATION_PREFIX = "vti"
 # Touching last_used_at on every request would turn every read into a write.
 _TOUCH_EVERY = dt.timedelta(minutes=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling, and the one clinic they act in for this request."""
-
-    user_id: uuid.UUID
-    clinic_id: uuid.UUID
-    role: Role
-    credential_id: uuid.UUID
-    credential_kind: CredentialKind
-    plan: Plan = DEFAULT_PLAN
-    """The clinic's plan: its quotas."""
-    mfa_pending: bool = False
-    """The clinic requires multi-factor authentication and this user has not enrolled."""
-    read_only: bool = False
-    """The clinic has not paid (docs/billing.md): writes are refused with 402."""
-
-    def can(self, action: Action) -> bool:
-        return allows(self.role, action)
-
-    def require(self, action: Action) -> None:
-        # Enrolment first: until then the member may do nothing else, whatever their role.
-        if self.mfa_pending and (
-            self.credential_kind is CredentialKind.api_token or action not in MFA_EXEMPT
-        ):
-            raise MfaEnrolmentRequired(
-                "This clinic requires multi-factor authentication: log in with a session and"
-                " enrol (POST /api/v1/auth/mfa/totp) first. API tokens of members without it"
-                " are refused."
-            )
-        if not self.can(action):
-            raise Forbidden(f"Your role ({self.role}) may not do {action}.")
 
 
 async def _user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -90,37 +55,13 @@ async def _check_password(session: AsyncSession, email: str, password: str) -> U
     return user
 
 
-# -- signup -----------------------------------------------------------------------------------
-async def signup(
-    session: AsyncSession,
-    *,
-    clinic_name: str,
-    location_name: str,
-    timezone: str,
-    owner_name: str,
-    email: str,
-    password: str,
-) -> tuple[Clinic, User, Location]:
-    """A new clinic with its first location and its owner.
-
-    An existing user may open another clinic by giving their own password.
-    """
-    user = await _user_by_email(session, email)
-    if user is not None:
-        user = await _check_password(session, email, password)
-    clinic = Clinic(id=new_id(), name=clinic_name, timezone=timezone)
-    await enter_tenant(session, clinic.id)
-    session.add(clinic)
-    if user is None:
-        user = User(
-            id=new_id(), email=email, name=owner_name, password_hash=crypto.hash_password(password)
-        )
-        session.add(user)
-    await session.flush()
-    location = Location(name=location_name)
-    session.add_all([location, Membership(user_id=user.id, role=Role.owner)])
-    await session.flush()
-    return clinic, user, location
+# -- the owner of a new clinic -----------------------------------------------------------------
+async def owner_for_new_clinic(session: AsyncSession, email: str, name: str, password: str) -> User:
+    """The user who opens a clinic: a new one, or an existing user who gives their own
+    password (a wrong one is :class:`InvalidCredentials`, as at log-in)."""
+    if await _user_by_email(session, email) is not None:
+        return await _check_password(session, email, password)
+    return User(id=new_id(), email=email, name=name, password_hash=crypto.hash_password(password))
 
 
 # -- login, sessions, tokens -------------------------------------------------------------------
@@ -190,10 +131,8 @@ async def issue(
     )
     session.add(credential)
     await session.flush()
-    user = await session.get(User, membership.user_id)
-    clinic = await session.get(Clinic, membership.tenant_id)
-    assert user is not None
-    assert clinic is not None
+    user = await session.get_one(User, membership.user_id)
+    clinic = await _clinic(session, membership.tenant_id)
     principal = Principal(
         user_id=membership.user_id,
         clinic_id=membership.tenant_id,
@@ -229,11 +168,11 @@ async def login(
     clinic_id: uuid.UUID | None,
     totp_code: str | None = None,
     presented_session: str | None = None,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
 ) -> Issued:
     """A new session, always: a session cookie the client already had is revoked, never
     reused or extended (session fixation)."""
-    if presented_session:
-        await _retire(session, presented_session)
     user = await _check_password(session, email, password)
     # Only after the password was right, and before anything about the user's clinics is said.
     if user.mfa_enabled:
@@ -242,33 +181,54 @@ async def login(
         if not await mfa.accept_second_factor(session, user, totp_code):
             raise MfaRequired("The code is not valid or was already used.")
     membership = await _choose_clinic(session, user.id, clinic_id)
-    return await issue(session, settings, membership, CredentialKind.session)
+    issued = await issue(session, settings, membership, CredentialKind.session)
+    if presented_session:
+        await _retire(session, sessions, presented_session)
+    return issued
 
 
-async def _retire(session: AsyncSession, secret: str) -> None:
+async def _retire(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], secret: str
+) -> None:
     clinic_id = crypto.parse_credential(SESSION_PREFIX, secret)
     if clinic_id is None:
         return
-    await enter_tenant(session, clinic_id)
-    await session.execute(
-        update(Credential)
-        .where(
-            Credential.secret_hash == crypto.hash_secret(secret),
-            Credential.kind == CredentialKind.session,
-            Credential.revoked_at.is_(None),
+    async with in_clinic(session, sessions, clinic_id) as there:
+        await there.execute(
+            update(Credential)
+            .where(
+                Credential.secret_hash == crypto.hash_secret(secret),
+                Credential.kind == CredentialKind.session,
+                Credential.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
         )
-        .values(revoked_at=utcnow())
-    )
+
+
+@dataclass(frozen=True, slots=True)
+class Switched:
+    """A session in another clinic: made and read in that clinic's own transaction."""
+
+    issued: Issued
+    user: User
+    clinic: Clinic
 
 
 async def switch_clinic(
-    session: AsyncSession, settings: Settings, caller: Principal, clinic_id: uuid.UUID
-) -> Issued:
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    caller: Principal,
+    clinic_id: uuid.UUID,
+) -> Switched:
     if caller.credential_kind is not CredentialKind.session:
         raise Forbidden("An API token acts in one clinic; create a token in the other clinic.")
     membership = await _choose_clinic(session, caller.user_id, clinic_id)
     await revoke(session, caller, caller.credential_id)
-    return await issue(session, settings, membership, CredentialKind.session)
+    async with in_clinic(session, sessions, membership.tenant_id) as there:
+        issued = await issue(there, settings, membership, CredentialKind.session)
+        user, clinic = await current_user_and_clinic(there, issued.principal)
+    return Switched(issued, user, clinic)
 
 
 async def authenticate(
@@ -297,16 +257,15 @@ async def authenticate(
         raise Unauthenticated("The session has been idle too long; log in again.")
     found = (
         await session.execute(
-            select(Membership, Clinic.plan, Clinic.require_mfa, BillingAccount)
+            select(Membership, Clinic.require_mfa)
             .join(Clinic, Clinic.id == Membership.tenant_id)
-            .outerjoin(BillingAccount, BillingAccount.tenant_id == Membership.tenant_id)
             .where(Membership.user_id == credential.user_id, Membership.active)
         )
     ).one_or_none()
     user = await session.get(User, credential.user_id)
     if found is None or user is None or not user.active:
         raise Unauthenticated("The credential is not valid, has expired or was revoked.")
-    membership, plan, require_mfa, account = found
+    membership, require_mfa = found
     if now - last_used > _TOUCH_EVERY:
         credential.last_used_at = now
     return Principal(
@@ -315,9 +274,7 @@ async def authenticate(
         role=membership.role,
         credential_id=credential.id,
         credential_kind=kind,
-        plan=plan,
         mfa_pending=require_mfa and not user.mfa_enabled,
-        read_only=not billing.writable(account, settings, now),
     )
 
 
@@ -347,12 +304,23 @@ async def create_token(
 
 
 async def revoke(session: AsyncSession, caller: Principal, credential_id: uuid.UUID) -> Credential:
-    credential = await session.get(Credential, credential_id)
+    credential = await _credential(session, caller, credential_id)
     if credential is None or credential.user_id != caller.user_id:
         raise NotFound("No such token.")
     if credential.revoked_at is None:
         credential.revoked_at = utcnow()
     return credential
+
+
+async def _credential(
+    session: AsyncSession, caller: Principal, credential_id: uuid.UUID
+) -> Credential | None:
+    found = await session.scalars(
+        select(Credential).where(
+            Credential.id == credential_id, Credential.tenant_id == caller.clinic_id
+        )
+    )
+    return found.one_or_none()
 
 
 async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
@@ -369,14 +337,18 @@ async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
 
 
 async def _revoke_in_every_clinic(
-    session: AsyncSession, caller: Principal, kinds: tuple[CredentialKind, ...]
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    caller: Principal,
+    kinds: tuple[CredentialKind, ...],
 ) -> None:
     """Revoke the caller's credentials of these kinds in every clinic they belong to.
 
-    Credentials are tenant rows, so this enters each clinic in turn (the user's memberships,
-    listed through the ``app.user_id`` policy, say which) and revokes there under that
-    clinic's own row-level security: no policy wider than a clinic is needed. It ends back in
-    the caller's clinic.
+    Credentials are tenant rows, so each clinic's are revoked under that clinic's own
+    row-level security (no policy wider than a clinic is needed): the caller's clinic in the
+    request's transaction, every other clinic in a transaction of its own (no transaction
+    switches clinics). Those commit on their own: revoking is safe to repeat, so a failure
+    half-way leaves fewer live credentials, never more.
     """
     await enter_user(session, caller.user_id)
     clinics = await session.scalars(
@@ -387,37 +359,41 @@ async def _revoke_in_every_clinic(
     )
     now = utcnow()
     for clinic_id in clinics.all():
-        await enter_tenant(session, clinic_id)
-        await session.execute(
-            update(Credential)
-            .where(
-                Credential.user_id == caller.user_id,
-                Credential.kind.in_(kinds),
-                Credential.revoked_at.is_(None),
+        async with in_clinic(session, sessions, clinic_id) as there:
+            await there.execute(
+                update(Credential)
+                .where(
+                    Credential.user_id == caller.user_id,
+                    Credential.kind.in_(kinds),
+                    Credential.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
             )
-            .values(revoked_at=now)
-        )
-    await enter_tenant(session, caller.clinic_id)
 
 
-async def end_sessions_everywhere(session: AsyncSession, caller: Principal) -> None:
+async def end_sessions_everywhere(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], caller: Principal
+) -> None:
     """Every login session of the caller, in all their clinics, ends now."""
-    await _revoke_in_every_clinic(session, caller, (CredentialKind.session,))
+    await _revoke_in_every_clinic(session, sessions, caller, (CredentialKind.session,))
 
 
-async def logout_everywhere(session: AsyncSession, caller: Principal) -> None:
+async def logout_everywhere(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], caller: Principal
+) -> None:
     """Every session and API token of the caller, in all their clinics, ends now."""
     await _revoke_in_every_clinic(
-        session, caller, (CredentialKind.session, CredentialKind.api_token)
+        session, sessions, caller, (CredentialKind.session, CredentialKind.api_token)
     )
 
 
 async def current_user_and_clinic(session: AsyncSession, caller: Principal) -> tuple[User, Clinic]:
-    user = await session.get(User, caller.user_id)
-    clinic = await session.get(Clinic, caller.clinic_id)
-    assert user is not None
-    assert clinic is not None
-    return user, clinic
+    return await session.get_one(User, caller.user_id), await _clinic(session, caller.clinic_id)
+
+
+async def _clinic(session: AsyncSession, clinic_id: uuid.UUID) -> Clinic:
+    """The clinic the session is in (its row is visible to its members only)."""
+    return (await session.scalars(select(Clinic).where(Clinic.id == clinic_id))).one()
 
 
 # -- invitations ----------------------------------------------------------------------------
@@ -439,12 +415,20 @@ async def invite(
     return secret, invitation
 
 
-async def list_invitations(session: AsyncSession) -> list[Invitation]:
-    return list((await session.scalars(select(Invitation).order_by(Invitation.id))).all())
+async def list_invitations(session: AsyncSession, caller: Principal) -> list[Invitation]:
+    query = select(Invitation).where(Invitation.tenant_id == caller.clinic_id)
+    return list((await session.scalars(query.order_by(Invitation.id))).all())
 
 
-async def revoke_invitation(session: AsyncSession, invitation_id: uuid.UUID) -> None:
-    invitation = await session.get(Invitation, invitation_id)
+async def revoke_invitation(
+    session: AsyncSession, caller: Principal, invitation_id: uuid.UUID
+) -> None:
+    found = await session.scalars(
+        select(Invitation).where(
+            Invitation.id == invitation_id, Invitation.tenant_id == caller.clinic_id
+        )
+    )
+    invitation = found.one_or_none()
     if invitation is None:
         raise NotFound("No such invitation.")
     if invitation.revoked_at is None and invitation.accepted_at is None:
@@ -494,6 +478,4 @@ async def accept_invitation(
     invitation.accepted_at = utcnow()
     session.add(membership)
     await session.flush()
-    clinic = await session.get(Clinic, clinic_id)
-    assert clinic is not None
-    return user, clinic, membership
+    return user, await _clinic(session, clinic_id), membership

@@ -9,10 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from app.billing.models import BillingAccount, SubscriptionStatus
-from app.kit.problems import Problem
 from app.settings import Settings
-
-BILLING_PATH = "/api/v1/billing"
 
 _ALWAYS = frozenset({SubscriptionStatus.active})
 _NEVER = frozenset(
@@ -65,16 +62,3 @@ def grace_ends_at(
     if status is SubscriptionStatus.past_due and past_due_since is not None:
         return past_due_since + grace
     return None
-
-
-class PaymentRequired(Problem):
-    status, slug, title = 402, "payment-required", "Payment required"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "This clinic is read-only until it pays: its trial ended, or its subscription was"
-            f" cancelled or is unpaid past the grace period. Reads and exports still work. An"
-            f" owner or admin can pay at {BILLING_PATH} (POST {BILLING_PATH}/checkout, or"
-            f" {BILLING_PATH}/portal).",
-            headers={"Link": f'<{BILLING_PATH}>; rel="payment"'},
-        )

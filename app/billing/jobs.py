@@ -12,10 +12,12 @@ from procrastinate.job_context import JobContext
 from sqlalchemy import select
 
 from app.auth.service import owner_emails
-from app.billing import service
+from app.billing.account import MAIL_TRIAL_ENDING, find_account
+from app.billing.intake import APPLY_STRIPE_EVENT
 from app.billing.models import EventStatus, StripeEvent, SubscriptionStatus
 from app.billing.stripe_api import Stripe
-from app.db.tenancy import enter_tenant
+from app.billing.sync import apply_event
+from app.db.tenancy import InClinic, enter_tenant
 from app.kit.clock import utcnow
 from app.kit.mail import Mail, Mailer
 from app.queue import queue, runtime
@@ -30,7 +32,7 @@ _DONE = frozenset({EventStatus.processed, EventStatus.ignored})
 
 
 @queue.task(
-    name="billing.apply_stripe_event",
+    name=APPLY_STRIPE_EVENT,
     queue="billing",
     pass_context=True,
     retry=RetryStrategy(max_attempts=RETRIES, exponential_wait=3),
@@ -48,7 +50,7 @@ async def apply_stripe_event(context: JobContext, event_id: str) -> None:
             ).one_or_none()
             if event is None or event.status in _DONE:
                 return
-            outcome = await service.apply_event(session, vetify.settings, stripe, event.payload)
+            outcome = await apply_event(session, vetify.settings, stripe, event.payload)
             event.status = outcome.status
             event.clinic_id = outcome.clinic_id
             event.note = outcome.note
@@ -74,7 +76,7 @@ async def _record_failure(
 
 
 @queue.task(
-    name="billing.mail_trial_ending",
+    name=MAIL_TRIAL_ENDING,
     queue="mail",
     pass_context=True,
     # A relay that is down: retried for about an hour, then left (the billing page says it too).
@@ -85,9 +87,10 @@ async def mail_trial_ending(context: JobContext, clinic_id: str) -> None:
     and Stripe's ``trial_will_end`` both come here."""
     vetify = runtime(context)
     async with vetify.sessions() as session, session.begin():
-        await enter_tenant(session, uuid.UUID(clinic_id))
+        clinic = InClinic(uuid.UUID(clinic_id))
+        await enter_tenant(session, clinic.clinic_id)
         # Held while mailing: a second notice waits, then finds this one recorded.
-        account = await service.current_account(session, lock=True)
+        account = await find_account(session, clinic, lock=True)
         if (
             account is None
             or account.status is not SubscriptionStatus.trialing

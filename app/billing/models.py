@@ -12,6 +12,7 @@ from sqlalchemy import String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.billing.plans import DEFAULT_PLAN, Plan
 from app.db.base import Base, TenantScoped, pg_enum
 
 
@@ -38,6 +39,11 @@ class BillingAccount(TenantScoped, Base):
     status: Mapped[SubscriptionStatus] = mapped_column(
         pg_enum(SubscriptionStatus, "subscription_status")
     )
+    plan: Mapped[Plan] = mapped_column(
+        pg_enum(Plan, "clinic_plan"), default=DEFAULT_PLAN, server_default=DEFAULT_PLAN.value
+    )
+    """What the clinic's entitlements are: the default plan on trial, then the plan of the
+    price its Stripe subscription pays."""
     trial_ends_at: Mapped[dt.datetime | None]
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))

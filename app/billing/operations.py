@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.billing.intake import APPLY_STRIPE_EVENT
 from app.billing.models import EventStatus, StripeEvent
 from app.db.session import create_engine
+from app.queue import enqueue
 from app.settings import Settings
 
 METRIC = "vetify_stripe_events"
@@ -84,12 +86,9 @@ def metrics(by_status: dict[EventStatus, int]) -> str:
 async def replay(session: AsyncSession, event_id: str) -> str:
     """Queue the event again, whatever its status: the handler is idempotent (it syncs from
     Stripe), so replaying a processed event is harmless."""
-    from app.billing.jobs import apply_stripe_event
-    from app.queue import enqueue
-
     event = await session.get(StripeEvent, event_id, with_for_update=True)
     if event is None:
         raise SystemExit(f"vetify billing replay: no event {event_id}")
     event.status = EventStatus.pending
-    job = await enqueue(session, apply_stripe_event, event_id=event_id)
+    job = await enqueue(session, APPLY_STRIPE_EVENT, event_id=event_id)
     return f"event {event_id} queued again (job {job}); `vetify worker` applies it"

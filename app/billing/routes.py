@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Header, Request
 
 from app.auth.deps import AppSettings, requires
 from app.auth.permissions import Action
+from app.auth.principal import Principal
 from app.auth.quotas import AppQuotas, client_ip, spend
-from app.auth.service import Principal
-from app.billing import service
+from app.billing import account, intake
 from app.billing.plans import entitlements
 from app.billing.schemas import (
     BillingOut,
@@ -65,20 +65,20 @@ StripeClient = Annotated[Stripe, Depends(stripe_client)]
 
 @router.get("", responses=responses(Unauthenticated, Forbidden), summary="Plan and payment state")
 async def get_billing(caller: Manager, session: DbSession, settings: AppSettings) -> BillingOut:
-    found = await service.overview(session, settings, caller)
-    account = found.account
+    found = await account.overview(session, settings, caller)
+    state = found.account
     return BillingOut(
-        clinic_id=account.tenant_id,
+        clinic_id=state.tenant_id,
         plan=found.plan,
-        status=account.status,
+        status=state.status,
         read_only=found.read_only,
-        subscribed=account.stripe_subscription_id is not None,
-        trial_ends_at=account.trial_ends_at,
-        current_period_end=account.current_period_end,
-        cancel_at_period_end=account.cancel_at_period_end,
-        past_due_since=account.past_due_since,
+        subscribed=state.stripe_subscription_id is not None,
+        trial_ends_at=state.trial_ends_at,
+        current_period_end=state.current_period_end,
+        cancel_at_period_end=state.cancel_at_period_end,
+        past_due_since=state.past_due_since,
         grace_ends_at=found.grace_ends_at,
-        trial_will_end_at=account.trial_will_end_at,
+        trial_will_end_at=state.trial_will_end_at,
         entitlements=EntitlementsOut.model_validate(entitlements(found.plan), from_attributes=True),
     )
 
@@ -91,7 +91,7 @@ async def checkout(
     settings: AppSettings,
     stripe: StripeClient,
 ) -> RedirectOut:
-    return RedirectOut(url=await service.checkout(session, settings, stripe, caller, body.plan))
+    return RedirectOut(url=await account.checkout(session, settings, stripe, caller, body.plan))
 
 
 @router.post(
@@ -100,7 +100,7 @@ async def checkout(
 async def portal(
     caller: Manager, session: DbSession, settings: AppSettings, stripe: StripeClient
 ) -> RedirectOut:
-    return RedirectOut(url=await service.portal(session, settings, stripe))
+    return RedirectOut(url=await account.portal(session, settings, stripe, caller))
 
 
 @router.post(
@@ -119,11 +119,11 @@ async def stripe_webhook(
 ) -> WebhookReceipt:
     payload = await request.body()
     try:
-        event = service.verify(payload, stripe_signature, settings.stripe_webhook_secrets)
+        event = intake.verify(payload, stripe_signature, settings.stripe_webhook_secrets)
     except BadRequest:
         # Forgeries spend the sender's anonymous quota, as failed log-ins do; Stripe's own
         # deliveries are never limited.
         await spend(request, quotas.anonymous, client_ip(request))
         raise
-    fresh = await service.receive(session, event)
+    fresh = await intake.receive(session, event)
     return WebhookReceipt(received=True, duplicate=not fresh)

@@ -5,8 +5,7 @@ import uuid
 from sqlalchemy import String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.billing.plans import DEFAULT_PLAN, Plan
-from app.db.base import Base, Entity, TenantScoped, pg_enum, tenant_fk, tenant_key
+from app.db.base import Base, Entity, TenantScoped, tenant_fk, tenant_key
 
 
 class Clinic(Entity, Base):
@@ -16,9 +15,6 @@ class Clinic(Entity, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    plan: Mapped[Plan] = mapped_column(
-        pg_enum(Plan, "clinic_plan"), default=DEFAULT_PLAN, server_default=DEFAULT_PLAN.value
-    )
     # Every member must log in with a second factor; until they enrol they may only do that.
     require_mfa: Mapped[bool] = mapped_column(default=False, server_default=false())
 

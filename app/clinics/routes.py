@@ -5,27 +5,46 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from app.auth.deps import requires
+from app.auth import service as auth
+from app.auth.deps import AppSettings, Guard, requires
+from app.auth.lockout import AccountThrottled
 from app.auth.permissions import Action
-from app.auth.service import Principal
+from app.auth.principal import Principal
+from app.auth.quotas import per_ip
 from app.clinics import service
-from app.clinics.models import Location, Room
+from app.clinics.models import Clinic, Location, Room
 from app.clinics.schemas import (
     ClinicOut,
     ClinicPatch,
     LocationIn,
     LocationOut,
     LocationPatch,
+    OpenedClinic,
+    OwnerOut,
     RoomIn,
     RoomOut,
     RoomPatch,
+    SignupIn,
+    SignupOut,
 )
 from app.db.repository import get_or_404
 from app.db.session import DbSession
+from app.kit.ids import new_id
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
-from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
+from app.kit.problems import (
+    Conflict,
+    Forbidden,
+    InvalidCredentials,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    responses,
+)
+from app.kit.ratelimit import TooManyRequests
 
 router = APIRouter(prefix="/api/v1", tags=["clinic"])
+signup_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+"""Sign-up opens a clinic; its path stays with the other account routes."""
 Reader = Annotated[Principal, Depends(requires(Action.clinic_read))]
 Manager = Annotated[Principal, Depends(requires(Action.clinic_manage))]
 READ = responses(Unauthenticated, Forbidden, InvalidInput)
@@ -101,3 +120,32 @@ async def update_room(
     room_id: uuid.UUID, body: RoomPatch, caller: Manager, session: DbSession
 ) -> RoomOut:
     return RoomOut.model_validate(await service.update_room(session, room_id, body))
+
+
+@signup_router.post(
+    "/signup",
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(InvalidCredentials, InvalidInput, TooManyRequests, AccountThrottled),
+    summary="Create a clinic, its first location and its owner",
+    dependencies=[Depends(per_ip(lambda q: q.signup))],
+)
+async def signup(
+    body: SignupIn, session: DbSession, guard: Guard, settings: AppSettings
+) -> SignupOut:
+    # An existing user opens another clinic with their password: guarded like a log-in.
+    await guard.check(body.email)
+    try:
+        owner = await auth.owner_for_new_clinic(session, body.email, body.owner_name, body.password)
+    except InvalidCredentials:
+        await guard.failed(body.email)
+        raise
+    clinic = Clinic(id=new_id(), name=body.clinic_name, timezone=body.timezone)
+    location = Location(name=body.location_name)
+    await service.open_clinic(
+        session, clinic, location, owner, trial_days=settings.billing_trial_days
+    )
+    return SignupOut(
+        clinic=OpenedClinic.model_validate(clinic),
+        user=OwnerOut.model_validate(owner),
+        location_id=location.id,
+    )

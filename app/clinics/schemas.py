@@ -6,7 +6,19 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from app.kit.types import Id, Input, Name, Output, Phone, ShortText, TimeZone, omittable
+from app.kit.types import (
+    Email,
+    Id,
+    Input,
+    Name,
+    Output,
+    Password,
+    Phone,
+    ShortText,
+    TimeZone,
+    TimeZoneName,
+    omittable,
+)
 
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$", max_length=2)]
 """ISO 3166-1 alpha-2."""
@@ -78,3 +90,29 @@ class RoomOut(Output):
     location_id: uuid.UUID
     name: str
     active: bool
+
+
+class SignupIn(Input):
+    clinic_name: Name
+    location_name: Name = "Main"
+    timezone: TimeZone = TimeZoneName("UTC")
+    owner_name: Name
+    email: Email
+    password: Password
+
+
+class OpenedClinic(Output):
+    id: uuid.UUID
+    name: str
+
+
+class OwnerOut(Output):
+    id: uuid.UUID
+    email: str
+    name: str
+
+
+class SignupOut(Output):
+    clinic: OpenedClinic
+    user: OwnerOut
+    location_id: uuid.UUID

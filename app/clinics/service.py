@@ -8,10 +8,13 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth
-from app.auth.service import Principal
+from app.auth.models import Membership, Role, User
+from app.auth.principal import Principal
+from app.billing import account as billing
 from app.clinics.models import Clinic, Location, Room
 from app.clinics.schemas import ClinicPatch, LocationIn, LocationPatch, RoomIn, RoomPatch
 from app.db.repository import apply, get_or_404, referenced
+from app.db.tenancy import InClinic, enter_tenant
 from app.kit.problems import Conflict
 
 
@@ -71,3 +74,27 @@ async def update_room(session: AsyncSession, room_id: uuid.UUID, changes: RoomPa
     apply(room, changes)
     await session.flush()
     return room
+
+
+# -- opening a clinic -------------------------------------------------------------------------
+async def open_clinic(
+    session: AsyncSession,
+    clinic: Clinic,
+    location: Location,
+    owner: User,
+    *,
+    trial_days: int,
+    remind: bool = True,
+) -> None:
+    """A new clinic with its first location, its owner's membership and its billing account
+    (a trial without a card), in the session's transaction, which it enters in the new clinic.
+
+    The one way a clinic comes to exist: the sign-up route and the test and demo fixtures
+    both come here. ``remind``: schedule the owners' notice that the trial ends.
+    """
+    await enter_tenant(session, clinic.id)
+    session.add_all([clinic, owner])
+    await session.flush()
+    session.add_all([location, Membership(user_id=owner.id, role=Role.owner)])
+    await session.flush()
+    await billing.open_account(session, InClinic(clinic.id), trial_days, remind=remind)

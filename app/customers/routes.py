@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from app.auth.deps import requires
 from app.auth.permissions import Action
-from app.auth.service import Principal
+from app.auth.principal import Principal
 from app.customers import service
 from app.customers.models import Customer
 from app.customers.schemas import CustomerIn, CustomerOut, CustomerPatch

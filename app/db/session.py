@@ -95,3 +95,13 @@ class DatabaseUnavailable(ServiceUnavailable):
 
 
 DbSession = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+
+
+def _session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
+    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return factory
+
+
+DbSessions = Annotated[async_sessionmaker[AsyncSession], Depends(_session_factory)]
+"""For work in another clinic than the request's, which takes a transaction of its own
+(``app.db.tenancy.in_clinic``)."""

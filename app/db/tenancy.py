@@ -10,12 +10,14 @@ or service has to remember a filter. A session with no clinic sees nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import event, false, text
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, with_loader_criteria
 
 from app.db.base import TenantScoped
 
@@ -53,6 +55,11 @@ def check_tenant(session: AsyncSession | Session, tenant: Tenant) -> uuid.UUID:
 
 
 async def enter_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """Enter the transaction in ``tenant_id``'s clinic. A transaction enters one clinic only:
+    work for another clinic takes a transaction of its own (:func:`in_clinic`)."""
+    entered = current_tenant(session)
+    if entered is not None and entered != tenant_id:
+        raise TenancyError(f"this transaction is in clinic {entered}; {tenant_id} needs its own")
     session.info[TENANT_KEY] = tenant_id
     await session.execute(
         text("SELECT set_config('app.tenant_id', :id, true)"), {"id": str(tenant_id)}
@@ -68,6 +75,29 @@ async def enter_user(session: AsyncSession, user_id: uuid.UUID) -> None:
 def current_tenant(session: AsyncSession | Session) -> uuid.UUID | None:
     value = session.info.get(TENANT_KEY)
     return value if isinstance(value, uuid.UUID) else None
+
+
+@asynccontextmanager
+async def in_clinic(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], clinic_id: uuid.UUID
+) -> AsyncIterator[AsyncSession]:
+    """A session in ``clinic_id``: ``session`` itself if its transaction is in that clinic (or
+    in none yet), otherwise a transaction of its own, committed when the block ends."""
+    if current_tenant(session) in (None, clinic_id):
+        await enter_tenant(session, clinic_id)
+        yield session
+        return
+    async with sessions() as other, other.begin():
+        await enter_tenant(other, clinic_id)
+        yield other
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _leave_tenant(session: Session, transaction: SessionTransaction) -> None:
+    # set_config(..., true) ends with the transaction; so does the session's record of it.
+    if transaction.parent is None:
+        session.info.pop(TENANT_KEY, None)
+        session.info.pop(USER_KEY, None)
 
 
 @event.listens_for(Session, "do_orm_execute")

@@ -122,6 +122,24 @@ class MethodNotAllowed(Problem):
     status, slug, title = 405, "method-not-allowed", "Method not allowed"
 
 
+BILLING_PATH = "/api/v1/billing"
+
+
+class PaymentRequired(Problem):
+    """A write by a clinic that is read-only until it pays (docs/billing.md)."""
+
+    status, slug, title = 402, "payment-required", "Payment required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This clinic is read-only until it pays: its trial ended, or its subscription was"
+            f" cancelled or is unpaid past the grace period. Reads and exports still work. An"
+            f" owner or admin can pay at {BILLING_PATH} (POST {BILLING_PATH}/checkout, or"
+            f" {BILLING_PATH}/portal).",
+            headers={"Link": f'<{BILLING_PATH}>; rel="payment"'},
+        )
+
+
 class Conflict(Problem):
     status, slug, title = 409, "conflict", "Conflict"
 

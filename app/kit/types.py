@@ -212,3 +212,7 @@ class Output(BaseModel):
     """Response bodies, built from ORM rows."""
 
     model_config = ConfigDict(from_attributes=True)
+
+
+# Long enough to resist guessing, short enough to bound argon2's work per request.
+Password = Annotated[str, StringConstraints(min_length=12, max_length=128)]

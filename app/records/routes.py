@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from app.auth.deps import requires
 from app.auth.permissions import Action
-from app.auth.service import Principal
+from app.auth.principal import Principal
 from app.db.session import DbSession
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, paginate
 from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Response, status
 from app.auth import service as auth
 from app.auth.deps import AppSettings, Guard, requires
 from app.auth.permissions import Action
+from app.auth.principal import Principal
 from app.auth.schemas import InvitationCreated, InvitationIn, InvitationOut
-from app.auth.service import Principal
 from app.db.session import DbSession
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
@@ -35,7 +35,7 @@ async def list_staff(
 
 @router.get("/invitations", responses=READ, summary="Invitations sent by this clinic")
 async def list_invitations(caller: Manager, session: DbSession) -> list[InvitationOut]:
-    return [InvitationOut.model_validate(i) for i in await auth.list_invitations(session)]
+    return [InvitationOut.model_validate(i) for i in await auth.list_invitations(session, caller)]
 
 
 @router.post(
@@ -61,7 +61,7 @@ async def invite(
     summary="Withdraw an invitation",
 )
 async def revoke_invitation(invitation_id: uuid.UUID, caller: Manager, session: DbSession) -> None:
-    await auth.revoke_invitation(session, invitation_id)
+    await auth.revoke_invitation(session, caller, invitation_id)
 
 
 @router.get("/{user_id:uuid}", responses=ONE, summary="One member")

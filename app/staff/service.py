@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth
 from app.auth.models import Credential, Membership, Role, User
-from app.auth.service import Principal
+from app.auth.principal import Principal
 from app.kit.clock import utcnow
 from app.kit.pagination import Page, paginate
 from app.kit.problems import Conflict, Forbidden, NotFound

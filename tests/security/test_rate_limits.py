@@ -21,8 +21,8 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import update
 
+from app.billing.models import BillingAccount
 from app.billing.plans import PLANS, Plan
-from app.clinics.models import Clinic
 from fixtures.factories import DEFAULT_PASSWORD
 from tests.harness.plugin import asgi_client
 from tests.harness.services import choose_provider, redis
@@ -170,7 +170,9 @@ async def test_the_plan_sets_the_clinic_quota(configured_app, world, superuser_e
     clinic = await world.clinic()
     async with superuser_engine.begin() as connection:
         await connection.execute(
-            update(Clinic).where(Clinic.id == clinic.id).values(plan=Plan.enterprise)
+            update(BillingAccount)
+            .where(BillingAccount.tenant_id == clinic.id)
+            .values(plan=Plan.enterprise)
         )
     async with serving(configured_app, fresh_ip(), rate_limit_scale=0.01) as http:
         answer = await http.get("/api/v1/auth/me", headers=clinic.owner.headers)

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends
 
 from app.auth.deps import requires
 from app.auth.permissions import Action
-from app.auth.service import Principal
+from app.auth.principal import Principal
 from app.kit.ids import new_id
 from tests.contract.snapshot import offline_app
 from tests.harness import tally

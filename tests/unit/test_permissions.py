@@ -12,7 +12,7 @@ import pytest
 
 from app.auth.models import CredentialKind, Role
 from app.auth.permissions import PERMISSIONS, Action, allows
-from app.auth.service import Principal
+from app.auth.principal import Principal
 from app.kit.problems import Forbidden
 
 ROLES = [Role.owner, Role.admin, Role.vet, Role.technician, Role.receptionist, Role.read_only]

@@ -20,7 +20,8 @@ import app
 from app.appointments.models import Status
 from app.appointments.schemas import AppointmentIn, AppointmentTypeIn, StatusIn
 from app.auth.models import Role
-from app.auth.schemas import InvitationIn, SignupIn
+from app.auth.schemas import InvitationIn
+from app.clinics.schemas import SignupIn
 from app.customers.schemas import ConsentsIn, CustomerIn, CustomerPatch
 from app.kit.types import Input
 from app.pets.models import Sex, Species

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.billing.plans import Plan
-from app.billing.service import HANDLED
+from app.billing.sync import HANDLED
 from app.settings import Settings
 from tests.harness.billing import PRICES, billing, deliver, drain, event_row
 from tests.harness.stripe import (

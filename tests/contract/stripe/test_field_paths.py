@@ -1,6 +1,6 @@
 """The fields billing reads from Stripe exist, with the types it expects, in Stripe's objects.
 
-``app.billing.service.STRIPE_FIELDS`` lists every field path the billing code reads, per
+``app.billing.stripe_fields.STRIPE_FIELDS`` lists every field path the billing code reads, per
 Stripe object. Two checks keep it honest:
 
 * against Stripe's published example objects (``fixtures/stripe/fixtures3.json``): every
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.billing import service, stripe_api
+from app.billing import intake, stripe_api, stripe_fields, sync
 from app.billing.plans import Plan
 from app.billing.stripe_api import Stripe
 from app.settings import Settings
@@ -45,7 +45,7 @@ from tests.harness.stripe import (
 )
 from tests.harness.world import World
 
-FIELDS = service.STRIPE_FIELDS
+FIELDS = stripe_fields.STRIPE_FIELDS
 METADATA_KEYS = {"clinic_id"}
 
 
@@ -217,8 +217,8 @@ class Case:
 
 
 CASES: dict[str, Case] = {
-    **{kind: Case(of_subscription(kind), "processed") for kind in service.SUBSCRIPTION_EVENTS},
-    **{kind: Case(of_invoice(kind), "processed") for kind in service.INVOICE_EVENTS},
+    **{kind: Case(of_subscription(kind), "processed") for kind in sync.SUBSCRIPTION_EVENTS},
+    **{kind: Case(of_invoice(kind), "processed") for kind in sync.INVOICE_EVENTS},
     "checkout.session.completed": Case(checkout(), "processed"),
     "invoice naming its clinic": Case(
         of_invoice("invoice.paid", clinic_in_metadata=True), "processed"
@@ -248,7 +248,7 @@ async def test_every_path_the_code_reads_is_declared_and_every_declared_one_is_r
     settings: Settings,
     superuser_engine: AsyncEngine,
 ) -> None:
-    assert set(service.HANDLED) <= set(CASES)
+    assert set(sync.HANDLED) <= set(CASES)
     client = Stripe(settings)
     read_by: dict[tuple[str, str], list[str]] = {}
     try:
@@ -269,8 +269,8 @@ async def test_every_path_the_code_reads_is_declared_and_every_declared_one_is_r
             recorder.paths.clear()
             evt = recorder.wrap(case.build(sub, clinic.id), "event")
             async with world.session() as session:
-                assert await service.receive(session, evt)
-                outcome = await service.apply_event(session, settings, client, evt)
+                assert await intake.receive(session, evt)
+                outcome = await sync.apply_event(session, settings, client, evt)
             assert outcome.status == case.outcome, (name, outcome)
             for path in recorder.paths:
                 read_by.setdefault(path, []).append(name)

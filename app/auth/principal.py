@@ -1,0 +1,65 @@
+"""Who is calling (``Principal``), and what the clinic's standing allows them (``Standing``).
+
+Small on purpose: every domain's service takes a ``Principal`` to know the clinic it acts in,
+and this module imports nothing from billing or clinics. What billing decides about a clinic
+(its API quota, whether it may write) reaches a ``Principal`` as a :class:`Standing`, attached
+in the dependency layer (``app.auth.deps``) by the provider ``app.main`` wires in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.models import CredentialKind, Role
+from app.auth.permissions import MFA_EXEMPT, Action, allows
+from app.kit.problems import Forbidden, MfaEnrolmentRequired
+from app.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """The clinic's standing this request, as billing sees it (docs/billing.md)."""
+
+    requests_per_minute: int
+    """The clinic's whole API quota, shared by all its staff and tokens."""
+    read_only: bool
+    """The clinic has not paid: writes are refused with 402."""
+
+
+StandingOf = Callable[[AsyncSession, Settings, uuid.UUID], Awaitable[Standing]]
+"""Looks up a clinic's standing in a session entered in that clinic."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, and the one clinic they act in for this request (a ``Tenant``)."""
+
+    user_id: uuid.UUID
+    clinic_id: uuid.UUID
+    role: Role
+    credential_id: uuid.UUID
+    credential_kind: CredentialKind
+    mfa_pending: bool = False
+    """The clinic requires multi-factor authentication and this user has not enrolled."""
+    read_only: bool = False
+    """The clinic's standing: it has not paid, and writes are refused with 402."""
+
+    def can(self, action: Action) -> bool:
+        return allows(self.role, action)
+
+    def require(self, action: Action) -> None:
+        # Enrolment first: until then the member may do nothing else, whatever their role.
+        if self.mfa_pending and (
+            self.credential_kind is CredentialKind.api_token or action not in MFA_EXEMPT
+        ):
+            raise MfaEnrolmentRequired(
+                "This clinic requires multi-factor authentication: log in with a session and"
+                " enrol (POST /api/v1/auth/mfa/totp) first. API tokens of members without it"
+                " are refused."
+            )
+        if not self.can(action):
+            raise Forbidden(f"Your role ({self.role}) may not do {action}.")
