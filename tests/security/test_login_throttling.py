@@ -12,8 +12,8 @@ import uuid
 import httpx
 
 from fixtures.factories import DEFAULT_PASSWORD
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.plugin import asgi_client
-from tests.security.surface import PROBLEM
 
 LOGIN = "/api/v1/auth/login"
 THROTTLED = "https://vetify.dev/problems/login-throttled"
@@ -62,7 +62,7 @@ async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, 
 
     assert [a.status_code for a in answers] == [401, 401, 429, 401, 429]
     for refused in (answers[2], answers[4], still):
-        assert refused.headers["content-type"] == PROBLEM
+        assert refused.headers["content-type"] == PROBLEM_JSON
         assert refused.json()["type"] == THROTTLED
     assert answers[2].headers["retry-after"] == "1"
     assert 50 <= int(answers[4].headers["retry-after"]) <= 60

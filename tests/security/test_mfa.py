@@ -21,9 +21,10 @@ import pytest
 from app.auth.models import Role
 from fixtures.factories import DEFAULT_PASSWORD
 from tests.harness import browser
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.authenticator import Authenticator
 from tests.harness.world import ClinicWorld, World
-from tests.security.surface import PROBLEM, census, protected_operations
+from tests.security.surface import census, protected_operations
 
 LOGIN = "/api/v1/auth/login"
 MFA_REQUIRED = "https://vetify.dev/problems/mfa-required"
@@ -51,7 +52,7 @@ async def _login(client: httpx.AsyncClient, clinic: ClinicWorld, code: str | Non
 def _refused(response: httpx.Response) -> bool:
     return (
         response.status_code == 401
-        and response.headers.get("content-type") == PROBLEM
+        and response.headers.get("content-type") == PROBLEM_JSON
         and response.json()["type"] == MFA_REQUIRED
         and "set-cookie" not in response.headers
     )
@@ -228,7 +229,7 @@ async def test_an_unenrolled_member_is_refused_everywhere_else(
         )
         if not (
             response.status_code == 403
-            and response.headers.get("content-type") == PROBLEM
+            and response.headers.get("content-type") == PROBLEM_JSON
             and response.json()["type"] == ENROL_FIRST
         ):
             failures.append(f"{op.label}: {response.status_code} {response.text[:200]}")

@@ -24,9 +24,9 @@ from sqlalchemy import update
 from app.billing.plans import PLANS, Plan
 from app.clinics.models import Clinic
 from fixtures.factories import DEFAULT_PASSWORD
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.plugin import asgi_client
 from tests.harness.services import choose_provider, redis
-from tests.security.surface import PROBLEM
 
 _addresses = itertools.count(1)
 BOGUS = {"Authorization": "Bearer vtk_not-a-real-token"}
@@ -60,7 +60,7 @@ def policy(response: httpx.Response, name: str) -> dict[str, int]:
 
 def assert_refused(response: httpx.Response, name: str) -> None:
     assert response.status_code == 429, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["content-type"] == PROBLEM_JSON
     assert response.json()["type"] == "https://vetify.dev/problems/rate-limited"
     assert int(response.headers["Retry-After"]) >= 1
     assert policy(response, name)["r"] == 0

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.kit.bodies import json_depth_exceeds
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.plugin import asgi_client
-from tests.security.surface import PROBLEM, api_operations
+from tests.security.surface import api_operations
 
 LIMIT = 4096
 WITH_BODY = [
@@ -37,7 +38,7 @@ async def http(configured_app):
 
 def assert_problem(response, status: int) -> None:
     assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["content-type"] == PROBLEM_JSON
 
 
 @pytest.mark.parametrize("operation", WITH_BODY, ids=lambda op: op.label)

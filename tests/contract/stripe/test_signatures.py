@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.harness import canary
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.billing import WEBHOOK, deliver, stored
 from tests.harness.plugin import asgi_client
 from tests.harness.stripe import event, official, sign, sign_many
@@ -47,7 +48,7 @@ async def post(client: httpx.AsyncClient, body: bytes, signature: str | None) ->
 
 async def assert_refused(response: httpx.Response, superuser_engine: AsyncEngine) -> None:
     assert response.status_code == 400, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
     assert response.json()["status"] == 400
     assert await stored(superuser_engine) == (0, 0)
 
@@ -168,5 +169,5 @@ async def test_two_configured_secrets_both_verify(
         )
         refused = await deliver(client, customer_created(), secret=OTHER)
         assert refused.status_code == 400
-        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.headers["content-type"].startswith(PROBLEM_JSON)
         assert await stored(superuser_engine) == (2, 2)
