@@ -60,41 +60,32 @@ def login_request(
     email: str,
     password: str = DEFAULT_PASSWORD,
     *,
+    totp_code: str | None = None,
     headers: Mapping[str, str] | None = None,
     **fields: object,
 ) -> dict[str, Any]:
-    """The log-in post: email and password, any other body ``fields`` (``clinic_id``,
-    ``totp_code``), and extra request ``headers``."""
-    request: dict[str, Any] = {
-        "url": LOGIN_PATH,
-        "json": {"email": email, "password": password, **fields},
-    }
+    """The log-in post: email and password, the TOTP or recovery code if given, any other body
+    ``fields`` (``clinic_id``), and extra request ``headers``."""
+    body: dict[str, object] = {"email": email, "password": password, **fields}
+    if totp_code is not None:
+        body["totp_code"] = totp_code
+    request: dict[str, Any] = {"url": LOGIN_PATH, "json": body}
     if headers is not None:
         request["headers"] = dict(headers)
     return request
 
 
 async def login(
-    client: httpx.AsyncClient,
-    email: str,
-    password: str = DEFAULT_PASSWORD,
-    *,
-    headers: Mapping[str, str] | None = None,
-    **fields: object,
+    client: httpx.AsyncClient, email: str, password: str = DEFAULT_PASSWORD, **options: Any
 ) -> httpx.Response:
-    """POST a log-in (see :func:`login_request`)."""
-    return await client.post(**login_request(email, password, headers=headers, **fields))
+    """POST a log-in; ``options`` as for :func:`login_request`."""
+    return await client.post(**login_request(email, password, **options))
 
 
 def login_sync(
-    client: httpx.Client,
-    email: str,
-    password: str = DEFAULT_PASSWORD,
-    *,
-    headers: Mapping[str, str] | None = None,
-    **fields: object,
+    client: httpx.Client, email: str, password: str = DEFAULT_PASSWORD, **options: Any
 ) -> httpx.Response:
-    return client.post(**login_request(email, password, headers=headers, **fields))
+    return client.post(**login_request(email, password, **options))
 
 
 def problem_type(slug: str) -> str:

@@ -39,8 +39,7 @@ async def test_not_ready_when_the_database_is_unreachable():
             live = await client.get("/health/live")
             ready = await client.get("/health/ready")
     assert live.status_code == 200
-    assert ready.status_code == 503
-    assert ready.json()["type"] == "https://vetify.dev/problems/service-unavailable"
+    assert_problem(ready, 503, "service-unavailable")
     assert "vetify_app" not in ready.text
 
 

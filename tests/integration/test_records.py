@@ -14,7 +14,7 @@ from fixtures.factories import (
     PetFactory,
     PrescriptionFactory,
 )
-from tests.harness.api import PROBLEM_JSON
+from tests.harness.api import PROBLEM_JSON, assert_problem
 
 NOTE = {
     "subjective": "Limping on the left hind leg for two days.",
@@ -176,8 +176,7 @@ async def test_a_locked_record_refuses_changes_and_keeps_its_text(client, world,
         headers=headers(clinic, Role.vet),
     )
 
-    assert change.status_code == 409
-    assert change.json()["type"] == "https://vetify.dev/problems/record-locked"
+    assert_problem(change, 409, "record-locked")
     assert addendum.status_code == 201
     body = addendum.json()
     assert body["assessment"] == "Original assessment"

@@ -21,6 +21,7 @@ from app.auth.service import INVITATION_PREFIX
 from app.kit import crypto
 from app.kit.types import NO_NUL, NON_BLANK
 from fixtures.factories import InvitationFactory
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.world import World
 from tests.security.catalogue import ATTACKED, PREPARED, Route
 from tests.security.estate import Estate
@@ -229,5 +230,5 @@ async def ready(world: World, estate: Estate, route: Route) -> None:
 def is_json(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip() in {
         "application/json",
-        "application/problem+json",
+        PROBLEM_JSON,
     }

@@ -29,15 +29,15 @@ from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures.factories import CredentialFactory
 from tests.harness import browser
-from tests.harness.api import PROBLEM_JSON
+from tests.harness.api import PROBLEM_JSON, problem_type
 from tests.harness.authenticator import Authenticator
 from tests.harness.world import ClinicWorld, World
 from tests.security.surface import census, protected_operations
 
 OPERATIONS = protected_operations()
 UNAUTHENTICATED = {
-    "https://vetify.dev/problems/unauthenticated",
-    "https://vetify.dev/problems/invalid-credentials",
+    problem_type("unauthenticated"),
+    problem_type("invalid-credentials"),
 }
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.kit.bodies import json_depth_exceeds
-from tests.harness.api import PROBLEM_JSON
+from tests.harness.api import LOGIN_PATH, assert_problem
 from tests.harness.plugin import asgi_client
 from tests.security.surface import api_operations
 
@@ -36,11 +36,6 @@ async def http(configured_app):
         yield client
 
 
-def assert_problem(response, status: int) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-
-
 @pytest.mark.parametrize("operation", WITH_BODY, ids=lambda op: op.label)
 async def test_oversized_and_deep_bodies_are_refused_on_every_route(
     operation, http, world, census_unchanged
@@ -63,9 +58,9 @@ async def test_oversized_and_deep_bodies_are_refused_on_every_route(
         deep = await http.request(
             operation.method, operation.url(), content=nested(17), headers=headers
         )
-    assert_problem(declared, 413)
-    assert_problem(chunked, 413)
-    assert_problem(deep, 400)
+    assert_problem(declared, 413, "payload-too-large")
+    assert_problem(chunked, 413, "payload-too-large")
+    assert_problem(deep, 400, "bad-request")
     assert "16 deep" in deep.json()["detail"]
 
 
@@ -79,11 +74,11 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_re
             yield b"x" * 1024
 
     response = await http.post(
-        "/api/v1/auth/login",
+        LOGIN_PATH,
         content=endless(),
         headers={"Content-Length": str(10 * 1024**3), "Content-Type": "application/json"},
     )
-    assert_problem(response, 413)
+    assert_problem(response, 413, "payload-too-large")
     assert pulled <= 1
 
 
@@ -93,9 +88,9 @@ async def test_a_body_at_the_limits_passes_them(http):
     body = nested(16)
     body = body + b" " * (LIMIT - len(body))
     response = await http.post(
-        "/api/v1/auth/login", content=body, headers={"Content-Type": "application/json"}
+        LOGIN_PATH, content=body, headers={"Content-Type": "application/json"}
     )
-    assert_problem(response, 422)
+    assert_problem(response, 422, "validation-error")
 
 
 def test_depth_is_counted_outside_strings():
