@@ -174,18 +174,6 @@ def nested_example(field: Field) -> Any:
     return example.get(str(field.path[-1]), "Plain text")
 
 
-def walk_strings(value: Any) -> Iterator[str]:
-    """Every string in a JSON value."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from walk_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from walk_strings(item)
-
-
 ELSEWHERE: dict[tuple[str, str], str] = {
     **{
         key: "its body is a one-time code for the caller's own authenticator (PREPARED), bound"
