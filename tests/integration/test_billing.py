@@ -19,10 +19,10 @@ from app.billing.jobs import RETRIES
 from app.billing.plans import Plan, entitlements
 from app.kit.csrf import SAFE_METHODS
 from tests.harness import api
-from tests.harness import stripe as fake
 from tests.harness.billing import BILLING, PRICES, billing, deliver, drain, event_row, stored
 from tests.harness.plugin import asgi_client
 from tests.harness.queue import due_now
+from tests.harness.stripe import events as fake
 
 # pragma: allowlist nextline secret - the test clinic owner's made-up password
 PASSWORD = "a long passphrase for rita"

@@ -1,7 +1,7 @@
 """The webhook's door: only what Stripe signed, with an active endpoint secret, lately.
 
 Every delivery is POSTed to the route as Stripe sends it (the raw body, ``Stripe-Signature:
-t=..,v1=..`` computed as Stripe computes it: tests/harness/stripe.py). A refusal is a 400
+t=..,v1=..`` computed as Stripe computes it: tests/harness/stripe/signing.py). A refusal is a 400
 problem document, and leaves nothing behind: no ``stripe_events`` row, no job.
 """
 
@@ -21,7 +21,8 @@ from tests.harness import canary
 from tests.harness.api import PROBLEM_JSON
 from tests.harness.billing import WEBHOOK, deliver, stored
 from tests.harness.plugin import asgi_client
-from tests.harness.stripe import event, official, sign, sign_many
+from tests.harness.stripe.events import event, official
+from tests.harness.stripe.signing import sign, sign_many
 
 ACTIVE = canary.STRIPE_WEBHOOK_SECRET
 # pragma: allowlist nextline secret - made-up signing secrets, no endpoint has them

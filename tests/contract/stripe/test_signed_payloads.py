@@ -16,7 +16,7 @@ from sqlalchemy import text
 from tests.harness import canary
 from tests.harness.api import PROBLEM_JSON
 from tests.harness.billing import WEBHOOK
-from tests.harness.stripe import sign
+from tests.harness.stripe.signing import sign
 
 LEAF = st.one_of(
     st.none(),
