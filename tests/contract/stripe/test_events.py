@@ -1,9 +1,9 @@
 """Every event type billing handles, from Stripe's own objects, through the whole path.
 
 Each test builds the event as Stripe sends it (tests/harness/stripe/events.py starts every
-object from Stripe's published example), delivers it signed to the webhook, runs the job
-queue, then reads the clinic's billing as its owner. The fake Stripe API holds the subscription as Stripe
-has it now: the handler must retrieve it (the event's copy may be stale), so a test whose
+object from Stripe's published example), delivers it signed to the webhook, runs the job queue,
+then reads the clinic's billing as its owner. The fake Stripe API holds the subscription as
+Stripe has it now: the handler must retrieve it (the event's copy may be stale), so a test whose
 Stripe state differs from the event's copy shows which one the handler trusted.
 """
 
