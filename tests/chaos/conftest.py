@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.live import LiveServer, suite_length
 from tests.harness.services import PostgresServer, RedisServer, redis_ping
 
-PROBLEM_JSON = "application/problem+json"
 REQUEST_TIMEOUT = 15.0
 """No answer within this is a hang: the service must answer, if only with a 503."""
 

@@ -58,12 +58,12 @@ from fixtures.factories import (
     create,
 )
 from tests.harness import tally
+from tests.harness.api import assert_problem
 from tests.harness.blocking import Blocking, run_machine
 from tests.harness.world import ClinicWorld, World
 
 STEPS = "appointment book steps"
 EXAMPLES = "appointment book runs"
-PROBLEMS = "https://vetify.dev/problems/"
 
 # The model's own copy of the documented flow: importing app.appointments.rules would make the
 # oracle agree with whatever the app does.
@@ -119,12 +119,6 @@ def overlap(
 ) -> bool:
     """Half-open periods, as PostgreSQL's ``[)`` ranges: back to back is no overlap."""
     return a_start < b_end and b_start < a_end
-
-
-def problem(response: httpx.Response, status: int, slug: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json", response.headers
-    assert response.json()["type"] == PROBLEMS + slug, response.text
 
 
 class AppointmentBookMachine(RuleBasedStateMachine):
@@ -198,7 +192,7 @@ class AppointmentBookMachine(RuleBasedStateMachine):
 
     @staticmethod
     def refused_as(response: httpx.Response, causes: set[str]) -> None:
-        problem(response, 409, "booking-conflict")
+        assert_problem(response, 409, "booking-conflict")
         detail = response.json()["detail"]
         # With both at fault, the database names whichever constraint it checked first.
         assert any(cause in detail for cause in causes), (causes, detail)
@@ -282,10 +276,10 @@ class AppointmentBookMachine(RuleBasedStateMachine):
         new_vet = booked.vet if vet is None else vet
         new_room = booked.room if room == "keep" else room
         if booked.status not in RESCHEDULABLE:
-            problem(response, 409, "conflict")
+            assert_problem(response, 409, "conflict")
             return
         if end <= start:
-            problem(response, 422, "validation-error")
+            assert_problem(response, 422, "validation-error")
             assert response.json()["errors"][0]["loc"] == ["body", "ends_at"], response.text
             return
         causes = self.clashes(new_vet, new_room, start, end, skip=appointment)
@@ -307,7 +301,7 @@ class AppointmentBookMachine(RuleBasedStateMachine):
             "POST", f"/api/v1/appointments/{appointment}/status", json={"status": status}
         )
         if status not in FLOW[booked.status]:
-            problem(response, 409, "conflict")
+            assert_problem(response, 409, "conflict")
             return
         assert response.status_code == 200, response.text
         assert response.json()["status"] == status
@@ -328,7 +322,7 @@ class AppointmentBookMachine(RuleBasedStateMachine):
         body = {"pet_id": self.pets[pet], "appointment_id": appointment, **text}
         response = self.call("POST", "/api/v1/medical-records", json=body)
         if appointment is not None and self.book[appointment].pet != pet:
-            problem(response, 409, "conflict")
+            assert_problem(response, 409, "conflict")
             return multiple()
         assert response.status_code == 201, response.text
         self.notes[response.json()["id"]] = Note(pet, text)
@@ -343,7 +337,7 @@ class AppointmentBookMachine(RuleBasedStateMachine):
         note = self.notes[record]
         response = self.call("PATCH", f"/api/v1/medical-records/{record}", json={part: text})
         if note.locked:
-            problem(response, 409, "record-locked")
+            assert_problem(response, 409, "record-locked")
             return
         assert response.status_code == 200, response.text
         note.text[part] = text
@@ -354,7 +348,7 @@ class AppointmentBookMachine(RuleBasedStateMachine):
         note = self.notes[record]
         response = self.call("POST", f"/api/v1/medical-records/{record}/sign")
         if note.signed:
-            problem(response, 409, "conflict")
+            assert_problem(response, 409, "conflict")
             return
         assert response.status_code == 200, response.text
         signed = response.json()

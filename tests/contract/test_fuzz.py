@@ -88,7 +88,7 @@ from fixtures.factories import (
     WeightFactory,
 )
 from tests.contract.snapshot import document, operations
-from tests.harness import tally
+from tests.harness import jsonwalk, tally
 from tests.harness.world import Actor, ClinicWorld, World
 
 EXAMPLES = int(os.environ.get("VETIFY_FUZZ_EXAMPLES", "6"))
@@ -475,14 +475,7 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 def _ids_in(value: Any) -> Iterator[str]:
-    if isinstance(value, str) and UUID.match(value):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _ids_in(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _ids_in(item)
+    return (item for item in jsonwalk.strings(value) if UUID.match(item))
 
 
 @pytest.mark.parametrize("target", [Role.owner], ids=["owner"], indirect=True)

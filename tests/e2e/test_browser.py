@@ -13,6 +13,7 @@ from typing import Any
 from playwright.sync_api import BrowserContext, Page, expect
 
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
+from tests.harness.api import PROBLEM_JSON, login_request
 
 SESSION_COOKIE = "vetify_session"
 
@@ -110,9 +111,8 @@ def test_logged_in_page_lists_pets_until_logout(page: Page, context: BrowserCont
     anonymous = call(page, "GET", "/api/v1/pets")
     assert anonymous["status"] == 401, anonymous
 
-    login = call(
-        page, "POST", "/api/v1/auth/login", {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
-    )
+    request = login_request(DEMO_EMAIL, DEMO_PASSWORD)
+    login = call(page, "POST", request["url"], request["json"])
     assert login["status"] == 200, login
     assert login["body"]["clinic"]["name"] == "Riverside Veterinary Clinic"
 
@@ -129,11 +129,11 @@ def test_logged_in_page_lists_pets_until_logout(page: Page, context: BrowserCont
 
     after = call(page, "GET", "/api/v1/pets?limit=10")
     assert after["status"] == 401, after
-    assert after["contentType"].startswith("application/problem+json")
+    assert after["contentType"].startswith(PROBLEM_JSON)
     assert after["body"]["status"] == 401
 
     # The server revoked the session too: the old cookie, put back, opens nothing.
     context.add_cookies([cookie])  # type: ignore[list-item]
     replayed = call(page, "GET", "/api/v1/pets?limit=10")
     assert replayed["status"] == 401, replayed
-    assert replayed["contentType"].startswith("application/problem+json")
+    assert replayed["contentType"].startswith(PROBLEM_JSON)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.billing.plans import Plan
 from tests.harness import canary
 from tests.harness.queue import drain
-from tests.harness.stripe import delivery
+from tests.harness.stripe.signing import delivery
 
 __all__ = ["BILLING", "PRICES", "WEBHOOK", "billing", "deliver", "drain", "event_row", "stored"]
 

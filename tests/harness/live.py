@@ -19,6 +19,7 @@ from app.db.embedded import free_port
 from app.kit.csrf import CSRF_HEADER
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.harness import canary
+from tests.harness.api import login_sync
 from tests.harness.databases import APP_ROLE, Database
 from tests.harness.proxy import FaultProxy
 
@@ -47,9 +48,7 @@ class LiveServer:
     def demo_token(self, name: str) -> str:
         """An API token of the demo clinic's owner, obtained as an integration would."""
         with httpx.Client(base_url=self.url, timeout=30) as http:
-            login = http.post(
-                "/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
-            )
+            login = login_sync(http, DEMO_EMAIL, DEMO_PASSWORD)
             assert login.status_code == 200, login.text
             # The cookie is Secure and the server speaks plain http on loopback: send it by hand,
             # with what the service's own page would add (Origin, the CSRF token).

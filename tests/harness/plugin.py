@@ -47,7 +47,7 @@ from tests.harness.services import (
 )
 from tests.harness.smtp import USERNAME as SMTP_USERNAME
 from tests.harness.smtp import Relay, smtp_relay
-from tests.harness.stripe import FakeStripe, fake_stripe
+from tests.harness.stripe.server import FakeStripe, fake_stripe
 from tests.harness.world import World
 
 _provider_key = pytest.StashKey[Provider]()
@@ -160,7 +160,7 @@ def s3() -> Iterator[S3Server]:
 
 @pytest.fixture(scope="session")
 def stripe_api() -> Iterator[FakeStripe]:
-    """The fake Stripe API (tests/harness/stripe.py) for the session; the app's settings
+    """The fake Stripe API (tests/harness/stripe/server.py) for the session; the app's settings
     point the SDK at it."""
     with fake_stripe() as server:
         yield server

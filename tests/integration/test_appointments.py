@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from fixtures.factories import AppointmentTypeFactory, CustomerFactory, PetFactory, RoomFactory
+from tests.harness.api import PROBLEM_JSON, assert_problem
 
 START = dt.datetime(2031, 3, 4, 9, 0, tzinfo=dt.UTC)
 
@@ -55,9 +56,7 @@ async def test_overlapping_booking_for_the_same_vet_is_a_409_problem(client, boo
 
     clash = await _book(client, book, at(15), at(45))
 
-    assert clash.status_code == 409
-    assert clash.headers["content-type"] == "application/problem+json"
-    assert clash.json()["type"] == "https://vetify.dev/problems/booking-conflict"
+    assert_problem(clash, 409, "booking-conflict")
     assert "vet" in clash.json()["detail"]
 
 
@@ -129,7 +128,7 @@ async def test_status_follows_the_flow(client, book, path, allowed):
     assert (last.status_code == 200) is allowed, last.text
     if not allowed:
         assert last.status_code == 409
-        assert last.headers["content-type"] == "application/problem+json"
+        assert last.headers["content-type"] == PROBLEM_JSON
 
 
 async def test_reschedule_checks_overlaps_and_order(client, book):

@@ -19,6 +19,7 @@ from app.records.models import MedicalRecord
 from app.settings import Settings
 from fixtures import files
 from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.clamd import SIGNATURE
 from tests.harness.plugin import s3_settings
 from tests.harness.queue import drain, due_now
@@ -152,7 +153,7 @@ async def test_the_form_takes_one_file_and_nothing_else(client, clinic, record, 
     assert none.status_code == 422
     assert empty.status_code in {415, 422}
     assert as_json.status_code == 415
-    assert as_json.headers["content-type"] == "application/problem+json"
+    assert as_json.headers["content-type"] == PROBLEM_JSON
     assert no_boundary.status_code == 422
     assert no_parts.status_code == 422
     assert no_parts.json()["errors"][0]["loc"] == ["body", "file"]

@@ -9,7 +9,8 @@ from app.auth import service
 from app.auth.models import CredentialKind, Role
 from app.kit import crypto
 from fixtures.clinics import add_member
-from fixtures.factories import DEFAULT_PASSWORD, CredentialFactory
+from fixtures.factories import CredentialFactory
+from tests.harness.api import PROBLEM_JSON, login, signup
 
 SIGNUP = {
     "clinic_name": "Harbour Vets",
@@ -25,32 +26,26 @@ def _cookie(value: str) -> dict[str, str]:
     return {"Cookie": f"vetify_session={value}"}
 
 
-async def _login(client, email, password=DEFAULT_PASSWORD, **extra):
-    return await client.post(
-        "/api/v1/auth/login", json={"email": email, "password": password, **extra}
-    )
-
-
 async def test_signup_creates_clinic_location_and_owner_who_can_log_in(client):
-    signup = await client.post("/api/v1/auth/signup", json=SIGNUP)
-    assert signup.status_code == 201, signup.text
+    created = await signup(client, SIGNUP)
+    assert created.status_code == 201, created.text
 
-    login = await _login(client, "RUI@harbour.example", SIGNUP["password"])
-    assert login.status_code == 200, login.text
-    assert login.json()["role"] == "owner"
-    assert login.json()["clinic"]["id"] == signup.json()["clinic"]["id"]
-    cookie = login.headers["set-cookie"].lower()
+    logged_in = await login(client, "RUI@harbour.example", SIGNUP["password"])
+    assert logged_in.status_code == 200, logged_in.text
+    assert logged_in.json()["role"] == "owner"
+    assert logged_in.json()["clinic"]["id"] == created.json()["clinic"]["id"]
+    cookie = logged_in.headers["set-cookie"].lower()
     for attribute in ("httponly", "secure", "samesite=strict", "path=/"):
         assert attribute in cookie
 
     me = await client.get("/api/v1/auth/me")
     assert me.json()["user"]["email"] == SIGNUP["email"]
     locations = await client.get("/api/v1/locations")
-    assert [loc["id"] for loc in locations.json()["items"]] == [signup.json()["location_id"]]
+    assert [loc["id"] for loc in locations.json()["items"]] == [created.json()["location_id"]]
 
 
 async def test_passwords_are_stored_as_argon2id_hashes(client, superuser_engine):
-    await client.post("/api/v1/auth/signup", json=SIGNUP)
+    await signup(client, SIGNUP)
     async with superuser_engine.connect() as connection:
         stored = await connection.scalar(text("SELECT password_hash FROM users"))
     assert stored.startswith("$argon2id$")
@@ -59,8 +54,8 @@ async def test_passwords_are_stored_as_argon2id_hashes(client, superuser_engine)
 
 async def test_wrong_password_and_unknown_email_get_the_same_answer(client, world):
     clinic = await world.clinic(roles=())
-    wrong = await _login(client, clinic.setup.owner.email, "not the password")
-    unknown = await _login(client, "nobody@nowhere.example", "not the password")
+    wrong = await login(client, clinic.setup.owner.email, "not the password")
+    unknown = await login(client, "nobody@nowhere.example", "not the password")
 
     assert wrong.status_code == unknown.status_code == 401
     assert {k: v for k, v in wrong.json().items()} == {k: v for k, v in unknown.json().items()}
@@ -69,7 +64,7 @@ async def test_wrong_password_and_unknown_email_get_the_same_answer(client, worl
 
 async def test_logout_ends_the_session_at_once(client, world):
     clinic = await world.clinic(roles=())
-    await _login(client, clinic.setup.owner.email)
+    await login(client, clinic.setup.owner.email)
     assert (await client.get("/api/v1/auth/me")).status_code == 200
     session_cookie = client.cookies.get("vetify_session")
 
@@ -77,7 +72,7 @@ async def test_logout_ends_the_session_at_once(client, world):
 
     again = await client.get("/api/v1/auth/me", headers=_cookie(session_cookie))
     assert again.status_code == 401
-    assert again.headers["content-type"] == "application/problem+json"
+    assert again.headers["content-type"] == PROBLEM_JSON
 
 
 async def test_api_token_lifecycle(client, world, superuser_engine):
@@ -141,7 +136,7 @@ async def test_a_token_cannot_revoke_someone_elses_token(client, world):
 async def test_malformed_or_forged_tokens_get_401(client, authorization):
     response = await client.get("/api/v1/pets", headers={"Authorization": authorization})
     assert response.status_code == 401
-    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["content-type"] == PROBLEM_JSON
 
 
 async def test_expired_token_and_idle_session_are_refused(client, world):
@@ -203,15 +198,15 @@ async def test_login_with_several_clinics_needs_a_choice_and_switch_moves_the_se
     async with world.session(clinic_b.id) as session:
         await add_member(session, user, Role.receptionist)
 
-    ambiguous = await _login(client, user.email)
+    ambiguous = await login(client, user.email)
     assert ambiguous.status_code == 409
     assert str(clinic_a.id) in ambiguous.json()["detail"]
     assert str(clinic_b.id) in ambiguous.json()["detail"]
 
-    not_mine = await _login(client, user.email, clinic_id=str(outsider.id))
+    not_mine = await login(client, user.email, clinic_id=str(outsider.id))
     assert not_mine.status_code == 404
 
-    in_a = await _login(client, user.email, clinic_id=str(clinic_a.id))
+    in_a = await login(client, user.email, clinic_id=str(clinic_a.id))
     assert in_a.json()["role"] == "owner"
     old_cookie = client.cookies.get("vetify_session")
 
@@ -227,13 +222,15 @@ async def test_login_with_several_clinics_needs_a_choice_and_switch_moves_the_se
 
 
 async def test_signup_with_an_existing_email_needs_its_password(client):
-    first = await client.post("/api/v1/auth/signup", json=SIGNUP)
-    wrong = await client.post(
-        "/api/v1/auth/signup",
+    first = await signup(client, SIGNUP)
+    wrong = await signup(
+        client,
+        SIGNUP,
+        clinic_name="Second",
         # pragma: allowlist nextline secret - a test user's passphrase
-        json={**SIGNUP, "clinic_name": "Second", "password": "a different passphrase"},
+        password="a different passphrase",
     )
-    right = await client.post("/api/v1/auth/signup", json={**SIGNUP, "clinic_name": "Second"})
+    right = await signup(client, SIGNUP, clinic_name="Second")
 
     assert wrong.status_code == 401
     assert right.status_code == 201
@@ -252,10 +249,10 @@ async def test_signup_with_an_existing_email_needs_its_password(client):
     ],
 )
 async def test_signup_validates_its_input_and_creates_nothing(client, superuser_engine, change):
-    response = await client.post("/api/v1/auth/signup", json={**SIGNUP, **change})
+    response = await signup(client, SIGNUP, **change)
 
     assert response.status_code == 422
-    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["content-type"] == PROBLEM_JSON
     async with superuser_engine.connect() as connection:
         assert await connection.scalar(text("SELECT count(*) FROM clinics")) == 0
 
@@ -266,4 +263,4 @@ async def test_a_deactivated_member_is_locked_out(client, world):
     removed = await client.delete(f"/api/v1/staff/{tech.user.id}", headers=clinic.owner.headers)
     assert removed.status_code == 204
     assert (await client.get("/api/v1/auth/me", headers=tech.headers)).status_code == 401
-    assert (await _login(client, tech.user.email)).status_code == 401
+    assert (await login(client, tech.user.email)).status_code == 401

@@ -18,12 +18,12 @@ from app.billing import operations
 from app.billing.jobs import RETRIES
 from app.billing.plans import Plan, entitlements
 from app.kit.csrf import SAFE_METHODS
-from tests.harness import stripe as fake
+from tests.harness import api
 from tests.harness.billing import BILLING, PRICES, billing, deliver, drain, event_row, stored
 from tests.harness.plugin import asgi_client
 from tests.harness.queue import due_now
+from tests.harness.stripe import events as fake
 
-PROBLEM = "application/problem+json"
 # pragma: allowlist nextline secret - the test clinic owner's made-up password
 PASSWORD = "a long passphrase for rita"
 CUSTOMER = {"first_name": "Ana", "last_name": "Silva", "email": "ana@example.com"}
@@ -70,24 +70,11 @@ async def _stripe_sends(client, settings, *events) -> None:
 async def test_payment_flow_from_trial_to_paid_to_lapsed_and_back(
     client, settings, stripe, superuser_engine
 ) -> None:
-    signup = await client.post(
-        "/api/v1/auth/signup",
-        json={
-            "clinic_name": "Harbour Vets",
-            "location_name": "Main",
-            "timezone": "Europe/Lisbon",
-            "owner_name": "Rita Costa",
-            "email": "rita@harbour.example",
-            "password": PASSWORD,
-        },
-    )
-    assert signup.status_code == 201, signup.text
-    clinic_id = signup.json()["clinic"]["id"]
-    login = await client.post(
-        "/api/v1/auth/login",
-        json={"email": "rita@harbour.example", "password": PASSWORD},
-    )
-    assert login.status_code == 200, login.text
+    created = await api.signup(client, email="rita@harbour.example", password=PASSWORD)
+    assert created.status_code == 201, created.text
+    clinic_id = created.json()["clinic"]["id"]
+    logged_in = await api.login(client, "rita@harbour.example", PASSWORD)
+    assert logged_in.status_code == 200, logged_in.text
     token = await client.post("/api/v1/auth/tokens", json={"name": "billing test"})
     assert token.status_code == 201, token.text
     client.cookies.clear()  # from here on the token alone speaks for the owner
@@ -153,9 +140,7 @@ async def test_payment_flow_from_trial_to_paid_to_lapsed_and_back(
         clinic=uuid.UUID(clinic_id),
     )
     refused = await _write(client, owner)
-    assert refused.status_code == 402, refused.text
-    assert refused.headers["content-type"] == PROBLEM
-    assert refused.json()["type"].endswith("/payment-required")
+    api.assert_problem(refused, 402, "payment-required")
     assert refused.headers["link"] == f'<{BILLING}>; rel="payment"'
     export = await client.get("/api/v1/customers", headers=owner.headers)
     assert export.status_code == 200
@@ -214,9 +199,7 @@ async def test_stripe_down_is_a_503_and_changes_nothing(client, world, stripe) -
     response = await client.post(
         f"{BILLING}/checkout", json={"plan": "starter"}, headers=clinic.owner.headers
     )
-    assert response.status_code == 503, response.text
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["type"].endswith("/billing-unavailable")
+    api.assert_problem(response, 503, "billing-unavailable")
     assert "retry-after" in response.headers
     assert len(stripe.calls("POST", "/v1/customers")) == 2  # the call and the SDK's one retry
     async with world.session(clinic.id) as session:
@@ -615,18 +598,14 @@ async def test_an_event_that_fails_every_try_ends_failed_and_counted(
 async def test_the_signup_trial_is_announced_three_days_before_it_ends(
     client, settings, superuser_engine, mailbox
 ) -> None:
-    signup = await client.post(
-        "/api/v1/auth/signup",
-        json={
-            "clinic_name": "Hill Vets",
-            "location_name": "Main",
-            "timezone": "Europe/Lisbon",
-            "owner_name": "Joana Reis",
-            "email": "joana@hill.example",
-            "password": PASSWORD,
-        },
+    created = await api.signup(
+        client,
+        clinic_name="Hill Vets",
+        owner_name="Joana Reis",
+        email="joana@hill.example",
+        password=PASSWORD,
     )
-    assert signup.status_code == 201, signup.text
+    assert created.status_code == 201, created.text
     async with superuser_engine.connect() as connection:
         [(task, scheduled_at)] = (
             await connection.execute(text("SELECT task_name, scheduled_at FROM procrastinate_jobs"))

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from app.auth.models import Role
 from app.billing.plans import Plan
-from tests.harness import stripe as fake
 from tests.harness.billing import PRICES, deliver, drain
+from tests.harness.stripe import events as fake
 
 # (status, price) of the subscription after each step: trial, paid, a failed payment, paid
 # again (on a bigger plan), cancelled.

@@ -19,6 +19,7 @@ from app.db.embedded import EmbeddedPostgres, free_port
 from app.db.migrate import head_revisions
 from app.settings import Settings
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
+from tests.harness.api import login_sync
 
 
 def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
@@ -104,11 +105,8 @@ def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
             time.sleep(0.25)
         docs = httpx.get(f"{base}/docs", timeout=5)
         spec = httpx.get(f"{base}/openapi.json", timeout=5).json()
-        login = httpx.post(
-            f"{base}/api/v1/auth/login",
-            json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD},
-            timeout=10,
-        )
+        with httpx.Client(base_url=base, timeout=10) as http:
+            login = login_sync(http, DEMO_EMAIL, DEMO_PASSWORD)
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)

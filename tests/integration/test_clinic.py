@@ -9,8 +9,8 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from fixtures.factories import RoomFactory
+from tests.harness.api import assert_problem
 
-PROBLEM = "application/problem+json"
 MISSING_ID = "01900000-0000-7000-8000-000000000000"
 CLINIC = "/api/v1/clinics/current"
 LOCATIONS = "/api/v1/locations"
@@ -24,14 +24,6 @@ async def stored(engine, table: str, row_id) -> dict | None:
         )
         row = result.mappings().one_or_none()
     return dict(row) if row else None
-
-
-def is_problem(response, status: int, slug: str) -> bool:
-    return (
-        response.status_code == status
-        and response.headers["content-type"] == PROBLEM
-        and response.json()["type"] == f"https://vetify.dev/problems/{slug}"
-    )
 
 
 def without(body: dict, *keys: str) -> dict:
@@ -97,7 +89,7 @@ async def test_invalid_clinic_changes_are_422_and_change_nothing(
 
     response = await client.patch(CLINIC, json=body, headers=clinic.owner.headers)
 
-    assert is_problem(response, 422, "validation-error")
+    assert_problem(response, 422, "validation-error")
     assert [e["loc"][:2] for e in response.json()["errors"]] == [["body", next(iter(body))]]
     assert await stored(superuser_engine, "clinics", clinic.id) == before
 
@@ -111,7 +103,7 @@ async def test_other_roles_cannot_change_the_clinic(client, world, superuser_eng
         CLINIC, json={"name": "Hijacked"}, headers=clinic.actors[role].headers
     )
 
-    assert is_problem(response, 403, "forbidden")
+    assert_problem(response, 403, "forbidden")
     assert await stored(superuser_engine, "clinics", clinic.id) == before
 
 
@@ -174,10 +166,10 @@ async def test_location_rules(client, world, superuser_engine):
     )
     unknown = await client.get(f"{LOCATIONS}/{MISSING_ID}", headers=clinic.owner.headers)
 
-    assert is_problem(bad_country, 422, "validation-error")
-    assert is_problem(no_name, 422, "validation-error")
-    assert is_problem(by_receptionist, 403, "forbidden")
-    assert is_problem(unknown, 404, "not-found")
+    assert_problem(bad_country, 422, "validation-error")
+    assert_problem(no_name, 422, "validation-error")
+    assert_problem(by_receptionist, 403, "forbidden")
+    assert_problem(unknown, 404, "not-found")
     assert await stored(superuser_engine, "locations", location_id) == before
     async with superuser_engine.connect() as connection:
         count = await connection.scalar(
@@ -252,7 +244,7 @@ async def test_room_for_an_unknown_location_is_422_and_creates_nothing(
             json={"location_id": location_id, "name": "Ghost room"},
             headers=clinic.owner.headers,
         )
-        assert is_problem(response, 422, "validation-error")
+        assert_problem(response, 422, "validation-error")
         assert [e["loc"] for e in response.json()["errors"]] == [["body", "location_id"]]
     async with superuser_engine.connect() as connection:
         assert await connection.scalar(text("SELECT count(*) FROM rooms")) == 0
@@ -276,8 +268,8 @@ async def test_room_rules(client, world, superuser_engine):
         f"{ROOMS}/{MISSING_ID}", json={"active": False}, headers=clinic.owner.headers
     )
 
-    assert is_problem(moved, 422, "validation-error")  # a room does not change location
-    assert is_problem(nameless, 422, "validation-error")
-    assert is_problem(by_vet, 403, "forbidden")
-    assert is_problem(unknown, 404, "not-found")
+    assert_problem(moved, 422, "validation-error")  # a room does not change location
+    assert_problem(nameless, 422, "validation-error")
+    assert_problem(by_vet, 403, "forbidden")
+    assert_problem(unknown, 404, "not-found")
     assert await stored(superuser_engine, "rooms", room.id) == before

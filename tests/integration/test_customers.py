@@ -10,9 +10,9 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from fixtures.factories import CustomerFactory, PetFactory
+from tests.harness.api import assert_problem
 
 URL = "/api/v1/customers"
-PROBLEM = "application/problem+json"
 MISSING_ID = "01900000-0000-7000-8000-000000000000"
 
 
@@ -52,14 +52,6 @@ async def stored(engine, customer_id) -> dict | None:
     return dict(row) if row else None
 
 
-def is_problem(response, status: int, slug: str) -> bool:
-    return (
-        response.status_code == status
-        and response.headers["content-type"] == PROBLEM
-        and response.json()["type"] == f"https://vetify.dev/problems/{slug}"
-    )
-
-
 async def test_create_echoes_the_fields_and_gets_a_uuid7(client, world):
     clinic = await world.clinic()
 
@@ -81,7 +73,7 @@ async def test_get_unknown_customer_is_404(client, world):
 
     response = await client.get(f"{URL}/{MISSING_ID}", headers=clinic.owner.headers)
 
-    assert is_problem(response, 404, "not-found")
+    assert_problem(response, 404, "not-found")
 
 
 async def test_patch_changes_only_the_fields_sent(client, world, superuser_engine):
@@ -110,7 +102,7 @@ async def test_patch_null_on_a_required_field_is_422(client, world, superuser_en
         f"{URL}/{customer['id']}", json={field: None}, headers=clinic.owner.headers
     )
 
-    assert is_problem(response, 422, "validation-error")
+    assert_problem(response, 422, "validation-error")
     assert ["body", field] in [e["loc"][:2] for e in response.json()["errors"]]
     assert await stored(superuser_engine, customer["id"]) == before
 
@@ -139,9 +131,9 @@ async def test_delete_then_404(client, world, superuser_engine):
     assert deleted.status_code == 204
     assert deleted.content == b""
     again = await client.get(f"{URL}/{customer['id']}", headers=clinic.owner.headers)
-    assert is_problem(again, 404, "not-found")
+    assert_problem(again, 404, "not-found")
     assert await stored(superuser_engine, customer["id"]) is None
-    assert is_problem(
+    assert_problem(
         await client.delete(f"{URL}/{customer['id']}", headers=clinic.owner.headers),
         404,
         "not-found",
@@ -155,7 +147,7 @@ async def test_delete_a_customer_with_pets_is_409_and_keeps_them(client, world, 
 
     response = await client.delete(f"{URL}/{customer.id}", headers=clinic.owner.headers)
 
-    assert is_problem(response, 409, "conflict")
+    assert_problem(response, 409, "conflict")
     assert await stored(superuser_engine, customer.id) is not None
     got = await client.get(f"{URL}/{customer.id}", headers=clinic.owner.headers)
     assert got.status_code == 200
@@ -309,7 +301,7 @@ async def test_read_only_can_read_but_not_write(client, world, superuser_engine)
     assert got.status_code == 200
     assert got.json()["first_name"] == customer.first_name
     for response in (created, patched, deleted):
-        assert is_problem(response, 403, "forbidden")
+        assert_problem(response, 403, "forbidden")
     assert await stored(superuser_engine, customer.id) == before
     async with superuser_engine.connect() as connection:
         count = await connection.scalar(

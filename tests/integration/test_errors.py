@@ -9,19 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from fixtures.factories import CustomerFactory
-
-PROBLEM = "application/problem+json"
-BASE = "https://vetify.dev/problems/"
-
-
-def assert_problem(response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["type"] == BASE + slug
-    assert body["status"] == status
-    assert body["title"]
-    return body
+from tests.harness.api import PROBLEM_JSON, assert_problem
 
 
 def assert_invalid(response, *locs: list) -> dict:
@@ -286,4 +274,4 @@ async def test_a_nul_character_in_text_is_a_422_not_a_database_error(client, wor
         headers=clinic.owner.headers,
     )
     assert response.status_code == 422
-    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["content-type"] == PROBLEM_JSON

@@ -19,18 +19,10 @@ from hypothesis import strategies as st
 from stripe._encode import _api_encode
 from stripe._http_client import HTTPClient
 
-from tests.harness.stripe import (
-    FakeStripe,
-    checkout_session,
-    decode_form,
-    event,
-    fake_stripe,
-    invoice,
-    official,
-    sign,
-    sign_many,
-    subscription,
-)
+from tests.harness.stripe.events import checkout_session, event, invoice, official, subscription
+from tests.harness.stripe.forms import decode_form
+from tests.harness.stripe.server import FakeStripe, fake_stripe
+from tests.harness.stripe.signing import sign, sign_many
 
 # pragma: allowlist nextline secret - the fake accepts any key with Stripe's test prefix
 API_KEY = "sk_test_fake"

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.db.embedded import free_port
 from app.main import create_app
 from app.settings import Settings
+from tests.harness.api import PROBLEM_JSON, assert_problem
 
 
 async def test_live_and_ready(client):
@@ -25,7 +26,7 @@ async def test_not_ready_when_the_schema_is_behind(client, database):
     response = await client.get("/health/ready")
 
     assert response.status_code == 503
-    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["content-type"] == PROBLEM_JSON
     assert "head" in response.json()["detail"]
 
 
@@ -38,8 +39,7 @@ async def test_not_ready_when_the_database_is_unreachable():
             live = await client.get("/health/live")
             ready = await client.get("/health/ready")
     assert live.status_code == 200
-    assert ready.status_code == 503
-    assert ready.json()["type"] == "https://vetify.dev/problems/service-unavailable"
+    assert_problem(ready, 503, "service-unavailable")
     assert "vetify_app" not in ready.text
 
 
@@ -66,10 +66,8 @@ async def test_data_routes_answer_503_with_retry_after_while_the_database_is_unr
             response = await client.get(
                 "/api/v1/pets", headers={"Authorization": "Bearer vtk_" + "0" * 32 + "_" + "x" * 43}
             )
-    assert response.status_code == 503
-    assert response.headers["content-type"] == "application/problem+json"
+    assert_problem(response, 503, "database-unavailable")
     assert response.headers["retry-after"] == "5"
-    assert response.json()["type"] == "https://vetify.dev/problems/database-unavailable"
 
 
 def test_a_connection_reset_while_connecting_counts_as_the_database_being_unavailable():

@@ -9,20 +9,11 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from app.auth.service import SESSION_COOKIE
-from fixtures.factories import DEFAULT_PASSWORD
+from tests.harness.api import assert_problem, login, problem_type
 from tests.harness.authenticator import Authenticator
 from tests.harness.world import ClinicWorld, World
 
-LOGIN = "/api/v1/auth/login"
 MFA = "/api/v1/auth/mfa/totp"
-PROBLEMS = "https://vetify.dev/problems/"
-
-
-async def login(client, email: str, code: str | None = None, **extra):
-    body = {"email": email, "password": DEFAULT_PASSWORD, **extra}
-    if code is not None:
-        body["totp_code"] = code
-    return await client.post(LOGIN, json=body)
 
 
 async def enrol(client, email: str) -> tuple[Authenticator, list[str]]:
@@ -66,14 +57,15 @@ async def test_login_needs_a_code_once_enrolled(client, world: World) -> None:
 
     without = await login(client, email)
     wrong = await login(
-        client, email, "123456" if authenticator.next_code() != "123456" else "654321"
+        client,
+        email,
+        totp_code="123456" if authenticator.next_code() != "123456" else "654321",
     )
-    right = await login(client, email, authenticator.next_code())
+    right = await login(client, email, totp_code=authenticator.next_code())
 
     assert len(codes) == len(set(codes)) == 10
     for refused in (without, wrong):
-        assert refused.status_code == 401
-        assert refused.json()["type"] == PROBLEMS + "mfa-required"
+        assert_problem(refused, 401, "mfa-required")
         assert "set-cookie" not in refused.headers
     assert right.status_code == 200, right.text
     assert (await client.get("/api/v1/auth/me")).status_code == 200
@@ -104,7 +96,7 @@ async def test_a_recovery_code_logs_in_once_and_turns_mfa_off(client, world) -> 
     _, codes = await enrol(client, email)
     client.cookies.clear()
 
-    first = await login(client, email, codes[0].upper().replace("-", " "))
+    first = await login(client, email, totp_code=codes[0].upper().replace("-", " "))
     assert first.status_code == 200, first.text
     disabled = await client.post(f"{MFA}/disable", json={"code": codes[1]})
     assert disabled.status_code == 200, disabled.text
@@ -126,8 +118,10 @@ async def test_new_recovery_codes_replace_the_old(client, world) -> None:
     client.cookies.clear()
 
     assert not set(new) & set(old)
-    assert (await login(client, email, old[0])).json()["type"] == PROBLEMS + "mfa-required"
-    assert (await login(client, email, new[0])).status_code == 200
+    assert (await login(client, email, totp_code=old[0])).json()["type"] == problem_type(
+        "mfa-required"
+    )
+    assert (await login(client, email, totp_code=new[0])).status_code == 200
 
 
 async def test_secrets_and_recovery_codes_are_stored_as_described(
@@ -194,8 +188,7 @@ async def test_a_member_without_mfa_may_only_enrol_until_they_do(client, world) 
 
     assert me.status_code == 200
     for refused in (pets, with_token):
-        assert refused.status_code == 403
-        assert refused.json()["type"] == PROBLEMS + "mfa-enrolment-required"
+        assert_problem(refused, 403, "mfa-enrolment-required")
 
     authenticator = Authenticator((await client.post(MFA)).json()["secret"])
     confirmed = await client.post(f"{MFA}/confirm", json={"code": authenticator.next_code()})
@@ -236,7 +229,6 @@ async def test_each_step_out_of_order_is_a_409_that_changes_nothing(client, worl
     ]
 
     for answer in off + on:
-        assert answer.status_code == 409, answer.text
-        assert answer.json()["type"] == PROBLEMS + "conflict"
+        assert_problem(answer, 409, "conflict")
     me = await client.get("/api/v1/auth/me")
     assert me.status_code == 200

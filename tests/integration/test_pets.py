@@ -9,9 +9,9 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from fixtures.factories import AppointmentFactory, CustomerFactory, PetFactory
+from tests.harness.api import assert_problem
 
 URL = "/api/v1/pets"
-PROBLEM = "application/problem+json"
 MISSING_ID = "01900000-0000-7000-8000-000000000000"
 
 
@@ -46,14 +46,6 @@ async def pet_count(engine, **where) -> int:
     clause = " AND ".join(f"{column} = :{column}" for column in where) or "true"
     async with engine.connect() as connection:
         return await connection.scalar(text(f"SELECT count(*) FROM pets WHERE {clause}"), where)
-
-
-def is_problem(response, status: int, slug: str) -> bool:
-    return (
-        response.status_code == status
-        and response.headers["content-type"] == PROBLEM
-        and response.json()["type"] == f"https://vetify.dev/problems/{slug}"
-    )
 
 
 async def test_create_for_a_customer(client, world, superuser_engine):
@@ -101,7 +93,7 @@ async def test_create_for_an_unknown_customer_is_422_and_creates_nothing(
 
     response = await client.post(URL, json=new_pet(MISSING_ID), headers=clinic.owner.headers)
 
-    assert is_problem(response, 422, "validation-error")
+    assert_problem(response, 422, "validation-error")
     assert [e["loc"] for e in response.json()["errors"]] == [["body", "customer_id"]]
     assert await pet_count(superuser_engine) == 0
 
@@ -113,7 +105,7 @@ async def test_create_for_another_clinics_customer_is_422(client, world, superus
 
     response = await client.post(URL, json=new_pet(foreign.id), headers=clinic.owner.headers)
 
-    assert is_problem(response, 422, "validation-error")
+    assert_problem(response, 422, "validation-error")
     assert [e["loc"] for e in response.json()["errors"]] == [["body", "customer_id"]]
     assert await pet_count(superuser_engine) == 0
 
@@ -177,8 +169,8 @@ async def test_microchip_is_unique_within_a_clinic(client, world, superuser_engi
         headers=clinic.owner.headers,
     )
 
-    assert is_problem(again, 409, "conflict")
-    assert is_problem(moved, 409, "conflict")
+    assert_problem(again, 409, "conflict")
+    assert_problem(moved, 409, "conflict")
     assert await pet_count(superuser_engine, microchip=first["microchip"]) == 1
     assert await pet_count(superuser_engine, id=other["id"], microchip="941000099999999") == 1
 
@@ -249,7 +241,7 @@ async def test_weight_must_be_a_plausible_number(client, world, weight):
         f"{URL}/{pet.id}/weights", json={"weight_kg": weight}, headers=clinic.owner.headers
     )
 
-    assert is_problem(response, 422, "validation-error")
+    assert_problem(response, 422, "validation-error")
     listed = await client.get(f"{URL}/{pet.id}/weights", headers=clinic.owner.headers)
     assert listed.json() == []
 
@@ -262,8 +254,8 @@ async def test_weights_of_an_unknown_pet_are_404(client, world):
     )
     listed = await client.get(f"{URL}/{MISSING_ID}/weights", headers=clinic.owner.headers)
 
-    assert is_problem(posted, 404, "not-found")
-    assert is_problem(listed, 404, "not-found")
+    assert_problem(posted, 404, "not-found")
+    assert_problem(listed, 404, "not-found")
 
 
 async def test_patch_marks_deceased_and_hides_from_default_list(client, world):
@@ -298,7 +290,7 @@ async def test_patch_null_clears_optional_fields_but_not_required_ones(client, w
 
     assert cleared.status_code == 200
     assert (cleared.json()["microchip"], cleared.json()["breed"]) == (None, None)
-    assert is_problem(refused, 422, "validation-error")
+    assert_problem(refused, 422, "validation-error")
     got = await client.get(f"{URL}/{pet['id']}", headers=clinic.owner.headers)
     assert got.json()["name"] == pet["name"]
 
@@ -314,7 +306,7 @@ async def test_delete_a_pet_without_history(client, world, superuser_engine):
     response = await client.delete(f"{URL}/{pet['id']}", headers=clinic.owner.headers)
 
     assert response.status_code == 204
-    assert is_problem(
+    assert_problem(
         await client.get(f"{URL}/{pet['id']}", headers=clinic.owner.headers), 404, "not-found"
     )
     assert await pet_count(superuser_engine) == 0
@@ -330,7 +322,7 @@ async def test_delete_a_pet_with_appointments_is_409_and_keeps_it(client, world,
 
     response = await client.delete(f"{URL}/{pet.id}", headers=clinic.owner.headers)
 
-    assert is_problem(response, 409, "conflict")
+    assert_problem(response, 409, "conflict")
     assert await pet_count(superuser_engine, id=pet.id) == 1
     assert (await client.get(f"{URL}/{pet.id}", headers=clinic.owner.headers)).status_code == 200
 
@@ -349,6 +341,6 @@ async def test_read_only_cannot_register_or_change_pets(client, world, superuser
 
     assert [p["id"] for p in listed.json()["items"]] == [str(pet.id)]
     for response in (created, patched, weighed, deleted):
-        assert is_problem(response, 403, "forbidden")
+        assert_problem(response, 403, "forbidden")
     assert await pet_count(superuser_engine) == 1
     assert await pet_count(superuser_engine, id=pet.id, deceased=False) == 1

@@ -14,6 +14,7 @@ from fixtures.factories import (
     PetFactory,
     PrescriptionFactory,
 )
+from tests.harness.api import PROBLEM_JSON, assert_problem
 
 NOTE = {
     "subjective": "Limping on the left hind leg for two days.",
@@ -91,7 +92,7 @@ async def test_non_clinical_roles_cannot_write_notes(client, clinic, pet, superu
     response = await _write(client, clinic, pet, role=role)
 
     assert response.status_code == 403
-    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["content-type"] == PROBLEM_JSON
     async with superuser_engine.connect() as connection:
         assert await connection.scalar(text("SELECT count(*) FROM medical_records")) == 0
 
@@ -175,8 +176,7 @@ async def test_a_locked_record_refuses_changes_and_keeps_its_text(client, world,
         headers=headers(clinic, Role.vet),
     )
 
-    assert change.status_code == 409
-    assert change.json()["type"] == "https://vetify.dev/problems/record-locked"
+    assert_problem(change, 409, "record-locked")
     assert addendum.status_code == 201
     body = addendum.json()
     assert body["assessment"] == "Original assessment"

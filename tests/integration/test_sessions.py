@@ -11,10 +11,9 @@ from app.auth.models import CredentialKind, Role
 from app.auth.service import SESSION_COOKIE
 from app.kit import crypto
 from fixtures.clinics import add_member
-from fixtures.factories import DEFAULT_PASSWORD, CredentialFactory
+from fixtures.factories import CredentialFactory
 from tests.harness import browser
-
-LOGIN = "/api/v1/auth/login"
+from tests.harness.api import login
 
 
 def cookie(value: str) -> dict[str, str]:
@@ -23,10 +22,8 @@ def cookie(value: str) -> dict[str, str]:
 
 async def test_a_session_ends_twelve_hours_after_login_however_busy(client, world) -> None:
     clinic = await world.clinic(roles=())
-    login = await client.post(
-        LOGIN, json={"email": clinic.setup.owner.email, "password": DEFAULT_PASSWORD}
-    )
-    expires = dt.datetime.fromisoformat(login.json()["expires_at"])
+    logged_in = await login(client, clinic.setup.owner.email)
+    expires = dt.datetime.fromisoformat(logged_in.json()["expires_at"])
     assert abs(expires - dt.datetime.now(dt.UTC) - dt.timedelta(hours=12)) < dt.timedelta(minutes=1)
     # Past its absolute expiry, a session just used (not idle) is refused.
     secret, secret_hash = crypto.new_credential(service.SESSION_PREFIX, clinic.id)

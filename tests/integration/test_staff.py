@@ -9,23 +9,14 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from fixtures.clinics import add_member
-from fixtures.factories import DEFAULT_PASSWORD, UserFactory, create
+from fixtures.factories import UserFactory, create
+from tests.harness.api import assert_problem, login
 
 STAFF = "/api/v1/staff"
 INVITATIONS = "/api/v1/staff/invitations"
 ACCEPT = "/api/v1/auth/invitations/accept"
-LOGIN = "/api/v1/auth/login"
-PROBLEM = "application/problem+json"
 # pragma: allowlist nextline secret - a test user's passphrase
 PASSWORD = "a long enough passphrase"
-
-
-def is_problem(response, status: int, slug: str) -> bool:
-    return (
-        response.status_code == status
-        and response.headers["content-type"] == PROBLEM
-        and response.json()["type"] == f"https://vetify.dev/problems/{slug}"
-    )
 
 
 async def membership(engine, clinic, user_id) -> dict:
@@ -86,7 +77,7 @@ async def test_get_one_member(client, world):
 
     assert response.status_code == 200
     assert (response.json()["email"], response.json()["role"]) == (vet.user.email, "vet")
-    assert is_problem(foreign, 404, "not-found")
+    assert_problem(foreign, 404, "not-found")
 
 
 @pytest.mark.parametrize("actor", [Role.owner, Role.admin])
@@ -109,7 +100,7 @@ async def test_managers_change_a_vet_to_technician(client, world, superuser_engi
     managing = await client.patch(
         "/api/v1/clinics/current", json={"name": "x"}, headers=vet.headers
     )
-    assert is_problem(managing, 403, "forbidden")
+    assert_problem(managing, 403, "forbidden")
 
 
 @pytest.mark.parametrize("role", [Role.vet, Role.technician, Role.receptionist, Role.read_only])
@@ -124,8 +115,8 @@ async def test_members_without_staff_manage_cannot_change_or_remove_anyone(
     )
     removed = await client.delete(f"{STAFF}/{target.user.id}", headers=clinic.actors[role].headers)
 
-    assert is_problem(promoted, 403, "forbidden")
-    assert is_problem(removed, 403, "forbidden")
+    assert_problem(promoted, 403, "forbidden")
+    assert_problem(removed, 403, "forbidden")
     assert await membership(superuser_engine, clinic, target.user.id) == {
         "role": target.role.value,
         "active": True,
@@ -150,7 +141,7 @@ async def test_no_one_changes_their_own_membership(
 
     response = await client.request(method, f"{STAFF}/{me.user.id}", json=body, headers=me.headers)
 
-    assert is_problem(response, 403, "forbidden")
+    assert_problem(response, 403, "forbidden")
     assert await membership(superuser_engine, clinic, me.user.id) == {
         "role": role.value,
         "active": True,
@@ -173,7 +164,7 @@ async def test_an_owner_steps_down_by_another_owners_hand(client, world, superus
     assert response.status_code == 200
     assert response.json()["role"] == "admin"
     # Now an admin, the former owner may not touch the remaining owner.
-    assert is_problem(last, 403, "forbidden")
+    assert_problem(last, 403, "forbidden")
     assert await membership(superuser_engine, clinic, second.id) == {
         "role": "owner",
         "active": True,
@@ -230,7 +221,7 @@ async def test_an_admin_cannot_change_an_owner(client, world, superuser_engine, 
         method, f"{STAFF}/{second.id}", json=body, headers=clinic.actors[Role.admin].headers
     )
 
-    assert is_problem(response, 403, "forbidden")
+    assert_problem(response, 403, "forbidden")
     assert await membership(superuser_engine, clinic, second.id) == {
         "role": "owner",
         "active": True,
@@ -245,7 +236,7 @@ async def test_an_admin_cannot_make_someone_owner(client, world, superuser_engin
         f"{STAFF}/{vet.user.id}", json={"role": "owner"}, headers=clinic.actors[Role.admin].headers
     )
 
-    assert is_problem(response, 403, "forbidden")
+    assert_problem(response, 403, "forbidden")
     assert (await membership(superuser_engine, clinic, vet.user.id))["role"] == "vet"
 
 
@@ -268,7 +259,7 @@ async def test_removing_a_member_deactivates_them_and_their_token(client, world,
         )
     assert unrevoked == 0
     refused = await client.get("/api/v1/customers", headers=vet.headers)
-    assert is_problem(refused, 401, "unauthenticated")
+    assert_problem(refused, 401, "unauthenticated")
     assert "WWW-Authenticate" in refused.headers
     listed = await client.get(STAFF, headers=clinic.owner.headers)
     assert {m["user_id"]: m["active"] for m in listed.json()["items"]}[str(vet.user.id)] is False
@@ -284,16 +275,13 @@ async def test_removal_from_one_clinic_leaves_the_other_clinic_alone(client, wor
     vet = clinic.actors[Role.vet]
     async with world.session(other.id) as session:
         await add_member(session, vet.user, Role.admin)
-    login = await client.post(
-        LOGIN,
-        json={"email": vet.user.email, "password": DEFAULT_PASSWORD, "clinic_id": str(other.id)},
-    )
-    assert login.status_code == 200
+    logged_in = await login(client, vet.user.email, clinic_id=str(other.id))
+    assert logged_in.status_code == 200
 
     removed = await client.delete(f"{STAFF}/{vet.user.id}", headers=clinic.owner.headers)
 
     assert removed.status_code == 204
-    assert is_problem(await client.get(STAFF, headers=vet.headers), 401, "unauthenticated")
+    assert_problem(await client.get(STAFF, headers=vet.headers), 401, "unauthenticated")
     me = await client.get("/api/v1/auth/me")  # the session cookie in the other clinic
     client.cookies.clear()
     assert me.status_code == 200
@@ -324,7 +312,7 @@ async def test_unknown_member_is_404(client, world):
         response = await client.request(
             method, f"{STAFF}/{missing}", json=body, headers=clinic.owner.headers
         )
-        assert is_problem(response, 404, "not-found")
+        assert_problem(response, 404, "not-found")
 
 
 # -- invitations --------------------------------------------------------------------------------
@@ -354,13 +342,13 @@ async def test_invite_accept_and_log_in_with_the_invited_role(client, world, sup
     assert accepted.json()["user"]["email"] == email
     assert accepted.json()["user"]["name"] == "Joana Reis"
 
-    login = await client.post(LOGIN, json={"email": email, "password": PASSWORD})
-    assert login.status_code == 200
-    assert login.json()["role"] == "receptionist"
-    assert login.json()["clinic"]["id"] == str(clinic.id)
-    cookie = login.cookies.get("vetify_session")
+    logged_in = await login(client, email, PASSWORD)
+    assert logged_in.status_code == 200
+    assert logged_in.json()["role"] == "receptionist"
+    assert logged_in.json()["clinic"]["id"] == str(clinic.id)
+    cookie = logged_in.cookies.get("vetify_session")
     assert cookie
-    set_cookie = login.headers["set-cookie"].lower()
+    set_cookie = logged_in.headers["set-cookie"].lower()
     assert "httponly" in set_cookie
     assert "secure" in set_cookie
 
@@ -384,7 +372,7 @@ async def test_an_invitation_is_used_once(client, world, superuser_engine):
 
     again = await accept(client, token, name="Someone Else")
 
-    assert is_problem(again, 404, "not-found")
+    assert_problem(again, 404, "not-found")
     async with superuser_engine.connect() as connection:
         users = await connection.scalar(
             text("SELECT count(*) FROM users WHERE lower(email) = 'once@example.com'")
@@ -406,13 +394,13 @@ async def test_an_invitation_is_used_once(client, world, superuser_engine):
     ],
 )
 async def test_a_made_up_invitation_token_is_404(client, token):
-    assert is_problem(await accept(client, token), 404, "not-found")
+    assert_problem(await accept(client, token), 404, "not-found")
 
 
 async def test_a_too_short_invitation_token_is_422(client):
     response = await accept(client, "vti_short")
 
-    assert is_problem(response, 422, "validation-error")
+    assert_problem(response, 422, "validation-error")
     assert [e["loc"] for e in response.json()["errors"]] == [["body", "token"]]
 
 
@@ -422,7 +410,7 @@ async def test_an_admin_may_invite_staff_but_not_an_owner(client, world, superus
     owner = await invite(client, clinic, "boss@example.com", "owner", actor=Role.admin)
     vet = await invite(client, clinic, "vet@example.com", "vet", actor=Role.admin)
 
-    assert is_problem(owner, 403, "forbidden")
+    assert_problem(owner, 403, "forbidden")
     assert vet.status_code == 201
     async with superuser_engine.connect() as connection:
         emails = (await connection.scalars(text("SELECT email FROM invitations"))).all()
@@ -436,8 +424,8 @@ async def test_other_roles_cannot_invite_or_see_invitations(client, world, super
     sent = await invite(client, clinic, "new@example.com", "read_only", actor=role)
     listed = await client.get(INVITATIONS, headers=clinic.actors[role].headers)
 
-    assert is_problem(sent, 403, "forbidden")
-    assert is_problem(listed, 403, "forbidden")
+    assert_problem(sent, 403, "forbidden")
+    assert_problem(listed, 403, "forbidden")
     async with superuser_engine.connect() as connection:
         assert await connection.scalar(text("SELECT count(*) FROM invitations")) == 0
 
@@ -452,7 +440,7 @@ async def test_a_withdrawn_invitation_cannot_be_accepted(client, world, superuse
     accepted = await accept(client, token_of(invitation))
 
     assert withdrawn.status_code == 204
-    assert is_problem(accepted, 404, "not-found")
+    assert_problem(accepted, 404, "not-found")
     listed = await client.get(INVITATIONS, headers=clinic.owner.headers)
     assert listed.json()[0]["revoked_at"] is not None
     async with superuser_engine.connect() as connection:
@@ -460,8 +448,9 @@ async def test_a_withdrawn_invitation_cannot_be_accepted(client, world, superuse
             text("SELECT count(*) FROM users WHERE email = 'withdrawn@example.com'")
         )
     assert users == 0
-    login = await client.post(LOGIN, json={"email": "withdrawn@example.com", "password": PASSWORD})
-    assert is_problem(login, 401, "invalid-credentials")
+    assert_problem(
+        await login(client, "withdrawn@example.com", PASSWORD), 401, "invalid-credentials"
+    )
 
 
 async def test_withdrawing_an_unknown_invitation_is_404(client, world):
@@ -471,4 +460,4 @@ async def test_withdrawing_an_unknown_invitation_is_404(client, world):
         f"{INVITATIONS}/01900000-0000-7000-8000-000000000000", headers=clinic.owner.headers
     )
 
-    assert is_problem(response, 404, "not-found")
+    assert_problem(response, 404, "not-found")

@@ -23,10 +23,11 @@ from typing import Any
 from locust import HttpUser, between, events, task
 from locust.clients import ResponseContextManager
 
+from app.kit.problems import MEDIA_TYPE as PROBLEM_JSON
+
 PAGE = 50
 FIRST_HOUR, LAST_HOUR = 9, 18  # the clinic books 09:00-18:00 in 15 minute slots
 SLOT = dt.timedelta(minutes=15)
-PROBLEM_JSON = "application/problem+json"
 
 statuses: defaultdict[str, Counter[int]] = defaultdict(Counter)
 """HTTP status per endpoint ("GET /api/v1/pets/{id}"); 0 for a request that got no answer."""

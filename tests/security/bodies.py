@@ -21,6 +21,7 @@ from app.auth.service import INVITATION_PREFIX
 from app.kit import crypto
 from app.kit.types import NO_NUL, NON_BLANK
 from fixtures.factories import InvitationFactory
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.world import World
 from tests.security.catalogue import ATTACKED, PREPARED, Route
 from tests.security.estate import Estate
@@ -173,18 +174,6 @@ def nested_example(field: Field) -> Any:
     return example.get(str(field.path[-1]), "Plain text")
 
 
-def walk_strings(value: Any) -> Iterator[str]:
-    """Every string in a JSON value."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from walk_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from walk_strings(item)
-
-
 ELSEWHERE: dict[tuple[str, str], str] = {
     **{
         key: "its body is a one-time code for the caller's own authenticator (PREPARED), bound"
@@ -229,5 +218,5 @@ async def ready(world: World, estate: Estate, route: Route) -> None:
 def is_json(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip() in {
         "application/json",
-        "application/problem+json",
+        PROBLEM_JSON,
     }

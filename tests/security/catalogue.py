@@ -32,9 +32,10 @@ from fixtures import files
 from fixtures.factories import DEFAULT_PASSWORD
 from tests.contract.snapshot import offline_app
 from tests.harness import browser
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.world import Actor, World
 from tests.security.estate import MAKERS, Estate, next_slot
-from tests.security.surface import PROBLEM, PUBLIC, resolve, types
+from tests.security.surface import PUBLIC, resolve, types
 
 API = "/api/"
 HOW_TO_FIX = (
@@ -357,7 +358,7 @@ async def send(
 
 def problem(response: httpx.Response) -> dict[str, Any]:
     """The problem+json body (empty if the response is not one)."""
-    if response.headers.get("content-type") != PROBLEM:
+    if response.headers.get("content-type") != PROBLEM_JSON:
         return {}
     body: dict[str, Any] = response.json()
     return body

@@ -24,7 +24,6 @@ PUBLIC: dict[tuple[str, str], str] = {
     " credential (tests/contract/stripe/test_signatures.py)",
 }
 """The only routes a caller without credentials may use, and why."""
-PROBLEM = "application/problem+json"
 
 
 @dataclass(frozen=True)

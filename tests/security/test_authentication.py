@@ -29,14 +29,15 @@ from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures.factories import CredentialFactory
 from tests.harness import browser
+from tests.harness.api import PROBLEM_JSON, problem_type
 from tests.harness.authenticator import Authenticator
 from tests.harness.world import ClinicWorld, World
-from tests.security.surface import PROBLEM, census, protected_operations
+from tests.security.surface import census, protected_operations
 
 OPERATIONS = protected_operations()
 UNAUTHENTICATED = {
-    "https://vetify.dev/problems/unauthenticated",
-    "https://vetify.dev/problems/invalid-credentials",
+    problem_type("unauthenticated"),
+    problem_type("invalid-credentials"),
 }
 
 
@@ -162,7 +163,7 @@ async def _refusals(
         response = await client.request(
             op.method.upper(), op.url(), headers=headers, json={} if op.has_body else None
         )
-        body = response.json() if response.headers.get("content-type") == PROBLEM else {}
+        body = response.json() if response.headers.get("content-type") == PROBLEM_JSON else {}
         if not (
             response.status_code == 401
             and body.get("status") == 401

@@ -15,6 +15,7 @@ import pytest
 from app.auth.models import Role
 from app.auth.permissions import allows
 from tests.harness import tally
+from tests.harness.api import problem_type
 from tests.harness.world import World
 from tests.security.catalogue import (
     ATTACKED,
@@ -29,7 +30,7 @@ from tests.security.catalogue import (
 from tests.security.estate import fresh, furnish, rows_of
 
 AUTHORIZED = [route for route in ATTACKED if not route.public]
-FORBIDDEN = "https://vetify.dev/problems/forbidden"
+FORBIDDEN = problem_type("forbidden")
 
 tally.size(
     "authorization matrix",

@@ -26,8 +26,8 @@ from app.kit import csrf
 from app.main import create_app
 from app.settings import Settings
 from fixtures.clinics import add_member
-from fixtures.factories import DEFAULT_PASSWORD
 from tests.harness import browser, tally
+from tests.harness.api import login, problem_type
 from tests.harness.authenticator import Authenticator
 from tests.harness.world import World
 from tests.security.catalogue import (
@@ -44,7 +44,7 @@ from tests.security.estate import fresh, furnish
 from tests.security.surface import census
 
 UNSAFE = [r for r in ATTACKED if r.method not in csrf.SAFE_METHODS and not r.public]
-CSRF = "https://vetify.dev/problems/csrf"
+CSRF = problem_type("csrf")
 EVIL = "https://evil.example"
 
 
@@ -161,14 +161,13 @@ async def test_the_token_comes_with_the_session_and_changes_with_it(
     bare: httpx.AsyncClient, world: World, settings: Settings
 ) -> None:
     clinic = await world.clinic(roles=())
-    credentials = {"email": clinic.setup.owner.email, "password": DEFAULT_PASSWORD}
-    first = await bare.post("/api/v1/auth/login", json=credentials)
-    second = await bare.post("/api/v1/auth/login", json=credentials)
+    first = await login(bare, clinic.setup.owner.email)
+    second = await login(bare, clinic.setup.owner.email)
 
-    for login in (first, second):
-        session = login.cookies["vetify_session"]
-        assert login.json()["csrf_token"] == login.cookies["vetify_csrf"]
-        assert login.json()["csrf_token"] == csrf.token_for(session)
+    for logged_in in (first, second):
+        session = logged_in.cookies["vetify_session"]
+        assert logged_in.json()["csrf_token"] == logged_in.cookies["vetify_csrf"]
+        assert logged_in.json()["csrf_token"] == csrf.token_for(session)
     assert first.json()["csrf_token"] != second.json()["csrf_token"]
 
 
@@ -184,11 +183,7 @@ async def test_login_from_another_site_is_refused(
     clinic = await world.clinic(roles=())
     before = await census(superuser_engine)
 
-    response = await bare.post(
-        "/api/v1/auth/login",
-        json={"email": clinic.setup.owner.email, "password": DEFAULT_PASSWORD},
-        headers=headers,
-    )
+    response = await login(bare, clinic.setup.owner.email, headers=headers)
 
     assert response.status_code == 403
     assert problem(response)["type"] == CSRF
@@ -202,11 +197,7 @@ async def test_login_from_our_pages_or_a_script_works(
 ) -> None:
     clinic = await world.clinic(roles=())
     headers = {"Origin": str(csrf.origin_of(settings.public_url))} if origin else {}
-    response = await bare.post(
-        "/api/v1/auth/login",
-        json={"email": clinic.setup.owner.email, "password": DEFAULT_PASSWORD},
-        headers=headers,
-    )
+    response = await login(bare, clinic.setup.owner.email, headers=headers)
     assert response.status_code == 200
 
 
@@ -243,12 +234,8 @@ async def test_every_cookie_the_service_sets_is_same_site_strict(
     clinic, other = await world.clinic(roles=()), await world.clinic(roles=())
     async with world.session(other.id) as session:
         await add_member(session, clinic.setup.owner, Role.vet)
-    credentials = {
-        "email": clinic.setup.owner.email,
-        "password": DEFAULT_PASSWORD,
-        "clinic_id": str(clinic.id),
-    }
-    responses = [await client.post("/api/v1/auth/login", json=credentials)]
+    owner, clinic_id = clinic.setup.owner.email, str(clinic.id)
+    responses = [await login(client, owner, clinic_id=clinic_id)]
     responses.append(await client.post("/api/v1/auth/switch", json={"clinic_id": str(clinic.id)}))
     started = await client.post("/api/v1/auth/mfa/totp")
     authenticator = Authenticator(started.json()["secret"])
@@ -256,10 +243,8 @@ async def test_every_cookie_the_service_sets_is_same_site_strict(
         await client.post("/api/v1/auth/mfa/totp/confirm", json={"code": authenticator.next_code()})
     )
     responses.append(await client.post("/api/v1/auth/logout"))
-    login = await client.post(
-        "/api/v1/auth/login", json={**credentials, "totp_code": authenticator.next_code()}
-    )
-    responses += [login, await client.post("/api/v1/auth/logout-everywhere")]
+    with_code = await login(client, owner, clinic_id=clinic_id, totp_code=authenticator.next_code())
+    responses += [with_code, await client.post("/api/v1/auth/logout-everywhere")]
 
     set_cookies = [c for r in responses for c in r.headers.get_list("set-cookie")]
     assert all(r.is_success for r in responses), [explain(r) for r in responses]

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from app.kit.headers import API_POLICY, HSTS
+from tests.harness.api import signup
 from tests.harness.plugin import asgi_client
 from tests.security.surface import api_operations
 
@@ -90,8 +91,8 @@ async def test_413_and_429_answers_carry_them(configured_app):
         configured_app(rate_limit_scale=1, rate_limit_signup="1/hour", max_body_bytes=1024) as app,
         asgi_client(app, client_ip="203.0.113.9") as http,
     ):
-        await http.post("/api/v1/auth/signup", json={})
-        limited = await http.post("/api/v1/auth/signup", json={})
+        await signup(http, {})
+        limited = await signup(http, {})
         too_large = await http.post("/api/v1/customers", content=b"x" * 2048)
     assert limited.status_code == 429
     assert too_large.status_code == 413

@@ -12,17 +12,12 @@ import uuid
 import httpx
 
 from fixtures.factories import DEFAULT_PASSWORD
+from tests.harness.api import PROBLEM_JSON, login, problem_type
 from tests.harness.plugin import asgi_client
-from tests.security.surface import PROBLEM
 
-LOGIN = "/api/v1/auth/login"
-THROTTLED = "https://vetify.dev/problems/login-throttled"
+THROTTLED = problem_type("login-throttled")
 # 1 free failure, then 1 s of back-off, and the 3rd failure locks for a minute.
 GUARD = {"login_free_failures": 1, "login_lockout_failures": 3, "login_lockout_minutes": 1}
-
-
-async def attempt(http: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
-    return await http.post(LOGIN, json={"email": email, "password": password})
 
 
 def shape(response: httpx.Response) -> tuple[int, str | None, str | None, str | None]:
@@ -38,12 +33,12 @@ def shape(response: httpx.Response) -> tuple[int, str | None, str | None, str | 
 
 async def guess(http: httpx.AsyncClient, email: str) -> list[httpx.Response]:
     """Three wrong guesses with the back-off respected, then the right password."""
-    answers = [await attempt(http, email, "wrong guess 1")]
-    answers.append(await attempt(http, email, "wrong guess 2"))  # now backs off 1 s
-    answers.append(await attempt(http, email, DEFAULT_PASSWORD))  # refused while backing off
+    answers = [await login(http, email, "wrong guess 1")]
+    answers.append(await login(http, email, "wrong guess 2"))  # now backs off 1 s
+    answers.append(await login(http, email, DEFAULT_PASSWORD))  # refused while backing off
     await asyncio.sleep(1.1)
-    answers.append(await attempt(http, email, "wrong guess 3"))  # locks for a minute
-    answers.append(await attempt(http, email, DEFAULT_PASSWORD))
+    answers.append(await login(http, email, "wrong guess 3"))  # locks for a minute
+    answers.append(await login(http, email, DEFAULT_PASSWORD))
     return answers
 
 
@@ -54,15 +49,15 @@ async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, 
         answers = await guess(http, victim.user.email)
         # The lock holds against the right password from anywhere.
         async with asgi_client(app, client_ip="203.0.113.31") as elsewhere:
-            still = await attempt(elsewhere, victim.user.email, DEFAULT_PASSWORD)
+            still = await login(elsewhere, victim.user.email, DEFAULT_PASSWORD)
         unlock = await http.post(
             f"/api/v1/staff/{victim.user.id}/unlock", headers=clinic.owner.headers
         )
-        after = await attempt(http, victim.user.email, DEFAULT_PASSWORD)
+        after = await login(http, victim.user.email, DEFAULT_PASSWORD)
 
     assert [a.status_code for a in answers] == [401, 401, 429, 401, 429]
     for refused in (answers[2], answers[4], still):
-        assert refused.headers["content-type"] == PROBLEM
+        assert refused.headers["content-type"] == PROBLEM_JSON
         assert refused.json()["type"] == THROTTLED
     assert answers[2].headers["retry-after"] == "1"
     assert 50 <= int(answers[4].headers["retry-after"]) <= 60
@@ -76,7 +71,7 @@ async def test_a_success_forgets_the_failures(configured_app, world):
     email = clinic.owner.user.email
     async with configured_app(**GUARD) as app, asgi_client(app, client_ip="203.0.113.32") as http:
         statuses = [
-            (await attempt(http, email, password)).status_code
+            (await login(http, email, password)).status_code
             for password in ("wrong", DEFAULT_PASSWORD, "wrong", DEFAULT_PASSWORD)
         ]
     assert statuses == [401, 200, 401, 200]
@@ -108,7 +103,7 @@ async def test_a_wrong_password_costs_the_same_time_for_both(configured_app, wor
         for round_ in range(7):
             for email in (real, unknown):
                 started = time.perf_counter()
-                answer = await attempt(http, email, f"wrong {round_}")
+                answer = await login(http, email, f"wrong {round_}")
                 timings[email].append(time.perf_counter() - started)
                 assert answer.status_code == 401
     ratio = statistics.median(timings[real]) / statistics.median(timings[unknown])

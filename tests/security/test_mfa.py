@@ -19,15 +19,14 @@ import httpx
 import pytest
 
 from app.auth.models import Role
-from fixtures.factories import DEFAULT_PASSWORD
 from tests.harness import browser
+from tests.harness.api import PROBLEM_JSON, login, problem_type
 from tests.harness.authenticator import Authenticator
 from tests.harness.world import ClinicWorld, World
-from tests.security.surface import PROBLEM, census, protected_operations
+from tests.security.surface import census, protected_operations
 
-LOGIN = "/api/v1/auth/login"
-MFA_REQUIRED = "https://vetify.dev/problems/mfa-required"
-ENROL_FIRST = "https://vetify.dev/problems/mfa-enrolment-required"
+MFA_REQUIRED = problem_type("mfa-required")
+ENROL_FIRST = problem_type("mfa-enrolment-required")
 OPERATIONS = protected_operations()
 OWN_SESSION = [
     op for op in OPERATIONS if op.spec.get("x-permission", {}).get("action") == "session:own"
@@ -41,17 +40,10 @@ async def _enrolled(world: World) -> tuple[ClinicWorld, Authenticator, list[str]
     return clinic, authenticator, []
 
 
-async def _login(client: httpx.AsyncClient, clinic: ClinicWorld, code: str | None = None, **kw):
-    body = {"email": clinic.setup.owner.email, "password": kw.pop("password", DEFAULT_PASSWORD)}
-    if code is not None:
-        body["totp_code"] = code
-    return await client.post(LOGIN, json=body)
-
-
 def _refused(response: httpx.Response) -> bool:
     return (
         response.status_code == 401
-        and response.headers.get("content-type") == PROBLEM
+        and response.headers.get("content-type") == PROBLEM_JSON
         and response.json()["type"] == MFA_REQUIRED
         and "set-cookie" not in response.headers
     )
@@ -63,14 +55,14 @@ async def test_a_wrong_password_says_nothing_about_the_second_factor(client, wor
 
     answers = [
         # pragma: allowlist nextline secret - a wrong password, the point of the test
-        await _login(client, clinic, code, password="not the password")
+        await login(client, clinic.setup.owner.email, "not the password", totp_code=code)
         for clinic in (enrolled, plain)
         for code in (None, "123456")
     ]
 
     assert {a.status_code for a in answers} == {401}
     assert len({a.text for a in answers}) == 1
-    assert answers[0].json()["type"] == "https://vetify.dev/problems/invalid-credentials"
+    assert answers[0].json()["type"] == problem_type("invalid-credentials")
 
 
 async def test_login_without_or_with_wrong_codes_is_refused_and_writes_nothing(
@@ -89,7 +81,7 @@ async def test_login_without_or_with_wrong_codes_is_refused_and_writes_nothing(
         code = guess()
         if code in {authenticator.code_at_offset(step) for step in (-1, 0, 1)}:
             continue  # a random guess that happens to be right (3 in a million)
-        response = await _login(client, clinic, code)
+        response = await login(client, clinic.setup.owner.email, totp_code=code)
         if not _refused(response):
             failures.append(f"{code}: {response.status_code} {response.text[:100]}")
 
@@ -100,7 +92,9 @@ async def test_login_without_or_with_wrong_codes_is_refused_and_writes_nothing(
 async def test_a_code_within_one_step_of_drift_is_accepted(client, world) -> None:
     for step in (-1, 1):
         clinic, authenticator, _ = await _enrolled(world)
-        response = await _login(client, clinic, authenticator.code_at_offset(step))
+        response = await login(
+            client, clinic.setup.owner.email, totp_code=authenticator.code_at_offset(step)
+        )
         assert response.status_code == 200, (step, response.text)
 
 
@@ -108,8 +102,8 @@ async def test_a_code_is_accepted_once(client, world) -> None:
     clinic, authenticator, _ = await _enrolled(world)
     code = authenticator.next_code()
 
-    first = await _login(client, clinic, code)
-    replayed = await _login(client, clinic, code)
+    first = await login(client, clinic.setup.owner.email, totp_code=code)
+    replayed = await login(client, clinic.setup.owner.email, totp_code=code)
 
     assert first.status_code == 200
     assert _refused(replayed)
@@ -118,8 +112,8 @@ async def test_a_code_is_accepted_once(client, world) -> None:
 async def test_an_older_code_is_refused_after_a_newer_one(client, world) -> None:
     clinic, authenticator, _ = await _enrolled(world)
     older, newer = authenticator.code_at_offset(-1), authenticator.code_at_offset(0)
-    assert (await _login(client, clinic, newer)).status_code == 200
-    assert _refused(await _login(client, clinic, older))
+    assert (await login(client, clinic.setup.owner.email, totp_code=newer)).status_code == 200
+    assert _refused(await login(client, clinic.setup.owner.email, totp_code=older))
 
 
 async def test_racing_requests_with_one_code_get_one_session(app, world) -> None:
@@ -129,7 +123,7 @@ async def test_racing_requests_with_one_code_get_one_session(app, world) -> None
     async def attempt() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
-            return await _login(http, clinic, code)
+            return await login(http, clinic.setup.owner.email, totp_code=code)
 
     answers = await asyncio.gather(*(attempt() for _ in range(6)))
 
@@ -150,9 +144,9 @@ async def _recovery_codes(client, world) -> tuple[ClinicWorld, Authenticator, li
 async def test_a_recovery_code_is_single_use(client, world) -> None:
     clinic, _, codes = await _recovery_codes(client, world)
 
-    first = await _login(client, clinic, codes[0])
-    again = await _login(client, clinic, codes[0])
-    other = await _login(client, clinic, codes[1])
+    first = await login(client, clinic.setup.owner.email, totp_code=codes[0])
+    again = await login(client, clinic.setup.owner.email, totp_code=codes[0])
+    other = await login(client, clinic.setup.owner.email, totp_code=codes[1])
 
     assert first.status_code == 200
     assert _refused(again)
@@ -168,7 +162,9 @@ async def test_regenerated_codes_void_every_old_one(client, world) -> None:
     client.cookies.clear()
     assert renewed.status_code == 200
 
-    assert all([_refused(await _login(client, clinic, code)) for code in old])
+    assert all(
+        [_refused(await login(client, clinic.setup.owner.email, totp_code=code)) for code in old]
+    )
 
 
 async def test_turning_mfa_off_needs_a_valid_code(client, world, superuser_engine) -> None:
@@ -182,7 +178,7 @@ async def test_turning_mfa_off_needs_a_valid_code(client, world, superuser_engin
 
     assert await census(superuser_engine) == before
     client.cookies.clear()
-    assert _refused(await _login(client, clinic))
+    assert _refused(await login(client, clinic.setup.owner.email))
 
 
 # -- a clinic that requires MFA ---------------------------------------------------------------
@@ -228,7 +224,7 @@ async def test_an_unenrolled_member_is_refused_everywhere_else(
         )
         if not (
             response.status_code == 403
-            and response.headers.get("content-type") == PROBLEM
+            and response.headers.get("content-type") == PROBLEM_JSON
             and response.json()["type"] == ENROL_FIRST
         ):
             failures.append(f"{op.label}: {response.status_code} {response.text[:200]}")

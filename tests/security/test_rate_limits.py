@@ -23,10 +23,9 @@ from sqlalchemy import update
 
 from app.billing.models import BillingAccount
 from app.billing.plans import PLANS, Plan
-from fixtures.factories import DEFAULT_PASSWORD
+from tests.harness.api import assert_problem, login, signup
 from tests.harness.plugin import asgi_client
 from tests.harness.services import choose_provider, redis
-from tests.security.surface import PROBLEM
 
 _addresses = itertools.count(1)
 BOGUS = {"Authorization": "Bearer vtk_not-a-real-token"}
@@ -59,9 +58,7 @@ def policy(response: httpx.Response, name: str) -> dict[str, int]:
 
 
 def assert_refused(response: httpx.Response, name: str) -> None:
-    assert response.status_code == 429, response.text
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["type"] == "https://vetify.dev/problems/rate-limited"
+    assert_problem(response, 429, "rate-limited")
     assert int(response.headers["Retry-After"]) >= 1
     assert policy(response, name)["r"] == 0
 
@@ -86,42 +83,24 @@ async def test_login_is_limited_per_ip_whatever_the_account(configured_app, worl
     clinic = await world.clinic()
     async with serving(configured_app, fresh_ip(), rate_limit_login="3/minute") as http:
         tries = [
-            await http.post(
-                "/api/v1/auth/login",
-                # pragma: allowlist nextline secret - a wrong password, the point of the test
-                json={"email": f"nobody{i}@example.com", "password": "wrong password"},
-            )
+            # pragma: allowlist nextline secret - a wrong password, the point of the test
+            await login(http, f"nobody{i}@example.com", "wrong password")
             for i in range(3)
         ]
         # The right password, once the quota is spent, is refused too: a guesser learns
         # nothing from the 4th answer.
-        right = await http.post(
-            "/api/v1/auth/login",
-            json={"email": clinic.owner.user.email, "password": DEFAULT_PASSWORD},
-        )
+        right = await login(http, clinic.owner.user.email)
     assert [t.status_code for t in tries] == [401] * 3
     assert_refused(right, "login")
 
 
 async def test_signup_is_limited_per_ip(configured_app, census_unchanged):
     async with serving(configured_app, fresh_ip(), rate_limit_signup="1/hour") as http:
-        first = await http.post("/api/v1/auth/signup", json={})  # invalid, still counted
+        first = await signup(http, {})  # invalid, still counted
         async with census_unchanged():
-            second = await http.post("/api/v1/auth/signup", json=_signup())
+            second = await signup(http, clinic_name="Flood Vets", owner_name="Mallory")
     assert first.status_code == 422
     assert_refused(second, "signup")
-
-
-def _signup() -> dict[str, str]:
-    return {
-        "clinic_name": "Flood Vets",
-        "location_name": "Main",
-        "timezone": "Europe/London",
-        "owner_name": "Mallory",
-        "email": f"mallory-{uuid.uuid4().hex[:8]}@example.com",
-        # pragma: allowlist nextline secret - a test user's passphrase
-        "password": "a long enough password",
-    }
 
 
 async def test_users_tokens_and_clinics_each_have_a_quota(configured_app, world):
@@ -277,11 +256,8 @@ async def test_redis_outage_falls_back_to_memory_and_comes_back(
                 assert limiter.backend == "memory (Redis unreachable)"
                 # Login fails closed: a quarter of its quota while each process counts alone.
                 logins = [
-                    await http.post(
-                        "/api/v1/auth/login",
-                        # pragma: allowlist nextline secret - a wrong password, the point
-                        json={"email": "x@example.com", "password": "wrong password"},
-                    )
+                    # pragma: allowlist nextline secret - a wrong password, the point
+                    await login(http, "x@example.com", "wrong password")
                     for _ in range(3)
                 ]
                 assert [a.status_code for a in logins] == [401, 401, 429]

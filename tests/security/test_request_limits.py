@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.kit.bodies import json_depth_exceeds
+from tests.harness.api import LOGIN_PATH, assert_problem
 from tests.harness.plugin import asgi_client
-from tests.security.surface import PROBLEM, api_operations
+from tests.security.surface import api_operations
 
 LIMIT = 4096
 WITH_BODY = [
@@ -33,11 +34,6 @@ async def http(configured_app):
         asgi_client(app) as client,
     ):
         yield client
-
-
-def assert_problem(response, status: int) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
 
 
 @pytest.mark.parametrize("operation", WITH_BODY, ids=lambda op: op.label)
@@ -62,9 +58,9 @@ async def test_oversized_and_deep_bodies_are_refused_on_every_route(
         deep = await http.request(
             operation.method, operation.url(), content=nested(17), headers=headers
         )
-    assert_problem(declared, 413)
-    assert_problem(chunked, 413)
-    assert_problem(deep, 400)
+    assert_problem(declared, 413, "payload-too-large")
+    assert_problem(chunked, 413, "payload-too-large")
+    assert_problem(deep, 400, "bad-request")
     assert "16 deep" in deep.json()["detail"]
 
 
@@ -78,11 +74,11 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_re
             yield b"x" * 1024
 
     response = await http.post(
-        "/api/v1/auth/login",
+        LOGIN_PATH,
         content=endless(),
         headers={"Content-Length": str(10 * 1024**3), "Content-Type": "application/json"},
     )
-    assert_problem(response, 413)
+    assert_problem(response, 413, "payload-too-large")
     assert pulled <= 1
 
 
@@ -92,9 +88,9 @@ async def test_a_body_at_the_limits_passes_them(http):
     body = nested(16)
     body = body + b" " * (LIMIT - len(body))
     response = await http.post(
-        "/api/v1/auth/login", content=body, headers={"Content-Type": "application/json"}
+        LOGIN_PATH, content=body, headers={"Content-Type": "application/json"}
     )
-    assert_problem(response, 422)
+    assert_problem(response, 422, "validation-error")
 
 
 def test_depth_is_counted_outside_strings():

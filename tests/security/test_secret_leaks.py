@@ -20,6 +20,7 @@ from app.db.embedded import free_port
 from app.main import create_app
 from app.settings import Settings
 from tests.harness import canary
+from tests.harness.api import PROBLEM_JSON, login
 
 
 def test_every_secret_setting_carries_a_canary(settings: Settings) -> None:
@@ -82,12 +83,10 @@ async def test_failures_to_connect_echo_no_secret(unreachable: FastAPI) -> None:
         ) as client,
     ):
         ready = await client.get("/health/ready")
-        login = await client.post(
-            "/api/v1/auth/login", json={"email": "a@b.example", "password": "x" * 12}
-        )
+        logged_in = await login(client, "a@b.example", "x" * 12)
     assert ready.status_code == 503
-    assert login.status_code == 503
-    for response in (ready, login):
-        assert response.headers["content-type"] == "application/problem+json"
+    assert logged_in.status_code == 503
+    for response in (ready, logged_in):
+        assert response.headers["content-type"] == PROBLEM_JSON
         for secret in canary.ALL:
             assert secret not in response.text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.secret_scan import VENDORED, repository_files, scan, unvendored
+from tests.tools.secret_scan import VENDORED, repository_files, scan, unvendored
 
 AWS_KEY = "AKIA" + "Z7QW3ERT5YUI9OPA"
 PRIVATE_KEY = (

@@ -12,17 +12,16 @@ from sqlalchemy import text
 
 from app.auth.service import SESSION_COOKIE
 from app.kit import crypto
-from fixtures.factories import DEFAULT_PASSWORD
+from tests.harness.api import login
 from tests.harness.world import World
 
 
-async def _login(client: httpx.AsyncClient, email: str, planted: str) -> httpx.Response:
+async def _login_over(client: httpx.AsyncClient, email: str, planted: str) -> httpx.Response:
+    """Log in from a browser that already holds the session cookie ``planted``."""
     client.cookies.clear()
     client.cookies.set(SESSION_COOKIE, planted)
     try:
-        return await client.post(
-            "/api/v1/auth/login", json={"email": email, "password": DEFAULT_PASSWORD}
-        )
+        return await login(client, email)
     finally:
         client.cookies.clear()
 
@@ -51,11 +50,11 @@ async def test_an_attackers_live_session_planted_before_login_is_ended(
             ).one()
 
     before = await row()
-    login = await _login(client, victim.setup.owner.email, planted)
+    logged_in = await _login_over(client, victim.setup.owner.email, planted)
     after = await row()
 
-    assert login.status_code == 200
-    issued = login.cookies[SESSION_COOKIE]
+    assert logged_in.status_code == 200
+    issued = logged_in.cookies[SESSION_COOKIE]
     assert issued != planted
     assert (await _me(client, issued)).json()["user"]["id"] == str(victim.setup.owner.id)
     # The planted id was not turned into the victim's session, nor extended: it is over.
@@ -74,9 +73,9 @@ async def test_a_forged_id_planted_before_login_is_never_adopted(client, world: 
     ]
 
     for planted in forged:
-        login = await _login(client, victim.setup.owner.email, planted)
-        assert login.status_code == 200
-        assert login.cookies[SESSION_COOKIE] != planted
+        logged_in = await _login_over(client, victim.setup.owner.email, planted)
+        assert logged_in.status_code == 200
+        assert logged_in.cookies[SESSION_COOKIE] != planted
         assert (await _me(client, planted)).status_code == 401
 
 
@@ -84,7 +83,7 @@ async def test_logging_in_again_gives_a_new_id_and_ends_the_old(client, world: W
     clinic = await world.clinic(roles=())
     first = await world.login(clinic.owner)
 
-    again = await _login(client, clinic.setup.owner.email, first)
+    again = await _login_over(client, clinic.setup.owner.email, first)
 
     assert again.cookies[SESSION_COOKIE] != first
     assert (await _me(client, first)).status_code == 401

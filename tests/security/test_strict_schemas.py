@@ -17,6 +17,7 @@ import pytest
 
 from app.kit.types import Phone
 from tests.harness import tally
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.world import World
 from tests.security.bodies import (
     ITEMS,
@@ -29,7 +30,7 @@ from tests.security.bodies import (
 )
 from tests.security.catalogue import ATTACKED, ID_KINDS, Route, credentials, explain, problem, send
 from tests.security.estate import fresh, furnish, rows_of
-from tests.security.surface import PROBLEM, census, resolve, types
+from tests.security.surface import census, resolve, types
 
 CONFUSIONS: dict[str, list[Any]] = {
     "integer": [True, False, "1", 1.5],
@@ -135,7 +136,7 @@ async def test_wrong_types_unknown_fields_and_malformed_values_are_refused(
         response = await send(client, caller, route, url, with_value(body, field, value))
         if not (
             response.status_code == 422
-            and response.headers.get("content-type") == PROBLEM
+            and response.headers.get("content-type") == PROBLEM_JSON
             and _names(response, field.path)
         ):
             failures.append(f"{field.label}={value!r}: {explain(response)}")

@@ -12,8 +12,8 @@ import httpx
 from app.auth.models import Role
 from app.auth.service import SESSION_COOKIE
 from fixtures.clinics import add_member
-from fixtures.factories import DEFAULT_PASSWORD
 from tests.harness import browser
+from tests.harness.api import login
 from tests.harness.world import World
 from tests.security.catalogue import STEERING_HEADERS
 from tests.security.estate import Estate, ids_of
@@ -63,15 +63,8 @@ async def test_a_session_changes_clinic_only_by_switching(
 ) -> None:
     ours, theirs = estates
     me = await _member_of_both(world, ours, theirs)
-    login = await client.post(
-        "/api/v1/auth/login",
-        json={
-            "email": me.user.email,
-            "password": DEFAULT_PASSWORD,
-            "clinic_id": str(ours.clinic.id),
-        },
-    )
-    first = login.cookies[SESSION_COOKIE]
+    logged_in = await login(client, me.user.email, clinic_id=str(ours.clinic.id))
+    first = logged_in.cookies[SESSION_COOKIE]
     client.cookies.clear()
 
     async def get(path: str, session: str) -> httpx.Response:
@@ -87,7 +80,7 @@ async def test_a_session_changes_clinic_only_by_switching(
     client.cookies.clear()
     second = switched.cookies[SESSION_COOKIE]
 
-    assert login.status_code == 200
+    assert logged_in.status_code == 200
     assert their_pet_before.status_code == 404
     assert switched.status_code == 200
     assert switched.json()["clinic"]["id"] == str(theirs.clinic.id)

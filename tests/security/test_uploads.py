@@ -21,9 +21,9 @@ from app.main import create_app
 from app.settings import Settings
 from fixtures import files
 from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
+from tests.harness.api import PROBLEM_JSON
 
 LIMIT = 4096
-PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ async def test_a_file_over_the_limit_is_413_and_nothing_is_stored(
     refused = await _upload(small_client, clinic, record, over)
 
     assert refused.status_code == 413, refused.text
-    assert refused.headers["content-type"] == PROBLEM
+    assert refused.headers["content-type"] == PROBLEM_JSON
     assert await _nothing_stored(superuser_engine, small_settings)
     accepted = await _upload(small_client, clinic, record, at_limit)
     assert accepted.status_code == 201, "exactly the limit is allowed"
@@ -188,7 +188,7 @@ async def test_anything_but_an_allowed_type_is_415_and_nothing_is_stored(
     response = await _upload(client, clinic, record, content, name, content_type)
 
     assert response.status_code == 415, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["content-type"] == PROBLEM_JSON
     assert response.json()["type"].endswith("/unsupported-media-type")
     assert await _nothing_stored(superuser_engine, settings)
 
@@ -286,7 +286,7 @@ async def test_uploading_to_another_clinics_record_is_404_and_stores_nothing(
     response = await _upload(client, clinic, their_record, files.PNG)
 
     assert response.status_code == 404
-    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["content-type"] == PROBLEM_JSON
     assert await _nothing_stored(superuser_engine, settings)
 
 
@@ -352,7 +352,7 @@ async def test_stored_bytes_that_no_longer_match_their_checksum_are_not_served(
     )
 
     assert response.status_code == 502
-    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["content-type"] == PROBLEM_JSON
     assert response.json()["type"].endswith("/attachment-corrupted")
     assert b"<script" not in response.content
     assert created["id"] in caplog.text, "the mismatch is logged with the attachment's id"

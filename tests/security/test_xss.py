@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import tally
+from tests.harness import jsonwalk, tally
 from tests.harness.world import World
 from tests.security.bodies import (
     WITH_BODY,
@@ -28,7 +28,6 @@ from tests.security.bodies import (
     is_json,
     ready,
     valid_body,
-    walk_strings,
     with_value,
 )
 from tests.security.catalogue import (
@@ -140,7 +139,7 @@ async def test_markup_in_free_text_is_stored_as_given_and_answered_as_json(
             read_back = _read_back_url(route, url, response)
             if read_back is not None:
                 read = await send(client, caller, GET_BY_PATH[_get_path(route)], read_back, None)
-                if not is_json(read) or payload not in set(walk_strings(read.json())):
+                if not is_json(read) or payload not in set(jsonwalk.strings(read.json())):
                     failures.append(f"{where}: read back from {read_back}: {explain(read)}")
 
     assert not failures, "\n".join(failures)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import coverage_gate
-from tests.harness.coverage_gate import Tally, display, evaluate, main, package_of, tally_packages
+from tests.tools import coverage_gate
+from tests.tools.coverage_gate import Tally, display, evaluate, main, package_of, tally_packages
 
 SCRIPT = Path(coverage_gate.__file__)
 
@@ -201,7 +201,7 @@ def test_runs_as_the_tox_coverage_env_runs_it(tmp_path: Path) -> None:
 
 
 def test_the_ratchet_fails_when_a_package_has_more_unrun_lines_than_its_baseline(tmp_path):
-    from tests.harness.coverage_gate import Tally, ratchet
+    from tests.tools.coverage_gate import Tally, ratchet
 
     packages = {"app/auth": Tally(100, 95, 20, 18), "app/kit": Tally(50, 50, 10, 10)}
 

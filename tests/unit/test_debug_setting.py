@@ -7,6 +7,7 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
+from tests.harness.api import PROBLEM_JSON
 
 
 @pytest.mark.parametrize("debug", [False, True])
@@ -26,4 +27,4 @@ async def test_debug_shows_tracebacks_and_only_then(debug: bool) -> None:
     assert ("internal detail" in response.text) is debug
     assert ("Traceback" in response.text) is debug
     if not debug:
-        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["content-type"] == PROBLEM_JSON

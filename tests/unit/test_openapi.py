@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from app.auth.deps import authenticate, requires
 from app.main import ROUTERS, create_app
 from app.settings import Settings
+from tests.harness.api import PROBLEM_JSON
 
 PUBLIC = {
     ("post", "/api/v1/auth/signup"),
@@ -24,7 +25,7 @@ PUBLIC = {
     ("post", "/api/v1/auth/invitations/accept"),
     ("post", "/api/v1/billing/webhooks/stripe"),
 }
-PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
+PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
 
 
 @pytest.fixture(scope="module")

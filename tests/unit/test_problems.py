@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict
 from app.kit import problems
 from app.kit.problems import (
     MEDIA_TYPE,
-    PROBLEM_BASE,
     Conflict,
     InvalidCredentials,
     InvalidInput,
@@ -20,6 +19,7 @@ from app.kit.problems import (
     Unauthenticated,
     responses,
 )
+from tests.harness.api import assert_problem
 
 # pragma: allowlist nextline secret - a planted string errors must not echo
 SECRET = "database password is hunter2"
@@ -65,13 +65,8 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _problem(response: httpx.Response, status: int, slug: str) -> dict[str, object]:
-    assert response.status_code == status
-    assert response.headers["content-type"] == MEDIA_TYPE
-    body = response.json()
-    assert body["type"] == PROBLEM_BASE + slug
-    assert body["status"] == status
-    assert isinstance(body["title"], str)
-    assert body["title"]
+    """The shared problem assertion, and the ``instance`` these handlers fill in."""
+    body = assert_problem(response, status, slug)
     assert body["instance"] == response.request.url.path
     return body
 

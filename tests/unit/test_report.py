@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import report
-from tests.harness.report import STAGES, build, main, read_junit
+from tests.tools import report
+from tests.tools.report import STAGES, build, main, read_junit
 
 SCRIPT = Path(report.__file__)
 NOW = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)

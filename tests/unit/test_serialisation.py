@@ -41,6 +41,7 @@ from pydantic.fields import FieldInfo
 from app.kit.pagination import Page
 from app.kit.types import Output
 from tests.contract.snapshot import offline_app
+from tests.harness import jsonwalk
 
 INT64 = 2**63 - 1
 """Integer columns are at most ``bigint``."""
@@ -85,13 +86,12 @@ def _unwrap(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        own = [ref.rsplit("/", 1)[-1]] if isinstance(ref, str) else []
-        return own + [name for value in node.values() for name in _refs(value)]
-    if isinstance(node, list):
-        return [name for value in node for name in _refs(value)]
-    return []
+    """The schemas ``node`` refers to by ``$ref``, in document order."""
+    return [
+        item["$ref"].rsplit("/", 1)[-1]
+        for item in jsonwalk.walk(node)
+        if isinstance(item, dict) and isinstance(item.get("$ref"), str)
+    ]
 
 
 Dump = tuple[tuple[str, bool], ...]

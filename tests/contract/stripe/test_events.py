@@ -1,9 +1,9 @@
 """Every event type billing handles, from Stripe's own objects, through the whole path.
 
-Each test builds the event as Stripe sends it (tests/harness/stripe.py starts every object
-from Stripe's published example), delivers it signed to the webhook, runs the job queue, then
-reads the clinic's billing as its owner. The fake Stripe API holds the subscription as Stripe
-has it now: the handler must retrieve it (the event's copy may be stale), so a test whose
+Each test builds the event as Stripe sends it (tests/harness/stripe/events.py starts every
+object from Stripe's published example), delivers it signed to the webhook, runs the job queue,
+then reads the clinic's billing as its owner. The fake Stripe API holds the subscription as
+Stripe has it now: the handler must retrieve it (the event's copy may be stale), so a test whose
 Stripe state differs from the event's copy shows which one the handler trusted.
 """
 
@@ -24,8 +24,7 @@ from app.billing.plans import Plan
 from app.billing.sync import HANDLED
 from app.settings import Settings
 from tests.harness.billing import PRICES, billing, deliver, drain, event_row
-from tests.harness.stripe import (
-    FakeStripe,
+from tests.harness.stripe.events import (
     checkout_session,
     event,
     invoice,
@@ -33,6 +32,7 @@ from tests.harness.stripe import (
     official,
     subscription,
 )
+from tests.harness.stripe.server import FakeStripe
 from tests.harness.world import World
 
 DAY = 24 * 3600

@@ -34,8 +34,7 @@ from app.billing.plans import Plan
 from app.billing.stripe_api import Stripe
 from app.settings import Settings
 from tests.harness.billing import PRICES
-from tests.harness.stripe import (
-    FakeStripe,
+from tests.harness.stripe.events import (
     checkout_session,
     event,
     invoice,
@@ -43,6 +42,7 @@ from tests.harness.stripe import (
     official,
     subscription,
 )
+from tests.harness.stripe.server import FakeStripe
 from tests.harness.world import World
 
 FIELDS = stripe_fields.STRIPE_FIELDS

@@ -1,7 +1,7 @@
 """The webhook's door: only what Stripe signed, with an active endpoint secret, lately.
 
 Every delivery is POSTed to the route as Stripe sends it (the raw body, ``Stripe-Signature:
-t=..,v1=..`` computed as Stripe computes it: tests/harness/stripe.py). A refusal is a 400
+t=..,v1=..`` computed as Stripe computes it: tests/harness/stripe/signing.py). A refusal is a 400
 problem document, and leaves nothing behind: no ``stripe_events`` row, no job.
 """
 
@@ -18,9 +18,11 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.harness import canary
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.billing import WEBHOOK, deliver, stored
 from tests.harness.plugin import asgi_client
-from tests.harness.stripe import event, official, sign, sign_many
+from tests.harness.stripe.events import event, official
+from tests.harness.stripe.signing import sign, sign_many
 
 ACTIVE = canary.STRIPE_WEBHOOK_SECRET
 # pragma: allowlist nextline secret - made-up signing secrets, no endpoint has them
@@ -47,7 +49,7 @@ async def post(client: httpx.AsyncClient, body: bytes, signature: str | None) ->
 
 async def assert_refused(response: httpx.Response, superuser_engine: AsyncEngine) -> None:
     assert response.status_code == 400, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
     assert response.json()["status"] == 400
     assert await stored(superuser_engine) == (0, 0)
 
@@ -168,5 +170,5 @@ async def test_two_configured_secrets_both_verify(
         )
         refused = await deliver(client, customer_created(), secret=OTHER)
         assert refused.status_code == 400
-        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.headers["content-type"].startswith(PROBLEM_JSON)
         assert await stored(superuser_engine) == (2, 2)

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from tests.harness import canary
+from tests.harness.api import PROBLEM_JSON
 from tests.harness.billing import WEBHOOK
-from tests.harness.stripe import sign
+from tests.harness.stripe.signing import sign
 
 LEAF = st.one_of(
     st.none(),
@@ -95,7 +96,7 @@ async def test_a_signed_body_is_stored_or_refused_never_an_error(
         after = await connection.scalar(text("SELECT count(*) FROM stripe_events"))
     assert response.status_code in (200, 400), response.text
     assert response.headers["content-type"].startswith(
-        "application/json" if response.status_code == 200 else "application/problem+json"
+        "application/json" if response.status_code == 200 else PROBLEM_JSON
     )
     if response.status_code == 400 or response.json()["duplicate"]:
         assert after == before

@@ -1,6 +1,6 @@
 """The quality report: one static page, ``reports/index.html``, that a reviewer opens first.
 
-    python tests/harness/report.py [--reports DIR] [--output FILE]
+    python tests/tools/report.py [--reports DIR] [--output FILE]
 
 It gathers what the stages left in ``reports/``: every stage's JUnit XML (``junit-<stage>.xml``),
 coverage per package (``coverage.json``, computed as the coverage gate does), the slowest tests,
@@ -30,10 +30,10 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[2]
 
-if __package__ in (None, ""):  # run as a script: make `tests.harness` importable
+if __package__ in (None, ""):  # run as a script: make `tests.tools` importable
     sys.path.insert(0, str(ROOT))
 
-from tests.harness.coverage_gate import (  # noqa: E402
+from tests.tools.coverage_gate import (  # noqa: E402
     TOTAL_NAME,
     CoverageDataError,
     display,

@@ -5,8 +5,8 @@ in ``app/`` form the package ``app``. The per-package floor keeps one well-teste
 hiding an untested one inside a healthy total. Percentages are computed as coverage.py does:
 ``(covered_lines + covered_branches) / (num_statements + num_branches)``, 100% when empty.
 
-    python tests/harness/coverage_gate.py reports/coverage.json [--total 90] [--package 85]
-        [--ratchet DETERMINISTIC.json --baseline tests/harness/coverage-baseline.json]
+    python tests/tools/coverage_gate.py reports/coverage.json [--total 90] [--package 85]
+        [--ratchet DETERMINISTIC.json --baseline tests/tools/coverage-baseline.json]
 
 Prints a table of packages and exits 1 naming every package (and the total) below its floor.
 

@@ -4,7 +4,7 @@ fails. Exemptions are inline, one line each, with the reason beside them
 The one other exemption is a vendored third-party file that cannot carry a comment (JSON):
 skipped only while its bytes are the published ones (``VENDORED``, by SHA-256).
 
-Run by the security stage: ``python -m tests.harness.secret_scan``. Prints where a finding
+Run by the security stage: ``python -m tests.tools.secret_scan``. Prints where a finding
 is and its kind, never the secret.
 """
 
