@@ -75,14 +75,18 @@ def _domain_services() -> list[tuple[str, inspect.Signature]]:
     return found
 
 
-def test_every_domain_service_with_a_session_takes_the_tenant() -> None:
+def test_every_domain_service_with_a_session_or_a_query_takes_the_tenant() -> None:
     services = _domain_services()
     assert services
     missing = [
         name
         for name, signature in services
-        if "session" in signature.parameters
+        # A Select is a query a route runs: it must start from the tenant's clinic too.
+        if (
+            "session" in signature.parameters
+            or str(signature.return_annotation).startswith("Select")
+        )
         and name not in NO_TENANT
         and not any(p.annotation in {"Tenant", "Principal"} for p in signature.parameters.values())
     ]
-    assert not missing, f"service functions with a session but no tenant: {missing}"
+    assert not missing, f"service functions with a session or query but no tenant: {missing}"
