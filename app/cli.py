@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from app.billing import operations
 from app.db import migrate
 from app.db.embedded import EmbeddedPostgres
-from app.db.session import create_engine
+from app.db.session import create_engine, database_url
 from app.main import create_app
 from app.queue import run_worker
 from app.settings import ConfigurationError, Settings
@@ -47,10 +47,9 @@ def database(settings: Settings) -> Iterator[Settings]:
         )
     try:
         if settings.database_owner_url is not None:
-            assert settings.database_url is not None
             migrate.upgrade(
                 settings.database_owner_url.get_secret_value(),
-                migrate.role_of(settings.database_url.get_secret_value()),
+                migrate.role_of(database_url(settings)),
             )
         yield settings
     finally:

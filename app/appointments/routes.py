@@ -54,9 +54,15 @@ async def list_appointments(
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[AppointmentOut]:
-    timezone = await clinics.timezone_of(session, caller.clinic_id) if day else "UTC"
+    timezone = await clinics.timezone_of(session, caller) if day else "UTC"
     query = service.search(
-        day=day, timezone=timezone, vet_id=vet_id, status=status, pet_id=pet_id, room_id=room_id
+        caller,
+        day=day,
+        timezone=timezone,
+        vet_id=vet_id,
+        status=status,
+        pet_id=pet_id,
+        room_id=room_id,
     )
     return await page(
         session,
@@ -77,7 +83,7 @@ async def list_appointments(
 async def create_appointment(
     body: AppointmentIn, caller: Writer, session: DbSession
 ) -> AppointmentOut:
-    return AppointmentOut.model_validate(await service.create(session, body))
+    return AppointmentOut.model_validate(await service.create(session, caller, body))
 
 
 @router.get("/appointments/{appointment_id}", responses=ONE, summary="One appointment")
@@ -85,7 +91,7 @@ async def get_appointment(
     appointment_id: uuid.UUID, caller: Reader, session: DbSession
 ) -> AppointmentOut:
     return AppointmentOut.model_validate(
-        await get_or_404(session, Appointment, appointment_id, "appointment")
+        await get_or_404(session, caller, Appointment, appointment_id, "appointment")
     )
 
 
@@ -93,7 +99,9 @@ async def get_appointment(
 async def update_appointment(
     appointment_id: uuid.UUID, body: AppointmentPatch, caller: Writer, session: DbSession
 ) -> AppointmentOut:
-    return AppointmentOut.model_validate(await service.update(session, appointment_id, body))
+    return AppointmentOut.model_validate(
+        await service.update(session, caller, appointment_id, body)
+    )
 
 
 @router.post(
@@ -105,7 +113,7 @@ async def change_status(
     appointment_id: uuid.UUID, body: StatusIn, caller: Writer, session: DbSession
 ) -> AppointmentOut:
     return AppointmentOut.model_validate(
-        await service.transition(session, appointment_id, body.status)
+        await service.transition(session, caller, appointment_id, body.status)
     )
 
 
@@ -116,7 +124,7 @@ async def list_types(
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[AppointmentTypeOut]:
-    return await page(session, service.types(), AppointmentTypeOut, cursor, limit)
+    return await page(session, service.types(caller), AppointmentTypeOut, cursor, limit)
 
 
 @router.post(
@@ -128,13 +136,13 @@ async def list_types(
 async def create_type(
     body: AppointmentTypeIn, caller: Manager, session: DbSession
 ) -> AppointmentTypeOut:
-    return AppointmentTypeOut.model_validate(await service.create_type(session, body))
+    return AppointmentTypeOut.model_validate(await service.create_type(session, caller, body))
 
 
 @router.get("/appointment-types/{type_id}", responses=ONE, summary="One appointment type")
 async def get_type(type_id: uuid.UUID, caller: Reader, session: DbSession) -> AppointmentTypeOut:
     return AppointmentTypeOut.model_validate(
-        await get_or_404(session, AppointmentType, type_id, "appointment type")
+        await get_or_404(session, caller, AppointmentType, type_id, "appointment type")
     )
 
 
@@ -142,4 +150,6 @@ async def get_type(type_id: uuid.UUID, caller: Reader, session: DbSession) -> Ap
 async def update_type(
     type_id: uuid.UUID, body: AppointmentTypePatch, caller: Manager, session: DbSession
 ) -> AppointmentTypeOut:
-    return AppointmentTypeOut.model_validate(await service.update_type(session, type_id, body))
+    return AppointmentTypeOut.model_validate(
+        await service.update_type(session, caller, type_id, body)
+    )

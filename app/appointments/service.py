@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 import zoneinfo
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +20,8 @@ from app.appointments.schemas import (
 )
 from app.auth.models import Membership
 from app.clinics.models import Room
-from app.db.repository import apply, constraint_of, get_or_404, referenced
+from app.db.repository import apply, constraint_of, get_or_404, of_clinic, referenced
+from app.db.tenancy import Tenant, check_tenant
 from app.kit.problems import Conflict, FieldError, InvalidInput
 from app.pets.models import Pet
 
@@ -36,6 +37,7 @@ class BookingConflict(Conflict):
 
 
 def search(
+    tenant: Tenant,
     *,
     day: dt.date | None,
     timezone: str,
@@ -44,7 +46,7 @@ def search(
     pet_id: uuid.UUID | None,
     room_id: uuid.UUID | None,
 ) -> Select[Appointment]:
-    query = select(Appointment)
+    query = of_clinic(tenant, Appointment)
     if day is not None:
         start = dt.datetime.combine(day, dt.time(), zoneinfo.ZoneInfo(timezone))
         query = query.where(
@@ -71,12 +73,9 @@ async def _flush(session: AsyncSession) -> None:
         raise
 
 
-async def _check_vet(session: AsyncSession, vet_id: uuid.UUID) -> None:
-    membership = (
-        await session.scalars(
-            select(Membership).where(Membership.user_id == vet_id, Membership.active)
-        )
-    ).one_or_none()
+async def _check_vet(session: AsyncSession, tenant: Tenant, vet_id: uuid.UUID) -> None:
+    vet = of_clinic(tenant, Membership).where(Membership.user_id == vet_id, Membership.active)
+    membership = (await session.scalars(vet)).one_or_none()
     if membership is None:
         raise InvalidInput(
             "The vet is not an active member of this clinic.",
@@ -102,15 +101,16 @@ def _check_period(starts_at: dt.datetime, ends_at: dt.datetime) -> None:
         )
 
 
-async def create(session: AsyncSession, data: AppointmentIn) -> Appointment:
-    await referenced(session, Pet, data.pet_id, "pet_id", "pet")
-    await _check_vet(session, data.vet_id)
+async def create(session: AsyncSession, tenant: Tenant, data: AppointmentIn) -> Appointment:
+    await referenced(session, tenant, Pet, data.pet_id, "pet_id", "pet")
+    await _check_vet(session, tenant, data.vet_id)
     if data.room_id is not None:
-        await referenced(session, Room, data.room_id, "room_id", "room")
+        await referenced(session, tenant, Room, data.room_id, "room_id", "room")
     kind = None
     if data.appointment_type_id is not None:
         kind = await referenced(
             session,
+            tenant,
             AppointmentType,
             data.appointment_type_id,
             "appointment_type_id",
@@ -119,23 +119,25 @@ async def create(session: AsyncSession, data: AppointmentIn) -> Appointment:
     duration = dt.timedelta(minutes=kind.default_duration_minutes) if kind else DEFAULT_DURATION
     ends_at = data.ends_at or data.starts_at + duration
     _check_period(data.starts_at, ends_at)
-    appointment = Appointment(**data.model_dump(exclude={"ends_at"}), ends_at=ends_at)
+    appointment = Appointment(
+        tenant_id=tenant.clinic_id, **data.model_dump(exclude={"ends_at"}), ends_at=ends_at
+    )
     session.add(appointment)
     await _flush(session)
     return appointment
 
 
 async def update(
-    session: AsyncSession, appointment_id: uuid.UUID, changes: AppointmentPatch
+    session: AsyncSession, tenant: Tenant, appointment_id: uuid.UUID, changes: AppointmentPatch
 ) -> Appointment:
-    appointment = await get_or_404(session, Appointment, appointment_id, "appointment")
+    appointment = await get_or_404(session, tenant, Appointment, appointment_id, "appointment")
     if appointment.status not in RESCHEDULABLE:
         raise Conflict(f"An appointment that is {appointment.status} cannot be changed.")
     fields = changes.model_fields_set
     if "vet_id" in fields:
-        await _check_vet(session, changes.vet_id)
+        await _check_vet(session, tenant, changes.vet_id)
     if "room_id" in fields and changes.room_id is not None:
-        await referenced(session, Room, changes.room_id, "room_id", "room")
+        await referenced(session, tenant, Room, changes.room_id, "room_id", "room")
     _check_period(
         changes.starts_at if "starts_at" in fields else appointment.starts_at,
         changes.ends_at if "ends_at" in fields else appointment.ends_at,
@@ -146,9 +148,9 @@ async def update(
 
 
 async def transition(
-    session: AsyncSession, appointment_id: uuid.UUID, target: Status
+    session: AsyncSession, tenant: Tenant, appointment_id: uuid.UUID, target: Status
 ) -> Appointment:
-    appointment = await get_or_404(session, Appointment, appointment_id, "appointment")
+    appointment = await get_or_404(session, tenant, Appointment, appointment_id, "appointment")
     if not can_transition(appointment.status, target):
         raise Conflict(f"An appointment cannot go from {appointment.status} to {target}.")
     appointment.status = target
@@ -156,21 +158,23 @@ async def transition(
     return appointment
 
 
-def types() -> Select[AppointmentType]:
-    return select(AppointmentType)
+def types(tenant: Tenant) -> Select[AppointmentType]:
+    return of_clinic(tenant, AppointmentType)
 
 
-async def create_type(session: AsyncSession, data: AppointmentTypeIn) -> AppointmentType:
-    kind = AppointmentType(**data.model_dump())
+async def create_type(
+    session: AsyncSession, tenant: Tenant, data: AppointmentTypeIn
+) -> AppointmentType:
+    kind = AppointmentType(tenant_id=check_tenant(session, tenant), **data.model_dump())
     session.add(kind)
     await session.flush()
     return kind
 
 
 async def update_type(
-    session: AsyncSession, type_id: uuid.UUID, changes: AppointmentTypePatch
+    session: AsyncSession, tenant: Tenant, type_id: uuid.UUID, changes: AppointmentTypePatch
 ) -> AppointmentType:
-    kind = await get_or_404(session, AppointmentType, type_id, "appointment type")
+    kind = await get_or_404(session, tenant, AppointmentType, type_id, "appointment type")
     apply(kind, changes)
     await session.flush()
     return kind

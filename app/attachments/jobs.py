@@ -9,7 +9,7 @@ from procrastinate import RetryStrategy
 from procrastinate.job_context import JobContext
 
 from app.attachments import service
-from app.db.tenancy import enter_tenant
+from app.db.tenancy import InClinic, enter_tenant
 from app.kit.storage import Storage, storage_from
 from app.queue import queue, runtime
 
@@ -28,9 +28,10 @@ async def scan_pending(context: JobContext, clinic_id: str, attachment_id: str) 
     vetify = runtime(context)
     storage: Storage = vetify.service("storage", storage_from)
     async with vetify.sessions() as session, session.begin():
-        await enter_tenant(session, uuid.UUID(clinic_id))
+        tenant = InClinic(uuid.UUID(clinic_id))
+        await enter_tenant(session, tenant.clinic_id)
         infected = await service.scan_pending(
-            session, storage, vetify.settings, uuid.UUID(attachment_id)
+            session, tenant, storage, vetify.settings, uuid.UUID(attachment_id)
         )
     if infected is not None:
         # After the commit: the row says infected (never served) before the bytes go.

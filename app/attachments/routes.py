@@ -81,7 +81,7 @@ async def upload_attachment(
     settings: AppSettings,
 ) -> AttachmentOut:
     attachment = await service.upload(
-        session, request, storage, settings, record_id, caller.user_id
+        session, caller, request, storage, settings, record_id, caller.user_id
     )
     return _out(attachment)
 
@@ -98,9 +98,9 @@ async def list_attachments(
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[AttachmentOut]:
-    await records.get(session, record_id)
+    await records.get(session, caller, record_id)
     rows, next_cursor = await paginate(
-        session, service.search(record_id), [Attachment.id], cursor, limit
+        session, service.search(caller, record_id), [Attachment.id], cursor, limit
     )
     return Page[AttachmentOut](items=[_out(r) for r in rows], next_cursor=next_cursor)
 
@@ -109,7 +109,7 @@ async def list_attachments(
 async def get_attachment(
     attachment_id: uuid.UUID, caller: Reader, session: DbSession
 ) -> AttachmentOut:
-    return _out(await service.get(session, attachment_id))
+    return _out(await service.get(session, caller, attachment_id))
 
 
 @router.get(
@@ -142,7 +142,7 @@ async def get_attachment(
 async def download_attachment(
     attachment_id: uuid.UUID, caller: Reader, session: DbSession, storage: Store
 ) -> Response:
-    attachment = await service.get(session, attachment_id)
+    attachment = await service.get(session, caller, attachment_id)
     copy = await service.fetch(storage, attachment)
     return FileResponse(
         copy,
@@ -180,6 +180,6 @@ async def delete_attachment(
     storage: Store,
     background: BackgroundTasks,
 ) -> None:
-    key = await service.delete(session, attachment_id)
+    key = await service.delete(session, caller, attachment_id)
     # After the response, so after the commit: a failed commit keeps the row and its bytes.
     background.add_task(storage.delete, key)

@@ -8,13 +8,13 @@ import uuid
 from pathlib import Path
 
 from anyio import to_thread
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from app.attachments.models import Attachment, ScanStatus
-from app.db.repository import get_or_404
-from app.db.tenancy import current_tenant
+from app.db.repository import find, get_or_404, of_clinic
+from app.db.tenancy import Tenant
 from app.kit import clamd, files
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict, Problem
@@ -50,16 +50,17 @@ class Corrupted(Problem):
     status, slug, title = 502, "attachment-corrupted", "Attachment corrupted in storage"
 
 
-def search(record_id: uuid.UUID) -> Select[Attachment]:
-    return select(Attachment).where(Attachment.record_id == record_id)
+def search(tenant: Tenant, record_id: uuid.UUID) -> Select[Attachment]:
+    return of_clinic(tenant, Attachment).where(Attachment.record_id == record_id)
 
 
-async def get(session: AsyncSession, attachment_id: uuid.UUID) -> Attachment:
-    return await get_or_404(session, Attachment, attachment_id, "attachment")
+async def get(session: AsyncSession, tenant: Tenant, attachment_id: uuid.UUID) -> Attachment:
+    return await get_or_404(session, tenant, Attachment, attachment_id, "attachment")
 
 
 async def upload(
     session: AsyncSession,
+    tenant: Tenant,
     request: Request,
     storage: Storage,
     settings: Settings,
@@ -67,9 +68,8 @@ async def upload(
     uploaded_by: uuid.UUID,
 ) -> Attachment:
     # The record first: another clinic's (or no) record is a 404 before a byte is read.
-    await records.get(session, record_id)
-    tenant_id = current_tenant(session)
-    assert tenant_id is not None
+    await records.get(session, tenant, record_id)
+    tenant_id = tenant.clinic_id
     staged = await to_thread.run_sync(staging_file, storage)
     try:
         received = await receive_file(request, staged, limit=settings.upload_max_bytes)
@@ -80,6 +80,7 @@ async def upload(
                 " file's content, not from its name or declared type."
             )
         attachment = Attachment(
+            tenant_id=tenant_id,
             record_id=record_id,
             uploaded_by=uploaded_by,
             storage_key=new_key(tenant_id),
@@ -128,12 +129,16 @@ async def _scan(attachment: Attachment, staged: Path, address: str, settings: Se
 
 
 async def scan_pending(
-    session: AsyncSession, storage: Storage, settings: Settings, attachment_id: uuid.UUID
+    session: AsyncSession,
+    tenant: Tenant,
+    storage: Storage,
+    settings: Settings,
+    attachment_id: uuid.UUID,
 ) -> str | None:
     """Scan a pending attachment from storage (the job after a failed inline scan). Returns
     the storage key to delete after commit if it is infected. A scanner still down raises
     :class:`clamd.ScannerUnavailable`: the job retries later."""
-    attachment = await session.get(Attachment, attachment_id, with_for_update=True)
+    attachment = await find(session, tenant, Attachment, attachment_id, lock=True)
     if attachment is None or attachment.scan_status is not ScanStatus.pending:
         return None  # deleted meanwhile, or already scanned
     if settings.clamd_address is None:
@@ -203,10 +208,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def delete(session: AsyncSession, attachment_id: uuid.UUID) -> str:
+async def delete(session: AsyncSession, tenant: Tenant, attachment_id: uuid.UUID) -> str:
     """Delete the row; returns the storage key, whose object the caller removes after commit."""
-    attachment = await get(session, attachment_id)
-    record = await records.get(session, attachment.record_id)
+    attachment = await get(session, tenant, attachment_id)
+    record = await records.get(session, tenant, attachment.record_id)
     if records.is_locked(record, utcnow()):
         raise records.RecordLocked()
     await session.delete(attachment)

@@ -53,7 +53,7 @@ ONE = responses(Unauthenticated, Forbidden, NotFound, InvalidInput)
 
 @router.get("/clinics/current", responses=READ, summary="The clinic this request acts in")
 async def get_clinic(caller: Reader, session: DbSession) -> ClinicOut:
-    return ClinicOut.model_validate(await service.current(session, caller.clinic_id))
+    return ClinicOut.model_validate(await service.current(session, caller))
 
 
 @router.patch(
@@ -72,26 +72,30 @@ async def list_locations(
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[LocationOut]:
-    return await page(session, service.locations(), LocationOut, cursor, limit)
+    return await page(session, service.locations(caller), LocationOut, cursor, limit)
 
 
 @router.post(
     "/locations", status_code=status.HTTP_201_CREATED, responses=READ, summary="Add a location"
 )
 async def create_location(body: LocationIn, caller: Manager, session: DbSession) -> LocationOut:
-    return LocationOut.model_validate(await service.create_location(session, body))
+    return LocationOut.model_validate(await service.create_location(session, caller, body))
 
 
 @router.get("/locations/{location_id}", responses=ONE, summary="One location")
 async def get_location(location_id: uuid.UUID, caller: Reader, session: DbSession) -> LocationOut:
-    return LocationOut.model_validate(await get_or_404(session, Location, location_id, "location"))
+    return LocationOut.model_validate(
+        await get_or_404(session, caller, Location, location_id, "location")
+    )
 
 
 @router.patch("/locations/{location_id}", responses=ONE, summary="Change a location")
 async def update_location(
     location_id: uuid.UUID, body: LocationPatch, caller: Manager, session: DbSession
 ) -> LocationOut:
-    return LocationOut.model_validate(await service.update_location(session, location_id, body))
+    return LocationOut.model_validate(
+        await service.update_location(session, caller, location_id, body)
+    )
 
 
 @router.get("/rooms", responses=READ, summary="List rooms and other bookable resources")
@@ -102,24 +106,24 @@ async def list_rooms(
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[RoomOut]:
-    return await page(session, service.rooms(location_id), RoomOut, cursor, limit)
+    return await page(session, service.rooms(caller, location_id), RoomOut, cursor, limit)
 
 
 @router.post("/rooms", status_code=status.HTTP_201_CREATED, responses=READ, summary="Add a room")
 async def create_room(body: RoomIn, caller: Manager, session: DbSession) -> RoomOut:
-    return RoomOut.model_validate(await service.create_room(session, body))
+    return RoomOut.model_validate(await service.create_room(session, caller, body))
 
 
 @router.get("/rooms/{room_id}", responses=ONE, summary="One room")
 async def get_room(room_id: uuid.UUID, caller: Reader, session: DbSession) -> RoomOut:
-    return RoomOut.model_validate(await get_or_404(session, Room, room_id, "room"))
+    return RoomOut.model_validate(await get_or_404(session, caller, Room, room_id, "room"))
 
 
 @router.patch("/rooms/{room_id}", responses=ONE, summary="Rename or (de)activate a room")
 async def update_room(
     room_id: uuid.UUID, body: RoomPatch, caller: Manager, session: DbSession
 ) -> RoomOut:
-    return RoomOut.model_validate(await service.update_room(session, room_id, body))
+    return RoomOut.model_validate(await service.update_room(session, caller, room_id, body))
 
 
 @signup_router.post(

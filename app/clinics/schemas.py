@@ -2,11 +2,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated
-
-from pydantic import StringConstraints
 
 from app.kit.types import (
+    Address,
     Email,
     Id,
     Input,
@@ -19,12 +17,6 @@ from app.kit.types import (
     TimeZoneName,
     omittable,
 )
-
-Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$", max_length=2)]
-"""ISO 3166-1 alpha-2."""
-Line = Annotated[str, StringConstraints(max_length=200)]
-City = Annotated[str, StringConstraints(max_length=100)]
-Postcode = Annotated[str, StringConstraints(max_length=20)]
 
 
 class ClinicOut(Output):
@@ -43,14 +35,6 @@ class ClinicPatch(Input):
         " enrolled may only enrol until they do, and their API tokens are refused."
         " Turning it on needs your own second factor.",
     )
-
-
-class Address(Input):
-    address_line1: Line | None = None
-    address_line2: Line | None = None
-    city: City | None = None
-    postcode: Postcode | None = None
-    country: Country | None = None
 
 
 class LocationIn(Address):

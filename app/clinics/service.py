@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth
@@ -13,17 +13,17 @@ from app.auth.principal import Principal
 from app.billing import account as billing
 from app.clinics.models import Clinic, Location, Room
 from app.clinics.schemas import ClinicPatch, LocationIn, LocationPatch, RoomIn, RoomPatch
-from app.db.repository import apply, get_or_404, referenced
-from app.db.tenancy import InClinic, enter_tenant
+from app.db.repository import apply, get_or_404, of_clinic, referenced
+from app.db.tenancy import InClinic, Tenant, check_tenant, enter_tenant
 from app.kit.problems import Conflict
 
 
-async def current(session: AsyncSession, clinic_id: uuid.UUID) -> Clinic:
-    return await get_or_404(session, Clinic, clinic_id, "clinic")
+async def current(session: AsyncSession, tenant: Tenant) -> Clinic:
+    return await get_or_404(session, tenant, Clinic, tenant.clinic_id, "clinic")
 
 
 async def update(session: AsyncSession, caller: Principal, changes: ClinicPatch) -> Clinic:
-    clinic = await current(session, caller.clinic_id)
+    clinic = await current(session, caller)
     if changes.require_mfa and not await auth.has_mfa(session, caller.user_id):
         # Otherwise the one who turns it on is the first to be shut out.
         raise Conflict("Enrol in multi-factor authentication yourself before requiring it.")
@@ -32,45 +32,47 @@ async def update(session: AsyncSession, caller: Principal, changes: ClinicPatch)
     return clinic
 
 
-async def timezone_of(session: AsyncSession, clinic_id: uuid.UUID) -> str:
-    return (await current(session, clinic_id)).timezone
+async def timezone_of(session: AsyncSession, tenant: Tenant) -> str:
+    return (await current(session, tenant)).timezone
 
 
-def locations() -> Select[Location]:
-    return select(Location)
+def locations(tenant: Tenant) -> Select[Location]:
+    return of_clinic(tenant, Location)
 
 
-async def create_location(session: AsyncSession, data: LocationIn) -> Location:
-    location = Location(**data.model_dump())
+async def create_location(session: AsyncSession, tenant: Tenant, data: LocationIn) -> Location:
+    location = Location(tenant_id=check_tenant(session, tenant), **data.model_dump())
     session.add(location)
     await session.flush()
     return location
 
 
 async def update_location(
-    session: AsyncSession, location_id: uuid.UUID, changes: LocationPatch
+    session: AsyncSession, tenant: Tenant, location_id: uuid.UUID, changes: LocationPatch
 ) -> Location:
-    location = await get_or_404(session, Location, location_id, "location")
+    location = await get_or_404(session, tenant, Location, location_id, "location")
     apply(location, changes)
     await session.flush()
     return location
 
 
-def rooms(location_id: uuid.UUID | None) -> Select[Room]:
-    query = select(Room)
+def rooms(tenant: Tenant, location_id: uuid.UUID | None) -> Select[Room]:
+    query = of_clinic(tenant, Room)
     return query.where(Room.location_id == location_id) if location_id else query
 
 
-async def create_room(session: AsyncSession, data: RoomIn) -> Room:
-    await referenced(session, Location, data.location_id, "location_id", "location")
-    room = Room(**data.model_dump())
+async def create_room(session: AsyncSession, tenant: Tenant, data: RoomIn) -> Room:
+    await referenced(session, tenant, Location, data.location_id, "location_id", "location")
+    room = Room(tenant_id=tenant.clinic_id, **data.model_dump())
     session.add(room)
     await session.flush()
     return room
 
 
-async def update_room(session: AsyncSession, room_id: uuid.UUID, changes: RoomPatch) -> Room:
-    room = await get_or_404(session, Room, room_id, "room")
+async def update_room(
+    session: AsyncSession, tenant: Tenant, room_id: uuid.UUID, changes: RoomPatch
+) -> Room:
+    room = await get_or_404(session, tenant, Room, room_id, "room")
     apply(room, changes)
     await session.flush()
     return room

@@ -33,28 +33,32 @@ async def list_customers(
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[CustomerOut]:
-    rows, next_cursor = await paginate(session, service.search(q), [Customer.id], cursor, limit)
-    return Page[CustomerOut](items=await service.to_out(session, rows), next_cursor=next_cursor)
+    rows, next_cursor = await paginate(
+        session, service.search(caller, q), [Customer.id], cursor, limit
+    )
+    return Page[CustomerOut](
+        items=await service.to_out(session, caller, rows), next_cursor=next_cursor
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=READ, summary="Add a pet owner")
 async def create_customer(body: CustomerIn, caller: Writer, session: DbSession) -> CustomerOut:
-    customer = await service.create(session, body, caller.user_id)
-    return (await service.to_out(session, [customer]))[0]
+    customer = await service.create(session, caller, body, caller.user_id)
+    return (await service.to_out(session, caller, [customer]))[0]
 
 
 @router.get("/{customer_id}", responses=ONE, summary="One pet owner")
 async def get_customer(customer_id: uuid.UUID, caller: Reader, session: DbSession) -> CustomerOut:
-    customer = await get_or_404(session, Customer, customer_id, "customer")
-    return (await service.to_out(session, [customer]))[0]
+    customer = await get_or_404(session, caller, Customer, customer_id, "customer")
+    return (await service.to_out(session, caller, [customer]))[0]
 
 
 @router.patch("/{customer_id}", responses=ONE, summary="Change a pet owner's details or consent")
 async def update_customer(
     customer_id: uuid.UUID, body: CustomerPatch, caller: Writer, session: DbSession
 ) -> CustomerOut:
-    customer = await service.update(session, customer_id, body, caller.user_id)
-    return (await service.to_out(session, [customer]))[0]
+    customer = await service.update(session, caller, customer_id, body, caller.user_id)
+    return (await service.to_out(session, caller, [customer]))[0]
 
 
 @router.delete(
@@ -64,4 +68,4 @@ async def update_customer(
     summary="Delete a pet owner who has no pets",
 )
 async def delete_customer(customer_id: uuid.UUID, caller: Writer, session: DbSession) -> None:
-    await service.delete(session, customer_id)
+    await service.delete(session, caller, customer_id)

@@ -5,8 +5,7 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict
 
-from app.clinics.schemas import Address
-from app.kit.types import Email, Language, Name, Output, Phone, omittable
+from app.kit.types import Address, Email, Language, Name, Output, Phone, omittable
 
 
 class ConsentsIn(BaseModel):

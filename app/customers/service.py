@@ -18,13 +18,14 @@ from app.customers.schemas import (
     CustomerOut,
     CustomerPatch,
 )
-from app.db.repository import apply, get_or_404
+from app.db.repository import apply, belongs_to, get_or_404, of_clinic
+from app.db.tenancy import Tenant, check_tenant
 from app.kit.problems import Conflict
 from app.pets.models import Pet
 
 
-def search(q: str | None) -> Select[Customer]:
-    query = select(Customer)
+def search(tenant: Tenant, q: str | None) -> Select[Customer]:
+    query = of_clinic(tenant, Customer)
     if q:
         needle = q.lower()
         query = query.where(
@@ -41,14 +42,15 @@ def search(q: str | None) -> Select[Customer]:
 
 
 async def consents(
-    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+    session: AsyncSession, tenant: Tenant, customer_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, ConsentsOut]:
     """The consent in force per channel: the newest event of each (customer, channel)."""
+    check_tenant(session, tenant)
     result: dict[uuid.UUID, ConsentsOut] = {cid: ConsentsOut() for cid in customer_ids}
     if not customer_ids:
         return result
     latest = await session.scalars(
-        select(ConsentEvent)
+        of_clinic(tenant, ConsentEvent)
         .where(ConsentEvent.customer_id.in_(customer_ids))
         .ext(distinct_on(ConsentEvent.customer_id, ConsentEvent.channel))
         .order_by(ConsentEvent.customer_id, ConsentEvent.channel, ConsentEvent.id.desc())
@@ -62,8 +64,10 @@ async def consents(
     return result
 
 
-async def to_out(session: AsyncSession, customers: Sequence[Customer]) -> list[CustomerOut]:
-    by_id = await consents(session, [c.id for c in customers])
+async def to_out(
+    session: AsyncSession, tenant: Tenant, customers: Sequence[Customer]
+) -> list[CustomerOut]:
+    by_id = await consents(session, tenant, [c.id for c in customers])
     return [CustomerOut.model_validate({**_columns(c), "consents": by_id[c.id]}) for c in customers]
 
 
@@ -72,14 +76,15 @@ def _columns(customer: Customer) -> dict[str, object]:
 
 
 async def _record_consents(
-    session: AsyncSession, customer_id: uuid.UUID, wanted: ConsentsIn, by: uuid.UUID
+    session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, wanted: ConsentsIn, by: uuid.UUID
 ) -> None:
-    current = (await consents(session, [customer_id]))[customer_id]
+    current = (await consents(session, tenant, [customer_id]))[customer_id]
     for channel, granted in wanted.model_dump(exclude_unset=True).items():
         in_force = getattr(current, channel)
         if in_force is None or in_force.granted != granted:
             session.add(
                 ConsentEvent(
+                    tenant_id=tenant.clinic_id,
                     customer_id=customer_id,
                     channel=Channel(channel),
                     granted=granted,
@@ -88,30 +93,39 @@ async def _record_consents(
             )
 
 
-async def create(session: AsyncSession, data: CustomerIn, by: uuid.UUID) -> Customer:
-    customer = Customer(**data.model_dump(exclude={"consents"}))
+async def create(
+    session: AsyncSession, tenant: Tenant, data: CustomerIn, by: uuid.UUID
+) -> Customer:
+    customer = Customer(
+        tenant_id=check_tenant(session, tenant), **data.model_dump(exclude={"consents"})
+    )
     session.add(customer)
     await session.flush()
     if data.consents is not None:
-        await _record_consents(session, customer.id, data.consents, by)
+        await _record_consents(session, tenant, customer.id, data.consents, by)
         await session.flush()
     return customer
 
 
 async def update(
-    session: AsyncSession, customer_id: uuid.UUID, changes: CustomerPatch, by: uuid.UUID
+    session: AsyncSession,
+    tenant: Tenant,
+    customer_id: uuid.UUID,
+    changes: CustomerPatch,
+    by: uuid.UUID,
 ) -> Customer:
-    customer = await get_or_404(session, Customer, customer_id, "customer")
+    customer = await get_or_404(session, tenant, Customer, customer_id, "customer")
     apply(customer, changes, exclude={"consents"})
     if "consents" in changes.model_fields_set:
-        await _record_consents(session, customer.id, changes.consents, by)
+        await _record_consents(session, tenant, customer.id, changes.consents, by)
     await session.flush()
     return customer
 
 
-async def delete(session: AsyncSession, customer_id: uuid.UUID) -> None:
-    customer = await get_or_404(session, Customer, customer_id, "customer")
-    if await session.scalar(select(exists().where(Pet.customer_id == customer_id))):
+async def delete(session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID) -> None:
+    customer = await get_or_404(session, tenant, Customer, customer_id, "customer")
+    pets = exists().where(belongs_to(tenant, Pet), Pet.customer_id == customer_id)
+    if await session.scalar(select(pets)):
         raise Conflict("The customer still has pets; delete or move them first.")
     await session.delete(customer)
     await session.flush()

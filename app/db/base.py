@@ -28,6 +28,10 @@ NAMING = {
 }
 
 
+TENANTS = "clinics"
+"""The table of tenants: every :class:`TenantScoped` row's ``tenant_id`` points at its ``id``."""
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dt.datetime: DateTime(timezone=True)}
@@ -59,7 +63,10 @@ class TenantScoped(Entity):
     @classmethod
     def tenant_id(cls) -> Mapped[uuid.UUID]:
         return mapped_column(
-            ForeignKey("clinics.id", ondelete="CASCADE"), index=True, nullable=False, sort_order=-9
+            ForeignKey(f"{TENANTS}.id", ondelete="CASCADE"),
+            index=True,
+            nullable=False,
+            sort_order=-9,
         )
 
 

@@ -21,10 +21,14 @@ from sqlalchemy.engine import URL, make_url
 APP_ROLE_ATTRIBUTE = "app_role"
 
 
+class MigrationsMissing(RuntimeError):
+    """The ``migrations`` package is not importable (a broken install)."""
+
+
 def migrations_dir() -> Path:
     spec = importlib.util.find_spec("migrations")
-    assert spec is not None, "the migrations package is missing"
-    assert spec.submodule_search_locations, "the migrations package is missing"
+    if spec is None or not spec.submodule_search_locations:
+        raise MigrationsMissing("the migrations package is missing")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -19,10 +19,20 @@ from app.kit.problems import ServiceUnavailable
 from app.settings import Settings
 
 
+class DatabaseUnresolved(RuntimeError):
+    """No database URL: the embedded database must be started (``app.cli.database``) first."""
+
+
+def database_url(settings: Settings) -> str:
+    """The service role's database URL, which the settings have once a database is chosen."""
+    if settings.database_url is None:
+        raise DatabaseUnresolved("resolve the embedded database before connecting")
+    return settings.database_url.get_secret_value()
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
-    assert settings.database_url is not None, "resolve the embedded database before the engine"
     return create_async_engine(
-        settings.database_url.get_secret_value(),
+        database_url(settings),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,

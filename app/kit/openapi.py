@@ -89,6 +89,10 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+class SwaggerPageChanged(RuntimeError):
+    """FastAPI's Swagger UI page no longer has the one inline script the nonce is put on."""
+
+
 def install_docs(app: FastAPI) -> None:
     """Interactive docs at /docs with Swagger UI served by the service itself.
 
@@ -109,6 +113,7 @@ def install_docs(app: FastAPI) -> None:
         # The page's one inline script (which starts Swagger UI) runs under the CSP only
         # with this request's nonce.
         html = bytes(page.body).decode()
-        assert html.count("<script>") == 1, "FastAPI's Swagger UI page changed shape"
+        if html.count("<script>") != 1:
+            raise SwaggerPageChanged("FastAPI's Swagger UI page changed shape")
         html = html.replace("<script>", f'<script nonce="{nonce(request.scope)}">')
         return HTMLResponse(html)

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -194,9 +194,23 @@ def _loc(loc: Iterable[Any]) -> list[str | int]:
     return [part if isinstance(part, int) else str(part) for part in loc]
 
 
+E = TypeVar("E", bound=Exception)
+
+
+class HandlerMismatch(RuntimeError):
+    """An exception handler was given an exception of a class it was not registered for."""
+
+
+def _handled(exc: Exception, kind: type[E]) -> E:
+    """The exception, as the class its handler was registered for (Starlette types every
+    handler's argument as ``Exception``)."""
+    if not isinstance(exc, kind):
+        raise HandlerMismatch(f"a {kind.__name__} handler got {type(exc).__name__}") from exc
+    return exc
+
+
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Problem)
-    return problem_response(exc, request)
+    return problem_response(_handled(exc, Problem), request)
 
 
 def _message(err: Any) -> str:
@@ -209,10 +223,9 @@ def _message(err: Any) -> str:
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
     errors = [
         FieldError(loc=_loc(err.get("loc", ())), msg=_message(err)[:1000], type=err["type"])
-        for err in exc.errors()
+        for err in _handled(exc, RequestValidationError).errors()
     ]
     return problem_response(InvalidInput("See errors for the fields at fault.", errors), request)
 
@@ -228,7 +241,7 @@ _HTTP_PROBLEMS: dict[int, type[Problem]] = {
 
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    exc = _handled(exc, StarletteHTTPException)
     cls = _HTTP_PROBLEMS.get(exc.status_code)
     if cls is None:
         problem = Problem(str(exc.detail), status=exc.status_code)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from anyio import to_thread
 
-from app.settings import Settings, StorageBackend
+from app.settings import ConfigurationError, Settings, StorageBackend
 
 _KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 KEY_SHAPE = re.compile(rf"{_KEY.pattern}/{_KEY.pattern}")
@@ -100,7 +100,8 @@ class S3Storage:
     def __init__(self, settings: Settings, staging_dir: Path) -> None:
         import boto3  # only when configured: the local default needs no AWS SDK at start-up
 
-        assert settings.s3_bucket is not None
+        if settings.s3_bucket is None:  # Settings refuse this already; a hand-made one may not
+            raise ConfigurationError({"s3_bucket": "the s3 storage backend needs a bucket"})
         self.bucket = settings.s3_bucket
         secret = settings.s3_secret_access_key
         key_id = settings.s3_access_key_id

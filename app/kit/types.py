@@ -208,6 +208,23 @@ class Input(BaseModel):
         return value
 
 
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$", max_length=2)]
+"""ISO 3166-1 alpha-2."""
+Line = Annotated[str, StringConstraints(max_length=200)]
+City = Annotated[str, StringConstraints(max_length=100)]
+Postcode = Annotated[str, StringConstraints(max_length=20)]
+
+
+# A postal address, every part optional. (No docstring: pydantic would show it as the
+# description of the bodies that include the address.)
+class Address(Input):
+    address_line1: Line | None = None
+    address_line2: Line | None = None
+    city: City | None = None
+    postcode: Postcode | None = None
+    country: Country | None = None
+
+
 class Output(BaseModel):
     """Response bodies, built from ORM rows."""
 

@@ -36,25 +36,25 @@ async def list_pets(
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[PetOut]:
-    query = service.search(customer_id, species, q, include_deceased)
+    query = service.search(caller, customer_id, species, q, include_deceased)
     return await page(session, query, PetOut, cursor, limit)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=WRITE, summary="Register a pet")
 async def create_pet(body: PetIn, caller: Writer, session: DbSession) -> PetOut:
-    return PetOut.model_validate(await service.create(session, body))
+    return PetOut.model_validate(await service.create(session, caller, body))
 
 
 @router.get("/{pet_id}", responses=ONE, summary="One pet")
 async def get_pet(pet_id: uuid.UUID, caller: Reader, session: DbSession) -> PetOut:
-    return PetOut.model_validate(await get_or_404(session, Pet, pet_id, "pet"))
+    return PetOut.model_validate(await get_or_404(session, caller, Pet, pet_id, "pet"))
 
 
 @router.patch("/{pet_id}", responses=WRITE_ONE, summary="Change a pet")
 async def update_pet(
     pet_id: uuid.UUID, body: PetPatch, caller: Writer, session: DbSession
 ) -> PetOut:
-    return PetOut.model_validate(await service.update(session, pet_id, body))
+    return PetOut.model_validate(await service.update(session, caller, pet_id, body))
 
 
 @router.delete(
@@ -64,12 +64,12 @@ async def update_pet(
     summary="Delete a pet registered by mistake (no history)",
 )
 async def delete_pet(pet_id: uuid.UUID, caller: Writer, session: DbSession) -> None:
-    await service.delete(session, pet_id)
+    await service.delete(session, caller, pet_id)
 
 
 @router.get("/{pet_id}/weights", responses=ONE, summary="Weight history, oldest first")
 async def list_weights(pet_id: uuid.UUID, caller: Reader, session: DbSession) -> list[WeightOut]:
-    return [WeightOut.model_validate(w) for w in await service.weights(session, pet_id)]
+    return [WeightOut.model_validate(w) for w in await service.weights(session, caller, pet_id)]
 
 
 @router.post(
@@ -81,4 +81,6 @@ async def list_weights(pet_id: uuid.UUID, caller: Reader, session: DbSession) ->
 async def add_weight(
     pet_id: uuid.UUID, body: WeightIn, caller: Writer, session: DbSession
 ) -> WeightOut:
-    return WeightOut.model_validate(await service.add_weight(session, pet_id, body, caller.user_id))
+    return WeightOut.model_validate(
+        await service.add_weight(session, caller, pet_id, body, caller.user_id)
+    )

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.appointments.models import Appointment
 from app.customers.models import Customer
-from app.db.repository import apply, constraint_of, get_or_404, referenced
+from app.db.repository import apply, belongs_to, constraint_of, get_or_404, of_clinic, referenced
+from app.db.tenancy import Tenant
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict
 from app.pets.models import Pet, Species, WeightMeasurement
@@ -22,9 +23,13 @@ _MICROCHIP_TAKEN = Conflict("Another pet of this clinic has this microchip numbe
 
 
 def search(
-    customer_id: uuid.UUID | None, species: Species | None, q: str | None, include_deceased: bool
+    tenant: Tenant,
+    customer_id: uuid.UUID | None,
+    species: Species | None,
+    q: str | None,
+    include_deceased: bool,
 ) -> Select[Pet]:
-    query = select(Pet)
+    query = of_clinic(tenant, Pet)
     if customer_id:
         query = query.where(Pet.customer_id == customer_id)
     if species:
@@ -47,28 +52,30 @@ async def _flush(session: AsyncSession) -> None:
         raise
 
 
-async def create(session: AsyncSession, data: PetIn) -> Pet:
-    await referenced(session, Customer, data.customer_id, "customer_id", "customer")
-    pet = Pet(**data.model_dump())
+async def create(session: AsyncSession, tenant: Tenant, data: PetIn) -> Pet:
+    await referenced(session, tenant, Customer, data.customer_id, "customer_id", "customer")
+    pet = Pet(tenant_id=tenant.clinic_id, **data.model_dump())
     session.add(pet)
     await _flush(session)
     return pet
 
 
-async def update(session: AsyncSession, pet_id: uuid.UUID, changes: PetPatch) -> Pet:
-    pet = await get_or_404(session, Pet, pet_id, "pet")
+async def update(
+    session: AsyncSession, tenant: Tenant, pet_id: uuid.UUID, changes: PetPatch
+) -> Pet:
+    pet = await get_or_404(session, tenant, Pet, pet_id, "pet")
     if "customer_id" in changes.model_fields_set:
-        await referenced(session, Customer, changes.customer_id, "customer_id", "customer")
+        await referenced(session, tenant, Customer, changes.customer_id, "customer_id", "customer")
     apply(pet, changes)
     await _flush(session)
     return pet
 
 
-async def delete(session: AsyncSession, pet_id: uuid.UUID) -> None:
-    pet = await get_or_404(session, Pet, pet_id, "pet")
+async def delete(session: AsyncSession, tenant: Tenant, pet_id: uuid.UUID) -> None:
+    pet = await get_or_404(session, tenant, Pet, pet_id, "pet")
     history = select(
-        exists().where(Appointment.pet_id == pet_id)
-        | exists().where(MedicalRecord.pet_id == pet_id)
+        exists().where(belongs_to(tenant, Appointment), Appointment.pet_id == pet_id)
+        | exists().where(belongs_to(tenant, MedicalRecord), MedicalRecord.pet_id == pet_id)
     )
     if await session.scalar(history):
         raise Conflict("The pet has appointments or records; mark it deceased instead.")
@@ -77,10 +84,11 @@ async def delete(session: AsyncSession, pet_id: uuid.UUID) -> None:
 
 
 async def add_weight(
-    session: AsyncSession, pet_id: uuid.UUID, data: WeightIn, by: uuid.UUID
+    session: AsyncSession, tenant: Tenant, pet_id: uuid.UUID, data: WeightIn, by: uuid.UUID
 ) -> WeightMeasurement:
-    await get_or_404(session, Pet, pet_id, "pet")
+    await get_or_404(session, tenant, Pet, pet_id, "pet")
     weight = WeightMeasurement(
+        tenant_id=tenant.clinic_id,
         pet_id=pet_id,
         weight_kg=Decimal(str(data.weight_kg)),
         measured_at=data.measured_at or utcnow(),
@@ -91,10 +99,12 @@ async def add_weight(
     return weight
 
 
-async def weights(session: AsyncSession, pet_id: uuid.UUID) -> list[WeightMeasurement]:
-    await get_or_404(session, Pet, pet_id, "pet")
+async def weights(
+    session: AsyncSession, tenant: Tenant, pet_id: uuid.UUID
+) -> list[WeightMeasurement]:
+    await get_or_404(session, tenant, Pet, pet_id, "pet")
     result = await session.scalars(
-        select(WeightMeasurement)
+        of_clinic(tenant, WeightMeasurement)
         .where(WeightMeasurement.pet_id == pet_id)
         .order_by(WeightMeasurement.measured_at, WeightMeasurement.id)
     )

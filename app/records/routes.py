@@ -35,7 +35,7 @@ async def list_records(
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[RecordOut]:
     rows, next_cursor = await paginate(
-        session, service.search(pet_id), [MedicalRecord.id], cursor, limit
+        session, service.search(caller, pet_id), [MedicalRecord.id], cursor, limit
     )
     return Page[RecordOut](items=[service.to_out(r) for r in rows], next_cursor=next_cursor)
 
@@ -47,19 +47,19 @@ async def list_records(
     summary="Write a visit record",
 )
 async def create_record(body: RecordIn, caller: Writer, session: DbSession) -> RecordOut:
-    return service.to_out(await service.create(session, body, caller.user_id))
+    return service.to_out(await service.create(session, caller, body, caller.user_id))
 
 
 @router.get("/{record_id}", responses=ONE, summary="One medical record with its addenda")
 async def get_record(record_id: uuid.UUID, caller: Reader, session: DbSession) -> RecordOut:
-    return service.to_out(await service.get(session, record_id))
+    return service.to_out(await service.get(session, caller, record_id))
 
 
 @router.patch("/{record_id}", responses=CHANGE, summary="Correct a record that has not locked yet")
 async def update_record(
     record_id: uuid.UUID, body: RecordPatch, caller: Writer, session: DbSession
 ) -> RecordOut:
-    return service.to_out(await service.update(session, record_id, body))
+    return service.to_out(await service.update(session, caller, record_id, body))
 
 
 @router.post(
@@ -68,7 +68,7 @@ async def update_record(
     summary="Sign the record as its vet; it locks 24 hours later",
 )
 async def sign_record(record_id: uuid.UUID, caller: Signer, session: DbSession) -> RecordOut:
-    return service.to_out(await service.sign(session, record_id, caller.user_id))
+    return service.to_out(await service.sign(session, caller, record_id, caller.user_id))
 
 
 @router.post(
@@ -80,4 +80,6 @@ async def sign_record(record_id: uuid.UUID, caller: Signer, session: DbSession) 
 async def add_addendum(
     record_id: uuid.UUID, body: AddendumIn, caller: Writer, session: DbSession
 ) -> RecordOut:
-    return service.to_out(await service.add_addendum(session, record_id, body, caller.user_id))
+    return service.to_out(
+        await service.add_addendum(session, caller, record_id, body, caller.user_id)
+    )

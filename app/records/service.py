@@ -7,12 +7,13 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.appointments.models import Appointment
-from app.db.repository import get_or_404, referenced
+from app.db.repository import get_or_404, of_clinic, referenced
+from app.db.tenancy import Tenant
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict
 from app.pets.models import Pet
@@ -47,8 +48,8 @@ def to_out(record: MedicalRecord) -> RecordOut:
     )
 
 
-def search(pet_id: uuid.UUID | None) -> Select[MedicalRecord]:
-    query = select(MedicalRecord)
+def search(tenant: Tenant, pet_id: uuid.UUID | None) -> Select[MedicalRecord]:
+    query = of_clinic(tenant, MedicalRecord)
     return query.where(MedicalRecord.pet_id == pet_id) if pet_id else query
 
 
@@ -60,15 +61,18 @@ def _columns(data: RecordIn | RecordPatch, *, exclude: set[str]) -> dict[str, An
     return values
 
 
-async def create(session: AsyncSession, data: RecordIn, author_id: uuid.UUID) -> MedicalRecord:
-    await referenced(session, Pet, data.pet_id, "pet_id", "pet")
+async def create(
+    session: AsyncSession, tenant: Tenant, data: RecordIn, author_id: uuid.UUID
+) -> MedicalRecord:
+    await referenced(session, tenant, Pet, data.pet_id, "pet_id", "pet")
     if data.appointment_id is not None:
         appointment = await referenced(
-            session, Appointment, data.appointment_id, "appointment_id", "appointment"
+            session, tenant, Appointment, data.appointment_id, "appointment_id", "appointment"
         )
         if appointment.pet_id != data.pet_id:
             raise Conflict("The appointment is for another pet.")
     record = MedicalRecord(
+        tenant_id=tenant.clinic_id,
         **_columns(data, exclude={"vaccinations", "prescriptions", "visited_at"}),
         visited_at=data.visited_at or utcnow(),
         author_id=author_id,
@@ -81,8 +85,8 @@ async def create(session: AsyncSession, data: RecordIn, author_id: uuid.UUID) ->
     return record
 
 
-async def get(session: AsyncSession, record_id: uuid.UUID) -> MedicalRecord:
-    return await get_or_404(session, MedicalRecord, record_id, "medical record")
+async def get(session: AsyncSession, tenant: Tenant, record_id: uuid.UUID) -> MedicalRecord:
+    return await get_or_404(session, tenant, MedicalRecord, record_id, "medical record")
 
 
 async def guarded_flush(session: AsyncSession) -> None:
@@ -96,9 +100,9 @@ async def guarded_flush(session: AsyncSession) -> None:
 
 
 async def update(
-    session: AsyncSession, record_id: uuid.UUID, changes: RecordPatch
+    session: AsyncSession, tenant: Tenant, record_id: uuid.UUID, changes: RecordPatch
 ) -> MedicalRecord:
-    record = await get(session, record_id)
+    record = await get(session, tenant, record_id)
     if is_locked(record, utcnow()):
         raise RecordLocked()
     for key, value in _columns(changes, exclude={"vaccinations", "prescriptions"}).items():
@@ -111,8 +115,10 @@ async def update(
     return await _reloaded(session, record)
 
 
-async def sign(session: AsyncSession, record_id: uuid.UUID, vet_id: uuid.UUID) -> MedicalRecord:
-    record = await get(session, record_id)
+async def sign(
+    session: AsyncSession, tenant: Tenant, record_id: uuid.UUID, vet_id: uuid.UUID
+) -> MedicalRecord:
+    record = await get(session, tenant, record_id)
     if record.signed_at is not None:
         raise Conflict("The record is already signed.")
     now = utcnow()
@@ -122,10 +128,18 @@ async def sign(session: AsyncSession, record_id: uuid.UUID, vet_id: uuid.UUID) -
 
 
 async def add_addendum(
-    session: AsyncSession, record_id: uuid.UUID, data: AddendumIn, author_id: uuid.UUID
+    session: AsyncSession,
+    tenant: Tenant,
+    record_id: uuid.UUID,
+    data: AddendumIn,
+    author_id: uuid.UUID,
 ) -> MedicalRecord:
-    record = await get(session, record_id)
-    session.add(Addendum(record_id=record.id, author_id=author_id, text=data.text))
+    record = await get(session, tenant, record_id)
+    session.add(
+        Addendum(
+            tenant_id=tenant.clinic_id, record_id=record.id, author_id=author_id, text=data.text
+        )
+    )
     await session.flush()
     return await _reloaded(session, record)
 

@@ -30,7 +30,7 @@ async def list_staff(
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[StaffOut]:
-    return await service.list_page(session, cursor, limit)
+    return await service.list_page(session, caller, cursor, limit)
 
 
 @router.get("/invitations", responses=READ, summary="Invitations sent by this clinic")
@@ -66,7 +66,7 @@ async def revoke_invitation(invitation_id: uuid.UUID, caller: Manager, session: 
 
 @router.get("/{user_id:uuid}", responses=ONE, summary="One member")
 async def get_member(user_id: uuid.UUID, caller: Reader, session: DbSession) -> StaffOut:
-    return await service.get(session, user_id)
+    return await service.get(session, caller, user_id)
 
 
 @router.patch(
@@ -99,6 +99,6 @@ async def remove_member(user_id: uuid.UUID, caller: Manager, session: DbSession)
 async def unlock_member(
     user_id: uuid.UUID, caller: Manager, session: DbSession, guard: Guard
 ) -> Response:
-    member = await service.get(session, user_id)
+    member = await service.get(session, caller, user_id)
     await guard.unlock(member.email)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

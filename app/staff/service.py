@@ -10,38 +10,50 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import service as auth
 from app.auth.models import Credential, Membership, Role, User
 from app.auth.principal import Principal
+from app.db.repository import belongs_to, of_clinic
+from app.db.tenancy import Tenant, check_tenant
 from app.kit.clock import utcnow
 from app.kit.pagination import Page, paginate
 from app.kit.problems import Conflict, Forbidden, NotFound
 from app.staff.schemas import StaffOut, StaffPatch
 
 
-def members() -> Select[uuid.UUID, uuid.UUID, Role, bool, str, str]:
-    return select(
-        Membership.id,
-        Membership.user_id,
-        Membership.role,
-        Membership.active,
-        User.name,
-        User.email,
-    ).join(User, User.id == Membership.user_id)
+def members(tenant: Tenant) -> Select[uuid.UUID, uuid.UUID, Role, bool, str, str]:
+    return (
+        select(
+            Membership.id,
+            Membership.user_id,
+            Membership.role,
+            Membership.active,
+            User.name,
+            User.email,
+        )
+        .join(User, User.id == Membership.user_id)
+        .where(belongs_to(tenant, Membership))
+    )
 
 
-async def list_page(session: AsyncSession, cursor: str | None, limit: int) -> Page[StaffOut]:
-    rows, next_cursor = await paginate(session, members(), [Membership.id], cursor, limit)
+async def list_page(
+    session: AsyncSession, tenant: Tenant, cursor: str | None, limit: int
+) -> Page[StaffOut]:
+    check_tenant(session, tenant)
+    rows, next_cursor = await paginate(session, members(tenant), [Membership.id], cursor, limit)
     return Page[StaffOut](items=[StaffOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-async def get(session: AsyncSession, user_id: uuid.UUID) -> StaffOut:
-    row = (await session.execute(members().where(Membership.user_id == user_id))).one_or_none()
+async def get(session: AsyncSession, tenant: Tenant, user_id: uuid.UUID) -> StaffOut:
+    check_tenant(session, tenant)
+    member = members(tenant).where(Membership.user_id == user_id)
+    row = (await session.execute(member)).one_or_none()
     if row is None:
         raise NotFound("No staff member with this id.")
     return StaffOut.model_validate(row)
 
 
-async def _membership(session: AsyncSession, user_id: uuid.UUID) -> Membership:
+async def _membership(session: AsyncSession, tenant: Tenant, user_id: uuid.UUID) -> Membership:
+    check_tenant(session, tenant)
     membership = (
-        await session.scalars(select(Membership).where(Membership.user_id == user_id))
+        await session.scalars(of_clinic(tenant, Membership).where(Membership.user_id == user_id))
     ).one_or_none()
     if membership is None:
         raise NotFound("No staff member with this id.")
@@ -54,7 +66,7 @@ async def update_member(
     if user_id == caller.user_id:
         # Nobody raises, lowers or locks out themselves: another owner or admin does it.
         raise Forbidden("You cannot change your own role or deactivate yourself.")
-    membership = await _membership(session, user_id)
+    membership = await _membership(session, caller, user_id)
     fields = changes.model_dump(exclude_unset=True)
     touches_owner = membership.role is Role.owner or fields.get("role") is Role.owner
     if touches_owner and caller.role is not Role.owner:
@@ -62,7 +74,7 @@ async def update_member(
     demotes = membership.role is Role.owner and (
         fields.get("role", Role.owner) is not Role.owner or fields.get("active") is False
     )
-    if demotes and await _active_owners(session) <= 1:
+    if demotes and await _active_owners(session, caller) <= 1:
         # Two owners demoting each other at once: the second waits for the first and, counting
         # again, finds itself the last owner.
         raise Conflict("A clinic needs at least one active owner.")
@@ -70,33 +82,37 @@ async def update_member(
     for key, value in fields.items():
         setattr(membership, key, value)
     if fields.get("active") is False:
-        await _revoke_credentials(session, user_id)
+        await _revoke_credentials(session, caller, user_id)
     elif role_changes:
         # A privilege change starts the member's logins afresh (ADR 0009); their API tokens
         # act with the role the membership has at each request.
         await auth.revoke_sessions(session, user_id)
     await session.flush()
-    return await get(session, user_id)
+    return await get(session, caller, user_id)
 
 
 async def deactivate(session: AsyncSession, caller: Principal, user_id: uuid.UUID) -> None:
     await update_member(session, caller, user_id, StaffPatch(active=False))
 
 
-async def _active_owners(session: AsyncSession) -> int:
+async def _active_owners(session: AsyncSession, tenant: Tenant) -> int:
     """Active owners, their rows locked until this transaction ends (see ``update_member``)."""
     owners = await session.scalars(
         select(Membership.id)
-        .where(Membership.role == Role.owner, Membership.active)
+        .where(belongs_to(tenant, Membership), Membership.role == Role.owner, Membership.active)
         .order_by(Membership.id)
         .with_for_update()
     )
     return len(owners.all())
 
 
-async def _revoke_credentials(session: AsyncSession, user_id: uuid.UUID) -> None:
+async def _revoke_credentials(session: AsyncSession, tenant: Tenant, user_id: uuid.UUID) -> None:
     await session.execute(
         update(Credential)
-        .where(Credential.user_id == user_id, Credential.revoked_at.is_(None))
+        .where(
+            belongs_to(tenant, Credential),
+            Credential.user_id == user_id,
+            Credential.revoked_at.is_(None),
+        )
         .values(revoked_at=utcnow())
     )

@@ -1,0 +1,92 @@
+"""Tenancy carried by types: the lookup helpers refuse a session entered in another clinic, say
+the clinic in their SQL, and every domain service that takes a session also takes the tenant."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import Select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import app
+from app.auth.models import User
+from app.clinics.models import Clinic
+from app.db.repository import find, get_or_404, belongs_to, of_clinic, referenced
+from app.db.tenancy import TENANT_KEY, InClinic, TenancyError
+from app.pets.models import Pet
+
+HERE, ELSEWHERE = InClinic(uuid.uuid4()), InClinic(uuid.uuid4())
+# Functions of a domain service that take a session but act on no tenant row themselves.
+NO_TENANT = {"app.records.service.guarded_flush"}
+
+
+def _sql(statement: Select[Any]) -> str:
+    return str(statement.compile(dialect=postgresql.dialect()))
+
+
+def _session_in(tenant: InClinic | None) -> AsyncSession:
+    # Never bound to an engine: the helpers must refuse before any SQL is sent.
+    session = AsyncSession()
+    if tenant is not None:
+        session.info[TENANT_KEY] = tenant.clinic_id
+    return session
+
+
+@pytest.mark.parametrize("entered", [ELSEWHERE, None], ids=["another clinic", "no clinic"])
+async def test_lookups_refuse_a_session_in_another_clinic(entered: InClinic | None) -> None:
+    session = _session_in(entered)
+    item = uuid.uuid4()
+    with pytest.raises(TenancyError):
+        await find(session, HERE, Pet, item)
+    with pytest.raises(TenancyError):
+        await get_or_404(session, HERE, Pet, item, "pet")
+    with pytest.raises(TenancyError):
+        await referenced(session, HERE, Pet, item, "pet_id", "pet")
+
+
+def test_of_clinic_scopes_tenant_tables_by_tenant_id_and_the_clinic_by_its_id() -> None:
+    assert "pets.tenant_id = " in _sql(of_clinic(HERE, Pet))
+    assert "clinics.id = " in _sql(of_clinic(HERE, Clinic))
+
+
+def test_a_global_table_has_no_clinic_criterion() -> None:
+    with pytest.raises(TenancyError):
+        belongs_to(HERE, User)
+
+
+def _domain_services() -> list[tuple[str, inspect.Signature]]:
+    found = []
+    for module in pkgutil.iter_modules(app.__path__):
+        if not module.ispkg or module.name in {"auth", "billing", "db", "kit"}:
+            continue
+        try:
+            service = importlib.import_module(f"app.{module.name}.service")
+        except ModuleNotFoundError:
+            continue
+        for name, function in inspect.getmembers(service, inspect.isfunction):
+            if function.__module__ == service.__name__ and not name.startswith("_"):
+                found.append((f"{service.__name__}.{name}", inspect.signature(function)))
+    return found
+
+
+def test_every_domain_service_with_a_session_or_a_query_takes_the_tenant() -> None:
+    services = _domain_services()
+    assert services
+    missing = [
+        name
+        for name, signature in services
+        # A Select is a query a route runs: it must start from the tenant's clinic too.
+        if (
+            "session" in signature.parameters
+            or str(signature.return_annotation).startswith("Select")
+        )
+        and name not in NO_TENANT
+        and not any(p.annotation in {"Tenant", "Principal"} for p in signature.parameters.values())
+    ]
+    assert not missing, f"service functions with a session or query but no tenant: {missing}"
