@@ -9,7 +9,6 @@ from pydantic import Field, StringConstraints
 from app.auth.models import Role
 from app.kit.types import (
     INTEGRAL,
-    LAX,
     Email,
     Id,
     Input,
@@ -122,26 +121,6 @@ class TokenOut(Output):
 
 class TokenCreated(TokenOut):
     token: str = Field(description="Shown once. Send as `Authorization: Bearer <token>`.")
-
-
-class InvitationIn(Input):
-    email: Email
-    role: Annotated[Role, LAX]
-
-
-class InvitationOut(Output):
-    id: uuid.UUID
-    email: str
-    role: Role
-    expires_at: dt.datetime
-    accepted_at: dt.datetime | None
-    revoked_at: dt.datetime | None
-
-
-class InvitationCreated(InvitationOut):
-    invite_url: str = Field(
-        description="Give this link to the invitee (email delivery comes later)"
-    )
 
 
 class AcceptInvitationIn(Input):

@@ -9,12 +9,17 @@ from app.auth import service as auth
 from app.auth.deps import AppSettings, Guard, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
-from app.auth.schemas import InvitationCreated, InvitationIn, InvitationOut
 from app.db.session import DbSession
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
 from app.staff import service
-from app.staff.schemas import StaffOut, StaffPatch
+from app.staff.schemas import (
+    InvitationCreated,
+    InvitationIn,
+    InvitationOut,
+    StaffOut,
+    StaffPatch,
+)
 
 router = APIRouter(prefix="/api/v1/staff", tags=["staff"])
 Reader = Annotated[Principal, Depends(requires(Action.staff_read))]

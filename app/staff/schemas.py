@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Annotated
 
+from pydantic import Field
+
 from app.auth.models import Role
-from app.kit.types import LAX, Input, Output, omittable
+from app.kit.types import LAX, Email, Input, Output, omittable
 
 
 class StaffOut(Output):
@@ -18,3 +21,23 @@ class StaffOut(Output):
 class StaffPatch(Input):
     role: Annotated[Role, LAX] = omittable()
     active: bool = omittable()
+
+
+class InvitationIn(Input):
+    email: Email
+    role: Annotated[Role, LAX]
+
+
+class InvitationOut(Output):
+    id: uuid.UUID
+    email: str
+    role: Role
+    expires_at: dt.datetime
+    accepted_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class InvitationCreated(InvitationOut):
+    invite_url: str = Field(
+        description="Give this link to the invitee (email delivery comes later)"
+    )

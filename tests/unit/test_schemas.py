@@ -20,14 +20,13 @@ import app
 from app.appointments.models import Status
 from app.appointments.schemas import AppointmentIn, AppointmentTypeIn, StatusIn
 from app.auth.models import Role
-from app.auth.schemas import InvitationIn
 from app.clinics.schemas import SignupIn
 from app.customers.schemas import ConsentsIn, CustomerIn, CustomerPatch
 from app.kit.types import Input
 from app.pets.models import Sex, Species
 from app.pets.schemas import PetIn
 from app.records.schemas import RecordIn
-from app.staff.schemas import StaffPatch
+from app.staff.schemas import InvitationIn, StaffPatch
 
 ID = str(uuid.uuid4())
 WHEN = "2030-05-01T09:30:00+01:00"

@@ -17,13 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import app
 from app.auth.models import User
 from app.clinics.models import Clinic
-from app.db.repository import find, get_or_404, belongs_to, of_clinic, referenced
+from app.db.repository import belongs_to, find, get_or_404, of_clinic, referenced
 from app.db.tenancy import TENANT_KEY, InClinic, TenancyError
 from app.pets.models import Pet
 
 HERE, ELSEWHERE = InClinic(uuid.uuid4()), InClinic(uuid.uuid4())
 # Functions of a domain service that take a session but act on no tenant row themselves.
-NO_TENANT = {"app.records.service.guarded_flush"}
+NO_TENANT = {
+    "app.records.service.guarded_flush",
+    # Makes the clinic (and enters the session in it): there is no tenant before it.
+    "app.clinics.service.open_clinic",
+}
 
 
 def _sql(statement: Select[Any]) -> str:
