@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.migrate import plain_url
-from app.db.session import create_engine, session_factory
+from app.db.session import create_engine, database_url, session_factory
 from app.settings import Settings
 
 TASK_MODULES = ["app.attachments.jobs", "app.billing.jobs"]
@@ -93,11 +93,9 @@ async def run_worker(
 
     ``own_signals``: stop on SIGINT/SIGTERM (``vetify worker``); inside the API process the
     server owns the signals and cancels the worker's task instead."""
-    if settings.database_url is None:
-        raise RuntimeError("resolve the database before starting the worker")
     engine = create_engine(settings)
     connector = procrastinate.PsycopgConnector(
-        conninfo=plain_url(settings.database_url.get_secret_value()),
+        conninfo=plain_url(database_url(settings)),
         min_size=1,
         max_size=max(2, concurrency + 1),
     )
