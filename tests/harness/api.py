@@ -21,6 +21,7 @@ LOGIN_PATH = "/api/v1/auth/login"
 PROBLEM_JSON = MEDIA_TYPE
 """The content type of every error the API returns."""
 
+# pragma: allowlist nextline secret - the signed-up owner's made-up passphrase
 SIGNUP_PASSWORD = "a long enough passphrase"
 """The owner's password in :func:`signup_body` (the factories' users have DEFAULT_PASSWORD)."""
 
