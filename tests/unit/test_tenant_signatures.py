@@ -18,7 +18,7 @@ import app
 from app.auth.models import User
 from app.clinics.models import Clinic
 from app.db.repository import belongs_to, find, get_or_404, of_clinic, referenced
-from app.db.tenancy import TENANT_KEY, InClinic, TenancyError
+from app.db.tenancy import TENANT_KEY, InClinic, TenancyError, enter_tenant
 from app.pets.models import Pet
 
 HERE, ELSEWHERE = InClinic(uuid.uuid4()), InClinic(uuid.uuid4())
@@ -52,6 +52,12 @@ async def test_lookups_refuse_a_session_in_another_clinic(entered: InClinic | No
         await get_or_404(session, HERE, Pet, item, "pet")
     with pytest.raises(TenancyError):
         await referenced(session, HERE, Pet, item, "pet_id", "pet")
+
+
+async def test_a_transaction_never_moves_to_another_clinic() -> None:
+    # Refused before any SQL: work for another clinic takes a transaction of its own.
+    with pytest.raises(TenancyError):
+        await enter_tenant(_session_in(HERE), ELSEWHERE.clinic_id)
 
 
 def test_of_clinic_scopes_tenant_tables_by_tenant_id_and_the_clinic_by_its_id() -> None:
