@@ -31,6 +31,7 @@ from app.db.session import create_engine, session_factory
 from app.kit import problems
 from app.kit.bodies import BodyLimits
 from app.kit.headers import SecurityHeaders
+from app.kit.heads import RequestHeadLimits
 from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
@@ -129,7 +130,8 @@ def _in_process_worker(settings: Settings) -> asyncio.Task[None] | None:
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
     """Outermost first: the client's real address and scheme, then headers that every answer
-    carries (even a 413 or a 429), then CORS, then the body limits."""
+    carries (even a 413 or a 429), then the URL and header limits, then CORS, then the body
+    limits."""
     app.add_middleware(
         BodyLimits,
         max_bytes=settings.max_body_bytes,
@@ -146,6 +148,11 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             expose_headers=["RateLimit", "RateLimit-Policy", "Retry-After", "Location"],
             max_age=600,
         )
+    app.add_middleware(
+        RequestHeadLimits,
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(SecurityHeaders)
     # Only a configured proxy is believed about who the client is and whether it used HTTPS.

@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     """Largest request body outside upload routes; a larger one is a 413."""
     max_json_depth: int = Field(default=32, ge=4, le=256)
     """Deepest nesting of arrays/objects a JSON body may have."""
+    max_url_bytes: int = Field(default=8 * 1024, ge=1024)
+    """Longest URL (path and query string); a longer one is a 414."""
+    max_header_bytes: int = Field(default=16 * 1024, ge=4096)
+    """Most bytes of request headers in all; more is a 431."""
 
     # Rate limits, in `limits` notation ("N/second|minute|hour|day"), moving windows.
     rate_limit_anonymous: str = "120/minute"

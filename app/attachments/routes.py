@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import uuid
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 from starlette.background import BackgroundTask
-from starlette.responses import FileResponse
 
 from app.attachments import service
 from app.attachments.models import Attachment
@@ -16,6 +17,7 @@ from app.auth.deps import AppSettings, per_user, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.db.session import DbSession
+from app.kit.downloads import Download, RangeBeyondFile, RangeRefused
 from app.kit.files import ALLOWED, content_disposition
 from app.kit.openapi import multipart_body
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, paginate
@@ -135,6 +137,8 @@ async def get_attachment(
             service.Infected,
             service.Corrupted,
             InvalidInput,
+            RangeRefused,
+            RangeBeyondFile,
         ),
     },
     summary="Download an attachment's content",
@@ -144,11 +148,12 @@ async def download_attachment(
 ) -> Response:
     attachment = await service.get(session, caller, attachment_id)
     copy = await service.fetch(storage, attachment)
-    return FileResponse(
+    return Download(
         copy,
         media_type=attachment.content_type,
         headers=download_headers(attachment),
         background=BackgroundTask(discard, copy),
+        stat_result=await to_thread.run_sync(os.stat, copy),
     )
 
 

@@ -38,14 +38,18 @@ class FieldError(BaseModel):
     type: str = Field(max_length=100)
 
 
+TEXT_MAX = 2000
+"""The longest ``detail`` and ``instance``: what a request put there is cut to it."""
+
+
 class ProblemBody(BaseModel):
     """The problem+json document."""
 
     type: str = Field(max_length=200, examples=[PROBLEM_BASE + "not-found"])
     title: str = Field(max_length=200)
     status: int = Field(ge=400, le=599)
-    detail: str | None = Field(default=None, max_length=2000)
-    instance: str | None = Field(default=None, max_length=2000)
+    detail: str | None = Field(default=None, max_length=TEXT_MAX)
+    instance: str | None = Field(default=None, max_length=TEXT_MAX)
     errors: list[FieldError] | None = None
 
 
@@ -72,13 +76,21 @@ class Problem(Exception):
         return PROBLEM_BASE + cls.slug
 
     def body(self, instance: str | None = None) -> ProblemBody:
+        # Both may carry what a client sent (a path, a value): cut, so that answering an
+        # error can never fail on the document's own limits.
         return ProblemBody(
             type=self.type_uri(),
             title=self.title,
             status=self.status,
-            detail=self.detail,
-            instance=instance,
+            detail=_clip(self.detail),
+            instance=_clip(instance),
         )
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= TEXT_MAX:
+        return text
+    return text[: TEXT_MAX - 1] + "…"
 
 
 class BadRequest(Problem):
@@ -159,6 +171,14 @@ class InvalidInput(Problem):
 
 class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class UriTooLong(Problem):
+    status, slug, title = 414, "uri-too-long", "URL too long"
+
+
+class HeadersTooLarge(Problem):
+    status, slug, title = 431, "headers-too-large", "Request headers too large"
 
 
 class ServiceUnavailable(Problem):

@@ -6,8 +6,10 @@ import hashlib
 import uuid
 
 import httpx
+import hypothesis
 import pytest
 from fastapi import FastAPI
+from hypothesis import strategies as st
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
@@ -419,3 +421,39 @@ async def test_attachments_round_trip_through_s3(settings: Settings, s3, clinic,
     keys = [item["Key"] for item in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert len(keys) == 1
     assert keys[0].startswith(f"{clinic.id}/")
+
+
+_RANGE_PIECES = st.sampled_from(
+    ["bytes", "items", "=", "-", ",", " ", "0", "1", "5", "99999999", "-1", "abc", "\t"]
+)
+
+
+@hypothesis.settings(
+    max_examples=40, deadline=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
+@hypothesis.given(st.lists(_RANGE_PIECES, min_size=0, max_size=8).map("".join))
+async def test_every_range_a_client_asks_for_is_served_or_refused_as_a_problem(
+    client, clinic, record, stored_png, asked
+):
+    """Ranges are served (206), ignored (200), or refused as problem+json: 400 for a malformed
+    one, 416 beyond the file, with ``Content-Range`` saying its size (issue 15, defect 3)."""
+    reader = clinic.actors[Role.read_only].headers
+    response = await client.get(
+        f"/api/v1/attachments/{stored_png}/content", headers={**reader, "Range": asked}
+    )
+    if response.status_code == 200:
+        assert response.content == files.PNG
+        return
+    if response.status_code == 206:
+        return  # the part(s) asked for; Starlette's own
+    assert response.headers["content-type"] == PROBLEM_JSON, (asked, response.text)
+    assert response.status_code in (400, 416), (asked, response.status_code)
+    if response.status_code == 416:
+        assert response.headers["content-range"] == f"bytes */{len(files.PNG)}"
+
+
+@pytest.fixture
+async def stored_png(client, clinic, record) -> str:
+    response = await upload(client, clinic, record)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
