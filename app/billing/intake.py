@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.models import EventStatus, StripeEvent
 from app.kit.problems import BadRequest
+from app.kit.text import unstorable_at
 from app.queue import enqueue
 
 APPLY_STRIPE_EVENT = "billing.apply_stripe_event"
@@ -75,27 +76,9 @@ def _event(payload: bytes) -> dict[str, Any]:
     )
     if not ok:
         raise BadRequest("The body is not a Stripe event.")
-    if not _storable(event):
+    if unstorable_at(event) is not None:
         raise BadRequest("The event holds text that cannot be stored (NUL, or bad UTF-16).")
     return dict(event)
-
-
-def _storable(value: Any) -> bool:
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending += [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            pending += item
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return False
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return False
-    return True
 
 
 async def receive(session: AsyncSession, event: dict[str, Any]) -> bool:

@@ -6,17 +6,20 @@ have a larger limit than the JSON default.
 
 JSON bodies (at most the limit, so buffering them is bounded) are checked for nesting depth
 before the route parses them: Python's parser recurses, and a body of 100,000 ``[`` would
-otherwise cost a deep recursion per request.
+otherwise cost a deep recursion per request. Then for text PostgreSQL cannot store (NUL, an
+unpaired surrogate) anywhere in them: a 422 on that field, before any statement.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.kit import text
 from app.kit.problems import BadRequest, PayloadTooLarge, Problem, problem_asgi
 
 _WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
@@ -93,9 +96,9 @@ class BodyLimits:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if json_depth_exceeds(body, self.max_json_depth):
-            problem = BadRequest(f"JSON may nest arrays and objects {self.max_json_depth} deep.")
-            await problem_asgi(problem)(scope, receive, send)
+        refusal = self._json_refusal(body)
+        if refusal is not None:
+            await problem_asgi(refusal)(scope, receive, send)
             return
         replayed = False
 
@@ -107,6 +110,16 @@ class BodyLimits:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _json_refusal(self, body: bytes) -> Problem | None:
+        if json_depth_exceeds(body, self.max_json_depth):
+            return BadRequest(f"JSON may nest arrays and objects {self.max_json_depth} deep.")
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return None  # not JSON: the route's own validation says so
+        where = text.unstorable_at(value)
+        return None if where is None else text.refusal(["body", *where])
 
     async def _streamed(
         self, scope: Scope, receive: Receive, send: Send, limit: int, too_large: Problem

@@ -1,4 +1,5 @@
-"""Request heads: a bound on the URL (414) and on the headers (431), both as problem+json.
+"""Request heads: a bound on the URL (414) and on the headers (431), both as problem+json;
+a path or query parameter holding text PostgreSQL cannot store (a NUL) is a 422 on it.
 
 The server in front (uvicorn, a reverse proxy) bounds what it buffers; this answers what gets
 through in the API's own error shape, before any route, so nothing longer than these reaches a
@@ -7,8 +8,11 @@ handler, a log line or the database.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.kit import text
 from app.kit.problems import HeadersTooLarge, Problem, UriTooLong, problem_asgi
 
 
@@ -30,7 +34,22 @@ class RequestHeadLimits:
             refusal = HeadersTooLarge(
                 f"The request's headers may be at most {self.max_header_bytes} bytes in all."
             )
+        elif not text.storable(scope["path"]):
+            refusal = text.refusal(["path"])
+        elif (name := _unstorable_parameter(scope["query_string"])) is not None:
+            refusal = text.refusal(["query", name])
         else:
             await self.app(scope, receive, send)
             return
         await problem_asgi(refusal)(scope, receive, send)
+
+
+def _unstorable_parameter(query: bytes) -> str | None:
+    """The first query parameter whose name or value (decoded as Starlette does) cannot be
+    stored."""
+    if b"%00" not in query.lower() and b"\x00" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if not (text.storable(name) and text.storable(value)):
+            return name if text.storable(name) else name.encode("unicode_escape").decode()
+    return None

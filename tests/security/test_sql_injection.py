@@ -89,6 +89,9 @@ TIME_BASED = [
     f"' AND 1=(SELECT 1 FROM pg_sleep({SLEEP_SECONDS})) --",
     f"1) OR pg_sleep({SLEEP_SECONDS}) IS NULL --",
 ]
+# Text PostgreSQL cannot store (issue 15, defect 1: a NUL in ?q= reached the database, a 500):
+# refused with a 422 problem wherever it is sent, and never reaches a statement.
+UNSTORABLE = ["\x00", "a\x00b", "name\x00' OR '1'='1"]
 # What a database error looks like when it leaks into an answer.
 SQL_ERROR_TEXT = (
     "syntax error",
@@ -255,6 +258,14 @@ async def test_injection_in_query_parameters_changes_nothing(
     for name in route.query_strings:
         for payload in TAUTOLOGIES + STACKED + UNION_AND_ERRORS:
             await check(name, payload)
+        for payload in UNSTORABLE:
+            response = await call(name, payload)
+            problems.extend(
+                _problems(f"{route.path}?{name}={payload!r}", response, foreign, {422}, spliced)
+            )
+            if response.status_code == 422 and not problem(response):
+                problems.append(f"?{name}={payload!r}: a 422 that is not problem+json")
+            spliced.clear()
         for true, false in BOOLEAN_BLIND:
             yes, no = await call(name, true), await call(name, false)
             await check(name, true, yes)
@@ -402,6 +413,15 @@ async def test_injection_in_body_fields(
         for family in (TAUTOLOGIES + UNION_AND_ERRORS, STACKED):
             payload = _pick(family, route.label, field.label)
             await check(field, payload, await call(field, payload))
+        payload = _pick(UNSTORABLE, route.label, field.label)
+        response, changed = await call(field, payload)
+        where = f"{route.label} {field.label}={payload!r}"
+        problems.extend(_problems(where, response, foreign, {422}, spliced))
+        spliced.clear()
+        if response.status_code == 422 and not problem(response):
+            problems.append(f"{where}: a 422 that is not problem+json")
+        if changed:
+            problems.append(f"{where}: refused, yet changed {changed}")
         true, false = _pick(BOOLEAN_BLIND, route.label, field.label)
         yes = await call(field, true)
         await check(field, true, yes)  # before the next request replaces what this one stored
