@@ -22,6 +22,7 @@ from app.auth.lockout import LoginGuard
 from app.auth.quotas import Quotas
 from app.auth.routes import router as auth_router
 from app.billing.account import standing
+from app.billing.routes import WEBHOOK_PATH
 from app.billing.routes import router as billing_router
 from app.clinics.routes import router as clinics_router
 from app.clinics.routes import signup_router
@@ -137,6 +138,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         max_bytes=settings.max_body_bytes,
         max_json_depth=settings.max_json_depth,
         larger=[(UPLOAD_PATH, settings.upload_max_bytes + MULTIPART_HEADROOM)],
+        verbatim=[WEBHOOK_PATH],
     )
     if settings.cors_allow_origins:  # closed by default: no CORS header for anyone
         app.add_middleware(

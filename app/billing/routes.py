@@ -38,6 +38,8 @@ from app.kit.problems import (
 )
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
+WEBHOOK_PATH = "/api/v1/billing/webhooks/stripe"
+"""Signed by Stripe: its body is verified as sent before anything else reads it."""
 Manager = Annotated[Principal, Depends(requires(Action.billing_manage))]
 STRIPE_CALL = responses(
     Unauthenticated,
@@ -104,7 +106,7 @@ async def portal(
 
 
 @router.post(
-    "/webhooks/stripe",
+    WEBHOOK_PATH.removeprefix(router.prefix),
     responses=responses(BadRequest),
     summary="Stripe's events (signed with the endpoint secret)",
     openapi_extra={"security": []},

@@ -52,11 +52,15 @@ class BodyLimits:
         max_bytes: int,
         max_json_depth: int,
         larger: Sequence[tuple[re.Pattern[str], int]] = (),
+        verbatim: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_json_depth = max_json_depth
         self.larger = larger
+        self.verbatim = frozenset(verbatim)
+        """Paths whose body is signed: the route verifies the exact bytes before reading them,
+        and refuses what it cannot store itself (the text check here is skipped)."""
 
     def limit_for(self, path: str) -> int:
         return next((size for pattern, size in self.larger if pattern.match(path)), self.max_bytes)
@@ -96,7 +100,7 @@ class BodyLimits:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        refusal = self._json_refusal(body)
+        refusal = self._json_refusal(body, text_check=scope["path"] not in self.verbatim)
         if refusal is not None:
             await problem_asgi(refusal)(scope, receive, send)
             return
@@ -111,9 +115,11 @@ class BodyLimits:
 
         await self.app(scope, replay, send)
 
-    def _json_refusal(self, body: bytes) -> Problem | None:
+    def _json_refusal(self, body: bytes, *, text_check: bool) -> Problem | None:
         if json_depth_exceeds(body, self.max_json_depth):
             return BadRequest(f"JSON may nest arrays and objects {self.max_json_depth} deep.")
+        if not text_check:
+            return None
         try:
             value = json.loads(body)
         except ValueError:
