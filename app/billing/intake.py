@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import time
 from typing import Any
 
 import stripe as stripe_sdk
@@ -28,11 +29,18 @@ class SignatureRefused(BadRequest):
     slug, title = "webhook-signature", "Webhook signature not valid"
 
 
+TOLERANCE = stripe_sdk.Webhook.DEFAULT_TOLERANCE
+"""Seconds a signature may be old (a replay beyond it) or ahead of our clock (Stripe's SDK
+only checks the first)."""
+
+
 def verify(payload: bytes, signature: str | None, secrets: list[str]) -> dict[str, Any]:
     """The event, if ``signature`` is Stripe's for ``payload`` under one of ``secrets`` (all
-    active while a secret rolls) and less than five minutes old."""
+    active while a secret rolls) and made within ``TOLERANCE`` of now, either way."""
     if not signature:
         raise SignatureRefused("The Stripe-Signature header is missing.")
+    if _signed_at(signature) > time.time() + TOLERANCE:
+        raise SignatureRefused("The signature's timestamp is in the future.")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:  # Stripe signs JSON, which is UTF-8
@@ -41,13 +49,21 @@ def verify(payload: bytes, signature: str | None, secrets: list[str]) -> dict[st
         try:
             # Only the signature: the SDK's construct_event also parses, and fails with an
             # AttributeError (a 500) on signed JSON that is not an object; _event checks that.
-            stripe_sdk.WebhookSignature.verify_header(
-                text, signature, secret, stripe_sdk.Webhook.DEFAULT_TOLERANCE
-            )
+            stripe_sdk.WebhookSignature.verify_header(text, signature, secret, TOLERANCE)
         except stripe_sdk.SignatureVerificationError:
             continue
         return _event(payload)
     raise SignatureRefused("No signature matches an active endpoint secret, or it is too old.")
+
+
+def _signed_at(signature: str) -> int:
+    """The ``t=`` of a ``Stripe-Signature`` header (0 when it has none: the check below
+    refuses it)."""
+    for item in signature.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and value.isdigit():
+            return int(value)
+    return 0
 
 
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
@@ -69,7 +85,7 @@ def _event(payload: bytes) -> dict[str, Any]:
         and isinstance(event.get("type"), str)
         and _EVENT_TYPE.fullmatch(event["type"]) is not None
         and type(event.get("created")) is int
-        and 0 <= event["created"] <= _LATEST
+        and 0 <= event["created"] <= min(_LATEST, time.time() + TOLERANCE)
         and isinstance(event.get("livemode", False), bool)
         and isinstance(event.get("data"), dict)
         and isinstance(event["data"].get("object"), dict)

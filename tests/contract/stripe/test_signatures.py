@@ -92,20 +92,39 @@ async def test_a_tampered_body_is_refused(
     await assert_refused(await post(client, tampered, signature), superuser_engine)
 
 
-async def test_an_old_timestamp_is_a_replay(
-    client: httpx.AsyncClient, superuser_engine: AsyncEngine
-) -> None:
-    old = int(time.time()) - TOLERANCE - 5
-    await assert_refused(await deliver(client, customer_created(), timestamp=old), superuser_engine)
+YEAR = 365 * 24 * 3600
 
 
-async def test_a_timestamp_within_tolerance_is_accepted(
-    client: httpx.AsyncClient, superuser_engine: AsyncEngine
+@pytest.mark.parametrize(
+    ("offset", "accepted"),
+    [
+        (-10 * YEAR, False),
+        (-TOLERANCE - 5, False),  # a replay
+        (-TOLERANCE + 30, True),
+        (0, True),
+        (TOLERANCE - 30, True),  # a sender's clock a little ahead
+        (TOLERANCE + 5, False),
+        (10 * YEAR, False),  # issue 15, defect 10: was accepted and stored
+    ],
+    ids=lambda v: str(v),
+)
+async def test_the_signature_timestamp_is_within_tolerance_both_ways(
+    client: httpx.AsyncClient, superuser_engine: AsyncEngine, offset: int, accepted: bool
 ) -> None:
-    recent = int(time.time()) - TOLERANCE + 30
-    await assert_accepted(
-        await deliver(client, customer_created(), timestamp=recent), superuser_engine
-    )
+    when = int(time.time()) + offset
+    response = await deliver(client, customer_created(), timestamp=when)
+    if accepted:
+        await assert_accepted(response, superuser_engine)
+    else:
+        await assert_refused(response, superuser_engine)
+
+
+@pytest.mark.parametrize("offset", [TOLERANCE + 5, 10 * YEAR])
+async def test_an_event_created_in_the_future_is_refused(
+    client: httpx.AsyncClient, superuser_engine: AsyncEngine, offset: int
+) -> None:
+    evt = {**customer_created(), "created": int(time.time()) + offset}
+    await assert_refused(await deliver(client, evt), superuser_engine)
 
 
 @pytest.mark.parametrize("signature", [None, "", "t=1700000000", "v1=deadbeef", "garbage"])
