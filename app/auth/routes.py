@@ -122,7 +122,6 @@ async def _login_response(
         InvalidCredentials,
         MfaRequired,
         CsrfRefused,
-        NotFound,
         Conflict,
         InvalidInput,
         TooManyRequests,

@@ -34,6 +34,8 @@ SESSION_COOKIE = "vetify_session"
 SESSION_PREFIX = "vts"
 TOKEN_PREFIX = "vtk"  # noqa: S105 - a prefix, not a secret  # nosec B105
 INVITATION_PREFIX = "vti"
+_WRONG = "The email or the password is wrong."
+"""Every failed log-in's answer: none tells a right password from a wrong one."""
 # Touching last_used_at on every request would turn every read into a write.
 _TOUCH_EVERY = dt.timedelta(minutes=1)
 
@@ -49,7 +51,7 @@ async def _check_password(session: AsyncSession, email: str, password: str) -> U
     if not crypto.verify_password(user.password_hash if user else None, password) or not (
         user and user.active
     ):
-        raise InvalidCredentials("The email or the password is wrong.")
+        raise InvalidCredentials(_WRONG)
     if crypto.password_needs_rehash(user.password_hash):
         user.password_hash = crypto.hash_password(password)
     return user
@@ -89,7 +91,7 @@ async def _choose_clinic(
     if len(memberships) == 1:
         return memberships[0]
     if not memberships:
-        raise InvalidCredentials("The email or the password is wrong.")
+        raise InvalidCredentials(_WRONG)
     choices = await session.scalars(
         select(Clinic).where(Clinic.id.in_([m.tenant_id for m in memberships])).order_by(Clinic.id)
     )
@@ -180,7 +182,11 @@ async def login(
             raise MfaRequired("Send totp_code: a code from your authenticator or a recovery code.")
         if not await mfa.accept_second_factor(session, user, totp_code):
             raise MfaRequired("The code is not valid or was already used.")
-    membership = await _choose_clinic(session, user.id, clinic_id)
+    try:
+        membership = await _choose_clinic(session, user.id, clinic_id)
+    except NotFound:
+        # Not "not a member": that would say the password was right.
+        raise InvalidCredentials(_WRONG) from None
     issued = await issue(session, settings, membership, CredentialKind.session)
     if presented_session:
         await _retire(session, sessions, presented_session)

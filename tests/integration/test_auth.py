@@ -10,7 +10,7 @@ from app.auth.models import CredentialKind, Role
 from app.kit import crypto
 from fixtures.clinics import add_member
 from fixtures.factories import CredentialFactory
-from tests.harness.api import PROBLEM_JSON, login, signup
+from tests.harness.api import PROBLEM_JSON, assert_problem, login, signup
 
 SIGNUP = {
     "clinic_name": "Harbour Vets",
@@ -203,8 +203,9 @@ async def test_login_with_several_clinics_needs_a_choice_and_switch_moves_the_se
     assert str(clinic_a.id) in ambiguous.json()["detail"]
     assert str(clinic_b.id) in ambiguous.json()["detail"]
 
+    # Not "not a member": that would tell a right password from a wrong one (issue 15, 7).
     not_mine = await login(client, user.email, clinic_id=str(outsider.id))
-    assert not_mine.status_code == 404
+    assert_problem(not_mine, 401, "invalid-credentials")
 
     in_a = await login(client, user.email, clinic_id=str(clinic_a.id))
     assert in_a.json()["role"] == "owner"

@@ -10,10 +10,13 @@ import time
 import uuid
 
 import httpx
+from sqlalchemy import update
 
+from app.auth.models import Membership, Role, User
 from fixtures.factories import DEFAULT_PASSWORD
-from tests.harness.api import PROBLEM_JSON, login, problem_type
+from tests.harness.api import PROBLEM_JSON, assert_problem, login, login_request, problem_type
 from tests.harness.plugin import asgi_client
+from tests.harness.world import World
 
 THROTTLED = problem_type("login-throttled")
 # 1 free failure, then 1 s of back-off, and the 3rd failure locks for a minute.
@@ -108,3 +111,40 @@ async def test_a_wrong_password_costs_the_same_time_for_both(configured_app, wor
                 assert answer.status_code == 401
     ratio = statistics.median(timings[real]) / statistics.median(timings[unknown])
     assert 0.5 < ratio < 2.0, timings
+
+
+async def test_every_failed_log_in_answers_alike(client: httpx.AsyncClient, world: World) -> None:
+    """No answer tells a right password from a wrong one (issue 15, defect 7: the right
+    password with a clinic the user is not in answered 404 "not a member", a wrong one 401; it
+    also confirmed a disabled member's password). Each case is its own user, so that the
+    per-account back-off never answers instead."""
+    ours, theirs = (
+        await world.clinic((Role.vet, Role.technician, Role.receptionist)),
+        (await world.clinic(())),
+    )
+    vet, technician, receptionist = (
+        ours.actors[role].user for role in (Role.vet, Role.technician, Role.receptionist)
+    )
+    async with world.session(ours.id) as session:
+        await session.execute(
+            update(Membership).where(Membership.user_id == technician.id).values(active=False)
+        )
+        await session.execute(update(User).where(User.id == receptionist.id).values(active=False))
+    cases = {
+        "a wrong password": login_request(ours.owner.user.email, "not the password at all"),
+        "an unknown email": login_request(f"nobody.{uuid.uuid4().hex}@example.org"),
+        "the right password, another clinic": login_request(vet.email, clinic_id=str(theirs.id)),
+        "the right password, no such clinic": login_request(
+            theirs.owner.user.email, clinic_id=str(uuid.uuid4())
+        ),
+        "the right password, a membership ended": login_request(
+            technician.email, clinic_id=str(ours.id)
+        ),
+        "the right password, a disabled user": login_request(receptionist.email),
+    }
+    answers = {}
+    for case, request in cases.items():
+        response = await client.post(**request)
+        body = assert_problem(response, 401, "invalid-credentials")
+        answers[case] = (response.status_code, body["title"], body["detail"])
+    assert len(set(answers.values())) == 1, answers
