@@ -36,7 +36,7 @@ class RequestHeadLimits:
             )
         elif not text.storable(scope["path"]):
             refusal = text.refusal(["path"])
-        elif (name := _unstorable_parameter(scope["query_string"])) is not None:
+        elif (name := unstorable_parameter(scope["query_string"])) is not None:
             refusal = text.refusal(["query", name])
         else:
             await self.app(scope, receive, send)
@@ -44,7 +44,7 @@ class RequestHeadLimits:
         await problem_asgi(refusal)(scope, receive, send)
 
 
-def _unstorable_parameter(query: bytes) -> str | None:
+def unstorable_parameter(query: bytes) -> str | None:
     """The first query parameter whose name or value (decoded as Starlette does) cannot be
     stored."""
     if b"%00" not in query.lower() and b"\x00" not in query:
