@@ -15,7 +15,8 @@ from app.auth import mfa
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
 from app.auth.principal import Principal
 from app.clinics.models import Clinic
-from app.db.tenancy import enter_tenant, enter_user, in_clinic
+from app.db.repository import find, get_or_404, of_clinic
+from app.db.tenancy import InClinic, enter_tenant, enter_user, in_clinic
 from app.kit import crypto
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
@@ -310,23 +311,12 @@ async def create_token(
 
 
 async def revoke(session: AsyncSession, caller: Principal, credential_id: uuid.UUID) -> Credential:
-    credential = await _credential(session, caller, credential_id)
+    credential = await find(session, caller, Credential, credential_id)
     if credential is None or credential.user_id != caller.user_id:
         raise NotFound("No such token.")
     if credential.revoked_at is None:
         credential.revoked_at = utcnow()
     return credential
-
-
-async def _credential(
-    session: AsyncSession, caller: Principal, credential_id: uuid.UUID
-) -> Credential | None:
-    found = await session.scalars(
-        select(Credential).where(
-            Credential.id == credential_id, Credential.tenant_id == caller.clinic_id
-        )
-    )
-    return found.one_or_none()
 
 
 async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
@@ -399,7 +389,7 @@ async def current_user_and_clinic(session: AsyncSession, caller: Principal) -> t
 
 async def _clinic(session: AsyncSession, clinic_id: uuid.UUID) -> Clinic:
     """The clinic the session is in (its row is visible to its members only)."""
-    return (await session.scalars(select(Clinic).where(Clinic.id == clinic_id))).one()
+    return await get_or_404(session, InClinic(clinic_id), Clinic, clinic_id, "clinic")
 
 
 # -- invitations ----------------------------------------------------------------------------
@@ -422,19 +412,14 @@ async def invite(
 
 
 async def list_invitations(session: AsyncSession, caller: Principal) -> list[Invitation]:
-    query = select(Invitation).where(Invitation.tenant_id == caller.clinic_id)
-    return list((await session.scalars(query.order_by(Invitation.id))).all())
+    query = of_clinic(caller, Invitation).order_by(Invitation.id)
+    return list((await session.scalars(query)).all())
 
 
 async def revoke_invitation(
     session: AsyncSession, caller: Principal, invitation_id: uuid.UUID
 ) -> None:
-    found = await session.scalars(
-        select(Invitation).where(
-            Invitation.id == invitation_id, Invitation.tenant_id == caller.clinic_id
-        )
-    )
-    invitation = found.one_or_none()
+    invitation = await find(session, caller, Invitation, invitation_id)
     if invitation is None:
         raise NotFound("No such invitation.")
     if invitation.revoked_at is None and invitation.accepted_at is None:

@@ -6,7 +6,6 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
@@ -16,6 +15,7 @@ from app.billing.models import BillingAccount, SubscriptionStatus
 from app.billing.plans import DEFAULT_PLAN, Plan, entitlements, price_id
 from app.billing.stripe_api import Stripe
 from app.clinics.models import Clinic
+from app.db.repository import get_or_404, of_clinic
 from app.db.tenancy import InClinic, Tenant, check_tenant
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict, InvalidInput
@@ -69,8 +69,8 @@ async def find_account(
     session: AsyncSession, tenant: Tenant, *, lock: bool = False
 ) -> BillingAccount | None:
     """The clinic's account (none: no such clinic); ``lock`` holds it to the transaction's end."""
-    clinic_id = check_tenant(session, tenant)
-    statement = select(BillingAccount).where(BillingAccount.tenant_id == clinic_id)
+    check_tenant(session, tenant)
+    statement = of_clinic(tenant, BillingAccount)
     if lock:
         statement = statement.with_for_update()
     return (await session.scalars(statement)).one_or_none()
@@ -129,7 +129,7 @@ async def checkout(
     if account.stripe_subscription_id is not None and account.status in _SUBSCRIBED:
         raise Conflict("This clinic has a subscription: change it in the billing portal.")
     if account.stripe_customer_id is None:
-        clinic = (await session.scalars(select(Clinic).where(Clinic.id == caller.clinic_id))).one()
+        clinic = await get_or_404(session, caller, Clinic, caller.clinic_id, "clinic")
         owner_email = await _owner_email(session, caller)
         account.stripe_customer_id = await stripe.create_customer(
             caller.clinic_id, clinic.name, owner_email

@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
+from starlette.types import ASGIApp
 
 from app.kit import problems
 from app.kit.heads import RequestHeadLimits
@@ -28,7 +29,7 @@ class Body(BaseModel):
     count: int
 
 
-def _app() -> FastAPI:
+def _app() -> ASGIApp:
     app = FastAPI()
     problems.install(app)
 
@@ -48,7 +49,7 @@ def _app() -> FastAPI:
     async def unexpected(rest: str) -> None:
         raise RuntimeError(rest)
 
-    return RequestHeadLimits(app, max_url_bytes=MAX_URL_BYTES, max_header_bytes=MAX_HEADER_BYTES)  # type: ignore[return-value]
+    return RequestHeadLimits(app, max_url_bytes=MAX_URL_BYTES, max_header_bytes=MAX_HEADER_BYTES)
 
 
 APP = _app()
