@@ -29,7 +29,7 @@ from app.clinics.routes import signup_router
 from app.customers.routes import router as customers_router
 from app.db.migrate import head_revisions
 from app.db.session import create_engine, session_factory
-from app.kit import problems
+from app.kit import passwords, problems
 from app.kit.bodies import BodyLimits
 from app.kit.headers import SecurityHeaders
 from app.kit.heads import RequestHeadLimits
@@ -75,6 +75,11 @@ def create_app(settings: Settings) -> FastAPI:
             settings.redis_url.get_secret_value() if settings.redis_url else None
         )
         app.state.login_guard = LoginGuard.from_settings(app.state.limiter, settings)
+        app.state.password_pool = passwords.configure(
+            settings.password_hash_workers,
+            settings.password_hash_queue,
+            settings.password_hash_wait_seconds,
+        )
         worker = _in_process_worker(settings)
         try:
             if settings.env is Environment.production:

@@ -165,6 +165,14 @@ class Settings(BaseSettings):
     """Failed log-ins per account that lock it for ``login_lockout_minutes``."""
     login_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
+    password_hash_workers: int | None = Field(default=None, ge=1, le=256)
+    """Passwords hashed at once (argon2id: a core and 64 MiB each); unset: one per core."""
+    password_hash_queue: int | None = Field(default=None, ge=0, le=100_000)
+    """Requests that may wait for a hashing slot; beyond that, 503 at once. Unset: 16 per
+    worker."""
+    password_hash_wait_seconds: float = Field(default=5.0, gt=0, le=60)
+    """The longest a request waits for a hashing slot before its 503."""
+
     trusted_proxies: Annotated[list[str], NoDecode] = []
     """Comma-separated IPs/CIDRs of the proxies in front of the service (load balancer,
     ingress). Only a request arriving from one of them has its ``X-Forwarded-For`` (client IP)

@@ -7,6 +7,13 @@ The first ``free`` failures cost nothing; each one after blocks the account for 
 success forgets the failures. The counts live in the rate limiter's store: Redis, shared by
 every replica, or this process's memory while Redis is away.
 
+An attempt is counted *before* its password is hashed, and the block it would earn is put in
+place at the same moment, in one atomic step (a Redis script; under a lock in memory). So
+simultaneous guesses cannot all pass the check while the first one is still hashing: of any
+burst, at most ``free + 1`` reach the password hash. A success then lifts what its own
+reservation put in place; an attempt that ends before any password was judged (overload, a
+database outage, a bad clinic choice) gives its reservation back.
+
 Per-IP guessing across many accounts is the ``login`` rate limit's job (app/auth/quotas.py).
 """
 
@@ -14,11 +21,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from app.kit.problems import Problem
-from app.kit.ratelimit import Limiter
+from limits.aio.storage import MemoryStorage
+
+from app.kit.problems import InvalidCredentials, MfaRequired, Problem
+from app.kit.ratelimit import Limiter, Script
 from app.settings import Settings
+
+JUDGED = (InvalidCredentials, MfaRequired)
+"""Failures that judged a password or a second factor: they keep the attempt counted."""
 
 
 class AccountThrottled(Problem):
@@ -29,6 +44,65 @@ class AccountThrottled(Problem):
             f"Too many failed log-ins for this account; try again in {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+# KEYS: failures, blocked. ARGV: free, lock_after, lock_ms, max_backoff_ms.
+# Answers {0, ms left} while blocked, else {1, the attempt's number}; the block an attempt sets
+# holds its number, so that only its own refund lifts it.
+_RESERVE_LUA = """
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 then return {0, left} end
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+local wait = 0
+if n >= tonumber(ARGV[2]) then
+    wait = tonumber(ARGV[3])
+elseif n > tonumber(ARGV[1]) then
+    wait = math.min(1000 * 2 ^ (n - tonumber(ARGV[1]) - 1), tonumber(ARGV[4]))
+end
+if wait > 0 then redis.call('SET', KEYS[2], n, 'PX', math.floor(wait)) end
+return {1, n}
+"""
+
+# KEYS: failures, blocked. ARGV: the attempt's number.
+_REFUND_LUA = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return {1}
+"""
+
+
+def _wait_ms(n: int, free: int, lock_after: int, lock_ms: int, max_backoff_ms: int) -> int:
+    if n >= lock_after:
+        return lock_ms
+    if n > free:
+        return min(1000 << (n - free - 1), max_backoff_ms)
+    return 0
+
+
+async def _reserve_in_memory(store: MemoryStorage, keys: list[str], args: list[int]) -> list[int]:
+    failures, blocked = keys
+    if await store.get(blocked):
+        return [0, math.ceil(1000 * max(0.0, await store.get_expiry(blocked) - time.time()))]
+    n = await store.incr(failures, args[2] / 1000)
+    wait = _wait_ms(n, *args)
+    if wait:
+        await store.clear(blocked)
+        await store.incr(blocked, wait / 1000, amount=n)
+    return [1, n]
+
+
+async def _refund_in_memory(store: MemoryStorage, keys: list[str], args: list[int]) -> list[int]:
+    failures, blocked = keys
+    if await store.get(failures) > 0:
+        await store.decr(failures)
+    if await store.get(blocked) == args[0]:
+        await store.clear(blocked)
+    return [1]
+
+
+RESERVE = Script("login-reserve", _RESERVE_LUA, _reserve_in_memory)
+REFUND = Script("login-refund", _REFUND_LUA, _refund_in_memory)
 
 
 @dataclass(frozen=True)
@@ -53,31 +127,35 @@ class LoginGuard:
         # No address in the store: a dump of Redis must not list who uses the service.
         return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
-    def _keys(self, email: str) -> tuple[str, str]:
+    def _keys(self, email: str) -> list[str]:
         account = self._account(email)
-        return f"login-failures:{account}", f"login-blocked:{account}"
+        return [f"login-failures:{account}", f"login-blocked:{account}"]
 
-    async def check(self, email: str) -> None:
-        """Raise :class:`AccountThrottled` while the account is blocked or locked."""
-        _, blocked = self._keys(email)
-        left = await self.limiter.seconds_left(blocked)
-        if left > 0:
-            raise AccountThrottled(max(1, math.ceil(left)))
+    @asynccontextmanager
+    async def attempt(self, email: str) -> AsyncIterator[None]:
+        """One attempt to prove who ``email`` is (a password, a second factor).
 
-    async def failed(self, email: str) -> None:
-        failures_key, blocked = self._keys(email)
-        failures = await self.limiter.count(failures_key, self.lock_seconds)
-        if failures >= self.lock_after:
-            wait = self.lock_seconds
-        elif failures > self.free:
-            wait = min(2 ** (failures - self.free - 1), self.max_backoff)
-        else:
-            return
-        await self.limiter.forget(blocked)
-        await self.limiter.count(blocked, wait)
-
-    async def succeeded(self, email: str) -> None:
-        await self.limiter.forget(self._keys(email)[0])
+        Refused with :class:`AccountThrottled` while the account is blocked; otherwise counted
+        as a failure from the start. Leaving the block cleanly is a success, which forgets the
+        failures; leaving with :data:`JUDGED` keeps the count; anything else refunds it.
+        """
+        keys = self._keys(email)
+        allowed, value = await self.limiter.atomic(
+            RESERVE,
+            keys,
+            [self.free, self.lock_after, self.lock_seconds * 1000, self.max_backoff * 1000],
+        )
+        if not allowed:
+            raise AccountThrottled(max(1, math.ceil(value / 1000)))
+        try:
+            yield
+        except JUDGED:
+            raise
+        except Exception:
+            # (Not on cancellation: a dropped connection's attempt stays counted.)
+            await self.limiter.atomic(REFUND, keys, [value])
+            raise
+        await self.limiter.forget(*keys)
 
     async def unlock(self, email: str) -> None:
         await self.limiter.forget(*self._keys(email))

@@ -139,8 +139,8 @@ async def login(
     guard: Guard,
     sessions: DbSessions,
 ) -> SessionOut:
-    await guard.check(body.email)
-    try:
+    # A wrong second factor counts too: it is what limits guessing TOTP codes.
+    async with guard.attempt(body.email):
         issued = await service.login(
             session,
             settings,
@@ -151,11 +151,6 @@ async def login(
             presented_session=request.cookies.get(service.SESSION_COOKIE),
             sessions=sessions,
         )
-    except (InvalidCredentials, MfaRequired):
-        # A wrong second factor counts too: it is what limits guessing TOTP codes.
-        await guard.failed(body.email)
-        raise
-    await guard.succeeded(body.email)
     return await _login_response(session, settings, response, issued)
 
 

@@ -8,7 +8,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import mfa
@@ -17,7 +17,7 @@ from app.auth.principal import Principal
 from app.clinics.models import Clinic
 from app.db.repository import find, get_or_404, of_clinic
 from app.db.tenancy import InClinic, enter_tenant, enter_user, in_clinic
-from app.kit import crypto
+from app.kit import crypto, passwords
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
 from app.kit.problems import (
@@ -41,20 +41,60 @@ _WRONG = "The email or the password is wrong."
 _TOUCH_EVERY = dt.timedelta(minutes=1)
 
 
+def _by_email(email: str) -> ColumnElement[bool]:
+    return func.lower(User.email) == email.lower()
+
+
 async def _user_by_email(session: AsyncSession, email: str) -> User | None:
-    result = await session.scalars(select(User).where(func.lower(User.email) == email.lower()))
-    return result.one_or_none()
+    return (await session.scalars(select(User).where(_by_email(email)))).one_or_none()
+
+
+async def _password_right(stored: str | None, active: bool, password: str) -> bool:
+    # Hashes even for an unknown email (stored None), so both cost the same.
+    return await passwords.verify(stored, password) and active
+
+
+async def _rehash_if_needed(user: User, password: str) -> None:
+    if crypto.password_needs_rehash(user.password_hash):
+        user.password_hash = await passwords.hash(password)
 
 
 async def _check_password(session: AsyncSession, email: str, password: str) -> User:
     user = await _user_by_email(session, email)
-    # verify_password runs argon2 even for an unknown email, so both cost the same.
-    if not crypto.verify_password(user.password_hash if user else None, password) or not (
-        user and user.active
+    right = await _password_right(
+        user.password_hash if user else None, bool(user and user.active), password
+    )
+    if user is None or not right:
+        raise InvalidCredentials(_WRONG)
+    await _rehash_if_needed(user, password)
+    return user
+
+
+async def _check_password_unpooled(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], email: str, password: str
+) -> User:
+    """:func:`_check_password` without holding ``session``'s connection through the hash.
+
+    The stored hash is read in a transaction of its own that ends before the hash is checked:
+    a flood of log-ins waits for a core with no pooled connection in hand, so it cannot drain
+    the pool that every other request needs."""
+    async with sessions() as short:
+        found = (
+            await short.execute(select(User.password_hash, User.active).where(_by_email(email)))
+        ).one_or_none()
+    right = await _password_right(
+        found.password_hash if found else None, bool(found and found.active), password
+    )
+    user = await _user_by_email(session, email) if right else None
+    # (Also refused: a password changed, or an account disabled, while it was being checked.)
+    if (
+        user is None
+        or found is None
+        or user.password_hash != found.password_hash
+        or not user.active
     ):
         raise InvalidCredentials(_WRONG)
-    if crypto.password_needs_rehash(user.password_hash):
-        user.password_hash = crypto.hash_password(password)
+    await _rehash_if_needed(user, password)
     return user
 
 
@@ -64,7 +104,7 @@ async def owner_for_new_clinic(session: AsyncSession, email: str, name: str, pas
     password (a wrong one is :class:`InvalidCredentials`, as at log-in)."""
     if await _user_by_email(session, email) is not None:
         return await _check_password(session, email, password)
-    return User(id=new_id(), email=email, name=name, password_hash=crypto.hash_password(password))
+    return User(id=new_id(), email=email, name=name, password_hash=await passwords.hash(password))
 
 
 # -- login, sessions, tokens -------------------------------------------------------------------
@@ -176,7 +216,7 @@ async def login(
 ) -> Issued:
     """A new session, always: a session cookie the client already had is revoked, never
     reused or extended (session fixation)."""
-    user = await _check_password(session, email, password)
+    user = await _check_password_unpooled(session, sessions, email, password)
     # Only after the password was right, and before anything about the user's clinics is said.
     if user.mfa_enabled:
         if not totp_code:
@@ -456,7 +496,7 @@ async def accept_invitation(
             id=new_id(),
             email=invitation.email,
             name=name,
-            password_hash=crypto.hash_password(password),
+            password_hash=await passwords.hash(password),
         )
         session.add(user)
         await session.flush()

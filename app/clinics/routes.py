@@ -137,12 +137,8 @@ async def signup(
     body: SignupIn, session: DbSession, guard: Guard, settings: AppSettings
 ) -> SignupOut:
     # An existing user opens another clinic with their password: guarded like a log-in.
-    await guard.check(body.email)
-    try:
+    async with guard.attempt(body.email):
         owner = await auth.owner_for_new_clinic(session, body.email, body.owner_name, body.password)
-    except InvalidCredentials:
-        await guard.failed(body.email)
-        raise
     clinic = Clinic(id=new_id(), name=body.clinic_name, timezone=body.timezone)
     location = Location(name=body.location_name)
     await service.open_clinic(

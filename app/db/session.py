@@ -8,6 +8,7 @@ from typing import Annotated
 from asyncpg.exceptions import ConnectionDoesNotExistError, PostgresConnectionError
 from fastapi import Depends, Request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -67,6 +68,8 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     try:
         async with factory() as session, session.begin():
             yield session
+    except PoolTimeout as exc:
+        raise DatabaseBusy() from exc
     except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
         raise DatabaseUnavailable() from exc
     except DBAPIError as exc:
@@ -101,6 +104,19 @@ class DatabaseUnavailable(ServiceUnavailable):
         super().__init__(
             "The database is unavailable; the request may or may not have been applied."
             " Retry shortly, checking first before repeating a create."
+        )
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """Every pooled connection stayed busy for the pool's whole timeout: load to shed."""
+
+    slug, title = "database-busy", "Too busy"
+
+    def __init__(self) -> None:
+        # Nothing was done: the request never got a connection to do it with.
+        super().__init__(
+            "Every database connection is busy; nothing was changed. Try again shortly.",
+            retry_after=1,
         )
 
 

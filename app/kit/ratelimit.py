@@ -16,6 +16,7 @@ counts on its own and together they would allow several times the quota.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -64,6 +65,17 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Script:
+    """A read-and-write on counters that must happen as one step: ``lua`` runs it in Redis
+    (where a script is atomic), ``in_memory`` the same rule on this process's store (run under
+    the limiter's lock). Both take the keys and integer arguments and answer integers."""
+
+    name: str
+    lua: str
+    in_memory: Callable[[MemoryStorage, list[str], list[int]], Awaitable[list[int]]]
+
+
+@dataclass(frozen=True)
 class Decision:
     policy: Policy
     allowed: bool
@@ -97,6 +109,7 @@ class Limiter:
     _memory: MemoryStorage = field(default_factory=MemoryStorage)
     _redis: Storage | None = None
     _retry_redis_at: float = 0.0
+    _memory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         if self.redis_url:
@@ -175,6 +188,23 @@ class Limiter:
             return max(0.0, await storage.get_expiry(key) - time.time())
 
         return await self._on(left)
+
+    async def atomic(self, script: Script, keys: list[str], args: list[int]) -> list[int]:
+        """Run ``script`` on ``keys`` as one step, in Redis or in memory."""
+
+        async def run(storage: Storage) -> list[int]:
+            if isinstance(storage, MemoryStorage):
+                async with self._memory_lock:
+                    return await script.in_memory(storage, keys, args)
+            bridge: Any = getattr(storage, "bridge")  # noqa: B009 - limits' redis-py bridge
+            client = bridge.get_connection()
+            # EVALSHA after the first call (redis-py's Script caches the digest).
+            answer = await client.register_script(script.lua)(
+                keys=[bridge.prefixed_key(key) for key in keys], args=args
+            )
+            return [int(value) for value in answer]
+
+        return await self._on(run)
 
     async def forget(self, *keys: str) -> None:
         async def clear(storage: Storage) -> None:
