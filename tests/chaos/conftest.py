@@ -191,3 +191,29 @@ def is_unavailable_problem(response: httpx.Response) -> bool:
         and response.json().get("status") == 503
         and response.headers.get("retry-after", "").isdigit()
     )
+
+
+async def call(api: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """One request, summarised; a transport failure or timeout is an outcome, not an exception."""
+    started = time.monotonic()
+    try:
+        response = await api.request(method, path, **kwargs)
+    except httpx.TimeoutException:
+        return {"kind": "timeout", "seconds": time.monotonic() - started}
+    except httpx.TransportError as exc:
+        return {"kind": f"transport: {exc!r}", "seconds": time.monotonic() - started}
+    if is_unavailable_problem(response):
+        kind = "503 problem"
+    elif response.status_code == 503 and "retry-after" not in response.headers:
+        kind = f"503 {response.headers.get('content-type')} without Retry-After"
+    elif response.status_code < 300:
+        kind = str(response.status_code)
+    else:
+        kind = f"{response.status_code} {response.headers.get('content-type')}"
+    return {
+        "kind": kind,
+        "status": response.status_code,
+        "seconds": time.monotonic() - started,
+        "body": response.json() if "json" in response.headers.get("content-type", "") else None,
+        "headers": dict(response.headers),
+    }

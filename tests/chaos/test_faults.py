@@ -23,7 +23,7 @@ import httpx
 
 from tests.chaos.conftest import (
     Outcome,
-    is_unavailable_problem,
+    call,
     smoke,
     wait_until_ready,
 )
@@ -42,32 +42,6 @@ def _customer(tag: str, n: int) -> dict[str, Any]:
         "first_name": "Chaos",
         "last_name": f"{tag} {n}",
         "email": f"chaos-{tag.lower().replace(' ', '-')}-{n}@example.com",
-    }
-
-
-async def _call(api: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """One request, summarised; a transport failure or timeout is an outcome, not an exception."""
-    started = time.monotonic()
-    try:
-        response = await api.request(method, path, **kwargs)
-    except httpx.TimeoutException:
-        return {"kind": "timeout", "seconds": time.monotonic() - started}
-    except httpx.TransportError as exc:
-        return {"kind": f"transport: {exc!r}", "seconds": time.monotonic() - started}
-    if is_unavailable_problem(response):
-        kind = "503 problem"
-    elif response.status_code == 503 and "retry-after" not in response.headers:
-        kind = f"503 {response.headers.get('content-type')} without Retry-After"
-    elif response.status_code < 300:
-        kind = str(response.status_code)
-    else:
-        kind = f"{response.status_code} {response.headers.get('content-type')}"
-    return {
-        "kind": kind,
-        "status": response.status_code,
-        "seconds": time.monotonic() - started,
-        "body": response.json() if "json" in response.headers.get("content-type", "") else None,
-        "headers": dict(response.headers),
     }
 
 
@@ -103,7 +77,7 @@ async def test_database_connection_resets_lose_no_acknowledged_write(
         while time.monotonic() < deadline:
             n = next(numbers)
             results.append(
-                (n, await _call(api, "POST", "/api/v1/customers", json=_customer(tag, n)))
+                (n, await call(api, "POST", "/api/v1/customers", json=_customer(tag, n)))
             )
 
     async def resetter() -> None:
@@ -154,13 +128,13 @@ async def _during_outage(
     api: httpx.AsyncClient, customer: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     calls = {
-        "GET /health/live": _call(api, "GET", "/health/live"),
-        "GET /health/ready": _call(api, "GET", "/health/ready"),
-        "GET /api/v1/customers": _call(api, "GET", "/api/v1/customers"),
-        "GET /api/v1/appointments?day=": _call(
+        "GET /health/live": call(api, "GET", "/health/live"),
+        "GET /health/ready": call(api, "GET", "/health/ready"),
+        "GET /api/v1/customers": call(api, "GET", "/api/v1/customers"),
+        "GET /api/v1/appointments?day=": call(
             api, "GET", "/api/v1/appointments", params={"day": "2030-01-07"}
         ),
-        "POST /api/v1/customers": _call(api, "POST", "/api/v1/customers", json=customer),
+        "POST /api/v1/customers": call(api, "POST", "/api/v1/customers", json=customer),
     }
     return dict(zip(calls, await asyncio.gather(*calls.values()), strict=True))
 
@@ -186,7 +160,7 @@ async def _recover(api: httpx.AsyncClient, live_server: LiveServer) -> float:
     """Seconds until readiness and a data route answer 200 again (same process)."""
     ready_after = await wait_until_ready(live_server.url, RECOVERY_WITHIN)
     started = time.monotonic()
-    while (answer := await _call(api, "GET", "/api/v1/customers"))["kind"] != "200":
+    while (answer := await call(api, "GET", "/api/v1/customers"))["kind"] != "200":
         assert time.monotonic() - started < RECOVERY_WITHIN, f"data route not back: {answer}"
         await asyncio.sleep(0.2)
     return ready_after + time.monotonic() - started
@@ -285,16 +259,16 @@ async def test_database_latency_slows_requests_but_they_succeed(
     proxy = live_server.db_proxy
 
     async def one_round(n: int) -> dict[str, dict[str, Any]]:
-        created = await _call(api, "POST", "/api/v1/customers", json=_customer(tag, n))
+        created = await call(api, "POST", "/api/v1/customers", json=_customer(tag, n))
         answers = {"POST /api/v1/customers": created}
         if created["kind"] == "201":
-            answers["GET /api/v1/customers/{id}"] = await _call(
+            answers["GET /api/v1/customers/{id}"] = await call(
                 api, "GET", f"/api/v1/customers/{created['body']['id']}"
             )
-        answers["GET /api/v1/customers?q="] = await _call(
+        answers["GET /api/v1/customers?q="] = await call(
             api, "GET", "/api/v1/customers", params={"q": tag}
         )
-        answers["GET /health/ready"] = await _call(api, "GET", "/health/ready")
+        answers["GET /health/ready"] = await call(api, "GET", "/health/ready")
         return answers
 
     baseline = await one_round(-1)
@@ -340,9 +314,9 @@ async def test_redis_outage_makes_the_service_unready_then_ready_again(
             rounds = 0
             until = time.monotonic() + hold
             while not rounds or time.monotonic() < until:
-                ready = await _call(api, "GET", "/health/ready")
-                live = await _call(api, "GET", "/health/live")
-                data = await _call(api, "GET", "/api/v1/pets")
+                ready = await call(api, "GET", "/health/ready")
+                live = await call(api, "GET", "/health/live")
+                data = await call(api, "GET", "/api/v1/pets")
                 rounds += 1
                 if ready["kind"] != "503 problem":
                     failures.append(f"cycle {cycle}: /health/ready answered {ready['kind']}")

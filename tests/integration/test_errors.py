@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from fixtures.factories import CustomerFactory
 from tests.harness.api import PROBLEM_JSON, assert_problem
+from tests.harness.plugin import asgi_client
 
 
 def assert_invalid(response, *locs: list) -> dict:
@@ -275,3 +276,20 @@ async def test_a_nul_character_in_text_is_a_422_not_a_database_error(client, wor
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == PROBLEM_JSON
+
+
+async def test_a_drained_connection_pool_is_a_503_with_retry_after_then_recovers(
+    configured_app, world
+):
+    """Every pooled connection busy for the pool's whole timeout: load to shed (503), never a
+    500 (issue 15, defect 5: ``QueuePool limit ... reached`` escaped as a 500)."""
+    clinic = await world.clinic()
+    pool = {"db_pool_size": 1, "db_max_overflow": 0, "db_connect_timeout_seconds": 0.3}
+    async with configured_app(**pool) as app, asgi_client(app) as http:
+        async with app.state.engine.connect() as held:  # the only connection, held
+            await held.execute(text("SELECT 1"))
+            busy = await http.get("/api/v1/pets", headers=clinic.owner.headers)
+        after = await http.get("/api/v1/pets", headers=clinic.owner.headers)
+    assert_problem(busy, 503, "database-busy")
+    assert busy.headers["Retry-After"] == "1"
+    assert after.status_code == 200
