@@ -29,6 +29,10 @@ from app.kit.problems import (
 from app.kit.ratelimit import TooManyRequests
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemBody"}
+STORABLE_TEXT = "^[^\\x00]*$"
+"""What every free string a client sends must match: PostgreSQL stores no NUL, and the service
+refuses one wherever it arrives (app/kit/text.py), so the document says so and a generator
+knows a NUL is invalid input, not valid input wrongly refused."""
 _FORMS: dict[str, type[BaseModel]] = {}
 """Forms routes parse themselves (streamed uploads), documented as components by name."""
 
@@ -86,7 +90,38 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
                     "description": invalid["description"],
                     "content": {MEDIA_TYPE: {"schema": _PROBLEM_REF}},
                 }
+    _state_storable_text(schema)
     return schema
+
+
+def _state_storable_text(document: dict[str, Any]) -> None:
+    """Give every free string a client sends (parameters, and what request bodies reach) the
+    :data:`STORABLE_TEXT` pattern; strings with a pattern, format or enum of their own are
+    already narrower."""
+    components = document.get("components", {}).get("schemas", {})
+    seen: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref", "")
+        name = ref.removeprefix("#/components/schemas/")
+        if ref and name not in seen and name in components:
+            seen.add(name)
+            visit(components[name])
+        if node.get("type") == "string" and not {"pattern", "format", "enum", "const"} & {*node}:
+            node["pattern"] = STORABLE_TEXT
+        for key, value in node.items():
+            if key != "$ref":
+                visit(value)
+
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            visit(operation.get("parameters", []))
+            visit(operation.get("requestBody", {}))
 
 
 class SwaggerPageChanged(RuntimeError):
