@@ -113,6 +113,8 @@ HASHING = {
     ("POST", "/api/v1/auth/signup"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/invitations/accept"),
+    ("POST", "/api/v1/auth/password-reset/complete"),
+    ("POST", "/api/v1/auth/password"),
 }
 
 REQUESTS = "fuzzed requests"
