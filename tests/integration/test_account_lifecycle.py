@@ -433,6 +433,28 @@ async def test_a_wrong_current_password_or_an_api_token_changes_nothing(
     assert await still_works(app, token=clinic.owner.token)
 
 
+async def test_guessing_the_current_password_is_limited_per_user(configured_app, world: World):
+    clinic = await world.clinic(roles=())
+    user = clinic.setup.owner
+    async with (
+        configured_app(rate_limit_scale=1, rate_limit_password_change="2/hour") as app,
+        asgi_client(app) as client,
+    ):
+        await logged_in(client, user.email, DEFAULT_PASSWORD)
+        guesses = [
+            await client.post(
+                CHANGE, json={"current_password": f"guess number {n}", "new_password": NEW_PASSWORD}
+            )
+            for n in range(2)
+        ]
+        right = await client.post(
+            CHANGE, json={"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD}
+        )
+
+    assert [g.status_code for g in guesses] == [422, 422]
+    assert_problem(right, 429, "rate-limited")
+
+
 async def test_a_user_with_a_second_factor_gives_a_code_to_change_it(client, world: World):
     clinic = await world.clinic(roles=())
     user = clinic.setup.owner
