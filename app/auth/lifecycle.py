@@ -28,7 +28,10 @@ from app.kit.ratelimit import Limiter, Policy
 from app.queue import enqueue
 from app.settings import Settings
 
-PREFIXES = {TokenPurpose.verify_email: "vtv", TokenPurpose.reset_password: "vtr"}
+PREFIXES = {
+    TokenPurpose.verify_email: "vtv",
+    TokenPurpose.reset_password: "vtr",  # pragma: allowlist secret - a prefix
+}
 _INVALID_LINK = "The link is not valid, has expired or was already used."
 
 

@@ -14,7 +14,8 @@ from app.auth.models import User
 from app.queue import enqueue
 
 MAIL_VERIFICATION = "auth.mail_email_verification"
-MAIL_PASSWORD_RESET = "auth.mail_password_reset"  # noqa: S105 - a task name  # nosec B105
+# pragma: allowlist nextline secret - a task name, not a secret
+MAIL_PASSWORD_RESET = "auth.mail_password_reset"  # noqa: S105  # nosec B105
 MAIL_INVITATION = "auth.mail_invitation"
 
 security_log = logging.getLogger("vetify.security")

@@ -90,7 +90,8 @@ class Credential(TenantScoped, Base):
 
 class TokenPurpose(StrEnum):
     verify_email = "verify_email"
-    reset_password = "reset_password"  # noqa: S105 - a purpose, not a secret  # nosec B105
+    # pragma: allowlist nextline secret - a purpose, not a secret
+    reset_password = "reset_password"  # noqa: S105  # nosec B105
 
 
 class AccountToken(Entity, Base):

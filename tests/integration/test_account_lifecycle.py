@@ -331,11 +331,9 @@ async def test_reset_mails_are_limited_per_address_and_requests_per_ip(
 ):
     clinic = await world.clinic(roles=())
     email = clinic.setup.owner.email
-    async with configured_app(
-        rate_limit_scale=1,
-        rate_limit_password_reset_address="2/hour",
-        rate_limit_password_reset="4/hour",
-    ) as app:
+    # pragma: allowlist nextline secret - rates, not secrets
+    limits = {"rate_limit_password_reset_address": "2/hour", "rate_limit_password_reset": "4/hour"}
+    async with configured_app(rate_limit_scale=1, **limits) as app:
         async with asgi_client(app, client_ip="203.0.113.7") as client:
             answers = [await client.post(RESET, json={"email": email}) for _ in range(3)]
             # Beyond the address's limit the answer is the same; only the mail stops.
@@ -436,8 +434,10 @@ async def test_a_wrong_current_password_or_an_api_token_changes_nothing(
 async def test_guessing_the_current_password_is_limited_per_user(configured_app, world: World):
     clinic = await world.clinic(roles=())
     user = clinic.setup.owner
+    # pragma: allowlist nextline secret - a rate, not a secret
+    change_limit = {"rate_limit_password_change": "2/hour"}
     async with (
-        configured_app(rate_limit_scale=1, rate_limit_password_change="2/hour") as app,
+        configured_app(rate_limit_scale=1, **change_limit) as app,
         asgi_client(app) as client,
     ):
         await logged_in(client, user.email, DEFAULT_PASSWORD)
