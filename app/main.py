@@ -18,6 +18,7 @@ from app.appointments.routes import router as appointments_router
 from app.attachments.routes import UPLOAD_PATH
 from app.attachments.routes import router as attachments_router
 from app.auth.deps import document_permissions
+from app.auth.lifecycle_routes import router as lifecycle_router
 from app.auth.lockout import LoginGuard
 from app.auth.quotas import Quotas
 from app.auth.routes import router as auth_router
@@ -29,7 +30,7 @@ from app.clinics.routes import signup_router
 from app.customers.routes import router as customers_router
 from app.db.migrate import head_revisions
 from app.db.session import create_engine, session_factory
-from app.kit import passwords, problems
+from app.kit import crypto, passwords, problems
 from app.kit.bodies import BodyLimits
 from app.kit.headers import SecurityHeaders
 from app.kit.heads import RequestHeadLimits
@@ -48,6 +49,7 @@ ROUTERS = (
     health.router,
     signup_router,
     auth_router,
+    lifecycle_router,
     clinics_router,
     staff_router,
     customers_router,
@@ -109,6 +111,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_docs(app)
     app.state.settings = settings
+    crypto.configure_password_hashing(
+        time_cost=settings.password_hash_time_cost,
+        memory_cost=settings.password_hash_memory_kib,
+        parallelism=settings.password_hash_parallelism,
+    )
     app.state.quotas = Quotas.from_settings(settings)
     # Billing's view of a clinic, attached to every caller by app.auth.deps.
     app.state.standing_of = standing

@@ -2,7 +2,7 @@
 
 from app.appointments.models import Appointment, AppointmentType
 from app.attachments.models import Attachment
-from app.auth.models import Credential, Invitation, Membership, User
+from app.auth.models import AccountToken, Credential, Invitation, Membership, User
 from app.billing.models import BillingAccount, StripeEvent
 from app.clinics.models import Clinic, Location, Room
 from app.customers.models import ConsentEvent, Customer
@@ -11,6 +11,7 @@ from app.pets.models import Pet, WeightMeasurement
 from app.records.models import Addendum, MedicalRecord, Prescription, Vaccination
 
 __all__ = [
+    "AccountToken",
     "Addendum",
     "Appointment",
     "AppointmentType",

@@ -25,7 +25,7 @@ from app.db.migrate import plain_url
 from app.db.session import create_engine, database_url, session_factory
 from app.settings import Settings
 
-TASK_MODULES = ["app.attachments.jobs", "app.billing.jobs"]
+TASK_MODULES = ["app.attachments.jobs", "app.auth.jobs", "app.billing.jobs"]
 RUNTIME = "vetify"
 
 # The connector is chosen when a worker starts (``with_connector``); nothing connects before.

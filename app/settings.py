@@ -151,13 +151,25 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     public_url: str = "http://127.0.0.1:8000"
-    """Base URL used in links the service hands out (invitations)."""
+    """Base URL of the links the service mails (invitations, address verification, password
+    reset)."""
 
     session_cookie_secure: bool = True
     session_idle_timeout_minutes: int = Field(default=60, ge=1)
     session_absolute_timeout_hours: int = Field(default=12, ge=1)
     api_token_default_days: int = Field(default=90, ge=1, le=3650)
     invitation_valid_hours: int = Field(default=72, ge=1)
+
+    # Account lifecycle (docs/adr/0013-account-lifecycle.md).
+    email_verification_valid_hours: int = Field(default=72, ge=1, le=30 * 24)
+    """How long the link that verifies an account's address works (from when it is mailed)."""
+    password_reset_valid_seconds: int = Field(default=30 * 60, ge=1, le=24 * 60 * 60)
+    """How long a password-reset link works (from when it is mailed); each works once."""
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=64 * 1024, ge=8 * 1024, le=4 * 1024 * 1024)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=64)
+    """argon2id's passes, memory (KiB) and lanes (argon2-cffi's defaults, RFC 9106's low-memory
+    choice). A stored hash made with others is rehashed at its user's next log-in."""
 
     login_free_failures: int = Field(default=3, ge=1, le=10_000)
     """Failed log-ins per account before each further one blocks it for 1, 2, 4... s."""
@@ -205,6 +217,14 @@ class Settings(BaseSettings):
     """Per user: new API tokens."""
     rate_limit_upload: str = "120/hour"
     """Per user: file uploads."""
+    rate_limit_password_reset: str = "10/hour"  # noqa: S105 - a rate, not a secret
+    """Per client IP: password-reset requests and completions."""
+    rate_limit_password_reset_address: str = "3/hour"  # noqa: S105 - a rate, not a secret
+    """Per email address: reset mails sent (beyond it a request is answered alike, unmailed)."""
+    rate_limit_verification_mail: str = "5/hour"
+    """Per user: verification mails asked for again."""
+    rate_limit_password_change: str = "10/hour"  # noqa: S105 - a rate, not a secret
+    """Per user: password changes (each checks the current password)."""
     rate_limit_scale: float = Field(default=1.0, gt=0, le=100_000)
     """Multiplies every quota above and the plans' API quotas: for load tests and test
     stages that send far more than a clinic does. Limits still apply; 1 in production."""
@@ -295,6 +315,10 @@ class Settings(BaseSettings):
         "rate_limit_signup",
         "rate_limit_token_create",
         "rate_limit_upload",
+        "rate_limit_password_reset",
+        "rate_limit_password_reset_address",
+        "rate_limit_verification_mail",
+        "rate_limit_password_change",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

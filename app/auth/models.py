@@ -43,6 +43,9 @@ class User(Entity, Base):
     name: Mapped[str] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(default=True)
+    # When the person proved the address is theirs (a mailed link); until then the account
+    # may not invite or pay, and its password yields to a reset (ADR 0013).
+    email_verified_at: Mapped[dt.datetime | None]
     # Multi-factor (ADR 0009). The TOTP secret is set at enrolment and counts only once
     # confirmed (totp_enabled_at); totp_last_step is the last time step accepted, so a code
     # is never accepted twice. Recovery codes are stored as SHA-256 hashes, each removed
@@ -83,6 +86,29 @@ class Credential(TenantScoped, Base):
     expires_at: Mapped[dt.datetime]
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class TokenPurpose(StrEnum):
+    verify_email = "verify_email"
+    # pragma: allowlist nextline secret - a purpose, not a secret
+    reset_password = "reset_password"  # noqa: S105  # nosec B105
+
+
+class AccountToken(Entity, Base):
+    """A mailed single-use link's secret, for one user and one purpose; only its SHA-256 is
+    stored. Global like its user: it is used before anyone has picked a clinic."""
+
+    __tablename__ = "account_tokens"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[TokenPurpose] = mapped_column(pg_enum(TokenPurpose, "account_token_purpose"))
+    email: Mapped[str] = mapped_column(String(254))
+    """The address it was mailed to: it proves that address, and no later one."""
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
 
 
 class Invitation(TenantScoped, Base):

@@ -2,7 +2,8 @@
 
 Anonymous callers spend per client IP; authenticated ones per user, per API token and per
 clinic (the plan's quota, shared by all its staff). Routes an attacker would hammer (log in,
-sign up, create a token, upload) have tighter quotas of their own.
+sign up, create a token, upload, reset or change a password) have tighter quotas of their
+own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class Quotas:
     signup: Policy
     token_create: Policy
     upload: Policy
+    password_reset: Policy
+    password_reset_address: Policy
+    verification_mail: Policy
+    password_change: Policy
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Quotas:
@@ -42,6 +47,18 @@ class Quotas:
             signup=Policy.of("signup", settings.rate_limit_signup, scale=scale),
             token_create=Policy.of("token-create", settings.rate_limit_token_create, scale=scale),
             upload=Policy.of("upload", settings.rate_limit_upload, scale=scale),
+            password_reset=Policy.of(
+                "password-reset", settings.rate_limit_password_reset, scale=scale
+            ),
+            password_reset_address=Policy.of(
+                "password-reset-address", settings.rate_limit_password_reset_address, scale=scale
+            ),
+            verification_mail=Policy.of(
+                "verification-mail", settings.rate_limit_verification_mail, scale=scale
+            ),
+            password_change=Policy.of(
+                "password-change", settings.rate_limit_password_change, scale=scale
+            ),
         )
 
     def clinic(self, requests_per_minute: int) -> Policy:

@@ -46,6 +46,11 @@ class UserOut(Output):
     id: uuid.UUID
     email: str
     name: str
+    email_verified_at: dt.datetime | None = Field(
+        default=None,
+        description="When you proved the address (POST /api/v1/auth/verify-email); until then"
+        " you may not invite staff or start paying",
+    )
 
 
 class ClinicRef(Output):

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth import mfa
+from app.auth import mails, mfa
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
 from app.auth.principal import Principal
 from app.clinics.models import Clinic
 from app.db.repository import find, get_or_404, of_clinic
-from app.db.tenancy import InClinic, enter_tenant, enter_user, in_clinic
+from app.db.tenancy import InClinic, Tenant, enter_tenant, enter_user, in_clinic
 from app.kit import crypto, passwords
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
@@ -29,6 +29,7 @@ from app.kit.problems import (
     NotFound,
     Unauthenticated,
 )
+from app.queue import enqueue
 from app.settings import Settings
 
 SESSION_COOKIE = "vetify_session"
@@ -375,10 +376,10 @@ async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
 async def _revoke_in_every_clinic(
     session: AsyncSession,
     sessions: async_sessionmaker[AsyncSession],
-    caller: Principal,
+    user_id: uuid.UUID,
     kinds: tuple[CredentialKind, ...],
 ) -> None:
-    """Revoke the caller's credentials of these kinds in every clinic they belong to.
+    """Revoke the user's credentials of these kinds in every clinic they belong to.
 
     Credentials are tenant rows, so each clinic's are revoked under that clinic's own
     row-level security (no policy wider than a clinic is needed): the caller's clinic in the
@@ -386,10 +387,10 @@ async def _revoke_in_every_clinic(
     switches clinics). Those commit on their own: revoking is safe to repeat, so a failure
     half-way leaves fewer live credentials, never more.
     """
-    await enter_user(session, caller.user_id)
+    await enter_user(session, user_id)
     clinics = await session.scalars(
         select(Membership.tenant_id)
-        .where(Membership.user_id == caller.user_id)
+        .where(Membership.user_id == user_id)
         .order_by(Membership.tenant_id)
         .execution_options(vetify_user_scope=True)
     )
@@ -399,7 +400,7 @@ async def _revoke_in_every_clinic(
             await there.execute(
                 update(Credential)
                 .where(
-                    Credential.user_id == caller.user_id,
+                    Credential.user_id == user_id,
                     Credential.kind.in_(kinds),
                     Credential.revoked_at.is_(None),
                 )
@@ -411,15 +412,22 @@ async def end_sessions_everywhere(
     session: AsyncSession, sessions: async_sessionmaker[AsyncSession], caller: Principal
 ) -> None:
     """Every login session of the caller, in all their clinics, ends now."""
-    await _revoke_in_every_clinic(session, sessions, caller, (CredentialKind.session,))
+    await _revoke_in_every_clinic(session, sessions, caller.user_id, (CredentialKind.session,))
 
 
 async def logout_everywhere(
     session: AsyncSession, sessions: async_sessionmaker[AsyncSession], caller: Principal
 ) -> None:
     """Every session and API token of the caller, in all their clinics, ends now."""
+    await revoke_all_credentials(session, sessions, caller.user_id)
+
+
+async def revoke_all_credentials(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID
+) -> None:
+    """Every session and API token of the user, in all their clinics, ends now."""
     await _revoke_in_every_clinic(
-        session, sessions, caller, (CredentialKind.session, CredentialKind.api_token)
+        session, sessions, user_id, (CredentialKind.session, CredentialKind.api_token)
     )
 
 
@@ -433,22 +441,66 @@ async def _clinic(session: AsyncSession, clinic_id: uuid.UUID) -> Clinic:
 
 
 # -- invitations ----------------------------------------------------------------------------
+class EmailUnverified(Forbidden):
+    slug, title = "email-unverified", "Verify your email address first"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Follow the link mailed to your address (a new one: POST"
+            " /api/v1/auth/verify-email/resend) before inviting staff or starting to pay."
+        )
+
+
+async def require_verified_email(session: AsyncSession, caller: Principal) -> None:
+    """Refuse what an address nobody has proved may not do: bring others in, or pay."""
+    user = await session.get_one(User, caller.user_id)
+    if user.email_verified_at is None:
+        raise EmailUnverified()
+
+
 async def invite(
     session: AsyncSession, settings: Settings, caller: Principal, email: str, role: Role
-) -> tuple[str, Invitation]:
+) -> Invitation:
+    """An invitation, mailed to ``email`` by a job: the link reaches the invitee alone."""
     if role is Role.owner and caller.role is not Role.owner:
         raise Forbidden("Only an owner may invite another owner.")
-    secret, secret_hash = crypto.new_credential(INVITATION_PREFIX, caller.clinic_id)
+    await require_verified_email(session, caller)
+    # A secret nobody knows until the job replaces it with the one it mails.
+    _, unknown = crypto.new_credential(INVITATION_PREFIX, caller.clinic_id)
     invitation = Invitation(
         email=email,
         role=role,
-        secret_hash=secret_hash,
+        secret_hash=unknown,
         invited_by=caller.user_id,
         expires_at=utcnow() + dt.timedelta(hours=settings.invitation_valid_hours),
     )
     session.add(invitation)
     await session.flush()
-    return secret, invitation
+    await enqueue(
+        session,
+        mails.MAIL_INVITATION,
+        clinic_id=str(caller.clinic_id),
+        invitation_id=str(invitation.id),
+    )
+    return invitation
+
+
+async def invitation_to_mail(
+    session: AsyncSession, tenant: Tenant, invitation_id: uuid.UUID
+) -> tuple[str, Invitation, Clinic, User] | None:
+    """A pending invitation with a new secret (what the job mails: the only copy), its clinic
+    and who invited; None once it was accepted, withdrawn or expired."""
+    invitation = await find(session, tenant, Invitation, invitation_id)
+    if (
+        invitation is None
+        or invitation.accepted_at is not None
+        or invitation.revoked_at is not None
+        or invitation.expires_at <= utcnow()
+    ):
+        return None
+    secret, invitation.secret_hash = crypto.new_credential(INVITATION_PREFIX, tenant.clinic_id)
+    inviter = await session.get_one(User, invitation.invited_by)
+    return secret, invitation, await _clinic(session, tenant.clinic_id), inviter
 
 
 async def list_invitations(session: AsyncSession, caller: Principal) -> list[Invitation]:
@@ -500,6 +552,7 @@ async def accept_invitation(
         )
         session.add(user)
         await session.flush()
+        await mails.verify_address(session, user)
     existing = (
         await session.scalars(select(Membership).where(Membership.user_id == user.id))
     ).one_or_none()

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
 from app.auth.principal import Principal, Standing
+from app.auth.service import require_verified_email
 from app.billing import access
 from app.billing.models import BillingAccount, SubscriptionStatus
 from app.billing.plans import DEFAULT_PLAN, Plan, entitlements, price_id
@@ -122,6 +123,7 @@ async def checkout(
 ) -> str:
     """A Stripe Checkout URL for ``plan``; a trial still running carries over (no charge
     before it ends)."""
+    await require_verified_email(session, caller)
     price = price_id(settings, plan)
     if price is None:
         raise InvalidInput(f"The {plan} plan is not on sale.")

@@ -12,6 +12,7 @@ from app.auth.deps import AppSettings, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.auth.quotas import AppQuotas, client_ip, spend
+from app.auth.service import EmailUnverified
 from app.billing import account, intake
 from app.billing.plans import entitlements
 from app.billing.schemas import (
@@ -44,6 +45,7 @@ Manager = Annotated[Principal, Depends(requires(Action.billing_manage))]
 STRIPE_CALL = responses(
     Unauthenticated,
     Forbidden,
+    EmailUnverified,
     Conflict,
     InvalidInput,
     BillingUnavailable,

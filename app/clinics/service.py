@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import mails as auth_mails
 from app.auth import service as auth
 from app.auth.models import Membership, Role, User
 from app.auth.principal import Principal
@@ -92,7 +93,8 @@ async def open_clinic(
     (a trial without a card), in the session's transaction, which it enters in the new clinic.
 
     The one way a clinic comes to exist: the sign-up route and the test and demo fixtures
-    both come here. ``remind``: schedule the owners' notice that the trial ends.
+    both come here. ``remind``: schedule the owners' notice that the trial ends. An owner whose
+    address is not verified yet is mailed a link that verifies it.
     """
     await enter_tenant(session, clinic.id)
     session.add_all([clinic, owner])
@@ -100,3 +102,5 @@ async def open_clinic(
     session.add_all([location, Membership(user_id=owner.id, role=Role.owner)])
     await session.flush()
     await billing.open_account(session, InClinic(clinic.id), trial_days, remind=remind)
+    if owner.email_verified_at is None:
+        await auth_mails.verify_address(session, owner)

@@ -16,6 +16,15 @@ _hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) 
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
+def configure_password_hashing(*, time_cost: int, memory_cost: int, parallelism: int) -> None:
+    """argon2id's parameters from the settings, set when the app is made. Hashes stored with
+    other parameters still verify; ``password_needs_rehash`` says to replace them."""
+    global _hasher, _DUMMY_HASH  # one hasher per process, set at start-up
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
+    # The unknown-address path must cost what a real account's check costs.
+    _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

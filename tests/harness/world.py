@@ -13,9 +13,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.attachments.models import Attachment
-from app.auth import mfa
+from app.auth import lifecycle, mfa
 from app.auth import service as auth_service
-from app.auth.models import CredentialKind, Membership, Role, User
+from app.auth.models import CredentialKind, Membership, Role, TokenPurpose, User
 from app.db.tenancy import enter_tenant
 from app.kit.clock import utcnow
 from app.kit.storage import Storage, new_key, staging_file, storage_from
@@ -113,6 +113,24 @@ class World:
                 )
             )
         return secret
+
+    async def account_link(self, user: User, purpose: TokenPurpose) -> str:
+        """The secret of a live link for ``user`` (what the job would mail them)."""
+        async with self.session() as session:
+            return await lifecycle.new_link(session, self.settings, user, purpose)
+
+    async def unverify(self, user: User) -> None:
+        """``user``'s address as if never verified."""
+        async with self.session() as session:
+            await session.execute(
+                update(User).where(User.id == user.id).values(email_verified_at=None)
+            )
+
+    async def set_password_hash(self, user: User, password_hash: str) -> None:
+        async with self.session() as session:
+            await session.execute(
+                update(User).where(User.id == user.id).values(password_hash=password_hash)
+            )
 
     async def make(self, clinic: ClinicWorld, factory_class: Any, **fields: Any) -> Any:
         async with self.session(clinic.id) as session:

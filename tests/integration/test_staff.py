@@ -11,6 +11,7 @@ from app.auth.models import Role
 from fixtures.clinics import add_member
 from fixtures.factories import UserFactory, create
 from tests.harness.api import assert_problem, login
+from tests.harness.mail import INVITATION, mailed_token, mails_to
 
 STAFF = "/api/v1/staff"
 INVITATIONS = "/api/v1/staff/invitations"
@@ -36,8 +37,9 @@ async def invite(client, clinic, email: str, role: str, actor: Role = Role.owner
     )
 
 
-def token_of(invitation: dict) -> str:
-    return invitation["invite_url"].split("token=", 1)[1]
+async def token_of(settings, mailbox, invitation: dict) -> str:
+    """The invitation's token, from the link mailed to the invitee."""
+    return await mailed_token(settings, mailbox, invitation["email"], INVITATION)
 
 
 async def accept(client, token: str, name: str = "Joana Reis"):
@@ -316,7 +318,9 @@ async def test_unknown_member_is_404(client, world):
 
 
 # -- invitations --------------------------------------------------------------------------------
-async def test_invite_accept_and_log_in_with_the_invited_role(client, world, superuser_engine):
+async def test_invite_accept_and_log_in_with_the_invited_role(
+    client, world, superuser_engine, settings, mailbox
+):
     clinic = await world.clinic()
     email = "joana.reis@example.com"
 
@@ -326,14 +330,18 @@ async def test_invite_accept_and_log_in_with_the_invited_role(client, world, sup
     assert (invitation["email"], invitation["role"]) == (email, "receptionist")
     assert invitation["accepted_at"] is None
     assert invitation["revoked_at"] is None
-    token = token_of(invitation)
+    # The link goes to the invitee alone: neither the answer nor the list shows its secret.
+    assert "vti_" not in invited.text
+    token = await token_of(settings, mailbox, invitation)
     assert token.startswith("vti_")
-    assert "/invitations/accept?token=" in invitation["invite_url"]
+    [mail] = mails_to(mailbox, email)
+    assert clinic.setup.clinic.name in mail.get_content()
+    assert clinic.owner.user.name in mail.get_content()
 
     listed = await client.get(INVITATIONS, headers=clinic.owner.headers)
     assert listed.status_code == 200
     assert [i["id"] for i in listed.json()] == [invitation["id"]]
-    assert "invite_url" not in listed.json()[0]
+    assert "vti_" not in listed.text
 
     accepted = await accept(client, token)
     assert accepted.status_code == 201
@@ -365,9 +373,10 @@ async def test_invite_accept_and_log_in_with_the_invited_role(client, world, sup
     assert after.json()[0]["accepted_at"] is not None
 
 
-async def test_an_invitation_is_used_once(client, world, superuser_engine):
+async def test_an_invitation_is_used_once(client, world, superuser_engine, settings, mailbox):
     clinic = await world.clinic()
-    token = token_of((await invite(client, clinic, "once@example.com", "vet")).json())
+    invitation = (await invite(client, clinic, "once@example.com", "vet")).json()
+    token = await token_of(settings, mailbox, invitation)
     assert (await accept(client, token)).status_code == 201
 
     again = await accept(client, token, name="Someone Else")
@@ -430,14 +439,17 @@ async def test_other_roles_cannot_invite_or_see_invitations(client, world, super
         assert await connection.scalar(text("SELECT count(*) FROM invitations")) == 0
 
 
-async def test_a_withdrawn_invitation_cannot_be_accepted(client, world, superuser_engine):
+async def test_a_withdrawn_invitation_cannot_be_accepted(
+    client, world, superuser_engine, settings, mailbox
+):
     clinic = await world.clinic()
     invitation = (await invite(client, clinic, "withdrawn@example.com", "technician")).json()
+    token = await token_of(settings, mailbox, invitation)
 
     withdrawn = await client.delete(
         f"{INVITATIONS}/{invitation['id']}", headers=clinic.owner.headers
     )
-    accepted = await accept(client, token_of(invitation))
+    accepted = await accept(client, token)
 
     assert withdrawn.status_code == 204
     assert_problem(accepted, 404, "not-found")

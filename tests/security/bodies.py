@@ -20,11 +20,11 @@ import httpx
 from app.auth.service import INVITATION_PREFIX
 from app.kit import crypto
 from app.kit.types import NO_NUL, NON_BLANK
-from fixtures.factories import InvitationFactory
+from fixtures.factories import DEFAULT_PASSWORD_HASH, InvitationFactory
 from tests.harness.api import PROBLEM_JSON
 from tests.harness.world import World
 from tests.security.catalogue import ATTACKED, PREPARED, Route
-from tests.security.estate import Estate
+from tests.security.estate import Estate, renew_links
 from tests.security.surface import resolve, types
 
 Path = tuple[str | int, ...]
@@ -44,6 +44,11 @@ NOT_STORED: dict[tuple[str, str], str] = {
     ("LoginIn", "password"): "checked against the hash, never stored",
     ("AcceptInvitationIn", "password"): "kept only as an argon2 hash",
     ("AcceptInvitationIn", "token"): "the credential: looked up by its hash, never stored",
+    ("VerifyEmailIn", "token"): "a mailed link's secret: looked up by its hash, never stored",
+    ("PasswordResetCompleteIn", "token"): "a mailed link's secret: looked up by its hash",
+    ("PasswordResetCompleteIn", "password"): "kept only as an argon2 hash",
+    ("PasswordChangeIn", "current_password"): "checked against the hash, never stored",
+    ("PasswordChangeIn", "new_password"): "kept only as an argon2 hash",
 }
 """Free-text fields that are not kept as given, and why."""
 
@@ -174,11 +179,13 @@ def nested_example(field: Field) -> Any:
     return example.get(str(field.path[-1]), "Plain text")
 
 
+ONE_TIME_CODES = {"TotpCodeIn", "SecondFactorIn"}
 ELSEWHERE: dict[tuple[str, str], str] = {
     **{
-        key: "its body is a one-time code for the caller's own authenticator (PREPARED), bound"
-        " by a pattern; attacked in test_mfa.py"
-        for key in PREPARED
+        route.key: "its body is a one-time code for the caller's own authenticator (PREPARED),"
+        " bound by a pattern; attacked in test_mfa.py"
+        for route in ATTACKED
+        if route.key in PREPARED and route.body_schema in ONE_TIME_CODES
     },
     **{
         route.key: "a multipart file upload, not JSON: attacked in test_uploads.py"
@@ -202,8 +209,16 @@ def valid_body(route: Route, estate: Estate) -> dict[str, Any]:
     return body
 
 
+CONSUMED = {"AcceptInvitationIn", "VerifyEmailIn", "PasswordResetCompleteIn", "PasswordChangeIn"}
+"""Bodies whose valid request uses up what it names (see :func:`ready`)."""
+
+
 async def ready(world: World, estate: Estate, route: Route) -> None:
     """Make what one request consumes, so that the next valid body works too."""
+    if route.body_schema in {"VerifyEmailIn", "PasswordResetCompleteIn"}:  # links work once
+        await renew_links(world, estate)
+    if route.body_schema == "PasswordChangeIn":  # the example's current password is the default
+        await world.set_password_hash(estate.clinic.owner.user, DEFAULT_PASSWORD_HASH)
     if route.body_schema == "AcceptInvitationIn":  # an invitation is accepted once
         secret, secret_hash = crypto.new_credential(INVITATION_PREFIX, estate.clinic.id)
         await world.make(

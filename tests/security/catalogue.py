@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from app.auth.deps import required_action
+from app.auth.models import TokenPurpose
 from app.auth.permissions import Action
 from fixtures import files
 from fixtures.factories import DEFAULT_PASSWORD
@@ -60,6 +61,8 @@ SESSION_ONLY: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/auth/mfa/totp/confirm"): "as enrolling",
     ("POST", "/api/v1/auth/mfa/totp/disable"): "as enrolling",
     ("POST", "/api/v1/auth/mfa/recovery-codes"): "as enrolling",
+    ("POST", "/api/v1/auth/password"): "a person changes their password from a login; it renews"
+    " the session",
 }
 """Routes that act on a login session, so the suites call them with a session cookie."""
 
@@ -83,6 +86,10 @@ ID_KINDS: dict[str, str] = {
     "token_id": "token",
 }
 """An id's name (path parameter, body field, query filter) -> the kind of resource it names."""
+
+
+# pragma: allowlist nextline secret - a made-up passphrase the suites set by reset links
+NEW_PASSWORD = "amber lanterns over quiet harbours"
 
 
 def _unique(name: str) -> str:
@@ -155,6 +162,14 @@ BODIES: dict[str, Body] = {
     # Valid in shape; a code that works depends on the caller (PREPARED).
     "TotpCodeIn": lambda e: {"code": "000000"},
     "SecondFactorIn": lambda e: {"code": "000000"},
+    # Mailed links, each spent once: the estate holds a live one (bodies.ready makes the next).
+    "VerifyEmailIn": lambda e: {"token": e.verification_token},
+    "PasswordResetIn": lambda e: {"email": e.clinic.owner.user.email},
+    "PasswordResetCompleteIn": lambda e: {"token": e.reset_token, "password": NEW_PASSWORD},
+    "PasswordChangeIn": lambda e: {
+        "current_password": DEFAULT_PASSWORD,
+        "new_password": DEFAULT_PASSWORD,
+    },
 }
 """Request schema -> a valid body in the estate's clinic, setting every id field it has."""
 
@@ -167,10 +182,21 @@ async def _enabled_mfa(world: World, actor: Actor) -> dict[str, Any]:
     return {"code": pyotp.TOTP(await world.enrol_mfa(actor.user)).now()}
 
 
+async def _verification_link(world: World, actor: Actor) -> dict[str, Any]:
+    return {"token": await world.account_link(actor.user, TokenPurpose.verify_email)}
+
+
+async def _unverified(world: World, actor: Actor) -> dict[str, Any]:
+    await world.unverify(actor.user)
+    return {}
+
+
 PREPARED: dict[tuple[str, str], Callable[[World, Actor], Awaitable[dict[str, Any]]]] = {
     ("POST", "/api/v1/auth/mfa/totp/confirm"): _pending_mfa,
     ("POST", "/api/v1/auth/mfa/totp/disable"): _enabled_mfa,
     ("POST", "/api/v1/auth/mfa/recovery-codes"): _enabled_mfa,
+    ("POST", "/api/v1/auth/verify-email"): _verification_link,
+    ("POST", "/api/v1/auth/verify-email/resend"): _unverified,
 }
 """Routes whose valid body depends on the caller's own state: the caller is put in that state
 (a pending or active authenticator) and the body made for them."""

@@ -24,7 +24,7 @@ import httpx
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth.models import CredentialKind, Role
+from app.auth.models import CredentialKind, Role, TokenPurpose
 from app.billing.models import BillingAccount
 from app.kit import crypto
 from app.kit.clock import utcnow
@@ -68,6 +68,10 @@ class Estate:
     clinic: ClinicWorld
     ids: dict[str, uuid.UUID] = field(default_factory=dict)
     invitation_token: str = ""
+    verification_token: str = ""
+    """A live link verifying the owner's address."""
+    reset_token: str = ""
+    """A live password-reset link for a user of its own (resetting ends their credentials)."""
 
     def __getitem__(self, kind: str) -> uuid.UUID:
         return self.ids[kind]
@@ -220,6 +224,7 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
     # The file names its clinic, so a download shows whose it is (and leaks of another's).
     attachment = await world.attach(clinic, record.id, files.png_with_comment(f"{clinic.id}"))
     estate.invitation_token = secret
+    await renew_links(world, estate)
     estate.ids = {
         "clinic": clinic.id,
         "location": clinic.setup.location.id,
@@ -236,6 +241,17 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
         "vet": vet.user.id,
     }
     return estate
+
+
+async def renew_links(world: World, estate: Estate) -> None:
+    """Live mailed links for the estate: one verifying its owner's address, and a reset link
+    for a user made for it (completing a reset ends every credential of its user)."""
+    estate.verification_token = await world.account_link(
+        estate.clinic.owner.user, TokenPurpose.verify_email
+    )
+    async with world.session() as session:
+        user = await create(session, UserFactory)
+    estate.reset_token = await world.account_link(user, TokenPurpose.reset_password)
 
 
 async def _stripe_customer(world: World, clinic: ClinicWorld) -> str:

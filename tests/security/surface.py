@@ -20,6 +20,10 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("post", "/api/v1/auth/signup"): "creates a clinic and its owner: there is no caller yet",
     ("post", "/api/v1/auth/login"): "where a caller proves who they are",
     ("post", "/api/v1/auth/invitations/accept"): "the invitation token is the credential",
+    ("post", "/api/v1/auth/password-reset"): "for who forgot their password: answered alike"
+    " for any address, the link goes to the address's mailbox",
+    ("post", "/api/v1/auth/password-reset/complete"): "the mailed reset link's token is the"
+    " credential",
     ("post", "/api/v1/billing/webhooks/stripe"): "Stripe's signature over the body is the"
     " credential (tests/contract/stripe/test_signatures.py)",
 }

@@ -33,6 +33,7 @@ from tests.harness import tally
 from tests.harness.statements import recording
 from tests.harness.world import World
 from tests.security.bodies import (
+    CONSUMED,
     WITH_BODY,
     Field,
     body_fields,
@@ -372,7 +373,7 @@ async def test_injection_in_body_fields(
         last["changed"] = _delta(before, counts)
         return response, last["changed"]
 
-    consumes = route.session_only or route.body_schema == "AcceptInvitationIn"
+    consumes = route.session_only or route.body_schema in CONSUMED
     counts: dict[str, int] = {}
 
     spliced: list[str] = []

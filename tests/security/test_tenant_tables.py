@@ -43,6 +43,8 @@ GLOBAL_TABLES = {
     "alembic_version": "migration bookkeeping",
     "clinics": "the tenants themselves; their own policies on id (tested below)",
     "users": "identity: one person may work for several clinics",
+    "account_tokens": "a user's mailed links (verify the address, reset the password): as"
+    " global as the user, used before any clinic is chosen (ADR 0013)",
     "stripe_events": "Stripe's webhook inbox: an event names its clinic only inside its payload;"
     " billing code alone reads it (ADR 0012)",
     "procrastinate_jobs": "the job queue: task names and ids, never clinic data (ADR 0012)",
