@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     """Longest URL (path and query string); a longer one is a 414."""
     max_header_bytes: int = Field(default=16 * 1024, ge=4096)
     """Most bytes of request headers in all; more is a 431."""
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """The whole request body must arrive within this of the request reaching the service;
+    else a 408 and the connection is closed."""
 
     # Rate limits, in `limits` notation ("N/second|minute|hour|day"), moving windows.
     rate_limit_anonymous: str = "120/minute"
