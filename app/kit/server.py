@@ -5,7 +5,8 @@ h11 stops once an unfinished head passes ``h11_max_incomplete_event_size``. That
 just above the app's own (app/kit/heads.py: 414, 431), so every head the app would take gets
 through, and the app answers those between the two. A head over it is refused here as the app
 would refuse it, 431 problem+json, and the connection closed. (A head that arrives whole in a
-single read is parsed whatever its size; one read is at most 256 KiB, and the app refuses it.)
+single read is parsed whatever its size, and the app refuses it; one read is at most the event
+loop's buffer, about 256 KB.)
 
 Bodies are bounded in time by app/kit/bodies.py. A head that trickles in is not bounded here:
 the reverse proxy in front times it out (docs/security.md).

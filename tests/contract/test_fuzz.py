@@ -18,7 +18,8 @@ Schema-valid requests refer to rows that exist: a body's or a path's reference (
 reference to a row that does not exist is not schema-invalid, yet the service refuses it (a
 path's with 404, a body's with 422 and a ``not_found`` field error), which no schema can say;
 random path ids are still sent, and tests/security covers unknown and foreign references. Rules that
-JSON Schema cannot state are stated to the generator instead (``RULES``), and nothing else.
+JSON Schema cannot state are stated to the generator instead (``RULES``, and the ranges of
+dates that depend on now in ``_plausible_times``), and nothing else.
 
 ``VETIFY_FUZZ_EXAMPLES`` sets the random examples per operation and mode as the owner (6, half
 that as the receptionist, after the coverage phase; the nightly run raises it tenfold);

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -220,7 +221,7 @@ class Target:
     url: str
     caller: Credentials
     body: dict[str, Any]
-    clinic_id: Any
+    clinic_id: uuid.UUID
 
 
 @pytest.fixture
