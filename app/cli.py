@@ -19,6 +19,7 @@ from app.billing import operations
 from app.db import migrate
 from app.db.embedded import EmbeddedPostgres
 from app.db.session import create_engine, database_url
+from app.kit import server
 from app.main import create_app
 from app.queue import run_worker
 from app.settings import ConfigurationError, Settings
@@ -92,7 +93,14 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
         if demo:
             asyncio.run(_seed_demo(ready, f"http://{host}:{port}/docs"))
         # The app believes X-Forwarded-* from its own trusted_proxies setting, not uvicorn's.
-        uvicorn.run(create_app(ready), host=host, port=port, log_level="info", proxy_headers=False)
+        uvicorn.run(
+            create_app(ready),
+            host=host,
+            port=port,
+            log_level="info",
+            proxy_headers=False,
+            **server.options(ready),
+        )
 
 
 def _migrate(settings: Settings) -> None:

@@ -149,6 +149,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         BodyLimits,
         max_bytes=settings.max_body_bytes,
         max_json_depth=settings.max_json_depth,
+        read_timeout=settings.body_read_timeout_seconds,
         larger=[(UPLOAD_PATH, settings.upload_max_bytes + MULTIPART_HEADROOM)],
         verbatim=[WEBHOOK_PATH],
     )

@@ -9,6 +9,7 @@ names every setting at fault and never its value (ADR 0011).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from enum import StrEnum
 from ipaddress import ip_network
@@ -201,6 +202,9 @@ class Settings(BaseSettings):
     """Longest URL (path and query string); a longer one is a 414."""
     max_header_bytes: int = Field(default=16 * 1024, ge=4096)
     """Most bytes of request headers in all; more is a 431."""
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """The whole request body must arrive within this of the request reaching the service;
+    else a 408 and the connection is closed."""
 
     # Rate limits, in `limits` notation ("N/second|minute|hour|day"), moving windows.
     rate_limit_anonymous: str = "120/minute"
@@ -228,6 +232,10 @@ class Settings(BaseSettings):
     rate_limit_scale: float = Field(default=1.0, gt=0, le=100_000)
     """Multiplies every quota above and the plans' API quotas: for load tests and test
     stages that send far more than a clinic does. Limits still apply; 1 in production."""
+
+    appointment_horizon_days: int = Field(default=730, ge=1, le=36_500)
+    """How far from now, before or after, an appointment may be booked or moved; further is a
+    422 (a slip of the year, 1926 for 2026, is caught at once)."""
 
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1024**3)
     """Largest attachment accepted; enforced while the body streams in (413 beyond it)."""
@@ -382,6 +390,10 @@ class Settings(BaseSettings):
         if self.storage_backend is StorageBackend.s3 and not self.s3_bucket:
             raise ValueError("VETIFY_STORAGE_BACKEND=s3 needs VETIFY_S3_BUCKET")
         return self
+
+    @property
+    def appointment_horizon(self) -> dt.timedelta:
+        return dt.timedelta(days=self.appointment_horizon_days)
 
     @property
     def attachments_root(self) -> Path:

@@ -16,7 +16,7 @@ from app.appointments.schemas import (
     AppointmentTypePatch,
     StatusIn,
 )
-from app.auth.deps import requires
+from app.auth.deps import AppSettings, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.clinics import service as clinics
@@ -81,9 +81,10 @@ async def list_appointments(
     summary="Book an appointment",
 )
 async def create_appointment(
-    body: AppointmentIn, caller: Writer, session: DbSession
+    body: AppointmentIn, caller: Writer, session: DbSession, settings: AppSettings
 ) -> AppointmentOut:
-    return AppointmentOut.model_validate(await service.create(session, caller, body))
+    booked = await service.create(session, caller, body, settings.appointment_horizon)
+    return AppointmentOut.model_validate(booked)
 
 
 @router.get("/appointments/{appointment_id}", responses=ONE, summary="One appointment")
@@ -97,10 +98,14 @@ async def get_appointment(
 
 @router.patch("/appointments/{appointment_id}", responses=CHANGE, summary="Reschedule or reassign")
 async def update_appointment(
-    appointment_id: uuid.UUID, body: AppointmentPatch, caller: Writer, session: DbSession
+    appointment_id: uuid.UUID,
+    body: AppointmentPatch,
+    caller: Writer,
+    session: DbSession,
+    settings: AppSettings,
 ) -> AppointmentOut:
     return AppointmentOut.model_validate(
-        await service.update(session, caller, appointment_id, body)
+        await service.update(session, caller, appointment_id, body, settings.appointment_horizon)
     )
 
 

@@ -38,14 +38,18 @@ class AppointmentTypeOut(Output):
     default_duration_minutes: int
 
 
+HORIZON = "Within the service's horizon of now, before or after (two years unless configured)"
+
+
 class AppointmentIn(Input):
     pet_id: Id
     vet_id: Id
     room_id: Id | None = None
     appointment_type_id: Id | None = None
-    starts_at: Timestamp
+    starts_at: Timestamp = Field(description=HORIZON)
     ends_at: Timestamp | None = Field(
-        default=None, description="Defaults to start + the appointment type's duration"
+        default=None,
+        description=f"Defaults to start + the appointment type's duration. {HORIZON}",
     )
     reason: Reason | None = None
     notes: LongText | None = None
@@ -56,8 +60,8 @@ class AppointmentPatch(Input):
 
     vet_id: Id = omittable()
     room_id: Id | None = None
-    starts_at: Timestamp = omittable()
-    ends_at: Timestamp = omittable()
+    starts_at: Timestamp = omittable(HORIZON)
+    ends_at: Timestamp = omittable(HORIZON)
     reason: Reason | None = None
     notes: LongText | None = None
 

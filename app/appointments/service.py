@@ -22,6 +22,7 @@ from app.auth.models import Membership
 from app.clinics.models import Room
 from app.db.repository import apply, constraint_of, get_or_404, of_clinic, referenced
 from app.db.tenancy import Tenant, check_tenant
+from app.kit.clock import utcnow
 from app.kit.problems import Conflict, FieldError, InvalidInput
 from app.pets.models import Pet
 
@@ -89,6 +90,25 @@ async def _check_vet(session: AsyncSession, tenant: Tenant, vet_id: uuid.UUID) -
         )
 
 
+def _check_horizon(sent: dict[str, dt.datetime], horizon: dt.timedelta) -> None:
+    """Each time sent is within ``horizon`` of now, before or after."""
+    now = utcnow()
+    errors = [
+        FieldError(
+            loc=["body", name],
+            msg=f"must be within {horizon.days} days of now, before or after",
+            type="value_error",
+        )
+        for name, at in sent.items()
+        if not now - horizon <= at <= now + horizon
+    ]
+    if errors:
+        raise InvalidInput(
+            f"Appointments are booked within {horizon.days} days of today, before or after.",
+            errors,
+        )
+
+
 def _check_period(starts_at: dt.datetime, ends_at: dt.datetime) -> None:
     if ends_at <= starts_at:
         raise InvalidInput(
@@ -101,7 +121,11 @@ def _check_period(starts_at: dt.datetime, ends_at: dt.datetime) -> None:
         )
 
 
-async def create(session: AsyncSession, tenant: Tenant, data: AppointmentIn) -> Appointment:
+async def create(
+    session: AsyncSession, tenant: Tenant, data: AppointmentIn, horizon: dt.timedelta
+) -> Appointment:
+    sent = data.model_dump(include={"starts_at", "ends_at"}, exclude_none=True)
+    _check_horizon(sent, horizon)
     await referenced(session, tenant, Pet, data.pet_id, "pet_id", "pet")
     await _check_vet(session, tenant, data.vet_id)
     if data.room_id is not None:
@@ -128,12 +152,18 @@ async def create(session: AsyncSession, tenant: Tenant, data: AppointmentIn) -> 
 
 
 async def update(
-    session: AsyncSession, tenant: Tenant, appointment_id: uuid.UUID, changes: AppointmentPatch
+    session: AsyncSession,
+    tenant: Tenant,
+    appointment_id: uuid.UUID,
+    changes: AppointmentPatch,
+    horizon: dt.timedelta,
 ) -> Appointment:
+    fields = changes.model_fields_set
+    # Only the times sent: a stored one outside today's horizon may stay as it is.
+    _check_horizon(changes.model_dump(include={"starts_at", "ends_at"} & fields), horizon)
     appointment = await get_or_404(session, tenant, Appointment, appointment_id, "appointment")
     if appointment.status not in RESCHEDULABLE:
         raise Conflict(f"An appointment that is {appointment.status} cannot be changed.")
-    fields = changes.model_fields_set
     if "vet_id" in fields:
         await _check_vet(session, tenant, changes.vet_id)
     if "room_id" in fields and changes.room_id is not None:

@@ -1,9 +1,9 @@
 """Request heads: a bound on the URL (414) and on the headers (431), both as problem+json;
 a path or query parameter holding text PostgreSQL cannot store (a NUL) is a 422 on it.
 
-The server in front (uvicorn, a reverse proxy) bounds what it buffers; this answers what gets
-through in the API's own error shape, before any route, so nothing longer than these reaches a
-handler, a log line or the database.
+The server in front (uvicorn, as `vetify serve` runs it: app/kit/server.py; a reverse proxy)
+bounds what it buffers; this answers what gets through in the API's own error shape, before
+any route, so nothing longer than these reaches a handler, a log line or the database.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.kit import text
-from app.kit.problems import HeadersTooLarge, Problem, UriTooLong, problem_asgi
+from app.kit.problems import CLOSE, HeadersTooLarge, Problem, UriTooLong, problem_asgi
 
 
 class RequestHeadLimits:
@@ -28,11 +28,15 @@ class RequestHeadLimits:
             return
         url = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
         head = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        # Either leaves the body, if any, unread: the connection closes after the answer.
         if url > self.max_url_bytes:
-            refusal: Problem = UriTooLong(f"The URL may be at most {self.max_url_bytes} bytes.")
+            refusal: Problem = UriTooLong(
+                f"The URL may be at most {self.max_url_bytes} bytes.", headers=CLOSE
+            )
         elif head > self.max_header_bytes:
             refusal = HeadersTooLarge(
-                f"The request's headers may be at most {self.max_header_bytes} bytes in all."
+                f"The request's headers may be at most {self.max_header_bytes} bytes in all.",
+                headers=CLOSE,
             )
         elif not text.storable(scope["path"]):
             refusal = text.refusal(["path"])

@@ -23,6 +23,7 @@ from app.kit.problems import (
     InvalidInput,
     PayloadTooLarge,
     ProblemBody,
+    RequestTimeout,
     ServiceUnavailable,
     responses,
 )
@@ -73,6 +74,7 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
     unavailable = responses(ServiceUnavailable)[503]
     bad_request = responses(BadRequest)[400]
     too_large = responses(PayloadTooLarge)[413]
+    too_slow = responses(RequestTimeout)[408]
     too_many = responses(TooManyRequests)[429]
     for url, path in schema.get("paths", {}).items():
         for operation in path.values():
@@ -80,6 +82,7 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
                 # A body that is not parseable at all (e.g. undecodable bytes) is a 400.
                 operation["responses"].setdefault("400", bad_request)
                 operation["responses"].setdefault("413", too_large)
+                operation["responses"].setdefault("408", too_slow)
             if url.startswith("/api/"):
                 # Any route that touches the database answers 503 while it is unreachable.
                 operation["responses"].setdefault("503", unavailable)

@@ -173,6 +173,15 @@ class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", "Request body too large"
 
 
+CLOSE = {"Connection": "close"}
+"""For a refusal that leaves part of the request unread: the server closes the connection
+after the answer, rather than wait for (or read as a next request) what is left of it."""
+
+
+class RequestTimeout(Problem):
+    status, slug, title = 408, "request-timeout", "Request body not received in time"
+
+
 class UriTooLong(Problem):
     status, slug, title = 414, "uri-too-long", "URL too long"
 

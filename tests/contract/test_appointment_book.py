@@ -46,6 +46,7 @@ from hypothesis.stateful import (
 from sqlalchemy import update
 
 from app.auth.models import Role
+from app.kit.clock import utcnow
 from app.records.models import MedicalRecord
 from app.settings import Settings
 from fixtures.clinics import add_member
@@ -79,7 +80,8 @@ FLOW: dict[str, frozenset[str]] = {
 INACTIVE = frozenset({"cancelled", "no_show"})  # a completed visit still took its slot
 RESCHEDULABLE = frozenset({"scheduled", "confirmed"})
 
-DAY = dt.datetime(2031, 3, 4, 9, 0, tzinfo=dt.UTC)
+DAY = dt.datetime(utcnow().year + 1, 3, 4, 9, 0, tzinfo=dt.UTC)
+"""Next year's 4 March: within the service's booking horizon of now."""
 SLOT = dt.timedelta(minutes=15)
 TYPE_MINUTES = 45  # unlike any explicit length below, so a wrong default shows
 DEFAULT_MINUTES = 15  # the service's length when neither ends_at nor a type says

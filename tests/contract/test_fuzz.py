@@ -18,7 +18,8 @@ Schema-valid requests refer to rows that exist: a body's or a path's reference (
 reference to a row that does not exist is not schema-invalid, yet the service refuses it (a
 path's with 404, a body's with 422 and a ``not_found`` field error), which no schema can say;
 random path ids are still sent, and tests/security covers unknown and foreign references. Rules that
-JSON Schema cannot state are stated to the generator instead (``RULES``), and nothing else.
+JSON Schema cannot state are stated to the generator instead (``RULES``, and the ranges of
+dates that depend on now in ``_plausible_times``), and nothing else.
 
 ``VETIFY_FUZZ_EXAMPLES`` sets the random examples per operation and mode as the owner (6, half
 that as the receptionist, after the coverage phase; the nightly run raises it tenfold);
@@ -52,7 +53,7 @@ import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import hypothesis
 import pytest
@@ -318,11 +319,13 @@ def _issued_cursor(operation: APIOperation, target: Target) -> str | None:
 
 def _follow_rules(case: Case, refer: Callable[[str, Any], Any]) -> None:
     """Make a schema-valid case one the service takes: ``refer(name, value)`` gives the value
-    of each reference in the body, and ``RULES`` are applied."""
+    of each reference in the body, dates and times are made plausible, and ``RULES`` are
+    applied."""
     if isinstance(case.body, dict):
         for name, value in list(case.body.items()):
             if value is not None:
                 case.body[name] = refer(name, value)
+    _plausible_times(case)
     for rule in RULES.get((case.method.upper(), case.operation.path), ()):
         rule(case)
 
@@ -345,6 +348,52 @@ def _valid(target: Target, cursor: str | None) -> Callable[[Case], st.SearchStra
         return st.composite(refer)()
 
     return swap
+
+
+HORIZON = dt.timedelta(days=Settings.model_fields["appointment_horizon_days"].default)
+"""The stage's app books within the default horizon."""
+DAY = dt.timedelta(days=1)
+TEN_YEARS = dt.timedelta(days=3652)
+T = TypeVar("T", dt.date, dt.datetime)
+
+
+def _fold(sent: T, low: T, high: T) -> T:
+    """``sent`` moved into ``[low, high]`` by whole lengths of it: a value from anywhere in the
+    schema's years lands anywhere in the range, as varied as it was drawn."""
+    return low + (sent - low) % (high - low)
+
+
+def _plausible_times(case: Case) -> None:
+    """The ranges the schema cannot state, as they depend on now (see
+    tests/security/test_plausible_values.py): what happened is not in the future, a pet is
+    born by today, appointments are within the horizon, a vaccine's dates near its dose."""
+    now = dt.datetime.now(dt.UTC)
+    early = dt.datetime(1900, 1, 2, tzinfo=dt.UTC)
+    times = {
+        "measured_at": (early, now),
+        "visited_at": (early, now),
+        "given_at": (early, now),
+        "starts_at": (now - HORIZON + DAY, now + HORIZON - DAY),
+        "ends_at": (now - HORIZON + DAY, now + HORIZON - DAY),
+    }
+    body = case.body if isinstance(case.body, dict) else {}
+    nested = [item for value in body.values() if isinstance(value, list) for item in value]
+    for item in [body, *nested]:
+        if not isinstance(item, dict):
+            continue
+        for name, (low, high) in times.items():
+            if isinstance(item.get(name), str):
+                sent = dt.datetime.fromisoformat(item[name])
+                item[name] = _fold(sent, low, high).astimezone(sent.tzinfo).isoformat()
+        if isinstance(item.get("date_of_birth"), str):
+            born = dt.date.fromisoformat(item["date_of_birth"])
+            item["date_of_birth"] = _fold(born, early.date(), now.date()).isoformat()
+        if isinstance(item.get("given_at"), str):
+            given = dt.datetime.fromisoformat(item["given_at"]).date()
+            for name, low in (("next_due", given), ("expiry_date", given - TEN_YEARS)):
+                if isinstance(item.get(name), str):
+                    day = dt.date.fromisoformat(item[name])
+                    item[name] = _fold(day, low, given + TEN_YEARS).isoformat()
 
 
 def _later_end(case: Case) -> None:

@@ -39,6 +39,8 @@ class LiveServer:
     database: Database
     db_proxy: FaultProxy
     redis_url: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    """More ``VETIFY_*`` environment for the process: a test configures the server it needs."""
     port: int = field(default_factory=free_port)
     log_path: Path = field(
         default_factory=lambda: Path(tempfile.mkstemp(prefix="vetify-live-", suffix=".log")[1])
@@ -92,7 +94,7 @@ class LiveServer:
         env.pop("DATABASE_URL", None)
         if self.redis_url:
             env["VETIFY_REDIS_URL"] = self.redis_url
-        return env
+        return {**env, **self.settings}
 
     def start(self, timeout: float = 60.0) -> LiveServer:
         with self.log_path.open("ab") as log:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -386,16 +386,25 @@ async def _seed(database: Database) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def live_server(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[LiveServer]:
-    """`vetify serve` with the demo clinic, its database reached through a fault proxy."""
+@contextmanager
+def serving(
+    postgres_server: PostgresServer, redis_server: RedisServer, **settings: str
+) -> Iterator[LiveServer]:
+    """`vetify serve` with the demo clinic, its database reached through a fault proxy;
+    ``settings`` are more ``VETIFY_*`` variables for it."""
     database = asyncio.run(databases.clone(postgres_server, prefix="live"))
     asyncio.run(_seed(database))
     proxy = FaultProxy(postgres_server.host, postgres_server.port).start()
-    server = LiveServer(database, proxy, redis_server.url).start()
+    server = LiveServer(database, proxy, redis_server.url, settings).start()
     try:
         yield server
     finally:
         server.stop()
         proxy.stop()
         asyncio.run(databases.drop(database))
+
+
+@pytest.fixture(scope="session")
+def live_server(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[LiveServer]:
+    with serving(postgres_server, redis_server) as server:
+        yield server

@@ -7,10 +7,12 @@ import pytest
 from sqlalchemy import text
 
 from app.auth.models import Role
+from app.kit.clock import utcnow
 from fixtures.factories import AppointmentTypeFactory, CustomerFactory, PetFactory, RoomFactory
 from tests.harness.api import PROBLEM_JSON, assert_problem
 
-START = dt.datetime(2031, 3, 4, 9, 0, tzinfo=dt.UTC)
+# Next year's 4 March: within the service's horizon, and a day Lisbon keeps UTC.
+START = dt.datetime(utcnow().year + 1, 3, 4, 9, 0, tzinfo=dt.UTC)
 
 
 def at(minutes: int) -> str:
@@ -196,11 +198,12 @@ async def test_list_filters_by_day_vet_and_status(client, book):
         assert response.status_code == 200, response.text
         return [item["id"] for item in response.json()["items"]]
 
-    # The clinic is in Europe/Lisbon (UTC+0 in March): 2031-03-04 holds a and b.
-    assert set(await ids(day="2031-03-04")) == {a["id"], b["id"]}
+    # The clinic is in Europe/Lisbon (UTC+0 in March): START's day holds a and b.
+    assert set(await ids(day=START.date().isoformat())) == {a["id"], b["id"]}
     assert await ids(vet_id=book["vet_id"]) == [a["id"], c["id"]]
     assert await ids(status="confirmed") == [b["id"]]
-    assert await ids(day="2031-03-05", vet_id=book["vet_id"]) == [c["id"]]
+    next_day = (START + dt.timedelta(days=1)).date().isoformat()
+    assert await ids(day=next_day, vet_id=book["vet_id"]) == [c["id"]]
 
 
 async def test_appointment_types_crud_and_permissions(client, book):

@@ -28,9 +28,9 @@ NOTE = {
         {
             "vaccine": "Rabies",
             "lot": "RB-2291",
-            "expiry_date": "2032-01-31",
-            "given_at": "2031-03-04T10:00:00Z",
-            "next_due": "2032-03-04",
+            "expiry_date": "2026-01-31",
+            "given_at": "2025-03-04T10:00:00Z",
+            "next_due": "2026-03-04",
         }
     ],
     "prescriptions": [

@@ -19,11 +19,12 @@ import httpx
 
 from app.auth.service import INVITATION_PREFIX
 from app.kit import crypto
+from app.kit.clock import utcnow
 from app.kit.types import NO_NUL, NON_BLANK
 from fixtures.factories import DEFAULT_PASSWORD_HASH, InvitationFactory
 from tests.harness.api import PROBLEM_JSON
 from tests.harness.world import World
-from tests.security.catalogue import ATTACKED, PREPARED, Route
+from tests.security.catalogue import ATTACKED, PREPARED, Route, problem
 from tests.security.estate import Estate, renew_links
 from tests.security.surface import resolve, types
 
@@ -32,7 +33,7 @@ Path = tuple[str | int, ...]
 ITEMS: dict[str, Callable[[], dict[str, Any]]] = {
     "VaccinationIn": lambda: {
         "vaccine": "Rabies",
-        "given_at": dt.datetime(2030, 5, 1, 9, 30, tzinfo=dt.UTC).isoformat(),
+        "given_at": (utcnow() - dt.timedelta(days=30)).isoformat(),
     },
     "PrescriptionIn": lambda: {"drug": "Meloxicam", "dose": "1 ml", "frequency": "daily"},
     "ConsentsIn": lambda: {"email": True},
@@ -228,6 +229,15 @@ async def ready(world: World, estate: Estate, route: Route) -> None:
             secret_hash=secret_hash,
         )
         estate.invitation_token = secret
+
+
+def names(response: httpx.Response, path: Path) -> bool:
+    """Whether the 422 problem names the field (its location after ``body``)."""
+    for error in problem(response).get("errors", []):
+        loc = list(error.get("loc", []))
+        if loc[1 : 1 + len(path)] == list(path):
+            return True
+    return False
 
 
 def is_json(response: httpx.Response) -> bool:

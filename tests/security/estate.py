@@ -52,13 +52,16 @@ from tests.harness.world import Actor, ClinicWorld, World
 
 # Every appointment any test books gets its own day after one fixed start: a day, because an
 # appointment type may last hours (the factory's surgery: 90 minutes); fixed, because a start
-# recomputed per call moves under a run that crosses midnight.
-_days = itertools.count(1)
+# recomputed per call moves under a run that crosses midnight. Within a year of it, as the
+# service books only within its horizon of now: after a year of days, the next round of days
+# starts three hours later.
+_slots = itertools.count(1)
 _START = utcnow().replace(hour=9, minute=0, second=0, microsecond=0) + dt.timedelta(days=2)
 
 
 def next_slot() -> dt.datetime:
-    return _START + dt.timedelta(days=next(_days))
+    slot = next(_slots)
+    return _START + dt.timedelta(days=slot % 365, hours=3 * (slot // 365 % 4))
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """Request bodies an attacker sends to exhaust the service: too large (declared, or chunked
-without a length), and JSON nested deep enough to exhaust a recursive parser. Every route
-that takes a body (from the document) answers 413/400 as problem+json and changes nothing.
+without a length), JSON nested deep enough to exhaust a recursive parser, and bodies that stop
+arriving. Every route that takes a body (from the document) answers 413/400 as problem+json
+and changes nothing; a stalled body is a 408.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -91,6 +94,30 @@ async def test_a_body_at_the_limits_passes_them(http):
         LOGIN_PATH, content=body, headers={"Content-Type": "application/json"}
     )
     assert_problem(response, 422, "validation-error")
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "multipart/form-data; boundary=x"])
+async def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection(
+    configured_app, content_type
+):
+    """Read by the middleware (JSON) or by the route through it (anything else); over a real
+    socket in tests/integration/test_server_limits.py (issue 15, defect 12)."""
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"{"
+        await asyncio.sleep(60)
+
+    async with (
+        configured_app(body_read_timeout_seconds=0.5) as app,
+        asgi_client(app) as client,
+    ):
+        started = time.monotonic()
+        response = await client.post(
+            LOGIN_PATH, content=stalled(), headers={"Content-Type": content_type}
+        )
+    assert_problem(response, 408, "request-timeout")
+    assert response.headers["connection"] == "close"
+    assert time.monotonic() - started < 0.5 + 5
 
 
 def test_depth_is_counted_outside_strings():

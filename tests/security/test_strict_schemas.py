@@ -24,11 +24,12 @@ from tests.security.bodies import (
     WITH_BODY,
     Field,
     body_fields,
+    names,
     ready,
     valid_body,
     with_value,
 )
-from tests.security.catalogue import ATTACKED, ID_KINDS, Route, credentials, explain, problem, send
+from tests.security.catalogue import ATTACKED, ID_KINDS, Route, credentials, explain, send
 from tests.security.estate import fresh, furnish, rows_of
 from tests.security.surface import census, resolve, types
 
@@ -105,15 +106,6 @@ tally.size(
 )
 
 
-def _names(response: httpx.Response, path: tuple[str | int, ...]) -> bool:
-    """Whether the 422 problem names the field (its location after ``body``)."""
-    for error in problem(response).get("errors", []):
-        loc = list(error.get("loc", []))
-        if loc[1 : 1 + len(path)] == list(path):
-            return True
-    return False
-
-
 @pytest.mark.parametrize("route", WITH_BODY, ids=lambda r: r.label)
 async def test_wrong_types_unknown_fields_and_malformed_values_are_refused(
     module_client: httpx.AsyncClient, module_world: World, module_superuser_engine, route: Route
@@ -137,7 +129,7 @@ async def test_wrong_types_unknown_fields_and_malformed_values_are_refused(
         if not (
             response.status_code == 422
             and response.headers.get("content-type") == PROBLEM_JSON
-            and _names(response, field.path)
+            and names(response, field.path)
         ):
             failures.append(f"{field.label}={value!r}: {explain(response)}")
 

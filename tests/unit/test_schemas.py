@@ -30,6 +30,7 @@ from app.staff.schemas import InvitationIn, StaffPatch
 
 ID = str(uuid.uuid4())
 WHEN = "2030-05-01T09:30:00+01:00"
+PAST = "2024-05-01T09:30:00+01:00"
 PET = {"customer_id": ID, "name": "Rex", "species": "dog"}
 CUSTOMER = {"first_name": "Ana", "last_name": "Silva"}
 APPOINTMENT = {"pet_id": ID, "vet_id": ID, "starts_at": WHEN}
@@ -83,7 +84,7 @@ def _error_locs(model: type[BaseModel], payload: dict[str, Any]) -> list[tuple[A
         (CustomerIn, {**CUSTOMER, "email": "ana@example.com", "phone": "+351912345678"}),
         (AppointmentIn, APPOINTMENT),
         (AppointmentIn, {**APPOINTMENT, "starts_at": "2030-05-01T09:30:00Z"}),
-        (RecordIn, {**RECORD, "heart_rate_bpm": 80, "weight_kg": 12, "visited_at": WHEN}),
+        (RecordIn, {**RECORD, "heart_rate_bpm": 80, "weight_kg": 12, "visited_at": PAST}),
         (SignupIn, SIGNUP),
         (SignupIn, {**SIGNUP, "timezone": "America/Argentina/Buenos_Aires"}),
     ],
@@ -106,6 +107,9 @@ BAD = [
     ("date-as-timestamp", AppointmentIn, APPOINTMENT, "starts_at", "2030-05-01"),
     ("timestamp-year-1800", AppointmentIn, APPOINTMENT, "starts_at", "1800-01-01T00:00:00Z"),
     ("date-year-9999", PetIn, PET, "date_of_birth", "9999-01-01"),
+    ("born-in-2200", PetIn, PET, "date_of_birth", "2200-01-01"),
+    ("visited-in-2200", RecordIn, RECORD, "visited_at", "2200-01-01T00:00:00Z"),
+    ("weight-under-a-gram", RecordIn, RECORD, "weight_kg", 0.0004),
     ("unknown-field", PetIn, PET, "owner", "someone"),
     ("unknown-field-2", SignupIn, SIGNUP, "role", "owner"),
     ("blank-name", CustomerIn, CUSTOMER, "last_name", "   "),
