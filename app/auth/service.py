@@ -80,6 +80,18 @@ async def my_memberships(session: AsyncSession, user_id: uuid.UUID) -> list[Memb
     return list(result.all())
 
 
+async def active_clinics(
+    sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID
+) -> set[uuid.UUID]:
+    """Every clinic the user's account opens (an active membership), whichever clinic asks.
+
+    Read in a transaction of its own: naming the user lets it see their memberships in every
+    clinic (the ``member_self`` policy), which the asking request's transaction must not keep.
+    """
+    async with sessions() as session, session.begin():
+        return {membership.tenant_id for membership in await my_memberships(session, user_id)}
+
+
 async def _choose_clinic(
     session: AsyncSession, user_id: uuid.UUID, clinic_id: uuid.UUID | None
 ) -> Membership:

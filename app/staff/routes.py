@@ -9,7 +9,7 @@ from app.auth import service as auth
 from app.auth.deps import AppSettings, Guard, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
-from app.db.session import DbSession
+from app.db.session import DbSession, DbSessions
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
 from app.staff import service
@@ -98,12 +98,18 @@ async def remove_member(user_id: uuid.UUID, caller: Manager, session: DbSession)
 @router.post(
     "/{user_id:uuid}/unlock",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=ONE,
-    summary="Lift the log-in lock that failed attempts put on a member's account",
+    responses=responses(Unauthenticated, Forbidden, NotFound, Conflict, InvalidInput),
+    summary="Lift the log-in lock that failed attempts put on a member's account (one that"
+    " opens no other clinic)",
 )
 async def unlock_member(
-    user_id: uuid.UUID, caller: Manager, session: DbSession, guard: Guard
+    user_id: uuid.UUID,
+    caller: Manager,
+    session: DbSession,
+    sessions: DbSessions,
+    settings: AppSettings,
+    guard: Guard,
 ) -> Response:
-    member = await service.get(session, caller, user_id)
-    await guard.unlock(member.email)
+    email = await service.lock_holder(session, sessions, settings, caller, user_id)
+    await guard.unlock(email)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

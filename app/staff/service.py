@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import Select, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import service as auth
 from app.auth.models import Credential, Membership, Role, User
@@ -15,6 +15,7 @@ from app.db.tenancy import Tenant, check_tenant
 from app.kit.clock import utcnow
 from app.kit.pagination import Page, paginate
 from app.kit.problems import Conflict, Forbidden, NotFound
+from app.settings import Settings
 from app.staff.schemas import StaffOut, StaffPatch
 
 
@@ -48,6 +49,27 @@ async def get(session: AsyncSession, tenant: Tenant, user_id: uuid.UUID) -> Staf
     if row is None:
         raise NotFound("No staff member with this id.")
     return StaffOut.model_validate(row)
+
+
+async def lock_holder(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    caller: Principal,
+    user_id: uuid.UUID,
+) -> str:
+    """The member's address, whose log-in lock the caller's clinic may lift: only while their
+    account opens no other clinic. The lock protects the account, and the account opens every
+    clinic its user works for; no one clinic may lower that for the others (ADR 0013)."""
+    member = await get(session, caller, user_id)
+    if not await auth.active_clinics(sessions, user_id) <= {caller.clinic_id}:
+        raise Conflict(
+            "This account also opens another clinic, and its log-in lock protects that clinic"
+            " too, so no single clinic may lift it. Ask the user to wait until it expires (at"
+            f" most {settings.login_lockout_minutes} minutes) or to reset their password by"
+            " email."
+        )
+    return member.email
 
 
 async def _membership(session: AsyncSession, tenant: Tenant, user_id: uuid.UUID) -> Membership:
