@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import mfa
+from app.auth.lockout import LoginGuard
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
 from app.auth.principal import Principal
 from app.clinics.models import Clinic
@@ -58,12 +59,45 @@ async def _check_password(session: AsyncSession, email: str, password: str) -> U
     return user
 
 
+async def _second_factor(session: AsyncSession, user: User, totp_code: str | None) -> None:
+    """After the right password: an account with multi-factor on needs a valid code too."""
+    if not user.mfa_enabled:
+        return
+    if not totp_code:
+        raise MfaRequired("Send totp_code: a code from your authenticator or a recovery code.")
+    if not await mfa.accept_second_factor(session, user, totp_code):
+        raise MfaRequired("The code is not valid or was already used.")
+
+
+async def _prove_account(
+    session: AsyncSession, guard: LoginGuard, email: str, password: str, totp_code: str | None
+) -> User:
+    """An existing account, proven wherever its password is given as at log-in: the password,
+    then its second factor, every failure spending the account's back-off (ADR 0013)."""
+    await guard.check(email)
+    try:
+        user = await _check_password(session, email, password)
+        await _second_factor(session, user, totp_code)
+    except (InvalidCredentials, MfaRequired):
+        await guard.failed(email)
+        raise
+    await guard.succeeded(email)
+    return user
+
+
 # -- the owner of a new clinic -----------------------------------------------------------------
-async def owner_for_new_clinic(session: AsyncSession, email: str, name: str, password: str) -> User:
-    """The user who opens a clinic: a new one, or an existing user who gives their own
-    password (a wrong one is :class:`InvalidCredentials`, as at log-in)."""
+async def owner_for_new_clinic(
+    session: AsyncSession,
+    guard: LoginGuard,
+    email: str,
+    name: str,
+    password: str,
+    totp_code: str | None = None,
+) -> User:
+    """The user who opens a clinic: a new one, or an existing user who proves their account
+    (password and second factor, as at log-in)."""
     if await _user_by_email(session, email) is not None:
-        return await _check_password(session, email, password)
+        return await _prove_account(session, guard, email, password, totp_code)
     return User(id=new_id(), email=email, name=name, password_hash=crypto.hash_password(password))
 
 
@@ -189,12 +223,8 @@ async def login(
     """A new session, always: a session cookie the client already had is revoked, never
     reused or extended (session fixation)."""
     user = await _check_password(session, email, password)
-    # Only after the password was right, and before anything about the user's clinics is said.
-    if user.mfa_enabled:
-        if not totp_code:
-            raise MfaRequired("Send totp_code: a code from your authenticator or a recovery code.")
-        if not await mfa.accept_second_factor(session, user, totp_code):
-            raise MfaRequired("The code is not valid or was already used.")
+    # Before anything about the user's clinics is said.
+    await _second_factor(session, user, totp_code)
     try:
         membership = await _choose_clinic(session, user.id, clinic_id)
     except NotFound:
@@ -439,7 +469,12 @@ async def revoke_invitation(
 
 
 async def accept_invitation(
-    session: AsyncSession, token: str, name: str | None, password: str
+    session: AsyncSession,
+    guard: LoginGuard,
+    token: str,
+    name: str | None,
+    password: str,
+    totp_code: str | None = None,
 ) -> tuple[User, Clinic, Membership]:
     clinic_id = crypto.parse_credential(INVITATION_PREFIX, token)
     invalid = NotFound("The invitation is not valid, has expired or was already used.")
@@ -460,7 +495,7 @@ async def accept_invitation(
         raise invalid
     user = await _user_by_email(session, invitation.email)
     if user is not None:
-        user = await _check_password(session, invitation.email, password)
+        user = await _prove_account(session, guard, invitation.email, password, totp_code)
     elif not name:
         raise InvalidInput("A new account needs a name.")
     else:

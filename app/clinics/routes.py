@@ -36,6 +36,7 @@ from app.kit.problems import (
     Forbidden,
     InvalidCredentials,
     InvalidInput,
+    MfaRequired,
     NotFound,
     Unauthenticated,
     responses,
@@ -129,20 +130,18 @@ async def update_room(
 @signup_router.post(
     "/signup",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidCredentials, InvalidInput, TooManyRequests, AccountThrottled),
-    summary="Create a clinic, its first location and its owner",
+    responses=responses(
+        InvalidCredentials, MfaRequired, InvalidInput, TooManyRequests, AccountThrottled
+    ),
+    summary="Create a clinic, its first location and its owner (a new account, or yours)",
     dependencies=[Depends(per_ip(lambda q: q.signup))],
 )
 async def signup(
     body: SignupIn, session: DbSession, guard: Guard, settings: AppSettings
 ) -> SignupOut:
-    # An existing user opens another clinic with their password: guarded like a log-in.
-    await guard.check(body.email)
-    try:
-        owner = await auth.owner_for_new_clinic(session, body.email, body.owner_name, body.password)
-    except InvalidCredentials:
-        await guard.failed(body.email)
-        raise
+    owner = await auth.owner_for_new_clinic(
+        session, guard, body.email, body.owner_name, body.password, body.totp_code
+    )
     clinic = Clinic(id=new_id(), name=body.clinic_name, timezone=body.timezone)
     location = Location(name=body.location_name)
     await service.open_clinic(

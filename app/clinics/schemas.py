@@ -12,10 +12,12 @@ from app.kit.types import (
     Output,
     Password,
     Phone,
+    SecondFactor,
     ShortText,
     TimeZone,
     TimeZoneName,
     omittable,
+    second_factor,
 )
 
 
@@ -83,6 +85,7 @@ class SignupIn(Input):
     owner_name: Name
     email: Email
     password: Password
+    totp_code: SecondFactor | None = second_factor()
 
 
 class OpenedClinic(Output):
