@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth import mfa
 from app.auth.lockout import LoginGuard
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
+from app.auth.permissions import ADMINISTRATIVE
 from app.auth.principal import Principal
 from app.clinics.models import Clinic
 from app.db.repository import find, get_or_404, of_clinic
@@ -163,7 +164,10 @@ async def issue(
     *,
     name: str | None = None,
     lifetime: dt.timedelta | None = None,
+    logged_in_at: dt.datetime | None = None,
 ) -> Issued:
+    """A new credential. ``logged_in_at``: a session that continues an earlier log-in (a clinic
+    switch) keeps that log-in's time as its creation time, which step-up reads."""
     await enter_tenant(session, membership.tenant_id)
     prefix = SESSION_PREFIX if kind is CredentialKind.session else TOKEN_PREFIX
     secret, secret_hash = crypto.new_credential(prefix, membership.tenant_id)
@@ -175,6 +179,7 @@ async def issue(
         kind=kind,
         name=name,
         secret_hash=secret_hash,
+        created_at=logged_in_at or now,
         expires_at=now + lifetime,
         last_used_at=now,
     )
@@ -189,8 +194,25 @@ async def issue(
         credential_id=credential.id,
         credential_kind=kind,
         mfa_pending=clinic.require_mfa and not user.mfa_enabled,
+        stepped_up=_stepped_up(settings, kind, user, credential.created_at, now),
     )
     return Issued(secret, credential, principal)
+
+
+def _stepped_up(
+    settings: Settings,
+    kind: CredentialKind,
+    user: User,
+    logged_in_at: dt.datetime,
+    now: dt.datetime,
+) -> bool:
+    """A session logged in within ``step_up_minutes`` by a user with a second factor: every
+    such log-in passed it (enrolling ends the sessions made before, ADR 0009)."""
+    return (
+        kind is CredentialKind.session
+        and user.mfa_enabled
+        and now - logged_in_at <= dt.timedelta(minutes=settings.step_up_minutes)
+    )
 
 
 async def owner_emails(session: AsyncSession) -> list[str]:
@@ -202,11 +224,6 @@ async def owner_emails(session: AsyncSession) -> list[str]:
         .order_by(User.email)
     )
     return list(result.all())
-
-
-async def has_mfa(session: AsyncSession, user_id: uuid.UUID) -> bool:
-    user = await session.get(User, user_id)
-    return user is not None and user.mfa_enabled
 
 
 async def login(
@@ -273,9 +290,12 @@ async def switch_clinic(
     if caller.credential_kind is not CredentialKind.session:
         raise Forbidden("An API token acts in one clinic; create a token in the other clinic.")
     membership = await _choose_clinic(session, caller.user_id, clinic_id)
-    await revoke(session, caller, caller.credential_id)
+    # The new session continues this log-in: switching must not make an old log-in recent.
+    current = await revoke(session, caller, caller.credential_id)
     async with in_clinic(session, sessions, membership.tenant_id) as there:
-        issued = await issue(there, settings, membership, CredentialKind.session)
+        issued = await issue(
+            there, settings, membership, CredentialKind.session, logged_in_at=current.created_at
+        )
         user, clinic = await current_user_and_clinic(there, issued.principal)
     return Switched(issued, user, clinic)
 
@@ -324,6 +344,7 @@ async def authenticate(
         credential_id=credential.id,
         credential_kind=kind,
         mfa_pending=require_mfa and not user.mfa_enabled,
+        stepped_up=_stepped_up(settings, kind, user, credential.created_at, now),
     )
 
 
@@ -440,6 +461,8 @@ async def invite(
 ) -> tuple[str, Invitation]:
     if role is Role.owner and caller.role is not Role.owner:
         raise Forbidden("Only an owner may invite another owner.")
+    if role in ADMINISTRATIVE:
+        caller.require_step_up()
     secret, secret_hash = crypto.new_credential(INVITATION_PREFIX, caller.clinic_id)
     invitation = Invitation(
         email=email,
@@ -465,6 +488,8 @@ async def revoke_invitation(
     if invitation is None:
         raise NotFound("No such invitation.")
     if invitation.revoked_at is None and invitation.accepted_at is None:
+        if invitation.role in ADMINISTRATIVE:
+            caller.require_step_up()
         invitation.revoked_at = utcnow()
 
 

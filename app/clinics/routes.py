@@ -32,12 +32,12 @@ from app.db.session import DbSession
 from app.kit.ids import new_id
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
 from app.kit.problems import (
-    Conflict,
     Forbidden,
     InvalidCredentials,
     InvalidInput,
     MfaRequired,
     NotFound,
+    StepUpRequired,
     Unauthenticated,
     responses,
 )
@@ -59,8 +59,9 @@ async def get_clinic(caller: Reader, session: DbSession) -> ClinicOut:
 
 @router.patch(
     "/clinics/current",
-    responses=responses(Unauthenticated, Forbidden, Conflict, InvalidInput),
-    summary="Rename the clinic, change its time zone, require multi-factor authentication",
+    responses=responses(Unauthenticated, Forbidden, StepUpRequired, InvalidInput),
+    summary="Rename the clinic, change its time zone, require multi-factor authentication"
+    " (a security setting: step-up)",
 )
 async def update_clinic(body: ClinicPatch, caller: Manager, session: DbSession) -> ClinicOut:
     return ClinicOut.model_validate(await service.update(session, caller, body))

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import service as auth
 from app.auth.models import Credential, Membership, Role, User
+from app.auth.permissions import ADMINISTRATIVE
 from app.auth.principal import Principal
 from app.db.repository import belongs_to, of_clinic
 from app.db.tenancy import Tenant, check_tenant
@@ -62,6 +63,7 @@ async def lock_holder(
     account opens no other clinic. The lock protects the account, and the account opens every
     clinic its user works for; no one clinic may lower that for the others (ADR 0013)."""
     member = await get(session, caller, user_id)
+    caller.require_step_up()
     if not await auth.active_clinics(sessions, user_id) <= {caller.clinic_id}:
         raise Conflict(
             "This account also opens another clinic, and its log-in lock protects that clinic"
@@ -93,6 +95,10 @@ async def update_member(
     touches_owner = membership.role is Role.owner or fields.get("role") is Role.owner
     if touches_owner and caller.role is not Role.owner:
         raise Forbidden("Only an owner may change an owner or make someone owner.")
+    role_changes = fields.get("role", membership.role) is not membership.role
+    changed = role_changes or fields.get("active", membership.active) != membership.active
+    if changed and (membership.role in ADMINISTRATIVE or fields.get("role") in ADMINISTRATIVE):
+        caller.require_step_up()
     demotes = membership.role is Role.owner and (
         fields.get("role", Role.owner) is not Role.owner or fields.get("active") is False
     )
@@ -100,7 +106,6 @@ async def update_member(
         # Two owners demoting each other at once: the second waits for the first and, counting
         # again, finds itself the last owner.
         raise Conflict("A clinic needs at least one active owner.")
-    role_changes = fields.get("role", membership.role) is not membership.role
     for key, value in fields.items():
         setattr(membership, key, value)
     if fields.get("active") is False:

@@ -15,6 +15,7 @@ from sqlalchemy import update
 from app.auth.models import Membership, Role, User
 from fixtures.clinics import add_member
 from fixtures.factories import DEFAULT_PASSWORD, UserFactory, create
+from tests.harness import browser
 from tests.harness.api import PROBLEM_JSON, assert_problem, login, login_request, problem_type
 from tests.harness.plugin import asgi_client
 from tests.harness.world import Actor, World
@@ -46,6 +47,16 @@ async def guess(http: httpx.AsyncClient, email: str) -> list[httpx.Response]:
     return answers
 
 
+async def unlock(
+    http: httpx.AsyncClient, world: World, manager: Actor, user_id: uuid.UUID
+) -> httpx.Response:
+    """``manager`` lifts the lock, from a session just logged in with a second factor."""
+    return await http.post(
+        f"/api/v1/staff/{user_id}/unlock",
+        headers=browser.cookie_header(await world.step_up(manager)),
+    )
+
+
 async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, world):
     clinic = await world.clinic()
     victim = clinic.actors[next(r for r in clinic.actors if r.value == "vet")]
@@ -54,9 +65,7 @@ async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, 
         # The lock holds against the right password from anywhere.
         async with asgi_client(app, client_ip="203.0.113.31") as elsewhere:
             still = await login(elsewhere, victim.user.email, DEFAULT_PASSWORD)
-        unlock = await http.post(
-            f"/api/v1/staff/{victim.user.id}/unlock", headers=clinic.owner.headers
-        )
+        unlocked = await unlock(http, world, clinic.owner, victim.user.id)
         after = await login(http, victim.user.email, DEFAULT_PASSWORD)
 
     assert [a.status_code for a in answers] == [401, 401, 429, 401, 429]
@@ -66,7 +75,7 @@ async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, 
     assert answers[2].headers["retry-after"] == "1"
     assert 50 <= int(answers[4].headers["retry-after"]) <= 60
     assert still.status_code == 429
-    assert unlock.status_code == 204
+    assert unlocked.status_code == 204
     assert after.status_code == 200
 
 
@@ -161,10 +170,6 @@ async def lock(http: httpx.AsyncClient, email: str) -> None:
     assert_problem(await login(http, email), 429, "login-throttled")
 
 
-async def unlock(http: httpx.AsyncClient, manager: Actor, user_id: uuid.UUID) -> httpx.Response:
-    return await http.post(f"/api/v1/staff/{user_id}/unlock", headers=manager.headers)
-
-
 async def test_a_clinic_lifts_the_lock_only_of_an_account_that_opens_no_other_clinic(
     configured_app, world: World
 ) -> None:
@@ -188,15 +193,17 @@ async def test_a_clinic_lifts_the_lock_only_of_an_account_that_opens_no_other_cl
 
     async with configured_app(**LOCK_AT_ONCE) as app, asgi_client(app) as http:
         await lock(http, user.email)
-        shared = {who: await unlock(http, manager, user.id) for who, manager in managers.items()}
+        shared = {
+            who: await unlock(http, world, manager, user.id) for who, manager in managers.items()
+        }
         still_locked = await login(http, user.email, clinic_id=str(here.id))
         # The account now opens only this clinic: ours to lift, and not the other's.
         async with world.session(there.id) as session:
             await session.execute(
                 update(Membership).where(Membership.user_id == user.id).values(active=False)
             )
-        theirs = await unlock(http, managers["the owner of there"], user.id)
-        ours = await unlock(http, managers["the admin of here"], user.id)
+        theirs = await unlock(http, world, managers["the owner of there"], user.id)
+        ours = await unlock(http, world, managers["the admin of here"], user.id)
         after = await login(http, user.email, clinic_id=str(here.id))
 
     for who, answer in {**shared, "there, after leaving it": theirs}.items():

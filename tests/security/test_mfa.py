@@ -298,9 +298,10 @@ async def test_every_route_that_takes_an_accounts_password_needs_its_second_fact
 # -- a clinic that requires MFA ---------------------------------------------------------------
 async def _requiring(client, world: World) -> ClinicWorld:
     clinic = await world.clinic(roles=(Role.vet, Role.technician))
-    await world.enrol_mfa(clinic.owner.user)
     on = await client.patch(
-        "/api/v1/clinics/current", json={"require_mfa": True}, headers=clinic.owner.headers
+        "/api/v1/clinics/current",
+        json={"require_mfa": True},
+        headers=browser.cookie_header(await world.step_up(clinic.owner)),
     )
     assert on.status_code == 200
     return clinic

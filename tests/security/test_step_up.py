@@ -156,7 +156,9 @@ def _fresh(kind: str) -> Maker:
 
 
 STANDINGS: dict[str, list[tuple[str, Maker]]] = {
-    "member": [(f"a member as {role}", _member_as(role)) for role in (Role.technician, *ADMINISTRATORS)],
+    "member": [
+        (f"a member as {role}", _member_as(role)) for role in (Role.technician, *ADMINISTRATORS)
+    ],
     "invitation": [
         (f"an invitation as {role}", _invitation_as(role))
         for role in (Role.technician, *ADMINISTRATORS)
