@@ -72,6 +72,29 @@ LONGEST_ENUM = 12
 
 
 # -- the clinic's security settings ----------------------------------------------------------
+SETTINGS = ("require_mfa", "administrators", "invited administrators", "locked accounts")
+_SETTINGS_SQL = {
+    "require_mfa": "SELECT require_mfa::text FROM clinics WHERE id = :clinic",
+    "administrators": "SELECT concat_ws(' ', user_id, role, active) FROM memberships"
+    " WHERE tenant_id = :clinic AND role::text = ANY(:roles)",
+    "invited administrators": "SELECT concat_ws(' ', email, role) FROM invitations"
+    " WHERE tenant_id = :clinic AND role::text = ANY(:roles)"
+    " AND accepted_at IS NULL AND revoked_at IS NULL",
+}
+
+
+async def _member_emails(engine: AsyncEngine, clinic_id: uuid.UUID) -> list[str]:
+    async with engine.connect() as connection:
+        emails = await connection.scalars(
+            text(
+                "SELECT u.email FROM users u JOIN memberships m ON m.user_id = u.id"
+                " WHERE m.tenant_id = :clinic ORDER BY 1"
+            ),
+            {"clinic": clinic_id},
+        )
+        return list(emails.all())
+
+
 async def _locked(guard: LoginGuard, email: str) -> bool:
     try:
         await guard.check(email)
@@ -82,46 +105,26 @@ async def _locked(guard: LoginGuard, email: str) -> bool:
 
 async def settings_of(
     engine: AsyncEngine, guard: LoginGuard, clinic_id: uuid.UUID
-) -> dict[str, Any]:
-    """The clinic's security settings: how its members log in, who administers it or is invited
+) -> dict[str, list[str]]:
+    """The clinic's :data:`SETTINGS`: how its members log in, who administers it or is invited
     to, and whose log-in is locked."""
-    query = {
-        "require_mfa": "SELECT require_mfa::text FROM clinics WHERE id = :clinic",
-        "administrators": "SELECT concat_ws(' ', user_id, role, active) FROM memberships"
-        " WHERE tenant_id = :clinic AND role::text = ANY(:roles)",
-        "invited administrators": "SELECT concat_ws(' ', email, role) FROM invitations"
-        " WHERE tenant_id = :clinic AND role::text = ANY(:roles)"
-        " AND accepted_at IS NULL AND revoked_at IS NULL",
-        "members": "SELECT u.email FROM users u JOIN memberships m ON m.user_id = u.id"
-        " WHERE m.tenant_id = :clinic",
-    }
-    found: dict[str, Any] = {}
+    found = {}
     async with engine.connect() as connection:
-        for name, sql in query.items():
+        for name, sql in _SETTINGS_SQL.items():
             rows = await connection.scalars(
                 text(sql), {"clinic": clinic_id, "roles": [str(r) for r in ADMINISTRATORS]}
             )
             found[name] = sorted(rows.all())
-    members = found.pop("members")
-    found["locked accounts"] = [email for email in members if await _locked(guard, email)]
+    found["locked accounts"] = [
+        email for email in await _member_emails(engine, clinic_id) if await _locked(guard, email)
+    ]
     return found
 
 
-SETTINGS = ("require_mfa", "administrators", "invited administrators", "locked accounts")
-
-
 async def lock_everyone(engine: AsyncEngine, guard: LoginGuard, clinic_id: uuid.UUID) -> None:
-    async with engine.connect() as connection:
-        emails = await connection.scalars(
-            text(
-                "SELECT u.email FROM users u JOIN memberships m ON m.user_id = u.id"
-                " WHERE m.tenant_id = :clinic"
-            ),
-            {"clinic": clinic_id},
-        )
-        for email in emails.all():
-            while not await _locked(guard, email):
-                await guard.failed(email)
+    for email in await _member_emails(engine, clinic_id):
+        while not await _locked(guard, email):
+            await guard.failed(email)
 
 
 # -- what each route is sent -----------------------------------------------------------------
@@ -232,7 +235,7 @@ async def test_a_security_setting_changes_only_from_a_session_that_just_passed_m
     owner = clinic.owner
     await world.enrol_mfa(owner.user)
     async with world.session(clinic.id) as session:
-        await session.execute(update(Clinic).values(require_mfa=True))
+        await session.execute(update(Clinic).where(Clinic.id == clinic.id).values(require_mfa=True))
 
     failures: list[str] = []
     changed: set[str] = set()
@@ -287,7 +290,7 @@ async def test_a_security_setting_changes_only_from_a_session_that_just_passed_m
         )
 
 
-def _diff(before: dict[str, Any], after: dict[str, Any]) -> str:
+def _diff(before: dict[str, list[str]], after: dict[str, list[str]]) -> str:
     return "; ".join(
         f"{name}: {before[name]} -> {after[name]}"
         for name in SETTINGS
