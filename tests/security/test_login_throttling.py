@@ -1,5 +1,6 @@
 """Guessing one account's password: back-off after a few failures, a lock after more, lifted
-by the clinic's owner; and the answers never tell whether the address has an account.
+by the clinic's owner (only for an account that opens no other clinic); and the answers never
+tell whether the address has an account.
 """
 
 from __future__ import annotations
