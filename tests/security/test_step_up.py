@@ -246,6 +246,7 @@ async def test_a_security_setting_changes_only_from_a_session_that_just_passed_m
             url = route.url(ids)
             for variant, _ in _variants(route, route.body(estate)):
                 case = f"{standing} {variant}".strip() or "the request"
+                tally.count("step-up requests", 3)
                 await lock_everyone(superuser_engine, guard, clinic.id)
                 before = await settings_of(superuser_engine, guard, clinic.id)
                 refused = {}
