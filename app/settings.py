@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     login_lockout_failures: int = Field(default=10, ge=2, le=10_000)
     """Failed log-ins per account that lock it for ``login_lockout_minutes``."""
     login_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    step_up_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    """How long after a log-in that passed a second factor its session may change security
+    settings (the clinic's MFA requirement, its administrators, log-in locks)."""
 
     password_hash_workers: int | None = Field(default=None, ge=1, le=256)
     """Passwords hashed at once (argon2id: a core and 64 MiB each); unset: one per core."""

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from app.auth.schemas import SecondFactor
-from app.kit.types import Email, Input, Output, Password
+from app.kit.types import Email, Input, Output, Password, SecondFactor, second_factor
 
 LinkToken = Annotated[
     str, StringConstraints(min_length=40, max_length=100, pattern=r"^vt[vr]_[A-Za-z0-9_-]+$")
@@ -31,11 +30,7 @@ class PasswordResetCompleteIn(Input):
 class PasswordChangeIn(Input):
     current_password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     new_password: Password
-    totp_code: SecondFactor | None = Field(
-        default=None,
-        description="When you use multi-factor authentication: a code from your authenticator"
-        " app, or one of your recovery codes",
-    )
+    totp_code: SecondFactor | None = second_factor()
 
 
 class Accepted(Output):

@@ -157,5 +157,9 @@ class LoginGuard:
             raise
         await self.limiter.forget(*keys)
 
+    async def blocked_for(self, email: str) -> float:
+        """Seconds until the account may try again (0: it may now)."""
+        return await self.limiter.seconds_left(self._keys(email)[1])
+
     async def unlock(self, email: str) -> None:
         await self.limiter.forget(*self._keys(email))

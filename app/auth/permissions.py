@@ -69,3 +69,10 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
 
 def allows(role: Role, action: Action) -> bool:
     return action in PERMISSIONS[role]
+
+
+ADMINISTRATIVE = frozenset(
+    role for role in Role if allows(role, Action.staff_manage) or allows(role, Action.clinic_manage)
+)
+"""Roles that decide who may do what in the clinic. Who holds one, or is invited to, is a
+security setting: changing it needs a step-up (ADR 0014)."""

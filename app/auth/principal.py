@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import CredentialKind, Role
 from app.auth.permissions import MFA_EXEMPT, Action, allows
-from app.kit.problems import Forbidden, MfaEnrolmentRequired
+from app.kit.problems import Forbidden, MfaEnrolmentRequired, StepUpRequired
 from app.settings import Settings
 
 
@@ -47,6 +47,9 @@ class Principal:
     """The clinic requires multi-factor authentication and this user has not enrolled."""
     read_only: bool = False
     """The clinic's standing: it has not paid, and writes are refused with 402."""
+    stepped_up: bool = False
+    """A login session whose log-in passed a second factor within ``step_up_minutes``: it may
+    change security settings (ADR 0014)."""
 
     def can(self, action: Action) -> bool:
         return allows(self.role, action)
@@ -63,3 +66,19 @@ class Principal:
             )
         if not self.can(action):
             raise Forbidden(f"Your role ({self.role}) may not do {action}.")
+
+    def require_step_up(self) -> None:
+        """Refuse a change of a security setting unless this is a recent log-in with a second
+        factor (step-up)."""
+        if self.stepped_up:
+            return
+        if self.credential_kind is CredentialKind.api_token:
+            raise StepUpRequired(
+                "An API token never changes a security setting: use a login session that passed"
+                " multi-factor authentication in the last few minutes."
+            )
+        raise StepUpRequired(
+            "Security settings change only within minutes of a log-in that passed a second"
+            " factor: log in again with your password and a code from your authenticator"
+            " (turn multi-factor authentication on first if it is off)."
+        )

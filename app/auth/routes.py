@@ -312,13 +312,23 @@ async def revoke_token(token_id: uuid.UUID, caller: OwnCredentials, session: DbS
 @router.post(
     "/invitations/accept",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidCredentials, NotFound, Conflict, InvalidInput, TooManyRequests),
-    summary="Join a clinic with an invitation token",
+    responses=responses(
+        InvalidCredentials,
+        MfaRequired,
+        NotFound,
+        Conflict,
+        InvalidInput,
+        TooManyRequests,
+        AccountThrottled,
+    ),
+    summary="Join a clinic with an invitation token (a new account, or yours)",
     dependencies=[Depends(per_ip(lambda q: q.login))],
 )
-async def accept_invitation(body: AcceptInvitationIn, session: DbSession) -> JoinedOut:
+async def accept_invitation(
+    body: AcceptInvitationIn, session: DbSession, guard: Guard
+) -> JoinedOut:
     user, clinic, membership = await service.accept_invitation(
-        session, body.token, body.name, body.password
+        session, guard, body.token, body.name, body.password, body.totp_code
     )
     return JoinedOut(
         clinic=ClinicRef.model_validate(clinic),

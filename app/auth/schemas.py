@@ -15,24 +15,18 @@ from app.kit.types import (
     Name,
     Output,
     Password,
+    SecondFactor,
     ShortText,
+    second_factor,
 )
 
 Credential = Annotated[str, StringConstraints(min_length=40, max_length=200)]
-SecondFactor = Annotated[
-    str, StringConstraints(min_length=6, max_length=64, pattern=r"^[0-9A-Za-z -]+$")
-]
-"""A six-digit code from the authenticator app, or a recovery code."""
 
 
 class LoginIn(Input):
     email: Email
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    totp_code: SecondFactor | None = Field(
-        default=None,
-        description="When you use multi-factor authentication: the six-digit code from your"
-        " authenticator app, or one of your recovery codes",
-    )
+    totp_code: SecondFactor | None = second_factor()
     clinic_id: Id | None = Field(
         default=None, description="Which clinic to act in; needed when you work for several"
     )
@@ -132,3 +126,4 @@ class AcceptInvitationIn(Input):
     token: Credential
     name: Name | None = Field(default=None, description="Required for a new account")
     password: Password
+    totp_code: SecondFactor | None = second_factor()

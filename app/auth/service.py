@@ -12,7 +12,9 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import mails, mfa
+from app.auth.lockout import LoginGuard
 from app.auth.models import Credential, CredentialKind, Invitation, Membership, Role, User
+from app.auth.permissions import ADMINISTRATIVE
 from app.auth.principal import Principal
 from app.clinics.models import Clinic
 from app.db.repository import find, get_or_404, of_clinic
@@ -99,12 +101,40 @@ async def _check_password_unpooled(
     return user
 
 
+async def _second_factor(session: AsyncSession, user: User, totp_code: str | None) -> None:
+    """After the right password: an account with multi-factor on needs a valid code too."""
+    if not user.mfa_enabled:
+        return
+    if not totp_code:
+        raise MfaRequired("Send totp_code: a code from your authenticator or a recovery code.")
+    if not await mfa.accept_second_factor(session, user, totp_code):
+        raise MfaRequired("The code is not valid or was already used.")
+
+
+async def _prove_account(
+    session: AsyncSession, guard: LoginGuard, email: str, password: str, totp_code: str | None
+) -> User:
+    """An existing account, proven wherever its password is given as at log-in: the password,
+    then its second factor, every failure spending the account's back-off (ADR 0014)."""
+    async with guard.attempt(email):
+        user = await _check_password(session, email, password)
+        await _second_factor(session, user, totp_code)
+    return user
+
+
 # -- the owner of a new clinic -----------------------------------------------------------------
-async def owner_for_new_clinic(session: AsyncSession, email: str, name: str, password: str) -> User:
-    """The user who opens a clinic: a new one, or an existing user who gives their own
-    password (a wrong one is :class:`InvalidCredentials`, as at log-in)."""
+async def owner_for_new_clinic(
+    session: AsyncSession,
+    guard: LoginGuard,
+    email: str,
+    name: str,
+    password: str,
+    totp_code: str | None = None,
+) -> User:
+    """The user who opens a clinic: a new one, or an existing user who proves their account
+    (password and second factor, as at log-in)."""
     if await _user_by_email(session, email) is not None:
-        return await _check_password(session, email, password)
+        return await _prove_account(session, guard, email, password, totp_code)
     return User(id=new_id(), email=email, name=name, password_hash=await passwords.hash(password))
 
 
@@ -119,6 +149,18 @@ async def my_memberships(session: AsyncSession, user_id: uuid.UUID) -> list[Memb
         .execution_options(vetify_user_scope=True)
     )
     return list(result.all())
+
+
+async def active_clinics(
+    sessions: async_sessionmaker[AsyncSession], user_id: uuid.UUID
+) -> set[uuid.UUID]:
+    """Every clinic the user's account opens (an active membership), whichever clinic asks.
+
+    Read in a transaction of its own: naming the user lets it see their memberships in every
+    clinic (the ``member_self`` policy), which the asking request's transaction must not keep.
+    """
+    async with sessions() as session, session.begin():
+        return {membership.tenant_id for membership in await my_memberships(session, user_id)}
 
 
 async def _choose_clinic(
@@ -158,7 +200,10 @@ async def issue(
     *,
     name: str | None = None,
     lifetime: dt.timedelta | None = None,
+    logged_in_at: dt.datetime | None = None,
 ) -> Issued:
+    """A new credential. ``logged_in_at``: a session that continues an earlier log-in (a clinic
+    switch) keeps that log-in's time as its creation time, which step-up reads."""
     await enter_tenant(session, membership.tenant_id)
     prefix = SESSION_PREFIX if kind is CredentialKind.session else TOKEN_PREFIX
     secret, secret_hash = crypto.new_credential(prefix, membership.tenant_id)
@@ -170,6 +215,7 @@ async def issue(
         kind=kind,
         name=name,
         secret_hash=secret_hash,
+        created_at=logged_in_at or now,
         expires_at=now + lifetime,
         last_used_at=now,
     )
@@ -184,8 +230,25 @@ async def issue(
         credential_id=credential.id,
         credential_kind=kind,
         mfa_pending=clinic.require_mfa and not user.mfa_enabled,
+        stepped_up=_stepped_up(settings, kind, user, credential.created_at, now),
     )
     return Issued(secret, credential, principal)
+
+
+def _stepped_up(
+    settings: Settings,
+    kind: CredentialKind,
+    user: User,
+    logged_in_at: dt.datetime,
+    now: dt.datetime,
+) -> bool:
+    """A session logged in within ``step_up_minutes`` by a user with a second factor: every
+    such log-in passed it (enrolling ends the sessions made before, ADR 0009)."""
+    return (
+        kind is CredentialKind.session
+        and user.mfa_enabled
+        and now - logged_in_at <= dt.timedelta(minutes=settings.step_up_minutes)
+    )
 
 
 async def owner_emails(session: AsyncSession) -> list[str]:
@@ -197,11 +260,6 @@ async def owner_emails(session: AsyncSession) -> list[str]:
         .order_by(User.email)
     )
     return list(result.all())
-
-
-async def has_mfa(session: AsyncSession, user_id: uuid.UUID) -> bool:
-    user = await session.get(User, user_id)
-    return user is not None and user.mfa_enabled
 
 
 async def login(
@@ -219,11 +277,7 @@ async def login(
     reused or extended (session fixation)."""
     user = await _check_password_unpooled(session, sessions, email, password)
     # Only after the password was right, and before anything about the user's clinics is said.
-    if user.mfa_enabled:
-        if not totp_code:
-            raise MfaRequired("Send totp_code: a code from your authenticator or a recovery code.")
-        if not await mfa.accept_second_factor(session, user, totp_code):
-            raise MfaRequired("The code is not valid or was already used.")
+    await _second_factor(session, user, totp_code)
     try:
         membership = await _choose_clinic(session, user.id, clinic_id)
     except NotFound:
@@ -272,9 +326,12 @@ async def switch_clinic(
     if caller.credential_kind is not CredentialKind.session:
         raise Forbidden("An API token acts in one clinic; create a token in the other clinic.")
     membership = await _choose_clinic(session, caller.user_id, clinic_id)
-    await revoke(session, caller, caller.credential_id)
+    # The new session continues this log-in: switching must not make an old log-in recent.
+    current = await revoke(session, caller, caller.credential_id)
     async with in_clinic(session, sessions, membership.tenant_id) as there:
-        issued = await issue(there, settings, membership, CredentialKind.session)
+        issued = await issue(
+            there, settings, membership, CredentialKind.session, logged_in_at=current.created_at
+        )
         user, clinic = await current_user_and_clinic(there, issued.principal)
     return Switched(issued, user, clinic)
 
@@ -323,6 +380,7 @@ async def authenticate(
         credential_id=credential.id,
         credential_kind=kind,
         mfa_pending=require_mfa and not user.mfa_enabled,
+        stepped_up=_stepped_up(settings, kind, user, credential.created_at, now),
     )
 
 
@@ -464,6 +522,8 @@ async def invite(
     """An invitation, mailed to ``email`` by a job: the link reaches the invitee alone."""
     if role is Role.owner and caller.role is not Role.owner:
         raise Forbidden("Only an owner may invite another owner.")
+    if role in ADMINISTRATIVE:
+        caller.require_step_up()
     await require_verified_email(session, caller)
     # A secret nobody knows until the job replaces it with the one it mails.
     _, unknown = crypto.new_credential(INVITATION_PREFIX, caller.clinic_id)
@@ -515,11 +575,18 @@ async def revoke_invitation(
     if invitation is None:
         raise NotFound("No such invitation.")
     if invitation.revoked_at is None and invitation.accepted_at is None:
+        if invitation.role in ADMINISTRATIVE:
+            caller.require_step_up()
         invitation.revoked_at = utcnow()
 
 
 async def accept_invitation(
-    session: AsyncSession, token: str, name: str | None, password: str
+    session: AsyncSession,
+    guard: LoginGuard,
+    token: str,
+    name: str | None,
+    password: str,
+    totp_code: str | None = None,
 ) -> tuple[User, Clinic, Membership]:
     clinic_id = crypto.parse_credential(INVITATION_PREFIX, token)
     invalid = NotFound("The invitation is not valid, has expired or was already used.")
@@ -540,7 +607,7 @@ async def accept_invitation(
         raise invalid
     user = await _user_by_email(session, invitation.email)
     if user is not None:
-        user = await _check_password(session, invitation.email, password)
+        user = await _prove_account(session, guard, invitation.email, password, totp_code)
     elif not name:
         raise InvalidInput("A new account needs a name.")
     else:

@@ -32,11 +32,12 @@ from app.db.session import DbSession
 from app.kit.ids import new_id
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
 from app.kit.problems import (
-    Conflict,
     Forbidden,
     InvalidCredentials,
     InvalidInput,
+    MfaRequired,
     NotFound,
+    StepUpRequired,
     Unauthenticated,
     responses,
 )
@@ -58,8 +59,9 @@ async def get_clinic(caller: Reader, session: DbSession) -> ClinicOut:
 
 @router.patch(
     "/clinics/current",
-    responses=responses(Unauthenticated, Forbidden, Conflict, InvalidInput),
-    summary="Rename the clinic, change its time zone, require multi-factor authentication",
+    responses=responses(Unauthenticated, Forbidden, StepUpRequired, InvalidInput),
+    summary="Rename the clinic, change its time zone, require multi-factor authentication"
+    " (a security setting: step-up)",
 )
 async def update_clinic(body: ClinicPatch, caller: Manager, session: DbSession) -> ClinicOut:
     return ClinicOut.model_validate(await service.update(session, caller, body))
@@ -129,16 +131,18 @@ async def update_room(
 @signup_router.post(
     "/signup",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidCredentials, InvalidInput, TooManyRequests, AccountThrottled),
-    summary="Create a clinic, its first location and its owner",
+    responses=responses(
+        InvalidCredentials, MfaRequired, InvalidInput, TooManyRequests, AccountThrottled
+    ),
+    summary="Create a clinic, its first location and its owner (a new account, or yours)",
     dependencies=[Depends(per_ip(lambda q: q.signup))],
 )
 async def signup(
     body: SignupIn, session: DbSession, guard: Guard, settings: AppSettings
 ) -> SignupOut:
-    # An existing user opens another clinic with their password: guarded like a log-in.
-    async with guard.attempt(body.email):
-        owner = await auth.owner_for_new_clinic(session, body.email, body.owner_name, body.password)
+    owner = await auth.owner_for_new_clinic(
+        session, guard, body.email, body.owner_name, body.password, body.totp_code
+    )
     clinic = Clinic(id=new_id(), name=body.clinic_name, timezone=body.timezone)
     location = Location(name=body.location_name)
     await service.open_clinic(

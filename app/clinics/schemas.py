@@ -12,10 +12,12 @@ from app.kit.types import (
     Output,
     Password,
     Phone,
+    SecondFactor,
     ShortText,
     TimeZone,
     TimeZoneName,
     omittable,
+    second_factor,
 )
 
 
@@ -33,7 +35,8 @@ class ClinicPatch(Input):
     require_mfa: bool = omittable(
         "Every member must log in with a second factor; members who have not"
         " enrolled may only enrol until they do, and their API tokens are refused."
-        " Turning it on needs your own second factor.",
+        " A security setting: changing it needs a login session that passed your own second"
+        " factor in the last few minutes (step-up).",
     )
 
 
@@ -83,6 +86,7 @@ class SignupIn(Input):
     owner_name: Name
     email: Email
     password: Password
+    totp_code: SecondFactor | None = second_factor()
 
 
 class OpenedClinic(Output):

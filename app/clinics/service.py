@@ -8,7 +8,6 @@ from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import mails as auth_mails
-from app.auth import service as auth
 from app.auth.models import Membership, Role, User
 from app.auth.principal import Principal
 from app.billing import account as billing
@@ -16,7 +15,6 @@ from app.clinics.models import Clinic, Location, Room
 from app.clinics.schemas import ClinicPatch, LocationIn, LocationPatch, RoomIn, RoomPatch
 from app.db.repository import apply, get_or_404, of_clinic, referenced
 from app.db.tenancy import InClinic, Tenant, check_tenant, enter_tenant
-from app.kit.problems import Conflict
 
 
 async def current(session: AsyncSession, tenant: Tenant) -> Clinic:
@@ -25,9 +23,10 @@ async def current(session: AsyncSession, tenant: Tenant) -> Clinic:
 
 async def update(session: AsyncSession, caller: Principal, changes: ClinicPatch) -> Clinic:
     clinic = await current(session, caller)
-    if changes.require_mfa and not await auth.has_mfa(session, caller.user_id):
-        # Otherwise the one who turns it on is the first to be shut out.
-        raise Conflict("Enrol in multi-factor authentication yourself before requiring it.")
+    if "require_mfa" in changes.model_fields_set and changes.require_mfa != clinic.require_mfa:
+        # A security setting; a step-up also proves the caller's own second factor, so that
+        # the one who turns the requirement on is not the first to be shut out.
+        caller.require_step_up()
     apply(clinic, changes)
     await session.flush()
     return clinic

@@ -122,6 +122,12 @@ class MfaEnrolmentRequired(Forbidden):
     slug, title = "mfa-enrolment-required", "Enrol a second factor first"
 
 
+class StepUpRequired(Forbidden):
+    """A security setting changes only from a session that passed a second factor minutes ago."""
+
+    slug, title = "step-up-required", "Step-up authentication required"
+
+
 class CsrfRefused(Forbidden):
     slug, title = "csrf", "Cross-site request refused"
 

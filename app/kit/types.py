@@ -284,3 +284,19 @@ def _not_breached(password: str) -> str:
 Password = Annotated[
     str, StringConstraints(min_length=12, max_length=128), AfterValidator(_not_breached)
 ]
+
+
+SecondFactor = Annotated[
+    str, StringConstraints(min_length=6, max_length=64, pattern=r"^[0-9A-Za-z -]+$")
+]
+"""A six-digit code from the authenticator app, or a recovery code."""
+
+
+def second_factor() -> Any:
+    """An optional ``totp_code``, next to a password: an account with multi-factor
+    authentication on needs it wherever its password is given."""
+    return Field(
+        default=None,
+        description="When your account uses multi-factor authentication: the six-digit code"
+        " from your authenticator app, or one of your recovery codes",
+    )

@@ -9,9 +9,17 @@ from app.auth import service as auth
 from app.auth.deps import AppSettings, Guard, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
-from app.db.session import DbSession
+from app.db.session import DbSession, DbSessions
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
-from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
+from app.kit.problems import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StepUpRequired,
+    Unauthenticated,
+    responses,
+)
 from app.staff import service
 from app.staff.schemas import (
     InvitationIn,
@@ -25,6 +33,8 @@ Reader = Annotated[Principal, Depends(requires(Action.staff_read))]
 Manager = Annotated[Principal, Depends(requires(Action.staff_manage))]
 READ = responses(Unauthenticated, Forbidden, InvalidInput)
 ONE = responses(Unauthenticated, Forbidden, NotFound, InvalidInput)
+# Changing who administers the clinic (or may come to), or lifting a lock, needs a step-up.
+SECURITY = responses(Unauthenticated, Forbidden, StepUpRequired, NotFound, Conflict, InvalidInput)
 
 
 @router.get("", responses=READ, summary="Members of this clinic")
@@ -45,8 +55,11 @@ async def list_invitations(caller: Manager, session: DbSession) -> list[Invitati
 @router.post(
     "/invitations",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(Unauthenticated, Forbidden, auth.EmailUnverified, InvalidInput),
-    summary="Invite someone to join this clinic with a role: the link is mailed to them",
+    responses=responses(
+        Unauthenticated, Forbidden, auth.EmailUnverified, StepUpRequired, InvalidInput
+    ),
+    summary="Invite someone to join this clinic with a role: the link is mailed to them (an"
+    " owner or admin: step-up)",
 )
 async def invite(
     body: InvitationIn, caller: Manager, session: DbSession, settings: AppSettings
@@ -59,8 +72,8 @@ async def invite(
 @router.delete(
     "/invitations/{invitation_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=ONE,
-    summary="Withdraw an invitation",
+    responses=responses(Unauthenticated, Forbidden, StepUpRequired, NotFound, InvalidInput),
+    summary="Withdraw an invitation (an owner's or admin's: step-up)",
 )
 async def revoke_invitation(invitation_id: uuid.UUID, caller: Manager, session: DbSession) -> None:
     await auth.revoke_invitation(session, caller, invitation_id)
@@ -73,8 +86,9 @@ async def get_member(user_id: uuid.UUID, caller: Reader, session: DbSession) -> 
 
 @router.patch(
     "/{user_id:uuid}",
-    responses=responses(Unauthenticated, Forbidden, NotFound, Conflict, InvalidInput),
-    summary="Change a member's role or (de)activate them",
+    responses=SECURITY,
+    summary="Change a member's role or (de)activate them (an owner or admin, or making one:"
+    " step-up)",
 )
 async def update_member(
     user_id: uuid.UUID, body: StaffPatch, caller: Manager, session: DbSession
@@ -85,8 +99,9 @@ async def update_member(
 @router.delete(
     "/{user_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(Unauthenticated, Forbidden, NotFound, Conflict, InvalidInput),
-    summary="Remove a member (deactivates; their sessions and tokens are revoked)",
+    responses=SECURITY,
+    summary="Remove a member (deactivates; their sessions and tokens are revoked; an owner or"
+    " admin: step-up)",
 )
 async def remove_member(user_id: uuid.UUID, caller: Manager, session: DbSession) -> None:
     await service.deactivate(session, caller, user_id)
@@ -95,12 +110,18 @@ async def remove_member(user_id: uuid.UUID, caller: Manager, session: DbSession)
 @router.post(
     "/{user_id:uuid}/unlock",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=ONE,
-    summary="Lift the log-in lock that failed attempts put on a member's account",
+    responses=SECURITY,
+    summary="Lift the log-in lock that failed attempts put on a member's account (one that"
+    " opens no other clinic; step-up)",
 )
 async def unlock_member(
-    user_id: uuid.UUID, caller: Manager, session: DbSession, guard: Guard
+    user_id: uuid.UUID,
+    caller: Manager,
+    session: DbSession,
+    sessions: DbSessions,
+    settings: AppSettings,
+    guard: Guard,
 ) -> Response:
-    member = await service.get(session, caller, user_id)
-    await guard.unlock(member.email)
+    email = await service.lock_holder(session, sessions, settings, caller, user_id)
+    await guard.unlock(email)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

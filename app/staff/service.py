@@ -5,16 +5,18 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import Select, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import service as auth
 from app.auth.models import Credential, Membership, Role, User
+from app.auth.permissions import ADMINISTRATIVE
 from app.auth.principal import Principal
 from app.db.repository import belongs_to, of_clinic
 from app.db.tenancy import Tenant, check_tenant
 from app.kit.clock import utcnow
 from app.kit.pagination import Page, paginate
 from app.kit.problems import Conflict, Forbidden, NotFound
+from app.settings import Settings
 from app.staff.schemas import StaffOut, StaffPatch
 
 
@@ -50,6 +52,28 @@ async def get(session: AsyncSession, tenant: Tenant, user_id: uuid.UUID) -> Staf
     return StaffOut.model_validate(row)
 
 
+async def lock_holder(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    caller: Principal,
+    user_id: uuid.UUID,
+) -> str:
+    """The member's address, whose log-in lock the caller's clinic may lift: only while their
+    account opens no other clinic. The lock protects the account, and the account opens every
+    clinic its user works for; no one clinic may lower that for the others (ADR 0014)."""
+    member = await get(session, caller, user_id)
+    caller.require_step_up()
+    if not await auth.active_clinics(sessions, user_id) <= {caller.clinic_id}:
+        raise Conflict(
+            "This account also opens another clinic, and its log-in lock protects that clinic"
+            " too, so no single clinic may lift it. Ask the user to wait until it expires (at"
+            f" most {settings.login_lockout_minutes} minutes) or to reset their password by"
+            " email."
+        )
+    return member.email
+
+
 async def _membership(session: AsyncSession, tenant: Tenant, user_id: uuid.UUID) -> Membership:
     check_tenant(session, tenant)
     membership = (
@@ -71,6 +95,10 @@ async def update_member(
     touches_owner = membership.role is Role.owner or fields.get("role") is Role.owner
     if touches_owner and caller.role is not Role.owner:
         raise Forbidden("Only an owner may change an owner or make someone owner.")
+    role_changes = fields.get("role", membership.role) is not membership.role
+    changed = role_changes or fields.get("active", membership.active) != membership.active
+    if changed and (membership.role in ADMINISTRATIVE or fields.get("role") in ADMINISTRATIVE):
+        caller.require_step_up()
     demotes = membership.role is Role.owner and (
         fields.get("role", Role.owner) is not Role.owner or fields.get("active") is False
     )
@@ -78,7 +106,6 @@ async def update_member(
         # Two owners demoting each other at once: the second waits for the first and, counting
         # again, finds itself the last owner.
         raise Conflict("A clinic needs at least one active owner.")
-    role_changes = fields.get("role", membership.role) is not membership.role
     for key, value in fields.items():
         setattr(membership, key, value)
     if fields.get("active") is False:

@@ -40,6 +40,13 @@ def cookies(session_secret: str) -> dict[str, str]:
     return {SESSION_COOKIE: session_secret, csrf.CSRF_COOKIE: csrf.token_for(session_secret)}
 
 
+def cookie_header(session_secret: str) -> dict[str, str]:
+    """Those cookies as the ``Cookie`` header of one request; the client's jar stays as it is."""
+    return {
+        "Cookie": "; ".join(f"{name}={value}" for name, value in cookies(session_secret).items())
+    }
+
+
 def headers(settings: Settings, session_secret: str) -> dict[str, str]:
     """What the page sends besides the cookies on an unsafe request (for hand-made clients)."""
     origin = csrf.origin_of(settings.public_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -81,10 +82,23 @@ class World:
         async with self.session(clinic_id) as session:
             return await self._actor(session, clinic_id, user)
 
-    async def login(self, actor: Actor) -> str:
-        """A login session for ``actor``'s user in their clinic: the cookie's value."""
+    async def login(self, actor: Actor, *, ago: dt.timedelta = dt.timedelta(0)) -> str:
+        """A login session for ``actor``'s user in their clinic, logged in ``ago`` and used just
+        now: the cookie's value."""
         async with self.session(actor.clinic_id) as session:
-            return (await self._issue(session, actor.user, CredentialKind.session)).secret
+            issued = await self._issue(session, actor.user, CredentialKind.session)
+            if ago:
+                issued.credential.created_at = utcnow() - ago
+        return issued.secret
+
+    async def step_up(self, actor: Actor) -> str:
+        """A session of ``actor`` logged in just now with their second factor (enrolled first if
+        they had none), as changing a security setting needs: the cookie's value."""
+        async with self.session() as session:
+            enrolled = (await session.get_one(User, actor.user.id)).mfa_enabled
+        if not enrolled:
+            await self.enrol_mfa(actor.user)
+        return await self.login(actor)
 
     async def _issue(
         self, session: AsyncSession, user: User, kind: CredentialKind

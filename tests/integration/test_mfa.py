@@ -9,11 +9,13 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from app.auth.service import SESSION_COOKIE
+from tests.harness import browser
 from tests.harness.api import assert_problem, login, problem_type
 from tests.harness.authenticator import Authenticator
 from tests.harness.world import ClinicWorld, World
 
 MFA = "/api/v1/auth/mfa/totp"
+CLINIC = "/api/v1/clinics/current"
 
 
 async def enrol(client, email: str) -> tuple[Authenticator, list[str]]:
@@ -150,26 +152,32 @@ async def test_secrets_and_recovery_codes_are_stored_as_described(
 
 # -- clinics that require it ------------------------------------------------------------------
 async def test_requiring_mfa_needs_the_callers_own(client, world) -> None:
+    """A security setting (step-up): the caller's session must have just passed their own
+    second factor, so the one who turns it on is not the first to be shut out. Enrolling
+    passes one, and gives a new session."""
     clinic = await world.clinic(roles=(Role.admin,))
+    email = clinic.owner.user.email
 
-    refused = await client.patch(
-        "/api/v1/clinics/current", json={"require_mfa": True}, headers=clinic.owner.headers
+    with_token = await client.patch(
+        CLINIC, json={"require_mfa": True}, headers=clinic.owner.headers
     )
-    await world.enrol_mfa(clinic.owner.user)
-    accepted = await client.patch(
-        "/api/v1/clinics/current", json={"require_mfa": True}, headers=clinic.owner.headers
-    )
+    assert (await login(client, email)).status_code == 200
+    without_mfa = await client.patch(CLINIC, json={"require_mfa": True})
+    await enrol(client, email)
+    accepted = await client.patch(CLINIC, json={"require_mfa": True})
 
-    assert refused.status_code == 409
-    assert accepted.status_code == 200
+    for refused in (with_token, without_mfa):
+        assert_problem(refused, 403, "step-up-required")
+    assert accepted.status_code == 200, accepted.text
     assert accepted.json()["require_mfa"] is True
 
 
 async def _requiring(world: World, client) -> ClinicWorld:
     clinic = await world.clinic(roles=(Role.vet,))
-    await world.enrol_mfa(clinic.owner.user)
     turned_on = await client.patch(
-        "/api/v1/clinics/current", json={"require_mfa": True}, headers=clinic.owner.headers
+        CLINIC,
+        json={"require_mfa": True},
+        headers=browser.cookie_header(await world.step_up(clinic.owner)),
     )
     assert turned_on.status_code == 200
     return clinic
@@ -204,7 +212,9 @@ async def test_turning_the_requirement_off_lifts_the_restriction(client, world) 
     assert (await client.get("/api/v1/pets", headers=vet.headers)).status_code == 403
 
     off = await client.patch(
-        "/api/v1/clinics/current", json={"require_mfa": False}, headers=clinic.owner.headers
+        CLINIC,
+        json={"require_mfa": False},
+        headers=browser.cookie_header(await world.step_up(clinic.owner)),
     )
 
     assert off.status_code == 200

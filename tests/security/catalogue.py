@@ -66,6 +66,18 @@ SESSION_ONLY: dict[tuple[str, str], str] = {
 }
 """Routes that act on a login session, so the suites call them with a session cookie."""
 
+STEP_UP: dict[tuple[str, str], tuple[str, ...]] = {
+    ("PATCH", "/api/v1/clinics/current"): ("require_mfa",),
+    ("PATCH", "/api/v1/staff/{user_id}"): ("administrators",),
+    ("DELETE", "/api/v1/staff/{user_id}"): ("administrators",),
+    ("POST", "/api/v1/staff/invitations"): ("invited administrators",),
+    ("DELETE", "/api/v1/staff/invitations/{invitation_id}"): ("invited administrators",),
+    ("POST", "/api/v1/staff/{user_id}/unlock"): ("locked accounts",),
+}
+"""Routes some of whose requests change a security setting, and which settings (as
+tests/security/test_step_up.py reads them, which proves this list): the suites call them with a
+session logged in just now with a second factor, which such a change needs (ADR 0014)."""
+
 STEERING_HEADERS = ("X-Tenant-ID", "X-Clinic-ID")
 """Headers a client might hope picks the clinic; the credential alone does."""
 
@@ -287,6 +299,10 @@ class Route:
     def session_only(self) -> bool:
         return self.key in SESSION_ONLY
 
+    @property
+    def steps_up(self) -> bool:
+        return self.key in STEP_UP
+
     def url(self, ids: Mapping[str, uuid.UUID]) -> str:
         """The path with each parameter the id of its kind from ``ids``."""
         url = self.path
@@ -352,9 +368,12 @@ ANONYMOUS = Credentials({}, {})
 
 
 async def credentials(world: World, actor: Actor | None, route: Route) -> Credentials:
-    """How ``actor`` (none: anonymous) calls ``route``: a login session or their API token."""
+    """How ``actor`` (none: anonymous) calls ``route``: a login session (one that just passed a
+    second factor where the route may change a security setting) or their API token."""
     if actor is None:
         return ANONYMOUS
+    if route.steps_up:
+        return Credentials({}, browser.cookies(await world.step_up(actor)))
     if route.session_only:
         return Credentials({}, browser.cookies(await world.login(actor)))
     return Credentials(actor.headers, {})

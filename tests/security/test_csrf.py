@@ -106,7 +106,9 @@ async def test_forged_cookie_requests_are_refused_and_change_nothing(
     estate = await furnish(world, clinic)
     owner = clinic.owner
     ids = {ID_KINDS[n]: await fresh(world, clinic, ID_KINDS[n], owner) for n in route.path_params}
-    secret, other = await world.login(owner), await world.login(owner)
+    # A route that may change a security setting is called as a step-up would be.
+    secret = await (world.step_up(owner) if route.steps_up else world.login(owner))
+    other = await world.login(owner)
     ours = csrf.origin_of(settings.public_url)
     token = csrf.token_for(secret)
     body = await body_for(world, owner, route, estate)

@@ -1,5 +1,6 @@
 """Guessing one account's password: back-off after a few failures, a lock after more, lifted
-by the clinic's owner; and the answers never tell whether the address has an account.
+by the clinic's owner (only for an account that opens no other clinic); and the answers never
+tell whether the address has an account.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import httpx
 from sqlalchemy import update
 
 from app.auth.models import Membership, Role, User
-from fixtures.factories import DEFAULT_PASSWORD
+from fixtures.clinics import add_member
+from fixtures.factories import DEFAULT_PASSWORD, UserFactory, create
+from tests.harness import browser
 from tests.harness.api import PROBLEM_JSON, assert_problem, login, login_request, problem_type
 from tests.harness.plugin import asgi_client
-from tests.harness.world import World
+from tests.harness.world import Actor, World
 
 THROTTLED = problem_type("login-throttled")
 # 1 free failure, then 1 s of back-off, and the 3rd failure locks for a minute.
@@ -45,6 +48,16 @@ async def guess(http: httpx.AsyncClient, email: str) -> list[httpx.Response]:
     return answers
 
 
+async def unlock(
+    http: httpx.AsyncClient, world: World, manager: Actor, user_id: uuid.UUID
+) -> httpx.Response:
+    """``manager`` lifts the lock, from a session just logged in with a second factor."""
+    return await http.post(
+        f"/api/v1/staff/{user_id}/unlock",
+        headers=browser.cookie_header(await world.step_up(manager)),
+    )
+
+
 async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, world):
     clinic = await world.clinic()
     victim = clinic.actors[next(r for r in clinic.actors if r.value == "vet")]
@@ -53,9 +66,7 @@ async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, 
         # The lock holds against the right password from anywhere.
         async with asgi_client(app, client_ip="203.0.113.31") as elsewhere:
             still = await login(elsewhere, victim.user.email, DEFAULT_PASSWORD)
-        unlock = await http.post(
-            f"/api/v1/staff/{victim.user.id}/unlock", headers=clinic.owner.headers
-        )
+        unlocked = await unlock(http, world, clinic.owner, victim.user.id)
         after = await login(http, victim.user.email, DEFAULT_PASSWORD)
 
     assert [a.status_code for a in answers] == [401, 401, 429, 401, 429]
@@ -65,7 +76,7 @@ async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, 
     assert answers[2].headers["retry-after"] == "1"
     assert 50 <= int(answers[4].headers["retry-after"]) <= 60
     assert still.status_code == 429
-    assert unlock.status_code == 204
+    assert unlocked.status_code == 204
     assert after.status_code == 200
 
 
@@ -148,3 +159,57 @@ async def test_every_failed_log_in_answers_alike(client: httpx.AsyncClient, worl
         body = assert_problem(response, 401, "invalid-credentials")
         answers[case] = (response.status_code, body["title"], body["detail"])
     assert len(set(answers.values())) == 1, answers
+
+
+# Two free failures, the third locks: an account is locked without waiting out a back-off.
+LOCK_AT_ONCE = {"login_free_failures": 2, "login_lockout_failures": 3, "login_lockout_minutes": 1}
+
+
+async def lock(http: httpx.AsyncClient, email: str) -> None:
+    for attempt in range(LOCK_AT_ONCE["login_lockout_failures"]):
+        assert (await login(http, email, f"wrong guess {attempt}")).status_code == 401
+    assert_problem(await login(http, email), 429, "login-throttled")
+
+
+async def test_a_clinic_lifts_the_lock_only_of_an_account_that_opens_no_other_clinic(
+    configured_app, world: World
+) -> None:
+    """The lock protects the account, and the account opens every clinic its user works for
+    (issue 15, defect 6: a user of clinics A and B was locked; B's owner lifted the lock and
+    guessing resumed against the account that also opens A). While the account opens another
+    clinic, no manager of any of its clinics lifts the lock: 409 problem+json, and the lock
+    holds against the right password. Once it opens one clinic only, that clinic's managers
+    may lift it, and no other clinic's."""
+    here, there = [await world.clinic((Role.admin,)) for _ in range(2)]
+    async with world.session() as session:
+        user = await create(session, UserFactory)
+    for clinic, role in ((here, Role.vet), (there, Role.technician)):
+        async with world.session(clinic.id) as session:
+            await add_member(session, user, role)
+    managers = {
+        f"the {role} of {name}": clinic.actors[role]
+        for name, clinic in (("here", here), ("there", there))
+        for role in (Role.owner, Role.admin)
+    }
+
+    async with configured_app(**LOCK_AT_ONCE) as app, asgi_client(app) as http:
+        await lock(http, user.email)
+        shared = {
+            who: await unlock(http, world, manager, user.id) for who, manager in managers.items()
+        }
+        still_locked = await login(http, user.email, clinic_id=str(here.id))
+        # The account now opens only this clinic: ours to lift, and not the other's.
+        async with world.session(there.id) as session:
+            await session.execute(
+                update(Membership).where(Membership.user_id == user.id).values(active=False)
+            )
+        theirs = await unlock(http, world, managers["the owner of there"], user.id)
+        ours = await unlock(http, world, managers["the admin of here"], user.id)
+        after = await login(http, user.email, clinic_id=str(here.id))
+
+    for who, answer in {**shared, "there, after leaving it": theirs}.items():
+        body = assert_problem(answer, 409, "conflict")
+        assert "wait" in body["detail"], (who, body)
+    assert_problem(still_locked, 429, "login-throttled")
+    assert ours.status_code == 204, ours.text
+    assert after.status_code == 200, after.text

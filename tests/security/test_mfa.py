@@ -4,6 +4,9 @@
   replayed (also by two racing requests), a recovery code used twice, old recovery codes after
   regeneration -- each 401 .../mfa-required, no session, nothing written; a wrong password
   says nothing about the second factor.
+* Every route that takes an existing account's password (log-in, sign-up, accepting an
+  invitation: found in the route table by their bodies) asks for its second factor as log-in
+  does, and a missing or wrong code spends the account's back-off.
 * A clinic that requires MFA: a member who has not enrolled is refused on every route of the
   OpenAPI document but their own session's (``session:own``), with their session and with
   their API token -- 403 .../mfa-enrolment-required, nothing changed.
@@ -13,17 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
 
-from app.auth.models import Role
+from app.auth.models import Role, User
+from app.kit import crypto
+from fixtures.factories import DEFAULT_PASSWORD, InvitationFactory
 from tests.harness import browser
-from tests.harness.api import PROBLEM_JSON, login, problem_type
+from tests.harness.api import PROBLEM_JSON, assert_problem, login, login_request, problem_type
 from tests.harness.authenticator import Authenticator
+from tests.harness.plugin import asgi_client
 from tests.harness.world import ClinicWorld, World
-from tests.security.surface import census, protected_operations
+from tests.security.catalogue import ROUTES, Route
+from tests.security.estate import rows_of
+from tests.security.surface import census, protected_operations, resolve
 
 MFA_REQUIRED = problem_type("mfa-required")
 ENROL_FIRST = problem_type("mfa-enrolment-required")
@@ -181,12 +190,118 @@ async def test_turning_mfa_off_needs_a_valid_code(client, world, superuser_engin
     assert _refused(await login(client, clinic.setup.owner.email))
 
 
+# -- every route that takes an account's password --------------------------------------------
+async def _log_in(world: World, user: User) -> dict[str, Any]:
+    body: dict[str, Any] = login_request(user.email)["json"]
+    return body
+
+
+async def _sign_up(world: World, user: User) -> dict[str, Any]:
+    """An existing user opens another clinic with their own password."""
+    return {
+        "clinic_name": "Second Practice",
+        "owner_name": user.name,
+        "email": user.email,
+        "password": DEFAULT_PASSWORD,
+    }
+
+
+async def _accept(world: World, user: User) -> dict[str, Any]:
+    """An existing user joins another clinic that invited their address."""
+    other = await world.clinic(roles=())
+    token, token_hash = crypto.new_credential("vti", other.id)
+    await world.make(
+        other,
+        InvitationFactory,
+        email=user.email,
+        invited_by=other.owner.user.id,
+        secret_hash=token_hash,
+    )
+    return {"token": token, "password": DEFAULT_PASSWORD}
+
+
+PROVES_AN_ACCOUNT: dict[tuple[str, str], Callable[[World, User], Awaitable[dict[str, Any]]]] = {
+    ("POST", "/api/v1/auth/login"): _log_in,
+    ("POST", "/api/v1/auth/signup"): _sign_up,
+    ("POST", "/api/v1/auth/invitations/accept"): _accept,
+}
+"""Every route that takes an existing account's password: a valid body with ``user``'s."""
+NEW_PASSWORDS: dict[tuple[str, str], str] = {}
+"""Routes whose password field only ever sets a new password, never proves one, and why."""
+
+
+def _takes_a_password(route: Route) -> bool:
+    if route.body_schema is None:
+        return False
+    schema = resolve({"$ref": f"#/components/schemas/{route.body_schema}"})
+    return any("password" in name for name in schema.get("properties", {}))
+
+
+PASSWORD_ROUTES = [route for route in ROUTES if _takes_a_password(route)]
+# Two free failures, then 1 s of back-off: the third wrong attempt shows that they counted.
+BACK_OFF_AT_THREE = {"login_free_failures": 2, "login_lockout_failures": 10}
+
+
+def test_every_route_that_takes_a_password_is_known() -> None:
+    unknown = [
+        f"{route.label} takes a password: add it to PROVES_AN_ACCOUNT, or to NEW_PASSWORDS with"
+        " the reason no existing account's password is proven there"
+        for route in PASSWORD_ROUTES
+        if route.key not in PROVES_AN_ACCOUNT and route.key not in NEW_PASSWORDS
+    ]
+    assert not unknown, "\n".join(unknown)
+    assert set(PROVES_AN_ACCOUNT) <= {route.key for route in PASSWORD_ROUTES}
+
+
+@pytest.mark.parametrize(
+    "route",
+    [route for route in PASSWORD_ROUTES if route.key in PROVES_AN_ACCOUNT],
+    ids=lambda route: route.label,
+)
+async def test_every_route_that_takes_an_accounts_password_needs_its_second_factor(
+    configured_app, world: World, superuser_engine, route: Route
+) -> None:
+    """Anything that authenticates an existing account completes its second factor, as log-in
+    does (issue 15, defect 8: signing up another clinic, and accepting an invitation, with only
+    the password of an account that has MFA on succeeded). A wrong password is the same
+    invalid-credentials with a code; without a code or with a wrong one, 401 mfa-required and
+    nothing written; each failure spends the account's back-off, so that codes cannot be
+    guessed there instead of at log-in; the right code goes through."""
+    clinic = await world.clinic(roles=())
+    user = clinic.setup.owner
+    authenticator = Authenticator(await world.enrol_mfa(user))
+    body = await PROVES_AN_ACCOUNT[route.key](world, user)
+    wrong_code = "000000" if authenticator.code_at_offset(0) != "000000" else "111111"
+    async with configured_app(**BACK_OFF_AT_THREE) as app, asgi_client(app) as http:
+
+        async def send(**fields: object) -> httpx.Response:
+            return await http.request(route.method, route.path, json={**body, **fields})
+
+        before = await census(superuser_engine), await rows_of(superuser_engine, clinic.id)
+        # pragma: allowlist nextline secret - a wrong password, the point of the test
+        wrong_password = await send(password="not the password", totp_code=wrong_code)
+        without = await send()
+        wrong = await send(totp_code=wrong_code)
+        backing_off = await send(totp_code=authenticator.next_code())
+        after = await census(superuser_engine), await rows_of(superuser_engine, clinic.id)
+        await asyncio.sleep(1.1)
+        right = await send(totp_code=authenticator.next_code())
+
+    for refused in (without, wrong):
+        assert _refused(refused), refused.text
+    assert_problem(wrong_password, 401, "invalid-credentials")
+    assert_problem(backing_off, 429, "login-throttled")
+    assert after == before
+    assert right.is_success, right.text
+
+
 # -- a clinic that requires MFA ---------------------------------------------------------------
 async def _requiring(client, world: World) -> ClinicWorld:
     clinic = await world.clinic(roles=(Role.vet, Role.technician))
-    await world.enrol_mfa(clinic.owner.user)
     on = await client.patch(
-        "/api/v1/clinics/current", json={"require_mfa": True}, headers=clinic.owner.headers
+        "/api/v1/clinics/current",
+        json={"require_mfa": True},
+        headers=browser.cookie_header(await world.step_up(clinic.owner)),
     )
     assert on.status_code == 200
     return clinic

@@ -373,7 +373,8 @@ async def test_injection_in_body_fields(
         last["changed"] = _delta(before, counts)
         return response, last["changed"]
 
-    consumes = route.session_only or route.body_schema in CONSUMED
+    # A new session per request (session-only and step-up routes) writes a credential.
+    consumes = route.session_only or route.steps_up or route.body_schema in CONSUMED
     counts: dict[str, int] = {}
 
     spliced: list[str] = []
