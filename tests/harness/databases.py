@@ -13,6 +13,7 @@ from tests.harness.services import PostgresServer
 
 OWNER_ROLE = "vetify_owner"
 APP_ROLE = "vetify_app"
+BACKUP_ROLE = "vetify_backup"
 TEMPLATE = "vetify_template"
 
 
@@ -29,6 +30,11 @@ class Database:
     @property
     def owner_url(self) -> str:
         return self.server.url(OWNER_ROLE, self.name)
+
+    @property
+    def backup_url(self) -> str:
+        """The backup role: reads every row (BYPASSRLS), writes none."""
+        return self.server.url(BACKUP_ROLE, self.name)
 
     @property
     def superuser_url(self) -> str:
@@ -60,10 +66,20 @@ def _plain(url: str) -> str:
 
 async def clone(server: PostgresServer, prefix: str = "test") -> Database:
     """A fresh database from the template (``CREATE DATABASE ... TEMPLATE``: tens of ms)."""
+    return await _create(server, prefix, f'TEMPLATE "{TEMPLATE}"')
+
+
+async def empty(server: PostgresServer, prefix: str = "empty") -> Database:
+    """A database the owner role owns with no schema in it: what a first `vetify migrate` of
+    a provisioned external database meets."""
+    return await _create(server, prefix, "")
+
+
+async def _create(server: PostgresServer, prefix: str, template: str) -> Database:
     name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(_plain(server.url()))
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}" OWNER "{OWNER_ROLE}"')
+        await admin.execute(f'CREATE DATABASE "{name}" {template} OWNER "{OWNER_ROLE}"')
     finally:
         await admin.close()
     return Database(name, server)
@@ -75,3 +91,14 @@ async def drop(database: Database) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+async def schema_heads(database: Database) -> set[str]:
+    """The revisions ``database`` is at (none before its first migration)."""
+    connection = await asyncpg.connect(_plain(database.superuser_url))
+    try:
+        if await connection.fetchval("SELECT to_regclass('alembic_version')") is None:
+            return set()
+        return {row[0] for row in await connection.fetch("SELECT version_num FROM alembic_version")}
+    finally:
+        await connection.close()
