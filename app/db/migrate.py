@@ -16,9 +16,12 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL, make_url
 
 APP_ROLE_ATTRIBUTE = "app_role"
+MIGRATION_LOCK = int.from_bytes(b"vetify:m", "big") >> 1
+"""The advisory lock key migrations of a database take (any bigint nothing else uses)."""
 
 
 class MigrationsMissing(RuntimeError):
@@ -47,6 +50,15 @@ def head_revisions() -> set[str]:
 def upgrade(owner_url: str, app_role: str, revision: str = "head") -> None:
     """Run from synchronous code only (Alembic's env starts its own event loop)."""
     command.upgrade(alembic_config(owner_url, app_role), revision)
+
+
+def lock_migrations(connection: Connection) -> None:
+    """Wait until no other migration of this database is under way, and keep others waiting
+    until ``connection`` closes (a session lock: a migration that commits part-way, in an
+    autocommit block, stays covered). `serve`, `worker` and `migrate` all migrate at start,
+    so replicas started together meet here; the later one then finds the schema at head."""
+    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    connection.commit()
 
 
 def check(owner_url: str) -> None:
