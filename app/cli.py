@@ -13,12 +13,13 @@ from contextlib import contextmanager
 
 import uvicorn
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.billing import operations
 from app.db import migrate
 from app.db.embedded import EmbeddedPostgres
-from app.db.session import create_engine, database_url
+from app.db.session import create_engine
 from app.kit import server
 from app.main import create_app
 from app.queue import run_worker
@@ -33,7 +34,22 @@ EMBEDDED_APP = "vetify_app"
 
 @contextmanager
 def database(settings: Settings) -> Iterator[Settings]:
-    """The configured database, or an embedded one in ``settings.data_dir``; migrated to head."""
+    """The configured database, or an embedded one in ``settings.data_dir``; migrated to head;
+    for a command that connects as the service's role."""
+    if settings.database_url is None and not settings.embedded:
+        raise SystemExit(
+            "vetify: VETIFY_DATABASE_OWNER_URL is set but VETIFY_DATABASE_URL is not: set the"
+            " service role's URL too (with an external database configured, no embedded one"
+            " is started)"
+        )
+    with _at_head(settings) as ready:
+        yield ready
+
+
+@contextmanager
+def _at_head(settings: Settings) -> Iterator[Settings]:
+    """The database (the embedded one started and set up if none is configured), migrated
+    when the owner's URL is known."""
     server: EmbeddedPostgres | None = None
     if settings.embedded:
         server = EmbeddedPostgres(settings.data_dir / "pgdata")
@@ -48,10 +64,10 @@ def database(settings: Settings) -> Iterator[Settings]:
         )
     try:
         if settings.database_owner_url is not None:
-            migrate.upgrade(
-                settings.database_owner_url.get_secret_value(),
-                migrate.role_of(database_url(settings)),
-            )
+            owner = settings.database_owner_url.get_secret_value()
+            migrate.upgrade(owner, _service_role(settings))
+            where = make_url(owner)
+            log.info("database %s on %s: schema at head", where.database, where.host or "socket")
         yield settings
     finally:
         if server is not None:
@@ -103,10 +119,18 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
         )
 
 
+def _service_role(settings: Settings) -> str:
+    """The role migrations grant the service's privileges to: its URL's, or, given only the
+    owner's URL, the one `vetify db provision` makes."""
+    if settings.database_url is None:
+        return EMBEDDED_APP
+    return migrate.role_of(settings.database_url.get_secret_value())
+
+
 def _migrate(settings: Settings) -> None:
     if settings.database_url is not None and settings.database_owner_url is None:
         raise SystemExit("vetify migrate: set VETIFY_DATABASE_OWNER_URL (the schema owner's URL)")
-    with database(settings):
+    with _at_head(settings):
         print("database schema is at head")
 
 

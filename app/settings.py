@@ -132,7 +132,8 @@ class Settings(BaseSettings):
         SecretStr | None,
         Field(validation_alias=AliasChoices("VETIFY_DATABASE_URL", "DATABASE_URL")),
     ] = None
-    """URL of the service's own role (owns nothing, no BYPASSRLS). Unset: embedded PostgreSQL."""
+    """URL of the service's own role (owns nothing, no BYPASSRLS). Unset, with no owner URL
+    either: embedded PostgreSQL."""
 
     redis_url: Annotated[
         SecretStr | None,
@@ -408,7 +409,9 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        return self.database_url is None
+        """No database configured: `vetify` starts its own in ``data_dir``. Either URL set
+        means an external database, and no embedded one is ever started."""
+        return self.database_url is None and self.database_owner_url is None
 
 
 def _problems(exc: ValidationError) -> dict[str, str]:
