@@ -102,12 +102,12 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     # uvicorn shuts down gracefully, then re-raises the signal it caught; as an exception
     # (not the default "terminate") it unwinds through `database()`, which stops PostgreSQL.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with database(settings) as ready:
+    with database(_served_at(settings, host, port)) as ready:
         if settings.embedded:
             # One command for a newcomer: the API and its jobs, on the embedded database.
             ready = ready.model_copy(update={"jobs_in_process": True})
         if demo:
-            asyncio.run(_seed_demo(ready, f"http://{host}:{port}/docs"))
+            asyncio.run(_seed_demo(ready, f"{ready.public_url}/docs"))
         # The app believes X-Forwarded-* from its own trusted_proxies setting, not uvicorn's.
         uvicorn.run(
             create_app(ready),
@@ -117,6 +117,16 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
             proxy_headers=False,
             **server.options(ready),
         )
+
+
+def _served_at(settings: Settings, host: str, port: int) -> Settings:
+    """Unless VETIFY_PUBLIC_URL is set, the service is where --host and --port put it: the
+    origin its pages (and the docs URL `vetify demo` prints) send cookie-authenticated
+    requests from, and the base of the links it mails."""
+    if "public_url" in settings.model_fields_set:
+        return settings
+    name = f"[{host}]" if ":" in host else host
+    return settings.model_copy(update={"public_url": f"http://{name}:{port}"})
 
 
 def _service_role(settings: Settings) -> str:

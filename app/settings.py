@@ -154,7 +154,8 @@ class Settings(BaseSettings):
 
     public_url: str = "http://127.0.0.1:8000"
     """Base URL of the links the service mails (invitations, address verification, password
-    reset)."""
+    reset), and the origin trusted for cookie-authenticated writes. Unset, `vetify serve`
+    uses its --host and --port."""
 
     session_cookie_secure: bool = True
     session_idle_timeout_minutes: int = Field(default=60, ge=1)

@@ -117,6 +117,14 @@ def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
     assert not EmbeddedPostgres(tmp_path / "state" / "pgdata").is_running()
 
 
+def test_the_public_url_follows_host_and_port_unless_set() -> None:
+    default = Settings(_env_file=None)
+    assert cli._served_at(default, "192.0.2.7", 9000).public_url == "http://192.0.2.7:9000"
+    assert cli._served_at(default, "::1", 9000).public_url == "http://[::1]:9000"
+    chosen = Settings(_env_file=None, public_url="https://vets.example")
+    assert cli._served_at(chosen, "192.0.2.7", 9000).public_url == "https://vets.example"
+
+
 def _ready(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200
