@@ -1,23 +1,25 @@
-"""The ``vetify`` command: serve (embedded database by default), demo, migrate, worker, and
-the billing operator commands."""
+"""The ``vetify`` command: serve (embedded database by default), demo, migrate, worker, the
+billing operator commands, and db provision (an external PostgreSQL's database and roles)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import asyncpg
 import uvicorn
 from pydantic import SecretStr
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.billing import operations
-from app.db import migrate
+from app.db import migrate, provision
 from app.db.embedded import EmbeddedPostgres
 from app.db.session import create_engine
 from app.kit import server
@@ -28,8 +30,8 @@ from app.settings import ConfigurationError, Settings
 log = logging.getLogger("vetify")
 
 EMBEDDED_DATABASE = "vetify"
-EMBEDDED_OWNER = "vetify_owner"
-EMBEDDED_APP = "vetify_app"
+ROLES = provision.Roles()
+"""The roles' names on the embedded database, and `vetify db provision`'s defaults."""
 
 
 @contextmanager
@@ -55,11 +57,11 @@ def _at_head(settings: Settings) -> Iterator[Settings]:
         server = EmbeddedPostgres(settings.data_dir / "pgdata")
         log.info("starting the embedded PostgreSQL in %s", server.data_dir)
         server.start()
-        migrate.bootstrap_sync(server.url(), EMBEDDED_DATABASE, EMBEDDED_OWNER, EMBEDDED_APP)
+        provision.provision_sync(server.url(), provision.Provisioning(EMBEDDED_DATABASE, ROLES))
         settings = settings.model_copy(
             update={
-                "database_url": SecretStr(server.url(EMBEDDED_APP, EMBEDDED_DATABASE)),
-                "database_owner_url": SecretStr(server.url(EMBEDDED_OWNER, EMBEDDED_DATABASE)),
+                "database_url": SecretStr(server.url(ROLES.app, EMBEDDED_DATABASE)),
+                "database_owner_url": SecretStr(server.url(ROLES.owner, EMBEDDED_DATABASE)),
             }
         )
     try:
@@ -133,7 +135,7 @@ def _service_role(settings: Settings) -> str:
     """The role migrations grant the service's privileges to: its URL's, or, given only the
     owner's URL, the one `vetify db provision` makes."""
     if settings.database_url is None:
-        return EMBEDDED_APP
+        return ROLES.app
     return migrate.role_of(settings.database_url.get_secret_value())
 
 
@@ -161,6 +163,55 @@ def _billing(settings: Settings, args: argparse.Namespace) -> None:
         print(asyncio.run(operations.run(ready, args)), flush=True)
 
 
+def _provision(args: argparse.Namespace) -> None:
+    """Make the database and its roles (``--admin-url``: a superuser's or the managed service
+    administrator's), or print the SQL that does (``--sql``, the URLs then on stderr)."""
+    roles = provision.Roles(args.owner_role, args.app_role, args.backup_role)
+    passwords = {role: secrets.token_urlsafe(24) for role in roles.names}
+    plan = provision.Provisioning(args.database, roles, passwords)
+    if args.sql:
+        print(plan.script(), end="", flush=True)
+        print(_configuration(plan, args.admin_url, set(roles.names), done=False), file=sys.stderr)
+        return
+    if args.admin_url is None:
+        raise SystemExit("vetify db provision: give --admin-url (or --sql to print the SQL)")
+    try:
+        created = provision.provision_sync(args.admin_url, plan)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise SystemExit(f"vetify db provision: {exc}") from None
+    print(_configuration(plan, args.admin_url, created, done=True))
+
+
+def _configuration(
+    plan: provision.Provisioning, admin_url: str | None, created: set[str], *, done: bool
+) -> str:
+    """The URLs to configure, with the passwords of the roles ``created``."""
+    where = make_url(admin_url or "postgresql://HOST:5432")
+
+    def url(role: str, driver: str) -> str:
+        return URL.create(
+            driver,
+            username=role,
+            password=plan.passwords[role] if role in created else None,
+            host=where.host,
+            port=where.port,
+            database=plan.database,
+        ).render_as_string(hide_password=False)
+
+    kept = [role for role in plan.roles.names if role not in created]
+    return "\n".join(
+        [
+            f"# database {plan.database} "
+            + ("is ready" if done else "is ready once the script has run")
+            + "; configure Vetify with (each password is shown once):",
+            f"VETIFY_DATABASE_OWNER_URL={url(plan.roles.owner, 'postgresql+asyncpg')}",
+            f"VETIFY_DATABASE_URL={url(plan.roles.app, 'postgresql+asyncpg')}",
+            f"# backup role (pg_dump): {url(plan.roles.backup, 'postgresql')}",
+            *([f"# existing roles keep their passwords: {', '.join(kept)}"] if kept else []),
+        ]
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="vetify", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -178,12 +229,33 @@ def parser() -> argparse.ArgumentParser:
     operations.add_commands(
         commands.add_parser("billing", help="Stripe events: list, metrics, replay")
     )
+    db = commands.add_parser("db", help="an external PostgreSQL: provision")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    provisioning = db_commands.add_parser(
+        "provision",
+        help="create the database, its owner, service and backup roles and btree_gist (as a"
+        " superuser or the managed service's administrator); print the URLs to configure",
+    )
+    provisioning.add_argument(
+        "--admin-url",
+        help="postgresql://ADMIN@HOST:PORT/postgres; its password may come from PGPASSWORD or"
+        " ~/.pgpass instead. With --sql it only says where the printed URLs point",
+    )
+    provisioning.add_argument("--sql", action="store_true", help="print the SQL (psql) instead")
+    provisioning.add_argument("--database", default=EMBEDDED_DATABASE)
+    provisioning.add_argument("--owner-role", default=ROLES.owner)
+    provisioning.add_argument("--app-role", default=ROLES.app)
+    provisioning.add_argument("--backup-role", default=ROLES.backup)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "db":
+        # Before the service is configured: it needs none of its settings.
+        _provision(args)
+        return
     try:
         settings = Settings()
     except ConfigurationError as exc:

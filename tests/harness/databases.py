@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
 
-from app.db import migrate
+from app.db import migrate, provision
 from tests.harness.services import PostgresServer
 
 OWNER_ROLE = "vetify_owner"
@@ -43,21 +42,12 @@ class Database:
 
 
 def prepare_template(server: PostgresServer) -> None:
-    """Roles, and a template database migrated to head (synchronous: Alembic runs its own loop)."""
-    migrate.bootstrap_sync(server.url(), TEMPLATE, OWNER_ROLE, APP_ROLE)
-    asyncio.run(_set_role_passwords(server))
+    """Roles, and a template database migrated to head (synchronous: Alembic runs its own loop).
+    The roles get the password the URLs carry, so a server that asks for them gets it."""
+    roles = provision.Roles(OWNER_ROLE, APP_ROLE, BACKUP_ROLE)
+    passwords = dict.fromkeys(roles.names, server.role_password)
+    provision.provision_sync(server.url(), provision.Provisioning(TEMPLATE, roles, passwords))
     migrate.upgrade(server.url(OWNER_ROLE, TEMPLATE), APP_ROLE)
-
-
-async def _set_role_passwords(server: PostgresServer) -> None:
-    """The passwords the URLs carry, so a server that asks for them gets the right ones."""
-    admin = await asyncpg.connect(_plain(server.url()))
-    try:
-        for role in (OWNER_ROLE, APP_ROLE):
-            # ALTER ROLE takes no parameters; the password is ours, hex, drawn this run.
-            await admin.execute(f"ALTER ROLE \"{role}\" PASSWORD '{server.role_password}'")
-    finally:
-        await admin.close()
 
 
 def _plain(url: str) -> str:

@@ -36,7 +36,7 @@ def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
         asyncio.run(cli._seed_demo(ready, "http://127.0.0.1:1/docs"))
         asyncio.run(cli._seed_demo(ready, "http://127.0.0.1:1/docs"))
 
-        async def schema_state() -> tuple[str, bool]:
+        async def schema_state() -> tuple[str, bool, bool]:
             engine = create_async_engine(ready.database_owner_url.get_secret_value())
             try:
                 async with engine.connect() as connection:
@@ -46,13 +46,18 @@ def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
                     superuser = await connection.scalar(
                         text("SELECT rolsuper FROM pg_roles WHERE rolname = 'vetify_app'")
                     )
-                return version, superuser
+                    # The backup role: it alone reads past row-level security (defect 9).
+                    backup = await connection.scalar(
+                        text("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'vetify_backup'")
+                    )
+                return version, superuser, backup
             finally:
                 await engine.dispose()
 
-        version, superuser = asyncio.run(schema_state())
+        version, superuser, backup = asyncio.run(schema_state())
         assert {version} == head_revisions()
         assert superuser is False
+        assert backup is True
     printed = capsys.readouterr().out
     assert "Demo clinic created" in printed
     assert "Demo clinic already there" in printed

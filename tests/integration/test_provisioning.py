@@ -7,7 +7,9 @@ test's own."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
+import secrets
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,8 +20,10 @@ import asyncpg
 import pytest
 from fastapi import FastAPI
 
-from app.db.embedded import bin_dir
+from app import cli
+from app.db.embedded import bin_dir, free_port
 from app.db.migrate import head_revisions, plain_url
+from app.db.provision import scram_verifier
 from tests.harness.api import SIGNUP_PASSWORD, login, signup, signup_body
 from tests.harness.databases import Database, schema_heads
 from tests.harness.live import run_vetify
@@ -266,3 +270,39 @@ async def test_the_printed_sql_provisions_as_a_managed_service_administrator(
         for role in (names.owner, names.app, names.backup, administrator):
             await superuser.execute(f'DROP ROLE IF EXISTS "{role}"')
         await superuser.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "why"),
+    [
+        ((), "give --admin-url"),
+        (("--admin-url", f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"), "Connect"),
+    ],
+)
+def test_provision_says_in_one_line_why_it_cannot(arguments, why) -> None:
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["db", "provision", *arguments])
+    message = str(refused.value)
+    assert message.startswith("vetify db provision: ")
+    assert why in message
+    assert "\n" not in message
+
+
+async def test_a_password_is_sent_as_the_verifier_postgresql_would_make(
+    postgres_server: PostgresServer,
+) -> None:
+    """What provisioning sends instead of the password is what PostgreSQL itself stores."""
+    role, password = f"scram_{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(24)
+    superuser = await asyncpg.connect(plain_url(postgres_server.url()))
+    try:
+        # pragma: allowlist nextline secret - a setting's value (how passwords are stored)
+        await superuser.execute("SET password_encryption = 'scram-sha-256'")
+        await superuser.execute(f"CREATE ROLE \"{role}\" PASSWORD '{password}'")
+        stored = await superuser.fetchval(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1", role
+        )
+    finally:
+        await superuser.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await superuser.close()
+    salt = base64.b64decode(stored.split(":")[1].split("$")[0])
+    assert scram_verifier(password, salt) == stored
