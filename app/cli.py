@@ -242,11 +242,22 @@ def parser() -> argparse.ArgumentParser:
         " ~/.pgpass instead. With --sql it only says where the printed URLs point",
     )
     provisioning.add_argument("--sql", action="store_true", help="print the SQL (psql) instead")
-    provisioning.add_argument("--database", default=EMBEDDED_DATABASE)
-    provisioning.add_argument("--owner-role", default=ROLES.owner)
-    provisioning.add_argument("--app-role", default=ROLES.app)
-    provisioning.add_argument("--backup-role", default=ROLES.backup)
+    for option, default in (
+        ("--database", EMBEDDED_DATABASE),
+        ("--owner-role", ROLES.owner),
+        ("--app-role", ROLES.app),
+        ("--backup-role", ROLES.backup),
+    ):
+        provisioning.add_argument(option, default=default, type=_plain_name)
     return root
+
+
+def _plain_name(value: str) -> str:
+    try:
+        migrate.identifier(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:
