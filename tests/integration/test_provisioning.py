@@ -265,6 +265,7 @@ async def test_the_printed_sql_provisions_as_a_managed_service_administrator(
         assert migrated.returncode == 0, migrated.stderr
         assert await schema_heads(Database(names.database, postgres_server)) == head_revisions()
     finally:
+        # What it made first (the administrator granted their memberships), then itself.
         await superuser.execute(f'DROP DATABASE IF EXISTS "{names.database}" WITH (FORCE)')
         for role in (names.owner, names.app, names.backup, administrator):
             await superuser.execute(f'DROP ROLE IF EXISTS "{role}"')
