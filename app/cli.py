@@ -1,24 +1,27 @@
-"""The ``vetify`` command: serve (embedded database by default), demo, migrate, worker, and
-the billing operator commands."""
+"""The ``vetify`` command: serve (embedded database by default), demo, migrate, worker, the
+billing operator commands, and db provision (an external PostgreSQL's database and roles)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import asyncpg
 import uvicorn
 from pydantic import SecretStr
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.billing import operations
-from app.db import migrate
+from app.db import migrate, provision
 from app.db.embedded import EmbeddedPostgres
-from app.db.session import create_engine, database_url
+from app.db.session import create_engine
 from app.kit import server
 from app.main import create_app
 from app.queue import run_worker
@@ -27,31 +30,46 @@ from app.settings import ConfigurationError, Settings
 log = logging.getLogger("vetify")
 
 EMBEDDED_DATABASE = "vetify"
-EMBEDDED_OWNER = "vetify_owner"
-EMBEDDED_APP = "vetify_app"
+ROLES = provision.Roles()
+"""The roles' names on the embedded database, and `vetify db provision`'s defaults."""
 
 
 @contextmanager
 def database(settings: Settings) -> Iterator[Settings]:
-    """The configured database, or an embedded one in ``settings.data_dir``; migrated to head."""
+    """The configured database, or an embedded one in ``settings.data_dir``; migrated to head;
+    for a command that connects as the service's role."""
+    if settings.database_url is None and not settings.embedded:
+        raise SystemExit(
+            "vetify: VETIFY_DATABASE_OWNER_URL is set but VETIFY_DATABASE_URL is not: set the"
+            " service role's URL too (with an external database configured, no embedded one"
+            " is started)"
+        )
+    with _at_head(settings) as ready:
+        yield ready
+
+
+@contextmanager
+def _at_head(settings: Settings) -> Iterator[Settings]:
+    """The database (the embedded one started and set up if none is configured), migrated
+    when the owner's URL is known."""
     server: EmbeddedPostgres | None = None
     if settings.embedded:
         server = EmbeddedPostgres(settings.data_dir / "pgdata")
         log.info("starting the embedded PostgreSQL in %s", server.data_dir)
         server.start()
-        migrate.bootstrap_sync(server.url(), EMBEDDED_DATABASE, EMBEDDED_OWNER, EMBEDDED_APP)
+        provision.provision_sync(server.url(), provision.Provisioning(EMBEDDED_DATABASE, ROLES))
         settings = settings.model_copy(
             update={
-                "database_url": SecretStr(server.url(EMBEDDED_APP, EMBEDDED_DATABASE)),
-                "database_owner_url": SecretStr(server.url(EMBEDDED_OWNER, EMBEDDED_DATABASE)),
+                "database_url": SecretStr(server.url(ROLES.app, EMBEDDED_DATABASE)),
+                "database_owner_url": SecretStr(server.url(ROLES.owner, EMBEDDED_DATABASE)),
             }
         )
     try:
         if settings.database_owner_url is not None:
-            migrate.upgrade(
-                settings.database_owner_url.get_secret_value(),
-                migrate.role_of(database_url(settings)),
-            )
+            owner = settings.database_owner_url.get_secret_value()
+            migrate.upgrade(owner, _service_role(settings))
+            where = make_url(owner)
+            log.info("database %s on %s: schema at head", where.database, where.host or "socket")
         yield settings
     finally:
         if server is not None:
@@ -86,12 +104,12 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     # uvicorn shuts down gracefully, then re-raises the signal it caught; as an exception
     # (not the default "terminate") it unwinds through `database()`, which stops PostgreSQL.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with database(settings) as ready:
+    with database(_served_at(settings, host, port)) as ready:
         if settings.embedded:
             # One command for a newcomer: the API and its jobs, on the embedded database.
             ready = ready.model_copy(update={"jobs_in_process": True})
         if demo:
-            asyncio.run(_seed_demo(ready, f"http://{host}:{port}/docs"))
+            asyncio.run(_seed_demo(ready, f"{ready.public_url}/docs"))
         # The app believes X-Forwarded-* from its own trusted_proxies setting, not uvicorn's.
         uvicorn.run(
             create_app(ready),
@@ -103,10 +121,28 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
         )
 
 
+def _served_at(settings: Settings, host: str, port: int) -> Settings:
+    """Unless VETIFY_PUBLIC_URL is set, the service is where --host and --port put it: the
+    origin its pages (and the docs URL `vetify demo` prints) send cookie-authenticated
+    requests from, and the base of the links it mails."""
+    if "public_url" in settings.model_fields_set:
+        return settings
+    name = f"[{host}]" if ":" in host else host
+    return settings.model_copy(update={"public_url": f"http://{name}:{port}"})
+
+
+def _service_role(settings: Settings) -> str:
+    """The role migrations grant the service's privileges to: its URL's, or, given only the
+    owner's URL, the one `vetify db provision` makes."""
+    if settings.database_url is None:
+        return ROLES.app
+    return migrate.role_of(settings.database_url.get_secret_value())
+
+
 def _migrate(settings: Settings) -> None:
     if settings.database_url is not None and settings.database_owner_url is None:
         raise SystemExit("vetify migrate: set VETIFY_DATABASE_OWNER_URL (the schema owner's URL)")
-    with database(settings):
+    with _at_head(settings):
         print("database schema is at head")
 
 
@@ -127,6 +163,55 @@ def _billing(settings: Settings, args: argparse.Namespace) -> None:
         print(asyncio.run(operations.run(ready, args)), flush=True)
 
 
+def _provision(args: argparse.Namespace) -> None:
+    """Make the database and its roles (``--admin-url``: a superuser's or the managed service
+    administrator's), or print the SQL that does (``--sql``, the URLs then on stderr)."""
+    roles = provision.Roles(args.owner_role, args.app_role, args.backup_role)
+    passwords = {role: secrets.token_urlsafe(24) for role in roles.names}
+    plan = provision.Provisioning(args.database, roles, passwords)
+    if args.sql:
+        print(plan.script(), end="", flush=True)
+        print(_configuration(plan, args.admin_url, set(roles.names), done=False), file=sys.stderr)
+        return
+    if args.admin_url is None:
+        raise SystemExit("vetify db provision: give --admin-url (or --sql to print the SQL)")
+    try:
+        created = provision.provision_sync(args.admin_url, plan)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise SystemExit(f"vetify db provision: {exc}") from None
+    print(_configuration(plan, args.admin_url, created, done=True))
+
+
+def _configuration(
+    plan: provision.Provisioning, admin_url: str | None, created: set[str], *, done: bool
+) -> str:
+    """The URLs to configure, with the passwords of the roles ``created``."""
+    where = make_url(admin_url or "postgresql://HOST:5432")
+
+    def url(role: str, driver: str) -> str:
+        return URL.create(
+            driver,
+            username=role,
+            password=plan.passwords[role] if role in created else None,
+            host=where.host,
+            port=where.port,
+            database=plan.database,
+        ).render_as_string(hide_password=False)
+
+    kept = [role for role in plan.roles.names if role not in created]
+    return "\n".join(
+        [
+            f"# database {plan.database} "
+            + ("is ready" if done else "is ready once the script has run")
+            + "; configure Vetify with (each password is shown once):",
+            f"VETIFY_DATABASE_OWNER_URL={url(plan.roles.owner, 'postgresql+asyncpg')}",
+            f"VETIFY_DATABASE_URL={url(plan.roles.app, 'postgresql+asyncpg')}",
+            f"# backup role (pg_dump): {url(plan.roles.backup, 'postgresql')}",
+            *([f"# existing roles keep their passwords: {', '.join(kept)}"] if kept else []),
+        ]
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="vetify", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -144,12 +229,44 @@ def parser() -> argparse.ArgumentParser:
     operations.add_commands(
         commands.add_parser("billing", help="Stripe events: list, metrics, replay")
     )
+    db = commands.add_parser("db", help="an external PostgreSQL: provision")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    provisioning = db_commands.add_parser(
+        "provision",
+        help="create the database, its owner, service and backup roles and btree_gist (as a"
+        " superuser or the managed service's administrator); print the URLs to configure",
+    )
+    provisioning.add_argument(
+        "--admin-url",
+        help="postgresql://ADMIN@HOST:PORT/postgres; its password may come from PGPASSWORD or"
+        " ~/.pgpass instead. With --sql it only says where the printed URLs point",
+    )
+    provisioning.add_argument("--sql", action="store_true", help="print the SQL (psql) instead")
+    for option, default in (
+        ("--database", EMBEDDED_DATABASE),
+        ("--owner-role", ROLES.owner),
+        ("--app-role", ROLES.app),
+        ("--backup-role", ROLES.backup),
+    ):
+        provisioning.add_argument(option, default=default, type=_plain_name)
     return root
+
+
+def _plain_name(value: str) -> str:
+    try:
+        migrate.identifier(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "db":
+        # Before the service is configured: it needs none of its settings.
+        _provision(args)
+        return
     try:
         settings = Settings()
     except ConfigurationError as exc:

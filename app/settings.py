@@ -132,7 +132,8 @@ class Settings(BaseSettings):
         SecretStr | None,
         Field(validation_alias=AliasChoices("VETIFY_DATABASE_URL", "DATABASE_URL")),
     ] = None
-    """URL of the service's own role (owns nothing, no BYPASSRLS). Unset: embedded PostgreSQL."""
+    """URL of the service's own role (owns nothing, no BYPASSRLS). Unset, with no owner URL
+    either: embedded PostgreSQL."""
 
     redis_url: Annotated[
         SecretStr | None,
@@ -153,7 +154,8 @@ class Settings(BaseSettings):
 
     public_url: str = "http://127.0.0.1:8000"
     """Base URL of the links the service mails (invitations, address verification, password
-    reset)."""
+    reset), and the origin trusted for cookie-authenticated writes. Unset, `vetify serve`
+    uses its --host and --port."""
 
     session_cookie_secure: bool = True
     session_idle_timeout_minutes: int = Field(default=60, ge=1)
@@ -411,7 +413,9 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        return self.database_url is None
+        """No database configured: `vetify` starts its own in ``data_dir``. Either URL set
+        means an external database, and no embedded one is ever started."""
+        return self.database_url is None and self.database_owner_url is None
 
 
 def _problems(exc: ValidationError) -> dict[str, str]:

@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.db.migrate import lock_migrations
 from app.models import Base
 
 config = context.config
@@ -37,9 +38,11 @@ async def _online() -> None:
     engine = create_async_engine(url)
     try:
         async with engine.connect() as connection:
+            await connection.run_sync(lock_migrations)
             await connection.run_sync(_run)
             await connection.commit()
     finally:
+        # Closes the connection, and so releases the lock.
         await engine.dispose()
 
 

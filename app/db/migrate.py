@@ -1,24 +1,27 @@
-"""Schema management: create the roles and database, run Alembic, report whether we are at head.
+"""Schema management: run Alembic, one migration of a database at a time, and report
+whether we are at head.
 
-Two roles (ADR 0002): the *owner* owns the schema and runs migrations; the *service* role
-the API connects as owns nothing, is not a superuser and cannot bypass row-level security.
-Migrations grant the service role exactly the privileges each table needs.
+Migrations run as the *owner* role, which owns the schema; the *service* role the API
+connects as owns nothing, is not a superuser and cannot bypass row-level security (ADR
+0002). Migrations grant the service role exactly the privileges each table needs. The roles
+and the database are made by :mod:`app.db.provision` (ADR 0015).
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import re
 from pathlib import Path
 
-import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL, make_url
 
 APP_ROLE_ATTRIBUTE = "app_role"
+MIGRATION_LOCK = int.from_bytes(b"vetify:m", "big") >> 1
+"""The advisory lock key migrations of a database take (any bigint nothing else uses)."""
 
 
 class MigrationsMissing(RuntimeError):
@@ -49,6 +52,15 @@ def upgrade(owner_url: str, app_role: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(owner_url, app_role), revision)
 
 
+def lock_migrations(connection: Connection) -> None:
+    """Wait until no other migration of this database is under way, and keep others waiting
+    until ``connection`` closes (a session lock: a migration that commits part-way, in an
+    autocommit block, stays covered). `serve`, `worker` and `migrate` all migrate at start,
+    so replicas started together meet here; the later one then finds the schema at head."""
+    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    connection.commit()
+
+
 def check(owner_url: str) -> None:
     """Fail if the models describe a schema the migrations do not make."""
     command.check(alembic_config(owner_url, "unused"))
@@ -71,36 +83,3 @@ def identifier(name: str) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
         raise ValueError(f"not a plain identifier: {name!r}")
     return f'"{name}"'
-
-
-async def bootstrap(superuser_url: str, database: str, owner_role: str, app_role: str) -> None:
-    """Create both roles and the database if they are missing (idempotent).
-
-    For the embedded server and throwaway test servers, where we hold the superuser;
-    production provisions the same with its own tooling (docs/adr/0002).
-    """
-    connection = await asyncpg.connect(plain_url(superuser_url))
-    try:
-        for role, extra in ((owner_role, ""), (app_role, " NOCREATEDB NOCREATEROLE")):
-            exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
-            if not exists:
-                await connection.execute(
-                    f"CREATE ROLE {identifier(role)} LOGIN NOSUPERUSER NOBYPASSRLS{extra}"
-                )
-        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
-            await connection.execute(
-                f"CREATE DATABASE {identifier(database)} OWNER {identifier(owner_role)}"
-            )
-    finally:
-        await connection.close()
-    # The public schema belongs to the owner; nobody else may create objects in it.
-    connection = await asyncpg.connect(plain_url(make_url(superuser_url).set(database=database)))
-    try:
-        await connection.execute(f"ALTER SCHEMA public OWNER TO {identifier(owner_role)}")
-        await connection.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    finally:
-        await connection.close()
-
-
-def bootstrap_sync(superuser_url: str, database: str, owner_role: str, app_role: str) -> None:
-    asyncio.run(bootstrap(superuser_url, database, owner_role, app_role))

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from app.auth.service import SESSION_COOKIE
+from app.kit.csrf import CSRF_HEADER
 from app.kit.problems import MEDIA_TYPE, PROBLEM_BASE
 from fixtures.factories import DEFAULT_PASSWORD
 
@@ -87,6 +89,24 @@ def login_sync(
     client: httpx.Client, email: str, password: str = DEFAULT_PASSWORD, **options: Any
 ) -> httpx.Response:
     return client.post(**login_request(email, password, **options))
+
+
+def token_by_session_sync(
+    client: httpx.Client, login: httpx.Response, origin: str, name: str
+) -> httpx.Response:
+    """Create an API token with the session ``login`` set, as the service's own page at
+    ``origin`` would: the cookie (sent by hand: it is Secure, and a local server speaks plain
+    http), ``Origin`` and the CSRF token."""
+    client.cookies.clear()
+    return client.post(
+        "/api/v1/auth/tokens",
+        json={"name": name},
+        headers={
+            "Cookie": f"{SESSION_COOKIE}={login.cookies[SESSION_COOKIE]}",
+            "Origin": origin,
+            CSRF_HEADER: login.json()["csrf_token"],
+        },
+    )
 
 
 def problem_type(slug: str) -> str:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
 
-from app.db import migrate
+from app.db import migrate, provision
 from tests.harness.services import PostgresServer
 
 OWNER_ROLE = "vetify_owner"
 APP_ROLE = "vetify_app"
+BACKUP_ROLE = "vetify_backup"
 TEMPLATE = "vetify_template"
 
 
@@ -31,27 +31,23 @@ class Database:
         return self.server.url(OWNER_ROLE, self.name)
 
     @property
+    def backup_url(self) -> str:
+        """The backup role: reads every row (BYPASSRLS), writes none."""
+        return self.server.url(BACKUP_ROLE, self.name)
+
+    @property
     def superuser_url(self) -> str:
         """Sees every row: for checking what is really stored."""
         return self.server.url(database=self.name)
 
 
 def prepare_template(server: PostgresServer) -> None:
-    """Roles, and a template database migrated to head (synchronous: Alembic runs its own loop)."""
-    migrate.bootstrap_sync(server.url(), TEMPLATE, OWNER_ROLE, APP_ROLE)
-    asyncio.run(_set_role_passwords(server))
+    """Roles, and a template database migrated to head (synchronous: Alembic runs its own loop).
+    The roles get the password the URLs carry, so a server that asks for them gets it."""
+    roles = provision.Roles(OWNER_ROLE, APP_ROLE, BACKUP_ROLE)
+    passwords = dict.fromkeys(roles.names, server.role_password)
+    provision.provision_sync(server.url(), provision.Provisioning(TEMPLATE, roles, passwords))
     migrate.upgrade(server.url(OWNER_ROLE, TEMPLATE), APP_ROLE)
-
-
-async def _set_role_passwords(server: PostgresServer) -> None:
-    """The passwords the URLs carry, so a server that asks for them gets the right ones."""
-    admin = await asyncpg.connect(_plain(server.url()))
-    try:
-        for role in (OWNER_ROLE, APP_ROLE):
-            # ALTER ROLE takes no parameters; the password is ours, hex, drawn this run.
-            await admin.execute(f"ALTER ROLE \"{role}\" PASSWORD '{server.role_password}'")
-    finally:
-        await admin.close()
 
 
 def _plain(url: str) -> str:
@@ -60,10 +56,20 @@ def _plain(url: str) -> str:
 
 async def clone(server: PostgresServer, prefix: str = "test") -> Database:
     """A fresh database from the template (``CREATE DATABASE ... TEMPLATE``: tens of ms)."""
+    return await _create(server, prefix, f'TEMPLATE "{TEMPLATE}"')
+
+
+async def empty(server: PostgresServer, prefix: str = "empty") -> Database:
+    """A database the owner role owns with no schema in it: what a first `vetify migrate` of
+    a provisioned external database meets."""
+    return await _create(server, prefix, "")
+
+
+async def _create(server: PostgresServer, prefix: str, template: str) -> Database:
     name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(_plain(server.url()))
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}" OWNER "{OWNER_ROLE}"')
+        await admin.execute(f'CREATE DATABASE "{name}" {template} OWNER "{OWNER_ROLE}"')
     finally:
         await admin.close()
     return Database(name, server)
@@ -75,3 +81,14 @@ async def drop(database: Database) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+async def schema_heads(database: Database) -> set[str]:
+    """The revisions ``database`` is at (none before its first migration)."""
+    connection = await asyncpg.connect(_plain(database.superuser_url))
+    try:
+        if await connection.fetchval("SELECT to_regclass('alembic_version')") is None:
+            return set()
+        return {row[0] for row in await connection.fetch("SELECT version_num FROM alembic_version")}
+    finally:
+        await connection.close()

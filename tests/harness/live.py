@@ -14,12 +14,10 @@ from typing import Literal
 
 import httpx
 
-from app.auth.service import SESSION_COOKIE
 from app.db.embedded import free_port
-from app.kit.csrf import CSRF_HEADER
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.harness import canary
-from tests.harness.api import login_sync
+from tests.harness.api import login_sync, token_by_session_sync
 from tests.harness.databases import APP_ROLE, Database
 from tests.harness.proxy import FaultProxy
 
@@ -32,6 +30,38 @@ def suite_length() -> Length:
     if value not in ("smoke", "full"):
         raise ValueError(f"VETIFY_SUITE_LENGTH={value!r}: use 'smoke' or 'full'")
     return value  # type: ignore[return-value]
+
+
+def vetify_command(*args: str) -> list[str]:
+    """`vetify ARGS` as this checkout's code (the tests' working directory is the repository)."""
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+def vetify_env(**settings: str) -> dict[str, str]:
+    """The environment of a `vetify` process: this one's, less every setting it might carry
+    (``VETIFY_*``, ``DATABASE_URL``, ``REDIS_URL``), in the test environment (no ``.env``
+    read), with ``settings`` added."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("VETIFY_") and key not in ("DATABASE_URL", "REDIS_URL")
+    }
+    return {**inherited, "VETIFY_ENV": "test", **settings}
+
+
+def run_vetify(
+    *args: str, timeout: float = 120, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `vetify ARGS` to its end with ``settings`` (see :func:`vetify_env`); its output
+    is returned, never raised, for the test to judge."""
+    return subprocess.run(  # noqa: S603 - our own command
+        vetify_command(*args),
+        env=vetify_env(**settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @dataclass
@@ -52,19 +82,7 @@ class LiveServer:
         with httpx.Client(base_url=self.url, timeout=30) as http:
             login = login_sync(http, DEMO_EMAIL, DEMO_PASSWORD)
             assert login.status_code == 200, login.text
-            # The cookie is Secure and the server speaks plain http on loopback: send it by hand,
-            # with what the service's own page would add (Origin, the CSRF token).
-            cookie = login.cookies[SESSION_COOKIE]
-            http.cookies.clear()
-            created = http.post(
-                "/api/v1/auth/tokens",
-                json={"name": name},
-                headers={
-                    "Cookie": f"{SESSION_COOKIE}={cookie}",
-                    "Origin": self.url,
-                    CSRF_HEADER: login.json()["csrf_token"],
-                },
-            )
+            created = token_by_session_sync(http, login, self.url, name)
             assert created.status_code == 201, created.text
             token: str = created.json()["token"]
             return token
@@ -79,19 +97,15 @@ class LiveServer:
             f"postgresql+asyncpg://{APP_ROLE}:{password}@127.0.0.1:{self.db_proxy.port}"
             f"/{self.database.name}"
         )
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("VETIFY_")},
-            "VETIFY_DATABASE_URL": via_proxy,
-            "VETIFY_DATABASE_OWNER_URL": self.database.owner_url,
-            "VETIFY_DB_STATEMENT_TIMEOUT_MS": "5000",
+        env = vetify_env(
+            VETIFY_DATABASE_URL=via_proxy,
+            VETIFY_DATABASE_OWNER_URL=self.database.owner_url,
+            VETIFY_DB_STATEMENT_TIMEOUT_MS="5000",
             # Load and chaos send far more than one clinic does; the limits still run, wider.
-            "VETIFY_RATE_LIMIT_SCALE": "1000",
-            # Configured by this environment only, never by a developer's .env.
-            "VETIFY_ENV": "test",
+            VETIFY_RATE_LIMIT_SCALE="1000",
             # Its own address: pages served from it are the ones its CSRF check trusts.
-            "VETIFY_PUBLIC_URL": self.url,
-        }
-        env.pop("DATABASE_URL", None)
+            VETIFY_PUBLIC_URL=self.url,
+        )
         if self.redis_url:
             env["VETIFY_REDIS_URL"] = self.redis_url
         return {**env, **self.settings}
@@ -99,7 +113,7 @@ class LiveServer:
     def start(self, timeout: float = 60.0) -> LiveServer:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603 - our own command
-                [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
+                vetify_command("serve", "--port", str(self.port)),
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -2,7 +2,8 @@
 
 * Services: one PostgreSQL and one Redis per test session, from containers when a Docker
   engine answers, else local processes (:mod:`tests.harness.services`); the header says which.
-* Databases: a template migrated once; ``database`` is a fresh clone per test.
+* Databases: a template migrated once; ``database`` is a fresh clone per test,
+  ``empty_database`` one with no schema yet.
 * The app: ``app`` is ``create_app`` with its lifespan running, ``client`` talks to it over
   ASGI; ``live_server`` is `vetify serve` as a real process (e2e, load, chaos).
 * Skips: every skipped test is listed at the end; with ``--forbid-skips`` (the pr set) a
@@ -212,6 +213,14 @@ def s3_settings(settings: Settings, server: S3Server, bucket: str) -> Settings:
 @pytest.fixture
 async def database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
     fresh = await databases.clone(postgres_server)
+    yield fresh
+    await databases.drop(fresh)
+
+
+@pytest.fixture
+async def empty_database(postgres_server: PostgresServer) -> AsyncIterator[Database]:
+    """A database with the roles of ``database`` but no schema: not migrated yet."""
+    fresh = await databases.empty(postgres_server)
     yield fresh
     await databases.drop(fresh)
 

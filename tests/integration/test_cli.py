@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import cli
+from app.db import migrate
 from app.db.embedded import EmbeddedPostgres, free_port
 from app.db.migrate import head_revisions
+from app.kit.csrf import origin_of
 from app.settings import Settings
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
-from tests.harness.api import login_sync
+from tests.harness.api import login_sync, token_by_session_sync
+from tests.harness.databases import APP_ROLE, Database, schema_heads
+from tests.harness.live import run_vetify, vetify_command, vetify_env
 
 
 def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
@@ -32,7 +36,7 @@ def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
         asyncio.run(cli._seed_demo(ready, "http://127.0.0.1:1/docs"))
         asyncio.run(cli._seed_demo(ready, "http://127.0.0.1:1/docs"))
 
-        async def schema_state() -> tuple[str, bool]:
+        async def schema_state() -> tuple[str, bool, bool]:
             engine = create_async_engine(ready.database_owner_url.get_secret_value())
             try:
                 async with engine.connect() as connection:
@@ -42,13 +46,18 @@ def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
                     superuser = await connection.scalar(
                         text("SELECT rolsuper FROM pg_roles WHERE rolname = 'vetify_app'")
                     )
-                return version, superuser
+                    # The backup role: it alone reads past row-level security (defect 9).
+                    backup = await connection.scalar(
+                        text("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'vetify_backup'")
+                    )
+                return version, superuser, backup
             finally:
                 await engine.dispose()
 
-        version, superuser = asyncio.run(schema_state())
+        version, superuser, backup = asyncio.run(schema_state())
         assert {version} == head_revisions()
         assert superuser is False
+        assert backup is True
     printed = capsys.readouterr().out
     assert "Demo clinic created" in printed
     assert "Demo clinic already there" in printed
@@ -79,44 +88,70 @@ def test_migrate_applies_migrations_to_a_configured_database(monkeypatch, databa
 
 
 def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
-    """The README's run command, as a newcomer runs it (minus the install)."""
+    """The README's run command, as a newcomer runs it (minus the install), on a port of its
+    own: the docs URL it prints is an origin its cookie-authenticated requests are taken from."""
     port = free_port()
-    env = {**os.environ, "VETIFY_DATA_DIR": str(tmp_path / "state")}
-    env.pop("VETIFY_DATABASE_URL", None)
-    env.pop("DATABASE_URL", None)
     process = subprocess.Popen(  # noqa: S603 - our own command
-        [sys.executable, "-m", "app.cli", "demo", "--port", str(port)],
-        env=env,
+        vetify_command("demo", "--port", str(port)),
+        env=vetify_env(VETIFY_DATA_DIR=str(tmp_path / "state")),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "vetify demo did not become ready"
-            time.sleep(0.25)
-        docs = httpx.get(f"{base}/docs", timeout=5)
+        _wait_until_ready(process, port)
+        # Printed before the server started, so already in the pipe.
+        docs_url = _printed_line(process, "then open ").split("then open ", 1)[1].strip()
+        docs = httpx.get(docs_url, timeout=5)
         spec = httpx.get(f"{base}/openapi.json", timeout=5).json()
+        page = origin_of(docs_url) or ""
         with httpx.Client(base_url=base, timeout=10) as http:
-            login = login_sync(http, DEMO_EMAIL, DEMO_PASSWORD)
+            login = login_sync(http, DEMO_EMAIL, DEMO_PASSWORD, headers={"Origin": page})
+            assert login.status_code == 200, login.text
+            token = token_by_session_sync(http, login, page, "from the docs page")
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     assert docs.status_code == 200
     assert "/api/v1/pets" in spec["paths"]
-    assert login.status_code == 200
     assert login.json()["clinic"]["name"] == "Riverside Veterinary Clinic"
+    assert token.status_code == 201, token.text
     assert "Finished server process" in output
     assert process.returncode == 128 + signal.SIGTERM
     assert not EmbeddedPostgres(tmp_path / "state" / "pgdata").is_running()
+
+
+def test_the_public_url_follows_host_and_port_unless_set() -> None:
+    default = Settings(_env_file=None)
+    assert cli._served_at(default, "192.0.2.7", 9000).public_url == "http://192.0.2.7:9000"
+    assert cli._served_at(default, "::1", 9000).public_url == "http://[::1]:9000"
+    chosen = Settings(_env_file=None, public_url="https://vets.example")
+    assert cli._served_at(chosen, "192.0.2.7", 9000).public_url == "https://vets.example"
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _wait_until_ready(process: subprocess.Popen[str], port: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not _ready(port):
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        assert time.monotonic() < deadline, f"port {port} did not become ready"
+        time.sleep(0.25)
+
+
+def _printed_line(process: subprocess.Popen[str], marker: str) -> str:
+    """The first line of ``process``'s output holding ``marker`` (read up to it)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if marker in line:
+            return line
+    raise AssertionError(f"{marker!r} was never printed")
 
 
 def test_a_separate_worker_is_refused_on_the_embedded_database(tmp_path) -> None:
@@ -136,3 +171,123 @@ def test_vetify_billing_metrics_reads_the_configured_database(
     out = capsys.readouterr().out
     assert 'vetify_stripe_events{status="failed"} 0' in out
     assert "# TYPE vetify_stripe_events gauge" in out
+
+
+# -- an external database: the owner URL is used, never the embedded database -----------------
+def _schema_heads(database: Database) -> set[str]:
+    return asyncio.run(schema_heads(database))
+
+
+def test_migrate_with_only_the_owner_url_migrates_that_database(empty_database, tmp_path):
+    """Issue 16, defect 7: it migrated an embedded database instead and said all was well."""
+    state = tmp_path / "state"
+    result = run_vetify(
+        "migrate",
+        VETIFY_DATABASE_OWNER_URL=empty_database.owner_url,
+        VETIFY_DATA_DIR=str(state),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _schema_heads(empty_database) == head_revisions()
+    assert f"database {empty_database.name} on " in result.stderr
+    assert not state.exists(), "no embedded database is started"
+
+
+@pytest.mark.parametrize("command", [("serve",), ("billing", "metrics")])
+def test_a_command_given_only_the_owner_url_refuses_to_start_an_embedded_database(
+    command, empty_database, tmp_path
+):
+    state = tmp_path / "state"
+    try:
+        result = run_vetify(
+            *command,
+            timeout=60,
+            VETIFY_DATABASE_OWNER_URL=empty_database.owner_url,
+            VETIFY_DATA_DIR=str(state),
+        )
+    finally:
+        # Before the fix it started one (and served on it): leave no server behind.
+        EmbeddedPostgres(state / "pgdata").stop()
+    assert result.returncode != 0
+    [message] = result.stderr.strip().splitlines()
+    assert "VETIFY_DATABASE_URL" in message
+    assert "Traceback" not in result.stderr
+    assert not state.exists(), "no embedded database is started"
+    assert _schema_heads(empty_database) == set()
+
+
+# -- migrations started together (issue 16, defect 8) ------------------------------------------
+def _external(database: Database, state: Path) -> dict[str, str]:
+    return vetify_env(
+        VETIFY_DATABASE_URL=database.app_url,
+        VETIFY_DATABASE_OWNER_URL=database.owner_url,
+        VETIFY_DATA_DIR=str(state),
+    )
+
+
+def test_two_migrations_started_together_on_a_fresh_database_both_succeed(empty_database, tmp_path):
+    """They clashed (UniqueViolationError): the second now waits for the first's lock, then
+    finds the schema at head."""
+    processes = [
+        subprocess.Popen(  # noqa: S603 - our own command
+            vetify_command("migrate"),
+            env=_external(empty_database, tmp_path / "state"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], "\n".join(outputs)
+    assert _schema_heads(empty_database) == head_revisions()
+
+
+async def test_a_migration_waits_while_another_holds_the_lock(empty_database) -> None:
+    """The deterministic half of the two above: a migration that finds the lock taken touches
+    nothing until it is released, then runs to head."""
+    holder = await asyncpg.connect(migrate.plain_url(empty_database.superuser_url))
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", migrate.MIGRATION_LOCK)
+        waiting = asyncio.ensure_future(
+            asyncio.to_thread(migrate.upgrade, empty_database.owner_url, APP_ROLE)
+        )
+        await asyncio.sleep(2)
+        assert not waiting.done()
+        assert await schema_heads(empty_database) == set()
+        await holder.execute("SELECT pg_advisory_unlock($1)", migrate.MIGRATION_LOCK)
+        await asyncio.wait_for(waiting, 120)
+    finally:
+        await holder.close()
+    assert await schema_heads(empty_database) == head_revisions()
+
+
+def test_serve_and_worker_started_together_on_a_fresh_database(empty_database, tmp_path):
+    """Both migrate at start when given the owner URL; neither may fail for the other."""
+    port = free_port()
+    logs = {name: tmp_path / f"{name}.log" for name in ("serve", "worker")}
+    processes = {}
+    for name, command in (("serve", ("serve", "--port", str(port))), ("worker", ("worker",))):
+        with logs[name].open("w") as log:
+            processes[name] = subprocess.Popen(  # noqa: S603 - our own command
+                vetify_command(*command),
+                env=_external(empty_database, tmp_path / "state"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            for name, process in processes.items():
+                assert process.poll() is None, f"{name} exited:\n{logs[name].read_text()}"
+            if "Starting worker" in logs["worker"].read_text() and _ready(port):
+                break
+            assert time.monotonic() < deadline, {n: log.read_text() for n, log in logs.items()}
+            time.sleep(0.25)
+        started = {name: log.read_text() for name, log in logs.items()}
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(30)
+    assert "Traceback" not in started["serve"] + started["worker"]
+    assert _schema_heads(empty_database) == head_revisions()

@@ -39,11 +39,6 @@ REVIEWED: dict[tuple[str, str], tuple[int, str]] = {
         1,
         "GRANT with constant privileges to the service role, quoted by identifier()",
     ),
-    ("app/db/migrate.py", "bootstrap"): (
-        3,
-        "CREATE ROLE/DATABASE, ALTER SCHEMA: names from settings (the operator's), quoted by"
-        " identifier(); DDL cannot take bound parameters",
-    ),
     ("migrations/versions/20261128_0001_initial_schema.py", "_security"): (
         4,
         "policies and grants built from the constant tenant and user settings of app/db/rls.py"

@@ -74,6 +74,12 @@ def test_database_url_from_either_variable(monkeypatch: pytest.MonkeyPatch, vari
     assert settings.embedded is False
 
 
+def test_an_owner_url_alone_means_an_external_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 16, defect 7: `vetify migrate` then migrated an embedded database instead.
+    monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", OWNER_URL)
+    assert Settings().embedded is False
+
+
 def test_url_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", OWNER_URL)
     assert STRONG not in repr(Settings())

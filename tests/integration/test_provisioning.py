@@ -1,0 +1,315 @@
+"""An external PostgreSQL from nothing to serving (docs/deployment.md): `vetify db provision`
+as its superuser, or its SQL run by a managed service's administrator, then `vetify migrate`
+with the URLs it printed, a log-in as the service's role, and a backup by the backup role
+(ADR 0015). The test PostgreSQL plays the external one, with a database and roles of each
+test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import secrets
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from app import cli
+from app.db.embedded import bin_dir
+from app.db.migrate import head_revisions, plain_url
+from app.db.provision import scram_verifier
+from tests.harness.api import SIGNUP_PASSWORD, login, signup, signup_body
+from tests.harness.databases import Database, schema_heads
+from tests.harness.live import run_vetify
+from tests.harness.plugin import asgi_client
+from tests.harness.services import PostgresServer
+
+
+@dataclass(frozen=True)
+class Names:
+    """A database and roles of one test's own, on the shared test server."""
+
+    database: str
+    owner: str
+    app: str
+    backup: str
+
+    def options(self) -> tuple[str, ...]:
+        return (
+            "--database",
+            self.database,
+            "--owner-role",
+            self.owner,
+            "--app-role",
+            self.app,
+            "--backup-role",
+            self.backup,
+        )
+
+
+@pytest.fixture
+async def names(postgres_server: PostgresServer) -> AsyncIterator[Names]:
+    tag = uuid.uuid4().hex[:10]
+    made = Names(f"prov_{tag}", f"prov_owner_{tag}", f"prov_app_{tag}", f"prov_backup_{tag}")
+    yield made
+    admin = await asyncpg.connect(plain_url(postgres_server.url()))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{made.database}" WITH (FORCE)')
+        for role in (made.owner, made.app, made.backup):
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+    finally:
+        await admin.close()
+
+
+def _printed_urls(output: str) -> dict[str, str]:
+    """``VETIFY_DATABASE_URL`` and ``VETIFY_DATABASE_OWNER_URL`` as printed, and the backup
+    role's URL (``backup``)."""
+    urls = dict(re.findall(r"^(VETIFY_DATABASE(?:_OWNER)?_URL)=(\S+)$", output, re.MULTILINE))
+    urls["backup"] = re.findall(r"^# backup role \(pg_dump\): (\S+)$", output, re.MULTILINE)[0]
+    return urls
+
+
+async def _roles(server: PostgresServer, names: Names) -> dict[str, tuple[bool, ...]]:
+    """Each role's (superuser, bypassrls, createrole, createdb, login, reads all data)."""
+    admin = await asyncpg.connect(plain_url(server.url()))
+    try:
+        rows = await admin.fetch(
+            "SELECT rolname, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, rolcanlogin,"
+            " pg_has_role(rolname, 'pg_read_all_data', 'USAGE')"
+            " FROM pg_roles WHERE rolname = ANY($1::text[])",
+            [names.owner, names.app, names.backup],
+        )
+        owner = await admin.fetchval(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", names.database
+        )
+    finally:
+        await admin.close()
+    assert owner == names.owner
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def _promised(names: Names) -> dict[str, tuple[bool, ...]]:
+    """Neither owner nor service role is superuser, BYPASSRLS, CREATEROLE or CREATEDB, nor
+    reads beyond its grants; the backup role bypasses row-level security and reads all."""
+    plain = (False, False, False, False, True, False)
+    return {
+        names.owner: plain,
+        names.app: plain,
+        names.backup: (False, True, False, False, True, True),
+    }
+
+
+def _psql(url: str, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - the bundled psql, fixed arguments
+        [str(bin_dir() / "psql"), "--no-psqlrc", "--dbname", plain_url(url)],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _dump(url: str) -> dict[str, int]:
+    """pg_dump of the database at ``url``, as its role: rows per table."""
+    dumped = subprocess.run(  # noqa: S603 - the bundled pg_dump, fixed arguments
+        [str(bin_dir() / "pg_dump"), "--dbname", plain_url(url)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert dumped.returncode == 0, dumped.stderr
+    rows: dict[str, int] = {}
+    table = None
+    for line in dumped.stdout.splitlines():
+        if table is None:
+            copy = re.match(r"COPY public\.(\w+) ", line)
+            if copy:
+                table = copy.group(1)
+                rows[table] = 0
+        elif line == "\\.":
+            table = None
+        else:
+            rows[table] += 1
+    return rows
+
+
+async def _stored(superuser_url: str) -> dict[str, int]:
+    """Rows per table in the public schema, as the superuser sees them."""
+    connection = await asyncpg.connect(plain_url(superuser_url))
+    try:
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+        return {
+            table: await connection.fetchval(f'SELECT count(*) FROM public."{table}"')
+            for (table,) in tables
+        }
+    finally:
+        await connection.close()
+
+
+async def _assert_backup_has_every_row(backup_url: str, superuser_url: str) -> None:
+    stored = await _stored(superuser_url)
+    assert stored["memberships"] >= 2, "two clinics' rows, or the dump proves little"
+    assert await asyncio.to_thread(_dump, backup_url) == stored
+
+
+async def _two_clinics_signed_up_and_logged_in(app: FastAPI) -> None:
+    async with asgi_client(app) as client:
+        for _ in range(2):
+            body = signup_body()
+            assert (await signup(client, body)).status_code == 201
+            assert (await login(client, body["email"], SIGNUP_PASSWORD)).status_code == 200
+
+
+async def test_the_backup_role_dumps_every_tenant_row_and_writes_none(database, world) -> None:
+    """Issue 16, defect 9: the owner's pg_dump fails on forced row-level security, and with
+    --enable-row-security it dumps no tenant rows. The backup role reads them all."""
+    await world.clinic()
+    await world.clinic()
+    await _assert_backup_has_every_row(database.backup_url, database.superuser_url)
+
+    connection = await asyncpg.connect(plain_url(database.backup_url))
+    try:
+        await connection.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+        for statement in (
+            "DELETE FROM memberships",
+            "UPDATE users SET email = 'x@example.com'",
+            "CREATE TABLE public.planted (id int)",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def test_provision_twice_then_migrate_log_in_and_back_up(
+    postgres_server: PostgresServer,
+    names: Names,
+    tmp_path,
+    configured_app: Callable[..., AbstractAsyncContextManager[FastAPI]],
+) -> None:
+    provision = ("db", "provision", "--admin-url", postgres_server.url(), *names.options())
+    first = await asyncio.to_thread(run_vetify, *provision)
+    again = await asyncio.to_thread(run_vetify, *provision)
+    assert first.returncode == 0, first.stderr
+    assert again.returncode == 0, again.stderr
+
+    urls = _printed_urls(first.stdout)
+    assert all(make_url(url).password for url in urls.values())
+    # The second run changed nothing: the roles keep the passwords the first one printed.
+    assert not any(make_url(url).password for url in _printed_urls(again.stdout).values())
+    assert await _roles(postgres_server, names) == _promised(names)
+
+    migrated = await asyncio.to_thread(
+        run_vetify,
+        "migrate",
+        VETIFY_DATABASE_URL=urls["VETIFY_DATABASE_URL"],
+        VETIFY_DATABASE_OWNER_URL=urls["VETIFY_DATABASE_OWNER_URL"],
+        VETIFY_DATA_DIR=str(tmp_path / "state"),
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    provisioned = Database(names.database, postgres_server)
+    assert await schema_heads(provisioned) == head_revisions()
+
+    async with configured_app(
+        database_url=urls["VETIFY_DATABASE_URL"],
+        database_owner_url=urls["VETIFY_DATABASE_OWNER_URL"],
+    ) as app:
+        await _two_clinics_signed_up_and_logged_in(app)
+    await _assert_backup_has_every_row(urls["backup"], provisioned.superuser_url)
+
+
+async def test_the_printed_sql_provisions_as_a_managed_service_administrator(
+    postgres_server: PostgresServer, names: Names, tmp_path
+) -> None:
+    """RDS, Cloud SQL and Azure give no superuser, but an administrator that may create roles
+    and databases; since PostgreSQL 16 it hands on only what it holds (BYPASSRLS, and
+    pg_read_all_data with ADMIN OPTION), as the providers' administrators do."""
+    administrator = f"admin_{uuid.uuid4().hex[:10]}"
+    superuser = await asyncpg.connect(plain_url(postgres_server.url()))
+    try:
+        await superuser.execute(
+            f'CREATE ROLE "{administrator}" LOGIN CREATEROLE CREATEDB BYPASSRLS'
+            f" PASSWORD '{postgres_server.role_password}'"
+        )
+        await superuser.execute(f'GRANT pg_read_all_data TO "{administrator}" WITH ADMIN OPTION')
+        # It connects to nothing: the administrator's URL says where the printed URLs point.
+        admin_url = postgres_server.url(administrator)
+        script = await asyncio.to_thread(
+            run_vetify, "db", "provision", "--sql", "--admin-url", admin_url, *names.options()
+        )
+        assert script.returncode == 0, script.stderr
+        for _ in range(2):  # a second run changes nothing
+            ran = await asyncio.to_thread(_psql, admin_url, script.stdout)
+            assert ran.returncode == 0, ran.stderr
+            assert "ERROR" not in ran.stderr, ran.stderr
+        assert await _roles(postgres_server, names) == _promised(names)
+        urls = _printed_urls(script.stderr)
+        migrated = await asyncio.to_thread(
+            run_vetify,
+            "migrate",
+            VETIFY_DATABASE_URL=urls["VETIFY_DATABASE_URL"],
+            VETIFY_DATABASE_OWNER_URL=urls["VETIFY_DATABASE_OWNER_URL"],
+            VETIFY_DATA_DIR=str(tmp_path / "state"),
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        assert await schema_heads(Database(names.database, postgres_server)) == head_revisions()
+    finally:
+        # What it made first (the administrator granted their memberships), then itself.
+        await superuser.execute(f'DROP DATABASE IF EXISTS "{names.database}" WITH (FORCE)')
+        for role in (names.owner, names.app, names.backup, administrator):
+            await superuser.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await superuser.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "why"),
+    [
+        ((), "give --admin-url"),
+        (("--admin-url", "postgresql://postgres@127.0.0.1:1/postgres"), "127.0.0.1"),
+    ],
+)
+def test_provision_says_in_one_line_why_it_cannot(arguments, why) -> None:
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["db", "provision", *arguments])
+    message = str(refused.value)
+    assert message.startswith("vetify db provision: ")
+    assert why in message
+    assert "\n" not in message
+
+
+def test_provision_refuses_a_name_it_would_have_to_quote(capsys) -> None:
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["db", "provision", "--sql", "--app-role", 'app"; DROP ROLE postgres; --'])
+    assert refused.value.code == 2
+    assert "--app-role: not a plain identifier" in capsys.readouterr().err
+
+
+async def test_a_password_is_sent_as_the_verifier_postgresql_would_make(
+    postgres_server: PostgresServer,
+) -> None:
+    """What provisioning sends instead of the password is what PostgreSQL itself stores."""
+    role, password = f"scram_{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(24)
+    superuser = await asyncpg.connect(plain_url(postgres_server.url()))
+    try:
+        # pragma: allowlist nextline secret - a setting's value (how passwords are stored)
+        await superuser.execute("SET password_encryption = 'scram-sha-256'")
+        await superuser.execute(f"CREATE ROLE \"{role}\" PASSWORD '{password}'")
+        stored = await superuser.fetchval(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1", role
+        )
+    finally:
+        await superuser.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await superuser.close()
+    salt = base64.b64decode(stored.split(":")[1].split("$")[0])
+    assert scram_verifier(password, salt) == stored
