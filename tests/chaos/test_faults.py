@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import asyncpg
 import httpx
 
 from tests.chaos.conftest import (
@@ -249,7 +250,115 @@ async def test_database_frozen_is_a_503_within_bounded_time_then_recovers(
     await _outage_scenario(live_server, api, chaos, begin=control.pause, end=control.resume)
 
 
-# -- (c) a slow network to the database ---------------------------------------------------------
+# -- (c) the database crashed, and started again by hand ------------------------------------------
+WAL_ROWS = 2_000_000
+"""Rows written just before the crash: the WAL PostgreSQL replays when it starts again (about a
+second here), during which it refuses connections with 57P03, as after a busy database's crash."""
+
+
+async def _write_wal(server: PostgresServer, rows: int) -> None:
+    admin = await asyncpg.connect(server.url().replace("+asyncpg", ""))
+    try:
+        await admin.execute("DROP TABLE IF EXISTS chaos_wal; CREATE TABLE chaos_wal (n int)")
+        await admin.execute("INSERT INTO chaos_wal SELECT generate_series(1, $1::int)", rows)
+    finally:
+        await admin.close()
+
+
+async def _refusals(server: PostgresServer, until: asyncio.Event) -> list[tuple[float, str]]:
+    """When PostgreSQL itself refused a connection, and with which SQLSTATE, until ``until``."""
+    seen: list[tuple[float, str]] = []
+    while not until.is_set():
+        try:
+            connection = await asyncpg.connect(server.url().replace("+asyncpg", ""), timeout=2)
+        except asyncpg.PostgresError as exc:
+            seen.append((time.monotonic(), str(exc.sqlstate)))
+        except (OSError, TimeoutError):
+            pass  # not listening yet
+        else:
+            await connection.close()
+        await asyncio.sleep(0.01)
+    return seen
+
+
+async def _traffic(api: httpx.AsyncClient, tag: str, until: asyncio.Event) -> list[dict[str, Any]]:
+    """Reads, writes and the readiness probe, one after another, until ``until``."""
+    answers: list[dict[str, Any]] = []
+    while not until.is_set():
+        n = len(answers)
+        for name, method, path, kwargs in (
+            ("GET /api/v1/customers", "GET", "/api/v1/customers", {}),
+            ("POST /api/v1/customers", "POST", "/api/v1/customers", {"json": _customer(tag, n)}),
+            ("GET /health/ready", "GET", "/health/ready", {}),
+        ):
+            started = time.monotonic()
+            answer = await call(api, method, path, **kwargs)
+            answers.append({**answer, "name": name, "started": started, "ended": time.monotonic()})
+        await asyncio.sleep(0.05)
+    return answers
+
+
+async def test_database_killed_and_restarted_by_hand_is_a_503_never_a_500_then_recovers(
+    live_server: LiveServer, postgres_server: PostgresServer, api: httpx.AsyncClient, chaos: Outcome
+) -> None:
+    """PostgreSQL is killed (SIGKILL to every process) and an operator starts it again. While it
+    is down, and while it replays its WAL at start-up ("the database system is starting up",
+    57P03), every request is answered as usual or 503 problem+json with Retry-After, never 500;
+    the same process serves again once PostgreSQL is up."""
+    control = postgres_server.control
+    assert control is not None
+    cycles, down = (1, 1.0) if smoke() else (3, 10.0)
+    tag = f"Crash {uuid.uuid4().hex[:10]}"
+    pid = _pid(live_server)
+    done: list[dict[str, Any]] = []
+    answers: list[dict[str, Any]] = []
+    refusals: list[tuple[float, str]] = []
+    for _ in range(cycles):
+        await _write_wal(postgres_server, WAL_ROWS)
+        stop = asyncio.Event()
+        traffic = [asyncio.create_task(_traffic(api, tag, stop)) for _ in range(4)]
+        watch = asyncio.create_task(_refusals(postgres_server, stop))
+        try:
+            await asyncio.to_thread(control.kill)
+            await asyncio.sleep(down)
+            restarted = time.monotonic()
+            await asyncio.to_thread(control.start)
+            start_seconds = time.monotonic() - restarted
+        finally:
+            stop.set()
+            cycle_answers = [a for t in traffic for a in await t]
+            cycle_refusals = await watch
+        answers += cycle_answers
+        refusals += cycle_refusals
+        recovered = await _recover(api, live_server)
+        starting = [at for at, state in cycle_refusals if state == "57P03"]
+        during_start = [
+            a
+            for a in cycle_answers
+            if starting and a["ended"] >= starting[0] and a["started"] <= starting[-1]
+        ]
+        done.append(
+            {
+                "requests": len(cycle_answers),
+                "answers": dict(Counter(f"{a['name']}: {a['kind']}" for a in cycle_answers)),
+                "postgres_start_seconds": round(start_seconds, 2),
+                "postgres_refusals": dict(Counter(state for _, state in cycle_refusals)),
+                "answered_while_starting": dict(Counter(a["kind"] for a in during_start)),
+                "recovered_seconds": round(recovered, 2),
+            }
+        )
+    chaos.details.update(cycles=done, down_seconds=down)
+
+    expected = ("200", "201", "503 problem")
+    wrong = Counter(f"{a['name']}: {a['kind']}" for a in answers if a["kind"] not in expected)
+    assert not wrong, f"answers other than 2xx or 503 problem+json: {dict(wrong)}"
+    # The scenario really passed through PostgreSQL's start-up, with requests answered in it.
+    assert all(c["postgres_refusals"].get("57P03") for c in done), done
+    assert all(c["answered_while_starting"] for c in done), done
+    assert _pid(live_server) == pid, "the service was restarted"
+
+
+# -- (d) a slow network to the database ---------------------------------------------------------
 async def test_database_latency_slows_requests_but_they_succeed(
     live_server: LiveServer, api: httpx.AsyncClient, chaos: Outcome
 ) -> None:
@@ -297,7 +406,7 @@ async def test_database_latency_slows_requests_but_they_succeed(
     assert all(len(stored.get(f"{tag} {n}", [])) == 1 for n in range(-1, rounds)), stored
 
 
-# -- (d) Redis down -----------------------------------------------------------------------------
+# -- (e) Redis down -----------------------------------------------------------------------------
 async def test_redis_outage_makes_the_service_unready_then_ready_again(
     live_server: LiveServer, redis_server: RedisServer, api: httpx.AsyncClient, chaos: Outcome
 ) -> None:
