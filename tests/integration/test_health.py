@@ -68,20 +68,3 @@ async def test_data_routes_answer_503_with_retry_after_while_the_database_is_unr
             )
     assert_problem(response, 503, "database-unavailable")
     assert response.headers["retry-after"] == "5"
-
-
-def test_a_connection_reset_while_connecting_counts_as_the_database_being_unavailable():
-    from asyncpg.exceptions import ConnectionDoesNotExistError
-    from sqlalchemy.exc import DBAPIError
-
-    from app.db.session import _connection_lost
-
-    try:
-        try:
-            raise ConnectionResetError(104, "Connection reset by peer")
-        except ConnectionResetError as reset:
-            raise ConnectionDoesNotExistError("connection was closed") from reset
-    except ConnectionDoesNotExistError as lost:
-        wrapped = DBAPIError("connect", None, lost)
-    assert _connection_lost(wrapped)
-    assert not _connection_lost(DBAPIError("INSERT", None, ValueError("bad value")))
