@@ -28,6 +28,21 @@ def database_url(settings: Settings) -> str:
     return settings.database_url.get_secret_value()
 
 
+STATEMENT_MARGIN_SECONDS = 1.0
+"""How long after PostgreSQL's own statement timeout the client gives up on a statement: the
+server's cancellation (57014) is the cleaner end, while the server can still send it."""
+
+
+def unresponsive_within(settings: Settings) -> float:
+    """Seconds within which a request is answered 503 once the database stops answering (down,
+    frozen, partitioned), while a pooled connection is free: its connection is checked and a new
+    one tried (ping, then connect), or the statement it waits on is given up (statement timeout
+    and margin). With every connection in use, the wait for one (the connect timeout) adds."""
+    acquire = settings.db_ping_timeout_seconds + settings.db_connect_timeout_seconds
+    statement = settings.db_statement_timeout_ms / 1000 + STATEMENT_MARGIN_SECONDS
+    return max(acquire, statement)
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         database_url(settings),
