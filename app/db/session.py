@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from app.db.faults import unavailability
+from app.db.faults import bound_waits, unavailability
 from app.settings import Settings
 
 
@@ -44,24 +44,30 @@ def unresponsive_within(settings: Settings) -> float:
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         database_url(settings),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
         pool_timeout=settings.db_connect_timeout_seconds,
         connect_args={
             # Client-side bounds: a frozen or partitioned server never answers, so its own
             # statement_timeout cannot fire; these turn a hang into a 503.
             "timeout": settings.db_connect_timeout_seconds,
-            "command_timeout": settings.db_statement_timeout_ms / 1000 + 2,
+            "command_timeout": settings.db_statement_timeout_ms / 1000 + STATEMENT_MARGIN_SECONDS,
             "server_settings": {
                 "statement_timeout": str(settings.db_statement_timeout_ms),
                 "idle_in_transaction_session_timeout": "60000",
+                # The server's side: a client gone without a word (its host lost) is found
+                # within a minute and a half, and its backend and locks freed.
+                "tcp_keepalives_idle": "60",
+                "tcp_keepalives_interval": "10",
+                "tcp_keepalives_count": "3",
                 "application_name": "vetify",
             },
         },
     )
+    bound_waits(engine, settings.db_ping_timeout_seconds)  # instead of pool_pre_ping
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
