@@ -134,6 +134,7 @@ async def faults_restored(
     live_server.db_proxy.refuse = False
     try:
         postgres.resume()  # SIGCONT: nothing happens to a server that runs
+        redis.resume()
     finally:
         if not await redis_answers(redis_server):
             await asyncio.to_thread(redis.start)
