@@ -1,12 +1,17 @@
-"""Liveness and readiness probes (no authentication, no tenant)."""
+"""Liveness and readiness probes (no authentication, no tenant).
+
+Readiness means "send me traffic": the database is required (503 without it), Redis is not (rate
+limits fall back to each process's memory, ADR 0008), so a Redis outage is reported as
+``degraded`` and the probe stays 200; a 503 would drain every replica at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,10 +21,30 @@ from app.kit.problems import ServiceUnavailable, responses
 router = APIRouter(prefix="/health", tags=["health"])
 ANSWER_MARGIN = 0.2
 """Seconds of ``VETIFY_READY_TIMEOUT_SECONDS`` kept for answering once the checks are cut."""
+REDIS_PING_SECONDS = 1.0
+"""The longest the probe waits for Redis, which decides nothing: a hung Redis delays it so much."""
 
 
 class Health(BaseModel):
     status: str
+
+
+class Dependencies(BaseModel):
+    database: Literal["ok"]
+    redis: Literal["ok", "unreachable", "not configured"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded: serving, with Redis unreachable or rate limits on the fallback"
+    )
+    dependencies: Dependencies
+    rate_limits: Literal["redis", "memory", "memory (Redis unreachable)"] = Field(
+        description="Where this process keeps rate limits now"
+    )
+    redis_fallbacks: int = Field(
+        ge=0, description="Times this process's rate limiter fell back from Redis to memory"
+    )
 
 
 @router.get("/live", summary="The process is up")
@@ -30,20 +55,29 @@ async def live() -> Health:
 @router.get(
     "/ready",
     responses=responses(ServiceUnavailable),
-    summary="The database answers, its schema is at head, and Redis (if configured) answers",
+    summary="Ready for traffic: the database answers and its schema is at head (Redis reported)",
 )
-async def ready(request: Request) -> Health:
+async def ready(request: Request) -> Readiness:
     # A probe must answer in time even when a dependency hangs (frozen, partitioned): the checks
-    # run side by side, each cut at the deadline.
+    # run side by side, each cut at its deadline.
     state = request.app.state
     within = state.settings.ready_timeout_seconds - ANSWER_MARGIN
-    for problem in await asyncio.gather(_database(state, within), _redis(state, within)):
-        if problem:
-            raise ServiceUnavailable(problem)
-    return Health(status="ok")
+    problem, redis = await asyncio.gather(
+        _database(state, within), _redis(state, min(within, REDIS_PING_SECONDS))
+    )
+    if problem:
+        raise ServiceUnavailable(problem)
+    limiter = state.limiter
+    return Readiness(
+        status="degraded" if redis == "unreachable" or limiter.degraded else "ok",
+        dependencies=Dependencies(database="ok", redis=redis),
+        rate_limits=limiter.backend,
+        redis_fallbacks=limiter.degradations,
+    )
 
 
 async def _database(state: Any, within: float) -> str | None:
+    """What keeps the service from serving, if anything."""
     try:
         async with asyncio.timeout(within), state.engine.connect() as connection:
             versions = set(
@@ -56,12 +90,12 @@ async def _database(state: Any, within: float) -> str | None:
     return None
 
 
-async def _redis(state: Any, within: float) -> str | None:
+async def _redis(state: Any, within: float) -> Literal["ok", "unreachable", "not configured"]:
     if state.redis is None:
-        return None
+        return "not configured"
     try:
         async with asyncio.timeout(within):
             await state.redis.ping()
     except (RedisError, OSError):
-        return "Redis is not reachable."
-    return None
+        return "unreachable"
+    return "ok"
