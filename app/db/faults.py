@@ -25,7 +25,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.kit.problems import Problem, ServiceUnavailable
 
@@ -129,11 +129,9 @@ def bound_waits(engine: AsyncEngine, ping_timeout: float) -> None:
         if isinstance(error, TimeoutError) or not isinstance(error, Exception):
             # A statement left unanswered (timed out, or cancelled by a deadline): the server may
             # never answer, and the connection's state is unknown.
-            if context.connection is not None:
-                _terminate(context.connection.connection)
+            connection = context.connection
+            if connection is not None and not (connection.invalidated or connection.closed):
+                driver = connection.connection.driver_connection
+                if driver is not None:
+                    driver.terminate()
             context.is_disconnect = True
-
-
-def _terminate(connection: PoolProxiedConnection) -> None:
-    if connection.driver_connection is not None:
-        connection.driver_connection.terminate()

@@ -402,7 +402,6 @@ async def test_database_killed_and_restarted_by_hand_is_a_503_never_a_500_then_r
     pid = _pid(live_server)
     done: list[dict[str, Any]] = []
     answers: list[dict[str, Any]] = []
-    refusals: list[tuple[float, str]] = []
     for _ in range(cycles):
         await _write_wal(postgres_server, WAL_ROWS)
         stop = asyncio.Event()
@@ -419,7 +418,6 @@ async def test_database_killed_and_restarted_by_hand_is_a_503_never_a_500_then_r
             cycle_answers = [a for t in traffic for a in await t]
             cycle_refusals = await watch
         answers += cycle_answers
-        refusals += cycle_refusals
         recovered = await _recover(api, live_server)
         starting = [at for at, state in cycle_refusals if state == "57P03"]
         during_start = [
