@@ -8,7 +8,8 @@ limits fall back to each process's memory, ADR 0008), so a Redis outage is repor
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -29,18 +30,31 @@ class Health(BaseModel):
     status: str
 
 
+class Serving(StrEnum):
+    ok = "ok"
+    degraded = "degraded"
+
+
+class Dependency(StrEnum):
+    ok = "ok"
+    unreachable = "unreachable"
+    not_configured = "not configured"
+
+
 class Dependencies(BaseModel):
-    database: Literal["ok"]
-    redis: Literal["ok", "unreachable", "not configured"]
+    database: Dependency = Field(description="Always ok in a 200: without it, the probe is a 503")
+    redis: Dependency
 
 
 class Readiness(BaseModel):
-    status: Literal["ok", "degraded"] = Field(
+    status: Serving = Field(
         description="degraded: serving, with Redis unreachable or rate limits on the fallback"
     )
     dependencies: Dependencies
-    rate_limits: Literal["redis", "memory", "memory (Redis unreachable)"] = Field(
-        description="Where this process keeps rate limits now"
+    rate_limits: str = Field(
+        max_length=100,
+        description="Where this process keeps rate limits now: redis, memory, or memory (Redis"
+        " unreachable)",
     )
     redis_fallbacks: int = Field(
         ge=0, description="Times this process's rate limiter fell back from Redis to memory"
@@ -68,9 +82,10 @@ async def ready(request: Request) -> Readiness:
     if problem:
         raise ServiceUnavailable(problem)
     limiter = state.limiter
+    degraded = redis is Dependency.unreachable or limiter.degraded
     return Readiness(
-        status="degraded" if redis == "unreachable" or limiter.degraded else "ok",
-        dependencies=Dependencies(database="ok", redis=redis),
+        status=Serving.degraded if degraded else Serving.ok,
+        dependencies=Dependencies(database=Dependency.ok, redis=redis),
         rate_limits=limiter.backend,
         redis_fallbacks=limiter.degradations,
     )
@@ -90,12 +105,12 @@ async def _database(state: Any, within: float) -> str | None:
     return None
 
 
-async def _redis(state: Any, within: float) -> Literal["ok", "unreachable", "not configured"]:
+async def _redis(state: Any, within: float) -> Dependency:
     if state.redis is None:
-        return "not configured"
+        return Dependency.not_configured
     try:
         async with asyncio.timeout(within):
             await state.redis.ping()
     except (RedisError, OSError):
-        return "unreachable"
-    return "ok"
+        return Dependency.unreachable
+    return Dependency.ok
