@@ -1,11 +1,18 @@
-"""Liveness and readiness probes (no authentication, no tenant)."""
+"""Liveness and readiness probes (no authentication, no tenant).
+
+Readiness means "send me traffic": the database is required (503 without it), Redis is not (rate
+limits fall back to each process's memory, ADR 0008), so a Redis outage is reported as
+``degraded`` and the probe stays 200; a 503 would drain every replica at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from enum import StrEnum
+from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,12 +20,45 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.kit.problems import ServiceUnavailable, responses
 
 router = APIRouter(prefix="/health", tags=["health"])
-PROBE_TIMEOUT = 3.0
-"""Seconds; well under the usual probe timeouts of load balancers and Kubernetes."""
+ANSWER_MARGIN = 0.2
+"""Seconds of ``VETIFY_READY_TIMEOUT_SECONDS`` kept for answering once the checks are cut."""
+REDIS_PING_SECONDS = 1.0
+"""The longest the probe waits for Redis, which decides nothing: a hung Redis delays it so much."""
 
 
 class Health(BaseModel):
     status: str
+
+
+class Serving(StrEnum):
+    ok = "ok"
+    degraded = "degraded"
+
+
+class Dependency(StrEnum):
+    ok = "ok"
+    unreachable = "unreachable"
+    not_configured = "not configured"
+
+
+class Dependencies(BaseModel):
+    database: Dependency = Field(description="Always ok in a 200: without it, the probe is a 503")
+    redis: Dependency
+
+
+class Readiness(BaseModel):
+    status: Serving = Field(
+        description="degraded: serving, with Redis unreachable or rate limits on the fallback"
+    )
+    dependencies: Dependencies
+    rate_limits: str = Field(
+        max_length=100,
+        description="Where this process keeps rate limits now: redis, memory, or memory (Redis"
+        " unreachable)",
+    )
+    redis_fallbacks: int = Field(
+        ge=0, description="Times this process's rate limiter fell back from Redis to memory"
+    )
 
 
 @router.get("/live", summary="The process is up")
@@ -29,23 +69,48 @@ async def live() -> Health:
 @router.get(
     "/ready",
     responses=responses(ServiceUnavailable),
-    summary="The database answers, its schema is at head, and Redis (if configured) answers",
+    summary="Ready for traffic: the database answers and its schema is at head (Redis reported)",
 )
-async def ready(request: Request) -> Health:
+async def ready(request: Request) -> Readiness:
+    # A probe must answer in time even when a dependency hangs (frozen, partitioned): the checks
+    # run side by side, each cut at its deadline.
+    state = request.app.state
+    within = state.settings.ready_timeout_seconds - ANSWER_MARGIN
+    problem, redis = await asyncio.gather(
+        _database(state, within), _redis(state, min(within, REDIS_PING_SECONDS))
+    )
+    if problem:
+        raise ServiceUnavailable(problem)
+    limiter = state.limiter
+    degraded = redis is Dependency.unreachable or limiter.degraded
+    return Readiness(
+        status=Serving.degraded if degraded else Serving.ok,
+        dependencies=Dependencies(database=Dependency.ok, redis=redis),
+        rate_limits=limiter.backend,
+        redis_fallbacks=limiter.degradations,
+    )
+
+
+async def _database(state: Any, within: float) -> str | None:
+    """What keeps the service from serving, if anything."""
     try:
-        # A probe must answer quickly even when the database hangs (frozen, partitioned).
-        async with asyncio.timeout(PROBE_TIMEOUT), request.app.state.engine.connect() as connection:
+        async with asyncio.timeout(within), state.engine.connect() as connection:
             versions = set(
                 (await connection.scalars(text("SELECT version_num FROM alembic_version"))).all()
             )
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
-        raise ServiceUnavailable("The database is not reachable.") from exc
-    if versions != request.app.state.schema_heads:
-        raise ServiceUnavailable("The database schema is not at the migrations' head.")
-    if request.app.state.redis is not None:
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT):
-                await request.app.state.redis.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise ServiceUnavailable("Redis is not reachable.") from exc
-    return Health(status="ok")
+    except (SQLAlchemyError, OSError):  # OSError: refused, reset, and the deadline
+        return "The database is not reachable."
+    if versions != state.schema_heads:
+        return "The database schema is not at the migrations' head."
+    return None
+
+
+async def _redis(state: Any, within: float) -> Dependency:
+    if state.redis is None:
+        return Dependency.not_configured
+    try:
+        async with asyncio.timeout(within):
+            await state.redis.ping()
+    except (RedisError, OSError):
+        return Dependency.unreachable
+    return Dependency.ok

@@ -149,8 +149,18 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
-    db_statement_timeout_ms: int = Field(default=15_000, ge=100)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=100, le=3_600_000)
+    """PostgreSQL cancels a statement after this; the client gives up on it a second later (a
+    frozen or partitioned server cannot cancel anything)."""
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    """Opening a connection (TCP, TLS, authentication), and waiting for a pooled one when all
+    are in use (then 503 database-busy)."""
+    db_ping_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
+    """A pooled connection is checked (one round trip) before each request uses it; one that
+    does not answer within this is dropped and a new one opened."""
+    ready_timeout_seconds: float = Field(default=3.0, ge=0.5, le=60)
+    """``/health/ready`` answers within this even when a dependency hangs: keep it under the
+    load balancer's (or Kubernetes') probe timeout."""
 
     public_url: str = "http://127.0.0.1:8000"
     """Base URL of the links the service mails (invitations, address verification, password

@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from asyncpg.exceptions import ConnectionDoesNotExistError, PostgresConnectionError
 from fastapi import Depends, Request
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -16,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from app.kit.problems import ServiceUnavailable
+from app.db.faults import bound_waits, unavailability
 from app.settings import Settings
 
 
@@ -31,25 +28,46 @@ def database_url(settings: Settings) -> str:
     return settings.database_url.get_secret_value()
 
 
+STATEMENT_MARGIN_SECONDS = 1.0
+"""How long after PostgreSQL's own statement timeout the client gives up on a statement: the
+server's cancellation (57014) is the cleaner end, while the server can still send it."""
+
+
+def unresponsive_within(settings: Settings) -> float:
+    """Seconds within which a request is answered 503 once the database stops answering (down,
+    frozen, partitioned), while a pooled connection is free: its connection is checked and a new
+    one tried (ping, then connect), or the statement it waits on is given up (statement timeout
+    and margin). With every connection in use, the wait for one (the connect timeout) adds."""
+    acquire = settings.db_ping_timeout_seconds + settings.db_connect_timeout_seconds
+    statement = settings.db_statement_timeout_ms / 1000 + STATEMENT_MARGIN_SECONDS
+    return max(acquire, statement)
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         database_url(settings),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
         pool_timeout=settings.db_connect_timeout_seconds,
         connect_args={
             # Client-side bounds: a frozen or partitioned server never answers, so its own
             # statement_timeout cannot fire; these turn a hang into a 503.
             "timeout": settings.db_connect_timeout_seconds,
-            "command_timeout": settings.db_statement_timeout_ms / 1000 + 2,
+            "command_timeout": settings.db_statement_timeout_ms / 1000 + STATEMENT_MARGIN_SECONDS,
             "server_settings": {
                 "statement_timeout": str(settings.db_statement_timeout_ms),
                 "idle_in_transaction_session_timeout": "60000",
+                # The server's side: a client gone without a word (its host lost) is found
+                # within a minute and a half, and its backend and locks freed.
+                "tcp_keepalives_idle": "60",
+                "tcp_keepalives_interval": "10",
+                "tcp_keepalives_count": "3",
                 "application_name": "vetify",
             },
         },
     )
+    bound_waits(engine, settings.db_ping_timeout_seconds)  # instead of pool_pre_ping
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -62,68 +80,26 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """Commit once when the route returns, roll back if it raised.
 
     Used with ``scope="function"`` so the commit happens before the response is sent: a
-    failed commit becomes an error response, never a success the database did not keep.
+    failed commit becomes an error response, never a success the database did not keep. Every
+    failure to use the database in the request passes through here and becomes its 503.
     """
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
     try:
         async with factory() as session, session.begin():
             yield session
-    except PoolTimeout as exc:
-        raise DatabaseBusy() from exc
-    except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
-        raise DatabaseUnavailable() from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated or _connection_lost(exc):
-            raise DatabaseUnavailable() from exc
-        raise
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    """A broken connection behind a generic DBAPIError (asyncpg reports a reset during
-    connect as "connection was closed in the middle of operation")."""
-    pending: list[BaseException | None] = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ConnectionDoesNotExistError | PostgresConnectionError | OSError):
-            return True
-        pending += [current.__cause__, current.__context__, getattr(current, "orig", None)]
-    return False
-
-
-class DatabaseUnavailable(ServiceUnavailable):
-    """The database could not be reached, or the connection broke mid-request."""
-
-    slug, title = "database-unavailable", "Database unavailable"
-
-    def __init__(self) -> None:
-        # A connection lost during COMMIT may have committed: say so rather than promise.
-        super().__init__(
-            "The database is unavailable; the request may or may not have been applied."
-            " Retry shortly, checking first before repeating a create."
-        )
-
-
-class DatabaseBusy(ServiceUnavailable):
-    """Every pooled connection stayed busy for the pool's whole timeout: load to shed."""
-
-    slug, title = "database-busy", "Too busy"
-
-    def __init__(self) -> None:
-        # Nothing was done: the request never got a connection to do it with.
-        super().__init__(
-            "Every database connection is busy; nothing was changed. Try again shortly.",
-            retry_after=1,
-        )
+    except Exception as exc:
+        problem = unavailability(exc)
+        if problem is None:
+            raise
+        raise problem from exc
 
 
 DbSession = Annotated[AsyncSession, Depends(_request_session, scope="function")]
 
 
-def _session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
+def _session_factory(request: Request, _: DbSession) -> async_sessionmaker[AsyncSession]:
+    # Taking the request's session puts the route inside it: a database failure in any other
+    # session the route opens passes through ``_request_session`` too, and becomes a 503.
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
     return factory
 

@@ -21,6 +21,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from app.kit.logs import uvicorn_log_config
 from app.kit.problems import CLOSE, MEDIA_TYPE, BadRequest, HeadersTooLarge, Problem
 from app.settings import Settings
 
@@ -38,6 +39,8 @@ def options(settings: Settings) -> dict[str, Any]:
         "http": BoundedH11Protocol,
         "h11_max_incomplete_event_size": head_limit(settings),
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        # Its access log without the personal data of query strings (app/kit/logs.py).
+        "log_config": uvicorn_log_config(),
     }
 
 

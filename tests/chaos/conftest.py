@@ -21,12 +21,16 @@ from typing import Any
 import httpx
 import pytest
 
+from app.db.session import unresponsive_within
+from app.settings import Settings, env_name
 from tests.harness.api import PROBLEM_JSON
 from tests.harness.live import LiveServer, suite_length
 from tests.harness.services import PostgresServer, RedisServer, redis_ping
 
 REQUEST_TIMEOUT = 15.0
 """No answer within this is a hang: the service must answer, if only with a 503."""
+SLACK = 1.5
+"""Seconds a budget is widened by, for a shared, noisy machine."""
 
 _outcomes_key = pytest.StashKey[list[dict[str, Any]]]()
 
@@ -130,6 +134,7 @@ async def faults_restored(
     live_server.db_proxy.refuse = False
     try:
         postgres.resume()  # SIGCONT: nothing happens to a server that runs
+        redis.resume()
     finally:
         if not await redis_answers(redis_server):
             await asyncio.to_thread(redis.start)
@@ -157,6 +162,31 @@ async def redis_answers(server: RedisServer) -> bool:
         return False
     finally:
         writer.close()
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Seconds within which the live server must answer while its database does not, from its
+    own settings (README, Health and timeouts), plus ``SLACK``."""
+
+    request: float
+    ready: float
+
+
+@pytest.fixture(scope="session")
+def budgets(live_server: LiveServer) -> Budgets:
+    env = live_server.env()
+    # The timing settings the process was given (it reads the same variables); others default.
+    given = {
+        name: env[env_name(name)]
+        for name in Settings.model_fields
+        if name.startswith(("db_", "ready_")) and env_name(name) in env
+    }
+    settings = Settings(**given)
+    return Budgets(
+        request=unresponsive_within(settings) + SLACK,
+        ready=settings.ready_timeout_seconds + SLACK,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -67,12 +67,14 @@ def choose_provider() -> Provider:
 
 @dataclass
 class Control:
-    """What chaos tests do to a service: stop/start it (data kept), or freeze/thaw it."""
+    """What chaos tests do to a service: stop/start it (data kept), freeze/thaw it, or kill it
+    (SIGKILL to every process of it: a crash; ``start`` brings it back, recovering)."""
 
     stop: Callable[[], object]
     start: Callable[[], object]
     pause: Callable[[], object]
     resume: Callable[[], object]
+    kill: Callable[[], object]
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,15 @@ def _signal_tree(pid: int, sig: signal.Signals) -> None:
         process.send_signal(sig)
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL to ``pid`` and its children, parent first (so it forks no more), then wait."""
+    parent = psutil.Process(pid)
+    processes = [parent, *parent.children(recursive=True)]
+    for process in processes:
+        process.kill()
+    psutil.wait_procs(processes, timeout=10)
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------------
 @contextmanager
 def postgres(provider: Provider) -> Iterator[PostgresServer]:
@@ -131,6 +142,7 @@ def postgres(provider: Provider) -> Iterator[PostgresServer]:
         start=cluster.start,
         pause=lambda: _signal_tree(postmaster(), signal.SIGSTOP),
         resume=lambda: _signal_tree(postmaster(), signal.SIGCONT),
+        kill=lambda: _kill_tree(postmaster()),
     )
     try:
         cluster.start()
@@ -215,6 +227,7 @@ def redis(provider: Provider) -> Iterator[RedisServer]:
         start=start,
         pause=lambda: process[0].send_signal(signal.SIGSTOP),
         resume=lambda: process[0].send_signal(signal.SIGCONT),
+        kill=lambda: _kill_tree(process[0].pid),
     )
     start()
     try:
@@ -268,5 +281,9 @@ def _community(module: str, name: str) -> Any:
 def _container_control(container: Any) -> Control:
     wrapped = container.get_wrapped_container()
     return Control(
-        stop=wrapped.stop, start=wrapped.start, pause=wrapped.pause, resume=wrapped.unpause
+        stop=wrapped.stop,
+        start=wrapped.start,
+        pause=wrapped.pause,
+        resume=wrapped.unpause,
+        kill=wrapped.kill,  # SIGKILL, docker's default
     )

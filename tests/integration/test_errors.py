@@ -293,3 +293,26 @@ async def test_a_drained_connection_pool_is_a_503_with_retry_after_then_recovers
     assert_problem(busy, 503, "database-busy")
     assert busy.headers["Retry-After"] == "1"
     assert after.status_code == 200
+
+
+async def test_a_pooled_connection_the_server_ended_is_replaced_before_a_request_uses_it(
+    configured_app, world, superuser_engine
+):
+    """Each pooled connection is checked before use (issue 16, defect 4: one round trip within
+    VETIFY_DB_PING_TIMEOUT_SECONDS, instead of SQLAlchemy's pre-ping): one the server ended
+    while it sat in the pool (an administrator, a restart, an idle timeout) is replaced, and
+    the request never sees it."""
+    clinic = await world.clinic()
+    async with configured_app(db_pool_size=1, db_max_overflow=0) as app, asgi_client(app) as http:
+        first = await http.get("/api/v1/pets", headers=clinic.owner.headers)
+        async with superuser_engine.begin() as admin:
+            ended = await admin.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'vetify' AND datname = current_database()"
+                )
+            )
+        second = await http.get("/api/v1/pets", headers=clinic.owner.headers)
+    assert first.status_code == 200
+    assert ended == 1
+    assert second.status_code == 200, second.text

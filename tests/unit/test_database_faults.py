@@ -1,0 +1,105 @@
+"""Which failures to use the database are the database's state (503 with Retry-After), and which
+are the request's or the code's (their own answer): by SQLSTATE class, broken connection or
+socket error, in every shape asyncpg and SQLAlchemy hand them on (issue 16, defect 3)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from asyncpg.exceptions import PostgresError
+from sqlalchemy.dialects.postgresql.asyncpg import (
+    AsyncAdapt_asyncpg_connection,
+    AsyncAdapt_asyncpg_dbapi,
+)
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from app.db.faults import DatabaseBusy, DatabaseUnavailable, unavailability
+from app.kit.problems import NotFound
+
+
+def server_error(sqlstate: str) -> PostgresError:
+    """The error asyncpg raises when PostgreSQL answers with ``sqlstate``."""
+    return PostgresError.new({"C": sqlstate, "M": f"server says {sqlstate}", "S": "FATAL"})
+
+
+def through_sqlalchemy(error: Exception) -> DBAPIError:
+    """``error`` as SQLAlchemy hands it on: translated by its asyncpg dialect, then wrapped."""
+    dbapi = AsyncAdapt_asyncpg_dbapi(asyncpg)
+    try:
+        AsyncAdapt_asyncpg_connection._handle_exception_no_connection(dbapi, error)
+    except Exception as translated:
+        return DBAPIError.instance("SELECT 1", None, translated, dbapi.Error)
+    raise AssertionError("the dialect did not raise")
+
+
+def raised_while_handling(first: BaseException, then: BaseException) -> BaseException:
+    try:
+        try:
+            raise first
+        except BaseException as handling:
+            raise then from handling
+    except BaseException as raised:
+        return raised
+
+
+UNAVAILABLE_STATES = {
+    "57P01": "terminated by an administrator (or a fast shutdown)",
+    "57P02": "terminated because another server process crashed",
+    "57P03": "the database system is starting up / in recovery / shutting down",
+    "57014": "statement cancelled (statement_timeout)",
+    "08006": "connection failure",
+    "08003": "connection does not exist (closed in the middle of an operation)",
+    "08001": "unable to establish a connection",
+    "53300": "too many connections",
+}
+
+
+@pytest.mark.parametrize("sqlstate", UNAVAILABLE_STATES)
+@pytest.mark.parametrize("wrapped", [False, True], ids=["asyncpg", "sqlalchemy"])
+def test_a_database_not_available_is_a_503(sqlstate: str, wrapped: bool) -> None:
+    error: BaseException = server_error(sqlstate)
+    if wrapped:
+        error = through_sqlalchemy(error)
+
+    assert isinstance(unavailability(error), DatabaseUnavailable)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError(),
+        # asyncpg reports a reset while connecting as "closed in the middle of operation"
+        raised_while_handling(
+            ConnectionResetError(104, "Connection reset by peer"),
+            asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+        ),
+    ],
+    ids=repr,
+)
+def test_a_broken_or_refused_connection_is_a_503(error: BaseException) -> None:
+    assert isinstance(unavailability(error), DatabaseUnavailable)
+    if isinstance(error, Exception):
+        assert isinstance(unavailability(through_sqlalchemy(error)), DatabaseUnavailable)
+
+
+def test_a_drained_pool_is_busy() -> None:
+    assert isinstance(unavailability(PoolTimeout("QueuePool limit reached")), DatabaseBusy)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        through_sqlalchemy(server_error("23505")),  # unique violation
+        through_sqlalchemy(server_error("42501")),  # row-level security refused a row
+        through_sqlalchemy(server_error("22P02")),  # invalid text representation
+        DBAPIError("INSERT", None, ValueError("bad value")),
+        ValueError("a bug"),
+        raised_while_handling(ConnectionResetError(), NotFound()),
+    ],
+    ids=repr,
+)
+def test_an_error_of_the_request_or_the_code_keeps_its_own_answer(error: BaseException) -> None:
+    assert unavailability(error) is None
