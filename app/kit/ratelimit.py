@@ -174,11 +174,8 @@ class Limiter:
 
         return await self._on(spend)
 
-    # Plain counters with an expiry, for rules that are not a window (login back-off).
-    async def count(self, key: str, expiry: int) -> int:
-        """Add one to ``key`` (created with ``expiry`` seconds to live); the new value."""
-        return await self._on(lambda storage: storage.incr(key, expiry))
-
+    # Plain counters with an expiry, for rules that are not a window (login back-off): read,
+    # cleared, and changed as one step by an atomic script.
     async def seconds_left(self, key: str) -> float:
         """Until ``key`` expires; 0 when it does not exist."""
 

@@ -1,0 +1,47 @@
+"""The password-hashing pool: hashes off the event loop, a slot per worker, a bounded queue,
+and load shed with a 503 rather than queued without end."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from app.kit import passwords
+from app.kit.passwords import Overloaded, Pool
+
+
+async def test_a_hash_made_in_the_pool_verifies_in_it() -> None:
+    passwords.configure(workers=1, queue=None, wait_seconds=5)
+    made = await passwords.hash("correct horse battery staple")
+    assert await passwords.verify(made, "correct horse battery staple")
+    assert not await passwords.verify(made, "wrong horse battery staple")
+    assert not await passwords.verify(None, "an unknown address costs a hash too")
+    assert passwords.pool.checked == 4
+
+
+async def test_beyond_the_queue_and_the_wait_callers_are_turned_away() -> None:
+    pool = Pool(workers=1, queue=1, wait_seconds=0.3)
+    release = threading.Event()
+
+    def busy(_: str | None = None) -> str:
+        release.wait(10)
+        return "done"
+
+    running = asyncio.create_task(pool.run(busy))
+    await asyncio.sleep(0.05)  # the one slot is taken
+    waiting = asyncio.create_task(pool.run(busy))
+    await asyncio.sleep(0.05)  # and the one place in the queue
+    with pytest.raises(Overloaded) as beyond_the_queue:
+        await pool.run(busy)
+    with pytest.raises(Overloaded):
+        await waiting  # waited its 0.3 s for a slot
+    release.set()
+    assert await running == "done"
+    assert await pool.run(busy) == "done"  # the slot was given back
+
+    problem = beyond_the_queue.value
+    assert (problem.status, problem.slug) == (503, "overloaded")
+    assert problem.headers == {"Retry-After": "1"}
+    assert pool.shed == 2
