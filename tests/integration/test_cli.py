@@ -115,7 +115,7 @@ def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
     assert login.status_code == 200
     assert login.json()["clinic"]["name"] == "Riverside Veterinary Clinic"
     assert "Finished server process" in output
-    assert process.returncode == 128 + signal.SIGTERM
+    assert process.returncode == 0, "a stop asked for and done is a success"
     assert not EmbeddedPostgres(tmp_path / "state" / "pgdata").is_running()
 
 
