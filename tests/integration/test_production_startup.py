@@ -159,8 +159,7 @@ async def test_vetify_serve_refuses_a_superuser_and_says_so_without_the_url(
     )
     assert done.returncode != 0
     # Refused in words, not with the ASGI server's traceback: the last line names the setting.
-    assert done.stderr.strip().splitlines()[-1].strip().startswith(
-        "VETIFY_DATABASE_URL: connects as a superuser role"
-    )
+    last_line = done.stderr.strip().splitlines()[-1].strip()
+    assert last_line.startswith("VETIFY_DATABASE_URL: connects as a superuser role")
     assert "Traceback" not in done.stderr + done.stdout
     assert password not in done.stderr + done.stdout
