@@ -290,17 +290,27 @@ def test_sigterm_under_load_answers_the_requests_in_flight_and_exits_0(
     _assert_clean(output)
 
 
-def test_sigterm_with_the_database_down_meets_the_deadline(
+def test_sigterm_with_the_database_down_meets_the_deadline_and_the_job_is_retried_later(
     postgres_server: PostgresServer, redis_server: RedisServer, chaos: Outcome
 ) -> None:
-    """`vetify serve` with its in-process worker, and `vetify worker`, both on a database that
-    has gone away (every connection reset, every new one refused)."""
-    with serving(postgres_server, redis_server, **_settings(VETIFY_JOBS_IN_PROCESS="true")) as live:
+    """`vetify serve` with its in-process worker, and `vetify worker`, one of them running a job,
+    both on a database that has gone away (every connection reset, every new one refused). The
+    job's abort cannot be recorded: the next worker to start retries it."""
+    with (
+        _mute_relay() as relay_port,
+        serving(
+            postgres_server,
+            redis_server,
+            **_settings(VETIFY_JOBS_IN_PROCESS="true", **_mailing(relay_port)),
+        ) as live,
+    ):
         assert live.serve is not None
         processes = {"serve": live.serve, "worker": live.worker()}
+        next_worker = live.worker()
         try:
             processes["worker"].start().wait_for("Starting worker on", STARTED_WITHIN)
             live.serve.wait_for("Starting worker on", STARTED_WITHIN)
+            _a_mail_job_running(live)
             live.db_proxy.refuse = True
             live.db_proxy.reset_all()
             # Until the server itself says the database is gone.
@@ -311,14 +321,26 @@ def test_sigterm_with_the_database_down_meets_the_deadline(
             for process in processes.values():
                 process.send(signal.SIGTERM)
             done = {name: process.exit(EXITED_WITHIN) for name, process in processes.items()}
+            live.db_proxy.refuse = False
+            left = _mail_jobs(live)
+            # As if procrastinate's stalled-worker timeout (30 s) had passed since.
+            asyncio.run(
+                _owner_query(
+                    live,
+                    "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'",
+                )
+            )
+            next_worker.start()
+            _wait_for_mail_jobs(live, [("doing", 1)])
         finally:
             live.db_proxy.refuse = False
-            for process in processes.values():
+            for process in (*processes.values(), next_worker):
                 process.stop()
     chaos.details.update({name: round(exit.seconds, 1) for name, exit in done.items()})
     for name, process in processes.items():
         assert done[name].code == 0, f"{name}: {process.output[-4000:]}"
         _assert_clean(process.output)
+    assert left == [("doing", 0)], "the abort was recorded with the database away?"
 
 
 @contextmanager
@@ -330,19 +352,55 @@ def _mute_relay() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-async def _jobs(live: LiveServer, task_name: str) -> list[tuple[str, int]]:
-    """(status, attempts) of every job of ``task_name`` in the live server's database."""
-    connection = await asyncpg.connect(
-        live.database.owner_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    )
+def _mailing(relay_port: int) -> dict[str, str]:
+    """Settings that send mail through the relay on ``relay_port``, and wait long for it."""
+    return {
+        "VETIFY_SMTP_HOST": "127.0.0.1",
+        "VETIFY_SMTP_PORT": str(relay_port),
+        "VETIFY_SMTP_STARTTLS": "false",
+        "VETIFY_SMTP_TIMEOUT_SECONDS": "120",
+    }
+
+
+async def _owner_query(live: LiveServer, sql: str, *args: object) -> list[asyncpg.Record]:
+    """``sql`` as the schema owner, on the live server's database (not through its proxy)."""
+    url = live.database.owner_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    connection = await asyncpg.connect(url)
     try:
-        rows = await connection.fetch(
-            "SELECT status::text, attempts FROM procrastinate_jobs WHERE task_name = $1",
-            task_name,
-        )
+        return await connection.fetch(sql, *args)
     finally:
         await connection.close()
+
+
+def _mail_jobs(live: LiveServer) -> list[tuple[str, int]]:
+    """(status, attempts) of every password-reset mail job."""
+    rows = asyncio.run(
+        _owner_query(
+            live,
+            "SELECT status::text, attempts FROM procrastinate_jobs WHERE task_name = $1",
+            MAIL_PASSWORD_RESET,
+        )
+    )
     return [(row["status"], row["attempts"]) for row in rows]
+
+
+def _a_mail_job_running(live: LiveServer) -> None:
+    """Ask for a password reset; return once a worker runs its mail job (for the relay to
+    answer: the mute one never does)."""
+    asked = httpx.post(
+        f"{live.url}/api/v1/auth/password-reset",
+        json={"email": DEMO_EMAIL},
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert asked.status_code == 202, asked.text
+    _wait_for_mail_jobs(live, [("doing", 0)])
+
+
+def _wait_for_mail_jobs(live: LiveServer, expected: list[tuple[str, int]]) -> None:
+    started = time.monotonic()
+    while (jobs := _mail_jobs(live)) != expected:
+        assert time.monotonic() - started < STARTED_WITHIN, f"mail jobs: {jobs}"
+        time.sleep(0.2)
 
 
 def test_a_job_running_at_sigterm_is_abandoned_to_be_retried(
@@ -350,35 +408,17 @@ def test_a_job_running_at_sigterm_is_abandoned_to_be_retried(
 ) -> None:
     with (
         _mute_relay() as relay_port,
-        serving(
-            postgres_server,
-            redis_server,
-            **_settings(
-                VETIFY_SMTP_HOST="127.0.0.1",
-                VETIFY_SMTP_PORT=str(relay_port),
-                VETIFY_SMTP_STARTTLS="false",
-                VETIFY_SMTP_TIMEOUT_SECONDS="120",
-            ),
-        ) as live,
+        serving(postgres_server, redis_server, **_settings(**_mailing(relay_port))) as live,
     ):
         worker = live.worker()
         try:
             worker.start().wait_for("Starting worker on", STARTED_WITHIN)
-            asked = httpx.post(
-                f"{live.url}/api/v1/auth/password-reset",
-                json={"email": DEMO_EMAIL},
-                timeout=REQUEST_TIMEOUT,
-            )
-            assert asked.status_code == 202, asked.text
-            started = time.monotonic()
-            while asyncio.run(_jobs(live, MAIL_PASSWORD_RESET)) != [("doing", 0)]:
-                assert time.monotonic() - started < STARTED_WITHIN, "the mail job never ran"
-                time.sleep(0.2)
+            _a_mail_job_running(live)
             worker.send(signal.SIGTERM)
             done = worker.exit(EXITED_WITHIN)
         finally:
             worker.stop()
-        after = asyncio.run(_jobs(live, MAIL_PASSWORD_RESET))
+        after = _mail_jobs(live)
     chaos.details.update(stopped_in=round(done.seconds, 1), job=after)
     assert done.code == 0, worker.output[-4000:]
     _assert_clean(worker.output)
