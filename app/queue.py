@@ -10,11 +10,13 @@ domain's service without the service importing it back. ``vetify worker`` runs t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ import procrastinate
 import psycopg
 from procrastinate.job_context import JobContext
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.migrate import plain_url
@@ -118,6 +121,8 @@ async def run_worker(
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(_close_services, context)
         await stack.enter_async_context(app.open_async())
+        if wait:
+            await _retry_abandoned(app)
         await app.run_worker_async(
             wait=wait,
             concurrency=concurrency,
@@ -131,13 +136,25 @@ async def run_worker(
         )
 
 
+async def _retry_abandoned(app: procrastinate.App) -> None:
+    """Jobs left ``doing`` by a worker that has been gone for procrastinate's stalled-worker
+    timeout (30 s: killed, or stopped while the database was away, which kept it from recording
+    the abort) run again, as a retry."""
+    for job in await app.job_manager.get_stalled_jobs():
+        log.warning("job %s was left running by a worker that is gone: retried", job.call_string)
+        # Another worker starting at the same time may have retried it first.
+        with contextlib.suppress(procrastinate.exceptions.ConnectorException):
+            await app.job_manager.retry_job(job)
+
+
 class Worker:
     """The job worker of a process (`vetify worker`; `vetify serve` with jobs in process): kept
     running through database outages, and stopped within ``stop_within`` seconds.
 
     procrastinate's worker stops by itself when it loses the database (its listener fails);
     this one starts it again after a pause, up to :data:`LONGEST_PAUSE` s. Stopping, a worker that
-    cannot reach the database cannot record that either: its running job stays ``doing``."""
+    cannot reach the database cannot record that either: its running job stays ``doing`` until
+    a worker starts later (:func:`_retry_abandoned`)."""
 
     def __init__(self, settings: Settings, stop_within: float) -> None:
         self.settings = settings
@@ -181,13 +198,14 @@ class Worker:
 
 class ExpectedInOneLine(logging.Filter):
     """procrastinate logs a traceback for what an operator expects and needs no traceback for:
-    a job aborted by a shutdown, and the database out of reach (every side task's error, while
-    it is away). Such a record keeps its message and level, with the exception in one line.
-    A handler's filter: filters on a logger do not reach its children's records."""
+    a job aborted by a shutdown, and the database (or a job's mail relay, Stripe...) out of
+    reach, which while the database is away is every side task's and job's error. Such a
+    record keeps its message and level, with the exception in one line. A handler's filter:
+    filters on a logger do not reach its children's records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and (_aborted(record, exc) or _unreachable(exc)):
+        if exc is not None and (_aborted(record, exc) or _out_of_reach(exc)):
             record.msg, record.args = f"{record.getMessage()} ({_one_line(exc)})", None
             record.exc_info, record.exc_text = None, None
         return True
@@ -198,24 +216,28 @@ def _aborted(record: logging.LogRecord, exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError) and action.startswith("job_aborted")
 
 
-def _unreachable(exc: BaseException) -> bool:
+def _out_of_reach(exc: BaseException) -> bool:
+    """Refused, reset, timed out, as psycopg, SQLAlchemy or the OS says it; not an SQL error."""
+    return any(
+        isinstance(cause, psycopg.OperationalError | ConnectionError | TimeoutError)
+        or (isinstance(cause, DBAPIError) and cause.connection_invalidated)
+        for cause in _causes(exc)
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
     cause: BaseException | None = exc
     while cause is not None:
-        # Connections refused, reset, timed out; not an SQL error (ProgrammingError...).
-        if isinstance(cause, psycopg.OperationalError):
-            return True
+        yield cause
         cause = cause.__cause__ or cause.__context__
-    return False
 
 
 def _one_line(exc: BaseException) -> str:
     """An exception and its causes in one line, the way an operator reads a log."""
-    parts: list[str] = []
-    cause: BaseException | None = exc
-    while cause is not None and len(parts) < 3:
+    parts = []
+    for cause in itertools.islice(_causes(exc), 3):
         message = " ".join(str(cause).split())
         parts.append(f"{type(cause).__name__}: {message}" if message else type(cause).__name__)
-        cause = cause.__cause__ or cause.__context__
     return " <- ".join(parts)
 
 

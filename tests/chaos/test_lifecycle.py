@@ -14,9 +14,11 @@ Each scenario starts and stops processes of its own; none touches the shared ``l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -297,11 +299,11 @@ def test_sigterm_with_the_database_down_meets_the_deadline_and_the_job_is_retrie
     both on a database that has gone away (every connection reset, every new one refused). The
     job's abort cannot be recorded: the next worker to start retries it."""
     with (
-        _mute_relay() as relay_port,
+        _mute_relay() as relay,
         serving(
             postgres_server,
             redis_server,
-            **_settings(VETIFY_JOBS_IN_PROCESS="true", **_mailing(relay_port)),
+            **_settings(VETIFY_JOBS_IN_PROCESS="true", **_mailing(relay)),
         ) as live,
     ):
         assert live.serve is not None
@@ -310,7 +312,7 @@ def test_sigterm_with_the_database_down_meets_the_deadline_and_the_job_is_retrie
         try:
             processes["worker"].start().wait_for("Starting worker on", STARTED_WITHIN)
             live.serve.wait_for("Starting worker on", STARTED_WITHIN)
-            _a_mail_job_running(live)
+            _a_mail_job_running(live, relay)
             live.db_proxy.refuse = True
             live.db_proxy.reset_all()
             # Until the server itself says the database is gone.
@@ -343,20 +345,40 @@ def test_sigterm_with_the_database_down_meets_the_deadline_and_the_job_is_retrie
     assert left == [("doing", 0)], "the abort was recorded with the database away?"
 
 
-@contextmanager
-def _mute_relay() -> Iterator[int]:
+class MuteRelay:
     """A mail relay that takes connections and never says a word: a mail job waits on it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield sock.getsockname()[1]
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.server.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                self.held.append(self.server.accept()[0])
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.held:
+            connection.close()
 
 
-def _mailing(relay_port: int) -> dict[str, str]:
-    """Settings that send mail through the relay on ``relay_port``, and wait long for it."""
+@contextmanager
+def _mute_relay() -> Iterator[MuteRelay]:
+    relay = MuteRelay()
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+def _mailing(relay: MuteRelay) -> dict[str, str]:
+    """Settings that send mail through ``relay``, and wait long for it."""
     return {
         "VETIFY_SMTP_HOST": "127.0.0.1",
-        "VETIFY_SMTP_PORT": str(relay_port),
+        "VETIFY_SMTP_PORT": str(relay.port),
         "VETIFY_SMTP_STARTTLS": "false",
         "VETIFY_SMTP_TIMEOUT_SECONDS": "120",
     }
@@ -384,16 +406,20 @@ def _mail_jobs(live: LiveServer) -> list[tuple[str, int]]:
     return [(row["status"], row["attempts"]) for row in rows]
 
 
-def _a_mail_job_running(live: LiveServer) -> None:
-    """Ask for a password reset; return once a worker runs its mail job (for the relay to
-    answer: the mute one never does)."""
+def _a_mail_job_running(live: LiveServer, relay: MuteRelay) -> None:
+    """Ask for a password reset; return once a worker runs its mail job, and waits on
+    ``relay``."""
     asked = httpx.post(
         f"{live.url}/api/v1/auth/password-reset",
         json={"email": DEMO_EMAIL},
         timeout=REQUEST_TIMEOUT,
     )
     assert asked.status_code == 202, asked.text
-    _wait_for_mail_jobs(live, [("doing", 0)])
+    started = time.monotonic()
+    while not relay.held:
+        assert time.monotonic() - started < STARTED_WITHIN, f"mail jobs: {_mail_jobs(live)}"
+        time.sleep(0.1)
+    assert _mail_jobs(live) == [("doing", 0)]
 
 
 def _wait_for_mail_jobs(live: LiveServer, expected: list[tuple[str, int]]) -> None:
@@ -407,13 +433,13 @@ def test_a_job_running_at_sigterm_is_abandoned_to_be_retried(
     postgres_server: PostgresServer, redis_server: RedisServer, chaos: Outcome
 ) -> None:
     with (
-        _mute_relay() as relay_port,
-        serving(postgres_server, redis_server, **_settings(**_mailing(relay_port))) as live,
+        _mute_relay() as relay,
+        serving(postgres_server, redis_server, **_settings(**_mailing(relay))) as live,
     ):
         worker = live.worker()
         try:
             worker.start().wait_for("Starting worker on", STARTED_WITHIN)
-            _a_mail_job_running(live)
+            _a_mail_job_running(live, relay)
             worker.send(signal.SIGTERM)
             done = worker.exit(EXITED_WITHIN)
         finally:
