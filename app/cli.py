@@ -85,19 +85,20 @@ async def _seed_demo(settings: Settings, docs_url: str) -> None:
 
 
 def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
-    shutdown = Shutdown(settings.shutdown_timeout_seconds).install()
     with (
         _claimed(settings, f"vetify serve (pid {os.getpid()}, port {port})"),
         server.listen(host, port) as sock,
-        database(settings, shutdown) as ready,
     ):
-        if settings.embedded:
-            # One command for a newcomer: the API and its jobs, on the embedded database.
-            ready = ready.model_copy(update={"jobs_in_process": True})
-        if demo and not shutdown.requested:
-            asyncio.run(_seed_demo(ready, f"http://{host}:{port}/docs"))
-        if not shutdown.requested:  # else asked to stop while starting: done
-            server.run(create_app(ready), ready, sock, shutdown)
+        # From here on there is something to stop cleanly.
+        shutdown = Shutdown(settings.shutdown_timeout_seconds).install()
+        with database(settings, shutdown) as ready:
+            if settings.embedded:
+                # One command for a newcomer: the API and its jobs, on the embedded database.
+                ready = ready.model_copy(update={"jobs_in_process": True})
+            if demo and not shutdown.requested:
+                asyncio.run(_seed_demo(ready, f"http://{host}:{port}/docs"))
+            if not shutdown.requested:  # else asked to stop while starting: done
+                server.run(create_app(ready), ready, sock, shutdown)
 
 
 def _migrate(settings: Settings) -> None:
@@ -153,9 +154,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(ExpectedInOneLine())
+    output = logging.StreamHandler()
+    output.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    output.addFilter(ExpectedInOneLine())
+    logging.basicConfig(level=logging.INFO, handlers=[output])
     try:
         settings = Settings()
         if args.command == "migrate":

@@ -121,8 +121,7 @@ async def run_worker(
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(_close_services, context)
         await stack.enter_async_context(app.open_async())
-        if wait:
-            await _retry_abandoned(app)
+        await _retry_abandoned(app)
         await app.run_worker_async(
             wait=wait,
             concurrency=concurrency,
