@@ -104,7 +104,8 @@ async def run_worker(
 
     Cancelled, the worker takes no new job and gives those running half of ``stop_within`` to
     finish; then it aborts them, which their retry strategy counts as a failed try: they run
-    again later, here or in another worker."""
+    again later, here or in another worker. (Not waiting, it stops only once the jobs it ran
+    are done.)"""
     engine = create_engine(settings)
     connector = procrastinate.PsycopgConnector(
         conninfo=plain_url(database_url(settings)),

@@ -46,6 +46,8 @@ REFUSED_WITHIN = 30.0
 """A refusal at start-up comes before anything slow is started."""
 STARTED_WITHIN = 90.0
 """The first start initialises and migrates the embedded cluster."""
+LOADED_DEADLINE = 15.0
+"""Under load: requests in flight get 40% of it (6 s), and those here need about 2 s."""
 
 
 @pytest.fixture(autouse=True)
@@ -66,17 +68,17 @@ def _environment(**settings: str) -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith("VETIFY_") and name not in ("DATABASE_URL", "REDIS_URL")
     }
-    return {
-        **env,
-        "VETIFY_ENV": "test",
-        "VETIFY_SHUTDOWN_TIMEOUT_SECONDS": str(DEADLINE),
-        **settings,
-    }
+    return {**env, "VETIFY_ENV": "test", **_settings(**settings)}
 
 
 def _embedded_serve(data_dir: Path, port: int) -> Vetify:
     """`vetify serve` as a newcomer runs it: no database URL, its PostgreSQL in ``data_dir``."""
     return Vetify(["serve", "--port", str(port)], _environment(VETIFY_DATA_DIR=str(data_dir)))
+
+
+def _settings(deadline: float = DEADLINE, **more: str) -> dict[str, str]:
+    """``VETIFY_*`` for a process here: its shutdown deadline, and ``more``."""
+    return {"VETIFY_SHUTDOWN_TIMEOUT_SECONDS": str(deadline), **more}
 
 
 def _postgres_left(data_dir: Path) -> list[str]:
@@ -183,6 +185,7 @@ def test_a_second_server_on_the_same_data_directory_is_refused(
     assert f"pid {first.pid}" in _last_line(second.output)
     assert f"port {first_port}" in _last_line(second.output)
     _assert_clean(second.output)
+    _assert_clean(first.output)
     assert ready.status_code == 200
     assert same_postmaster
     assert stopped.code == 0
@@ -218,14 +221,6 @@ def test_after_sigkill_the_next_start_takes_over_the_postgresql_left_behind(
 
 
 # -- shutdown on an external database -----------------------------------------------------------
-def _settings(deadline: float = DEADLINE, **more: str) -> dict[str, str]:
-    return {"VETIFY_SHUTDOWN_TIMEOUT_SECONDS": str(deadline), **more}
-
-
-LOADED_DEADLINE = 15.0
-"""Under load: requests in flight get 40% of it (6 s), and those here need about 2 s."""
-
-
 async def _stalled_upload(live: LiveServer, token: str) -> bytes:
     """A request whose body stops half way (a slow client): still in flight when the requests'
     share of the deadline ends. The server's whole answer, read until it closes."""
@@ -292,59 +287,7 @@ def test_sigterm_under_load_answers_the_requests_in_flight_and_exits_0(
     _assert_clean(output)
 
 
-def test_sigterm_with_the_database_down_meets_the_deadline_and_the_job_is_retried_later(
-    postgres_server: PostgresServer, redis_server: RedisServer, chaos: Outcome
-) -> None:
-    """`vetify serve` with its in-process worker, and `vetify worker`, one of them running a job,
-    both on a database that has gone away (every connection reset, every new one refused). The
-    job's abort cannot be recorded: the next worker to start retries it."""
-    with (
-        _mute_relay() as relay,
-        serving(
-            postgres_server,
-            redis_server,
-            **_settings(VETIFY_JOBS_IN_PROCESS="true", **_mailing(relay)),
-        ) as live,
-    ):
-        assert live.serve is not None
-        processes = {"serve": live.serve, "worker": live.worker()}
-        next_worker = live.worker()
-        try:
-            processes["worker"].start().wait_for("Starting worker on", STARTED_WITHIN)
-            live.serve.wait_for("Starting worker on", STARTED_WITHIN)
-            _a_mail_job_running(live, relay)
-            live.db_proxy.refuse = True
-            live.db_proxy.reset_all()
-            # Until the server itself says the database is gone.
-            started = time.monotonic()
-            while httpx.get(f"{live.url}/health/ready", timeout=REQUEST_TIMEOUT).status_code != 503:
-                assert time.monotonic() - started < REQUEST_TIMEOUT, "still ready"
-                time.sleep(0.2)
-            for process in processes.values():
-                process.send(signal.SIGTERM)
-            done = {name: process.exit(EXITED_WITHIN) for name, process in processes.items()}
-            live.db_proxy.refuse = False
-            left = _mail_jobs(live)
-            # As if procrastinate's stalled-worker timeout (30 s) had passed since.
-            asyncio.run(
-                _owner_query(
-                    live,
-                    "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'",
-                )
-            )
-            next_worker.start()
-            _wait_for_mail_jobs(live, [("doing", 1)])
-        finally:
-            live.db_proxy.refuse = False
-            for process in (*processes.values(), next_worker):
-                process.stop()
-    chaos.details.update({name: round(exit.seconds, 1) for name, exit in done.items()})
-    for name, process in processes.items():
-        assert done[name].code == 0, f"{name}: {process.output[-4000:]}"
-        _assert_clean(process.output)
-    assert left == [("doing", 0)], "the abort was recorded with the database away?"
-
-
+# -- jobs running at shutdown ---------------------------------------------------------------
 class MuteRelay:
     """A mail relay that takes connections and never says a word: a mail job waits on it."""
 
@@ -359,19 +302,13 @@ class MuteRelay:
             while True:
                 self.held.append(self.server.accept()[0])
 
-    def close(self) -> None:
+    def __enter__(self) -> MuteRelay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
         self.server.close()
         for connection in self.held:
             connection.close()
-
-
-@contextmanager
-def _mute_relay() -> Iterator[MuteRelay]:
-    relay = MuteRelay()
-    try:
-        yield relay
-    finally:
-        relay.close()
 
 
 def _mailing(relay: MuteRelay) -> dict[str, str]:
@@ -429,11 +366,64 @@ def _wait_for_mail_jobs(live: LiveServer, expected: list[tuple[str, int]]) -> No
         time.sleep(0.2)
 
 
+def test_sigterm_with_the_database_down_meets_the_deadline_and_the_job_is_retried_later(
+    postgres_server: PostgresServer, redis_server: RedisServer, chaos: Outcome
+) -> None:
+    """`vetify serve` with its in-process worker, and `vetify worker`, one of them running a job,
+    both on a database that has gone away (every connection reset, every new one refused). The
+    job's abort cannot be recorded: the next worker to start retries it."""
+    with (
+        MuteRelay() as relay,
+        serving(
+            postgres_server,
+            redis_server,
+            **_settings(VETIFY_JOBS_IN_PROCESS="true", **_mailing(relay)),
+        ) as live,
+    ):
+        assert live.serve is not None
+        processes = {"serve": live.serve, "worker": live.worker()}
+        next_worker = live.worker()
+        try:
+            processes["worker"].start().wait_for("Starting worker on", STARTED_WITHIN)
+            live.serve.wait_for("Starting worker on", STARTED_WITHIN)
+            _a_mail_job_running(live, relay)
+            live.db_proxy.refuse = True
+            live.db_proxy.reset_all()
+            # Until the server itself says the database is gone.
+            started = time.monotonic()
+            while httpx.get(f"{live.url}/health/ready", timeout=REQUEST_TIMEOUT).status_code != 503:
+                assert time.monotonic() - started < REQUEST_TIMEOUT, "still ready"
+                time.sleep(0.2)
+            for process in processes.values():
+                process.send(signal.SIGTERM)
+            done = {name: process.exit(EXITED_WITHIN) for name, process in processes.items()}
+            live.db_proxy.refuse = False
+            left = _mail_jobs(live)
+            # As if procrastinate's stalled-worker timeout (30 s) had passed since.
+            asyncio.run(
+                _owner_query(
+                    live,
+                    "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'",
+                )
+            )
+            next_worker.start()
+            _wait_for_mail_jobs(live, [("doing", 1)])
+        finally:
+            live.db_proxy.refuse = False
+            for process in (*processes.values(), next_worker):
+                process.stop()
+    chaos.details.update({name: round(exit.seconds, 1) for name, exit in done.items()})
+    for name, process in processes.items():
+        assert done[name].code == 0, f"{name}: {process.output[-4000:]}"
+        _assert_clean(process.output)
+    assert left == [("doing", 0)], "the abort was recorded with the database away?"
+
+
 def test_a_job_running_at_sigterm_is_abandoned_to_be_retried(
     postgres_server: PostgresServer, redis_server: RedisServer, chaos: Outcome
 ) -> None:
     with (
-        _mute_relay() as relay,
+        MuteRelay() as relay,
         serving(postgres_server, redis_server, **_settings(**_mailing(relay))) as live,
     ):
         worker = live.worker()
