@@ -6,25 +6,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
-import signal
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 
 import asyncpg
-import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.billing import operations
 from app.db import migrate, provision
-from app.db.embedded import EmbeddedPostgres
+from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
 from app.db.session import create_engine
 from app.kit import server
+from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.main import create_app
-from app.queue import run_worker
+from app.queue import ExpectedInOneLine, Worker
 from app.settings import ConfigurationError, Settings
 
 log = logging.getLogger("vetify")
@@ -35,45 +35,53 @@ ROLES = provision.Roles()
 
 
 @contextmanager
-def database(settings: Settings) -> Iterator[Settings]:
+def database(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[Settings]:
     """The configured database, or an embedded one in ``settings.data_dir``; migrated to head;
-    for a command that connects as the service's role."""
+    for a command that connects as the service's role. The embedded one is stopped at the end,
+    or at once if ``shutdown``'s deadline passes."""
     if settings.database_url is None and not settings.embedded:
         raise SystemExit(
             "vetify: VETIFY_DATABASE_OWNER_URL is set but VETIFY_DATABASE_URL is not: set the"
             " service role's URL too (with an external database configured, no embedded one"
             " is started)"
         )
-    with _at_head(settings) as ready:
+    with _at_head(settings, shutdown) as ready:
         yield ready
 
 
 @contextmanager
-def _at_head(settings: Settings) -> Iterator[Settings]:
+def _at_head(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[Settings]:
     """The database (the embedded one started and set up if none is configured), migrated
     when the owner's URL is known."""
-    server: EmbeddedPostgres | None = None
-    if settings.embedded:
-        server = EmbeddedPostgres(settings.data_dir / "pgdata")
-        log.info("starting the embedded PostgreSQL in %s", server.data_dir)
-        server.start()
-        provision.provision_sync(server.url(), provision.Provisioning(EMBEDDED_DATABASE, ROLES))
-        settings = settings.model_copy(
-            update={
-                "database_url": SecretStr(server.url(ROLES.app, EMBEDDED_DATABASE)),
-                "database_owner_url": SecretStr(server.url(ROLES.owner, EMBEDDED_DATABASE)),
-            }
-        )
-    try:
+    with ExitStack() as stack:
+        if settings.embedded:
+            embedded = EmbeddedPostgres(settings.data_dir / "pgdata")
+            stack.callback(embedded.stop)
+            if shutdown is not None:
+                shutdown.at_deadline(lambda: embedded.stop("immediate"))
+            log.info("starting the embedded PostgreSQL in %s", embedded.data_dir)
+            embedded.start()
+            provision.provision_sync(
+                embedded.url(), provision.Provisioning(EMBEDDED_DATABASE, ROLES)
+            )
+            settings = settings.model_copy(
+                update={
+                    "database_url": SecretStr(embedded.url(ROLES.app, EMBEDDED_DATABASE)),
+                    "database_owner_url": SecretStr(embedded.url(ROLES.owner, EMBEDDED_DATABASE)),
+                }
+            )
         if settings.database_owner_url is not None:
             owner = settings.database_owner_url.get_secret_value()
             migrate.upgrade(owner, _service_role(settings))
             where = make_url(owner)
             log.info("database %s on %s: schema at head", where.database, where.host or "socket")
         yield settings
-    finally:
-        if server is not None:
-            server.stop()
+
+
+def _claimed(settings: Settings, holder: str) -> AbstractContextManager[None]:
+    """The embedded database's data directory, for this process alone (issue 16: a second
+    `vetify serve` on it stopped the first one's PostgreSQL and took over)."""
+    return claim(settings.data_dir, holder) if settings.embedded else nullcontext()
 
 
 async def _seed_demo(settings: Settings, docs_url: str) -> None:
@@ -96,29 +104,21 @@ async def _seed_demo(settings: Settings, docs_url: str) -> None:
     )
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
-    # uvicorn shuts down gracefully, then re-raises the signal it caught; as an exception
-    # (not the default "terminate") it unwinds through `database()`, which stops PostgreSQL.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with database(_served_at(settings, host, port)) as ready:
-        if settings.embedded:
-            # One command for a newcomer: the API and its jobs, on the embedded database.
-            ready = ready.model_copy(update={"jobs_in_process": True})
-        if demo:
-            asyncio.run(_seed_demo(ready, f"{ready.public_url}/docs"))
-        # The app believes X-Forwarded-* from its own trusted_proxies setting, not uvicorn's.
-        uvicorn.run(
-            create_app(ready),
-            host=host,
-            port=port,
-            log_level="info",
-            proxy_headers=False,
-            **server.options(ready),
-        )
+    with (
+        _claimed(settings, f"vetify serve (pid {os.getpid()}, port {port})"),
+        server.listen(host, port) as sock,
+    ):
+        # From here on there is something to stop cleanly.
+        shutdown = Shutdown(settings.shutdown_timeout_seconds).install()
+        with database(_served_at(settings, host, port), shutdown) as ready:
+            if settings.embedded:
+                # One command for a newcomer: the API and its jobs, on the embedded database.
+                ready = ready.model_copy(update={"jobs_in_process": True})
+            if demo and not shutdown.requested:
+                asyncio.run(_seed_demo(ready, f"{ready.public_url}/docs"))
+            if not shutdown.requested:  # else asked to stop while starting: done
+                server.run(create_app(ready), ready, sock, shutdown)
 
 
 def _served_at(settings: Settings, host: str, port: int) -> Settings:
@@ -142,7 +142,7 @@ def _service_role(settings: Settings) -> str:
 def _migrate(settings: Settings) -> None:
     if settings.database_url is not None and settings.database_owner_url is None:
         raise SystemExit("vetify migrate: set VETIFY_DATABASE_OWNER_URL (the schema owner's URL)")
-    with _at_head(settings):
+    with _claimed(settings, f"vetify migrate (pid {os.getpid()})"), _at_head(settings):
         print("database schema is at head")
 
 
@@ -153,13 +153,20 @@ def _worker(settings: Settings) -> None:
             "vetify worker: set VETIFY_DATABASE_URL; on the embedded database `vetify serve`"
             " runs the jobs in its own process"
         )
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    shutdown = Shutdown(settings.shutdown_timeout_seconds).install()
     with database(settings) as ready:
-        asyncio.run(run_worker(ready))
+        if not shutdown.requested:
+            asyncio.run(_work(ready, shutdown))
+
+
+async def _work(settings: Settings, shutdown: Shutdown) -> None:
+    worker = Worker(settings, settings.shutdown_timeout_seconds * JOBS_SHARE).start()
+    await shutdown.wait()
+    await worker.stop()
 
 
 def _billing(settings: Settings, args: argparse.Namespace) -> None:
-    with database(settings) as ready:
+    with _claimed(settings, f"vetify billing (pid {os.getpid()})"), database(settings) as ready:
         print(asyncio.run(operations.run(ready, args)), flush=True)
 
 
@@ -262,24 +269,28 @@ def _plain_name(value: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    output = logging.StreamHandler()
+    output.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    output.addFilter(ExpectedInOneLine())
+    logging.basicConfig(level=logging.INFO, handlers=[output])
     if args.command == "db":
         # Before the service is configured: it needs none of its settings.
         _provision(args)
         return
     try:
         settings = Settings()
-    except ConfigurationError as exc:
-        # Its message names every setting at fault and none of their values.
-        raise SystemExit(f"vetify: {exc}") from None
-    if args.command == "migrate":
-        _migrate(settings)
-    elif args.command == "worker":
-        _worker(settings)
-    elif args.command == "billing":
-        _billing(settings, args)
-    else:
-        _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
+        if args.command == "migrate":
+            _migrate(settings)
+        elif args.command == "worker":
+            _worker(settings)
+        elif args.command == "billing":
+            _billing(settings, args)
+        else:
+            _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
+    except (ConfigurationError, DataDirectoryInUse, server.PortUnavailable) as exc:
+        # A refusal, in one line (a ConfigurationError: one per setting at fault, naming none
+        # of their values), never a traceback.
+        raise SystemExit(f"vetify {args.command}: {exc}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

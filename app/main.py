@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,13 +32,14 @@ from app.kit import crypto, passwords, problems
 from app.kit.bodies import BodyLimits
 from app.kit.headers import SecurityHeaders
 from app.kit.heads import RequestHeadLimits
+from app.kit.lifecycle import JOBS_SHARE
 from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
 from app.kit.uploads import MULTIPART_HEADROOM
 from app.pets.routes import router as pets_router
 from app.production import database_role_refusal
-from app.queue import run_worker
+from app.queue import Worker
 from app.records.routes import router as records_router
 from app.settings import ConfigurationError, Environment, Settings
 from app.staff.routes import router as staff_router
@@ -82,19 +81,19 @@ def create_app(settings: Settings) -> FastAPI:
             settings.password_hash_queue,
             settings.password_hash_wait_seconds,
         )
-        worker = _in_process_worker(settings)
+        worker: Worker | None = None
         try:
             if settings.env is Environment.production:
                 # The URL's user name says little (any role can be made superuser): ask.
                 why = await database_role_refusal(engine)
                 if why:
                     raise ConfigurationError({"database_url": why})
+            if settings.jobs_in_process:
+                worker = Worker(settings, settings.shutdown_timeout_seconds * JOBS_SHARE).start()
             yield
         finally:
             if worker is not None:
-                worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
+                await worker.stop()
             await app.state.limiter.close()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
@@ -133,12 +132,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     _add_middleware(app, settings)
     return app
-
-
-def _in_process_worker(settings: Settings) -> asyncio.Task[None] | None:
-    if not settings.jobs_in_process:
-        return None
-    return asyncio.create_task(run_worker(settings, own_signals=False), name="vetify-jobs")
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:

@@ -9,16 +9,23 @@ domain's service without the service importing it back. ``vetify worker`` runs t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import itertools
 import json
-from collections.abc import Callable
+import logging
+import math
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import procrastinate
+import psycopg
 from procrastinate.job_context import JobContext
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.migrate import plain_url
@@ -27,6 +34,10 @@ from app.settings import Settings
 
 TASK_MODULES = ["app.attachments.jobs", "app.auth.jobs", "app.billing.jobs"]
 RUNTIME = "vetify"
+LONGEST_PAUSE = 30.0
+"""Seconds, at most, between a worker's restarts while the database is away."""
+
+log = logging.getLogger("vetify.queue")
 
 # The connector is chosen when a worker starts (``with_connector``); nothing connects before.
 queue = procrastinate.App(connector=procrastinate.PsycopgConnector(), import_paths=TASK_MODULES)
@@ -87,17 +98,23 @@ async def enqueue(
 
 
 async def run_worker(
-    settings: Settings, *, wait: bool = True, concurrency: int = 1, own_signals: bool = True
+    settings: Settings, *, wait: bool = True, concurrency: int = 1, stop_within: float = 0.0
 ) -> None:
-    """Run jobs until stopped (``wait``), or until none is due (tests, one-off catch-up).
+    """Run jobs until cancelled (``wait``), or until none is due (tests, one-off catch-up).
 
-    ``own_signals``: stop on SIGINT/SIGTERM (``vetify worker``); inside the API process the
-    server owns the signals and cancels the worker's task instead."""
+    Cancelled, the worker takes no new job and gives those running half of ``stop_within`` to
+    finish; then it aborts them, which their retry strategy counts as a failed try: they run
+    again later, here or in another worker. (Not waiting, it stops only once the jobs it ran
+    are done.)"""
     engine = create_engine(settings)
     connector = procrastinate.PsycopgConnector(
         conninfo=plain_url(database_url(settings)),
         min_size=1,
         max_size=max(2, concurrency + 1),
+        # A database that has gone away fails a job's or the worker's own query after this,
+        # rather than after psycopg's default 30 s wait for a pooled connection.
+        timeout=settings.db_connect_timeout_seconds,
+        kwargs={"connect_timeout": max(2, math.ceil(settings.db_connect_timeout_seconds))},
     )
     app = queue.with_connector(connector)
     context = Runtime(settings, session_factory(engine), {})
@@ -105,15 +122,123 @@ async def run_worker(
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(_close_services, context)
         await stack.enter_async_context(app.open_async())
+        await _retry_abandoned(app)
         await app.run_worker_async(
             wait=wait,
             concurrency=concurrency,
-            install_signal_handlers=wait and own_signals,
+            # The process owns the signals (app/kit/lifecycle.py) and stops the worker.
+            install_signal_handlers=False,
             listen_notify=wait,
+            shutdown_graceful_timeout=stop_within / 2,
             # Done jobs go; failed ones stay for operators (and the domain keeps its own record).
             delete_jobs="successful",
             additional_context={RUNTIME: context},
         )
+
+
+async def _retry_abandoned(app: procrastinate.App) -> None:
+    """Jobs left ``doing`` by a worker that has been gone for procrastinate's stalled-worker
+    timeout (30 s: killed, or stopped while the database was away, which kept it from recording
+    the abort) run again, as a retry."""
+    for job in await app.job_manager.get_stalled_jobs():
+        log.warning("job %s was left running by a worker that is gone: retried", job.call_string)
+        # Another worker starting at the same time may have retried it first.
+        with contextlib.suppress(procrastinate.exceptions.ConnectorException):
+            await app.job_manager.retry_job(job)
+
+
+class Worker:
+    """The job worker of a process (`vetify worker`; `vetify serve` with jobs in process): kept
+    running through database outages, and stopped within ``stop_within`` seconds.
+
+    procrastinate's worker stops by itself when it loses the database (its listener fails);
+    this one starts it again after a pause, up to :data:`LONGEST_PAUSE` s. Stopping, a worker that
+    cannot reach the database cannot record that either: its running job stays ``doing`` until
+    a worker starts later (:func:`_retry_abandoned`)."""
+
+    def __init__(self, settings: Settings, stop_within: float) -> None:
+        self.settings = settings
+        self.stop_within = stop_within
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> Worker:
+        self._task = asyncio.create_task(self._keep_working(), name="vetify-jobs")
+        return self
+
+    async def _keep_working(self) -> None:
+        pause = 1.0
+        while not self._stopping:
+            try:
+                await run_worker(self.settings, stop_within=self.stop_within)
+                why = "it stopped"
+            except Exception as exc:
+                why = _one_line(exc)
+                if self._stopping:
+                    log.warning("the job worker did not stop cleanly: %s", why)
+            if self._stopping:
+                return
+            log.warning("the job worker stopped (%s); starting it again in %.0f s", why, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LONGEST_PAUSE)
+
+    async def stop(self) -> None:
+        """Running jobs get the first half of ``stop_within`` to finish; then they are aborted
+        and their retries recorded, and the worker unregisters. Whatever still waits on the
+        database at three quarters is cancelled, which leaves a quarter to close the pool."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._task.cancel()
+        if not (await asyncio.wait({self._task}, timeout=self.stop_within * 3 / 4))[0]:
+            log.warning("the job worker is not stopping: no longer waiting for the database")
+            self._task.cancel()  # again: procrastinate waits out the first one's shutdown
+            await asyncio.wait({self._task}, timeout=self.stop_within / 4)
+
+
+class ExpectedInOneLine(logging.Filter):
+    """procrastinate logs a traceback for what an operator expects and needs no traceback for:
+    a job aborted by a shutdown, and the database (or a job's mail relay, Stripe...) out of
+    reach, which while the database is away is every side task's and job's error. Such a
+    record keeps its message and level, with the exception in one line. A handler's filter:
+    filters on a logger do not reach its children's records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (_aborted(record, exc) or _out_of_reach(exc)):
+            record.msg, record.args = f"{record.getMessage()} ({_one_line(exc)})", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _aborted(record: logging.LogRecord, exc: BaseException) -> bool:
+    action = getattr(record, "action", "")
+    return isinstance(exc, asyncio.CancelledError) and action.startswith("job_aborted")
+
+
+def _out_of_reach(exc: BaseException) -> bool:
+    """Refused, reset, timed out, as psycopg, SQLAlchemy or the OS says it; not an SQL error."""
+    return any(
+        isinstance(cause, psycopg.OperationalError | ConnectionError | TimeoutError)
+        or (isinstance(cause, DBAPIError) and cause.connection_invalidated)
+        for cause in _causes(exc)
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    cause: BaseException | None = exc
+    while cause is not None:
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception and its causes in one line, the way an operator reads a log."""
+    parts = []
+    for cause in itertools.islice(_causes(exc), 3):
+        message = " ".join(str(cause).split())
+        parts.append(f"{type(cause).__name__}: {message}" if message else type(cause).__name__)
+    return " <- ".join(parts)
 
 
 async def _close_services(context: Runtime) -> None:

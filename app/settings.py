@@ -272,6 +272,12 @@ class Settings(BaseSettings):
     """Run the job worker inside the API process: what `vetify serve` does on the embedded
     database. Deployments run `vetify worker` processes apart (they scale on their own)."""
 
+    shutdown_timeout_seconds: float = Field(default=20.0, ge=1, le=3600)
+    """From SIGTERM (or SIGINT) to exit, at most. Requests in flight get 40% of it, the job
+    worker 40% (its running jobs the first half of that; then they are abandoned and retried),
+    the rest closes connections. Past it the process exits anyway (code 1). Below Kubernetes'
+    terminationGracePeriodSeconds (30 by default)."""
+
     smtp_host: str | None = None
     """The mail relay for notices to clinics (trial ending...); unset: notices are only logged."""
     smtp_port: int = Field(default=587, ge=1, le=65535)

@@ -1,4 +1,11 @@
-"""How `vetify serve` runs uvicorn: bounds on what a client can make the server hold.
+"""How `vetify serve` runs uvicorn: on a socket bound first, under the process's
+:class:`~app.kit.lifecycle.Shutdown`, with bounds on what a client can make the server hold.
+
+The port is bound before anything else starts (:func:`listen`), so a port in use is refused at
+once. The app's lifespan is run here, around uvicorn, not by uvicorn: a start-up refusal (a
+``ConfigurationError``) then reaches the command as an exception, said in one line, where
+uvicorn would log a traceback; and the lifespan's shutdown (the in-process job worker, the pools)
+follows uvicorn's, within the deadline.
 
 uvicorn's default HTTP parser (httptools) buffers a request head of any size until it ends;
 h11 stops once an unfinished head passes ``h11_max_incomplete_event_size``. That bound sits
@@ -14,16 +21,37 @@ the reverse proxy in front times it out (docs/security.md).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
+from types import FrameType
 from typing import Any
 
 import h11
+import uvicorn
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from app.kit.lifecycle import REQUESTS_SHARE, Shutdown
 from app.kit.logs import uvicorn_log_config
-from app.kit.problems import CLOSE, MEDIA_TYPE, BadRequest, HeadersTooLarge, Problem
+from app.kit.problems import (
+    CLOSE,
+    MEDIA_TYPE,
+    BadRequest,
+    HeadersTooLarge,
+    Problem,
+    ServiceUnavailable,
+    problem_asgi,
+)
 from app.settings import Settings
+
+log = logging.getLogger("vetify")
 
 KEEP_ALIVE_SECONDS = 5
 """An idle connection between requests is closed after this (uvicorn's default, stated): the
@@ -33,14 +61,103 @@ HEAD_OVERHEAD = 1024
 version, line ends, room for header folding."""
 
 
+class PortUnavailable(OSError):
+    pass
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound (uvicorn listens on it)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def run(app: FastAPI, settings: Settings, sock: socket.socket, shutdown: Shutdown) -> None:
+    """Serve ``app`` on ``sock`` until the stop is asked for and done."""
+    config = uvicorn.Config(
+        cut_short_is_503(app),
+        lifespan="off",
+        log_level="info",
+        # The app believes X-Forwarded-* from its own trusted_proxies setting, not uvicorn's.
+        proxy_headers=False,
+        **options(settings),
+    )
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(_serve(app, config, sock, shutdown))
+
+
+async def _serve(
+    app: FastAPI, config: uvicorn.Config, sock: socket.socket, shutdown: Shutdown
+) -> None:
+    async with app.router.lifespan_context(app):
+        host, port = sock.getsockname()[:2]
+        log.info("serving on http://%s:%d (Ctrl+C to stop)", host, port)
+        await Server(config, shutdown).serve(sockets=[sock])
+
+
+def cut_short_is_503(app: ASGIApp) -> ASGIApp:
+    """uvicorn cancels the requests still running when its share of the shutdown deadline ends,
+    and answers each with a 500 and logs its traceback: answer 503 problem+json instead, with
+    Retry-After, so the client retries (on another replica). One whose answer had begun is cut
+    off (uvicorn closes the connection)."""
+
+    async def answered(scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        except asyncio.CancelledError:
+            # The request's task ends here either way: nothing waits for it to be cancelled.
+            if not started:
+                problem = ServiceUnavailable("The server is stopping: retry the request.")
+                problem.headers = {**(problem.headers or {}), **CLOSE}
+                await problem_asgi(problem)(scope, receive, send)
+
+    return answered
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server under the process's :class:`Shutdown`: a signal it takes starts the
+    deadline, and a stop asked for before it took the signals over is not lost."""
+
+    def __init__(self, config: uvicorn.Config, shutdown: Shutdown) -> None:
+        super().__init__(config)
+        self.stopping = shutdown
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            if self.stopping.requested:
+                self.should_exit = True
+            yield
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stopping.request(signal.Signals(sig).name)
+        super().handle_exit(sig, frame)
+
+
 def options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for ``uvicorn.run``."""
+    """Keyword arguments for ``uvicorn.Config``."""
+    requests_within = settings.shutdown_timeout_seconds * REQUESTS_SHARE
     return {
         "http": BoundedH11Protocol,
         "h11_max_incomplete_event_size": head_limit(settings),
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         # Its access log without the personal data of query strings (app/kit/logs.py).
         "log_config": uvicorn_log_config(),
+        # Requests still running then are cancelled: the rest of the deadline is for the job
+        # worker and the pools (app/kit/lifecycle.py).
+        "timeout_graceful_shutdown": max(1, int(requests_within)),
     }
 
 

@@ -1,16 +1,20 @@
 """The system under test as a real process: `vetify serve` on a free port, its database
-reached through a :class:`FaultProxy`. E2E, load and chaos runs all start it this way."""
+reached through a :class:`FaultProxy`. E2E, load and chaos runs all start it this way; the
+lifecycle chaos suite also starts :class:`Vetify` commands of its own (`serve` on an embedded
+database, `worker`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import httpx
 
@@ -22,6 +26,10 @@ from tests.harness.databases import APP_ROLE, Database
 from tests.harness.proxy import FaultProxy
 
 Length = Literal["smoke", "full"]
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The checkout under test: `python -m app.cli` started here imports this checkout's code, not
+whichever one the virtual environment was installed from."""
 
 
 def suite_length() -> Length:
@@ -64,6 +72,104 @@ def run_vetify(
     )
 
 
+def _log_file() -> Path:
+    return Path(tempfile.mkstemp(prefix="vetify-live-", suffix=".log")[1])
+
+
+class Exit(NamedTuple):
+    code: int
+    seconds: float
+    """From the last signal (or the start) until the process had exited."""
+
+
+@dataclass
+class Vetify:
+    """One `vetify` command as a real process (``python -m app.cli ...``), its stdout and stderr
+    in ``log_path``."""
+
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path = field(default_factory=_log_file)
+    process: subprocess.Popen[bytes] | None = None
+    since: float = 0.0
+    """When it was started or last signalled (``time.monotonic``): what :meth:`exit` times."""
+
+    def start(self) -> Vetify:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own command
+                vetify_command(*self.args),
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.since = time.monotonic()
+        return self
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    def wait_for(self, text: str, within: float = 60.0) -> None:
+        """Until ``text`` appears in the output; an error if the process exits first."""
+        deadline = time.monotonic() + within
+        while text not in self.output:
+            if not self.running:
+                raise AssertionError(f"exited before {text!r}:\n{self.output[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} within {within}s:\n{self.output[-4000:]}")
+            time.sleep(0.05)
+
+    def wait_until_ready(self, url: str, within: float = 60.0) -> None:
+        """Until ``url``/health/ready answers 200; an error if the process exits first."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise AssertionError(f"exited before it was ready:\n{self.output[-4000:]}")
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"not ready within {within}s:\n{self.output[-4000:]}")
+
+    def send(self, signum: signal.Signals) -> None:
+        assert self.process is not None, "not started"
+        self.since = time.monotonic()
+        self.process.send_signal(signum)
+
+    def exit(self, within: float) -> Exit:
+        """Wait for the process to end; one still running ``within`` s after the last signal
+        (or the start) is killed, and that is an error."""
+        assert self.process is not None, "not started"
+        try:
+            code = self.process.wait(max(0.0, self.since + within - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError(
+                f"still running {within}s on; killed:\n{self.output[-4000:]}"
+            ) from None
+        return Exit(code, time.monotonic() - self.since)
+
+    def stop(self, within: float = 30.0) -> None:
+        """Clean-up whatever the test did: SIGTERM, and SIGKILL if it outlives ``within``."""
+        if self.running:
+            self.send(signal.SIGTERM)
+            with contextlib.suppress(AssertionError):  # killed: what clean-up wants
+                self.exit(within)
+
+
 @dataclass
 class LiveServer:
     database: Database
@@ -72,10 +178,8 @@ class LiveServer:
     settings: dict[str, str] = field(default_factory=dict)
     """More ``VETIFY_*`` environment for the process: a test configures the server it needs."""
     port: int = field(default_factory=free_port)
-    log_path: Path = field(
-        default_factory=lambda: Path(tempfile.mkstemp(prefix="vetify-live-", suffix=".log")[1])
-    )
-    _process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=_log_file)
+    serve: Vetify | None = None
 
     def demo_token(self, name: str) -> str:
         """An API token of the demo clinic's owner, obtained as an integration would."""
@@ -111,42 +215,29 @@ class LiveServer:
         return {**env, **self.settings}
 
     def start(self, timeout: float = 60.0) -> LiveServer:
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - our own command
-                vetify_command("serve", "--port", str(self.port)),
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"vetify serve exited early:\n{self.log_path.read_text()[-4000:]}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(
-            f"vetify serve was not ready within {timeout}s:\n{self.log_path.read_text()[-4000:]}"
-        )
+        self.serve = Vetify(["serve", "--port", str(self.port)], self.env(), self.log_path)
+        try:
+            self.serve.start().wait_until_ready(self.url, timeout)
+        except AssertionError as exc:
+            self.stop()
+            raise RuntimeError(f"vetify serve did not start: {exc}") from None
+        return self
+
+    def worker(self) -> Vetify:
+        """`vetify worker` on this server's database (through the same proxy), not started."""
+        return Vetify(["worker"], self.env())
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(10)
-        self._process = None
+        if self.serve is not None:
+            self.serve.stop()
+        self.serve = None
         if self.log_path.exists():
             canary.WATCH.scan(self.log_path.read_text(errors="replace"), "vetify serve's output")
 
     @property
+    def _process(self) -> subprocess.Popen[bytes] | None:
+        return self.serve.process if self.serve is not None else None
+
+    @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self.serve is not None and self.serve.running

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,14 +19,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import cli
 from app.db import migrate
-from app.db.embedded import EmbeddedPostgres, free_port
+from app.db.embedded import EmbeddedPostgres, claim, free_port
 from app.db.migrate import head_revisions
 from app.kit.csrf import origin_of
 from app.settings import Settings
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.harness.api import login_sync, token_by_session_sync
 from tests.harness.databases import APP_ROLE, Database, schema_heads
-from tests.harness.live import run_vetify, vetify_command, vetify_env
+from tests.harness.live import Vetify, run_vetify, vetify_command, vetify_env
 
 
 def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
@@ -118,7 +121,7 @@ def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
     assert login.json()["clinic"]["name"] == "Riverside Veterinary Clinic"
     assert token.status_code == 201, token.text
     assert "Finished server process" in output
-    assert process.returncode == 128 + signal.SIGTERM
+    assert process.returncode == 0, "a stop asked for and done is a success"
     assert not EmbeddedPostgres(tmp_path / "state" / "pgdata").is_running()
 
 
@@ -291,3 +294,76 @@ def test_serve_and_worker_started_together_on_a_fresh_database(empty_database, t
             process.wait(30)
     assert "Traceback" not in started["serve"] + started["worker"]
     assert _schema_heads(empty_database) == head_revisions()
+
+
+def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("VETIFY_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("VETIFY_DATABASE_URL", raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as refused:
+            cli.main(["serve", "--port", str(port)])
+    assert str(refused.value) == (
+        f"vetify serve: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert not (tmp_path / "state" / "pgdata").exists()
+
+
+def test_a_data_directory_in_use_is_refused_naming_who_uses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("VETIFY_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("VETIFY_DATABASE_URL", raising=False)
+    with (
+        claim(tmp_path / "state", "vetify serve (pid 4242, port 8000)"),
+        pytest.raises(SystemExit) as refused,
+    ):
+        cli.main(["migrate"])
+    assert "in use by vetify serve (pid 4242, port 8000)" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "state" / "pgdata").exists()
+
+
+def test_vetify_worker_stops_on_sigterm_and_exits_0(database) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VETIFY_")}
+    worker = Vetify(
+        ["worker"],
+        {
+            **env,
+            "VETIFY_ENV": "test",
+            "VETIFY_DATABASE_URL": database.app_url,
+            "VETIFY_DATABASE_OWNER_URL": database.owner_url,
+            "VETIFY_SHUTDOWN_TIMEOUT_SECONDS": "10",
+        },
+    )
+    try:
+        worker.start().wait_for("Starting worker on")
+        worker.send(signal.SIGTERM)
+        done = worker.exit(within=20)
+    finally:
+        worker.stop()
+    assert done.code == 0, worker.output[-4000:]
+    assert "Traceback" not in worker.output
+
+
+def test_past_its_deadline_a_stop_ends_the_process_anyway(tmp_path) -> None:
+    """The backstop, when a step of the shutdown hangs: its last resort, then exit code 1."""
+    script = (
+        "import logging, pathlib, time\n"
+        "from app.kit.lifecycle import Shutdown\n"
+        "logging.basicConfig()\n"
+        "shutdown = Shutdown(1.0)\n"
+        f"shutdown.at_deadline(lambda: pathlib.Path({str(tmp_path / 'stopped')!r}).touch())\n"
+        "shutdown.request('test')\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(  # noqa: S603 - our own code
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert time.monotonic() - started < 20
+    assert (tmp_path / "stopped").exists()
+    assert "not stopped within VETIFY_SHUTDOWN_TIMEOUT_SECONDS (1.0 s)" in done.stderr

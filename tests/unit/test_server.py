@@ -1,7 +1,8 @@
 """How `vetify serve` runs uvicorn (app/kit/server.py), at its protocol: a head the app's limits
 allow reaches the app; one over the parser's bound, or not HTTP at all, is refused as
-problem+json and the connection closed. tests/integration/test_server_limits.py runs the real
-process over a socket."""
+problem+json and the connection closed; a request still running when the graceful shutdown
+ends is told to retry. tests/integration/test_server_limits.py and
+tests/chaos/test_lifecycle.py run the real process over a socket."""
 
 from __future__ import annotations
 
@@ -124,3 +125,47 @@ async def test_what_the_parser_refuses_is_a_problem_and_the_connection_closed(
     assert headers["connection"] == "close"
     assert transport.closed
     assert not state.tasks, "the app was called"
+
+
+async def _run_until_cancelled(app: Any) -> list[dict[str, Any]]:
+    """What ``server.cut_short_is_503(app)`` sends, when uvicorn cancels it as its graceful
+    shutdown ends (the request still running)."""
+    sent: list[dict[str, Any]] = []
+
+    async def never() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/api/v1/customers", "headers": []}
+    task = asyncio.create_task(server.cut_short_is_503(app)(scope, never, send))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await task  # ends, answered: nothing waits for it to be cancelled
+    return sent
+
+
+async def test_a_request_cut_short_at_shutdown_is_told_to_retry() -> None:
+    async def reading_a_body(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+
+    start, body = await _run_until_cancelled(reading_a_body)
+
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    assert start["status"] == 503
+    assert headers["content-type"] == PROBLEM_JSON
+    assert headers["retry-after"].isdigit()
+    assert headers["connection"] == "close"
+    assert json.loads(body["body"])["type"] == problem_type("service-unavailable")
+
+
+async def test_an_answer_already_begun_is_not_begun_again() -> None:
+    async def streaming(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()
+
+    sent = await _run_until_cancelled(streaming)
+
+    assert [message["type"] for message in sent] == ["http.response.start"]

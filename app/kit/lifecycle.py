@@ -1,0 +1,88 @@
+"""How a long-running `vetify` process (``serve``, ``worker``) stops: the first SIGTERM or SIGINT
+asks, and the process is gone within ``VETIFY_SHUTDOWN_TIMEOUT_SECONDS`` whatever it is doing.
+
+A stop asked for while the process starts (PostgreSQL, migrations) does not interrupt those
+steps: the process sees it once they are done and stops instead of serving. Once it serves, the
+deadline is shared out: requests in flight get :data:`REQUESTS_SHARE` of it (uvicorn's graceful
+shutdown), the job worker :data:`JOBS_SHARE` (app/queue.py), and the rest closes connections.
+Should a step still hang, a timer thread ends the process at the deadline (exit code 1), after
+its last-resort steps (stopping the embedded PostgreSQL at once), so an orchestrator never has to
+SIGKILL it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+log = logging.getLogger("vetify")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+REQUESTS_SHARE = 0.4
+JOBS_SHARE = 0.4
+
+
+class Shutdown:
+    """The process's stop: asked for once, met within ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._asked = threading.Event()
+        self._last_resort: list[Callable[[], None]] = []
+
+    def install(self) -> Shutdown:
+        """Take SIGTERM and SIGINT (from their default: terminate, KeyboardInterrupt)."""
+        for signum in SIGNALS:
+            signal.signal(signum, self._on_signal)
+        return self
+
+    @property
+    def requested(self) -> bool:
+        return self._asked.is_set()
+
+    def request(self, why: str) -> None:
+        """Ask for the stop (again: nothing more) and start the deadline's clock."""
+        if self._asked.is_set():
+            return
+        self._asked.set()
+        log.info("stopping (%s), within %s s", why, self.seconds)
+        deadline = threading.Timer(self.seconds, self._expire)
+        deadline.daemon = True
+        deadline.start()
+
+    def at_deadline(self, step: Callable[[], None]) -> None:
+        """Run ``step`` if the deadline passes, before the process exits."""
+        self._last_resort.append(step)
+
+    async def wait(self) -> None:
+        """Until the stop is asked for; the running event loop takes the signals over, since
+        a plain signal handler would not wake it."""
+        loop = asyncio.get_running_loop()
+        asked = asyncio.Event()
+        for signum in SIGNALS:
+            loop.add_signal_handler(signum, self._on_loop_signal, signum, asked)
+        if self.requested:  # before the loop took the signals
+            asked.set()
+        await asked.wait()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.request(signal.Signals(signum).name)
+
+    def _on_loop_signal(self, signum: signal.Signals, asked: asyncio.Event) -> None:
+        self.request(signum.name)
+        asked.set()
+
+    def _expire(self) -> None:
+        log.error(
+            "not stopped within VETIFY_SHUTDOWN_TIMEOUT_SECONDS (%s s): exiting now", self.seconds
+        )
+        for step in reversed(self._last_resort):
+            with contextlib.suppress(Exception):
+                step()
+        os._exit(1)
