@@ -1,0 +1,218 @@
+"""The long-lived pytest session that runs mutants (ADR 0017): `-p tests.mutation.worker`.
+
+One session, so PostgreSQL, Redis and the migrated template database start once. It replaces
+pytest's test loop: first every collected test runs once on the unchanged code with coverage
+switching context per test (the map from each line to the tests that reach it, and the check
+that the tests pass without a mutant), unless a map is given; then, for each mutant of the
+plan, the function it changes gets the mutated code object, the tests that reach the mutated
+lines run fastest first until one fails (killed), and the code is put back. Each result is a
+JSON line, written at once: the supervisor (`python -m tests.mutation`) restarts a session that
+died or hung and goes on from the next mutant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import time
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import coverage
+import pytest
+from _pytest.runner import runtestprotocol
+
+from tests.mutation.mutants import ROOT, Mutant, function_code, mutants_of
+
+class MutantTimeout(BaseException):
+    pass
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mutation")
+    group.addoption("--mutation-plan", help="JSON: the files and the mutant keys to run")
+    group.addoption("--mutation-results", help="JSON lines: one result per mutant (appended)")
+    group.addoption("--mutation-map", help="JSON: line -> tests; made here if missing")
+
+
+class _SessionOnly:
+    """A `nextitem` whose chain is the session alone: a test's teardown then finishes its
+    function, class and module fixtures and keeps the session's (the services)."""
+
+    def __init__(self, session: pytest.Session) -> None:
+        self.session = session
+
+    def listchain(self) -> list[Any]:
+        return [self.session]
+
+
+def _run(item: pytest.Item, nextitem: Any) -> bool:
+    reports = runtestprotocol(item, log=False, nextitem=nextitem)
+    return not any(report.failed for report in reports)
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    def expire(signum: int, frame: types.FrameType | None) -> None:
+        raise MutantTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _module_name(file: str) -> str:
+    return file.removesuffix(".py").replace("/", ".")
+
+
+def _live_function(file: str, qualname: str) -> types.FunctionType:
+    owner: Any = importlib.import_module(_module_name(file))
+    *path, name = qualname.split(".")
+    for part in path:
+        owner = vars(owner)[part]
+    function = vars(owner)[name]
+    if isinstance(function, staticmethod | classmethod):
+        function = function.__func__
+    if not isinstance(function, types.FunctionType):
+        raise LookupError(f"{file}::{qualname} is a {type(function).__name__}")
+    return function
+
+
+def _apply(mutant: Mutant) -> Callable[[], None]:
+    """Give the live function the mutant's code; returns what puts the original back."""
+    function = _live_function(mutant.file, mutant.function)
+    code = function_code(compile(mutant.source, str(ROOT / mutant.file), "exec"), mutant.function)
+    if code is None:
+        raise LookupError(f"{mutant.key}: no code object for {mutant.function}")
+    original = function.__code__
+    # Raises ValueError when the closures differ (the mutant renamed a free variable).
+    function.__code__ = code
+    return lambda: setattr(function, "__code__", original)
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as out:
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _build_map(
+    session: pytest.Session, items: list[pytest.Item], files: list[str]
+) -> dict[str, Any]:
+    keep = _SessionOnly(session)
+    measure = coverage.Coverage(
+        data_file=None,
+        include=[str(ROOT / file) for file in files],
+        concurrency=["greenlet", "thread"],
+    )
+    durations: dict[str, float] = {}
+    failing: list[str] = []
+    measure.start()
+    try:
+        for index, item in enumerate(items):
+            measure.switch_context(item.nodeid)
+            started = time.perf_counter()
+            following = items[index + 1] if index + 1 < len(items) else keep
+            if _run(item, following):
+                durations[item.nodeid] = time.perf_counter() - started
+            else:
+                failing.append(item.nodeid)
+    finally:
+        measure.stop()
+    data = measure.get_data()
+    lines: dict[str, dict[str, list[str]]] = {}
+    for file in files:
+        by_line = data.contexts_by_lineno(str(ROOT / file))
+        lines[file] = {
+            str(line): sorted(c for c in contexts if c in durations)
+            for line, contexts in by_line.items()
+        }
+    return {"durations": durations, "failing": failing, "lines": lines}
+
+
+def _tests_for(mutant: Mutant, found: dict[str, Any]) -> list[str]:
+    by_line = found["lines"].get(mutant.file, {})
+    reaching = {test for line in mutant.lines() for test in by_line.get(str(line), [])}
+    durations = found["durations"]
+    return sorted(reaching, key=lambda test: (durations.get(test, 0.0), test))
+
+
+@pytest.hookimpl
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    config = session.config
+    plan_option = config.getoption("--mutation-plan")
+    if not plan_option:
+        return None
+    plan = json.loads(Path(plan_option).read_text())
+    results = Path(config.getoption("--mutation-results"))
+    map_path = Path(config.getoption("--mutation-map"))
+    items = {item.nodeid: item for item in session.items}
+    keep = _SessionOnly(session)
+
+    if map_path.exists():
+        found = json.loads(map_path.read_text())
+    else:
+        found = _build_map(session, list(session.items), plan["files"])
+        map_path.write_text(json.dumps(found))
+
+    done: set[str] = set()
+    if results.exists():
+        done = {json.loads(line)["key"] for line in results.read_text().splitlines() if line}
+    wanted = set(plan["mutants"])
+    mutants = [
+        mutant
+        for file in plan["files"]
+        for mutant in mutants_of(file)
+        if mutant.key in wanted and mutant.key not in done
+    ]
+    retried = set(plan.get("retried", []))
+    for mutant in mutants:
+        tests = [test for test in _tests_for(mutant, found) if test in items]
+        record: dict[str, Any] = {"key": mutant.key, "tests": len(tests), "ran": 0}
+        if not tests:
+            _write(results, record | {"status": "survived", "reason": "no test reaches it"})
+            continue
+        budget = 10.0 + 5 * sum(found["durations"][test] for test in tests)
+        try:
+            restore = _apply(mutant)
+        except (LookupError, ValueError) as error:
+            _write(results, record | {"status": "skipped", "reason": str(error)})
+            continue
+        status, killer = "survived", None
+        started = time.perf_counter()
+        try:
+            with _deadline(budget):
+                for index, test in enumerate(tests):
+                    record["ran"] = index + 1
+                    following = items[tests[index + 1]] if index + 1 < len(tests) else keep
+                    if not _run(items[test], following):
+                        status, killer = "killed", test
+                        break
+        except MutantTimeout:
+            status = "timeout"
+        finally:
+            restore()
+        record |= {"status": status, "by": killer, "seconds": time.perf_counter() - started}
+        if status == "timeout":
+            # The event loop may still hold the interrupted test's tasks: the remaining
+            # mutants get a new session.
+            _write(results, record)
+            break
+        session._setupstate.teardown_exact(keep)  # type: ignore[arg-type]
+        if killer is not None and mutant.key not in retried and not _run(items[killer], keep):
+            # The test fails on the original code too: the mutant left the session broken
+            # (shared state), so its verdict is unproven. It runs again in a new session.
+            _write(results, {"key": mutant.key, "status": "retry"})
+            break
+        _write(results, record)
+    return True
