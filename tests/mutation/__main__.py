@@ -111,6 +111,7 @@ def results_of(path: Path) -> dict[str, dict[str, Any]]:
 def run_sessions(
     files: list[str], keys: list[str], work: Path, stages: list[str]
 ) -> dict[str, dict[str, Any]]:
+    """Runs the mutants `keys` of `files` (and maps every target file)."""
     results_path, map_path, plan_path = (
         work / "results.jsonl",
         work / "map.json",
@@ -127,7 +128,14 @@ def run_sessions(
             raise SystemExit(f"a mutant broke a new session twice: {sorted(again & retried)}")
         retried |= again
         plan_path.write_text(
-            json.dumps({"files": files, "mutants": pending, "retried": sorted(retried)})
+            json.dumps(
+                {
+                    "map_files": files_of(list(PACKAGES)),
+                    "files": files,
+                    "mutants": pending,
+                    "retried": sorted(retried),
+                }
+            )
         )
         before = len(results)
         log = work / "session.log"
