@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default="17")
     parser.add_argument("--base", default="origin/main", help="pr mode: the base branch")
     parser.add_argument("--stage", action="append", help=f"test directories (default {STAGES})")
-    parser.add_argument("--work", type=Path, default=ROOT / ".mutation")
+    parser.add_argument("--work", type=Path, default=ROOT / "reports" / "mutation")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "mutation.json")
     parser.add_argument("--fail-under", type=float, default=80.0)
     parser.add_argument("--keep", action="store_true", help="reuse --work's map and results")

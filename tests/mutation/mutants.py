@@ -62,9 +62,7 @@ def _at(position: CodePosition) -> tuple[int, int]:
     return (position.line, position.column)
 
 
-def _splice(
-    code: str, offsets: list[int], where: CodeRange, before: str, after: str
-) -> str | None:
+def _splice(code: str, offsets: list[int], where: CodeRange, before: str, after: str) -> str | None:
     # Replacing the node's text is what libcst's deep_replace would print, thousands of times
     # faster; where the node's own rendering differs from its text, deep_replace is used.
     start = offsets[where.start.line - 1] + where.start.column
@@ -81,8 +79,7 @@ def _splice(
 
 def _indented(text: str, indent: str) -> str:
     return "\n".join(
-        (indent + line if line and number else line)
-        for number, line in enumerate(text.split("\n"))
+        (indent + line if line and number else line) for number, line in enumerate(text.split("\n"))
     )
 
 

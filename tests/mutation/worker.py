@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import signal
+import sys
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from tests.mutation.mutants import ROOT, Mutant, function_code, mutants_of
+
 
 class MutantTimeout(BaseException):
     pass
@@ -132,6 +134,8 @@ def _build_map(
                 durations[item.nodeid] = time.perf_counter() - started
             else:
                 failing.append(item.nodeid)
+            if index % 100 == 99:
+                print(f"mutation map: {index + 1} of {len(items)} tests", file=sys.stderr)
     finally:
         measure.stop()
     data = measure.get_data()

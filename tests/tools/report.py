@@ -418,6 +418,43 @@ def chaos_section(page: Page) -> str:
     return title + summary + _table(["scenario", "result", "details"], rows, set())
 
 
+def mutation_section(page: Page) -> str:
+    """reports/mutation.json (tests/mutation, ADR 0017): score per package and every survivor."""
+    title = "<h2>Mutation testing</h2>"
+    try:
+        report = _load_json(page.reports / "mutation.json")
+    except Unreadable as exc:
+        return title + _none(f"unreadable: {exc}")
+    if not isinstance(report, dict) or not isinstance(report.get("packages"), dict):
+        return title + _none("not run (no mutation.json)")
+    rows = [
+        [e(name)]
+        + [_fmt(numbers.get(key)) for key in ("killed", "timeout", "survived", "equivalent")]
+        + [
+            _badge(
+                (_num(numbers.get("score")) or 0) >= 80,
+                f"{_fmt(numbers.get('score'), 1)}%",
+                f"{_fmt(numbers.get('score'), 1)}%",
+            )
+        ]
+        for name, numbers in report["packages"].items()
+        if isinstance(numbers, dict)
+    ]
+    survivors = [s for s in report.get("survivors", []) if isinstance(s, dict)]
+    summary = (
+        f'<p class="muted">{e(report.get("mode", "?"))} run, {_fmt(report.get("seconds"))} s; '
+        f"score {_fmt(report.get('score'), 1)}% (gate 80% per package); "
+        f"{len(survivors)} surviving mutants.</p>"
+    )
+    listed = "".join(
+        f"<details><summary><code>{e(s.get('file'))}:{e(s.get('line'))}</code></summary>"
+        f"<pre><code>{e(s.get('diff', ''))}</code></pre></details>"
+        for s in survivors
+    )
+    headers = ["package", "killed", "timed out", "survived", "equivalent", "score"]
+    return title + summary + _table(headers, rows, {1, 2, 3, 4, 5}) + listed
+
+
 def screenshot_section(page: Page) -> str:
     title = "<h2>End-to-end screenshot</h2>"
     image = page.reports / "e2e" / "docs.png"
@@ -469,6 +506,7 @@ def build(
             slowest_section(slowest(stages)),
             load_section(page),
             chaos_section(page),
+            mutation_section(page),
             screenshot_section(page),
             "</body></html>\n",
         ]
