@@ -28,6 +28,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import coverage
+
 from tests.mutation.mutants import ROOT, Mutant, mutants_of
 
 PACKAGES = ("app/db", "app/auth", "app/billing", "app/kit")
@@ -167,6 +169,34 @@ def run_sessions(
             raise SystemExit(f"the mutation session made no coverage map: see {log}")
 
 
+def map_from(data_files: list[Path], files: list[str], out: Path) -> None:
+    """The line -> tests map from coverage data recorded with per-test contexts (pytest-cov's
+    `--cov-context=test`, whose contexts are `<node id>|setup|run|teardown`)."""
+    lines: dict[str, dict[str, set[str]]] = {file: defaultdict(set) for file in files}
+    for data_file in data_files:
+        data = coverage.CoverageData(basename=str(data_file))
+        data.read()
+        if len(data.measured_contexts()) < 2:
+            raise SystemExit(f"{data_file} has no per-test contexts (--cov-context=test)")
+        for file in files:
+            for line, contexts in data.contexts_by_lineno(str(ROOT / file)).items():
+                lines[file][str(line)].update(c.rpartition("|")[0] for c in contexts if "|" in c)
+    tests = {test for by_line in lines.values() for found in by_line.values() for test in found}
+    # No durations in coverage data: every test is taken to take a second (the deadline).
+    out.write_text(
+        json.dumps(
+            {
+                "durations": dict.fromkeys(sorted(tests), 1.0),
+                "failing": [],
+                "lines": {
+                    file: {line: sorted(found) for line, found in by_line.items()}
+                    for file, by_line in lines.items()
+                },
+            }
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
     smoke = os.environ.get("VETIFY_SUITE_LENGTH", "full") == "smoke"
@@ -180,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "mutation.json")
     parser.add_argument("--fail-under", type=float, default=80.0)
     parser.add_argument("--keep", action="store_true", help="reuse --work's map and results")
+    parser.add_argument(
+        "--map-from",
+        type=Path,
+        nargs="+",
+        help="coverage data files with per-test contexts to take the map from (no map run)",
+    )
     args = parser.parse_args(argv)
     args.mode = args.mode or ("sample" if smoke else "full")
     started = time.monotonic()
@@ -197,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep:
         for name in ("results.jsonl", "map.json", "session.log"):
             (args.work / name).unlink(missing_ok=True)
+    if args.map_from:
+        map_from(args.map_from, files_of(list(PACKAGES)), args.work / "map.json")
     results: dict[str, dict[str, Any]] = {}
     if chosen:
         used = sorted({m.file for m in chosen})

@@ -122,8 +122,9 @@ def mutants_of(file: str) -> list[Mutant]:
             key = f"{key}.{seen[key]}"
         source = _splice(code, offsets, where, before, after)
         if source is None:
-            source = module.deep_replace(mutation.original_node, mutation.mutated_node).code
-            assert isinstance(source, str)
+            replaced = module.deep_replace(mutation.original_node, mutation.mutated_node)
+            assert isinstance(replaced, cst.Module)
+            source = replaced.code
         diff = "".join(
             difflib.unified_diff(
                 original, source.splitlines(keepends=True), f"a/{file}", f"b/{file}", n=1
