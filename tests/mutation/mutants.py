@@ -87,9 +87,10 @@ def package_of(file: str) -> str:
     return str(Path(file).parent)
 
 
-def mutants_of(file: str) -> list[Mutant]:
-    """Every mutant of `file` (a path relative to the repository), in source order."""
-    code = (ROOT / file).read_text()
+def mutants_of(file: str, code: str | None = None) -> list[Mutant]:
+    """Every mutant of `file` (a path relative to the repository; its text unless `code` is
+    given), in source order."""
+    code = (ROOT / file).read_text() if code is None else code
     wrapper = MetadataWrapper(cst.parse_module(code))
     visitor = MutationVisitor(mutation_operators, get_ignored_lines(file, code, wrapper))
     wrapper.visit(visitor)

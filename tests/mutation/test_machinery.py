@@ -1,0 +1,74 @@
+"""The mutation stage's own machinery (run first by `tox -e mutation`): keys that survive
+unrelated edits, a code swap that every caller sees and that is undone, and the score."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from app.kit import text
+from tests.mutation import __main__ as stage
+from tests.mutation.mutants import ROOT, Mutant, mutants_of
+from tests.mutation.worker import _apply
+
+FILE = "app/kit/text.py"
+
+
+def test_keys_survive_an_edit_elsewhere_in_the_file() -> None:
+    code = (ROOT / FILE).read_text()
+    before = mutants_of(FILE, code)
+    after = mutants_of(FILE, "# a comment\n\n" + code)
+    assert before
+    assert [m.key for m in after] == [m.key for m in before]
+    assert [m.line for m in after] == [m.line + 2 for m in before]
+    assert len({m.key for m in before}) == len(before)
+
+
+def test_a_mutant_changes_the_live_function_and_is_put_back() -> None:
+    # `"\x00" in text` -> `"XX\x00XX" in text`: a NUL alone is then storable.
+    (mutant,) = [m for m in mutants_of(FILE) if '+    if "XX\\x00XX" in text:' in m.diff]
+    storable = text.storable  # a reference taken before, as FastAPI and importers hold one
+    assert storable("a\x00b") is False
+    restore = _apply(mutant)
+    try:
+        assert storable("a\x00b") is True
+        assert text.unstorable_at({"k": "a\x00b"}) is None  # its callers see it too
+    finally:
+        restore()
+    assert storable("a\x00b") is False
+    assert text.unstorable_at({"k": "a\x00b"}) == ["k"]
+
+
+def _mutant(key: str, package: str = "app/kit") -> Mutant:
+    return Mutant(key, package, f"{package}/x.py", 3, 3, "f", f"diff {key}", "")
+
+
+def test_the_score_counts_timeouts_as_detected_and_leaves_equivalents_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chosen = [_mutant(k) for k in ("a", "b", "c", "d", "e")]
+    results = {
+        "a": {"status": "killed"},
+        "b": {"status": "timeout"},
+        "c": {"status": "survived"},
+        "d": {"status": "survived"},
+        "e": {"status": "survived", "reason": "no test reaches it"},
+    }
+    monkeypatch.setattr(stage, "equivalents", lambda: {"d": "the same for every input"})
+    report = stage.summarise(chosen, results, ["app/kit", "app/db"], "full", 1.0)
+    assert report["packages"]["app/kit"] == {
+        "killed": 1,
+        "survived": 2,
+        "timeout": 1,
+        "equivalent": 1,
+        "score": 50.0,
+    }
+    assert report["packages"]["app/db"]["score"] == 100.0
+    assert [(s["file"], s["line"], s["diff"]) for s in report["survivors"]] == [
+        ("app/kit/x.py", 3, "diff c"),
+        ("app/kit/x.py", 3, "diff e"),
+    ]
+    assert stage.gate(report, chosen, results, 80.0) == 1
+    assert stage.gate(report, chosen, results, 50.0) == 0
+    assert Counter(s["package"] for s in report["survivors"]) == {"app/kit": 2}
