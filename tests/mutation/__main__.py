@@ -152,21 +152,39 @@ def run_sessions(
             session = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
                 command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-            seen, last = 0, time.monotonic()
-            while session.poll() is None:
-                time.sleep(2)
-                count = len(results_path.read_text().splitlines()) if results_path.exists() else 0
-                if count != seen:
-                    seen, last = count, time.monotonic()
-                    print(f"mutation: {count} results", flush=True)
-                elif map_path.exists() and time.monotonic() - last > STALLED_SECONDS:
-                    os.killpg(session.pid, signal.SIGTERM)
-                    session.wait(60)
+            try:
+                _watch(session, results_path, map_path)
+            finally:
+                if session.poll() is None:
+                    _stop(session)
         after = results_of(results_path)
         if session.returncode not in (0, 1) and len(after) == before:
             raise SystemExit(f"the mutation session failed ({session.returncode}): see {log}")
         if not Path(map_path).exists():
             raise SystemExit(f"the mutation session made no coverage map: see {log}")
+
+
+def _watch(session: subprocess.Popen[bytes], results: Path, map_path: Path) -> None:
+    seen, last = 0, time.monotonic()
+    while session.poll() is None:
+        time.sleep(2)
+        count = len(results.read_text().splitlines()) if results.exists() else 0
+        if count != seen:
+            seen, last = count, time.monotonic()
+            print(f"mutation: {count} results", flush=True)
+        elif map_path.exists() and time.monotonic() - last > STALLED_SECONDS:
+            print("mutation: the session is stuck; stopping it", flush=True)
+            _stop(session)
+
+
+def _stop(session: subprocess.Popen[bytes]) -> None:
+    """SIGINT first: pytest then tears its session fixtures down (PostgreSQL, Redis)."""
+    session.send_signal(signal.SIGINT)
+    try:
+        session.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(session.pid, signal.SIGKILL)
+        session.wait()
 
 
 def map_from(data_files: list[Path], files: list[str], out: Path) -> None:
@@ -197,7 +215,13 @@ def map_from(data_files: list[Path], files: list[str], out: Path) -> None:
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A stopped run (tox's timeout, CI's cancel) stops its pytest session cleanly too.
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
     smoke = os.environ.get("VETIFY_SUITE_LENGTH", "full") == "smoke"
     parser.add_argument("--mode", choices=("full", "pr", "sample"))
