@@ -111,7 +111,11 @@ def results_of(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_sessions(
-    files: list[str], keys: list[str], work: Path, stages: list[str]
+    files: list[str],
+    keys: list[str],
+    work: Path,
+    stages: list[str],
+    limits: tuple[int, float],
 ) -> dict[str, dict[str, Any]]:
     """Runs the mutants `keys` of `files` (and maps every target file)."""
     results_path, map_path, plan_path = (
@@ -136,6 +140,8 @@ def run_sessions(
                     "files": files,
                     "mutants": pending,
                     "retried": sorted(retried),
+                    "max_tests": limits[0],
+                    "max_seconds": limits[1],
                 }
             )
         )
@@ -233,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "reports" / "mutation")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "mutation.json")
     parser.add_argument("--fail-under", type=float, default=80.0)
+    parser.add_argument(
+        "--max-tests", type=int, default=40, help="tests per mutant at most (spread over modules)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=30.0, help="clean-run seconds per mutant at most"
+    )
     parser.add_argument("--keep", action="store_true", help="reuse --work's map and results")
     parser.add_argument(
         "--map-from",
@@ -262,7 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     if chosen:
         used = sorted({m.file for m in chosen})
-        results = run_sessions(used, [m.key for m in chosen], args.work, args.stage or list(STAGES))
+        results = run_sessions(
+            used,
+            [m.key for m in chosen],
+            args.work,
+            args.stage or list(STAGES),
+            (args.max_tests, args.max_seconds),
+        )
     report = summarise(chosen, results, packages, args.mode, time.monotonic() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
