@@ -30,6 +30,9 @@ from _pytest.runner import runtestprotocol
 
 from tests.mutation.mutants import ROOT, Mutant, function_code, mutants_of
 
+# A test quicker than this (in the clean run) is always among a mutant's tests.
+QUICK = 0.1
+
 
 class MutantTimeout(BaseException):
     pass
@@ -152,15 +155,18 @@ def _build_map(
 def _tests_for(
     mutant: Mutant, found: dict[str, Any], max_tests: int, max_seconds: float
 ) -> list[str]:
-    """The tests that reach the mutant's lines: fastest first, taking each test module's
-    fastest before any module's second (a line that every request runs is reached by most of
-    the suite, and a mutant there that survives would run all of it), up to `max_tests` tests
-    or `max_seconds` of their clean run."""
+    """The tests that reach the mutant's lines, up to `max_seconds` of their clean run: every
+    quick one (under QUICK seconds: unit tests, the focused ones), fastest first; then of the
+    others at most `max_tests`, each test module's fastest before any module's second (a line
+    that every request runs is reached by most of the suite, and a mutant there that survives
+    would otherwise run all of it)."""
     by_line = found["lines"].get(mutant.file, {})
     durations = found["durations"]
     reaching = {test for line in mutant.lines() for test in by_line.get(str(line), [])}
+    ordered = sorted(reaching, key=lambda test: (durations.get(test, 0.0), test))
+    quick = [test for test in ordered if durations.get(test, 0.0) < QUICK]
     by_module: dict[str, list[str]] = {}
-    for test in sorted(reaching, key=lambda test: (durations.get(test, 0.0), test)):
+    for test in ordered[len(quick) :]:
         by_module.setdefault(test.split("::")[0], []).append(test)
     rounds = [
         sorted(
@@ -171,8 +177,8 @@ def _tests_for(
     ]
     chosen: list[str] = []
     spent = 0.0
-    for test in (test for round_ in rounds for test in round_):
-        if len(chosen) == max_tests or (chosen and spent + durations[test] > max_seconds):
+    for test in quick + [test for round_ in rounds for test in round_][:max_tests]:
+        if chosen and spent + durations[test] > max_seconds:
             break
         chosen.append(test)
         spent += durations[test]
