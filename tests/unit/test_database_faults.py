@@ -85,6 +85,15 @@ def test_a_broken_or_refused_connection_is_a_503(error: BaseException) -> None:
         assert isinstance(unavailability(through_sqlalchemy(error)), DatabaseUnavailable)
 
 
+def test_a_connection_sqlalchemy_invalidated_is_a_503_whatever_the_driver_raised() -> None:
+    # The dialect judged the error a disconnect (its is_disconnect) though the driver's error
+    # is of no class and no SQLSTATE we know: the connection is gone, so is the request's.
+    error = DBAPIError("SELECT 1", None, RuntimeError("closed"), connection_invalidated=True)
+
+    assert isinstance(unavailability(error), DatabaseUnavailable)
+    assert unavailability(DBAPIError("SELECT 1", None, RuntimeError("closed"))) is None
+
+
 def test_a_drained_pool_is_busy() -> None:
     assert isinstance(unavailability(PoolTimeout("QueuePool limit reached")), DatabaseBusy)
 
