@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from app.billing.models import BillingAccount
 from app.kit import text
 from tests.mutation import __main__ as stage
 from tests.mutation.mutants import ROOT, Mutant, mutants_of
@@ -72,3 +73,18 @@ def test_the_score_counts_timeouts_as_detected_and_leaves_equivalents_out(
     assert stage.gate(report, chosen, results, 80.0) == 1
     assert stage.gate(report, chosen, results, 50.0) == 0
     assert Counter(s["package"] for s in report["survivors"]) == {"app/kit": 2}
+
+
+def test_a_lambda_made_before_the_mutant_runs_the_mutant() -> None:
+    # pg_enum's key function is made once, when the models are defined; SQLAlchemy calls it
+    # each time it adapts the type. Swapping pg_enum's own code would not reach it.
+    (mutant,) = [m for m in mutants_of("app/db/base.py") if "lambda members: None" in m.diff]
+    status = BillingAccount.__table__.c.status.type
+    assert status.adapt(type(status)).enums[0] == "trialing"
+    restore = _apply(mutant)
+    try:
+        with pytest.raises(TypeError):
+            status.adapt(type(status))
+    finally:
+        restore()
+    assert status.adapt(type(status)).enums[0] == "trialing"

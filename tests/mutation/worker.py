@@ -12,6 +12,7 @@ died or hung and goes on from the next mutant.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -98,10 +99,42 @@ def _apply(mutant: Mutant) -> Callable[[], None]:
     code = function_code(compile(mutant.source, str(ROOT / mutant.file), "exec"), mutant.function)
     if code is None:
         raise LookupError(f"{mutant.key}: no code object for {mutant.function}")
-    original = function.__code__
-    # Raises ValueError when the closures differ (the mutant renamed a free variable).
-    function.__code__ = code
-    return lambda: setattr(function, "__code__", original)
+    # The function, and every function object made earlier from a nested function or lambda
+    # of it that the mutant changes (a callback stored at import, a key function): those run
+    # their own copy of the code, which swapping the outer function's would not reach.
+    swaps = [(function, function.__code__, code)]
+    for old, new in _changed_nested(function.__code__, code):
+        swaps += [
+            (made, old, new)
+            for made in gc.get_referrers(old)
+            if isinstance(made, types.FunctionType) and made.__code__ is old
+        ]
+    done: list[tuple[types.FunctionType, types.CodeType]] = []
+
+    def restore() -> None:
+        for made, old in reversed(done):
+            made.__code__ = old
+
+    try:
+        for made, old, new in swaps:
+            # Raises ValueError when the closures differ (the mutant renamed a free variable).
+            made.__code__ = new
+            done.append((made, old))
+    except ValueError:
+        restore()
+        raise
+    return restore
+
+
+def _changed_nested(
+    old: types.CodeType, new: types.CodeType
+) -> Iterator[tuple[types.CodeType, types.CodeType]]:
+    before = [c for c in old.co_consts if isinstance(c, types.CodeType)]
+    after = [c for c in new.co_consts if isinstance(c, types.CodeType)]
+    if [c.co_qualname for c in before] != [c.co_qualname for c in after]:
+        return  # the mutant adds or removes one (a lambda argument made None): none changed
+    # A changed one is swapped whole (its own nested code comes with it).
+    yield from ((b, a) for b, a in zip(before, after, strict=True) if b != a)
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
