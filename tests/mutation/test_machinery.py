@@ -82,11 +82,15 @@ def test_a_lambda_made_before_the_mutant_runs_the_mutant() -> None:
     (mutant,) = [m for m in mutants_of("app/db/base.py") if "lambda members: None" in m.diff]
     status = BillingAccount.__table__.c.status.type
     assert isinstance(status, Enum)
-    assert status.adapt(Enum).enums[0] == "trialing"
+    assert _adapted(status)[0] == "trialing"
     restore = _apply(mutant)
     try:
         with pytest.raises(TypeError):
-            status.adapt(Enum)
+            _adapted(status)
     finally:
         restore()
-    assert status.adapt(Enum).enums[0] == "trialing"
+    assert _adapted(status)[0] == "trialing"
+
+
+def _adapted(enum: Enum) -> list[str]:
+    return list(enum.adapt(Enum).enums)  # type: ignore[no-untyped-call]
