@@ -94,6 +94,22 @@ def test_a_connection_sqlalchemy_invalidated_is_a_503_whatever_the_driver_raised
     assert unavailability(DBAPIError("SELECT 1", None, RuntimeError("closed"))) is None
 
 
+def test_each_503_tells_the_client_whether_repeating_the_request_is_safe() -> None:
+    # A connection lost during COMMIT may have committed (check before repeating a create);
+    # a request that never got a connection changed nothing (repeat it). The detail is the
+    # only place a client learns which.
+    unavailable, busy = DatabaseUnavailable(), DatabaseBusy()
+
+    assert unavailable.detail == (
+        "The database is unavailable; the request may or may not have been applied."
+        " Retry shortly, checking first before repeating a create."
+    )
+    assert busy.detail == (
+        "Every database connection is busy; nothing was changed. Try again shortly."
+    )
+    assert (unavailable.headers, busy.headers) == ({"Retry-After": "5"}, {"Retry-After": "1"})
+
+
 def test_a_drained_pool_is_busy() -> None:
     assert isinstance(unavailability(PoolTimeout("QueuePool limit reached")), DatabaseBusy)
 
