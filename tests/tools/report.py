@@ -422,10 +422,11 @@ def mutation_section(page: Page) -> str:
     """reports/mutation.json (tests/mutation, ADR 0017): score per package and every survivor."""
     title = "<h2>Mutation testing</h2>"
     try:
-        report = _load_json(page.reports / "mutation.json")
+        report = _load_json(page.reports / "mutation.json") or {}
     except Unreadable as exc:
         return title + _none(f"unreadable: {exc}")
-    if not isinstance(report, dict) or not isinstance(report.get("packages"), dict):
+    packages = report.get("packages") if isinstance(report, dict) else None
+    if not isinstance(packages, dict):
         return title + _none("not run (no mutation.json)")
     rows = [
         [e(name)]
@@ -437,7 +438,7 @@ def mutation_section(page: Page) -> str:
                 f"{_fmt(numbers.get('score'), 1)}%",
             )
         ]
-        for name, numbers in report["packages"].items()
+        for name, numbers in packages.items()
         if isinstance(numbers, dict)
     ]
     survivors = [s for s in report.get("survivors", []) if isinstance(s, dict)]
