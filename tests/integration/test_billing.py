@@ -256,7 +256,10 @@ async def test_a_subscribed_clinic_goes_to_the_portal_not_checkout(
 ) -> None:
     clinic = await world.clinic((Role.owner,))
     none_yet = await client.post(f"{BILLING}/portal", headers=clinic.owner.headers)
-    assert none_yet.status_code == 409
+    # Each refusal names the other way: it is all a client is told about where to go.
+    assert api.assert_problem(none_yet, 409, "conflict")["detail"] == (
+        "This clinic has not subscribed yet: start with checkout."
+    )
     customer = await _checkout(client, stripe, clinic.owner)
     sub = _sub(clinic.id, customer=customer)
     stripe.put_subscription(sub)
@@ -264,7 +267,9 @@ async def test_a_subscribed_clinic_goes_to_the_portal_not_checkout(
     again = await client.post(
         f"{BILLING}/checkout", json={"plan": "enterprise"}, headers=clinic.owner.headers
     )
-    assert again.status_code == 409
+    assert api.assert_problem(again, 409, "conflict")["detail"] == (
+        "This clinic has a subscription: change it in the billing portal."
+    )
     portal = await client.post(f"{BILLING}/portal", headers=clinic.owner.headers)
     assert portal.status_code == 200, portal.text
     sent = stripe.calls("POST", "/v1/billing_portal/sessions")[-1]
