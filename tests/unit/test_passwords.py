@@ -44,4 +44,8 @@ async def test_beyond_the_queue_and_the_wait_callers_are_turned_away() -> None:
     problem = beyond_the_queue.value
     assert (problem.status, problem.slug) == (503, "overloaded")
     assert problem.headers == {"Retry-After": "1"}
+    # Said at a log-in: it must read as "wait", never as a wrong password.
+    assert problem.detail == (
+        "Too many passwords are being checked right now; try again in a moment."
+    )
     assert pool.shed == 2
