@@ -94,6 +94,34 @@ def test_a_connection_sqlalchemy_invalidated_is_a_503_whatever_the_driver_raised
     assert unavailability(DBAPIError("SELECT 1", None, RuntimeError("closed"))) is None
 
 
+def raised_during(first: BaseException, then: BaseException) -> BaseException:
+    """``then`` raised inside the handler of ``first`` without ``from`` (implicit context)."""
+    try:
+        try:
+            raise first
+        except BaseException:
+            raise then  # noqa: B904 - the implicit chain is the point
+    except BaseException as raised:
+        return raised
+
+
+def test_the_cause_is_found_behind_a_wrapper_and_behind_an_error_raised_while_handling() -> None:
+    # A driver error of no known class wrapped by SQLAlchemy, raised from a reset socket: the
+    # wrapper's original and its cause are both followed.
+    wrapped = raised_while_handling(
+        ConnectionResetError(104, "Connection reset by peer"),
+        DBAPIError("COMMIT", None, RuntimeError("protocol state")),
+    )
+    # An error raised while cleaning up after a lost connection (a rollback that fails).
+    during = raised_during(ConnectionResetError(104, "reset"), RuntimeError("rollback failed"))
+
+    assert isinstance(unavailability(wrapped), DatabaseUnavailable)
+    assert isinstance(unavailability(during), DatabaseUnavailable)
+    # The same errors, with nothing of the connection behind them, keep their own answer.
+    assert unavailability(DBAPIError("COMMIT", None, RuntimeError("protocol state"))) is None
+    assert unavailability(raised_during(ValueError("x"), RuntimeError("y"))) is None
+
+
 def test_each_503_tells_the_client_whether_repeating_the_request_is_safe() -> None:
     # A connection lost during COMMIT may have committed (check before repeating a create);
     # a request that never got a connection changed nothing (repeat it). The detail is the
