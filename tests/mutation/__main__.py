@@ -271,12 +271,17 @@ def main(argv: list[str] | None = None) -> int:
             (args.work / name).unlink(missing_ok=True)
     if args.map_from:
         map_from(args.map_from, files_of(list(PACKAGES)), args.work / "map.json")
-    results: dict[str, dict[str, Any]] = {}
-    if chosen:
-        used = sorted({m.file for m in chosen})
-        results = run_sessions(
+    results: dict[str, dict[str, Any]] = {
+        m.key: {"key": m.key, "status": "equivalent", "reason": m.equivalent}
+        for m in chosen
+        if m.equivalent
+    }
+    to_run = [m for m in chosen if not m.equivalent]
+    if to_run:
+        used = sorted({m.file for m in to_run})
+        results |= run_sessions(
             used,
-            [m.key for m in chosen],
+            [m.key for m in to_run],
             args.work,
             args.stage or list(STAGES),
             (args.max_tests, args.max_seconds),
@@ -306,6 +311,8 @@ def summarise(
     survivors = []
     for mutant in chosen:
         status = results[mutant.key]["status"]
+        if status == "survived" and mutant.equivalent:
+            status = "equivalent"
         if status == "survived" and mutant.key in known:
             status = "equivalent"
         counts[mutant.package][status] += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import types
 from collections import Counter
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ class Mutant:
     function: str
     diff: str
     source: str
+    # Set when the mutant is equivalent by a rule (no test can tell it apart): not run.
+    equivalent: str = ""
 
     def lines(self) -> range:
         return range(self.line, self.end_line + 1)
@@ -56,6 +59,31 @@ def _qualnames(module: cst.Module) -> dict[cst.FunctionDef, str]:
                 if isinstance(member, cst.FunctionDef):
                     names[member] = f"{statement.name.value}.{member.name.value}"
     return names
+
+
+_SQL = re.compile(
+    r"^[rR]?(['\"])\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|GRANT|REVOKE|SET|IF|DO|"
+    r"WITH|COMMENT)\b",
+    re.IGNORECASE,
+)
+# Quoted literals and names, and bind parameters' names: their case is theirs.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|:\w+")
+
+
+def _equivalent(before: str, after: str) -> str:
+    """Why the mutant cannot differ, for the mutants a rule settles: a statement of SQL whose
+    case changes outside its quoted literals and names and its parameters (PostgreSQL folds
+    the rest)."""
+    body = before[1:-1] if before[:1] in "'\"" else before[2:-1]
+    changed = after[1:-1] if after[:1] in "'\"" else after[2:-1]
+    if (
+        _SQL.match(before)
+        and before != after
+        and body.lower() == changed.lower()
+        and _QUOTED.findall(body) == _QUOTED.findall(changed)
+    ):
+        return "SQL keywords and unquoted names are case-insensitive"
+    return ""
 
 
 def _at(position: CodePosition) -> tuple[int, int]:
@@ -133,6 +161,7 @@ def mutants_of(file: str, code: str | None = None) -> list[Mutant]:
         )
         found.append(
             Mutant(
+                equivalent=_equivalent(before, after),
                 key=key,
                 package=package_of(file),
                 file=file,

@@ -94,3 +94,18 @@ def test_a_lambda_made_before_the_mutant_runs_the_mutant() -> None:
 
 def _adapted(enum: Enum) -> list[str]:
     return list(enum.adapt(Enum).enums)  # type: ignore[no-untyped-call]
+
+
+def test_sql_whose_case_changes_outside_its_quotes_is_settled_as_equivalent() -> None:
+    settled = {
+        m.diff.splitlines()[-2].strip(): m.equivalent
+        for m in mutants_of("app/db/tenancy.py")
+        if "set_config" in m.diff
+    }
+    assert settled[
+        """+        text("select set_config('app.tenant_id', :id, true)"), {"id": str(tenant_id)}"""
+    ]
+    # The setting's name is quoted: its case is the setting.
+    assert not settled[
+        """+        text("SELECT SET_CONFIG('APP.TENANT_ID', :ID, TRUE)"), {"id": str(tenant_id)}"""
+    ]
