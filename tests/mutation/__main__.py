@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.mode = args.mode or ("sample" if smoke else "full")
+    args.work = args.work.resolve()
     started = time.monotonic()
 
     packages = args.package or list(PACKAGES)
