@@ -100,6 +100,14 @@ def select(mutants: list[Mutant], args: argparse.Namespace) -> list[Mutant]:
     return chosen
 
 
+def _retries(path: Path, key: str) -> int:
+    return sum(
+        1
+        for line in path.read_text().splitlines()
+        if line and json.loads(line) == {"key": key, "status": "retry"}
+    )
+
+
 def results_of(path: Path) -> dict[str, dict[str, Any]]:
     latest: dict[str, dict[str, Any]] = {}
     if path.exists():
@@ -130,8 +138,9 @@ def run_sessions(
         if not pending:
             return results
         again = {k for k in pending if results.get(k, {}).get("status") == "retry"}
-        if again & retried:
-            raise SystemExit(f"a mutant broke a new session twice: {sorted(again & retried)}")
+        twice = sorted(k for k in again if _retries(results_path, k) > 1)
+        if twice:
+            raise SystemExit(f"a mutant broke a new session twice: {twice}")
         retried |= again
         plan_path.write_text(
             json.dumps(
