@@ -243,7 +243,11 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
 
     done: set[str] = set()
     if results.exists():
-        done = {json.loads(line)["key"] for line in results.read_text().splitlines() if line}
+        latest = {
+            record["key"]: record["status"]
+            for record in map(json.loads, filter(None, results.read_text().splitlines()))
+        }
+        done = {key for key, status in latest.items() if status != "retry"}
     wanted = set(plan["mutants"])
     mutants = [
         mutant
