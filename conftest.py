@@ -3,7 +3,7 @@ import os
 from hypothesis import settings
 
 # Loaded here (not with `-p`) so that coverage is already measuring when the app is imported.
-pytest_plugins = ["tests.harness.plugin"]
+pytest_plugins = ["tests.harness.plugin", "pytester"]
 
 # Pull requests replay the same examples every run (so their coverage is steady enough for the
 # ratchet, and a failure reproduces); the nightly run explores with random seeds, more examples

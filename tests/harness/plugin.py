@@ -54,7 +54,8 @@ from tests.harness.world import World
 
 _provider_key = pytest.StashKey[Provider]()
 _WORKER_FINDINGS = "vetify_findings"
-SECURITY_STAGE = Path(__file__).resolve().parent.parent / "security"
+ROOT = Path(__file__).resolve().parents[2]
+SECURITY_STAGE = ROOT / "tests" / "security"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
