@@ -31,7 +31,3 @@ def members(family: Sequence[T], *where: object, per_place: int = 1) -> list[T]:
     start = zlib.crc32(repr(where).encode()) % len(family)
     return [family[(start + offset) % len(family)] for offset in range(per_place)]
 
-
-def pick(family: Sequence[T], *where: object) -> T:
-    """One member of ``family`` for a place, the same on every run (whatever the sweep)."""
-    return family[zlib.crc32(repr(where).encode()) % len(family)]
