@@ -68,16 +68,20 @@ async def test_keys_of_two_clinics_never_collide(storage: Storage, tmp_path: Pat
     assert ours.split("/")[0] != theirs.split("/")[0]
 
 
+# Fixed ids (not uuid4()): every pytest-xdist worker must collect the same test names.
+A, B = uuid.UUID(int=0xA), uuid.UUID(int=0xB)
+
+
 @pytest.mark.parametrize(
     "key",
     [
         "../../etc/passwd",
         "/etc/passwd",
-        f"{uuid.uuid4()}/../../{uuid.uuid4()}",
-        f"{uuid.uuid4()}/{uuid.uuid4()}/..",
+        f"{A}/../../{B}",
+        f"{A}/{B}/..",
         "x-ray.png",
-        f"{uuid.uuid4()}",
-        f"{uuid.uuid4()}/{uuid.uuid4()}\0",
+        f"{A}",
+        f"{A}/{B}\0",
     ],
 )
 async def test_anything_but_a_key_made_by_new_key_is_refused(
