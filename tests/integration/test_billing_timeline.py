@@ -155,6 +155,13 @@ async def subscriber(module_client, module_world, module_settings, stripe, clock
     return await Subscriber.open(module_client, module_world, module_settings, stripe, clock)
 
 
+@pytest.fixture
+async def paying(subscriber: Subscriber) -> Subscriber:
+    """A clinic whose first payment went through."""
+    await subscriber.stripe_says("active", "invoice.paid")
+    return subscriber
+
+
 # -- timelines ------------------------------------------------------------------------------------
 async def test_the_signup_trial_writes_until_its_last_moment(subscriber: Subscriber) -> None:
     start = subscriber.clock.now
@@ -193,15 +200,14 @@ async def test_a_trial_stripe_runs_writes_past_the_signup_trial_until_stripe_end
 
 
 async def test_grace_starts_at_the_first_failure_and_later_failures_do_not_restart_it(
-    subscriber: Subscriber,
+    paying: Subscriber,
 ) -> None:
-    clock = subscriber.clock
-    await subscriber.stripe_says("active", "invoice.paid")
+    clock = paying.clock
     clock.advance(dt.timedelta(days=30))
 
     failed_at = clock.now
-    await subscriber.stripe_says("past_due", "invoice.payment_failed")
-    state = await subscriber.state()
+    await paying.stripe_says("past_due", "invoice.payment_failed")
+    state = await paying.state()
     assert (state["status"], state["past_due_since"]) == ("past_due", failed_at)
     assert (state["grace_ends_at"], state["writes"]) == (failed_at + GRACE, True)
 
@@ -209,27 +215,27 @@ async def test_grace_starts_at_the_first_failure_and_later_failures_do_not_resta
     # too. None of it moves the start of grace.
     for day in (3, 5):
         clock.now = failed_at + dt.timedelta(days=day)
-        await subscriber.stripe_says("past_due", "invoice.payment_failed")
-        await subscriber.stripe_says("past_due", "customer.subscription.updated")
-        state = await subscriber.state()
+        await paying.stripe_says("past_due", "invoice.payment_failed")
+        await paying.stripe_says("past_due", "customer.subscription.updated")
+        state = await paying.state()
         assert (state["past_due_since"], state["grace_ends_at"]) == (failed_at, failed_at + GRACE)
         assert state["writes"] is True
 
     # Read-only begins the moment grace ends, not a minute later, and a failure after it
     # changes nothing.
     clock.now = failed_at + GRACE - MINUTE
-    assert (await subscriber.state())["writes"] is True
+    assert (await paying.state())["writes"] is True
     clock.now = failed_at + GRACE
-    state = await subscriber.state()
+    state = await paying.state()
     assert (state["read_only"], state["writes"]) == (True, False)
     clock.advance(dt.timedelta(days=1))
-    await subscriber.stripe_says("past_due", "invoice.payment_failed")
-    state = await subscriber.state()
+    await paying.stripe_says("past_due", "invoice.payment_failed")
+    state = await paying.state()
     assert (state["past_due_since"], state["writes"]) == (failed_at, False)
 
     # Paid: writable at once, grace forgotten.
-    await subscriber.stripe_says("active", "invoice.paid")
-    state = await subscriber.state()
+    await paying.stripe_says("active", "invoice.paid")
+    state = await paying.state()
     assert (state["status"], state["past_due_since"], state["grace_ends_at"]) == (
         "active",
         None,
@@ -240,8 +246,8 @@ async def test_grace_starts_at_the_first_failure_and_later_failures_do_not_resta
     # The next failure, a month on, starts a grace period of its own.
     clock.advance(dt.timedelta(days=30))
     again = clock.now
-    await subscriber.stripe_says("past_due", "invoice.payment_failed")
-    state = await subscriber.state()
+    await paying.stripe_says("past_due", "invoice.payment_failed")
+    state = await paying.state()
     assert (state["past_due_since"], state["grace_ends_at"], state["writes"]) == (
         again,
         again + GRACE,
@@ -250,35 +256,33 @@ async def test_grace_starts_at_the_first_failure_and_later_failures_do_not_resta
 
 
 async def test_dunning_that_gives_up_is_read_only_at_once_even_within_grace(
-    subscriber: Subscriber,
+    paying: Subscriber,
 ) -> None:
-    clock = subscriber.clock
-    await subscriber.stripe_says("active", "invoice.paid")
-    await subscriber.stripe_says("past_due", "invoice.payment_failed")
+    clock = paying.clock
+    await paying.stripe_says("past_due", "invoice.payment_failed")
     clock.advance(dt.timedelta(days=2))
-    await subscriber.stripe_says("unpaid", "customer.subscription.updated")
-    state = await subscriber.state()
+    await paying.stripe_says("unpaid", "customer.subscription.updated")
+    state = await paying.state()
     assert (state["status"], state["writes"], state["past_due_since"]) == ("unpaid", False, None)
-    await subscriber.stripe_says("active", "invoice.paid")
-    assert (await subscriber.state())["writes"] is True
+    await paying.stripe_says("active", "invoice.paid")
+    assert (await paying.state())["writes"] is True
 
 
 async def test_a_cancellation_writes_until_the_period_ends_then_stops(
-    subscriber: Subscriber,
+    paying: Subscriber,
 ) -> None:
-    clock = subscriber.clock
-    await subscriber.stripe_says("active", "invoice.paid")
-    await subscriber.stripe_says("active", cancel_at_period_end=True)
-    state = await subscriber.state()
+    clock = paying.clock
+    await paying.stripe_says("active", cancel_at_period_end=True)
+    state = await paying.state()
     assert (state["cancel_at_period_end"], state["writes"]) == (True, True)
 
     clock.advance(dt.timedelta(days=30))
-    await subscriber.stripe_says("canceled", "customer.subscription.deleted")
-    state = await subscriber.state()
+    await paying.stripe_says("canceled", "customer.subscription.deleted")
+    state = await paying.state()
     assert (state["status"], state["writes"]) == ("canceled", False)
     # Time passing brings nothing back.
     clock.advance(dt.timedelta(days=365))
-    assert (await subscriber.state())["writes"] is False
+    assert (await paying.state())["writes"] is False
 
 
 # -- any sequence, against a model of the rules ---------------------------------------------------

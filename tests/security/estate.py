@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.models import CredentialKind, Role, TokenPurpose
 from app.billing.models import BillingAccount
+from app.db.base import Base, TenantScoped
 from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures import files
@@ -62,6 +63,13 @@ _START = utcnow().replace(hour=9, minute=0, second=0, microsecond=0) + dt.timede
 def next_slot() -> dt.datetime:
     slot = next(_slots)
     return _START + dt.timedelta(days=slot % 365, hours=3 * (slot // 365 % 4))
+
+
+TENANT_MODELS = sorted(
+    (mapper.class_ for mapper in Base.registry.mappers if issubclass(mapper.class_, TenantScoped)),
+    key=lambda model: model.__tablename__,
+)
+"""Every tenant model, by table name: what the tenancy suites cover table by table."""
 
 
 @dataclass
@@ -244,6 +252,16 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
         "vet": vet.user.id,
     }
     return estate
+
+
+async def furnished_pair(world: World) -> tuple[Estate, Estate]:
+    """Clinics A and B, each with a row in every tenant table; the suites attack B from A."""
+    # An owner attacks; a vet and a technician are what appointments and staff routes name.
+    roles = (Role.vet, Role.technician)
+    return (
+        await furnish(world, await world.clinic(roles)),
+        await furnish(world, await world.clinic(roles)),
+    )
 
 
 async def renew_links(world: World, estate: Estate) -> None:

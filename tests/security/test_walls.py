@@ -17,8 +17,10 @@ application never issues that statement. Here each wall stands alone:
   service itself, over HTTP, run on that connection: every by-id route on B's resources answers
   as for a missing one and changes nothing, and every read shows nothing of B.
 
-Tables and models come from ``Base`` (every ``TenantScoped`` model) and the database's own
-catalogue, so a new tenant table is covered without anyone listing it.
+Tables and models come from ``Base`` (every ``TenantScoped`` model; test_tenant_tables proves the
+database has no tenant table besides them), so a new tenant table is covered without anyone
+listing it. The HTTP attacks are test_tenant_routes' own, run against the service without
+row-level security.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.auth.models import Role
-from app.db.base import Base, TenantScoped
 from app.db.tenancy import enter_tenant
 from app.settings import Settings
 from fixtures.factories import MembershipFactory
@@ -52,12 +53,9 @@ from tests.harness.plugin import _running, asgi_client
 from tests.harness.world import World
 from tests.security import test_tenant_routes as route_attacks
 from tests.security.catalogue import Route
-from tests.security.estate import Estate, furnish, tenant_tables
+from tests.security.estate import TENANT_MODELS, Estate, furnished_pair
 
-MODELS = sorted(
-    (mapper.class_ for mapper in Base.registry.mappers if issubclass(mapper.class_, TenantScoped)),
-    key=lambda model: model.__tablename__,
-)
+MODELS = TENANT_MODELS
 TABLES = [model.__tablename__ for model in MODELS]
 CLINICS = "clinics"
 """The tenants' own table: its rows are the clinics, ``id`` is its tenant column."""
@@ -95,9 +93,7 @@ async def app_role_engine(module_database: Database) -> AsyncIterator[AsyncEngin
 async def walled(module_world: World) -> tuple[Estate, Estate]:
     """Clinics A and B, furnished, and A's owner a member of B too: the user-scoped policies
     then admit B's rows in the user's context, so a policy widened to writes would show."""
-    roles = (Role.vet, Role.technician)
-    ours = await furnish(module_world, await module_world.clinic(roles))
-    theirs = await furnish(module_world, await module_world.clinic(roles))
+    ours, theirs = await furnished_pair(module_world)
     await module_world.make(
         theirs.clinic, MembershipFactory, user_id=ours.clinic.owner.user.id, role=Role.receptionist
     )
@@ -157,11 +153,6 @@ async def _may(connection: AsyncConnection, table: str, privilege: str) -> bool:
 
 
 # -- the database's wall ---------------------------------------------------------------------------
-async def test_every_tenant_table_is_in_the_models(module_superuser_engine) -> None:
-    """The probes below cover the models' tables; the database must have no others."""
-    assert await tenant_tables(module_superuser_engine) == sorted(TABLES)
-
-
 async def test_the_policies_cover_exactly_their_declared_commands(
     module_superuser_engine,
 ) -> None:
@@ -369,26 +360,25 @@ async def unwalled_client(unwalled_app: FastAPI) -> AsyncIterator[httpx.AsyncCli
 
 @pytest.fixture
 async def unwalled_estates(module_world: World) -> tuple[Estate, Estate]:
-    roles = (Role.vet, Role.technician)
-    return (
-        await furnish(module_world, await module_world.clinic(roles)),
-        await furnish(module_world, await module_world.clinic(roles)),
-    )
+    return await furnished_pair(module_world)
 
 
-@pytest.mark.parametrize("route", route_attacks.BY_ID, ids=lambda r: r.label)
-async def test_the_service_alone_finds_nothing_of_another_clinic_by_id(
-    unwalled_client, module_world, module_superuser_engine, unwalled_estates, route: Route
+ATTACKS = [
+    *(
+        (route_attacks.test_another_clinics_resource_is_not_found_and_unchanged, r)
+        for r in route_attacks.BY_ID
+    ),
+    *((route_attacks.test_reads_show_nothing_of_another_clinic, r) for r in route_attacks.READS),
+]
+"""test_tenant_routes' attacks by id and by read, each on every route it applies to."""
+
+
+@pytest.mark.parametrize(
+    ("attack", "route"),
+    ATTACKS,
+    ids=[f"{'read' if 'reads' in a.__name__ else 'by id'} {r.label}" for a, r in ATTACKS],
+)
+async def test_the_service_alone_keeps_another_clinic_out(
+    unwalled_client, module_world, module_superuser_engine, unwalled_estates, attack, route: Route
 ) -> None:
-    await route_attacks.test_another_clinics_resource_is_not_found_and_unchanged(
-        unwalled_client, module_world, module_superuser_engine, unwalled_estates, route
-    )
-
-
-@pytest.mark.parametrize("route", route_attacks.READS, ids=lambda r: r.label)
-async def test_the_service_alone_reads_nothing_of_another_clinic(
-    unwalled_client, module_world, module_superuser_engine, unwalled_estates, route: Route
-) -> None:
-    await route_attacks.test_reads_show_nothing_of_another_clinic(
-        unwalled_client, module_world, module_superuser_engine, unwalled_estates, route
-    )
+    await attack(unwalled_client, module_world, module_superuser_engine, unwalled_estates, route)
