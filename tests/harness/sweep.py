@@ -30,4 +30,3 @@ def members(family: Sequence[T], *where: object, per_place: int = 1) -> list[T]:
         return list(family)
     start = zlib.crc32(repr(where).encode()) % len(family)
     return [family[(start + offset) % len(family)] for offset in range(per_place)]
-
