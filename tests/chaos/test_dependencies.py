@@ -16,9 +16,10 @@ refuses, holds (a black hole), slows or resets connections.
 
 from __future__ import annotations
 
-import asyncio
 import random
+import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,12 +30,12 @@ import pytest
 from app.auth.mails import MAIL_PASSWORD_RESET
 from fixtures import files
 from tests.chaos.conftest import (
-    CLAMD_TIMEOUT,
     SLACK,
     SMTP_TIMEOUT,
     STRIPE_TIMEOUT,
     Clinic,
     Outcome,
+    T,
     Wired,
     call,
     new_clinic,
@@ -42,8 +43,8 @@ from tests.chaos.conftest import (
     sql,
     wait_for,
 )
-from tests.harness.api import PROBLEM_JSON
-from tests.harness.mail import PASSWORD_RESET
+from tests.harness.api import PROBLEM_JSON, login_request
+from tests.harness.mail import PASSWORD_RESET, mails_to
 from tests.harness.stripe.server import FakeStripe
 
 DOWN = "503 problem"
@@ -137,7 +138,7 @@ async def test_stripe_slow_past_its_timeout_is_a_503_and_the_late_work_is_not_do
     stripe.stall_next(2, seconds=STRIPE_TIMEOUT + 1, path_prefix="/v1/customers")
     stalled = await _checkout(clinic)
     # Stripe made the customer late, after the service had answered 503 and rolled back.
-    await wait_for("the stalled customer made", lambda: _made(_customers_of(stripe, clinic)), 10)
+    await wait_for("the stalled customer made", lambda: _async(_customers_of(stripe, clinic)), 10)
     latency = 0.3
     proxy = wired.proxies["stripe"]
     proxy.latency = latency
@@ -163,5 +164,270 @@ async def test_stripe_slow_past_its_timeout_is_a_503_and_the_late_work_is_not_do
     assert len(_customers_of(stripe, clinic)) == 1
 
 
-async def _made(found: list[str]) -> list[str]:
-    return found
+async def _async(value: T) -> T:
+    return value
+
+
+# -- the mail relay ------------------------------------------------------------------------------
+async def _reset_jobs(wired: Wired, email: str) -> list[tuple[str, int]]:
+    """(status, attempts) of the password-reset mail jobs for ``email``'s user."""
+    rows = await sql(
+        wired.live.database.superuser_url,
+        "SELECT j.status::text AS status, j.attempts FROM procrastinate_jobs j"
+        " JOIN users u ON u.id::text = j.args->>'user_id'"
+        " WHERE j.task_name = $1 AND u.email = $2",
+        MAIL_PASSWORD_RESET,
+        email,
+    )
+    return [(row["status"], row["attempts"]) for row in rows]
+
+
+def _reset_links(wired: Wired, email: str) -> list[str]:
+    """The tokens of the password-reset links mailed to ``email``."""
+    link = re.compile(rf"{re.escape(wired.url + PASSWORD_RESET)}\?token=(\S+)")
+    return [
+        token
+        for message in mails_to(wired.relay, email)
+        for token in link.findall(message.get_content())
+    ]
+
+
+async def _due_now(wired: Wired) -> None:
+    """The retry's back-off has passed (procrastinate schedules a retry ahead of now)."""
+    await sql(
+        wired.live.database.superuser_url,
+        "UPDATE procrastinate_jobs SET scheduled_at = now() WHERE status = 'todo'",
+    )
+
+
+MAIL_FAULTS = {"refused": ("refuse",), "silent": ("hold",)}
+"""The relay refusing connections, or taking them and never answering (then the mail job's
+``VETIFY_SMTP_TIMEOUT_SECONDS`` ends the try)."""
+
+
+@pytest.mark.parametrize("fault", ["refused"] if smoke() else list(MAIL_FAULTS))
+async def test_mail_relay_down_delays_the_mail_and_it_is_sent_once_when_it_is_back(
+    wired: Wired, clinic: Clinic, fault: str, chaos: Outcome
+) -> None:
+    proxy = wired.proxies["smtp"]
+    for switch in MAIL_FAULTS[fault]:
+        setattr(proxy, switch, True)
+    async with httpx.AsyncClient(base_url=wired.url, timeout=10) as anonymous:
+        asked = await call(
+            anonymous, "POST", "/api/v1/auth/password-reset", json={"email": clinic.email}
+        )
+    # The job tried, failed against the relay, and waits for its retry.
+    _, failed_within = await wait_for(
+        "a failed try of the mail job",
+        lambda: _any(_reset_jobs(wired, clinic.email), lambda jobs: jobs and jobs[0][1] >= 1),
+        JOBS_WITHIN + SMTP_TIMEOUT,
+    )
+    ready = await _ready(wired)
+    proxy.heal()
+    await _due_now(wired)
+    _, sent_within = await wait_for(
+        "the mail sent", lambda: _async(_reset_links(wired, clinic.email)), JOBS_WITHIN
+    )
+    await wait_for(
+        "the mail job done",
+        lambda: _any(_reset_jobs(wired, clinic.email), lambda jobs: not jobs),
+        JOBS_WITHIN,
+    )
+    links = _reset_links(wired, clinic.email)
+    # The link mailed works: the side effect happened, in effect, exactly once.
+    new_password = f"chaos {uuid.uuid4().hex}"
+    async with httpx.AsyncClient(base_url=wired.url, timeout=10) as anonymous:
+        completed = await anonymous.post(
+            "/api/v1/auth/password-reset/complete",
+            json={"token": links[-1], "password": new_password},
+        )
+        logged_in = await anonymous.post(**login_request(clinic.email, new_password))
+    chaos.details.update(
+        fault=fault,
+        asked=asked["kind"],
+        failed_try_within_seconds=round(failed_within, 1),
+        sent_after_recovery_seconds=round(sent_within, 1),
+        mails=len(links),
+        relay_connections=proxy.connections,
+    )
+    assert asked["kind"] == "202", asked
+    assert ready["kind"] == "200", ready
+    assert len(links) == 1, f"{len(links)} reset mails for one ask"
+    assert completed.status_code == 204, completed.text
+    assert logged_in.status_code == 200, logged_in.text
+
+
+async def _any(found: Awaitable[T], test: Callable[[T], object]) -> bool:
+    return bool(test(await found))
+
+
+# -- S3 and clamd: attachments --------------------------------------------------------------------
+async def _record(clinic: Clinic) -> str:
+    """A medical record of the clinic (of a new pet of a new customer)."""
+    customer = await clinic.http.post(
+        "/api/v1/customers",
+        json={"first_name": "Chaos", "last_name": "Files", "email": "files@example.com"},
+    )
+    assert customer.status_code == 201, customer.text
+    pet = await clinic.http.post(
+        "/api/v1/pets",
+        json={"customer_id": customer.json()["id"], "name": "Rex", "species": "dog"},
+    )
+    assert pet.status_code == 201, pet.text
+    record = await clinic.http.post(
+        "/api/v1/medical-records", json={"pet_id": pet.json()["id"], "subjective": "chaos"}
+    )
+    assert record.status_code == 201, record.text
+    return str(record.json()["id"])
+
+
+def _file(size: int = 0) -> bytes:
+    """A PNG no other upload has (its bytes tell which upload a stored object or a scan is),
+    ``size`` bytes longer."""
+    return files.PNG + uuid.uuid4().bytes + random.randbytes(size)
+
+
+async def _upload(clinic: Clinic, record: str, content: bytes) -> dict[str, Any]:
+    return await call(
+        clinic.http,
+        "POST",
+        f"/api/v1/medical-records/{record}/attachments",
+        files={"file": ("scan.png", content, "image/png")},
+    )
+
+
+async def _download(clinic: Clinic, attachment: str) -> tuple[dict[str, Any], bytes]:
+    started = time.monotonic()
+    try:
+        response = await clinic.http.get(f"/api/v1/attachments/{attachment}/content")
+    except httpx.HTTPError as exc:
+        return {"kind": f"transport: {exc!r}", "seconds": time.monotonic() - started}, b""
+    answer = {
+        "kind": "200" if response.status_code == 200 else f"{response.status_code}",
+        "seconds": time.monotonic() - started,
+    }
+    if response.headers.get("content-type", "").startswith(PROBLEM_JSON):
+        answer["body"] = response.json()
+        if response.status_code == 503 and response.headers.get("retry-after", "").isdigit():
+            answer["kind"] = DOWN
+    return answer, response.content
+
+
+async def _attachments(clinic: Clinic, record: str) -> list[dict[str, Any]]:
+    listed = await clinic.http.get(f"/api/v1/medical-records/{record}/attachments")
+    assert listed.status_code == 200, listed.text
+    items: list[dict[str, Any]] = listed.json()["items"]
+    return items
+
+
+MiB = 1024 * 1024
+S3_WITHIN = 10.0 + SLACK
+"""An upload or download's longest answer with S3 unreachable or silent."""
+
+
+@pytest.mark.parametrize("fault", ["refused", "silent"])
+async def test_s3_down_is_a_503_with_retry_after_and_no_upload_is_half_kept(
+    wired: Wired, clinic: Clinic, fault: str, chaos: Outcome
+) -> None:
+    record = await _record(clinic)
+    stored = _file()
+    kept = await _upload(clinic, record, stored)
+    assert kept["kind"] == "201", kept
+    proxy = wired.proxies["s3"]
+    setattr(proxy, MAIL_FAULTS[fault][0], True)
+    proxy.reset_all()
+    refused = _file()
+    upload = await _upload(clinic, record, refused)
+    download, _ = await _download(clinic, kept["body"]["id"])
+    ready = await _ready(wired)
+    listed_down = await _attachments(clinic, record)
+    proxy.heal()
+    after = await _upload(clinic, record, refused)
+    back, content = await _download(clinic, kept["body"]["id"])
+    chaos.details.update(
+        fault=fault,
+        upload=upload["kind"],
+        upload_seconds=round(upload["seconds"], 2),
+        download=download["kind"],
+        download_seconds=round(download["seconds"], 2),
+        after=after["kind"],
+    )
+    assert _problem(upload, "storage-unavailable"), upload
+    assert _problem(download, "storage-unavailable"), download
+    assert upload["seconds"] < S3_WITHIN, upload
+    assert download["seconds"] < S3_WITHIN, download
+    assert ready["kind"] == "200", ready
+    # The refused upload left no row behind: the list is the one acknowledged upload.
+    assert [a["id"] for a in listed_down] == [kept["body"]["id"]]
+    assert after["kind"] == "201", after
+    assert back["kind"] == "200", back
+    assert content == stored
+
+
+async def test_s3_slow_uploads_and_downloads_succeed_slower(
+    wired: Wired, clinic: Clinic, chaos: Outcome
+) -> None:
+    latency = 0.2
+    record = await _record(clinic)
+    content = _file()
+    proxy = wired.proxies["s3"]
+    proxy.latency = latency
+    upload = await _upload(clinic, record, content)
+    download, received = (
+        await _download(clinic, upload["body"]["id"])
+        if upload["kind"] == "201"
+        else ({"kind": "-", "seconds": 0}, b"")
+    )
+    proxy.heal()
+    chaos.details.update(
+        latency_seconds=latency,
+        upload=upload["kind"],
+        upload_seconds=round(upload["seconds"], 2),
+        download=download["kind"],
+        download_seconds=round(download["seconds"], 2),
+    )
+    assert upload["kind"] == "201", upload
+    assert download["kind"] == "200", download
+    assert received == content
+    assert upload["seconds"] >= 2 * latency
+
+
+async def test_clamd_down_keeps_uploads_pending_until_a_job_scans_them_once(
+    wired: Wired, clinic: Clinic, chaos: Outcome
+) -> None:
+    record = await _record(clinic)
+    content = _file()
+    proxy = wired.proxies["clamd"]
+    proxy.refuse = True
+    # Several, of a few chunks (64 KiB) each: the reset comes at a different moment of each
+    # upload's stream to the scanner.
+    others = [await _upload(clinic, record, _file(2 * MiB)) for _ in range(6 if smoke() else 20)]
+    upload = await _upload(clinic, record, content)
+    uploads = Counter(a["kind"] for a in [*others, upload])
+    assert uploads == {"201": len(others) + 1}, [*others, upload]
+    attachment = upload["body"]["id"]
+    pending, _ = await _download(clinic, attachment)
+    ready = await _ready(wired)
+    proxy.heal()
+    await _due_now(wired)
+
+    async def scanned() -> bool:
+        found = await clinic.http.get(f"/api/v1/attachments/{attachment}")
+        return bool(found.status_code == 200 and found.json()["scan_status"] == "clean")
+
+    _, scanned_within = await wait_for("the pending upload scanned", scanned, JOBS_WITHIN)
+    served, received = await _download(clinic, attachment)
+    scans = sum(1 for s in wired.clamd.scanned if s == content)
+    chaos.details.update(
+        uploads=dict(uploads),
+        upload_status=upload["body"]["scan_status"],
+        while_down=pending["kind"],
+        scanned_after_recovery_seconds=round(scanned_within, 1),
+        scans=scans,
+    )
+    assert upload["body"]["scan_status"] == "pending"
+    assert pending["kind"] == "409", pending
+    assert ready["kind"] == "200", ready
+    assert served["kind"] == "200", served
+    assert received == content
+    assert scans == 1, f"scanned {scans} times"
