@@ -352,6 +352,7 @@ def wired_server(
             "VETIFY_S3_REGION": S3_REGION,
             "VETIFY_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
             "VETIFY_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+            "VETIFY_S3_TIMEOUT_SECONDS": str(S3_TIMEOUT),
             "VETIFY_CLAMD_ADDRESS": f"127.0.0.1:{proxy['clamd'].port}",
             "VETIFY_CLAMD_TIMEOUT_SECONDS": str(CLAMD_TIMEOUT),
         }
@@ -362,6 +363,7 @@ def wired_server(
 STRIPE_TIMEOUT = 2.0
 SMTP_TIMEOUT = 3.0
 CLAMD_TIMEOUT = 2.0
+S3_TIMEOUT = 2.0
 """The wired server's timeouts for its optional dependencies, in seconds."""
 
 

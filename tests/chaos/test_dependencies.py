@@ -32,6 +32,7 @@ from fixtures import files
 from tests.chaos.conftest import (
     SLACK,
     SMTP_TIMEOUT,
+    S3_TIMEOUT,
     STRIPE_TIMEOUT,
     Clinic,
     Outcome,
@@ -321,8 +322,9 @@ async def _attachments(clinic: Clinic, record: str) -> list[dict[str, Any]]:
 
 
 MiB = 1024 * 1024
-S3_WITHIN = 10.0 + SLACK
-"""An upload or download's longest answer with S3 unreachable or silent."""
+S3_WITHIN = 2 * (S3_TIMEOUT + 1) + 1 + SLACK
+"""An upload or download's longest answer with S3 unreachable or silent: two tries of the
+timeout (an upload waits a second more on each for S3's ``100 Continue``), and the back-off."""
 
 
 @pytest.mark.parametrize("fault", ["refused", "silent"])
