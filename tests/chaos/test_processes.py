@@ -1,0 +1,236 @@
+"""Processes killed outright (SIGKILL: the OOM killer, a node lost) while they work.
+
+* The job worker killed in the middle of a job: the job is left ``doing``; the next worker to
+  start retries it, and what the job does happens once in effect (one mail, whose link works).
+* An API process killed under load with a second one on the same database: a client that
+  retries on the second (checking first whether a write whose answer it lost was made) loses no
+  acknowledged write and makes none twice; the second answers throughout.
+
+Each scenario starts processes of its own on a database of its own (``serving``) and stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from app.auth.mails import MAIL_PASSWORD_RESET
+from app.db.embedded import free_port
+from fixtures.demo import DEMO_EMAIL
+from tests.chaos.conftest import REQUEST_TIMEOUT, Outcome, call, smoke, sql
+from tests.harness import canary
+from tests.harness.live import LiveServer, Vetify
+from tests.harness.mail import PASSWORD_RESET, mails_to
+from tests.harness.plugin import serving
+from tests.harness.proxy import FaultProxy
+from tests.harness.services import PostgresServer, RedisServer
+from tests.harness.smtp import USERNAME as SMTP_USERNAME
+from tests.harness.smtp import Relay
+
+STARTED_WITHIN = 60.0
+DONE_WITHIN = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _every_scenario_restores_faults() -> None:
+    """Overrides the chaos stage's: these scenarios make processes of their own and stop them."""
+
+
+# -- the job worker killed mid-job -----------------------------------------------------------
+async def _reset_jobs(live: LiveServer) -> list[tuple[str, int]]:
+    rows = await sql(
+        live.database.superuser_url,
+        "SELECT status::text AS status, attempts FROM procrastinate_jobs WHERE task_name = $1",
+        MAIL_PASSWORD_RESET,
+    )
+    return [(row["status"], row["attempts"]) for row in rows]
+
+
+def _until(what: str, check: Any, within: float) -> Any:
+    started = time.monotonic()
+    while not (value := check()):
+        assert time.monotonic() - started < within, f"{what}: not within {within}s"
+        time.sleep(0.1)
+    return value
+
+
+def test_the_job_worker_killed_mid_job_leaves_it_to_the_next_worker_which_does_it_once(
+    postgres_server: PostgresServer, redis_server: RedisServer, smtp_server: Relay, chaos: Outcome
+) -> None:
+    """The worker is killed while its mail job waits on the relay (held by the proxy, so the
+    killed try never delivered); the next worker retries the job, the mail goes out once."""
+    kills = 1 if smoke() else 3
+    proxy = FaultProxy(smtp_server.host, smtp_server.port).start()
+    relay = {
+        "VETIFY_SMTP_HOST": "127.0.0.1",
+        "VETIFY_SMTP_PORT": str(proxy.port),
+        "VETIFY_SMTP_STARTTLS": "false",
+        "VETIFY_SMTP_USERNAME": SMTP_USERNAME,
+        "VETIFY_SMTP_PASSWORD": canary.SMTP_PASSWORD,
+        "VETIFY_SMTP_TIMEOUT_SECONDS": "60",
+    }
+    workers: list[Vetify] = []
+    with serving(postgres_server, redis_server, **relay) as live:
+        try:
+            before = len(mails_to(smtp_server, DEMO_EMAIL))
+            asked = httpx.post(
+                f"{live.url}/api/v1/auth/password-reset",
+                json={"email": DEMO_EMAIL},
+                timeout=REQUEST_TIMEOUT,
+            )
+            assert asked.status_code == 202, asked.text
+            proxy.hold = True
+            killed: list[dict[str, Any]] = []
+            for _ in range(kills):
+                held = proxy.connections
+                worker = live.worker()
+                workers.append(worker)
+                worker.start()
+                # The job is running, its mail held at the relay's door.
+                _until("the job sending", lambda h=held: proxy.connections > h, STARTED_WITHIN)
+                jobs = asyncio.run(_reset_jobs(live))
+                worker.send(signal.SIGKILL)
+                code = worker.exit(DONE_WITHIN).code
+                proxy.reset_all()  # what the kill left half-open at the relay goes too
+                killed.append({"jobs_when_killed": jobs, "exit_code": code})
+                # As if procrastinate's stalled-worker timeout (30 s) had passed since.
+                asyncio.run(
+                    sql(
+                        live.database.superuser_url,
+                        "UPDATE procrastinate_workers"
+                        " SET last_heartbeat = now() - interval '1 hour'",
+                    )
+                )
+            proxy.heal()
+            started = time.monotonic()
+            last = live.worker()
+            workers.append(last)
+            last.start()
+            _until("the mail job done", lambda: not asyncio.run(_reset_jobs(live)), DONE_WITHIN)
+            done_within = time.monotonic() - started
+            mails = mails_to(smtp_server, DEMO_EMAIL)[before:]
+            links = [
+                token
+                for mail in mails
+                for token in re.findall(
+                    rf"{re.escape(live.url + PASSWORD_RESET)}\?token=(\S+)", mail.get_content()
+                )
+            ]
+            completed = httpx.post(
+                f"{live.url}/api/v1/auth/password-reset/complete",
+                json={"token": links[-1], "password": f"chaos {uuid.uuid4().hex}"},
+                timeout=REQUEST_TIMEOUT,
+            )
+        finally:
+            # Before the database goes: a worker without it waits out its deadline to stop.
+            for worker in workers:
+                worker.stop()
+            proxy.stop()
+    chaos.details.update(
+        kills=killed, done_after_restart_seconds=round(done_within, 1), mails=len(mails)
+    )
+    assert all(k["exit_code"] == -signal.SIGKILL for k in killed), killed
+    assert all(k["jobs_when_killed"] == [("doing", i)] for i, k in enumerate(killed)), killed
+    assert len(mails) == 1, f"{len(mails)} mails for one ask"
+    assert completed.status_code == 204, completed.text
+
+
+# -- the API process killed, a second one taking over -------------------------------------------
+async def _write(
+    servers: list[str], token: str, name: str, log: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Create the customer ``name`` as a careful client does: on the first server that answers;
+    a lost answer is looked up (by its unique name) before the create is sent again."""
+    body = {"first_name": "Takeover", "last_name": name}
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(10):
+        for url in servers:
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=5) as http:
+                found = await call(http, "GET", "/api/v1/customers", params={"q": name})
+                if found["kind"] != "200":
+                    log.append({"server": url, "step": "look-up", "kind": found["kind"]})
+                    continue
+                if found["body"]["items"]:
+                    return {"id": found["body"]["items"][0]["id"], "found": True, "server": url}
+                made = await call(http, "POST", "/api/v1/customers", json=body)
+                log.append({"server": url, "step": "create", "kind": made["kind"]})
+                if made["kind"] == "201":
+                    return {"id": made["body"]["id"], "found": False, "server": url}
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{name}: no server took it")
+
+
+def test_the_api_process_killed_under_load_a_second_one_takes_over(
+    postgres_server: PostgresServer, redis_server: RedisServer, chaos: Outcome
+) -> None:
+    clients, writes = (4, 6) if smoke() else (16, 40)
+    with serving(postgres_server, redis_server) as live:
+        assert live.serve is not None
+        second_port = free_port()
+        second_url = f"http://127.0.0.1:{second_port}"
+        second = Vetify(["serve", "--port", str(second_port)], live.env())
+        try:
+            second.start().wait_until_ready(second_url, STARTED_WITHIN)
+            token = live.demo_token("takeover")
+            tag = uuid.uuid4().hex[:10]
+            log: list[dict[str, Any]] = []
+
+            async def client(n: int) -> list[dict[str, Any]]:
+                return [
+                    await _write([live.url, second_url], token, f"{tag} {n} {i}", log)
+                    for i in range(writes)
+                ]
+
+            async def load() -> list[list[dict[str, Any]]]:
+                running = asyncio.gather(*(client(n) for n in range(clients)))
+                await asyncio.sleep(1.0)
+                assert live.serve is not None
+                live.serve.send(signal.SIGKILL)
+                return await running
+
+            written = asyncio.run(load())
+            code = live.serve.exit(DONE_WITHIN).code
+            stored = asyncio.run(
+                sql(
+                    live.database.superuser_url,
+                    "SELECT id::text AS id, last_name FROM customers WHERE last_name LIKE $1",
+                    f"{tag} %",
+                )
+            )
+        finally:
+            second.stop()
+    by_name = Counter(row["last_name"] for row in stored)
+    acknowledged = {
+        f"{tag} {n} {i}": w["id"] for n, ws in enumerate(written) for i, w in enumerate(ws)
+    }
+    ids = {row["last_name"]: row["id"] for row in stored}
+    names = {live.url: "first", second_url: "second"}
+    by_server = Counter((names[w["server"]], w["found"]) for ws in written for w in ws)
+    chaos.details.update(
+        clients=clients,
+        writes=clients * writes,
+        killed_exit_code=code,
+        done_by={
+            f"{server}{' (found after a lost answer)' * found}": n
+            for (server, found), n in by_server.items()
+        },
+        answers=dict(Counter(f"{names[e['server']]} {e['step']}: {e['kind']}" for e in log)),
+    )
+    assert code == -signal.SIGKILL
+    assert by_server[("first", False)] > 0, "the first server took no write before the kill"
+    assert by_server[("second", False)] > 0, "the second server took no write"
+    twice = [name for name, count in by_name.items() if count > 1]
+    assert not twice, f"written twice: {twice}"
+    lost = [name for name, id_ in acknowledged.items() if ids.get(name) != id_]
+    assert not lost, f"acknowledged but not stored as answered: {lost}"
+    # The second server answered everything it was asked: no 5xx, no lost answer.
+    wrong = [e for e in log if e["server"] == second_url and e["kind"] not in ("200", "201")]
+    assert not wrong, wrong
