@@ -16,6 +16,7 @@ refuses, holds (a black hole), slows or resets connections.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
@@ -30,6 +31,7 @@ import pytest
 from app.auth.mails import MAIL_PASSWORD_RESET
 from fixtures import files
 from tests.chaos.conftest import (
+    DEPENDENCIES,
     S3_TIMEOUT,
     SLACK,
     SMTP_TIMEOUT,
@@ -46,6 +48,7 @@ from tests.chaos.conftest import (
 )
 from tests.harness.api import PROBLEM_JSON, login_request
 from tests.harness.mail import PASSWORD_RESET, mails_to
+from tests.harness.proxy import FaultProxy
 from tests.harness.stripe.server import FakeStripe
 
 DOWN = "503 problem"
@@ -433,3 +436,168 @@ async def test_clamd_down_keeps_uploads_pending_until_a_job_scans_them_once(
     assert served["kind"] == "200", served
     assert received == content
     assert scans == 1, f"scanned {scans} times"
+
+
+# -- latency and resets between the service and each dependency -------------------------------
+FAULT_SECONDS = 2.0 if smoke() else 10.0
+
+
+async def _under(proxy: FaultProxy, fault: str, work: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    """``work(n)``, again and again, for ``FAULT_SECONDS`` with ``fault`` on the proxy: latency
+    (0.2 s a chunk each way), or resets (0.05 s of latency, so that every conversation lasts,
+    and every open connection reset every 0.1 to 0.4 s)."""
+    deadline = time.monotonic() + FAULT_SECONDS
+    proxy.latency = 0.2 if fault == "latency" else 0.05
+    done: list[Any] = []
+    resets = 0
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            done.append(await work(len(done)))
+
+    async def resetter() -> None:
+        nonlocal resets
+        while fault == "resets" and time.monotonic() < deadline:
+            await asyncio.sleep(random.uniform(0.1, 0.4))
+            await asyncio.to_thread(proxy.reset_all)
+            resets += 1
+
+    try:
+        await asyncio.gather(worker(), resetter())
+    finally:
+        proxy.heal()
+        await asyncio.to_thread(proxy.reset_all)
+    done.append({"resets": resets})
+    return done
+
+
+async def _redis_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, Any]:
+    """Every authenticated request counts against the clinic's quota in Redis."""
+    answers = await _under(
+        wired.proxies["redis"], fault, lambda _: call(clinic.http, "GET", "/api/v1/customers")
+    )
+    resets = answers.pop()
+    kinds = Counter(a["kind"] for a in answers)
+    assert kinds == {"200": len(answers)}, kinds
+    return {"answers": dict(kinds), **resets}
+
+
+async def _stripe_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, Any]:
+    answers = await _under(wired.proxies["stripe"], fault, lambda _: _checkout(clinic))
+    resets = answers.pop()
+    kinds = Counter(a["kind"] for a in answers)
+    after = await _checkout(clinic)
+    assert set(kinds) <= {"200", DOWN}, answers
+    assert all(_problem(a, "billing-unavailable") for a in answers if a["kind"] == DOWN)
+    assert after["kind"] == "200", after
+    assert len(_customers_of(wired.stripe, clinic)) == 1
+    return {"answers": dict(kinds), **resets}
+
+
+async def _smtp_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, Any]:
+    """A reset after the relay took the mail, before its answer reached the service, makes the
+    job try again: a second mail, with a new link. In effect it is still once: only the last
+    link works (the first try's was rolled back with it)."""
+    async with httpx.AsyncClient(base_url=wired.url, timeout=10) as anonymous:
+        asked = await anonymous.post("/api/v1/auth/password-reset", json={"email": clinic.email})
+        assert asked.status_code == 202, asked.text
+
+        async def idle(_: int) -> None:
+            await asyncio.sleep(0.2)
+
+        resets = (await _under(wired.proxies["smtp"], fault, idle)).pop()
+        await _due_now(wired)
+        await wait_for(
+            "the mail job done",
+            lambda: _any(_reset_jobs(wired, clinic.email), lambda jobs: not jobs),
+            JOBS_WITHIN,
+        )
+        links = _reset_links(wired, clinic.email)
+        password = f"chaos {uuid.uuid4().hex}"
+        used = [
+            (
+                await anonymous.post(
+                    "/api/v1/auth/password-reset/complete",
+                    json={"token": link, "password": password},
+                )
+            ).status_code
+            for link in [*links[:-1], links[-1]]
+        ]
+    assert links, "no mail"
+    assert used[-1] == 204, used
+    assert all(status == 404 for status in used[:-1]), used
+    return {"mails": len(links), "links_used": used, **resets}
+
+
+async def _s3_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, Any]:
+    record = await _record(clinic)
+    sent: list[bytes] = []
+
+    async def upload(_: int) -> dict[str, Any]:
+        sent.append(_file(256 * 1024))
+        return await _upload(clinic, record, sent[-1])
+
+    answers = await _under(wired.proxies["s3"], fault, upload)
+    resets = answers.pop()
+    kinds = Counter(a["kind"] for a in answers)
+    assert set(kinds) <= {"201", DOWN}, answers
+    assert all(_problem(a, "storage-unavailable") for a in answers if a["kind"] == DOWN)
+    kept = {
+        a["body"]["id"]: content
+        for a, content in zip(answers, sent, strict=True)
+        if a["kind"] == "201"
+    }
+    listed = {a["id"] for a in await _attachments(clinic, record)}
+    assert listed == set(kept), "an upload answered 503 was kept, or a 201 was not"
+    for attachment, content in kept.items():
+        served, received = await _download(clinic, attachment)
+        assert served["kind"] == "200", served
+        assert received == content
+    return {"answers": dict(kinds), **resets}
+
+
+async def _clamd_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, Any]:
+    record = await _record(clinic)
+    sent: list[bytes] = []
+
+    async def upload(_: int) -> dict[str, Any]:
+        sent.append(_file(256 * 1024))
+        return await _upload(clinic, record, sent[-1])
+
+    answers = await _under(wired.proxies["clamd"], fault, upload)
+    resets = answers.pop()
+    kinds = Counter(f"{a['kind']} {(a.get('body') or {}).get('scan_status')}" for a in answers)
+    assert set(kinds) <= {"201 clean", "201 pending"}, answers
+    await _due_now(wired)
+
+    async def all_clean() -> bool:
+        return {a["scan_status"] for a in await _attachments(clinic, record)} == {"clean"}
+
+    await wait_for("every upload scanned", all_clean, JOBS_WITHIN)
+    for answer, content in zip(answers, sent, strict=True):
+        served, received = await _download(clinic, answer["body"]["id"])
+        assert served["kind"] == "200", served
+        assert received == content
+    return {"answers": dict(kinds), **resets}
+
+
+THROUGH = {
+    "redis": _redis_through,
+    "stripe": _stripe_through,
+    "smtp": _smtp_through,
+    "s3": _s3_through,
+    "clamd": _clamd_through,
+}
+
+
+@pytest.mark.parametrize("fault", ["resets"] if smoke() else ["resets", "latency"])
+@pytest.mark.parametrize("dependency", DEPENDENCIES)
+async def test_latency_and_resets_between_the_service_and_a_dependency(
+    wired: Wired, clinic: Clinic, dependency: str, fault: str, chaos: Outcome
+) -> None:
+    """What uses the dependency answers as usual or, for a required call cut short, 503 with
+    Retry-After; nothing acknowledged is lost, nothing happens twice in effect; readiness 200."""
+    found = await THROUGH[dependency](wired, clinic, fault)
+    ready = await _ready(wired)
+    chaos.details.update(dependency=dependency, fault=fault, seconds=FAULT_SECONDS, **found)
+    assert ready["kind"] == "200", ready
