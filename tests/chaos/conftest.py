@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
@@ -25,6 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
+from app.auth.mails import MAIL_PASSWORD_RESET
 from app.db.session import unresponsive_within
 from app.settings import Settings, env_name
 from tests.harness import canary
@@ -39,6 +41,7 @@ from tests.harness.api import (
 from tests.harness.billing import PRICES
 from tests.harness.clamd import FakeClamd, fake_clamd
 from tests.harness.live import LiveServer, suite_length
+from tests.harness.mail import PASSWORD_RESET, mails_to
 from tests.harness.plugin import serving
 from tests.harness.proxy import FaultProxy
 from tests.harness.s3 import ACCESS_KEY as S3_ACCESS_KEY
@@ -330,6 +333,7 @@ def wired_server(
             proxies.callback(started.stop)
         bucket = s3.new_bucket(f"chaos-{uuid.uuid4().hex[:12]}")
         settings = {
+            **CHEAP_HASHES,
             "VETIFY_JOBS_IN_PROCESS": "true",
             "VETIFY_REDIS_URL": _proxied_url(
                 redis_server.url, redis_server.host, redis_server.port, proxy["redis"]
@@ -360,6 +364,13 @@ def wired_server(
             yield Wired(live, proxy, stripe_api, smtp_server, clamd, bucket)
 
 
+CHEAP_HASHES = {
+    "VETIFY_PASSWORD_HASH_TIME_COST": "1",
+    "VETIFY_PASSWORD_HASH_MEMORY_KIB": str(8 * 1024),
+    "VETIFY_PASSWORD_HASH_PARALLELISM": "1",
+}
+"""For servers whose scenarios sign clinics up and log in as a side line: the least argon2id
+the settings allow (the overload scenario, which is about hashing, keeps the default)."""
 STRIPE_TIMEOUT = 2.0
 SMTP_TIMEOUT = 3.0
 CLAMD_TIMEOUT = 2.0
@@ -437,3 +448,25 @@ async def wait_for(
             raise AssertionError(f"{what}: not within {within}s (last: {value!r})")
         await asyncio.sleep(every)
     return value, time.monotonic() - started
+
+
+async def reset_jobs(superuser_url: str, email: str) -> list[tuple[str, int]]:
+    """(status, attempts) of the password-reset mail jobs for ``email``'s user."""
+    rows = await sql(
+        superuser_url,
+        "SELECT j.status::text AS status, j.attempts FROM procrastinate_jobs j"
+        " JOIN users u ON u.id::text = j.args->>'user_id'"
+        " WHERE j.task_name = $1 AND u.email = $2",
+        MAIL_PASSWORD_RESET,
+        email,
+    )
+    return [(row["status"], row["attempts"]) for row in rows]
+
+
+def reset_links(relay: Relay, public_url: str, email: str) -> list[str]:
+    """The tokens of the password-reset links mailed to ``email`` by the server at
+    ``public_url``, oldest first."""
+    link = re.compile(rf"{re.escape(public_url + PASSWORD_RESET)}\?token=(\S+)")
+    return [
+        token for message in mails_to(relay, email) for token in link.findall(message.get_content())
+    ]

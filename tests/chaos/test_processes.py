@@ -6,32 +6,37 @@
   retries on the second (checking first whether a write whose answer it lost was made) loses no
   acknowledged write and makes none twice; the second answers throughout.
 
-Each scenario starts processes of its own on a database of its own (``serving``) and stops them.
+Each scenario starts processes of its own beside the stage's ``live_server``, on its database,
+and stops them; the stage's server itself is never killed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import contextlib
 import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from app.auth.mails import MAIL_PASSWORD_RESET
 from app.db.embedded import free_port
-from fixtures.demo import DEMO_EMAIL
-from tests.chaos.conftest import REQUEST_TIMEOUT, Outcome, call, smoke, sql
+from tests.chaos.conftest import (
+    REQUEST_TIMEOUT,
+    Outcome,
+    call,
+    new_clinic,
+    reset_jobs,
+    reset_links,
+    smoke,
+    sql,
+)
 from tests.harness import canary
 from tests.harness.live import LiveServer, Vetify
-from tests.harness.mail import PASSWORD_RESET, mails_to
-from tests.harness.plugin import serving
 from tests.harness.proxy import FaultProxy
-from tests.harness.services import PostgresServer, RedisServer
 from tests.harness.smtp import USERNAME as SMTP_USERNAME
 from tests.harness.smtp import Relay
 
@@ -39,21 +44,7 @@ STARTED_WITHIN = 60.0
 DONE_WITHIN = 30.0
 
 
-@pytest.fixture(autouse=True)
-def _every_scenario_restores_faults() -> None:
-    """Overrides the chaos stage's: these scenarios make processes of their own and stop them."""
-
-
 # -- the job worker killed mid-job -----------------------------------------------------------
-async def _reset_jobs(live: LiveServer) -> list[tuple[str, int]]:
-    rows = await sql(
-        live.database.superuser_url,
-        "SELECT status::text AS status, attempts FROM procrastinate_jobs WHERE task_name = $1",
-        MAIL_PASSWORD_RESET,
-    )
-    return [(row["status"], row["attempts"]) for row in rows]
-
-
 def _until(what: str, check: Any, within: float) -> Any:
     started = time.monotonic()
     while not (value := check()):
@@ -63,13 +54,15 @@ def _until(what: str, check: Any, within: float) -> Any:
 
 
 def test_the_job_worker_killed_mid_job_leaves_it_to_the_next_worker_which_does_it_once(
-    postgres_server: PostgresServer, redis_server: RedisServer, smtp_server: Relay, chaos: Outcome
+    live_server: LiveServer, smtp_server: Relay, chaos: Outcome
 ) -> None:
     """The worker is killed while its mail job waits on the relay (held by the proxy, so the
-    killed try never delivered); the next worker retries the job, the mail goes out once."""
+    killed try never delivered); the next worker retries the job, the mail goes out once.
+    Workers of their own beside the stage's server (which runs no jobs), on its database."""
     kills = 1 if smoke() else 3
     proxy = FaultProxy(smtp_server.host, smtp_server.port).start()
-    relay = {
+    env = {
+        **live_server.env(),
         "VETIFY_SMTP_HOST": "127.0.0.1",
         "VETIFY_SMTP_PORT": str(proxy.port),
         "VETIFY_SMTP_STARTTLS": "false",
@@ -78,25 +71,31 @@ def test_the_job_worker_killed_mid_job_leaves_it_to_the_next_worker_which_does_i
         "VETIFY_SMTP_TIMEOUT_SECONDS": "60",
     }
     workers: list[Vetify] = []
-    with serving(postgres_server, redis_server, **relay) as live:
-        try:
-            before = len(mails_to(smtp_server, DEMO_EMAIL))
+    killed: list[dict[str, Any]] = []
+    superuser = live_server.database.superuser_url
+    try:
+        with _clinic_of(live_server) as email:
             asked = httpx.post(
-                f"{live.url}/api/v1/auth/password-reset",
-                json={"email": DEMO_EMAIL},
+                f"{live_server.url}/api/v1/auth/password-reset",
+                json={"email": email},
                 timeout=REQUEST_TIMEOUT,
             )
             assert asked.status_code == 202, asked.text
             proxy.hold = True
-            killed: list[dict[str, Any]] = []
             for _ in range(kills):
                 held = proxy.connections
-                worker = live.worker()
+                worker = Vetify(["worker"], env)
                 workers.append(worker)
                 worker.start()
                 # The job is running, its mail held at the relay's door.
-                _until("the job sending", lambda h=held: proxy.connections > h, STARTED_WITHIN)
-                jobs = asyncio.run(_reset_jobs(live))
+                _until(
+                    "the job sending",
+                    lambda h=held: (
+                        proxy.connections > h and _jobs(superuser, email)[0][0] == "doing"
+                    ),
+                    STARTED_WITHIN,
+                )
+                jobs = _jobs(superuser, email)
                 worker.send(signal.SIGKILL)
                 code = worker.exit(DONE_WITHIN).code
                 proxy.reset_all()  # what the kill left half-open at the relay goes too
@@ -104,43 +103,58 @@ def test_the_job_worker_killed_mid_job_leaves_it_to_the_next_worker_which_does_i
                 # As if procrastinate's stalled-worker timeout (30 s) had passed since.
                 asyncio.run(
                     sql(
-                        live.database.superuser_url,
+                        superuser,
                         "UPDATE procrastinate_workers"
                         " SET last_heartbeat = now() - interval '1 hour'",
                     )
                 )
             proxy.heal()
             started = time.monotonic()
-            last = live.worker()
+            last = Vetify(["worker"], env)
             workers.append(last)
             last.start()
-            _until("the mail job done", lambda: not asyncio.run(_reset_jobs(live)), DONE_WITHIN)
+            _until("the mail job done", lambda: not _jobs(superuser, email), DONE_WITHIN)
             done_within = time.monotonic() - started
-            mails = mails_to(smtp_server, DEMO_EMAIL)[before:]
-            links = [
-                token
-                for mail in mails
-                for token in re.findall(
-                    rf"{re.escape(live.url + PASSWORD_RESET)}\?token=(\S+)", mail.get_content()
-                )
-            ]
+            links = reset_links(smtp_server, live_server.url, email)
             completed = httpx.post(
-                f"{live.url}/api/v1/auth/password-reset/complete",
+                f"{live_server.url}/api/v1/auth/password-reset/complete",
                 json={"token": links[-1], "password": f"chaos {uuid.uuid4().hex}"},
                 timeout=REQUEST_TIMEOUT,
             )
-        finally:
-            # Before the database goes: a worker without it waits out its deadline to stop.
-            for worker in workers:
-                worker.stop()
-            proxy.stop()
+    finally:
+        for worker in workers:
+            worker.stop()
+        proxy.stop()
     chaos.details.update(
-        kills=killed, done_after_restart_seconds=round(done_within, 1), mails=len(mails)
+        kills=killed, done_after_restart_seconds=round(done_within, 1), mails=len(links)
     )
     assert all(k["exit_code"] == -signal.SIGKILL for k in killed), killed
     assert all(k["jobs_when_killed"] == [("doing", i)] for i, k in enumerate(killed)), killed
-    assert len(mails) == 1, f"{len(mails)} mails for one ask"
+    assert len(links) == 1, f"{len(links)} reset mails for one ask"
     assert completed.status_code == 204, completed.text
+
+
+@contextlib.contextmanager
+def _clinic_of(live: LiveServer) -> Iterator[str]:
+    """A clinic signed up on ``live`` for the scenario: its owner's address."""
+
+    async def made() -> str:
+        async with new_clinic(live.url, live.database.superuser_url) as clinic:
+            # Its sign-up's verification mail would be the first job: not this scenario's.
+            await sql(
+                live.database.superuser_url,
+                "DELETE FROM procrastinate_jobs WHERE args->>'user_id' ="
+                " (SELECT id::text FROM users WHERE email = $1)",
+                clinic.email,
+            )
+            return clinic.email
+
+    yield asyncio.run(made())
+
+
+def _jobs(superuser_url: str, email: str) -> list[tuple[str, int]]:
+    """(status, attempts) of the password-reset mail jobs for ``email``'s user."""
+    return asyncio.run(reset_jobs(superuser_url, email))
 
 
 # -- the API process killed, a second one taking over -------------------------------------------
@@ -169,50 +183,48 @@ async def _write(
 
 
 def test_the_api_process_killed_under_load_a_second_one_takes_over(
-    postgres_server: PostgresServer, redis_server: RedisServer, chaos: Outcome
+    live_server: LiveServer, api_token: str, chaos: Outcome
 ) -> None:
+    """Two servers on one database (the stage's, and one more): the one the clients use first
+    is killed under their load, and the stage's takes over."""
     clients, writes = (4, 6) if smoke() else (16, 40)
-    with serving(postgres_server, redis_server) as live:
-        assert live.serve is not None
-        second_port = free_port()
-        second_url = f"http://127.0.0.1:{second_port}"
-        second = Vetify(["serve", "--port", str(second_port)], live.env())
-        try:
-            second.start().wait_until_ready(second_url, STARTED_WITHIN)
-            token = live.demo_token("takeover")
-            tag = uuid.uuid4().hex[:10]
-            log: list[dict[str, Any]] = []
+    first_port = free_port()
+    first_url = f"http://127.0.0.1:{first_port}"
+    first = Vetify(["serve", "--port", str(first_port)], live_server.env())
+    tag = uuid.uuid4().hex[:10]
+    log: list[dict[str, Any]] = []
+    try:
+        first.start().wait_until_ready(first_url, STARTED_WITHIN)
 
-            async def client(n: int) -> list[dict[str, Any]]:
-                return [
-                    await _write([live.url, second_url], token, f"{tag} {n} {i}", log)
-                    for i in range(writes)
-                ]
+        async def client(n: int) -> list[dict[str, Any]]:
+            return [
+                await _write([first_url, live_server.url], api_token, f"{tag} {n} {i}", log)
+                for i in range(writes)
+            ]
 
-            async def load() -> list[list[dict[str, Any]]]:
-                running = asyncio.gather(*(client(n) for n in range(clients)))
-                await asyncio.sleep(1.0)
-                assert live.serve is not None
-                live.serve.send(signal.SIGKILL)
-                return await running
+        async def load() -> list[list[dict[str, Any]]]:
+            running = asyncio.gather(*(client(n) for n in range(clients)))
+            await asyncio.sleep(1.0)
+            first.send(signal.SIGKILL)
+            return await running
 
-            written = asyncio.run(load())
-            code = live.serve.exit(DONE_WITHIN).code
-            stored = asyncio.run(
-                sql(
-                    live.database.superuser_url,
-                    "SELECT id::text AS id, last_name FROM customers WHERE last_name LIKE $1",
-                    f"{tag} %",
-                )
-            )
-        finally:
-            second.stop()
+        written = asyncio.run(load())
+        code = first.exit(DONE_WITHIN).code
+    finally:
+        first.stop()
+    stored = asyncio.run(
+        sql(
+            live_server.database.superuser_url,
+            "SELECT id::text AS id, last_name FROM customers WHERE last_name LIKE $1",
+            f"{tag} %",
+        )
+    )
     by_name = Counter(row["last_name"] for row in stored)
     acknowledged = {
         f"{tag} {n} {i}": w["id"] for n, ws in enumerate(written) for i, w in enumerate(ws)
     }
     ids = {row["last_name"]: row["id"] for row in stored}
-    names = {live.url: "first", second_url: "second"}
+    names = {first_url: "killed", live_server.url: "second"}
     by_server = Counter((names[w["server"]], w["found"]) for ws in written for w in ws)
     chaos.details.update(
         clients=clients,
@@ -225,12 +237,12 @@ def test_the_api_process_killed_under_load_a_second_one_takes_over(
         answers=dict(Counter(f"{names[e['server']]} {e['step']}: {e['kind']}" for e in log)),
     )
     assert code == -signal.SIGKILL
-    assert by_server[("first", False)] > 0, "the first server took no write before the kill"
+    assert by_server[("killed", False)] > 0, "the killed server took no write before the kill"
     assert by_server[("second", False)] > 0, "the second server took no write"
     twice = [name for name, count in by_name.items() if count > 1]
     assert not twice, f"written twice: {twice}"
     lost = [name for name, id_ in acknowledged.items() if ids.get(name) != id_]
     assert not lost, f"acknowledged but not stored as answered: {lost}"
     # The second server answered everything it was asked: no 5xx, no lost answer.
-    wrong = [e for e in log if e["server"] == second_url and e["kind"] not in ("200", "201")]
+    wrong = [e for e in log if e["server"] == live_server.url and e["kind"] not in ("200", "201")]
     assert not wrong, wrong
