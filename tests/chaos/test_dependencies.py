@@ -212,16 +212,7 @@ async def test_mail_relay_down_delays_the_mail_and_it_is_sent_once_when_it_is_ba
     )
     ready = await _ready(wired)
     proxy.heal()
-    await _due_now(wired)
-    _, sent_within = await wait_for(
-        "the mail sent", lambda: _async(_reset_links(wired, clinic.email)), JOBS_WITHIN
-    )
-    await wait_for(
-        "the mail job done",
-        lambda: _any(_reset_jobs(wired, clinic.email), lambda jobs: not jobs),
-        JOBS_WITHIN,
-    )
-    links = _reset_links(wired, clinic.email)
+    links, sent_within = await _mailed_once_due(wired, clinic)
     # The link mailed works: the side effect happened, in effect, exactly once.
     new_password = f"chaos {uuid.uuid4().hex}"
     async with httpx.AsyncClient(base_url=wired.url, timeout=10) as anonymous:
@@ -234,7 +225,7 @@ async def test_mail_relay_down_delays_the_mail_and_it_is_sent_once_when_it_is_ba
         fault=fault,
         asked=asked["kind"],
         failed_try_within_seconds=round(failed_within, 1),
-        sent_after_recovery_seconds=round(sent_within, 1),
+        done_after_recovery_seconds=round(sent_within, 1),
         mails=len(links),
         relay_connections=proxy.connections,
     )
@@ -243,6 +234,18 @@ async def test_mail_relay_down_delays_the_mail_and_it_is_sent_once_when_it_is_ba
     assert len(links) == 1, f"{len(links)} reset mails for one ask"
     assert completed.status_code == 204, completed.text
     assert logged_in.status_code == 200, logged_in.text
+
+
+async def _mailed_once_due(wired: Wired, clinic: Clinic) -> tuple[list[str], float]:
+    """Make the mail job's retry due; once it is done, the reset links mailed to the clinic's
+    owner, and the seconds it took."""
+    await _due_now(wired)
+    _, within = await wait_for(
+        "the mail job done",
+        lambda: _any(_reset_jobs(wired, clinic.email), lambda jobs: not jobs),
+        JOBS_WITHIN,
+    )
+    return _reset_links(wired, clinic.email), within
 
 
 async def _any(found: Awaitable[T], test: Callable[[T], object]) -> bool:
@@ -301,6 +304,15 @@ async def _download(clinic: Clinic, attachment: str) -> tuple[dict[str, Any], by
     return answer, response.content
 
 
+def _summary(**answers: dict[str, Any]) -> dict[str, Any]:
+    """Each answer's kind and seconds, for ``chaos.details``."""
+    found: dict[str, Any] = {}
+    for name, answer in answers.items():
+        found[name] = answer["kind"]
+        found[f"{name}_seconds"] = round(answer["seconds"], 2)
+    return found
+
+
 async def _attachments(clinic: Clinic, record: str) -> list[dict[str, Any]]:
     listed = await clinic.http.get(f"/api/v1/medical-records/{record}/attachments")
     assert listed.status_code == 200, listed.text
@@ -335,10 +347,7 @@ async def test_s3_down_is_a_503_with_retry_after_and_no_upload_is_half_kept(
     back, content = await _download(clinic, kept["body"]["id"])
     chaos.details.update(
         fault=fault,
-        upload=upload["kind"],
-        upload_seconds=round(upload["seconds"], 2),
-        download=download["kind"],
-        download_seconds=round(download["seconds"], 2),
+        **_summary(upload=upload, download=download),
         after=after["kind"],
     )
     assert _problem(upload, "storage-unavailable"), upload
@@ -368,13 +377,7 @@ async def test_s3_slow_uploads_and_downloads_succeed_slower(
         else ({"kind": "-", "seconds": 0}, b"")
     )
     proxy.heal()
-    chaos.details.update(
-        latency_seconds=latency,
-        upload=upload["kind"],
-        upload_seconds=round(upload["seconds"], 2),
-        download=download["kind"],
-        download_seconds=round(download["seconds"], 2),
-    )
+    chaos.details.update(latency_seconds=latency, **_summary(upload=upload, download=download))
     assert upload["kind"] == "201", upload
     assert download["kind"] == "200", download
     assert received == content
@@ -490,13 +493,7 @@ async def _smtp_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, A
             await asyncio.sleep(0.2)
 
         resets = (await _under(wired.proxies["smtp"], fault, idle)).pop()
-        await _due_now(wired)
-        await wait_for(
-            "the mail job done",
-            lambda: _any(_reset_jobs(wired, clinic.email), lambda jobs: not jobs),
-            JOBS_WITHIN,
-        )
-        links = _reset_links(wired, clinic.email)
+        links, _ = await _mailed_once_due(wired, clinic)
         password = f"chaos {uuid.uuid4().hex}"
         used = [
             (
@@ -513,7 +510,11 @@ async def _smtp_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, A
     return {"mails": len(links), "links_used": used, **resets}
 
 
-async def _s3_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, Any]:
+async def _uploads_through(
+    wired: Wired, clinic: Clinic, dependency: str, fault: str
+) -> tuple[str, list[tuple[dict[str, Any], bytes]], dict[str, int]]:
+    """Uploads to a new record, one after another, under ``fault`` on ``dependency``: the
+    record, each answer with the bytes sent, and the resets."""
     record = await _record(clinic)
     sent: list[bytes] = []
 
@@ -521,47 +522,41 @@ async def _s3_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, Any
         sent.append(_file(256 * 1024))
         return await _upload(clinic, record, sent[-1])
 
-    answers = await _under(wired.proxies["s3"], fault, upload)
+    answers = await _under(wired.proxies[dependency], fault, upload)
     resets = answers.pop()
-    kinds = Counter(a["kind"] for a in answers)
-    assert set(kinds) <= {"201", DOWN}, answers
-    assert all(_problem(a, "storage-unavailable") for a in answers if a["kind"] == DOWN)
-    kept = {
-        a["body"]["id"]: content
-        for a, content in zip(answers, sent, strict=True)
-        if a["kind"] == "201"
-    }
-    listed = {a["id"] for a in await _attachments(clinic, record)}
-    assert listed == set(kept), "an upload answered 503 was kept, or a 201 was not"
+    return record, list(zip(answers, sent, strict=True)), resets
+
+
+async def _served_as_sent(clinic: Clinic, kept: dict[str, bytes]) -> None:
     for attachment, content in kept.items():
         served, received = await _download(clinic, attachment)
         assert served["kind"] == "200", served
         assert received == content
+
+
+async def _s3_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, Any]:
+    record, uploads, resets = await _uploads_through(wired, clinic, "s3", fault)
+    kinds = Counter(a["kind"] for a, _ in uploads)
+    assert set(kinds) <= {"201", DOWN}, uploads
+    assert all(_problem(a, "storage-unavailable") for a, _ in uploads if a["kind"] == DOWN)
+    kept = {a["body"]["id"]: content for a, content in uploads if a["kind"] == "201"}
+    listed = {a["id"] for a in await _attachments(clinic, record)}
+    assert listed == set(kept), "an upload answered 503 was kept, or a 201 was not"
+    await _served_as_sent(clinic, kept)
     return {"answers": dict(kinds), **resets}
 
 
 async def _clamd_through(wired: Wired, clinic: Clinic, fault: str) -> dict[str, Any]:
-    record = await _record(clinic)
-    sent: list[bytes] = []
-
-    async def upload(_: int) -> dict[str, Any]:
-        sent.append(_file(256 * 1024))
-        return await _upload(clinic, record, sent[-1])
-
-    answers = await _under(wired.proxies["clamd"], fault, upload)
-    resets = answers.pop()
-    kinds = Counter(f"{a['kind']} {(a.get('body') or {}).get('scan_status')}" for a in answers)
-    assert set(kinds) <= {"201 clean", "201 pending"}, answers
+    record, uploads, resets = await _uploads_through(wired, clinic, "clamd", fault)
+    kinds = Counter(f"{a['kind']} {(a.get('body') or {}).get('scan_status')}" for a, _ in uploads)
+    assert set(kinds) <= {"201 clean", "201 pending"}, uploads
     await _due_now(wired)
 
     async def all_clean() -> bool:
         return {a["scan_status"] for a in await _attachments(clinic, record)} == {"clean"}
 
     await wait_for("every upload scanned", all_clean, JOBS_WITHIN)
-    for answer, content in zip(answers, sent, strict=True):
-        served, received = await _download(clinic, answer["body"]["id"])
-        assert served["kind"] == "200", served
-        assert received == content
+    await _served_as_sent(clinic, {a["body"]["id"]: content for a, content in uploads})
     return {"answers": dict(kinds), **resets}
 
 
