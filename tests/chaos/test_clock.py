@@ -44,7 +44,11 @@ from tests.harness.live import LiveServer
 from tests.harness.plugin import serving
 from tests.harness.services import PostgresServer, RedisServer
 
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+LIBFAKETIME = next(
+    iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))),
+    Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+)
+"""Debian's and Ubuntu's ``libfaketime``, in the machine's multiarch directory."""
 LOCKOUT_MINUTES = 15
 
 

@@ -27,9 +27,11 @@ from typing import Any
 import httpx
 import pytest
 
+from app.billing.plans import Plan
 from fixtures import files
 from tests.chaos.conftest import (
     DEPENDENCIES,
+    REQUEST_TIMEOUT,
     S3_TIMEOUT,
     SLACK,
     SMTP_TIMEOUT,
@@ -47,7 +49,9 @@ from tests.chaos.conftest import (
     wait_for,
 )
 from tests.harness.api import PROBLEM_JSON, login_request
+from tests.harness.billing import PRICES, deliver
 from tests.harness.proxy import FaultProxy
+from tests.harness.stripe import events as stripe_objects
 from tests.harness.stripe.server import FakeStripe
 
 DOWN = "503 problem"
@@ -181,10 +185,15 @@ def _reset_links(wired: Wired, email: str) -> list[str]:
 
 
 async def _due_now(wired: Wired) -> None:
-    """The retry's back-off has passed (procrastinate schedules a retry ahead of now)."""
+    """The retry's back-off has passed (procrastinate schedules a retry ahead of now), and the
+    worker is told so as procrastinate tells it of a new job (its trigger's notification),
+    rather than finding out at its next poll, 5 s later."""
     await sql(
         wired.live.database.superuser_url,
-        "UPDATE procrastinate_jobs SET scheduled_at = now() WHERE status = 'todo'",
+        "WITH due AS (UPDATE procrastinate_jobs SET scheduled_at = now()"
+        " WHERE status = 'todo' RETURNING id)"
+        " SELECT pg_notify('procrastinate_any_queue_v1',"
+        " json_build_object('type', 'job_inserted', 'job_id', id)::text) FROM due",
     )
 
 
@@ -589,3 +598,66 @@ async def test_latency_and_resets_between_the_service_and_a_dependency(
     ready = await _ready(wired)
     chaos.details.update(dependency=dependency, fault=fault, seconds=FAULT_SECONDS, **found)
     assert ready["kind"] == "200", ready
+
+
+async def _event_status(wired: Wired, event_id: str) -> tuple[str, int]:
+    rows = await sql(
+        wired.live.database.superuser_url,
+        "SELECT status::text AS status, attempts FROM stripe_events WHERE id = $1",
+        event_id,
+    )
+    return (rows[0]["status"], rows[0]["attempts"]) if rows else ("absent", 0)
+
+
+async def test_stripe_down_while_its_webhook_is_applied_the_event_waits_and_is_applied_once(
+    wired: Wired, clinic: Clinic, stripe: FakeStripe, chaos: Outcome
+) -> None:
+    """A subscription event arrives (twice: Stripe redelivers what it thinks was lost) while
+    Stripe's API, which applying it reads the subscription from, is out of reach: the webhook
+    is acknowledged (stored once), the job fails and retries, and once Stripe is back the event
+    is applied, once."""
+    clinic_id = (await clinic.http.get("/api/v1/billing")).json()["clinic_id"]
+    sub = stripe_objects.subscription(
+        customer=stripe_objects.new_id("cus_"),
+        status="active",
+        price=PRICES[Plan.starter],
+        clinic_id=clinic_id,
+    )
+    stripe.put_subscription(sub)
+    evt = stripe_objects.event("customer.subscription.created", sub)
+    proxy = wired.proxies["stripe"]
+    proxy.refuse = True
+    async with httpx.AsyncClient(base_url=wired.url, timeout=REQUEST_TIMEOUT) as http:
+        deliveries = [await deliver(http, evt) for _ in range(2)]
+        await wait_for(
+            "a failed try of the event's job",
+            lambda: _any(_event_status(wired, evt["id"]), lambda s: s[0] == "retrying"),
+            JOBS_WITHIN,
+        )
+        _, attempts = await _event_status(wired, evt["id"])
+        ready = await _ready(wired)
+        proxy.heal()
+        await _due_now(wired)
+        _, applied_within = await wait_for(
+            "the event applied",
+            lambda: _any(_event_status(wired, evt["id"]), lambda s: s[0] == "processed"),
+            JOBS_WITHIN,
+        )
+        late = await deliver(http, evt)
+    billing = (await clinic.http.get("/api/v1/billing")).json()
+    retrieved = stripe.calls("GET", f"/v1/subscriptions/{sub['id']}")
+    chaos.details.update(
+        deliveries=[d.json() for d in deliveries],
+        attempts_while_down=attempts,
+        applied_after_recovery_seconds=round(applied_within, 1),
+        subscription_reads=len(retrieved),
+        billing_status=billing["status"],
+    )
+    assert [d.status_code for d in deliveries] == [200, 200]
+    assert [d.json()["duplicate"] for d in deliveries] == [False, True]
+    assert ready["kind"] == "200", ready
+    assert late.json()["duplicate"] is True
+    assert billing["status"] == "active"
+    assert billing["subscribed"] is True
+    # Applied once: one read of the subscription reached Stripe (those refused never did).
+    assert len(retrieved) == 1, retrieved
