@@ -6,7 +6,10 @@ its offset read from a file (``FAKETIME_TIMESTAMP_FILE``, read again each second
 ``FAKETIME_CACHE_DURATION``), so the test steps the wall clock of the running process by
 rewriting the file, and waits until the server's ``Date`` header shows the step. The monotonic
 clock is left alone (``FAKETIME_DONT_FAKE_MONOTONIC``), as an NTP step leaves it: timeouts and
-the event loop do not jump. PostgreSQL and Redis keep the true time, as on hosts of their own.
+the event loop do not jump. The scenario has a server of its own: under libfaketime 0.9.10 a
+blocking ``time.sleep`` fails with EINVAL (its ``clock_nanosleep`` on the monotonic clock), which
+boto3's retry back-off uses, so the other scenarios' server must not run under it. PostgreSQL
+and Redis keep the true time, as on hosts of their own.
 Nothing in the app is changed or mocked for it: the process reads the time the way it does in
 production (``app/kit/clock.py``, ``time.time()``), and sees the step as it would.
 
