@@ -1,8 +1,17 @@
-"""The load stage: how long and how hard (``VETIFY_SUITE_LENGTH``), and a token to load with."""
+"""The load stage: how long and how hard (``VETIFY_SUITE_LENGTH``), the fleet of clinics, and the
+server they load.
+
+The soak (test_soak.py) runs at full length only, nightly: at smoke length it is not collected
+(a skip would fail the pr set's --forbid-skips, and a soak of seconds measures nothing).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,19 +19,82 @@ import httpx
 import pytest
 
 from tests.harness.live import Length, LiveServer, suite_length
+from tests.harness.plugin import serving
+from tests.harness.services import PostgresServer, RedisServer
+from tests.load.fleet import manifest, seed_fleet
+from tests.load.slo import Budget
+
+collect_ignore = ["test_soak.py"] if suite_length() == "smoke" else []
 
 
 @dataclass(frozen=True)
 class Profile:
-    users: int
+    clinics: int
+    customers: int
+    """Pet owners per clinic (each with one or two pets, records, appointments)."""
+    pace: float
+    """Mean seconds between two tasks of one clinic user (front desk, vet, integration)."""
+    login_pace: float
+    """Seconds between two log-ins across the fleet (each costs argon2)."""
+    webhook_pace: float
+    """Seconds between two bursts of Stripe deliveries (11 each)."""
     spawn_rate: float
     seconds: int
-    p95_budget_ms: int
+    warmup: float
+    """Seconds, once every user runs, before latencies count (they are the run's last
+    ``seconds - warmup - spawning``)."""
+    budgets: dict[str, Budget]
+    rps_floor: float
+    """Requests per second, at least, once every user is running."""
+
+    @property
+    def users(self) -> int:
+        """A front desk, a vet and an integration per clinic, one user logging staff in, one
+        delivering Stripe's webhooks."""
+        return 3 * self.clinics + (self.login_pace > 0) + (self.webhook_pace > 0)
 
 
 PROFILES: dict[Length, Profile] = {
-    "smoke": Profile(users=10, spawn_rate=5, seconds=15, p95_budget_ms=1500),
-    "full": Profile(users=50, spawn_rate=2, seconds=300, p95_budget_ms=800),
+    "smoke": Profile(
+        clinics=5,
+        customers=8,
+        pace=1.0,
+        login_pace=2.0,
+        webhook_pace=5.0,
+        spawn_rate=20,
+        seconds=20,
+        warmup=5,
+        budgets={
+            "read": Budget(p95_ms=500, p99_ms=1000),
+            "search": Budget(p95_ms=500, p99_ms=1000),
+            "write": Budget(p95_ms=750, p99_ms=1500),
+            "upload": Budget(p95_ms=1000, p99_ms=2000),
+            "login": Budget(p95_ms=2000, p99_ms=3000),
+            "webhook": Budget(p95_ms=750, p99_ms=1500),
+            "page": Budget(p95_ms=500, p99_ms=1000),
+        },
+        rps_floor=8,
+    ),
+    "full": Profile(
+        clinics=200,
+        customers=15,
+        pace=5.0,
+        login_pace=2.0,
+        webhook_pace=15.0,
+        spawn_rate=20,
+        seconds=300,
+        warmup=30,
+        budgets={
+            "read": Budget(p95_ms=100, p99_ms=250),
+            "search": Budget(p95_ms=150, p99_ms=300),
+            "write": Budget(p95_ms=250, p99_ms=500),
+            "upload": Budget(p95_ms=300, p99_ms=600),
+            "login": Budget(p95_ms=1000, p99_ms=1500),
+            "webhook": Budget(p95_ms=250, p99_ms=500),
+            "page": Budget(p95_ms=200, p99_ms=400),
+        },
+        rps_floor=100,
+    ),
 }
 
 
@@ -54,8 +126,39 @@ def wait_until_ready(url: str, timeout: float = 60.0) -> None:
     raise AssertionError(f"{url} was not ready within {timeout}s (last: {last!r})")
 
 
+@dataclass(frozen=True)
+class Fleet:
+    server: LiveServer
+    manifest: Path
+    webhook_secret: str
+    seeded_in: float
+    """Seconds the seeding took."""
+
+
 @pytest.fixture(scope="session")
-def api_token(live_server: LiveServer) -> str:
-    """An API token of the demo clinic's owner, as an integration would hold one."""
-    wait_until_ready(live_server.url)
-    return live_server.demo_token("load test")
+def fleet(
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    profile: Profile,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Fleet]:
+    """`vetify serve` with the profile's clinics seeded into its database; the manifest (their
+    credentials and ids: test data of a throwaway database, kept out of reports/) in a
+    temporary file."""
+    files = tmp_path_factory.mktemp("load")
+    secret = "whsec_load" + secrets.token_hex(16)
+    with serving(
+        postgres_server,
+        redis_server,
+        VETIFY_STRIPE_WEBHOOK_SECRET=secret,
+        VETIFY_ATTACHMENTS_DIR=str(files / "attachments"),
+    ) as server:
+        started = time.monotonic()
+        clinics = asyncio.run(
+            seed_fleet(server.database.app_url, profile.clinics, profile.customers)
+        )
+        seeded_in = time.monotonic() - started
+        path = files / "fleet.json"
+        path.write_text(json.dumps(manifest(clinics)), encoding="utf-8")
+        wait_until_ready(server.url)
+        yield Fleet(server, path, secret, seeded_in)
