@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ from tests.harness.plugin import serving
 from tests.harness.services import PostgresServer, RedisServer
 from tests.load.fleet import manifest, seed_fleet
 from tests.load.slo import Budget
+from tests.load.soak import Limits
 
 collect_ignore = ["test_soak.py"] if suite_length() == "smoke" else []
 
@@ -78,7 +80,7 @@ PROFILES: dict[Length, Profile] = {
     "full": Profile(
         clinics=200,
         customers=15,
-        pace=5.0,
+        pace=12.0,
         login_pace=2.0,
         webhook_pace=15.0,
         spawn_rate=20,
@@ -162,3 +164,27 @@ def fleet(
         path.write_text(json.dumps(manifest(clinics)), encoding="utf-8")
         wait_until_ready(server.url)
         yield Fleet(server, path, secret, seeded_in)
+
+
+@dataclass(frozen=True)
+class SoakProfile:
+    seconds: int
+    warmup: float
+    """Seconds of the start left out of the slopes: the pool fills, caches and the allocator
+    settle."""
+    load: Profile
+    limits: Limits
+
+
+SOAK = SoakProfile(
+    seconds=int(os.environ.get("VETIFY_SOAK_SECONDS", "1800")),
+    warmup=float(os.environ.get("VETIFY_SOAK_WARMUP", "300")),
+    load=replace(PROFILES["full"], pace=25.0, login_pace=5.0, webhook_pace=30.0),
+    limits=Limits(
+        rss_mib_per_hour=20,
+        files_per_hour=4,
+        tcp_per_hour=100,
+        db_connections_per_hour=4,
+        db_in_use_per_hour=4,
+    ),
+)

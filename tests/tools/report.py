@@ -542,6 +542,53 @@ def load_section(page: Page) -> str:
     return "".join(out)
 
 
+PALETTE = ("#3b6fb6", "#b3261e", "#137333", "#9a6700", "#6f42c1", "#0b7285", "#495057")
+
+
+def p95_trend(path: Path) -> str:
+    """The load trend (``load/trend.json``, written by tests/load): p95 per run, a line per
+    endpoint class, over the runs of the latest run's length (smoke and full never mixed)."""
+    try:
+        trend = _load_json(path)
+    except Unreadable as exc:
+        return "<h3>p95 per night</h3>" + _none(f"unreadable: {exc}")
+    raw = trend.get("runs") if isinstance(trend, dict) else None
+    runs = [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
+    if not runs:
+        return ""
+    runs = [r for r in runs if r.get("length") == runs[-1].get("length")][-60:]
+    width, height, left, colours = 640, 220, 48, PALETTE
+    series: dict[str, list[tuple[int, float]]] = {}
+    for index, run in enumerate(runs):
+        classes = run.get("classes") if isinstance(run.get("classes"), dict) else {}
+        for name, stats in classes.items():
+            value = _num(stats.get("p95_ms")) if isinstance(stats, dict) else None
+            if value is not None:
+                series.setdefault(str(name), []).append((index, value))
+    top = max((v for points in series.values() for _, v in points), default=1.0) or 1.0
+    step = (width - left - 110) / max(len(runs) - 1, 1)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" '
+        'role="img" aria-label="p95 latency per run and endpoint class">',
+        f'<text x="0" y="12">{top:.0f} ms</text><text x="0" y="{height}">0</text>',
+        f'<text x="{left}" y="{height + 20}">{e(runs[0].get("date", ""))}</text>',
+        f'<text x="{width - 250}" y="{height + 20}">{e(runs[-1].get("date", ""))}</text>',
+    ]
+    for number, (name, points) in enumerate(sorted(series.items())):
+        colour = colours[number % len(colours)]
+        xy = [(left + i * step, height - (height - 10) * v / top) for i, v in points]
+        line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+        parts.append(
+            f"<g><title>{e(name)}: p95 {points[-1][1]:.0f} ms last run</title>"
+            f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>'
+            + "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in xy)
+            + f'<text x="{xy[-1][0] + 6:.1f}" y="{xy[-1][1] + 4:.1f}" style="fill:{colour}">'
+            f"{e(name)}</text></g>"
+        )
+    parts.append("</svg>")
+    return f"<h3>p95 per night ({e(runs[-1].get('length', '?'))})</h3>" + "".join(parts)
+
+
 def _plain(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
@@ -629,6 +676,7 @@ def build(
             durations_section(stages),
             flaky_section(page),
             load_section(page),
+            p95_trend(page.reports / "load" / "trend.json"),
             chaos_section(page),
             screenshot_section(page),
             "</body></html>\n",
