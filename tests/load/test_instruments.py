@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.load.slo import Budget, append_trend, endpoint_class, over_budget, write_trend_json
 from tests.load.soak import Limits, Sample, judge
 from tests.load.tenancy import Ledger
+from tests.tools.report import p95_trend
 
 MINE, THEIRS = "clinic-a", "clinic-b"
 
@@ -113,3 +114,25 @@ def test_a_steady_server_passes_the_soak_and_a_leaking_one_fails() -> None:
     assert "rss_mib" in judge(_samples(rss_per_hour=60), warmup=300, limits=LIMITS)["over"]
     # One descriptor lost a minute: 60 an hour.
     assert "files" in judge(_samples(0, files_every=60), warmup=300, limits=LIMITS)["over"]
+
+
+def test_the_quality_report_draws_p95_per_night(tmp_path: Path) -> None:
+    summary = {"length": "full", "classes": {}}
+    for day, p95 in ((1, 80.0), (2, 120.0)):
+        summary["classes"] = {
+            "read": {
+                "requests": 9,
+                "rps": 1,
+                "p50_ms": 5,
+                "p95_ms": p95,
+                "p99_ms": 1,
+                "failures": 0,
+            }
+        }
+        rows = append_trend(tmp_path / "trend.csv", summary, "abc", dt.datetime(2026, 12, day))
+    write_trend_json(tmp_path / "trend.json", rows)
+    chart = p95_trend(tmp_path / "trend.json")
+    assert "<svg" in chart
+    assert chart.count("<circle") == 2
+    assert "120 ms" in chart  # the axis' top: the highest p95 shown
+    assert p95_trend(tmp_path / "absent.json") == ""

@@ -73,9 +73,9 @@ def test_a_fleet_of_clinics_under_load(fleet: Fleet, profile: Profile, load_repo
     record_trend(load_reports, summary)
 
     assert not server_errors(run), f"5xx or unanswered requests: {server_errors(run)}"
-    assert summary["failures"] == 0, f"failed requests (see reports/load/):\n{run.output}"
     tenancy = summary["tenancy"]
     assert tenancy["foreign_count"] == 0, f"answers with another clinic's ids: {tenancy}"
+    assert summary["failures"] == 0, f"failed requests (see reports/load/):\n{run.output}"
     assert tenancy["clinics"] >= profile.clinics, tenancy
     json_answers = sum(
         count

@@ -36,8 +36,8 @@ def test_the_server_holds_steady_for_a_soak(fleet: Fleet, load_reports: Path) ->
     (load_reports / "soak.json").write_text(json.dumps(report, indent=1) + "\n")
 
     assert not server_errors(run), f"5xx or unanswered requests: {server_errors(run)}"
+    assert run.results["tenancy"]["foreign_count"] == 0, run.results["tenancy"]
     failures = sum(c["failures"] for c in run.results["classes"].values())
     assert failures == 0, f"failed requests (see reports/load/soak*):\n{run.output}"
-    assert run.results["tenancy"]["foreign_count"] == 0, run.results["tenancy"]
     assert verdict["samples"] >= 3, f"too few samples after the warm-up: {verdict}"
     assert not verdict["over"], f"growing while it served: {verdict}"

@@ -560,8 +560,8 @@ def p95_trend(path: Path) -> str:
     width, height, left, colours = 640, 220, 48, PALETTE
     series: dict[str, list[tuple[int, float]]] = {}
     for index, run in enumerate(runs):
-        classes = run.get("classes") if isinstance(run.get("classes"), dict) else {}
-        for name, stats in classes.items():
+        classes = run.get("classes")
+        for name, stats in classes.items() if isinstance(classes, dict) else ():
             value = _num(stats.get("p95_ms")) if isinstance(stats, dict) else None
             if value is not None:
                 series.setdefault(str(name), []).append((index, value))
