@@ -121,8 +121,17 @@ def _write_results(**_: Any) -> None:
 
 # -- the users ------------------------------------------------------------------------------------
 class FleetUser(HttpUser):
+    """A user of one clinic: the next clinic of the fleet for each new user of a class, so that
+    every clinic has one of each."""
+
     abstract = True
+    fixed_count = len(CLINICS)
+    wait_time = between(0.5 * PACE, 1.5 * PACE)
     _next: itertools.count[int]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._next = itertools.count()
 
     def on_start(self) -> None:
         self.clinic = CLINICS[next(self._next) % len(CLINICS)]
@@ -222,10 +231,6 @@ class FleetUser(HttpUser):
 
 class FrontDesk(FleetUser):
     """Reception: finds owners and pets, registers new ones, books visits, checks the day."""
-
-    fixed_count = len(CLINICS)
-    wait_time = between(0.5 * PACE, 1.5 * PACE)
-    _next = itertools.count()
 
     def on_start(self) -> None:
         super().on_start()
@@ -342,10 +347,6 @@ class Vet(FleetUser):
     """A vet between consultations: their day, the next patient's chart, the notes they write
     (SOAP), sign and correct, the images they attach."""
 
-    fixed_count = len(CLINICS)
-    wait_time = between(0.5 * PACE, 1.5 * PACE)
-    _next = itertools.count()
-
     def on_start(self) -> None:
         super().on_start()
         self.use_session(self.clinic["vet_session"])
@@ -433,10 +434,6 @@ class Vet(FleetUser):
 class Integration(FleetUser):
     """A practice-management integration with the owner's API token: syncs the book and the
     customer list, looks pets up by microchip, imports new customers."""
-
-    fixed_count = len(CLINICS)
-    wait_time = between(0.5 * PACE, 1.5 * PACE)
-    _next = itertools.count()
 
     def on_start(self) -> None:
         super().on_start()
