@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -197,7 +196,3 @@ async def seed_fleet(
 def manifest(fleet: list[SeededClinic]) -> dict[str, Any]:
     """The JSON the Locust process reads (``VETIFY_LOAD_FLEET``)."""
     return {"password": DEFAULT_PASSWORD, "clinics": [asdict(clinic) for clinic in fleet]}
-
-
-def ids_of(clinic: dict[str, Any]) -> set[uuid.UUID]:
-    return {uuid.UUID(value) for value in clinic["known_ids"]}

@@ -17,20 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.harness.jsonwalk import strings
+
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 def ids_in(body: Any) -> Iterator[uuid.UUID]:
     """Every UUID anywhere in a JSON document (values, not keys)."""
-    stack = [body]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str) and len(node) == 36 and _UUID.match(node):
-            yield uuid.UUID(node)
+    for value in strings(body):
+        if len(value) == 36 and _UUID.match(value):
+            yield uuid.UUID(value)
 
 
 @dataclass
