@@ -264,6 +264,9 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
     """Unset: boto3's own chain (environment, instance role)."""
+    s3_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """Each wait on S3 (connecting, each read); a call is tried twice at most, so an S3 that
+    stopped answering costs a request about twice this, then a 503."""
     clamd_address: str | None = Field(default=None, pattern=r"^[^:\s]+:[0-9]{1,5}$")
     """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
     clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)

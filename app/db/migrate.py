@@ -9,6 +9,7 @@ and the database are made by :mod:`app.db.provision` (ADR 0015).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -43,8 +44,10 @@ def alembic_config(owner_url: str | None = None, app_role: str | None = None) ->
     return config
 
 
-def head_revisions() -> set[str]:
-    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The migrations' heads: read from the scripts once per process (they ship with it)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def upgrade(owner_url: str, app_role: str, revision: str = "head") -> None:

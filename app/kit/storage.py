@@ -9,16 +9,19 @@ reader never sees half a file), on S3 an upload that only appears when complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from anyio import to_thread
 
+from app.kit.problems import ServiceUnavailable
 from app.settings import ConfigurationError, Settings, StorageBackend
 
 _KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -27,6 +30,10 @@ KEY_SHAPE = re.compile(rf"{_KEY.pattern}/{_KEY.pattern}")
 
 class ObjectMissing(Exception):
     """The key names nothing in the store."""
+
+
+class StorageUnavailable(ServiceUnavailable):
+    slug, title = "storage-unavailable", "File storage unavailable"
 
 
 def new_key(tenant_id: uuid.UUID) -> str:
@@ -99,6 +106,7 @@ class S3Storage:
 
     def __init__(self, settings: Settings, staging_dir: Path) -> None:
         import boto3  # only when configured: the local default needs no AWS SDK at start-up
+        from botocore.config import Config
 
         if settings.s3_bucket is None:  # Settings refuse this already; a hand-made one may not
             raise ConfigurationError({"s3_bucket": "the s3 storage backend needs a bucket"})
@@ -111,14 +119,22 @@ class S3Storage:
             region_name=settings.s3_region,
             aws_access_key_id=key_id.get_secret_value() if key_id else None,
             aws_secret_access_key=secret.get_secret_value() if secret else None,
+            # boto3's defaults (60 s per wait, five tries) held a request for minutes while S3
+            # did not answer (tests/chaos/test_dependencies.py, S3 silent).
+            config=Config(
+                connect_timeout=settings.s3_timeout_seconds,
+                read_timeout=settings.s3_timeout_seconds,
+                retries={"mode": "standard", "total_max_attempts": 2},
+            ),
         )
         self.staging_dir = staging_dir
 
     async def put(self, key: str, staged: Path) -> None:
         try:
-            await to_thread.run_sync(
-                lambda: self.client.upload_file(str(staged), self.bucket, _checked(key))
-            )
+            with _unavailable():
+                await to_thread.run_sync(
+                    lambda: self.client.upload_file(str(staged), self.bucket, _checked(key))
+                )
         finally:
             await discard(staged)
 
@@ -135,12 +151,32 @@ class S3Storage:
             with body, into.open("wb") as target:
                 shutil.copyfileobj(body, target, 1024 * 1024)
 
-        await to_thread.run_sync(download)
+        with _unavailable():
+            await to_thread.run_sync(download)
 
     async def delete(self, key: str) -> None:
-        await to_thread.run_sync(
-            lambda: self.client.delete_object(Bucket=self.bucket, Key=_checked(key))
-        )
+        with _unavailable():
+            await to_thread.run_sync(
+                lambda: self.client.delete_object(Bucket=self.bucket, Key=_checked(key))
+            )
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """S3 out of reach, timing out, or failing on its side, as a 503 with Retry-After naming the
+    storage: as an ``OSError`` in the chain it was taken for the database's (ADR 0010)."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, S3UploadFailedError) as exc:
+        raise StorageUnavailable("File storage is not answering; try again shortly.") from exc
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500 or status == 429:
+            raise StorageUnavailable("File storage is not answering; try again shortly.") from exc
+        raise
 
 
 async def discard(path: Path) -> None:

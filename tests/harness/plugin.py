@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from app.main import create_app
 from app.settings import Environment, Settings, StorageBackend
 from fixtures.demo import seed_demo
+from fixtures.factories import TEST_HASHING
 from tests.harness import browser, canary, databases, tally
 from tests.harness.billing import PRICES
 from tests.harness.clamd import FakeClamd, fake_clamd
@@ -52,7 +53,9 @@ from tests.harness.stripe.server import FakeStripe, fake_stripe
 from tests.harness.world import World
 
 _provider_key = pytest.StashKey[Provider]()
-SECURITY_STAGE = Path(__file__).resolve().parent.parent / "security"
+_WORKER_FINDINGS = "vetify_findings"
+ROOT = Path(__file__).resolve().parents[2]
+SECURITY_STAGE = ROOT / "tests" / "security"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -130,12 +133,32 @@ def pytest_terminal_summary(
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        # A pytest-xdist worker: what it found goes to the controller (its own exit status
+        # does not), which reports and judges it with the other workers' (pytest_testnodedown).
+        worker_output[_WORKER_FINDINGS] = {
+            "leaks": canary.WATCH.leaks,
+            "sizes": tally.SIZES,
+            "counts": dict(tally.COUNTS),
+        }
+        return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter is not None else []
     if session.config.getoption("--forbid-skips") and skipped:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if canary.WATCH.leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist's controller, as each worker ends: its leaks and suite sizes."""
+    findings = getattr(node, "workeroutput", {}).get(_WORKER_FINDINGS)
+    if findings:
+        canary.WATCH.leaks.extend(findings["leaks"])
+        tally.SIZES.update(findings["sizes"])
+        tally.COUNTS.update(findings["counts"])
 
 
 # -- services -------------------------------------------------------------------------------------
@@ -245,6 +268,11 @@ def _settings(
         # the replay answer differently. The login suites set small thresholds.
         login_free_failures=10_000,
         login_lockout_failures=10_000,
+        # argon2id at its cheapest (the demo users' hashes are made so too): the suites log in
+        # thousands of times. Tests of what the cost buys configure production's parameters.
+        password_hash_time_cost=TEST_HASHING["time_cost"],
+        password_hash_memory_kib=TEST_HASHING["memory_cost"],
+        password_hash_parallelism=TEST_HASHING["parallelism"],
         # Uploaded files of this database only, under pytest's temporary directory.
         data_dir=files,
         attachments_dir=files / "attachments",

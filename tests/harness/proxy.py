@@ -1,5 +1,7 @@
-"""A userspace TCP proxy that injects latency and connection resets (the kernel here has no
-netem). Runs its own event loop in a thread so sync and async tests can both drive it."""
+"""A userspace TCP proxy that injects latency, connection resets, refusals and black holes (the
+kernel here has no netem). Runs its own event loop in a thread so sync and async tests can both
+drive it. It sits in front of anything that speaks TCP: PostgreSQL, Redis, Stripe's API, a mail
+relay, S3, clamd."""
 
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ class FaultProxy:
         """Seconds added before each chunk is forwarded, both directions."""
         self.refuse = False
         """Reset new connections at once (the service looks down)."""
+        self.hold = False
+        """Accept new connections and never answer nor forward them (a black hole: a peer that
+        hangs, or a partition that drops packets). Held ones are cut by ``reset_all``."""
+        self.connections = 0
+        """Connections accepted so far (refused and held ones included)."""
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -42,6 +49,11 @@ class FaultProxy:
         self._thread.join(5)
         self._loop.close()
 
+    def heal(self) -> None:
+        """No fault on new connections (open ones are left as they are)."""
+        self.latency = 0.0
+        self.refuse = self.hold = False
+
     def reset_all(self) -> None:
         """Abort every open connection with a TCP reset, as a crashed peer or network would."""
         self._call(self._reset_all())
@@ -56,8 +68,19 @@ class FaultProxy:
     async def _handle(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
+        self.connections += 1
         if self.refuse:
             _abort(client_writer)
+            return
+        if self.hold:
+            self._writers.add(client_writer)
+            try:
+                await client_reader.read()  # until the client or reset_all ends it
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                self._writers.discard(client_writer)
+                client_writer.close()
             return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)

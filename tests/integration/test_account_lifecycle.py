@@ -20,8 +20,9 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from app.auth.service import SESSION_COOKIE
+from app.settings import Settings
 from fixtures.clinics import add_member
-from fixtures.factories import DEFAULT_PASSWORD
+from fixtures.factories import DEFAULT_PASSWORD, TEST_HASHING
 from tests.harness.api import (
     SIGNUP_PASSWORD,
     assert_problem,
@@ -590,22 +591,35 @@ async def test_a_verified_accounts_second_factor_survives_a_reset(
 
 
 # -- argon2id parameters ---------------------------------------------------------------------------
+HASHING_SETTINGS = (
+    "password_hash_time_cost",
+    "password_hash_memory_kib",
+    "password_hash_parallelism",
+)
+
+
 async def test_a_hash_made_with_other_parameters_is_replaced_at_log_in(
     configured_app, world: World, superuser_engine
 ):
+    """The stages' apps hash cheaply (fixtures.factories.TEST_HASHING, as the users' stored
+    hashes are); production hashes with the settings' defaults, RFC 9106's low-memory argon2id,
+    and a log-in there replaces a cheaper hash with one of those."""
+    production = {name: Settings.model_fields[name].default for name in HASHING_SETTINGS}
+    assert production == {
+        "password_hash_time_cost": 3,
+        "password_hash_memory_kib": 64 * 1024,
+        "password_hash_parallelism": 4,
+    }
     clinic = await world.clinic(roles=())
     user = clinic.setup.owner
     [before] = await users_with(superuser_engine, user.email)
-    assert extract_parameters(before["password_hash"]).time_cost == 3
+    assert extract_parameters(before["password_hash"]).time_cost == TEST_HASHING["time_cost"]
 
-    async with (
-        configured_app(password_hash_time_cost=2, password_hash_memory_kib=32768) as app,
-        asgi_client(app) as client,
-    ):
+    async with configured_app(**production) as app, asgi_client(app) as client:
         await logged_in(client, user.email, DEFAULT_PASSWORD)
         [after] = await users_with(superuser_engine, user.email)
         stored = extract_parameters(after["password_hash"])
-        assert (stored.time_cost, stored.memory_cost) == (2, 32768)
+        assert (stored.time_cost, stored.memory_cost, stored.parallelism) == (3, 64 * 1024, 4)
         await logged_in(client, user.email, DEFAULT_PASSWORD)
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import struct
+import threading
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import hypothesis
@@ -356,6 +360,51 @@ async def test_while_the_scanner_is_down_a_file_stays_pending_and_is_not_served(
     assert response.json()["scan_status"] == "pending"
     assert content.status_code == 409
     assert content.json()["type"].endswith("/attachment-not-scanned")
+
+
+@pytest.fixture
+def resetting_clamd() -> Iterator[str]:
+    """A scanner that reads each INSTREAM command and resets the connection (a daemon
+    restarting while a file streams to it)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.settimeout(5)
+            connection.recv(len(b"zINSTREAM\0"))
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()  # linger 0: a reset, not a polite close
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+async def test_a_scanner_resetting_the_connection_mid_upload_leaves_the_file_pending(
+    settings, clinic, record, resetting_clamd
+):
+    """Several INSTREAM chunks, the connection reset under them: stored pending for the job,
+    never a 500 (tests/chaos/test_dependencies.py found one, from uvloop's write)."""
+    big = files.png_with_comment("x" * 400_000)
+    application = create_app(settings.model_copy(update={"clamd_address": resetting_clamd}))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://t") as http:
+            response = await upload(http, clinic, record, big, name="big.png")
+
+    assert response.status_code == 201, response.text
+    assert response.json()["scan_status"] == "pending"
 
 
 async def _upload_while_the_scanner_is_down(settings, clinic, record, content, name) -> dict:

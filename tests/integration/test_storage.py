@@ -5,12 +5,23 @@ S3 is moto's server on a local port, spoken to by boto3 over HTTP, as a real buc
 
 from __future__ import annotations
 
+import http.server
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app.kit.storage import ObjectMissing, Storage, new_key, staging_file, storage_from
+from app.db.embedded import free_port
+from app.kit.storage import (
+    ObjectMissing,
+    Storage,
+    StorageUnavailable,
+    new_key,
+    staging_file,
+    storage_from,
+)
 from app.settings import Settings
 from tests.harness.plugin import s3_settings
 
@@ -68,16 +79,20 @@ async def test_keys_of_two_clinics_never_collide(storage: Storage, tmp_path: Pat
     assert ours.split("/")[0] != theirs.split("/")[0]
 
 
+# Fixed ids (not uuid4()): every pytest-xdist worker must collect the same test names.
+A, B = uuid.UUID(int=0xA), uuid.UUID(int=0xB)
+
+
 @pytest.mark.parametrize(
     "key",
     [
         "../../etc/passwd",
         "/etc/passwd",
-        f"{uuid.uuid4()}/../../{uuid.uuid4()}",
-        f"{uuid.uuid4()}/{uuid.uuid4()}/..",
+        f"{A}/../../{B}",
+        f"{A}/{B}/..",
         "x-ray.png",
-        f"{uuid.uuid4()}",
-        f"{uuid.uuid4()}/{uuid.uuid4()}\0",
+        f"{A}",
+        f"{A}/{B}\0",
     ],
 )
 async def test_anything_but_a_key_made_by_new_key_is_refused(
@@ -126,3 +141,62 @@ async def test_an_s3_failure_other_than_a_missing_object_is_not_taken_for_one(
     with pytest.raises(ClientError) as raised:
         await storage.get(new_key(uuid.uuid4()), tmp_path / "copy")
     assert not isinstance(raised.value, ObjectMissing)
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint failing on its side: 503 SlowDown to everything, in S3's error shape."""
+
+    def _fail(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _fail
+
+    def log_message(self, *args: object) -> None:  # quiet: the test reads the answers
+        pass
+
+
+@pytest.fixture
+def failing_s3() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("answer", ["nothing listens", "503 from S3"])
+async def test_s3_out_of_reach_or_failing_is_storage_unavailable(
+    settings: Settings, s3, answer: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A 503 with Retry-After naming the storage, within the S3 timeout (at most two tries),
+    never the database's 503 nor a 500 (tests/chaos/test_dependencies.py found both)."""
+    endpoint = (
+        f"http://127.0.0.1:{free_port()}"
+        if answer == "nothing listens"
+        else request.getfixturevalue("failing_s3")
+    )
+    configured = s3_settings(settings, s3, f"files-{uuid.uuid4().hex[:12]}").model_copy(
+        update={"s3_endpoint_url": endpoint, "s3_timeout_seconds": 2}
+    )
+    storage = storage_from(configured)
+    key = new_key(uuid.uuid4())
+    for attempt in (
+        lambda: storage.put(key, _staged(storage, b"content")),
+        lambda: storage.get(key, tmp_path / "copy"),
+        lambda: storage.delete(key),
+    ):
+        with pytest.raises(StorageUnavailable) as raised:
+            await attempt()
+        assert raised.value.status == 503
+        assert raised.value.slug == "storage-unavailable"
+        assert raised.value.headers == {"Retry-After": "5"}

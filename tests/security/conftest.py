@@ -8,23 +8,17 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.auth.models import Role
 from tests.harness.databases import Database
 from tests.harness.plugin import asgi_client
 from tests.harness.world import World
-from tests.security.estate import Estate, furnish
+from tests.security.estate import Estate, furnished_pair
 from tests.security.surface import census
 
 
 @pytest.fixture
 async def estates(world: World) -> tuple[Estate, Estate]:
     """Clinics A and B, each with a row in every tenant table; the suites attack B from A."""
-    # An owner attacks; a vet and a technician are what appointments and staff routes name.
-    roles = (Role.vet, Role.technician)
-    return (
-        await furnish(world, await world.clinic(roles)),
-        await furnish(world, await world.clinic(roles)),
-    )
+    return await furnished_pair(world)
 
 
 @pytest.fixture

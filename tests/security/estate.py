@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.models import CredentialKind, Role, TokenPurpose
 from app.billing.models import BillingAccount
+from app.db.base import Base, TenantScoped
 from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures import files
@@ -62,6 +63,13 @@ _START = utcnow().replace(hour=9, minute=0, second=0, microsecond=0) + dt.timede
 def next_slot() -> dt.datetime:
     slot = next(_slots)
     return _START + dt.timedelta(days=slot % 365, hours=3 * (slot // 365 % 4))
+
+
+TENANT_MODELS = sorted(
+    (mapper.class_ for mapper in Base.registry.mappers if issubclass(mapper.class_, TenantScoped)),
+    key=lambda model: model.__tablename__,
+)
+"""Every tenant model, by table name: what the tenancy suites cover table by table."""
 
 
 @dataclass
@@ -246,6 +254,16 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
     return estate
 
 
+async def furnished_pair(world: World) -> tuple[Estate, Estate]:
+    """Clinics A and B, each with a row in every tenant table; the suites attack B from A."""
+    # An owner attacks; a vet and a technician are what appointments and staff routes name.
+    roles = (Role.vet, Role.technician)
+    return (
+        await furnish(world, await world.clinic(roles)),
+        await furnish(world, await world.clinic(roles)),
+    )
+
+
 async def renew_links(world: World, estate: Estate) -> None:
     """Live mailed links for the estate: one verifying its owner's address, and a reset link
     for a user made for it (completing a reset ends every credential of its user)."""
@@ -288,7 +306,8 @@ async def tenant_tables(engine: AsyncEngine) -> list[str]:
 
 
 async def rows_of(engine: AsyncEngine, clinic_id: uuid.UUID) -> dict[str, list[str]]:
-    """The clinic's rows in every table, each as its JSON text, read as the superuser."""
+    """The clinic's rows in every table, each as its JSON text, read as the superuser (in one
+    statement: suites take this before and after each request)."""
     selections = {
         table: f'SELECT (to_jsonb(t) - :volatile)::text FROM public."{table}" t'
         " WHERE tenant_id = :clinic"
@@ -301,17 +320,16 @@ async def rows_of(engine: AsyncEngine, clinic_id: uuid.UUID) -> dict[str, list[s
         "SELECT (to_jsonb(t) - :volatile)::text FROM users t"
         " WHERE id IN (SELECT user_id FROM memberships WHERE tenant_id = :clinic)"
     )
+    union = " UNION ALL ".join(
+        f"SELECT '{table}', row FROM ({sql}) AS rows_of_{index}(row)"
+        for index, (table, sql) in enumerate(selections.items())
+    )
+    rows: dict[str, list[str]] = {table: [] for table in selections}
     async with engine.connect() as connection:
-        return {
-            table: sorted(
-                (
-                    await connection.scalars(
-                        text(sql), {"clinic": clinic_id, "volatile": _VOLATILE}
-                    )
-                ).all()
-            )
-            for table, sql in selections.items()
-        }
+        found = await connection.execute(text(union), {"clinic": clinic_id, "volatile": _VOLATILE})
+        for table, row in found.all():
+            rows[table].append(row)
+    return {table: sorted(texts) for table, texts in rows.items()}
 
 
 async def ids_of(engine: AsyncEngine, clinic_id: uuid.UUID) -> set[str]:

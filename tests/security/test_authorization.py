@@ -1,19 +1,24 @@
-"""Every route, for every role, is allowed or refused exactly as the permission table says.
+"""Every route, for every role, is allowed or refused exactly as the reviewed table of who may
+do what says (``tests/security/who_may.toml``).
 
-Generated from the route table (each route's ``requires(Action.x)``) and from
-``app.auth.permissions.PERMISSIONS``: an allowed request succeeds, a refused one is a 403
-problem+json and leaves the clinic's data as it was. A route with no action fails the suite
-(see test_tenant_routes.test_every_route_is_classified); public routes are listed with reasons
-in :data:`tests.security.surface.PUBLIC`.
+The table is written from what each role is in a clinic, apart from the code: the expectations
+do not come from the routes' own ``requires(Action.x)`` nor from
+``app.auth.permissions.PERMISSIONS``, so a route guarded by the wrong permission fails here.
+The routes come from the app's route table: one missing from the table fails, as does a line
+of the table for a route the app does not serve. An allowed request succeeds, a refused one is
+a 403 problem+json and leaves the clinic's data as it was. Public routes are listed with reasons
+in :data:`tests.security.surface.PUBLIC` and as ``anyone`` in the table.
 """
 
 from __future__ import annotations
+
+import tomllib
+from pathlib import Path
 
 import httpx
 import pytest
 
 from app.auth.models import Role
-from app.auth.permissions import allows
 from tests.harness import tally
 from tests.harness.api import problem_type
 from tests.harness.world import World
@@ -31,13 +36,47 @@ from tests.security.estate import fresh, furnish, rows_of
 
 AUTHORIZED = [route for route in ATTACKED if not route.public]
 FORBIDDEN = problem_type("forbidden")
+ANYONE = "anyone"
+
+
+def who_may() -> dict[str, frozenset[Role] | str]:
+    """The reviewed table: ``METHOD path`` -> the roles that may call it, or ``anyone``."""
+    table = tomllib.loads((Path(__file__).parent / "who_may.toml").read_text(encoding="utf-8"))
+    groups = {
+        name: frozenset(Role(role) for role in roles) for name, roles in table["groups"].items()
+    }
+    return {
+        operation: ANYONE if who == ANYONE else groups[who]
+        for operation, who in table["operations"].items()
+    }
+
+
+WHO_MAY = who_may()
+
+
+def _roles(route: Route) -> frozenset[Role]:
+    allowed = WHO_MAY.get(route.label)
+    assert isinstance(allowed, frozenset), f"{route.label}: {allowed} in who_may.toml"
+    return allowed
+
 
 tally.size(
     "authorization matrix",
     f"{len(AUTHORIZED)} routes x {len(Role)} roles = {len(AUTHORIZED) * len(Role)} requests"
-    f" ({sum(not allows(role, r.action) for r in AUTHORIZED for role in Role if r.action)}"
-    " refused)",
+    f" ({sum(len(Role) - len(_roles(r)) for r in AUTHORIZED if r.label in WHO_MAY)} refused),"
+    " expected from tests/security/who_may.toml",
 )
+
+
+def test_the_table_names_every_route_and_only_routes_the_app_serves() -> None:
+    served = {route.label for route in ATTACKED}
+    assert sorted(served - WHO_MAY.keys()) == [], "routes missing from who_may.toml"
+    assert sorted(WHO_MAY.keys() - served) == [], "who_may.toml names routes the app lacks"
+
+
+def test_only_the_public_routes_are_open_to_anyone() -> None:
+    open_to_anyone = {label for label, who in WHO_MAY.items() if who == ANYONE}
+    assert open_to_anyone == {route.label for route in ATTACKED if route.public}
 
 
 SAFE = {"GET", "HEAD"}
@@ -55,10 +94,11 @@ def test_no_write_is_guarded_by_a_read_permission() -> None:
 
 
 @pytest.mark.parametrize("route", AUTHORIZED, ids=lambda r: r.label)
-async def test_route_obeys_the_permission_table(
+async def test_route_obeys_who_may_do_what(
     client: httpx.AsyncClient, world: World, superuser_engine, route: Route
 ) -> None:
     assert route.action is not None, f"{route.label} is not mapped to an action"
+    allowed = _roles(route)
     clinic = await world.clinic()
     estate = await furnish(world, clinic)
 
@@ -73,11 +113,11 @@ async def test_route_obeys_the_permission_table(
         before = await rows_of(superuser_engine, clinic.id)
         body = await body_for(world, actor, route, estate)
         response = await send(client, caller, route, route.url(ids), body)
-        if allows(role, route.action):
+        if role in allowed:
             if not response.is_success:
-                failures.append(f"{role} may {route.action} but got {explain(response)}")
+                failures.append(f"{role} may, but got {explain(response)} ({route.action})")
         elif response.status_code != 403 or problem(response).get("type") != FORBIDDEN:
-            failures.append(f"{role} may not {route.action} but got {explain(response)}")
+            failures.append(f"{role} may not, but got {explain(response)} ({route.action})")
         elif await rows_of(superuser_engine, clinic.id) != before:
             failures.append(f"{role}: the refused request changed the clinic's data")
 

@@ -21,6 +21,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.harness import canary
 from tests.harness.api import PROBLEM_JSON, login
+from tests.harness.plugin import ROOT
 
 
 def test_every_secret_setting_carries_a_canary(settings: Settings) -> None:
@@ -48,6 +49,40 @@ def test_the_watch_is_on_for_every_logger() -> None:
         logging.getLogger(name).debug("planted: %s", canary.ROLE_PASSWORD)
     assert len(canary.WATCH.leaks) == before + 4
     del canary.WATCH.leaks[before:]  # planted by this test, not leaked by the app
+
+
+def test_a_leak_in_any_worker_fails_the_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stages run a worker per core (pytest-xdist), and a worker's exit status is not the
+    run's: the plugin hands each worker's findings to the controller, which fails the run."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makepyfile(
+        test_planted="""
+        import logging
+
+        import pytest
+
+        from tests.harness import canary
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_plant(n):
+            if n == 4:
+                logging.getLogger("vetify").warning("planted %s", canary.ROLE_PASSWORD)
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        *("-p", "tests.harness.plugin", "-p", "no:randomly", "-p", "no:cacheprovider"),
+        *("--leak-canary", "--numprocesses", "2"),
+    )
+    assert result.parseoutcomes()["passed"] == 6
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*1 secret leak(s)*",
+            "test_planted.py::test_plant[[]4[]]: secret #1 in log record of vetify (WARNING)",
+        ]
+    )
 
 
 async def test_openapi_and_docs_hold_no_secret(client: httpx.AsyncClient, app: FastAPI) -> None:

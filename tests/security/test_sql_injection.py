@@ -10,6 +10,10 @@ answer alike; ``pg_sleep`` adds no delay over the same request with ``pg_sleep(0
 counts change only by what the plain valid request changes. A path parameter typed as a UUID
 refuses every payload before any statement carries it. A payload in free text is stored
 exactly as sent.
+
+Every place gets every payload family on every run; a pull request sends a few members of each
+family per place, chosen by the place (tests/harness/sweep.py), the nightly run all of them
+(``VETIFY_SWEEP=full``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import json
 import re
 import time
 import urllib.parse
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,7 +32,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.contract.snapshot import offline_app
-from tests.harness import tally
+from tests.harness import sweep, tally
 from tests.harness.statements import recording
 from tests.harness.world import World
 from tests.security.bodies import (
@@ -178,11 +181,6 @@ def _shape(response: httpx.Response) -> object:
     return response.status_code, problem(response).get("type"), [e.get("loc") for e in errors]
 
 
-def _pick(family: list[Any], *where: object) -> Any:
-    """One member of a payload family for a place, the same on every run."""
-    return family[zlib.crc32(repr(where).encode()) % len(family)]
-
-
 async def _elapsed(call: Callable[[], Awaitable[httpx.Response]]) -> tuple[float, httpx.Response]:
     started = time.perf_counter()
     response = await call()
@@ -257,9 +255,10 @@ async def test_injection_in_query_parameters_changes_nothing(
         spliced.clear()
 
     for name in route.query_strings:
-        for payload in TAUTOLOGIES + STACKED + UNION_AND_ERRORS:
+        place = (route.label, name)
+        for payload in sweep.members(TAUTOLOGIES + STACKED + UNION_AND_ERRORS, *place, per_place=3):
             await check(name, payload)
-        for payload in UNSTORABLE:
+        for payload in sweep.members(UNSTORABLE, *place):
             response = await call(name, payload)
             problems.extend(
                 _problems(f"{route.path}?{name}={payload!r}", response, foreign, {422}, spliced)
@@ -267,17 +266,18 @@ async def test_injection_in_query_parameters_changes_nothing(
             if response.status_code == 422 and not problem(response):
                 problems.append(f"?{name}={payload!r}: a 422 that is not problem+json")
             spliced.clear()
-        for true, false in BOOLEAN_BLIND:
+        for true, false in sweep.members(BOOLEAN_BLIND, *place):
             yes, no = await call(name, true), await call(name, false)
             await check(name, true, yes)
             await check(name, false, no)
             if (yes.status_code, yes.json()) != (no.status_code, no.json()):
                 problems.append(f"?{name}= {true!r} and {false!r} answer differently")
         if _has_pattern(_parameter(route, name).get("schema", {})):
-            for payload in TAUTOLOGIES + STACKED + UNION_AND_ERRORS + TIME_BASED:
+            tokens = TAUTOLOGIES + STACKED + UNION_AND_ERRORS + TIME_BASED
+            for payload in sweep.members(tokens, *place, "token"):
                 for token in _encoded(payload):
                     await check(name, token)
-        for template in TIME_TEMPLATES:
+        for template in sweep.members(TIME_TEMPLATES, *place):
             slept, response = await _slept(lambda p, n=name: call(n, p), template)
             await check(name, template.format(SLEEP_SECONDS), response)
             if slept:
@@ -313,8 +313,10 @@ async def test_injection_in_path_parameters_never_reaches_sql(
                 " fields' treatment in this suite (stored and read back) before adding it"
             )
             families = (TAUTOLOGIES + UNION_AND_ERRORS, STACKED, TIME_BASED)
-            payloads = [_pick(family, route.label, name) for family in families]
-            payloads += _pick(BOOLEAN_BLIND, route.label, name)
+            payloads = [p for f in families for p in sweep.members(f, route.label, name)]
+            payloads += [
+                p for pair in sweep.members(BOOLEAN_BLIND, route.label, name) for p in pair
+            ]
             for payload in payloads:
                 segment = urllib.parse.quote(payload, safe="")
                 url = route.url(ids).replace(str(ids[ID_KINDS[name]]), segment)
@@ -412,33 +414,34 @@ async def test_injection_in_body_fields(
             for _ in range(2):
                 answer, changed = await call(field, nested_example(field), control=True)
             expected = changed if answer.is_success else top_level
+        place = (route.label, field.label)
         for family in (TAUTOLOGIES + UNION_AND_ERRORS, STACKED):
-            payload = _pick(family, route.label, field.label)
-            await check(field, payload, await call(field, payload))
-        payload = _pick(UNSTORABLE, route.label, field.label)
-        response, changed = await call(field, payload)
-        where = f"{route.label} {field.label}={payload!r}"
-        problems.extend(_problems(where, response, foreign, {422}, spliced))
-        spliced.clear()
-        if response.status_code == 422 and not problem(response):
-            problems.append(f"{where}: a 422 that is not problem+json")
-        if changed:
-            problems.append(f"{where}: refused, yet changed {changed}")
-        true, false = _pick(BOOLEAN_BLIND, route.label, field.label)
-        yes = await call(field, true)
-        await check(field, true, yes)  # before the next request replaces what this one stored
-        no = await call(field, false)
-        await check(field, false, no)
-        if _shape(yes[0]) != _shape(no[0]):
-            problems.append(f"{route.label} {field.label}: {true!r} and {false!r} differ")
-        template = _pick(TIME_TEMPLATES, route.label, field.label)
+            for payload in sweep.members(family, *place):
+                await check(field, payload, await call(field, payload))
+        for payload in sweep.members(UNSTORABLE, *place):
+            response, changed = await call(field, payload)
+            where = f"{route.label} {field.label}={payload!r}"
+            problems.extend(_problems(where, response, foreign, {422}, spliced))
+            spliced.clear()
+            if response.status_code == 422 and not problem(response):
+                problems.append(f"{where}: a 422 that is not problem+json")
+            if changed:
+                problems.append(f"{where}: refused, yet changed {changed}")
+        for true, false in sweep.members(BOOLEAN_BLIND, *place):
+            yes = await call(field, true)
+            await check(field, true, yes)  # before the next request replaces what it stored
+            no = await call(field, false)
+            await check(field, false, no)
+            if _shape(yes[0]) != _shape(no[0]):
+                problems.append(f"{route.label} {field.label}: {true!r} and {false!r} differ")
         usual = max(took)
-        slept, response = await _slept(lambda p, f=field: _only(call(f, p)), template, usual)
-        await check(field, template.format(SLEEP_SECONDS), (response, last["changed"]))
-        if slept:
-            problems.append(
-                f"{route.label} {field.label}={template.format(SLEEP_SECONDS)!r}: pg_sleep ran"
-            )
+        for template in sweep.members(TIME_TEMPLATES, *place):
+            slept, response = await _slept(lambda p, f=field: _only(call(f, p)), template, usual)
+            await check(field, template.format(SLEEP_SECONDS), (response, last["changed"]))
+            if slept:
+                problems.append(
+                    f"{route.label} {field.label}={template.format(SLEEP_SECONDS)!r}: pg_sleep ran"
+                )
 
     assert not problems, "\n".join(problems)
 

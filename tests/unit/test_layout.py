@@ -11,6 +11,8 @@ APP = Path(__file__).resolve().parents[2] / "app"
 LAZY = {
     # boto3 is imported only when S3 storage is configured: the default needs no AWS SDK.
     ("kit/storage.py", "boto3"),
+    ("kit/storage.py", "boto3.exceptions"),
+    ("kit/storage.py", "botocore.config"),
     ("kit/storage.py", "botocore.exceptions"),
     # fixtures/ sits beside app/ in the source tree; only `vetify demo` seeds from it.
     ("cli.py", "fixtures.demo"),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.tools import report
-from tests.tools.report import STAGES, build, main, read_junit
+from tests.tools.report import NO_JUNIT, STAGES, build, main, read_junit, read_tox
 
 SCRIPT = Path(report.__file__)
 NOW = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -74,6 +74,15 @@ def _parse(page: str) -> _Text:
     return parser
 
 
+def _text(page: str) -> str:
+    """The page's text, tags dropped and white space collapsed."""
+    parser = _Text()
+    texts: list[str] = []
+    parser.handle_data = texts.append  # type: ignore[method-assign]
+    parser.feed(page)
+    return " ".join("".join(texts).split())
+
+
 def _row(page: str, first: str) -> list[str]:
     rows = [row for row in _parse(page).rows if row and row[0] == first]
     assert len(rows) == 1, rows
@@ -119,16 +128,111 @@ def test_stages_table_shows_counts_wall_time_and_result(reports: Path) -> None:
     (reports / "junit-unit.xml").write_text(JUNIT, encoding="utf-8")
     _junit(reports, "contract", '<testcase classname="c" name="t" time="0.5"/>', time="61.24")
     page = build(reports, now=NOW)
-    assert _row(page, "unit") == ["unit", "failed", "2", "2", "2", "1", "12.5 s"]
-    assert _row(page, "contract") == ["contract", "passed", "1", "0", "0", "0", "61.2 s"]
+    assert _row(page, "unit") == ["unit", "failed", "2", "2", "2", "1", "12.5 s", "n/a", "20 s"]
+    assert _row(page, "contract") == [
+        *["contract", "passed", "1", "0", "0", "0", "61.2 s", "n/a", "300 s"]
+    ]
 
 
 def test_missing_junit_is_not_run_and_lint_type_point_to_tox(reports: Path) -> None:
     page = build(reports, now=NOW)
     assert _row(page, "lint")[1] == "see tox output"
     assert _row(page, "type")[1] == "see tox output"
-    for stage in STAGES[2:]:
+    assert _row(page, "coverage")[1] == "see tox output"
+    for stage in set(STAGES) - NO_JUNIT:
         assert _row(page, stage)[1] == "not run"
+
+
+def _tox(path: Path, **envs: tuple[bool, float]) -> Path:
+    """A file as `tox --result-json` writes it, with ``envs``' results."""
+    record = {
+        "toxversion": "4.30",
+        "testenvs": {
+            name: {
+                "test": [],
+                "result": {"success": ok, "exit_code": 0 if ok else 1, "duration": seconds},
+            }
+            for name, (ok, seconds) in envs.items()
+        },
+    }
+    _json(path, record)
+    return path
+
+
+def test_a_stage_tox_failed_is_failed_though_it_wrote_no_junit(reports: Path) -> None:
+    """Issue 17: the report said "Stages with failures: none" while lint had failed."""
+    _junit(reports, "security", '<testcase classname="s" name="t" time="0.5"/>')
+    tox = read_tox(
+        [_tox(reports / "tox.json", lint=(False, 3.2), type=(True, 21.0), security=(False, 400.0))]
+    )
+    page = build(reports, now=NOW, tox=tox)
+    assert _row(page, "lint")[:2] == ["lint", "failed"]
+    assert _row(page, "lint")[-2:] == ["3.2 s", "300 s"]
+    assert _row(page, "type")[:2] == ["type", "passed"]
+    # Its tests passed, bandit (a later command of the stage) failed: the stage failed.
+    assert _row(page, "security")[:3] == ["security", "failed", "1"]
+    assert "Stages with failures: lint, security" in _text(page)
+
+
+def test_budgets_are_judged_on_tox_wall_time(reports: Path) -> None:
+    tox = read_tox(
+        [
+            _tox(reports / "tox-unit.json", unit=(True, 25.0)),
+            _tox(reports / "tox-rest.json", integration=(True, 290.0), load=(True, 900.0)),
+        ]
+    )
+    table = report.budget_table(report.read_stages(reports, tox)).splitlines()
+    assert table[1].split() == ["unit", "passed", "25", "s", "20", "s", "over", "budget"]
+    assert table[2].split() == ["integration", "passed", "290", "s", "300", "s"]
+    assert table[3].split() == ["load", "passed", "900", "s", "nightly"]
+    assert table[-1].split() == ["pr", "set", "315", "s", "900", "s"]
+    page = build(reports, now=NOW, tox=tox)
+    assert "The pr set: 315 s of tox's wall time against a budget of 900 s: within budget" in (
+        _text(page)
+    )
+
+
+def test_unreadable_tox_results_are_left_out(reports: Path) -> None:
+    (reports / "garbled.json").write_text("{", encoding="utf-8")
+    _json(reports / "odd.json", {"testenvs": {"unit": {"result": {"success": "yes"}}, "e2e": 3}})
+    good = _tox(reports / "tox.json", e2e=(True, 30.0))
+    assert read_tox(
+        [reports / "garbled.json", reports / "odd.json", reports / "none.json", good]
+    ) == {"e2e": report.ToxResult(True, 0, 30.0)}
+
+
+def test_where_the_time_goes_per_stage_and_module(reports: Path) -> None:
+    _junit(
+        reports,
+        "integration",
+        '<testcase classname="tests.integration.test_a" name="one" time="3"/>'
+        '<testcase classname="tests.integration.test_a" name="two" time="5"/>'
+        '<testcase classname="tests.integration.test_b" name="one" time="2"/>',
+    )
+    page = build(reports, now=NOW)
+    start = page.index("<h2>Where the time goes")
+    rows = _parse(page[start : page.index("<h2>", start + 1)]).rows
+    assert rows[1:] == [
+        ["tests.integration.test_a", "2", "8.0 s", "80%"],
+        ["tests.integration.test_b", "1", "2.0 s", "20%"],
+    ]
+
+
+def test_flaky_tests_from_the_repeat_runs(reports: Path) -> None:
+    page = build(reports, now=NOW)
+    assert "not run: the nightly repeat runs write flaky.json" in _text(page)
+    runs = [{"name": f"run-{i}", "seed": i, "profile": "pr"} for i in (1, 2, 3)]
+    flaky = {
+        "test": "unit::tests.unit.test_a::test_x",
+        "outcomes": {"run-1": "passed", "run-2": "failed", "run-3": "passed"},
+    }
+    _json(reports / "flaky.json", {"runs": runs, "flaky": [], "failing": []})
+    assert "none: every test had one outcome" in _text(build(reports, now=NOW))
+    _json(reports / "flaky.json", {"runs": runs, "flaky": [flaky], "failing": []})
+    assert _row(build(reports, now=NOW), "unit::tests.unit.test_a::test_x") == [
+        "unit::tests.unit.test_a::test_x",
+        "run-1: passed, run-2: failed, run-3: passed",
+    ]
 
 
 def test_unreadable_junit_is_reported_not_raised(reports: Path) -> None:

@@ -1,0 +1,265 @@
+"""Processes killed outright (SIGKILL: the OOM killer, a node lost) while they work.
+
+* The job worker killed in the middle of a job: the job is left ``doing``; the next worker to
+  start retries it, and what the job does happens once in effect (one mail, whose link works).
+* An API process killed under load with a second one on the same database: a client that
+  retries on the second (checking first whether a write whose answer it lost was made) loses no
+  acknowledged write and makes none twice; the second answers throughout.
+
+Each scenario starts processes of its own beside the stage's ``live_server``, on its database,
+and stops them; the stage's server itself is never killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from app.db.embedded import free_port
+from tests.chaos.conftest import (
+    REQUEST_TIMEOUT,
+    Outcome,
+    call,
+    new_clinic,
+    reset_jobs,
+    reset_links,
+    smoke,
+    sql,
+    wait_for,
+)
+from tests.harness import canary
+from tests.harness.live import LiveServer, Vetify
+from tests.harness.proxy import FaultProxy
+from tests.harness.smtp import USERNAME as SMTP_USERNAME
+from tests.harness.smtp import Relay
+
+STARTED_WITHIN = 60.0
+DONE_WITHIN = 30.0
+
+
+# -- the job worker killed mid-job -----------------------------------------------------------
+def _until(what: str, check: Any, within: float) -> Any:
+    started = time.monotonic()
+    while not (value := check()):
+        assert time.monotonic() - started < within, f"{what}: not within {within}s"
+        time.sleep(0.1)
+    return value
+
+
+def test_the_job_worker_killed_mid_job_leaves_it_to_the_next_worker_which_does_it_once(
+    live_server: LiveServer, smtp_server: Relay, chaos: Outcome
+) -> None:
+    """The worker is killed while its mail job waits on the relay (held by the proxy, so the
+    killed try never delivered); the next worker retries the job, the mail goes out once.
+    Workers of their own beside the stage's server (which runs no jobs), on its database."""
+    kills = 1 if smoke() else 3
+    proxy = FaultProxy(smtp_server.host, smtp_server.port).start()
+    env = {
+        **live_server.env(),
+        "VETIFY_SMTP_HOST": "127.0.0.1",
+        "VETIFY_SMTP_PORT": str(proxy.port),
+        "VETIFY_SMTP_STARTTLS": "false",
+        "VETIFY_SMTP_USERNAME": SMTP_USERNAME,
+        "VETIFY_SMTP_PASSWORD": canary.SMTP_PASSWORD,
+        "VETIFY_SMTP_TIMEOUT_SECONDS": "60",
+    }
+    workers: list[Vetify] = []
+    killed: list[dict[str, Any]] = []
+    superuser = live_server.database.superuser_url
+    try:
+        with _clinic_of(live_server) as email:
+            asked = httpx.post(
+                f"{live_server.url}/api/v1/auth/password-reset",
+                json={"email": email},
+                timeout=REQUEST_TIMEOUT,
+            )
+            assert asked.status_code == 202, asked.text
+            proxy.hold = True
+            for _ in range(kills):
+                held = proxy.connections
+                worker = Vetify(["worker"], env)
+                workers.append(worker)
+                worker.start()
+                # The job is running, its mail held at the relay's door.
+                _until(
+                    "the job sending",
+                    lambda h=held: (
+                        proxy.connections > h and _jobs(superuser, email)[0][0] == "doing"
+                    ),
+                    STARTED_WITHIN,
+                )
+                jobs = _jobs(superuser, email)
+                worker.send(signal.SIGKILL)
+                code = worker.exit(DONE_WITHIN).code
+                proxy.reset_all()  # what the kill left half-open at the relay goes too
+                killed.append({"jobs_when_killed": jobs, "exit_code": code})
+                # As if procrastinate's stalled-worker timeout (30 s) had passed since.
+                asyncio.run(
+                    sql(
+                        superuser,
+                        "UPDATE procrastinate_workers"
+                        " SET last_heartbeat = now() - interval '1 hour'",
+                    )
+                )
+            proxy.heal()
+            started = time.monotonic()
+            last = Vetify(["worker"], env)
+            workers.append(last)
+            last.start()
+            _until("the mail job done", lambda: not _jobs(superuser, email), DONE_WITHIN)
+            done_within = time.monotonic() - started
+            links = reset_links(smtp_server, live_server.url, email)
+            completed = httpx.post(
+                f"{live_server.url}/api/v1/auth/password-reset/complete",
+                json={"token": links[-1], "password": f"chaos {uuid.uuid4().hex}"},
+                timeout=REQUEST_TIMEOUT,
+            )
+    finally:
+        for worker in workers:
+            worker.stop()
+        proxy.stop()
+    chaos.details.update(
+        kills=killed, done_after_restart_seconds=round(done_within, 1), mails=len(links)
+    )
+    assert all(k["exit_code"] == -signal.SIGKILL for k in killed), killed
+    assert all(k["jobs_when_killed"] == [("doing", i)] for i, k in enumerate(killed)), killed
+    assert len(links) == 1, f"{len(links)} reset mails for one ask"
+    assert completed.status_code == 204, completed.text
+
+
+@contextlib.contextmanager
+def _clinic_of(live: LiveServer) -> Iterator[str]:
+    """A clinic signed up on ``live`` for the scenario: its owner's address."""
+
+    async def made() -> str:
+        async with new_clinic(live.url, live.database.superuser_url) as clinic:
+            # Its sign-up's verification mail would be the first job: not this scenario's.
+            await sql(
+                live.database.superuser_url,
+                "DELETE FROM procrastinate_jobs WHERE args->>'user_id' ="
+                " (SELECT id::text FROM users WHERE email = $1)",
+                clinic.email,
+            )
+            return clinic.email
+
+    yield asyncio.run(made())
+
+
+def _jobs(superuser_url: str, email: str) -> list[tuple[str, int]]:
+    """(status, attempts) of the password-reset mail jobs for ``email``'s user."""
+    return asyncio.run(reset_jobs(superuser_url, email))
+
+
+# -- the API process killed, a second one taking over -------------------------------------------
+async def _write(
+    servers: list[str], token: str, name: str, log: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Create the customer ``name`` as a careful client does: on the first server that answers;
+    a lost answer is looked up (by its unique name) before the create is sent again. A server
+    that failed goes to the back of ``servers`` (shared by the clients, as a load balancer's
+    health check would take it out)."""
+    body = {"first_name": "Takeover", "last_name": name}
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(10):
+        for url in list(servers):
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=5) as http:
+                found = await call(http, "GET", "/api/v1/customers", params={"q": name})
+                if found["kind"] != "200":
+                    log.append({"server": url, "step": "look-up", "kind": found["kind"]})
+                    if servers[0] == url:
+                        servers.append(servers.pop(0))
+                    continue
+                if found["body"]["items"]:
+                    return {"id": found["body"]["items"][0]["id"], "found": True, "server": url}
+                made = await call(http, "POST", "/api/v1/customers", json=body)
+                log.append({"server": url, "step": "create", "kind": made["kind"]})
+                if made["kind"] == "201":
+                    return {"id": made["body"]["id"], "found": False, "server": url}
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{name}: no server took it")
+
+
+async def _now(value: bool) -> bool:
+    return value
+
+
+def test_the_api_process_killed_under_load_a_second_one_takes_over(
+    live_server: LiveServer, api_token: str, chaos: Outcome
+) -> None:
+    """Two servers on one database (the stage's, and one more): the one the clients use first
+    is killed under their load, and the stage's takes over."""
+    clients, writes = (4, 6) if smoke() else (16, 15)
+    first_port = free_port()
+    first_url = f"http://127.0.0.1:{first_port}"
+    first = Vetify(["serve", "--port", str(first_port)], live_server.env())
+    tag = uuid.uuid4().hex[:10]
+    log: list[dict[str, Any]] = []
+    try:
+        first.start().wait_until_ready(first_url, STARTED_WITHIN)
+
+        servers = [first_url, live_server.url]
+
+        async def client(n: int) -> list[dict[str, Any]]:
+            return [await _write(servers, api_token, f"{tag} {n} {i}", log) for i in range(writes)]
+
+        def taken_by_first() -> int:
+            return sum(1 for e in log if e["server"] == first_url and e["kind"] == "201")
+
+        async def load() -> list[list[dict[str, Any]]]:
+            running = asyncio.gather(*(client(n) for n in range(clients)))
+            # Killed once it has acknowledged a write per client, in the thick of the load.
+            await wait_for(
+                "writes on the first server",
+                lambda: _now(taken_by_first() >= clients),
+                STARTED_WITHIN,
+                every=0.02,
+            )
+            first.send(signal.SIGKILL)
+            return await running
+
+        written = asyncio.run(load())
+        code = first.exit(DONE_WITHIN).code
+    finally:
+        first.stop()
+    stored = asyncio.run(
+        sql(
+            live_server.database.superuser_url,
+            "SELECT id::text AS id, last_name FROM customers WHERE last_name LIKE $1",
+            f"{tag} %",
+        )
+    )
+    by_name = Counter(row["last_name"] for row in stored)
+    acknowledged = {
+        f"{tag} {n} {i}": w["id"] for n, ws in enumerate(written) for i, w in enumerate(ws)
+    }
+    ids = {row["last_name"]: row["id"] for row in stored}
+    names = {first_url: "killed", live_server.url: "second"}
+    by_server = Counter((names[w["server"]], w["found"]) for ws in written for w in ws)
+    chaos.details.update(
+        clients=clients,
+        writes=clients * writes,
+        killed_exit_code=code,
+        done_by={
+            f"{server}{' (found after a lost answer)' * found}": n
+            for (server, found), n in by_server.items()
+        },
+        answers=dict(Counter(f"{names[e['server']]} {e['step']}: {e['kind']}" for e in log)),
+    )
+    assert code == -signal.SIGKILL
+    assert by_server[("killed", False)] > 0, "the killed server took no write before the kill"
+    assert by_server[("second", False)] > 0, "the second server took no write"
+    twice = [name for name, count in by_name.items() if count > 1]
+    assert not twice, f"written twice: {twice}"
+    lost = [name for name, id_ in acknowledged.items() if ids.get(name) != id_]
+    assert not lost, f"acknowledged but not stored as answered: {lost}"
+    # The second server answered everything it was asked: no 5xx, no lost answer.
+    wrong = [e for e in log if e["server"] == live_server.url and e["kind"] not in ("200", "201")]
+    assert not wrong, wrong
