@@ -166,7 +166,7 @@ def fleet(
     credentials and ids: test data of a throwaway database, kept out of reports/) in a
     temporary file."""
     files = tmp_path_factory.mktemp("load")
-    secret = "whsec_load" + secrets.token_hex(16)
+    secret = "whsec_load" + secrets.token_hex(16)  # pragma: allowlist secret - drawn per run
     with serving(
         postgres_server,
         redis_server,
