@@ -98,6 +98,9 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return found
 
 
+_PING_FAILED = "vetify_ping_failed"
+
+
 def bound_waits(engine: AsyncEngine, ping_timeout: float) -> None:
     """Check each pooled connection before use within ``ping_timeout``, and abandon at once a
     connection whose statement timed out or was cancelled.
@@ -109,16 +112,24 @@ def bound_waits(engine: AsyncEngine, ping_timeout: float) -> None:
     """
 
     @event.listens_for(engine.sync_engine, "checkout")
-    def _ping(connection: Any, _entry: ConnectionPoolEntry, _proxy: Any) -> None:
+    def _ping(connection: Any, entry: ConnectionPoolEntry, _proxy: Any) -> None:
+        # Kept with the pool's entry, which outlives the connections it opens in turn.
+        marks = entry.record_info if entry.record_info is not None else {}
         try:
             connection.run_async(lambda driver: driver.execute("SELECT 1", timeout=ping_timeout))
         except BaseException as exc:
             connection.driver_connection.terminate()
             if not isinstance(exc, Exception):
                 raise  # cancelled: the caller's own deadline
-            # The pool opens a new connection in its place (once; if that fails, so does the
-            # checkout).
+            if marks.pop(_PING_FAILED, False):
+                # The new connection the pool opened in its place failed too: SQLAlchemy would
+                # give up with "This connection is closed", a 500 while every connection was
+                # being reset (tests/chaos/test_faults.py, connection resets).
+                raise DatabaseUnavailable() from exc
+            marks[_PING_FAILED] = True
+            # The pool opens a new connection in its place, and checks it here again.
             raise DisconnectionError("the pooled connection did not answer") from exc
+        marks.pop(_PING_FAILED, None)
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _abandon(context: ExceptionContext) -> None:
