@@ -13,16 +13,25 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) parameters
 # Verified when an email is unknown, so that a miss costs as much time as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# Made at the first miss, with the parameters then in force: not at import or configuration,
+# where every process importing the app (the CLI's, each test's app) would pay for a
+# production-cost hash it may never use. That first miss alone costs a hash more.
+_dummy_hash: str | None = None
 
 
 def configure_password_hashing(*, time_cost: int, memory_cost: int, parallelism: int) -> None:
     """argon2id's parameters from the settings, set when the app is made. Hashes stored with
     other parameters still verify; ``password_needs_rehash`` says to replace them."""
-    global _hasher, _DUMMY_HASH  # one hasher per process, set at start-up
+    global _hasher, _dummy_hash  # one hasher per process, set at start-up
     _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
-    # The unknown-address path must cost what a real account's check costs.
-    _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+    _dummy_hash = None  # made again with these parameters: a miss costs what a check costs
+
+
+def _dummy() -> str:
+    global _dummy_hash  # two first misses at once make two equally good hashes
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    return _dummy_hash
 
 
 def hash_password(password: str) -> str:
@@ -31,7 +40,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -3,8 +3,12 @@ in a log record, an HTTP response (body or header) or the OpenAPI document prove
 
 The services' passwords (PostgreSQL superuser and roles, Redis) are drawn here, once per run;
 :class:`LeakWatch` looks for them in everything the app says. In the security stage (or with
-``--leak-canary``) the root logger is opened to DEBUG, so SQLAlchemy, asyncpg and uvicorn
-records are searched too, and any finding fails the session, naming where it was seen.
+``--leak-canary``) the root logger is opened to DEBUG, so asyncpg and uvicorn records are
+searched too, and SQLAlchemy's statements with their parameters (INFO); what the database holds
+is searched row by row as each test's database is dropped (``databases.tables_holding``), which
+finds what SQLAlchemy's DEBUG log of result rows would show, and what no query read, at a
+sixth of the cost of logging every row. Any finding fails the session, naming where it was
+seen.
 """
 
 from __future__ import annotations
@@ -70,6 +74,11 @@ class LeakWatch:
             "\n".join(f"{k}: {v}" for k, v in response.headers.items()),
             f"response headers of {where}",
         )
+
+    def stored(self, tables: list[str]) -> None:
+        """Tables found holding a canary in some row (``databases.tables_holding``)."""
+        self.inspected += 1
+        self.leaks.extend(f"{self.where}: a secret in a row of {table}" for table in tables)
 
     def hooks(self) -> dict[str, list[Callable[..., Any]]]:
         return {"response": [self.on_response]}

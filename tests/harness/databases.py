@@ -54,9 +54,10 @@ def _plain(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def clone(server: PostgresServer, prefix: str = "test") -> Database:
-    """A fresh database from the template (``CREATE DATABASE ... TEMPLATE``: tens of ms)."""
-    return await _create(server, prefix, f'TEMPLATE "{TEMPLATE}"')
+async def clone(server: PostgresServer, prefix: str = "test", template: str = TEMPLATE) -> Database:
+    """A fresh database from the template (``CREATE DATABASE ... TEMPLATE``: tens of ms), or
+    from another database of the server that nobody is connected to."""
+    return await _create(server, prefix, f'TEMPLATE "{template}"')
 
 
 async def empty(server: PostgresServer, prefix: str = "empty") -> Database:
@@ -69,7 +70,12 @@ async def _create(server: PostgresServer, prefix: str, template: str) -> Databas
     name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(_plain(server.url()))
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" {template} OWNER "{OWNER_ROLE}"')
+        # FILE_COPY: a copy of the template's files and two checkpoints, which the test cluster
+        # (fsync off) makes cheap; half the time of the default WAL_LOG, which writes every
+        # block of the copy to the WAL (31 against 63 ms to create, 14 against 27 to drop).
+        await admin.execute(
+            f'CREATE DATABASE "{name}" {template} STRATEGY FILE_COPY OWNER "{OWNER_ROLE}"'
+        )
     finally:
         await admin.close()
     return Database(name, server)
@@ -83,6 +89,15 @@ async def drop(database: Database) -> None:
         await admin.close()
 
 
+async def names(server: PostgresServer) -> set[str]:
+    """The databases on ``server``."""
+    connection = await asyncpg.connect(_plain(server.url()))
+    try:
+        return {row[0] for row in await connection.fetch("SELECT datname FROM pg_database")}
+    finally:
+        await connection.close()
+
+
 async def schema_heads(database: Database) -> set[str]:
     """The revisions ``database`` is at (none before its first migration)."""
     connection = await asyncpg.connect(_plain(database.superuser_url))
@@ -90,5 +105,27 @@ async def schema_heads(database: Database) -> set[str]:
         if await connection.fetchval("SELECT to_regclass('alembic_version')") is None:
             return set()
         return {row[0] for row in await connection.fetch("SELECT version_num FROM alembic_version")}
+    finally:
+        await connection.close()
+
+
+async def tables_holding(database: Database, needles: tuple[str, ...]) -> list[str]:
+    """The tables of ``database`` with a row whose text holds any of ``needles`` (one
+    statement, as the superuser: every schema but PostgreSQL's own, every row)."""
+    connection = await asyncpg.connect(_plain(database.superuser_url))
+    try:
+        tables = await connection.fetch(
+            "SELECT format('%I.%I', schemaname, tablename),"
+            " quote_literal(format('%s.%s', schemaname, tablename)) FROM pg_tables"
+            " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+        )
+        if not tables:
+            return []
+        union = " UNION ALL ".join(
+            f"(SELECT {name} FROM ONLY {table} t WHERE t::text LIKE ANY($1::text[]) LIMIT 1)"
+            for table, name in tables
+        )
+        patterns = [f"%{needle}%" for needle in needles]
+        return [row[0] for row in await connection.fetch(union, patterns)]
     finally:
         await connection.close()

@@ -83,6 +83,8 @@ class Estate:
     """A live link verifying the owner's address."""
     reset_token: str = ""
     """A live password-reset link for a user of its own (resetting ends their credentials)."""
+    stripe_customer: str = ""
+    """Its billing account's customer in the fake Stripe."""
 
     def __getitem__(self, kind: str) -> uuid.UUID:
         return self.ids[kind]
@@ -231,7 +233,8 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
         await create(session, CredentialFactory, user_id=owner.user.id, kind=CredentialKind.session)
         # A Stripe customer (the fake Stripe's, made over its API): the billing portal opens.
         account = await session.scalar(select(BillingAccount))
-        account.stripe_customer_id = await _stripe_customer(world, clinic)
+        estate.stripe_customer = await _stripe_customer(world, clinic)
+        account.stripe_customer_id = estate.stripe_customer
     # The file names its clinic, so a download shows whose it is (and leaks of another's).
     attachment = await world.attach(clinic, record.id, files.png_with_comment(f"{clinic.id}"))
     estate.invitation_token = secret

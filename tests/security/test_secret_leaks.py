@@ -2,9 +2,9 @@
 not in logs, not when the database or Redis fails.
 
 The harness's canaries (tests/harness/canary.py) are in every Settings of this stage, and every
-log record and every response through the harness clients is searched for them: the whole
-stage fails on a single finding. These tests make the paths most likely to leak run, and check
-that the watch is really on.
+log record, every response through the harness clients and every row a test leaves in its
+database is searched for them: the whole stage fails on a single finding. These tests make the
+paths most likely to leak run, and check that the watch is really on.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -19,9 +20,10 @@ from fastapi import FastAPI
 from app.db.embedded import free_port
 from app.main import create_app
 from app.settings import Settings
-from tests.harness import canary
+from tests.harness import canary, databases
 from tests.harness.api import PROBLEM_JSON, login
-from tests.harness.plugin import ROOT
+from tests.harness.plugin import ROOT, drop_searched
+from tests.harness.services import PostgresServer
 
 
 def test_every_secret_setting_carries_a_canary(settings: Settings) -> None:
@@ -45,10 +47,34 @@ def test_every_secret_setting_carries_a_canary(settings: Settings) -> None:
 
 def test_the_watch_is_on_for_every_logger() -> None:
     before = len(canary.WATCH.leaks)
-    for name in ("sqlalchemy.engine.Engine", "asyncpg", "uvicorn.error", "vetify"):
+    for name in ("asyncpg", "uvicorn.error", "vetify"):
         logging.getLogger(name).debug("planted: %s", canary.ROLE_PASSWORD)
+    # SQLAlchemy's statements and their parameters (its result rows: the next test).
+    logging.getLogger("sqlalchemy.engine.Engine").info("planted: %s", canary.ROLE_PASSWORD)
     assert len(canary.WATCH.leaks) == before + 4
     del canary.WATCH.leaks[before:]  # planted by this test, not leaked by the app
+
+
+async def test_the_watch_searches_every_row_a_test_leaves(postgres_server: PostgresServer) -> None:
+    """What a query could read back is searched where it is kept: a secret in any column of any
+    table is found as the test's database is dropped (``drop_searched``, the teardown of
+    ``database``, ``module_database`` and ``empty_database``), naming the table."""
+    planted = await databases.clone(postgres_server, prefix="planted")
+    # Through asyncpg, which logs no parameters: SQLAlchemy's log would show the plant itself.
+    connection = await asyncpg.connect(planted.superuser_url.replace("+asyncpg", ""))
+    try:
+        await connection.execute("CREATE TABLE public.planted (id int, notes text)")
+        await connection.execute(
+            "INSERT INTO public.planted VALUES (1, 'ok'), (2, $1)", f"key={canary.STRIPE_KEY};"
+        )
+    finally:
+        await connection.close()
+    before = len(canary.WATCH.leaks)
+    await drop_searched(planted)
+    found = canary.WATCH.leaks[before:]
+    del canary.WATCH.leaks[before:]  # planted by this test, not leaked by the app
+    assert found == [f"{canary.WATCH.where}: a secret in a row of public.planted"]
+    assert planted.name not in await databases.names(postgres_server), "dropped after"
 
 
 def test_a_leak_in_any_worker_fails_the_run(

@@ -21,6 +21,7 @@ from app.kit.crypto import (
 # pragma: allowlist nextline secret - a test passphrase to hash
 PASSWORD = "correct horse battery staple"
 PREFIX = "vtk"
+pytestmark = pytest.mark.usefixtures("cheap_hashing")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from app.kit import passwords
 from app.kit.passwords import Overloaded, Pool
 
 
+@pytest.mark.usefixtures("cheap_hashing")
 async def test_a_hash_made_in_the_pool_verifies_in_it() -> None:
     passwords.configure(workers=1, queue=None, wait_seconds=5)
     made = await passwords.hash("correct horse battery staple")
