@@ -32,7 +32,7 @@ from tests.security.catalogue import (
     problem,
     send,
 )
-from tests.security.estate import fresh, furnish, rows_of
+from tests.security.estate import Estate, fresh, rows_of
 
 AUTHORIZED = [route for route in ATTACKED if not route.public]
 FORBIDDEN = problem_type("forbidden")
@@ -95,12 +95,16 @@ def test_no_write_is_guarded_by_a_read_permission() -> None:
 
 @pytest.mark.parametrize("route", AUTHORIZED, ids=lambda r: r.label)
 async def test_route_obeys_who_may_do_what(
-    client: httpx.AsyncClient, world: World, superuser_engine, route: Route
+    client: httpx.AsyncClient,
+    world: World,
+    superuser_engine,
+    estates: tuple[Estate, Estate],
+    route: Route,
 ) -> None:
     assert route.action is not None, f"{route.label} is not mapped to an action"
     allowed = _roles(route)
-    clinic = await world.clinic()
-    estate = await furnish(world, clinic)
+    estate, _ = estates
+    clinic = estate.clinic
 
     failures = []
     for role in Role:

@@ -40,7 +40,7 @@ from tests.security.catalogue import (
     problem,
     send,
 )
-from tests.security.estate import fresh, furnish
+from tests.security.estate import Estate, fresh
 from tests.security.surface import census
 
 UNSAFE = [r for r in ATTACKED if r.method not in csrf.SAFE_METHODS and not r.public]
@@ -100,10 +100,15 @@ def test_the_unsafe_routes_are_read_from_the_route_table() -> None:
 
 @pytest.mark.parametrize("route", UNSAFE, ids=lambda r: r.label)
 async def test_forged_cookie_requests_are_refused_and_change_nothing(
-    bare: httpx.AsyncClient, world: World, superuser_engine, settings: Settings, route: Route
+    bare: httpx.AsyncClient,
+    world: World,
+    superuser_engine,
+    settings: Settings,
+    estates: tuple[Estate, Estate],
+    route: Route,
 ) -> None:
-    clinic = await world.clinic()
-    estate = await furnish(world, clinic)
+    estate, _ = estates
+    clinic = estate.clinic
     owner = clinic.owner
     ids = {ID_KINDS[n]: await fresh(world, clinic, ID_KINDS[n], owner) for n in route.path_params}
     # A route that may change a security setting is called as a step-up would be.

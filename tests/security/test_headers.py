@@ -41,9 +41,12 @@ def assert_protected(response: httpx.Response, *, https: bool = True) -> None:
 
 
 @pytest.mark.parametrize("operation", api_operations(), ids=lambda op: op.label)
-async def test_every_route_answers_with_the_security_headers(operation, client, world):
-    clinic = await world.clinic()
-    response = await client.request(
+async def test_every_route_answers_with_the_security_headers(
+    operation, module_client, module_world
+):
+    # One app for the module: each test's clinic is its own, and a request is all it sends.
+    clinic = await module_world.clinic()
+    response = await module_client.request(
         operation.method,
         operation.url(),
         headers=clinic.owner.headers,

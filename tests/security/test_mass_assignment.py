@@ -23,7 +23,7 @@ from tests.security.catalogue import (
     problem,
     send,
 )
-from tests.security.estate import fresh, furnish, rows_of
+from tests.security.estate import Estate, fresh, rows_of
 from tests.security.surface import census, resolve
 
 NEVER_SET: dict[str, Any] = {
@@ -84,10 +84,10 @@ def test_no_request_schema_declares_a_server_owned_field(schema: str) -> None:
 
 @pytest.mark.parametrize("route", WITH_BODY, ids=lambda r: r.label)
 async def test_server_owned_fields_are_rejected_and_change_nothing(
-    client: httpx.AsyncClient, world: World, superuser_engine, route
+    client: httpx.AsyncClient, world: World, superuser_engine, estates: tuple[Estate, Estate], route
 ) -> None:
-    clinic, other = await world.clinic(), await world.clinic()
-    estate = await furnish(world, clinic)
+    estate, theirs = estates
+    clinic, other = estate.clinic, theirs.clinic
     actor = None if route.public else clinic.owner
     url = route.url(
         {ID_KINDS[name]: await fresh(world, clinic, ID_KINDS[name]) for name in route.path_params}
