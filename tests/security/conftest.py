@@ -65,8 +65,8 @@ def furnished(
 @pytest.fixture
 def template(request: pytest.FixtureRequest) -> str:
     """A test with ``estates`` starts from the furnished database (the pair costs a third of a
-    second to make, and the tenancy suites ask for it in every test); the others from the empty
-    one."""
+    second to make, and the tenancy and matrix suites ask for it in every test); the others
+    from the empty one."""
     if "estates" in request.fixturenames:
         furnished: Furnished = request.getfixturevalue("furnished")
         return furnished.database.name
@@ -78,7 +78,9 @@ def estates(
     furnished: Furnished, settings: Settings, stripe_api: FakeStripe
 ) -> tuple[Estate, Estate]:
     """Clinics A and B, each with a row in every tenant table; the suites attack B from A.
-    This test's database is a copy of the furnished one: what it changes, no other test sees."""
+    This test's database is a copy of the furnished one: what it changes, no other test sees.
+    Redis is the session's, and every such test has the same users and tokens: a test that
+    locks users out or spends a quota to its end makes clinics of its own."""
     shutil.copytree(furnished.files, settings.data_dir, dirs_exist_ok=True)
     for customer in furnished.customers:
         stripe_api.put_customer(customer)
