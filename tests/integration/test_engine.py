@@ -1,0 +1,89 @@
+"""The engine and sessions the app runs on (app/db/session.py), as the database sees them:
+the pool's bounds, each connection's timeouts, keepalives and name, and sessions that flush
+before they query and keep their rows readable after commit."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.clinics.models import Location
+from app.db.session import create_engine, session_factory
+from app.db.tenancy import enter_tenant
+from app.settings import Settings
+from fixtures.factories import LocationFactory
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncEngine:
+    # Small bounds, so that each is reached within a test.
+    bounded = settings.model_copy(
+        update={
+            "db_pool_size": 1,
+            "db_max_overflow": 1,
+            "db_connect_timeout_seconds": 0.5,
+            "db_statement_timeout_ms": 500,
+        }
+    )
+    made = create_engine(bounded)
+    yield made
+    await made.dispose()
+
+
+async def test_the_pool_lends_its_size_and_overflow_then_waits_its_timeout(engine) -> None:
+    async with engine.connect(), engine.connect():
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            async with engine.connect():
+                pass
+        waited = time.monotonic() - started
+    # The connect timeout: a request then answers 503 database-busy, not waits on.
+    assert 0.4 < waited < 3
+
+
+async def test_each_connection_carries_the_services_timeouts_keepalives_and_name(engine) -> None:
+    async with engine.connect() as connection:
+        settings = await connection.execute(
+            text(
+                "SELECT current_setting('statement_timeout'),"
+                " current_setting('idle_in_transaction_session_timeout'),"
+                " current_setting('tcp_keepalives_idle'),"
+                " current_setting('tcp_keepalives_interval'),"
+                " current_setting('tcp_keepalives_count'),"
+                " current_setting('application_name')"
+            )
+        )
+        assert tuple(settings.one()) == ("500ms", "1min", "60", "10", "3", "vetify")
+
+
+async def test_a_statement_the_server_does_not_end_is_given_up_by_the_client(engine) -> None:
+    # A frozen server never sends its own statement timeout's cancellation: the client gives
+    # up a margin of a second after it (here 0.5 s + 1 s).
+    async with engine.connect() as connection:
+        await connection.execute(text("SET statement_timeout = 0"))
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):  # asyncpg's; faults.py makes it a 503
+            await connection.execute(text("SELECT pg_sleep(4)"))
+        waited = time.monotonic() - started
+    assert 1.3 < waited < 3
+
+
+async def test_a_session_flushes_before_it_queries_and_keeps_its_rows_after_commit(
+    app_engine, world
+) -> None:
+    clinic = await world.clinic(roles=())
+    sessions = session_factory(app_engine)
+    async with sessions() as session, session.begin():
+        await enter_tenant(session, clinic.id)
+        location = LocationFactory.build(name=f"Annex {uuid.uuid4().hex}")
+        session.add(location)
+        # Not flushed by hand: a service adds a row, then looks it up.
+        found = await session.scalar(select(Location).where(Location.name == location.name))
+        assert found is location
+    # Responses are built from the rows after the request's commit, without another query.
+    assert location.created_at is not None
