@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select, text
@@ -20,7 +21,7 @@ from fixtures.factories import LocationFactory
 
 
 @pytest.fixture
-async def engine(settings: Settings) -> AsyncEngine:
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     # Small bounds, so that each is reached within a test.
     bounded = settings.model_copy(
         update={
