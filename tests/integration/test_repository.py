@@ -33,6 +33,18 @@ async def test_a_row_got_for_update_is_locked_until_its_transaction_ends(
         assert await other.scalar(locked, {"id": location.id}) == 1
 
 
+async def test_the_clinics_own_row_is_found(world) -> None:
+    clinic = await world.clinic(roles=())
+    location = clinic.setup.location.id
+    async with world.session(clinic.id) as session:
+        tenant = InClinic(clinic.id)
+        got = await get_or_404(session, tenant, Location, location, "location")
+        pointed_at = await referenced(
+            session, tenant, Location, location, "location_id", "location"
+        )
+    assert got.id == pointed_at.id == location
+
+
 async def test_another_clinics_row_is_absent_and_the_answer_says_what_was_looked_for(
     world,
 ) -> None:
