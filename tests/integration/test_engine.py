@@ -9,15 +9,20 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.clinics.models import Location
+from app.db.faults import DatabaseUnavailable, unavailability
 from app.db.session import create_engine, session_factory
 from app.db.tenancy import enter_tenant
 from app.settings import Settings
 from fixtures.factories import LocationFactory
+from tests.harness.databases import Database
+from tests.harness.proxy import FaultProxy
 
 
 @pytest.fixture
@@ -88,3 +93,41 @@ async def test_a_session_flushes_before_it_queries_and_keeps_its_rows_after_comm
         assert found is location
     # Responses are built from the rows after the request's commit, without another query.
     assert location.created_at is not None
+
+
+async def test_a_pooled_connection_that_stops_answering_is_given_up_within_its_ping_timeout(
+    settings: Settings, database: Database
+) -> None:
+    # A frozen or partitioned server: the pooled connection's check is given up within the
+    # ping timeout, and the new connection tried in its place within the connect timeout;
+    # the request is then a 503, not a wait on a server that may never answer.
+    proxy = FaultProxy(database.server.host, database.server.port).start()
+    through_proxy = make_url(database.app_url).set(host="127.0.0.1", port=proxy.port)
+    engine = create_engine(
+        settings.model_copy(
+            update={
+                "database_url": SecretStr(through_proxy.render_as_string(hide_password=False)),
+                "db_ping_timeout_seconds": 0.3,
+                "db_connect_timeout_seconds": 0.5,
+            }
+        )
+    )
+    failure: Exception | None = None
+    try:
+        async with engine.connect() as connection:
+            await connection.scalar(text("SELECT 1"))
+        proxy.latency = 2.0  # each way: a ping answered only after 4 s
+        started = time.monotonic()
+        try:
+            async with engine.connect():
+                pass
+        except Exception as exc:
+            failure = exc
+        waited = time.monotonic() - started
+    finally:
+        proxy.heal()
+        await engine.dispose()
+        proxy.stop()
+    assert failure is not None
+    assert isinstance(unavailability(failure), DatabaseUnavailable), repr(failure)
+    assert waited < 2.5
