@@ -33,14 +33,19 @@ STATEMENT_MARGIN_SECONDS = 1.0
 server's cancellation (57014) is the cleaner end, while the server can still send it."""
 
 
+def statement_given_up_after(settings: Settings) -> float:
+    """Seconds after which the client gives up waiting for a statement's answer: the server's
+    statement timeout and the margin."""
+    return settings.db_statement_timeout_ms / 1000 + STATEMENT_MARGIN_SECONDS
+
+
 def unresponsive_within(settings: Settings) -> float:
     """Seconds within which a request is answered 503 once the database stops answering (down,
     frozen, partitioned), while a pooled connection is free: its connection is checked and a new
     one tried (ping, then connect), or the statement it waits on is given up (statement timeout
     and margin). With every connection in use, the wait for one (the connect timeout) adds."""
     acquire = settings.db_ping_timeout_seconds + settings.db_connect_timeout_seconds
-    statement = settings.db_statement_timeout_ms / 1000 + STATEMENT_MARGIN_SECONDS
-    return max(acquire, statement)
+    return max(acquire, statement_given_up_after(settings))
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -53,7 +58,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # Client-side bounds: a frozen or partitioned server never answers, so its own
             # statement_timeout cannot fire; these turn a hang into a 503.
             "timeout": settings.db_connect_timeout_seconds,
-            "command_timeout": settings.db_statement_timeout_ms / 1000 + STATEMENT_MARGIN_SECONDS,
+            "command_timeout": statement_given_up_after(settings),
             "server_settings": {
                 "statement_timeout": str(settings.db_statement_timeout_ms),
                 "idle_in_transaction_session_timeout": "60000",

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from app import cli
 from app.db.embedded import bin_dir
 from app.db.migrate import head_revisions, plain_url
-from app.db.provision import scram_verifier
+from app.db.provision import Provisioning, Roles, provision, provision_sync, scram_verifier
 from tests.harness.api import SIGNUP_PASSWORD, login, signup, signup_body
 from tests.harness.databases import Database, schema_heads
 from tests.harness.live import run_vetify
@@ -40,6 +40,9 @@ class Names:
     owner: str
     app: str
     backup: str
+
+    def roles(self) -> Roles:
+        return Roles(self.owner, self.app, self.backup)
 
     def options(self) -> tuple[str, ...]:
         return (
@@ -272,6 +275,78 @@ async def test_the_printed_sql_provisions_as_a_managed_service_administrator(
         await superuser.close()
 
 
+async def _database_of(server: PostgresServer, names: Names) -> tuple[str, bool]:
+    """Who owns the database's public schema, and whether btree_gist is there."""
+    connection = await asyncpg.connect(plain_url(server.url(database=names.database)))
+    try:
+        owner = await connection.fetchval(
+            "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'"
+        )
+        gist = await connection.fetchval(
+            "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'btree_gist')"
+        )
+    finally:
+        await connection.close()
+    return owner, gist
+
+
+async def test_provisioning_makes_each_role_once_with_its_password_sent_as_a_verifier(
+    postgres_server: PostgresServer, names: Names
+) -> None:
+    """In process, what `vetify db provision` runs: the roles it made are those it reports
+    (and prints passwords for); a second run makes none and changes no password."""
+    password = secrets.token_urlsafe(24)
+    plan = Provisioning(names.database, names.roles(), {names.app: password})
+
+    assert await provision(postgres_server.url(), plan) == {names.owner, names.app, names.backup}
+    # As `vetify db provision` and the test servers' template call it, from synchronous code.
+    assert await asyncio.to_thread(provision_sync, postgres_server.url(), plan) == set()
+
+    assert await _roles(postgres_server, names) == _promised(names)
+    assert await _database_of(postgres_server, names) == (names.owner, True)
+    superuser = await asyncpg.connect(plain_url(postgres_server.url()))
+    try:
+        stored = dict(
+            await superuser.fetch(
+                "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY($1::text[])",
+                [names.owner, names.app],
+            )
+        )
+    finally:
+        await superuser.close()
+    assert stored[names.owner] is None  # given no password: it logs in by the server's rules
+    salt = base64.b64decode(stored[names.app].split(":")[1].split("$")[0])
+    assert scram_verifier(password, salt) == stored[names.app]
+
+
+async def test_the_provisioning_script_stops_at_its_first_error_and_runs_twice(
+    postgres_server: PostgresServer, names: Names
+) -> None:
+    """The psql script a DBA runs: run by a role that may not make roles it stops at the
+    first statement, saying so in psql's exit status, rather than carrying on with the rest;
+    run by one that may, it provisions, and a second run changes nothing."""
+    script = Provisioning(names.database, names.roles()).script()
+    powerless = f"powerless_{uuid.uuid4().hex[:10]}"
+    superuser = await asyncpg.connect(plain_url(postgres_server.url()))
+    try:
+        await superuser.execute(
+            f"CREATE ROLE \"{powerless}\" LOGIN PASSWORD '{postgres_server.role_password}'"
+        )
+        refused = await asyncio.to_thread(_psql, postgres_server.url(powerless), script)
+    finally:
+        await superuser.execute(f'DROP ROLE IF EXISTS "{powerless}"')
+        await superuser.close()
+    assert refused.returncode == 3, refused.stderr  # psql's "a script error" with ON_ERROR_STOP
+    assert refused.stderr.count("ERROR:") == 1, refused.stderr
+
+    for _ in range(2):
+        ran = await asyncio.to_thread(_psql, postgres_server.url(), script)
+        assert ran.returncode == 0, ran.stderr
+        assert "ERROR" not in ran.stderr, ran.stderr
+    assert await _roles(postgres_server, names) == _promised(names)
+    assert await _database_of(postgres_server, names) == (names.owner, True)
+
+
 @pytest.mark.parametrize(
     ("arguments", "why"),
     [
@@ -313,3 +388,7 @@ async def test_a_password_is_sent_as_the_verifier_postgresql_would_make(
         await superuser.close()
     salt = base64.b64decode(stored.split(":")[1].split("$")[0])
     assert scram_verifier(password, salt) == stored
+    # Made without a salt given: a fresh one each time, as long as PostgreSQL's own.
+    made = scram_verifier(password)
+    assert made != scram_verifier(password)
+    assert len(base64.b64decode(made.split(":")[1].split("$")[0])) == len(salt)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db import migrate
 from tests.harness.databases import APP_ROLE
@@ -36,3 +38,50 @@ async def test_migrations_downgrade_and_upgrade_again(database):
     await asyncio.to_thread(command.downgrade, config, "base")
     await asyncio.to_thread(migrate.upgrade, database.owner_url, APP_ROLE)
     await asyncio.to_thread(migrate.check, database.owner_url)
+
+
+async def _catalogue(database) -> tuple[list[str], tuple[object, ...] | None]:
+    """As the superuser: the tables of the public schema, and for the pets table (a tenant
+    table) what the service role may do, whether row-level security is forced, its policies."""
+    engine = create_async_engine(database.superuser_url)
+    try:
+        async with engine.connect() as connection:
+            tables = sorted(
+                await connection.scalars(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                )
+            )
+            if "pets" not in tables:
+                return tables, None
+            pets = await connection.execute(
+                text(
+                    "SELECT has_table_privilege(:role, 'pets', 'SELECT, INSERT'),"
+                    " has_table_privilege(:role, 'pets', 'UPDATE, DELETE'),"
+                    " relrowsecurity, relforcerowsecurity,"
+                    " (SELECT array_agg(polname) FROM pg_policy WHERE polrelid = c.oid)"
+                    " FROM pg_class c WHERE oid = 'public.pets'::regclass"
+                ),
+                {"role": APP_ROLE},
+            )
+            return tables, tuple(pets.one())
+    finally:
+        await engine.dispose()
+
+
+async def test_a_fresh_database_migrates_with_the_service_roles_grants_and_policies(
+    empty_database,
+):
+    await asyncio.to_thread(migrate.upgrade, empty_database.owner_url, APP_ROLE)
+    _, pets = await _catalogue(empty_database)
+    assert pets == (True, True, True, True, ["tenant_isolation"])
+
+
+async def test_migrating_without_the_service_role_to_grant_to_is_refused(empty_database):
+    # Tables the service cannot use would be a broken deployment found by its first request;
+    # the migration that would have made them is rolled back.
+    with pytest.raises(
+        RuntimeError,
+        match=r"^migrations need the service role to grant to \(vetify migrate sets it\)$",
+    ):
+        await asyncio.to_thread(migrate.upgrade, empty_database.owner_url, "")
+    assert await _catalogue(empty_database) == ([], None)

@@ -18,11 +18,18 @@ import hashlib
 import re
 import types
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import libcst as cst
-from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata import (
+    CodePosition,
+    CodeRange,
+    MetadataWrapper,
+    ParentNodeProvider,
+    PositionProvider,
+)
 from mutmut.mutation.file_mutation import MutationVisitor, OuterFunctionProvider
 from mutmut.mutation.mutators import mutation_operators
 from mutmut.mutation.pragma_handling import get_ignored_lines
@@ -44,9 +51,15 @@ class Mutant:
     source: str
     # Set when the mutant is equivalent by a rule (no test can tell it apart): not run.
     equivalent: str = ""
+    # The lines of the statement the node is in (of a compound statement, its header up to
+    # the node): coverage sees a multi-line statement only on the lines where Python reports
+    # line events, often its first alone, so a test that runs the statement may record none
+    # of the node's own lines (the second part of an implicitly concatenated string).
+    statement: tuple[int, int] | None = None
 
     def lines(self) -> range:
-        return range(self.line, self.end_line + 1)
+        first, last = self.statement or (self.line, self.end_line)
+        return range(min(first, self.line), max(last, self.end_line) + 1)
 
 
 def _qualnames(module: cst.Module) -> dict[cst.FunctionDef, str]:
@@ -84,6 +97,26 @@ def _equivalent(before: str, after: str) -> str:
     ):
         return "SQL keywords and unquoted names are case-insensitive"
     return ""
+
+
+def _statement_lines(
+    node: cst.CSTNode,
+    parents: Mapping[cst.CSTNode, cst.CSTNode],
+    positions: Mapping[cst.CSTNode, CodeRange],
+) -> tuple[int, int] | None:
+    """The first and last line of the statement `node` is in; of a compound statement (the
+    node in its header: a condition, an iterable), its first line to the node's last."""
+    statement: cst.CSTNode | None = node
+    while statement is not None and not isinstance(
+        statement, cst.BaseSmallStatement | cst.BaseCompoundStatement
+    ):
+        statement = parents.get(statement)
+    if statement is None:
+        return None
+    where = positions[statement]
+    if isinstance(statement, cst.BaseCompoundStatement):
+        return (where.start.line, positions[node].end.line)
+    return (where.start.line, where.end.line)
 
 
 def _at(position: CodePosition) -> tuple[int, int]:
@@ -124,6 +157,7 @@ def mutants_of(file: str, code: str | None = None) -> list[Mutant]:
     wrapper.visit(visitor)
     positions = wrapper.resolve(PositionProvider)
     outer = wrapper.resolve(OuterFunctionProvider)
+    parents = wrapper.resolve(ParentNodeProvider)
     module = wrapper.module
     qualnames = _qualnames(module)
     original = code.splitlines(keepends=True)
@@ -170,6 +204,7 @@ def mutants_of(file: str, code: str | None = None) -> list[Mutant]:
                 function=qualname,
                 diff=diff,
                 source=source,
+                statement=_statement_lines(mutation.original_node, parents, positions),
             )
         )
     return found

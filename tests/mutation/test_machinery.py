@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Enum
 
 from app.billing.models import BillingAccount
+from app.db.faults import DatabaseUnavailable
 from app.kit import text
 from tests.mutation import __main__ as stage
 from tests.mutation.mutants import ROOT, Mutant, mutants_of
@@ -109,3 +110,12 @@ def test_sql_whose_case_changes_outside_its_quotes_is_settled_as_equivalent() ->
     assert not settled[
         """+        text("SELECT SET_CONFIG('APP.TENANT_ID', :ID, TRUE)"), {"id": str(tenant_id)}"""
     ]
+
+
+def test_a_node_on_a_continuation_line_is_reached_by_the_tests_of_its_statement() -> None:
+    # The detail's second part is one constant with its first: Python reports no line event
+    # on the part's own line, so the map's tests for it are those of the statement.
+    (mutant,) = [m for m in mutants_of("app/db/faults.py") if '+            "XX Retry' in m.diff]
+    run = {line for _, _, line in DatabaseUnavailable.__init__.__code__.co_lines()}
+    assert mutant.line not in run
+    assert run.intersection(mutant.lines())

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from app.billing.access import can_write, writable
+from app.billing.access import can_write, grace_ends_at, writable
 from app.billing.models import SubscriptionStatus as S
 from app.settings import Settings
 
@@ -44,6 +44,14 @@ def test_who_may_write(status, subscribed, trial_ends_at, past_due_since, expect
         now=NOW,
     )
     assert allowed is expected
+
+
+@pytest.mark.parametrize("status", [S.active, S.trialing, S.unpaid, S.canceled])
+def test_only_a_clinic_past_due_has_a_grace_that_ends(status: S) -> None:
+    # Stripe leaves past_due_since behind once a payment is made: it ends no grace then.
+    assert grace_ends_at(S.past_due, EARLIER, GRACE) == EARLIER + GRACE
+    assert grace_ends_at(S.past_due, None, GRACE) is None
+    assert grace_ends_at(status, EARLIER, GRACE) is None
 
 
 def test_a_clinic_without_a_billing_account_may_not_write() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pyotp
@@ -63,6 +64,8 @@ def test_a_code_matches_its_step_within_one_step_of_drift() -> None:
 def test_recovery_codes_are_random_and_typed_back_loosely() -> None:
     codes = mfa.new_recovery_codes()
     assert len(set(codes)) == 10
+    # Shown once, to be written down: four groups of five hex digits.
+    assert all(re.fullmatch(r"[0-9a-f]{5}(-[0-9a-f]{5}){3}", code) for code in codes)
     code = codes[0]
     assert mfa.hash_recovery_code(code) == mfa.hash_recovery_code(code.upper().replace("-", " "))
     assert mfa.hash_recovery_code(code) != mfa.hash_recovery_code(codes[1])

@@ -15,7 +15,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.db.faults import DatabaseBusy, DatabaseUnavailable, unavailability
+from app.db.session import unresponsive_within
 from app.kit.problems import NotFound
+from app.settings import Settings
 
 
 def server_error(sqlstate: str) -> PostgresError:
@@ -136,6 +138,26 @@ def test_each_503_tells_the_client_whether_repeating_the_request_is_safe() -> No
         "Every database connection is busy; nothing was changed. Try again shortly."
     )
     assert (unavailable.headers, busy.headers) == ({"Retry-After": "5"}, {"Retry-After": "1"})
+
+
+@pytest.mark.parametrize(
+    ("ping", "connect", "statement_ms", "within"),
+    [(2.0, 3.0, 1000, 5.0), (0.5, 1.0, 9000, 10.0)],
+    ids=["a dead connection and a new one", "a statement given up"],
+)
+def test_a_database_that_stops_answering_is_answered_within_the_longer_bound(
+    ping: float, connect: float, statement_ms: int, within: float
+) -> None:
+    # The chaos stage waits this long for the 503 of a frozen or partitioned database: a
+    # pooled connection's ping and then a new connection's connect, or the statement timeout
+    # and the client's margin after it, whichever ends later.
+    settings = Settings(
+        _env_file=None,
+        db_ping_timeout_seconds=ping,
+        db_connect_timeout_seconds=connect,
+        db_statement_timeout_ms=statement_ms,
+    )
+    assert unresponsive_within(settings) == within
 
 
 def test_a_drained_pool_is_busy() -> None:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from app import cli
+from app.db import migrate
 from app.db.session import DatabaseUnresolved, database_url
 from app.kit import problems
 from app.kit.storage import S3Storage
@@ -24,8 +25,16 @@ def _no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_connecting_before_a_database_is_chosen_says_so() -> None:
-    with pytest.raises(DatabaseUnresolved):
+    with pytest.raises(
+        DatabaseUnresolved, match=r"^resolve the embedded database before connecting$"
+    ):
         database_url(Settings())
+
+
+def test_a_database_url_without_a_role_says_so() -> None:
+    # `vetify migrate` grants to the role the service's URL names: none is no role to guess.
+    with pytest.raises(ValueError, match=r"^the database URL must name its role$"):
+        migrate.role_of("postgresql+asyncpg://db.example:5432/vetify")
 
 
 def test_the_worker_on_the_embedded_database_is_refused() -> None:

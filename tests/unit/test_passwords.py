@@ -36,6 +36,7 @@ async def test_beyond_the_queue_and_the_wait_callers_are_turned_away() -> None:
     await asyncio.sleep(0.05)  # and the one place in the queue
     with pytest.raises(Overloaded) as beyond_the_queue:
         await pool.run(busy)
+    assert not waiting.done()  # turned away at once, not after a wait of its own
     with pytest.raises(Overloaded):
         await waiting  # waited its 0.3 s for a slot
     release.set()

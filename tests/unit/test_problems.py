@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict
 
 from app.kit import problems
@@ -46,6 +46,12 @@ def _app() -> FastAPI:
     async def anonymous() -> None:
         raise Unauthenticated("Log in.")
 
+    @app.get("/refused")
+    async def refused() -> None:
+        # Raised as FastAPI's own HTTPException (as a dependency of a library might): its
+        # detail is kept, as a Problem's is.
+        raise HTTPException(403, "Not yours.")
+
     @app.post("/things")
     async def things(body: Body) -> dict[str, int]:
         return {"count": body.count}
@@ -77,6 +83,7 @@ def _problem(response: httpx.Response, status: int, slug: str) -> dict[str, obje
         ("/missing", 404, "not-found", "No such pet."),
         ("/taken", 409, "conflict", "That microchip is already registered."),
         ("/anonymous", 401, "unauthenticated", "Log in."),
+        ("/refused", 403, "forbidden", "Not yours."),
     ],
 )
 async def test_raised_problem(

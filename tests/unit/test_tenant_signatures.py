@@ -46,7 +46,9 @@ def _session_in(tenant: InClinic | None) -> AsyncSession:
 async def test_lookups_refuse_a_session_in_another_clinic(entered: InClinic | None) -> None:
     session = _session_in(entered)
     item = uuid.uuid4()
-    with pytest.raises(TenancyError):
+    with pytest.raises(
+        TenancyError, match=f"^the session is in clinic {entered and entered.clinic_id}, not "
+    ):
         await find(session, HERE, Pet, item)
     with pytest.raises(TenancyError):
         await get_or_404(session, HERE, Pet, item, "pet")
@@ -55,8 +57,10 @@ async def test_lookups_refuse_a_session_in_another_clinic(entered: InClinic | No
 
 
 async def test_a_transaction_never_moves_to_another_clinic() -> None:
-    # Refused before any SQL: work for another clinic takes a transaction of its own.
-    with pytest.raises(TenancyError):
+    # Refused before any SQL: work for another clinic takes a transaction of its own. The
+    # message names both clinics: it is a bug report.
+    moved = f"this transaction is in clinic {HERE.clinic_id}; {ELSEWHERE.clinic_id} needs its own"
+    with pytest.raises(TenancyError, match=f"^{moved}$"):
         await enter_tenant(_session_in(HERE), ELSEWHERE.clinic_id)
 
 
@@ -66,7 +70,7 @@ def test_of_clinic_scopes_tenant_tables_by_tenant_id_and_the_clinic_by_its_id() 
 
 
 def test_a_global_table_has_no_clinic_criterion() -> None:
-    with pytest.raises(TenancyError):
+    with pytest.raises(TenancyError, match=r"^User is not a clinic's table$"):
         belongs_to(HERE, User)
 
 
