@@ -43,7 +43,7 @@ Writer = Annotated[Principal, Depends(requires(Action.records_write))]
 ONE = responses(Unauthenticated, Forbidden, NotFound, InvalidInput)
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 

@@ -28,7 +28,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API token: `vtk_...`")
 _cookie = APIKeyCookie(name=service.SESSION_COOKIE, auto_error=False, description="Login session")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -36,7 +36,7 @@ def get_settings(request: Request) -> Settings:
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
-def login_guard(request: Request) -> LoginGuard:
+async def login_guard(request: Request) -> LoginGuard:
     guard: LoginGuard = request.app.state.login_guard
     return guard
 

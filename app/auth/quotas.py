@@ -78,7 +78,7 @@ async def spend(request: Request, policy: Policy, key: str) -> None:
     ratelimit.record(request.scope, await limiter.hit(policy, key))
 
 
-def quotas(request: Request) -> Quotas:
+async def quotas(request: Request) -> Quotas:
     value: Quotas = request.app.state.quotas
     return value
 

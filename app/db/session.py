@@ -102,7 +102,7 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 DbSession = Annotated[AsyncSession, Depends(_request_session, scope="function")]
 
 
-def _session_factory(request: Request, _: DbSession) -> async_sessionmaker[AsyncSession]:
+async def _session_factory(request: Request, _: DbSession) -> async_sessionmaker[AsyncSession]:
     # Taking the request's session puts the route inside it: a database failure in any other
     # session the route opens passes through ``_request_session`` too, and becomes a 503.
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
