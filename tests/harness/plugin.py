@@ -26,6 +26,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from app.main import create_app
@@ -232,6 +233,23 @@ def s3_settings(settings: Settings, server: S3Server, bucket: str) -> Settings:
             "s3_access_key_id": SecretStr(ACCESS_KEY),
             "s3_secret_access_key": SecretStr(SECRET_KEY),
         }
+    )
+
+
+@pytest.fixture
+def database_proxy(database: Database) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the test's database (``through_proxy`` points settings at it)."""
+    proxy = FaultProxy(database.server.host, database.server.port).start()
+    yield proxy
+    proxy.stop()
+
+
+def through_proxy(settings: Settings, proxy: FaultProxy, **changes: object) -> Settings:
+    """``settings`` with the service's database reached through ``proxy``, and ``changes``."""
+    assert settings.database_url is not None
+    url = make_url(settings.database_url.get_secret_value()).set(host="127.0.0.1", port=proxy.port)
+    return settings.model_copy(
+        update={"database_url": SecretStr(url.render_as_string(hide_password=False)), **changes}
     )
 
 

@@ -9,9 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,7 +19,7 @@ from app.db.session import create_engine, session_factory
 from app.db.tenancy import enter_tenant
 from app.settings import Settings
 from fixtures.factories import LocationFactory
-from tests.harness.databases import Database
+from tests.harness.plugin import through_proxy
 from tests.harness.proxy import FaultProxy
 
 
@@ -91,26 +89,23 @@ async def test_a_session_flushes_before_it_queries_and_keeps_its_rows_after_comm
         # Not flushed by hand: a service adds a row, then looks it up.
         found = await session.scalar(select(Location).where(Location.name == location.name))
         assert found is location
-    # Responses are built from the rows after the request's commit, without another query.
-    assert location.created_at is not None
+    # Responses are built from the rows after the request's commit, without another query:
+    # the row keeps what the database made of it.
+    async with sessions() as session, session.begin():
+        await enter_tenant(session, clinic.id)
+        stored = await session.scalar(select(Location.created_at).where(Location.id == location.id))
+    assert location.created_at == stored
 
 
 async def test_a_pooled_connection_that_stops_answering_is_given_up_within_its_ping_timeout(
-    settings: Settings, database: Database
+    settings: Settings, database_proxy: FaultProxy
 ) -> None:
     # A frozen or partitioned server: the pooled connection's check is given up within the
     # ping timeout, and the new connection tried in its place within the connect timeout;
     # the request is then a 503, not a wait on a server that may never answer.
-    proxy = FaultProxy(database.server.host, database.server.port).start()
-    through_proxy = make_url(database.app_url).set(host="127.0.0.1", port=proxy.port)
+    proxy = database_proxy
     engine = create_engine(
-        settings.model_copy(
-            update={
-                "database_url": SecretStr(through_proxy.render_as_string(hide_password=False)),
-                "db_ping_timeout_seconds": 0.3,
-                "db_connect_timeout_seconds": 0.5,
-            }
-        )
+        through_proxy(settings, proxy, db_ping_timeout_seconds=0.3, db_connect_timeout_seconds=0.5)
     )
     failure: Exception | None = None
     try:
@@ -127,7 +122,6 @@ async def test_a_pooled_connection_that_stops_answering_is_given_up_within_its_p
     finally:
         proxy.heal()
         await engine.dispose()
-        proxy.stop()
     assert failure is not None
     assert isinstance(unavailability(failure), DatabaseUnavailable), repr(failure)
     assert waited < 2.5

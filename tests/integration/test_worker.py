@@ -10,15 +10,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.billing.intake import APPLY_STRIPE_EVENT
 from app.queue import Worker, enqueue
 from app.settings import Settings
 from tests.harness.databases import Database
+from tests.harness.plugin import through_proxy
 from tests.harness.proxy import FaultProxy
 from tests.harness.queue import drain
 
@@ -51,20 +50,13 @@ async def _gone(engine: AsyncEngine, job_id: int) -> bool:
 
 async def test_the_worker_starts_again_once_the_database_is_back(
     settings: Settings,
-    database: Database,
+    database_proxy: FaultProxy,
     app_engine: AsyncEngine,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    proxy = FaultProxy(database.server.host, database.server.port).start()
-    through_proxy = make_url(database.app_url).set(host="127.0.0.1", port=proxy.port)
+    proxy = database_proxy
     worker = Worker(
-        settings.model_copy(
-            update={
-                "database_url": SecretStr(through_proxy.render_as_string(hide_password=False)),
-                "db_connect_timeout_seconds": 1.0,
-            }
-        ),
-        STOP_WITHIN,
+        through_proxy(settings, proxy, db_connect_timeout_seconds=1.0), STOP_WITHIN
     ).start()
 
     async def registered() -> bool:
@@ -88,7 +80,6 @@ async def test_the_worker_starts_again_once_the_database_is_back(
         started = time.monotonic()
         await worker.stop()
         stopped_in = time.monotonic() - started
-        proxy.stop()
     assert stopped_in < STOP_WITHIN + 2
 
 

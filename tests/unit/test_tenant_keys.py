@@ -61,7 +61,7 @@ def test_an_enum_type_has_its_own_name_and_stores_the_members_values() -> None:
     size = pg_enum(Size, "pet_size")
 
     assert (size.name, size.enums, size.enum_class) == ("pet_size", ["small", "extra large"], Size)
-    created = postgresql.CreateEnumType(size).compile(dialect=DIALECT)  # type: ignore[no-untyped-call]
+    created = postgresql.CreateEnumType(size).compile(dialect=DIALECT)
     assert str(created) == "CREATE TYPE pet_size AS ENUM ('small', 'extra large')"
     stored = literal(Size.EXTRA_LARGE, size).compile(
         dialect=DIALECT, compile_kwargs={"literal_binds": True}
