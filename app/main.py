@@ -63,6 +63,13 @@ ROUTERS = (
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The process's argon2id parameters, set as the app starts (as the password pool is):
+        # an app started again after another with other settings hashes with its own.
+        crypto.configure_password_hashing(
+            time_cost=settings.password_hash_time_cost,
+            memory_cost=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+        )
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
@@ -110,11 +117,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_docs(app)
     app.state.settings = settings
-    crypto.configure_password_hashing(
-        time_cost=settings.password_hash_time_cost,
-        memory_cost=settings.password_hash_memory_kib,
-        parallelism=settings.password_hash_parallelism,
-    )
     app.state.quotas = Quotas.from_settings(settings)
     # Billing's view of a clinic, attached to every caller by app.auth.deps.
     app.state.standing_of = standing

@@ -20,7 +20,7 @@ _dummy_hash: str | None = None
 
 
 def configure_password_hashing(*, time_cost: int, memory_cost: int, parallelism: int) -> None:
-    """argon2id's parameters from the settings, set when the app is made. Hashes stored with
+    """argon2id's parameters from the settings, set when the app starts. Hashes stored with
     other parameters still verify; ``password_needs_rehash`` says to replace them."""
     global _hasher, _dummy_hash  # one hasher per process, set at start-up
     _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)

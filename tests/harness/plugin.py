@@ -4,8 +4,9 @@
   engine answers, else local processes (:mod:`tests.harness.services`); the header says which.
 * Databases: a template migrated once; ``database`` is a fresh clone per test,
   ``empty_database`` one with no schema yet.
-* The app: ``app`` is ``create_app`` with its lifespan running, ``client`` talks to it over
-  ASGI; ``live_server`` is `vetify serve` as a real process (e2e, load, chaos).
+* The app: ``app`` is ``create_app`` with its lifespan running (the app of an earlier test
+  with equal settings, started again), ``client`` talks to it over ASGI; ``live_server`` is
+  `vetify serve` as a real process (e2e, load, chaos).
 * Skips: every skipped test is listed at the end; with ``--forbid-skips`` (the pr set) a
   single skip fails the run, because a skipped test proves nothing.
 * Leaks: the services' passwords are canaries drawn per run (:mod:`tests.harness.canary`);
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -263,7 +265,10 @@ def template() -> str:
 
 @pytest.fixture
 async def database(postgres_server: PostgresServer, template: str) -> AsyncIterator[Database]:
-    fresh = await databases.clone(postgres_server, template=template)
+    """A fresh clone of ``template``, under the same name in every test of a process (whose
+    server is its own): with ``files``, equal settings from test to test, and one app
+    (``_running``)."""
+    fresh = await databases.clone(postgres_server, template=template, name="test_case")
     yield fresh
     await drop_searched(fresh)
 
@@ -331,22 +336,56 @@ def stage_settings(
     )
 
 
+_APPS: list[FastAPI] = []
+"""The apps this process made, newest first, each started again for a test with equal settings.
+FastAPI builds every route's dependencies (signatures, pydantic adapters) at an app's first
+request: 70 ms, 190 ms under coverage, which every test paid again. All a test can change
+lives in what the lifespan makes (the engine, Redis, the limiter, storage, the workers)."""
+_KEPT_APPS = 8
+_STARTED: set[FastAPI] = set()
+
+
 @asynccontextmanager
 async def _running(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        yield application
+    application = next(
+        (made for made in _APPS if made not in _STARTED and made.state.settings == settings),
+        None,
+    )
+    if application is None:  # new settings, or the same app already running in this test
+        application = create_app(settings)
+        _APPS.insert(0, application)
+        del _APPS[_KEPT_APPS:]
+    _STARTED.add(application)
+    try:
+        async with application.router.lifespan_context(application):
+            yield application
+    finally:
+        _STARTED.discard(application)
+
+
+@pytest.fixture(scope="session")
+def _files_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("files")
+
+
+@pytest.fixture
+def files(_files_root: Path) -> Path:
+    """The attachments' directory: one path for every test of a process (see ``database``),
+    emptied before each."""
+    shutil.rmtree(_files_root)
+    _files_root.mkdir()
+    return _files_root
 
 
 @pytest.fixture
 def settings(
     database: Database,
     redis_server: RedisServer,
-    tmp_path: Path,
+    files: Path,
     stripe_api: FakeStripe,
     smtp_server: Relay,
 ) -> Settings:
-    return stage_settings(database, redis_server, tmp_path, stripe_api, smtp_server)
+    return stage_settings(database, redis_server, files, stripe_api, smtp_server)
 
 
 @pytest.fixture

@@ -58,3 +58,17 @@ def test_a_vendored_file_is_skipped_only_while_unchanged(tmp_path: Path) -> None
     copy.parent.mkdir(parents=True)
     copy.write_bytes((Path(__file__).resolve().parents[2] / name).read_bytes() + b"\n")
     assert unvendored([name], root=tmp_path) == [name]
+
+
+def test_a_secret_in_any_share_of_a_split_scan_fails_it(tmp_path: Path) -> None:
+    """The files are split across processes: a finding in any one of them fails the whole scan
+    and is reported with the others' output."""
+    names = [f"module_{index}.py" for index in range(9)]
+    for index, name in enumerate(names):
+        (tmp_path / name).write_text("VALUE = 1\n" * (index + 1))
+    (tmp_path / names[4]).write_text(f'AWS_ACCESS_KEY_ID = "{AWS_KEY}"\n')
+    result = scan(names, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"{names[4]}:1" in result.stdout
+    assert AWS_KEY not in result.stdout
+    assert scan([name for name in names if name != names[4]], cwd=tmp_path).returncode == 0

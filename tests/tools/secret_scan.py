@@ -11,6 +11,7 @@ is and its kind, never the secret.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -52,13 +53,29 @@ def unvendored(files: Sequence[str], root: Path = ROOT) -> list[str]:
 
 
 def scan(files: Sequence[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """detect-secrets' own pre-commit entry point, with its default plugins and filters."""
-    return subprocess.run(  # noqa: S603 - our interpreter and the files named
-        [sys.executable, "-m", "detect_secrets.pre_commit_hook", *files],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
+    """detect-secrets' own pre-commit entry point, with its default plugins and filters, over
+    ``files`` split across the cores (one process took 10 s here, a quarter of it on the
+    OpenAPI document): the largest files first, each to the least loaded process."""
+    shares: list[list[str]] = [[] for _ in range(min(os.cpu_count() or 1, len(files)) or 1)]
+    loads = [0] * len(shares)
+    for name in sorted(files, key=lambda name: (cwd / name).stat().st_size, reverse=True):
+        least = loads.index(min(loads))
+        shares[least].append(name)
+        loads[least] += (cwd / name).stat().st_size
+    processes = [
+        subprocess.Popen(  # noqa: S603 - our interpreter and the files named
+            [sys.executable, "-m", "detect_secrets.pre_commit_hook", *share],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for share in shares
+    ]
+    outputs = [process.communicate()[0] for process in processes]
+    failed = [process.returncode for process in processes if process.returncode]
+    return subprocess.CompletedProcess(
+        ["detect-secrets", *files], failed[0] if failed else 0, "".join(outputs), ""
     )
 
 
