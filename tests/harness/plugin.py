@@ -363,6 +363,12 @@ async def _running(settings: Settings) -> AsyncIterator[FastAPI]:
         _STARTED.discard(application)
 
 
+def forget_apps() -> None:
+    """Make the next app anew: the mutation stage's worker calls it when it changes the code an
+    app is made with (tests/mutation/worker.py)."""
+    _APPS.clear()
+
+
 @pytest.fixture(scope="session")
 def _files_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("files")

@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import Enum
 
 from app.billing.models import BillingAccount
 from app.db.faults import DatabaseUnavailable
 from app.kit import text
+from tests.harness import plugin as harness
 from tests.mutation import __main__ as stage
 from tests.mutation.mutants import ROOT, Mutant, mutants_of
-from tests.mutation.worker import _apply
+from tests.mutation.worker import _apply, _forget_apps
 
 FILE = "app/kit/text.py"
 
@@ -41,6 +43,14 @@ def test_a_mutant_changes_the_live_function_and_is_put_back() -> None:
         restore()
     assert storable("a\x00b") is False
     assert text.unstorable_at({"k": "a\x00b"}) == ["k"]
+
+
+def test_an_app_made_before_a_mutant_is_not_started_again(request: pytest.FixtureRequest) -> None:
+    """The harness keeps apps for equal settings; a mutant in the code that makes an app (its
+    middleware, quotas) would not run in one made before it was applied."""
+    harness._APPS.append(FastAPI())
+    _forget_apps(request.session)
+    assert harness._APPS == []
 
 
 def _mutant(key: str, package: str = "app/kit") -> Mutant:

@@ -131,6 +131,15 @@ def _apply(mutant: Mutant) -> Callable[[], None]:
     return restore
 
 
+def _forget_apps(session: pytest.Session) -> None:
+    """The harness starts an app made earlier again for equal settings (tests/harness/plugin.py,
+    ``_running``): one made before a mutant was applied, or while it was, would not run the
+    code it was made with (its middleware, quotas, OpenAPI document) as the code now is."""
+    harness = session.config.pluginmanager.get_plugin("tests.harness.plugin")
+    if harness is not None:
+        harness.forget_apps()
+
+
 def _changed_nested(
     old: types.CodeType, new: types.CodeType
 ) -> Iterator[tuple[types.CodeType, types.CodeType]]:
@@ -271,6 +280,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         except (LookupError, ValueError) as error:
             _write(results, record | {"status": "skipped", "reason": str(error)})
             continue
+        _forget_apps(session)
         status, killer = "survived", None
         started = time.perf_counter()
         try:
@@ -290,6 +300,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             status = "timeout"
         finally:
             restore()
+            _forget_apps(session)
         record |= {"status": status, "by": killer, "seconds": time.perf_counter() - started}
         if status == "timeout":
             # The event loop may still hold the interrupted test's tasks: the remaining
