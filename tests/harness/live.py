@@ -173,7 +173,8 @@ class Vetify:
 @dataclass
 class LiveServer:
     database: Database
-    db_proxy: FaultProxy
+    db_proxy: FaultProxy | None
+    """Between the server and its database, for the chaos suites' faults (none: direct)."""
     redis_url: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
     """More ``VETIFY_*`` environment for the process: a test configures the server it needs."""
@@ -197,12 +198,14 @@ class LiveServer:
 
     def env(self) -> dict[str, str]:
         password = self.database.server.role_password
-        via_proxy = (
-            f"postgresql+asyncpg://{APP_ROLE}:{password}@127.0.0.1:{self.db_proxy.port}"
-            f"/{self.database.name}"
-        )
+        url = self.database.app_url
+        if self.db_proxy is not None:
+            url = (
+                f"postgresql+asyncpg://{APP_ROLE}:{password}@127.0.0.1:{self.db_proxy.port}"
+                f"/{self.database.name}"
+            )
         env = vetify_env(
-            VETIFY_DATABASE_URL=via_proxy,
+            VETIFY_DATABASE_URL=url,
             VETIFY_DATABASE_OWNER_URL=self.database.owner_url,
             VETIFY_DB_STATEMENT_TIMEOUT_MS="5000",
             # Load and chaos send far more than one clinic does; the limits still run, wider.

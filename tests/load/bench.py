@@ -1,0 +1,365 @@
+"""The hot paths' benchmark (issue 18): ``python -m tests.load.bench [--seconds 20]``.
+
+Starts PostgreSQL and Redis as the test stages do (throwaway), a database with the demo clinic,
+and ``vetify serve`` (one process; row-level security, the tenant filter, rate limits (scaled
+1000x, still counted), permission checks, security headers and the access log all on), then
+drives each hot path with wrk at a fixed concurrency for a fixed time, authenticated with an
+API token as an integration is. In the same run, the ceiling: a bare FastAPI app under the same
+uvicorn answering the pets list's JSON from memory (``tests/load/ceiling.py``).
+
+Per path it prints requests per second, p50 and p99, the server's CPU per request, its RSS
+after the path, the statements one request sends (counted in process, deterministically:
+``tests/harness/statements.py``), and the ratio to the ceiling; and writes them as JSON to
+``reports/bench.json``. A benchmark, not a test: it passes or fails nothing, and its numbers
+mean something only on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from app.db.embedded import free_port
+from app.main import create_app
+from app.settings import Environment, Settings
+from fixtures.demo import seed_demo
+from tests.harness import databases
+from tests.harness.live import ROOT, LiveServer
+from tests.harness.services import choose_provider, postgres, redis
+from tests.harness.statements import counting
+
+REPORT = ROOT / "reports" / "bench.json"
+CONNECTIONS = 20
+THREADS = 2
+
+
+@dataclass(frozen=True)
+class HotPath:
+    name: str
+    method: str
+    path: str
+    body: str = ""
+    """A wrk Lua body for POST (``tests/load/bench_create.lua``), else none."""
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    failed: int
+    """Answers that were not 2xx or 3xx, and socket errors."""
+    cpu_ms_per_request: float
+    rss_mib: float
+    statements: int | None
+
+
+def wrk(url: str, seconds: int, token: str | None, script: Path | None = None) -> dict[str, float]:
+    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    if token:
+        command += ["-H", f"Authorization: Bearer {token}"]
+    if script is not None:
+        command += ["-s", str(script)]
+    output = subprocess.run(  # noqa: S603 - wrk from PATH, our arguments
+        [*command, url], capture_output=True, text=True, check=True, timeout=seconds + 60
+    ).stdout
+    return parse_wrk(output)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    """wrk's --latency report: requests per second, p50 and p99 in ms, requests, failures."""
+
+    def latency(percent: str) -> float:
+        found = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
+        if found is None:
+            raise ValueError(f"no {percent}% line in wrk's output:\n{output}")
+        return float(found.group(1)) * _UNITS[found.group(2)]
+
+    total = re.search(r"^\s+(\d+) requests in", output, re.MULTILINE)
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    if total is None or rate is None:
+        raise ValueError(f"not wrk's report:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    failed = int(non_2xx.group(1)) if non_2xx else 0
+    failed += sum(map(int, errors.groups())) if errors else 0
+    return {
+        "requests_per_second": float(rate.group(1)),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "requests": int(total.group(1)),
+        "failed": failed,
+    }
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def measure(
+    path: HotPath,
+    base: str,
+    pid: int,
+    seconds: int,
+    token: str | None = None,
+    statements: int | None = None,
+) -> Result:
+    process = psutil.Process(pid)
+    before = cpu_seconds(process)
+    script = Path(__file__).with_name(path.body) if path.body else None
+    numbers = wrk(base + path.path, seconds, token, script)
+    used = cpu_seconds(process) - before
+    return Result(
+        name=path.name,
+        requests_per_second=numbers["requests_per_second"],
+        p50_ms=numbers["p50_ms"],
+        p99_ms=numbers["p99_ms"],
+        requests=int(numbers["requests"]),
+        failed=int(numbers["failed"]),
+        cpu_ms_per_request=1000 * used / max(numbers["requests"], 1),
+        rss_mib=process.memory_info().rss / 2**20,
+        statements=statements,
+    )
+
+
+@dataclass(frozen=True)
+class Demo:
+    """What the paths need of the demo clinic, read through the API with the owner's token."""
+
+    token: str
+    pet_id: str
+    record_id: str
+    vet_id: str
+    day: str
+    search: str
+
+
+def demo(server: LiveServer) -> Demo:
+    token = server.demo_token("bench")
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        pets = http.get("/api/v1/pets", params={"limit": 20}).raise_for_status().json()
+        records = http.get("/api/v1/medical-records", params={"limit": 1}).raise_for_status()
+        staff = http.get("/api/v1/staff").raise_for_status().json()
+        customers = http.get("/api/v1/customers", params={"limit": 1}).raise_for_status()
+    vets = [member for member in staff["items"] if member["role"] in ("vet", "owner")]
+    return Demo(
+        token=token,
+        pet_id=pets["items"][0]["id"],
+        record_id=records.json()["items"][0]["id"],
+        vet_id=vets[0]["user_id"],
+        day=dt.date.today().isoformat(),
+        search=customers.json()["items"][0]["last_name"][:3],
+    )
+
+
+def hot_paths(clinic: Demo) -> list[HotPath]:
+    return [
+        HotPath("pets, a page of 20", "GET", "/api/v1/pets?limit=20"),
+        HotPath("the day's appointment book", "GET", f"/api/v1/appointments?day={clinic.day}"),
+        HotPath("customer search", "GET", f"/api/v1/customers?q={clinic.search}&limit=20"),
+        HotPath("a medical record", "GET", f"/api/v1/medical-records/{clinic.record_id}"),
+        HotPath("book an appointment", "POST", "/api/v1/appointments", "bench_create.lua"),
+    ]
+
+
+def appointment_body(clinic: Demo, starts_at: dt.datetime) -> dict[str, Any]:
+    """What the Lua script sends, less its start time (each request a slot of its own)."""
+    return {
+        "pet_id": clinic.pet_id,
+        "vet_id": clinic.vet_id,
+        "starts_at": starts_at.isoformat(),
+        "ends_at": (starts_at + dt.timedelta(minutes=10)).isoformat(),
+        "reason": "Benchmark",
+    }
+
+
+async def statements_per_request(
+    settings: Settings, clinic: Demo, paths: list[HotPath]
+) -> dict[str, int]:
+    """One request of each path to the app in process, after one to warm it: the statements it
+    sent the database."""
+    counts: dict[str, int] = {}
+    app = create_app(settings)
+    far = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=600)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="https://bench",
+            headers={"Authorization": f"Bearer {clinic.token}"},
+        ) as http,
+    ):
+        for index, path in enumerate(paths):
+            for attempt in range(2):
+                body = None
+                if path.method == "POST":
+                    starts = far + dt.timedelta(hours=2 * index + attempt)
+                    body = appointment_body(clinic, starts)
+                with counting() as counted:
+                    answer = await http.request(path.method, path.path, json=body)
+                answer.raise_for_status()
+            counts[path.name] = counted.total
+    return counts
+
+
+@contextmanager
+def ceiling(payload: bytes) -> Iterator[tuple[str, int]]:
+    """The bare FastAPI app under uvicorn, answering ``payload``: its base URL and pid."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as body:
+        body.write(payload)
+        body.flush()
+        port = free_port()
+        process = subprocess.Popen(  # noqa: S603 - this interpreter's uvicorn, fixed arguments
+            [sys.executable, "-m", "uvicorn", "tests.load.ceiling:app", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "VETIFY_CEILING_BODY": body.name},
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(url + "/api/v1/pets", timeout=1).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise
+                    time.sleep(0.2)
+            yield url, process.pid
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def table(results: list[Result], ceiling_rate: float) -> str:
+    header = (
+        f"{'path':32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}"
+        f" {'CPU ms':>7} {'stmts':>6} {'RSS MiB':>8} {'of ceiling':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for result in results:
+        statements = "-" if result.statements is None else str(result.statements)
+        lines.append(
+            f"{result.name:32} {result.requests_per_second:8.0f} {result.p50_ms:8.1f}"
+            f" {result.p99_ms:8.1f} {result.failed:7d} {result.cpu_ms_per_request:7.2f}"
+            f" {statements:>6} {result.rss_mib:8.0f}"
+            f" {result.requests_per_second / ceiling_rate:10.1%}"
+        )
+    return "\n".join(lines)
+
+
+def run(seconds: int) -> dict[str, Any]:
+    provider = choose_provider()
+    with (
+        postgres(provider) as server,
+        redis(provider) as cache,
+        tempfile.TemporaryDirectory() as data,
+    ):
+        databases.prepare_template(server)
+        database = asyncio.run(databases.clone(server, prefix="bench"))
+        asyncio.run(_seed(database.app_url))
+        live = LiveServer(database, None, cache.url).start()
+        try:
+            assert live.serve is not None
+            clinic = demo(live)
+            paths = hot_paths(clinic)
+            settings = Settings(
+                _env_file=None,
+                env=Environment.test,
+                database_url=database.app_url,
+                redis_url=cache.url,
+                rate_limit_scale=1000,
+                data_dir=Path(data),
+            )
+            statements = asyncio.run(statements_per_request(settings, clinic, paths))
+            os.environ["VETIFY_BENCH_THREADS"] = str(THREADS)
+            os.environ["VETIFY_BENCH_BODY"] = json.dumps(
+                appointment_body(clinic, dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+            )
+            pid = live.serve.pid
+            results = [
+                measure(path, live.url, pid, seconds, clinic.token, statements[path.name])
+                for path in paths
+            ]
+            payload = httpx.get(
+                live.url + paths[0].path, headers={"Authorization": f"Bearer {clinic.token}"}
+            ).content
+        finally:
+            live.stop()
+    with ceiling(payload) as (url, pid):
+        bare = measure(HotPath("ceiling: bare FastAPI", "GET", "/api/v1/pets"), url, pid, seconds)
+    print(table([*results, bare], bare.requests_per_second))
+    return {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "seconds": seconds,
+        "connections": CONNECTIONS,
+        "cpus": os.cpu_count(),
+        "paths": [asdict(result) for result in results],
+        "ceiling": asdict(bare),
+    }
+
+
+async def _seed(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            await seed_demo(session)
+    finally:
+        await engine.dispose()
+
+
+def _commit() -> str:
+    git = shutil.which("git")
+    if git is None:
+        return ""
+    return subprocess.run(  # noqa: S603 - git from PATH, fixed arguments
+        [git, "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=20, help="each path's run (default 20)")
+    parser.add_argument("--out", type=Path, default=REPORT)
+    arguments = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not on PATH: apt-get install wrk", file=sys.stderr)
+        return 2
+    result = run(arguments.seconds)
+    arguments.out.parent.mkdir(parents=True, exist_ok=True)
+    arguments.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {arguments.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
