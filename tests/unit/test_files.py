@@ -91,3 +91,30 @@ def test_clamd_verdicts(reply: str, verdict: clamd.Verdict) -> None:
 def test_anything_but_a_verdict_from_clamd_means_the_scanner_is_unavailable(reply: str) -> None:
     with pytest.raises(clamd.ScannerUnavailable):
         clamd._verdict(reply)
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [
+        (
+            "Relatório final.pdf",
+            'attachment; filename="Relatorio final.pdf";'
+            " filename*=UTF-8''Relat%C3%B3rio%20final.pdf",
+        ),
+        (
+            'a"b\\c;d.png',
+            "attachment; filename=\"a_b_c_d.png\"; filename*=UTF-8''a%22b%5Cc%3Bd.png",
+        ),
+        ("日本", "attachment; filename=\"attachment\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC"),
+    ],
+)
+def test_the_ascii_name_is_the_name_as_near_as_ascii_gets(name: str, header: str) -> None:
+    assert content_disposition(name) == header
+
+
+def test_what_clamd_says_is_kept_to_200_characters() -> None:
+    signature = "S" * 300
+    assert clamd._verdict(f"stream: {signature} FOUND") == clamd.Verdict(False, "S" * 200)
+    with pytest.raises(clamd.ScannerUnavailable) as raised:
+        clamd._verdict("E" * 300)
+    assert str(raised.value) == f"clamd answered {'E' * 200!r}"

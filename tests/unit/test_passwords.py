@@ -51,3 +51,21 @@ async def test_beyond_the_queue_and_the_wait_callers_are_turned_away() -> None:
         "Too many passwords are being checked right now; try again in a moment."
     )
     assert pool.shed == 2
+
+
+async def test_every_caller_turned_away_is_counted() -> None:
+    pool = Pool(workers=1, queue=0, wait_seconds=5)
+    release = threading.Event()
+
+    def busy() -> str:
+        release.wait(10)
+        return "done"
+
+    running = asyncio.create_task(pool.run(busy))
+    await asyncio.sleep(0.05)  # the one slot is taken, and there is no queue
+    for _ in range(3):
+        with pytest.raises(Overloaded):
+            await pool.run(busy)
+    release.set()
+    assert await running == "done"
+    assert (pool.shed, pool.checked) == (3, 1)

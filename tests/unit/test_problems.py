@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from app.kit import problems
 from app.kit.problems import (
@@ -19,6 +20,7 @@ from app.kit.problems import (
     Unauthenticated,
     responses,
 )
+from app.kit.types import Name
 from tests.harness.api import assert_problem
 
 # pragma: allowlist nextline secret - a planted string errors must not echo
@@ -28,6 +30,11 @@ SECRET = "database password is hunter2"
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
     count: int
+
+
+class Labels(BaseModel):
+    name: Name
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
 def _app() -> FastAPI:
@@ -55,6 +62,10 @@ def _app() -> FastAPI:
     @app.post("/things")
     async def things(body: Body) -> dict[str, int]:
         return {"count": body.count}
+
+    @app.post("/labels")
+    async def labels(body: Labels) -> None:
+        return None
 
     @app.get("/boom")
     async def boom() -> None:
@@ -157,3 +168,28 @@ def test_responses_merges_problems_of_one_status() -> None:
     entries = responses(Unauthenticated, InvalidCredentials)
     assert list(entries) == [401]
     assert entries[401]["description"] == "Authentication required / Invalid credentials"
+
+
+async def test_a_pattern_that_stands_for_a_rule_is_named_by_the_rule(
+    client: httpx.AsyncClient,
+) -> None:
+    body = _problem(
+        await client.post("/labels", json={"name": "  ", "code": "x"}), 422, "validation-error"
+    )
+    by_field = {tuple(error["loc"]): error for error in body["errors"]}
+    assert by_field["body", "name"] == {
+        "loc": ["body", "name"],
+        "msg": "must not be blank or contain the NUL character",
+        "type": "string_pattern_mismatch",
+    }
+    # Any other pattern is pydantic's own message.
+    assert by_field["body", "code"]["msg"] == "String should match pattern '^[A-Z]{3}$'"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/nowhere"), ("DELETE", "/missing")])
+async def test_an_unknown_route_or_method_says_no_more_than_its_title(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    body = (await client.request(method, path)).json()
+    assert "detail" not in body
+    assert body["title"] in ("Not found", "Method not allowed")

@@ -53,6 +53,37 @@ def refused_url() -> Iterator[str]:
         yield f"redis://127.0.0.1:{held.getsockname()[1]}/0"
 
 
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A Redis URL whose port takes no more connections: its backlog is full, so a connection
+    attempt waits (as to a host that drops them) until the client gives up."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(0)
+        port = listening.getsockname()[1]
+        waiting = [socket.socket() for _ in range(3)]
+        for each in waiting:
+            each.setblocking(False)
+            each.connect_ex(("127.0.0.1", port))
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            for each in waiting:
+                each.close()
+
+
+async def test_a_redis_that_takes_no_connection_costs_a_request_a_fraction_of_a_second(
+    silent_url: str,
+) -> None:
+    limiter = Limiter(silent_url)
+    started = time.monotonic()
+    decision = await limiter.hit(READS, "k")
+    assert time.monotonic() - started < 2  # redis-py would wait 5 s to connect
+    assert decision.allowed
+    assert limiter.degradations == 1
+    await limiter.close()
+
+
 def test_a_policy_scales_its_amount_but_never_to_nothing() -> None:
     assert Policy.of("x", "30/minute").item.amount == 30
     assert Policy.of("x", "30/minute", scale=0.5).item.amount == 15

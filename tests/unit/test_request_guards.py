@@ -346,15 +346,22 @@ def test_depth_is_the_deepest_nesting_not_the_count_of_brackets() -> None:
     assert not json_depth_exceeds(b'["[[[[", "]]]]]]]]]", "{{{{"]', 1)
 
 
-async def test_json_deeper_than_the_limit_is_a_400_and_the_limit_passes() -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    [b"application/json", b"application/json; charset=utf-8", b"application/merge-patch+json"],
+)
+async def test_json_deeper_than_the_limit_is_a_400_and_the_limit_passes(
+    content_type: bytes,
+) -> None:
     route = Route()
-    deep = await _exchange(_limits(route), _scope(headers=_json()), [nested(DEPTH + 1)])
+    headers = [(b"content-type", content_type)]
+    deep = await _exchange(_limits(route), _scope(headers=headers), [nested(DEPTH + 1)])
     assert (
         deep.problem(400, "bad-request")["detail"]
         == f"JSON may nest arrays and objects {DEPTH} deep."
     )
     assert route.calls == 0
-    assert (await _exchange(_limits(route), _scope(headers=_json()), [nested(DEPTH)])).status == 200
+    assert (await _exchange(_limits(route), _scope(headers=headers), [nested(DEPTH)])).status == 200
     assert route.bodies == [nested(DEPTH)]
 
 

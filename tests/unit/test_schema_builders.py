@@ -13,7 +13,16 @@ from pydantic import BaseModel, ValidationError
 
 from app.kit import openapi
 from app.kit.openapi import multipart_body, problem_aware_openapi
-from app.kit.types import TimeZoneName, _any_case, _zones, omittable, second_factor
+from app.kit.types import (
+    NO_NUL,
+    Input,
+    Name,
+    TimeZoneName,
+    _any_case,
+    _zones,
+    omittable,
+    second_factor,
+)
 
 
 def test_every_iana_zone_of_tzdata_is_a_time_zone_name_in_order() -> None:
@@ -83,3 +92,20 @@ def test_a_streamed_form_is_the_documented_body_and_a_component() -> None:
     component = document["components"]["schemas"]["AttachmentForm"]
     assert component["properties"]["file"]["type"] == "string"
     assert component["required"] == ["file"]
+
+
+def test_every_free_string_of_an_input_says_it_holds_no_nul_in_lists_and_options_too() -> None:
+    class Visit(Input):
+        notes: str
+        tags: list[str]
+        aliases: list[str] | None = None
+        title: Name
+        count: int
+
+    properties = Visit.model_json_schema()["properties"]
+    assert properties["notes"]["pattern"] == NO_NUL
+    assert properties["tags"]["items"]["pattern"] == NO_NUL
+    assert "pattern" not in properties["tags"]
+    assert properties["aliases"]["anyOf"][0]["items"]["pattern"] == NO_NUL
+    assert properties["title"]["pattern"] != NO_NUL  # its own pattern excludes NUL already
+    assert "pattern" not in properties["count"]
