@@ -105,3 +105,17 @@ def test_not_one_of_ours(credential: str) -> None:
 def test_parse_never_raises(prefix: str, credential: str) -> None:
     parsed = parse_credential(prefix, credential)
     assert parsed is None or isinstance(parsed, uuid.UUID)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        pytest.param("a" * SECRET_BYTES, id="shortest"),
+        pytest.param("a_b" + "c" * 40, id="underscore-in-secret"),
+        pytest.param("_" * 43, id="all-underscores"),
+    ],
+)
+def test_a_secret_of_ours_may_hold_underscores_and_be_as_short_as_its_bytes(secret: str) -> None:
+    """token_urlsafe's alphabet has "_": the secret is all that follows the second one."""
+    clinic = uuid.uuid4()
+    assert parse_credential(PREFIX, f"{PREFIX}_{clinic.hex}_{secret}") == clinic

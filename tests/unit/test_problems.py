@@ -67,6 +67,18 @@ def _app() -> FastAPI:
     async def labels(body: Labels) -> None:
         return None
 
+    @app.get("/teapot")
+    async def teapot() -> None:
+        raise HTTPException(418, "Short and stout.", headers={"X-Kettle": "on"})
+
+    @app.get("/challenge")
+    async def challenge() -> None:
+        raise HTTPException(401, "Log in.", headers={"X-Why": "expired"})
+
+    @app.get("/long/{tail:path}")
+    async def long(tail: str) -> None:
+        raise Conflict(tail)
+
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError(SECRET)
@@ -193,3 +205,31 @@ async def test_an_unknown_route_or_method_says_no_more_than_its_title(
     body = (await client.request(method, path)).json()
     assert "detail" not in body
     assert body["title"] in ("Not found", "Method not allowed")
+
+
+async def test_an_http_exception_keeps_its_status_detail_and_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    teapot = await client.get("/teapot")
+    body = _problem(teapot, 418, "internal-error")
+    assert body["detail"] == "Short and stout."
+    assert teapot.headers["x-kettle"] == "on"
+    challenge = await client.get("/challenge")
+    assert _problem(challenge, 401, "unauthenticated")["detail"] == "Log in."
+    # Its own headers beside the problem's challenge.
+    assert challenge.headers["www-authenticate"] == 'Bearer realm="vetify"'
+    assert challenge.headers["x-why"] == "expired"
+
+
+@pytest.mark.parametrize("length", [problems.TEXT_MAX, problems.TEXT_MAX + 1, 5000])
+async def test_what_a_request_put_in_a_problem_is_cut_to_its_limit(
+    client: httpx.AsyncClient, length: int
+) -> None:
+    tail = "x" * length
+    body = (await client.get(f"/long/{tail}")).json()
+    if length <= problems.TEXT_MAX:
+        assert body["detail"] == tail
+    else:
+        assert body["detail"] == "x" * (problems.TEXT_MAX - 1) + "…"
+    instance = f"/long/{tail}"
+    assert body["instance"] == instance[: problems.TEXT_MAX - 1] + "…"
