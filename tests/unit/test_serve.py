@@ -6,6 +6,7 @@ test run); tests/chaos/test_lifecycle.py runs the real process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -73,8 +74,9 @@ def _app(events: list[str]) -> FastAPI:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_serves_on_the_bound_socket_inside_the_lifespan_until_a_sigterm(
-    host: str, exits: list[int], heard: list[int]
+    host: str, exits: list[int], heard: list[int], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="vetify")
     events: list[str] = []
     sock = server.listen(host, 0)
     port = sock.getsockname()[1]
@@ -104,6 +106,7 @@ def test_serves_on_the_bound_socket_inside_the_lifespan_until_a_sigterm(
     assert answers[0].json() == {"client": host, "running": True}
     assert events == ["started", "stopped"]
     assert shutdown.requested
+    assert "stopping (SIGTERM), within 1.0 s" in caplog.messages
     assert heard == [signal.SIGTERM]
 
 

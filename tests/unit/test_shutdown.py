@@ -77,19 +77,22 @@ def test_a_stop_is_asked_for_once_and_met_at_the_deadline(
 
 @pytest.mark.parametrize("signum", SIGNALS)
 def test_a_signal_asks_for_the_stop_instead_of_ending_the_process(
-    signum: signal.Signals, exits: list[int], own_signals: None
+    signum: signal.Signals, exits: list[int], own_signals: None, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="vetify")
     shutdown = Shutdown(0.1).install()
     os.kill(os.getpid(), signum)
     assert shutdown.requested
+    assert f"stopping ({signum.name}), within 0.1 s" in caplog.messages
     _wait_for(exits)
     assert exits == [1]
 
 
 @pytest.mark.parametrize("signum", SIGNALS)
 async def test_the_event_loop_hears_the_signal(
-    signum: signal.Signals, exits: list[int], own_signals: None
+    signum: signal.Signals, exits: list[int], own_signals: None, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="vetify")
     loop = asyncio.get_running_loop()
     shutdown = Shutdown(0.1)
     loop.call_later(0.05, os.kill, os.getpid(), signum)
@@ -99,6 +102,7 @@ async def test_the_event_loop_hears_the_signal(
         for each in SIGNALS:
             loop.remove_signal_handler(each)
     assert shutdown.requested
+    assert f"stopping ({signum.name}), within 0.1 s" in caplog.messages  # what the operator reads
     await asyncio.to_thread(_wait_for, exits)
 
 
