@@ -123,6 +123,7 @@ async def _exchange(
     async def receive() -> Message:
         nonlocal pulled
         pulled += 1
+        await asyncio.sleep(0)  # a server's receive waits for the network, if only a moment
         if pending:
             return pending.pop(0)
         if then_stall:
