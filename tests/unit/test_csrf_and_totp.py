@@ -44,6 +44,13 @@ def test_stated_origin_prefers_origin_then_referer() -> None:
     assert csrf.stated_origin({"referer": "about:blank"}) == ""
 
 
+def test_the_allowed_origins_are_the_services_own_and_the_trusted_ones() -> None:
+    assert csrf.allowed_origins(
+        "https://Vetify.example/app/", ["http://localhost:3000/", "not a url", "https://x.example"]
+    ) == frozenset({"https://vetify.example", "http://localhost:3000", "https://x.example"})
+    assert csrf.allowed_origins("https://vetify.example", []) == {"https://vetify.example"}
+
+
 def test_the_token_is_bound_to_the_session_secret() -> None:
     token = csrf.token_for("vts_a_secret")
     assert token == csrf.token_for("vts_a_secret")
