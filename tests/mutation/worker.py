@@ -112,7 +112,13 @@ def _apply(mutant: Mutant) -> Callable[[], None]:
         swaps += [
             (made, old, new)
             for made in gc.get_referrers(old)
-            if isinstance(made, types.FunctionType) and made.__code__ is old
+            if isinstance(made, types.FunctionType)
+            and made.__code__ is old
+            # A closure whose cells the mutant's code does not fit (it drops or adds a free
+            # variable) cannot take it: one left from an earlier call of the outer function
+            # (a request's receive, held until collected) is not called again, and the next
+            # call makes its own from the mutant. Left alone, never the cause of a kill.
+            and len(made.__closure__ or ()) == len(new.co_freevars)
         ]
     done: list[tuple[types.FunctionType, types.CodeType]] = []
 

@@ -139,9 +139,11 @@ async def _exchange(
     return Answer(sent, pulled)
 
 
-def _limits(route: ASGIApp, **options: Any) -> BodyLimits:
+def _limits(route: ASGIApp, *, read_timeout: float = 10.0, **options: Any) -> BodyLimits:
+    """Bodies' limits; a deadline the tests of the deadline shorten (the others must not
+    meet it on a busy machine)."""
     return BodyLimits(
-        route, max_bytes=LIMIT, max_json_depth=DEPTH, read_timeout=DEADLINE, **options
+        route, max_bytes=LIMIT, max_json_depth=DEPTH, read_timeout=read_timeout, **options
     )
 
 
@@ -326,7 +328,10 @@ async def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection(
 ) -> None:
     route = Route()
     answer = await asyncio.wait_for(
-        _exchange(_limits(route), _scope(headers=headers), [b"["], then_stall=True), 5
+        _exchange(
+            _limits(route, read_timeout=DEADLINE), _scope(headers=headers), [b"["], then_stall=True
+        ),
+        5,
     )
     body = answer.problem(408, "request-timeout")
     assert body["detail"] == f"The request body must arrive within {DEADLINE:g} seconds."
@@ -508,3 +513,55 @@ async def test_the_nonce_is_kept_in_the_requests_state_beside_what_is_there() ->
     await _exchange(SecurityHeaders(_answering("text/html")), scope)
     assert scope["state"]["other"] == 1
     assert scope["state"][NONCE_KEY] == nonce(scope)
+
+
+@pytest.mark.parametrize("headers", [_json(), []])
+async def test_a_body_message_may_leave_out_its_optional_keys(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """ASGI's ``body`` defaults to b"" and ``more_body`` to False: a server may send neither."""
+    route = Route()
+    pending: list[Message] = [
+        {"type": "http.request", "body": b"[1", "more_body": True},
+        {"type": "http.request", "more_body": True},
+        {"type": "http.request", "body": b"]"},
+    ]
+
+    async def receive() -> Message:
+        await asyncio.sleep(0)
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await _limits(route)(_scope(headers=headers), receive, send)
+    assert route.bodies == [b"[1]"]
+    assert Answer(sent, 3).status == 200
+
+
+async def test_a_last_body_message_without_more_body_ends_the_deadline() -> None:
+    heard: list[Message] = []
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        heard.extend([await receive(), await receive()])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    arriving: list[Message] = [{"type": "http.request", "body": b"{}"}]
+
+    async def receive() -> Message:
+        if arriving:
+            return arriving.pop(0)
+        await asyncio.sleep(DEADLINE * 3)  # the client leaves after the deadline
+        return {"type": "http.disconnect"}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await _limits(route, read_timeout=DEADLINE)(_scope(headers=[]), receive, send)
+    assert [message["type"] for message in heard] == ["http.request", "http.disconnect"]
+    assert Answer(sent, 2).status == 204
