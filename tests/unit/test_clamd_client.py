@@ -106,3 +106,28 @@ async def test_a_daemon_that_never_answers_is_unavailable_in_time(
         await scan_file(answering, path, seconds=0.2)
     assert loop.time() - started < 2
     assert "TimeoutError" in str(raised.value)
+
+
+async def test_the_file_is_streamed_in_bounded_chunks_to_the_daemons_host(tmp_path: Path) -> None:
+    """Never read whole (an upload may be as large as its limit), and sent to the host named,
+    not to this one: the daemon listens on another loopback address."""
+    chunks: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\0")
+        while length := int.from_bytes(await reader.readexactly(4), "big"):
+            chunks.append(length)
+            await reader.readexactly(length)
+        writer.write(b"stream: OK\0")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.2", 0)
+    path = tmp_path / "scan.bin"
+    path.write_bytes(b"x" * (3 * CHUNK + 1))
+    try:
+        address = f"127.0.0.2:{server.sockets[0].getsockname()[1]}"
+        assert await scan_file(address, path, seconds=5) == Verdict(clean=True)
+    finally:
+        server.close()
+    assert chunks == [CHUNK, CHUNK, CHUNK, 1]

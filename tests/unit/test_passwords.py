@@ -69,3 +69,39 @@ async def test_every_caller_turned_away_is_counted() -> None:
     release.set()
     assert await running == "done"
     assert (pool.shed, pool.checked) == (3, 1)
+
+
+async def test_the_queue_holds_as_many_callers_as_it_says_and_no_more() -> None:
+    pool = Pool(workers=1, queue=2, wait_seconds=5)
+    release = threading.Event()
+
+    def busy() -> str:
+        release.wait(10)
+        return "done"
+
+    running = asyncio.create_task(pool.run(busy))
+    await asyncio.sleep(0.05)
+    waiting = [asyncio.create_task(pool.run(busy)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(Overloaded):
+        await pool.run(busy)  # the third in the queue: turned away at once
+    release.set()
+    assert [await task for task in (running, *waiting)] == ["done"] * 3
+    assert (pool.shed, pool.checked) == (1, 3)
+
+
+def test_a_pool_serves_one_event_loop_after_another() -> None:
+    """A process may run several loops in turn (a CLI command, then another): the slots of
+    the first are not the second's, even when callers had to wait for them."""
+    pool = Pool(workers=1, queue=4, wait_seconds=5)
+
+    def brief() -> str:
+        threading.Event().wait(0.05)
+        return "done"
+
+    async def contended() -> list[str]:
+        return list(await asyncio.gather(*(pool.run(brief) for _ in range(3))))
+
+    assert asyncio.run(contended()) == ["done"] * 3
+    assert asyncio.run(contended()) == ["done"] * 3
+    assert pool.checked == 6
