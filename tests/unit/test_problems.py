@@ -34,6 +34,7 @@ class Body(BaseModel):
 
 class Labels(BaseModel):
     name: Name
+    sizes: list[int] = []
     code: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
@@ -233,3 +234,9 @@ async def test_what_a_request_put_in_a_problem_is_cut_to_its_limit(
         assert body["detail"] == "x" * (problems.TEXT_MAX - 1) + "…"
     instance = f"/long/{tail}"
     assert body["instance"] == instance[: problems.TEXT_MAX - 1] + "…"
+
+
+async def test_an_error_in_a_list_is_located_by_its_index(client: httpx.AsyncClient) -> None:
+    response = await client.post("/labels", json={"name": "Rex", "code": "ABC", "sizes": [1, "x"]})
+    errors = _problem(response, 422, "validation-error")["errors"]
+    assert [error["loc"] for error in errors] == [["body", "sizes", 1]]

@@ -60,6 +60,7 @@ class Answer:
     messages: list[Message]
     pulled: int
     """How many times the app called ``receive``."""
+    path: str = ""
 
     @property
     def status(self) -> int:
@@ -85,6 +86,7 @@ class Answer:
         document: dict[str, Any] = json.loads(self.body)
         assert document["type"] == PROBLEM_BASE + slug
         assert document["status"] == status
+        assert document["instance"] == self.path
         return document
 
 
@@ -136,7 +138,7 @@ async def _exchange(
         sent.append(message)
 
     await app(scope, receive, send)
-    return Answer(sent, pulled)
+    return Answer(sent, pulled, scope["path"])
 
 
 def _limits(route: ASGIApp, *, read_timeout: float = 10.0, **options: Any) -> BodyLimits:
