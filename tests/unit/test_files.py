@@ -118,3 +118,32 @@ def test_what_clamd_says_is_kept_to_200_characters() -> None:
     with pytest.raises(clamd.ScannerUnavailable) as raised:
         clamd._verdict("E" * 300)
     assert str(raised.value) == f"clamd answered {'E' * 200!r}"
+
+
+@pytest.mark.parametrize(
+    ("sent", "safe"),
+    [
+        # Windows' reserved characters, a bidi override, line and paragraph separators, a
+        # private-use, an unassigned and a lone surrogate code point: all dropped, nothing added.
+        ('a<b>c:d"e|f?g*h\u202ei\u2028j\u2029k\ue000l\u0378m\ud800n.png', "abcdefghijklmn.png"),
+        ("C:\\Users\\ana\\scan.png", "scan.png"),
+        (" ..  my \t scan .. .", "my scan.png"),
+        ("report.v2.png", "report.v2.png"),
+        (". .", "attachment.png"),
+    ],
+)
+def test_a_safe_name_exactly(sent: str, safe: str) -> None:
+    assert safe_filename(sent, ALLOWED[0]) == safe
+
+
+@pytest.mark.parametrize(
+    ("head", "media_type"),
+    [
+        (b"GIF87a" + b"\0" * 10, "image/gif"),
+        (b"\0" * 128 + b"DICM" + b"more of the file", "application/dicom"),
+    ],
+)
+def test_every_signature_is_known_by_its_bytes(head: bytes, media_type: str) -> None:
+    kind = sniff(head)
+    assert kind is not None
+    assert kind.media_type == media_type
