@@ -4,6 +4,7 @@ and load shed with a 503 rather than queued without end."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -105,3 +106,31 @@ def test_a_pool_serves_one_event_loop_after_another() -> None:
     assert asyncio.run(contended()) == ["done"] * 3
     assert asyncio.run(contended()) == ["done"] * 3
     assert pool.checked == 6
+
+
+def test_configure_sizes_the_pool_from_the_settings_or_the_cores() -> None:
+    before = passwords.pool
+    try:
+        sized = passwords.configure(workers=3, queue=None, wait_seconds=1.5)
+        assert (sized.workers, sized.queue, sized.wait_seconds) == (3, 48, 1.5)
+        assert passwords.pool is sized
+        assert (passwords.configure(2, 5, 0.5).queue, passwords.configure(2, 0, 0.5).queue) == (
+            5,
+            0,
+        )
+        default = passwords.configure(None, None, 5.0)
+        assert (default.workers, default.queue) == (passwords._cores(), 16 * passwords._cores())
+    finally:
+        passwords.pool = before
+
+
+def test_the_cores_are_those_the_process_may_run_on() -> None:
+    """A container's cpuset (the process's affinity) may be fewer cores than the machine's."""
+    allowed = os.sched_getaffinity(0)
+    one = {min(allowed)}
+    os.sched_setaffinity(0, one)
+    try:
+        assert passwords._cores() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert passwords._cores() == len(allowed)

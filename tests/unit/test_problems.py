@@ -240,3 +240,8 @@ async def test_an_error_in_a_list_is_located_by_its_index(client: httpx.AsyncCli
     response = await client.post("/labels", json={"name": "Rex", "code": "ABC", "sizes": [1, "x"]})
     errors = _problem(response, 422, "validation-error")["errors"]
     assert [error["loc"] for error in errors] == [["body", "sizes", 1]]
+
+
+def test_a_problem_reads_as_its_detail_or_else_its_title() -> None:
+    assert str(NotFound("No such pet.")) == "No such pet."
+    assert str(NotFound()) == "Not found"
