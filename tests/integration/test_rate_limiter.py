@@ -1,13 +1,17 @@
 """The rate limiter (app/kit/ratelimit.py) on the test's Redis: quotas and scripts live in Redis,
 shared by every limiter (every replica) that uses it; while Redis is away each limiter counts in
-its own memory; once Redis answers again it is used again, and the return is said once.
-In memory alone and on a Redis that never answers: tests/unit/test_rate_limits.py."""
+its own memory (a Redis refusing connections, or taking none, costs a request a fraction of a
+second); once Redis answers again it is used again, and the return is said once. In memory
+alone: tests/unit/test_rate_limits.py."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from limits.aio.storage import MemoryStorage
@@ -29,6 +33,94 @@ COUNT = Script(
     "local n = redis.call('INCR', KEYS[1]) redis.call('PEXPIRE', KEYS[1], ARGV[1]) return {n}",
     _count_in_memory,
 )
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A Redis URL on a port nothing listens on (bound, so nothing else takes it)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"redis://127.0.0.1:{held.getsockname()[1]}/0"
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A Redis URL whose port takes no more connections: its backlog is full, so a connection
+    attempt waits (as to a host that drops them) until the client gives up."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(0)
+        port = listening.getsockname()[1]
+        waiting = [socket.socket() for _ in range(3)]
+        for each in waiting:
+            each.setblocking(False)
+            each.connect_ex(("127.0.0.1", port))
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            for each in waiting:
+                each.close()
+
+
+async def test_a_redis_that_takes_no_connection_costs_a_request_a_fraction_of_a_second(
+    silent_url: str,
+) -> None:
+    limiter = Limiter(silent_url)
+    started = time.monotonic()
+    decision = await limiter.hit(READS, "k")
+    assert time.monotonic() - started < 2  # redis-py would wait 5 s to connect
+    assert decision.allowed
+    assert limiter.degradations == 1
+    await limiter.close()
+
+
+async def test_while_redis_is_unreachable_memory_takes_over_and_fail_closed_gets_a_quarter(
+    refused_url: str,
+) -> None:
+    limiter = Limiter(refused_url, retry_seconds=60)
+    assert limiter.backend == "redis"
+    started = time.monotonic()
+    logins = [await limiter.hit(LOGIN, "someone@example.com") for _ in range(3)]
+    assert time.monotonic() - started < 3
+    assert limiter.degradations == 1  # then memory, without asking Redis again
+    assert limiter.degraded
+    assert limiter.backend == "memory (Redis unreachable)"
+    assert [(d.allowed, d.limit, d.remaining) for d in logins] == [
+        (True, 2, 1),
+        (True, 2, 0),
+        (False, 2, 0),
+    ]
+    reads = await limiter.hit(READS, "someone@example.com")
+    assert (reads.limit, reads.remaining) == (8, 7)
+    assert limiter.degradations == 1
+    await limiter.close()
+
+
+async def test_redis_is_tried_again_after_the_pause(refused_url: str) -> None:
+    limiter = Limiter(refused_url, retry_seconds=0.2)
+    await limiter.hit(READS, "k")
+    assert limiter.degradations == 1
+    await limiter.hit(READS, "k")
+    assert limiter.degradations == 1
+    await asyncio.sleep(0.25)
+    assert not limiter.degraded
+    await limiter.hit(READS, "k")
+    assert limiter.degradations == 2
+    await limiter.close()
+
+
+async def test_counters_and_scripts_work_in_memory_while_redis_is_unreachable(
+    refused_url: str,
+) -> None:
+    limiter = Limiter(refused_url)
+    assert await limiter.seconds_left("blocked") == 0.0
+    assert await limiter.atomic(COUNT, ["blocked"], [30_000]) == [1]
+    assert await limiter.atomic(COUNT, ["blocked"], [30_000]) == [2]
+    assert 25 < await limiter.seconds_left("blocked") <= 30
+    await limiter.forget("blocked")
+    assert await limiter.seconds_left("blocked") == 0.0
+    assert limiter.degraded
+    await limiter.close()
 
 
 async def test_two_limiters_on_one_redis_share_quotas_counters_and_scripts(
