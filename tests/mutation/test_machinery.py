@@ -13,6 +13,7 @@ from app.billing.models import BillingAccount
 from app.db.faults import DatabaseUnavailable
 from app.kit import text
 from app.kit.bodies import BodyLimits
+from app.kit.problems import InvalidInput
 from tests.mutation import __main__ as stage
 from tests.mutation.mutants import ROOT, Mutant, mutants_of
 from tests.mutation.worker import _apply
@@ -136,6 +137,26 @@ async def test_a_mutant_that_drops_a_closures_variable_applies_over_a_stale_clos
     finally:
         restore()
     assert await status() == 413
+
+
+def test_a_mutant_that_drops_super_applies_to_the_method_of_the_class() -> None:
+    """Without ``super()`` the method's code has no ``__class__`` cell, so it cannot be swapped
+    in place: the class gets a function made from it, and the original back after."""
+    (mutant,) = [
+        m
+        for m in mutants_of("app/kit/problems.py")
+        if m.function == "InvalidInput.body" and "+        body = None" in m.diff
+    ]
+    original = InvalidInput.body
+    assert InvalidInput("x").body().detail == "x"
+    restore = _apply(mutant)
+    try:
+        with pytest.raises(AttributeError):
+            InvalidInput("x").body()
+    finally:
+        restore()
+    assert InvalidInput.body is original
+    assert InvalidInput("x").body().detail == "x"
 
 
 def _adapted(enum: Enum) -> list[str]:

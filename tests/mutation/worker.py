@@ -104,6 +104,8 @@ def _apply(mutant: Mutant) -> Callable[[], None]:
     code = function_code(compile(mutant.source, str(ROOT / mutant.file), "exec"), mutant.function)
     if code is None:
         raise LookupError(f"{mutant.key}: no code object for {mutant.function}")
+    if code.co_freevars != function.__code__.co_freevars:
+        return _replace_method(mutant, function, code)
     # The function, and every function object made earlier from a nested function or lambda
     # of it that the mutant changes (a callback stored at import, a key function): those run
     # their own copy of the code, which swapping the outer function's would not reach.
@@ -134,6 +136,44 @@ def _apply(mutant: Mutant) -> Callable[[], None]:
     except ValueError:
         restore()
         raise
+    return restore
+
+
+def _replace_method(
+    mutant: Mutant, function: types.FunctionType, code: types.CodeType
+) -> Callable[[], None]:
+    """A method whose mutant drops a free variable (``super()``'s ``__class__`` cell) cannot take
+    the mutant's code in place: the class gets a new function made from it, with the cells it
+    still uses, and gets the original back after. (Only methods: the class is where every call
+    finds them; a bound method taken earlier keeps the original, which can only let a mutant
+    survive.)"""
+    *path, name = mutant.function.split(".")
+    if not path:
+        raise LookupError(f"{mutant.key}: its free variables differ from {mutant.function}'s")
+    owner: Any = importlib.import_module(_module_name(mutant.file))
+    for part in path:
+        owner = vars(owner)[part]
+    cells = dict(zip(function.__code__.co_freevars, function.__closure__ or (), strict=True))
+    if not set(code.co_freevars) <= set(cells):
+        raise LookupError(f"{mutant.key}: it adds a free variable to {mutant.function}")
+    replacement = types.FunctionType(
+        code,
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        tuple(cells[free] for free in code.co_freevars),
+    )
+    replacement.__kwdefaults__ = function.__kwdefaults__
+    replacement.__qualname__ = function.__qualname__
+    original = vars(owner)[name]
+    if isinstance(original, staticmethod | classmethod):
+        setattr(owner, name, type(original)(replacement))
+    else:
+        setattr(owner, name, replacement)
+
+    def restore() -> None:
+        setattr(owner, name, original)
+
     return restore
 
 
