@@ -106,6 +106,7 @@ def test_anything_but_a_verdict_from_clamd_means_the_scanner_is_unavailable(repl
             "attachment; filename=\"a_b_c_d.png\"; filename*=UTF-8''a%22b%5Cc%3Bd.png",
         ),
         ("日本", "attachment; filename=\"attachment\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC"),
+        ("X-ray.png", "attachment; filename=\"X-ray.png\"; filename*=UTF-8''X-ray.png"),
     ],
 )
 def test_the_ascii_name_is_the_name_as_near_as_ascii_gets(name: str, header: str) -> None:
@@ -130,6 +131,9 @@ def test_what_clamd_says_is_kept_to_200_characters() -> None:
         (" ..  my \t scan .. .", "my scan.png"),
         ("report.v2.png", "report.v2.png"),
         (". .", "attachment.png"),
+        ("XRAY..png", "XRAY.png"),  # dots between the stem and its extension go
+        ("..png", "png.png"),  # a hidden file's leading dots go
+        ("a" * 300 + ".png", "a" * (MAX_NAME - 4) + ".png"),
     ],
 )
 def test_a_safe_name_exactly(sent: str, safe: str) -> None:

@@ -245,3 +245,15 @@ async def test_an_error_in_a_list_is_located_by_its_index(client: httpx.AsyncCli
 def test_a_problem_reads_as_its_detail_or_else_its_title() -> None:
     assert str(NotFound("No such pet.")) == "No such pet."
     assert str(NotFound()) == "Not found"
+
+
+def test_a_read_only_clinic_is_told_how_to_pay() -> None:
+    problem = problems.PaymentRequired()
+    assert (problem.status, problem.type_uri()) == (402, problems.PROBLEM_BASE + "payment-required")
+    assert problem.detail == (
+        "This clinic is read-only until it pays: its trial ended, or its subscription was"
+        " cancelled or is unpaid past the grace period. Reads and exports still work. An owner"
+        " or admin can pay at /api/v1/billing (POST /api/v1/billing/checkout, or"
+        " /api/v1/billing/portal)."
+    )
+    assert problem.headers == {"Link": '</api/v1/billing>; rel="payment"'}

@@ -311,6 +311,26 @@ async def test_other_connections_pass_every_middleware_untouched() -> None:
         await middleware(route)(scope, _never, _nowhere)
         assert route.scopes == [scope]
         assert scope == {"type": "lifespan"}
+        # The lifespan's own messages go through as they are.
+        heard = await _lifespan_through(middleware)
+        assert heard == [{"type": "lifespan.startup"}, {"type": "lifespan.startup.complete"}]
+
+
+async def _lifespan_through(middleware: Any) -> list[Message]:
+    heard: list[Message] = []
+
+    async def lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+        heard.append(await receive())
+        await send({"type": "lifespan.startup.complete"})
+
+    async def startup() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def sent(message: Message) -> None:
+        heard.append(message)
+
+    await middleware(lifespan)({"type": "lifespan"}, startup, sent)
+    return heard
 
 
 async def _never() -> Message:
