@@ -144,13 +144,16 @@ async def test_an_s3_failure_other_than_a_missing_object_is_not_taken_for_one(
 
 
 class _Failing(http.server.BaseHTTPRequestHandler):
-    """An S3 endpoint failing on its side: 503 SlowDown to everything, in S3's error shape."""
+    """An S3 endpoint failing on its side (``status``: 503 SlowDown by default) to everything,
+    in S3's error shape."""
+
+    status = 503
 
     def _fail(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         body = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
-        self.send_response(503)
+        self.send_response(self.status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -163,8 +166,10 @@ class _Failing(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def failing_s3() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+def failing_s3(request: pytest.FixtureRequest) -> Iterator[str]:
+    status = getattr(request, "param", 503)
+    handler = type("_FailingWith", (_Failing,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -200,3 +205,16 @@ async def test_s3_out_of_reach_or_failing_is_storage_unavailable(
         assert raised.value.status == 503
         assert raised.value.slug == "storage-unavailable"
         assert raised.value.headers == {"Retry-After": "5"}
+
+
+@pytest.mark.parametrize("failing_s3", [500, 429], indirect=True)
+async def test_s3_failing_on_its_side_or_throttling_is_storage_unavailable(
+    settings: Settings, s3, failing_s3: str, tmp_path: Path
+) -> None:
+    """Any 5xx and 429 are S3's trouble, not a fault of the request: retry later."""
+    configured = s3_settings(settings, s3, f"files-{uuid.uuid4().hex[:12]}").model_copy(
+        update={"s3_endpoint_url": failing_s3, "s3_timeout_seconds": 2}
+    )
+    storage = storage_from(configured)
+    with pytest.raises(StorageUnavailable):
+        await storage.get(new_key(uuid.uuid4()), tmp_path / "copy")

@@ -4,6 +4,7 @@ unrelated edits, a code swap that every caller sees and that is undone, and the 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -12,6 +13,8 @@ from sqlalchemy import Enum
 from app.billing.models import BillingAccount
 from app.db.faults import DatabaseUnavailable
 from app.kit import text
+from app.kit.bodies import BodyLimits
+from app.kit.problems import InvalidInput
 from tests.harness import plugin as harness
 from tests.mutation import __main__ as stage
 from tests.mutation.mutants import ROOT, Mutant, mutants_of
@@ -101,6 +104,69 @@ def test_a_lambda_made_before_the_mutant_runs_the_mutant() -> None:
     finally:
         restore()
     assert _adapted(status)[0] == "trialing"
+
+
+async def test_a_mutant_that_drops_a_closures_variable_applies_over_a_stale_closure() -> None:
+    """A closure from an earlier call (here a route kept its ``receive``) has one cell more than
+    the mutant's code wants: the mutant still applies, and the next call runs it."""
+    (mutant,) = [
+        m
+        for m in mutants_of("app/kit/bodies.py")
+        if m.function == "BodyLimits._streamed" and "+                    refusal = None" in m.diff
+    ]
+    kept: list[Any] = []
+
+    async def route(scope: Any, receive: Any, send: Any) -> None:
+        kept.append(receive)
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def status() -> int:
+        chunks = [{"type": "http.request", "body": b"x" * 8, "more_body": True}] * 3
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return chunks.pop() if chunks else {"type": "http.request", "body": b""}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+        await BodyLimits(route, max_bytes=10, max_json_depth=8, read_timeout=5)(
+            scope, receive, send
+        )
+        return int(sent[0]["status"]) if sent else 0
+
+    assert await status() == 413
+    assert kept  # the stale closure
+    restore = _apply(mutant)
+    try:
+        assert await status() == 0  # the mutant: the refusal is lost, and the answer too
+    finally:
+        restore()
+    assert await status() == 413
+
+
+def test_a_mutant_that_drops_super_applies_to_the_method_of_the_class() -> None:
+    """Without ``super()`` the method's code has no ``__class__`` cell, so it cannot be swapped
+    in place: the class gets a function made from it, and the original back after."""
+    (mutant,) = [
+        m
+        for m in mutants_of("app/kit/problems.py")
+        if m.function == "InvalidInput.body" and "+        body = None" in m.diff
+    ]
+    original = InvalidInput.body
+    assert InvalidInput("x").body().detail == "x"
+    restore = _apply(mutant)
+    try:
+        with pytest.raises(AttributeError):
+            InvalidInput("x").body()
+    finally:
+        restore()
+    assert InvalidInput.body is original
+    assert InvalidInput("x").body().detail == "x"
 
 
 def _adapted(enum: Enum) -> list[str]:

@@ -104,6 +104,8 @@ def _apply(mutant: Mutant) -> Callable[[], None]:
     code = function_code(compile(mutant.source, str(ROOT / mutant.file), "exec"), mutant.function)
     if code is None:
         raise LookupError(f"{mutant.key}: no code object for {mutant.function}")
+    if code.co_freevars != function.__code__.co_freevars:
+        return _replace_method(mutant, function, code)
     # The function, and every function object made earlier from a nested function or lambda
     # of it that the mutant changes (a callback stored at import, a key function): those run
     # their own copy of the code, which swapping the outer function's would not reach.
@@ -112,7 +114,13 @@ def _apply(mutant: Mutant) -> Callable[[], None]:
         swaps += [
             (made, old, new)
             for made in gc.get_referrers(old)
-            if isinstance(made, types.FunctionType) and made.__code__ is old
+            if isinstance(made, types.FunctionType)
+            and made.__code__ is old
+            # A closure whose cells the mutant's code does not fit (it drops or adds a free
+            # variable) cannot take it: one left from an earlier call of the outer function
+            # (a request's receive, held until collected) is not called again, and the next
+            # call makes its own from the mutant. Left alone, never the cause of a kill.
+            and len(made.__closure__ or ()) == len(new.co_freevars)
         ]
     done: list[tuple[types.FunctionType, types.CodeType]] = []
 
@@ -138,6 +146,44 @@ def _forget_apps(session: pytest.Session) -> None:
     harness = session.config.pluginmanager.get_plugin("tests.harness.plugin")
     if harness is not None:
         harness.forget_apps()
+
+
+def _replace_method(
+    mutant: Mutant, function: types.FunctionType, code: types.CodeType
+) -> Callable[[], None]:
+    """A method whose mutant drops a free variable (``super()``'s ``__class__`` cell) cannot take
+    the mutant's code in place: the class gets a new function made from it, with the cells it
+    still uses, and gets the original back after. (Only methods: the class is where every call
+    finds them; a bound method taken earlier keeps the original, which can only let a mutant
+    survive.)"""
+    *path, name = mutant.function.split(".")
+    if not path:
+        raise LookupError(f"{mutant.key}: its free variables differ from {mutant.function}'s")
+    owner: Any = importlib.import_module(_module_name(mutant.file))
+    for part in path:
+        owner = vars(owner)[part]
+    cells = dict(zip(function.__code__.co_freevars, function.__closure__ or (), strict=True))
+    if not set(code.co_freevars) <= set(cells):
+        raise LookupError(f"{mutant.key}: it adds a free variable to {mutant.function}")
+    replacement = types.FunctionType(
+        code,
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        tuple(cells[free] for free in code.co_freevars),
+    )
+    replacement.__kwdefaults__ = function.__kwdefaults__
+    replacement.__qualname__ = function.__qualname__
+    original = vars(owner)[name]
+    if isinstance(original, staticmethod | classmethod):
+        setattr(owner, name, type(original)(replacement))
+    else:
+        setattr(owner, name, replacement)
+
+    def restore() -> None:
+        setattr(owner, name, original)
+
+    return restore
 
 
 def _changed_nested(

@@ -8,15 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.kit import crypto
 from app.kit.crypto import (
     SECRET_BYTES,
+    configure_password_hashing,
     hash_password,
     hash_secret,
     new_credential,
     parse_credential,
+    password_needs_rehash,
     secrets_equal,
     verify_password,
 )
+from fixtures.factories import TEST_HASHING
 
 # pragma: allowlist nextline secret - a test passphrase to hash
 PASSWORD = "correct horse battery staple"
@@ -105,3 +109,34 @@ def test_not_one_of_ours(credential: str) -> None:
 def test_parse_never_raises(prefix: str, credential: str) -> None:
     parsed = parse_credential(prefix, credential)
     assert parsed is None or isinstance(parsed, uuid.UUID)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        pytest.param("a" * SECRET_BYTES, id="shortest"),
+        pytest.param("a_b" + "c" * 40, id="underscore-in-secret"),
+        pytest.param("_" * 43, id="all-underscores"),
+    ],
+)
+def test_a_secret_of_ours_may_hold_underscores_and_be_as_short_as_its_bytes(secret: str) -> None:
+    """token_urlsafe's alphabet has "_": the secret is all that follows the second one."""
+    clinic = uuid.uuid4()
+    assert parse_credential(PREFIX, f"{PREFIX}_{clinic.hex}_{secret}") == clinic
+
+
+def test_hashes_are_made_with_every_configured_parameter_and_older_ones_are_flagged() -> None:
+    older = hash_password(PASSWORD)  # TEST_HASHING's
+    configure_password_hashing(time_cost=2, memory_cost=9 * 1024, parallelism=2)
+    try:
+        made = hash_password(PASSWORD)
+        assert made.startswith("$argon2id$v=19$m=9216,t=2,p=2$")
+        assert verify_password(older, PASSWORD)  # still verifies
+        assert password_needs_rehash(older)
+        assert not password_needs_rehash(made)
+        # An unknown address is checked against a hash of these parameters too.
+        assert not verify_password(None, PASSWORD)
+        assert crypto._dummy_hash is not None
+        assert crypto._dummy_hash.startswith("$argon2id$v=19$m=9216,t=2,p=2$")
+    finally:
+        configure_password_hashing(**TEST_HASHING)

@@ -24,6 +24,10 @@ from app.settings import Settings
         ("javascript:alert(1)", None),
         ("https://", None),
         ("http://host:99999", None),
+        ("http://vetify.example:80/", "http://vetify.example"),
+        ("https://vetify.example:8443", "https://vetify.example:8443"),
+        ("  https://vetify.example/  ", "https://vetify.example"),
+        ("ftp://vetify.example", None),
     ],
 )
 def test_origin_of(url: str, origin: str | None) -> None:
@@ -37,6 +41,14 @@ def test_stated_origin_prefers_origin_then_referer() -> None:
         "https://b.example"
     )
     assert csrf.stated_origin({"origin": "null"}) == ""
+    assert csrf.stated_origin({"referer": "about:blank"}) == ""
+
+
+def test_the_allowed_origins_are_the_services_own_and_the_trusted_ones() -> None:
+    assert csrf.allowed_origins(
+        "https://Vetify.example/app/", ["http://localhost:3000/", "not a url", "https://x.example"]
+    ) == frozenset({"https://vetify.example", "http://localhost:3000", "https://x.example"})
+    assert csrf.allowed_origins("https://vetify.example", []) == {"https://vetify.example"}
 
 
 def test_the_token_is_bound_to_the_session_secret() -> None:
@@ -47,6 +59,14 @@ def test_the_token_is_bound_to_the_session_secret() -> None:
     assert csrf.token_matches("vts_a_secret", token)
     assert not csrf.token_matches("vts_a_secret", None)
     assert not csrf.token_matches("vts_a_secret", token[:-1])
+    assert not csrf.token_matches("vts_a_secret", "")
+
+
+def test_a_token_issued_before_a_deploy_still_matches_after_it() -> None:
+    """Two versions serve side by side during a rolling deploy: the token's derivation is
+    fixed, known answer and all (unpadded URL-safe base64 of 32 bytes)."""
+    # pragma: allowlist nextline secret - the token of a made-up session secret, a known answer
+    assert csrf.token_for("vts_a_secret") == "tkUKXgH0d1lU_DhDBmlFm8vAqXyE5OcYQA9IeaGbno4"
 
 
 def test_a_code_matches_its_step_within_one_step_of_drift() -> None:

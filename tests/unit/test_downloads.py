@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.background import BackgroundTask
 
 from app.kit import problems
 from app.kit.downloads import Download
@@ -27,6 +28,19 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 
     @app.api_route("/file", methods=["GET", "HEAD"])
     async def file() -> Download:
+        return Download(stored, stat_result=os.stat(stored))
+
+    @app.get("/copy")
+    async def copy() -> Download:
+        # A download copy (from S3), removed once answered, whatever the answer.
+        copied = tmp_path / "copy.bin"
+        copied.write_bytes(CONTENT)
+        return Download(
+            copied, stat_result=os.stat(copied), background=BackgroundTask(copied.unlink)
+        )
+
+    @app.post("/file")
+    async def posted() -> Download:
         return Download(stored, stat_result=os.stat(stored))
 
     transport = httpx.ASGITransport(app=app)
@@ -62,5 +76,34 @@ async def test_a_stale_if_range_serves_the_whole_file_whatever_the_range(
     client: httpx.AsyncClient,
 ) -> None:
     response = await client.get("/file", headers={"Range": "items=1-2", "If-Range": '"stale"'})
+    assert response.status_code == 200
+    assert response.content == CONTENT
+
+
+async def test_the_refusals_say_what_was_wrong(client: httpx.AsyncClient) -> None:
+    malformed = (await client.get("/file", headers={"Range": "items=1-2"})).json()
+    # Starlette's reason, then how to ask.
+    assert malformed["detail"].endswith("range (send e.g. Range: bytes=0-1023).")
+    beyond = (await client.get("/file", headers={"Range": "bytes=5000-"})).json()
+    assert beyond["detail"] == f"The range starts beyond the file ({len(CONTENT)} bytes)."
+
+
+@pytest.mark.parametrize("range_", ["items=1-2", "bytes=5000-", "bytes=0-9"])
+async def test_a_download_copy_is_removed_whatever_the_answer(
+    client: httpx.AsyncClient, tmp_path: Path, range_: str
+) -> None:
+    response = await client.get("/copy", headers={"Range": range_})
+    assert response.status_code in (206, 400, 416)
+    assert not (tmp_path / "copy.bin").exists()
+
+
+async def test_a_current_if_range_lets_the_range_be_judged(client: httpx.AsyncClient) -> None:
+    etag = (await client.get("/file")).headers["etag"]
+    response = await client.get("/file", headers={"Range": "items=1-2", "If-Range": etag})
+    assert_problem(response, 400, "range-not-valid")
+
+
+async def test_a_range_on_another_method_is_not_judged(client: httpx.AsyncClient) -> None:
+    response = await client.post("/file", headers={"Range": "items=1-2"})
     assert response.status_code == 200
     assert response.content == CONTENT

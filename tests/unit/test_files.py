@@ -91,3 +91,63 @@ def test_clamd_verdicts(reply: str, verdict: clamd.Verdict) -> None:
 def test_anything_but_a_verdict_from_clamd_means_the_scanner_is_unavailable(reply: str) -> None:
     with pytest.raises(clamd.ScannerUnavailable):
         clamd._verdict(reply)
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [
+        (
+            "Relatório final.pdf",
+            'attachment; filename="Relatorio final.pdf";'
+            " filename*=UTF-8''Relat%C3%B3rio%20final.pdf",
+        ),
+        (
+            'a"b\\c;d.png',
+            "attachment; filename=\"a_b_c_d.png\"; filename*=UTF-8''a%22b%5Cc%3Bd.png",
+        ),
+        ("日本", "attachment; filename=\"attachment\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC"),
+        ("X-ray.png", "attachment; filename=\"X-ray.png\"; filename*=UTF-8''X-ray.png"),
+    ],
+)
+def test_the_ascii_name_is_the_name_as_near_as_ascii_gets(name: str, header: str) -> None:
+    assert content_disposition(name) == header
+
+
+def test_what_clamd_says_is_kept_to_200_characters() -> None:
+    signature = "S" * 300
+    assert clamd._verdict(f"stream: {signature} FOUND") == clamd.Verdict(False, "S" * 200)
+    with pytest.raises(clamd.ScannerUnavailable) as raised:
+        clamd._verdict("E" * 300)
+    assert str(raised.value) == f"clamd answered {'E' * 200!r}"
+
+
+@pytest.mark.parametrize(
+    ("sent", "safe"),
+    [
+        # Windows' reserved characters, a bidi override, line and paragraph separators, a
+        # private-use, an unassigned and a lone surrogate code point: all dropped, nothing added.
+        ('a<b>c:d"e|f?g*h\u202ei\u2028j\u2029k\ue000l\u0378m\ud800n.png', "abcdefghijklmn.png"),
+        ("C:\\Users\\ana\\scan.png", "scan.png"),
+        (" ..  my \t scan .. .", "my scan.png"),
+        ("report.v2.png", "report.v2.png"),
+        (". .", "attachment.png"),
+        ("XRAY..png", "XRAY.png"),  # dots between the stem and its extension go
+        ("..png", "png.png"),  # a hidden file's leading dots go
+        ("a" * 300 + ".png", "a" * (MAX_NAME - 4) + ".png"),
+    ],
+)
+def test_a_safe_name_exactly(sent: str, safe: str) -> None:
+    assert safe_filename(sent, ALLOWED[0]) == safe
+
+
+@pytest.mark.parametrize(
+    ("head", "media_type"),
+    [
+        (b"GIF87a" + b"\0" * 10, "image/gif"),
+        (b"\0" * 128 + b"DICM" + b"more of the file", "application/dicom"),
+    ],
+)
+def test_every_signature_is_known_by_its_bytes(head: bytes, media_type: str) -> None:
+    kind = sniff(head)
+    assert kind is not None
+    assert kind.media_type == media_type

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 
 import pytest
+import uvicorn.config
 
-from app.kit.logs import RedactQueries, redact_query
+from app.kit.logs import RedactQueries, redact_query, uvicorn_log_config
 
 
 @pytest.mark.parametrize(
@@ -21,6 +23,8 @@ from app.kit.logs import RedactQueries, redact_query
         ("/x?q=&&limit=", "/x?q=[redacted]&&limit="),
         ("/health/ready", "/health/ready"),
         ("/x?", "/x?"),
+        ("/x?q=who?why", "/x?q=[redacted]"),  # a "?" in the query is the query's
+        ("/x?q=a=b", "/x?q=[redacted]"),  # the first "=" ends the name
     ],
 )
 def test_query_values_are_redacted_but_a_pages_size_and_cursor(target: str, logged: str) -> None:
@@ -36,3 +40,17 @@ def test_the_filter_redacts_the_target_of_an_access_record_and_nothing_else() ->
     assert (
         record.getMessage() == '127.0.0.1:5000 - "GET /api/v1/customers?q=[redacted] HTTP/1.1" 200'
     )
+
+
+def test_uvicorns_access_log_as_configured_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    config = uvicorn_log_config()
+    assert uvicorn.config.LOGGING_CONFIG["loggers"]["uvicorn.access"].get("filters") is None
+    logging.config.dictConfig(config)
+    access = logging.getLogger("uvicorn.access")
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    access.addHandler(caplog.handler)  # it does not propagate to the root
+    try:
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/x?q=Silva", "1.1", 200)
+    finally:
+        access.removeHandler(caplog.handler)
+    assert caplog.messages == ['127.0.0.1:5000 - "GET /x?q=[redacted] HTTP/1.1" 200']

@@ -4,6 +4,7 @@ and load shed with a 503 rather than queued without end."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -51,3 +52,85 @@ async def test_beyond_the_queue_and_the_wait_callers_are_turned_away() -> None:
         "Too many passwords are being checked right now; try again in a moment."
     )
     assert pool.shed == 2
+
+
+async def test_every_caller_turned_away_is_counted() -> None:
+    pool = Pool(workers=1, queue=0, wait_seconds=5)
+    release = threading.Event()
+
+    def busy() -> str:
+        release.wait(10)
+        return "done"
+
+    running = asyncio.create_task(pool.run(busy))
+    await asyncio.sleep(0.05)  # the one slot is taken, and there is no queue
+    for _ in range(3):
+        with pytest.raises(Overloaded):
+            await pool.run(busy)
+    release.set()
+    assert await running == "done"
+    assert (pool.shed, pool.checked) == (3, 1)
+
+
+async def test_the_queue_holds_as_many_callers_as_it_says_and_no_more() -> None:
+    pool = Pool(workers=1, queue=2, wait_seconds=5)
+    release = threading.Event()
+
+    def busy() -> str:
+        release.wait(10)
+        return "done"
+
+    running = asyncio.create_task(pool.run(busy))
+    await asyncio.sleep(0.05)
+    waiting = [asyncio.create_task(pool.run(busy)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(Overloaded):
+        await pool.run(busy)  # the third in the queue: turned away at once
+    release.set()
+    assert [await task for task in (running, *waiting)] == ["done"] * 3
+    assert (pool.shed, pool.checked) == (1, 3)
+
+
+def test_a_pool_serves_one_event_loop_after_another() -> None:
+    """A process may run several loops in turn (a CLI command, then another): the slots of
+    the first are not the second's, even when callers had to wait for them."""
+    pool = Pool(workers=1, queue=4, wait_seconds=5)
+
+    def brief() -> str:
+        threading.Event().wait(0.05)
+        return "done"
+
+    async def contended() -> list[str]:
+        return list(await asyncio.gather(*(pool.run(brief) for _ in range(3))))
+
+    assert asyncio.run(contended()) == ["done"] * 3
+    assert asyncio.run(contended()) == ["done"] * 3
+    assert pool.checked == 6
+
+
+def test_configure_sizes_the_pool_from_the_settings_or_the_cores() -> None:
+    before = passwords.pool
+    try:
+        sized = passwords.configure(workers=3, queue=None, wait_seconds=1.5)
+        assert (sized.workers, sized.queue, sized.wait_seconds) == (3, 48, 1.5)
+        assert passwords.pool is sized
+        assert (passwords.configure(2, 5, 0.5).queue, passwords.configure(2, 0, 0.5).queue) == (
+            5,
+            0,
+        )
+        default = passwords.configure(None, None, 5.0)
+        assert (default.workers, default.queue) == (passwords._cores(), 16 * passwords._cores())
+    finally:
+        passwords.pool = before
+
+
+def test_the_cores_are_those_the_process_may_run_on() -> None:
+    """A container's cpuset (the process's affinity) may be fewer cores than the machine's."""
+    allowed = os.sched_getaffinity(0)
+    one = {min(allowed)}
+    os.sched_setaffinity(0, one)
+    try:
+        assert passwords._cores() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert passwords._cores() == len(allowed)

@@ -158,7 +158,9 @@ async def test_a_request_cut_short_at_shutdown_is_told_to_retry() -> None:
     assert headers["content-type"] == PROBLEM_JSON
     assert headers["retry-after"].isdigit()
     assert headers["connection"] == "close"
-    assert json.loads(body["body"])["type"] == problem_type("service-unavailable")
+    problem = json.loads(body["body"])
+    assert problem["type"] == problem_type("service-unavailable")
+    assert problem["detail"] == "The server is stopping: retry the request."
 
 
 async def test_an_answer_already_begun_is_not_begun_again() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app.kit.heads import unstorable_parameter
-from app.kit.text import storable, unstorable_at
+from app.kit.text import MESSAGE, refusal, storable, unstorable_at
 
 
 @pytest.mark.parametrize("text", ["\x00", "a\x00b", "\ud800", "x\udfff"])
@@ -27,6 +27,8 @@ def test_every_other_text_can(text: str) -> None:
         ({"outer": {"bad\x00key": 1}}, ["outer"]),
         (["fine", ["\x00"]], [1, 0]),
         ("\x00", []),
+        # Found whatever else is still to be looked at (here a list, looked at first).
+        ({"bad": "\x00", "later": ["ok", "fine"]}, ["bad"]),
     ],
 )
 def test_the_place_of_unstorable_text_in_a_json_value(
@@ -55,3 +57,12 @@ def test_the_query_parameter_holding_a_nul(query: bytes, name: str) -> None:
 def test_a_query_without_one(query: bytes) -> None:
     # "%2500" is the text "%00": storable, whatever it looks like.
     assert unstorable_parameter(query) is None
+
+
+def test_the_refusal_names_the_place_as_every_422_does() -> None:
+    problem = refusal(["body", "notes"])
+    assert problem.status == 422
+    assert problem.detail == "See errors for the fields at fault."
+    assert [e.model_dump() for e in problem.errors] == [
+        {"loc": ["body", "notes"], "msg": MESSAGE, "type": "unstorable_text"}
+    ]

@@ -1,0 +1,179 @@
+"""The rate limiter (app/kit/ratelimit.py) on the test's Redis: quotas and scripts live in Redis,
+shared by every limiter (every replica) that uses it; while Redis is away each limiter counts in
+its own memory (a Redis refusing connections, or taking none, costs a request a fraction of a
+second); once Redis answers again it is used again, and the return is said once. In memory
+alone: tests/unit/test_rate_limits.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from limits.aio.storage import MemoryStorage
+
+from app.kit.ratelimit import Limiter, Policy, Script
+from tests.harness.services import RedisServer
+
+READS = Policy.of("reads", "8/minute")
+LOGIN = Policy.of("login", "8/minute", fail_closed=True)
+
+
+async def _count_in_memory(store: MemoryStorage, keys: list[str], args: list[int]) -> list[int]:
+    (key,) = keys
+    return [await store.incr(key, args[0] / 1000)]
+
+
+COUNT = Script(
+    "count",
+    "local n = redis.call('INCR', KEYS[1]) redis.call('PEXPIRE', KEYS[1], ARGV[1]) return {n}",
+    _count_in_memory,
+)
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A Redis URL on a port nothing listens on (bound, so nothing else takes it)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"redis://127.0.0.1:{held.getsockname()[1]}/0"
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A Redis URL whose port takes no more connections: its backlog is full, so a connection
+    attempt waits (as to a host that drops them) until the client gives up."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(0)
+        port = listening.getsockname()[1]
+        waiting = [socket.socket() for _ in range(3)]
+        for each in waiting:
+            each.setblocking(False)
+            each.connect_ex(("127.0.0.1", port))
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            for each in waiting:
+                each.close()
+
+
+async def test_a_redis_that_takes_no_connection_costs_a_request_a_fraction_of_a_second(
+    silent_url: str,
+) -> None:
+    limiter = Limiter(silent_url)
+    started = time.monotonic()
+    decision = await limiter.hit(READS, "k")
+    assert time.monotonic() - started < 2  # redis-py would wait 5 s to connect
+    assert decision.allowed
+    assert limiter.degradations == 1
+    await limiter.close()
+
+
+async def test_while_redis_is_unreachable_memory_takes_over_and_fail_closed_gets_a_quarter(
+    refused_url: str,
+) -> None:
+    limiter = Limiter(refused_url, retry_seconds=60)
+    assert limiter.backend == "redis"
+    started = time.monotonic()
+    logins = [await limiter.hit(LOGIN, "someone@example.com") for _ in range(3)]
+    assert time.monotonic() - started < 3
+    assert limiter.degradations == 1  # then memory, without asking Redis again
+    assert limiter.degraded
+    assert limiter.backend == "memory (Redis unreachable)"
+    assert [(d.allowed, d.limit, d.remaining) for d in logins] == [
+        (True, 2, 1),
+        (True, 2, 0),
+        (False, 2, 0),
+    ]
+    reads = await limiter.hit(READS, "someone@example.com")
+    assert (reads.limit, reads.remaining) == (8, 7)
+    assert limiter.degradations == 1
+    await limiter.close()
+
+
+async def test_redis_is_tried_again_after_the_pause(refused_url: str) -> None:
+    limiter = Limiter(refused_url, retry_seconds=0.2)
+    await limiter.hit(READS, "k")
+    assert limiter.degradations == 1
+    await limiter.hit(READS, "k")
+    assert limiter.degradations == 1
+    await asyncio.sleep(0.25)
+    assert not limiter.degraded
+    await limiter.hit(READS, "k")
+    assert limiter.degradations == 2
+    await limiter.close()
+
+
+async def test_counters_and_scripts_work_in_memory_while_redis_is_unreachable(
+    refused_url: str,
+) -> None:
+    limiter = Limiter(refused_url)
+    assert await limiter.seconds_left("blocked") == 0.0
+    assert await limiter.atomic(COUNT, ["blocked"], [30_000]) == [1]
+    assert await limiter.atomic(COUNT, ["blocked"], [30_000]) == [2]
+    assert 25 < await limiter.seconds_left("blocked") <= 30
+    await limiter.forget("blocked")
+    assert await limiter.seconds_left("blocked") == 0.0
+    assert limiter.degraded
+    await limiter.close()
+
+
+async def test_two_limiters_on_one_redis_share_quotas_counters_and_scripts(
+    redis_server: RedisServer,
+) -> None:
+    prefix = f"test:{uuid.uuid4()}"
+    one, two = (
+        Limiter(redis_server.url, key_prefix=prefix),
+        Limiter(redis_server.url, key_prefix=prefix),
+    )
+    try:
+        assert [(await one.hit(READS, "k")).remaining for _ in range(3)] == [7, 6, 5]
+        assert (await two.hit(READS, "k")).remaining == 4
+        # Redis is not in trouble: a fail-closed policy keeps its whole quota.
+        assert (await two.hit(LOGIN, "k")).limit == 8
+        assert await one.atomic(COUNT, ["n"], [30_000]) == [1]
+        assert await two.atomic(COUNT, ["n"], [30_000]) == [2]
+        assert 25 < await two.seconds_left("n") <= 30
+        assert await one.seconds_left("absent") == 0.0
+        await two.forget("n")
+        assert await one.seconds_left("n") == 0.0
+        assert (one.backend, two.backend, one.degradations) == ("redis", "redis", 0)
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_while_redis_is_away_memory_counts_and_redis_is_used_again_once_back(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vetify.ratelimit")
+    assert redis_server.control is not None
+    limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}", retry_seconds=0.5)
+    try:
+        assert (await limiter.hit(READS, "k")).remaining == 7
+        redis_server.control.stop()
+        try:
+            during = [await limiter.hit(LOGIN, "k") for _ in range(3)]
+            assert [(d.allowed, d.limit) for d in during] == [(True, 2), (True, 2), (False, 2)]
+            assert await limiter.atomic(COUNT, ["n"], [30_000]) == [1]  # in memory
+            assert limiter.backend == "memory (Redis unreachable)"
+            assert limiter.degradations == 1
+        finally:
+            redis_server.control.start()
+        await asyncio.sleep(0.6)
+        back = await limiter.hit(READS, "k")
+        assert limiter.backend == "redis"
+        assert not limiter.degraded
+        assert (await limiter.hit(READS, "k")).remaining == back.remaining - 1
+        # Counted in Redis again, where the memory's counter is not.
+        assert await limiter.atomic(COUNT, ["n"], [30_000]) == [1]
+        assert limiter.degradations == 1
+    finally:
+        await limiter.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "vetify.ratelimit"]
+    assert said.count("Redis answers again; rate limits are back in Redis") == 1

@@ -1,0 +1,120 @@
+"""The process's stop (app/kit/lifecycle.py), in this process: a signal asks for it once, the
+event loop hears it, and at the deadline the last-resort steps run, newest first, whatever
+one of them raises, before the process exits with 1. The exit itself is the one thing
+replaced (it would end this test run); tests/chaos/test_lifecycle.py stops real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from app.kit import lifecycle
+from app.kit.lifecycle import SIGNALS, Shutdown
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The exit codes the deadline asked for; the test waits until it has (the timer thread
+    must be done before the real exit is back)."""
+    codes: list[int] = []
+    done = threading.Event()
+
+    def exit_(code: int) -> None:
+        codes.append(code)
+        done.set()
+
+    monkeypatch.setattr(lifecycle.os, "_exit", exit_)
+    yield codes
+    assert done.wait(10), "the deadline never came"
+
+
+@pytest.fixture
+def own_signals() -> Iterator[None]:
+    before = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def _wait_for(codes: list[int]) -> None:
+    for _ in range(200):
+        if codes:
+            return
+        threading.Event().wait(0.05)
+
+
+def test_a_stop_is_asked_for_once_and_met_at_the_deadline(
+    exits: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vetify")
+    ran: list[str] = []
+    shutdown = Shutdown(0.2)
+    shutdown.at_deadline(lambda: ran.append("first"))
+    shutdown.at_deadline(lambda: 1 / 0)  # a failing step does not stop the others
+    shutdown.at_deadline(lambda: ran.append("last"))
+    assert not shutdown.requested
+    shutdown.request("SIGTERM")
+    shutdown.request("SIGINT")
+    assert shutdown.requested
+    assert shutdown.seconds == 0.2
+    threading.Event().wait(0.1)
+    assert (exits, ran) == ([], [])  # not before the deadline
+    _wait_for(exits)
+    assert exits == [1]
+    assert ran == ["last", "first"]
+    stops = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping")]
+    assert stops == ["stopping (SIGTERM), within 0.2 s"]
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_signal_asks_for_the_stop_instead_of_ending_the_process(
+    signum: signal.Signals, exits: list[int], own_signals: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vetify")
+    shutdown = Shutdown(0.1).install()
+    os.kill(os.getpid(), signum)
+    assert shutdown.requested
+    assert f"stopping ({signum.name}), within 0.1 s" in caplog.messages
+    _wait_for(exits)
+    assert exits == [1]
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+async def test_the_event_loop_hears_the_signal(
+    signum: signal.Signals, exits: list[int], own_signals: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vetify")
+    loop = asyncio.get_running_loop()
+    shutdown = Shutdown(0.1)
+    loop.call_later(0.05, os.kill, os.getpid(), signum)
+    try:
+        await asyncio.wait_for(shutdown.wait(), 5)
+    finally:
+        for each in SIGNALS:
+            loop.remove_signal_handler(each)
+    assert shutdown.requested
+    assert f"stopping ({signum.name}), within 0.1 s" in caplog.messages  # what the operator reads
+    await asyncio.to_thread(_wait_for, exits)
+
+
+async def test_a_stop_asked_for_before_the_loop_listened_is_not_lost(
+    exits: list[int], own_signals: None
+) -> None:
+    shutdown = Shutdown(0.1)
+    shutdown.request("SIGTERM")
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(shutdown.wait(), 5)
+    finally:
+        for each in SIGNALS:
+            loop.remove_signal_handler(each)
+    await asyncio.to_thread(_wait_for, exits)
