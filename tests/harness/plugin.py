@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -165,6 +166,23 @@ def pytest_testnodedown(node: object, error: object) -> None:
         canary.WATCH.leaks.extend(findings["leaks"])
         tally.SIZES.update(findings["sizes"])
         tally.COUNTS.update(findings["counts"])
+
+
+# -- the process's deadline -----------------------------------------------------------------------
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The exit codes the deadline asked for; the test waits until it has (the timer thread
+    must be done before the real exit is back)."""
+    codes: list[int] = []
+    done = threading.Event()
+
+    def exit_(code: int) -> None:
+        codes.append(code)
+        done.set()
+
+    monkeypatch.setattr(os, "_exit", exit_)  # what app.kit.lifecycle's deadline calls
+    yield codes
+    assert done.wait(10), "the deadline never came"
 
 
 # -- services -------------------------------------------------------------------------------------

@@ -14,25 +14,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from limits.aio.storage import MemoryStorage
 
-from app.kit.ratelimit import Limiter, Policy, Script
+from app.kit.ratelimit import Limiter
+from tests.harness.limits import COUNT, LOGIN, READS
 from tests.harness.services import RedisServer
-
-READS = Policy.of("reads", "8/minute")
-LOGIN = Policy.of("login", "8/minute", fail_closed=True)
-
-
-async def _count_in_memory(store: MemoryStorage, keys: list[str], args: list[int]) -> list[int]:
-    (key,) = keys
-    return [await store.incr(key, args[0] / 1000)]
-
-
-COUNT = Script(
-    "count",
-    "local n = redis.call('INCR', KEYS[1]) redis.call('PEXPIRE', KEYS[1], ARGV[1]) return {n}",
-    _count_in_memory,
-)
 
 
 @pytest.fixture

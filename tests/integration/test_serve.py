@@ -19,25 +19,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from app.kit import lifecycle, server
+from app.kit import server
 from app.kit.lifecycle import SIGNALS, Shutdown
 from app.settings import Settings
 
 SETTINGS = Settings(_env_file=None, shutdown_timeout_seconds=5)
-
-
-@pytest.fixture
-def exits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    codes: list[int] = []
-    done = threading.Event()
-
-    def exit_(code: int) -> None:
-        codes.append(code)
-        done.set()
-
-    monkeypatch.setattr(lifecycle.os, "_exit", exit_)
-    yield codes
-    assert done.wait(10), "the deadline never came"
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ test_rate_limiter.py; through the app, tests/security/test_rate_limits.py."""
 from __future__ import annotations
 
 import pytest
-from limits.aio.storage import MemoryStorage
 from starlette.types import Message, Receive, Scope, Send
 
 from app.kit.problems import PROBLEM_BASE
@@ -17,27 +16,11 @@ from app.kit.ratelimit import (
     Limiter,
     Policy,
     RateLimitHeaders,
-    Script,
     TooManyRequests,
     headers_for,
     record,
 )
-
-LOGIN = Policy.of("login", "8/minute", fail_closed=True)
-READS = Policy.of("reads", "8/minute")
-
-
-async def _count_in_memory(store: MemoryStorage, keys: list[str], args: list[int]) -> list[int]:
-    (key,) = keys
-    return [await store.incr(key, args[0] / 1000)]
-
-
-COUNT = Script(
-    "count",
-    "local n = redis.call('INCR', KEYS[1]) redis.call('PEXPIRE', KEYS[1], ARGV[1]) return {n}",
-    _count_in_memory,
-)
-"""A counter that expires ``args[0]`` ms after its last step."""
+from tests.harness.limits import COUNT, LOGIN, READS
 
 
 def test_a_policy_scales_its_amount_but_never_to_nothing() -> None:

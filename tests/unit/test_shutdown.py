@@ -15,24 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.kit import lifecycle
 from app.kit.lifecycle import SIGNALS, Shutdown
-
-
-@pytest.fixture
-def exits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """The exit codes the deadline asked for; the test waits until it has (the timer thread
-    must be done before the real exit is back)."""
-    codes: list[int] = []
-    done = threading.Event()
-
-    def exit_(code: int) -> None:
-        codes.append(code)
-        done.set()
-
-    monkeypatch.setattr(lifecycle.os, "_exit", exit_)
-    yield codes
-    assert done.wait(10), "the deadline never came"
 
 
 @pytest.fixture
