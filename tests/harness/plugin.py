@@ -514,7 +514,8 @@ async def module_world(
 
 
 # -- the live system ------------------------------------------------------------------------------
-async def _seed(database: Database) -> None:
+async def seed_demo_database(database: Database) -> None:
+    """The demo clinic in ``database`` (as the service's role: through its tenant stamping)."""
     engine = create_async_engine(database.app_url)
     try:
         async with async_sessionmaker(engine)() as session, session.begin():
@@ -530,7 +531,7 @@ def serving(
     """`vetify serve` with the demo clinic, its database reached through a fault proxy;
     ``settings`` are more ``VETIFY_*`` variables for it."""
     database = asyncio.run(databases.clone(postgres_server, prefix="live"))
-    asyncio.run(_seed(database))
+    asyncio.run(seed_demo_database(database))
     proxy = FaultProxy(postgres_server.host, postgres_server.port).start()
     server = LiveServer(database, proxy, redis_server.url, settings).start()
     try:

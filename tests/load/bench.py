@@ -35,16 +35,16 @@ from typing import Any
 
 import httpx
 import psutil
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.db.embedded import free_port
 from app.main import create_app
 from app.settings import Environment, Settings
-from fixtures.demo import seed_demo
 from tests.harness import databases
 from tests.harness.live import ROOT, LiveServer
+from tests.harness.plugin import seed_demo_database
 from tests.harness.services import choose_provider, postgres, redis
 from tests.harness.statements import counting
+from tests.tools.report import git_commit
 
 REPORT = ROOT / "reports" / "bench.json"
 CONNECTIONS = 20
@@ -285,7 +285,7 @@ def run(seconds: int) -> dict[str, Any]:
     ):
         databases.prepare_template(server)
         database = asyncio.run(databases.clone(server, prefix="bench"))
-        asyncio.run(_seed(database.app_url))
+        asyncio.run(seed_demo_database(database))
         live = LiveServer(database, None, cache.url).start()
         try:
             assert live.serve is not None
@@ -319,31 +319,13 @@ def run(seconds: int) -> dict[str, Any]:
     print(table([*results, bare], bare.requests_per_second))
     return {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "commit": git_commit(),
         "seconds": seconds,
         "connections": CONNECTIONS,
         "cpus": os.cpu_count(),
         "paths": [asdict(result) for result in results],
         "ceiling": asdict(bare),
     }
-
-
-async def _seed(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with async_sessionmaker(engine)() as session, session.begin():
-            await seed_demo(session)
-    finally:
-        await engine.dispose()
-
-
-def _commit() -> str:
-    git = shutil.which("git")
-    if git is None:
-        return ""
-    return subprocess.run(  # noqa: S603 - git from PATH, fixed arguments
-        [git, "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def main() -> int:
