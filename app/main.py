@@ -15,6 +15,7 @@ from app import health
 from app.appointments.routes import router as appointments_router
 from app.attachments.routes import UPLOAD_PATH
 from app.attachments.routes import router as attachments_router
+from app.auth.cache import CredentialCache
 from app.auth.deps import document_permissions
 from app.auth.lifecycle_routes import router as lifecycle_router
 from app.auth.lockout import LoginGuard
@@ -83,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.redis_url.get_secret_value() if settings.redis_url else None
         )
         app.state.login_guard = LoginGuard.from_settings(app.state.limiter, settings)
+        app.state.credentials = CredentialCache(settings.credential_cache_size)
         app.state.password_pool = passwords.configure(
             settings.password_hash_workers,
             settings.password_hash_queue,

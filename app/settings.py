@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     login_lockout_failures: int = Field(default=10, ge=2, le=10_000)
     """Failed log-ins per account that lock it for ``login_lockout_minutes``."""
     login_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    credential_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+    """Credentials each process keeps resolved (with their clinic's standing) while the
+    database's auth epochs say nothing changed (ADR 0019); 0 resolves every request afresh."""
     step_up_minutes: int = Field(default=15, ge=1, le=24 * 60)
     """How long after a log-in that passed a second factor its session may change security
     settings (the clinic's MFA requirement, its administrators, log-in locks)."""

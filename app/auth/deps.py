@@ -10,15 +10,19 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service
+from app.auth.cache import CredentialCache, Known
 from app.auth.lockout import LoginGuard
 from app.auth.models import CredentialKind, Role
 from app.auth.permissions import PAYMENT_EXEMPT, Action, allows
-from app.auth.principal import Principal, StandingOf
+from app.auth.principal import Principal, Standing, StandingOf
 from app.auth.quotas import AppQuotas, Quotas, client_ip, spend
 from app.db.session import DbSession
-from app.kit import csrf
+from app.db.tenancy import enter_tenant
+from app.kit import crypto, csrf
+from app.kit.clock import utcnow
 from app.kit.problems import CsrfRefused, PaymentRequired, Unauthenticated
 from app.kit.ratelimit import Policy
 from app.settings import Settings
@@ -54,14 +58,14 @@ async def authenticate(
 ) -> Principal:
     try:
         if bearer is not None:
-            principal = await service.authenticate(
-                session, settings, bearer.credentials, CredentialKind.api_token
+            principal, standing = await _identify(
+                request, session, settings, bearer.credentials, CredentialKind.api_token
             )
         else:
             if not cookie:
                 raise Unauthenticated("Send an API token (Authorization: Bearer) or log in.")
-            principal = await service.authenticate(
-                session, settings, cookie, CredentialKind.session
+            principal, standing = await _identify(
+                request, session, settings, cookie, CredentialKind.session
             )
             if request.method not in csrf.SAFE_METHODS:
                 _refuse_forgery(request, settings, cookie)
@@ -69,10 +73,6 @@ async def authenticate(
         # Failed attempts spend the caller's anonymous quota: guessing tokens is rate limited.
         await spend(request, quotas.anonymous, client_ip(request))
         raise
-    # What the clinic's billing says (its quota, whether it may write), from the provider the
-    # app wires in: auth knows nothing of plans.
-    standing_of: StandingOf = request.app.state.standing_of
-    standing = await standing_of(session, settings, principal.clinic_id)
     principal = dataclasses.replace(principal, read_only=standing.read_only)
     await spend(request, quotas.clinic(standing.requests_per_minute), str(principal.clinic_id))
     await spend(request, quotas.user, str(principal.user_id))
@@ -80,6 +80,47 @@ async def authenticate(
         await spend(request, quotas.token, str(principal.credential_id))
     request.state.principal = principal
     return principal
+
+
+async def _identify(
+    request: Request, session: AsyncSession, settings: Settings, secret: str, kind: CredentialKind
+) -> tuple[Principal, Standing]:
+    """Who ``secret`` authenticates, and their clinic's standing (what billing says: its quota,
+    whether it may write; from the provider the app wires in, as auth knows nothing of plans).
+
+    The session enters the credential's clinic first; that statement answers the auth epochs,
+    and a credential resolved under the same ones is taken from the cache (ADR 0019)."""
+    clinic_id = service.credential_clinic(secret, kind)
+    cache: CredentialCache = request.app.state.credentials
+    key = crypto.hash_secret(secret)
+    known = cache.get(key)
+    epochs = await enter_tenant(
+        session, clinic_id, user_id=known.resolved.user_id if known is not None else None
+    )
+    now = utcnow()
+    hit = (
+        known is not None
+        and known.current(epochs, now)
+        # Another process may have used it since: the database knows.
+        and not service.idle(settings, known.resolved, now)
+    )
+    cache.count(hit=hit)
+    if not hit:
+        resolved = await service.resolve(session, clinic_id, key, kind)
+        if resolved is None:
+            cache.drop(key)
+            raise Unauthenticated("The credential is not valid, has expired or was revoked.")
+        standing_of: StandingOf = request.app.state.standing_of
+        known = Known(resolved, await standing_of(session, settings, clinic_id), epochs.clinic)
+    assert known is not None  # noqa: S101 - for the type checker: resolved above when missing
+    try:
+        principal = service.admit(settings, known.resolved, now)
+    except Unauthenticated:
+        cache.drop(key)
+        raise
+    touched = await service.touch(session, known.resolved, now)
+    cache.put(key, dataclasses.replace(known, resolved=touched))
+    return principal, known.standing
 
 
 def _allowed_origins(settings: Settings) -> frozenset[str]:

@@ -56,6 +56,9 @@ class User(Entity, Base):
     recovery_codes: Mapped[list[bytes]] = mapped_column(
         ARRAY(LargeBinary(32)), default=list, server_default=text("'{}'")
     )
+    # Moved by the database when the account is disabled, its password or its second factor
+    # changes (migration 0008).
+    auth_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
     @property
     def mfa_enabled(self) -> bool:

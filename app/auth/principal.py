@@ -8,6 +8,7 @@ in the dependency layer (``app.auth.deps``) by the provider ``app.main`` wires i
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ class Standing:
     """The clinic's whole API quota, shared by all its staff and tokens."""
     read_only: bool
     """The clinic has not paid: writes are refused with 402."""
+    changes_at: dt.datetime | None = None
+    """When this standing may change with nothing written (a trial's or a grace period's end);
+    until then it may be kept."""
 
 
 StandingOf = Callable[[AsyncSession, Settings, uuid.UUID], Awaitable[Standing]]

@@ -4,6 +4,7 @@ A clinic is opened by ``app.clinics.service.open_clinic``; this module gives it 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -230,7 +231,7 @@ async def issue(
         credential_id=credential.id,
         credential_kind=kind,
         mfa_pending=clinic.require_mfa and not user.mfa_enabled,
-        stepped_up=_stepped_up(settings, kind, user, credential.created_at, now),
+        stepped_up=_stepped_up(settings, kind, user.mfa_enabled, credential.created_at, now),
     )
     return Issued(secret, credential, principal)
 
@@ -238,7 +239,7 @@ async def issue(
 def _stepped_up(
     settings: Settings,
     kind: CredentialKind,
-    user: User,
+    mfa_enabled: bool,
     logged_in_at: dt.datetime,
     now: dt.datetime,
 ) -> bool:
@@ -246,7 +247,7 @@ def _stepped_up(
     such log-in passed it (enrolling ends the sessions made before, ADR 0009)."""
     return (
         kind is CredentialKind.session
-        and user.mfa_enabled
+        and mfa_enabled
         and now - logged_in_at <= dt.timedelta(minutes=settings.step_up_minutes)
     )
 
@@ -336,52 +337,123 @@ async def switch_clinic(
     return Switched(issued, user, clinic)
 
 
-async def authenticate(
-    session: AsyncSession, settings: Settings, secret: str, kind: CredentialKind
-) -> Principal:
-    """Resolve a session cookie or bearer token; every failure is the same 401."""
+def credential_clinic(secret: str, kind: CredentialKind) -> uuid.UUID:
+    """The clinic a session cookie or bearer token names; a secret not of ours is a 401."""
     prefix = SESSION_PREFIX if kind is CredentialKind.session else TOKEN_PREFIX
     clinic_id = crypto.parse_credential(prefix, secret)
     if clinic_id is None:
         raise Unauthenticated("The credential is not valid.")
-    await enter_tenant(session, clinic_id)
-    credential = (
-        await session.scalars(
-            select(Credential).where(
-                Credential.secret_hash == crypto.hash_secret(secret), Credential.kind == kind
-            )
-        )
-    ).one_or_none()
-    now = utcnow()
-    if credential is None or credential.revoked_at is not None or credential.expires_at <= now:
-        raise Unauthenticated("The credential is not valid, has expired or was revoked.")
-    last_used = credential.last_used_at or credential.created_at
-    if kind is CredentialKind.session and now - last_used > dt.timedelta(
-        minutes=settings.session_idle_timeout_minutes
-    ):
-        raise Unauthenticated("The session has been idle too long; log in again.")
+    return clinic_id
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What the database says of a credential and its caller, as of ``user_epoch`` (the user's
+    auth epoch) and the clinic's epoch it was read under: all :func:`admit` needs to decide,
+    with the time, so a cache may keep it while neither epoch moves (``app.auth.deps``)."""
+
+    credential_id: uuid.UUID
+    user_id: uuid.UUID
+    clinic_id: uuid.UUID
+    kind: CredentialKind
+    role: Role
+    revoked: bool
+    expires_at: dt.datetime
+    created_at: dt.datetime
+    last_used_at: dt.datetime
+    require_mfa: bool
+    mfa_enabled: bool
+    user_epoch: int
+
+
+async def resolve(
+    session: AsyncSession, clinic_id: uuid.UUID, secret_hash: bytes, kind: CredentialKind
+) -> Resolved | None:
+    """The credential with ``secret_hash``, its active membership, user and clinic, in one
+    statement; None when there is none (or its membership or user is gone or disabled). The
+    session must be entered in ``clinic_id``."""
     found = (
         await session.execute(
-            select(Membership, Clinic.require_mfa)
-            .join(Clinic, Clinic.id == Membership.tenant_id)
-            .where(Membership.user_id == credential.user_id, Membership.active)
+            select(
+                Credential.id,
+                Credential.user_id,
+                Credential.revoked_at,
+                Credential.expires_at,
+                Credential.created_at,
+                Credential.last_used_at,
+                Membership.role,
+                Clinic.require_mfa,
+                User.totp_enabled_at,
+                User.auth_epoch,
+            )
+            .join(
+                Membership,
+                (Membership.user_id == Credential.user_id)
+                & (Membership.tenant_id == Credential.tenant_id)
+                & Membership.active,
+            )
+            .join(Clinic, Clinic.id == Credential.tenant_id)
+            .join(User, (User.id == Credential.user_id) & User.active)
+            .where(Credential.secret_hash == secret_hash, Credential.kind == kind)
         )
     ).one_or_none()
-    user = await session.get(User, credential.user_id)
-    if found is None or user is None or not user.active:
-        raise Unauthenticated("The credential is not valid, has expired or was revoked.")
-    membership, require_mfa = found
-    if now - last_used > _TOUCH_EVERY:
-        credential.last_used_at = now
-    return Principal(
-        user_id=credential.user_id,
+    if found is None:
+        return None
+    return Resolved(
+        credential_id=found.id,
+        user_id=found.user_id,
         clinic_id=clinic_id,
-        role=membership.role,
-        credential_id=credential.id,
-        credential_kind=kind,
-        mfa_pending=require_mfa and not user.mfa_enabled,
-        stepped_up=_stepped_up(settings, kind, user, credential.created_at, now),
+        kind=kind,
+        role=found.role,
+        revoked=found.revoked_at is not None,
+        expires_at=found.expires_at,
+        created_at=found.created_at,
+        last_used_at=found.last_used_at or found.created_at,
+        require_mfa=found.require_mfa,
+        mfa_enabled=found.totp_enabled_at is not None,
+        user_epoch=found.auth_epoch,
     )
+
+
+def idle(settings: Settings, resolved: Resolved, now: dt.datetime) -> bool:
+    """A login session unused for longer than the idle timeout (as far as ``resolved`` knows:
+    another process may have used it since)."""
+    return resolved.kind is CredentialKind.session and now - resolved.last_used_at > (
+        dt.timedelta(minutes=settings.session_idle_timeout_minutes)
+    )
+
+
+def admit(settings: Settings, resolved: Resolved | None, now: dt.datetime) -> Principal:
+    """Who ``resolved`` authenticates now; every refusal is the same 401."""
+    if resolved is None or resolved.revoked or resolved.expires_at <= now:
+        raise Unauthenticated("The credential is not valid, has expired or was revoked.")
+    if idle(settings, resolved, now):
+        raise Unauthenticated("The session has been idle too long; log in again.")
+    return Principal(
+        user_id=resolved.user_id,
+        clinic_id=resolved.clinic_id,
+        role=resolved.role,
+        credential_id=resolved.credential_id,
+        credential_kind=resolved.kind,
+        mfa_pending=resolved.require_mfa and not resolved.mfa_enabled,
+        stepped_up=_stepped_up(
+            settings, resolved.kind, resolved.mfa_enabled, resolved.created_at, now
+        ),
+    )
+
+
+async def touch(session: AsyncSession, resolved: Resolved, now: dt.datetime) -> Resolved:
+    """Record the credential's use, at most once a minute: touching it on every request would
+    turn every read into a write. What it answers knows the use."""
+    if now - resolved.last_used_at <= _TOUCH_EVERY:
+        return resolved
+    await session.execute(
+        update(Credential)
+        .where(Credential.id == resolved.credential_id)
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return dataclasses.replace(resolved, last_used_at=now)
 
 
 async def list_tokens(session: AsyncSession, caller: Principal) -> list[Credential]:

@@ -62,3 +62,17 @@ def grace_ends_at(
     if status is SubscriptionStatus.past_due and past_due_since is not None:
         return past_due_since + grace
     return None
+
+
+def standing_changes_at(
+    account: BillingAccount | None, settings: Settings, now: dt.datetime
+) -> dt.datetime | None:
+    """The next moment :func:`writable` may answer otherwise with nothing written: the end of
+    a trial or of a grace period still ahead, whichever comes first."""
+    if account is None:
+        return None
+    grace_end = grace_ends_at(
+        account.status, account.past_due_since, dt.timedelta(days=settings.billing_grace_days)
+    )
+    ahead = [end for end in (account.trial_ends_at, grace_end) if end is not None and end > now]
+    return min(ahead, default=None)

@@ -90,11 +90,13 @@ async def standing(session: AsyncSession, settings: Settings, clinic_id: uuid.UU
     """The clinic's API quota and whether it may write: what ``app.auth.deps`` attaches to
     every authenticated request (``app.main`` wires it in, so auth knows nothing of billing)."""
     account = await find_account(session, InClinic(clinic_id))
+    now = utcnow()
     return Standing(
         requests_per_minute=entitlements(
             account.plan if account is not None else DEFAULT_PLAN
         ).api_requests_per_minute,
-        read_only=not access.writable(account, settings, utcnow()),
+        read_only=not access.writable(account, settings, now),
+        changes_at=access.standing_changes_at(account, settings, now),
     )
 
 

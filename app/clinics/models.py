@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import String, false
+from sqlalchemy import BigInteger, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, Entity, TenantScoped, tenant_fk, tenant_key
@@ -17,6 +17,8 @@ class Clinic(Entity, Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     # Every member must log in with a second factor; until they enrol they may only do that.
     require_mfa: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Moved by the database whenever who may act in the clinic changes (migration 0008).
+    auth_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class Location(TenantScoped, Base):

@@ -54,16 +54,34 @@ def check_tenant(session: AsyncSession | Session, tenant: Tenant) -> uuid.UUID:
     return tenant.clinic_id
 
 
-async def enter_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+@dataclass(frozen=True, slots=True)
+class Epochs:
+    """The counters the database moves whenever who may act changes (migration 0008): the
+    clinic's, and a user's when one was named; None for a row that is not there (or not
+    visible). A credential resolved under the same epochs is still right (``app.auth.deps``)."""
+
+    clinic: int | None
+    user: int | None
+
+
+async def enter_tenant(
+    session: AsyncSession, tenant_id: uuid.UUID, *, user_id: uuid.UUID | None = None
+) -> Epochs:
     """Enter the transaction in ``tenant_id``'s clinic. A transaction enters one clinic only:
-    work for another clinic takes a transaction of its own (:func:`in_clinic`)."""
+    work for another clinic takes a transaction of its own (:func:`in_clinic`).
+
+    The same round trip answers the clinic's auth epochs (and ``user_id``'s)."""
     entered = current_tenant(session)
     if entered is not None and entered != tenant_id:
         raise TenancyError(f"this transaction is in clinic {entered}; {tenant_id} needs its own")
     session.info[TENANT_KEY] = tenant_id
-    await session.execute(
-        text("SELECT set_config('app.tenant_id', :id, true)"), {"id": str(tenant_id)}
-    )
+    found = (
+        await session.execute(
+            text("SELECT clinic_epoch, user_epoch FROM vetify_enter(:clinic, :user)"),
+            {"clinic": tenant_id, "user": user_id},
+        )
+    ).one()
+    return Epochs(clinic=found.clinic_epoch, user=found.user_epoch)
 
 
 async def enter_user(session: AsyncSession, user_id: uuid.UUID) -> None:

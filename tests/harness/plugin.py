@@ -39,6 +39,7 @@ from fixtures.factories import TEST_HASHING
 from tests.harness import browser, canary, databases, tally
 from tests.harness.billing import PRICES
 from tests.harness.clamd import FakeClamd, fake_clamd
+from tests.harness.clock import Clock, freeze
 from tests.harness.databases import Database
 from tests.harness.live import LiveServer
 from tests.harness.proxy import FaultProxy
@@ -169,6 +170,12 @@ def pytest_testnodedown(node: object, error: object) -> None:
 
 
 # -- the process's deadline -----------------------------------------------------------------------
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The app's clock, frozen now; ``clock.advance(...)`` moves it."""
+    return freeze(monkeypatch)
+
+
 @pytest.fixture
 def exits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The exit codes the deadline asked for; the test waits until it has (the timer thread

@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 
 from app.auth.models import Role
 from app.billing.plans import Plan
-from app.kit import clock as app_clock
 from app.settings import Settings
 from tests.harness import api
 from tests.harness.billing import PRICES, billing, deliver, drain
+from tests.harness.clock import Clock
 from tests.harness.plugin import asgi_client
 from tests.harness.stripe import events as fake
 from tests.harness.stripe.server import FakeStripe
@@ -42,30 +42,6 @@ GRACE = dt.timedelta(days=Settings.model_fields["billing_grace_days"].default)
 TRIAL = dt.timedelta(days=Settings.model_fields["billing_trial_days"].default)
 MINUTE = dt.timedelta(minutes=1)
 CUSTOMER = {"first_name": "Ana", "last_name": "Silva", "email": "ana@example.com"}
-
-
-class Clock:
-    """The app's clock, frozen at ``now`` until a test moves it (``app.kit.clock.utcnow`` reads
-    ``datetime.now``, which this replaces for the test)."""
-
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC)
-
-    def advance(self, by: dt.timedelta) -> None:
-        self.now += by
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    frozen = Clock()
-
-    class FrozenDatetime(dt.datetime):
-        @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:
-            return frozen.now if tz is None else frozen.now.astimezone(tz)
-
-    monkeypatch.setattr(app_clock, "datetime", FrozenDatetime)
-    return frozen
 
 
 # One database and app for the module: every test and example has a clinic of its own.

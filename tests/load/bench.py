@@ -129,11 +129,13 @@ def measure(
     seconds: int,
     token: str | None = None,
     statements: int | None = None,
+    profile: Path | None = None,
 ) -> Result:
     process = psutil.Process(pid)
     before = cpu_seconds(process)
     script = Path(__file__).with_name(path.body) if path.body else None
-    numbers = wrk(base + path.path, seconds, token, script)
+    with sampled(pid, seconds, profile / f"{slug(path.name)}.txt" if profile else None):
+        numbers = wrk(base + path.path, seconds, token, script)
     used = cpu_seconds(process) - before
     return Result(
         name=path.name,
@@ -146,6 +148,27 @@ def measure(
         rss_mib=process.memory_info().rss / 2**20,
         statements=statements,
     )
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+@contextmanager
+def sampled(pid: int, seconds: int, out: Path | None) -> Iterator[None]:
+    """py-spy's samples of the server while the body runs, as collapsed stacks in ``out`` (a
+    flame graph's input; ``--nonblocking``, so the server is not paused to be read)."""
+    if out is None:
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds)]
+    command += ["--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out)]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 - fixed arguments
+    try:
+        yield
+    finally:
+        spy.wait(timeout=seconds + 60)
 
 
 @dataclass(frozen=True)
@@ -276,7 +299,7 @@ def table(results: list[Result], ceiling_rate: float) -> str:
     return "\n".join(lines)
 
 
-def run(seconds: int) -> dict[str, Any]:
+def run(seconds: int, profile: Path | None = None) -> dict[str, Any]:
     provider = choose_provider()
     with (
         postgres(provider) as server,
@@ -306,7 +329,7 @@ def run(seconds: int) -> dict[str, Any]:
             )
             pid = live.serve.pid
             results = [
-                measure(path, live.url, pid, seconds, clinic.token, statements[path.name])
+                measure(path, live.url, pid, seconds, clinic.token, statements[path.name], profile)
                 for path in paths
             ]
             payload = httpx.get(
@@ -332,11 +355,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=20, help="each path's run (default 20)")
     parser.add_argument("--out", type=Path, default=REPORT)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="write py-spy's samples of the server per path to DIR (py-spy on PATH)",
+    )
     arguments = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not on PATH: apt-get install wrk", file=sys.stderr)
-        return 2
-    result = run(arguments.seconds)
+    for tool in ["wrk", *(["py-spy"] if arguments.profile else [])]:
+        if shutil.which(tool) is None:
+            print(f"{tool} is not on PATH (wrk: apt-get install wrk; py-spy: pip)", file=sys.stderr)
+            return 2
+    result = run(arguments.seconds, arguments.profile)
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {arguments.out}")

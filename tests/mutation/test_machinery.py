@@ -175,16 +175,20 @@ def _adapted(enum: Enum) -> list[str]:
 
 def test_sql_whose_case_changes_outside_its_quotes_is_settled_as_equivalent() -> None:
     settled = {
-        m.diff.splitlines()[-2].strip(): m.equivalent
+        line.strip(): m.equivalent
         for m in mutants_of("app/db/tenancy.py")
-        if "set_config" in m.diff
+        for line in m.diff.splitlines()
+        if line.startswith("+ ") and ("set_config" in line.lower() or "vetify_enter" in line)
     }
     assert settled[
-        """+        text("select set_config('app.tenant_id', :id, true)"), {"id": str(tenant_id)}"""
+        """+    await session.execute(text("select set_config('app.user_id', :id, true)"), {"id": str(user_id)})"""  # noqa: E501
     ]
-    # The setting's name is quoted: its case is the setting.
+    assert settled[
+        """+            text("select clinic_epoch, user_epoch from vetify_enter(:clinic, :user)"),"""  # noqa: E501
+    ]
+    # The setting's name is quoted: its case is the setting; a bind parameter's name is ours.
     assert not settled[
-        """+        text("SELECT SET_CONFIG('APP.TENANT_ID', :ID, TRUE)"), {"id": str(tenant_id)}"""
+        """+    await session.execute(text("SELECT SET_CONFIG('APP.USER_ID', :ID, TRUE)"), {"id": str(user_id)})"""  # noqa: E501
     ]
 
 
