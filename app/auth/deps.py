@@ -18,7 +18,7 @@ from app.auth.lockout import LoginGuard
 from app.auth.models import CredentialKind, Role
 from app.auth.permissions import PAYMENT_EXEMPT, Action, allows
 from app.auth.principal import Principal, Standing, StandingOf
-from app.auth.quotas import AppQuotas, Quotas, client_ip, spend
+from app.auth.quotas import AppQuotas, Quotas, client_ip, spend, spend_all
 from app.db.session import DbSession
 from app.db.tenancy import enter_tenant
 from app.kit import crypto, csrf
@@ -74,10 +74,13 @@ async def authenticate(
         await spend(request, quotas.anonymous, client_ip(request))
         raise
     principal = dataclasses.replace(principal, read_only=standing.read_only)
-    await spend(request, quotas.clinic(standing.requests_per_minute), str(principal.clinic_id))
-    await spend(request, quotas.user, str(principal.user_id))
+    spends = [
+        (quotas.clinic(standing.requests_per_minute), str(principal.clinic_id)),
+        (quotas.user, str(principal.user_id)),
+    ]
     if principal.credential_kind is CredentialKind.api_token:
-        await spend(request, quotas.token, str(principal.credential_id))
+        spends.append((quotas.token, str(principal.credential_id)))
+    await spend_all(request, spends)
     request.state.principal = principal
     return principal
 

@@ -74,8 +74,15 @@ def client_ip(request: Request) -> str:
 
 async def spend(request: Request, policy: Policy, key: str) -> None:
     """Spend one unit of ``policy`` for ``key``; 429 when none is left."""
+    await spend_all(request, [(policy, key)])
+
+
+async def spend_all(request: Request, spends: list[tuple[Policy, str]]) -> None:
+    """Spend one unit of each policy for its key (in one round trip to Redis), in order; 429 at
+    the first with none left, the later ones unspent."""
     limiter: Limiter = request.app.state.limiter
-    ratelimit.record(request.scope, await limiter.hit(policy, key))
+    for decision in await limiter.hit_all(spends):
+        ratelimit.record(request.scope, decision)
 
 
 async def quotas(request: Request) -> Quotas:

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -85,6 +85,61 @@ class Decision:
     """Seconds until the window has room again."""
 
 
+_SPEND = """
+-- For each key in turn: take a place in its moving window (the list of hit times, newest first,
+-- that limits' acquire_moving_window keeps, by the same rule), then count what the window holds;
+-- stop after the first key that refuses. Answers (allowed, count, oldest time) per key spent.
+local now = tonumber(ARGV[1])
+local answers = {}
+for i, key in ipairs(KEYS) do
+    local limit = tonumber(ARGV[2 * i])
+    local expiry = tonumber(ARGV[2 * i + 1])
+    local start = now - expiry
+    local last = redis.call('lindex', key, limit - 1)
+    local allowed = not (last and tonumber(last) >= start)
+    if allowed then
+        redis.call('lpush', key, now)
+        redis.call('ltrim', key, 0, limit - 1)
+        redis.call('expire', key, expiry)
+    end
+    local low, high, count, oldest = 0, redis.call('llen', key) - 1, 0, now
+    while low <= high do
+        local middle = math.floor((low + high) / 2)
+        local entry = tonumber(redis.call('lindex', key, middle))
+        if entry and entry >= start then
+            count, oldest, low = middle + 1, entry, middle + 1
+        else
+            high = middle - 1
+        end
+    end
+    answers[#answers + 1] = allowed and 1 or 0
+    answers[#answers + 1] = count
+    answers[#answers + 1] = tostring(oldest)
+    if not allowed then
+        break
+    end
+end
+return answers
+"""
+
+
+def _triples(answer: list[Any]) -> list[tuple[Any, Any, Any]]:
+    return [(answer[i], answer[i + 1], answer[i + 2]) for i in range(0, len(answer) - 2, 3)]
+
+
+def _decision(policy: Policy, allowed: bool, count: int, oldest: float) -> Decision:
+    """What Redis answered for ``policy``: whether it allowed, how many hits its window holds,
+    and when the oldest of them was."""
+    item = policy.item
+    return Decision(
+        policy=policy,
+        allowed=allowed,
+        limit=item.amount,
+        remaining=max(0, item.amount - count),
+        reset_after=max(1, math.ceil(oldest + item.get_expiry() - time.time())),
+    )
+
+
 class TooManyRequests(Problem):
     status, slug, title = 429, "rate-limited", "Too many requests"
 
@@ -110,6 +165,7 @@ class Limiter:
     _redis: Storage | None = None
     _retry_redis_at: float = 0.0
     _memory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _scripts: dict[tuple[int, str], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.redis_url:
@@ -157,22 +213,59 @@ class Limiter:
         return await operation(self._memory)
 
     async def hit(self, policy: Policy, key: str) -> Decision:
-        async def spend(storage: Storage) -> Decision:
-            item = policy.item
-            if storage is self._memory and self._redis is not None and policy.fail_closed:
-                item = type(item)(max(1, item.amount // FAIL_CLOSED_DIVISOR), item.multiples)
-            strategy = MovingWindowRateLimiter(storage)
-            allowed = await strategy.hit(item, policy.name, key)
-            stats = await strategy.get_window_stats(item, policy.name, key)
-            return Decision(
-                policy=policy,
-                allowed=allowed,
-                limit=item.amount,
-                remaining=max(0, stats.remaining),
-                reset_after=max(1, math.ceil(stats.reset_time - time.time())),
-            )
+        return (await self.hit_all([(policy, key)]))[0]
+
+    async def hit_all(self, spends: Sequence[tuple[Policy, str]]) -> list[Decision]:
+        """Spend one unit of each policy for its key, in order, until one refuses: that one's
+        decision is the last. In Redis, one round trip (:data:`_SPEND`) for them all."""
+
+        async def spend(storage: Storage) -> list[Decision]:
+            if isinstance(storage, MemoryStorage):
+                decisions: list[Decision] = []
+                for policy, key in spends:
+                    decisions.append(await self._spend_in_memory(storage, policy, key))
+                    if not decisions[-1].allowed:
+                        break
+                return decisions
+            bridge: Any = getattr(storage, "bridge")  # noqa: B009 - limits' redis-py bridge
+            keys: list[str] = []
+            args: list[float] = [time.time()]
+            for policy, key in spends:
+                keys.append(bridge.prefixed_key(policy.item.key_for(policy.name, key)))
+                args += [policy.item.amount, policy.item.get_expiry()]
+            answer = await self._script(bridge.get_connection(), _SPEND)(keys=keys, args=args)
+            # Fewer answers than spends when one refused: zip stops with them.
+            return [
+                _decision(policy, bool(int(allowed)), int(count), float(oldest))
+                for (policy, _), (allowed, count, oldest) in zip(
+                    spends, _triples(answer), strict=False
+                )
+            ]
 
         return await self._on(spend)
+
+    async def _spend_in_memory(self, storage: Storage, policy: Policy, key: str) -> Decision:
+        item = policy.item
+        if self._redis is not None and policy.fail_closed:
+            item = type(item)(max(1, item.amount // FAIL_CLOSED_DIVISOR), item.multiples)
+        strategy = MovingWindowRateLimiter(storage)
+        allowed = await strategy.hit(item, policy.name, key)
+        stats = await strategy.get_window_stats(item, policy.name, key)
+        return Decision(
+            policy=policy,
+            allowed=allowed,
+            limit=item.amount,
+            remaining=max(0, stats.remaining),
+            reset_after=max(1, math.ceil(stats.reset_time - time.time())),
+        )
+
+    def _script(self, client: Any, lua: str) -> Any:
+        """redis-py's Script for ``lua`` (EVALSHA after its first call), made once per client."""
+        key = (id(client), lua)
+        script = self._scripts.get(key)
+        if script is None:
+            script = self._scripts[key] = client.register_script(lua)
+        return script
 
     # Plain counters with an expiry, for rules that are not a window (login back-off): read,
     # cleared, and changed as one step by an atomic script.
@@ -194,9 +287,7 @@ class Limiter:
                 async with self._memory_lock:
                     return await script.in_memory(storage, keys, args)
             bridge: Any = getattr(storage, "bridge")  # noqa: B009 - limits' redis-py bridge
-            client = bridge.get_connection()
-            # EVALSHA after the first call (redis-py's Script caches the digest).
-            answer = await client.register_script(script.lua)(
+            answer = await self._script(bridge.get_connection(), script.lua)(
                 keys=[bridge.prefixed_key(key) for key in keys], args=args
             )
             return [int(value) for value in answer]

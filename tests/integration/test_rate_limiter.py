@@ -14,8 +14,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from app.kit.ratelimit import Limiter
+from app.kit.ratelimit import Decision, Limiter, Policy
 from tests.harness.limits import COUNT, LOGIN, READS
 from tests.harness.services import RedisServer
 
@@ -162,3 +164,64 @@ async def test_while_redis_is_away_memory_counts_and_redis_is_used_again_once_ba
         await limiter.close()
     said = [r.getMessage() for r in caplog.records if r.name == "vetify.ratelimit"]
     assert said.count("Redis answers again; rate limits are back in Redis") == 1
+
+
+QUOTAS = [Policy.of("a", "3/minute"), Policy.of("b", "5/minute"), Policy.of("c", "2/hour")]
+spend_batches = st.lists(
+    st.lists(st.tuples(st.sampled_from(QUOTAS), st.sampled_from("xy")), min_size=1, max_size=3),
+    min_size=1,
+    max_size=10,
+)
+
+
+def _seen(decisions: list[Decision]) -> list[tuple[str, bool, int, int]]:
+    return [(d.policy.name, d.allowed, d.limit, d.remaining) for d in decisions]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batches=spend_batches)
+async def test_a_batch_in_one_redis_round_trip_decides_as_memory_does_one_by_one(
+    batches: list[list[tuple[Policy, str]]], redis_server: RedisServer
+) -> None:
+    """Redis spends a batch with one script; memory one policy at a time: each refuses where the
+    other does, stops at the same place, and counts what is left alike."""
+    shared, alone = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}"), Limiter(None)
+    try:
+        for batch in batches:
+            in_redis, in_memory = await shared.hit_all(batch), await alone.hit_all(batch)
+            assert _seen(in_redis) == _seen(in_memory)
+            assert len(in_redis) == next(
+                (i + 1 for i, d in enumerate(in_redis) if not d.allowed), len(batch)
+            )
+            for redis_said, memory_said in zip(in_redis, in_memory, strict=True):
+                assert abs(redis_said.reset_after - memory_said.reset_after) <= 1
+        assert shared.backend == "redis"
+    finally:
+        await shared.close()
+        await alone.close()
+
+
+async def test_a_batch_is_one_round_trip_to_redis(redis_server: RedisServer) -> None:
+    limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}")
+    calls = 0
+    connection = limiter._redis.bridge.get_connection()  # type: ignore[union-attr]
+    original = connection.execute_command
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await original(*args, **kwargs)
+
+    connection.execute_command = counted
+    try:
+        await limiter.hit_all([(QUOTAS[0], "x")])  # loads the script (EVALSHA, then SCRIPT LOAD)
+        calls = 0
+        decisions = await limiter.hit_all([(policy, "x") for policy in QUOTAS])
+        assert [d.remaining for d in decisions] == [1, 4, 1]
+        assert calls == 1
+    finally:
+        await limiter.close()
