@@ -156,8 +156,12 @@ class Settings(BaseSettings):
     """Opening a connection (TCP, TLS, authentication), and waiting for a pooled one when all
     are in use (then 503 database-busy)."""
     db_ping_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
-    """A pooled connection is checked (one round trip) before each request uses it; one that
-    does not answer within this is dropped and a new one opened."""
+    """A pooled connection is checked (one round trip) before a request uses it; one that does
+    not answer within this is dropped and a new one opened."""
+    db_ping_after_idle_seconds: float = Field(default=0.5, ge=0, le=3600)
+    """Only a connection idle for longer than this is checked: one back in the pool more
+    recently answered just now (HikariCP's 500 ms bypass), and a busy service would otherwise
+    pay a round trip per request. 0: check every time."""
     ready_timeout_seconds: float = Field(default=3.0, ge=0.5, le=60)
     """``/health/ready`` answers within this even when a dependency hangs: keep it under the
     load balancer's (or Kubernetes') probe timeout."""

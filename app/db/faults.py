@@ -13,6 +13,7 @@ the client's own timeouts end the wait, and every one is bounded (README, Health
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import event
@@ -99,11 +100,18 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 _PING_FAILED = "vetify_ping_failed"
+_RETURNED_AT = "vetify_returned_at"
 
 
-def bound_waits(engine: AsyncEngine, ping_timeout: float) -> None:
-    """Check each pooled connection before use within ``ping_timeout``, and abandon at once a
-    connection whose statement timed out or was cancelled.
+def bound_waits(engine: AsyncEngine, ping_timeout: float, idle_after: float = 0.0) -> None:
+    """Check each pooled connection idle for more than ``idle_after`` seconds before use, within
+    ``ping_timeout``, and abandon at once a connection whose statement timed out or was
+    cancelled.
+
+    A connection back in the pool within ``idle_after`` is used unchecked: it answered a moment
+    ago. Should the database have gone in that moment, its first statement fails instead, and
+    that request is a 503 like one that was under way (the bounds are the same: README, Health
+    and timeouts).
 
     SQLAlchemy's own ``pool_pre_ping`` takes three round trips, each bounded only by the
     statement timeout, and SQLAlchemy closes a connection it invalidates politely, waiting up to
@@ -111,10 +119,23 @@ def bound_waits(engine: AsyncEngine, ping_timeout: float) -> None:
     database took 19 s (issue 16, defect 4). Here one round trip, then the socket is cut.
     """
 
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(_connection: Any, entry: ConnectionPoolEntry) -> None:
+        if entry.record_info is not None:
+            entry.record_info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _opened(_connection: Any, entry: ConnectionPoolEntry) -> None:
+        if entry.record_info is not None:
+            entry.record_info.pop(_RETURNED_AT, None)  # of the connection this one replaces
+
     @event.listens_for(engine.sync_engine, "checkout")
     def _ping(connection: Any, entry: ConnectionPoolEntry, _proxy: Any) -> None:
         # Kept with the pool's entry, which outlives the connections it opens in turn.
         marks = entry.record_info if entry.record_info is not None else {}
+        returned = marks.get(_RETURNED_AT)
+        if returned is not None and time.monotonic() - returned <= idle_after:
+            return
         try:
             connection.run_async(lambda driver: driver.execute("SELECT 1", timeout=ping_timeout))
         except BaseException as exc:

@@ -71,7 +71,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
-    bound_waits(engine, settings.db_ping_timeout_seconds)  # instead of pool_pre_ping
+    # Instead of pool_pre_ping:
+    bound_waits(engine, settings.db_ping_timeout_seconds, settings.db_ping_after_idle_seconds)
     return engine
 
 

@@ -4,6 +4,7 @@ before they query and keep their rows readable after commit."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -97,20 +98,29 @@ async def test_a_session_flushes_before_it_queries_and_keeps_its_rows_after_comm
     assert location.created_at == stored
 
 
+@pytest.mark.parametrize("idle", [False, True], ids=["checked every time", "idle past the window"])
 async def test_a_pooled_connection_that_stops_answering_is_given_up_within_its_ping_timeout(
-    settings: Settings, database_proxy: FaultProxy
+    idle: bool, settings: Settings, database_proxy: FaultProxy
 ) -> None:
     # A frozen or partitioned server: the pooled connection's check is given up within the
     # ping timeout, and the new connection tried in its place within the connect timeout;
     # the request is then a 503, not a wait on a server that may never answer.
     proxy = database_proxy
     engine = create_engine(
-        through_proxy(settings, proxy, db_ping_timeout_seconds=0.3, db_connect_timeout_seconds=0.5)
+        through_proxy(
+            settings,
+            proxy,
+            db_ping_timeout_seconds=0.3,
+            db_connect_timeout_seconds=0.5,
+            db_ping_after_idle_seconds=0.2 if idle else 0,
+        )
     )
     failure: Exception | None = None
     try:
         async with engine.connect() as connection:
             await connection.scalar(text("SELECT 1"))
+        if idle:
+            await asyncio.sleep(0.3)
         proxy.latency = 2.0  # each way: a ping answered only after 4 s
         started = time.monotonic()
         try:
@@ -125,3 +135,23 @@ async def test_a_pooled_connection_that_stops_answering_is_given_up_within_its_p
     assert failure is not None
     assert isinstance(unavailability(failure), DatabaseUnavailable), repr(failure)
     assert waited < 2.5
+
+
+async def test_a_connection_back_in_the_pool_within_the_window_is_used_unchecked(
+    settings: Settings, database_proxy: FaultProxy
+) -> None:
+    """A busy service pays no round trip per request to check a connection that answered a
+    moment ago: with the database slow from then on, taking the connection does not wait."""
+    proxy = database_proxy
+    engine = create_engine(through_proxy(settings, proxy, db_ping_after_idle_seconds=30))
+    try:
+        async with engine.connect() as connection:
+            await connection.scalar(text("SELECT 1"))
+        proxy.latency = 2.0
+        started = time.monotonic()
+        async with engine.connect():
+            pass
+        assert time.monotonic() - started < 1.0
+    finally:
+        proxy.heal()
+        await engine.dispose()

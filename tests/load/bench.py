@@ -299,7 +299,9 @@ def table(results: list[Result], ceiling_rate: float) -> str:
     return "\n".join(lines)
 
 
-def run(seconds: int, profile: Path | None = None) -> dict[str, Any]:
+def run(
+    seconds: int, profile: Path | None = None, overrides: dict[str, str] | None = None
+) -> dict[str, Any]:
     provider = choose_provider()
     with (
         postgres(provider) as server,
@@ -309,7 +311,7 @@ def run(seconds: int, profile: Path | None = None) -> dict[str, Any]:
         databases.prepare_template(server)
         database = asyncio.run(databases.clone(server, prefix="bench"))
         asyncio.run(seed_demo_database(database))
-        live = LiveServer(database, None, cache.url).start()
+        live = LiveServer(database, None, cache.url, settings=overrides or {}).start()
         try:
             assert live.serve is not None
             clinic = demo(live)
@@ -361,12 +363,21 @@ def main() -> int:
         metavar="DIR",
         help="write py-spy's samples of the server per path to DIR (py-spy on PATH)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="VETIFY_NAME=VALUE",
+        help="a setting of the measured server (a lever to compare), repeatable",
+    )
     arguments = parser.parse_args()
+    overrides = dict(pair.split("=", 1) for pair in arguments.set)
     for tool in ["wrk", *(["py-spy"] if arguments.profile else [])]:
         if shutil.which(tool) is None:
             print(f"{tool} is not on PATH (wrk: apt-get install wrk; py-spy: pip)", file=sys.stderr)
             return 2
-    result = run(arguments.seconds, arguments.profile)
+    result = run(arguments.seconds, arguments.profile, overrides)
+    result["settings"] = overrides
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {arguments.out}")
