@@ -16,7 +16,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Select, inspect, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.kit.problems import InvalidInput
@@ -100,7 +100,29 @@ async def page(
     """A :class:`Page` of ``schema`` items; ordered by the entity's id unless told otherwise."""
     if order_by is None:
         order_by = [query.column_descriptions[0]["entity"].id]
+    query = _columns_of(query, schema, order_by)
     rows, next_cursor = await paginate(session, query, order_by, cursor, limit)
     return Page[schema](  # type: ignore[valid-type]
         items=[schema.model_validate(row) for row in rows], next_cursor=next_cursor
     )
+
+
+def _columns_of(
+    query: Select[*tuple[Any, ...]],
+    schema: type[BaseModel],
+    order_by: Sequence[InstrumentedAttribute[Any]],
+) -> Select[*tuple[Any, ...]]:
+    """``query`` of one entity selecting only the columns ``schema`` (and the order) reads, when
+    each of its fields is one: rows straight to the schema, with no ORM object built (identity
+    map, instance state) for each. Still an ORM statement of the entity's attributes, so the
+    tenant filter (``app.db.tenancy``) applies as before. Otherwise ``query`` itself."""
+    descriptions = query.column_descriptions
+    entity = descriptions[0]["entity"] if len(descriptions) == 1 else None
+    # Loader options (eager loads) need the entity itself.
+    if entity is None or descriptions[0]["expr"] is not entity or query._with_options:
+        return query
+    columns = inspect(entity).column_attrs
+    wanted = dict.fromkeys([*schema.model_fields, *(column.key for column in order_by)])
+    if len(wanted) < 2 or not all(name in columns for name in wanted):
+        return query  # (one column would come back as scalars, not rows)
+    return query.with_only_columns(*(getattr(entity, name) for name in wanted))

@@ -61,6 +61,15 @@ REVIEWED: dict[tuple[str, str], tuple[int, str]] = {
         "DROP of procrastinate's tables and types (constant tuples) and of its functions, by the"
         " signatures PostgreSQL's own catalogue prints (regprocedure)",
     ),
+    ("migrations/versions/20261205_0008_auth_epochs.py", "upgrade"): (
+        2,
+        "GRANT EXECUTE to the service role, quoted by identifier(); a trigger per table and"
+        " change of the constant CLINIC_WATCH",
+    ),
+    ("migrations/versions/20261205_0008_auth_epochs.py", "downgrade"): (
+        1,
+        "DROP TRIGGER on each table of the constant CLINIC_WATCH and the two of this migration",
+    ),
 }
 """(file, function) -> (how many sites, why the built text is safe). Reviewed by a person."""
 

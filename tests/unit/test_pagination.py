@@ -11,11 +11,15 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import load_only
 
 from app.appointments.models import Appointment
-from app.kit.pagination import _decode, encode_cursor
+from app.kit.pagination import _columns_of, _decode, encode_cursor
 from app.kit.problems import InvalidInput
 from app.pets.models import Pet
+from app.pets.schemas import PetOut
 
 BY_START = [Appointment.starts_at, Appointment.id]
 BY_ID = [Pet.id]
@@ -98,3 +102,36 @@ def test_any_json_decodes_or_is_invalid_input(value: Any) -> None:
         return
     assert len(decoded) == 1
     assert isinstance(decoded[0], uuid.UUID)
+
+
+def test_a_page_of_an_entity_whose_schema_reads_only_columns_selects_those_columns() -> None:
+    query = _columns_of(select(Pet).where(Pet.deceased.is_(False)), PetOut, BY_ID)
+    assert [c["name"] for c in query.column_descriptions] == list(PetOut.model_fields)
+    assert "WHERE pets.deceased IS false" in str(query)
+
+
+def test_the_order_is_selected_too_when_the_schema_does_not_read_it() -> None:
+    class Named(BaseModel):
+        id: uuid.UUID
+        name: str
+
+    query = _columns_of(select(Pet), Named, [Pet.created_at, Pet.id])
+    assert [c["name"] for c in query.column_descriptions] == ["id", "name", "created_at"]
+
+
+class _Computed(BaseModel):
+    id: uuid.UUID
+    owner_name: str  # not a column of pets
+
+
+@pytest.mark.parametrize(
+    ("query", "schema"),
+    [
+        (select(Pet), _Computed),  # a field that is no column: the entity's objects
+        (select(Pet).options(load_only(Pet.id, Pet.name)), PetOut),  # options need the entity
+        (select(Pet.id, Pet.name), PetOut),  # columns already
+    ],
+    ids=["a field that is no column", "loader options", "columns already"],
+)
+def test_other_queries_are_left_as_they_are(query: Any, schema: type[BaseModel]) -> None:
+    assert _columns_of(query, schema, BY_ID) is query
