@@ -25,12 +25,16 @@ class Known:
     resolved: Resolved
     standing: Standing
     clinic_epoch: int | None
+    checked_at: dt.datetime
+    """When the standing was read: it holds from then until its ``changes_at``. A clock set
+    back before it (an NTP step) may have undone a trial's end, so it is read again."""
 
     def current(self, epochs: Epochs, now: dt.datetime) -> bool:
         return (
             self.clinic_epoch is not None
             and epochs.clinic == self.clinic_epoch
             and epochs.user == self.resolved.user_epoch
+            and self.checked_at <= now
             and (self.standing.changes_at is None or now < self.standing.changes_at)
         )
 

@@ -114,7 +114,8 @@ async def _identify(
             cache.drop(key)
             raise Unauthenticated("The credential is not valid, has expired or was revoked.")
         standing_of: StandingOf = request.app.state.standing_of
-        known = Known(resolved, await standing_of(session, settings, clinic_id), epochs.clinic)
+        standing = await standing_of(session, settings, clinic_id)
+        known = Known(resolved, standing, epochs.clinic, checked_at=now)
     assert known is not None  # noqa: S101 - for the type checker: resolved above when missing
     try:
         principal = service.admit(settings, known.resolved, now)

@@ -108,10 +108,10 @@ def bound_waits(engine: AsyncEngine, ping_timeout: float, idle_after: float = 0.
     ``ping_timeout``, and abandon at once a connection whose statement timed out or was
     cancelled.
 
-    A connection back in the pool within ``idle_after`` is used unchecked: it answered a moment
-    ago. Should the database have gone in that moment, its first statement fails instead, and
-    that request is a 503 like one that was under way (the bounds are the same: README, Health
-    and timeouts).
+    A connection back in the pool within ``idle_after`` answered a moment ago: it is only seen
+    to be open (a reset or a server's goodbye closes it in the event loop), with no round trip.
+    A server that stopped answering in that moment says nothing: the first statement then waits
+    its bound instead of the ping's, as a request under way would (README, Health and timeouts).
 
     SQLAlchemy's own ``pool_pre_ping`` takes three round trips, each bounded only by the
     statement timeout, and SQLAlchemy closes a connection it invalidates politely, waiting up to
@@ -134,9 +134,14 @@ def bound_waits(engine: AsyncEngine, ping_timeout: float, idle_after: float = 0.
         # Kept with the pool's entry, which outlives the connections it opens in turn.
         marks = entry.record_info if entry.record_info is not None else {}
         returned = marks.get(_RETURNED_AT)
-        if returned is not None and time.monotonic() - returned <= idle_after:
-            return
+        recent = returned is not None and time.monotonic() - returned <= idle_after
         try:
+            if recent:
+                # No round trip: only whether the socket is still open (a reset, or the server
+                # closing it, has been seen by the event loop).
+                if connection.driver_connection.is_closed():
+                    raise ConnectionResetError("the pooled connection was closed")
+                return
             connection.run_async(lambda driver: driver.execute("SELECT 1", timeout=ping_timeout))
         except BaseException as exc:
             connection.driver_connection.terminate()

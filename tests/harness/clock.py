@@ -25,7 +25,7 @@ def freeze(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
     class FrozenDatetime(dt.datetime):
         @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:
+        def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
             return frozen.now if tz is None else frozen.now.astimezone(tz)
 
     monkeypatch.setattr(app_clock, "datetime", FrozenDatetime)

@@ -175,7 +175,7 @@ async def test_a_touch_of_the_last_use_keeps_the_cached_credential(
     assert counted.total == 2
 
 
-async def test_a_trial_ending_makes_the_clinic_read_only_with_nothing_written(
+async def test_a_trial_ending_makes_the_clinic_read_only_and_a_clock_set_back_undoes_it(
     client: httpx.AsyncClient, world: World, clock: Clock
 ) -> None:
     clinic = await world.clinic((Role.owner,))
@@ -194,6 +194,10 @@ async def test_a_trial_ending_makes_the_clinic_read_only_with_nothing_written(
     clock.advance(dt.timedelta(hours=1))
     refused = await client.post(WRITE, json=CUSTOMER, headers=clinic.owner.headers)
     assert refused.status_code == 402, refused.text
+    # The clock set back (an NTP step): the trial runs again, cached or not.
+    clock.advance(-dt.timedelta(minutes=1))
+    created = await client.post(WRITE, json=CUSTOMER, headers=clinic.owner.headers)
+    assert created.status_code == 201, created.text
 
 
 async def test_an_idle_session_cached_here_is_judged_by_its_use_elsewhere(

@@ -33,7 +33,8 @@ def known(
         mfa_enabled=False,
         user_epoch=user_epoch,
     )
-    return Known(resolved, Standing(600, read_only=False, changes_at=changes_at), clinic_epoch)
+    standing = Standing(600, read_only=False, changes_at=changes_at)
+    return Known(resolved, standing, clinic_epoch, checked_at=NOW)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +63,13 @@ def test_an_entry_stops_being_current_when_its_standing_may_change() -> None:
     epochs = Epochs(clinic=3, user=7)
     assert entry.current(epochs, ends - dt.timedelta(microseconds=1))
     assert not entry.current(epochs, ends)
+
+
+def test_an_entry_is_not_current_before_it_was_read() -> None:
+    """The clock set back (an NTP step): a trial that had ended may be running again."""
+    epochs = Epochs(clinic=3, user=7)
+    assert known().current(epochs, NOW)
+    assert not known().current(epochs, NOW - dt.timedelta(microseconds=1))
 
 
 def test_the_cache_keeps_the_most_recently_used_within_its_size() -> None:
