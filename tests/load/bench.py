@@ -299,9 +299,7 @@ def table(results: list[Result], ceiling_rate: float) -> str:
     return "\n".join(lines)
 
 
-def run(
-    seconds: int, profile: Path | None = None, overrides: dict[str, str] | None = None
-) -> dict[str, Any]:
+def run(seconds: int, profile: Path | None, overrides: dict[str, str]) -> dict[str, Any]:
     provider = choose_provider()
     with (
         postgres(provider) as server,
@@ -311,12 +309,13 @@ def run(
         databases.prepare_template(server)
         database = asyncio.run(databases.clone(server, prefix="bench"))
         asyncio.run(seed_demo_database(database))
-        live = LiveServer(database, None, cache.url, settings=overrides or {}).start()
+        live = LiveServer(database, None, cache.url, settings=overrides).start()
         try:
             assert live.serve is not None
             clinic = demo(live)
             paths = hot_paths(clinic)
             settings = Settings(
+                **{key.removeprefix("VETIFY_").lower(): value for key, value in overrides.items()},
                 _env_file=None,
                 env=Environment.test,
                 database_url=database.app_url,
