@@ -5,6 +5,8 @@
 * An API process killed under load with a second one on the same database: a client that
   retries on the second (checking first whether a write whose answer it lost was made) loses no
   acknowledged write and makes none twice; the second answers throughout.
+* Two API processes, each with its credential cache (ADR 0019): a token revoked through one is
+  refused by the other at its very next request.
 
 Each scenario starts processes of its own beside the stage's ``live_server``, on its database,
 and stops them; the stage's server itself is never killed.
@@ -263,3 +265,34 @@ def test_the_api_process_killed_under_load_a_second_one_takes_over(
     # The second server answered everything it was asked: no 5xx, no lost answer.
     wrong = [e for e in log if e["server"] == live_server.url and e["kind"] not in ("200", "201")]
     assert not wrong, wrong
+
+
+# -- two API processes, one credential cache each ------------------------------------------------
+def test_a_token_revoked_through_one_process_is_refused_by_the_other_at_once(
+    live_server: LiveServer,
+) -> None:
+    other_port = free_port()
+    other_url = f"http://127.0.0.1:{other_port}"
+    other = Vetify(["serve", "--port", str(other_port)], live_server.env())
+    token = live_server.demo_token("revoked across processes")
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        other.start().wait_until_ready(other_url, STARTED_WITHIN)
+        with (
+            httpx.Client(base_url=live_server.url, headers=headers, timeout=REQUEST_TIMEOUT) as one,
+            httpx.Client(base_url=other_url, headers=headers, timeout=REQUEST_TIMEOUT) as two,
+        ):
+            for http in (one, two, one, two):  # each process has it cached
+                assert http.get("/api/v1/pets", params={"limit": 1}).status_code == 200
+            mine = [
+                t
+                for t in one.get("/api/v1/auth/tokens").json()
+                if t["name"] == "revoked across processes"
+            ]
+            assert len(mine) == 1, mine
+            assert one.delete(f"/api/v1/auth/tokens/{mine[0]['id']}").status_code == 204
+            # No wait: the revocation moved the clinic's auth epoch in its own transaction.
+            assert two.get("/api/v1/pets", params={"limit": 1}).status_code == 401
+            assert one.get("/api/v1/pets", params={"limit": 1}).status_code == 401
+    finally:
+        other.stop()
