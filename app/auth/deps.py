@@ -101,14 +101,13 @@ async def _identify(
         session, clinic_id, user_id=known.resolved.user_id if known is not None else None
     )
     now = utcnow()
-    hit = (
-        known is not None
-        and known.current(epochs, now)
+    if (
+        known is None
+        or not known.current(epochs, now)
         # Another process may have used it since: the database knows.
-        and not service.idle(settings, known.resolved, now)
-    )
-    cache.count(hit=hit)
-    if not hit:
+        or service.idle(settings, known.resolved, now)
+    ):
+        cache.count(hit=False)
         resolved = await service.resolve(session, clinic_id, key, kind)
         if resolved is None:
             cache.drop(key)
@@ -116,7 +115,8 @@ async def _identify(
         standing_of: StandingOf = request.app.state.standing_of
         standing = await standing_of(session, settings, clinic_id)
         known = Known(resolved, standing, epochs.clinic, checked_at=now)
-    assert known is not None  # noqa: S101 - for the type checker: resolved above when missing
+    else:
+        cache.count(hit=True)
     try:
         principal = service.admit(settings, known.resolved, now)
     except Unauthenticated:
