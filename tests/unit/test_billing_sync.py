@@ -137,7 +137,8 @@ async def test_without_metadata_the_clinic_is_the_one_the_stripe_customer_names(
     outcome = await apply(stripe, "customer.subscription.updated", sub)
     assert outcome == Outcome(EventStatus.processed, CLINIC, None)
     assert stripe.reads == ["cus_1", "sub_1"]
-    assert clinic.account is not None and clinic.account.plan is Plan.professional
+    assert clinic.account is not None
+    assert clinic.account.plan is Plan.professional
 
 
 async def test_a_subscription_no_vetify_clinic_owns_changes_nothing(
@@ -166,7 +167,8 @@ async def test_a_completed_subscription_checkout_applies_its_subscription(
     outcome = await apply(stripe, "checkout.session.completed", session)
     assert outcome == Outcome(EventStatus.processed, CLINIC, None)
     assert stripe.reads == ["sub_1"]
-    assert clinic.account is not None and clinic.account.stripe_subscription_id == "sub_1"
+    assert clinic.account is not None
+    assert clinic.account.stripe_subscription_id == "sub_1"
 
 
 @pytest.mark.parametrize(
@@ -196,7 +198,8 @@ async def test_a_subscriptions_invoice_names_its_clinic_in_the_subscription_deta
     outcome = await apply(stripe, "invoice.payment_failed", invoice)
     assert outcome == Outcome(EventStatus.processed, CLINIC, None)
     assert stripe.reads == ["sub_1"]  # the subscription's details named the clinic
-    assert clinic.account is not None and clinic.account.status is SubscriptionStatus.past_due
+    assert clinic.account is not None
+    assert clinic.account.status is SubscriptionStatus.past_due
 
 
 async def test_an_invoice_of_no_subscription_is_ignored(clinic: Clinic, stripe: Stripe) -> None:
@@ -323,7 +326,8 @@ async def test_the_grace_period_counts_from_the_first_past_due_and_ends_with_it(
     sub = subscription(stripe, status="past_due")
     await apply(stripe, "customer.subscription.updated", sub)
     account = clinic.account
-    assert account is not None and account.past_due_since == NOW
+    assert account is not None
+    assert account.past_due_since == NOW
 
     later = NOW + dt.timedelta(days=2)
     monkeypatch.setattr(sync, "utcnow", lambda: later)
