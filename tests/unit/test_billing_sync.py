@@ -362,3 +362,17 @@ async def test_an_older_subscription_than_the_clinics_own_changes_nothing(
     assert account.status is (
         SubscriptionStatus.canceled if applied else SubscriptionStatus.trialing
     )
+
+
+async def test_a_checkout_with_its_subscription_and_customer_expanded_is_read_alike(
+    clinic: Clinic, stripe: Stripe
+) -> None:
+    sub = subscription(stripe, clinic_id=None)
+    stripe.customers["cus_1"] = {"id": "cus_1", "metadata": {"clinic_id": str(CLINIC)}}
+    session = fake.checkout_session(
+        customer=None, subscription=None, client_reference_id="not a clinic id"
+    )
+    session |= {"customer": {"id": "cus_1", "object": "customer"}, "subscription": sub}
+    outcome = await apply(stripe, "checkout.session.completed", session)
+    assert outcome == Outcome(EventStatus.processed, CLINIC, None)
+    assert stripe.reads == ["cus_1", "sub_1"]
