@@ -15,6 +15,7 @@ import pytest
 from app.auth.models import CredentialKind, Role
 from app.auth.principal import Principal, Standing
 from app.billing import account as billing
+from app.billing import jobs
 from app.billing.account import (
     MAIL_TRIAL_ENDING,
     NoAccount,
@@ -26,12 +27,12 @@ from app.billing.account import (
     portal,
     standing,
 )
-from app.billing.models import BillingAccount, SubscriptionStatus
+from app.billing.models import SubscriptionStatus
 from app.billing.plans import DEFAULT_PLAN, PLANS, Plan
 from app.db.tenancy import TENANT_KEY, InClinic
 from app.kit.problems import Conflict, InvalidInput
 from app.settings import Settings
-from tests.harness.billing import PRICES
+from tests.harness.billing import PRICES, AccountStandIn
 
 CLINIC = uuid.UUID("0e1d2c3b-4a59-4687-9a5b-4c3d2e1f0a9b")
 NOW = dt.datetime(2026, 12, 5, 12, tzinfo=dt.UTC)
@@ -89,23 +90,11 @@ class Stripe:
         return "https://portal/1"
 
 
-class Books:
-    """The clinic's account row as `find_account` gives it, and the locks asked for."""
+class Books(AccountStandIn):
+    """The clinic's account row, its verified owner and its clinic row."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.account: BillingAccount | None = BillingAccount(
-            tenant_id=CLINIC,
-            status=SubscriptionStatus.trialing,
-            plan=Plan.starter,
-            trial_ends_at=NOW + dt.timedelta(days=10),
-        )
-        self.locks: list[bool] = []
-        self.queued: list[tuple[str, dict[str, Any]]] = []
-
-        async def find_account(session: Any, tenant: Any, *, lock: bool = False) -> Any:
-            assert tenant.clinic_id == CLINIC
-            self.locks.append(lock)
-            return self.account
+        super().__init__(monkeypatch, billing, CLINIC, NOW, dt.timedelta(days=10))
 
         async def verified(session: Any, caller: Principal) -> None:
             assert caller is OWNER
@@ -114,19 +103,8 @@ class Books:
             assert clinic_id == CLINIC
             return SimpleNamespace(name="Harbour Vets")
 
-        async def enqueue(session: Any, task: str, **kwargs: Any) -> None:
-            self.queued.append((task, kwargs))
-
-        monkeypatch.setattr(billing, "find_account", find_account)
         monkeypatch.setattr(billing, "require_verified_email", verified)
         monkeypatch.setattr(billing, "get_or_404", clinic)
-        monkeypatch.setattr(billing, "enqueue", enqueue)
-        monkeypatch.setattr(billing, "utcnow", lambda: NOW)
-
-    @property
-    def row(self) -> BillingAccount:
-        assert self.account is not None
-        return self.account
 
 
 @pytest.fixture
@@ -263,3 +241,17 @@ async def test_a_new_clinics_trial_is_announced_three_days_before_it_ends(books:
             {"schedule_at": NOW + dt.timedelta(days=11), "clinic_id": str(CLINIC)},
         )
     ]
+
+
+def test_the_trial_mail_says_when_the_trial_ends_and_what_read_only_means() -> None:
+    ends = dt.datetime(2026, 12, 19, 9, 30, tzinfo=dt.UTC)
+    mail = jobs._trial_mail(["rita@harbour.example"], ends, SETTINGS)
+    assert mail.to == ("rita@harbour.example",)
+    assert mail.subject == "Your Vetify trial ends soon"
+    assert mail.text == (
+        "Your clinic's Vetify trial ends on 19 December 2026, 09:30 UTC.\n\n"
+        "Add a payment method before then to keep writing records and booking appointments;"
+        " without one the clinic becomes read-only (nothing is deleted, and everything can"
+        " still be read and exported).\n\n"
+        "Billing: https://app.vetify.example/billing\n"
+    )

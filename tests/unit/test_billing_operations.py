@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.dialects import postgresql
 
-from app.billing import operations
+from app.billing import jobs, operations
 from app.billing.models import EventStatus, StripeEvent
 from app.billing.operations import format_events
 from app.settings import Settings
@@ -90,18 +90,27 @@ def test_the_metric_is_one_gauge_line_per_status() -> None:
 
 
 class _Session:
-    """The session `events` and `replay` run their statements in."""
+    """The session (and its transaction) the operators' commands and the jobs run in."""
 
     def __init__(self, event: StripeEvent | None = None) -> None:
         self.event, self.statements, self.locks = event, [], []
 
+    async def __aenter__(self) -> _Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    def begin(self) -> _Session:
+        return self
+
     async def scalars(self, statement: Any) -> Any:
         self.statements.append(statement)
-        return SimpleNamespace(all=lambda: [self.event])
+        return SimpleNamespace(all=lambda: [self.event] if self.event else [])
 
     async def get(self, model: Any, key: str, *, with_for_update: bool = False) -> Any:
         self.locks.append(with_for_update)
-        return self.event
+        return self.event if self.event is not None and key == self.event.id else None
 
 
 async def test_events_are_listed_newest_first_up_to_the_limit_of_one_status() -> None:
@@ -129,19 +138,9 @@ async def test_run_passes_the_operators_status_and_limit(
         async def dispose(self) -> None:
             pass
 
-    class Sessions:
-        async def __aenter__(self) -> Sessions:
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            pass
-
-        def begin(self) -> Sessions:
-            return self
-
     monkeypatch.setattr(operations, "events", events)
     monkeypatch.setattr(operations, "create_engine", lambda settings: Engine())
-    monkeypatch.setattr(operations, "async_sessionmaker", lambda engine: Sessions)
+    monkeypatch.setattr(operations, "async_sessionmaker", lambda engine: _Session)
     args = _parse("events", "--status", "retrying", "--limit", "7")
     assert await operations.run(Settings(_env_file=None), args) == "no events"
     assert asked == [("retrying", 7)]
@@ -166,3 +165,18 @@ async def test_a_replay_holds_the_event_while_it_queues_it_again(
         EventStatus.pending,
         [{"event_id": "evt_1"}],
     )
+
+
+@pytest.mark.parametrize(
+    ("final", "status"), [(False, EventStatus.retrying), (True, EventStatus.failed)]
+)
+async def test_a_failed_try_is_counted_and_its_error_kept_clipped(
+    monkeypatch: pytest.MonkeyPatch, final: bool, status: EventStatus
+) -> None:
+    """What an operator reads of a failing event: its tries, whether the queue gave up, why."""
+    event = StripeEvent(id="evt_1", type="invoice.paid", status=EventStatus.retrying, attempts=2)
+    session = _Session(event)
+    monkeypatch.setattr(jobs, "runtime", lambda context: SimpleNamespace(sessions=lambda: session))
+    await jobs._record_failure(None, "evt_1", RuntimeError("x" * 3000), final=final)  # type: ignore[arg-type]
+    assert (event.attempts, event.status) == (3, status)
+    assert event.last_error == ("RuntimeError: " + "x" * 3000)[:2000]

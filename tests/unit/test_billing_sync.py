@@ -13,11 +13,11 @@ import pytest
 
 from app.billing import sync
 from app.billing.account import MAIL_TRIAL_ENDING
-from app.billing.models import BillingAccount, EventStatus, SubscriptionStatus
+from app.billing.models import EventStatus, SubscriptionStatus
 from app.billing.plans import Plan
 from app.billing.sync import Outcome, apply_event
 from app.settings import Settings
-from tests.harness.billing import PRICES
+from tests.harness.billing import PRICES, AccountStandIn
 from tests.harness.stripe import events as fake
 
 CLINIC = uuid.UUID("7b4a0f3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b")
@@ -55,37 +55,17 @@ class Session:
         self.flushed = True
 
 
-class Clinic:
-    """The clinic's side: the account row `find_account` gives (None: no such clinic), the
-    tenant entered, the lock asked for and the jobs queued."""
+class Clinic(AccountStandIn):
+    """The clinic's side: its account row, the tenant entered, the locks and the jobs."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.account: BillingAccount | None = BillingAccount(
-            tenant_id=CLINIC,
-            status=SubscriptionStatus.trialing,
-            plan=Plan.starter,
-            trial_ends_at=NOW + dt.timedelta(days=3),
-            cancel_at_period_end=False,
-        )
+        super().__init__(monkeypatch, sync, CLINIC, NOW, dt.timedelta(days=3))
         self.entered: list[uuid.UUID] = []
-        self.locks: list[bool] = []
-        self.queued: list[tuple[str, dict[str, Any]]] = []
 
         async def enter_tenant(session: Session, clinic_id: uuid.UUID) -> None:
             self.entered.append(clinic_id)
 
-        async def find_account(session: Session, tenant: Any, *, lock: bool = False) -> Any:
-            assert tenant.clinic_id == CLINIC
-            self.locks.append(lock)
-            return self.account
-
-        async def enqueue(session: Session, task: str, **kwargs: Any) -> None:
-            self.queued.append((task, kwargs))
-
         monkeypatch.setattr(sync, "enter_tenant", enter_tenant)
-        monkeypatch.setattr(sync, "find_account", find_account)
-        monkeypatch.setattr(sync, "enqueue", enqueue)
-        monkeypatch.setattr(sync, "utcnow", lambda: NOW)
 
 
 @pytest.fixture
