@@ -206,6 +206,19 @@ async def test_an_event_for_a_clinic_with_no_account_or_another_customer_is_refu
     assert outcome == Outcome(EventStatus.ignored, CLINIC, "no such clinic")
 
 
+async def test_a_subscription_naming_another_clinic_is_refused(
+    clinic: Clinic, stripe: Stripe
+) -> None:
+    """A checkout of this clinic for a subscription whose metadata names another."""
+    subscription(stripe, clinic_id=str(uuid.UUID(int=7)))
+    session = fake.checkout_session(
+        customer="cus_1", subscription="sub_1", client_reference_id=str(CLINIC)
+    )
+    outcome = await apply(stripe, "checkout.session.completed", session)
+    assert outcome == Outcome(EventStatus.ignored, CLINIC, "the subscription names another clinic")
+    assert clinic.row.stripe_subscription_id is None
+
+
 async def test_stripes_trial_notice_mails_the_owners_of_a_clinic_on_trial_only(
     clinic: Clinic, stripe: Stripe
 ) -> None:
