@@ -3,18 +3,33 @@ reading back what they left (the webhook inbox, the clinic's billing as its owne
 
 from __future__ import annotations
 
+import datetime as dt
+import types
+import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.billing.plans import Plan
+from app.billing.models import BillingAccount, SubscriptionStatus
+from app.billing.plans import DEFAULT_PLAN, Plan
 from tests.harness import canary
 from tests.harness.queue import drain
 from tests.harness.stripe.signing import delivery
 
-__all__ = ["BILLING", "PRICES", "WEBHOOK", "billing", "deliver", "drain", "event_row", "stored"]
+__all__ = [
+    "BILLING",
+    "PRICES",
+    "WEBHOOK",
+    "AccountStandIn",
+    "billing",
+    "deliver",
+    "drain",
+    "event_row",
+    "stored",
+]
 
 BILLING = "/api/v1/billing"
 WEBHOOK = f"{BILLING}/webhooks/stripe"
@@ -66,3 +81,45 @@ async def billing(client: httpx.AsyncClient, actor: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+class AccountStandIn:
+    """The clinic's account row and job queue in place of the database, for unit tests of an
+    ``app.billing`` module: its ``find_account`` gives ``account`` (at first a signup's trial
+    on the default plan with ``trial_left``; None: no such clinic) and records the locks asked
+    for, its ``enqueue`` records the jobs, its clock reads ``now``."""
+
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        module: types.ModuleType,
+        clinic_id: uuid.UUID,
+        now: dt.datetime,
+        trial_left: dt.timedelta,
+    ) -> None:
+        self.account: BillingAccount | None = BillingAccount(
+            tenant_id=clinic_id,
+            status=SubscriptionStatus.trialing,
+            plan=DEFAULT_PLAN,
+            trial_ends_at=now + trial_left,
+            cancel_at_period_end=False,
+        )
+        self.locks: list[bool] = []
+        self.queued: list[tuple[str, dict[str, Any]]] = []
+
+        async def find_account(session: Any, tenant: Any, *, lock: bool = False) -> Any:
+            assert tenant.clinic_id == clinic_id
+            self.locks.append(lock)
+            return self.account
+
+        async def enqueue(session: Any, task: str, **kwargs: Any) -> None:
+            self.queued.append((task, kwargs))
+
+        monkeypatch.setattr(module, "find_account", find_account)
+        monkeypatch.setattr(module, "enqueue", enqueue)
+        monkeypatch.setattr(module, "utcnow", lambda: now)
+
+    @property
+    def row(self) -> BillingAccount:
+        assert self.account is not None
+        return self.account

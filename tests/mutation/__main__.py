@@ -39,7 +39,23 @@ EXCLUDED = {
     "session's set-up and in `vetify` subprocesses, never inside a test",
 }
 EQUIVALENT = ROOT / "tests" / "mutation" / "equivalent.toml"
-STAGES = ("tests/unit", "tests/integration")
+# The test stages each package's mutants run against (`--stage` replaces them for every
+# package): the in-process stages, and for billing the Stripe webhook contract suite (the only
+# one that sends unsigned, stale and malformed deliveries) and the two security files that reach
+# billing (a plan's quota, concurrent deliveries of one event). The whole security stage takes
+# minutes and mostly repeats what the integration tests reach, so files are named one by one.
+IN_PROCESS = ("tests/unit", "tests/integration")
+STAGES: dict[str, tuple[str, ...]] = {
+    "app/db": IN_PROCESS,
+    "app/auth": IN_PROCESS,
+    "app/billing": (
+        *IN_PROCESS,
+        "tests/contract/stripe",
+        "tests/security/test_rate_limits.py",
+        "tests/security/test_concurrency.py",
+    ),
+    "app/kit": IN_PROCESS,
+}
 # A session that writes no result for this long is stopped (each test has its own deadline
 # inside the session; this catches a session stuck outside one).
 STALLED_SECONDS = 900.0
@@ -52,6 +68,11 @@ def files_of(packages: list[str]) -> list[str]:
         for path in sorted((ROOT / package).glob("*.py"))
         if str(path.relative_to(ROOT)) not in EXCLUDED
     ]
+
+
+def stages_of(packages: list[str], override: list[str] | None) -> dict[str, list[str]]:
+    """Each package's stages: its own, or `--stage`'s for all of them."""
+    return {package: list(override or STAGES[package]) for package in packages}
 
 
 def changed_lines(base: str) -> dict[str, set[int]]:
@@ -122,15 +143,22 @@ def run_sessions(
     files: list[str],
     keys: list[str],
     work: Path,
-    stages: list[str],
+    stages: dict[str, list[str]],
     limits: tuple[int, float],
 ) -> dict[str, dict[str, Any]]:
-    """Runs the mutants `keys` of `files` (and maps every target file)."""
+    """Runs the mutants `keys` of `files` (and maps every target file) in a session over every
+    package's stages; a mutant runs only the tests of its own package's."""
     results_path, map_path, plan_path = (
         work / "results.jsonl",
         work / "map.json",
         work / "plan.json",
     )
+    every_stage = sorted({stage for found in stages.values() for stage in found})
+    if map_path.exists() and json.loads(map_path.read_text()).get("stages", every_stage) != (
+        every_stage
+    ):
+        print("mutation: the kept map is of other stages; making it again", flush=True)
+        map_path.unlink()
     retried: set[str] = set()
     while True:
         results = results_of(results_path)
@@ -149,6 +177,7 @@ def run_sessions(
                     "files": files,
                     "mutants": pending,
                     "retried": sorted(retried),
+                    "stages": stages,
                     "max_tests": limits[0],
                     "max_seconds": limits[1],
                 }
@@ -158,7 +187,7 @@ def run_sessions(
         log = work / "session.log"
         print(f"mutation: a pytest session for {len(pending)} mutants (log: {log})", flush=True)
         command = [
-            sys.executable, "-m", "pytest", *stages, "-p", "tests.mutation.worker",
+            sys.executable, "-m", "pytest", *every_stage, "-p", "tests.mutation.worker",
             "-p", "no:randomly", "-p", "no:cacheprovider", "-q",
             f"--mutation-plan={plan_path}", f"--mutation-results={results_path}",
             f"--mutation-map={map_path}",
@@ -244,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=12, help="mutants per package (sample)")
     parser.add_argument("--seed", default="17")
     parser.add_argument("--base", default="origin/main", help="pr mode: the base branch")
-    parser.add_argument("--stage", action="append", help=f"test directories (default {STAGES})")
+    parser.add_argument(
+        "--stage",
+        action="append",
+        help="test directories or files, for every package (default: each package's, STAGES)",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "reports" / "mutation")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "mutation.json")
     parser.add_argument("--fail-under", type=float, default=80.0)
@@ -293,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             used,
             [m.key for m in to_run],
             args.work,
-            args.stage or list(STAGES),
+            stages_of(sorted({m.package for m in to_run}), args.stage),
             (args.max_tests, args.max_seconds),
         )
     report = summarise(chosen, results, packages, args.mode, time.monotonic() - started)

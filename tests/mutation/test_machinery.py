@@ -18,7 +18,7 @@ from app.kit.problems import InvalidInput
 from tests.harness import plugin as harness
 from tests.mutation import __main__ as stage
 from tests.mutation.mutants import ROOT, Mutant, mutants_of
-from tests.mutation.worker import _apply, _forget_apps
+from tests.mutation.worker import _apply, _forget_apps, _tests_for, in_stages
 
 FILE = "app/kit/text.py"
 
@@ -199,3 +199,34 @@ def test_a_node_on_a_continuation_line_is_reached_by_the_tests_of_its_statement(
     run = {line for _, _, line in DatabaseUnavailable.__init__.__code__.co_lines()}
     assert mutant.line not in run
     assert run.intersection(mutant.lines())
+
+
+def test_each_package_runs_its_own_stages_and_stage_replaces_them_all() -> None:
+    own = stage.stages_of(["app/billing", "app/db"], None)
+    assert own["app/db"] == ["tests/unit", "tests/integration"]
+    assert "tests/contract/stripe" in own["app/billing"]
+    assert "tests/security/test_rate_limits.py" in own["app/billing"]
+    assert "tests/security" not in own["app/billing"]  # files named one by one: it takes minutes
+    assert stage.stages_of(["app/billing", "app/db"], ["tests/unit"]) == {
+        "app/billing": ["tests/unit"],
+        "app/db": ["tests/unit"],
+    }
+
+
+def test_a_mutant_runs_only_the_tests_of_its_packages_stages() -> None:
+    """One session runs every chosen package's stages; an app/db mutant reached by a Stripe
+    contract test (there for billing) is not run against it."""
+    mutant = Mutant("k", "app/db", "app/db/x.py", 3, 3, "f", "diff", "")
+    reaching = [
+        "tests/unit/test_a.py::test_a",
+        "tests/contract/stripe/test_events.py::test_b",
+        "tests/security/test_rate_limits.py::test_c",
+        "tests/security/test_rate_limits_more.py::test_d",
+    ]
+    found = {"lines": {"app/db/x.py": {"3": reaching}}, "durations": dict.fromkeys(reaching, 0.01)}
+    billing = stage.stages_of(["app/billing"], None)["app/billing"]
+    db = stage.stages_of(["app/db"], None)["app/db"]
+    assert _tests_for(mutant, found, 40, 30.0, db) == ["tests/unit/test_a.py::test_a"]
+    assert sorted(_tests_for(mutant, found, 40, 30.0, billing)) == sorted(reaching[:3])
+    assert _tests_for(mutant, found, 40, 30.0) == sorted(reaching)
+    assert in_stages("tests/security/test_rate_limits.py::test_c", ["tests/security/"])

@@ -245,17 +245,33 @@ def _build_map(
     return {"durations": durations, "failing": failing, "lines": lines}
 
 
+def in_stages(test: str, stages: list[str]) -> bool:
+    """Whether the test (a node id) is in one of the stages (directories or files)."""
+    path = test.split("::")[0]
+    return any(path == stage or path.startswith(stage.rstrip("/") + "/") for stage in stages)
+
+
 def _tests_for(
-    mutant: Mutant, found: dict[str, Any], max_tests: int, max_seconds: float
+    mutant: Mutant,
+    found: dict[str, Any],
+    max_tests: int,
+    max_seconds: float,
+    stages: list[str] | None = None,
 ) -> list[str]:
     """The tests that reach the mutant's lines, up to `max_seconds` of their clean run: every
     quick one (under QUICK seconds: unit tests, the focused ones), fastest first; then of the
     others at most `max_tests`, each test module's fastest before any module's second (a line
     that every request runs is reached by most of the suite, and a mutant there that survives
-    would otherwise run all of it)."""
+    would otherwise run all of it). With `stages`, only the tests in them (the mutant's
+    package's, when the session runs several packages')."""
     by_line = found["lines"].get(mutant.file, {})
     durations = found["durations"]
-    reaching = {test for line in mutant.lines() for test in by_line.get(str(line), [])}
+    reaching = {
+        test
+        for line in mutant.lines()
+        for test in by_line.get(str(line), [])
+        if stages is None or in_stages(test, stages)
+    }
     ordered = sorted(reaching, key=lambda test: (durations.get(test, 0.0), test))
     quick = [test for test in ordered if durations.get(test, 0.0) < QUICK]
     by_module: dict[str, list[str]] = {}
@@ -294,6 +310,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         found = json.loads(map_path.read_text())
     else:
         found = _build_map(session, list(session.items), plan["map_files"])
+        found["stages"] = sorted({s for stages in plan.get("stages", {}).values() for s in stages})
         map_path.write_text(json.dumps(found))
 
     done: set[str] = set()
@@ -314,7 +331,13 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     for mutant in mutants:
         tests = [
             test
-            for test in _tests_for(mutant, found, plan["max_tests"], plan["max_seconds"])
+            for test in _tests_for(
+                mutant,
+                found,
+                plan["max_tests"],
+                plan["max_seconds"],
+                plan.get("stages", {}).get(mutant.package),
+            )
             if test in items
         ]
         record: dict[str, Any] = {"key": mutant.key, "tests": len(tests), "ran": 0}
