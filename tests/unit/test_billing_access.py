@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from app.billing.access import can_write, grace_ends_at, writable
+from app.billing.access import can_write, grace_ends_at, standing_changes_at, writable
 from app.billing.models import SubscriptionStatus as S
 from app.settings import Settings
 
@@ -56,3 +59,41 @@ def test_only_a_clinic_past_due_has_a_grace_that_ends(status: S) -> None:
 
 def test_a_clinic_without_a_billing_account_may_not_write() -> None:
     assert writable(None, Settings(_env_file=None), NOW) is False
+
+
+def test_a_clinic_without_a_billing_account_has_no_standing_change_ahead() -> None:
+    assert standing_changes_at(None, Settings(_env_file=None), NOW) is None
+
+
+offsets = st.none() | st.integers(-10, 10).map(lambda days: NOW + dt.timedelta(days=days))
+
+
+@settings(max_examples=400)  # a pure function: many examples cost a fraction of a second
+@given(
+    status=st.sampled_from(S),
+    subscribed=st.booleans(),
+    trial_ends_at=offsets,
+    past_due_since=offsets,
+    later=st.integers(0, 24 * 20).map(lambda hours: NOW + dt.timedelta(hours=hours)),
+)
+def test_whether_a_clinic_may_write_holds_until_its_standing_changes(
+    status: S,
+    subscribed: bool,
+    trial_ends_at: dt.datetime | None,
+    past_due_since: dt.datetime | None,
+    later: dt.datetime,
+) -> None:
+    """What the credential cache relies on (ADR 0019): with nothing written, ``writable``
+    answers the same at any moment before ``standing_changes_at``, and it is the moment it may
+    change, never one already past."""
+    configured = Settings(_env_file=None)
+    account = SimpleNamespace(
+        status=status,
+        stripe_subscription_id="sub_1" if subscribed else None,
+        trial_ends_at=trial_ends_at,
+        past_due_since=past_due_since,
+    )
+    changes_at = standing_changes_at(account, configured, NOW)  # type: ignore[arg-type]
+    assert changes_at is None or changes_at > NOW
+    if changes_at is None or later < changes_at:
+        assert writable(account, configured, later) == writable(account, configured, NOW)  # type: ignore[arg-type]

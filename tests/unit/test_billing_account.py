@@ -117,7 +117,9 @@ def books(monkeypatch: pytest.MonkeyPatch) -> Books:
 async def test_the_quota_is_the_plan_the_clinic_pays_for(books: Books, plan: Plan) -> None:
     books.row.plan = plan
     found = await standing(Session(), SETTINGS, CLINIC)  # type: ignore[arg-type]
-    assert found == Standing(PLANS[plan].api_requests_per_minute, read_only=False)
+    # Kept (by the credential cache) until the trial's end, when it may change by itself.
+    changes_at = books.row.trial_ends_at
+    assert found == Standing(PLANS[plan].api_requests_per_minute, False, changes_at)
 
 
 async def test_a_clinic_without_an_account_has_the_default_quota_and_is_read_only(
@@ -140,7 +142,10 @@ async def test_a_clinic_past_due_writes_until_its_grace_ends(
         "sub_1",
         since,
     )
-    assert (await standing(Session(), SETTINGS, CLINIC)).read_only is read_only  # type: ignore[arg-type]
+    found = await standing(Session(), SETTINGS, CLINIC)  # type: ignore[arg-type]
+    assert found.read_only is read_only
+    # The grace's end while it is ahead, else the next boundary still ahead (the old trial's).
+    assert found.changes_at == (since + GRACE if not read_only else row.trial_ends_at)
     assert await overview(Session(), SETTINGS, OWNER) == Overview(  # type: ignore[arg-type]
         plan=Plan.starter, account=row, read_only=read_only, grace_ends_at=since + GRACE
     )
