@@ -65,6 +65,7 @@ def test_a_clinic_without_a_billing_account_has_no_standing_change_ahead() -> No
     assert standing_changes_at(None, Settings(_env_file=None), NOW) is None
 
 
+SETTINGS = Settings(_env_file=None)
 offsets = st.none() | st.integers(-10, 10).map(lambda days: NOW + dt.timedelta(days=days))
 
 
@@ -86,14 +87,13 @@ def test_whether_a_clinic_may_write_holds_until_its_standing_changes(
     """What the credential cache relies on (ADR 0019): with nothing written, ``writable``
     answers the same at any moment before ``standing_changes_at``, and it is the moment it may
     change, never one already past."""
-    configured = Settings(_env_file=None)
     account = SimpleNamespace(
         status=status,
         stripe_subscription_id="sub_1" if subscribed else None,
         trial_ends_at=trial_ends_at,
         past_due_since=past_due_since,
     )
-    changes_at = standing_changes_at(account, configured, NOW)  # type: ignore[arg-type]
+    changes_at = standing_changes_at(account, SETTINGS, NOW)  # type: ignore[arg-type]
     assert changes_at is None or changes_at > NOW
     if changes_at is None or later < changes_at:
-        assert writable(account, configured, later) == writable(account, configured, NOW)  # type: ignore[arg-type]
+        assert writable(account, SETTINGS, later) == writable(account, SETTINGS, NOW)  # type: ignore[arg-type]
