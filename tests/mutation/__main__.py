@@ -47,7 +47,18 @@ EQUIVALENT = ROOT / "tests" / "mutation" / "equivalent.toml"
 IN_PROCESS = ("tests/unit", "tests/integration")
 STAGES: dict[str, tuple[str, ...]] = {
     "app/db": IN_PROCESS,
-    "app/auth": IN_PROCESS,
+    "app/auth": (
+        *IN_PROCESS,
+        # Where the security stage asserts what auth decides: CSRF, credentials, MFA and
+        # step-up, throttled log-ins, per-caller quotas (app.auth.deps spends them).
+        "tests/security/test_authentication.py",
+        "tests/security/test_csrf.py",
+        "tests/security/test_mfa.py",
+        "tests/security/test_step_up.py",
+        "tests/security/test_login_throttling.py",
+        "tests/security/test_rate_limits.py",
+        "tests/security/test_tenant_credentials.py",
+    ),
     "app/billing": (
         *IN_PROCESS,
         "tests/contract/stripe",

@@ -86,14 +86,19 @@ def test_the_cache_keeps_the_most_recently_used_within_its_size() -> None:
     assert (cache.get(b"a"), len(cache)) == (None, 1)
 
 
-def test_a_cache_of_size_zero_keeps_nothing() -> None:
+def test_a_cache_of_size_zero_keeps_nothing_and_of_size_one_the_last() -> None:
     cache = CredentialCache(0)
     cache.put(b"a", known())
     assert (cache.get(b"a"), len(cache)) == (None, 0)
+    one, first, second = CredentialCache(1), known(), known()
+    one.put(b"a", first)
+    assert one.get(b"a") is first
+    one.put(b"b", second)
+    assert (one.get(b"a"), one.get(b"b"), len(one)) == (None, second, 1)
 
 
 def test_hits_and_misses_are_counted() -> None:
     cache = CredentialCache(1)
-    for hit in (True, False, False):
+    for hit in (True, False, True, False, False):
         cache.count(hit=hit)
-    assert (cache.hits, cache.misses) == (1, 2)
+    assert (cache.hits, cache.misses) == (2, 3)
