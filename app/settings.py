@@ -158,10 +158,10 @@ class Settings(BaseSettings):
     db_ping_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
     """A pooled connection is checked (one round trip) before a request uses it; one that does
     not answer within this is dropped and a new one opened."""
-    db_ping_after_idle_seconds: float = Field(default=0.5, ge=0, le=3600)
-    """Only a connection idle for longer than this is checked: one back in the pool more
-    recently answered just now (HikariCP's 500 ms bypass), and a busy service would otherwise
-    pay a round trip per request. 0: check every time."""
+    db_ping_after_idle_seconds: float = Field(default=0.0, ge=0, le=3600)
+    """Check only a connection idle for longer than this (HikariCP's bypass window), saving a
+    round trip per request on a busy service. Off (0) by default: a connection the server ended
+    moments ago can still look open, and its request then answers 503 (ADR 0019)."""
     ready_timeout_seconds: float = Field(default=3.0, ge=0.5, le=60)
     """``/health/ready`` answers within this even when a dependency hangs: keep it under the
     load balancer's (or Kubernetes') probe timeout."""
