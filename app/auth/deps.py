@@ -101,13 +101,14 @@ async def _identify(
         session, clinic_id, user_id=known.resolved.user_id if known is not None else None
     )
     now = utcnow()
-    if (
-        known is None
-        or not known.current(epochs, now)
+    hit = (
+        known is not None
+        and known.current(epochs, now)
         # Another process may have used it since: the database knows.
-        or service.idle(settings, known.resolved, now)
-    ):
-        cache.count(hit=False)
+        and not service.idle(settings, known.resolved, now)
+    )
+    cache.count(hit=hit)
+    if known is None or not hit:
         resolved = await service.resolve(session, clinic_id, key, kind)
         if resolved is None:
             cache.drop(key)
@@ -115,15 +116,14 @@ async def _identify(
         standing_of: StandingOf = request.app.state.standing_of
         standing = await standing_of(session, settings, clinic_id)
         known = Known(resolved, standing, epochs.clinic, checked_at=now)
-    else:
-        cache.count(hit=True)
     try:
         principal = service.admit(settings, known.resolved, now)
     except Unauthenticated:
         cache.drop(key)
         raise
     touched = await service.touch(session, known.resolved, now)
-    cache.put(key, dataclasses.replace(known, resolved=touched))
+    if not hit or touched is not known.resolved:  # a hit is already kept, and in place
+        cache.put(key, dataclasses.replace(known, resolved=touched))
     return principal, known.standing
 
 

@@ -41,14 +41,14 @@ def cache_of(app: FastAPI) -> CredentialCache:
 @asynccontextmanager
 async def two_processes(
     app: FastAPI, configured_app: Configured
-) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI]]:
-    """Clients of two apps on the same database (two workers), and the second app."""
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """Clients of two apps on the same database (two workers)."""
     async with (
         configured_app() as other,
         asgi_client(app) as here,
         asgi_client(other) as there,
     ):
-        yield here, there, other
+        yield here, there
 
 
 async def warm(actor: Actor, *clients: httpx.AsyncClient) -> None:
@@ -90,7 +90,7 @@ async def test_every_process_refuses_a_revoked_token_at_its_next_request(
 ) -> None:
     clinic = await world.clinic((Role.owner,))
     owner = clinic.owner
-    async with two_processes(app, configured_app) as (here, there, _):
+    async with two_processes(app, configured_app) as (here, there):
         await warm(owner, here, there)
         (token,) = (await here.get("/api/v1/auth/tokens", headers=owner.headers)).json()
         revoked = await here.delete(f"/api/v1/auth/tokens/{token['id']}", headers=owner.headers)
@@ -208,7 +208,7 @@ async def test_an_idle_session_cached_here_is_judged_by_its_use_elsewhere(
     clinic = await world.clinic((Role.owner,))
     cookie = {"Cookie": f"vetify_session={await world.login(clinic.owner)}"}
     idle = dt.timedelta(minutes=world.settings.session_idle_timeout_minutes)
-    async with two_processes(app, configured_app) as (here, there, _):
+    async with two_processes(app, configured_app) as (here, there):
         for http in (here, there):
             assert (await http.get(READ, headers=cookie)).status_code == 200
         for _ in range(3):  # used on one process only, within the idle timeout each time

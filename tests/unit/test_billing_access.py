@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -87,13 +88,13 @@ def test_whether_a_clinic_may_write_holds_until_its_standing_changes(
     """What the credential cache relies on (ADR 0019): with nothing written, ``writable``
     answers the same at any moment before ``standing_changes_at``, and it is the moment it may
     change, never one already past."""
-    account = SimpleNamespace(
+    account: Any = SimpleNamespace(
         status=status,
         stripe_subscription_id="sub_1" if subscribed else None,
         trial_ends_at=trial_ends_at,
         past_due_since=past_due_since,
     )
-    changes_at = standing_changes_at(account, SETTINGS, NOW)  # type: ignore[arg-type]
+    changes_at = standing_changes_at(account, SETTINGS, NOW)
     assert changes_at is None or changes_at > NOW
     if changes_at is None or later < changes_at:
-        assert writable(account, SETTINGS, later) == writable(account, SETTINGS, NOW)  # type: ignore[arg-type]
+        assert writable(account, SETTINGS, later) == writable(account, SETTINGS, NOW)

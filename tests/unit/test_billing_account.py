@@ -71,6 +71,11 @@ class Session:
         return SimpleNamespace(email="rita@harbour.example")
 
 
+def stand_in() -> Any:
+    """A :class:`Session`, typed as the session the code under test takes."""
+    return Session()
+
+
 class Stripe:
     def __init__(self) -> None:
         self.customers: list[tuple[Any, ...]] = []
@@ -116,7 +121,7 @@ def books(monkeypatch: pytest.MonkeyPatch) -> Books:
 @pytest.mark.parametrize("plan", list(Plan))
 async def test_the_quota_is_the_plan_the_clinic_pays_for(books: Books, plan: Plan) -> None:
     books.row.plan = plan
-    found = await standing(Session(), SETTINGS, CLINIC)  # type: ignore[arg-type]
+    found = await standing(stand_in(), SETTINGS, CLINIC)
     # Kept (by the credential cache) until the trial's end, when it may change by itself.
     changes_at = books.row.trial_ends_at
     assert found == Standing(PLANS[plan].api_requests_per_minute, False, changes_at)
@@ -126,7 +131,7 @@ async def test_a_clinic_without_an_account_has_the_default_quota_and_is_read_onl
     books: Books,
 ) -> None:
     books.account = None
-    found = await standing(Session(), SETTINGS, CLINIC)  # type: ignore[arg-type]
+    found = await standing(stand_in(), SETTINGS, CLINIC)
     assert found == Standing(PLANS[DEFAULT_PLAN].api_requests_per_minute, read_only=True)
 
 
@@ -142,18 +147,18 @@ async def test_a_clinic_past_due_writes_until_its_grace_ends(
         "sub_1",
         since,
     )
-    found = await standing(Session(), SETTINGS, CLINIC)  # type: ignore[arg-type]
+    found = await standing(stand_in(), SETTINGS, CLINIC)
     assert found.read_only is read_only
     # The grace's end while it is ahead, else the next boundary still ahead (the old trial's).
     assert found.changes_at == (since + GRACE if not read_only else row.trial_ends_at)
-    assert await overview(Session(), SETTINGS, OWNER) == Overview(  # type: ignore[arg-type]
+    assert await overview(stand_in(), SETTINGS, OWNER) == Overview(
         plan=Plan.starter, account=row, read_only=read_only, grace_ends_at=since + GRACE
     )
 
 
 async def test_the_overview_of_a_trial_has_no_grace(books: Books) -> None:
     books.row.plan = Plan.enterprise
-    assert await overview(Session(), SETTINGS, OWNER) == Overview(  # type: ignore[arg-type]
+    assert await overview(stand_in(), SETTINGS, OWNER) == Overview(
         plan=Plan.enterprise, account=books.row, read_only=False, grace_ends_at=None
     )
 
@@ -161,7 +166,7 @@ async def test_the_overview_of_a_trial_has_no_grace(books: Books) -> None:
 async def test_a_clinic_without_its_account_is_a_bug_named_by_its_clinic(books: Books) -> None:
     books.account = None
     with pytest.raises(NoAccount, match=f"^clinic {CLINIC} has no billing account$"):
-        await current_account(Session(), InClinic(CLINIC))  # type: ignore[arg-type]
+        await current_account(stand_in(), InClinic(CLINIC))
 
 
 # -- checkout and portal ------------------------------------------------------------------------
@@ -169,7 +174,7 @@ async def test_a_first_checkout_makes_the_clinics_customer_and_carries_the_trial
     books: Books,
 ) -> None:
     stripe = Stripe()
-    url = await checkout(Session(), SETTINGS, stripe, OWNER, Plan.professional)  # type: ignore[arg-type]
+    url = await checkout(stand_in(), SETTINGS, stripe, OWNER, Plan.professional)
     assert url == "https://pay/cs_1"
     assert books.locks == [True]  # two checkouts at once make one customer
     assert stripe.customers == [(CLINIC, "Harbour Vets", "rita@harbour.example")]
@@ -201,7 +206,7 @@ async def test_a_trial_carries_over_only_if_it_ends_more_than_48_hours_ahead(
     books.row.trial_ends_at = NOW + left if left is not None else None
     books.row.stripe_customer_id = "cus_1"
     stripe = Stripe()
-    await checkout(Session(), SETTINGS, stripe, OWNER, Plan.starter)  # type: ignore[arg-type]
+    await checkout(stand_in(), SETTINGS, stripe, OWNER, Plan.starter)
     assert stripe.customers == []  # the clinic's customer is reused
     expected = int((NOW + left).timestamp()) if carried and left is not None else None
     assert stripe.checkouts[0]["trial_end"] == expected
@@ -210,7 +215,7 @@ async def test_a_trial_carries_over_only_if_it_ends_more_than_48_hours_ahead(
 
 async def test_a_plan_without_a_price_is_not_on_sale(books: Books) -> None:
     with pytest.raises(InvalidInput) as refused:
-        await checkout(Session(), SETTINGS, Stripe(), OWNER, Plan.enterprise)  # type: ignore[arg-type]
+        await checkout(stand_in(), SETTINGS, Stripe(), OWNER, Plan.enterprise)
     assert refused.value.detail == "The enterprise plan is not on sale."
 
 
@@ -219,9 +224,9 @@ async def test_the_portal_is_asked_for_the_clinics_customer_in_five_minute_windo
 ) -> None:
     stripe = Stripe()
     with pytest.raises(Conflict):
-        await portal(Session(), SETTINGS, stripe, OWNER)  # type: ignore[arg-type]
+        await portal(stand_in(), SETTINGS, stripe, OWNER)
     books.row.stripe_customer_id = "cus_1"
-    assert await portal(Session(), SETTINGS, stripe, OWNER) == "https://portal/1"  # type: ignore[arg-type]
+    assert await portal(stand_in(), SETTINGS, stripe, OWNER) == "https://portal/1"
     [asked] = stripe.portals
     assert asked == {
         "customer": "cus_1",

@@ -42,9 +42,9 @@ def body(evt: Any) -> bytes:
     return json.dumps(evt).encode()
 
 
-def refused(payload: bytes, signature: str | None, secrets: list[str] = [SECRET]) -> str:  # noqa: B006
+def refused(payload: bytes, signature: str | None, secrets: tuple[str, ...] = (SECRET,)) -> str:
     with pytest.raises(BadRequest) as caught:
-        verify(payload, signature, secrets)
+        verify(payload, signature, list(secrets))
     return str(caught.value.detail)
 
 
