@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import secrets
+import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 
 import asyncpg
@@ -21,7 +23,7 @@ from app.billing import operations
 from app.db import migrate, provision
 from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
 from app.db.session import create_engine
-from app.kit import server
+from app.kit import server, supervisor
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.main import create_app
 from app.queue import ExpectedInOneLine, Worker
@@ -117,8 +119,32 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
                 ready = ready.model_copy(update={"jobs_in_process": True})
             if demo and not shutdown.requested:
                 asyncio.run(_seed_demo(ready, f"{ready.public_url}/docs"))
-            if not shutdown.requested:  # else asked to stop while starting: done
+            if shutdown.requested:  # asked to stop while starting: done
+                return
+            if ready.workers == 1:
                 server.run(create_app(ready), ready, sock, shutdown)
+            else:
+                supervisor.supervise(
+                    ready.workers, functools.partial(_serve_worker, ready, sock), shutdown
+                )
+
+
+def _serve_worker(
+    settings: Settings,
+    sock: socket.socket,
+    index: int,
+    shutdown: Shutdown,
+    serving: Callable[[], None],
+) -> None:
+    """One of `vetify serve --workers N`'s processes (app/kit/supervisor.py); the first alone
+    runs the in-process job worker, where there is one."""
+    if index > 0:
+        settings = settings.model_copy(update={"jobs_in_process": False})
+    try:
+        server.run(create_app(settings), settings, sock, shutdown, serving)
+    except ConfigurationError as exc:
+        # In one line, as `vetify serve` says it; the supervisor then stops the others.
+        raise SystemExit(f"vetify serve: worker {index}: {exc}") from None
 
 
 def _served_at(settings: Settings, host: str, port: int) -> Settings:
@@ -229,6 +255,12 @@ def parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, default=8000)
+        command.add_argument(
+            "--workers",
+            type=int,
+            help="processes serving the socket (default VETIFY_WORKERS, 1); above 1 needs"
+            " VETIFY_REDIS_URL",
+        )
         if name == "serve":
             command.add_argument("--demo", action="store_true", help="seed the demo clinic")
     commands.add_parser("migrate", help="apply database migrations (as the schema owner)")
@@ -278,7 +310,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _provision(args)
         return
     try:
-        settings = Settings()
+        given = {} if getattr(args, "workers", None) is None else {"workers": args.workers}
+        settings = Settings(**given)
         if args.command == "migrate":
             _migrate(settings)
         elif args.command == "worker":
@@ -287,7 +320,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             _billing(settings, args)
         else:
             _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
-    except (ConfigurationError, DataDirectoryInUse, server.PortUnavailable) as exc:
+    except (
+        ConfigurationError,
+        DataDirectoryInUse,
+        server.PortUnavailable,
+        supervisor.WorkerFailedToStart,
+    ) as exc:
         # A refusal, in one line (a ConfigurationError: one per setting at fault, naming none
         # of their values), never a traceback.
         raise SystemExit(f"vetify {args.command}: {exc}") from None

@@ -278,6 +278,13 @@ class Settings(BaseSettings):
     """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
     clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    workers: int = Field(default=1, ge=1, le=64)
+    """Processes `vetify serve` runs (or ``--workers``), forked after start-up and serving one
+    socket (app/kit/supervisor.py). Each has its own database pool (``VETIFY_DB_POOL_SIZE``
+    plus overflow, so the database sees that many times this). More than one needs
+    ``VETIFY_REDIS_URL``: rate limits and log-in lockouts are counted there, shared; in each
+    process's memory they would count alone, one allowance per process."""
+
     jobs_in_process: bool = False
     """Run the job worker inside the API process: what `vetify serve` does on the embedded
     database. Deployments run `vetify worker` processes apart (they scale on their own)."""
@@ -414,6 +421,17 @@ class Settings(BaseSettings):
             why = refusal(info.field_name, value, cls.model_fields[info.field_name])
             if why:
                 raise ValueError(why)
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_share_their_counts(cls, value: int, info: ValidationInfo) -> int:
+        # redis_url is declared (so validated) before workers.
+        if value > 1 and info.data.get("redis_url") is None:
+            raise ValueError(
+                "above 1 needs VETIFY_REDIS_URL: the workers share rate limits and log-in"
+                " lockouts through Redis (in memory each would count alone)"
+            )
         return value
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
 from types import FrameType
@@ -77,8 +77,15 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(app: FastAPI, settings: Settings, sock: socket.socket, shutdown: Shutdown) -> None:
-    """Serve ``app`` on ``sock`` until the stop is asked for and done."""
+def run(
+    app: FastAPI,
+    settings: Settings,
+    sock: socket.socket,
+    shutdown: Shutdown,
+    serving: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve ``app`` on ``sock`` until the stop is asked for and done; ``serving`` is called
+    once the app has started (its lifespan), just before uvicorn takes connections."""
     config = uvicorn.Config(
         cut_short_is_503(app),
         lifespan="off",
@@ -88,15 +95,20 @@ def run(app: FastAPI, settings: Settings, sock: socket.socket, shutdown: Shutdow
         **options(settings),
     )
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(_serve(app, config, sock, shutdown))
+        runner.run(_serve(app, config, sock, shutdown, serving))
 
 
 async def _serve(
-    app: FastAPI, config: uvicorn.Config, sock: socket.socket, shutdown: Shutdown
+    app: FastAPI,
+    config: uvicorn.Config,
+    sock: socket.socket,
+    shutdown: Shutdown,
+    serving: Callable[[], None],
 ) -> None:
     async with app.router.lifespan_context(app):
         host, port = sock.getsockname()[:2]
         log.info("serving on http://%s:%d (Ctrl+C to stop)", host, port)
+        serving()
         await Server(config, shutdown).serve(sockets=[sock])
 
 

@@ -7,6 +7,9 @@
   acknowledged write and makes none twice; the second answers throughout.
 * Two API processes, each with its credential cache (ADR 0019): a token revoked through one is
   refused by the other at its very next request.
+* `vetify serve --workers 2`, one of its workers killed under load: the supervisor starts
+  another, the service answers throughout (a client retrying a lost answer loses no write and
+  makes none twice), and a SIGTERM stops the supervisor and every worker cleanly.
 
 Each scenario starts processes of its own beside the stage's ``live_server``, on its database,
 and stops them; the stage's server itself is never killed.
@@ -24,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 
 from app.db.embedded import free_port
 from tests.chaos.conftest import (
@@ -296,3 +300,88 @@ def test_a_token_revoked_through_one_process_is_refused_by_the_other_at_once(
             assert one.get("/api/v1/pets", params={"limit": 1}).status_code == 401
     finally:
         other.stop()
+
+
+# -- one of `vetify serve --workers 2`'s workers killed ------------------------------------------
+def test_a_worker_killed_under_load_is_replaced_and_the_service_answers_throughout(
+    live_server: LiveServer, api_token: str, chaos: Outcome
+) -> None:
+    clients, writes = (4, 6) if smoke() else (16, 15)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    served = Vetify(["serve", "--port", str(port), "--workers", "2"], live_server.env())
+    tag = uuid.uuid4().hex[:10]
+    log: list[dict[str, Any]] = []
+    try:
+        served.start().wait_until_ready(url, STARTED_WITHIN)
+        supervisor = psutil.Process(served.pid)
+        workers = _until("two workers", lambda: _children(supervisor, 2), STARTED_WITHIN)
+        killed = workers[0]
+
+        async def client(n: int) -> list[dict[str, Any]]:
+            # Its own list: this scenario has one server, which every retry goes back to.
+            return [await _write([url], api_token, f"{tag} {n} {i}", log) for i in range(writes)]
+
+        async def load() -> list[list[dict[str, Any]]]:
+            running = asyncio.gather(*(client(n) for n in range(clients)))
+            await wait_for(
+                "writes before the kill",
+                lambda: _now(sum(e["kind"] == "201" for e in log) >= clients),
+                STARTED_WITHIN,
+                every=0.02,
+            )
+            psutil.Process(killed).kill()
+            return await running
+
+        written = asyncio.run(load())
+
+        def replaced() -> list[int]:
+            now = _children(supervisor, 2)
+            return now if killed not in now else []
+
+        after = _until("a worker in the killed one's place", replaced, STARTED_WITHIN)
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {api_token}"}, timeout=REQUEST_TIMEOUT
+        ) as http:
+            # New connections, handed to either worker by the kernel: every one answers.
+            answers = Counter(
+                http.get(
+                    "/api/v1/pets", params={"limit": 1}, headers={"Connection": "close"}
+                ).status_code
+                for _ in range(20)
+            )
+        served.send(signal.SIGTERM)
+        code = served.exit(DONE_WITHIN).code
+    finally:
+        served.stop()
+    stored = asyncio.run(
+        sql(
+            live_server.database.superuser_url,
+            "SELECT id::text AS id, last_name FROM customers WHERE last_name LIKE $1",
+            f"{tag} %",
+        )
+    )
+    ids = Counter(row["last_name"] for row in stored)
+    chaos.details.update(
+        clients=clients,
+        writes=clients * writes,
+        answers=dict(Counter(f"{e['step']}: {e['kind']}" for e in log)),
+        after_the_kill=dict(answers),
+        exit_code=code,
+    )
+    assert not [name for name, count in ids.items() if count > 1], "a write made twice"
+    stored_ids = {row["last_name"]: row["id"] for row in stored}
+    acknowledged = {
+        f"{tag} {n} {i}": w["id"] for n, ws in enumerate(written) for i, w in enumerate(ws)
+    }
+    assert {name: stored_ids.get(name) for name in acknowledged} == acknowledged
+    assert answers == {200: 20}
+    assert code == 0
+    assert killed not in after
+    assert not [pid for pid in after if psutil.pid_exists(pid)], "a worker outlived the stop"
+
+
+def _children(process: psutil.Process, count: int) -> list[int]:
+    """The pids of ``process``'s ``count`` children; empty while it has another number."""
+    pids = [child.pid for child in process.children()]
+    return pids if len(pids) == count else []

@@ -309,6 +309,63 @@ def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(tmp_path, m
     assert not (tmp_path / "state" / "pgdata").exists()
 
 
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        (["--workers", "2"], "VETIFY_WORKERS: above 1 needs VETIFY_REDIS_URL"),
+        (["--workers", "0"], "VETIFY_WORKERS: Input should be greater than or equal to 1"),
+    ],
+)
+def test_workers_that_cannot_serve_are_refused_before_anything_starts(
+    tmp_path, monkeypatch, given, why
+):
+    # In memory each worker would count rate limits and log-in lockouts alone: N allowances.
+    monkeypatch.setenv("VETIFY_DATA_DIR", str(tmp_path / "state"))
+    for name in ("VETIFY_DATABASE_URL", "VETIFY_REDIS_URL", "REDIS_URL", "VETIFY_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["serve", "--port", "0", *given])
+    assert why in str(refused.value)
+    assert not (tmp_path / "state").exists()
+
+
+def test_serve_with_two_workers_on_the_embedded_database(tmp_path, redis_server) -> None:
+    """The supervisor starts PostgreSQL once; both workers serve from it, the first alone runs
+    the jobs; a SIGTERM stops both, then PostgreSQL, and is a success."""
+    port = free_port()
+    served = Vetify(
+        ["serve", "--port", str(port), "--workers", "2"],
+        vetify_env(VETIFY_DATA_DIR=str(tmp_path / "state"), VETIFY_REDIS_URL=redis_server.url),
+    )
+    try:
+        served.start().wait_until_ready(f"http://127.0.0.1:{port}", within=120)
+        served.wait_for("worker 1 started")
+        _until(lambda: served.output.count("serving on http://") == 2, "both workers serving")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            answers = {
+                http.get("/health/ready", headers={"Connection": "close"}).status_code
+                for _ in range(10)
+            }
+        served.send(signal.SIGTERM)
+        done = served.exit(within=60)
+    finally:
+        served.stop()
+    assert answers == {200}
+    assert done.code == 0, served.output[-4000:]
+    assert served.output.count("starting the embedded PostgreSQL") == 1
+    assert served.output.count("Starting worker on") == 1  # the job worker: in worker 0 alone
+    assert served.output.count("Finished server process") == 2
+    assert "Traceback" not in served.output
+    assert not EmbeddedPostgres(tmp_path / "state" / "pgdata").is_running()
+
+
+def _until(condition, what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        time.sleep(0.05)
+
+
 def test_a_data_directory_in_use_is_refused_naming_who_uses_it(tmp_path, monkeypatch):
     monkeypatch.setenv("VETIFY_DATA_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("VETIFY_DATABASE_URL", raising=False)
