@@ -1,17 +1,18 @@
 """The hot paths' benchmark (issue 18): ``python -m tests.load.bench [--seconds 20]``.
 
 Starts PostgreSQL and Redis as the test stages do (throwaway), a database with the demo clinic,
-and ``vetify serve`` (one process; row-level security, the tenant filter, rate limits (scaled
-1000x, still counted), permission checks, security headers and the access log all on), then
-drives each hot path with wrk at a fixed concurrency for a fixed time, authenticated with an
-API token as an integration is. In the same run, the ceiling: a bare FastAPI app under the same
-uvicorn answering the pets list's JSON from memory (``tests/load/ceiling.py``).
+and ``vetify serve`` (one process, or ``--set VETIFY_WORKERS=2``; row-level security, the
+tenant filter, rate limits (scaled 1000x, still counted), permission checks, security headers
+and the access log all on), then drives each hot path with wrk at a fixed concurrency for a
+fixed time, authenticated with an API token as an integration is. In the same run, the
+ceiling: a bare FastAPI app under the same uvicorn answering the pets list's JSON from memory
+(``tests/load/ceiling.py``).
 
-Per path it prints requests per second, p50 and p99, the server's CPU per request, its RSS
-after the path, the statements one request sends (counted in process, deterministically:
-``tests/harness/statements.py``), and the ratio to the ceiling; and writes them as JSON to
-``reports/bench.json``. A benchmark, not a test: it passes or fails nothing, and its numbers
-mean something only on a quiet machine.
+Per path it prints requests per second, p50 and p99, the server's CPU per request (all its
+processes), the RSS of its largest process (a worker's) after the path, the statements one
+request sends (counted in process, deterministically: ``tests/harness/statements.py``), and
+the ratio to the ceiling; and writes them as JSON to ``reports/bench.json``. A benchmark, not a
+test: it passes or fails nothing, and its numbers mean something only on a quiet machine.
 """
 
 from __future__ import annotations
@@ -117,9 +118,14 @@ def parse_wrk(output: str) -> dict[str, float]:
     }
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+def processes(pid: int) -> list[psutil.Process]:
+    """The server's processes: itself and, with workers, its workers."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(float(p.cpu_times().user + p.cpu_times().system) for p in processes(pid))
 
 
 def measure(
@@ -131,12 +137,11 @@ def measure(
     statements: int | None = None,
     profile: Path | None = None,
 ) -> Result:
-    process = psutil.Process(pid)
-    before = cpu_seconds(process)
+    before = cpu_seconds(pid)
     script = Path(__file__).with_name(path.body) if path.body else None
     with sampled(pid, seconds, profile / f"{slug(path.name)}.txt" if profile else None):
         numbers = wrk(base + path.path, seconds, token, script)
-    used = cpu_seconds(process) - before
+    used = cpu_seconds(pid) - before
     return Result(
         name=path.name,
         requests_per_second=numbers["requests_per_second"],
@@ -145,7 +150,7 @@ def measure(
         requests=int(numbers["requests"]),
         failed=int(numbers["failed"]),
         cpu_ms_per_request=1000 * used / max(numbers["requests"], 1),
-        rss_mib=process.memory_info().rss / 2**20,
+        rss_mib=max(p.memory_info().rss for p in processes(pid)) / 2**20,
         statements=statements,
     )
 
@@ -162,7 +167,7 @@ def sampled(pid: int, seconds: int, out: Path | None) -> Iterator[None]:
         yield
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds)]
+    command = ["py-spy", "record", "--pid", str(pid), "--subprocesses", "--duration", str(seconds)]
     command += ["--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out)]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 - fixed arguments
     try:
