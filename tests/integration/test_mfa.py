@@ -242,3 +242,71 @@ async def test_each_step_out_of_order_is_a_409_that_changes_nothing(client, worl
         assert_problem(answer, 409, "conflict")
     me = await client.get("/api/v1/auth/me")
     assert me.status_code == 200
+
+
+async def test_each_refusal_says_what_is_wrong_and_where(client, world: World) -> None:
+    """A client shows the detail to the person enrolling: every refusal says which step is out
+    of order, a wrong code names the field it came in (a form marks it), and an API token is
+    told that only a login session may change the second factor."""
+    clinic = await world.clinic(roles=())
+    email = clinic.setup.owner.email
+    already_on = "Multi-factor authentication is already on."
+    not_on = "Multi-factor authentication is not on."
+    wrong = "The code is not valid or was already used."
+
+    def said(answer, status: int, slug: str, detail: str) -> dict:
+        body = assert_problem(answer, status, slug)
+        assert body["detail"] == detail, body
+        return body
+
+    def names_the_code(body: dict) -> None:
+        assert body["errors"] == [
+            {"loc": ["body", "code"], "msg": body["detail"], "type": "invalid_code"}
+        ], body
+
+    for path in (MFA, f"{MFA}/confirm", f"{MFA}/disable", "/api/v1/auth/mfa/recovery-codes"):
+        said(
+            await client.post(path, headers=clinic.owner.headers, json={"code": "123456"}),
+            403,
+            "forbidden",
+            "Multi-factor settings change only from a login session.",
+        )
+
+    assert (await login(client, email)).status_code == 200
+    first = "Start enrolment first (POST /api/v1/auth/mfa/totp)."
+    said(await client.post(f"{MFA}/confirm", json={"code": "123456"}), 409, "conflict", first)
+    said(await client.post(f"{MFA}/disable", json={"code": "123456"}), 409, "conflict", not_on)
+    renew = await client.post("/api/v1/auth/mfa/recovery-codes", json={"code": "123456"})
+    said(renew, 409, "conflict", not_on)
+
+    started = await client.post(MFA)
+    assert started.status_code == 201, started.text
+    authenticator = Authenticator(started.json()["secret"])
+    mismatch = "The code does not match the new secret (or was already used)."
+    names_the_code(
+        said(
+            await client.post(f"{MFA}/confirm", json={"code": authenticator.code_at_offset(10)}),
+            422,
+            "validation-error",
+            mismatch,
+        )
+    )
+    confirmed = await client.post(f"{MFA}/confirm", json={"code": authenticator.next_code()})
+    assert confirmed.status_code == 200, confirmed.text
+
+    said(
+        await client.post(MFA),
+        409,
+        "conflict",
+        "Multi-factor authentication is already on; turn it off first.",
+    )
+    code = authenticator.next_code()
+    said(await client.post(f"{MFA}/confirm", json={"code": code}), 409, "conflict", already_on)
+    for path in (f"{MFA}/disable", "/api/v1/auth/mfa/recovery-codes"):
+        body = said(
+            await client.post(path, json={"code": authenticator.code_at_offset(10)}),
+            422,
+            "validation-error",
+            wrong,
+        )
+        names_the_code(body)
