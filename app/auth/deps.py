@@ -81,7 +81,6 @@ async def authenticate(
     if principal.credential_kind is CredentialKind.api_token:
         spends.append((quotas.token, str(principal.credential_id)))
     await spend_all(request, spends)
-    request.state.principal = principal
     return principal
 
 

@@ -83,6 +83,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # logger to DEBUG, keep those reports at pytest's usual WARNING.
     if config.option.log_level is None:
         config.option.log_level = "WARNING"
+    config.addinivalue_line(
+        "markers",
+        "mutation_targets(*functions): the functions (app/x.py::name, as in the mutation keys)"
+        " this test is written to hold; the mutation stage runs it first, whatever the cap, on"
+        " their mutants (tests/mutation/worker.py)",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)

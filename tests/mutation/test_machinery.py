@@ -230,3 +230,22 @@ def test_a_mutant_runs_only_the_tests_of_its_packages_stages() -> None:
     assert sorted(_tests_for(mutant, found, 40, 30.0, billing)) == sorted(reaching[:3])
     assert _tests_for(mutant, found, 40, 30.0) == sorted(reaching)
     assert in_stages("tests/security/test_rate_limits.py::test_c", ["tests/security/"])
+
+
+def test_a_test_aimed_at_a_function_runs_first_on_its_mutants_whatever_the_cap() -> None:
+    """A line every request runs is reached by hundreds of slow tests; the cap takes a few.
+    The test written for that function (``mutation_targets``) runs first, even past the cap
+    and the time budget; one that does not reach the mutant's lines still does not run."""
+    mutant = Mutant("k", "app/auth", "app/auth/x.py", 3, 3, "f", "diff", "")
+    slow = [f"tests/security/test_m{n}.py::test_{n}" for n in range(6)]
+    aimed = "tests/security/test_m5.py::test_5"
+    found = {
+        "lines": {"app/auth/x.py": {"3": slow}},
+        "durations": {test: 2.0 + n for n, test in enumerate(slow)},
+    }
+    assert aimed not in _tests_for(mutant, found, 2, 30.0)
+    assert _tests_for(mutant, found, 2, 3.0, aimed=frozenset({aimed})) == [aimed]  # 7 s
+    # Then the cap's own choice, within the time left.
+    assert _tests_for(mutant, found, 2, 10.0, aimed=frozenset({aimed})) == [aimed, slow[0]]
+    elsewhere = "tests/security/test_other.py::test_x"
+    assert _tests_for(mutant, found, 2, 30.0, aimed=frozenset({elsewhere}))[0] == slow[0]

@@ -257,13 +257,15 @@ def _tests_for(
     max_tests: int,
     max_seconds: float,
     stages: list[str] | None = None,
+    aimed: frozenset[str] = frozenset(),
 ) -> list[str]:
-    """The tests that reach the mutant's lines, up to `max_seconds` of their clean run: every
-    quick one (under QUICK seconds: unit tests, the focused ones), fastest first; then of the
-    others at most `max_tests`, each test module's fastest before any module's second (a line
-    that every request runs is reached by most of the suite, and a mutant there that survives
-    would otherwise run all of it). With `stages`, only the tests in them (the mutant's
-    package's, when the session runs several packages')."""
+    """The tests that reach the mutant's lines, up to `max_seconds` of their clean run: first
+    those ``aimed`` at its function (marked ``mutation_targets``: written to hold it), then
+    every quick one (under QUICK seconds: unit tests, the focused ones), fastest first; then of
+    the others at most `max_tests`, each test module's fastest before any module's second (a
+    line that every request runs is reached by most of the suite, and a mutant there that
+    survives would otherwise run all of it). With `stages`, only the tests in them (the
+    mutant's package's, when the session runs several packages')."""
     by_line = found["lines"].get(mutant.file, {})
     durations = found["durations"]
     reaching = {
@@ -273,10 +275,12 @@ def _tests_for(
         if stages is None or in_stages(test, stages)
     }
     ordered = sorted(reaching, key=lambda test: (durations.get(test, 0.0), test))
-    quick = [test for test in ordered if durations.get(test, 0.0) < QUICK]
+    first = [test for test in ordered if test in aimed]
+    quick = [test for test in ordered if durations.get(test, 0.0) < QUICK and test not in aimed]
     by_module: dict[str, list[str]] = {}
-    for test in ordered[len(quick) :]:
-        by_module.setdefault(test.split("::")[0], []).append(test)
+    for test in ordered:
+        if durations.get(test, 0.0) >= QUICK and test not in aimed:
+            by_module.setdefault(test.split("::")[0], []).append(test)
     rounds = [
         sorted(
             (tests[index] for tests in by_module.values() if index < len(tests)),
@@ -286,8 +290,8 @@ def _tests_for(
     ]
     chosen: list[str] = []
     spent = 0.0
-    for test in quick + [test for round_ in rounds for test in round_][:max_tests]:
-        if chosen and spent + durations[test] > max_seconds:
+    for test in first + quick + [test for round_ in rounds for test in round_][:max_tests]:
+        if chosen and spent + durations[test] > max_seconds and test not in aimed:
             break
         chosen.append(test)
         spent += durations[test]
@@ -304,6 +308,11 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     results = Path(config.getoption("--mutation-results"))
     map_path = Path(config.getoption("--mutation-map"))
     items = {item.nodeid: item for item in session.items}
+    aimed: dict[str, set[str]] = {}
+    for item in session.items:
+        for marker in item.iter_markers("mutation_targets"):
+            for function in marker.args:
+                aimed.setdefault(function, set()).add(item.nodeid)
     keep = _SessionOnly(session)
 
     if map_path.exists():
@@ -337,6 +346,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
                 plan["max_tests"],
                 plan["max_seconds"],
                 plan.get("stages", {}).get(mutant.package),
+                frozenset(aimed.get(f"{mutant.file}::{mutant.function}", ())),
             )
             if test in items
         ]

@@ -21,6 +21,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import update
 
+from app.auth.models import Role
 from app.billing.models import BillingAccount
 from app.billing.plans import PLANS, Plan
 from tests.harness.api import assert_problem, login, signup
@@ -103,6 +104,7 @@ async def test_signup_is_limited_per_ip(configured_app, census_unchanged):
     assert_refused(second, "signup")
 
 
+@pytest.mark.mutation_targets("app/auth/deps.py::authenticate")
 async def test_users_tokens_and_clinics_each_have_a_quota(configured_app, world):
     """Per user (all their credentials), per token, and per clinic (its plan's quota, shared by
     the staff): one clinic spending its quota leaves another clinic untouched."""
@@ -134,15 +136,21 @@ async def test_users_tokens_and_clinics_each_have_a_quota(configured_app, world)
         http.cookies.set("vetify_session", session)
         by_cookie = await http.get("/api/v1/auth/me")
         third = await http.get("/api/v1/auth/me", headers=owner.headers)
+        colleague = await http.get("/api/v1/auth/me", headers=first.actors[roles[1]].headers)
     assert [by_token.status_code, by_cookie.status_code] == [200, 200]
     assert_refused(third, "user")
+    assert colleague.status_code == 200  # a quota per user, not one for the clinic's staff
 
     async with serving(configured_app, fresh_ip(), rate_limit_token="1/minute") as http:
         vet = first.actors[roles[2]]
         once = await http.get("/api/v1/auth/me", headers=vet.headers)
         twice = await http.get("/api/v1/auth/me", headers=vet.headers)
+        # The same user's other token has a quota of its own.
+        other = await world.actor(first.id, vet.user)
+        another = await http.get("/api/v1/auth/me", headers=other.headers)
     assert once.status_code == 200
     assert_refused(twice, "token")
+    assert another.status_code == 200
 
 
 async def test_the_plan_sets_the_clinic_quota(configured_app, world, superuser_engine):
@@ -158,8 +166,10 @@ async def test_the_plan_sets_the_clinic_quota(configured_app, world, superuser_e
     assert policy(answer, "clinic")["q"] == PLANS[Plan.enterprise].api_requests_per_minute // 100
 
 
-async def test_token_creation_has_its_own_tighter_limit(configured_app, world):
+@pytest.mark.mutation_targets("app/auth/deps.py::per_user")
+async def test_token_creation_has_its_own_tighter_limit_per_user(configured_app, world):
     clinic = await world.clinic()
+    colleague = clinic.actors[Role.admin]
     async with serving(configured_app, fresh_ip(), rate_limit_token_create="1/hour") as http:
         made = await http.post(
             "/api/v1/auth/tokens", json={"name": "ci"}, headers=clinic.owner.headers
@@ -167,9 +177,14 @@ async def test_token_creation_has_its_own_tighter_limit(configured_app, world):
         again = await http.post(
             "/api/v1/auth/tokens", json={"name": "ci2"}, headers=clinic.owner.headers
         )
+        # Another user of the same clinic, from the same address, has a quota of their own.
+        theirs = await http.post(
+            "/api/v1/auth/tokens", json={"name": "ci3"}, headers=colleague.headers
+        )
         listed = await http.get("/api/v1/auth/tokens", headers=clinic.owner.headers)
     assert made.status_code == 201
     assert_refused(again, "token-create")
+    assert theirs.status_code == 201, theirs.text
     assert len(listed.json()) == 2  # the world's token and the one made; not the refused one
 
 

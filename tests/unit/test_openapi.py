@@ -6,7 +6,9 @@ The real application is built but its lifespan never runs, so no database is tou
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app.auth.deps import authenticate, requires
+from app.auth.models import Role
+from app.auth.permissions import Action
 from app.main import ROUTERS, create_app
 from app.settings import Settings
 from tests.harness.api import PROBLEM_JSON
@@ -30,12 +34,16 @@ PUBLIC = {
 PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
 
 
-@pytest.fixture(scope="module")
-def app() -> FastAPI:
+def _app() -> FastAPI:
     with pytest.MonkeyPatch.context() as mp:
         for name in ("VETIFY_DATABASE_URL", "DATABASE_URL", "VETIFY_DATABASE_OWNER_URL"):
             mp.delenv(name, raising=False)
         return create_app(Settings(database_url="postgresql+asyncpg://u@localhost/x"))
+
+
+@pytest.fixture(scope="module")
+def app() -> FastAPI:
+    return _app()
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +158,33 @@ def test_every_ref_resolves(doc: dict[str, Any]) -> None:
     text = json.dumps(doc)
     names = {part.split('"')[0] for part in text.split('"#/components/schemas/')[1:]}
     assert names <= set(doc["components"]["schemas"])
+
+
+def test_each_operation_documents_the_roles_the_reviewed_table_gives_it() -> None:
+    """``x-permission`` tells an integrator which roles may call an operation: the roles of
+    tests/security/who_may.toml (written apart from the code), for every operation but the
+    public ones, which have none. A document of its own: the app's is built once and kept."""
+    table = tomllib.loads(
+        (Path(__file__).parents[1] / "security" / "who_may.toml").read_text(encoding="utf-8")
+    )
+    groups = {name: sorted(roles) for name, roles in table["groups"].items()}
+    expected = {
+        operation: None if who == "anyone" else groups[who]
+        for operation, who in table["operations"].items()
+    }
+    documented = {
+        f"{method.upper()} {path}": operation.get("x-permission")
+        for method, path, operation in _api(_app().openapi())
+    }
+    assert documented.keys() == expected.keys()
+    wrong = {
+        operation: permission
+        for operation, permission in documented.items()
+        if (permission and sorted(permission["roles"])) != expected[operation]
+        or (permission is not None and permission["action"] not in {a.value for a in Action})
+        or (permission is not None and set(permission) != {"action", "roles"})
+    }
+    assert not wrong, wrong
+    # In the roles' own order (owner first), as the table of roles reads.
+    for permission in filter(None, documented.values()):
+        assert permission["roles"] == [role.value for role in Role if role in permission["roles"]]
