@@ -27,6 +27,15 @@ from tests.harness.plugin import asgi_client
 from tests.harness.statements import counting
 from tests.harness.world import Actor, ClinicWorld, World
 
+# Written to hold what the request's identification does with the cache (and the cache).
+pytestmark = pytest.mark.mutation_targets(
+    "app/auth/deps.py::_identify",
+    "app/auth/cache.py::CredentialCache.get",
+    "app/auth/cache.py::CredentialCache.put",
+    "app/auth/cache.py::CredentialCache.drop",
+    "app/auth/cache.py::Known.current",
+)
+
 Configured = Callable[..., AbstractAsyncContextManager[FastAPI]]
 READ = "/api/v1/pets"
 WRITE = "/api/v1/customers"
@@ -97,6 +106,7 @@ async def test_every_process_refuses_a_revoked_token_at_its_next_request(
         assert revoked.status_code == 204
         for http in (there, here):
             assert (await http.get(READ, headers=owner.headers)).status_code == 401
+    assert len(cache_of(app)) == 0  # a refused credential is forgotten, not kept to the LRU's end
 
 
 Change = Callable[[World, ClinicWorld, Actor], Awaitable[None]]
@@ -160,6 +170,8 @@ async def test_a_change_to_who_may_act_holds_at_once_on_a_process_that_knew_the_
     await make(world, clinic, vet)
     refused = await client.post(WRITE, json=CUSTOMER, headers=vet.headers)
     assert refused.status_code == answer, refused.text
+    # A credential no longer valid is forgotten; one still valid (refused this write) is kept.
+    assert len(cache_of(app)) == (0 if answer == 401 else 1)
 
 
 async def test_a_touch_of_the_last_use_keeps_the_cached_credential(
@@ -218,3 +230,4 @@ async def test_an_idle_session_cached_here_is_judged_by_its_use_elsewhere(
         clock.advance(idle + dt.timedelta(minutes=1))
         for http in (there, here):
             assert (await http.get(READ, headers=cookie)).status_code == 401
+    assert len(cache_of(app)) == 0  # idle is refused, and forgotten
