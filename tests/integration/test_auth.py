@@ -144,6 +144,19 @@ async def test_malformed_or_forged_tokens_get_401(client, authorization):
     assert response.headers["content-type"] == PROBLEM_JSON
 
 
+@pytest.mark.mutation_targets("app/auth/deps.py::authenticate", "app/auth/deps.py::_identify")
+async def test_a_refusal_says_which_credential_to_send(client, world):
+    clinic = await world.clinic(roles=())
+    unknown, _ = crypto.new_credential(service.TOKEN_PREFIX, clinic.id)  # well formed, not issued
+    none = await client.get("/api/v1/pets")
+    forged = await client.get("/api/v1/pets", headers={"Authorization": f"Bearer {unknown}"})
+    said = [assert_problem(answer, 401, "unauthenticated")["detail"] for answer in (none, forged)]
+    assert said == [
+        "Send an API token (Authorization: Bearer) or log in.",
+        "The credential is not valid, has expired or was revoked.",
+    ]
+
+
 async def test_expired_token_and_idle_session_are_refused(client, world):
     clinic = await world.clinic(roles=())
     membership_user = clinic.setup.owner

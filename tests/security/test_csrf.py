@@ -262,3 +262,39 @@ async def test_every_cookie_the_service_sets_is_same_site_strict(
         assert "secure" in attributes, header
         assert "path=/" in attributes, header
         assert ("httponly" in attributes) == header.startswith("vetify_session="), header
+
+
+# -- what a refusal says ---------------------------------------------------------------------------
+SEND_ORIGIN = (
+    "Send Origin (or Referer) naming this service's origin with requests made with the session"
+    " cookie."
+)
+SEND_TOKEN = (
+    f"Send the session's CSRF token (the {csrf.CSRF_COOKIE} cookie, or csrf_token from the login"
+    f" response) in the {csrf.CSRF_HEADER} header."
+)
+SAYS = {name: SEND_TOKEN if "token" in name else SEND_ORIGIN for name in ATTACKS}
+
+
+@pytest.mark.mutation_targets(
+    "app/auth/deps.py::_refuse_forgery", "app/auth/deps.py::same_site_login"
+)
+async def test_each_refusal_says_what_the_page_must_send(
+    bare: httpx.AsyncClient, world: World, settings: Settings
+) -> None:
+    """A developer whose page is refused reads why: the origin to state, or the token to send
+    and where it comes from; a login from another site, where to log in."""
+    clinic = await world.clinic(roles=())
+    secret = await world.login(clinic.owner)
+    other = await world.login(clinic.owner)
+    ours = csrf.origin_of(settings.public_url)
+    bare.cookies.update(browser.cookies(secret))
+    said = {}
+    for name, forge in ATTACKS.items():
+        headers = forge(ours, csrf.token_for(secret), csrf.token_for(other))
+        response = await bare.post("/api/v1/auth/tokens", json={"name": name}, headers=headers)
+        said[name] = problem(response).get("detail")
+    assert said == SAYS
+    bare.cookies.clear()
+    login_elsewhere = await login(bare, clinic.setup.owner.email, headers={"Origin": EVIL})
+    assert problem(login_elsewhere)["detail"] == "Log in from this service's own pages."
