@@ -10,15 +10,16 @@ address someone else registered; argon2id parameters from settings; the security
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import uuid
 
 import httpx
 import pytest
 from argon2 import extract_parameters
-from sqlalchemy import text
+from sqlalchemy import text, update
 
-from app.auth.models import Role
+from app.auth.models import Role, User
 from app.auth.service import SESSION_COOKIE
 from app.settings import Settings
 from fixtures.clinics import add_member
@@ -31,6 +32,7 @@ from tests.harness.api import (
     signup_body,
 )
 from tests.harness.authenticator import Authenticator
+from tests.harness.clock import Clock
 from tests.harness.mail import (
     INVITATION,
     PASSWORD_RESET,
@@ -179,6 +181,8 @@ async def test_a_new_link_can_be_asked_for_and_each_works_once(client, settings,
     again = await client.post(VERIFY, json={"token": first})
     assert again.status_code == 200
     assert_problem(await client.post(VERIFY, json={"token": first}), 404, "not-found")
+    done = assert_problem(await client.post(RESEND), 409, "conflict")
+    assert done["detail"] == "Your address is already verified."
 
 
 async def test_resending_is_limited_per_user(configured_app, settings, mailbox):
@@ -273,14 +277,16 @@ async def test_a_reset_sets_the_password_once_and_ends_every_credential_everywhe
     await logged_in(client, user.email, NEW_PASSWORD, clinic_id=str(first.id))
 
 
+@pytest.mark.mutation_targets("app/auth/lifecycle.py::_void_reset_links")
 async def test_setting_a_password_voids_every_reset_link_mailed_before(
     client, settings, mailbox, world: World
 ):
-    clinic = await world.clinic(roles=())
-    email = clinic.setup.owner.email
-    for _ in range(2):
-        assert (await client.post(RESET, json={"email": email})).status_code == 202
+    clinic, elsewhere = await world.clinic(roles=()), await world.clinic(roles=())
+    email, theirs = clinic.setup.owner.email, elsewhere.setup.owner.email
+    for address in (email, email, theirs):
+        assert (await client.post(RESET, json={"email": address})).status_code == 202
     older, newer = await mailed_tokens(settings, mailbox, email, PASSWORD_RESET)
+    (their_link,) = await mailed_tokens(settings, mailbox, theirs, PASSWORD_RESET)
 
     assert (
         await client.post(RESET_COMPLETE, json={"token": newer, "password": NEW_PASSWORD})
@@ -289,6 +295,25 @@ async def test_setting_a_password_voids_every_reset_link_mailed_before(
 
     assert_problem(stale, 404, "not-found")
     await logged_in(client, email, NEW_PASSWORD)
+    # Another user's link is theirs to use.
+    assert (
+        await client.post(RESET_COMPLETE, json={"token": their_link, "password": NEW_PASSWORD})
+    ).status_code == 204
+
+
+@pytest.mark.mutation_targets("app/auth/lifecycle.py::_void_reset_links")
+async def test_a_password_change_leaves_the_address_verification_link_working(
+    client, settings, mailbox
+):
+    body = signup_body()
+    await signed_up(client, body=body)
+    await logged_in(client, body["email"], SIGNUP_PASSWORD)
+    (link,) = await mailed_tokens(settings, mailbox, body["email"], VERIFICATION)  # mailed first
+    changed = await client.post(
+        CHANGE, json={"current_password": SIGNUP_PASSWORD, "new_password": NEW_PASSWORD}
+    )
+    assert changed.status_code == 200, changed.text
+    assert (await client.post(VERIFY, json={"token": link})).status_code == 200
 
 
 async def test_a_reset_link_expires(configured_app, settings, mailbox, world: World):
@@ -306,6 +331,68 @@ async def test_a_reset_link_expires(configured_app, settings, mailbox, world: Wo
 
         assert_problem(late, 404, "not-found")
         await logged_in(client, email, DEFAULT_PASSWORD)
+
+
+@pytest.mark.mutation_targets("app/auth/lifecycle.py::new_link")
+async def test_a_verification_link_lives_its_hours_not_a_reset_links_seconds(
+    configured_app, mailbox
+):
+    async with (
+        configured_app(password_reset_valid_seconds=1) as app,
+        asgi_client(app) as client,
+    ):
+        body = signup_body()
+        await signed_up(client, body=body)
+        await logged_in(client, body["email"], SIGNUP_PASSWORD)
+        (link,) = await mailed_tokens(app.state.settings, mailbox, body["email"], VERIFICATION)
+        await asyncio.sleep(1.2)
+        assert (await client.post(VERIFY, json={"token": link})).status_code == 200
+
+
+@pytest.mark.mutation_targets("app/auth/lifecycle.py::_use_link")
+async def test_a_link_is_refused_once_its_account_is_disabled_or_its_address_changed(
+    client, settings, mailbox, world: World
+):
+    disabled, moved = await world.clinic(roles=()), await world.clinic(roles=())
+    for clinic in (disabled, moved):
+        email = clinic.setup.owner.email
+        assert (await client.post(RESET, json={"email": email})).status_code == 202
+    links = [
+        await mailed_token(settings, mailbox, clinic.setup.owner.email, PASSWORD_RESET)
+        for clinic in (disabled, moved)
+    ]
+    async with world.session() as session:
+        await session.execute(
+            update(User).where(User.id == disabled.setup.owner.id).values(active=False)
+        )
+        await session.execute(
+            update(User)
+            .where(User.id == moved.setup.owner.id)
+            .values(email=f"moved-{uuid.uuid4().hex[:8]}@example.org")
+        )
+    for link in links:
+        refused = await client.post(RESET_COMPLETE, json={"token": link, "password": NEW_PASSWORD})
+        body = assert_problem(refused, 404, "not-found")
+        assert body["detail"] == "The link is not valid, has expired or was already used."
+
+
+@pytest.mark.mutation_targets("app/auth/lifecycle.py::_use_link")
+async def test_a_link_ends_at_its_expiry_to_the_microsecond(
+    client, settings, mailbox, world: World, clock: Clock
+):
+    """Two links mailed at one frozen instant: one used a microsecond before its expiry
+    works, the other used at it does not."""
+    first, second = await world.clinic(roles=()), await world.clinic(roles=())
+    emails = [first.setup.owner.email, second.setup.owner.email]
+    for email in emails:
+        assert (await client.post(RESET, json={"email": email})).status_code == 202
+    early, late = [await mailed_token(settings, mailbox, e, PASSWORD_RESET) for e in emails]
+    clock.advance(dt.timedelta(seconds=settings.password_reset_valid_seconds, microseconds=-1))
+    last_moment = await client.post(RESET_COMPLETE, json={"token": early, "password": NEW_PASSWORD})
+    assert last_moment.status_code == 204, last_moment.text
+    clock.advance(dt.timedelta(microseconds=1))
+    at_expiry = await client.post(RESET_COMPLETE, json={"token": late, "password": NEW_PASSWORD})
+    assert_problem(at_expiry, 404, "not-found")
 
 
 async def test_a_reset_lifts_the_log_in_lock(configured_app, settings, mailbox, world: World):
@@ -327,10 +414,11 @@ async def test_a_reset_lifts_the_log_in_lock(configured_app, settings, mailbox, 
         await logged_in(client, email, NEW_PASSWORD)
 
 
+@pytest.mark.mutation_targets("app/auth/lifecycle.py::request_password_reset")
 async def test_reset_mails_are_limited_per_address_and_requests_per_ip(
     configured_app, settings, mailbox, world: World
 ):
-    clinic = await world.clinic(roles=())
+    clinic, elsewhere = await world.clinic(roles=()), await world.clinic(roles=())
     email = clinic.setup.owner.email
     # pragma: allowlist nextline secret - rates, not secrets
     limits = {"rate_limit_password_reset_address": "2/hour", "rate_limit_password_reset": "4/hour"}
@@ -341,8 +429,12 @@ async def test_reset_mails_are_limited_per_address_and_requests_per_ip(
             assert [a.status_code for a in answers] == [202, 202, 202]
             assert len({a.content for a in answers}) == 1
             assert len(await mailed_tokens(settings, mailbox, email, PASSWORD_RESET)) == 2
-            other = await client.post(RESET, json={"email": "someone@example.org"})
+            other = await client.post(RESET, json={"email": elsewhere.setup.owner.email})
             assert other.status_code == 202
+            # Another address has a limit of its own: its mail goes out.
+            assert await mailed_tokens(
+                settings, mailbox, elsewhere.setup.owner.email, PASSWORD_RESET
+            )
             assert_problem(
                 await client.post(RESET, json={"email": "more@example.org"}), 429, "rate-limited"
             )
@@ -425,7 +517,10 @@ async def test_a_wrong_current_password_or_an_api_token_changes_nothing(
     )
 
     body = assert_problem(wrong, 422, "validation-error")
-    assert [e["loc"] for e in body["errors"]] == [["body", "current_password"]]
+    assert body["detail"] == "The current password is wrong."
+    assert body["errors"] == [
+        {"loc": ["body", "current_password"], "msg": body["detail"], "type": "refused"}
+    ]
     assert_problem(by_token, 403, "forbidden")
     assert await users_with(superuser_engine, user.email) == [before]
     assert await still_works(app, cookie=cookie)
@@ -563,8 +658,13 @@ async def test_the_owner_of_an_address_takes_it_back_from_who_registered_it(
     assert not await still_works(app, cookie=squatter_cookie)
     assert not await still_works(app, token=squatter_token)
     assert_problem(await login(client, email, squatters), 401, "invalid-credentials")
-    # The squatter's authenticator is gone with them: the password alone logs in.
+    # The squatter's authenticator is gone with them: the password alone logs in, and a second
+    # factor starts from nothing (no pending secret left to confirm).
     owner = await logged_in(client, email, NEW_PASSWORD)
+    pending = await client.post(f"{AUTH}/mfa/totp/confirm", json={"code": "123456"})
+    assert assert_problem(pending, 409, "conflict")["detail"] == (
+        "Start enrolment first (POST /api/v1/auth/mfa/totp)."
+    )
     assert owner.json()["user"]["email_verified_at"] is not None
     [user] = await users_with(superuser_engine, email)
     assert user["email_verified_at"] is not None
