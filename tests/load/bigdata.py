@@ -59,7 +59,7 @@ class Size:
 
 
 SIZES: dict[str, Size] = {
-    # Built in about 10 s here: for the pr set's load stage.
+    # Built in about 5 s here: for the pr set's load stage (.ci/run).
     "smoke": Size(clinics=50, customers=5_000, pets=7_500, appointments=50_000, records=25_000),
     "medium": Size(
         clinics=300, customers=40_000, pets=60_000, appointments=400_000, records=200_000
