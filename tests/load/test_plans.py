@@ -3,8 +3,9 @@
 A database of the length's size (tests/load/bigdata.py: ``smoke`` in the pr set, ``large`` in
 the nightly one) is built on the stage's PostgreSQL; the app runs in process on it (as the
 service's role, row-level security on) and every paged list route of the published document
-(``tests.security.surface.list_routes``: a new one is covered, or fails here for want of
-filter values) is called as the biggest clinic's owner: unfiltered, with each of its filters at
+(``tests.security.surface.list_routes``) and every ``GET`` answering an array (:func:`lists`:
+a new one is covered, or fails here for want of filter values or a row to read under) is called
+as the biggest clinic's owner: unfiltered, with each of its filters at
 representative values, and for each, its second page (the cursor). Every SELECT a call sends is
 recorded with its parameters (tests/harness/statements.py) and sent again, as the service's
 role inside the clinic (``vetify_enter``, as ``enter_tenant`` does), under
@@ -52,7 +53,7 @@ from tests.harness.statements import recording
 from tests.harness.stripe.server import FakeStripe
 from tests.harness.world import Actor, World
 from tests.load import bigdata
-from tests.security.surface import Operation, list_routes
+from tests.security.surface import Operation, api_operations, list_routes, types
 
 SIZE = {"smoke": "smoke", "full": "large"}[suite_length()]
 
@@ -118,6 +119,35 @@ FILTERS: dict[tuple[str, str], Values] = {
     ("/api/v1/rooms", "location_id"): lambda: [str(bigdata.row_id("location", 1))],
 }
 PAGING = {"cursor", "limit"}
+PATHS: dict[tuple[str, str], Callable[[], str]] = {
+    # Every third pet has a weight (bigdata).
+    ("/api/v1/pets/{pet_id}/weights", "pet_id"): lambda: _row("pet", 3),
+}
+"""The row a list under a path parameter is read for."""
+
+
+def _answers_array(op: Operation) -> bool:
+    content = op.spec.get("responses", {}).get("200", {}).get("content", {})
+    schema = content.get("application/json", {}).get("schema")
+    return schema is not None and "array" in types(schema)
+
+
+def lists() -> list[Operation]:
+    """Every list the API answers: the paged ones (``list_routes``), and every ``GET`` that
+    answers a JSON array (a pet's weights, the invitations, the caller's tokens)."""
+    return list_routes() + [
+        op for op in api_operations() if op.method == "get" and _answers_array(op)
+    ]
+
+
+def _url(op: Operation) -> str:
+    url = op.path
+    for parameter in op.spec.get("parameters", []):
+        if parameter["in"] == "path":
+            key = (op.path, parameter["name"])
+            assert key in PATHS, f"{op.path}: no row for {parameter['name']} in PATHS"
+            url = url.replace("{" + parameter["name"] + "}", PATHS[key]())
+    return url
 
 
 @dataclass(frozen=True)
@@ -197,13 +227,14 @@ def _variants(op: Operation) -> list[tuple[str, dict[str, str]]]:
 def _drive(http: Blocking, actor: Actor, op: Operation) -> list[Call]:
     """Each variant's first and second page, with the SELECTs each sent."""
     calls = []
-    http.request("GET", op.path, headers=actor.headers)  # what is done once: the token cached
+    url = _url(op)
+    http.request("GET", url, headers=actor.headers)  # what is done once: the token cached
     for variant, params in _variants(op):
         cursor: str | None = None
         for page in ("page 1", "page 2"):
             query = params | ({"cursor": cursor} if cursor else {})
             with recording() as recorded:
-                response = http.request("GET", op.path, params=query, headers=actor.headers)
+                response = http.request("GET", url, params=query, headers=actor.headers)
             assert response.status_code == 200, f"{op.path} {query}: {response.text}"
             selects = [
                 (sql, values)
@@ -212,7 +243,8 @@ def _drive(http: Blocking, actor: Actor, op: Operation) -> list[Call]:
             ]
             known = KNOWN.get((op.path, variant))
             calls.append(Call(op.path, f"{variant}, {page}", bool(params), known, selects))
-            cursor = response.json()["next_cursor"]
+            body = response.json()
+            cursor = body["next_cursor"] if isinstance(body, dict) else None  # else not paged
             if cursor is None:
                 break
     return calls
@@ -280,7 +312,7 @@ def plans(
         )
         with serving(settings) as (http, world):
             actor = http.run(_owner, world, built)
-            calls = [call for op in list_routes() for call in _drive(http, actor, op)]
+            calls = [call for op in lists() for call in _drive(http, actor, op)]
         explained = asyncio.run(_explain(database.app_url, built.clinic_id, calls))
         found = Plans(built, explained, round(time.monotonic() - started, 1))
         line = _report(found, pytestconfig.rootpath / "reports" / "plans.json")
@@ -330,9 +362,9 @@ def _report(plans: Plans, path: Path) -> str:
     return line
 
 
-@pytest.mark.parametrize("path", sorted(op.path for op in list_routes()))
+@pytest.mark.parametrize("path", sorted(op.path for op in lists()))
 def test_a_list_route_reads_by_index_within_its_buffers(plans: Plans, path: str) -> None:
     mine = [e for e in plans.explained if e.route == path]
-    assert any(e.paged for e in mine), f"{path}: no page statement was recorded"
+    assert mine, f"{path}: no statement was recorded"
     problems = [f"{e.variant}: {problem}\n    {e.sql}" for e in mine for problem in e.problems()]
     assert not problems, f"{path} over {plans.built.size}:\n" + "\n".join(problems)
