@@ -61,9 +61,11 @@ class Size:
 SIZES: dict[str, Size] = {
     # Built in about 5 s here: for the pr set's load stage (.ci/run).
     "smoke": Size(clinics=50, customers=5_000, pets=7_500, appointments=50_000, records=25_000),
+    # About 46 s: for trying an index by hand.
     "medium": Size(
         clinics=300, customers=40_000, pets=60_000, appointments=400_000, records=200_000
     ),
+    # 260-290 s (appointments 190 s of it: their eight indexes, two GiST): nightly.
     "large": Size(
         clinics=1_000,
         customers=200_000,
