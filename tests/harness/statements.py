@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -39,9 +39,12 @@ def counting() -> Iterator[Counted]:
 
 @dataclass
 class Recorded:
-    """What was sent: each statement's text, and its parameters."""
+    """What was sent: each statement's text, and its parameters (as text, and as sent)."""
 
     sent: list[tuple[str, str]]
+    values: list[Any] = field(default_factory=list)
+    """Each statement's parameters as the driver got them: to send the statement again
+    (tests/load/test_plans.py explains the statements a route sends)."""
 
     def in_text(self, value: str) -> list[str]:
         """Statements whose SQL text holds ``value``: it was spliced in, not bound."""
@@ -59,6 +62,7 @@ _recording: list[Recorded] = []
 def _record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
     for recorded in _recording:
         recorded.sent.append((statement, repr(parameters)))
+        recorded.values.append(parameters)
 
 
 @contextmanager
