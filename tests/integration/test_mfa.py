@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlalchemy import text
 
 from app.auth.models import Role
@@ -151,6 +152,7 @@ async def test_secrets_and_recovery_codes_are_stored_as_described(
 
 
 # -- clinics that require it ------------------------------------------------------------------
+@pytest.mark.mutation_targets("app/auth/principal.py::Principal.require_step_up")
 async def test_requiring_mfa_needs_the_callers_own(client, world) -> None:
     """A security setting (step-up): the caller's session must have just passed their own
     second factor, so the one who turns it on is not the first to be shut out. Enrolling
@@ -166,8 +168,14 @@ async def test_requiring_mfa_needs_the_callers_own(client, world) -> None:
     await enrol(client, email)
     accepted = await client.patch(CLINIC, json={"require_mfa": True})
 
-    for refused in (with_token, without_mfa):
-        assert_problem(refused, 403, "step-up-required")
+    said = [assert_problem(r, 403, "step-up-required")["detail"] for r in (with_token, without_mfa)]
+    assert said == [
+        "An API token never changes a security setting: use a login session that passed"
+        " multi-factor authentication in the last few minutes.",
+        "Security settings change only within minutes of a log-in that passed a second"
+        " factor: log in again with your password and a code from your authenticator"
+        " (turn multi-factor authentication on first if it is off).",
+    ]
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["require_mfa"] is True
 
@@ -183,6 +191,7 @@ async def _requiring(world: World, client) -> ClinicWorld:
     return clinic
 
 
+@pytest.mark.mutation_targets("app/auth/principal.py::Principal.require")
 async def test_a_member_without_mfa_may_only_enrol_until_they_do(client, world) -> None:
     clinic = await _requiring(world, client)
     vet = clinic.actors[Role.vet]
@@ -193,10 +202,17 @@ async def test_a_member_without_mfa_may_only_enrol_until_they_do(client, world) 
     me = await client.get("/api/v1/auth/me")
     pets = await client.get("/api/v1/pets")
     with_token = await client.get("/api/v1/pets", headers=vet.headers)
+    # What a session may still do (its own account, enrolling), a token may not.
+    me_by_token = await client.get("/api/v1/auth/me", headers=vet.headers)
 
     assert me.status_code == 200
-    for refused in (pets, with_token):
-        assert_problem(refused, 403, "mfa-enrolment-required")
+    for refused in (pets, with_token, me_by_token):
+        body = assert_problem(refused, 403, "mfa-enrolment-required")
+        assert body["detail"] == (
+            "This clinic requires multi-factor authentication: log in with a session and"
+            " enrol (POST /api/v1/auth/mfa/totp) first. API tokens of members without it"
+            " are refused."
+        )
 
     authenticator = Authenticator((await client.post(MFA)).json()["secret"])
     confirmed = await client.post(f"{MFA}/confirm", json={"code": authenticator.next_code()})
