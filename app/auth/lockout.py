@@ -87,15 +87,14 @@ async def _reserve_in_memory(store: MemoryStorage, keys: list[str], args: list[i
     n = await store.incr(failures, args[2] / 1000)
     wait = _wait_ms(n, *args)
     if wait:
-        await store.clear(blocked)
+        # No block holds (checked above; the store drops an expired one when read): set it.
         await store.incr(blocked, wait / 1000, amount=n)
     return [1, n]
 
 
 async def _refund_in_memory(store: MemoryStorage, keys: list[str], args: list[int]) -> list[int]:
     failures, blocked = keys
-    if await store.get(failures) > 0:
-        await store.decr(failures)
+    await store.decr(failures)  # limits' memory store stops at 0, as the script's check does
     if await store.get(blocked) == args[0]:
         await store.clear(blocked)
     return [1]
