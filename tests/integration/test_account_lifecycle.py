@@ -464,6 +464,23 @@ async def test_a_verification_link_does_not_reset_a_password(client, settings, m
 
 
 # -- changing the password ------------------------------------------------------------------------
+@pytest.mark.mutation_targets("app/auth/lifecycle.py::change_password")
+async def test_a_password_change_voids_the_reset_links_mailed_before(
+    client, settings, mailbox, world: World
+):
+    clinic = await world.clinic(roles=())
+    email = clinic.setup.owner.email
+    assert (await client.post(RESET, json={"email": email})).status_code == 202
+    link = await mailed_token(settings, mailbox, email, PASSWORD_RESET)
+    await logged_in(client, email, DEFAULT_PASSWORD)
+    changed = await client.post(
+        CHANGE, json={"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD}
+    )
+    assert changed.status_code == 200, changed.text
+    late = await client.post(RESET_COMPLETE, json={"token": link, "password": OTHER_PASSWORD})
+    assert_problem(late, 404, "not-found")
+
+
 async def test_a_password_change_ends_every_other_credential_and_renews_the_session(
     app, client, world: World
 ):
@@ -499,6 +516,9 @@ async def test_a_password_change_ends_every_other_credential_and_renews_the_sess
     await logged_in(client, user.email, NEW_PASSWORD, clinic_id=str(first.id))
 
 
+@pytest.mark.mutation_targets(
+    "app/auth/lifecycle.py::change_password", "app/auth/lifecycle.py::_refused"
+)
 async def test_a_wrong_current_password_or_an_api_token_changes_nothing(
     app, client, world: World, superuser_engine
 ):
@@ -521,7 +541,8 @@ async def test_a_wrong_current_password_or_an_api_token_changes_nothing(
     assert body["errors"] == [
         {"loc": ["body", "current_password"], "msg": body["detail"], "type": "refused"}
     ]
-    assert_problem(by_token, 403, "forbidden")
+    refused = assert_problem(by_token, 403, "forbidden")
+    assert refused["detail"] == "Change your password from a login session."
     assert await users_with(superuser_engine, user.email) == [before]
     assert await still_works(app, cookie=cookie)
     assert await still_works(app, token=clinic.owner.token)
@@ -551,6 +572,7 @@ async def test_guessing_the_current_password_is_limited_per_user(configured_app,
     assert_problem(right, 429, "rate-limited")
 
 
+@pytest.mark.mutation_targets("app/auth/lifecycle.py::change_password")
 async def test_a_user_with_a_second_factor_gives_a_code_to_change_it(client, world: World):
     clinic = await world.clinic(roles=())
     user = clinic.setup.owner
@@ -562,9 +584,17 @@ async def test_a_user_with_a_second_factor_gives_a_code_to_change_it(client, wor
     wrong = await client.post(CHANGE, json={**change, "totp_code": "000000"})
     right = await client.post(CHANGE, json={**change, "totp_code": authenticator.next_code()})
 
+    said = []
     for refused in (without, wrong):
         body = assert_problem(refused, 422, "validation-error")
-        assert [e["loc"] for e in body["errors"]] == [["body", "totp_code"]]
+        assert body["errors"] == [
+            {"loc": ["body", "totp_code"], "msg": body["detail"], "type": "refused"}
+        ]
+        said.append(body["detail"])
+    assert said == [
+        "Send totp_code: a code from your authenticator.",
+        "The code is not valid or was already used.",
+    ]
     assert right.status_code == 200, right.text
     client.cookies.clear()
     again = await login(client, user.email, NEW_PASSWORD, totp_code=authenticator.next_code())
