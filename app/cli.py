@@ -119,14 +119,18 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
                 ready = ready.model_copy(update={"jobs_in_process": True})
             if demo and not shutdown.requested:
                 asyncio.run(_seed_demo(ready, f"{ready.public_url}/docs"))
-            if shutdown.requested:  # asked to stop while starting: done
-                return
-            if ready.workers == 1:
-                server.run(create_app(ready), ready, sock, shutdown)
-            else:
-                supervisor.supervise(
-                    ready.workers, functools.partial(_serve_worker, ready, sock), shutdown
-                )
+            if not shutdown.requested:  # else asked to stop while starting: done
+                _serve_ready(ready, sock, shutdown)
+
+
+def _serve_ready(settings: Settings, sock: socket.socket, shutdown: Shutdown) -> None:
+    """Serve in this process, or in ``settings.workers`` forked from it."""
+    if settings.workers == 1:
+        server.run(create_app(settings), settings, sock, shutdown)
+    else:
+        supervisor.supervise(
+            settings.workers, functools.partial(_serve_worker, settings, sock), shutdown
+        )
 
 
 def _serve_worker(

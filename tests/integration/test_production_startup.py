@@ -19,7 +19,7 @@ from app.db.embedded import free_port
 from app.main import create_app
 from app.settings import ConfigurationError, Environment, Settings
 from tests.harness.databases import Database
-from tests.harness.services import PostgresServer
+from tests.harness.services import PostgresServer, RedisServer
 
 # Stripe's secrets, drawn per run: production requires them.
 STRIPE = {
@@ -143,9 +143,16 @@ def test_vetify_serve_names_every_unsafe_setting_and_no_secret(tmp_path) -> None
     assert not (tmp_path / "state").exists(), "no embedded database is started in production"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_vetify_serve_refuses_a_superuser_and_says_so_without_the_url(
-    database: Database, postgres_server: PostgresServer, role: tuple[str, str]
+    database: Database,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    role: tuple[str, str],
+    workers: int,
 ) -> None:
+    """Refused by the app's start-up (its lifespan asks PostgreSQL), in one process or in each
+    worker: then the supervisor stops the others and the command fails, naming the worker."""
     name, password = role
     await _alter(postgres_server, f'ALTER ROLE "{name}" SUPERUSER')
     host = f"{postgres_server.host}:{postgres_server.port}"
@@ -154,12 +161,22 @@ async def test_vetify_serve_refuses_a_superuser_and_says_so_without_the_url(
             "VETIFY_ENV": "production",
             "VETIFY_PUBLIC_URL": "https://vetify.example",
             "VETIFY_DATABASE_URL": f"postgresql+asyncpg://{name}:{password}@{host}/{database.name}",
+            "VETIFY_WORKERS": str(workers),
+            "VETIFY_REDIS_URL": redis_server.url,
             **STRIPE,
         }
     )
     assert done.returncode != 0
-    # Refused in words, not with the ASGI server's traceback: the last line names the setting.
-    last_line = done.stderr.strip().splitlines()[-1].strip()
-    assert last_line.startswith("VETIFY_DATABASE_URL: connects as a superuser role")
+    said = done.stderr.strip().splitlines()
+    # Refused in words, not with the ASGI server's traceback: a line names the setting.
+    why = "VETIFY_DATABASE_URL: connects as a superuser role"
+    if workers == 1:
+        assert said[-1].strip().startswith(why)
+    else:
+        assert any(line.startswith("vetify serve: worker ") for line in said), said
+        assert any(line.strip().startswith(why) for line in said), said
+        assert said[-1].startswith("vetify serve: worker "), said
+        assert said[-1].endswith("exited before serving (exit code 1)"), said
     assert "Traceback" not in done.stderr + done.stdout
     assert password not in done.stderr + done.stdout
+    assert redis_server.password not in done.stderr + done.stdout
