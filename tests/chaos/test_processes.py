@@ -42,7 +42,7 @@ from tests.chaos.conftest import (
     wait_for,
 )
 from tests.harness import canary
-from tests.harness.live import LiveServer, Vetify
+from tests.harness.live import LiveServer, Vetify, until
 from tests.harness.proxy import FaultProxy
 from tests.harness.smtp import USERNAME as SMTP_USERNAME
 from tests.harness.smtp import Relay
@@ -52,12 +52,6 @@ DONE_WITHIN = 30.0
 
 
 # -- the job worker killed mid-job -----------------------------------------------------------
-def _until(what: str, check: Any, within: float) -> Any:
-    started = time.monotonic()
-    while not (value := check()):
-        assert time.monotonic() - started < within, f"{what}: not within {within}s"
-        time.sleep(0.1)
-    return value
 
 
 def test_the_job_worker_killed_mid_job_leaves_it_to_the_next_worker_which_does_it_once(
@@ -95,7 +89,7 @@ def test_the_job_worker_killed_mid_job_leaves_it_to_the_next_worker_which_does_i
                 workers.append(worker)
                 worker.start()
                 # The job is running, its mail held at the relay's door.
-                _until(
+                until(
                     "the job sending",
                     lambda h=held: (
                         proxy.connections > h and _jobs(superuser, email)[0][0] == "doing"
@@ -120,7 +114,7 @@ def test_the_job_worker_killed_mid_job_leaves_it_to_the_next_worker_which_does_i
             last = Vetify(["worker"], env)
             workers.append(last)
             last.start()
-            _until("the mail job done", lambda: not _jobs(superuser, email), DONE_WITHIN)
+            until("the mail job done", lambda: not _jobs(superuser, email), DONE_WITHIN)
             done_within = time.monotonic() - started
             links = reset_links(smtp_server, live_server.url, email)
             completed = httpx.post(
@@ -322,7 +316,7 @@ def test_a_worker_killed_under_load_is_replaced_and_the_service_answers_througho
     try:
         served.start().wait_until_ready(url, STARTED_WITHIN)
         supervisor = psutil.Process(served.pid)
-        workers = _until("two workers", lambda: _children(supervisor, 2), STARTED_WITHIN)
+        workers = until("two workers", lambda: _children(supervisor, 2), STARTED_WITHIN)
         killed = workers[0]
 
         async def client(n: int) -> list[dict[str, Any]]:
@@ -346,7 +340,7 @@ def test_a_worker_killed_under_load_is_replaced_and_the_service_answers_througho
             now = _children(supervisor, 2)
             return now if killed not in now else []
 
-        after = _until("a worker in the killed one's place", replaced, STARTED_WITHIN)
+        after = until("a worker in the killed one's place", replaced, STARTED_WITHIN)
         with httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {api_token}"}, timeout=REQUEST_TIMEOUT
         ) as http:

@@ -12,9 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import httpx
 
@@ -26,6 +27,7 @@ from tests.harness.databases import APP_ROLE, Database
 from tests.harness.proxy import FaultProxy
 
 Length = Literal["smoke", "full"]
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 """The checkout under test: `python -m app.cli` started here imports this checkout's code, not
@@ -38,6 +40,16 @@ def suite_length() -> Length:
     if value not in ("smoke", "full"):
         raise ValueError(f"VETIFY_SUITE_LENGTH={value!r}: use 'smoke' or 'full'")
     return value  # type: ignore[return-value]
+
+
+def until(what: str, check: Callable[[], T], within: float = 60.0, every: float = 0.05) -> T:
+    """Poll ``check`` until it answers something true, and return that; fail naming ``what``
+    after ``within`` seconds (for what a process does in its own time)."""
+    deadline = time.monotonic() + within
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {within} s"
+        time.sleep(every)
+    return value
 
 
 def vetify_command(*args: str) -> list[str]:

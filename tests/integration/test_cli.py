@@ -26,7 +26,7 @@ from app.settings import Settings
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.harness.api import login_sync, token_by_session_sync
 from tests.harness.databases import APP_ROLE, Database, schema_heads
-from tests.harness.live import Vetify, run_vetify, vetify_command, vetify_env
+from tests.harness.live import Vetify, run_vetify, until, vetify_command, vetify_env
 
 
 def test_embedded_database_is_made_migrated_and_stopped(tmp_path, capsys):
@@ -340,7 +340,7 @@ def test_serve_with_two_workers_on_the_embedded_database(tmp_path, redis_server)
     try:
         served.start().wait_until_ready(f"http://127.0.0.1:{port}", within=120)
         served.wait_for("worker 1 started")
-        _until(lambda: served.output.count("serving on http://") == 2, "both workers serving")
+        until("both workers serving", lambda: served.output.count("serving on http://") == 2)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             answers = {
                 http.get("/health/ready", headers={"Connection": "close"}).status_code
@@ -357,13 +357,6 @@ def test_serve_with_two_workers_on_the_embedded_database(tmp_path, redis_server)
     assert served.output.count("Finished server process") == 2
     assert "Traceback" not in served.output
     assert not EmbeddedPostgres(tmp_path / "state" / "pgdata").is_running()
-
-
-def _until(condition, what: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        time.sleep(0.05)
 
 
 def test_a_data_directory_in_use_is_refused_naming_who_uses_it(tmp_path, monkeypatch):

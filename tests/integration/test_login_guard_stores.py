@@ -8,7 +8,7 @@ refused at the same attempts, number them alike, and give the same wait to the s
 
 from __future__ import annotations
 
-import asyncio
+import time
 import uuid
 
 import pytest
@@ -94,13 +94,18 @@ async def test_in_memory_the_waits_double_to_their_cap_then_the_lock() -> None:
 
 
 @pytest.mark.mutation_targets("app/auth/lockout.py::_reserve_in_memory")
-async def test_in_memory_failures_are_forgotten_after_the_locks_length() -> None:
+async def test_in_memory_failures_are_forgotten_after_the_locks_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The failures count for the lock's length from the first (the Lua script's PEXPIRE): with
-    a lock of 100 ms, attempts after 150 ms are numbered from 1 again."""
+    a lock of 100 ms, attempts 150 ms later are numbered from 1 again. The memory store's
+    clock (``time.time``) is held still, then moved, so no real wait decides it."""
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
     limiter = Limiter(None)
     keys = [f"login-failures:{uuid.uuid4()}", f"login-blocked:{uuid.uuid4()}"]
     args = [5, 9, 100, 60_000]
     first = [await limiter.atomic(RESERVE, keys, args) for _ in range(3)]
-    await asyncio.sleep(0.15)
+    now += 0.15
     later = await limiter.atomic(RESERVE, keys, args)
     assert [first, later] == [[[1, 1], [1, 2], [1, 3]], [1, 1]]

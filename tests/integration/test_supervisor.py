@@ -8,6 +8,7 @@ serves HTTP from `vetify serve --workers 2`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import signal
@@ -22,16 +23,10 @@ import pytest
 
 from app.kit import supervisor
 from app.kit.lifecycle import Shutdown
+from tests.harness.live import until
 
 WAIT = 20.0
 """Seconds a test waits for a process to do what it must (generous: a shared machine)."""
-
-
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {WAIT} s: {what}"
-        time.sleep(0.02)
 
 
 class Journal:
@@ -107,7 +102,7 @@ def _stopped(process: ForkProcess) -> int | None:
 def test_each_worker_serves_and_a_stop_reaches_every_one(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     with supervising(3, serving_until_stopped(journal), journal) as process:
-        _until(lambda: len(journal.starts()) == 3, "three workers serving")
+        until("three workers serving", lambda: len(journal.starts()) == 3, WAIT)
         assert {journal.starts(index)[0] for index in range(3)} == set(journal.starts())
         assert set(journal.starts()) == {
             child.pid for child in psutil.Process(process.pid).children()
@@ -123,11 +118,11 @@ def test_each_worker_serves_and_a_stop_reaches_every_one(tmp_path: Path) -> None
 def test_a_worker_that_dies_while_serving_is_replaced(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     with supervising(2, serving_until_stopped(journal), journal) as process:
-        _until(lambda: len(journal.starts()) == 2, "two workers serving")
+        until("two workers serving", lambda: len(journal.starts()) == 2, WAIT)
         (first,) = journal.starts(0)
         (second,) = journal.starts(1)
         os.kill(first, signal.SIGKILL)
-        _until(lambda: len(journal.starts(0)) == 2, "worker 0 started again")
+        until("worker 0 started again", lambda: len(journal.starts(0)) == 2, WAIT)
         (replacement,) = set(journal.starts(0)) - {first}
         assert journal.events(replacement) == ["serving"]
         assert journal.starts(1) == [second]  # the other one untouched
@@ -147,7 +142,7 @@ def test_a_worker_that_cannot_start_fails_the_command_and_stops_the_others(
 
     def work(index: int, shutdown: Shutdown, serving: Callable[[], None]) -> None:
         if index == 1:
-            _until(lambda: len(journal.starts(0)) == 1, "worker 0 serving first")
+            until("worker 0 serving first", lambda: len(journal.starts(0)) == 1, WAIT)
             journal.note(index, "refused")
             raise SystemExit("a setting at fault")
         serves(index, shutdown, serving)
@@ -171,28 +166,35 @@ def test_past_the_deadline_a_worker_still_running_is_killed(tmp_path: Path) -> N
             time.sleep(0.01)
 
     with supervising(1, deaf, journal, seconds=1.0) as process:
-        _until(lambda: len(journal.starts()) == 1, "the worker serving")
+        until("the worker serving", lambda: len(journal.starts()) == 1, WAIT)
         assert process.pid is not None
         os.kill(process.pid, signal.SIGTERM)
         assert _stopped(process) == 1  # the deadline's exit
     (pid,) = journal.starts()
-    _until(lambda: not psutil.pid_exists(pid), "the deaf worker killed")
+    until("the deaf worker killed", lambda: not psutil.pid_exists(pid), WAIT)
 
 
 @pytest.mark.parametrize("count", [2, 4])
 def test_a_crash_loop_is_paced(tmp_path: Path, count: int) -> None:
+    """Workers that die as soon as they serve are started again, each no sooner than
+    RESTART_PAUSE_SECONDS after its previous start (the journal holds each start's time)."""
     journal = Journal(tmp_path)
 
     def crashing(index: int, shutdown: Shutdown, serving: Callable[[], None]) -> None:
-        journal.note(index, "serving")
+        journal.note(index, f"{time.monotonic():.6f}")
         serving()
         os._exit(9)
 
+    def starts(index: int) -> list[float]:
+        return sorted(float(journal.events(pid)[0]) for pid in journal.starts(index))
+
     with supervising(count, crashing, journal) as process:
-        time.sleep(2.5)
+        every = f"three starts of each of {count} workers"
+        until(every, lambda: all(len(starts(i)) >= 3 for i in range(count)), WAIT)
         assert process.pid is not None
         os.kill(process.pid, signal.SIGTERM)
         assert _stopped(process) == 0
-    # Each index at most once a second after its first start (2.5 s: at most 4 starts).
     for index in range(count):
-        assert 2 <= len(journal.starts(index)) <= 4
+        times = starts(index)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert min(gaps) >= supervisor.RESTART_PAUSE_SECONDS, (index, gaps)

@@ -125,7 +125,7 @@ def processes(pid: int) -> list[psutil.Process]:
 
 
 def cpu_seconds(pid: int) -> float:
-    return sum(float(p.cpu_times().user + p.cpu_times().system) for p in processes(pid))
+    return sum(float(sum(p.cpu_times()[:2])) for p in processes(pid))  # user + system
 
 
 def measure(

@@ -205,7 +205,8 @@ def clinic_id(k: int) -> uuid.UUID:
 
 def row_id(kind: str, *parts: int) -> uuid.UUID:
     """The id :func:`_ident` computes in SQL, for finding a known row."""
-    return uuid.UUID(hashlib.md5(":".join([kind, *map(str, parts)]).encode()).hexdigest())  # noqa: S324 - an id, not a secret
+    name = ":".join([kind, *map(str, parts)]).encode()
+    return uuid.UUID(hashlib.md5(name, usedforsecurity=False).hexdigest())
 
 
 def plan(size: Size) -> list[tuple[int, uuid.UUID, int, int, int, int, int, int]]:
