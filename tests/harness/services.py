@@ -109,10 +109,25 @@ class RedisServer:
         return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
 
-def _signal_tree(pid: int, sig: signal.Signals) -> None:
+def _freeze_tree(pid: int) -> None:
+    """SIGSTOP to ``pid``, then, once it has stopped and so forks no more, to its children. Listing
+    them first would miss a child forked meanwhile (a backend for a new connection), which would
+    go on answering through the outage."""
     parent = psutil.Process(pid)
-    for process in [parent, *parent.children(recursive=True)]:
-        process.send_signal(sig)
+    parent.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while parent.status() != psutil.STATUS_STOPPED:
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.001)
+    for process in parent.children(recursive=True):
+        process.send_signal(signal.SIGSTOP)
+
+
+def _thaw_tree(pid: int) -> None:
+    """SIGCONT to ``pid``'s children, then to it."""
+    parent = psutil.Process(pid)
+    for process in [*parent.children(recursive=True), parent]:
+        process.send_signal(signal.SIGCONT)
 
 
 def _kill_tree(pid: int) -> None:
@@ -140,8 +155,8 @@ def postgres(provider: Provider) -> Iterator[PostgresServer]:
     control = Control(
         stop=cluster.stop,
         start=cluster.start,
-        pause=lambda: _signal_tree(postmaster(), signal.SIGSTOP),
-        resume=lambda: _signal_tree(postmaster(), signal.SIGCONT),
+        pause=lambda: _freeze_tree(postmaster()),
+        resume=lambda: _thaw_tree(postmaster()),
         kill=lambda: _kill_tree(postmaster()),
     )
     try:
