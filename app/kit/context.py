@@ -1,0 +1,84 @@
+"""What a log line, an error report, a metric or a span knows about the work it belongs to.
+
+One :class:`Context` per request (bound by the outermost middleware) or per job (bound by the
+queue's runner), held in a context variable so that code anywhere below reads it without being
+passed it. It is mutable on purpose: authentication learns the clinic and the user after the
+request began, and FastAPI runs a sync dependency in a thread on a *copy* of the context, which
+still refers to the same object.
+
+It holds identifiers only, never personal data: no email, name, IP-derived location or token.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
+from typing import Any
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""A request id a client (or a proxy) may choose: visible ASCII with no separator a log parser or
+a header could trip on, bounded. Anything else is replaced by our own."""
+
+
+@dataclass(slots=True)
+class Context:
+    request_id: str | None = None
+    clinic_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    credential_id: uuid.UUID | None = None
+    method: str | None = None
+    route: str | None = None
+    """The route's template (``/api/v1/pets/{pet_id}``), never the path a client sent."""
+    job_id: int | None = None
+    queue: str | None = None
+    task: str | None = None
+    event_id: str | None = None
+    """A Stripe event's id, while a job applies it."""
+
+    def fields(self) -> dict[str, Any]:
+        """The fields that are set, as strings where they are ids (for logs, tags, attributes)."""
+        return {
+            name: str(value) if isinstance(value, uuid.UUID) else value
+            for name, value in asdict(self).items()
+            if value is not None
+        }
+
+
+_current: ContextVar[Context | None] = ContextVar("vetify_context", default=None)
+
+
+def current() -> Context | None:
+    """The context of the request or job under way, if any."""
+    return _current.get()
+
+
+@contextmanager
+def bound(context: Context) -> Iterator[Context]:
+    """``context`` is the current one within the block."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def update(**fields: Any) -> None:
+    """Set fields of the current context; nothing when no request or job is under way."""
+    context = _current.get()
+    if context is None:
+        return
+    for name, value in fields.items():
+        setattr(context, name, value)
+
+
+def request_id_from(sent: str | None) -> str:
+    """The id a request is known by: the one it was sent with when that one is valid, otherwise
+    a new one (never an error: an odd header must not cost the request)."""
+    if sent is not None and _VALID_REQUEST_ID.fullmatch(sent):
+        return sent
+    return uuid.uuid4().hex
