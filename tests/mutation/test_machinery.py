@@ -4,12 +4,14 @@ unrelated edits, a code swap that every caller sees and that is undone, and the 
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Enum
 
+from app.auth.deps import per_user
 from app.billing.models import BillingAccount
 from app.db.faults import DatabaseUnavailable
 from app.kit import text
@@ -147,6 +149,30 @@ async def test_a_mutant_that_drops_a_closures_variable_applies_over_a_stale_clos
     finally:
         restore()
     assert await status() == 413
+
+
+async def test_a_mutant_that_drops_a_variable_applies_to_the_closures_made_at_import() -> None:
+    """A route's dependency is a closure made once, when its module is imported (``per_user``'s
+    ``spend_per_user`` holds ``pick``): a mutant that stops using ``pick`` has one free variable
+    fewer than that closure has cells, and must still be what the closure runs."""
+    (mutant,) = [
+        m
+        for m in mutants_of("app/auth/deps.py")
+        if m.function == "per_user"
+        and "+        await spend(request, str(caller.user_id))" in m.diff
+    ]
+    spend_per_user = per_user(lambda quotas: quotas.token_create)
+    caller = SimpleNamespace(user_id="u")
+    with pytest.raises(AttributeError):  # pick(quotas) on no quotas: the original's first step
+        await spend_per_user(None, caller, None)  # type: ignore[arg-type]
+    restore = _apply(mutant)
+    try:
+        with pytest.raises(TypeError, match="key"):  # spend() without its key: the mutant's
+            await spend_per_user(None, caller, None)  # type: ignore[arg-type]
+    finally:
+        restore()
+    with pytest.raises(AttributeError):
+        await spend_per_user(None, caller, None)  # type: ignore[arg-type]
 
 
 def test_a_mutant_that_drops_super_applies_to_the_method_of_the_class() -> None:

@@ -12,6 +12,7 @@ died or hung and goes on from the next mutant.
 
 from __future__ import annotations
 
+import ast
 import gc
 import importlib
 import json
@@ -111,17 +112,22 @@ def _apply(mutant: Mutant) -> Callable[[], None]:
     # their own copy of the code, which swapping the outer function's would not reach.
     swaps = [(function, function.__code__, code)]
     for old, new in _changed_nested(function.__code__, code):
-        swaps += [
-            (made, old, new)
-            for made in gc.get_referrers(old)
-            if isinstance(made, types.FunctionType)
-            and made.__code__ is old
-            # A closure whose cells the mutant's code does not fit (it drops or adds a free
-            # variable) cannot take it: one left from an earlier call of the outer function
-            # (a request's receive, held until collected) is not called again, and the next
-            # call makes its own from the mutant. Left alone, never the cause of a kill.
-            and len(made.__closure__ or ()) == len(new.co_freevars)
-        ]
+        # A mutant that stops using a variable of the outer function (``spend(request, key)``
+        # for ``spend(request, pick(quotas), key)``) has fewer free variables than the closures
+        # made at import (a route's dependency) hold cells for: it is compiled to hold them all.
+        # One that needs a cell they lack (adds a free variable) is left alone: only the outer
+        # function's later calls make closures of it.
+        fitted = (
+            new
+            if new.co_freevars == old.co_freevars
+            else _fit_closure(mutant, new, old.co_freevars)
+        )
+        if fitted is not None:
+            swaps += [
+                (made, old, fitted)
+                for made in gc.get_referrers(old)
+                if isinstance(made, types.FunctionType) and made.__code__ is old
+            ]
     done: list[tuple[types.FunctionType, types.CodeType]] = []
 
     def restore() -> None:
@@ -137,6 +143,48 @@ def _apply(mutant: Mutant) -> Callable[[], None]:
         restore()
         raise
     return restore
+
+
+def _fit_closure(
+    mutant: Mutant, nested: types.CodeType, freevars: tuple[str, ...]
+) -> types.CodeType | None:
+    """The mutant's ``nested`` function compiled to hold the closure cells ``freevars`` (which
+    its own free variables are some of), or None when it cannot (a free variable it adds, a
+    lambda, which has no statement to hold the rest).
+
+    Each variable it stopped using is named in an ``if False:`` at the start of its body: the
+    compiler keeps it a free variable, in the same (sorted) place, and emits no code for it."""
+    dropped = sorted(set(freevars) - set(nested.co_freevars))
+    if not set(nested.co_freevars) <= set(freevars):
+        return None
+    tree = ast.parse(mutant.source)
+    path = nested.co_qualname.replace(".<locals>", "").split(".")
+    node: ast.AST = tree
+    for name in path:
+        found = [
+            child
+            for child in ast.iter_child_nodes(node)
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and child.name == name
+        ]
+        if len(found) != 1:
+            return None
+        node = found[0]
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return None
+    line = node.body[0].lineno
+    keep = ast.If(
+        test=ast.Constant(False),
+        body=[ast.Expr(ast.Tuple([ast.Name(name, ast.Load()) for name in dropped], ast.Load()))],
+        orelse=[],
+    )
+    for part in ast.walk(keep):
+        part.lineno = part.end_lineno = line  # type: ignore[attr-defined]
+        part.col_offset = part.end_col_offset = 0  # type: ignore[attr-defined]
+    node.body.insert(0, keep)
+    module = compile(tree, str(ROOT / mutant.file), "exec")
+    fitted = function_code(module, nested.co_qualname)
+    return fitted if fitted is not None and fitted.co_freevars == freevars else None
 
 
 def _forget_apps(session: pytest.Session) -> None:
