@@ -50,7 +50,7 @@ LEFT JOIN LATERAL (
     SELECT min(e.at) AS at FROM procrastinate_events e WHERE e.job_id = j.id AND e.type = 'deferred'
 ) d ON true
 WHERE j.status IN ('todo', 'doing', 'failed')
-  AND NOT (j.status = 'todo' AND j.scheduled_at > now())
+  AND (j.status <> 'todo' OR j.scheduled_at IS NULL OR j.scheduled_at <= now())
 GROUP BY 1, 2
 """
 """Per queue and status, the jobs due (a job scheduled for later is not late), those on a retry,
