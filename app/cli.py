@@ -11,6 +11,7 @@ import os
 import secrets
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 
@@ -26,6 +27,7 @@ from app.db.session import create_engine
 from app.kit import server, supervisor
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.main import create_app
+from app.observability import scrape
 from app.queue import ExpectedInOneLine, Worker
 from app.settings import ConfigurationError, Settings
 
@@ -126,11 +128,51 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
 def _serve_ready(settings: Settings, sock: socket.socket, shutdown: Shutdown) -> None:
     """Serve in this process, or in ``settings.workers`` forked from it."""
     if settings.workers == 1:
-        server.run(create_app(settings), settings, sock, shutdown)
-    else:
+        with _metrics_listener(settings):
+            server.run(create_app(settings), settings, sock, shutdown)
+        return
+    # The workers count in files of a directory of their own (emptied by every start), which
+    # the supervisor's listener and each worker's /metrics sum (ADR 0023).
+    with (
+        tempfile.TemporaryDirectory(prefix="vetify-metrics-") as shared,
+        _environment(scrape.MULTIPROCESS_DIR, shared),
+        _metrics_listener(settings),
+    ):
         supervisor.supervise(
-            settings.workers, functools.partial(_serve_worker, settings, sock), shutdown
+            settings.workers,
+            functools.partial(_serve_worker, settings, sock),
+            shutdown,
+            ended=scrape.process_ended,
         )
+
+
+@contextmanager
+def _metrics_listener(settings: Settings) -> Iterator[None]:
+    """``VETIFY_METRICS_PORT``'s listener while the block runs, if one is configured."""
+    try:
+        listener = scrape.listen(settings)
+    except OSError as exc:
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        raise server.PortUnavailable(f"cannot serve metrics on {where}: {exc.strerror}") from None
+    try:
+        yield
+    finally:
+        if listener is not None:
+            listener.shutdown()
+            listener.server_close()
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _serve_worker(
@@ -184,7 +226,7 @@ def _worker(settings: Settings) -> None:
             " runs the jobs in its own process"
         )
     shutdown = Shutdown(settings.shutdown_timeout_seconds).install()
-    with database(settings) as ready:
+    with database(settings) as ready, _metrics_listener(ready):
         if not shutdown.requested:
             asyncio.run(_work(ready, shutdown))
 

@@ -38,6 +38,8 @@ from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
 from app.kit.uploads import MULTIPART_HEADROOM
+from app.observability import metrics, scrape
+from app.observability.red import RequestMetrics
 from app.pets.routes import router as pets_router
 from app.production import database_role_refusal
 from app.queue import Worker
@@ -72,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
             parallelism=settings.password_hash_parallelism,
         )
         engine = create_engine(settings)
+        metrics.watch_pool(engine, settings.db_pool_size)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.storage = storage_from(settings)
@@ -107,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await engine.dispose()
+            metrics.forget_pool(settings.db_pool_size)
 
     app = FastAPI(
         title="Vetify",
@@ -126,6 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    if settings.metrics_token is not None:
+        app.include_router(scrape.router(settings, settings.metrics_token))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -167,5 +173,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(SecurityHeaders)
+    # Around everything that may answer (a 413, a 429), inside the client's real scheme.
+    app.add_middleware(RequestMetrics)
     # Only a configured proxy is believed about who the client is and whether it used HTTPS.
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)

@@ -295,6 +295,17 @@ class Settings(BaseSettings):
     the rest closes connections. Past it the process exits anyway (code 1). Below Kubernetes'
     terminationGracePeriodSeconds (30 by default)."""
 
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Serve Prometheus' ``/metrics`` on this port, apart from the API (`vetify serve` and
+    `vetify worker` each start it; under ``--workers N`` the supervisor serves the sum of its
+    workers). Unset: no separate listener. ADR 0023, docs/operations.md."""
+    metrics_host: str = "127.0.0.1"
+    """Where the metrics listener binds: loopback by default, for a scraper on the same host
+    or in the same pod; what it shows is not for the public."""
+    metrics_token: SecretStr | None = None
+    """Serve ``/metrics`` on the API's own port too, to a scraper sending ``Authorization:
+    Bearer <token>``. Unset (and no metrics port): there is no ``/metrics`` route at all."""
+
     smtp_host: str | None = None
     """The mail relay for notices to clinics (trial ending...); unset: notices are only logged."""
     smtp_port: int = Field(default=587, ge=1, le=65535)

@@ -20,6 +20,7 @@ from app.kit.clock import utcnow
 from app.kit.problems import Conflict, Problem
 from app.kit.storage import ObjectMissing, Storage, discard, new_key, staging_file
 from app.kit.uploads import UnsupportedMediaType, receive_file
+from app.observability import metrics
 from app.queue import enqueue
 from app.records import service as records
 from app.settings import Settings
@@ -157,6 +158,7 @@ async def scan_pending(
 
 
 def _record(attachment: Attachment, verdict: clamd.Verdict) -> None:
+    metrics.scanned(clean=verdict.clean)
     if verdict.clean:
         attachment.scan_status = ScanStatus.clean
     else:

@@ -18,6 +18,7 @@ from app.auth.models import TokenPurpose, User
 from app.auth.service import invitation_to_mail
 from app.db.tenancy import InClinic, enter_tenant
 from app.kit.mail import Mail, Mailer
+from app.observability import metrics
 from app.queue import queue, runtime
 
 # A relay that is down: retried for about an hour, then left (the person can ask again).
@@ -35,7 +36,8 @@ async def mail_email_verification(context: JobContext, user_id: str) -> None:
         secret = await lifecycle.new_link(session, vetify.settings, user, TokenPurpose.verify_email)
         hours = vetify.settings.email_verification_valid_hours
         mailer: Mailer = vetify.service("mail", Mailer)
-        await mailer.send(
+        await metrics.send(
+            mailer,
             Mail(
                 to=(user.email,),
                 subject="Verify your address for Vetify",
@@ -50,7 +52,7 @@ async def mail_email_verification(context: JobContext, user_id: str) -> None:
                     " address back, reset the password: the account's password then stops"
                     " working for whoever made it.\n"
                 ),
-            )
+            ),
         )
 
 
@@ -66,7 +68,8 @@ async def mail_password_reset(context: JobContext, user_id: str) -> None:
         )
         minutes = max(1, vetify.settings.password_reset_valid_seconds // 60)
         mailer: Mailer = vetify.service("mail", Mailer)
-        await mailer.send(
+        await metrics.send(
+            mailer,
             Mail(
                 to=(user.email,),
                 subject="Reset your Vetify password",
@@ -77,7 +80,7 @@ async def mail_password_reset(context: JobContext, user_id: str) -> None:
                     f"{vetify.settings.public_url}/reset-password?token={secret}\n\n"
                     "Setting it logs you out everywhere. " + _IGNORE + "\n"
                 ),
-            )
+            ),
         )
 
 
@@ -92,7 +95,8 @@ async def mail_invitation(context: JobContext, clinic_id: str, invitation_id: st
             return
         secret, invitation, where, inviter = found
         mailer: Mailer = vetify.service("mail", Mailer)
-        await mailer.send(
+        await metrics.send(
+            mailer,
             Mail(
                 to=(invitation.email,),
                 subject="You are invited to a clinic on Vetify",
@@ -105,5 +109,5 @@ async def mail_invitation(context: JobContext, clinic_id: str, invitation_id: st
                     + _IGNORE
                     + "\n"
                 ),
-            )
+            ),
         )

@@ -25,6 +25,7 @@ from app.kit import crypto, passwords
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from app.kit.ratelimit import Limiter, Policy
+from app.observability import metrics
 from app.queue import enqueue
 from app.settings import Settings
 
@@ -133,6 +134,7 @@ async def request_password_reset(
     whatever happens here: no account, over the address's limit, or mailed."""
     # Counted for every address, known or not, so the limit says nothing about accounts.
     if not (await limiter.hit(per_address, _address_key(email))).allowed:
+        metrics.rate_limited(per_address.name)
         security_log.warning("password reset not mailed: the address is over its limit")
         return
     user = (

@@ -30,6 +30,7 @@ from limits.aio.storage import MemoryStorage
 
 from app.kit.problems import InvalidCredentials, MfaRequired, Problem
 from app.kit.ratelimit import Limiter, Script
+from app.observability import metrics
 from app.settings import Settings
 
 JUDGED = (InvalidCredentials, MfaRequired)
@@ -149,6 +150,8 @@ class LoginGuard:
         try:
             yield
         except JUDGED:
+            # The attempt's number: the one that reaches ``lock_after`` locked the account.
+            metrics.login_failed(locked=value == self.lock_after)
             raise
         except Exception:
             # (Not on cancellation: a dropped connection's attempt stays counted.)

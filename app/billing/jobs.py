@@ -20,6 +20,7 @@ from app.billing.sync import apply_event
 from app.db.tenancy import InClinic, enter_tenant
 from app.kit.clock import utcnow
 from app.kit.mail import Mail, Mailer
+from app.observability import metrics
 from app.queue import queue, runtime
 from app.settings import Settings
 
@@ -103,7 +104,9 @@ async def mail_trial_ending(context: JobContext, clinic_id: str) -> None:
         mailer: Mailer = vetify.service("mail", Mailer)
         # Recorded only once sent: a relay that is down gets the mail retried, not lost.
         if recipients:
-            await mailer.send(_trial_mail(recipients, account.trial_ends_at, vetify.settings))
+            await metrics.send(
+                mailer, _trial_mail(recipients, account.trial_ends_at, vetify.settings)
+            )
         account.trial_will_end_at = utcnow()
 
 

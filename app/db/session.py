@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 from app.db.faults import bound_waits, unavailability
 from app.settings import Settings
@@ -48,9 +50,35 @@ def unresponsive_within(settings: Settings) -> float:
     return max(acquire, statement_given_up_after(settings))
 
 
+class WatchedPool(AsyncAdaptedQueuePool):
+    """The usual pool, telling :attr:`on_wait` when a checkout finds every connection in use
+    and has to wait for one, and :attr:`on_timeout` when that wait ran out (SQLAlchemy has no
+    event for either; the metrics count them, and app.db may not import the metrics)."""
+
+    on_wait: Callable[[], None] = staticmethod(lambda: None)
+    on_timeout: Callable[[], None] = staticmethod(lambda: None)
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if self._pool.empty() and self._overflow >= self._max_overflow:
+            self.on_wait()
+        try:
+            return super()._do_get()
+        except PoolTimeout:
+            self.on_timeout()
+            raise
+
+    def recreate(self) -> Any:
+        # A pool made again (``dispose``) keeps telling the same listeners.
+        fresh = super().recreate()
+        if isinstance(fresh, WatchedPool):
+            fresh.on_wait, fresh.on_timeout = self.on_wait, self.on_timeout
+        return fresh
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         database_url(settings),
+        poolclass=WatchedPool,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_connect_timeout_seconds,

@@ -62,9 +62,12 @@ class _Worker:
     :data:`RESTART_PAUSE_SECONDS` after it started if it ended sooner: a crash loop, paced)."""
 
 
-def supervise(count: int, work: Work, shutdown: Shutdown) -> None:
+def supervise(
+    count: int, work: Work, shutdown: Shutdown, ended: Callable[[int], None] = lambda _: None
+) -> None:
     """Run ``work`` in ``count`` forked processes until ``shutdown`` is asked for, then stop
-    them. Raises :class:`WorkerFailedToStart` if one ends before it serves."""
+    them; ``ended`` is told the pid of each that has exited (the metrics forget its gauges).
+    Raises :class:`WorkerFailedToStart` if one ends before it serves."""
     context = multiprocessing.get_context("fork")
 
     def start(index: int) -> _Worker:
@@ -86,15 +89,17 @@ def supervise(count: int, work: Work, shutdown: Shutdown) -> None:
                 if shutdown.requested:
                     break
                 if worker.restart_at is None and not worker.process.is_alive():
-                    _ended(worker)
+                    _ended(worker, ended)
                 if worker.restart_at is not None and time.monotonic() >= worker.restart_at:
                     workers[position] = start(worker.index)
     finally:
-        _stop(workers)
+        _stop(workers, ended)
 
 
-def _ended(worker: _Worker) -> None:
+def _ended(worker: _Worker, ended: Callable[[int], None]) -> None:
     worker.process.join()
+    if worker.process.pid is not None:
+        ended(worker.process.pid)
     worker.restart_at = max(time.monotonic(), worker.started_at + RESTART_PAUSE_SECONDS)
     how = _exit(worker.process.exitcode)
     if not worker.serving.is_set():
@@ -109,12 +114,14 @@ def _run(index: int, work: Work, seconds: float, serving: Event) -> None:
     work(index, Shutdown(seconds).install(), serving.set)
 
 
-def _stop(workers: list[_Worker]) -> None:
+def _stop(workers: list[_Worker], ended: Callable[[int], None]) -> None:
     for worker in workers:
         if worker.process.is_alive() and worker.process.pid is not None:
             os.kill(worker.process.pid, signal.SIGTERM)
     for worker in workers:
         worker.process.join()  # each within its own deadline; the supervisor's kills past it
+        if worker.restart_at is None and worker.process.pid is not None:
+            ended(worker.process.pid)
 
 
 def _kill(workers: list[_Worker]) -> None:
