@@ -26,6 +26,7 @@ from app.db.session import create_engine
 from app.kit import server, supervisor
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.main import create_app
+from app.observability import errors
 from app.queue import ExpectedInOneLine, Worker
 from app.settings import ConfigurationError, Settings
 
@@ -316,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         given = {} if getattr(args, "workers", None) is None else {"workers": args.workers}
         settings = Settings(**given)
+        # Once per process, before any fork: sentry-sdk restarts its sending thread in each
+        # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
+        errors.configure(settings)
         if args.command == "migrate":
             _migrate(settings)
         elif args.command == "worker":
