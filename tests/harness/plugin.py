@@ -364,6 +364,10 @@ def stage_settings(
         smtp_starttls=False,  # the loopback relay speaks plain SMTP
         smtp_username=SMTP_USERNAME,
         smtp_password=canary.SMTP_PASSWORD,
+        # Held, never used to send: only `vetify` itself starts error reporting
+        # (tests/integration/test_error_reports.py points it at a fake ingest).
+        sentry_dsn=f"http://{canary.SENTRY_KEY}@127.0.0.1:9/1",
+        operator_token=canary.OPERATOR_TOKEN,
     )
 
 

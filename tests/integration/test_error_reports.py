@@ -153,7 +153,7 @@ async def test_a_job_that_fails_for_good_is_one_event(settings, world, reporting
 
 
 def test_no_dsn_reports_nothing(settings):
-    assert errors.configure(settings) is False
+    assert errors.configure(settings.model_copy(update={"sentry_dsn": None})) is False
 
 
 def test_the_release_names_the_commit(settings):
