@@ -276,3 +276,30 @@ async def test_a_cached_probe_keeps_a_failure_until_it_expires():
         with pytest.raises(dependencies.Unhealthy):
             await cached()
     assert len(calls) == 1
+
+
+async def test_stripe_refusing_the_probe_is_down(configured_app, stripe):
+    stripe.fail_next(3, 400, path_prefix="/v1/customers/")
+    async with configured_app(operator_token=TOKEN, stripe_probe_cache_seconds=0) as app:
+        found = await _report(app)
+    assert found["dependencies"]["stripe"] == {
+        "status": "down",
+        "required": False,
+        "latency_ms": found["dependencies"]["stripe"]["latency_ms"],
+        "detail": "InvalidRequestError",
+    }
+
+
+async def test_a_clamd_that_does_not_answer_pong_is_down(configured_app):
+    async def odd_daemon(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\0")
+        writer.write(b"UNKNOWN COMMAND\0")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(odd_daemon, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server, configured_app(operator_token=TOKEN, clamd_address=address) as app:
+        found = await _report(app)
+    assert found["dependencies"]["clamd"]["status"] == "down"
+    assert found["dependencies"]["clamd"]["detail"] == "ScannerUnavailable"
