@@ -21,6 +21,7 @@ from app.observability import errors
 from app.queue import enqueue
 from app.settings import Settings
 from tests.harness import canary
+from tests.harness.live import run_vetify
 from tests.harness.queue import drain
 from tests.harness.sentry import FakeSentry, fake_sentry
 
@@ -160,3 +161,20 @@ def test_the_release_names_the_commit(settings):
     assert errors.release(settings.model_copy(update={"git_sha": "0123456789abcdef"})).endswith(
         "+0123456789ab"
     )
+
+
+def test_an_uncaught_error_in_a_command_is_one_event(ingest):
+    """A real `vetify` process: the exception reaches ``sys.excepthook`` (here, a database URL
+    whose port is not a number, found only when the engine is made)."""
+    ingest.reset()
+    url = f"postgresql+asyncpg://vetify_app:{canary.ROLE_PASSWORD}@127.0.0.1:notaport/vetify"
+    done = run_vetify("check", VETIFY_DATABASE_URL=url, VETIFY_SENTRY_DSN=ingest.dsn)
+
+    assert done.returncode == 1
+    assert "ValueError" in done.stderr
+    events = ingest.wait_for_events(1)
+    assert len(events) == 1
+    (exception,) = events[0]["exception"]["values"]
+    assert exception["type"] == "ValueError"
+    assert exception["mechanism"]["type"] == "excepthook"
+    _nothing_secret_in(ingest.raw())
