@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import logging
 import os
 import secrets
@@ -14,20 +15,25 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from types import SimpleNamespace
 
 import asyncpg
 from pydantic import SecretStr
+from redis.asyncio import Redis
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from app import health
 from app.billing import operations
 from app.db import migrate, provision
 from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
 from app.db.session import create_engine
 from app.kit import server, supervisor
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
-from app.main import create_app
-from app.observability import scrape
+from app.kit.storage import storage_from
+from app.main import create_app, dependency_probes
+from app.observability import errors, scrape
+from app.observability.dependencies import Report, Status
 from app.queue import ExpectedInOneLine, Worker
 from app.settings import ConfigurationError, Settings
 
@@ -237,6 +243,56 @@ async def _work(settings: Settings, shutdown: Shutdown) -> None:
     await worker.stop()
 
 
+def _check(settings: Settings, as_json: bool) -> None:
+    """The dependency report of /health/dependencies, from this host: exit 1 when a required
+    dependency is down (for cron and uptime checks)."""
+    if settings.embedded:
+        raise SystemExit(
+            "vetify check: set VETIFY_DATABASE_URL (the embedded database is `vetify serve`'s;"
+            " ask its /health/dependencies instead)"
+        )
+    found = asyncio.run(_dependency_report(settings))
+    if as_json:
+        print(json.dumps(found.as_json(), indent=2), flush=True)
+    else:
+        print(_table(found), flush=True)
+    if found.status is Status.down:
+        raise SystemExit(1)
+
+
+async def _dependency_report(settings: Settings) -> Report:
+    engine = create_engine(settings)
+    redis = (
+        Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2)
+        if settings.redis_url
+        else None
+    )
+    state = SimpleNamespace(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        storage=storage_from(settings),
+        dependency_probes=dependency_probes(settings),
+    )
+    try:
+        return await health.dependency_report_of(state)
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await engine.dispose()
+
+
+def _table(found: Report) -> str:
+    lines = [f"{'dependency':<10} {'status':<15} {'latency':>10}  detail"]
+    for name, finding in found.findings.items():
+        latency = "" if finding.latency_ms is None else f"{finding.latency_ms:.1f} ms"
+        name_shown = f"{name}*" if finding.required else name
+        detail = finding.detail or ""
+        lines.append(f"{name_shown:<10} {finding.status.value:<15} {latency:>10}  {detail}")
+    lines.append(f"overall: {found.status.value}  (* required)")
+    return "\n".join(lines)
+
+
 def _billing(settings: Settings, args: argparse.Namespace) -> None:
     with _claimed(settings, f"vetify billing (pid {os.getpid()})"), database(settings) as ready:
         print(asyncio.run(operations.run(ready, args)), flush=True)
@@ -311,6 +367,11 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("--demo", action="store_true", help="seed the demo clinic")
     commands.add_parser("migrate", help="apply database migrations (as the schema owner)")
     commands.add_parser("worker", help="run background jobs (the procrastinate worker)")
+    check = commands.add_parser(
+        "check",
+        help="report each dependency's state and latency; exit 1 if a required one is down",
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     operations.add_commands(
         commands.add_parser("billing", help="Stripe events: list, metrics, replay")
     )
@@ -358,10 +419,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         given = {} if getattr(args, "workers", None) is None else {"workers": args.workers}
         settings = Settings(**given)
+        # Once per process, before any fork: sentry-sdk restarts its sending thread in each
+        # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
+        errors.configure(settings)
         if args.command == "migrate":
             _migrate(settings)
         elif args.command == "worker":
             _worker(settings)
+        elif args.command == "check":
+            _check(settings, args.json)
         elif args.command == "billing":
             _billing(settings, args)
         else:

@@ -8,16 +8,19 @@ limits fall back to each process's memory, ADR 0008), so a Redis outage is repor
 from __future__ import annotations
 
 import asyncio
+import hmac
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.kit.problems import ServiceUnavailable, responses
+from app.kit.problems import NotFound, ServiceUnavailable, Unauthenticated, responses
+from app.observability import dependencies
 
 router = APIRouter(prefix="/health", tags=["health"])
 ANSWER_MARGIN = 0.2
@@ -114,3 +117,69 @@ async def _redis(state: Any, within: float) -> Dependency:
     except (RedisError, OSError):
         return Dependency.unreachable
     return Dependency.ok
+
+
+class DependencyOut(BaseModel):
+    status: dependencies.Status
+    required: bool = Field(description="The service cannot work without it")
+    latency_ms: float | None = Field(ge=0, description="None when not configured")
+    detail: str | None = Field(max_length=500, description="What the probe saw, in words")
+
+
+class DependencyStates(BaseModel):
+    database: DependencyOut
+    redis: DependencyOut
+    worker: DependencyOut = Field(description="The job workers' heartbeat (last seen)")
+    queue: DependencyOut = Field(description="The oldest due job still waiting")
+    stripe: DependencyOut
+    smtp: DependencyOut
+    s3: DependencyOut
+    clamd: DependencyOut
+
+
+class DependencyReport(BaseModel):
+    status: dependencies.Status = Field(
+        description="down: a required dependency is down; degraded: another is down or slow"
+    )
+    dependencies: DependencyStates
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="OperatorToken",
+    description="VETIFY_OPERATOR_TOKEN (operators, uptime checks)",
+)
+
+
+def operator(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Operators only: the bearer token ``VETIFY_OPERATOR_TOKEN``; without one configured the
+    route does not exist (404), so a deployment that never set it exposes nothing."""
+    expected = request.app.state.settings.operator_token
+    if expected is None:
+        raise NotFound()
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthenticated("Send the operator token as a bearer token.")
+
+
+@router.get(
+    "/dependencies",
+    dependencies=[Depends(operator)],
+    responses=responses(Unauthenticated, NotFound),
+    summary="Each dependency's state and latency (operators: the bearer VETIFY_OPERATOR_TOKEN)",
+)
+async def dependency_report(request: Request) -> DependencyReport:
+    found = await dependency_report_of(request.app.state)
+    return DependencyReport.model_validate(found.as_json())
+
+
+async def dependency_report_of(state: Any) -> dependencies.Report:
+    """The report for the app whose ``state`` this is (also what `vetify check` prints)."""
+    settings = state.settings
+    checks = dependencies.checks(
+        settings, state.engine, state.redis, state.storage, state.dependency_probes
+    )
+    return await dependencies.report(checks, settings.ready_timeout_seconds - ANSWER_MARGIN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from app.auth.lifecycle_routes import router as lifecycle_router
 from app.auth.lockout import LoginGuard
 from app.auth.quotas import Quotas
 from app.auth.routes import router as auth_router
+from app.billing import stripe_api
 from app.billing.account import standing
 from app.billing.routes import WEBHOOK_PATH
 from app.billing.routes import router as billing_router
@@ -39,6 +41,7 @@ from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
 from app.kit.uploads import MULTIPART_HEADROOM
 from app.observability import metrics, scrape
+from app.observability.dependencies import Cached, Probe
 from app.observability.red import RequestMetrics
 from app.pets.routes import router as pets_router
 from app.production import database_role_refusal
@@ -74,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
             parallelism=settings.password_hash_parallelism,
         )
         engine = create_engine(settings)
+        metrics.announce_build(settings)
         metrics.watch_pool(engine, settings.db_pool_size)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
@@ -126,6 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.quotas = Quotas.from_settings(settings)
     # Billing's view of a clinic, attached to every caller by app.auth.deps.
     app.state.standing_of = standing
+    # Dependencies of domains, for /health/dependencies (app/health.py may not import them).
+    app.state.dependency_probes = dependency_probes(settings)
     app.state.schema_heads = head_revisions()
     problems.install(app)
     for router in ROUTERS:
@@ -142,6 +148,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     _add_middleware(app, settings)
     return app
+
+
+def dependency_probes(settings: Settings) -> dict[str, Probe | None]:
+    stripe = None
+    if settings.stripe_api_key is not None:
+        # Cached: Stripe's API is rate-limited, and an uptime check may ask every few seconds.
+        probe = functools.partial(stripe_api.probe, settings)
+        stripe = Cached(probe, settings.stripe_probe_cache_seconds)
+    return {"stripe": stripe}
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:

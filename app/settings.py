@@ -333,6 +333,22 @@ class Settings(BaseSettings):
     billing_grace_days: int = Field(default=7, ge=0, le=60)
     """How long a past-due clinic keeps writing before it turns read-only."""
 
+    # Error tracking and dependency health (docs/adr/0024-errors-and-dependency-health.md).
+    sentry_dsn: SecretStr | None = None
+    """Where errors are reported (Sentry, or a compatible server such as GlitchTip); unset:
+    nothing is sent anywhere."""
+    sentry_environment: str | None = Field(default=None, max_length=64)
+    """The environment errors are filed under; unset: ``VETIFY_ENV``."""
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of requests sent to Sentry as performance traces (0: errors only)."""
+    git_sha: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{7,40}$")
+    """The commit deployed, set by the image build; part of the release errors name."""
+    operator_token: SecretStr | None = None
+    """Bearer token of the operators' ``/health/dependencies``; unset: that route is a 404."""
+    stripe_probe_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    """How long ``/health/dependencies`` reuses its last answer from Stripe (its API is
+    rate-limited and a probe per scrape would be wasteful)."""
+
     @field_validator("trusted_proxies", "cors_allow_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -133,3 +133,21 @@ def _plain(obj: Any) -> dict[str, Any]:
     """A StripeObject as the JSON Stripe sent: handlers read one shape, the wire's, whether an
     object came in a webhook or from a retrieve."""
     return dict(obj.to_dict())
+
+
+PROBE_CUSTOMER = "cus_vetifyhealthprobe"
+"""A customer no account has: Stripe answers its lookup 404 once it has accepted the key."""
+
+
+async def probe(settings: Settings) -> str:
+    """Stripe answers, and takes the configured key (for the dependency report): a lookup that
+    finds nothing, so it changes nothing and costs no object."""
+    client = Stripe(settings)
+    try:
+        await client.client.v1.customers.retrieve_async(PROBE_CUSTOMER)
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status != 404:  # a 400 or 429: Stripe refuses what we send
+            raise
+    finally:
+        await client.close()
+    return "the key is accepted"

@@ -51,6 +51,19 @@ async def scan_file(address: str, path: Path, *, seconds: float) -> Verdict:
     return _verdict(reply.rstrip(b"\0").decode("utf-8", "replace"))
 
 
+async def ping(address: str) -> None:
+    """clamd's ``PING``, answered ``PONG``: the daemon is up and reading commands."""
+    host, port = parse_address(address)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        await _send(writer, b"zPING\0")
+        reply = await reader.readuntil(b"\0")
+    finally:
+        writer.close()
+    if reply != b"PONG\0":
+        raise ScannerUnavailable(f"clamd answered {reply[:200]!r} to PING")
+
+
 async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
     # A daemon that reset the connection meanwhile (between chunks: the file is read in a
     # thread) has closed the transport, and uvloop's write then raises RuntimeError, not an

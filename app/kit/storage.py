@@ -129,6 +129,10 @@ class S3Storage:
         )
         self.staging_dir = staging_dir
 
+    async def reachable(self) -> None:
+        """The bucket answers (HEAD), with these credentials."""
+        await to_thread.run_sync(lambda: self.client.head_bucket(Bucket=self.bucket))
+
     async def put(self, key: str, staged: Path) -> None:
         try:
             with _unavailable():

@@ -12,7 +12,6 @@ that directory when a value is made (ADR 0023).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.session import WatchedPool
 from app.kit.mail import Mail, Mailer
+from app.settings import Settings
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1, 2.5, 5)
 """Seconds: fine between 5 and 500 ms (the latency budgets of tests/load), coarse above."""
@@ -133,8 +133,6 @@ def instruments() -> Instruments:
         # `vetify serve --workers N` sets PROMETHEUS_MULTIPROC_DIR after the import.
         values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
         _made = Instruments(REGISTRY)
-        build = build_info()
-        _made.build.labels(version=build.version, git_sha=build.git_sha).set(1)
     return _made
 
 
@@ -144,17 +142,19 @@ class Build:
     git_sha: str
 
 
-def build_info() -> Build:
-    """The installed package's version; the commit from ``VETIFY_GIT_SHA`` (set by the image
-    build), else "unknown"."""
+def build_info(settings: Settings) -> Build:
+    """The installed package's version, and the commit ``VETIFY_GIT_SHA`` names (set by the
+    image build; the setting takes only what a commit id looks like), else "unknown"."""
     try:
         version = metadata.version("vetify")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    # Only what a commit id looks like: a label value must not carry whatever the variable holds.
-    sha = os.environ.get("VETIFY_GIT_SHA", "")
-    valid = 7 <= len(sha) <= 40 and all(c in "0123456789abcdef" for c in sha.lower())
-    return Build(version, sha.lower() if valid else "unknown")
+    return Build(version, settings.git_sha.lower() if settings.git_sha else "unknown")
+
+
+def announce_build(settings: Settings) -> None:
+    build = build_info(settings)
+    instruments().build.labels(version=build.version, git_sha=build.git_sha).set(1)
 
 
 def watch_pool(engine: AsyncEngine, pool_size: int) -> None:

@@ -32,6 +32,7 @@ from pydantic import SecretStr
 
 from app.db.migrate import plain_url
 from app.kit.problems import Unauthenticated
+from app.observability import metrics
 from app.observability.metrics import REGISTRY, instruments
 from app.settings import Settings
 
@@ -166,6 +167,7 @@ def listen(settings: Settings) -> Any:
     process) if a port is set; the server, to shut down, or None."""
     if settings.metrics_port is None:
         return None
+    metrics.announce_build(settings)
     server, _thread = start_http_server(
         settings.metrics_port, settings.metrics_host, registry=registry(settings)
     )

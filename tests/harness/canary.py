@@ -37,6 +37,8 @@ STRIPE_KEY = "sk_test_" + _draw("stripekey")
 # pragma: allowlist nextline secret - a canary drawn per run, in Stripe's shape
 STRIPE_WEBHOOK_SECRET = "whsec_" + _draw("whsec")
 SMTP_PASSWORD = _draw("smtp")
+SENTRY_KEY = _draw("sentry")
+OPERATOR_TOKEN = _draw("operator")
 ALL = (
     SUPERUSER_PASSWORD,
     ROLE_PASSWORD,
@@ -46,6 +48,8 @@ ALL = (
     STRIPE_KEY,
     STRIPE_WEBHOOK_SECRET,
     SMTP_PASSWORD,
+    SENTRY_KEY,
+    OPERATOR_TOKEN,
 )
 
 

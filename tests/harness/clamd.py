@@ -46,6 +46,9 @@ def fake_clamd() -> Iterator[FakeClamd]:
             command = b""
             while not command.endswith(b"\0"):
                 command += _read_exactly(self, 1)
+            if command == b"zPING\0":
+                self.wfile.write(b"PONG\0")
+                return
             if command != b"zINSTREAM\0":
                 self.wfile.write(b"UNKNOWN COMMAND\0")
                 return

@@ -91,6 +91,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test id naming a canary: the canaries are drawn per process, so each xdist worker
+    would collect other ids (and the run stops), and the secret would be in every report."""
+    named = [item.nodeid for item in items if any(secret in item.nodeid for secret in canary.ALL)]
+    if named:
+        raise pytest.UsageError(
+            f"test ids must not hold a canary (give the parameters ids=): {named[:5]}"
+        )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
     # Here rather than at collection: pytest's logging plugin restores the root logger's level
@@ -364,6 +374,10 @@ def stage_settings(
         smtp_starttls=False,  # the loopback relay speaks plain SMTP
         smtp_username=SMTP_USERNAME,
         smtp_password=canary.SMTP_PASSWORD,
+        # Held, never used to send: only `vetify` itself starts error reporting
+        # (tests/integration/test_error_reports.py points it at a fake ingest).
+        sentry_dsn=f"http://{canary.SENTRY_KEY}@127.0.0.1:9/1",
+        operator_token=canary.OPERATOR_TOKEN,
     )
 
 

@@ -50,6 +50,8 @@ EXEMPT: dict[tuple[str, str], str] = {
     ("*", "/docs/static"): "Swagger UI's scripts and styles: static files",
     ("GET", "/health/live"): "liveness probe: answers from the process alone",
     ("GET", "/health/ready"): "readiness probe: database and Redis state, no clinic data",
+    ("GET", "/health/dependencies"): "operators' dependency report: no clinic data; the"
+    " operator token is checked by tests/integration/test_dependencies.py",
 }
 """Routes outside the API that hold no clinic data, with why they are not attacked."""
 

@@ -15,7 +15,7 @@ from app.kit.mail import Mail, Mailer
 from app.observability import metrics
 from app.observability.red import UNMATCHED, route_of, status_class
 from app.observability.scrape import DatabaseFigures
-from app.settings import Settings
+from app.settings import ConfigurationError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
@@ -86,11 +86,13 @@ def test_status_classes(status: int | None, label: str) -> None:
     assert status_class(status) == label
 
 
-def test_build_info_takes_a_commit_id_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VETIFY_GIT_SHA", "ABC" + "1234")
-    assert metrics.build_info().git_sha == "abc" + "1234"
-    monkeypatch.setenv("VETIFY_GIT_SHA", "alice@example.com")
-    assert metrics.build_info().git_sha == "unknown"
+def test_build_info_names_the_commit_of_the_setting_or_unknown() -> None:
+    settings = Settings(env="test")
+    assert metrics.build_info(settings).git_sha == "unknown"
+    named = settings.model_copy(update={"git_sha": "ABC" + "1234"})
+    assert metrics.build_info(named).git_sha == "abc" + "1234"
+    with pytest.raises(ConfigurationError, match="VETIFY_GIT_SHA"):  # not any text
+        Settings(env="test", git_sha="alice@example.com")
 
 
 def _count(name: str, **labels: str) -> float:
