@@ -11,7 +11,6 @@ is the threshold used here.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -141,16 +140,6 @@ def redis(client: Redis | None) -> Probe | None:
         await client.ping()
 
     return probe
-
-
-async def last_heartbeat(engine: AsyncEngine) -> dt.datetime | None:
-    """When a job worker last said it was alive (None: none ever has, or none is registered).
-    The metrics' ``vetify_worker_heartbeat_timestamp_seconds`` is this as a Unix time."""
-    async with engine.connect() as connection:
-        found: dt.datetime | None = await connection.scalar(
-            text("SELECT max(last_heartbeat) FROM procrastinate_workers")
-        )
-    return found
 
 
 def worker(engine: AsyncEngine) -> Probe:

@@ -115,12 +115,6 @@ class Instruments:
             registry=registry,
             multiprocess_mode="max",
         )
-        self.heartbeat = Gauge(
-            "vetify_worker_heartbeat_timestamp_seconds",
-            "Unix time a job worker last said it was alive (set by the job worker).",
-            registry=registry,
-            multiprocess_mode="max",
-        )
 
 
 _made: Instruments | None = None

@@ -57,6 +57,8 @@ GROUP BY 1, 2
 """Per queue and status, the jobs due (a job scheduled for later is not late), those on a retry,
 and how long the oldest has waited since it was due."""
 _STRIPE = "SELECT status::text, count(*) FROM stripe_events GROUP BY 1"
+_HEARTBEAT = "SELECT extract(epoch FROM max(last_heartbeat)) FROM procrastinate_workers"
+"""procrastinate's own record of its running workers (ADR 0024)."""
 
 
 class DatabaseFigures:
@@ -91,13 +93,17 @@ class DatabaseFigures:
                 labels=["status"],
             ),
             GaugeMetricFamily(
+                "vetify_worker_heartbeat_timestamp_seconds",
+                "Unix time a job worker last said it was alive (absent: none is running).",
+            ),
+            GaugeMetricFamily(
                 "vetify_metrics_database_up",
                 "1 when the scrape could read the figures above from the database.",
             ),
         )
 
     def collect(self) -> Iterator[Metric]:
-        jobs, retrying, oldest, stripe, up = self._families()
+        jobs, retrying, oldest, stripe, heartbeat, up = self._families()
         try:
             with psycopg.connect(
                 plain_url(self.database_url or ""),
@@ -112,12 +118,16 @@ class DatabaseFigures:
                         oldest.add_metric([queue], float(age))
                 for status, count in connection.execute(_STRIPE):
                     stripe.add_metric([status], count)
+                (last,) = connection.execute(_HEARTBEAT).fetchone() or (None,)
         except (psycopg.Error, OSError, ValueError) as exc:
             log.warning("metrics: the database's figures are missing (%s)", type(exc).__name__)
             yield from (up,)
             up.add_metric([], 0)
             return
         up.add_metric([], 1)
+        if last is not None:
+            heartbeat.add_metric([], float(last))
+            yield heartbeat
         yield from (jobs, retrying, oldest, stripe, up)
 
 

@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from app.auth.mails import MAIL_VERIFICATION
 from app.db.embedded import free_port
@@ -98,6 +99,18 @@ async def test_the_queue_is_read_from_the_database_when_scraped(configured_app):
     assert value(after, "vetify_jobs", **todo) == value(before, "vetify_jobs", **todo) + 1
     assert value(after, "vetify_jobs_oldest_due_age_seconds", queue="mail") >= 0
     assert ("vetify_jobs_oldest_due_age_seconds", frozenset({("queue", "mail")})) in after
+
+
+async def test_the_job_workers_heartbeat_is_scraped_once_one_has_registered(configured_app):
+    async with configured_app(metrics_token=TOKEN) as app, asgi_client(app) as http:
+        name = "vetify_worker_heartbeat_timestamp_seconds"
+        assert (name, frozenset()) not in await scrape(http)  # no worker: no time, not 0
+        async with app.state.engine.begin() as connection:
+            # What procrastinate's worker does as it starts (and then every few seconds).
+            await connection.execute(text("SELECT procrastinate_register_worker_v1()"))
+            now = await connection.scalar(text("SELECT extract(epoch FROM now())"))
+        seen = value(await scrape(http), name)
+    assert abs(seen - float(now)) < 60
 
 
 async def test_without_a_token_or_port_there_is_no_metrics_route(client):
