@@ -26,6 +26,7 @@ from app.db.session import create_engine
 from app.kit import server, supervisor
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.main import create_app
+from app.observability import tracing
 from app.queue import ExpectedInOneLine, Worker
 from app.settings import ConfigurationError, Settings
 
@@ -126,7 +127,8 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
 def _serve_ready(settings: Settings, sock: socket.socket, shutdown: Shutdown) -> None:
     """Serve in this process, or in ``settings.workers`` forked from it."""
     if settings.workers == 1:
-        server.run(create_app(settings), settings, sock, shutdown)
+        with tracing.traced():
+            server.run(create_app(settings), settings, sock, shutdown)
     else:
         supervisor.supervise(
             settings.workers, functools.partial(_serve_worker, settings, sock), shutdown
@@ -145,7 +147,9 @@ def _serve_worker(
     if index > 0:
         settings = settings.model_copy(update={"jobs_in_process": False})
     try:
-        server.run(create_app(settings), settings, sock, shutdown, serving)
+        # Set up after the fork: the exporter's thread would not survive it.
+        with tracing.traced():
+            server.run(create_app(settings), settings, sock, shutdown, serving)
     except ConfigurationError as exc:
         # In one line, as `vetify serve` says it; the supervisor then stops the others.
         raise SystemExit(f"vetify serve: worker {index}: {exc}") from None
@@ -184,7 +188,7 @@ def _worker(settings: Settings) -> None:
             " runs the jobs in its own process"
         )
     shutdown = Shutdown(settings.shutdown_timeout_seconds).install()
-    with database(settings) as ready:
+    with database(settings) as ready, tracing.traced():
         if not shutdown.requested:
             asyncio.run(_work(ready, shutdown))
 
@@ -316,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         given = {} if getattr(args, "workers", None) is None else {"workers": args.workers}
         settings = Settings(**given)
+        if args.command != "migrate":
+            tracing.exporter_name(os.environ)  # refused here, before anything starts
         if args.command == "migrate":
             _migrate(settings)
         elif args.command == "worker":
@@ -329,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         DataDirectoryInUse,
         server.PortUnavailable,
         supervisor.WorkerFailedToStart,
+        tracing.TracingRefused,
     ) as exc:
         # A refusal, in one line (a ConfigurationError: one per setting at fault, naming none
         # of their values), never a traceback.

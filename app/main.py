@@ -38,6 +38,7 @@ from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
 from app.kit.uploads import MULTIPART_HEADROOM
+from app.observability import tracing
 from app.pets.routes import router as pets_router
 from app.production import database_role_refusal
 from app.queue import Worker
@@ -135,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     _add_middleware(app, settings)
+    tracing.instrument_app(app)  # when on: outside every middleware, so a 413 or 429 is traced
     return app
 
 

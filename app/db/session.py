@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -48,6 +48,11 @@ def unresponsive_within(settings: Settings) -> float:
     return max(acquire, statement_given_up_after(settings))
 
 
+engine_hooks: list[Callable[[AsyncEngine], None]] = []
+"""Called with each engine :func:`create_engine` makes: app/observability traces its statements
+from here (the database layer imports nothing of observability; it only offers the engine)."""
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         database_url(settings),
@@ -73,6 +78,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
     # Instead of pool_pre_ping:
     bound_waits(engine, settings.db_ping_timeout_seconds, settings.db_ping_after_idle_seconds)
+    for hook in engine_hooks:
+        hook(engine)
     return engine
 
 
