@@ -120,7 +120,7 @@ class Tracing:
         FastAPIInstrumentor.instrument_app(
             app,
             tracer_provider=self.provider,
-            server_request_hook=_redact_urls,
+            server_request_hook=redact_urls,
             # The ASGI receive and send events as spans of their own: noise, at a cost.
             exclude_spans=["receive", "send"],
         )
@@ -216,7 +216,7 @@ class ClinicFromContext(SpanProcessor):
             span.set_attribute(CLINIC, str(known.clinic_id))
 
 
-def _redact_urls(span: trace.Span, *_: Any) -> None:
+def redact_urls(span: trace.Span, *_: Any) -> None:
     """Query strings redacted (app/kit/logs.py), wherever an instrumentation recorded one."""
     recorded = getattr(span, "attributes", None) or {}
     for name in _URL_ATTRIBUTES:
@@ -229,8 +229,8 @@ def _redact_urls(span: trace.Span, *_: Any) -> None:
 
 
 def _redact_client_url(span: trace.Span, request: RequestInfo) -> None:
-    _redact_urls(span)
+    redact_urls(span)
 
 
 async def _redact_client_url_async(span: trace.Span, request: RequestInfo) -> None:
-    _redact_urls(span)
+    redact_urls(span)
