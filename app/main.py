@@ -117,6 +117,10 @@ def create_app(settings: Settings) -> FastAPI:
         debug=settings.debug,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans, metrics and exception logs stay off, whatever
+        # provider is set: it would record a search's query string as sent (a client's name)
+        # and exceptions' messages. Requests are traced by app/observability/tracing.py.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_docs(app)
     app.state.settings = settings

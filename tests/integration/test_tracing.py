@@ -243,12 +243,13 @@ def test_a_live_server_with_forked_workers_exports_to_an_otlp_receiver(
         ) as live,
     ):
         token = live.demo_token("tracing")
+        authorized = {"Authorization": f"Bearer {token}"}
+        searched_for = f"Canary{secrets.token_hex(6)}"
         for _ in range(6):  # the kernel hands connections to either worker
-            with httpx.Client() as http:
-                listed = http.get(
-                    f"{live.url}/api/v1/pets", headers={"Authorization": f"Bearer {token}"}
-                )
-            assert listed.status_code == 200, listed.text
+            with httpx.Client(base_url=live.url, headers=authorized) as http:
+                assert http.get("/api/v1/pets").status_code == 200
+                found = http.get("/api/v1/customers", params={"q": searched_for})
+                assert found.status_code == 200, found.text
 
         def traced_lists() -> list:
             return [
@@ -269,4 +270,10 @@ def test_a_live_server_with_forked_workers_exports_to_an_otlp_receiver(
                 if s.trace_id == first.trace_id and s.attributes.get("db.system") == "postgresql"
             ],
         )
-        assert token not in json.dumps([s.attributes for s in receiver.received()])
+
+        def said() -> str:
+            return json.dumps([s.attributes for s in receiver.received()])
+
+        until("the searches' spans arrive, redacted", lambda: f"q={REDACTED}" in said())
+        assert token not in said()
+        assert searched_for not in said()
