@@ -171,8 +171,8 @@ def start(provider: TracerProvider) -> Iterator[Tracing]:
     provider.add_span_processor(ClinicFromContext())
     HTTPXClientInstrumentor().instrument(
         tracer_provider=provider,
-        request_hook=_redact_client_url,
-        async_request_hook=_redact_client_url_async,
+        request_hook=redact_client_url,
+        async_request_hook=redact_client_url_async,
     )
     RedisInstrumentor().instrument(tracer_provider=provider)  # commands' arguments are "?"
     BotocoreInstrumentor().instrument(  # type: ignore[no-untyped-call]
@@ -228,9 +228,9 @@ def redact_urls(span: trace.Span, *_: Any) -> None:
         span.set_attribute("url.query", redact_query(f"?{query}")[1:])
 
 
-def _redact_client_url(span: trace.Span, request: RequestInfo) -> None:
+def redact_client_url(span: trace.Span, request: RequestInfo) -> None:
     redact_urls(span)
 
 
-async def _redact_client_url_async(span: trace.Span, request: RequestInfo) -> None:
+async def redact_client_url_async(span: trace.Span, request: RequestInfo) -> None:
     redact_urls(span)

@@ -101,3 +101,17 @@ def test_spans_started_while_the_clinic_is_known_name_it(provider) -> None:
         for span in exporter.get_finished_spans()
     }
     assert named == {"before": None, "anonymous": None, "authenticated": str(clinic)}
+
+
+async def test_the_http_client_hooks_redact_what_the_client_span_recorded(provider) -> None:
+    made, exporter = provider
+    tracer = made.get_tracer("test")
+    sent = "https://api.stripe.example/v1/customers?email=ana@example.com"
+    for hook in (tracing.redact_client_url, tracing.redact_client_url_async):
+        with tracer.start_as_current_span("GET") as span:
+            span.set_attribute("http.url", sent)
+            done = hook(span, None)  # the hooks read only the span
+            if done is not None:
+                await done
+    recorded = [(s.attributes or {})["http.url"] for s in exporter.get_finished_spans()]
+    assert recorded == [f"https://api.stripe.example/v1/customers?email={REDACTED}"] * 2
