@@ -32,7 +32,7 @@ from app.kit import server, supervisor
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.kit.storage import storage_from
 from app.main import create_app, dependency_probes
-from app.observability import errors, scrape
+from app.observability import errors, scrape, tracing
 from app.observability.dependencies import Report, Status
 from app.queue import ExpectedInOneLine, Worker
 from app.settings import ConfigurationError, Settings
@@ -134,7 +134,7 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
 def _serve_ready(settings: Settings, sock: socket.socket, shutdown: Shutdown) -> None:
     """Serve in this process, or in ``settings.workers`` forked from it."""
     if settings.workers == 1:
-        with _metrics_listener(settings):
+        with _metrics_listener(settings), tracing.traced():
             server.run(create_app(settings), settings, sock, shutdown)
         return
     # The workers count in files of a directory of their own (emptied by every start), which
@@ -193,7 +193,9 @@ def _serve_worker(
     if index > 0:
         settings = settings.model_copy(update={"jobs_in_process": False})
     try:
-        server.run(create_app(settings), settings, sock, shutdown, serving)
+        # Set up after the fork: the exporter's thread would not survive it.
+        with tracing.traced():
+            server.run(create_app(settings), settings, sock, shutdown, serving)
     except ConfigurationError as exc:
         # In one line, as `vetify serve` says it; the supervisor then stops the others.
         raise SystemExit(f"vetify serve: worker {index}: {exc}") from None
@@ -232,7 +234,7 @@ def _worker(settings: Settings) -> None:
             " runs the jobs in its own process"
         )
     shutdown = Shutdown(settings.shutdown_timeout_seconds).install()
-    with database(settings) as ready, _metrics_listener(ready):
+    with database(settings) as ready, _metrics_listener(ready), tracing.traced():
         if not shutdown.requested:
             asyncio.run(_work(ready, shutdown))
 
@@ -422,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Once per process, before any fork: sentry-sdk restarts its sending thread in each
         # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
         errors.configure(settings)
+        if args.command != "migrate":
+            tracing.exporter_name(os.environ)  # refused here, before anything starts
         if args.command == "migrate":
             _migrate(settings)
         elif args.command == "worker":
@@ -437,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         DataDirectoryInUse,
         server.PortUnavailable,
         supervisor.WorkerFailedToStart,
+        tracing.TracingRefused,
     ) as exc:
         # A refusal, in one line (a ConfigurationError: one per setting at fault, naming none
         # of their values), never a traceback.

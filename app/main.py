@@ -40,7 +40,7 @@ from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
 from app.kit.uploads import MULTIPART_HEADROOM
-from app.observability import metrics, scrape
+from app.observability import metrics, scrape, tracing
 from app.observability.dependencies import Cached, Probe
 from app.observability.red import RequestMetrics
 from app.pets.routes import router as pets_router
@@ -124,6 +124,10 @@ def create_app(settings: Settings) -> FastAPI:
         debug=settings.debug,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans, metrics and exception logs stay off, whatever
+        # provider is set: it would record a search's query string as sent (a client's name)
+        # and exceptions' messages. Requests are traced by app/observability/tracing.py.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_docs(app)
     app.state.settings = settings
@@ -147,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     _add_middleware(app, settings)
+    tracing.instrument_app(app)  # when on: outside every middleware, so a 413 or 429 is traced
     return app
 
 

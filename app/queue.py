@@ -16,14 +16,16 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import procrastinate
 import psycopg
 from procrastinate.job_context import JobContext
+from procrastinate.jobs import Job
+from procrastinate.worker import Worker as ProcrastinateWorker
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,6 +38,12 @@ TASK_MODULES = ["app.attachments.jobs", "app.auth.jobs", "app.billing.jobs"]
 RUNTIME = "vetify"
 LONGEST_PAUSE = 30.0
 """Seconds, at most, between a worker's restarts while the database is away."""
+
+TRACE_ARGUMENT = "_trace"
+"""The argument a job keeps the trace context of the work that enqueued it in (W3C
+``traceparent``, ``tracestate``), when tracing is on: procrastinate's job row has no other place
+for it. The worker takes it out before the task runs (:func:`_traced`), whether tracing is on
+in the worker or not, so a task never sees it (ADR 0025)."""
 
 log = logging.getLogger("vetify.queue")
 
@@ -58,6 +66,40 @@ class Runtime:
         return self.services[name]
 
 
+class JobTracing(Protocol):
+    """What tracing (app/observability/tracing.py) offers the queue, once it is on."""
+
+    def carrier(self) -> dict[str, str]:
+        """The current trace context, to store with a job (empty if none)."""
+        ...
+
+    def running(self, carrier: dict[str, str], job: Job) -> AbstractContextManager[Any]:
+        """The span a job runs in, a child of the one ``carrier`` names."""
+        ...
+
+
+_tracing: JobTracing | None = None
+
+
+def trace_jobs_with(tracing: JobTracing | None) -> None:
+    """Jobs enqueued from now on carry the trace context, and jobs run in spans (None: stop)."""
+    global _tracing  # the process's tracing, set up once per process
+    _tracing = tracing
+
+
+async def _traced(
+    call_next: Callable[[], Awaitable[Any]], context: JobContext, worker: ProcrastinateWorker
+) -> Any:
+    """procrastinate's worker middleware: the job's task runs without the trace argument, in the
+    trace it was enqueued in when tracing is on."""
+    stored = context.job.task_kwargs.pop(TRACE_ARGUMENT, None)
+    if _tracing is None:
+        return await call_next()
+    carrier = {str(k): str(v) for k, v in stored.items()} if isinstance(stored, dict) else {}
+    with _tracing.running(carrier, context.job):
+        return await call_next()
+
+
 def runtime(context: JobContext) -> Runtime:
     found: Runtime = context.additional_context[RUNTIME]
     return found
@@ -77,6 +119,8 @@ async def enqueue(
     ``procrastinate.exceptions.TaskNotFound`` (the task modules are imported on first use).
     """
     job = queue.configure_task(task_name, allow_unknown=False, schedule_at=schedule_at).job
+    if _tracing is not None and (carrier := _tracing.carrier()):
+        arguments = {**arguments, TRACE_ARGUMENT: carrier}
     job_id = await session.scalar(
         text(
             "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, :priority,"
@@ -133,6 +177,7 @@ async def run_worker(
             # Done jobs go; failed ones stay for operators (and the domain keeps its own record).
             delete_jobs="successful",
             additional_context={RUNTIME: context},
+            worker_middleware=[_traced],
         )
 
 

@@ -25,6 +25,7 @@ from app.kit import crypto, csrf
 from app.kit.clock import utcnow
 from app.kit.problems import CsrfRefused, PaymentRequired, Unauthenticated
 from app.kit.ratelimit import Policy
+from app.observability import tracing
 from app.settings import Settings
 
 # auto_error=False: a missing credential is our own problem+json 401, not FastAPI's 403.
@@ -74,6 +75,7 @@ async def authenticate(
         await spend(request, quotas.anonymous, client_ip(request))
         raise
     principal = dataclasses.replace(principal, read_only=standing.read_only)
+    tracing.tag_clinic(principal.clinic_id)
     spends = [
         (quotas.clinic(standing.requests_per_minute), str(principal.clinic_id)),
         (quotas.user, str(principal.user_id)),

@@ -75,6 +75,11 @@ class WatchedPool(AsyncAdaptedQueuePool):
         return fresh
 
 
+engine_hooks: list[Callable[[AsyncEngine], None]] = []
+"""Called with each engine :func:`create_engine` makes: app/observability traces its statements
+from here (the database layer imports nothing of observability; it only offers the engine)."""
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         database_url(settings),
@@ -101,6 +106,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
     # Instead of pool_pre_ping:
     bound_waits(engine, settings.db_ping_timeout_seconds, settings.db_ping_after_idle_seconds)
+    for hook in engine_hooks:
+        hook(engine)
     return engine
 
 

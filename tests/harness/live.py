@@ -59,12 +59,13 @@ def vetify_command(*args: str) -> list[str]:
 
 def vetify_env(**settings: str) -> dict[str, str]:
     """The environment of a `vetify` process: this one's, less every setting it might carry
-    (``VETIFY_*``, ``DATABASE_URL``, ``REDIS_URL``), in the test environment (no ``.env``
-    read), with ``settings`` added."""
+    (``VETIFY_*``, ``OTEL_*``, ``DATABASE_URL``, ``REDIS_URL``), in the test environment (no
+    ``.env`` read), with ``settings`` added."""
     inherited = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("VETIFY_") and key not in ("DATABASE_URL", "REDIS_URL")
+        # OTEL_*: a developer's tracing set-up traces only where a test asks for it.
+        if not key.startswith(("VETIFY_", "OTEL_")) and key not in ("DATABASE_URL", "REDIS_URL")
     }
     return {**inherited, "VETIFY_ENV": "test", **settings}
 

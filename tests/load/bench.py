@@ -13,6 +13,11 @@ processes), the RSS of its largest process (a worker's) after the path, the stat
 request sends (counted in process, deterministically: ``tests/harness/statements.py``), and
 the ratio to the ceiling; and writes them as JSON to ``reports/bench.json``. A benchmark, not a
 test: it passes or fails nothing, and its numbers mean something only on a quiet machine.
+
+Tracing's cost (ADR 0025): ``--otlp-receiver`` starts the local OTLP/HTTP receiver
+(``tests/harness/otlp.py``) and points the server's ``OTEL_EXPORTER_OTLP_ENDPOINT`` at it; the
+rest is ``--set OTEL_TRACES_EXPORTER=otlp --set OTEL_TRACES_SAMPLER=parentbased_traceidratio
+--set OTEL_TRACES_SAMPLER_ARG=0.1``. ``--only pets`` measures the paths whose name has "pets".
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from app.main import create_app
 from app.settings import Environment, Settings
 from tests.harness import databases
 from tests.harness.live import ROOT, LiveServer
+from tests.harness.otlp import Receiver, otlp_receiver
 from tests.harness.plugin import seed_demo_database
 from tests.harness.services import choose_provider, postgres, redis
 from tests.harness.statements import counting
@@ -304,8 +310,16 @@ def table(results: list[Result], ceiling_rate: float) -> str:
     return "\n".join(lines)
 
 
-def run(seconds: int, profile: Path | None, overrides: dict[str, str]) -> dict[str, Any]:
+def run(
+    seconds: int,
+    profile: Path | None,
+    overrides: dict[str, str],
+    only: str = "",
+    receiver: Receiver | None = None,
+) -> dict[str, Any]:
     provider = choose_provider()
+    if receiver is not None:
+        overrides = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, **overrides}
     with (
         postgres(provider) as server,
         redis(provider) as cache,
@@ -318,9 +332,14 @@ def run(seconds: int, profile: Path | None, overrides: dict[str, str]) -> dict[s
         try:
             assert live.serve is not None
             clinic = demo(live)
-            paths = hot_paths(clinic)
+            paths = [path for path in hot_paths(clinic) if only in path.name]
             settings = Settings(
-                **{key.removeprefix("VETIFY_").lower(): value for key, value in overrides.items()},
+                # The server's settings; OTEL_* variables are its environment only.
+                **{
+                    key.removeprefix("VETIFY_").lower(): value
+                    for key, value in overrides.items()
+                    if key.startswith("VETIFY_")
+                },
                 _env_file=None,
                 env=Environment.test,
                 database_url=database.app_url,
@@ -346,6 +365,8 @@ def run(seconds: int, profile: Path | None, overrides: dict[str, str]) -> dict[s
     with ceiling(payload) as (url, pid):
         bare = measure(HotPath("ceiling: bare FastAPI", "GET", "/api/v1/pets"), url, pid, seconds)
     print(table([*results, bare], bare.requests_per_second))
+    if receiver is not None:
+        print(f"the OTLP receiver took {len(receiver.received())} spans")
     return {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
@@ -374,13 +395,26 @@ def main() -> int:
         metavar="VETIFY_NAME=VALUE",
         help="a setting of the measured server (a lever to compare), repeatable",
     )
+    parser.add_argument("--only", default="", help="measure only the paths whose name has this")
+    parser.add_argument(
+        "--otlp-receiver",
+        action="store_true",
+        help="export the server's traces to a local OTLP/HTTP receiver (with OTEL_* --set)",
+    )
     arguments = parser.parse_args()
     overrides = dict(pair.split("=", 1) for pair in arguments.set)
     for tool in ["wrk", *(["py-spy"] if arguments.profile else [])]:
         if shutil.which(tool) is None:
             print(f"{tool} is not on PATH (wrk: apt-get install wrk; py-spy: pip)", file=sys.stderr)
             return 2
-    result = run(arguments.seconds, arguments.profile, overrides)
+    with otlp_receiver() as receiver:
+        result = run(
+            arguments.seconds,
+            arguments.profile,
+            overrides,
+            arguments.only,
+            receiver if arguments.otlp_receiver else None,
+        )
     result["settings"] = overrides
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(json.dumps(result, indent=2) + "\n")

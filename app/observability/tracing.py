@@ -1,0 +1,236 @@
+"""OpenTelemetry tracing (ADR 0025): configured only by the standard ``OTEL_*`` variables, off
+unless ``OTEL_TRACES_EXPORTER`` names an exporter.
+
+Off, nothing here runs: no tracer provider is set and no library is patched, so tracing costs
+nothing. On, each process (`vetify serve` and each of its forked workers, `vetify worker`) sets
+up its own provider with :func:`traced`, after any fork: the batch exporter's thread does not
+survive one. What is traced: each request (the FastAPI instrumentation, named by its route
+template), each SQL statement (with its placeholders, never its parameters), each call through
+httpx (Stripe), Redis and botocore (S3), and each job, as a child of the request that enqueued
+it (the W3C trace context travels in the job: app/queue.py).
+
+What a span may hold: ids and templates. ``clinic.id`` is set where authentication learns the
+clinic (:func:`tag_clinic`) and from :mod:`app.kit.context` on every span started after it. URL
+query strings (which may search for a name or an e-mail) are redacted as the logs redact them;
+header capture, which the instrumentations offer through ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_
+HEADERS_*``, is refused, since headers carry cookies, tokens and Stripe's signatures.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context as TraceContext
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor, RequestInfo
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from procrastinate.jobs import Job
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import queue
+from app.db import session as db_session
+from app.kit import context
+from app.kit.logs import redact_query
+
+SERVICE = "vetify"
+"""The service's name unless ``OTEL_SERVICE_NAME`` (or ``OTEL_RESOURCE_ATTRIBUTES``) says."""
+CLINIC = "clinic.id"
+EXPORTERS = ("otlp", "console")
+"""``otlp`` is OTLP over HTTP (protobuf), to ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``."""
+REFUSED_VARIABLES = (
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+)
+_URL_ATTRIBUTES = ("http.url", "url.full", "http.target")
+"""Attributes holding a URL or a path with its query string (old and stable conventions)."""
+
+
+class TracingRefused(ValueError):
+    """``OTEL_*`` variables this service will not run with; the message names no value but the
+    exporter's."""
+
+
+def exporter_name(environ: Mapping[str, str]) -> str | None:
+    """The exporter ``OTEL_TRACES_EXPORTER`` names, None when tracing is off (unset, "none");
+    raises :class:`TracingRefused` for what this service does not run with (checked by the
+    command before it starts anything, as settings are)."""
+    for name in REFUSED_VARIABLES:
+        if environ.get(name):
+            raise TracingRefused(f"{name}: header capture is refused (headers carry credentials)")
+    name = environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
+    if name in ("", "none"):
+        return None
+    if name not in EXPORTERS:
+        raise TracingRefused(
+            f"OTEL_TRACES_EXPORTER={name}: use one of none, {', '.join(EXPORTERS)}"
+        )
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if name == "otlp" and protocol != "http/protobuf":
+        raise TracingRefused(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: only http/protobuf")
+    return name
+
+
+def resource() -> Resource:
+    found = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+    if str(found.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        return found.merge(Resource({SERVICE_NAME: SERVICE}))
+    return found
+
+
+@contextmanager
+def traced(environ: Mapping[str, str] = os.environ) -> Iterator[Tracing | None]:
+    """Tracing for this process within the block, if ``OTEL_*`` turn it on; its spans are
+    flushed on the way out. (The sampler is the SDK's from ``OTEL_TRACES_SAMPLER[_ARG]``.)"""
+    name = exporter_name(environ)
+    if name is None:
+        yield None
+        return
+    # Each reads its OTEL_EXPORTER_OTLP_* variables itself.
+    exporter = OTLPSpanExporter() if name == "otlp" else ConsoleSpanExporter()
+    provider = TracerProvider(resource=resource())
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    with start(provider) as tracing:
+        yield tracing
+
+
+@dataclass
+class Tracing:
+    """What :func:`start` installed, for :func:`instrument_app` and the queue to use."""
+
+    provider: TracerProvider
+    apps: list[FastAPI] = field(default_factory=list)
+
+    def instrument(self, app: FastAPI) -> None:
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=self.provider,
+            server_request_hook=redact_urls,
+            # The ASGI receive and send events as spans of their own: noise, at a cost.
+            exclude_spans=["receive", "send"],
+        )
+        self.apps.append(app)
+
+    def instrument_engine(self, engine: AsyncEngine) -> None:
+        EngineTracer(  # type: ignore[no-untyped-call]  # untyped library
+            self.provider.get_tracer("vetify.sql"),
+            engine.sync_engine,
+            # The pool's usage gauge goes to OpenTelemetry metrics, which are not set up (the
+            # service's metrics are Prometheus'): a no-op meter.
+            metrics.NoOpMeterProvider()
+            .get_meter("vetify.sql")
+            .create_up_down_counter("db.client.connections.usage"),
+            enable_commenter=False,  # no trace ids appended to the SQL
+        )
+
+    def carrier(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        propagate.inject(found)
+        return found
+
+    def running(self, carrier: dict[str, str], job: Job) -> AbstractContextManager[Any]:
+        parent: TraceContext = propagate.extract(carrier)
+        return self.provider.get_tracer("vetify.queue").start_as_current_span(
+            f"job {job.task_name}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "procrastinate",
+                "messaging.destination.name": job.queue,
+                "job.id": job.id or 0,
+                "job.task": job.task_name,
+                "job.attempt": job.attempts,
+            },
+        )
+
+
+_active: Tracing | None = None
+
+
+@contextmanager
+def start(provider: TracerProvider) -> Iterator[Tracing]:
+    """Instrument the libraries and the queue for spans to ``provider`` (tests pass one with an
+    in-memory exporter), until the block ends."""
+    global _active  # the process's one tracing, as the SDK's provider is
+    tracing = Tracing(provider)
+    provider.add_span_processor(ClinicFromContext())
+    HTTPXClientInstrumentor().instrument(
+        tracer_provider=provider,
+        request_hook=redact_client_url,
+        async_request_hook=redact_client_url_async,
+    )
+    RedisInstrumentor().instrument(tracer_provider=provider)  # commands' arguments are "?"
+    BotocoreInstrumentor().instrument(  # type: ignore[no-untyped-call]
+        tracer_provider=provider
+    )
+    db_session.engine_hooks.append(tracing.instrument_engine)
+    queue.trace_jobs_with(tracing)
+    _active = tracing
+    try:
+        yield tracing
+    finally:
+        _active = None
+        queue.trace_jobs_with(None)
+        db_session.engine_hooks.remove(tracing.instrument_engine)
+        EngineTracer.remove_all_event_listeners()  # type: ignore[no-untyped-call]
+        BotocoreInstrumentor().uninstrument()  # type: ignore[no-untyped-call]
+        RedisInstrumentor().uninstrument()
+        HTTPXClientInstrumentor().uninstrument()
+        for app in tracing.apps:
+            FastAPIInstrumentor.uninstrument_app(app)
+        provider.shutdown()
+
+
+def instrument_app(app: FastAPI) -> None:
+    """Trace ``app``'s requests, when tracing is on (``create_app`` calls it)."""
+    if _active is not None:
+        _active.instrument(app)
+
+
+def tag_clinic(clinic_id: uuid.UUID) -> None:
+    """The request's span names the clinic its caller acts in (authentication calls it)."""
+    trace.get_current_span().set_attribute(CLINIC, str(clinic_id))
+
+
+class ClinicFromContext(SpanProcessor):
+    """Every span started while a request or job knows its clinic names it."""
+
+    def on_start(self, span: Any, parent_context: TraceContext | None = None) -> None:
+        known = context.current()
+        if known is not None and known.clinic_id is not None:
+            span.set_attribute(CLINIC, str(known.clinic_id))
+
+
+def redact_urls(span: trace.Span, *_: Any) -> None:
+    """Query strings redacted (app/kit/logs.py), wherever an instrumentation recorded one."""
+    recorded = getattr(span, "attributes", None) or {}
+    for name in _URL_ATTRIBUTES:
+        value = recorded.get(name)
+        if isinstance(value, str):
+            span.set_attribute(name, redact_query(value))
+    query = recorded.get("url.query")
+    if isinstance(query, str):
+        span.set_attribute("url.query", redact_query(f"?{query}")[1:])
+
+
+def redact_client_url(span: trace.Span, request: RequestInfo) -> None:
+    redact_urls(span)
+
+
+async def redact_client_url_async(span: trace.Span, request: RequestInfo) -> None:
+    redact_urls(span)
