@@ -39,6 +39,7 @@ STRIPE_WEBHOOK_SECRET = "whsec_" + _draw("whsec")
 SMTP_PASSWORD = _draw("smtp")
 SENTRY_KEY = _draw("sentry")
 OPERATOR_TOKEN = _draw("operator")
+METRICS_TOKEN = _draw("metrics")
 ALL = (
     SUPERUSER_PASSWORD,
     ROLE_PASSWORD,
@@ -50,6 +51,7 @@ ALL = (
     SMTP_PASSWORD,
     SENTRY_KEY,
     OPERATOR_TOKEN,
+    METRICS_TOKEN,
 )
 
 

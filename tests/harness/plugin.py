@@ -378,6 +378,7 @@ def stage_settings(
         # (tests/integration/test_error_reports.py points it at a fake ingest).
         sentry_dsn=f"http://{canary.SENTRY_KEY}@127.0.0.1:9/1",
         operator_token=canary.OPERATOR_TOKEN,
+        metrics_token=canary.METRICS_TOKEN,
     )
 
 

@@ -113,8 +113,9 @@ async def test_the_job_workers_heartbeat_is_scraped_once_one_has_registered(conf
     assert abs(seen - float(now)) < 60
 
 
-async def test_without_a_token_or_port_there_is_no_metrics_route(client):
-    assert_problem(await client.get("/metrics"), 404, "not-found")
+async def test_without_a_token_or_port_there_is_no_metrics_route(configured_app):
+    async with configured_app(metrics_token=None) as app, asgi_client(app) as http:
+        assert_problem(await http.get("/metrics"), 404, "not-found")
 
 
 async def test_metrics_refuse_a_missing_or_wrong_token(configured_app):
