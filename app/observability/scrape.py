@@ -121,8 +121,8 @@ class DatabaseFigures:
                 (last,) = connection.execute(_HEARTBEAT).fetchone() or (None,)
         except (psycopg.Error, OSError, ValueError) as exc:
             log.warning("metrics: the database's figures are missing (%s)", type(exc).__name__)
-            yield from (up,)
             up.add_metric([], 0)
+            yield up
             return
         up.add_metric([], 1)
         if last is not None:

@@ -359,6 +359,10 @@ def wired_server(
             "VETIFY_S3_TIMEOUT_SECONDS": str(S3_TIMEOUT),
             "VETIFY_CLAMD_ADDRESS": f"127.0.0.1:{proxy['clamd'].port}",
             "VETIFY_CLAMD_TIMEOUT_SECONDS": str(CLAMD_TIMEOUT),
+            # What an operator watches (tests/chaos/test_observed.py); Stripe asked each second.
+            "VETIFY_OPERATOR_TOKEN": canary.OPERATOR_TOKEN,
+            "VETIFY_METRICS_TOKEN": canary.METRICS_TOKEN,
+            "VETIFY_STRIPE_PROBE_CACHE_SECONDS": "1",
         }
         with serving(postgres_server, redis_server, **settings) as live:
             yield Wired(live, proxy, stripe_api, smtp_server, clamd, bucket)
@@ -426,6 +430,13 @@ async def new_clinic(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=REQUEST_TIMEOUT
     ) as client:
         yield Clinic(email, client)
+
+
+@pytest.fixture
+async def clinic(wired: Wired) -> AsyncIterator[Clinic]:
+    """A clinic of its own on the wired server, for one scenario."""
+    async with new_clinic(wired.url, wired.live.database.superuser_url) as made:
+        yield made
 
 
 async def sql(url: str, statement: str, *args: object) -> list[asyncpg.Record]:

@@ -41,7 +41,6 @@ from tests.chaos.conftest import (
     T,
     Wired,
     call,
-    new_clinic,
     reset_jobs,
     reset_links,
     smoke,
@@ -66,12 +65,6 @@ JOBS_WITHIN = 30.0
 def _every_scenario_restores_faults(wired: Wired) -> None:
     """Overrides the chaos stage's: these scenarios fault the wired server, which ``wired``
     puts right (and checks ready, the same process) after each."""
-
-
-@pytest.fixture
-async def clinic(wired: Wired) -> Any:
-    async with new_clinic(wired.url, wired.live.database.superuser_url) as made:
-        yield made
 
 
 async def _ready(wired: Wired) -> dict[str, Any]:
