@@ -24,10 +24,12 @@ from app.db import migrate, provision
 from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
 from app.db.session import create_engine
 from app.kit import server, supervisor
+from app.kit.events import SecurityEvent, security_event
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.main import create_app
-from app.queue import ExpectedInOneLine, Worker
-from app.settings import ConfigurationError, Settings
+from app.observability import logs
+from app.queue import Worker
+from app.settings import ConfigurationError, Environment, LogFormat, Settings
 
 log = logging.getLogger("vetify")
 
@@ -305,17 +307,17 @@ def _plain_name(value: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    output = logging.StreamHandler()
-    output.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    output.addFilter(ExpectedInOneLine())
-    logging.basicConfig(level=logging.INFO, handlers=[output])
+    # Until the settings are read (and for `db provision`, which reads none): readable lines.
+    logs.configure(LogFormat.text, "INFO")
     if args.command == "db":
         # Before the service is configured: it needs none of its settings.
         _provision(args)
         return
+    settings: Settings | None = None
     try:
         given = {} if getattr(args, "workers", None) is None else {"workers": args.workers}
         settings = Settings(**given)
+        logs.configure(settings.logs_as, settings.log_level)
         if args.command == "migrate":
             _migrate(settings)
         elif args.command == "worker":
@@ -330,9 +332,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         server.PortUnavailable,
         supervisor.WorkerFailedToStart,
     ) as exc:
+        # Settings refused as they were read (at start-up, the app reports its own refusal).
+        if isinstance(exc, ConfigurationError) and settings is None and _in_production():
+            security_event(
+                SecurityEvent.production_settings_refused,
+                outcome="refused",
+                settings=sorted(exc.problems),
+            )
         # A refusal, in one line (a ConfigurationError: one per setting at fault, naming none
         # of their values), never a traceback.
         raise SystemExit(f"vetify {args.command}: {exc}") from None
+
+
+def _in_production() -> bool:
+    """Whether the process was started for production (its settings may not have been made:
+    they are what was refused)."""
+    return os.environ.get("VETIFY_ENV", "").strip().lower() == Environment.production
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -31,6 +31,7 @@ from app.db.migrate import head_revisions
 from app.db.session import create_engine, session_factory
 from app.kit import crypto, passwords, problems
 from app.kit.bodies import BodyLimits
+from app.kit.events import SecurityEvent, security_event
 from app.kit.headers import SecurityHeaders
 from app.kit.heads import RequestHeadLimits
 from app.kit.lifecycle import JOBS_SHARE
@@ -38,6 +39,7 @@ from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
 from app.kit.uploads import MULTIPART_HEADROOM
+from app.observability import requests
 from app.pets.routes import router as pets_router
 from app.production import database_role_refusal
 from app.queue import Worker
@@ -96,6 +98,11 @@ def create_app(settings: Settings) -> FastAPI:
                 # The URL's user name says little (any role can be made superuser): ask.
                 why = await database_role_refusal(engine)
                 if why:
+                    security_event(
+                        SecurityEvent.production_settings_refused,
+                        outcome="refused",
+                        settings=["database_url"],
+                    )
                     raise ConfigurationError({"database_url": why})
             if settings.jobs_in_process:
                 worker = Worker(settings, settings.shutdown_timeout_seconds * JOBS_SHARE).start()
@@ -116,6 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
         debug=settings.debug,
         docs_url=None,
         redoc_url=None,
+        # Every route puts its template in the request's context, for the lines it logs.
+        dependencies=[Depends(requests.bind_route)],
     )
     install_docs(app)
     app.state.settings = settings
@@ -135,6 +144,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     _add_middleware(app, settings)
+    # Outermost of all: every answer, a 500 or a 429 too, is made in the request's context.
+    requests.install(app)
     return app
 
 

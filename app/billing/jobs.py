@@ -18,6 +18,7 @@ from app.billing.models import EventStatus, StripeEvent, SubscriptionStatus
 from app.billing.stripe_api import Stripe
 from app.billing.sync import apply_event
 from app.db.tenancy import InClinic, enter_tenant
+from app.kit import context as job_context
 from app.kit.clock import utcnow
 from app.kit.mail import Mail, Mailer
 from app.queue import queue, runtime
@@ -40,6 +41,7 @@ _DONE = frozenset({EventStatus.processed, EventStatus.ignored})
 async def apply_stripe_event(context: JobContext, event_id: str) -> None:
     vetify = runtime(context)
     stripe: Stripe = vetify.service("stripe", Stripe)
+    job_context.update(event_id=event_id)
     try:
         async with vetify.sessions() as session, session.begin():
             # Held to the end: a second job for the same event waits, then finds it done.
@@ -53,6 +55,7 @@ async def apply_stripe_event(context: JobContext, event_id: str) -> None:
             outcome = await apply_event(session, vetify.settings, stripe, event.payload)
             event.status = outcome.status
             event.clinic_id = outcome.clinic_id
+            job_context.update(clinic_id=outcome.clinic_id)
             event.note = outcome.note
             event.last_error = None
             event.attempts += 1
