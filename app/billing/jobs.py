@@ -60,6 +60,7 @@ async def apply_stripe_event(context: JobContext, event_id: str) -> None:
             event.last_error = None
             event.attempts += 1
             event.processed_at = utcnow()
+            log.info("stripe event %s applied: %s", event_id, outcome.status)
     except Exception as exc:
         attempt = context.job.attempts if context.job else 0
         await _record_failure(context, event_id, exc, final=attempt >= RETRIES)

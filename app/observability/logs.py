@@ -10,7 +10,8 @@ line, for a collector; ``text``: the same as readable ``key=value``.
 
 Personal data and secrets are redacted before anything is written (:class:`Redact`): a value
 under a key in :data:`PERSONAL_KEYS` (or whose name contains one of :data:`PERSONAL_PARTS`), in
-``extra`` or in a mapping of arguments, at any depth, becomes ``"[redacted]"``. Messages are
+``extra`` or in a mapping of arguments, at any depth, becomes ``"[redacted]"``; so does each
+query value of a URL httpx logs (app/kit/logs.py says which are kept). Messages are
 not parsed: code logs ids, never an email or a name, and the test run's leak watch holds it to
 that (tests/harness/canary.py).
 """
@@ -24,8 +25,10 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any
 
+import httpx
+
 from app.kit import context
-from app.kit.logs import REDACTED
+from app.kit.logs import REDACTED, redact_query
 from app.queue import ExpectedInOneLine
 from app.settings import LogFormat
 
@@ -112,6 +115,11 @@ class Redact(logging.Filter):
             setattr(record, key, REDACTED if is_personal(key) else redacted(value))
         if isinstance(record.args, Mapping):
             record.args = redacted(record.args)
+        elif isinstance(record.args, tuple):
+            # httpx logs each request's URL (Stripe's API, a search by email among them).
+            record.args = tuple(
+                redact_query(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args
+            )
         return True
 
 
@@ -122,12 +130,21 @@ class ContextFields(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         under_way = context.current()
-        fields = under_way.fields() if under_way is not None else {}
+        fields = under_way.fields() if under_way is not None else _procrastinates(record)
         fields.update(_span_ids())
         for key, value in fields.items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
+
+
+def _procrastinates(record: logging.LogRecord) -> dict[str, Any]:
+    """procrastinate logs a job's start and end outside the job's context, with the job in
+    ``extra``: its id, queue and task, named as a job's own lines name them."""
+    job = getattr(record, "job", None)
+    if not isinstance(job, Mapping) or "id" not in job:
+        return {}
+    return {"job_id": job["id"], "queue": job.get("queue"), "task": job.get("task_name")}
 
 
 def _span_ids() -> dict[str, str]:

@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from app.kit import context
@@ -206,3 +207,14 @@ def test_the_active_spans_ids_are_on_the_line(written) -> None:
     [line] = _lines(buffer)
     assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert line["span_id"] == "b7ad6b7169203331"
+
+
+def test_the_query_of_a_url_httpx_logs_is_redacted(written) -> None:
+    logger, buffer, _ = written
+    url = httpx.URL("https://api.stripe.com/v1/customers/search?query=ana%40example.com&limit=3")
+    logger.info('HTTP Request: %s %s "%s"', "GET", url, "HTTP/1.1 200 OK")
+
+    assert _lines(buffer)[0]["message"] == (
+        "HTTP Request: GET https://api.stripe.com/v1/customers/search?query=[redacted]&limit=3"
+        ' "HTTP/1.1 200 OK"'
+    )
