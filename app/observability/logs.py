@@ -74,9 +74,16 @@ PERSONAL_PARTS = ("email", "phone", "password", "passphrase", "secret", "token",
 ``access_token``, ``totp_secret``..."""
 
 _RECORD_ATTRIBUTES = frozenset(
-    {*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime", "taskName"}
+    {
+        *logging.LogRecord("", 0, "", 0, "", None, None).__dict__,
+        "message",
+        "asctime",
+        "taskName",
+        "color_message",  # uvicorn's message again, with terminal colours
+    }
 )
-"""What every record has; anything else on a record came from ``extra`` (or a filter)."""
+"""What every record has (or repeats); anything else on a record came from ``extra`` (or a
+filter)."""
 
 
 def is_personal(key: str) -> bool:

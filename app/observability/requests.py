@@ -67,6 +67,14 @@ class RequestContext:
         started = time.perf_counter()
         status = 500  # what the client gets if the app fails before answering
         size = 0
+        logged = False
+
+        def log_once() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                bound.route = bound.route or _template(scope)
+                _log_access(scope, status, size, time.perf_counter() - started)
 
         async def answer(message: Message) -> None:
             nonlocal status, size
@@ -75,14 +83,16 @@ class RequestContext:
                 MutableHeaders(scope=message)[context.REQUEST_ID_HEADER] = bound.request_id or ""
             elif message["type"] == "http.response.body":
                 size += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Before the last part leaves: whoever has the answer can read its line.
+                    log_once()
             await send(message)
 
         with context.bound(bound):
             try:
                 await self.app(scope, receive, answer)
             finally:
-                bound.route = bound.route or _template(scope)
-                _log_access(scope, status, size, time.perf_counter() - started)
+                log_once()  # no answer (the client left, or the app failed before one)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
