@@ -249,3 +249,21 @@ async def test_a_jobs_lines_carry_its_id_queue_task_and_stripe_event(
     stripe_lines = [line for line in in_job if line.get("event_id")]
     assert stripe_lines
     assert {line["event_id"] for line in stripe_lines} == {event["id"]}
+
+
+async def test_api_tokens_made_and_revoked_are_security_events(
+    client, world, security_events
+) -> None:
+    clinic = await world.clinic((Role.owner,))
+    made = await client.post(
+        "/api/v1/auth/tokens", json={"name": "ci"}, headers=clinic.owner.headers
+    )
+    assert made.status_code == 201, made.text
+    token_id = made.json()["id"]
+    revoked = await client.delete(f"/api/v1/auth/tokens/{token_id}", headers=clinic.owner.headers)
+    assert revoked.status_code == 204, revoked.text
+
+    said = [(str(event), fields.get("token_id")) for event, fields in security_events]
+    assert said == [("token_created", token_id), ("token_revoked", token_id)]
+    assert all(f["user_id"] == str(clinic.owner.user.id) for _, f in security_events)
+    assert made.json()["token"] not in repr(security_events)
