@@ -14,7 +14,7 @@ import pytest
 
 from app.kit import context
 from app.kit.logs import REDACTED, redact_query
-from app.observability import logs
+from app.observability import logs, requests
 from app.settings import LogFormat
 
 
@@ -218,3 +218,45 @@ def test_the_query_of_a_url_httpx_logs_is_redacted(written) -> None:
         "HTTP Request: GET https://api.stripe.com/v1/customers/search?query=[redacted]&limit=3"
         ' "HTTP/1.1 200 OK"'
     )
+
+
+def test_text_lines_carry_a_traceback_and_a_stack_on_the_lines_after() -> None:
+    buffer = io.StringIO()
+    logger = logging.getLogger(f"vetify.test.{uuid.uuid4().hex}")
+    logger.addHandler(logs.prepare(logging.StreamHandler(buffer), LogFormat.text))
+    logger.propagate = False
+    try:
+        raise KeyError("k")
+    except KeyError:
+        logger.exception("failed")
+    logger.warning("where from", stack_info=True)
+
+    text = buffer.getvalue()
+    assert " ERROR " in text
+    assert "\nTraceback (most recent call last):" in text
+    assert "KeyError: 'k'" in text
+    assert "\nStack (most recent call last):" in text
+
+
+def test_a_json_line_holds_a_stack_when_asked(written) -> None:
+    logger, buffer, _ = written
+    logger.warning("where from", stack_info=True)
+
+    assert "test_a_json_line_holds_a_stack_when_asked" in str(_lines(buffer)[0]["stack"])
+
+
+async def test_the_request_context_leaves_other_than_http_alone() -> None:
+    seen: list[object] = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(context.current())
+
+    async def nothing() -> dict[str, object]:
+        return {}
+
+    async def dropped(message) -> None:
+        return None
+
+    await requests.RequestContext(app)({"type": "lifespan"}, nothing, dropped)
+
+    assert seen == [None]  # no request, no context
