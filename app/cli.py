@@ -29,13 +29,14 @@ from app.db import migrate, provision
 from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
 from app.db.session import create_engine
 from app.kit import server, supervisor
+from app.kit.events import SecurityEvent, security_event
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.kit.storage import storage_from
 from app.main import create_app, dependency_probes
-from app.observability import errors, scrape, tracing
+from app.observability import errors, logs, scrape, tracing
 from app.observability.dependencies import Report, Status
-from app.queue import ExpectedInOneLine, Worker
-from app.settings import ConfigurationError, Settings
+from app.queue import Worker
+from app.settings import ConfigurationError, Environment, LogFormat, Settings
 
 log = logging.getLogger("vetify")
 
@@ -410,17 +411,18 @@ def _plain_name(value: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    output = logging.StreamHandler()
-    output.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    output.addFilter(ExpectedInOneLine())
-    logging.basicConfig(level=logging.INFO, handlers=[output])
+    # Until the settings are read (and for `db provision`, which reads none): readable lines.
+    logs.configure(LogFormat.text, "INFO")
     if args.command == "db":
         # Before the service is configured: it needs none of its settings.
         _provision(args)
         return
+    settings: Settings | None = None
     try:
         given = {} if getattr(args, "workers", None) is None else {"workers": args.workers}
         settings = Settings(**given)
+        # `vetify check` prints its report on stdout, for scripts: its logs go to stderr.
+        logs.configure(settings.logs_as, settings.log_level, to_stderr=args.command == "check")
         # Once per process, before any fork: sentry-sdk restarts its sending thread in each
         # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
         errors.configure(settings)
@@ -443,9 +445,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         supervisor.WorkerFailedToStart,
         tracing.TracingRefused,
     ) as exc:
+        # Settings refused as they were read (at start-up, the app reports its own refusal).
+        if isinstance(exc, ConfigurationError) and settings is None and _in_production():
+            security_event(
+                SecurityEvent.production_settings_refused,
+                outcome="refused",
+                settings=sorted(exc.problems),
+            )
         # A refusal, in one line (a ConfigurationError: one per setting at fault, naming none
         # of their values), never a traceback.
         raise SystemExit(f"vetify {args.command}: {exc}") from None
+
+
+def _in_production() -> bool:
+    """Whether the process was started for production (its settings may not have been made:
+    they are what was refused)."""
+    return os.environ.get("VETIFY_ENV", "").strip().lower() == Environment.production
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -33,6 +33,7 @@ from app.db.migrate import head_revisions
 from app.db.session import create_engine, session_factory
 from app.kit import crypto, passwords, problems
 from app.kit.bodies import BodyLimits
+from app.kit.events import SecurityEvent, security_event
 from app.kit.headers import SecurityHeaders
 from app.kit.heads import RequestHeadLimits
 from app.kit.lifecycle import JOBS_SHARE
@@ -40,7 +41,7 @@ from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
 from app.kit.uploads import MULTIPART_HEADROOM
-from app.observability import metrics, scrape, tracing
+from app.observability import metrics, requests, scrape, tracing
 from app.observability.dependencies import Cached, Probe
 from app.observability.red import RequestMetrics
 from app.pets.routes import router as pets_router
@@ -103,6 +104,11 @@ def create_app(settings: Settings) -> FastAPI:
                 # The URL's user name says little (any role can be made superuser): ask.
                 why = await database_role_refusal(engine)
                 if why:
+                    security_event(
+                        SecurityEvent.production_settings_refused,
+                        outcome="refused",
+                        settings=["database_url"],
+                    )
                     raise ConfigurationError({"database_url": why})
             if settings.jobs_in_process:
                 worker = Worker(settings, settings.shutdown_timeout_seconds * JOBS_SHARE).start()
@@ -128,6 +134,8 @@ def create_app(settings: Settings) -> FastAPI:
         # provider is set: it would record a search's query string as sent (a client's name)
         # and exceptions' messages. Requests are traced by app/observability/tracing.py.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Every route puts its template in the request's context, for the lines it logs.
+        dependencies=[Depends(requests.bind_route)],
     )
     install_docs(app)
     app.state.settings = settings
@@ -152,6 +160,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     _add_middleware(app, settings)
     tracing.instrument_app(app)  # when on: outside every middleware, so a 413 or 429 is traced
+    # Outermost of all: every answer, a 500 or a 429 too, is made in the request's context.
+    requests.install(app)
     return app
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.migrate import plain_url
 from app.db.session import create_engine, database_url, session_factory
+from app.kit.context import Context, bound
 from app.settings import Settings
 
 TASK_MODULES = ["app.attachments.jobs", "app.auth.jobs", "app.billing.jobs"]
@@ -177,8 +178,18 @@ async def run_worker(
             # Done jobs go; failed ones stay for operators (and the domain keeps its own record).
             delete_jobs="successful",
             additional_context={RUNTIME: context},
-            worker_middleware=[_traced],
+            worker_middleware=[in_job_context, _traced],
         )
+
+
+async def in_job_context(
+    call_next: Callable[[], Awaitable[Any]], context: JobContext, worker: Any
+) -> Any:
+    """Each job runs in a :class:`~app.kit.context.Context` of its own: its lines carry its id,
+    queue and task (and what the task adds: billing's Stripe event id)."""
+    job = context.job
+    with bound(Context(job_id=job.id, queue=job.queue, task=job.task_name)):
+        return await call_next()
 
 
 async def _retry_abandoned(app: procrastinate.App) -> None:

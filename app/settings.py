@@ -14,7 +14,7 @@ import os
 from enum import StrEnum
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from limits import parse
@@ -43,6 +43,11 @@ class Environment(StrEnum):
     development = "development"
     test = "test"
     production = "production"
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    text = "text"
 
 
 class ConfigurationError(ValueError):
@@ -127,6 +132,12 @@ class Settings(BaseSettings):
 
     debug: bool = False
     """Tracebacks in error responses (Starlette's debug page). Never in production."""
+
+    log_format: LogFormat | None = None
+    """``json``: one JSON object a line on stdout, for a log collector; ``text``: readable
+    ``key=value`` lines. Unset: json in production, text elsewhere (:attr:`logs_as`)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """The least severe level written, for every logger (the service's and its libraries')."""
 
     database_url: Annotated[
         SecretStr | None,
@@ -348,6 +359,17 @@ class Settings(BaseSettings):
     stripe_probe_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
     """How long ``/health/dependencies`` reuses its last answer from Stripe (its API is
     rate-limited and a probe per scrape would be wasteful)."""
+
+    @property
+    def logs_as(self) -> LogFormat:
+        if self.log_format is not None:
+            return self.log_format
+        return LogFormat.json if self.env is Environment.production else LogFormat.text
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("trusted_proxies", "cors_allow_origins", mode="before")
     @classmethod

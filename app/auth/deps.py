@@ -21,7 +21,7 @@ from app.auth.principal import Principal, Standing, StandingOf
 from app.auth.quotas import AppQuotas, Quotas, client_ip, spend, spend_all
 from app.db.session import DbSession
 from app.db.tenancy import enter_tenant
-from app.kit import crypto, csrf
+from app.kit import context, crypto, csrf
 from app.kit.clock import utcnow
 from app.kit.problems import CsrfRefused, PaymentRequired, Unauthenticated
 from app.kit.ratelimit import Policy
@@ -76,6 +76,12 @@ async def authenticate(
         raise
     principal = dataclasses.replace(principal, read_only=standing.read_only)
     tracing.tag_clinic(principal.clinic_id)
+    # Who is asking, for every line the request logs from here on (ids, never the email).
+    context.update(
+        clinic_id=principal.clinic_id,
+        user_id=principal.user_id,
+        credential_id=principal.credential_id,
+    )
     spends = [
         (quotas.clinic(standing.requests_per_minute), str(principal.clinic_id)),
         (quotas.user, str(principal.user_id)),

@@ -16,6 +16,7 @@ from app.auth.models import CredentialKind, Membership, User
 from app.auth.principal import Principal
 from app.auth.service import Issued
 from app.kit.clock import utcnow
+from app.kit.events import SecurityEvent, security_event
 from app.kit.problems import Conflict, FieldError, Forbidden, InvalidInput
 from app.settings import Settings
 
@@ -27,6 +28,7 @@ class Started:
 
 
 def _bad_code(detail: str) -> InvalidInput:
+    security_event(SecurityEvent.mfa_failed, outcome="refused")
     return InvalidInput(detail, [FieldError(loc=["body", "code"], msg=detail, type="invalid_code")])
 
 
@@ -70,6 +72,7 @@ async def confirm(
     user.totp_enabled_at = utcnow()
     codes = mfa.new_recovery_codes()
     user.recovery_codes = [mfa.hash_recovery_code(c) for c in codes]
+    security_event(SecurityEvent.mfa_enrolled, outcome="enabled")
     return codes, await _rotate(session, sessions, settings, caller)
 
 
@@ -91,6 +94,7 @@ async def disable(
     user.totp_enabled_at = None
     user.totp_last_step = None
     user.recovery_codes = []
+    security_event(SecurityEvent.mfa_disabled, outcome="disabled")
     return await _rotate(session, sessions, settings, caller)
 
 

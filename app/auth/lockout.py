@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from limits.aio.storage import MemoryStorage
 
+from app.kit.events import SecurityEvent, security_event
 from app.kit.problems import InvalidCredentials, MfaRequired, Problem
 from app.kit.ratelimit import Limiter, Script
 from app.observability import metrics
@@ -152,6 +153,10 @@ class LoginGuard:
         except JUDGED:
             # The attempt's number: the one that reaches ``lock_after`` locked the account.
             metrics.login_failed(locked=value == self.lock_after)
+            if value >= self.lock_after:  # this failure locked the account
+                security_event(
+                    SecurityEvent.lockout, outcome="locked", lock_seconds=self.lock_seconds
+                )
             raise
         except Exception:
             # (Not on cancellation: a dropped connection's attempt stays counted.)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import CredentialKind, Role
 from app.auth.permissions import MFA_EXEMPT, Action, allows
+from app.kit.events import SecurityEvent, security_event
 from app.kit.problems import Forbidden, MfaEnrolmentRequired, StepUpRequired
 from app.settings import Settings
 
@@ -69,6 +70,15 @@ class Principal:
                 " are refused."
             )
         if not self.can(action):
+            security_event(
+                SecurityEvent.permission_denied,
+                outcome="refused",
+                user_id=self.user_id,
+                clinic_id=self.clinic_id,
+                credential_id=self.credential_id,
+                role=str(self.role),
+                action=str(action),
+            )
             raise Forbidden(f"Your role ({self.role}) may not do {action}.")
 
     def require_step_up(self) -> None:

@@ -13,7 +13,7 @@ from app.auth.lockout import AccountThrottled
 from app.auth.models import Credential, CredentialKind, User
 from app.auth.permissions import Action
 from app.auth.principal import Principal
-from app.auth.quotas import per_ip
+from app.auth.quotas import client_ip, per_ip
 from app.auth.schemas import (
     AcceptInvitationIn,
     ClinicRef,
@@ -34,6 +34,7 @@ from app.auth.schemas import (
 from app.clinics.models import Clinic
 from app.db.session import DbSession, DbSessions
 from app.kit import csrf
+from app.kit.events import SecurityEvent, security_event
 from app.kit.problems import (
     Conflict,
     CsrfRefused,
@@ -139,18 +140,37 @@ async def login(
     guard: Guard,
     sessions: DbSessions,
 ) -> SessionOut:
-    # A wrong second factor counts too: it is what limits guessing TOTP codes.
-    async with guard.attempt(body.email):
-        issued = await service.login(
-            session,
-            settings,
-            body.email,
-            body.password,
-            body.clinic_id,
-            totp_code=body.totp_code,
-            presented_session=request.cookies.get(service.SESSION_COOKIE),
-            sessions=sessions,
-        )
+    ip = client_ip(request)
+    try:
+        # A wrong second factor counts too: it is what limits guessing TOTP codes.
+        async with guard.attempt(body.email):
+            issued = await service.login(
+                session,
+                settings,
+                body.email,
+                body.password,
+                body.clinic_id,
+                totp_code=body.totp_code,
+                presented_session=request.cookies.get(service.SESSION_COOKIE),
+                sessions=sessions,
+            )
+    except MfaRequired:
+        if body.totp_code:  # a code was sent, and refused (not merely asked for)
+            security_event(SecurityEvent.mfa_failed, outcome="refused", client_ip=ip)
+        raise
+    except (InvalidCredentials, AccountThrottled) as exc:
+        why = "throttled" if isinstance(exc, AccountThrottled) else "refused"
+        security_event(SecurityEvent.login_failed, outcome=why, client_ip=ip)
+        raise
+    principal = issued.principal
+    security_event(
+        SecurityEvent.login_succeeded,
+        outcome="succeeded",
+        client_ip=ip,
+        user_id=principal.user_id,
+        clinic_id=principal.clinic_id,
+        credential_id=principal.credential_id,
+    )
     return await _login_response(session, settings, response, issued)
 
 
@@ -199,6 +219,7 @@ async def logout_everywhere(
         # A script's token must not be able to end its person's logins.
         raise Forbidden("Log out everywhere from a login session.")
     await service.logout_everywhere(session, sessions, caller)
+    security_event(SecurityEvent.token_revoked, outcome="revoked_everywhere")
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     _clear_session_cookies(response, settings)
     return response
@@ -294,6 +315,9 @@ async def create_token(
 ) -> TokenCreated:
     days = body.expires_in_days or settings.api_token_default_days
     issued = await service.create_token(session, settings, caller, body.name, days)
+    security_event(
+        SecurityEvent.token_created, outcome="created", token_id=str(issued.credential.id)
+    )
     return TokenCreated(
         **TokenOut.model_validate(issued.credential).model_dump(), token=issued.secret
     )
@@ -307,6 +331,7 @@ async def create_token(
 )
 async def revoke_token(token_id: uuid.UUID, caller: OwnCredentials, session: DbSession) -> None:
     await service.revoke(session, caller, token_id)
+    security_event(SecurityEvent.token_revoked, outcome="revoked", token_id=str(token_id))
 
 
 @router.post(

@@ -18,6 +18,7 @@ from app.billing.models import EventStatus, StripeEvent, SubscriptionStatus
 from app.billing.stripe_api import Stripe
 from app.billing.sync import apply_event
 from app.db.tenancy import InClinic, enter_tenant
+from app.kit import context as job_context
 from app.kit.clock import utcnow
 from app.kit.mail import Mail, Mailer
 from app.observability import metrics
@@ -41,6 +42,7 @@ _DONE = frozenset({EventStatus.processed, EventStatus.ignored})
 async def apply_stripe_event(context: JobContext, event_id: str) -> None:
     vetify = runtime(context)
     stripe: Stripe = vetify.service("stripe", Stripe)
+    job_context.update(event_id=event_id)
     try:
         async with vetify.sessions() as session, session.begin():
             # Held to the end: a second job for the same event waits, then finds it done.
@@ -54,10 +56,12 @@ async def apply_stripe_event(context: JobContext, event_id: str) -> None:
             outcome = await apply_event(session, vetify.settings, stripe, event.payload)
             event.status = outcome.status
             event.clinic_id = outcome.clinic_id
+            job_context.update(clinic_id=outcome.clinic_id)
             event.note = outcome.note
             event.last_error = None
             event.attempts += 1
             event.processed_at = utcnow()
+            log.info("stripe event %s applied: %s", event_id, outcome.status)
     except Exception as exc:
         attempt = context.job.attempts if context.job else 0
         await _record_failure(context, event_id, exc, final=attempt >= RETRIES)

@@ -29,6 +29,7 @@ from app.billing.stripe_api import (
     Stripe,
 )
 from app.db.session import DbSession
+from app.kit.events import SecurityEvent, security_event
 from app.kit.problems import (
     BadRequest,
     Conflict,
@@ -124,7 +125,13 @@ async def stripe_webhook(
     payload = await request.body()
     try:
         event = intake.verify(payload, stripe_signature, settings.stripe_webhook_secrets)
-    except BadRequest:
+    except BadRequest as exc:
+        if isinstance(exc, intake.SignatureRefused):
+            security_event(
+                SecurityEvent.webhook_signature_refused,
+                outcome="refused",
+                client_ip=client_ip(request),
+            )
         # Forgeries spend the sender's anonymous quota, as failed log-ins do; Stripe's own
         # deliveries are never limited.
         await spend(request, quotas.anonymous, client_ip(request))

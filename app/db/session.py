@@ -87,6 +87,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_connect_timeout_seconds,
+        # A statement's parameters hold what clients sent (names, emails, clinical notes): never
+        # in a log line or an error's message, which reach logs and error reports.
+        hide_parameters=True,
         connect_args={
             # Client-side bounds: a frozen or partitioned server never answers, so its own
             # statement_timeout cannot fire; these turn a hang into a 503.

@@ -1,19 +1,15 @@
 """Log records without the personal data a URL can carry.
 
-uvicorn's access log writes each request's path and query string, and a query string holds what a
-client searched for: names, email addresses, phone numbers (``GET /api/v1/customers?q=...``).
+The access log (app/observability/requests.py) writes each request's path and query string, and
+a query string holds what a client searched for: names, email addresses, phone numbers
+(``GET /api/v1/customers?q=...``).
 Every query value is redacted but for parameters that never carry personal data; a parameter's
 name is kept when it looks like one, so the line still says what was asked.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 import re
-from typing import Any
-
-from uvicorn.config import LOGGING_CONFIG
 
 REDACTED = "[redacted]"
 """What stands for a value; brackets, which a client's URL would have percent-encoded."""
@@ -37,24 +33,3 @@ def _redact(pair: str) -> str:
     if not equals:  # a value alone
         return REDACTED
     return f"{name if _PARAMETER_NAME.fullmatch(name) else REDACTED}={REDACTED}"
-
-
-class RedactQueries(logging.Filter):
-    """For uvicorn's access log, whose record arguments are the client's address, the method, the
-    path and query string, the HTTP version and the status."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                redact_query(arg) if isinstance(arg, str) and arg.startswith("/") else arg
-                for arg in record.args
-            )
-        return True
-
-
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration, its access log passed through ``RedactQueries``."""
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact_queries"] = {"()": RedactQueries}
-    config["loggers"]["uvicorn.access"]["filters"] = ["redact_queries"]
-    return config

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.kit import context
 from app.kit.types import PATTERN_MEANINGS
 
 PROBLEM_BASE = "https://vetify.dev/problems/"
@@ -51,6 +52,11 @@ class ProblemBody(BaseModel):
     detail: str | None = Field(default=None, max_length=TEXT_MAX)
     instance: str | None = Field(default=None, max_length=TEXT_MAX)
     errors: list[FieldError] | None = None
+    request_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The request's id (also its X-Request-ID header): quote it to support.",
+    )
 
 
 class Problem(Exception):
@@ -84,7 +90,13 @@ class Problem(Exception):
             status=self.status,
             detail=_clip(self.detail),
             instance=_clip(instance),
+            request_id=_request_id(),
         )
+
+
+def _request_id() -> str | None:
+    under_way = context.current()
+    return under_way.request_id if under_way is not None else None
 
 
 def _clip(text: str | None) -> str | None:

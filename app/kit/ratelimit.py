@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.kit.events import SecurityEvent, security_event
 from app.kit.problems import Problem
 
 logger = logging.getLogger("vetify.ratelimit")
@@ -313,6 +314,13 @@ def record(scope: Scope, decision: Decision) -> None:
     """Keep ``decision`` for the response headers; raise 429 if it refuses."""
     scope.setdefault("state", {}).setdefault(STATE_KEY, []).append(decision)
     if not decision.allowed:
+        client = scope.get("client")
+        security_event(
+            SecurityEvent.rate_limited,
+            outcome="refused",
+            policy=decision.policy.name,
+            client_ip=client[0] if client else None,
+        )
         raise TooManyRequests(decision)
 
 

@@ -39,7 +39,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.kit.lifecycle import REQUESTS_SHARE, Shutdown
-from app.kit.logs import uvicorn_log_config
 from app.kit.problems import (
     CLOSE,
     MEDIA_TYPE,
@@ -89,7 +88,7 @@ def run(
     config = uvicorn.Config(
         cut_short_is_503(app),
         lifespan="off",
-        log_level="info",
+        log_level=settings.log_level.lower(),
         # The app believes X-Forwarded-* from its own trusted_proxies setting, not uvicorn's.
         proxy_headers=False,
         **options(settings),
@@ -165,8 +164,11 @@ def options(settings: Settings) -> dict[str, Any]:
         "http": BoundedH11Protocol,
         "h11_max_incomplete_event_size": head_limit(settings),
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
-        # Its access log without the personal data of query strings (app/kit/logs.py).
-        "log_config": uvicorn_log_config(),
+        # The process's logging is set up by the command (app/observability/logs.py): uvicorn's
+        # records go to its handler, and the app writes the access log itself, with the route,
+        # the request's context and the query redacted (app/observability/requests.py).
+        "log_config": None,
+        "access_log": False,
         # Requests still running then are cancelled: the rest of the deadline is for the job
         # worker and the pools (app/kit/lifecycle.py).
         "timeout_graceful_shutdown": max(1, int(requests_within)),

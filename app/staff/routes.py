@@ -10,6 +10,7 @@ from app.auth.deps import AppSettings, Guard, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.db.session import DbSession, DbSessions
+from app.kit.events import SecurityEvent, security_event
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from app.kit.problems import (
     Conflict,
@@ -124,4 +125,5 @@ async def unlock_member(
 ) -> Response:
     email = await service.lock_holder(session, sessions, settings, caller, user_id)
     await guard.unlock(email)
+    security_event(SecurityEvent.unlock, outcome="unlocked", target_user_id=str(user_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -170,6 +170,9 @@ async def _seed(world: World, clinic: ClinicWorld) -> dict[str, list[str]]:
         await world.make(clinic, PetFactory, customer_id=customers[1].id),
         await world.make(clinic, PetFactory, customer_id=customers[1].id, deceased=True),
     ]
+    # Two pets for each owner: a workflow that deletes an owner (and with them their pets)
+    # before it pages through the pets still has a second page.
+    await world.make(clinic, PetFactory, customer_id=customers[0].id)
     await world.make(clinic, WeightFactory, pet_id=pets[0].id)
     start = dt.datetime(2031, 3, 4, 9, tzinfo=dt.UTC)
     appointments = [

@@ -9,6 +9,12 @@ is searched row by row as each test's database is dropped (``databases.tables_ho
 finds what SQLAlchemy's DEBUG log of result rows would show, and what no query read, at a
 sixth of the cost of logging every row. Any finding fails the session, naming where it was
 seen.
+
+Personal data is watched the same way in log records (never in responses, which rightly answer
+it back): a customer whose names, email and phone are drawn here is created, searched for,
+changed and refused in the security stage (tests/security/test_personal_data_in_logs.py), and
+any log record of the run holding one of them fails it. Records are searched as the service
+writes them (app/observability/logs.py), its redaction included.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from app.observability import logs
+from app.settings import LogFormat
 
 
 def _draw(purpose: str) -> str:
@@ -40,6 +49,14 @@ SMTP_PASSWORD = _draw("smtp")
 SENTRY_KEY = _draw("sentry")
 OPERATOR_TOKEN = _draw("operator")
 METRICS_TOKEN = _draw("metrics")
+# Personal data: a customer a test creates with these (tests/security/test_personal_data_in_logs).
+# The API answers them back, so they are searched in log records only.
+PERSON_FIRST_NAME = _draw("first")
+PERSON_LAST_NAME = _draw("last")
+PERSON_EMAIL = f"{_draw('mail')}@example.com"
+PERSON_PHONE = f"+3519{secrets.randbelow(10**10):010d}"
+"""E.164 allows digits only: 14 of them, 10 drawn; a chance match in a run's logs is negligible."""
+PERSONAL = (PERSON_FIRST_NAME, PERSON_LAST_NAME, PERSON_EMAIL, PERSON_PHONE)
 ALL = (
     SUPERUSER_PASSWORD,
     ROLE_PASSWORD,
@@ -60,6 +77,8 @@ class LeakWatch:
     """Records where a canary was seen (never the text around it: that is the leak)."""
 
     canaries: tuple[str, ...] = ALL
+    personal: tuple[str, ...] = PERSONAL
+    """Searched in log records only (:meth:`scan_log`)."""
     leaks: list[str] = field(default_factory=list)
     where: str = "outside tests"
     inspected: int = 0
@@ -70,6 +89,13 @@ class LeakWatch:
         for index, canary in enumerate(self.canaries):
             if canary in text:
                 self.leaks.append(f"{self.where}: secret #{index} in {source}")
+
+    def scan_log(self, text: str, source: str) -> None:
+        """A log record: the secrets, and the personal data no log may hold."""
+        self.scan(text, source)
+        for index, value in enumerate(self.personal):
+            if value in text:
+                self.leaks.append(f"{self.where}: personal data #{index} in {source}")
 
     async def on_response(self, response: httpx.Response) -> None:
         """An httpx response hook: the body and every header of each response."""
@@ -91,19 +117,20 @@ class LeakWatch:
 
 
 class LeakHandler(logging.Handler):
-    """Searches each record as a handler would write it, traceback included."""
+    """Searches each record as the service writes it (app/observability/logs.py: its fields,
+    redacted, in JSON), traceback included."""
 
     def __init__(self, watch: LeakWatch):
         super().__init__(level=logging.DEBUG)
         self.watch = watch
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        logs.prepare(self, LogFormat.json)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
         except Exception:  # a record that cannot be formatted is not ours to fail on
             text = str(record.msg)
-        self.watch.scan(text, f"log record of {record.name} ({record.levelname})")
+        self.watch.scan_log(text, f"log record of {record.name} ({record.levelname})")
 
 
 WATCH = LeakWatch()

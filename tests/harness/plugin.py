@@ -24,6 +24,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +33,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from app.kit.events import SecurityEvent, subscribe
 from app.main import create_app
 from app.settings import Environment, Settings, StorageBackend
 from fixtures.demo import seed_demo
@@ -186,6 +188,18 @@ def pytest_testnodedown(node: object, error: object) -> None:
 
 
 # -- the process's deadline -----------------------------------------------------------------------
+@pytest.fixture
+def security_events() -> Iterator[list[tuple[SecurityEvent, dict[str, Any]]]]:
+    """The security events raised during the test, with their fields, as a listener hears them
+    (app/kit/events.py)."""
+    heard: list[tuple[SecurityEvent, dict[str, Any]]] = []
+    stop = subscribe(lambda event, fields: heard.append((event, fields)))
+    try:
+        yield heard
+    finally:
+        stop()
+
+
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """The app's clock, frozen now; ``clock.advance(...)`` moves it."""

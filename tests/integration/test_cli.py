@@ -191,7 +191,7 @@ def test_migrate_with_only_the_owner_url_migrates_that_database(empty_database, 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert _schema_heads(empty_database) == head_revisions()
-    assert f"database {empty_database.name} on " in result.stderr
+    assert f"database {empty_database.name} on " in result.stdout  # logs go to stdout
     assert not state.exists(), "no embedded database is started"
 
 

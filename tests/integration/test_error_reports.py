@@ -12,11 +12,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import text
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.auth.mails import MAIL_VERIFICATION
 from app.customers import service as customers
-from app.kit import context
 from app.observability import errors
 from app.queue import enqueue
 from app.settings import Settings
@@ -47,21 +45,9 @@ def reporting(ingest: FakeSentry, settings: Settings) -> Iterator[FakeSentry]:
     errors.close()
 
 
-class Bound:
-    """What the request-context middleware does (built apart, app/kit/context.py): this test
-    binds a context of its own around each request, so the report's tags can be checked."""
-
-    def __init__(self, app: ASGIApp, made: context.Context) -> None:
-        self.app, self.made = app, made
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with context.bound(self.made):
-            await self.app(scope, receive, send)
-
-
-def _client(app: FastAPI, made: context.Context) -> httpx.AsyncClient:
+def _client(app: FastAPI) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(
-        app=Bound(app, made), client=("203.0.113.9", 50_000), raise_app_exceptions=False
+        app=app, client=("203.0.113.9", 50_000), raise_app_exceptions=False
     )
     return httpx.AsyncClient(
         transport=transport, base_url="https://testserver", event_hooks=canary.WATCH.hooks()
@@ -78,8 +64,7 @@ async def test_an_unexpected_error_in_a_request_is_one_scrubbed_event_with_its_t
 ):
     clinic = await world.clinic()
     owner = clinic.owner
-    made = context.Context(request_id="req-sentry-1", clinic_id=clinic.id, user_id=owner.user.id)
-    async with _client(app, made) as client:
+    async with _client(app) as client:
         created = await client.post(
             "/api/v1/customers",
             json={"first_name": NAME, "last_name": "Q", "email": EMAIL, "phone": PHONE},
@@ -93,9 +78,15 @@ async def test_an_unexpected_error_in_a_request_is_one_scrubbed_event_with_its_t
         monkeypatch.setattr(customers, "to_out", broken)
         failed = await client.get(
             f"/api/v1/customers?q={EMAIL}&limit=5",
-            headers={**owner.headers, "Cookie": f"vetify_session={canary.REDIS_PASSWORD}"},
+            headers={
+                **owner.headers,
+                "Cookie": f"vetify_session={canary.REDIS_PASSWORD}",
+                "X-Request-ID": "req-sentry-1",
+            },
         )
     assert failed.status_code == 500
+    assert failed.headers["x-request-id"] == "req-sentry-1"
+    assert failed.json()["request_id"] == "req-sentry-1"
 
     events = reporting.wait_for_events(1)
     errors.close()  # flushes: a second event, had there been one, is in too
@@ -122,8 +113,7 @@ async def test_an_unexpected_error_in_a_request_is_one_scrubbed_event_with_its_t
 
 async def test_an_expected_problem_is_not_reported(app, world, reporting):
     clinic = await world.clinic()
-    made = context.Context(request_id="req-sentry-2", clinic_id=clinic.id)
-    async with _client(app, made) as client:
+    async with _client(app) as client:
         owner = clinic.owner.headers
         missing = await client.get(f"/api/v1/customers/{uuid.uuid4()}", headers=owner)
         refused = await client.get("/api/v1/customers")

@@ -74,7 +74,9 @@ async def test_login_needs_a_code_once_enrolled(client, world: World) -> None:
     assert (await client.get("/api/v1/auth/me")).status_code == 200
 
 
-async def test_enabling_mfa_replaces_the_session_and_returns_new_cookies(client, world) -> None:
+async def test_enabling_mfa_replaces_the_session_and_returns_new_cookies(
+    client, world, security_events
+) -> None:
     clinic = await world.clinic(roles=())
     assert (await login(client, clinic.setup.owner.email)).status_code == 200
     before = client.cookies.get(SESSION_COOKIE)
@@ -91,6 +93,8 @@ async def test_enabling_mfa_replaces_the_session_and_returns_new_cookies(client,
     fresh = await client.get("/api/v1/auth/me", headers={"Cookie": f"{SESSION_COOKIE}={after}"})
     assert stale.status_code == 401
     assert fresh.status_code == 200
+    enrolled = [f for e, f in security_events if e == "mfa_enrolled"]
+    assert [f["user_id"] for f in enrolled] == [str(clinic.setup.owner.id)]
 
 
 async def test_a_recovery_code_logs_in_once_and_turns_mfa_off(client, world) -> None:

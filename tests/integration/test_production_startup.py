@@ -3,6 +3,7 @@ PostgreSQL asked what the service's role may do. Messages name settings, never v
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -140,6 +141,8 @@ def test_vetify_serve_names_every_unsafe_setting_and_no_secret(tmp_path) -> None
     assert weak not in done.stderr + done.stdout
     assert short not in done.stderr + done.stdout
     assert "input_value" not in done.stderr
+    # A security event (text: the settings could not say json), naming no value either.
+    assert "event=production_settings_refused" in done.stdout
     assert not (tmp_path / "state").exists(), "no embedded database is started in production"
 
 
@@ -180,3 +183,8 @@ async def test_vetify_serve_refuses_a_superuser_and_says_so_without_the_url(
     assert "Traceback" not in done.stderr + done.stdout
     assert password not in done.stderr + done.stdout
     assert redis_server.password not in done.stderr + done.stdout
+    # Production logs JSON lines on stdout, the refusal among them as a security event.
+    logged = [json.loads(line) for line in done.stdout.splitlines()]
+    refusals = [line for line in logged if line.get("event") == "production_settings_refused"]
+    assert refusals, logged
+    assert all(line["settings"] == ["database_url"] for line in refusals)

@@ -65,7 +65,9 @@ async def unlock(
     "app/auth/lockout.py::LoginGuard.from_settings",
     "app/auth/lockout.py::AccountThrottled.__init__",
 )
-async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, world):
+async def test_failures_back_off_then_lock_and_an_owner_unlocks(
+    configured_app, world, security_events
+):
     clinic = await world.clinic()
     victim = clinic.actors[next(r for r in clinic.actors if r.value == "vet")]
     async with configured_app(**GUARD) as app, asgi_client(app, client_ip="203.0.113.30") as http:
@@ -88,6 +90,24 @@ async def test_failures_back_off_then_lock_and_an_owner_unlocks(configured_app, 
     assert still.status_code == 429
     assert unlocked.status_code == 204
     assert after.status_code == 200
+    # The security stream: each failure (the refusals while blocked as "throttled"), the lock
+    # once, its lifting by the owner; the victim's address nowhere.
+    said = [(str(event), fields["outcome"]) for event, fields in security_events]
+    assert said == [
+        ("login_failed", "refused"),
+        ("login_failed", "refused"),
+        ("login_failed", "throttled"),
+        ("lockout", "locked"),
+        ("login_failed", "refused"),
+        ("login_failed", "throttled"),
+        ("login_failed", "throttled"),
+        ("unlock", "unlocked"),
+        ("login_succeeded", "succeeded"),
+    ]
+    assert security_events[0][1]["client_ip"] == "203.0.113.30"
+    assert security_events[7][1]["target_user_id"] == str(victim.user.id)
+    assert security_events[7][1]["user_id"] == str(clinic.owner.user.id)
+    assert victim.user.email not in repr(security_events)
 
 
 async def test_a_success_forgets_the_failures(configured_app, world):

@@ -78,7 +78,8 @@ tally.size(
 
 
 def _without_instance(body: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in body.items() if key != "instance"}
+    """A problem's body but for what each request has of its own: its path and its id."""
+    return {key: value for key, value in body.items() if key not in ("instance", "request_id")}
 
 
 async def _ids(world: World, estate: Estate, route: Route) -> dict[str, uuid.UUID]:
