@@ -774,6 +774,7 @@ async def test_every_lifecycle_event_is_in_the_security_log(
     logged = [r.getMessage() for r in caplog.records if r.name == "vetify.security"]
     assert logged == [
         f"email verification mailed: user {user_id}",
+        "security event login_succeeded: succeeded",  # the log-in, an event of its own
         f"email verified: user {user_id}",
         f"password changed: user {user_id}",
         f"password reset requested: user {user_id}",
