@@ -109,6 +109,14 @@ def token_by_session_sync(
     )
 
 
+def shared_part(body: Any) -> Any:
+    """What two answers can have in common: a body less its own request's ``request_id``
+    (echoed in every problem+json body), to compare one request's answer with another's."""
+    if isinstance(body, dict):
+        return {key: value for key, value in body.items() if key != "request_id"}
+    return body
+
+
 def problem_type(slug: str) -> str:
     """A problem's ``type``: ``https://vetify.dev/problems/<slug>``."""
     return PROBLEM_BASE + slug

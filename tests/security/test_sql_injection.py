@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.contract.snapshot import offline_app
 from tests.harness import sweep, tally
+from tests.harness.api import shared_part
 from tests.harness.statements import recording
 from tests.harness.world import World
 from tests.security.bodies import (
@@ -270,7 +271,10 @@ async def test_injection_in_query_parameters_changes_nothing(
             yes, no = await call(name, true), await call(name, false)
             await check(name, true, yes)
             await check(name, false, no)
-            if (yes.status_code, yes.json()) != (no.status_code, no.json()):
+            if (yes.status_code, shared_part(yes.json())) != (
+                no.status_code,
+                shared_part(no.json()),
+            ):
                 problems.append(f"?{name}= {true!r} and {false!r} answer differently")
         if _has_pattern(_parameter(route, name).get("schema", {})):
             tokens = TAUTOLOGIES + STACKED + UNION_AND_ERRORS + TIME_BASED

@@ -27,6 +27,7 @@ from app.auth.principal import Principal
 from app.kit.ids import new_id
 from tests.contract.snapshot import offline_app
 from tests.harness import tally
+from tests.harness.api import shared_part
 from tests.harness.world import World
 from tests.security.catalogue import (
     ATTACKED,
@@ -79,7 +80,7 @@ tally.size(
 
 def _without_instance(body: dict[str, Any]) -> dict[str, Any]:
     """A problem's body but for what each request has of its own: its path and its id."""
-    return {key: value for key, value in body.items() if key not in ("instance", "request_id")}
+    return {key: value for key, value in shared_part(body).items() if key != "instance"}
 
 
 async def _ids(world: World, estate: Estate, route: Route) -> dict[str, uuid.UUID]:
