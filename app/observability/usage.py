@@ -25,7 +25,7 @@ from app.settings import Settings
 
 log = logging.getLogger("vetify.usage")
 
-STOP_SHARE = 0.1
+STOP_SHARE = 0.05
 """Of ``VETIFY_SHUTDOWN_TIMEOUT_SECONDS``, what the last flush may take as a process stops (after
 the requests' and the jobs' shares, app/kit/lifecycle.py)."""
 
