@@ -1,5 +1,6 @@
 """The ``vetify`` command: serve (embedded database by default), demo, migrate, worker, the
-billing operator commands, and db provision (an external PostgreSQL's database and roles)."""
+billing operator commands, usage, and db provision (an external PostgreSQL's database and
+roles)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ from app.kit import server, supervisor
 from app.kit.events import SecurityEvent, security_event
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.kit.storage import storage_from
+from app.kit.usage import Usage
 from app.main import create_app, dependency_probes
-from app.observability import errors, logs, scrape, tracing
+from app.observability import errors, logs, scrape, tracing, usage, usage_report
 from app.observability.dependencies import Report, Status
 from app.queue import Worker
 from app.settings import ConfigurationError, Environment, LogFormat, Settings
@@ -79,6 +81,7 @@ def _at_head(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[S
                 update={
                     "database_url": SecretStr(embedded.url(ROLES.app, EMBEDDED_DATABASE)),
                     "database_owner_url": SecretStr(embedded.url(ROLES.owner, EMBEDDED_DATABASE)),
+                    "database_backup_url": SecretStr(embedded.url(ROLES.backup, EMBEDDED_DATABASE)),
                 }
             )
         if settings.database_owner_url is not None:
@@ -241,9 +244,16 @@ def _worker(settings: Settings) -> None:
 
 
 async def _work(settings: Settings, shutdown: Shutdown) -> None:
-    worker = Worker(settings, settings.shutdown_timeout_seconds * JOBS_SHARE).start()
-    await shutdown.wait()
-    await worker.stop()
+    engine = create_engine(settings)
+    counted = Usage()
+    flusher = usage.flusher(engine, counted, settings).start()
+    worker = Worker(settings, settings.shutdown_timeout_seconds * JOBS_SHARE, counted).start()
+    try:
+        await shutdown.wait()
+        await worker.stop()
+        await flusher.stop()  # the runs of the jobs that were stopping too
+    finally:
+        await engine.dispose()
 
 
 def _check(settings: Settings, as_json: bool) -> None:
@@ -299,6 +309,21 @@ def _table(found: Report) -> str:
 def _billing(settings: Settings, args: argparse.Namespace) -> None:
     with _claimed(settings, f"vetify billing (pid {os.getpid()})"), database(settings) as ready:
         print(asyncio.run(operations.run(ready, args)), flush=True)
+
+
+def _usage(settings: Settings, args: argparse.Namespace) -> None:
+    """Per clinic: requests and jobs over the days asked, storage now (as the backup role, which
+    reads every clinic; the service's role sees one at a time)."""
+    first, last = usage_report.window(args.day, args.days)
+    with _claimed(settings, f"vetify usage (pid {os.getpid()})"), database(settings) as ready:
+        backup = ready.database_backup_url  # made for the embedded database
+        if backup is None:
+            raise SystemExit(
+                "vetify usage: set VETIFY_DATABASE_BACKUP_URL (the backup role's URL, which reads"
+                " every clinic; `vetify db provision` printed it)"
+            )
+        found = asyncio.run(usage_report.report(backup.get_secret_value(), first, last))
+    print(usage_report.printable(found, args.json), flush=True)
 
 
 def _provision(args: argparse.Namespace) -> None:
@@ -378,6 +403,13 @@ def parser() -> argparse.ArgumentParser:
     operations.add_commands(
         commands.add_parser("billing", help="Stripe events: list, metrics, replay")
     )
+    usage_report.add_arguments(
+        commands.add_parser(
+            "usage",
+            help="per clinic: requests and jobs per UTC day (flushed by each process every"
+            " VETIFY_USAGE_FLUSH_SECONDS) and storage bytes now, for cost monitoring",
+        )
+    )
     db = commands.add_parser("db", help="an external PostgreSQL: provision")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     provisioning = db_commands.add_parser(
@@ -421,8 +453,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         given = {} if getattr(args, "workers", None) is None else {"workers": args.workers}
         settings = Settings(**given)
-        # `vetify check` prints its report on stdout, for scripts: its logs go to stderr.
-        logs.configure(settings.logs_as, settings.log_level, to_stderr=args.command == "check")
+        # `vetify check` and `usage` print reports on stdout, for scripts: logs go to stderr.
+        logs.configure(
+            settings.logs_as, settings.log_level, to_stderr=args.command in ("check", "usage")
+        )
         # Once per process, before any fork: sentry-sdk restarts its sending thread in each
         # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
         errors.configure(settings)
@@ -436,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _check(settings, args.json)
         elif args.command == "billing":
             _billing(settings, args)
+        elif args.command == "usage":
+            _usage(settings, args)
         else:
             _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
     except (

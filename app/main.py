@@ -41,7 +41,8 @@ from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
 from app.kit.uploads import MULTIPART_HEADROOM
-from app.observability import metrics, requests, scrape, tracing
+from app.kit.usage import Usage
+from app.observability import metrics, requests, scrape, tracing, usage
 from app.observability.dependencies import Cached, Probe
 from app.observability.red import RequestMetrics
 from app.pets.routes import router as pets_router
@@ -98,6 +99,9 @@ def create_app(settings: Settings) -> FastAPI:
             settings.password_hash_queue,
             settings.password_hash_wait_seconds,
         )
+        # Made per start: an app started again (the tests do) counts from nothing.
+        app.state.usage = Usage()
+        flusher = usage.flusher(engine, app.state.usage, settings).start()
         worker: Worker | None = None
         try:
             if settings.env is Environment.production:
@@ -111,11 +115,14 @@ def create_app(settings: Settings) -> FastAPI:
                     )
                     raise ConfigurationError({"database_url": why})
             if settings.jobs_in_process:
-                worker = Worker(settings, settings.shutdown_timeout_seconds * JOBS_SHARE).start()
+                worker = Worker(
+                    settings, settings.shutdown_timeout_seconds * JOBS_SHARE, app.state.usage
+                ).start()
             yield
         finally:
             if worker is not None:
                 await worker.stop()
+            await flusher.stop()  # after the jobs, whose runs it adds too
             await app.state.limiter.close()
             if app.state.redis is not None:
                 await app.state.redis.aclose()

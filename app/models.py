@@ -7,6 +7,7 @@ from app.billing.models import BillingAccount, StripeEvent
 from app.clinics.models import Clinic, Location, Room
 from app.customers.models import ConsentEvent, Customer
 from app.db.base import Base
+from app.observability.usage import ClinicUsage
 from app.pets.models import Pet, WeightMeasurement
 from app.records.models import Addendum, MedicalRecord, Prescription, Vaccination
 
@@ -19,6 +20,7 @@ __all__ = [
     "Base",
     "BillingAccount",
     "Clinic",
+    "ClinicUsage",
     "ConsentEvent",
     "Credential",
     "Customer",

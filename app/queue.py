@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.migrate import plain_url
 from app.db.session import create_engine, database_url, session_factory
 from app.kit.context import Context, bound
+from app.kit.usage import Usage, clinic_named
 from app.settings import Settings
 
 TASK_MODULES = ["app.attachments.jobs", "app.auth.jobs", "app.billing.jobs"]
@@ -60,6 +61,8 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     services: dict[str, Any]
     """Per-domain clients (e.g. billing's Stripe client), made on first use."""
+    usage: Usage | None = None
+    """Where each job run is counted for its clinic (ADR 0026); None: not counted."""
 
     def service(self, name: str, make: Callable[[Settings], Any]) -> Any:
         if name not in self.services:
@@ -143,14 +146,19 @@ async def enqueue(
 
 
 async def run_worker(
-    settings: Settings, *, wait: bool = True, concurrency: int = 1, stop_within: float = 0.0
+    settings: Settings,
+    *,
+    wait: bool = True,
+    concurrency: int = 1,
+    stop_within: float = 0.0,
+    usage: Usage | None = None,
 ) -> None:
     """Run jobs until cancelled (``wait``), or until none is due (tests, one-off catch-up).
 
     Cancelled, the worker takes no new job and gives those running half of ``stop_within`` to
     finish; then it aborts them, which their retry strategy counts as a failed try: they run
     again later, here or in another worker. (Not waiting, it stops only once the jobs it ran
-    are done.)"""
+    are done.) Each job run is counted in ``usage`` for the clinic it was about, if any."""
     engine = create_engine(settings)
     connector = procrastinate.PsycopgConnector(
         conninfo=plain_url(database_url(settings)),
@@ -162,7 +170,7 @@ async def run_worker(
         kwargs={"connect_timeout": max(2, math.ceil(settings.db_connect_timeout_seconds))},
     )
     app = queue.with_connector(connector)
-    context = Runtime(settings, session_factory(engine), {})
+    context = Runtime(settings, session_factory(engine), {}, usage)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(_close_services, context)
@@ -186,10 +194,20 @@ async def in_job_context(
     call_next: Callable[[], Awaitable[Any]], context: JobContext, worker: Any
 ) -> Any:
     """Each job runs in a :class:`~app.kit.context.Context` of its own: its lines carry its id,
-    queue and task (and what the task adds: billing's Stripe event id)."""
+    queue and task (and what the task adds: billing's Stripe event id).
+
+    Each run (a retry is another) counts for the clinic it was about: the one its arguments
+    name, or the one the task found (a Stripe event's), failed or not (ADR 0026)."""
     job = context.job
-    with bound(Context(job_id=job.id, queue=job.queue, task=job.task_name)):
-        return await call_next()
+    named = clinic_named(job.task_kwargs)
+    usage = runtime(context).usage if RUNTIME in context.additional_context else None
+    with bound(Context(job_id=job.id, queue=job.queue, task=job.task_name)) as bound_to:
+        try:
+            return await call_next()
+        finally:
+            clinic = bound_to.clinic_id or named
+            if usage is not None and clinic is not None:
+                usage.job(clinic)
 
 
 async def _retry_abandoned(app: procrastinate.App) -> None:
@@ -212,9 +230,10 @@ class Worker:
     cannot reach the database cannot record that either: its running job stays ``doing`` until
     a worker starts later (:func:`_retry_abandoned`)."""
 
-    def __init__(self, settings: Settings, stop_within: float) -> None:
+    def __init__(self, settings: Settings, stop_within: float, usage: Usage | None = None) -> None:
         self.settings = settings
         self.stop_within = stop_within
+        self.usage = usage
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -226,7 +245,7 @@ class Worker:
         pause = 1.0
         while not self._stopping:
             try:
-                await run_worker(self.settings, stop_within=self.stop_within)
+                await run_worker(self.settings, stop_within=self.stop_within, usage=self.usage)
                 why = "it stopped"
             except Exception as exc:
                 why = _one_line(exc)

@@ -154,6 +154,9 @@ class Settings(BaseSettings):
 
     database_owner_url: SecretStr | None = None
     """URL of the role that owns the schema; used only to run migrations."""
+    database_backup_url: SecretStr | None = None
+    """URL of the backup role (reads every clinic's rows, writes none: ADR 0015), for the
+    operators' commands that read across clinics (`vetify usage`); the service never uses it."""
 
     data_dir: Path = Path(".vetify")
     """Where the embedded PostgreSQL keeps its cluster when no database URL is set."""
@@ -316,6 +319,10 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     """Serve ``/metrics`` on the API's own port too, to a scraper sending ``Authorization:
     Bearer <token>``. Unset (and no metrics port): there is no ``/metrics`` route at all."""
+    usage_flush_seconds: float = Field(default=60.0, ge=1, le=3600)
+    """How often each process adds the requests and jobs it counted per clinic to the
+    ``clinic_usage`` table (and once more as it stops); a crash loses at most this long of one
+    process's counts. ADR 0026, `vetify usage`."""
 
     smtp_host: str | None = None
     """The mail relay for notices to clinics (trial ending...); unset: notices are only logged."""

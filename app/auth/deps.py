@@ -25,6 +25,7 @@ from app.kit import context, crypto, csrf
 from app.kit.clock import utcnow
 from app.kit.problems import CsrfRefused, PaymentRequired, Unauthenticated
 from app.kit.ratelimit import Policy
+from app.kit.usage import Usage
 from app.observability import tracing
 from app.settings import Settings
 
@@ -82,6 +83,9 @@ async def authenticate(
         user_id=principal.user_id,
         credential_id=principal.credential_id,
     )
+    # Cost monitoring (ADR 0026): a dict increment here, flushed to the table in the background.
+    usage: Usage = request.app.state.usage
+    usage.request(principal.clinic_id)
     spends = [
         (quotas.clinic(standing.requests_per_minute), str(principal.clinic_id)),
         (quotas.user, str(principal.user_id)),

@@ -5,13 +5,15 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.kit.usage import Usage
 from app.queue import run_worker
 from app.settings import Settings
 
 
-async def drain(settings: Settings) -> None:
-    """Run every job that is due, then return (the worker `vetify worker` runs, not waiting)."""
-    await run_worker(settings, wait=False)
+async def drain(settings: Settings, usage: Usage | None = None) -> None:
+    """Run every job that is due, then return (the worker `vetify worker` runs, not waiting),
+    counting their runs in ``usage`` if given."""
+    await run_worker(settings, wait=False, usage=usage)
 
 
 async def due_now(settings: Settings) -> None:
