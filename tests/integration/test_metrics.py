@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from app.auth.mails import MAIL_VERIFICATION
 from app.db.embedded import free_port
+from app.observability.scrape import DatabaseFigures
 from app.queue import enqueue
 from tests.harness.api import assert_problem
 from tests.harness.live import Vetify, until, vetify_env
@@ -160,3 +161,11 @@ def test_two_workers_are_summed_on_the_metrics_port(tmp_path, redis_server) -> N
     assert value(scraped, "vetify_metrics_database_up") == 1
     assert done.code == 0, served.output[-4000:]
     assert "Traceback" not in served.output
+
+
+def test_a_scrape_with_the_database_away_says_so_and_still_answers() -> None:
+    # A port nothing listens on: the connection is refused.
+    figures = DatabaseFigures(f"postgresql://vetify:unused@127.0.0.1:{free_port()}/vetify")
+    families = {family.name: family for family in figures.collect()}
+    assert list(families) == ["vetify_metrics_database_up"]  # no stale queue or Stripe figures
+    assert [s.value for s in families["vetify_metrics_database_up"].samples] == [0]
