@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from app.kit.events import SecurityEvent, subscribe
 from app.main import create_app
+from app.observability import logs
 from app.settings import Environment, Settings, StorageBackend
 from fixtures.demo import seed_demo
 from fixtures.factories import TEST_HASHING
@@ -125,10 +126,19 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     canary.WATCH.where = item.nodeid
+    root = logging.getLogger()
+    level = root.level
     try:
         return (yield)
     finally:
         canary.WATCH.where = "outside tests"
+        # A test that ran `vetify` in this process set up its logging: the handler (whose
+        # redaction rewrites every record it handles, for the handlers after it) and the root
+        # level go with the test, so no later test's records depend on which ran before.
+        for handler in list(root.handlers):
+            if isinstance(handler, logs.Stdout):
+                root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
