@@ -367,6 +367,8 @@ def stage_settings(
         env=Environment.test,
         database_url=database.app_url,
         database_owner_url=database.owner_url,
+        # Read by `vetify usage` alone; a secret the app holds, so the leak watch has it too.
+        database_backup_url=database.backup_url,
         redis_url=redis_server.url,
         # The suites send far more than a clinic does; the limits still run, 1000x wider.
         # Tests of the limits themselves configure them (tests/security/test_rate_limits.py).
