@@ -34,8 +34,8 @@ class SecurityEvent(StrEnum):
     mfa_enrolled = "mfa_enrolled"
     mfa_disabled = "mfa_disabled"
     mfa_failed = "mfa_failed"
-    token_created = "token_created"  # noqa: S105 - an event's name, not a secret
-    token_revoked = "token_revoked"  # noqa: S105
+    token_created = "token_created"  # noqa: S105 - an event's name, not a secret  # nosec B105
+    token_revoked = "token_revoked"  # noqa: S105  # nosec B105
     permission_denied = "permission_denied"
     rate_limited = "rate_limited"
     webhook_signature_refused = "webhook_signature_refused"
