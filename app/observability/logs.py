@@ -26,16 +26,12 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 import httpx
+from opentelemetry import trace  # the API; spans record once tracing is configured
 
 from app.kit import context
 from app.kit.logs import REDACTED, redact_query
 from app.queue import ExpectedInOneLine
 from app.settings import LogFormat
-
-try:  # the API only (a transitive dependency); the SDK, when configured, makes spans record
-    from opentelemetry import trace
-except ImportError:  # pragma: no cover - installed with the service's dependencies
-    trace = None  # type: ignore[assignment]
 
 PERSONAL_KEYS = frozenset(
     {
@@ -155,8 +151,6 @@ def _procrastinates(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _span_ids() -> dict[str, str]:
-    if trace is None:  # pragma: no cover - see the import
-        return {}
     span = trace.get_current_span().get_span_context()
     if not span.is_valid:
         return {}

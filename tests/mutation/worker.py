@@ -172,16 +172,13 @@ def _fit_closure(
         node = found[0]
     if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
         return None
-    line = node.body[0].lineno
     keep = ast.If(
         test=ast.Constant(False),
         body=[ast.Expr(ast.Tuple([ast.Name(name, ast.Load()) for name in dropped], ast.Load()))],
         orelse=[],
     )
-    for part in ast.walk(keep):
-        part.lineno = part.end_lineno = line  # type: ignore[attr-defined]
-        part.col_offset = part.end_col_offset = 0  # type: ignore[attr-defined]
-    node.body.insert(0, keep)
+    node.body.insert(0, ast.copy_location(keep, node.body[0]))
+    ast.fix_missing_locations(tree)
     module = compile(tree, str(ROOT / mutant.file), "exec")
     fitted = function_code(module, nested.co_qualname)
     return fitted if fitted is not None and fitted.co_freevars == freevars else None

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from opentelemetry import trace
 
 from app.kit import context
 from app.kit.logs import REDACTED, redact_query
@@ -192,7 +193,6 @@ def test_configure_writes_to_stdout_as_it_is_then(capsys: pytest.CaptureFixture[
 
 
 def test_the_active_spans_ids_are_on_the_line(written) -> None:
-    trace = pytest.importorskip("opentelemetry.trace")
     logger, buffer, _ = written
     span = trace.NonRecordingSpan(
         trace.SpanContext(
