@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine = create_engine(settings)
         metrics.announce_build(settings)
         metrics.watch_pool(engine, settings.db_pool_size)
+        metrics.count_security_events()
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.storage = storage_from(settings)

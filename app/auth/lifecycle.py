@@ -18,14 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import mfa, service
 from app.auth.lockout import LoginGuard
-from app.auth.mails import MAIL_PASSWORD_RESET, security_log, verify_address
+from app.auth.mails import MAIL_PASSWORD_RESET, verify_address
 from app.auth.models import AccountToken, CredentialKind, Membership, TokenPurpose, User
 from app.auth.principal import Principal
 from app.kit import crypto, passwords
 from app.kit.clock import utcnow
+from app.kit.events import SecurityEvent, security_event
 from app.kit.problems import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from app.kit.ratelimit import Limiter, Policy
-from app.observability import metrics
 from app.queue import enqueue
 from app.settings import Settings
 
@@ -110,7 +110,7 @@ async def verify_email(session: AsyncSession, caller: Principal, secret: str) ->
     user = await _use_link(session, TokenPurpose.verify_email, secret, caller.user_id)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
-        security_log.info("email verified: user %s", user.id)
+        security_event(SecurityEvent.email_verified, outcome="by_link", user_id=user.id)
     return user
 
 
@@ -134,17 +134,16 @@ async def request_password_reset(
     whatever happens here: no account, over the address's limit, or mailed."""
     # Counted for every address, known or not, so the limit says nothing about accounts.
     if not (await limiter.hit(per_address, _address_key(email))).allowed:
-        metrics.rate_limited(per_address.name)
-        security_log.warning("password reset not mailed: the address is over its limit")
+        security_event(SecurityEvent.rate_limited, outcome="not_mailed", policy=per_address.name)
         return
     user = (
         await session.scalars(select(User).where(func.lower(User.email) == email.lower()))
     ).one_or_none()
     if user is None or not user.active:
-        security_log.info("password reset requested for an address without an active account")
+        security_event(SecurityEvent.password_reset_requested, outcome="no_active_account")
         return
     await enqueue(session, MAIL_PASSWORD_RESET, user_id=str(user.id))
-    security_log.info("password reset requested: user %s", user.id)
+    security_event(SecurityEvent.password_reset_requested, outcome="mailed", user_id=user.id)
 
 
 async def reset_password(
@@ -169,12 +168,12 @@ async def reset_password(
         user.totp_enabled_at = None
         user.totp_last_step = None
         user.recovery_codes = []
-        security_log.info("email verified by a password reset: user %s", user.id)
+        security_event(SecurityEvent.email_verified, outcome="by_reset", user_id=user.id)
     await _void_reset_links(session, user.id)
     await session.flush()
     await service.revoke_all_credentials(session, sessions, user.id)
     await guard.unlock(user.email)
-    security_log.info("password reset completed: user %s", user.id)
+    security_event(SecurityEvent.password_reset, outcome="succeeded", user_id=user.id)
     return user
 
 
@@ -215,5 +214,5 @@ async def change_password(
         await session.scalars(select(Membership).where(Membership.user_id == caller.user_id))
     ).one()
     issued = await service.issue(session, settings, membership, CredentialKind.session)
-    security_log.info("password changed: user %s", user.id)
+    security_event(SecurityEvent.password_changed, outcome="succeeded", user_id=user.id)
     return issued

@@ -31,7 +31,6 @@ from limits.aio.storage import MemoryStorage
 from app.kit.events import SecurityEvent, security_event
 from app.kit.problems import InvalidCredentials, MfaRequired, Problem
 from app.kit.ratelimit import Limiter, Script
-from app.observability import metrics
 from app.settings import Settings
 
 JUDGED = (InvalidCredentials, MfaRequired)
@@ -152,7 +151,6 @@ class LoginGuard:
             yield
         except JUDGED:
             # The attempt's number: the one that reaches ``lock_after`` locked the account.
-            metrics.login_failed(locked=value == self.lock_after)
             if value >= self.lock_after:  # this failure locked the account
                 security_event(
                     SecurityEvent.lockout, outcome="locked", lock_seconds=self.lock_seconds

@@ -1,4 +1,4 @@
-"""What auth mails, by task name (the tasks are in ``app/auth/jobs.py``), and the security log.
+"""What auth mails, by task name (the tasks are in ``app/auth/jobs.py``).
 
 Every mailed link is made by the job that sends it: its secret exists only in the mail, and
 the job queue's table holds nothing but a user's or an invitation's id (ADR 0013).
@@ -6,11 +6,10 @@ the job queue's table holds nothing but a user's or an invitation's id (ADR 0013
 
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
+from app.kit.events import SecurityEvent, security_event
 from app.queue import enqueue
 
 MAIL_VERIFICATION = "auth.mail_email_verification"
@@ -18,11 +17,8 @@ MAIL_VERIFICATION = "auth.mail_email_verification"
 MAIL_PASSWORD_RESET = "auth.mail_password_reset"  # noqa: S105  # nosec B105
 MAIL_INVITATION = "auth.mail_invitation"
 
-security_log = logging.getLogger("vetify.security")
-"""Account lifecycle events (docs/security.md): user ids, never an address or a secret."""
-
 
 async def verify_address(session: AsyncSession, user: User) -> None:
     """Mail ``user`` a link that verifies their address (in ``session``'s transaction)."""
     await enqueue(session, MAIL_VERIFICATION, user_id=str(user.id))
-    security_log.info("email verification mailed: user %s", user.id)
+    security_event(SecurityEvent.email_verification_mailed, outcome="queued", user_id=user.id)

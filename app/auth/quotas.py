@@ -16,7 +16,6 @@ from fastapi import Depends, Request
 
 from app.kit import ratelimit
 from app.kit.ratelimit import Limiter, Policy
-from app.observability import metrics
 from app.settings import Settings
 
 
@@ -83,8 +82,6 @@ async def spend_all(request: Request, spends: list[tuple[Policy, str]]) -> None:
     the first with none left, the later ones unspent."""
     limiter: Limiter = request.app.state.limiter
     for decision in await limiter.hit_all(spends):
-        if not decision.allowed:
-            metrics.rate_limited(decision.policy.name)
         ratelimit.record(request.scope, decision)
 
 

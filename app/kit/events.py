@@ -40,6 +40,12 @@ class SecurityEvent(StrEnum):
     rate_limited = "rate_limited"
     webhook_signature_refused = "webhook_signature_refused"
     production_settings_refused = "production_settings_refused"
+    # The account's lifecycle (ADR 0013): who proved an address or changed a password.
+    email_verification_mailed = "email_verification_mailed"
+    email_verified = "email_verified"
+    password_reset_requested = "password_reset_requested"  # noqa: S105  # nosec B105
+    password_reset = "password_reset"  # noqa: S105  # nosec B105
+    password_changed = "password_changed"  # noqa: S105  # nosec B105
 
 
 Listener = Callable[[SecurityEvent, dict[str, Any]], None]

@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.session import WatchedPool
+from app.kit.events import SecurityEvent, subscribe
 from app.kit.mail import Mail, Mailer
 from app.settings import Settings
 
@@ -82,18 +83,15 @@ class Instruments:
         )
         self.rate_limited = Counter(
             "vetify_rate_limit_rejections",
-            "Requests refused 429 by a rate limit, by policy.",
+            "Requests refused by a rate limit (429, or a reset mail not sent), by policy.",
             ["policy"],
             registry=registry,
         )
-        self.login_failures = Counter(
-            "vetify_login_failures",
-            "Log-ins refused for a wrong password or second factor.",
-            registry=registry,
-        )
-        self.lockouts = Counter(
-            "vetify_login_lockouts",
-            "Accounts locked by failed log-ins (VETIFY_LOGIN_LOCKOUT_FAILURES reached).",
+        self.security_events = Counter(
+            "vetify_security_events",
+            "Security events (app/kit/events.py) by event and outcome: failed log-ins,"
+            " lockouts, MFA failures, refusals... (incident detection alerts on their rates).",
+            ["event", "outcome"],
             registry=registry,
         )
         self.scans = Counter(
@@ -176,17 +174,25 @@ def forget_pool(pool_size: int) -> None:
     made.pool_overflow.set(0)
 
 
-def rate_limited(policy: str) -> None:
-    instruments().rate_limited.labels(policy=policy).inc()
-
-
-def login_failed(*, locked: bool) -> None:
-    """A log-in judged wrong; ``locked`` when it is the failure that locked the account.
-    (Issue 19's security events will carry the same facts; the counts can then listen to them.)"""
+def count_security_event(raised: SecurityEvent, fields: dict[str, Any]) -> None:
+    """Count ``raised`` by its outcome, and a rate limit's refusal by its policy too. (Both
+    labels are words of the code, never a client's: an outcome, a policy's name.)"""
     made = instruments()
-    made.login_failures.inc()
-    if locked:
-        made.lockouts.inc()
+    made.security_events.labels(event=str(raised), outcome=fields["outcome"]).inc()
+    if raised is SecurityEvent.rate_limited:
+        made.rate_limited.labels(policy=fields["policy"]).inc()
+
+
+_counting = False
+
+
+def count_security_events() -> None:
+    """Count every security event this process raises from now on (once, however many apps
+    it creates: create_app calls it)."""
+    global _counting  # the process's one subscription, as the event stream is the process's
+    if not _counting:
+        subscribe(count_security_event)
+        _counting = True
 
 
 def scanned(*, clean: bool) -> None:

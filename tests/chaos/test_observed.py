@@ -16,14 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chaos.conftest import DEPENDENCIES, SLACK, Clinic, Outcome, Wired, smoke
 from tests.harness import canary
 from tests.harness.proxy import FaultProxy
+from tests.harness.scrapes import Scraped, scrape
 
 OPERATOR = {"Authorization": f"Bearer {canary.OPERATOR_TOKEN}"}
-SCRAPER = {"Authorization": f"Bearer {canary.METRICS_TOKEN}"}
 SEEN_WITHIN = 20.0
 """Seconds for a fault to show in the report, and for its end to: a probe's bound, a pooled
 connection found broken, and Stripe's cached answer (1 s on the wired server) to expire."""
@@ -72,17 +71,7 @@ async def _until(
         await asyncio.sleep(0.2)
 
 
-async def _scrape(http: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    response = await http.get("/metrics", headers=SCRAPER)
-    assert response.status_code == 200, response.text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def _failed_requests(scraped: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
+def _failed_requests(scraped: Scraped) -> float:
     return sum(
         value
         for (name, labels), value in scraped.items()
@@ -99,19 +88,19 @@ async def test_a_dependency_down_or_hung_shows_in_the_report_and_metrics_and_rec
     proxy = _proxy(wired, dependency)
     async with httpx.AsyncClient(base_url=wired.url, timeout=30) as http:
         healthy, _ = await _until(http, dependency, "ok", bound)
-        before = await _scrape(http)
+        before = await scrape(http, canary.METRICS_TOKEN)
         setattr(proxy, fault, True)
         proxy.reset_all()  # pooled connections too: the fault holds for every new attempt
         try:
             report, seen_after = await _until(http, dependency, "down", bound)
             ready = await http.get("/health/ready")
             data = await clinic.http.get("/api/v1/customers")
-            during = await _scrape(http)
+            during = await scrape(http, canary.METRICS_TOKEN)
         finally:
             proxy.heal()
             proxy.reset_all()  # held connections end; the next ones are healthy
         recovered, back_after = await _until(http, dependency, "ok", bound)
-        after = await _scrape(http)
+        after = await scrape(http, canary.METRICS_TOKEN)
         ready_after = await http.get("/health/ready")
     chaos.details.update(
         dependency=dependency,

@@ -24,6 +24,7 @@ from app.auth.service import SESSION_COOKIE
 from app.settings import Settings
 from fixtures.clinics import add_member
 from fixtures.factories import DEFAULT_PASSWORD, TEST_HASHING
+from tests.harness import canary
 from tests.harness.api import (
     SIGNUP_PASSWORD,
     assert_problem,
@@ -42,6 +43,7 @@ from tests.harness.mail import (
     mails_to,
 )
 from tests.harness.plugin import asgi_client
+from tests.harness.scrapes import scrape, value
 from tests.harness.world import World
 
 AUTH = "/api/v1/auth"
@@ -50,6 +52,7 @@ RESEND = f"{AUTH}/verify-email/resend"
 RESET = f"{AUTH}/password-reset"
 RESET_COMPLETE = f"{AUTH}/password-reset/complete"
 CHANGE = f"{AUTH}/password"
+SCRAPER = canary.METRICS_TOKEN
 INVITATIONS = "/api/v1/staff/invitations"
 CHECKOUT = "/api/v1/billing/checkout"
 # pragma: allowlist nextline secret - made-up passphrases of the tests' people
@@ -422,8 +425,9 @@ async def test_reset_mails_are_limited_per_address_and_requests_per_ip(
     email = clinic.setup.owner.email
     # pragma: allowlist nextline secret - rates, not secrets
     limits = {"rate_limit_password_reset_address": "2/hour", "rate_limit_password_reset": "4/hour"}
-    async with configured_app(rate_limit_scale=1, **limits) as app:
+    async with configured_app(rate_limit_scale=1, metrics_token=SCRAPER, **limits) as app:
         async with asgi_client(app, client_ip="203.0.113.7") as client:
+            before = await scrape(client, SCRAPER)
             answers = [await client.post(RESET, json={"email": email}) for _ in range(3)]
             # Beyond the address's limit the answer is the same; only the mail stops.
             assert [a.status_code for a in answers] == [202, 202, 202]
@@ -440,7 +444,15 @@ async def test_reset_mails_are_limited_per_address_and_requests_per_ip(
             )
         async with asgi_client(app, client_ip="203.0.113.8") as elsewhere:
             assert (await elsewhere.post(RESET, json={"email": email})).status_code == 202
+            after = await scrape(elsewhere, SCRAPER)
     assert len(await mailed_tokens(settings, mailbox, email, PASSWORD_RESET)) == 2
+
+    # Each refusal counted by its policy: the address's twice (silently), the IP's once (429).
+    def refused(policy: str) -> float:
+        name = "vetify_rate_limit_rejections_total"
+        return value(after, name, policy=policy) - value(before, name, policy=policy)
+
+    assert (refused("password-reset-address"), refused("password-reset")) == (2, 1)
 
 
 @pytest.mark.parametrize(
@@ -755,7 +767,7 @@ async def test_a_hash_made_with_other_parameters_is_replaced_at_log_in(
 
 # -- the security log ------------------------------------------------------------------------------
 async def test_every_lifecycle_event_is_in_the_security_log(
-    client, settings, mailbox, caplog, world: World
+    client, settings, mailbox, caplog, security_events, world: World
 ):
     body = signup_body()
     with caplog.at_level(logging.INFO, logger="vetify.security"):
@@ -769,15 +781,22 @@ async def test_every_lifecycle_event_is_in_the_security_log(
         await client.post(RESET, json={"email": body["email"]})
         reset = await mailed_token(settings, mailbox, body["email"], PASSWORD_RESET)
         await client.post(RESET_COMPLETE, json={"token": reset, "password": OTHER_PASSWORD})
+        await client.post(RESET, json={"email": f"nobody-{body['email']}"})
 
     user_id = created["user"]["id"]
-    logged = [r.getMessage() for r in caplog.records if r.name == "vetify.security"]
-    assert logged == [
-        f"email verification mailed: user {user_id}",
-        "security event login_succeeded: succeeded",  # the log-in, an event of its own
-        f"email verified: user {user_id}",
-        f"password changed: user {user_id}",
-        f"password reset requested: user {user_id}",
-        f"password reset completed: user {user_id}",
+    said = [
+        (str(event), fields["outcome"], fields.get("user_id")) for event, fields in security_events
     ]
+    assert said == [
+        ("email_verification_mailed", "queued", user_id),
+        ("login_succeeded", "succeeded", user_id),
+        ("email_verified", "by_link", user_id),
+        ("password_changed", "succeeded", user_id),
+        ("password_reset_requested", "mailed", user_id),
+        ("password_reset", "succeeded", user_id),
+        ("password_reset_requested", "no_active_account", None),
+    ]
+    logged = [r.getMessage() for r in caplog.records if r.name == "vetify.security"]
+    assert len(logged) == len(said)
     assert not any(body["email"] in line or token in line for line in logged)
+    assert body["email"] not in repr(security_events)

@@ -7,7 +7,6 @@ import signal
 import uuid
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from app.auth.mails import MAIL_VERIFICATION
@@ -17,39 +16,14 @@ from app.queue import enqueue
 from tests.harness.api import assert_problem
 from tests.harness.live import Vetify, until, vetify_env
 from tests.harness.plugin import asgi_client
+from tests.harness.scrapes import samples, scrape, value
 
 TOKEN = "metrics-scraper-token-for-tests"
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
-
-
-Scraped = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def samples(text: str) -> Scraped:
-    """Every sample of a scrape: (name, labels) -> value."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(
-    scraped: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return scraped.get((name, frozenset(labels.items())), 0.0)
-
-
-async def scrape(http: httpx.AsyncClient) -> Scraped:
-    response = await http.get("/metrics", headers=BEARER)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    return samples(response.text)
 
 
 async def test_a_scrape_counts_the_requests_sent_by_route_template_and_status_class(configured_app):
     async with configured_app(metrics_token=TOKEN) as app, asgi_client(app) as http:
-        before = await scrape(http)
+        before = await scrape(http, TOKEN)
         for _ in range(3):
             assert (await http.get("/health/live")).status_code == 200
         for n in range(4):  # four paths, one label: a scanner's URLs are not series
@@ -57,7 +31,7 @@ async def test_a_scrape_counts_the_requests_sent_by_route_template_and_status_cl
         pets = [f"/api/v1/pets/{uuid.uuid4()}" for _ in range(2)]
         for path in pets:
             assert (await http.get(path)).status_code == 401
-        after = await scrape(http)
+        after = await scrape(http, TOKEN)
 
     def sent(route: str, status_class: str, method: str = "GET") -> float:
         name = "vetify_http_requests_total"
@@ -79,10 +53,10 @@ async def test_a_scrape_counts_the_requests_sent_by_route_template_and_status_cl
 
 async def test_the_pool_gauges_follow_the_connections_in_use(configured_app, settings):
     async with configured_app(metrics_token=TOKEN) as app, asgi_client(app) as http:
-        idle = await scrape(http)
+        idle = await scrape(http, TOKEN)
         async with app.state.engine.connect() as held:
             await held.exec_driver_sql("SELECT 1")
-            busy = await scrape(http)
+            busy = await scrape(http, TOKEN)
     assert value(idle, "vetify_db_pool_size") == settings.db_pool_size
     assert (
         value(busy, "vetify_db_pool_checked_out") == value(idle, "vetify_db_pool_checked_out") + 1
@@ -91,10 +65,10 @@ async def test_the_pool_gauges_follow_the_connections_in_use(configured_app, set
 
 async def test_the_queue_is_read_from_the_database_when_scraped(configured_app):
     async with configured_app(metrics_token=TOKEN) as app, asgi_client(app) as http:
-        before = await scrape(http)
+        before = await scrape(http, TOKEN)
         async with app.state.sessions() as session, session.begin():
             await enqueue(session, MAIL_VERIFICATION, user_id=str(uuid.uuid4()))
-        after = await scrape(http)
+        after = await scrape(http, TOKEN)
     assert value(after, "vetify_metrics_database_up") == 1
     todo = {"queue": "mail", "status": "todo"}
     assert value(after, "vetify_jobs", **todo) == value(before, "vetify_jobs", **todo) + 1
@@ -105,12 +79,12 @@ async def test_the_queue_is_read_from_the_database_when_scraped(configured_app):
 async def test_the_job_workers_heartbeat_is_scraped_once_one_has_registered(configured_app):
     async with configured_app(metrics_token=TOKEN) as app, asgi_client(app) as http:
         name = "vetify_worker_heartbeat_timestamp_seconds"
-        assert (name, frozenset()) not in await scrape(http)  # no worker: no time, not 0
+        assert (name, frozenset()) not in await scrape(http, TOKEN)  # no worker: no time, not 0
         async with app.state.engine.begin() as connection:
             # What procrastinate's worker does as it starts (and then every few seconds).
             await connection.execute(text("SELECT procrastinate_register_worker_v1()"))
             now = await connection.scalar(text("SELECT extract(epoch FROM now())"))
-        seen = value(await scrape(http), name)
+        seen = value(await scrape(http, TOKEN), name)
     assert abs(seen - float(now)) < 60
 
 

@@ -19,12 +19,14 @@ from app.auth.models import Membership, Role, User
 from app.settings import Settings
 from fixtures.clinics import add_member
 from fixtures.factories import DEFAULT_PASSWORD, UserFactory, create
-from tests.harness import browser
+from tests.harness import browser, canary
 from tests.harness.api import PROBLEM_JSON, assert_problem, login, login_request, problem_type
 from tests.harness.plugin import asgi_client
+from tests.harness.scrapes import scrape, value
 from tests.harness.world import Actor, World
 
 THROTTLED = problem_type("login-throttled")
+EVENTS = "vetify_security_events_total"
 # 1 free failure, then 1 s of back-off, and the 3rd failure locks for a minute.
 GUARD = {"login_free_failures": 1, "login_lockout_failures": 3, "login_lockout_minutes": 1}
 
@@ -70,13 +72,18 @@ async def test_failures_back_off_then_lock_and_an_owner_unlocks(
 ):
     clinic = await world.clinic()
     victim = clinic.actors[next(r for r in clinic.actors if r.value == "vet")]
-    async with configured_app(**GUARD) as app, asgi_client(app, client_ip="203.0.113.30") as http:
+    async with (
+        configured_app(metrics_token=canary.METRICS_TOKEN, **GUARD) as app,
+        asgi_client(app, client_ip="203.0.113.30") as http,
+    ):
+        before = await scrape(http, canary.METRICS_TOKEN)
         answers = await guess(http, victim.user.email)
         # The lock holds against the right password from anywhere.
         async with asgi_client(app, client_ip="203.0.113.31") as elsewhere:
             still = await login(elsewhere, victim.user.email, DEFAULT_PASSWORD)
         unlocked = await unlock(http, world, clinic.owner, victim.user.id)
         after = await login(http, victim.user.email, DEFAULT_PASSWORD)
+        scraped = await scrape(http, canary.METRICS_TOKEN)
 
     assert [a.status_code for a in answers] == [401, 401, 429, 401, 429]
     for refused in (answers[2], answers[4], still):
@@ -108,6 +115,13 @@ async def test_failures_back_off_then_lock_and_an_owner_unlocks(
     assert security_events[7][1]["target_user_id"] == str(victim.user.id)
     assert security_events[7][1]["user_id"] == str(clinic.owner.user.id)
     assert victim.user.email not in repr(security_events)
+    # The metrics count the same stream, by event and outcome (what the incident alerts read).
+    counted = {
+        (event, outcome): value(scraped, EVENTS, event=event, outcome=outcome)
+        - value(before, EVENTS, event=event, outcome=outcome)
+        for event, outcome in set(said)
+    }
+    assert counted == {pair: said.count(pair) for pair in set(said)}
 
 
 async def test_a_success_forgets_the_failures(configured_app, world):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from app.kit.events import SecurityEvent, security_event
 from app.kit.mail import Mail, Mailer
 from app.observability import metrics
 from app.observability.red import UNMATCHED, route_of, status_class
@@ -107,15 +108,25 @@ async def test_mail_without_a_relay_counts_as_unconfigured() -> None:
     assert _count("vetify_mail_total", outcome="unconfigured") == before + 1
 
 
-def test_login_failures_and_the_lockout_that_one_of_them_causes() -> None:
-    failures, lockouts = (
-        _count("vetify_login_failures_total"),
-        _count("vetify_login_lockouts_total"),
+def test_security_events_are_counted_by_event_and_outcome_and_refusals_by_policy() -> None:
+    metrics.count_security_events()
+    metrics.count_security_events()  # once per process, however often asked
+    events = "vetify_security_events_total"
+    failed = {"event": "login_failed", "outcome": "refused"}
+    limited = {"event": "rate_limited", "outcome": "refused"}
+    before = (
+        _count(events, **failed),
+        _count(events, **limited),
+        _count("vetify_rate_limit_rejections_total", policy="login"),
     )
-    metrics.login_failed(locked=False)
-    metrics.login_failed(locked=True)
-    assert _count("vetify_login_failures_total") == failures + 2
-    assert _count("vetify_login_lockouts_total") == lockouts + 1
+    security_event(SecurityEvent.login_failed, outcome="refused")
+    security_event(SecurityEvent.rate_limited, outcome="refused", policy="login")
+    after = (
+        _count(events, **failed),
+        _count(events, **limited),
+        _count("vetify_rate_limit_rejections_total", policy="login"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
 
 
 def test_no_label_can_carry_an_id() -> None:
@@ -133,6 +144,7 @@ def test_no_label_can_carry_an_id() -> None:
         "policy",
         "verdict",
         "outcome",
+        "event",
         "version",
         "git_sha",
         "le",
