@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from redis.asyncio import Redis
 from sqlalchemy import text
 
@@ -128,6 +129,57 @@ async def test_a_request_is_traced_with_route_clinic_sql_and_redis_and_nothing_p
     said = everything_said(finished)
     for secret in (name, name.lower(), phone, phone[1:], clinic.owner.token, *canary.ALL):
         assert secret not in said, "personal data or a secret in a span"
+
+
+class Counted(ParentBased):
+    """The SDK's parent-based sampler, sampling no root (a request without a sampled
+    ``traceparent``), that notes the spans it is asked about: their names, and whether they
+    would have had a parent."""
+
+    def __init__(self) -> None:
+        super().__init__(root=ALWAYS_OFF)
+        self.asked: list[tuple[str, bool]] = []
+
+    def should_sample(self, parent_context, trace_id, name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        parent = trace.get_current_span(parent_context).get_span_context()
+        self.asked.append((name, parent.is_valid))
+        return super().should_sample(parent_context, trace_id, name, *args, **kwargs)
+
+
+async def test_under_a_request_not_sampled_nothing_is_instrumented_and_its_job_is_not_traced(
+    settings, world
+) -> None:
+    clinic = await world.clinic((Role.owner,))
+    sampler, exporter = Counted(), InMemorySpanExporter()
+    provider = TracerProvider(resource=tracing.resource(), sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sampled = {"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"}
+    with tracing.start(provider):
+        async with traced_app(settings) as client:
+            for extra in ({}, sampled):
+                sampler.asked.clear()
+                listed = await client.get("/api/v1/pets", headers={**clinic.owner.headers, **extra})
+                assert listed.status_code == 200, listed.text
+                if not extra:
+                    unsampled = list(sampler.asked)
+            signed_up = await api.signup(client)  # not sampled: enqueues its mail jobs
+            assert signed_up.status_code == 201, signed_up.text
+            sampler.asked.clear()
+            await drain(settings)
+    # Not sampled: the request's span alone was started; no SQL or Redis span was even asked.
+    assert unsampled == [("GET /api/v1/pets", False)]
+    finished = exporter.get_finished_spans()
+    # Sampled (its caller's traceparent said so): the same request's SQL and Redis are traced.
+    request = server_span(finished, "GET", "/api/v1/pets")
+    systems = {(s.attributes or {}).get("db.system") for s in in_trace(finished, request)}
+    assert {"postgresql", "redis"} <= systems
+    # The jobs of the unsampled sign-up ran untraced (children of its trace), and nothing
+    # under them was asked: the only other spans are the worker's own statements, roots.
+    jobs = [(name, under) for name, under in sampler.asked if name.startswith("job ")]
+    assert jobs, "the sign-up's jobs ran"
+    assert all(under for _, under in jobs)
+    assert not [under for name, under in sampler.asked if under and not name.startswith("job ")]
+    assert not [s for s in exporter.get_finished_spans() if s.name.startswith("job ")]
 
 
 async def test_a_job_continues_the_trace_of_the_request_that_enqueued_it(
