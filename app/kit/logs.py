@@ -1,4 +1,4 @@
-"""Log records without the personal data a URL can carry.
+"""Log records without the personal data a URL can carry, and each error logged once.
 
 The access log (app/observability/requests.py) writes each request's path and query string, and
 a query string holds what a client searched for: names, email addresses, phone numbers
@@ -16,6 +16,18 @@ REDACTED = "[redacted]"
 SHOWN_PARAMETERS = frozenset({"limit", "cursor"})
 """Parameters logged as sent: a page size, and a page cursor (row ids only: kit/pagination)."""
 _PARAMETER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_LOGGED = "_vetify_logged"
+
+
+def mark_logged(exc: BaseException) -> None:
+    """``exc`` is logged, with its request's context: the server's own report of it when it
+    leaves the app (uvicorn's "Exception in ASGI application", without that context) would
+    only repeat it, and is dropped (app/observability/logs.py)."""
+    setattr(exc, _LOGGED, True)
+
+
+def logged_before(exc: BaseException) -> bool:
+    return bool(getattr(exc, _LOGGED, False))
 
 
 def redact_query(target: str) -> str:

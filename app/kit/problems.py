@@ -23,6 +23,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.kit import context
+from app.kit.logs import mark_logged
 from app.kit.types import PATTERN_MEANINGS
 
 PROBLEM_BASE = "https://vetify.dev/problems/"
@@ -319,6 +320,7 @@ def _allowed_methods(request: Request) -> str:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    mark_logged(exc)
     return problem_response(Problem(), request)
 
 

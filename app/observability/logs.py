@@ -29,7 +29,7 @@ import httpx
 from opentelemetry import trace  # the API; spans record once tracing is configured
 
 from app.kit import context
-from app.kit.logs import REDACTED, redact_query
+from app.kit.logs import REDACTED, logged_before, redact_query
 from app.queue import ExpectedInOneLine
 from app.settings import LogFormat
 
@@ -126,6 +126,14 @@ class Redact(logging.Filter):
         return True
 
 
+class Once(logging.Filter):
+    """Drops a record of an exception already logged with its context (app/kit/logs.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not logged_before(exc)
+
+
 class ContextFields(logging.Filter):
     """The request's or job's fields, and the active span's ids, set on each record as it is
     handled (in the task or thread that logged it, so in its context). A field the call gave in
@@ -205,6 +213,7 @@ def _shown(value: Any) -> str:
 
 def prepare(handler: logging.Handler, output: LogFormat) -> logging.Handler:
     """``handler`` writing what the service writes: its fields, redacted, in ``output``."""
+    handler.addFilter(Once())
     handler.addFilter(ContextFields())
     handler.addFilter(Redact())
     handler.addFilter(ExpectedInOneLine())

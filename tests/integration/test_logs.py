@@ -10,11 +10,13 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.auth.models import Role
 from app.billing.plans import Plan
@@ -27,6 +29,7 @@ from tests.harness.stripe import events as fake
 
 Lines = Callable[[], list[dict[str, Any]]]
 PETS = "/api/v1/pets"
+FAILS = "/test-only/fails"
 
 
 @pytest.fixture
@@ -136,20 +139,28 @@ async def test_one_access_line_per_request_whoever_answers(client, world, logged
     assert too_large.json()["request_id"] == too_large.headers["X-Request-ID"]
 
 
-async def test_an_unexpected_error_is_answered_and_logged_in_the_requests_context(
-    app, logged: Lines
-) -> None:
+@asynccontextmanager
+async def failing(app: FastAPI, *, raise_app_exceptions: bool) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` with a route at :data:`FAILS` that raises an unexpected error."""
+
     async def fails() -> None:
         raise RuntimeError("a defect")
 
-    app.add_api_route("/test-only/fails", fails)
-    # As a server does: the answer is what the client gets, whatever the app raised after it.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    app.add_api_route(FAILS, fails)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
-            response = await http.get("/test-only/fails", headers={"X-Request-ID": "req-500"})
+            yield http
     finally:
         app.router.routes.pop()
+
+
+async def test_an_unexpected_error_is_answered_and_logged_in_the_requests_context(
+    app, logged: Lines
+) -> None:
+    # As a server does: the answer is what the client gets, whatever the app raised after it.
+    async with failing(app, raise_app_exceptions=False) as http:
+        response = await http.get(FAILS, headers={"X-Request-ID": "req-500"})
 
     assert response.status_code == 500
     assert response.headers["X-Request-ID"] == "req-500"
@@ -157,10 +168,29 @@ async def test_an_unexpected_error_is_answered_and_logged_in_the_requests_contex
     lines = logged()
     [error] = [line for line in lines if line["logger"] == "vetify.errors"]
     assert error["request_id"] == "req-500"
-    assert error["route"] == "/test-only/fails"
+    assert error["route"] == FAILS
     assert "RuntimeError: a defect" in error["exception"]
     [line] = access(lines)
     assert (line["status"], line["request_id"]) == (500, "req-500")
+
+
+async def test_the_servers_own_report_of_an_error_already_logged_is_not_written_again(
+    app, logged: Lines
+) -> None:
+    async with failing(app, raise_app_exceptions=True) as http:  # it leaves, as to a server
+        with pytest.raises(RuntimeError) as raised:
+            await http.get(FAILS, headers={"X-Request-ID": "req-once"})
+    # What uvicorn does with it (uvicorn/protocols/http/h11_impl.py), outside any context.
+    server = logging.getLogger("uvicorn.error")
+    server.error("Exception in ASGI application\n", exc_info=raised.value)
+    server.error("Exception in ASGI application\n", exc_info=RuntimeError("not logged yet"))
+
+    lines = [line for line in logged() if "exception" in line]
+    assert [(line["logger"], line.get("request_id")) for line in lines] == [
+        ("vetify.errors", "req-once"),
+        ("uvicorn.error", None),  # an error the app did not log is still written
+    ]
+    assert "not logged yet" in lines[1]["exception"]
 
 
 async def test_a_search_is_logged_without_what_was_searched(client, world, logged: Lines) -> None:
