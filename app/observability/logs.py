@@ -83,9 +83,12 @@ filter)."""
 
 
 def is_personal(key: str) -> bool:
-    """Whether a value under ``key`` is redacted (for other reporters: errors, spans)."""
+    """Whether a value under ``key`` is redacted (for other reporters: errors, spans). An id
+    is not (``token_id``, ``user_id``: the rows' keys, which say what was touched)."""
     folded = key.lower().replace("-", "_")
-    return folded in PERSONAL_KEYS or any(part in folded for part in PERSONAL_PARTS)
+    if folded in PERSONAL_KEYS:
+        return True
+    return not folded.endswith(("_id", "_ids")) and any(part in folded for part in PERSONAL_PARTS)
 
 
 def redacted(value: Any) -> Any:

@@ -132,6 +132,16 @@ def test_a_personal_or_secret_key_is_redacted_in_extra_fields(written, key: str)
     assert _lines(buffer)[0]["fields"] == {key: REDACTED}
 
 
+def test_ids_are_kept_even_of_what_is_secret(written) -> None:
+    logger, buffer, _ = written
+    kept = {"token_id": "t1", "user_id": "u1", "password_reset_ids": ["r1"]}
+    logger.info("revoked", extra={"fields": {**kept, "token": "secret"}, "email_id": "e1"})
+
+    [line] = _lines(buffer)
+    assert line["fields"] == {**kept, "token": REDACTED}
+    assert line["email_id"] == "e1"
+
+
 def test_redaction_reaches_nested_values_and_keeps_the_rest(written) -> None:
     logger, buffer, _ = written
     logger.info(
