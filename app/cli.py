@@ -138,7 +138,7 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
 def _serve_ready(settings: Settings, sock: socket.socket, shutdown: Shutdown) -> None:
     """Serve in this process, or in ``settings.workers`` forked from it."""
     if settings.workers == 1:
-        with _metrics_listener(settings), tracing.traced():
+        with metrics_listener(settings), tracing.traced():
             server.run(create_app(settings), settings, sock, shutdown)
         return
     # The workers count in files of a directory of their own (emptied by every start), which
@@ -146,7 +146,7 @@ def _serve_ready(settings: Settings, sock: socket.socket, shutdown: Shutdown) ->
     with (
         tempfile.TemporaryDirectory(prefix="vetify-metrics-") as shared,
         _environment(scrape.MULTIPROCESS_DIR, shared),
-        _metrics_listener(settings),
+        metrics_listener(settings),
     ):
         supervisor.supervise(
             settings.workers,
@@ -157,7 +157,7 @@ def _serve_ready(settings: Settings, sock: socket.socket, shutdown: Shutdown) ->
 
 
 @contextmanager
-def _metrics_listener(settings: Settings) -> Iterator[None]:
+def metrics_listener(settings: Settings) -> Iterator[None]:
     """``VETIFY_METRICS_PORT``'s listener while the block runs, if one is configured."""
     try:
         listener = scrape.listen(settings)
@@ -238,7 +238,7 @@ def _worker(settings: Settings) -> None:
             " runs the jobs in its own process"
         )
     shutdown = Shutdown(settings.shutdown_timeout_seconds).install()
-    with database(settings) as ready, _metrics_listener(ready), tracing.traced():
+    with database(settings) as ready, metrics_listener(ready), tracing.traced():
         if not shutdown.requested:
             asyncio.run(_work(ready, shutdown))
 

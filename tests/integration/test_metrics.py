@@ -4,13 +4,17 @@ template and status class; /metrics is never public; `vetify serve --workers 2` 
 from __future__ import annotations
 
 import signal
+import socket
 import uuid
 
 import httpx
+import pytest
 from sqlalchemy import text
 
+from app import cli
 from app.auth.mails import MAIL_VERIFICATION
 from app.db.embedded import free_port
+from app.kit import server
 from app.observability.scrape import DatabaseFigures
 from app.queue import enqueue
 from tests.harness.api import assert_problem
@@ -143,3 +147,14 @@ def test_a_scrape_with_the_database_away_says_so_and_still_answers() -> None:
     families = {family.name: family for family in figures.collect()}
     assert list(families) == ["vetify_metrics_database_up"]  # no stale queue or Stripe figures
     assert [s.value for s in families["vetify_metrics_database_up"].samples] == [0]
+
+
+def test_a_metrics_port_in_use_is_refused_in_one_line(settings) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        asked = settings.model_copy(update={"metrics_port": port, "metrics_host": "127.0.0.1"})
+        with pytest.raises(server.PortUnavailable) as refused, cli.metrics_listener(asked):
+            pass
+    assert str(refused.value) == (
+        f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,17 @@ def test_build_info_names_the_commit_of_the_setting_or_unknown() -> None:
     assert metrics.build_info(named).git_sha == "abc" + "1234"
     with pytest.raises(ConfigurationError, match="VETIFY_GIT_SHA"):  # not any text
         Settings(env="test", git_sha="alice@example.com")
+
+
+def test_build_info_version_is_the_installed_packages_or_unknown(monkeypatch) -> None:
+    settings = Settings(env="test")
+    assert metrics.build_info(settings).version == metadata.version("vetify")
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metrics.metadata, "version", not_installed)  # run from a checkout
+    assert metrics.build_info(settings).version == "unknown"
 
 
 def _count(name: str, **labels: str) -> float:
