@@ -28,6 +28,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+from redis.asyncio import BlockingConnectionPool
 from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +45,13 @@ REDIS_RETRY_SECONDS = 5.0
 FAIL_CLOSED_DIVISOR = 4
 REDIS_TIMEOUT_SECONDS = 0.25
 """Per Redis call: a hung Redis must cost a request a fraction of a second, not seconds."""
+REDIS_CONNECTIONS = 32
+"""Connections one limiter (one process) keeps to Redis. A burst beyond them waits its turn,
+up to :data:`REDIS_WAIT_SECONDS`: redis-py's own pool refuses at once past 100, which made a
+log-in flood fall back to memory, where every process counts from nothing (issue 19)."""
+REDIS_WAIT_SECONDS = 1.0
+"""How long a call waits for a free connection before Redis counts as unreachable (every
+connection busy that long means Redis is not keeping up)."""
 
 
 @dataclass(frozen=True)
@@ -164,19 +172,26 @@ class Limiter:
     """How many times Redis failed and the limiter fell back to memory (a metric)."""
     _memory: MemoryStorage = field(default_factory=MemoryStorage)
     _redis: Storage | None = None
+    _pool: BlockingConnectionPool | None = None
     _retry_redis_at: float = 0.0
     _memory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _scripts: dict[tuple[int, str], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.redis_url:
+            self._pool = BlockingConnectionPool.from_url(
+                self.redis_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_WAIT_SECONDS,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
             self._redis = RedisStorage(
                 f"async+{self.redis_url}",  # limits' name for redis:// and rediss:// with asyncio
                 implementation="redispy",
                 wrap_exceptions=True,
                 key_prefix=self.key_prefix,
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                connection_pool=self._pool,  # type: ignore[arg-type]  # typed too narrowly
             )
             logger.info("rate limits are kept in Redis (shared by every replica)")
         else:
@@ -198,14 +213,16 @@ class Limiter:
             try:
                 result = await operation(self._redis)
             except (StorageError, RedisError, OSError, TimeoutError) as exc:
-                self.degradations += 1
+                # Said and counted once, not by every call that was under way with it.
+                if not self.degraded:
+                    self.degradations += 1
+                    logger.warning(
+                        "Redis is unreachable (%s); rate limits fall back to this process's "
+                        "memory for %.1f s",
+                        type(exc).__name__,
+                        self.retry_seconds,
+                    )
                 self._retry_redis_at = time.monotonic() + self.retry_seconds
-                logger.warning(
-                    "Redis is unreachable (%s); rate limits fall back to this process's memory "
-                    "for %.1f s",
-                    type(exc).__name__,
-                    self.retry_seconds,
-                )
             else:
                 if self._retry_redis_at:
                     self._retry_redis_at = 0.0
@@ -303,11 +320,8 @@ class Limiter:
         await self._on(clear)
 
     async def close(self) -> None:
-        if self._redis is not None:
-            bridge: Any = getattr(self._redis, "bridge", None)
-            client = getattr(bridge, "storage", None)
-            if client is not None:
-                await client.aclose()
+        if self._pool is not None:  # ours: the client made on it leaves it open
+            await self._pool.disconnect()
 
 
 def record(scope: Scope, decision: Decision) -> None:

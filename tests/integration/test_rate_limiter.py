@@ -135,6 +135,25 @@ async def test_two_limiters_on_one_redis_share_quotas_counters_and_scripts(
         await two.close()
 
 
+@pytest.mark.parametrize("at_once", [150, 400])
+async def test_a_burst_beyond_the_connection_pool_waits_its_turn_and_stays_in_redis(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, at_once: int
+) -> None:
+    """More requests at once than the client has connections (a log-in flood: issue 19's
+    chaos run saw the limiter fall back to memory, and warn once per request): each waits for
+    a connection, the quota is shared exactly, and Redis is never given up on."""
+    policy = Policy.of("burst", "100/minute")
+    limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="vetify.ratelimit"):
+            decisions = await asyncio.gather(*(limiter.hit(policy, "k") for _ in range(at_once)))
+        allowed = sum(decision.allowed for decision in decisions)
+        assert (allowed, limiter.backend, limiter.degradations) == (100, "redis", 0)
+        assert not caplog.records
+    finally:
+        await limiter.close()
+
+
 async def test_while_redis_is_away_memory_counts_and_redis_is_used_again_once_back(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
