@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -316,6 +317,7 @@ def run(
     overrides: dict[str, str],
     only: str = "",
     receiver: Receiver | None = None,
+    versus: Versus | None = None,
 ) -> dict[str, Any]:
     provider = choose_provider()
     if receiver is not None:
@@ -353,6 +355,9 @@ def run(
                 appointment_body(clinic, dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
             )
             pid = live.serve.pid
+            if versus is not None:
+                reads = [path for path in paths if path.method == "GET"]
+                return compare(live, database, cache.url, clinic, reads, seconds, versus)
             results = [
                 measure(path, live.url, pid, seconds, clinic.token, statements[path.name], profile)
                 for path in paths
@@ -375,6 +380,80 @@ def run(
         "cpus": os.cpu_count(),
         "paths": [asdict(result) for result in results],
         "ceiling": asdict(bare),
+    }
+
+
+@dataclass(frozen=True)
+class Versus:
+    """``--versus``: a second server, B, with these settings (beside A's ``--set``), measured
+    in turn with A on the same database for ``rounds`` rounds."""
+
+    overrides: dict[str, str]
+    rounds: int
+
+
+def compare(
+    live: LiveServer,
+    database: databases.Database,
+    redis_url: str,
+    clinic: Demo,
+    paths: list[HotPath],
+    seconds: int,
+    versus: Versus,
+) -> dict[str, Any]:
+    """A (``live``) against B, path by path, A B then B A in turn: on a shared machine whose
+    speed drifts, only the ratio within a pair means much; the median ratio is the figure."""
+    other = LiveServer(database, None, redis_url, settings=versus.overrides).start()
+    try:
+        assert live.serve is not None
+        assert other.serve is not None
+        pairs: dict[str, list[tuple[Result, Result]]] = {path.name: [] for path in paths}
+
+        def one(server: LiveServer, path: HotPath) -> Result:
+            assert server.serve is not None
+            return measure(path, server.url, server.serve.pid, seconds, clinic.token)
+
+        for round_ in range(versus.rounds):
+            for path in paths:
+                if round_ % 2 == 0:
+                    a = one(live, path)
+                    b = one(other, path)
+                else:
+                    b = one(other, path)
+                    a = one(live, path)
+                pairs[path.name].append((a, b))
+                print(
+                    f"round {round_ + 1} {path.name}: A {a.requests_per_second:.0f} req/s"
+                    f" {a.cpu_ms_per_request:.2f} ms, B {b.requests_per_second:.0f} req/s"
+                    f" {b.cpu_ms_per_request:.2f} ms",
+                    flush=True,
+                )
+    finally:
+        other.stop()
+        live.stop()
+    summary: dict[str, dict[str, Any]] = {}
+    for name, runs in pairs.items():
+        throughput = sorted(a.requests_per_second / b.requests_per_second for a, b in runs)
+        cpu = sorted(a.cpu_ms_per_request / b.cpu_ms_per_request for a, b in runs)
+        summary[name] = {
+            "a_requests_per_second": statistics.median(a.requests_per_second for a, _ in runs),
+            "b_requests_per_second": statistics.median(b.requests_per_second for _, b in runs),
+            "throughput_a_over_b": throughput,
+            "cpu_a_over_b": cpu,
+        }
+        print(
+            f"{name}: A/B throughput median {statistics.median(throughput):.3f}"
+            f" (from {throughput[0]:.3f} to {throughput[-1]:.3f}), CPU per request median"
+            f" {statistics.median(cpu):.3f} (from {cpu[0]:.3f} to {cpu[-1]:.3f})"
+        )
+    return {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "seconds": seconds,
+        "rounds": versus.rounds,
+        "b_settings": versus.overrides,
+        "pairs": {name: [[asdict(a), asdict(b)] for a, b in runs] for name, runs in pairs.items()},
+        "summary": summary,
     }
 
 
@@ -401,8 +480,18 @@ def main() -> int:
         action="store_true",
         help="export the server's traces to a local OTLP/HTTP receiver (with OTEL_* --set)",
     )
+    parser.add_argument(
+        "--versus",
+        action="append",
+        metavar="NAME=VALUE",
+        help="measure against a second server with this setting (repeatable; reads only): A/B",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds (default 5)")
     arguments = parser.parse_args()
     overrides = dict(pair.split("=", 1) for pair in arguments.set)
+    versus = None
+    if arguments.versus is not None:
+        versus = Versus(dict(pair.split("=", 1) for pair in arguments.versus), arguments.rounds)
     for tool in ["wrk", *(["py-spy"] if arguments.profile else [])]:
         if shutil.which(tool) is None:
             print(f"{tool} is not on PATH (wrk: apt-get install wrk; py-spy: pip)", file=sys.stderr)
@@ -414,6 +503,7 @@ def main() -> int:
             overrides,
             arguments.only,
             receiver if arguments.otlp_receiver else None,
+            versus,
         )
     result["settings"] = overrides
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
