@@ -253,7 +253,7 @@ class QuietUnlessSampled:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         span = trace.get_current_span()
         if not span.is_recording():
-            with unless_sampled(span):
+            with suppress_instrumentation():
                 await self.app(scope, receive, send)
             return
 
