@@ -51,7 +51,7 @@ class RequestHeadLimits:
 def unstorable_parameter(query: bytes) -> str | None:
     """The first query parameter whose name or value (decoded as Starlette does) cannot be
     stored."""
-    if b"%00" not in query.lower() and b"\x00" not in query:
+    if b"%00" not in query and b"\x00" not in query:
         return None
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
         if not (text.storable(name) and text.storable(value)):

@@ -56,16 +56,9 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for name, definition in (
-        ProblemBody.model_json_schema(ref_template="#/components/schemas/{model}")
-        .pop("$defs", {})
-        .items()
-    ):
-        components[name] = definition
-    components["ProblemBody"] = ProblemBody.model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
-    components["ProblemBody"].pop("$defs", None)
+    problem = ProblemBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(problem.pop("$defs"))  # FieldError
+    components["ProblemBody"] = problem
     for name, form in _FORMS.items():
         components[name] = form.model_json_schema()
     components.pop("HTTPValidationError", None)
@@ -76,7 +69,7 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
     too_large = responses(PayloadTooLarge)[413]
     too_slow = responses(RequestTimeout)[408]
     too_many = responses(TooManyRequests)[429]
-    for url, path in schema.get("paths", {}).items():
+    for url, path in schema["paths"].items():
         for operation in path.values():
             if "requestBody" in operation:
                 # A body that is not parseable at all (e.g. undecodable bytes) is a 400.
@@ -88,20 +81,19 @@ def problem_aware_openapi(app: FastAPI) -> dict[str, Any]:
                 operation["responses"].setdefault("503", unavailable)
                 # Every API route spends a rate-limit quota (anonymous, user, clinic...).
                 operation["responses"].setdefault("429", too_many)
-            if "422" in operation.get("responses", {}):
+            if "422" in operation["responses"]:
                 operation["responses"]["422"] = {
                     "description": invalid["description"],
                     "content": {MEDIA_TYPE: {"schema": _PROBLEM_REF}},
                 }
-    _state_storable_text(schema)
+    _state_storable_text(schema["paths"], components)
     return schema
 
 
-def _state_storable_text(document: dict[str, Any]) -> None:
+def _state_storable_text(paths: dict[str, Any], components: dict[str, Any]) -> None:
     """Give every free string a client sends (parameters, and what request bodies reach) the
     :data:`STORABLE_TEXT` pattern; strings with a pattern, format or enum of their own are
     already narrower."""
-    components = document.get("components", {}).get("schemas", {})
     seen: set[str] = set()
 
     def visit(node: Any) -> None:
@@ -110,21 +102,18 @@ def _state_storable_text(document: dict[str, Any]) -> None:
                 visit(item)
         if not isinstance(node, dict):
             return
-        ref = node.get("$ref", "")
-        name = ref.removeprefix("#/components/schemas/")
-        if ref and name not in seen and name in components:
+        name = str(node.get("$ref")).removeprefix("#/components/schemas/")
+        if name in components and name not in seen:
             seen.add(name)
             visit(components[name])
         if node.get("type") == "string" and not {"pattern", "format", "enum", "const"} & {*node}:
             node["pattern"] = STORABLE_TEXT
-        for key, value in node.items():
-            if key != "$ref":
-                visit(value)
+        for value in node.values():
+            visit(value)
 
-    for path in document.get("paths", {}).values():
+    for path in paths.values():
         for operation in path.values():
-            visit(operation.get("parameters", []))
-            visit(operation.get("requestBody", {}))
+            visit([operation.get("parameters"), operation.get("requestBody")])
 
 
 class SwaggerPageChanged(RuntimeError):
@@ -137,7 +126,7 @@ def install_docs(app: FastAPI) -> None:
     FastAPI's default page loads Swagger UI from a CDN: that fails offline (clinics' networks,
     CI) and would need a third-party origin in the Content-Security-Policy.
     """
-    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path))
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:

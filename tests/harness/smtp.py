@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,11 +25,14 @@ class Relay:
     host: str
     port: int
     messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, tuple[str, ...], bool]] = field(default_factory=list)
+    """Each message's sender, recipients and whether it came over TLS, as the SMTP session said."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
         with self._lock:
             self.messages.clear()
+            self.envelopes.clear()
 
     def received(self) -> list[EmailMessage]:
         with self._lock:
@@ -44,12 +48,19 @@ class _Inbox:
         assert isinstance(message, EmailMessage)
         with self.relay._lock:
             self.relay.messages.append(message)
+            self.relay.envelopes.append(
+                (envelope.mail_from, tuple(envelope.rcpt_tos), session.ssl is not None)
+            )
         return "250 OK"
 
 
 @contextmanager
-def smtp_relay(password: str) -> Iterator[Relay]:
-    """A relay that takes mail only from ``USERNAME`` with ``password`` (as production's does)."""
+def smtp_relay(
+    password: str | None, *, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> Iterator[Relay]:
+    """A relay that takes mail only from ``USERNAME`` with ``password`` (as production's does),
+    or from anyone when ``password`` is None; offering STARTTLS with ``tls`` (and then taking
+    credentials only over TLS)."""
 
     def authenticate(
         server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
@@ -60,14 +71,16 @@ def smtp_relay(password: str) -> Iterator[Relay]:
         ) == (USERNAME, password)
         return AuthResult(success=ok, handled=False)
 
-    relay = Relay("127.0.0.1", free_port())
+    relay = Relay(host, free_port())
     controller = Controller(
         _Inbox(relay),
         hostname=relay.host,
         port=relay.port,
         authenticator=authenticate,
-        auth_require_tls=False,  # plain on the loopback only; production uses STARTTLS
-        auth_required=True,
+        # Plain on the loopback unless the test offers TLS; production uses STARTTLS.
+        auth_require_tls=tls is not None,
+        auth_required=password is not None,
+        tls_context=tls,
     )
     controller.start()
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.kit.clamd import CHUNK, ScannerUnavailable, Verdict, parse_address, scan_file
+from app.kit.clamd import CHUNK, ScannerUnavailable, Verdict, parse_address, ping, scan_file
 from fixtures.files import EICAR
 from tests.harness.clamd import SIGNATURE, FakeClamd, fake_clamd
 
@@ -94,6 +94,17 @@ async def test_a_reply_is_read_as_utf_8_whatever_its_bytes(
     assert await scan_file(answering, path, seconds=5) == verdict
 
 
+@pytest.mark.parametrize("answering", [b"stream: Odd reply X\0"], indirect=True)
+async def test_any_other_reply_is_unavailable_and_quoted_whole(
+    answering: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "scan.bin"
+    path.write_bytes(b"x")
+    with pytest.raises(ScannerUnavailable) as raised:
+        await scan_file(answering, path, seconds=5)
+    assert str(raised.value) == "clamd answered 'stream: Odd reply X'"
+
+
 @pytest.mark.parametrize("answering", [None], indirect=True)
 async def test_a_daemon_that_never_answers_is_unavailable_in_time(
     answering: str, tmp_path: Path
@@ -131,3 +142,27 @@ async def test_the_file_is_streamed_in_bounded_chunks_to_the_daemons_host(tmp_pa
     finally:
         server.close()
     assert chunks == [CHUNK, CHUNK, CHUNK, 1]
+
+
+async def test_ping_asks_the_daemons_host_and_takes_only_pong() -> None:
+    """The daemon listens on another loopback address than this one's; anything but PONG is
+    quoted (its first 200 bytes) in the refusal."""
+    replies = [b"PONG\0", b"Y" * 300 + b"\0"]
+    commands: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        commands.append(await reader.readuntil(b"\0"))
+        writer.write(replies.pop(0))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.2", 0)
+    address = f"127.0.0.2:{server.sockets[0].getsockname()[1]}"
+    try:
+        await ping(address)
+        with pytest.raises(ScannerUnavailable) as raised:
+            await ping(address)
+    finally:
+        server.close()
+    assert commands == [b"zPING\0", b"zPING\0"]
+    assert str(raised.value) == f"clamd answered {b'Y' * 200!r} to PING"

@@ -6,14 +6,16 @@ request's nonce on its one inline script."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from typing import Any, Literal
 
 import httpx
-from fastapi import FastAPI
-from pydantic import BaseModel
+from fastapi import FastAPI, Query
+from pydantic import BaseModel, Field
 
 from app.kit.headers import SecurityHeaders
-from app.kit.openapi import install_docs, problem_aware_openapi
+from app.kit.openapi import STORABLE_TEXT, install_docs, problem_aware_openapi
 from app.kit.problems import MEDIA_TYPE
 
 PROBLEM = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
@@ -24,7 +26,7 @@ class Pet(BaseModel):
 
 
 def _app() -> FastAPI:
-    app = FastAPI(title="Clinic")
+    app = FastAPI(title="Clinic", summary="Pets and their visits")
 
     @app.post("/api/v1/pets")
     async def add(pet: Pet) -> None:
@@ -42,7 +44,17 @@ def _app() -> FastAPI:
 
 
 def test_each_operation_declares_the_problems_the_service_can_answer_it_with() -> None:
-    paths = problem_aware_openapi(_app())["paths"]
+    document = problem_aware_openapi(_app())
+    assert document["info"] == {
+        "title": "Clinic",
+        "summary": "Pets and their visits",
+        "version": "0.1.0",
+    }
+    # FastAPI's own 422 body is not what the service answers: only the problem is declared.
+    schemas = set(document["components"]["schemas"])
+    assert {"Pet", "ProblemBody", "FieldError"} <= schemas
+    assert not {"HTTPValidationError", "ValidationError"} & schemas
+    paths = document["paths"]
     add, search, live = (
         paths["/api/v1/pets"]["post"],
         paths["/api/v1/pets"]["get"],
@@ -71,9 +83,83 @@ def test_a_document_without_any_schema_of_its_own_gets_the_problems() -> None:
 
     schemas = problem_aware_openapi(app)["components"]["schemas"]
     assert {"ProblemBody", "FieldError"} <= set(schemas)
+    assert "$defs" not in schemas["ProblemBody"]
+    assert set(schemas["FieldError"]["properties"]) == {"loc", "msg", "type"}
     assert schemas["ProblemBody"]["properties"]["errors"]["anyOf"][0]["items"] == {
         "$ref": "#/components/schemas/FieldError"
     }
+
+
+class Visit(BaseModel):
+    reason: str
+    day: dt.date
+    kind: Literal["exam", "surgery"]
+    code: str = Field(pattern="^[A-Z]{3}$")
+    version: Literal[2] = 2
+    notes: list[str] = []
+    follow_up: Visit | None = None  # recursive: the walk must end
+    reply_to: str | None = None
+
+
+class VisitOut(BaseModel):
+    summary: str  # only in an answer: what the service sends is not narrowed
+
+
+def _strings(node: Any, where: str = "") -> dict[str, dict[str, Any]]:
+    """Every schema of type string under ``node``, by where it is."""
+    found: dict[str, dict[str, Any]] = {}
+    if isinstance(node, dict):
+        if node.get("type") == "string":
+            found[where] = node
+        for key, value in node.items():
+            found |= _strings(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found |= _strings(value, f"{where}/{index}")
+    return found
+
+
+def test_every_free_string_a_client_sends_is_declared_storable_and_no_other() -> None:
+    """A generator reading the document (the contract stage) learns that a NUL is invalid in
+    every free string of a request: parameters, bodies, their nested and recursive components;
+    strings with a format, enum, const or pattern of their own keep theirs; answers are left
+    alone."""
+    app = FastAPI()
+
+    @app.post("/api/v1/visits/{visit_id}")
+    async def visit(visit_id: str, body: Visit, q: str = "", when: dt.date | None = None) -> None:
+        return None
+
+    @app.get("/api/v1/visits")
+    async def visits(sort: Literal["day", "kind"] = Query("day")) -> VisitOut:
+        return VisitOut(summary="")
+
+    document = problem_aware_openapi(app)
+    operation = document["paths"]["/api/v1/visits/{visit_id}"]["post"]
+    schemas = document["components"]["schemas"]
+    storable = {"type": "string", "pattern": STORABLE_TEXT}
+    parameters = {p["name"]: p["schema"] for p in operation["parameters"]}
+    assert parameters["visit_id"] == {"title": "Visit Id", **storable}
+    assert parameters["q"] == {"title": "Q", "default": "", **storable}
+    assert parameters["when"]["anyOf"][0] == {"type": "string", "format": "date"}
+    listing = document["paths"]["/api/v1/visits"]["get"]
+    assert "pattern" not in listing["parameters"][0]["schema"]  # an enum
+    fields = schemas["Visit"]["properties"]
+    assert fields["reason"] == {"title": "Reason", **storable}
+    assert fields["notes"]["items"] == storable
+    assert fields["reply_to"]["anyOf"][0] == storable
+    assert fields["day"] == {"title": "Day", "type": "string", "format": "date"}
+    assert "pattern" not in fields["kind"]
+    assert fields["code"]["pattern"] == "^[A-Z]{3}$"
+    assert fields["follow_up"]["anyOf"][0] == {"$ref": "#/components/schemas/Visit"}
+    narrowed = {where for where, s in _strings(schemas["Visit"]).items() if "pattern" in s}
+    assert narrowed == {
+        "/properties/reason",
+        "/properties/code",
+        "/properties/notes/items",
+        "/properties/reply_to/anyOf/0",
+    }
+    assert "pattern" not in schemas["VisitOut"]["properties"]["summary"]
 
 
 async def test_the_docs_page_and_its_scripts_come_from_this_origin_under_the_nonce() -> None:

@@ -17,11 +17,12 @@ def test_a_context_is_current_only_within_its_block_and_updates_reach_it() -> No
     clinic = uuid.uuid4()
     with context.bound(context.Context(request_id="r1")) as bound:
         assert context.current() is bound
-        context.update(clinic_id=clinic, route="/api/v1/pets")
+        context.update(clinic_id=clinic, route="/api/v1/pets", job_id=7)
         assert bound.fields() == {
             "request_id": "r1",
-            "clinic_id": str(clinic),
+            "clinic_id": str(clinic),  # ids as strings; everything else as it is
             "route": "/api/v1/pets",
+            "job_id": 7,
         }
     assert context.current() is None
 

@@ -17,7 +17,9 @@ def test_an_event_is_a_record_with_its_actor_and_fields(caplog: pytest.LogCaptur
     caplog.set_level(logging.INFO, logger="vetify.security")
     clinic, user = uuid.uuid4(), uuid.uuid4()
     with context.bound(context.Context(request_id="r1", clinic_id=clinic, user_id=user)):
-        security_event(SecurityEvent.token_created, outcome="created", token_id="t1", none=None)
+        security_event(
+            SecurityEvent.token_created, outcome="created", token_id="t1", count=2, none=None
+        )
         security_event(SecurityEvent.permission_denied, outcome="refused", user_id=uuid.UUID(int=7))
 
     created, denied = caplog.records
@@ -27,6 +29,8 @@ def test_an_event_is_a_record_with_its_actor_and_fields(caplog: pytest.LogCaptur
     assert created.__dict__["clinic_id"] == str(clinic)
     assert created.__dict__["user_id"] == str(user)
     assert created.__dict__["token_id"] == "t1"
+    assert created.__dict__["count"] == 2  # only the actor's ids become strings
+    assert created.getMessage() == "security event token_created: created"
     assert "none" not in created.__dict__  # unset fields are left out
     assert denied.levelno == logging.WARNING  # someone was refused
     assert denied.__dict__["user_id"] == str(uuid.UUID(int=7))  # given wins over the context

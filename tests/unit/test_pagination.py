@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import load_only
 
 from app.appointments.models import Appointment
-from app.kit.pagination import _columns_of, _decode, encode_cursor
+from app.kit.pagination import FOREIGN_CURSOR, _columns_of, _decode, encode_cursor, paginate
 from app.kit.problems import InvalidInput
 from app.pets.models import Pet
 from app.pets.schemas import PetOut
@@ -62,6 +62,7 @@ def test_cursor_is_url_safe(starts_at: dt.datetime, id_: uuid.UUID) -> None:
         pytest.param("!!!", BY_ID, id="not-base64"),
         pytest.param("a", BY_ID, id="bad-padding"),
         pytest.param(_raw({"id": str(uuid.uuid4())}), BY_ID, id="object"),
+        pytest.param(_raw({str(uuid.uuid4()): 1}), BY_ID, id="object-keyed-by-an-id"),
         pytest.param(_raw([]), BY_ID, id="too-short"),
         pytest.param(_raw([str(uuid.uuid4())]), BY_START, id="one-for-two"),
         pytest.param(_raw([str(uuid.uuid4())] * 2), BY_ID, id="two-for-one"),
@@ -76,8 +77,9 @@ def test_cursor_is_url_safe(starts_at: dt.datetime, id_: uuid.UUID) -> None:
     ],
 )
 def test_bad_cursor_is_invalid_input(cursor: str, columns: list[Any]) -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput) as raised:
         _decode(cursor, columns)
+    assert raised.value.detail == FOREIGN_CURSOR == "The cursor is not one this service issued."
 
 
 @given(st.text())
@@ -135,3 +137,43 @@ class _Computed(BaseModel):
 )
 def test_other_queries_are_left_as_they_are(query: Any, schema: type[BaseModel]) -> None:
     assert _columns_of(query, schema, BY_ID) is query
+
+
+class _Rows:
+    """What ``session.execute`` answers, for a query of several columns."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def all(self) -> list[Any]:
+        return self.rows
+
+
+class _Session:
+    """Answers ``rows`` to any statement, keeping the statements."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+        self.statements: list[Any] = []
+
+    async def execute(self, statement: Any) -> _Rows:
+        self.statements.append(statement)
+        return _Rows(self.rows)
+
+
+def _sql(statement: Any) -> str:
+    return " ".join(str(statement.compile(compile_kwargs={"literal_binds": True})).split())
+
+
+async def test_a_page_reads_one_row_past_its_limit_and_no_more() -> None:
+    """The database is asked for ``limit + 1`` rows (the one past the page says a next page
+    exists); without the bound a page of 20 would read a whole table into memory."""
+    rows = [type("Row", (), {"id": uuid.UUID(int=i), "name": f"n{i}"})() for i in range(4)]
+    session = _Session(rows)
+    page, cursor = await paginate(session, select(Pet.id, Pet.name), BY_ID, None, 3)
+    assert _sql(session.statements[0]).endswith("ORDER BY pets.id LIMIT 4")
+    assert (page, cursor) == (rows[:3], encode_cursor([uuid.UUID(int=2)]))
+    following = _Session(rows[3:])
+    last, end = await paginate(following, select(Pet.id, Pet.name), BY_ID, cursor, 3)
+    assert (last, end) == (rows[3:], None)
+    assert f"WHERE (pets.id) > ('{uuid.UUID(int=2).hex}') ORDER BY" in _sql(following.statements[0])

@@ -101,3 +101,17 @@ async def test_a_stop_asked_for_before_the_loop_listened_is_not_lost(
         for each in SIGNALS:
             loop.remove_signal_handler(each)
     await asyncio.to_thread(_wait_for, exits)
+
+
+def test_the_deadline_never_keeps_a_process_that_stopped_in_time_alive() -> None:
+    """The interpreter waits at exit for every thread that is not a daemon: a deadline that is
+    not one would hold a process that stopped cleanly until it passed, then exit it with 1."""
+    shutdown = Shutdown(30)
+    before = set(threading.enumerate())
+    shutdown.request("SIGTERM")
+    [deadline] = [thread for thread in threading.enumerate() if thread not in before]
+    try:
+        assert deadline.daemon
+    finally:
+        assert isinstance(deadline, threading.Timer)
+        deadline.cancel()

@@ -47,6 +47,10 @@ def test_a_clean_json_value_has_none() -> None:
         (b"q=%00", "q"),
         (b"limit=5&q=a%00b", "q"),
         (b"a%00b=1", "a\\x00b"),  # the name itself: said escaped
+        (b"%00", "\\x00"),  # a name alone, no "=": a parameter with a blank value
+        (b"q=\x00", "q"),  # a raw NUL, as a lenient server may pass it on
+        (b"limit=5&q=a\x00b", "q"),
+        (b"%C3%A9=%00", "\u00e9"),  # a storable name is said as it is, not escaped
     ],
 )
 def test_the_query_parameter_holding_a_nul(query: bytes, name: str) -> None:
