@@ -135,7 +135,7 @@ async def test_validation_error_lists_errors(
 ) -> None:
     body = _problem(await client.post("/things", json=payload), 422, "validation-error")
     assert body["title"] == InvalidInput.title
-    assert body["detail"]
+    assert body["detail"] == "See errors for the fields at fault."
     errors = body["errors"]
     assert isinstance(errors, list)
     assert {"loc": loc, "msg": errors[0]["msg"], "type": error_type} in errors
