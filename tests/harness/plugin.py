@@ -328,12 +328,21 @@ def template() -> str:
     return databases.TEMPLATE
 
 
+@pytest.fixture(scope="session")
+async def _spares(postgres_server: PostgresServer) -> AsyncIterator[databases.Spares]:
+    spares = databases.Spares(postgres_server)
+    yield spares
+    await spares.close()
+
+
 @pytest.fixture
-async def database(postgres_server: PostgresServer, template: str) -> AsyncIterator[Database]:
+async def database(
+    postgres_server: PostgresServer, template: str, _spares: databases.Spares
+) -> AsyncIterator[Database]:
     """A fresh clone of ``template``, under the same name in every test of a process (whose
     server is its own): with ``files``, equal settings from test to test, and one app
-    (``_running``)."""
-    fresh = await databases.clone(postgres_server, template=template, name="test_case")
+    (``_running``). Cloned while the test before ran (``databases.Spares``)."""
+    fresh = await _spares.take(template, "test_case")
     yield fresh
     await drop_searched(fresh)
 

@@ -42,9 +42,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        self.reset_all()
-        if self._server is not None:
-            self._server.close()
+        self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
@@ -60,6 +58,17 @@ class FaultProxy:
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    async def _shutdown(self) -> None:
+        """Stop accepting, reset every connection and wait for their handlers to end: a handler
+        left pending when the loop closes is destroyed mid-way (asyncio says so on stderr)."""
+        if self._server is not None:
+            self._server.close()
+        await self._reset_all()
+        handlers = asyncio.all_tasks() - {asyncio.current_task()}
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     async def _reset_all(self) -> None:
         for writer in list(self._writers):

@@ -7,7 +7,10 @@ forged bearer token is not rescued by a valid session beside it. A credential th
 (logged out, revoked, its member removed, expired, idle too long) is refused the same way.
 
 Routes come from the OpenAPI document; path parameters are random UUIDs and bodies ``{}`` (the
-credentials are checked before anything else, so neither may matter).
+credentials are checked before anything else, so neither may matter). A pull request tries each
+route with three of the forged kinds and three of the dead ones, a different three per route so
+that every kind meets routes (tests/harness/sweep.py); the nightly run tries every route with
+every kind.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import datetime as dt
 import secrets
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +32,14 @@ from app.auth.service import SESSION_COOKIE, SESSION_PREFIX, TOKEN_PREFIX
 from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures.factories import CredentialFactory
-from tests.harness import browser
+from tests.harness import browser, sweep, tally
 from tests.harness.api import PROBLEM_JSON, problem_type
 from tests.harness.authenticator import Authenticator
 from tests.harness.world import ClinicWorld, World
-from tests.security.surface import census, protected_operations
+from tests.security.surface import Operation, census, protected_operations
 
 OPERATIONS = protected_operations()
+KINDS_PER_ROUTE = 3
 UNAUTHENTICATED = {
     problem_type("unauthenticated"),
     problem_type("invalid-credentials"),
@@ -152,12 +157,25 @@ def test_the_surface_is_read_from_the_document() -> None:
     assert not {"POST /api/v1/auth/signup", "POST /api/v1/auth/login"} & labels
 
 
+def _routes_for(kind: str, kinds: list[str]) -> list[Operation]:
+    """The protected routes that meet credentials of ``kind`` (one of ``kinds``) on this run."""
+    meeting = [
+        op
+        for op in OPERATIONS
+        if kind in sweep.members(kinds, "credentials", op.label, per_place=KINDS_PER_ROUTE)
+    ]
+    return meeting or [OPERATIONS[zlib.crc32(kind.encode()) % len(OPERATIONS)]]
+
+
 async def _refusals(
-    client: httpx.AsyncClient, headers: dict[str, Any], cookies: dict[str, str]
+    client: httpx.AsyncClient,
+    headers: dict[str, Any],
+    cookies: dict[str, str],
+    operations: list[Operation],
 ) -> list[str]:
-    """Every protected operation called with these credentials; what was not a proper 401."""
+    """Each operation called with these credentials; what was not a proper 401."""
     failures = []
-    for op in OPERATIONS:
+    for op in operations:
         client.cookies.clear()
         client.cookies.update(cookies)
         response = await client.request(
@@ -177,17 +195,29 @@ async def _refusals(
     return failures
 
 
+tally.size(
+    "credentials refused",
+    f"{len(FORGERIES)} forged and malformed kinds x {len(OPERATIONS)} protected routes"
+    + (
+        ""
+        if sweep.full()
+        else f": {sum(len(_routes_for(k, list(FORGERIES))) for k in FORGERIES)} requests"
+        f" ({KINDS_PER_ROUTE} kinds per route; every pair with VETIFY_SWEEP=full)"
+    ),
+)
+
+
 @pytest.mark.parametrize("forgery", list(FORGERIES))
 async def test_every_protected_route_refuses_forged_credentials(
     client: httpx.AsyncClient, world: World, superuser_engine, forgery: str
 ) -> None:
-    clinic: ClinicWorld = await world.clinic()
-    other: ClinicWorld = await world.clinic()
+    clinic: ClinicWorld = await world.clinic(roles=(Role.owner,))
+    other: ClinicWorld = await world.clinic(roles=(Role.owner,))
     keys = Keys(clinic.owner.token, await world.login(clinic.owner), clinic.id, other.id)
     headers, cookies = FORGERIES[forgery](keys)
     before = await census(superuser_engine)
 
-    failures = await _refusals(client, headers, cookies)
+    failures = await _refusals(client, headers, cookies, _routes_for(forgery, list(FORGERIES)))
 
     assert not failures, f"with credentials '{forgery}':\n" + "\n".join(failures)
     assert await census(superuser_engine) == before
@@ -335,14 +365,16 @@ DEAD: dict[str, Killer] = {
 async def test_a_dead_credential_is_refused_everywhere(
     client: httpx.AsyncClient, world: World, superuser_engine, how: str
 ) -> None:
-    clinic: ClinicWorld = await world.clinic()
+    clinic: ClinicWorld = await world.clinic(roles=(Role.owner, Role.vet))
     headers, cookies = await DEAD[how](client, world, clinic)
     before = await census(superuser_engine)
 
     failures = []
     for only_headers, only_cookies in ((headers, {}), ({}, cookies)):
         if only_headers or only_cookies:
-            failures += await _refusals(client, only_headers, only_cookies)
+            failures += await _refusals(
+                client, only_headers, only_cookies, _routes_for(how, list(DEAD))
+            )
 
     assert not failures, f"with a {how}:\n" + "\n".join(failures)
     assert await census(superuser_engine) == before
