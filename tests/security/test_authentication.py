@@ -207,6 +207,14 @@ tally.size(
 )
 
 
+def test_the_sample_is_over_kinds_never_over_routes() -> None:
+    """On every run each route meets forged and dead credentials, and each kind meets routes."""
+    for kinds in (list(FORGERIES), list(DEAD)):
+        met = {kind: _routes_for(kind, kinds) for kind in kinds}
+        assert all(met.values())
+        assert {op.label for ops in met.values() for op in ops} == {op.label for op in OPERATIONS}
+
+
 @pytest.mark.parametrize("forgery", list(FORGERIES))
 async def test_every_protected_route_refuses_forged_credentials(
     client: httpx.AsyncClient, world: World, superuser_engine, forgery: str

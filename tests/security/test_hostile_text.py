@@ -4,9 +4,11 @@ is problem+json.
 Found from outside (issue 15, defects 1 and 2): a NUL in ``?q=`` and a 2,000-character path were
 500s although the fuzzer reported none, because its few examples per operation rarely drew those
 characters and never drew them in a path or a header. So this suite draws them on purpose: each
-class below goes into each query parameter and each path parameter of every route, into each
-header the service reads (on a route chosen in turn, so every route gets some), and into each
-string field of every request body. It asserts nothing about what a route does with the text,
+class below goes into each query parameter and each path parameter of every route (on a pull
+request four classes per parameter, a different four for each, so that every class reaches many:
+tests/harness/sweep.py; every class everywhere at night), into each header the service reads (on
+a route chosen in turn, so every route gets some), and into each string field of every request
+body. It asserts nothing about what a route does with the text,
 only that the answer is one a client can rely on; the injection and strict-schema suites check
 what changes.
 """
@@ -20,7 +22,7 @@ import zlib
 import httpx
 import pytest
 
-from tests.harness import tally
+from tests.harness import sweep, tally
 from tests.harness.world import World
 from tests.security.bodies import WITH_BODY, body_fields, ready, valid_body, with_value
 from tests.security.catalogue import (
@@ -95,6 +97,14 @@ QUERY_ROUTES = [r for r in ATTACKED if _query_names(r)]
 PATH_ROUTES = [r for r in ATTACKED if r.path_params]
 
 
+CLASSES_PER_PARAMETER = 4
+
+
+def _classes(route: Route, name: str) -> list[str]:
+    """The classes sent to ``route``'s parameter ``name`` on this run."""
+    return sweep.members(list(PAYLOADS), route.label, name, per_place=CLASSES_PER_PARAMETER)
+
+
 def _turn(routes: list[Route], *where: object) -> Route:
     """The route a header and class are sent to: the same on every run, spread over all."""
     return routes[zlib.crc32(repr(where).encode()) % len(routes)]
@@ -105,17 +115,18 @@ def _body_cases() -> int:
 
 
 def _requests() -> int:
-    url = sum(len(_query_names(r)) for r in QUERY_ROUTES) + sum(
-        len(r.path_params) for r in PATH_ROUTES
+    url = sum(len(_classes(r, n)) for r in QUERY_ROUTES for n in _query_names(r)) + sum(
+        len(_classes(r, n)) for r in PATH_ROUTES for n in r.path_params
     )
-    return (url + len(HEADERS)) * len(PAYLOADS) + _body_cases()
+    return url + len(HEADERS) * len(PAYLOADS) + _body_cases()
 
 
 tally.size(
     "hostile text",
     f"{len(PAYLOADS)} code-point classes: {sum(len(_query_names(r)) for r in QUERY_ROUTES)} query"
     f" parameters and {sum(len(r.path_params) for r in PATH_ROUTES)} path parameters"
-    f" x {len(PAYLOADS)}, {len(HEADERS)} headers x {len(PAYLOADS)}, {_body_cases()} body strings:"
+    f" x {'all' if sweep.full() else CLASSES_PER_PARAMETER}, {len(HEADERS)} headers"
+    f" x {len(PAYLOADS)}, {_body_cases()} body strings:"
     f" {_requests()} requests",
 )
 
@@ -135,6 +146,16 @@ async def _url(world: World, estate: Estate, route: Route) -> str:
     )
 
 
+def test_every_class_reaches_parameters_of_both_kinds_on_every_run() -> None:
+    """The sample is over classes, never over the surface: every parameter gets some classes,
+    and every class reaches query and path parameters."""
+    query = [set(_classes(r, n)) for r in QUERY_ROUTES for n in _query_names(r)]
+    path = [set(_classes(r, n)) for r in PATH_ROUTES for n in r.path_params]
+    assert all(query)
+    assert all(path)
+    assert set().union(*query) == set().union(*path) == set(PAYLOADS)
+
+
 async def test_every_class_in_every_query_and_path_parameter(
     module_client: httpx.AsyncClient, module_world: World
 ) -> None:
@@ -145,14 +166,15 @@ async def test_every_class_in_every_query_and_path_parameter(
         url = await _url(world, estate, route)
         caller = await credentials(world, estate.clinic.owner, route)
         body = route.body(estate)
-        for label, raw in PAYLOADS.items():
-            for name in _query_names(route):
+        for name in _query_names(route):
+            for label in _classes(route, name):
                 where = f"{route.label} ?{name}= {label}"
-                attacked = f"{url}?{urllib.parse.quote(name)}={_escaped(raw)}"
+                attacked = f"{url}?{urllib.parse.quote(name)}={_escaped(PAYLOADS[label])}"
                 failures += _wrong(where, await send(client, caller, route, attacked, body))
-            for name in route.path_params:
-                segment = url.split("/")[route.path.split("/").index("{" + name + "}")]
-                attacked = url.replace(segment, _escaped(raw), 1)
+        for name in route.path_params:
+            segment = url.split("/")[route.path.split("/").index("{" + name + "}")]
+            for label in _classes(route, name):
+                attacked = url.replace(segment, _escaped(PAYLOADS[label]), 1)
                 where = f"{route.label} {{{name}}} {label}"
                 failures += _wrong(where, await send(client, caller, route, attacked, body))
     assert not failures, "\n".join(failures)
