@@ -77,7 +77,8 @@ async def paginate(
     cursor: str | None,
     limit: int,
 ) -> tuple[list[Any], str | None]:
-    """One page of ``query``'s rows ordered by ``order_by`` (which must end in a unique column)."""
+    """One page of ``query``'s rows ordered by ``order_by``: timestamp and UUID columns (what a
+    cursor holds), the last one unique."""
     if cursor:
         query = query.where(tuple_(*order_by) > tuple_(*_decode(cursor, order_by)))
     result = await session.execute(query.order_by(*order_by).limit(limit + 1))
