@@ -140,7 +140,7 @@ class Counted(ParentBased):
         super().__init__(root=ALWAYS_OFF)
         self.asked: list[tuple[str, bool]] = []
 
-    def should_sample(self, parent_context, trace_id, name, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def should_sample(self, parent_context, trace_id, name, *args, **kwargs):
         parent = trace.get_current_span(parent_context).get_span_context()
         self.asked.append((name, parent.is_valid))
         return super().should_sample(parent_context, trace_id, name, *args, **kwargs)
@@ -250,7 +250,7 @@ async def test_off_by_default_nothing_is_set_up_or_patched_and_jobs_carry_no_tra
     assert not hasattr(httpx.AsyncHTTPTransport.handle_async_request, "__wrapped__")
     assert not hasattr(Redis.execute_command, "__wrapped__")
     assert db_session.engine_hooks == []
-    assert not getattr(client._transport.app, "_is_instrumented_by_opentelemetry", False)  # type: ignore[attr-defined]
+    assert not getattr(client._transport.app, "_is_instrumented_by_opentelemetry", False)
     signed_up = await api.signup(client)
     assert signed_up.status_code == 201, signed_up.text
     async with superuser_engine.connect() as connection:
