@@ -14,10 +14,17 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.kit.ratelimit import REDIS_TIMEOUT_SECONDS, Decision, Limiter, Policy
+from app.kit.ratelimit import (
+    REDIS_CONNECTIONS,
+    REDIS_TIMEOUT_SECONDS,
+    Decision,
+    Limiter,
+    Policy,
+)
 from tests.harness.limits import COUNT, LOGIN, READS
 from tests.harness.services import RedisServer
 
@@ -144,12 +151,40 @@ async def test_a_burst_beyond_the_connection_pool_waits_its_turn_and_stays_in_re
     a connection, the quota is shared exactly, and Redis is never given up on."""
     policy = Policy.of("burst", "100/minute")
     limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}")
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
     try:
+        before = len(await admin.client_list())
         with caplog.at_level(logging.WARNING, logger="vetify.ratelimit"):
             decisions = await asyncio.gather(*(limiter.hit(policy, "k") for _ in range(at_once)))
         allowed = sum(decision.allowed for decision in decisions)
         assert (allowed, limiter.backend, limiter.degradations) == (100, "redis", 0)
         assert not caplog.records
+        # The connections the burst opened stay pooled: never more than one process's share.
+        assert 0 < len(await admin.client_list()) - before <= REDIS_CONNECTIONS
+    finally:
+        await limiter.close()
+        await admin.aclose()
+
+
+async def test_a_frozen_redis_costs_the_calls_under_way_one_timeout(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis that stops answering on an open connection (SIGSTOP: a hung process, or a
+    partition) holds a call one reply timeout, then memory takes over."""
+    assert redis_server.control is not None
+    limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}", retry_seconds=60)
+    try:
+        await limiter.hit(READS, "k")  # a connection in the pool
+        redis_server.control.pause()
+        try:
+            started = time.monotonic()
+            decision = await asyncio.wait_for(limiter.hit(READS, "k"), 10)
+            waited = time.monotonic() - started
+        finally:
+            redis_server.control.resume()
+        assert (decision.allowed, limiter.backend) == (True, "memory (Redis unreachable)")
+        assert waited + 0.05 >= REDIS_TIMEOUT_SECONDS
+        assert waited < REDIS_TIMEOUT_SECONDS + 1
     finally:
         await limiter.close()
 
