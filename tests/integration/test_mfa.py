@@ -4,6 +4,7 @@ turning it off, recovery codes, and clinics that require it."""
 from __future__ import annotations
 
 import re
+import urllib.parse
 
 import pytest
 from sqlalchemy import text
@@ -110,6 +111,44 @@ async def test_a_recovery_code_logs_in_once_and_turns_mfa_off(client, world) -> 
     client.cookies.clear()
 
     assert (await login(client, email)).status_code == 200
+
+
+async def test_enrolment_a_wrong_code_and_turning_it_off_are_security_events_and_leave_no_secret(
+    client, world, superuser_engine, security_events
+) -> None:
+    clinic = await world.clinic(roles=())
+    owner = clinic.setup.owner
+    assert (await login(client, owner.email)).status_code == 200
+    started = (await client.post(MFA)).json()
+    assert f":{urllib.parse.quote(owner.email)}?" in started["provisioning_uri"]  # the account
+    authenticator = Authenticator(started["secret"])
+    assert (await client.post(f"{MFA}/confirm", json={"code": "000000"})).status_code == 422
+    assert (
+        await client.post(f"{MFA}/confirm", json={"code": authenticator.next_code()})
+    ).status_code == 200
+    disabled = await client.post(f"{MFA}/disable", json={"code": authenticator.next_code()})
+    assert disabled.status_code == 200, disabled.text
+
+    said = [
+        (str(event), fields["outcome"], fields.get("user_id")) for event, fields in security_events
+    ]
+    mfa_steps = [step for step in said if step[0].startswith("mfa_")]
+    assert mfa_steps == [
+        ("mfa_failed", "refused", str(owner.id)),
+        ("mfa_enrolled", "enabled", str(owner.id)),
+        ("mfa_disabled", "disabled", str(owner.id)),
+    ]
+    async with superuser_engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(
+                    "SELECT totp_secret, totp_enabled_at, totp_last_step, recovery_codes"
+                    " FROM users WHERE id = :id"
+                ),
+                {"id": owner.id},
+            )
+        ).one()
+    assert tuple(row) == (None, None, None, [])  # nothing of the old factor is kept
 
 
 async def test_new_recovery_codes_replace_the_old(client, world) -> None:
