@@ -28,5 +28,15 @@ def members(family: Sequence[T], *where: object, per_place: int = 1) -> list[T]:
     """The members of ``family`` that the place named by ``where`` gets on this run."""
     if full() or per_place >= len(family):
         return list(family)
-    start = zlib.crc32(repr(where).encode()) % len(family)
+    start = _offset(where, len(family))
     return [family[(start + offset) % len(family)] for offset in range(per_place)]
+
+
+def one(items: Sequence[T], *where: object) -> T:
+    """The one of ``items`` that the place named by ``where`` gets: the same on every run,
+    different places spread over all of them."""
+    return items[_offset(where, len(items))]
+
+
+def _offset(where: tuple[object, ...], size: int) -> int:
+    return zlib.crc32(repr(where).encode()) % size

@@ -19,7 +19,6 @@ import base64
 import datetime as dt
 import secrets
 import uuid
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -164,7 +163,7 @@ def _routes_for(kind: str, kinds: list[str]) -> list[Operation]:
         for op in OPERATIONS
         if kind in sweep.members(kinds, "credentials", op.label, per_place=KINDS_PER_ROUTE)
     ]
-    return meeting or [OPERATIONS[zlib.crc32(kind.encode()) % len(OPERATIONS)]]
+    return meeting or [sweep.one(OPERATIONS, kind)]
 
 
 async def _refusals(

@@ -8,16 +8,14 @@ class below goes into each query parameter and each path parameter of every rout
 request four classes per parameter, a different four for each, so that every class reaches many:
 tests/harness/sweep.py; every class everywhere at night), into each header the service reads (on
 a route chosen in turn, so every route gets some), and into each string field of every request
-body. It asserts nothing about what a route does with the text,
-only that the answer is one a client can rely on; the injection and strict-schema suites check
-what changes.
+body. It asserts nothing about what a route does with the text, only that the answer is one a
+client can rely on; the injection and strict-schema suites check what changes.
 """
 
 from __future__ import annotations
 
 import json
 import urllib.parse
-import zlib
 
 import httpx
 import pytest
@@ -105,11 +103,6 @@ def _classes(route: Route, name: str) -> list[str]:
     return sweep.members(list(PAYLOADS), route.label, name, per_place=CLASSES_PER_PARAMETER)
 
 
-def _turn(routes: list[Route], *where: object) -> Route:
-    """The route a header and class are sent to: the same on every run, spread over all."""
-    return routes[zlib.crc32(repr(where).encode()) % len(routes)]
-
-
 def _body_cases() -> int:
     return sum(len(CLASSES) for r in WITH_BODY if any(f.is_string for f in body_fields(r)))
 
@@ -188,7 +181,7 @@ async def test_every_class_in_every_header(
     estate = await furnish(world, await world.clinic())
     failures: list[str] = []
     for label, raw in PAYLOADS.items():
-        route = _turn(ATTACKED, header, label)
+        route = sweep.one(ATTACKED, header, label)
         url = await _url(world, estate, route)
         caller = await credentials(world, estate.clinic.owner, route)
         await ready(world, estate, route)
@@ -210,7 +203,7 @@ async def test_every_class_in_a_string_field_of_every_body(
     for label, text in CLASSES.items():
         if not strings:
             break
-        field = strings[zlib.crc32(repr((route.label, label)).encode()) % len(strings)]
+        field = sweep.one(strings, route.label, label)
         await ready(world, estate, route)
         caller = await credentials(world, None if route.public else estate.clinic.owner, route)
         body = with_value(valid_body(route, estate), field, text)

@@ -110,8 +110,6 @@ def test_the_deadline_never_keeps_a_process_that_stopped_in_time_alive() -> None
     before = set(threading.enumerate())
     shutdown.request("SIGTERM")
     [deadline] = [thread for thread in threading.enumerate() if thread not in before]
-    try:
-        assert deadline.daemon
-    finally:
-        assert isinstance(deadline, threading.Timer)
-        deadline.cancel()
+    assert isinstance(deadline, threading.Timer)
+    deadline.cancel()
+    assert deadline.daemon
