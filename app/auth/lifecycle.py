@@ -110,7 +110,7 @@ async def verify_email(session: AsyncSession, caller: Principal, secret: str) ->
     user = await _use_link(session, TokenPurpose.verify_email, secret, caller.user_id)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
-        security_event(SecurityEvent.email_verified, outcome="by_link", user_id=user.id)
+        security_event(SecurityEvent.email_verified, outcome="by_link")  # the caller: the user
     return user
 
 

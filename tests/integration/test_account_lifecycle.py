@@ -114,7 +114,7 @@ async def still_works(app, cookie: str | None = None, token: str | None = None) 
 
 # -- verifying the address ------------------------------------------------------------------------
 async def test_a_new_owner_verifies_their_address_before_inviting_or_paying(
-    client, settings, mailbox, superuser_engine, stripe
+    client, settings, mailbox, superuser_engine, stripe, security_events
 ):
     body = signup_body()
     email = body["email"]
@@ -139,6 +139,11 @@ async def test_a_new_owner_verifies_their_address_before_inviting_or_paying(
 
     assert verified.status_code == 200, verified.text
     assert verified.json()["email_verified_at"] is not None
+    assert [
+        (fields["outcome"], fields.get("user_id"))
+        for event, fields in security_events
+        if event == "email_verified"
+    ] == [("by_link", created["user"]["id"])]
     assert (await client.get(f"{AUTH}/me")).json()["user"]["email_verified_at"] is not None
     assert_problem(await client.post(VERIFY, json={"token": token}), 404, "not-found")
     assert (

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from app.auth.service import SESSION_COOKIE
+from fixtures.clinics import add_member
 from tests.harness import browser
 from tests.harness.api import assert_problem, login, problem_type
 from tests.harness.authenticator import Authenticator
@@ -20,9 +21,10 @@ MFA = "/api/v1/auth/mfa/totp"
 CLINIC = "/api/v1/clinics/current"
 
 
-async def enrol(client, email: str) -> tuple[Authenticator, list[str]]:
-    """Log in and turn multi-factor on through the API: the authenticator and recovery codes."""
-    assert (await login(client, email)).status_code == 200
+async def enrol(client, email: str, **options: str) -> tuple[Authenticator, list[str]]:
+    """Log in (``options`` as for ``login``) and turn multi-factor on through the API: the
+    authenticator and recovery codes."""
+    assert (await login(client, email, **options)).status_code == 200
     started = await client.post(MFA)
     assert started.status_code == 201, started.text
     authenticator = Authenticator(started.json()["secret"])
@@ -149,6 +151,39 @@ async def test_enrolment_a_wrong_code_and_turning_it_off_are_security_events_and
             )
         ).one()
     assert tuple(row) == (None, None, None, [])  # nothing of the old factor is kept
+
+
+async def test_turning_mfa_on_or_off_ends_the_users_sessions_in_their_other_clinics(
+    client, world: World
+) -> None:
+    clinic = await world.clinic(roles=())
+    other = await world.clinic(roles=())
+    owner = clinic.setup.owner
+    async with world.session(other.id) as session:
+        await add_member(session, owner, Role.admin)
+
+    async def session_in_other(**code: str) -> str:
+        response = await login(client, owner.email, clinic_id=str(other.id), **code)
+        assert response.status_code == 200, response.text
+        return response.cookies[SESSION_COOKIE]
+
+    async def alive(cookie: str) -> bool:
+        client.cookies.clear()
+        me = await client.get("/api/v1/auth/me", headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+        return me.status_code == 200
+
+    before_enrolment = await session_in_other()
+    authenticator, codes = await enrol(client, owner.email, clinic_id=str(clinic.id))
+    assert not await alive(before_enrolment)
+
+    before_disabling = await session_in_other(totp_code=authenticator.next_code())
+    assert await alive(before_disabling)
+    in_first = await login(client, owner.email, clinic_id=str(clinic.id), totp_code=codes[0])
+    assert in_first.status_code == 200, in_first.text
+    disabled = await client.post(f"{MFA}/disable", json={"code": authenticator.next_code()})
+    assert disabled.status_code == 200, disabled.text
+    assert not await alive(before_disabling)
+    assert await alive(disabled.cookies[SESSION_COOKIE])  # the caller's new session
 
 
 async def test_new_recovery_codes_replace_the_old(client, world) -> None:
