@@ -197,8 +197,12 @@ class LiveServer:
 
     def demo_token(self, name: str) -> str:
         """An API token of the demo clinic's owner, obtained as an integration would."""
+        return self.token(name, DEMO_EMAIL, DEMO_PASSWORD)
+
+    def token(self, name: str, email: str, password: str) -> str:
+        """An API token of the member ``email`` logs in as, obtained as an integration would."""
         with httpx.Client(base_url=self.url, timeout=30) as http:
-            login = login_sync(http, DEMO_EMAIL, DEMO_PASSWORD)
+            login = login_sync(http, email, password)
             assert login.status_code == 200, login.text
             created = token_by_session_sync(http, login, self.url, name)
             assert created.status_code == 201, created.text

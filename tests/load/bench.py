@@ -18,6 +18,10 @@ Tracing's cost (ADR 0025): ``--otlp-receiver`` starts the local OTLP/HTTP receiv
 (``tests/harness/otlp.py``) and points the server's ``OTEL_EXPORTER_OTLP_ENDPOINT`` at it; the
 rest is ``--set OTEL_TRACES_EXPORTER=otlp --set OTEL_TRACES_SAMPLER=parentbased_traceidratio
 --set OTEL_TRACES_SAMPLER_ARG=0.1``. ``--only pets`` measures the paths whose name has "pets".
+
+Cost growth: ``--size 10k|1m|10m`` measures the biggest clinic of a database built by
+``tests/load/bigdata.py`` with that many appointments (the largest table; the rest in
+proportion) instead of the demo clinic, and ``--connections 1`` gives latency without queueing.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -44,14 +49,17 @@ import httpx
 import psutil
 
 from app.db.embedded import free_port
+from app.kit.pagination import encode_cursor
 from app.main import create_app
 from app.settings import Environment, Settings
+from fixtures.factories import DEFAULT_PASSWORD
 from tests.harness import databases
 from tests.harness.live import ROOT, LiveServer
 from tests.harness.otlp import Receiver, otlp_receiver
 from tests.harness.plugin import seed_demo_database
 from tests.harness.services import choose_provider, postgres, redis
 from tests.harness.statements import counting
+from tests.load import bigdata
 from tests.tools.report import git_commit
 
 REPORT = ROOT / "reports" / "bench.json"
@@ -82,8 +90,15 @@ class Result:
     statements: int | None
 
 
-def wrk(url: str, seconds: int, token: str | None, script: Path | None = None) -> dict[str, float]:
-    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+def wrk(
+    url: str,
+    seconds: int,
+    token: str | None,
+    script: Path | None = None,
+    connections: int = CONNECTIONS,
+) -> dict[str, float]:
+    threads = min(THREADS, connections)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if token:
         command += ["-H", f"Authorization: Bearer {token}"]
     if script is not None:
@@ -143,11 +158,12 @@ def measure(
     token: str | None = None,
     statements: int | None = None,
     profile: Path | None = None,
+    connections: int = CONNECTIONS,
 ) -> Result:
     before = cpu_seconds(pid)
     script = Path(__file__).with_name(path.body) if path.body else None
     with sampled(pid, seconds, profile / f"{slug(path.name)}.txt" if profile else None):
-        numbers = wrk(base + path.path, seconds, token, script)
+        numbers = wrk(base + path.path, seconds, token, script, connections)
     used = cpu_seconds(pid) - before
     return Result(
         name=path.name,
@@ -184,8 +200,9 @@ def sampled(pid: int, seconds: int, out: Path | None) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class Demo:
-    """What the paths need of the demo clinic, read through the API with the owner's token."""
+class Clinic:
+    """What the paths need of the measured clinic (the demo's, or bigdata's biggest), read
+    through the API with its owner's token."""
 
     token: str
     pet_id: str
@@ -195,8 +212,7 @@ class Demo:
     search: str
 
 
-def demo(server: LiveServer) -> Demo:
-    token = server.demo_token("bench")
+def clinic_of(server: LiveServer, token: str) -> Clinic:
     with httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     ) as http:
@@ -205,7 +221,7 @@ def demo(server: LiveServer) -> Demo:
         staff = http.get("/api/v1/staff").raise_for_status().json()
         customers = http.get("/api/v1/customers", params={"limit": 1}).raise_for_status()
     vets = [member for member in staff["items"] if member["role"] in ("vet", "owner")]
-    return Demo(
+    return Clinic(
         token=token,
         pet_id=pets["items"][0]["id"],
         record_id=records.json()["items"][0]["id"],
@@ -215,17 +231,28 @@ def demo(server: LiveServer) -> Demo:
     )
 
 
-def hot_paths(clinic: Demo) -> list[HotPath]:
+DEEP_DAYS = 300
+"""How far back the book's deep page starts: the middle of bigdata's history of appointments."""
+
+
+def hot_paths(clinic: Clinic) -> list[HotPath]:
+    back = dt.datetime.combine(dt.date.fromisoformat(clinic.day), dt.time(), dt.UTC)
+    deep = encode_cursor([back - dt.timedelta(days=DEEP_DAYS), uuid.UUID(int=0)])
     return [
         HotPath("pets, a page of 20", "GET", "/api/v1/pets?limit=20"),
         HotPath("the day's appointment book", "GET", f"/api/v1/appointments?day={clinic.day}"),
+        HotPath(
+            f"the book, a page {DEEP_DAYS} days back",
+            "GET",
+            f"/api/v1/appointments?limit=20&cursor={deep}",
+        ),
         HotPath("customer search", "GET", f"/api/v1/customers?q={clinic.search}&limit=20"),
         HotPath("a medical record", "GET", f"/api/v1/medical-records/{clinic.record_id}"),
         HotPath("book an appointment", "POST", "/api/v1/appointments", "bench_create.lua"),
     ]
 
 
-def appointment_body(clinic: Demo, starts_at: dt.datetime) -> dict[str, Any]:
+def appointment_body(clinic: Clinic, starts_at: dt.datetime) -> dict[str, Any]:
     """What the Lua script sends, less its start time (each request a slot of its own)."""
     return {
         "pet_id": clinic.pet_id,
@@ -237,7 +264,7 @@ def appointment_body(clinic: Demo, starts_at: dt.datetime) -> dict[str, Any]:
 
 
 async def statements_per_request(
-    settings: Settings, clinic: Demo, paths: list[HotPath]
+    settings: Settings, clinic: Clinic, paths: list[HotPath]
 ) -> dict[str, int]:
     """One request of each path to the app in process, after one to warm it: the statements it
     sent the database."""
@@ -318,7 +345,10 @@ def run(
     only: str = "",
     receiver: Receiver | None = None,
     versus: Versus | None = None,
+    size: str | None = None,
+    connections: int = CONNECTIONS,
 ) -> dict[str, Any]:
+    """Measures the paths on the demo clinic, or with ``size`` on bigdata's biggest clinic."""
     provider = choose_provider()
     if receiver is not None:
         overrides = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, **overrides}
@@ -329,11 +359,18 @@ def run(
     ):
         databases.prepare_template(server)
         database = asyncio.run(databases.clone(server, prefix="bench"))
-        asyncio.run(seed_demo_database(database))
+        built = asyncio.run(bigdata.build(database.owner_url, size, log=True)) if size else None
+        if built is None:
+            asyncio.run(seed_demo_database(database))
         live = LiveServer(database, None, cache.url, settings=overrides).start()
         try:
             assert live.serve is not None
-            clinic = demo(live)
+            token = (
+                live.token("bench", built.owner_email, DEFAULT_PASSWORD)
+                if built
+                else live.demo_token("bench")
+            )
+            clinic = clinic_of(live, token)
             paths = [path for path in hot_paths(clinic) if only in path.name]
             settings = Settings(
                 # The server's settings; OTEL_* variables are its environment only.
@@ -359,7 +396,16 @@ def run(
                 reads = [path for path in paths if path.method == "GET"]
                 return compare(live, database, cache.url, clinic, reads, seconds, versus)
             results = [
-                measure(path, live.url, pid, seconds, clinic.token, statements[path.name], profile)
+                measure(
+                    path,
+                    live.url,
+                    pid,
+                    seconds,
+                    clinic.token,
+                    statements[path.name],
+                    profile,
+                    connections,
+                )
                 for path in paths
             ]
             payload = httpx.get(
@@ -368,7 +414,13 @@ def run(
         finally:
             live.stop()
     with ceiling(payload) as (url, pid):
-        bare = measure(HotPath("ceiling: bare FastAPI", "GET", "/api/v1/pets"), url, pid, seconds)
+        bare = measure(
+            HotPath("ceiling: bare FastAPI", "GET", "/api/v1/pets"),
+            url,
+            pid,
+            seconds,
+            connections=connections,
+        )
     print(table([*results, bare], bare.requests_per_second))
     if receiver is not None:
         print(f"the OTLP receiver took {len(receiver.received())} spans")
@@ -376,8 +428,10 @@ def run(
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "seconds": seconds,
-        "connections": CONNECTIONS,
+        "connections": connections,
         "cpus": os.cpu_count(),
+        "size": size or "demo",
+        "rows": built.rows if built else None,
         "paths": [asdict(result) for result in results],
         "ceiling": asdict(bare),
     }
@@ -396,7 +450,7 @@ def compare(
     live: LiveServer,
     database: databases.Database,
     redis_url: str,
-    clinic: Demo,
+    clinic: Clinic,
     paths: list[HotPath],
     seconds: int,
     versus: Versus,
@@ -487,6 +541,17 @@ def main() -> int:
         help="measure against a second server with this setting (repeatable; reads only): A/B",
     )
     parser.add_argument("--rounds", type=int, default=5, help="A/B rounds (default 5)")
+    parser.add_argument(
+        "--size",
+        choices=sorted(bigdata.SIZES),
+        help="measure bigdata's biggest clinic in a database of this size, not the demo clinic",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=CONNECTIONS,
+        help=f"wrk's open connections (default {CONNECTIONS}; 1 for latency alone)",
+    )
     arguments = parser.parse_args()
     overrides = dict(pair.split("=", 1) for pair in arguments.set)
     versus = None
@@ -504,6 +569,8 @@ def main() -> int:
             arguments.only,
             receiver if arguments.otlp_receiver else None,
             versus,
+            arguments.size,
+            arguments.connections,
         )
     result["settings"] = overrides
     arguments.out.parent.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,27 @@ SIZES: dict[str, Size] = {
         records=1_000_000,
     ),
 }
+
+
+def _proportioned(appointments: int) -> Size:
+    """The largest table (appointments) at ``appointments`` rows, the rest as ``large`` has
+    them for its 2 million."""
+    return Size(
+        clinics=max(5, appointments // 2_000),
+        customers=appointments // 10,
+        pets=appointments * 3 // 20,
+        appointments=appointments,
+        records=appointments // 2,
+    )
+
+
+# Cost growth (issue 18, `python -m tests.load.bench --size ...`): the same paths at 10
+# thousand, 1 million and 10 million appointments.
+SIZES |= {
+    "10k": _proportioned(10_000),
+    "1m": _proportioned(1_000_000),
+    "10m": _proportioned(10_000_000),
+}
 SKEW = 0.8
 """Clinic k's share of the rows is proportional to k ** -SKEW."""
 APPOINTMENTS_PER_VET = 5_000
@@ -197,6 +218,12 @@ class Built:
     """The biggest clinic: the one to query as."""
     owner_id: str
     """Its owner (password fixtures.factories.DEFAULT_PASSWORD)."""
+    owner_email: str
+
+
+def staff_email(k: int, g: int) -> str:
+    """Clinic ``k``'s member ``g``'s address (0 the owner), as the users' statement makes it."""
+    return f"staff{g}.clinic{k}@bigdata.example.org"
 
 
 def clinic_id(k: int) -> uuid.UUID:
@@ -466,6 +493,7 @@ async def build(url: str, size_name: str, *, log: bool = False) -> Built:
         rows=rows,
         clinic_id=str(clinic_id(1)),
         owner_id=str(row_id("user", 1, 0)),
+        owner_email=staff_email(1, 0),
     )
 
 
