@@ -1,6 +1,6 @@
 """The ``vetify`` command: serve (embedded database by default), demo, migrate, worker, the
-billing operator commands, usage, and db provision (an external PostgreSQL's database and
-roles)."""
+billing operator commands, usage, audit verify, and db provision (an external PostgreSQL's
+database and roles)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import secrets
 import socket
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app import health
+from app.audit import service as audit
 from app.billing import operations
 from app.db import migrate, provision
 from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
@@ -326,6 +328,22 @@ def _usage(settings: Settings, args: argparse.Namespace) -> None:
     print(usage_report.printable(found, args.json), flush=True)
 
 
+def _audit(settings: Settings, args: argparse.Namespace) -> None:
+    """Recompute every clinic's audit chain (or ``--clinic``'s) as the backup role; exit 1 at
+    the first broken one (ADR 0027)."""
+    with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
+        backup = ready.database_backup_url
+        if backup is None:
+            raise SystemExit(
+                "vetify audit: set VETIFY_DATABASE_BACKUP_URL (the backup role's URL, which reads"
+                " every clinic; `vetify db provision` printed it)"
+            )
+        verdicts = asyncio.run(audit.verify_trails(backup.get_secret_value(), args.clinic))
+    print(audit.printable(verdicts), flush=True)
+    if any(verdict.broken is not None for verdict in verdicts):
+        raise SystemExit(1)
+
+
 def _provision(args: argparse.Namespace) -> None:
     """Make the database and its roles (``--admin-url``: a superuser's or the managed service
     administrator's), or print the SQL that does (``--sql``, the URLs then on stderr)."""
@@ -410,6 +428,14 @@ def parser() -> argparse.ArgumentParser:
             " VETIFY_USAGE_FLUSH_SECONDS) and storage bytes now, for cost monitoring",
         )
     )
+    audit_command = commands.add_parser("audit", help="the audit trail: verify")
+    audit_commands = audit_command.add_subparsers(dest="audit_command", required=True)
+    verifying = audit_commands.add_parser(
+        "verify",
+        help="recompute each clinic's hash chain of audit events; report the first broken link"
+        " and exit 1 if there is one",
+    )
+    verifying.add_argument("--clinic", type=uuid.UUID, help="only this clinic's (its id)")
     db = commands.add_parser("db", help="an external PostgreSQL: provision")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     provisioning = db_commands.add_parser(
@@ -455,7 +481,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings(**given)
         # `vetify check` and `usage` print reports on stdout, for scripts: logs go to stderr.
         logs.configure(
-            settings.logs_as, settings.log_level, to_stderr=args.command in ("check", "usage")
+            settings.logs_as,
+            settings.log_level,
+            to_stderr=args.command in ("check", "usage", "audit"),
         )
         # Once per process, before any fork: sentry-sdk restarts its sending thread in each
         # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
@@ -472,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _billing(settings, args)
         elif args.command == "usage":
             _usage(settings, args)
+        elif args.command == "audit":
+            _audit(settings, args)
         else:
             _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
     except (

@@ -16,6 +16,7 @@ from app import health
 from app.appointments.routes import router as appointments_router
 from app.attachments.routes import UPLOAD_PATH
 from app.attachments.routes import router as attachments_router
+from app.audit import trail  # noqa: F401 - its session hooks write the audit trail (ADR 0027)
 from app.auth.cache import CredentialCache
 from app.auth.deps import document_permissions
 from app.auth.lifecycle_routes import router as lifecycle_router

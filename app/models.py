@@ -2,6 +2,7 @@
 
 from app.appointments.models import Appointment, AppointmentType
 from app.attachments.models import Attachment
+from app.audit.models import AuditEvent, AuditHead
 from app.auth.models import AccountToken, Credential, Invitation, Membership, User
 from app.billing.models import BillingAccount, StripeEvent
 from app.clinics.models import Clinic, Location, Room
@@ -17,6 +18,8 @@ __all__ = [
     "Appointment",
     "AppointmentType",
     "Attachment",
+    "AuditEvent",
+    "AuditHead",
     "Base",
     "BillingAccount",
     "Clinic",

@@ -77,11 +77,15 @@ async def authenticate(
         raise
     principal = dataclasses.replace(principal, read_only=standing.read_only)
     tracing.tag_clinic(principal.clinic_id)
-    # Who is asking, for every line the request logs from here on (ids, never the email).
+    # Who is asking, for every line the request logs from here on (ids, never the email), and
+    # from where, for the audit trail alone (app/audit).
     context.update(
         clinic_id=principal.clinic_id,
         user_id=principal.user_id,
         credential_id=principal.credential_id,
+        role=principal.role.value,
+        client_ip=client_ip(request),
+        user_agent=request.headers.get("user-agent", "")[:USER_AGENT_KEPT] or None,
     )
     # Cost monitoring (ADR 0026): a dict increment here, flushed to the table in the background.
     usage: Usage = request.app.state.usage
@@ -136,6 +140,10 @@ async def _identify(
     if not hit or touched is not known.resolved:  # a hit is already kept, and in place
         cache.put(key, dataclasses.replace(known, resolved=touched))
     return principal, known.standing
+
+
+USER_AGENT_KEPT = 300
+"""Characters of a User-Agent the audit trail keeps (``audit_events.user_agent``)."""
 
 
 def _allowed_origins(settings: Settings) -> frozenset[str]:
@@ -194,6 +202,7 @@ class requires:
 
     async def __call__(self, request: Request, caller: Caller) -> Principal:
         caller.require(self.action)
+        context.update(action=self.action.value)
         if (
             caller.read_only
             and request.method not in csrf.SAFE_METHODS

@@ -6,7 +6,9 @@ passed it. It is mutable on purpose: authentication learns the clinic and the us
 request began, and FastAPI runs a sync dependency in a thread on a *copy* of the context, which
 still refers to the same object.
 
-It holds identifiers only, never personal data: no email, name, IP-derived location or token.
+It holds identifiers, never personal data (no email, name or token), with two exceptions kept
+out of :meth:`Context.fields` (so out of logs, tags and attributes): where a request came from,
+``client_ip`` and ``user_agent``, which the audit trail records (app/audit).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class Context:
     clinic_id: uuid.UUID | None = None
     user_id: uuid.UUID | None = None
     credential_id: uuid.UUID | None = None
+    role: str | None = None
+    action: str | None = None
+    """What the route does, in the permission table's words (``pets:write``)."""
     method: str | None = None
     route: str | None = None
     """The route's template (``/api/v1/pets/{pet_id}``), never the path a client sent."""
@@ -39,14 +44,20 @@ class Context:
     task: str | None = None
     event_id: str | None = None
     """A Stripe event's id, while a job applies it."""
+    client_ip: str | None = None
+    user_agent: str | None = None
 
     def fields(self) -> dict[str, Any]:
-        """The fields that are set, as strings where they are ids (for logs, tags, attributes)."""
+        """The fields that are set, as strings where they are ids (for logs, tags, attributes);
+        never where the request came from."""
         return {
             name: str(value) if isinstance(value, uuid.UUID) else value
             for name, value in asdict(self).items()
-            if value is not None
+            if value is not None and name not in _ORIGIN
         }
+
+
+_ORIGIN = frozenset({"client_ip", "user_agent"})
 
 
 _current: ContextVar[Context | None] = ContextVar("vetify_context", default=None)

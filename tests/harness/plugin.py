@@ -527,6 +527,16 @@ async def app_engine(database: Database) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
+def cli_env(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment a `vetify` command run in the test (``cli.main``) configures itself from:
+    the test's database, with the backup role's URL for the commands that read every clinic."""
+    monkeypatch.setenv("VETIFY_ENV", "test")
+    monkeypatch.setenv("VETIFY_DATABASE_URL", database.app_url)
+    monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", database.owner_url)
+    monkeypatch.setenv("VETIFY_DATABASE_BACKUP_URL", database.backup_url)
+
+
+@pytest.fixture
 async def superuser_engine(database: Database) -> AsyncIterator[AsyncEngine]:
     """Connected as the superuser: sees every row, for checking what is really stored."""
     engine = create_async_engine(database.superuser_url)

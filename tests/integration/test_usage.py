@@ -149,14 +149,6 @@ async def test_the_report_sums_usage_over_the_days_and_storage_now(world, databa
     assert {row.clinic_id: row.requests for row in yesterday.clinics}[busy.id] == 0
 
 
-@pytest.fixture
-def cli_env(database, monkeypatch):
-    monkeypatch.setenv("VETIFY_ENV", "test")
-    monkeypatch.setenv("VETIFY_DATABASE_URL", database.app_url)
-    monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", database.owner_url)
-    monkeypatch.setenv("VETIFY_DATABASE_BACKUP_URL", database.backup_url)
-
-
 async def test_vetify_usage_prints_a_table_and_json(world, app_engine, cli_env, capsys):
     clinic = await world.clinic(name="Table Vets")
     counted = Usage()

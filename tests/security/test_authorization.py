@@ -5,20 +5,26 @@ The table is written from what each role is in a clinic, apart from the code: th
 do not come from the routes' own ``requires(Action.x)`` nor from
 ``app.auth.permissions.PERMISSIONS``, so a route guarded by the wrong permission fails here.
 The routes come from the app's route table: one missing from the table fails, as does a line
-of the table for a route the app does not serve. An allowed request succeeds, a refused one is
-a 403 problem+json and leaves the clinic's data as it was. Public routes are listed with reasons
-in :data:`tests.security.surface.PUBLIC` and as ``anyone`` in the table.
+of the table for a route the app does not serve. An allowed request succeeds, and a write that
+changed the clinic's data left its events in the clinic's audit trail under the route's action
+(ADR 0027); a refused one is a 403 problem+json and leaves the clinic's data as it was. Public
+routes are listed with reasons in :data:`tests.security.surface.PUBLIC` and as ``anyone`` in the
+table.
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from app.auth.models import Role
+from app.kit.context import REQUEST_ID_HEADER
 from tests.harness import tally
 from tests.harness.api import problem_type
 from tests.harness.world import World
@@ -35,8 +41,47 @@ from tests.security.catalogue import (
 from tests.security.estate import Estate, fresh, rows_of
 
 AUTHORIZED = [route for route in ATTACKED if not route.public]
+SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+OUTSIDE_THE_TRAIL = {
+    "audit_events": "the trail itself",
+    "audit_heads": "the trail itself",
+    "credentials": "sessions and tokens: security events, not rows of the trail (ADR 0027)",
+    "users": "not a clinic's: a user's changes are security events (ADR 0027)",
+}
+DERIVED = frozenset({"auth_epoch"})
+"""Columns the database moves by trigger when something else changed (migration 0008)."""
+
+
+def _audited_changes(before: dict[str, list[str]], after: dict[str, list[str]]) -> set[str]:
+    """The tables of the clinic's data whose rows a request changed, but for those whose
+    changes are not in the trail, and the columns the database derives."""
+
+    def kept(rows: list[str]) -> list[dict]:
+        return [{k: v for k, v in json.loads(row).items() if k not in DERIVED} for row in rows]
+
+    return {
+        table
+        for table in before.keys() | after.keys()
+        if table not in OUTSIDE_THE_TRAIL
+        and kept(before.get(table, [])) != kept(after.get(table, []))
+    }
+
+
 FORBIDDEN = problem_type("forbidden")
 ANYONE = "anyone"
+
+
+async def audited(engine, clinic_id: uuid.UUID, response: httpx.Response) -> list[tuple[str, str]]:
+    """The clinic's audit events of the request ``response`` answers: (action, change) each."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT action, change FROM audit_events WHERE tenant_id = :c AND request_id = :r"
+                " ORDER BY seq"
+            ),
+            {"c": clinic_id, "r": response.headers[REQUEST_ID_HEADER]},
+        )
+        return [(row.action, row.change) for row in rows]
 
 
 def who_may() -> dict[str, frozenset[Role] | str]:
@@ -120,6 +165,16 @@ async def test_route_obeys_who_may_do_what(
         if role in allowed:
             if not response.is_success:
                 failures.append(f"{role} may, but got {explain(response)} ({route.action})")
+            elif route.method not in SAFE:
+                changed = _audited_changes(before, await rows_of(superuser_engine, clinic.id))
+                recorded = await audited(superuser_engine, clinic.id, response)
+                if (changed and not recorded) or any(
+                    action != route.action.value for action, _ in recorded
+                ):
+                    failures.append(
+                        f"{role}: changed {sorted(changed)}, the audit trail says {recorded}"
+                        f" ({route.action})"
+                    )
         elif response.status_code != 403 or problem(response).get("type") != FORBIDDEN:
             failures.append(f"{role} may not, but got {explain(response)} ({route.action})")
         elif await rows_of(superuser_engine, clinic.id) != before:

@@ -1,0 +1,64 @@
+"""The audit trail's tables (migration 0011, ADR 0027): each clinic's events in a hash chain,
+and the chain's head.
+
+Neither table refers to ``clinics``: what was done in a clinic is kept for longer than the
+clinic's own data (issue 20's retention), so deleting a clinic must leave its trail.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar
+
+from sqlalchemy import ARRAY, BigInteger, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, TenantScoped
+
+HASH_BYTES = 32
+
+
+class AuditEvent(TenantScoped, Base):
+    """One thing done in a clinic: who, what, to which object, when (``created_at``), from
+    where, and the link of the clinic's chain it makes (``hash`` over ``prev_hash`` and the
+    event, :mod:`app.audit.chain`). Written once, in the transaction of what it records; the
+    service may insert and read these rows, never change or delete them."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (UniqueConstraint("tenant_id", "seq"),)
+    audited: ClassVar[bool] = False
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(nullable=False, sort_order=-9)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    """The event's place in its clinic's chain: 1, 2, 3... with no gaps."""
+    user_id: Mapped[uuid.UUID | None]
+    credential_id: Mapped[uuid.UUID | None]
+    role: Mapped[str | None] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(100))
+    """What was done, in the permission table's words (``pets:write``), or ``job:<task>`` for
+    a job's work, or ``system`` for an operator's command or the service's own."""
+    object_type: Mapped[str] = mapped_column(String(100))
+    object_id: Mapped[uuid.UUID | None]
+    change: Mapped[str] = mapped_column(String(20))
+    """``insert``, ``update`` or ``delete``."""
+    fields: Mapped[list[str]] = mapped_column(ARRAY(String(100)))
+    """The names of the columns written (never their values)."""
+    client_ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
+    hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
+
+
+class AuditHead(TenantScoped, Base):
+    """The last link of a clinic's chain: appending an event locks this row, so one clinic's
+    events are chained one transaction at a time and never fork."""
+
+    __tablename__ = "audit_heads"
+    __table_args__ = (UniqueConstraint("tenant_id"),)
+    audited: ClassVar[bool] = False
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(nullable=False, sort_order=-9)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))

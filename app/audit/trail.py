@@ -1,0 +1,195 @@
+"""The audit trail's writer (ADR 0027): every change the ORM makes to an audited row becomes an
+event of its clinic's chain, in the same transaction.
+
+* After each flush, what it inserted, updated or deleted is noted on the session (the object,
+  the names of the columns written, and who and where from, out of the request's or job's
+  :class:`~app.kit.context.Context`).
+* Before the transaction commits, the notes become rows of ``audit_events``, chained after
+  the clinic's head (``audit_heads``, locked until the commit). So a change commits with its
+  events or not at all, and an event is never written for a change that was rolled back
+  (a rolled-back savepoint takes its notes with it).
+
+A model is audited unless it says ``audited = False`` (with its reason): a new table is in the
+trail without anyone remembering it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any, Literal
+
+from sqlalchemy import event, insert, inspect, text
+from sqlalchemy.orm import Session, SessionTransaction
+
+from app.audit.chain import GENESIS, Entry, link
+from app.audit.models import AuditEvent
+from app.db.base import Base, TenantScoped
+from app.kit import clock, context
+from app.kit.ids import new_id
+
+NOTES = "vetify_audit_notes"
+UNWRITTEN = frozenset({"id", "tenant_id", "created_at", "updated_at"})
+"""Columns every row has, kept by the database: not part of what a change wrote."""
+
+Change = Literal["insert", "update", "delete"]
+EVENTS = Base.metadata.tables[AuditEvent.__tablename__]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Note:
+    tenant_id: uuid.UUID
+    object_type: str
+    object_id: uuid.UUID | None
+    change: Change
+    fields: tuple[str, ...]
+    who: dict[str, Any]
+
+
+def audited(instance: object) -> bool:
+    return bool(getattr(instance, "audited", True)) and _tenant_of(instance) is not None
+
+
+def _tenant_of(instance: object) -> uuid.UUID | None:
+    """The clinic a row belongs to: its ``tenant_id``, or for the clinic itself its ``id``."""
+    if isinstance(instance, TenantScoped):
+        return instance.tenant_id
+    if getattr(instance, "__tablename__", None) == "clinics":
+        clinic_id: uuid.UUID = instance.id  # type: ignore[attr-defined]
+        return clinic_id
+    return None
+
+
+def _written(instance: object, change: Change) -> tuple[str, ...]:
+    state = inspect(instance)
+    columns = [a for a in state.mapper.column_attrs if a.key not in UNWRITTEN]
+    if change == "insert":  # what the row was given (read without loading anything)
+        names = [a.key for a in columns if state.dict.get(a.key) is not None]
+    elif change == "update":
+        names = [a.key for a in columns if state.attrs[a.key].history.has_changes()]
+    else:
+        names = []
+    return tuple(sorted(names))
+
+
+def _who() -> dict[str, Any]:
+    """The actor and origin of the work under way (none for an operator's command)."""
+    under_way = context.current()
+    if under_way is None:
+        return {"action": "system"}
+    job = f"job:{under_way.task}" if under_way.task is not None else None
+    return {
+        "action": job or under_way.action or "system",
+        "user_id": under_way.user_id,
+        "credential_id": under_way.credential_id,
+        "role": under_way.role,
+        "client_ip": under_way.client_ip,
+        "user_agent": under_way.user_agent,
+        "request_id": under_way.request_id,
+        "job_id": under_way.job_id,
+    }
+
+
+@event.listens_for(Session, "after_flush")
+def _note_changes(session: Session, _flush: Any) -> None:
+    who = _who()
+    noted: list[tuple[SessionTransaction, Note]] = session.info.setdefault(NOTES, [])
+    scope = session.get_nested_transaction() or session.get_transaction()
+    assert scope is not None  # noqa: S101 - a flush runs in a transaction
+    for change, instances in (
+        ("insert", session.new),
+        ("update", [i for i in session.dirty if session.is_modified(i)]),
+        ("delete", session.deleted),
+    ):
+        for instance in instances:
+            if not audited(instance):
+                continue
+            fields = _written(instance, change)  # type: ignore[arg-type]
+            if change == "update" and not fields:
+                continue
+            note = Note(
+                tenant_id=_tenant_of(instance),  # type: ignore[arg-type]
+                object_type=instance.__tablename__,
+                object_id=getattr(instance, "id", None),
+                change=change,  # type: ignore[arg-type]
+                fields=fields,
+                who=who,
+            )
+            noted.append((scope, note))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    noted: list[tuple[SessionTransaction, Note]] | None = session.info.get(NOTES)
+    if not noted:
+        return
+    if previous.parent is None:
+        session.info.pop(NOTES, None)
+        return
+    noted[:] = [(scope, note) for scope, note in noted if not _within(scope, previous)]
+
+
+def _within(scope: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    while scope is not None:
+        if scope is ended:
+            return True
+        scope = scope.parent
+    return False
+
+
+@event.listens_for(Session, "before_commit")
+def _write_notes(session: Session) -> None:
+    session.flush()  # the commit's own flush comes after this hook: its changes too
+    noted: list[tuple[SessionTransaction, Note]] = session.info.pop(NOTES, [])
+    by_clinic: dict[uuid.UUID, list[Note]] = {}
+    for _, note in noted:
+        by_clinic.setdefault(note.tenant_id, []).append(note)
+    for tenant_id, notes in by_clinic.items():
+        append(session, tenant_id, notes)
+
+
+def append(session: Session, tenant_id: uuid.UUID, notes: list[Note]) -> None:
+    """``notes`` as the next events of ``tenant_id``'s chain, in this transaction."""
+    head = session.execute(
+        text(
+            "INSERT INTO audit_heads (id, tenant_id, seq, hash) VALUES (:id, :tenant, 0, :genesis)"
+            " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq"
+            " RETURNING seq, hash"
+        ),
+        {"id": new_id(), "tenant": tenant_id, "genesis": GENESIS},
+    ).one()
+    seq, prev = head.seq, head.hash
+    now = clock.utcnow()
+    rows = []
+    for note in notes:
+        seq += 1
+        entry = Entry(
+            tenant_id=tenant_id,
+            seq=seq,
+            occurred_at=now,
+            user_id=note.who.get("user_id"),
+            credential_id=note.who.get("credential_id"),
+            role=note.who.get("role"),
+            action=note.who["action"],
+            object_type=note.object_type,
+            object_id=note.object_id,
+            change=note.change,
+            fields=note.fields,
+            client_ip=note.who.get("client_ip"),
+            user_agent=note.who.get("user_agent"),
+            request_id=note.who.get("request_id"),
+            job_id=note.who.get("job_id"),
+        )
+        digest = link(prev, entry)
+        values = dataclasses.asdict(entry)
+        values["fields"] = list(entry.fields)
+        values["created_at"] = values.pop("occurred_at")
+        rows.append({**values, "id": new_id(), "prev_hash": prev, "hash": digest})
+        prev = digest
+    # Core statements on the tables: the ORM's tenant filter has no part in them (a session of
+    # no clinic would update no head); the database's wall does.
+    session.execute(insert(EVENTS).values(rows))
+    session.execute(
+        text("UPDATE audit_heads SET seq = :seq, hash = :hash WHERE tenant_id = :tenant"),
+        {"seq": seq, "hash": prev, "tenant": tenant_id},
+    )

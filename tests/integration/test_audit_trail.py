@@ -1,0 +1,247 @@
+"""The audit trail (app/audit, ADR 0027): what a write records, in its own transaction, and the
+hash chain that shows an edited, deleted or reordered event."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from app import cli
+from app.audit.service import verify
+from app.auth.models import Role
+from fixtures.factories import CustomerFactory
+from tests.harness.world import World
+
+CUSTOMERS = "/api/v1/customers"
+
+
+def new_customer(**overrides: object) -> dict[str, object]:
+    return {
+        "first_name": "Alba",
+        "last_name": "Quintela-Audit",
+        "email": "alba.audit@example.org",
+        "phone": "+351912345678",
+        **overrides,
+    }
+
+
+async def events_of(engine, clinic_id: uuid.UUID) -> list[dict]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT * FROM audit_events WHERE tenant_id = :c ORDER BY seq"), {"c": clinic_id}
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
+async def verdict(engine, clinic_id: uuid.UUID):
+    async with engine.connect() as connection:
+        return await verify(connection, clinic_id)
+
+
+async def test_a_write_records_who_what_which_when_and_from_where_but_no_values(
+    client, world: World, superuser_engine
+) -> None:
+    clinic = await world.clinic(roles=(Role.receptionist,))
+    actor = clinic.actors[Role.receptionist]
+    before = len(await events_of(superuser_engine, clinic.id))
+
+    created = await client.post(
+        CUSTOMERS,
+        json=new_customer(),
+        headers={**actor.headers, "User-Agent": "front-desk/1.0", "X-Request-ID": "req-audit-1"},
+    )
+    assert created.status_code == 201, created.text
+    customer_id = created.json()["id"]
+    changed = await client.patch(
+        f"{CUSTOMERS}/{customer_id}", json={"phone": "+351919999999"}, headers=actor.headers
+    )
+    assert changed.status_code == 200, changed.text
+    deleted = await client.delete(f"{CUSTOMERS}/{customer_id}", headers=actor.headers)
+    assert deleted.status_code == 204, deleted.text
+
+    events = (await events_of(superuser_engine, clinic.id))[before:]
+    mine = [e for e in events if e["object_id"] == uuid.UUID(customer_id)]
+    assert [(e["change"], e["action"], e["object_type"]) for e in mine] == [
+        ("insert", "customers:write", "customers"),
+        ("update", "customers:write", "customers"),
+        ("delete", "customers:write", "customers"),
+    ]
+    inserted, updated, _ = mine
+    assert {"first_name", "last_name", "email", "phone"} <= set(inserted["fields"])
+    assert updated["fields"] == ["phone"]
+    for made in mine:
+        assert made["user_id"] == actor.user.id
+        assert made["role"] == "receptionist"
+        assert made["credential_id"] is not None
+        assert made["client_ip"]
+    assert (inserted["user_agent"], inserted["request_id"]) == ("front-desk/1.0", "req-audit-1")
+    stored = " ".join(str(value) for e in events for value in e.values())
+    for value in ("Alba", "Quintela-Audit", "alba.audit@example.org", "+351912345678"):
+        assert value not in stored  # names of fields, never their values
+    assert (await verdict(superuser_engine, clinic.id)).broken is None
+
+
+async def test_concurrent_writes_in_one_clinic_make_one_unbroken_chain(
+    client, world: World, superuser_engine
+) -> None:
+    clinic = await world.clinic(roles=(Role.receptionist,))
+    headers = clinic.actors[Role.receptionist].headers
+
+    answers = await asyncio.gather(
+        *(
+            client.post(CUSTOMERS, json=new_customer(email=f"c{n}@example.org"), headers=headers)
+            for n in range(12)
+        )
+    )
+
+    assert [a.status_code for a in answers] == [201] * 12
+    events = await events_of(superuser_engine, clinic.id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    checked = await verdict(superuser_engine, clinic.id)
+    assert (checked.events, checked.broken) == (len(events), None)
+
+
+async def test_the_service_role_can_neither_change_nor_delete_an_event_nor_can_the_owner(
+    world: World, app_engine, superuser_engine
+) -> None:
+    clinic = await world.clinic(roles=())
+    for engine in (app_engine, superuser_engine):
+        for statement in (
+            "UPDATE audit_events SET action = 'nothing'",
+            "DELETE FROM audit_events",
+            "TRUNCATE audit_events",
+        ):
+            async with engine.connect() as connection:
+                await connection.execute(
+                    text("SELECT set_config('app.tenant_id', :c, false)"), {"c": str(clinic.id)}
+                )
+                with pytest.raises(DBAPIError) as refused:
+                    await connection.execute(text(statement))
+            assert refused.value.orig.sqlstate == "42501", statement  # type: ignore[union-attr]
+    assert (await verdict(superuser_engine, clinic.id)).events > 0
+
+
+@pytest.mark.parametrize(
+    ("tamper", "seq", "words"),
+    [
+        (["UPDATE audit_events SET fields = '{}' WHERE tenant_id = :c AND seq = 2"], 2, "contents"),
+        (["DELETE FROM audit_events WHERE tenant_id = :c AND seq = 2"], 2, "missing"),
+        ([f"UPDATE audit_events SET seq = {new} WHERE tenant_id = :c AND seq = {old}"
+          for old, new in ((1, -1), (3, 1), (-1, 3))], 1, "link"),
+        (["DELETE FROM audit_events WHERE tenant_id = :c AND seq = (SELECT max(seq) FROM"
+          " audit_events WHERE tenant_id = :c)"], None, "head"),
+    ],
+    ids=["edited", "deleted", "reordered", "truncated"],
+)  # fmt: skip
+async def test_verification_finds_the_first_event_tampered_with(
+    world: World, superuser_engine, tamper: list[str], seq: int | None, words: str
+) -> None:
+    clinic = await world.clinic(roles=())
+    for _ in range(2):
+        await world.make(clinic, CustomerFactory)
+    events = await events_of(superuser_engine, clinic.id)
+    assert len(events) >= 4
+    assert (await verdict(superuser_engine, clinic.id)).broken is None
+
+    async with superuser_engine.begin() as connection:
+        await connection.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+        for statement in tamper:
+            await connection.execute(text(statement), {"c": clinic.id})
+        await connection.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
+
+    broken = (await verdict(superuser_engine, clinic.id)).broken
+    assert broken is not None
+    assert broken.seq == (seq if seq is not None else len(events))
+    assert words in broken.reason
+
+
+async def test_a_change_and_its_events_commit_together_or_not_at_all(
+    client, world: World, superuser_engine
+) -> None:
+    clinic = await world.clinic(roles=(Role.receptionist,))
+    headers = clinic.actors[Role.receptionist].headers
+    before = await events_of(superuser_engine, clinic.id)
+
+    # A failure after the events are written, before the commit: neither stays.
+    def fail_after_the_trail(session: Session) -> None:
+        raise RuntimeError("injected after the audit trail's write")
+
+    event.listen(Session, "before_commit", fail_after_the_trail)
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            await client.post(CUSTOMERS, json=new_customer(last_name="After"), headers=headers)
+    finally:
+        event.remove(Session, "before_commit", fail_after_the_trail)
+    # The trail's write failing (a trigger refusing its rows): the change does not stay either.
+    async with superuser_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'injected: the trail is refused'; END $$"
+            )
+        )
+        await connection.execute(
+            text(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events"
+                " FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
+            )
+        )
+    try:
+        with pytest.raises(DBAPIError, match="the trail is refused"):
+            await client.post(CUSTOMERS, json=new_customer(last_name="During"), headers=headers)
+    finally:
+        async with superuser_engine.begin() as connection:
+            await connection.execute(text("DROP TRIGGER refuse_audit ON audit_events"))
+            await connection.execute(text("DROP FUNCTION refuse_audit()"))
+
+    async with superuser_engine.connect() as connection:
+        kept = await connection.scalar(
+            text("SELECT count(*) FROM customers WHERE tenant_id = :c AND last_name IN"
+                 " ('After', 'During')"),
+            {"c": clinic.id},
+        )  # fmt: skip
+    assert kept == 0
+    assert await events_of(superuser_engine, clinic.id) == before
+    # And the clinic's chain goes on from where it was.
+    assert (
+        await client.post(CUSTOMERS, json=new_customer(last_name="Later"), headers=headers)
+    ).status_code == 201
+    assert (await verdict(superuser_engine, clinic.id)).broken is None
+
+
+async def test_vetify_audit_verify_reports_each_clinic_and_fails_on_a_broken_chain(
+    world: World, superuser_engine, cli_env, capsys
+) -> None:
+    intact, tampered = await world.clinic(roles=()), await world.clinic(roles=())
+
+    await asyncio.to_thread(cli.main, ["audit", "verify"])
+    printed = capsys.readouterr().out
+    for clinic in (intact, tampered):
+        [line] = [line for line in printed.splitlines() if str(clinic.id) in line]
+        assert line.startswith(f"clinic {clinic.id}: ")
+        assert line.endswith(" events, intact")
+    async with superuser_engine.begin() as connection:
+        await connection.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+        await connection.execute(
+            text("UPDATE audit_events SET role = 'owner' WHERE tenant_id = :c AND seq = 1"),
+            {"c": tampered.id},
+        )
+        await connection.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
+
+    with pytest.raises(SystemExit) as failed:
+        await asyncio.to_thread(cli.main, ["audit", "verify"])
+    printed = capsys.readouterr().out
+    await asyncio.to_thread(cli.main, ["audit", "verify", "--clinic", str(intact.id)])
+    alone = capsys.readouterr().out
+
+    assert failed.value.code == 1
+    assert f"clinic {tampered.id}: BROKEN at event 1: its contents are not what was written" in (
+        printed
+    )
+    assert f"clinic {intact.id}: " in printed
+    assert alone.splitlines() == [line for line in printed.splitlines() if str(intact.id) in line]
