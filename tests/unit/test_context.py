@@ -27,6 +27,15 @@ def test_a_context_is_current_only_within_its_block_and_updates_reach_it() -> No
     assert context.current() is None
 
 
+def test_where_a_request_came_from_is_kept_for_the_audit_trail_and_out_of_every_log() -> None:
+    made = context.Context(
+        request_id="r2", role="vet", action="records:write", client_ip="192.0.2.9", user_agent="UA"
+    )
+
+    assert (made.client_ip, made.user_agent) == ("192.0.2.9", "UA")
+    assert made.fields() == {"request_id": "r2", "role": "vet", "action": "records:write"}
+
+
 @pytest.mark.parametrize(
     "sent", ["abc", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "a.b:c_d-e", "x" * 128]
 )
