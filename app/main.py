@@ -17,6 +17,7 @@ from app.appointments.routes import router as appointments_router
 from app.attachments.routes import UPLOAD_PATH
 from app.attachments.routes import router as attachments_router
 from app.audit import trail  # noqa: F401 - its session hooks write the audit trail (ADR 0027)
+from app.audit.routes import router as audit_router
 from app.auth.cache import CredentialCache
 from app.auth.deps import document_permissions
 from app.auth.lifecycle_routes import router as lifecycle_router
@@ -66,6 +67,7 @@ ROUTERS = (
     records_router,
     attachments_router,
     billing_router,
+    audit_router,
 )
 
 

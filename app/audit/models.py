@@ -7,10 +7,11 @@ clinic's own data (issue 20's retention), so deleting a clinic must leave its tr
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import ClassVar
 
-from sqlalchemy import ARRAY, BigInteger, LargeBinary, String, UniqueConstraint
+from sqlalchemy import ARRAY, BigInteger, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantScoped
@@ -25,7 +26,12 @@ class AuditEvent(TenantScoped, Base):
     service may insert and read these rows, never change or delete them."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (UniqueConstraint("tenant_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "seq"),
+        Index("ix_audit_events_object", "tenant_id", "object_id", "seq"),
+        Index("ix_audit_events_user", "tenant_id", "user_id", "seq"),
+        Index("ix_audit_events_time", "tenant_id", "created_at", "seq"),
+    )
     audited: ClassVar[bool] = False
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(nullable=False, sort_order=-9)
@@ -49,6 +55,10 @@ class AuditEvent(TenantScoped, Base):
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
     hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
+
+    @property
+    def occurred_at(self) -> dt.datetime:
+        return self.created_at
 
 
 class AuditHead(TenantScoped, Base):

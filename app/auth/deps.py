@@ -85,7 +85,7 @@ async def authenticate(
         credential_id=principal.credential_id,
         role=principal.role.value,
         client_ip=client_ip(request),
-        user_agent=request.headers.get("user-agent", "")[:USER_AGENT_KEPT] or None,
+        user_agent=_kept(request.headers.get("user-agent", "")),
     )
     # Cost monitoring (ADR 0026): a dict increment here, flushed to the table in the background.
     usage: Usage = request.app.state.usage
@@ -144,6 +144,12 @@ async def _identify(
 
 USER_AGENT_KEPT = 300
 """Characters of a User-Agent the audit trail keeps (``audit_events.user_agent``)."""
+
+
+def _kept(user_agent: str) -> str | None:
+    """What the audit trail stores of a User-Agent: its printable characters (a NUL, which a
+    client may send and PostgreSQL cannot store, and other controls dropped), bounded."""
+    return "".join(c for c in user_agent if c.isprintable())[:USER_AGENT_KEPT] or None
 
 
 def _allowed_origins(settings: Settings) -> frozenset[str]:

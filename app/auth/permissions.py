@@ -28,6 +28,7 @@ class Action(StrEnum):
     own_session = "session:own"  # one's own login: me, logout, switch, multi-factor enrolment
     own_credentials = "credentials:own"  # one's own API tokens
     billing_manage = "billing:manage"  # the clinic's plan, payment and subscription
+    audit_read = "audit:read"  # the clinic's audit trail: who did what, from where
 
 
 MFA_EXEMPT = frozenset({Action.own_session})
@@ -58,7 +59,9 @@ _CLINICAL = {Action.records_write}
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.owner: frozenset(Action),
     Role.admin: frozenset(
-        _READ | _FRONT_DESK | {Action.clinic_manage, Action.staff_manage, Action.billing_manage}
+        _READ
+        | _FRONT_DESK
+        | {Action.clinic_manage, Action.staff_manage, Action.billing_manage, Action.audit_read}
     ),
     Role.vet: frozenset(_READ | _FRONT_DESK | _CLINICAL | {Action.records_sign}),
     Role.technician: frozenset(_READ | _FRONT_DESK | _CLINICAL),

@@ -62,12 +62,21 @@ def _decode(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) -> list[
         raise InvalidInput(FOREIGN_CURSOR) from exc
 
 
-def _value(column: InstrumentedAttribute[Any], value: Any) -> uuid.UUID | dt.datetime:
+def _value(column: InstrumentedAttribute[Any], value: Any) -> uuid.UUID | dt.datetime | int:
     if not isinstance(value, str):
         raise TypeError
-    if column.type.python_type is dt.datetime:
+    kind = column.type.python_type
+    if kind is dt.datetime:
         return dt.datetime.fromisoformat(value)
+    if kind is int:
+        # Plain ASCII digits of a bigint (int() takes "+1", " 1", other scripts' digits, 10**99).
+        if not (value.isascii() and value.isdigit() and int(value) <= BIGINT_MAX):
+            raise ValueError
+        return int(value)
     return uuid.UUID(value)
+
+
+BIGINT_MAX = 2**63 - 1
 
 
 async def paginate(
@@ -77,8 +86,8 @@ async def paginate(
     cursor: str | None,
     limit: int,
 ) -> tuple[list[Any], str | None]:
-    """One page of ``query``'s rows ordered by ``order_by``: timestamp and UUID columns (what a
-    cursor holds), the last one unique."""
+    """One page of ``query``'s rows ordered by ``order_by``: timestamp, UUID and integer columns
+    (what a cursor holds), the last one unique."""
     if cursor:
         query = query.where(tuple_(*order_by) > tuple_(*_decode(cursor, order_by)))
     result = await session.execute(query.order_by(*order_by).limit(limit + 1))

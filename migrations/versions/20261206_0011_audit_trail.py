@@ -75,6 +75,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_heads")),
         sa.UniqueConstraint("tenant_id", name=op.f("uq_audit_heads_tenant_id")),
     )
+    # What a page of the trail is read by (ADR 0027): one object's history, one member's
+    # actions, and where a time range starts (times and ``seq`` rise together).
+    for name, columns in (
+        ("object", ["tenant_id", "object_id", "seq"]),
+        ("user", ["tenant_id", "user_id", "seq"]),
+        ("time", ["tenant_id", "created_at", "seq"]),
+    ):
+        op.create_index(f"ix_audit_events_{name}", "audit_events", columns)
     for table in ("audit_events", "audit_heads"):
         rls.enable_tenant_rls(table)
     rls.grant("audit_events", "SELECT, INSERT")

@@ -305,8 +305,10 @@ def _new_token(target: Target) -> dict[str, Any]:
 
 
 def _issued_cursor(operation: APIOperation, target: Target) -> str | None:
-    """The ``next_cursor`` of the first one-item page, if the operation pages."""
-    if "cursor" not in operation.query:
+    """The ``next_cursor`` of the first one-item page, if the operation pages and the actor may
+    read it (one who may not is refused whatever the cursor: that is what is fuzzed)."""
+    roles = operation.definition.raw.get("x-permission", {}).get("roles")  # none: public
+    if "cursor" not in operation.query or (roles is not None and target.actor.role not in roles):
         return None
     # A list under a parent (a record's attachments) pages within the first seeded parent.
     parents = {p.name: target.ids[p.name][0] for p in operation.path_parameters}

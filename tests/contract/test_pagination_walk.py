@@ -38,6 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.appointments.models import Appointment, AppointmentType, Status
+from app.audit.models import AuditEvent
 from app.auth.models import Membership, Role
 from app.clinics.models import Location, Room
 from app.customers.models import Customer
@@ -170,6 +171,8 @@ LISTINGS: dict[str, Listing] = {
     ),
     # Members are ordered by membership, and shown by their user's id.
     "/api/v1/staff": Listing(_member, (Membership.id,), Membership.user_id),
+    # Each new customer is an event of the clinic's trail, which is ordered and shown by seq.
+    "/api/v1/audit-events": Listing(_customer, (AuditEvent.seq,), AuditEvent.seq),
 }
 
 
@@ -288,6 +291,7 @@ def test_a_page_of_many_items_costs_the_statements_of_a_page_of_one(
 STATEMENTS = {
     "/api/v1/appointment-types": 2,
     "/api/v1/appointments": 2,
+    "/api/v1/audit-events": 2,
     "/api/v1/customers": 3,  # and each customer's consents, for the page at once
     "/api/v1/locations": 2,
     "/api/v1/medical-records": 5,  # and the page's vaccinations, prescriptions and addenda

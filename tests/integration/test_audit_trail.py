@@ -245,3 +245,68 @@ async def test_vetify_audit_verify_reports_each_clinic_and_fails_on_a_broken_cha
     )
     assert f"clinic {intact.id}: " in printed
     assert alone.splitlines() == [line for line in printed.splitlines() if str(intact.id) in line]
+
+
+AUDIT = "/api/v1/audit-events"
+
+
+async def test_managers_read_the_clinics_trail_by_object_member_change_and_time(
+    client, world: World, superuser_engine
+) -> None:
+    clinic = await world.clinic(roles=(Role.admin, Role.receptionist))
+    desk, admin = clinic.actors[Role.receptionist], clinic.actors[Role.admin]
+    await world.clinic(roles=())  # another clinic's trail stays its own
+    first = (await client.post(CUSTOMERS, json=new_customer(), headers=desk.headers)).json()
+    second = (
+        await client.post(
+            CUSTOMERS, json=new_customer(email="b@example.org"), headers=admin.headers
+        )
+    ).json()
+    changed = await client.patch(
+        f"{CUSTOMERS}/{first['id']}", json={"last_name": "Changed"}, headers=desk.headers
+    )
+    assert changed.status_code == 200, changed.text
+    stored = await events_of(superuser_engine, clinic.id)
+
+    async def listed(**params: object) -> list[dict]:
+        items, cursor = [], None
+        while True:
+            query = {**params, "limit": 2, **({"cursor": cursor} if cursor else {})}
+            answer = await client.get(AUDIT, params=query, headers=admin.headers)
+            assert answer.status_code == 200, answer.text
+            items += answer.json()["items"]
+            cursor = answer.json()["next_cursor"]
+            if cursor is None:
+                return items
+
+    everything = await listed()
+    assert [e["seq"] for e in everything] == [e["seq"] for e in stored]
+    assert [e["hash"] for e in everything] == [e["hash"].hex() for e in stored]
+    assert everything[-1]["prev_hash"] == stored[-2]["hash"].hex()
+    update = everything[-1]
+    assert (update["change"], update["fields"], update["object_id"]) == (
+        "update",
+        ["last_name"],
+        first["id"],
+    )
+    assert update["occurred_at"] == stored[-1]["created_at"].isoformat().replace("+00:00", "Z")
+
+    def seqs(events: list[dict]) -> list[int]:
+        return [e["seq"] for e in events]
+
+    assert seqs(await listed(object_id=first["id"])) == [
+        e["seq"] for e in stored if str(e["object_id"]) == first["id"]
+    ]
+    assert seqs(await listed(user_id=str(admin.user.id))) == [
+        e["seq"] for e in stored if e["user_id"] == admin.user.id
+    ]
+    assert {e["object_id"] for e in await listed(user_id=str(admin.user.id))} == {second["id"]}
+    assert seqs(await listed(change="update")) == [update["seq"]]
+    assert seqs(await listed(action="customers:write", object_type="customers")) == [
+        e["seq"] for e in stored if e["object_type"] == "customers"
+    ]
+    at = update["occurred_at"]
+    assert seqs(await listed(since=at)) == [update["seq"]]
+    assert seqs(await listed(until=at)) == seqs(everything)[:-1]
+    assert await listed(since="2199-01-01T00:00:00Z") == []
+    assert seqs(await listed(until="2199-01-01T00:00:00Z")) == seqs(everything)

@@ -429,6 +429,26 @@ _STATEMENTS: list[tuple[str, str]] = [
         " 'Meloxicam', '0.1 mg/kg', 'once daily', 5"
         " FROM bigdata_plan p, generate_series(1, p.records) g WHERE g % 6 = 0",
     ),
+    # The audit trail: each appointment's booking by its vet, a week before it, numbered in
+    # that order per clinic (so time and seq rise together, as the service writes them). The
+    # hashes are zeros: a trail to read at size, not one `vetify audit verify` would pass.
+    (
+        "audit_events",
+        "INSERT INTO audit_events (id, tenant_id, seq, user_id, role, action, object_type,"
+        " object_id, change, fields, created_at, prev_hash, hash)"
+        " SELECT md5('audit:' || id)::uuid, tenant_id,"
+        " row_number() OVER (PARTITION BY tenant_id ORDER BY starts_at, id), vet_id, 'vet',"
+        " 'appointments:write', 'appointments', id, 'insert',"
+        " '{ends_at,pet_id,reason,starts_at,status,vet_id}', starts_at - interval '7 days',"
+        " decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex')"
+        " FROM appointments ORDER BY starts_at",
+    ),
+    (
+        "audit_heads",
+        "INSERT INTO audit_heads (id, tenant_id, seq, hash)"
+        " SELECT md5('audit-head:' || tenant_id)::uuid, tenant_id, max(seq),"
+        " decode(repeat('00', 32), 'hex') FROM audit_events GROUP BY tenant_id",
+    ),
 ]
 LOADED = [table for table, _ in _STATEMENTS]
 LOCK_TRIGGERS = {

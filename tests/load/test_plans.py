@@ -117,6 +117,14 @@ FILTERS: dict[tuple[str, str], Values] = {
     ("/api/v1/appointments", "room_id"): lambda: [_row("room", 0)],
     ("/api/v1/medical-records", "pet_id"): lambda: [_row("pet", 1)],
     ("/api/v1/rooms", "location_id"): lambda: [str(bigdata.row_id("location", 1))],
+    # One appointment's history; a vet's bookings; a time range's start and end.
+    ("/api/v1/audit-events", "object_id"): lambda: [_row("appointment", 1)],
+    ("/api/v1/audit-events", "user_id"): lambda: [_row("user", 1)],
+    ("/api/v1/audit-events", "action"): lambda: ["appointments:write"],
+    ("/api/v1/audit-events", "object_type"): lambda: ["appointments"],
+    ("/api/v1/audit-events", "change"): lambda: ["insert"],
+    ("/api/v1/audit-events", "since"): lambda: [f"{_day(100)}T00:00:00Z"],
+    ("/api/v1/audit-events", "until"): lambda: [f"{_day(100)}T00:00:00Z"],
 }
 PAGING = {"cursor", "limit"}
 PATHS: dict[tuple[str, str], Callable[[], str]] = {

@@ -98,6 +98,8 @@ ID_KINDS: dict[str, str] = {
     "vet_id": "vet",
     "invitation_id": "invitation",
     "token_id": "token",
+    # An audit event's object (app/audit) is a row of any table; the suites name a customer.
+    "object_id": "customer",
 }
 """An id's name (path parameter, body field, query filter) -> the kind of resource it names."""
 

@@ -122,6 +122,12 @@ each clinic's requests every VETIFY_USAGE_FLUSH_SECONDS (app/observability/usage
 census across a flush would change with no request to blame."""
 
 
+TRAIL = frozenset({"audit_events", "audit_heads"})
+"""The audit trail's tables (ADR 0027): a request that changes a row adds an event whatever it
+changed the row to, and one that changes nothing adds none, so what a hostile value makes a
+successful request add there says nothing about the value (the trail's own suites hold it)."""
+
+
 async def census(engine: AsyncEngine) -> dict[str, int]:
     """Every table in the ``public`` schema but :data:`METERING`'s with its row count (as the
     superuser: all clinics)."""

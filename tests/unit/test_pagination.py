@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import load_only
 
 from app.appointments.models import Appointment
+from app.audit.models import AuditEvent
 from app.kit.pagination import FOREIGN_CURSOR, _columns_of, _decode, encode_cursor, paginate
 from app.kit.problems import InvalidInput
 from app.pets.models import Pet
@@ -23,6 +24,7 @@ from app.pets.schemas import PetOut
 
 BY_START = [Appointment.starts_at, Appointment.id]
 BY_ID = [Pet.id]
+BY_SEQ = [AuditEvent.seq]
 
 aware = st.datetimes(
     min_value=dt.datetime(1900, 1, 1),
@@ -46,6 +48,19 @@ def test_round_trip_datetime_and_id(starts_at: dt.datetime, id_: uuid.UUID) -> N
 def test_round_trip_id(id_: uuid.UUID) -> None:
     cursor = encode_cursor([id_])
     assert _decode(cursor, BY_ID) == [id_]
+
+
+@given(st.integers(0, 2**63 - 1))
+def test_round_trip_integer(seq: int) -> None:
+    assert _decode(encode_cursor([seq]), BY_SEQ) == [seq]
+
+
+@pytest.mark.parametrize(
+    "sent", ["", "+1", "-1", " 1", "1 ", "1.0", "1e3", "١٢", "0x10", str(2**63), "9" * 40]
+)
+def test_an_integer_key_is_plain_digits_of_a_bigint(sent: str) -> None:
+    with pytest.raises(InvalidInput):
+        _decode(_raw([sent]), BY_SEQ)
 
 
 @given(aware, st.uuids())

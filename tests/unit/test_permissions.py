@@ -36,6 +36,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "session:own":        (1, 1, 1, 1, 1, 1),
     "credentials:own":    (1, 1, 1, 1, 1, 1),
     "billing:manage":     (1, 1, 0, 0, 0, 0),
+    "audit:read":         (1, 1, 0, 0, 0, 0),
 }
 # fmt: on
 
@@ -59,19 +60,24 @@ def test_owner_can_do_everything() -> None:
     assert all(allows(Role.owner, action) for action in Action)
 
 
+CLINIC_READS = {a for a in Action if a.endswith(":read")} - {Action.audit_read}
+"""What every member reads: the clinic's records. Not its audit trail (who did what, from
+where), which is its managers' (issue 20)."""
+
+
 def test_read_only_reads_and_manages_only_its_own_credentials() -> None:
     granted = {a for a in Action if allows(Role.read_only, a)}
-    assert granted == {a for a in Action if a.endswith(":read")} | {
-        Action.own_session,
-        Action.own_credentials,
-    }
+    assert granted == CLINIC_READS | {Action.own_session, Action.own_credentials}
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_every_role_reads_everything_and_owns_its_credentials(role: Role) -> None:
-    for action in Action:
-        if action.endswith(":read") or action in (Action.own_session, Action.own_credentials):
-            assert allows(role, action), action
+def test_every_role_reads_the_clinics_records_and_owns_its_credentials(role: Role) -> None:
+    for action in CLINIC_READS | {Action.own_session, Action.own_credentials}:
+        assert allows(role, action), action
+
+
+def test_only_managers_read_the_audit_trail() -> None:
+    assert {role for role in Role if allows(role, Action.audit_read)} == {Role.owner, Role.admin}
 
 
 @pytest.mark.parametrize(
