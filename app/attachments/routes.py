@@ -13,6 +13,7 @@ from starlette.background import BackgroundTask
 from app.attachments import service
 from app.attachments.models import Attachment
 from app.attachments.schemas import AttachmentOut, AttachmentUpload
+from app.audit import trail
 from app.auth.deps import AppSettings, per_user, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
@@ -148,6 +149,7 @@ async def download_attachment(
 ) -> Response:
     attachment = await service.get(session, caller, attachment_id)
     copy = await service.fetch(storage, attachment)
+    trail.read(session, attachment)  # who took which file is part of the clinic's trail
     return Download(
         copy,
         media_type=attachment.content_type,

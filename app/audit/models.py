@@ -46,7 +46,7 @@ class AuditEvent(TenantScoped, Base):
     object_type: Mapped[str] = mapped_column(String(100))
     object_id: Mapped[uuid.UUID | None]
     change: Mapped[str] = mapped_column(String(20))
-    """``insert``, ``update`` or ``delete``."""
+    """``insert``, ``update``, ``delete``, or ``read`` (clinical data opened)."""
     fields: Mapped[list[str]] = mapped_column(ARRAY(String(100)))
     """The names of the columns written (never their values)."""
     client_ip: Mapped[str | None] = mapped_column(String(45))

@@ -23,7 +23,9 @@ class AuditEventOut(Output):
     )
     object_type: str = Field(description="The table of the object changed")
     object_id: uuid.UUID | None
-    change: str = Field(description="`insert`, `update` or `delete`")
+    change: str = Field(
+        description="`insert`, `update`, `delete`, or `read` (clinical data opened)"
+    )
     fields: list[str] = Field(description="The names of the fields written, never their values")
     client_ip: str | None
     user_agent: str | None

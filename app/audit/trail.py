@@ -4,6 +4,7 @@ event of its clinic's chain, in the same transaction.
 * After each flush, what it inserted, updated or deleted is noted on the session (the object,
   the names of the columns written, and who and where from, out of the request's or job's
   :class:`~app.kit.context.Context`).
+* A read of clinical data is noted by the route that serves it (:func:`read`).
 * Before the transaction commits, the notes become rows of ``audit_events``, chained after
   the clinic's head (``audit_heads``, locked until the commit). So a change commits with its
   events or not at all, and an event is never written for a change that was rolled back
@@ -20,6 +21,7 @@ import uuid
 from typing import Any, Literal
 
 from sqlalchemy import event, insert, inspect, text
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.audit.chain import GENESIS, Entry, link
@@ -32,7 +34,7 @@ NOTES = "vetify_audit_notes"
 UNWRITTEN = frozenset({"id", "tenant_id", "created_at", "updated_at"})
 """Columns every row has, kept by the database: not part of what a change wrote."""
 
-Change = Literal["insert", "update", "delete"]
+Change = Literal["insert", "update", "delete", "read"]
 EVENTS = Base.metadata.tables[AuditEvent.__tablename__]
 
 
@@ -116,6 +118,25 @@ def _note_changes(session: Session, _flush: Any) -> None:
                 who=who,
             )
             noted.append((scope, note))
+
+
+def read(session: AsyncSession, instance: object) -> None:
+    """Note that the caller read ``instance`` (clinical data opened: a medical record, an
+    attachment's file), to be written with the request's transaction like a change."""
+    sync = session.sync_session
+    scope = sync.get_nested_transaction() or sync.get_transaction()
+    tenant_id = _tenant_of(instance)
+    if scope is None or tenant_id is None:
+        raise RuntimeError("a read is noted in a clinic's transaction")
+    note = Note(
+        tenant_id=tenant_id,
+        object_type=instance.__tablename__,  # type: ignore[attr-defined]
+        object_id=getattr(instance, "id", None),
+        change="read",
+        fields=(),
+        who=_who(),
+    )
+    sync.info.setdefault(NOTES, []).append((scope, note))
 
 
 @event.listens_for(Session, "after_soft_rollback")

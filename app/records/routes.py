@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
+from app.audit import trail
 from app.auth.deps import requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
@@ -52,7 +53,9 @@ async def create_record(body: RecordIn, caller: Writer, session: DbSession) -> R
 
 @router.get("/{record_id}", responses=ONE, summary="One medical record with its addenda")
 async def get_record(record_id: uuid.UUID, caller: Reader, session: DbSession) -> RecordOut:
-    return service.to_out(await service.get(session, caller, record_id))
+    record = await service.get(session, caller, record_id)
+    trail.read(session, record)  # who opened which record is part of the clinic's trail
+    return service.to_out(record)
 
 
 @router.patch("/{record_id}", responses=CHANGE, summary="Correct a record that has not locked yet")

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from app import cli
 from app.audit.service import verify
 from app.auth.models import Role
-from fixtures.factories import CustomerFactory
+from fixtures import files
+from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
 from tests.harness.world import World
 
 CUSTOMERS = "/api/v1/customers"
@@ -310,3 +311,30 @@ async def test_managers_read_the_clinics_trail_by_object_member_change_and_time(
     assert seqs(await listed(until=at)) == seqs(everything)[:-1]
     assert await listed(since="2199-01-01T00:00:00Z") == []
     assert seqs(await listed(until="2199-01-01T00:00:00Z")) == seqs(everything)
+
+
+async def test_opening_a_record_and_taking_a_file_are_reads_in_the_trail(
+    client, world: World, superuser_engine
+) -> None:
+    clinic = await world.clinic(roles=(Role.vet, Role.read_only))
+    vet, reader = clinic.actors[Role.vet], clinic.actors[Role.read_only]
+    customer = await world.make(clinic, CustomerFactory)
+    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
+    record = await world.make(clinic, MedicalRecordFactory, pet_id=pet.id, author_id=vet.user.id)
+    attachment = await world.attach(clinic, record.id, files.png_with_comment("x-ray"))
+    before = len(await events_of(superuser_engine, clinic.id))
+
+    opened = await client.get(f"/api/v1/medical-records/{record.id}", headers=reader.headers)
+    taken = await client.get(f"/api/v1/attachments/{attachment.id}/content", headers=reader.headers)
+    missing = await client.get(f"/api/v1/medical-records/{uuid.uuid4()}", headers=reader.headers)
+
+    assert (opened.status_code, taken.status_code, missing.status_code) == (200, 200, 404)
+    reads = (await events_of(superuser_engine, clinic.id))[before:]
+    assert [
+        (e["change"], e["object_type"], e["object_id"], e["action"], e["user_id"], e["fields"])
+        for e in reads
+    ] == [
+        ("read", "medical_records", record.id, "records:read", reader.user.id, []),
+        ("read", "attachments", attachment.id, "records:read", reader.user.id, []),
+    ]
+    assert (await verdict(superuser_engine, clinic.id)).broken is None
