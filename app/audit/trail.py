@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from sqlalchemy import event, insert, inspect, text
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from app.audit.chain import GENESIS, Entry, link
 from app.audit.models import AuditEvent
-from app.db.base import Base, TenantScoped
+from app.db.base import TENANTS, Base, TenantScoped
 from app.kit import clock, context
 from app.kit.ids import new_id
 
@@ -56,7 +57,7 @@ def _tenant_of(instance: object) -> uuid.UUID | None:
     """The clinic a row belongs to: its ``tenant_id``, or for the clinic itself its ``id``."""
     if isinstance(instance, TenantScoped):
         return instance.tenant_id
-    if getattr(instance, "__tablename__", None) == "clinics":
+    if getattr(instance, "__tablename__", None) == TENANTS:
         clinic_id: uuid.UUID = instance.id  # type: ignore[attr-defined]
         return clinic_id
     return None
@@ -95,48 +96,46 @@ def _who() -> dict[str, Any]:
 @event.listens_for(Session, "after_flush")
 def _note_changes(session: Session, _flush: Any) -> None:
     who = _who()
-    noted: list[tuple[SessionTransaction, Note]] = session.info.setdefault(NOTES, [])
-    scope = session.get_nested_transaction() or session.get_transaction()
-    assert scope is not None  # noqa: S101 - a flush runs in a transaction
-    for change, instances in (
+    changes: list[tuple[Change, Iterable[object]]] = [
         ("insert", session.new),
         ("update", [i for i in session.dirty if session.is_modified(i)]),
         ("delete", session.deleted),
-    ):
+    ]
+    for change, instances in changes:
         for instance in instances:
             if not audited(instance):
                 continue
-            fields = _written(instance, change)  # type: ignore[arg-type]
-            if change == "update" and not fields:
-                continue
-            note = Note(
-                tenant_id=_tenant_of(instance),  # type: ignore[arg-type]
-                object_type=instance.__tablename__,
-                object_id=getattr(instance, "id", None),
-                change=change,  # type: ignore[arg-type]
-                fields=fields,
-                who=who,
-            )
-            noted.append((scope, note))
+            fields = _written(instance, change)
+            if change != "update" or fields:
+                _note(session, instance, change, fields, who)
 
 
 def read(session: AsyncSession, instance: object) -> None:
     """Note that the caller read ``instance`` (clinical data opened: a medical record, an
     attachment's file), to be written with the request's transaction like a change."""
-    sync = session.sync_session
-    scope = sync.get_nested_transaction() or sync.get_transaction()
+    _note(session.sync_session, instance, "read", (), _who())
+
+
+def _note(
+    session: Session,
+    instance: object,
+    change: Change,
+    fields: tuple[str, ...],
+    who: dict[str, Any],
+) -> None:
+    scope = session.get_nested_transaction() or session.get_transaction()
     tenant_id = _tenant_of(instance)
     if scope is None or tenant_id is None:
-        raise RuntimeError("a read is noted in a clinic's transaction")
+        raise RuntimeError("the trail notes a clinic's row, in a transaction")
     note = Note(
         tenant_id=tenant_id,
-        object_type=instance.__tablename__,  # type: ignore[attr-defined]
+        object_type=getattr(instance, "__tablename__", type(instance).__name__),
         object_id=getattr(instance, "id", None),
-        change="read",
-        fields=(),
-        who=_who(),
+        change=change,
+        fields=fields,
+        who=who,
     )
-    sync.info.setdefault(NOTES, []).append((scope, note))
+    session.info.setdefault(NOTES, []).append((scope, note))
 
 
 @event.listens_for(Session, "after_soft_rollback")
