@@ -150,6 +150,19 @@ def results_of(path: Path) -> dict[str, dict[str, Any]]:
     return latest
 
 
+STUCK = "the pytest session stopped answering with it applied (no deadline interrupted it)"
+
+
+def settle(path: Path) -> list[str]:
+    """After a session ends: a mutant it started and never judged (the session hung or died
+    with it applied) is judged timed out, as a test past its deadline is; its keys."""
+    hung = [key for key, record in results_of(path).items() if record["status"] == "started"]
+    with path.open("a") as out:
+        for key in hung:
+            out.write(json.dumps({"key": key, "status": "timeout", "reason": STUCK}) + "\n")
+    return hung
+
+
 def run_sessions(
     files: list[str],
     keys: list[str],
@@ -173,7 +186,10 @@ def run_sessions(
     retried: set[str] = set()
     while True:
         results = results_of(results_path)
-        pending = [k for k in keys if results.get(k, {}).get("status") in (None, "retry")]
+        # "started" with no verdict: a run stopped from outside (a new one tries it again).
+        pending = [
+            k for k in keys if results.get(k, {}).get("status") in (None, "retry", "started")
+        ]
         if not pending:
             return results
         again = {k for k in pending if results.get(k, {}).get("status") == "retry"}
@@ -212,6 +228,8 @@ def run_sessions(
             finally:
                 if session.poll() is None:
                     _stop(session)
+        for key in settle(results_path):
+            print(f"mutation: {key} hung its session: judged timed out", flush=True)
         written = len(results_path.read_text().splitlines()) if results_path.exists() else 0
         if written == lines_before:
             raise SystemExit(f"the session ran no mutant (exit {session.returncode}): see {log}")

@@ -3,7 +3,9 @@ unrelated edits, a code swap that every caller sees and that is undone, and the 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -90,6 +92,28 @@ def test_the_score_counts_timeouts_as_detected_and_leaves_equivalents_out(
     assert stage.gate(report, chosen, results, 80.0) == 1
     assert stage.gate(report, chosen, results, 50.0) == 0
     assert Counter(s["package"] for s in report["survivors"]) == {"app/kit": 2}
+
+
+def test_a_mutant_its_session_hung_on_is_judged_timed_out_and_the_rest_left_pending(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "results.jsonl"
+    lines = [
+        {"key": "a", "status": "started"},
+        {"key": "a", "status": "killed"},
+        {"key": "b", "status": "started"},  # the session stopped answering here
+    ]
+    results.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    assert stage.settle(results) == ["b"]
+    assert stage.settle(results) == []  # settled once
+
+    latest = stage.results_of(results)
+    assert {key: record["status"] for key, record in latest.items()} == {
+        "a": "killed",
+        "b": "timeout",
+    }
+    assert latest["b"]["reason"] == stage.STUCK
 
 
 def test_a_lambda_made_before_the_mutant_runs_the_mutant() -> None:

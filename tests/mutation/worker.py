@@ -373,7 +373,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             record["key"]: record["status"]
             for record in map(json.loads, filter(None, results.read_text().splitlines()))
         }
-        done = {key for key, status in latest.items() if status != "retry"}
+        done = {key for key, status in latest.items() if status not in ("retry", "started")}
     wanted = set(plan["mutants"])
     mutants = [
         mutant
@@ -399,6 +399,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         if not tests:
             _write(results, record | {"status": "survived", "reason": "no test reaches it"})
             continue
+        # Marked before it is applied: if the session stops answering with it (a hang no
+        # deadline interrupts), the supervisor judges this one timed out (__main__.settle).
+        _write(results, {"key": mutant.key, "status": "started"})
         try:
             restore = _apply(mutant)
         except (LookupError, ValueError) as error:
