@@ -9,7 +9,6 @@ decides. Each event is written to the ``vetify.security`` log.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 import uuid
 
@@ -122,9 +121,6 @@ async def resend_verification(session: AsyncSession, caller: Principal) -> None:
 
 
 # -- resetting a forgotten password --------------------------------------------------------------
-def _address_key(email: str) -> str:
-    # No address in the rate limiter's store (as for log-in back-off).
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
 async def request_password_reset(
@@ -133,7 +129,7 @@ async def request_password_reset(
     """Mail a reset link if an active account has ``email``. The caller is answered alike
     whatever happens here: no account, over the address's limit, or mailed."""
     # Counted for every address, known or not, so the limit says nothing about accounts.
-    if not (await limiter.hit(per_address, _address_key(email))).allowed:
+    if not (await limiter.hit(per_address, crypto.address_key(email))).allowed:
         security_event(SecurityEvent.rate_limited, outcome="not_mailed", policy=per_address.name)
         return
     user = (
@@ -214,5 +210,5 @@ async def change_password(
         await session.scalars(select(Membership).where(Membership.user_id == caller.user_id))
     ).one()
     issued = await service.issue(session, settings, membership, CredentialKind.session)
-    security_event(SecurityEvent.password_changed, outcome="succeeded", user_id=user.id)
+    security_event(SecurityEvent.password_changed, outcome="succeeded")  # the caller: the user
     return issued

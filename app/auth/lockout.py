@@ -19,7 +19,6 @@ Per-IP guessing across many accounts is the ``login`` rate limit's job (app/auth
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 
 from limits.aio.storage import MemoryStorage
 
+from app.kit import crypto
 from app.kit.events import SecurityEvent, security_event
 from app.kit.problems import InvalidCredentials, MfaRequired, Problem
 from app.kit.ratelimit import Limiter, Script
@@ -122,13 +122,8 @@ class LoginGuard:
             lock_seconds=settings.login_lockout_minutes * 60,
         )
 
-    @staticmethod
-    def _account(email: str) -> str:
-        # No address in the store: a dump of Redis must not list who uses the service.
-        return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-
     def _keys(self, email: str) -> list[str]:
-        account = self._account(email)
+        account = crypto.address_key(email)
         return [f"login-failures:{account}", f"login-blocked:{account}"]
 
     @asynccontextmanager

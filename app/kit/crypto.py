@@ -54,6 +54,14 @@ def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+def address_key(email: str) -> str:
+    """A store's key for an email address (the log-in back-off's, a reset link's quota) that
+    names the address without holding it: a dump of Redis must not list who uses the service.
+    Case and surrounding spaces do not make another key. Kept across releases: a changed key
+    would forget every count it held."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+
+
 def secrets_equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 

@@ -771,6 +771,27 @@ async def test_a_hash_made_with_other_parameters_is_replaced_at_log_in(
 
 
 # -- the security log ------------------------------------------------------------------------------
+@pytest.mark.mutation_targets("app/auth/lifecycle.py::reset_password")
+async def test_a_reset_by_the_mailbox_verifies_an_unverified_address_and_says_so(
+    client, settings, mailbox, security_events
+):
+    body = signup_body()
+    created = await signed_up(client, body=body)
+    await client.post(RESET, json={"email": body["email"]})
+    reset = await mailed_token(settings, mailbox, body["email"], PASSWORD_RESET)
+    security_events.clear()
+
+    done = await client.post(RESET_COMPLETE, json={"token": reset, "password": OTHER_PASSWORD})
+
+    assert done.status_code == 204, done.text
+    user_id = created["user"]["id"]
+    assert [
+        (str(event), fields["outcome"], fields.get("user_id")) for event, fields in security_events
+    ] == [("email_verified", "by_reset", user_id), ("password_reset", "succeeded", user_id)]
+    me = await logged_in(client, body["email"], OTHER_PASSWORD)
+    assert me.json()["user"]["email_verified_at"] is not None
+
+
 async def test_every_lifecycle_event_is_in_the_security_log(
     client, settings, mailbox, caplog, security_events, world: World
 ):

@@ -70,6 +70,54 @@ async def test_wrong_password_and_unknown_email_get_the_same_answer(client, worl
     assert "set-cookie" not in wrong.headers
 
 
+def _set_cookies(response) -> dict[str, tuple[str, dict[str, str]]]:
+    """Each cookie the response sets: its value and its attributes (names lowercased)."""
+    found = {}
+    for header in response.headers.get_list("set-cookie"):
+        pair, *attributes = (part.strip() for part in header.split(";"))
+        name, _, value = pair.partition("=")
+        found[name] = (
+            value,
+            {k.lower(): v for k, _, v in (a.partition("=") for a in attributes)},
+        )
+    return found
+
+
+@pytest.mark.mutation_targets(
+    "app/auth/routes.py::_set_session_cookie",
+    "app/auth/routes.py::_clear_session_cookies",
+    "app/auth/routes.py::_session_body",
+)
+async def test_the_session_and_csrf_cookies_carry_their_attributes_and_are_cleared_alike(
+    client, world
+):
+    clinic = await world.clinic(roles=())
+    logged_in = await login(client, clinic.setup.owner.email)
+    assert logged_in.status_code == 200, logged_in.text
+    expires = dt.datetime.fromisoformat(logged_in.json()["expires_at"])
+
+    made = _set_cookies(logged_in)
+    (session_secret, session), (csrf_token, csrf) = made["vetify_session"], made["vetify_csrf"]
+    shared = {"secure": "", "samesite": "strict", "path": "/"}
+    assert session == {**shared, "httponly": "", "expires": session["expires"]}
+    assert csrf == {**shared, "expires": csrf["expires"]}  # not HttpOnly: the pages read it
+    for attributes in (session, csrf):
+        when = dt.datetime.strptime(attributes["expires"], "%a, %d %b %Y %H:%M:%S GMT")
+        assert when.replace(tzinfo=dt.UTC) == expires.replace(microsecond=0)
+    assert csrf_token == logged_in.json()["csrf_token"] != session_secret
+
+    logged_out = await client.post("/api/v1/auth/logout")
+    assert logged_out.status_code == 204
+    cleared = _set_cookies(logged_out)
+    assert set(cleared) == {"vetify_session", "vetify_csrf"}
+    for name, httponly in (("vetify_session", True), ("vetify_csrf", False)):
+        value, attributes = cleared[name]
+        assert value in ("", '""')
+        assert attributes["max-age"] == "0"
+        assert {k: attributes[k] for k in shared} == shared
+        assert ("httponly" in attributes) is httponly
+
+
 async def test_logout_ends_the_session_at_once(client, world):
     clinic = await world.clinic(roles=())
     await login(client, clinic.setup.owner.email)

@@ -9,7 +9,8 @@ import urllib.parse
 import pytest
 from sqlalchemy import text
 
-from app.auth.models import Role
+from app.auth import mfa
+from app.auth.models import Role, User
 from app.auth.service import SESSION_COOKIE
 from fixtures.clinics import add_member
 from tests.harness import browser
@@ -404,3 +405,35 @@ async def test_each_refusal_says_what_is_wrong_and_where(client, world: World) -
             wrong,
         )
         names_the_code(body)
+
+
+@pytest.mark.mutation_targets("app/auth/mfa.py::accept_totp")
+async def test_a_code_accepted_marks_its_step_used_for_that_user_alone(
+    world: World, superuser_engine
+) -> None:
+    clinic = await world.clinic(roles=(Role.vet,))
+    first, second = clinic.setup.owner, clinic.actors[Role.vet].user
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # nosec B105  # pragma: allowlist secret
+    async with superuser_engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE users SET totp_secret = :s, totp_enabled_at = now() WHERE id IN (:a, :b)"),
+            {"s": secret, "a": first.id, "b": second.id},
+        )
+    code = Authenticator(secret).next_code()
+
+    async with world.session(clinic.id) as session:
+        user = await session.get_one(User, first.id)
+        assert await mfa.accept_totp(session, user, code) is True
+        assert await mfa.accept_totp(session, user, code) is False  # never twice
+
+    async with superuser_engine.connect() as connection:
+        steps = dict(
+            (
+                await connection.execute(
+                    text("SELECT id, totp_last_step FROM users WHERE id IN (:a, :b)"),
+                    {"a": first.id, "b": second.id},
+                )
+            ).all()
+        )
+    assert steps[first.id] == mfa.matching_step(secret, code)
+    assert steps[second.id] is None  # the other user's codes are all still good
