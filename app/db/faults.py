@@ -28,7 +28,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from app.kit.problems import Problem, ServiceUnavailable
+from app.kit.problems import Conflict, Problem, ServiceUnavailable
 
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
 """Connection exceptions (08: refused, reset, lost), insufficient resources (53: too many
@@ -60,6 +60,38 @@ class DatabaseBusy(ServiceUnavailable):
             "Every database connection is busy; nothing was changed. Try again shortly.",
             retry_after=1,
         )
+
+
+CONTENTION_SQLSTATE_CLASS = "40"
+"""Transaction rollback: a deadlock (40P01) or a serialization failure (40001). The database
+undid the whole transaction because another one touched the same rows at the same moment (two
+bookings of one slot, each waiting on the other's row): nothing of it was kept, and sending it
+again is safe."""
+
+
+class ConcurrentChange(Conflict):
+    """The database undid the request's transaction: another one changed the same data at the
+    same moment."""
+
+    slug, title = "concurrent-change", "Changed at the same moment"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Another request changed the same data at the same moment, and nothing of this one"
+            " was kept. Send it again."
+        )
+
+
+def contention(exc: BaseException) -> ConcurrentChange | None:
+    """The 409 that ``exc`` stands for when the database rolled the transaction back for
+    another one's sake; None otherwise."""
+    if isinstance(exc, Problem):
+        return None
+    for cause in _chain(exc):
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] == CONTENTION_SQLSTATE_CLASS:
+            return ConcurrentChange()
+    return None
 
 
 def unavailability(exc: BaseException) -> ServiceUnavailable | None:

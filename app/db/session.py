@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
-from app.db.faults import bound_waits, unavailability
+from app.db.faults import bound_waits, contention, unavailability
 from app.settings import Settings
 
 
@@ -125,14 +125,15 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 
     Used with ``scope="function"`` so the commit happens before the response is sent: a
     failed commit becomes an error response, never a success the database did not keep. Every
-    failure to use the database in the request passes through here and becomes its 503.
+    failure to use the database in the request passes through here and becomes its 503, and a
+    transaction the database undid for a concurrent one's sake its 409.
     """
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
     try:
         async with factory() as session, session.begin():
             yield session
     except Exception as exc:
-        problem = unavailability(exc)
+        problem = unavailability(exc) or contention(exc)
         if problem is None:
             raise
         raise problem from exc

@@ -8,6 +8,7 @@ import json
 import pytest
 from sqlalchemy import text
 
+from app.auth.models import Role
 from fixtures.factories import CustomerFactory
 from tests.harness.api import PROBLEM_JSON, assert_problem
 from tests.harness.plugin import asgi_client
@@ -316,3 +317,52 @@ async def test_a_pooled_connection_the_server_ended_is_replaced_before_a_request
     assert first.status_code == 200
     assert ended == 1
     assert second.status_code == 200, second.text
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "what"), [("40P01", "deadlock"), ("40001", "serialization failure")]
+)
+async def test_a_transaction_the_database_undid_for_another_is_a_409_that_keeps_nothing(
+    client, world, superuser_engine, sqlstate, what
+):
+    """Two bookings of one slot, each waiting on the other's row, end in a deadlock the
+    database breaks by undoing one of them (seen in CI): its client is told to send it again,
+    never a 500. Here the database is made to undo every new customer the same way."""
+    clinic = await world.clinic(roles=(Role.receptionist,))
+    async with superuser_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "CREATE FUNCTION undo_customer() RETURNS trigger LANGUAGE plpgsql AS"
+                f" $$ BEGIN RAISE EXCEPTION 'injected {what}' USING ERRCODE = '{sqlstate}'; END $$"
+            )
+        )
+        await connection.execute(
+            text(
+                "CREATE TRIGGER undo_customer BEFORE INSERT ON customers"
+                " FOR EACH ROW EXECUTE FUNCTION undo_customer()"
+            )
+        )
+    before = await _counts(superuser_engine, clinic.id)
+
+    answer = await client.post(
+        "/api/v1/customers",
+        json={"first_name": "Ana", "last_name": "Race"},
+        headers=clinic.actors[Role.receptionist].headers,
+    )
+
+    assert_problem(answer, 409, "concurrent-change")
+    assert "Send it again" in answer.json()["detail"]
+    assert await _counts(superuser_engine, clinic.id) == before
+
+
+async def _counts(engine, clinic_id) -> tuple[int, int]:
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            text(
+                "SELECT (SELECT count(*) FROM customers WHERE tenant_id = :c),"
+                " (SELECT count(*) FROM audit_events WHERE tenant_id = :c)"
+            ),
+            {"c": clinic_id},
+        )
+        customers, events = found.one()
+    return customers, events

@@ -4,6 +4,7 @@ unrelated edits, a code swap that every caller sees and that is undone, and the 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -92,6 +93,15 @@ def test_the_score_counts_timeouts_as_detected_and_leaves_equivalents_out(
     assert stage.gate(report, chosen, results, 80.0) == 1
     assert stage.gate(report, chosen, results, 50.0) == 0
     assert Counter(s["package"] for s in report["survivors"]) == {"app/kit": 2}
+
+
+def test_the_reviewed_equivalents_parse_each_key_once_with_its_reason() -> None:
+    # tomllib refuses a key given twice: a duplicate would stop the nightly stage at its end.
+    found = stage.equivalents()
+    assert len(found) > 100
+    for key, reason in found.items():
+        assert re.fullmatch(r"app/[\w/]+\.py::[\w.]+::[0-9a-f]{12}(\.\d+)?", key), key
+        assert len(reason) > 20, key
 
 
 def test_a_mutant_its_session_hung_on_is_judged_timed_out_and_the_rest_left_pending(

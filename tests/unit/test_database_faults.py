@@ -14,7 +14,13 @@ from sqlalchemy.dialects.postgresql.asyncpg import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.db.faults import DatabaseBusy, DatabaseUnavailable, unavailability
+from app.db.faults import (
+    ConcurrentChange,
+    DatabaseBusy,
+    DatabaseUnavailable,
+    contention,
+    unavailability,
+)
 from app.db.session import unresponsive_within
 from app.kit.problems import NotFound
 from app.settings import Settings
@@ -178,3 +184,18 @@ def test_a_drained_pool_is_busy() -> None:
 )
 def test_an_error_of_the_request_or_the_code_keeps_its_own_answer(error: BaseException) -> None:
     assert unavailability(error) is None
+
+
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"])
+def test_a_transaction_undone_for_another_is_a_409_to_send_again(sqlstate: str) -> None:
+    for shape in (server_error(sqlstate), through_sqlalchemy(server_error(sqlstate))):
+        found = contention(raised_while_handling(shape, RuntimeError("on rollback")))
+        assert isinstance(found, ConcurrentChange)
+        assert (found.status, found.slug) == (409, "concurrent-change")
+        assert unavailability(shape) is None
+
+
+@pytest.mark.parametrize("sqlstate", ["23505", "23P01", "22001", "42501", "57P01"])
+def test_other_failures_are_not_contention(sqlstate: str) -> None:
+    assert contention(through_sqlalchemy(server_error(sqlstate))) is None
+    assert contention(ConcurrentChange()) is None  # a problem already keeps its own answer
