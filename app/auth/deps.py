@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -84,7 +85,7 @@ async def authenticate(
         user_id=principal.user_id,
         credential_id=principal.credential_id,
         role=principal.role.value,
-        client_ip=client_ip(request),
+        client_ip=_address(client_ip(request)),
         user_agent=_kept(request.headers.get("user-agent", "")),
     )
     # Cost monitoring (ADR 0026): a dict increment here, flushed to the table in the background.
@@ -144,6 +145,16 @@ async def _identify(
 
 USER_AGENT_KEPT = 300
 """Characters of a User-Agent the audit trail keeps (``audit_events.user_agent``)."""
+
+
+def _address(peer: str) -> str | None:
+    """The peer's IP address as the audit trail stores it (canonical text), or None when it is
+    none: behind a trusted proxy the peer is what X-Forwarded-For said, which a client may
+    have written itself, any text of any length."""
+    try:
+        return str(ipaddress.ip_address(peer))
+    except ValueError:
+        return None
 
 
 def _kept(user_agent: str) -> str | None:

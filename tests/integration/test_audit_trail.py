@@ -4,6 +4,7 @@ hash chain that shows an edited, deleted or reordered event."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import uuid
 
 import pytest
@@ -16,6 +17,7 @@ from app.audit.service import verify
 from app.auth.models import Role
 from fixtures import files
 from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
+from tests.harness.plugin import asgi_client
 from tests.harness.world import World
 
 CUSTOMERS = "/api/v1/customers"
@@ -338,3 +340,53 @@ async def test_opening_a_record_and_taking_a_file_are_reads_in_the_trail(
         ("read", "attachments", attachment.id, "records:read", reader.user.id, []),
     ]
     assert (await verdict(superuser_engine, clinic.id)).broken is None
+
+
+FORWARDED = [
+    "192.0.2.7",
+    "2001:db8::1",
+    "2001:0DB8:0000:0000:0000:0000:0000:0001",
+    "::ffff:192.0.2.1",
+    "fe80::1%eth0",
+    "198.51.100.1, 192.0.2.9",
+    "x" * 300,
+    "not-an-address",
+    "1.2.3.4.5",
+    "unknown",
+    "\xff" * 60,
+    "'; DROP TABLE audit_events; --",
+]
+"""What a client may write in X-Forwarded-For: addresses in every spelling, lists, and text of
+any length."""
+
+
+async def test_any_forwarded_address_is_stored_as_an_address_or_not_at_all(
+    configured_app, world: World, superuser_engine
+) -> None:
+    """Behind a trusted proxy the peer is what X-Forwarded-For says, which a client may have
+    written itself: a write still succeeds, and the trail keeps a real address or none (text
+    over the column's 45 characters answered 500 before)."""
+    proxy = "203.0.113.10"
+    clinic = await world.clinic(roles=(Role.receptionist,))
+    headers = clinic.actors[Role.receptionist].headers
+    async with (
+        configured_app(trusted_proxies=[proxy]) as app,
+        asgi_client(app, client_ip=proxy) as http,
+    ):
+        made = {
+            forwarded: await http.post(
+                CUSTOMERS,
+                json=new_customer(),
+                headers={**headers, "X-Forwarded-For": forwarded.encode("latin-1")},
+            )
+            for forwarded in FORWARDED
+        }
+
+    events = {e["object_id"]: e for e in await events_of(superuser_engine, clinic.id)}
+    for forwarded, created in made.items():
+        assert created.status_code == 201, (forwarded, created.text)
+        try:
+            expected = str(ipaddress.ip_address(forwarded.rsplit(",", 1)[-1].strip()))
+        except ValueError:
+            expected = None
+        assert events[uuid.UUID(created.json()["id"])]["client_ip"] == expected, forwarded
