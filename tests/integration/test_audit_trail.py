@@ -13,10 +13,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app import cli
+from app.audit import service as audit_service
+from app.audit import trail
 from app.audit.service import verify
 from app.auth.models import Role
 from fixtures import files
-from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
+from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory, create
 from tests.harness.plugin import asgi_client
 from tests.harness.world import World
 
@@ -390,3 +392,42 @@ async def test_any_forwarded_address_is_stored_as_an_address_or_not_at_all(
         except ValueError:
             expected = None
         assert events[uuid.UUID(created.json()["id"])]["client_ip"] == expected, forwarded
+
+
+async def test_a_rolled_back_savepoint_takes_its_notes_with_it(
+    world: World, superuser_engine
+) -> None:
+    clinic = await world.clinic(roles=())
+    before = len(await events_of(superuser_engine, clinic.id))
+
+    async with world.session(clinic.id) as session:
+        kept = await create(session, CustomerFactory, last_name="Kept")
+        savepoint = await session.begin_nested()
+        await create(session, CustomerFactory, last_name="Undone")
+        await savepoint.rollback()
+
+    events = (await events_of(superuser_engine, clinic.id))[before:]
+    assert [(e["change"], e["object_id"]) for e in events] == [("insert", kept.id)]
+    assert (await verdict(superuser_engine, clinic.id)).broken is None
+
+
+async def test_verification_reads_a_long_trail_in_batches(
+    world: World, superuser_engine, monkeypatch
+) -> None:
+    clinic = await world.clinic(roles=())
+    for _ in range(3):
+        await world.make(clinic, CustomerFactory)
+    total = len(await events_of(superuser_engine, clinic.id))
+    monkeypatch.setattr(audit_service, "BATCH", 2)
+
+    checked = await verdict(superuser_engine, clinic.id)
+
+    assert (checked.events, checked.broken) == (total, None)
+    assert audit_service.printable([]) == "no clinic has an audit trail yet"
+
+
+async def test_a_read_is_noted_only_of_a_clinics_row_in_a_transaction(world: World) -> None:
+    clinic = await world.clinic(roles=())
+    async with world.session(clinic.id) as session:
+        with pytest.raises(RuntimeError, match="a clinic's row"):
+            trail.read(session, object())
