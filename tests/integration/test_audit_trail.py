@@ -10,6 +10,7 @@ import uuid
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app import cli
@@ -17,6 +18,7 @@ from app.audit import service as audit_service
 from app.audit import trail
 from app.audit.service import verify
 from app.auth.models import Role
+from app.db.tenancy import enter_tenant
 from fixtures import files
 from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory, create
 from tests.harness.plugin import asgi_client
@@ -431,3 +433,22 @@ async def test_a_read_is_noted_only_of_a_clinics_row_in_a_transaction(world: Wor
     async with world.session(clinic.id) as session:
         with pytest.raises(RuntimeError, match="a clinic's row"):
             trail.read(session, object())
+
+
+async def test_a_rolled_back_transaction_leaves_no_notes_for_the_next_on_its_session(
+    world: World, app_engine, superuser_engine
+) -> None:
+    clinic = await world.clinic(roles=())
+    before = len(await events_of(superuser_engine, clinic.id))
+
+    async with async_sessionmaker(app_engine, expire_on_commit=False)() as session:
+        undone = await session.begin()
+        await enter_tenant(session, clinic.id)
+        await create(session, CustomerFactory, last_name="Undone")  # flushed: noted
+        await undone.rollback()
+        async with session.begin():
+            await enter_tenant(session, clinic.id)
+            kept = await create(session, CustomerFactory, last_name="Kept")
+
+    events = (await events_of(superuser_engine, clinic.id))[before:]
+    assert [(e["change"], e["object_id"]) for e in events] == [("insert", kept.id)]
