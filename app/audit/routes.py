@@ -40,7 +40,8 @@ async def list_audit_events(
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[AuditEventOut]:
-    query = service.search(
+    query = await service.search(
+        session,
         caller,
         user_id=user_id,
         action=action,
