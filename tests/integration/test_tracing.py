@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from redis.asyncio import Redis
 from sqlalchemy import text
 
@@ -166,8 +166,9 @@ async def test_under_a_request_not_sampled_nothing_is_instrumented_and_its_job_i
             assert signed_up.status_code == 201, signed_up.text
             sampler.asked.clear()
             await drain(settings)
-    # Not sampled: the request's span alone was started; no SQL or Redis span was even asked.
-    assert unsampled == [("GET", False)]  # named by its method: its route is not looked up
+    # Not sampled: the request's span alone was asked about (by tracing.SampledFirst, then by
+    # the SDK making the span that records nothing); no SQL or Redis span was even asked.
+    assert unsampled == [("GET", False)] * 2  # named by its method: its route is not looked up
     finished = exporter.get_finished_spans()
     # Sampled (its caller's traceparent said so): the same request's SQL and Redis are traced.
     request = server_span(finished, "GET", "/api/v1/pets")
@@ -180,6 +181,48 @@ async def test_under_a_request_not_sampled_nothing_is_instrumented_and_its_job_i
     assert all(under for _, under in jobs)
     assert not [under for name, under in sampler.asked if under and not name.startswith("job ")]
     assert not [s for s in exporter.get_finished_spans() if s.name.startswith("job ")]
+
+
+class HalfByTraceId(ParentBased):
+    """The SDK's parent-based sampler keeping half the roots, by their trace id; it notes each
+    request's trace id and the decisions taken on it."""
+
+    def __init__(self) -> None:
+        super().__init__(root=TraceIdRatioBased(0.5))
+        self.roots: dict[int, set[bool]] = {}
+
+    def should_sample(self, parent_context, trace_id, name, *args, **kwargs):
+        decided = super().should_sample(parent_context, trace_id, name, *args, **kwargs)
+        if name == "GET":  # a request's span (the app's own statements are roots too)
+            self.roots.setdefault(trace_id, set()).add(decided.decision.is_sampled())
+        return decided
+
+
+async def test_a_request_is_traced_exactly_when_the_sampler_keeps_its_trace_id(
+    settings, world
+) -> None:
+    """The decision taken before the instrumentation (tracing.SampledFirst) is the one the
+    request's span is made on: its trace id, not a second draw (which would trace a quarter
+    of requests at a ratio of a half, and a span whose trace the sampler dropped)."""
+    clinic = await world.clinic((Role.owner,))
+    sampler, exporter = HalfByTraceId(), InMemorySpanExporter()
+    provider = TracerProvider(resource=tracing.resource(), sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with tracing.start(provider):
+        async with traced_app(settings) as client:
+            for _ in range(24):
+                listed = await client.get("/api/v1/pets", headers=clinic.owner.headers)
+                assert listed.status_code == 200, listed.text
+    assert len(sampler.roots) == 24  # a trace id each
+    assert all(len(decided) == 1 for decided in sampler.roots.values())  # asked again: the same
+    kept = {trace_id for trace_id, decided in sampler.roots.items() if decided == {True}}
+    traced = {
+        s.context.trace_id
+        for s in exporter.get_finished_spans()
+        if s.kind is trace.SpanKind.SERVER and s.context is not None
+    }
+    assert traced == kept
+    assert 0 < len(kept) < 24  # each way at least once: 2 in 2**24 runs fail here
 
 
 async def test_a_job_continues_the_trace_of_the_request_that_enqueued_it(
