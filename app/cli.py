@@ -1,6 +1,6 @@
 """The ``vetify`` command: serve (embedded database by default), demo, migrate, worker, the
-billing operator commands, usage, audit verify, and db provision (an external PostgreSQL's
-database and roles)."""
+billing operator commands, usage, audit verify, keys rotate-kek, and db provision (an external
+PostgreSQL's database and roles)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from app.billing import operations
 from app.db import migrate, provision
 from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
 from app.db.session import create_engine
+from app.keys import service as keys
 from app.kit import server, supervisor
 from app.kit.events import SecurityEvent, security_event
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
@@ -88,7 +89,7 @@ def _at_head(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[S
             )
         if settings.database_owner_url is not None:
             owner = settings.database_owner_url.get_secret_value()
-            migrate.upgrade(owner, _service_role(settings))
+            migrate.upgrade(owner, _service_role(settings), keys=keys.wrapper_from(settings))
             where = make_url(owner)
             log.info("database %s on %s: schema at head", where.database, where.host or "socket")
         yield settings
@@ -344,6 +345,18 @@ def _audit(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _keys(settings: Settings, args: argparse.Namespace) -> None:
+    """Wrap every data key again with the active key-encryption key (the first of
+    VETIFY_ENCRYPTION_KEYS, or VETIFY_KMS_KEY_ID), as the schema's owner (ADR 0028)."""
+    with _claimed(settings, f"vetify keys (pid {os.getpid()})"), database(settings) as ready:
+        owner = ready.database_owner_url
+        if owner is None:
+            raise SystemExit("vetify keys: set VETIFY_DATABASE_OWNER_URL (the schema owner's URL)")
+        wrapper = keys.wrapper_from(settings)
+        count = asyncio.run(keys.rotate_all(owner.get_secret_value(), wrapper))
+    print(f"{count} data keys wrapped again; all are wrapped by {wrapper.active}", flush=True)
+
+
 def _provision(args: argparse.Namespace) -> None:
     """Make the database and its roles (``--admin-url``: a superuser's or the managed service
     administrator's), or print the SQL that does (``--sql``, the URLs then on stderr)."""
@@ -436,6 +449,13 @@ def parser() -> argparse.ArgumentParser:
         " and exit 1 if there is one",
     )
     verifying.add_argument("--clinic", type=uuid.UUID, help="only this clinic's (its id)")
+    keys_command = commands.add_parser("keys", help="field-level encryption's keys: rotate-kek")
+    keys_commands = keys_command.add_subparsers(dest="keys_command", required=True)
+    keys_commands.add_parser(
+        "rotate-kek",
+        help="wrap every data key again with the active key-encryption key (the first of"
+        " VETIFY_ENCRYPTION_KEYS, or VETIFY_KMS_KEY_ID); no encrypted field is rewritten",
+    )
     db = commands.add_parser("db", help="an external PostgreSQL: provision")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     provisioning = db_commands.add_parser(
@@ -483,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logs.configure(
             settings.logs_as,
             settings.log_level,
-            to_stderr=args.command in ("check", "usage", "audit"),
+            to_stderr=args.command in ("check", "usage", "audit", "keys"),
         )
         # Once per process, before any fork: sentry-sdk restarts its sending thread in each
         # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
@@ -502,6 +522,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _usage(settings, args)
         elif args.command == "audit":
             _audit(settings, args)
+        elif args.command == "keys":
+            _keys(settings, args)
         else:
             _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
     except (

@@ -33,6 +33,7 @@ from app.clinics.routes import signup_router
 from app.customers.routes import router as customers_router
 from app.db.migrate import head_revisions
 from app.db.session import create_engine, session_factory
+from app.keys import service as keys
 from app.kit import crypto, passwords, problems
 from app.kit.bodies import BodyLimits
 from app.kit.events import SecurityEvent, security_event
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
             memory_cost=settings.password_hash_memory_kib,
             parallelism=settings.password_hash_parallelism,
         )
+        keys.configure(keys.wrapper_from(settings))
         engine = create_engine(settings)
         metrics.announce_build(settings)
         metrics.watch_pool(engine, settings.db_pool_size)

@@ -9,8 +9,12 @@ names every setting at fault and never its value (ADR 0011).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import hashlib
 import os
+import re
 from enum import StrEnum
 from ipaddress import ip_network
 from pathlib import Path
@@ -120,6 +124,40 @@ def _env_names(field: FieldInfo, field_name: str) -> list[str]:
 class StorageBackend(StrEnum):
     local = "local"
     s3 = "s3"
+
+
+KEY_BYTES = 32
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+DEVELOPMENT_KEY_ID = "development"
+DEVELOPMENT_KEYRING = (
+    f"{DEVELOPMENT_KEY_ID}:"
+    + base64.b64encode(hashlib.sha256(b"vetify: a development key, known to all").digest()).decode()
+)
+"""Outside production, with no ``VETIFY_ENCRYPTION_KEYS``: a key everyone can read (this
+line), so that the embedded default runs without one. Production refuses it."""
+
+
+def parse_keyring(text: str) -> dict[str, bytes]:
+    """``id:key[,id:key...]``, each key 32 bytes in base64 (standard or URL-safe), in order;
+    a ValueError (naming no key material) if it is not that."""
+    keys: dict[str, bytes] = {}
+    for n, item in enumerate(part.strip() for part in text.split(",")):
+        key_id, colon, encoded = item.partition(":")
+        if not colon or not _KEY_ID.fullmatch(key_id):
+            raise ValueError(
+                f"key {n + 1}: write each key as id:base64 (an id of letters, digits, _ or -)"
+            )
+        if key_id in keys:
+            raise ValueError(f"key {n + 1}: the id {key_id} is listed twice")
+        standard = encoded.strip().replace("-", "+").replace("_", "/")
+        try:
+            key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+        except binascii.Error:
+            raise ValueError(f"key {key_id}: not base64") from None
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"key {key_id}: must be {KEY_BYTES} bytes (256 bits)")
+        keys[key_id] = key
+    return keys
 
 
 class Settings(BaseSettings):
@@ -292,6 +330,19 @@ class Settings(BaseSettings):
     """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
     clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    kms_key_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    """An AWS KMS key (id, ARN or alias) that wraps the data keys of field-level encryption
+    (ADR 0028), instead of ``VETIFY_ENCRYPTION_KEYS``; that keyring, if set too, still unwraps
+    what it wrapped (``vetify keys rotate-kek`` moves them over). Credentials: boto3's chain."""
+    kms_region: str | None = None
+    kms_endpoint_url: str | None = None
+    """A KMS-compatible endpoint (LocalStack ...); unset: AWS itself."""
+    encryption_keys: SecretStr | None = None
+    """The key-encryption keys that wrap each clinic's data keys (ADR 0028): ``id:key`` with a
+    32-byte key in base64 (``openssl rand -base64 32``), several separated by commas while
+    rotating; the first wraps, all unwrap. Required in production unless a KMS key wraps;
+    elsewhere unset means a development key written in the code, which production refuses."""
+
     workers: int = Field(default=1, ge=1, le=64)
     """Processes `vetify serve` runs (or ``--workers``), forked after start-up and serving one
     socket (app/kit/supervisor.py). Each has its own database pool (``VETIFY_DB_POOL_SIZE``
@@ -366,6 +417,13 @@ class Settings(BaseSettings):
     stripe_probe_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
     """How long ``/health/dependencies`` reuses its last answer from Stripe (its API is
     rate-limited and a probe per scrape would be wasteful)."""
+
+    @property
+    def keyring(self) -> dict[str, bytes]:
+        """The key-encryption keys by id, the one that wraps first (ADR 0028)."""
+        if self.encryption_keys is None:
+            return parse_keyring(DEVELOPMENT_KEYRING)
+        return parse_keyring(self.encryption_keys.get_secret_value())
 
     @property
     def logs_as(self) -> LogFormat:
@@ -468,6 +526,26 @@ class Settings(BaseSettings):
                     "does not bind the schema owner"
                 )
         return owner
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _a_keyring(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # kms_key_id is declared (so validated) before.
+        production = info.data.get("env") is Environment.production
+        if value is None:
+            if production and info.data.get("kms_key_id") is None:
+                raise ValueError(
+                    "required in production (or VETIFY_KMS_KEY_ID): it wraps the keys the"
+                    " clinics' data is encrypted with"
+                )
+            return value
+        keyring = parse_keyring(value.get_secret_value())  # its ValueError names no key
+        if (
+            production
+            and parse_keyring(DEVELOPMENT_KEYRING)[DEVELOPMENT_KEY_ID] in keyring.values()
+        ):
+            raise ValueError("holds the development key, which is written in the code")
+        return value
 
     @field_validator("*")
     @classmethod

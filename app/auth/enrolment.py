@@ -47,10 +47,11 @@ async def start(session: AsyncSession, caller: Principal) -> Started:
     user = await _user(session, caller)
     if user.mfa_enabled:
         raise Conflict("Multi-factor authentication is already on; turn it off first.")
-    user.totp_secret = mfa.new_secret()
+    secret = mfa.new_secret()
+    user.totp_secret_sealed = await mfa.seal_secret(session, user.id, secret)
     user.totp_last_step = None
     await session.flush()
-    return Started(user.totp_secret, mfa.provisioning_uri(user.totp_secret, user.email))
+    return Started(secret, mfa.provisioning_uri(secret, user.email))
 
 
 async def confirm(
@@ -65,7 +66,7 @@ async def confirm(
     user = await _user(session, caller)
     if user.mfa_enabled:
         raise Conflict("Multi-factor authentication is already on.")
-    if user.totp_secret is None:
+    if user.totp_secret_sealed is None:
         raise Conflict("Start enrolment first (POST /api/v1/auth/mfa/totp).")
     if not await mfa.accept_totp(session, user, code):
         raise _bad_code("The code does not match the new secret (or was already used).")
@@ -90,7 +91,7 @@ async def disable(
         raise Conflict("Multi-factor authentication is not on.")
     if not await mfa.accept_second_factor(session, user, code):
         raise _bad_code("The code is not valid or was already used.")
-    user.totp_secret = None
+    user.totp_secret_sealed = None
     user.totp_enabled_at = None
     user.totp_last_step = None
     user.recovery_codes = []

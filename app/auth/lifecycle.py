@@ -160,7 +160,7 @@ async def reset_password(
     user.password_hash = await passwords.hash(password)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
-        user.totp_secret = None
+        user.totp_secret_sealed = None
         user.totp_enabled_at = None
         user.totp_last_step = None
         user.recovery_codes = []

@@ -13,22 +13,37 @@ import hmac
 import re
 import secrets
 import time
+import uuid
 
 import pyotp
 from sqlalchemy import or_, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
+from app.keys import service as keys
 
 ISSUER = "Vetify"
 STEP_SECONDS = 30
 DRIFT_STEPS = 1
 RECOVERY_CODE_COUNT = 10
 _TOTP_CODE = re.compile(r"[0-9]{6}")
+SEALED_IN = "users.totp_secret"
+"""Where a sealed secret is bound to (a user's row: users are the platform's, not a clinic's)."""
 
 
 def new_secret() -> str:
     return pyotp.random_base32()  # 32 base32 characters: 160 bits, RFC 4226's recommendation
+
+
+async def seal_secret(session: AsyncSession, user_id: uuid.UUID, secret: str) -> bytes:
+    """``secret`` as ``users.totp_secret_sealed`` holds it for this user."""
+    return await keys.seal(session, keys.PLATFORM, SEALED_IN, user_id, secret)
+
+
+async def secret_of(session: AsyncSession, user: User) -> str | None:
+    if user.totp_secret_sealed is None:
+        return None
+    return await keys.unseal(session, keys.PLATFORM, SEALED_IN, user.id, user.totp_secret_sealed)
 
 
 def provisioning_uri(secret: str, email: str) -> str:
@@ -64,9 +79,10 @@ def hash_recovery_code(code: str) -> bytes:
 
 async def accept_totp(session: AsyncSession, user: User, code: str) -> bool:
     """Whether ``code`` is the user's current TOTP code, never used before; marks it used."""
-    if user.totp_secret is None:
+    secret = await secret_of(session, user)
+    if secret is None:
         return False
-    step = matching_step(user.totp_secret, code)
+    step = matching_step(secret, code)
     if step is None:
         return False
     accepted = await session.execute(

@@ -49,8 +49,8 @@ class User(Entity, Base):
     # Multi-factor (ADR 0009). The TOTP secret is set at enrolment and counts only once
     # confirmed (totp_enabled_at); totp_last_step is the last time step accepted, so a code
     # is never accepted twice. Recovery codes are stored as SHA-256 hashes, each removed
-    # when used.
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # when used. The secret is sealed with the platform's data key (ADR 0028: app.auth.mfa).
+    totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_enabled_at: Mapped[dt.datetime | None]
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     recovery_codes: Mapped[list[bytes]] = mapped_column(

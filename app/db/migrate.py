@@ -20,7 +20,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL, make_url
 
+from app.kit.sealing import KeyWrapper
+
 APP_ROLE_ATTRIBUTE = "app_role"
+KEYS_ATTRIBUTE = "keys"
+"""The key-encryption keys (app.kit.sealing.KeyWrapper) for migrations that seal or open
+fields (0012)."""
 MIGRATION_LOCK = int.from_bytes(b"vetify:m", "big") >> 1
 """The advisory lock key migrations of a database take (any bigint nothing else uses)."""
 
@@ -36,11 +41,14 @@ def migrations_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def alembic_config(owner_url: str | None = None, app_role: str | None = None) -> Config:
+def alembic_config(
+    owner_url: str | None = None, app_role: str | None = None, keys: KeyWrapper | None = None
+) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["url"] = owner_url
     config.attributes[APP_ROLE_ATTRIBUTE] = app_role
+    config.attributes[KEYS_ATTRIBUTE] = keys
     return config
 
 
@@ -50,9 +58,12 @@ def head_revisions() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def upgrade(owner_url: str, app_role: str, revision: str = "head") -> None:
-    """Run from synchronous code only (Alembic's env starts its own event loop)."""
-    command.upgrade(alembic_config(owner_url, app_role), revision)
+def upgrade(
+    owner_url: str, app_role: str, revision: str = "head", keys: KeyWrapper | None = None
+) -> None:
+    """Run from synchronous code only (Alembic's env starts its own event loop). ``keys``:
+    what a migration sealing existing values wraps their data keys with."""
+    command.upgrade(alembic_config(owner_url, app_role, keys), revision)
 
 
 def lock_migrations(connection: Connection) -> None:

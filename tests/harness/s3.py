@@ -1,4 +1,5 @@
-"""A local S3: moto's server on a free port, spoken to over real HTTP by boto3 (no patching)."""
+"""A local S3 (and KMS): moto's server on a free port, spoken to over real HTTP by boto3 (no
+patching)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ SECRET_KEY = "testing-secret"
 class S3Server:
     endpoint_url: str
 
-    def client(self) -> Any:
+    def client(self, service: str = "s3") -> Any:
         import boto3
 
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=self.endpoint_url,
             region_name=REGION,
             aws_access_key_id=ACCESS_KEY,

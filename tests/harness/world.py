@@ -18,6 +18,7 @@ from app.auth import lifecycle, mfa
 from app.auth import service as auth_service
 from app.auth.models import CredentialKind, Membership, Role, TokenPurpose, User
 from app.db.tenancy import enter_tenant
+from app.keys import service as keys
 from app.kit.clock import utcnow
 from app.kit.storage import Storage, new_key, staging_file, storage_from
 from app.settings import Settings
@@ -60,6 +61,7 @@ class World:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.settings = settings
+        keys.configure(keys.wrapper_from(settings))  # as the app does at start-up
 
     @asynccontextmanager
     async def session(self, clinic_id: uuid.UUID | None = None) -> AsyncIterator[AsyncSession]:
@@ -113,15 +115,17 @@ class World:
         issued = await self._issue(session, user, CredentialKind.api_token)
         return Actor(user, clinic_id, issued.principal.role, issued.secret)
 
-    async def enrol_mfa(self, user: User, *, confirmed: bool = True) -> str:
+    async def enrol_mfa(
+        self, user: User, *, confirmed: bool = True, secret: str | None = None
+    ) -> str:
         """Give ``user`` a TOTP secret (pending, or on): the secret, for making codes."""
-        secret = mfa.new_secret()
+        secret = secret or mfa.new_secret()
         async with self.session() as session:
             await session.execute(
                 update(User)
                 .where(User.id == user.id)
                 .values(
-                    totp_secret=secret,
+                    totp_secret_sealed=await mfa.seal_secret(session, user.id, secret),
                     totp_enabled_at=utcnow() if confirmed else None,
                     totp_last_step=None,
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+import uuid
 
 import pytest
 from sqlalchemy import text
@@ -12,6 +13,8 @@ from sqlalchemy import text
 from app.auth import mfa
 from app.auth.models import Role, User
 from app.auth.service import SESSION_COOKIE
+from app.keys import service as keys
+from app.kit.sealing import Unreadable
 from fixtures.clinics import add_member
 from tests.harness import browser
 from tests.harness.api import assert_problem, login, problem_type
@@ -145,7 +148,7 @@ async def test_enrolment_a_wrong_code_and_turning_it_off_are_security_events_and
         row = (
             await connection.execute(
                 text(
-                    "SELECT totp_secret, totp_enabled_at, totp_last_step, recovery_codes"
+                    "SELECT totp_secret_sealed, totp_enabled_at, totp_last_step, recovery_codes"
                     " FROM users WHERE id = :id"
                 ),
                 {"id": owner.id},
@@ -215,12 +218,23 @@ async def test_secrets_and_recovery_codes_are_stored_as_described(
         row = (
             await connection.execute(
                 text(
-                    "SELECT totp_secret, totp_enabled_at, recovery_codes FROM users WHERE id = :id"
+                    "SELECT totp_secret_sealed, totp_enabled_at, recovery_codes"
+                    " FROM users WHERE id = :id"
                 ),
                 {"id": clinic.setup.owner.id},
             )
         ).one()
-    assert row.totp_secret == authenticator.secret
+    # Sealed (ADR 0028): not in the row as it is stored, and opened only as this user's.
+    assert authenticator.secret.encode() not in row.totp_secret_sealed
+    async with world.session() as session:
+        opened = await keys.unseal(
+            session, keys.PLATFORM, mfa.SEALED_IN, clinic.setup.owner.id, row.totp_secret_sealed
+        )
+        assert opened == authenticator.secret
+        with pytest.raises(Unreadable):
+            await keys.unseal(
+                session, keys.PLATFORM, mfa.SEALED_IN, uuid.uuid4(), row.totp_secret_sealed
+            )
     assert row.totp_enabled_at is not None
     assert len(row.recovery_codes) == 10
     assert all(len(stored) == 32 for stored in row.recovery_codes)
@@ -414,11 +428,8 @@ async def test_a_code_accepted_marks_its_step_used_for_that_user_alone(
     clinic = await world.clinic(roles=(Role.vet,))
     first, second = clinic.setup.owner, clinic.actors[Role.vet].user
     secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # nosec B105  # pragma: allowlist secret
-    async with superuser_engine.begin() as connection:
-        await connection.execute(
-            text("UPDATE users SET totp_secret = :s, totp_enabled_at = now() WHERE id IN (:a, :b)"),
-            {"s": secret, "a": first.id, "b": second.id},
-        )
+    for user in (first, second):
+        await world.enrol_mfa(user, secret=secret)
     code = Authenticator(secret).next_code()
 
     async with world.session(clinic.id) as session:

@@ -3,6 +3,7 @@ PostgreSQL asked what the service's role may do. Messages name settings, never v
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -22,17 +23,18 @@ from app.settings import ConfigurationError, Environment, Settings
 from tests.harness.databases import Database
 from tests.harness.services import PostgresServer, RedisServer
 
-# Stripe's secrets, drawn per run: production requires them.
-STRIPE = {
+# Stripe's secrets and a key-encryption key, drawn per run: production requires them.
+REQUIRED = {
     # pragma: allowlist nextline secret - random per run, in Stripe's shape
     "VETIFY_STRIPE_API_KEY": "sk_test_" + secrets.token_hex(16),
     # pragma: allowlist nextline secret - random per run, in Stripe's shape
     "VETIFY_STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
+    "VETIFY_ENCRYPTION_KEYS": "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
 }
 PRODUCTION = {
     "env": Environment.production,
     "public_url": "https://vetify.example",
-    **{name.removeprefix("VETIFY_").lower(): value for name, value in STRIPE.items()},
+    **{name.removeprefix("VETIFY_").lower(): value for name, value in REQUIRED.items()},
 }
 
 
@@ -131,6 +133,7 @@ def test_vetify_serve_names_every_unsafe_setting_and_no_secret(tmp_path) -> None
         "VETIFY_DATABASE_URL",
         "VETIFY_STRIPE_API_KEY",
         "VETIFY_STRIPE_WEBHOOK_SECRET",
+        "VETIFY_ENCRYPTION_KEYS",
         "VETIFY_DEBUG",
         "VETIFY_SESSION_COOKIE_SECURE",
         "VETIFY_PUBLIC_URL",
@@ -166,7 +169,7 @@ async def test_vetify_serve_refuses_a_superuser_and_says_so_without_the_url(
             "VETIFY_DATABASE_URL": f"postgresql+asyncpg://{name}:{password}@{host}/{database.name}",
             "VETIFY_WORKERS": str(workers),
             "VETIFY_REDIS_URL": redis_server.url,
-            **STRIPE,
+            **REQUIRED,
         }
     )
     assert done.returncode != 0

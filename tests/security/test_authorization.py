@@ -46,6 +46,7 @@ OUTSIDE_THE_TRAIL = {
     "audit_heads": "the trail itself",
     "credentials": "sessions and tokens: security events, not rows of the trail (ADR 0027)",
     "users": "not a clinic's: a user's changes are security events (ADR 0027)",
+    "data_keys": "keys, made once per scope on a connection of their own (ADR 0028)",
 }
 READS_AUDITED = frozenset(
     {"GET /api/v1/medical-records/{record_id}", "GET /api/v1/attachments/{attachment_id}/content"}

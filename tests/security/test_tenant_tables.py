@@ -44,6 +44,8 @@ GLOBAL_TABLES = {
     " global as the user, used before any clinic is chosen (ADR 0013)",
     "stripe_events": "Stripe's webhook inbox: an event names its clinic only inside its payload;"
     " billing code alone reads it (ADR 0012)",
+    "data_keys": "field encryption's data keys, wrapped: a clinic's is bound to it by its"
+    " wrapping, and opens only with the process's key-encryption keys (ADR 0028)",
     "clinic_usage": "operators' counts of requests and jobs per clinic per day: ids and numbers,"
     " written for many clinics in one flush, read by no route (ADR 0026)",
     "procrastinate_jobs": "the job queue: task names and ids, never clinic data (ADR 0012)",

@@ -55,7 +55,7 @@ def test_a_code_is_matched_to_its_step_at_the_time_given_not_the_clock() -> None
     "app/auth/mfa.py::accept_totp", "app/auth/mfa.py::accept_second_factor"
 )
 async def test_a_user_without_a_factor_has_every_code_refused_before_any_query() -> None:
-    pending = User(email="p@example.org", totp_secret=None, totp_enabled_at=None)
+    pending = User(email="p@example.org", totp_secret_sealed=None, totp_enabled_at=None)
     code = pyotp.TOTP(SECRET).now()
 
     # No session: a query would fail the test.

@@ -3,6 +3,7 @@ separation check, production's refusals, and errors that name settings but never
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -10,7 +11,14 @@ import pytest
 from pydantic import Field, SecretStr, ValidationError
 
 from app.production import refusal
-from app.settings import ConfigurationError, Environment, Settings, env_name
+from app.settings import (
+    DEVELOPMENT_KEYRING,
+    ConfigurationError,
+    Environment,
+    Settings,
+    env_name,
+    parse_keyring,
+)
 
 # Secrets built at run time, so the source holds none for a scanner to flag.
 STRONG = "Zq7" + "x" * 21
@@ -24,6 +32,7 @@ PRODUCTION = {
     "VETIFY_STRIPE_API_KEY": "sk_test_" + STRONG,
     # pragma: allowlist nextline secret - built at run time from STRONG, above
     "VETIFY_STRIPE_WEBHOOK_SECRET": "whsec_" + STRONG,
+    "VETIFY_ENCRYPTION_KEYS": "k1:" + base64.b64encode(os.urandom(32)).decode(),
 }
 SECRET_FIELDS = [
     name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
@@ -91,6 +100,8 @@ def test_every_secret_can_come_from_a_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
 ) -> None:
     value = f"postgresql+asyncpg://vetify_{name}:{STRONG}@db.internal/vetify"
+    if name == "encryption_keys":  # a keyring, not a URL
+        value = "k1:" + base64.b64encode(STRONG.encode()[:32].ljust(32, b"k")).decode()
     (tmp_path / "secret").write_text(value + "\n\n")
     monkeypatch.setenv(f"{env_name(name)}_FILE", str(tmp_path / "secret"))
     secret = getattr(Settings(), name)
@@ -213,8 +224,10 @@ def test_production_names_every_fault_at_once_and_no_value(
             "Sh0rt-s3cret"
         ),
         VETIFY_DB_POOL_SIZE="0",
+        VETIFY_ENCRYPTION_KEYS=None,
     )
     assert set(error.problems) == {
+        "encryption_keys",
         "database_url",
         "debug",
         "session_cookie_secure",
@@ -332,3 +345,57 @@ def test_several_webhook_secrets_while_one_rolls() -> None:
     assert Settings(_env_file=None).stripe_webhook_secrets == []
     rolling = Settings(_env_file=None, stripe_webhook_secret=" whsec_old ,whsec_new,")
     assert rolling.stripe_webhook_secrets == ["whsec_old", "whsec_new"]
+
+
+# -- field-level encryption's keys (ADR 0028) ---------------------------------------------------
+def _key(fill: int) -> str:
+    return base64.b64encode(bytes([fill]) * 32).decode()
+
+
+def test_a_keyring_is_read_in_order_in_standard_or_url_safe_base64() -> None:
+    url_safe = base64.urlsafe_b64encode(bytes([251]) * 32).decode().rstrip("=")
+    assert parse_keyring(f"new:{_key(1)}, old:{url_safe}") == {
+        "new": bytes([1]) * 32,
+        "old": bytes([251]) * 32,
+    }
+    assert list(parse_keyring(f"b:{_key(2)},a:{_key(1)}")) == ["b", "a"]  # the first wraps
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("", "key 1: write each key as id:base64"),
+        (_key(1), "key 1: write each key as id:base64"),
+        (f"a b:{_key(1)}", "key 1: write each key as id:base64"),
+        (f"a:{_key(1)},a:{_key(2)}", "key 2: the id a is listed twice"),
+        ("a:not*base64", "key a: not base64"),
+        ("a:" + base64.b64encode(bytes(16)).decode(), "key a: must be 32 bytes (256 bits)"),
+    ],
+)
+def test_a_keyring_not_so_written_is_refused_without_its_keys(
+    monkeypatch: pytest.MonkeyPatch, written: str, said: str
+) -> None:
+    monkeypatch.setenv("VETIFY_ENCRYPTION_KEYS", written)
+    with pytest.raises(ConfigurationError) as info:
+        Settings()
+    assert said in info.value.problems["encryption_keys"]
+    for key in written.split(","):
+        assert key.partition(":")[2] not in str(info.value) or not key.partition(":")[2]
+
+
+def test_outside_production_no_keys_means_the_development_key() -> None:
+    assert Settings().keyring == parse_keyring(DEVELOPMENT_KEYRING)
+
+
+def test_production_needs_keys_of_its_own_or_a_kms_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    error = refused(monkeypatch, VETIFY_ENCRYPTION_KEYS=None)
+    assert list(error.problems) == ["encryption_keys"]
+    assert "required in production" in error.problems["encryption_keys"]
+    development = DEVELOPMENT_KEYRING.partition(":")[2]
+    error = refused(monkeypatch, VETIFY_ENCRYPTION_KEYS=f"mine:{_key(3)},renamed:{development}")
+    assert error.problems == {
+        "encryption_keys": "holds the development key, which is written in the code"
+    }
+    assert development not in str(error)
+    production(monkeypatch, VETIFY_ENCRYPTION_KEYS=None, VETIFY_KMS_KEY_ID="alias/vetify")
+    assert Settings().kms_key_id == "alias/vetify"

@@ -27,6 +27,11 @@ NO_TENANT = {
     "app.records.service.guarded_flush",
     # Makes the clinic (and enters the session in it): there is no tenant before it.
     "app.clinics.service.open_clinic",
+    # Data keys are no clinic's rows (no row-level security: ADR 0028); a value is bound to its
+    # scope (a clinic's id, or the platform's) by what it is sealed with.
+    "app.keys.service.seal",
+    "app.keys.service.unseal",
+    "app.keys.service.rotate_kek",
 }
 
 

@@ -1,0 +1,145 @@
+"""Sealing and opening fields with a scope's data key (ADR 0028).
+
+A field is sealed with its scope's current data key, and bound to where it lives: the scope,
+``table.column`` and the row's id (:func:`app.kit.sealing.field_aad`). Data keys are unwrapped
+once per process and kept in memory by (scope, version); a scope's first key is made in a
+transaction of its own, committed before anything is sealed with it, so that no value is ever
+sealed with a key a rolled-back transaction took with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import cast
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+from app.keys.models import DataKey
+from app.kit import sealing
+from app.kit.sealing import KeyWrapper
+from app.settings import Settings
+
+PLATFORM = "platform"
+"""The scope of the rows no clinic owns (users: one person may work for several clinics)."""
+
+_wrapper: KeyWrapper | None = None
+_opened: dict[tuple[str, int], bytes] = {}
+_current: dict[str, int] = {}
+
+
+def configure(wrapper: KeyWrapper) -> None:
+    """The process's key-encryption keys (set at start-up from the settings)."""
+    global _wrapper  # one keyring per process, as one settings object
+    _wrapper = wrapper
+    _opened.clear()
+    _current.clear()
+
+
+def wrapper_from(settings: Settings) -> KeyWrapper:
+    """The settings' key-encryption keys: the keyring (the development key if none is set), or a
+    KMS key, with the keyring beside it if one is set."""
+    if settings.kms_key_id is None:
+        return sealing.Keyring.of(settings.keyring)
+    import boto3  # only where KMS is configured: a process without it never loads boto3
+
+    client = boto3.client(
+        "kms", region_name=settings.kms_region, endpoint_url=settings.kms_endpoint_url
+    )
+    keyring = None if settings.encryption_keys is None else sealing.Keyring.of(settings.keyring)
+    return sealing.AwsKms(settings.kms_key_id, client, keyring)
+
+
+def wrapper() -> KeyWrapper:
+    if _wrapper is None:
+        raise RuntimeError("no key-encryption keys: keys.configure() runs at start-up")
+    return _wrapper
+
+
+async def seal(
+    session: AsyncSession, scope: str, field: str, row_id: uuid.UUID, plaintext: str
+) -> bytes:
+    version, key = await _current_key(session, scope)
+    return sealing.seal(key, version, plaintext.encode(), sealing.field_aad(scope, field, row_id))
+
+
+async def unseal(
+    session: AsyncSession, scope: str, field: str, row_id: uuid.UUID, sealed: bytes
+) -> str:
+    key = await _key(session, scope, sealing.version_of(sealed))
+    return sealing.unseal(key, sealed, sealing.field_aad(scope, field, row_id)).decode()
+
+
+async def _current_key(session: AsyncSession, scope: str) -> tuple[int, bytes]:
+    version = _current.get(scope)
+    if version is None:
+        version = await session.scalar(
+            select(func.max(DataKey.version)).where(DataKey.scope == scope)
+        )
+        if version is None:
+            version = await _first_key(session, scope)
+        _current[scope] = version
+    return version, await _key(session, scope, version)
+
+
+async def _first_key(session: AsyncSession, scope: str) -> int:
+    """Version 1 of ``scope``'s key, made and committed on a connection of its own (two
+    processes making it at once keep the first one stored)."""
+    engine = cast(AsyncEngine, session.bind)  # the service's sessions are made on one
+    key = sealing.new_data_key()
+    kek_id, wrapped = await asyncio.to_thread(wrapper().wrap, key, sealing.key_context(scope, 1))
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(DataKey)
+            .values(scope=scope, version=1, kek_id=kek_id, wrapped=wrapped)
+            .on_conflict_do_nothing()
+        )
+    return 1
+
+
+async def _key(session: AsyncSession, scope: str, version: int) -> bytes:
+    key = _opened.get((scope, version))
+    if key is None:
+        # Read committed: a first key committed since this transaction began is seen.
+        row = await session.get(DataKey, (scope, version))
+        if row is None:
+            raise sealing.Unreadable(f"no data key {version} for this scope (shredded?)")
+        key = await asyncio.to_thread(
+            wrapper().unwrap, row.kek_id, row.wrapped, sealing.key_context(scope, version)
+        )
+        _opened[(scope, version)] = key
+    return key
+
+
+async def rotate_all(owner_url: str, wrapper: KeyWrapper) -> int:
+    """:func:`rotate_kek` in one transaction as the schema's owner (``owner_url``)."""
+    configure(wrapper)
+    engine = create_async_engine(make_url(owner_url).set(drivername="postgresql+asyncpg"))
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            return await rotate_kek(session)
+    finally:
+        await engine.dispose()
+
+
+async def rotate_kek(session: AsyncSession) -> int:
+    """Wrap again, with the active key-encryption key, every data key another one wrapped;
+    no sealed value changes. Run as the schema's owner (``vetify keys rotate-kek``). Returns
+    how many were wrapped again."""
+    active = await asyncio.to_thread(lambda: wrapper().active)
+    rows = (await session.execute(select(DataKey).where(DataKey.kek_id != active))).scalars()
+    count = 0
+    for row in rows:
+        context = sealing.key_context(row.scope, row.version)
+        key = await asyncio.to_thread(wrapper().unwrap, row.kek_id, row.wrapped, context)
+        kek_id, wrapped = await asyncio.to_thread(wrapper().wrap, key, context)
+        await session.execute(
+            update(DataKey)
+            .where(DataKey.scope == row.scope, DataKey.version == row.version)
+            .values(kek_id=kek_id, wrapped=wrapped)
+        )
+        count += 1
+    return count
