@@ -17,15 +17,18 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from pathlib import Path
 from types import SimpleNamespace
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app import health
+from app.audit import anchors
 from app.audit import service as audit
 from app.billing import operations
 from app.db import migrate, provision
@@ -41,7 +44,7 @@ from app.main import create_app, dependency_probes
 from app.observability import errors, logs, scrape, tracing, usage, usage_report
 from app.observability.dependencies import Report, Status
 from app.queue import Worker
-from app.settings import ConfigurationError, Environment, LogFormat, Settings
+from app.settings import ConfigurationError, Environment, LogFormat, Settings, key_bytes
 
 log = logging.getLogger("vetify")
 
@@ -319,41 +322,85 @@ def _usage(settings: Settings, args: argparse.Namespace) -> None:
     reads every clinic; the service's role sees one at a time)."""
     first, last = usage_report.window(args.day, args.days)
     with _claimed(settings, f"vetify usage (pid {os.getpid()})"), database(settings) as ready:
-        backup = ready.database_backup_url  # made for the embedded database
-        if backup is None:
-            raise SystemExit(
-                "vetify usage: set VETIFY_DATABASE_BACKUP_URL (the backup role's URL, which reads"
-                " every clinic; `vetify db provision` printed it)"
-            )
-        found = asyncio.run(usage_report.report(backup.get_secret_value(), first, last))
+        found = asyncio.run(usage_report.report(_url_of(ready, "backup", "usage"), first, last))
     print(usage_report.printable(found, args.json), flush=True)
 
 
+_ROLE_URLS = {
+    "backup": (
+        "database_backup_url",
+        "VETIFY_DATABASE_BACKUP_URL (the backup role's URL, which reads every clinic;"
+        " `vetify db provision` printed it)",
+    ),
+    "owner": ("database_owner_url", "VETIFY_DATABASE_OWNER_URL (the schema owner's URL)"),
+}
+
+
+def _url_of(ready: Settings, role: str, command: str) -> str:
+    """The URL of an operator's role (the embedded database's are made for it), or why not."""
+    field, setting = _ROLE_URLS[role]
+    url: SecretStr | None = getattr(ready, field)
+    if url is None:
+        raise SystemExit(f"vetify {command}: set {setting}")
+    return url.get_secret_value()
+
+
 def _audit(settings: Settings, args: argparse.Namespace) -> None:
-    """Recompute every clinic's audit chain (or ``--clinic``'s) as the backup role; exit 1 at
-    the first broken one (ADR 0027)."""
+    """``verify``: recompute every clinic's audit chain (or ``--clinic``'s) as the backup role,
+    held to its anchors; exit 1 at the first broken one. ``anchor``: sign each clinic's head
+    not yet anchored, store it as the owner, print it as a JSON line (ADR 0027)."""
+    if args.audit_command == "anchor":
+        _anchor(settings)
+        return
+    outside = _anchors_in(args.anchors)
+    public = _anchors_key(settings)
     with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
-        backup = ready.database_backup_url
-        if backup is None:
-            raise SystemExit(
-                "vetify audit: set VETIFY_DATABASE_BACKUP_URL (the backup role's URL, which reads"
-                " every clinic; `vetify db provision` printed it)"
-            )
-        verdicts = asyncio.run(audit.verify_trails(backup.get_secret_value(), args.clinic))
+        backup = _url_of(ready, "backup", "audit verify")
+        verdicts = asyncio.run(audit.verify_trails(backup, args.clinic, public, outside))
     print(audit.printable(verdicts), flush=True)
+    if public is None:
+        print("anchors' signatures not checked: set VETIFY_AUDIT_PUBLIC_KEY", file=sys.stderr)
     if any(verdict.broken is not None for verdict in verdicts):
         raise SystemExit(1)
+
+
+def _anchor(settings: Settings) -> None:
+    if settings.audit_signing_key is None:
+        raise SystemExit("vetify audit anchor: set VETIFY_AUDIT_SIGNING_KEY (ADR 0027)")
+    key = Ed25519PrivateKey.from_private_bytes(
+        key_bytes(settings.audit_signing_key.get_secret_value())
+    )
+    with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
+        backup, owner = (_url_of(ready, role, "audit anchor") for role in ("backup", "owner"))
+        made = asyncio.run(anchors.anchor_trails(backup, owner, key))
+    for anchor in made:
+        print(anchor.line(), flush=True)
+
+
+def _anchors_in(path: Path | None) -> list[anchors.Anchor]:
+    if path is None:
+        return []
+    try:
+        return anchors.read_lines(path.read_text(encoding="utf-8").splitlines())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"vetify audit verify: --anchors {path}: {exc}") from None
+
+
+def _anchors_key(settings: Settings) -> Ed25519PublicKey | None:
+    if settings.audit_public_key is not None:
+        return Ed25519PublicKey.from_public_bytes(key_bytes(settings.audit_public_key))
+    if settings.audit_signing_key is not None:
+        private = key_bytes(settings.audit_signing_key.get_secret_value())
+        return Ed25519PrivateKey.from_private_bytes(private).public_key()
+    return None
 
 
 def _keys(settings: Settings, args: argparse.Namespace) -> None:
     """Wrap every data key again with the active key-encryption key (the first of
     VETIFY_ENCRYPTION_KEYS, or VETIFY_KMS_KEY_ID), as the schema's owner (ADR 0028)."""
+    wrapper = keys.wrapper_from(settings)
     with _claimed(settings, f"vetify keys (pid {os.getpid()})"), database(settings) as ready:
-        owner = ready.database_owner_url
-        if owner is None:
-            raise SystemExit("vetify keys: set VETIFY_DATABASE_OWNER_URL (the schema owner's URL)")
-        wrapper = keys.wrapper_from(settings)
-        count = asyncio.run(keys.rotate_all(owner.get_secret_value(), wrapper))
+        count = asyncio.run(keys.rotate_all(_url_of(ready, "owner", "keys"), wrapper))
     print(f"{count} data keys wrapped again; all are wrapped by {wrapper.active}", flush=True)
 
 
@@ -441,7 +488,7 @@ def parser() -> argparse.ArgumentParser:
             " VETIFY_USAGE_FLUSH_SECONDS) and storage bytes now, for cost monitoring",
         )
     )
-    audit_command = commands.add_parser("audit", help="the audit trail: verify")
+    audit_command = commands.add_parser("audit", help="the audit trail: verify, anchor")
     audit_commands = audit_command.add_subparsers(dest="audit_command", required=True)
     verifying = audit_commands.add_parser(
         "verify",
@@ -449,6 +496,17 @@ def parser() -> argparse.ArgumentParser:
         " and exit 1 if there is one",
     )
     verifying.add_argument("--clinic", type=uuid.UUID, help="only this clinic's (its id)")
+    verifying.add_argument(
+        "--anchors",
+        type=Path,
+        help="anchors kept outside the database (`vetify audit anchor`'s lines): a trail must"
+        " hold them too",
+    )
+    audit_commands.add_parser(
+        "anchor",
+        help="sign each clinic's trail head not yet anchored (VETIFY_AUDIT_SIGNING_KEY), store"
+        " it, and print it as a JSON line to keep elsewhere; run it from cron",
+    )
     keys_command = commands.add_parser("keys", help="field-level encryption's keys: rotate-kek")
     keys_commands = keys_command.add_subparsers(dest="keys_command", required=True)
     keys_commands.add_parser(

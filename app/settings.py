@@ -137,6 +137,18 @@ DEVELOPMENT_KEYRING = (
 line), so that the embedded default runs without one. Production refuses it."""
 
 
+def key_bytes(encoded: str) -> bytes:
+    """A 32-byte key in base64 (standard or URL-safe); a ValueError naming no key otherwise."""
+    standard = encoded.strip().replace("-", "+").replace("_", "/")
+    try:
+        key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError("not base64") from None
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"must be {KEY_BYTES} bytes (256 bits)")
+    return key
+
+
 def parse_keyring(text: str) -> dict[str, bytes]:
     """``id:key[,id:key...]``, each key 32 bytes in base64 (standard or URL-safe), in order;
     a ValueError (naming no key material) if it is not that."""
@@ -149,14 +161,10 @@ def parse_keyring(text: str) -> dict[str, bytes]:
             )
         if key_id in keys:
             raise ValueError(f"key {n + 1}: the id {key_id} is listed twice")
-        standard = encoded.strip().replace("-", "+").replace("_", "/")
         try:
-            key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
-        except binascii.Error:
-            raise ValueError(f"key {key_id}: not base64") from None
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"key {key_id}: must be {KEY_BYTES} bytes (256 bits)")
-        keys[key_id] = key
+            keys[key_id] = key_bytes(encoded)
+        except ValueError as refused:
+            raise ValueError(f"key {key_id}: {refused}") from None
     return keys
 
 
@@ -330,6 +338,13 @@ class Settings(BaseSettings):
     """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
     clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    audit_signing_key: SecretStr | None = None
+    """The Ed25519 private key (32 bytes, base64: ``openssl rand -base64 32``) that
+    ``vetify audit anchor`` signs each clinic's trail head with (ADR 0027). Only that
+    command needs it: the service never holds it, so the service cannot forge an anchor."""
+    audit_public_key: str | None = None
+    """Its public half (32 bytes, base64), for ``vetify audit verify`` where the private key
+    is not given (an auditor's machine); unset: derived from the private key, if set."""
     kms_key_id: str | None = Field(default=None, min_length=1, max_length=2048)
     """An AWS KMS key (id, ARN or alias) that wraps the data keys of field-level encryption
     (ADR 0028), instead of ``VETIFY_ENCRYPTION_KEYS``; that keyring, if set too, still unwraps
@@ -526,6 +541,13 @@ class Settings(BaseSettings):
                     "does not bind the schema owner"
                 )
         return owner
+
+    @field_validator("audit_signing_key", "audit_public_key")
+    @classmethod
+    def _a_32_byte_key(cls, value: SecretStr | str | None) -> SecretStr | str | None:
+        if value is not None:
+            key_bytes(value.get_secret_value() if isinstance(value, SecretStr) else value)
+        return value
 
     @field_validator("encryption_keys")
     @classmethod

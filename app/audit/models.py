@@ -72,3 +72,17 @@ class AuditHead(TenantScoped, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(nullable=False, sort_order=-9)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
+
+
+class AuditAnchor(Base):
+    """A clinic's trail head as ``vetify audit anchor`` found it, signed with a key the service
+    never holds (migration 0013): the trail must still hold event ``seq`` with ``hash``.
+    Written by the schema's owner, read by the backup role; append-only."""
+
+    __tablename__ = "audit_anchors"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    anchored_at: Mapped[dt.datetime]

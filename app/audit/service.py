@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import RowMapping, Select, false, make_url, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 
+from app.audit import anchors
+from app.audit.anchors import Anchor
 from app.audit.chain import Break, Checker, Entry, Stored
 from app.audit.models import AuditEvent, AuditHead
 from app.audit.trail import EVENTS, Change
@@ -74,11 +79,27 @@ class Verdict:
     clinic_id: uuid.UUID
     events: int
     broken: Break | None
+    anchored: int = 0
+    """The last event an anchor held (0: none)."""
 
 
-async def verify(connection: AsyncConnection, clinic_id: uuid.UUID) -> Verdict:
-    """Recompute ``clinic_id``'s chain from its first event to its head. ``connection`` must see
-    every row of the clinic: the backup role's, or one entered in the clinic."""
+async def verify(
+    connection: AsyncConnection,
+    clinic_id: uuid.UUID,
+    public: Ed25519PublicKey | None = None,
+    outside: Sequence[Anchor] = (),
+) -> Verdict:
+    """Recompute ``clinic_id``'s chain from its first event to its head, and hold it to its
+    anchors: those in the database and ``outside`` ones (kept elsewhere), each signed by
+    ``public``'s private half (not checked without it). ``connection`` must see every row of
+    the clinic: the backup role's."""
+    held = await anchors.stored(connection, clinic_id)
+    held += [anchor for anchor in outside if anchor.clinic_id == clinic_id]
+    held.sort(key=lambda anchor: anchor.seq)
+    for anchor in held:
+        if public is not None and not anchors.genuine(public, anchor):
+            return Verdict(clinic_id, 0, Break(anchor.seq, f"{_said(anchor)} is not signed"))
+    pending = deque(held)
     head = (
         await connection.execute(
             select(AuditHead.seq, AuditHead.hash).where(AuditHead.tenant_id == clinic_id)
@@ -99,32 +120,57 @@ async def verify(connection: AsyncConnection, clinic_id: uuid.UUID) -> Verdict:
             .all()
         )
         for row in rows:
-            broken = checker.feed(_stored(row))
+            event = _stored(row)
+            broken = checker.feed(event) or _against(pending, event)
             if broken is not None:
                 return Verdict(clinic_id, counted, broken)
             counted += 1
         if len(rows) < BATCH:
             break
         after = rows[-1]["seq"]
-    return Verdict(clinic_id, counted, checker.end((head.seq, head.hash) if head else None))
+    broken = checker.end((head.seq, head.hash) if head else None)
+    if broken is None and pending:
+        broken = Break(
+            pending[0].seq, f"{_said(pending[0])}, but the trail ends at event {counted}: cut short"
+        )
+    return Verdict(clinic_id, counted, broken, held[-1].seq if held else 0)
 
 
-async def verify_trails(url: str, clinic_id: uuid.UUID | None = None) -> list[Verdict]:
+def _said(anchor: Anchor) -> str:
+    return f"the anchor of {anchor.anchored_at:%Y-%m-%d %H:%M:%S} UTC holds event {anchor.seq}"
+
+
+def _against(pending: deque[Anchor], event: Stored) -> Break | None:
+    """The anchors of this event (the chain has checked every one before it): it must be the
+    event they signed."""
+    while pending and pending[0].seq == event.entry.seq:
+        anchor = pending.popleft()
+        if anchor.hash != event.hash:
+            return Break(anchor.seq, f"{_said(anchor)}, another: the trail was rewritten")
+    return None
+
+
+async def verify_trails(
+    url: str,
+    clinic_id: uuid.UUID | None = None,
+    public: Ed25519PublicKey | None = None,
+    outside: Sequence[Anchor] = (),
+) -> list[Verdict]:
     """Every clinic's chain (or ``clinic_id``'s), read with ``url``: the backup role's, which
-    sees every clinic (any driver named in it is asyncpg's)."""
+    sees every clinic (any driver named in it is asyncpg's); held to the anchors (:func:`verify`).
+    A clinic an outside anchor names is checked even if its head is gone."""
     engine = create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
     try:
         async with engine.connect() as connection:
             clinics = (
-                [clinic_id]
+                {clinic_id}
                 if clinic_id is not None
-                else (
-                    await connection.scalars(
-                        select(AuditHead.tenant_id).order_by(AuditHead.tenant_id)
-                    )
-                ).all()
+                else {
+                    *await connection.scalars(select(AuditHead.tenant_id)),
+                    *(anchor.clinic_id for anchor in outside),
+                }
             )
-            return [await verify(connection, clinic) for clinic in clinics]
+            return [await verify(connection, clinic, public, outside) for clinic in sorted(clinics)]
     finally:
         await engine.dispose()
 
@@ -133,7 +179,8 @@ def printable(verdicts: list[Verdict]) -> str:
     lines = []
     for verdict in verdicts:
         if verdict.broken is None:
-            lines.append(f"clinic {verdict.clinic_id}: {verdict.events} events, intact")
+            anchored = f", anchored to event {verdict.anchored}" if verdict.anchored else ""
+            lines.append(f"clinic {verdict.clinic_id}: {verdict.events} events, intact{anchored}")
         else:
             lines.append(
                 f"clinic {verdict.clinic_id}: BROKEN at event {verdict.broken.seq}:"

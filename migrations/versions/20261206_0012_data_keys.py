@@ -81,19 +81,13 @@ def downgrade() -> None:
 
 def _with_secrets(column: str) -> Iterator[Any]:
     """The users with a secret in ``column``, a batch at a time in id order."""
+    users = sa.table("users", sa.column("id", sa.Uuid()), sa.column(column))
     after = None
     while True:
-        batch = (
-            op.get_bind()
-            .execute(
-                sa.text(
-                    f"SELECT id, {column} FROM users WHERE {column} IS NOT NULL"
-                    " AND (CAST(:after AS uuid) IS NULL OR id > :after) ORDER BY id LIMIT :n"
-                ),
-                {"after": after, "n": BATCH},
-            )
-            .all()
-        )
+        query = sa.select(users.c.id, users.c[column]).where(users.c[column].is_not(None))
+        if after is not None:
+            query = query.where(users.c.id > after)
+        batch = op.get_bind().execute(query.order_by(users.c.id).limit(BATCH)).all()
         yield from batch
         if len(batch) < BATCH:
             return

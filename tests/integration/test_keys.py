@@ -244,3 +244,13 @@ async def test_migration_0012_seals_the_totp_secrets_and_its_downgrade_opens_the
     async with superuser_engine.connect() as connection:
         back = dict((await connection.execute(text("SELECT id, totp_secret FROM users"))).all())
     assert back == {user_id: f"SECRET{n:026d}" for user_id, n in secrets.items()}
+
+
+async def test_vetify_keys_and_audit_anchor_name_the_owner_url_they_need(
+    cli_env, monkeypatch
+) -> None:
+    monkeypatch.delenv("VETIFY_DATABASE_OWNER_URL")
+    monkeypatch.setenv("VETIFY_AUDIT_SIGNING_KEY", base64.b64encode(os.urandom(32)).decode())
+    for arguments in (["keys", "rotate-kek"], ["audit", "anchor"]):
+        with pytest.raises(SystemExit, match="set VETIFY_DATABASE_OWNER_URL"):
+            await asyncio.to_thread(cli.main, arguments)

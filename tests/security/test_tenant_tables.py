@@ -46,6 +46,8 @@ GLOBAL_TABLES = {
     " billing code alone reads it (ADR 0012)",
     "data_keys": "field encryption's data keys, wrapped: a clinic's is bound to it by its"
     " wrapping, and opens only with the process's key-encryption keys (ADR 0028)",
+    "audit_anchors": "signed heads of the clinics' trails (ids, numbers, hashes), written by"
+    " `vetify audit anchor` as the owner; the service role may not touch it (ADR 0027)",
     "clinic_usage": "operators' counts of requests and jobs per clinic per day: ids and numbers,"
     " written for many clinics in one flush, read by no route (ADR 0026)",
     "procrastinate_jobs": "the job queue: task names and ids, never clinic data (ADR 0012)",

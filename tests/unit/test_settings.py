@@ -100,8 +100,11 @@ def test_every_secret_can_come_from_a_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
 ) -> None:
     value = f"postgresql+asyncpg://vetify_{name}:{STRONG}@db.internal/vetify"
+    key = base64.b64encode(STRONG.encode()[:32].ljust(32, b"k")).decode()
     if name == "encryption_keys":  # a keyring, not a URL
-        value = "k1:" + base64.b64encode(STRONG.encode()[:32].ljust(32, b"k")).decode()
+        value = "k1:" + key
+    elif name == "audit_signing_key":  # a key
+        value = key
     (tmp_path / "secret").write_text(value + "\n\n")
     monkeypatch.setenv(f"{env_name(name)}_FILE", str(tmp_path / "secret"))
     secret = getattr(Settings(), name)
