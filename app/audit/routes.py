@@ -83,7 +83,9 @@ async def export_audit_events(
     session: DbSession,
     sessions: DbSessions,
     filters: Filtered,
-    format: Annotated[export.ExportFormat, Query(description="`csv` or `jsonl` (JSON Lines)")],
+    format: Annotated[
+        export.ExportFormat, Query(description="`csv` (the default) or `jsonl` (JSON Lines)")
+    ] = export.ExportFormat.csv,
 ) -> StreamingResponse:
     """The trail as it stood when asked for, however long the file takes to send; the export
     is noted in it as the next event (a `read` of `audit_events`)."""

@@ -150,6 +150,9 @@ async def test_the_export_is_a_download_that_is_never_cached(client, world: Worl
         ), answer.headers["content-disposition"]
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert "sandbox" in answer.headers["content-security-policy"]
+    plain = await client.get(EXPORT, headers=clinic.owner.headers)  # CSV unless told otherwise
+    assert plain.headers["content-type"] == "text/csv; charset=utf-8"
+    assert rows(plain)
 
 
 async def test_the_chain_can_be_checked_from_the_exported_file(
@@ -331,7 +334,7 @@ async def test_a_hostile_user_agent_is_text_in_a_spreadsheet_and_exact_in_json_l
     "params",
     [
         {"format": "xlsx"},
-        {},
+        {"format": ""},
         {"format": "csv", "since": "yesterday"},
         {"format": "csv", "until": "2030-02-30T00:00:00Z"},
         {"format": "jsonl", "action": "DROP TABLE"},
