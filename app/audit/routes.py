@@ -17,6 +17,7 @@ from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.db.session import DbSession, DbSessions
 from app.kit.clock import utcnow
+from app.kit.headers import DOWNLOAD_POLICY
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
 from app.kit.problems import Forbidden, InvalidInput, Unauthenticated, responses
 from app.kit.types import Timestamp
@@ -103,7 +104,7 @@ async def export_audit_events(
             ),
             # As an attachment's download: never rendered, not sniffed, sandboxed if opened.
             "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
+            "Content-Security-Policy": DOWNLOAD_POLICY,
             "Cache-Control": "no-store",
         },
     )
