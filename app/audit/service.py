@@ -63,6 +63,12 @@ async def search(
     return query
 
 
+async def last_seq(session: AsyncSession, tenant: Tenant) -> int:
+    """The ``seq`` of the clinic's last event (its head's), 0 before it has one."""
+    seq = await session.scalar(of_clinic(tenant, AuditHead).with_only_columns(AuditHead.seq))
+    return seq or 0
+
+
 def _first_at(tenant: Tenant, moment: dt.datetime) -> Select[int]:
     """The ``seq`` of the clinic's first event at or after ``moment``."""
     return (

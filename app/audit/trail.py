@@ -4,7 +4,8 @@ event of its clinic's chain, in the same transaction.
 * After each flush, what it inserted, updated or deleted is noted on the session (the object,
   the names of the columns written, and who and where from, out of the request's or job's
   :class:`~app.kit.context.Context`).
-* A read of clinical data is noted by the route that serves it (:func:`read`).
+* A read of clinical data is noted by the route that serves it (:func:`read`), and so is an
+  export of the trail itself (:func:`exported`).
 * Before the transaction commits, the notes become rows of ``audit_events``, chained after
   the clinic's head (``audit_heads``, locked until the commit). So a change commits with its
   events or not at all, and an event is never written for a change that was rolled back
@@ -107,30 +108,43 @@ def _note_changes(session: Session, _flush: Any) -> None:
                 continue
             fields = _written(instance, change)
             if change != "update" or fields:
-                _note(session, instance, change, fields, who)
+                _note(session, *_subject(instance), change, fields, who)
 
 
 def read(session: AsyncSession, instance: object) -> None:
     """Note that the caller read ``instance`` (clinical data opened: a medical record, an
     attachment's file), to be written with the request's transaction like a change."""
-    _note(session.sync_session, instance, "read", (), _who())
+    _note(session.sync_session, *_subject(instance), "read", (), _who())
+
+
+def exported(session: AsyncSession, clinic_id: uuid.UUID) -> None:
+    """Note that the caller took the clinic's trail away (its export): a ``read`` of
+    ``audit_events`` as a whole, of no one event (no object id)."""
+    _note(session.sync_session, clinic_id, EVENTS.name, None, "read", (), _who())
+
+
+def _subject(instance: object) -> tuple[uuid.UUID | None, str, uuid.UUID | None]:
+    """The clinic, the table and the id of the row ``instance``."""
+    object_type = getattr(instance, "__tablename__", type(instance).__name__)
+    return _tenant_of(instance), object_type, getattr(instance, "id", None)
 
 
 def _note(
     session: Session,
-    instance: object,
+    tenant_id: uuid.UUID | None,
+    object_type: str,
+    object_id: uuid.UUID | None,
     change: Change,
     fields: tuple[str, ...],
     who: dict[str, Any],
 ) -> None:
     scope = session.get_nested_transaction() or session.get_transaction()
-    tenant_id = _tenant_of(instance)
     if scope is None or tenant_id is None:
         raise RuntimeError("the trail notes a clinic's row, in a transaction")
     note = Note(
         tenant_id=tenant_id,
-        object_type=getattr(instance, "__tablename__", type(instance).__name__),
-        object_id=getattr(instance, "id", None),
+        object_type=object_type,
+        object_id=object_id,
         change=change,
         fields=fields,
         who=who,

@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 NONCE_KEY = "csp_nonce"
 API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+DOWNLOAD_POLICY = API_POLICY + "; sandbox"
+"""A file the API answers with (an export): if a browser opens it anyway, in a sandbox too."""
 PAGE_POLICY = (
     "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
     "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; "

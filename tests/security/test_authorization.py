@@ -49,10 +49,14 @@ OUTSIDE_THE_TRAIL = {
     "data_keys": "keys, made once per scope on a connection of their own (ADR 0028)",
 }
 READS_AUDITED = frozenset(
-    {"GET /api/v1/medical-records/{record_id}", "GET /api/v1/attachments/{attachment_id}/content"}
+    {
+        "GET /api/v1/medical-records/{record_id}",
+        "GET /api/v1/attachments/{attachment_id}/content",
+        "GET /api/v1/audit-events/export",
+    }
 )
-"""Reads of clinical data the trail records (opening a record, taking a file); every other read
-records nothing."""
+"""Reads the trail records (opening a record, taking a file, taking the trail itself away);
+every other read records nothing."""
 DERIVED = frozenset({"auth_epoch"})
 """Columns the database moves by trigger when something else changed (migration 0008)."""
 

@@ -208,7 +208,8 @@ async def test_markup_in_query_and_path_values_comes_back_only_as_json(
 
 
 def _stored_file(response: httpx.Response) -> bool:
-    """An attachment's download: the stored bytes, which no browser renders in our origin."""
+    """A download (an attachment's stored bytes, an export of the audit trail), which no
+    browser renders in our origin."""
     return (
         response.headers.get("content-disposition", "").startswith("attachment")
         and "sandbox" in response.headers.get("content-security-policy", "")
