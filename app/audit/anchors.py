@@ -28,7 +28,7 @@ from app.kit.clock import utcnow
 
 _HEADS_NOT_ANCHORED = text(
     "SELECT h.tenant_id, h.seq, h.hash FROM audit_heads h WHERE NOT EXISTS ("
-    " SELECT 1 FROM audit_anchors a WHERE a.tenant_id = h.tenant_id AND a.seq >= h.seq)"
+    " SELECT 1 FROM audit_anchors a WHERE a.clinic_id = h.tenant_id AND a.seq >= h.seq)"
     " ORDER BY h.tenant_id"
 )
 
@@ -103,7 +103,7 @@ async def anchor_trails(backup_url: str, owner_url: str, key: Ed25519PrivateKey)
                     .values(
                         [
                             {
-                                "tenant_id": a.clinic_id,
+                                "clinic_id": a.clinic_id,
                                 "seq": a.seq,
                                 "hash": a.hash,
                                 "signature": a.signature,
@@ -124,13 +124,13 @@ async def stored(connection: AsyncConnection, clinic_id: uuid.UUID) -> list[Anch
     """``clinic_id``'s anchors in the database, by ``seq``."""
     rows = await connection.execute(
         select(
-            AuditAnchor.tenant_id,
+            AuditAnchor.clinic_id,
             AuditAnchor.seq,
             AuditAnchor.hash,
             AuditAnchor.signature,
             AuditAnchor.anchored_at,
         )
-        .where(AuditAnchor.tenant_id == clinic_id)
+        .where(AuditAnchor.clinic_id == clinic_id)
         .order_by(AuditAnchor.seq)
     )
     return [Anchor(*row) for row in rows]

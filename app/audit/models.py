@@ -81,7 +81,7 @@ class AuditAnchor(Base):
 
     __tablename__ = "audit_anchors"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))

@@ -5,7 +5,8 @@
 short or rewritten after an anchor no longer holds that event, and an anchor cannot be made
 without the key. The command reads every clinic's head as the backup role and writes anchors
 as the schema's owner; the service role has no privilege on the table. Append-only, like the
-events.
+events. Its clinic is ``clinic_id``, not ``tenant_id``: operators' data about clinics, like
+``clinic_usage``, not a clinic's rows behind row-level security.
 
 Revision ID: 0013
 Revises: 0012
@@ -26,12 +27,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "audit_anchors",
-        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("clinic_id", sa.Uuid(), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("hash", sa.LargeBinary(length=32), nullable=False),
         sa.Column("signature", sa.LargeBinary(length=64), nullable=False),
         sa.Column("anchored_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("tenant_id", "seq", name=op.f("pk_audit_anchors")),
+        sa.PrimaryKeyConstraint("clinic_id", "seq", name=op.f("pk_audit_anchors")),
     )
     op.execute(
         """

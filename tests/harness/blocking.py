@@ -88,6 +88,10 @@ def run_machine(machine: type[RuleBasedStateMachine], settings: Settings, steps:
         )
 
 
+APPEND_ONLY = ("audit_events", "audit_anchors")
+"""Tables whose triggers refuse TRUNCATE (migrations 0011, 0013)."""
+
+
 async def _empty(settings: Settings) -> None:
     assert settings.database_owner_url is not None
     engine = create_async_engine(settings.database_owner_url.get_secret_value())
@@ -101,10 +105,12 @@ async def _empty(settings: Settings) -> None:
                     )
                 )
             ).all()
-            # The audit trail refuses TRUNCATE to everyone (ADR 0027); its owner may lift that
-            # for the transaction that empties this throwaway database.
-            await connection.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+            # The audit trail and its anchors refuse TRUNCATE to everyone (ADR 0027); their
+            # owner may lift that for the transaction that empties this throwaway database.
+            for table in APPEND_ONLY:
+                await connection.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
             await connection.execute(text(f"TRUNCATE {', '.join(tables)}"))
-            await connection.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
+            for table in APPEND_ONLY:
+                await connection.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
     finally:
         await engine.dispose()

@@ -49,6 +49,19 @@ SMTP_PASSWORD = _draw("smtp")
 SENTRY_KEY = _draw("sentry")
 OPERATOR_TOKEN = _draw("operator")
 METRICS_TOKEN = _draw("metrics")
+
+
+def _as_key(drawn: str) -> str:
+    """A canary as the base64 text of a 32-byte key (43 characters and a pad): what the app
+    reads it as is a key like any other, and the canary is in what it was given."""
+    return drawn + "A" * (43 - len(drawn)) + "="
+
+
+ENCRYPTION_KEY = _as_key(_draw("kek"))
+ENCRYPTION_KEYRING = f"harness:{ENCRYPTION_KEY}"
+"""``VETIFY_ENCRYPTION_KEYS`` of every app, CLI and server the harness starts on its databases:
+one keyring, so that what one seals another opens."""
+AUDIT_SIGNING_KEY = _as_key(_draw("anchor"))
 # Personal data: a customer a test creates with these (tests/security/test_personal_data_in_logs).
 # The API answers them back, so they are searched in log records only.
 PERSON_FIRST_NAME = _draw("first")
@@ -69,6 +82,8 @@ ALL = (
     SENTRY_KEY,
     OPERATOR_TOKEN,
     METRICS_TOKEN,
+    ENCRYPTION_KEY,
+    AUDIT_SIGNING_KEY,
 )
 
 

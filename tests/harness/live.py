@@ -229,6 +229,8 @@ class LiveServer:
             VETIFY_RATE_LIMIT_SCALE="1000",
             # Its own address: pages served from it are the ones its CSRF check trusts.
             VETIFY_PUBLIC_URL=self.url,
+            # What the tests' own sessions seal with (tests/harness/canary.py).
+            VETIFY_ENCRYPTION_KEYS=canary.ENCRYPTION_KEYRING,
         )
         if self.redis_url:
             env["VETIFY_REDIS_URL"] = self.redis_url

@@ -414,6 +414,9 @@ def stage_settings(
         sentry_dsn=f"http://{canary.SENTRY_KEY}@127.0.0.1:9/1",
         operator_token=canary.OPERATOR_TOKEN,
         metrics_token=canary.METRICS_TOKEN,
+        encryption_keys=canary.ENCRYPTION_KEYRING,
+        # Held, as the service never is: only `vetify audit anchor` needs it (ADR 0027).
+        audit_signing_key=canary.AUDIT_SIGNING_KEY,
     )
 
 
@@ -534,6 +537,7 @@ def cli_env(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VETIFY_DATABASE_URL", database.app_url)
     monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", database.owner_url)
     monkeypatch.setenv("VETIFY_DATABASE_BACKUP_URL", database.backup_url)
+    monkeypatch.setenv("VETIFY_ENCRYPTION_KEYS", canary.ENCRYPTION_KEYRING)
 
 
 @pytest.fixture

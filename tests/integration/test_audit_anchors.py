@@ -83,7 +83,7 @@ async def test_a_trail_cut_short_after_an_anchor_is_found_and_not_without_one(
 
     # The owner deletes the database's anchors too: the chain alone sees nothing amiss...
     await as_owner_unguarded(
-        superuser_engine, "DELETE FROM audit_anchors WHERE tenant_id = :c", c=clinic.id
+        superuser_engine, "DELETE FROM audit_anchors WHERE clinic_id = :c", c=clinic.id
     )
     assert (await judged(superuser_engine, clinic.id)).broken is None
     # ...the anchor kept elsewhere still does.
@@ -131,7 +131,7 @@ async def test_a_trail_rewritten_with_its_hashes_made_again_breaks_at_the_anchor
     assert broken.seq == anchor.seq
     assert broken.reason.endswith("another: the trail was rewritten")
     await as_owner_unguarded(
-        superuser_engine, "DELETE FROM audit_anchors WHERE tenant_id = :c", c=clinic.id
+        superuser_engine, "DELETE FROM audit_anchors WHERE clinic_id = :c", c=clinic.id
     )
     assert (await judged(superuser_engine, clinic.id)).broken is None  # invisible without
 
@@ -152,7 +152,7 @@ async def test_anchors_are_made_for_new_events_only_and_a_forged_one_is_reported
     with pytest.raises(DBAPIError, match="audit anchors are never changed or deleted"):
         async with superuser_engine.begin() as connection:
             await connection.execute(
-                text("DELETE FROM audit_anchors WHERE tenant_id = :c"), {"c": clinic.id}
+                text("DELETE FROM audit_anchors WHERE clinic_id = :c"), {"c": clinic.id}
             )
     broken = (await judged(superuser_engine, clinic.id, [forged])).broken
     assert broken is not None
