@@ -199,8 +199,7 @@ def start(provider: TracerProvider) -> Iterator[Tracing]:
     in-memory exporter), until the block ends."""
     global _active  # the process's one tracing, as the SDK's provider is
     # Before any tracer is made: each takes the provider's id generator as it is then.
-    if not isinstance(provider.id_generator, StagedIds):
-        provider.id_generator = StagedIds()
+    provider.id_generator = StagedIds()
     tracing = Tracing(provider)
     provider.add_span_processor(ClinicFromContext())
     HTTPXClientInstrumentor().instrument(

@@ -183,6 +183,26 @@ async def test_under_a_request_not_sampled_nothing_is_instrumented_and_its_job_i
     assert not [s for s in exporter.get_finished_spans() if s.name.startswith("job ")]
 
 
+async def test_what_is_not_a_request_passes_the_sampler_by(settings) -> None:
+    """The app's lifespan goes through the middleware too (ASGI's ``lifespan`` scope): it
+    starts and stops, and no span is asked for."""
+    sampler = Counted()
+    with tracing.start(TracerProvider(resource=tracing.resource(), sampler=sampler)):
+        app = create_app(settings)
+        said = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        answered: list[str] = []
+
+        async def receive() -> dict[str, str]:
+            return said.pop(0)
+
+        async def send(message) -> None:
+            answered.append(message["type"])
+
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert answered == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert sampler.asked == []
+
+
 class HalfByTraceId(ParentBased):
     """The SDK's parent-based sampler keeping half the roots, by their trace id; it notes each
     request's trace id and the decisions taken on it."""
