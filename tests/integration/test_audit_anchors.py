@@ -175,7 +175,7 @@ async def test_vetify_audit_anchor_prints_lines_that_verify_holds_a_trail_to(
     lines = capsys.readouterr().out.splitlines()
     [mine] = [a for a in anchors.read_lines(lines) if a.clinic_id == clinic.id]
     kept = tmp_path / "anchors.jsonl"
-    kept.write_text("\n\n".join(lines) + "\n")  # blank lines between: skipped
+    kept.write_text("\n" + "\n\n".join(lines) + "\n")  # its blank lines are skipped
     arguments = ["audit", "verify", "--clinic", str(clinic.id), "--anchors", str(kept)]
     await asyncio.to_thread(cli.main, arguments)  # the signing key's public half checks
     assert capsys.readouterr().out.strip().endswith(f"intact, anchored to event {mine.seq}")
