@@ -116,26 +116,26 @@ async def _key(session: AsyncSession, scope: str, version: int) -> bytes:
 
 async def rotate_all(owner_url: str, wrapper: KeyWrapper) -> int:
     """:func:`rotate_kek` in one transaction as the schema's owner (``owner_url``)."""
-    configure(wrapper)
     engine = create_async_engine(make_url(owner_url).set(drivername="postgresql+asyncpg"))
     try:
         async with AsyncSession(engine) as session, session.begin():
-            return await rotate_kek(session)
+            return await rotate_kek(session, wrapper)
     finally:
         await engine.dispose()
 
 
-async def rotate_kek(session: AsyncSession) -> int:
-    """Wrap again, with the active key-encryption key, every data key another one wrapped;
-    no sealed value changes. Run as the schema's owner (``vetify keys rotate-kek``). Returns
-    how many were wrapped again."""
-    active = await asyncio.to_thread(lambda: wrapper().active)
+async def rotate_kek(session: AsyncSession, wrapper: KeyWrapper) -> int:
+    """Wrap again, with ``wrapper``'s active key-encryption key, every data key another one
+    wrapped; no sealed value changes, and the process's own keys (:func:`configure`) are not
+    touched. Run as the schema's owner (``vetify keys rotate-kek``). Returns how many were
+    wrapped again."""
+    active = await asyncio.to_thread(lambda: wrapper.active)
     rows = (await session.execute(select(DataKey).where(DataKey.kek_id != active))).scalars()
     count = 0
     for row in rows:
         context = sealing.key_context(row.scope, row.version)
-        key = await asyncio.to_thread(wrapper().unwrap, row.kek_id, row.wrapped, context)
-        kek_id, wrapped = await asyncio.to_thread(wrapper().wrap, key, context)
+        key = await asyncio.to_thread(wrapper.unwrap, row.kek_id, row.wrapped, context)
+        kek_id, wrapped = await asyncio.to_thread(wrapper.wrap, key, context)
         await session.execute(
             update(DataKey)
             .where(DataKey.scope == row.scope, DataKey.version == row.version)
