@@ -18,7 +18,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -50,14 +51,18 @@ class Context:
     def fields(self) -> dict[str, Any]:
         """The fields that are set, as strings where they are ids (for logs, tags, attributes);
         never where the request came from."""
-        return {
-            name: str(value) if isinstance(value, uuid.UUID) else value
-            for name, value in asdict(self).items()
-            if value is not None and name not in _ORIGIN
-        }
+        found: dict[str, Any] = {}
+        for name in _SHOWN:
+            value = getattr(self, name)
+            if value is not None:
+                found[name] = str(value) if isinstance(value, uuid.UUID) else value
+        return found
 
 
 _ORIGIN = frozenset({"client_ip", "user_agent"})
+_SHOWN = tuple(field.name for field in dataclass_fields(Context) if field.name not in _ORIGIN)
+"""Read one by one: every log line asks, and ``dataclasses.asdict`` deep-copies (a third of an
+access line's cost)."""
 
 
 _current: ContextVar[Context | None] = ContextVar("vetify_context", default=None)

@@ -19,6 +19,7 @@ that (tests/harness/canary.py).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import sys
@@ -82,6 +83,7 @@ _RECORD_ATTRIBUTES = frozenset(
 filter)."""
 
 
+@functools.lru_cache(maxsize=4096)  # asked of each field of every line; the names repeat
 def is_personal(key: str) -> bool:
     """Whether a value under ``key`` is redacted (for other reporters: errors, spans). An id
     is not (``token_id``, ``user_id``: the rows' keys, which say what was touched)."""
