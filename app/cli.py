@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import functools
 import json
 import logging
@@ -28,7 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app import health
-from app.audit import anchors
+from app.audit import anchors, security
 from app.audit import service as audit
 from app.billing import operations
 from app.db import migrate, provision
@@ -36,6 +37,7 @@ from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
 from app.db.session import create_engine
 from app.keys import service as keys
 from app.kit import server, supervisor
+from app.kit.clock import utcnow
 from app.kit.events import SecurityEvent, security_event
 from app.kit.lifecycle import JOBS_SHARE, Shutdown
 from app.kit.storage import storage_from
@@ -352,6 +354,9 @@ def _audit(settings: Settings, args: argparse.Namespace) -> None:
     if args.audit_command == "anchor":
         _anchor(settings)
         return
+    if args.audit_command == "security-events":
+        _security_events(settings, args.since)
+        return
     outside = _anchors_in(args.anchors)
     public = _anchors_key(settings)
     with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
@@ -375,6 +380,21 @@ def _anchor(settings: Settings) -> None:
         made = asyncio.run(anchors.anchor_trails(backup, owner, key))
     for anchor in made:
         print(anchor.line(), flush=True)
+
+
+def _security_events(settings: Settings, since: dt.datetime | None) -> None:
+    moment = since or utcnow() - dt.timedelta(days=1)
+    if moment.tzinfo is None:
+        raise SystemExit(
+            "vetify audit security-events: --since needs its offset (2026-12-06T00:00Z)"
+        )
+
+    async def printed(backup: str) -> None:
+        async for line in security.lines_since(backup, moment):
+            print(line, flush=True)
+
+    with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
+        asyncio.run(printed(_url_of(ready, "backup", "audit security-events")))
 
 
 def _anchors_in(path: Path | None) -> list[anchors.Anchor]:
@@ -488,7 +508,9 @@ def parser() -> argparse.ArgumentParser:
             " VETIFY_USAGE_FLUSH_SECONDS) and storage bytes now, for cost monitoring",
         )
     )
-    audit_command = commands.add_parser("audit", help="the audit trail: verify, anchor")
+    audit_command = commands.add_parser(
+        "audit", help="the audit trail: verify, anchor, security-events"
+    )
     audit_commands = audit_command.add_subparsers(dest="audit_command", required=True)
     verifying = audit_commands.add_parser(
         "verify",
@@ -506,6 +528,16 @@ def parser() -> argparse.ArgumentParser:
         "anchor",
         help="sign each clinic's trail head not yet anchored (VETIFY_AUDIT_SIGNING_KEY), store"
         " it, and print it as a JSON line to keep elsewhere; run it from cron",
+    )
+    listing = audit_commands.add_parser(
+        "security-events",
+        help="print the security events of no clinic (log-ins refused, accounts locked...) as"
+        " JSON lines, oldest first; a clinic's are in its trail",
+    )
+    listing.add_argument(
+        "--since",
+        type=dt.datetime.fromisoformat,
+        help="from this time on, with its offset (default: the last 24 hours)",
     )
     keys_command = commands.add_parser("keys", help="field-level encryption's keys: rotate-kek")
     keys_commands = keys_command.add_subparsers(dest="keys_command", required=True)

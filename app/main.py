@@ -18,6 +18,7 @@ from app.attachments.routes import UPLOAD_PATH
 from app.attachments.routes import router as attachments_router
 from app.audit import trail  # noqa: F401 - its session hooks write the audit trail (ADR 0027)
 from app.audit.routes import router as audit_router
+from app.audit.security import SecurityTrail
 from app.auth.cache import CredentialCache
 from app.auth.deps import document_permissions
 from app.auth.lifecycle_routes import router as lifecycle_router
@@ -190,7 +191,8 @@ def dependency_probes(settings: Settings) -> dict[str, Probe | None]:
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
     """Outermost first: the client's real address and scheme, then headers that every answer
     carries (even a 413 or a 429), then the URL and header limits, then CORS, then the body
-    limits."""
+    limits; innermost, the recording of the security events the routes raise."""
+    app.add_middleware(SecurityTrail)
     app.add_middleware(
         BodyLimits,
         max_bytes=settings.max_body_bytes,

@@ -38,6 +38,10 @@ class Entry:
     user_agent: str | None
     request_id: str | None
     job_id: int | None
+    event: str | None = None
+    """A security event's name (``login_failed``...), None for a change or a read."""
+    outcome: str | None = None
+    """What came of a security event (``refused``, ``locked``...), None for a change or a read."""
 
 
 def canonical(entry: Entry) -> bytes:
@@ -58,6 +62,11 @@ def canonical(entry: Entry) -> bytes:
         "request_id": entry.request_id,
         "job_id": entry.job_id,
     }
+    # Only when set: events written before security events joined the trail hash as they did.
+    if entry.event is not None:
+        values["event"] = entry.event
+    if entry.outcome is not None:
+        values["outcome"] = entry.outcome
     return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

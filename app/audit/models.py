@@ -11,10 +11,12 @@ import datetime as dt
 import uuid
 from typing import ClassVar
 
-from sqlalchemy import ARRAY, BigInteger, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import ARRAY, BigInteger, Index, LargeBinary, String, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantScoped
+from app.kit.ids import new_id
 
 HASH_BYTES = 32
 
@@ -46,13 +48,18 @@ class AuditEvent(TenantScoped, Base):
     object_type: Mapped[str] = mapped_column(String(100))
     object_id: Mapped[uuid.UUID | None]
     change: Mapped[str] = mapped_column(String(20))
-    """``insert``, ``update``, ``delete``, or ``read`` (clinical data opened)."""
+    """``insert``, ``update``, ``delete``, ``read`` (clinical data opened), or ``security`` (a
+    log-in, a refusal, a token made...: :mod:`app.audit.security`)."""
     fields: Mapped[list[str]] = mapped_column(ARRAY(String(100)))
     """The names of the columns written (never their values)."""
     client_ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(300))
     request_id: Mapped[str | None] = mapped_column(String(128))
     job_id: Mapped[int | None] = mapped_column(BigInteger)
+    event: Mapped[str | None] = mapped_column(String(40))
+    """A security event's name (``login_succeeded``, ``permission_denied``...), else None."""
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    """What came of a security event (``succeeded``, ``refused``, ``locked``...), else None."""
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
     hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
 
@@ -86,3 +93,27 @@ class AuditAnchor(Base):
     hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
     anchored_at: Mapped[dt.datetime]
+
+
+class SecurityEventRecord(Base):
+    """A security event that concerns no clinic (migration 0014): a log-in refused for an
+    address, an account locked, a webhook's signature refused... Those of a clinic are events of
+    its trail instead (``change = 'security'``). The service may only insert these rows, not
+    read them (a clinic's session must not learn of other accounts); operators read them as the
+    backup role (``vetify audit security-events``). Append-only, like the trail."""
+
+    __tablename__ = "security_events"
+    __table_args__ = (Index("ix_security_events_time", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    event: Mapped[str] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[uuid.UUID | None]
+    credential_id: Mapped[uuid.UUID | None]
+    action: Mapped[str | None] = mapped_column(String(100))
+    client_ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    details: Mapped[dict[str, object]] = mapped_column(JSONB)
+    """What else the event named: ids, counts, a policy's name (never personal data)."""

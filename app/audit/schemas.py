@@ -24,13 +24,20 @@ class AuditEventOut(Output):
     object_type: str = Field(description="The table of the object changed")
     object_id: uuid.UUID | None
     change: str = Field(
-        description="`insert`, `update`, `delete`, or `read` (clinical data opened)"
+        description="`insert`, `update`, `delete`, `read` (clinical data opened), or `security`"
+        " (a log-in, a refusal, a token made...: `event` and `outcome` say which)"
     )
     fields: list[str] = Field(description="The names of the fields written, never their values")
     client_ip: str | None
     user_agent: str | None
     request_id: str | None
     job_id: int | None
+    event: str | None = Field(
+        description="A security event's name (`login_succeeded`, `permission_denied`...), else null"
+    )
+    outcome: str | None = Field(
+        description="What came of a security event (`succeeded`, `refused`...), else null"
+    )
     prev_hash: str = Field(description="The event before it's `hash` (64 zeros for the first)")
     hash: str = Field(description="SHA-256 over `prev_hash` and the event (ADR 0027), in hex")
 

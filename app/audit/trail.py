@@ -36,7 +36,7 @@ NOTES = "vetify_audit_notes"
 UNWRITTEN = frozenset({"id", "tenant_id", "created_at", "updated_at"})
 """Columns every row has, kept by the database: not part of what a change wrote."""
 
-Change = Literal["insert", "update", "delete", "read"]
+Change = Literal["insert", "update", "delete", "read", "security"]
 EVENTS = Base.metadata.tables[AuditEvent.__tablename__]
 
 
@@ -48,6 +48,8 @@ class Note:
     change: Change
     fields: tuple[str, ...]
     who: dict[str, Any]
+    event: str | None = None
+    outcome: str | None = None
 
 
 def audited(instance: object) -> bool:
@@ -76,7 +78,7 @@ def _written(instance: object, change: Change) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _who() -> dict[str, Any]:
+def who() -> dict[str, Any]:
     """The actor and origin of the work under way (none for an operator's command)."""
     under_way = context.current()
     if under_way is None:
@@ -96,7 +98,7 @@ def _who() -> dict[str, Any]:
 
 @event.listens_for(Session, "after_flush")
 def _note_changes(session: Session, _flush: Any) -> None:
-    who = _who()
+    actor = who()
     changes: list[tuple[Change, Iterable[object]]] = [
         ("insert", session.new),
         ("update", [i for i in session.dirty if session.is_modified(i)]),
@@ -108,19 +110,19 @@ def _note_changes(session: Session, _flush: Any) -> None:
                 continue
             fields = _written(instance, change)
             if change != "update" or fields:
-                _note(session, *_subject(instance), change, fields, who)
+                _note(session, *_subject(instance), change, fields, actor)
 
 
 def read(session: AsyncSession, instance: object) -> None:
     """Note that the caller read ``instance`` (clinical data opened: a medical record, an
     attachment's file), to be written with the request's transaction like a change."""
-    _note(session.sync_session, *_subject(instance), "read", (), _who())
+    _note(session.sync_session, *_subject(instance), "read", (), who())
 
 
 def exported(session: AsyncSession, clinic_id: uuid.UUID) -> None:
     """Note that the caller took the clinic's trail away (its export): a ``read`` of
     ``audit_events`` as a whole, of no one event (no object id)."""
-    _note(session.sync_session, clinic_id, EVENTS.name, None, "read", (), _who())
+    _note(session.sync_session, clinic_id, EVENTS.name, None, "read", (), who())
 
 
 def _subject(instance: object) -> tuple[uuid.UUID | None, str, uuid.UUID | None]:
@@ -213,6 +215,8 @@ def append(session: Session, tenant_id: uuid.UUID, notes: list[Note]) -> None:
             user_agent=note.who.get("user_agent"),
             request_id=note.who.get("request_id"),
             job_id=note.who.get("job_id"),
+            event=note.event,
+            outcome=note.outcome,
         )
         digest = link(prev, entry)
         values = dataclasses.asdict(entry)

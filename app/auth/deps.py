@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -78,15 +77,12 @@ async def authenticate(
         raise
     principal = dataclasses.replace(principal, read_only=standing.read_only)
     tracing.tag_clinic(principal.clinic_id)
-    # Who is asking, for every line the request logs from here on (ids, never the email), and
-    # from where, for the audit trail alone (app/audit).
+    # Who is asking, for every line the request logs from here on (ids, never the email).
     context.update(
         clinic_id=principal.clinic_id,
         user_id=principal.user_id,
         credential_id=principal.credential_id,
         role=principal.role.value,
-        client_ip=_address(client_ip(request)),
-        user_agent=_kept(request.headers.get("user-agent", "")),
     )
     # Cost monitoring (ADR 0026): a dict increment here, flushed to the table in the background.
     usage: Usage = request.app.state.usage
@@ -141,26 +137,6 @@ async def _identify(
     if not hit or touched is not known.resolved:  # a hit is already kept, and in place
         cache.put(key, dataclasses.replace(known, resolved=touched))
     return principal, known.standing
-
-
-USER_AGENT_KEPT = 300
-"""Characters of a User-Agent the audit trail keeps (``audit_events.user_agent``)."""
-
-
-def _address(peer: str) -> str | None:
-    """The peer's IP address as the audit trail stores it (canonical text), or None when it is
-    none: behind a trusted proxy the peer is what X-Forwarded-For said, which a client may
-    have written itself, any text of any length."""
-    try:
-        return str(ipaddress.ip_address(peer))
-    except ValueError:
-        return None
-
-
-def _kept(user_agent: str) -> str | None:
-    """What the audit trail stores of a User-Agent: its printable characters (a NUL, which a
-    client may send and PostgreSQL cannot store, and other controls dropped), bounded."""
-    return "".join(c for c in user_agent if c.isprintable())[:USER_AGENT_KEPT] or None
 
 
 def _allowed_origins(settings: Settings) -> frozenset[str]:

@@ -13,6 +13,7 @@ out of :meth:`Context.fields` (so out of logs, tags and attributes): where a req
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from collections.abc import Iterator
@@ -98,3 +99,23 @@ def request_id_from(sent: str | None) -> str:
     if sent is not None and _VALID_REQUEST_ID.fullmatch(sent):
         return sent
     return uuid.uuid4().hex
+
+
+USER_AGENT_KEPT = 300
+"""Characters of a User-Agent the audit trail keeps (``audit_events.user_agent``)."""
+
+
+def address(peer: str | None) -> str | None:
+    """The peer's IP address as the audit trail stores it (canonical text), or None when it is
+    none: behind a trusted proxy the peer is what X-Forwarded-For said, which a client may
+    have written itself, any text of any length."""
+    try:
+        return str(ipaddress.ip_address(peer or ""))
+    except ValueError:
+        return None
+
+
+def kept(user_agent: str) -> str | None:
+    """What the audit trail stores of a User-Agent: its printable characters (a NUL, which a
+    client may send and PostgreSQL cannot store, and other controls dropped), bounded."""
+    return "".join(c for c in user_agent if c.isprintable())[:USER_AGENT_KEPT] or None

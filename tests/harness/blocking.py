@@ -88,8 +88,8 @@ def run_machine(machine: type[RuleBasedStateMachine], settings: Settings, steps:
         )
 
 
-APPEND_ONLY = ("audit_events", "audit_anchors")
-"""Tables whose triggers refuse TRUNCATE (migrations 0011, 0013)."""
+APPEND_ONLY = ("audit_events", "audit_anchors", "security_events")
+"""Tables whose triggers refuse TRUNCATE (migrations 0011, 0013, 0014)."""
 
 
 async def _empty(settings: Settings) -> None:

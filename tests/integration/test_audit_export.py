@@ -243,7 +243,11 @@ async def test_only_managers_may_export(client, world: World, role: Role) -> Non
         )
         assert_problem(refused, 403, "forbidden")
 
-    assert await listed(client, clinic.owner) == before  # nothing noted of a refusal
+    # A refusal is noted as what it is, a refused permission; no export is.
+    after = (await listed(client, clinic.owner))[len(before) :]
+    assert [(e["change"], e["event"], e["action"]) for e in after] == [
+        ("security", "permission_denied", "audit:read")
+    ] * 2
 
 
 async def test_a_long_trail_comes_out_whole_and_in_order_batch_by_batch_of_its_clinic_only(

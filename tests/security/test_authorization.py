@@ -41,9 +41,9 @@ from tests.security.catalogue import (
 from tests.security.estate import Estate, fresh, rows_of
 
 AUTHORIZED = [route for route in ATTACKED if not route.public]
+TRAIL = frozenset({"audit_events", "audit_heads"})
 OUTSIDE_THE_TRAIL = {
-    "audit_events": "the trail itself",
-    "audit_heads": "the trail itself",
+    **dict.fromkeys(TRAIL, "the trail itself"),
     "credentials": "sessions and tokens: security events, not rows of the trail (ADR 0027)",
     "users": "not a clinic's: a user's changes are security events (ADR 0027)",
     "data_keys": "keys, made once per scope on a connection of their own (ADR 0028)",
@@ -59,6 +59,11 @@ READS_AUDITED = frozenset(
 every other read records nothing."""
 DERIVED = frozenset({"auth_epoch"})
 """Columns the database moves by trigger when something else changed (migration 0008)."""
+
+
+def _outside_the_trail(rows: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The clinic's rows but its trail's, which a refusal adds to (its security event)."""
+    return {table: found for table, found in rows.items() if table not in TRAIL}
 
 
 def _audited_changes(before: dict[str, list[str]], after: dict[str, list[str]]) -> set[str]:
@@ -191,7 +196,12 @@ async def test_route_obeys_who_may_do_what(
                     )
         elif response.status_code != 403 or problem(response).get("type") != FORBIDDEN:
             failures.append(f"{role} may not, but got {explain(response)} ({route.action})")
-        elif await rows_of(superuser_engine, clinic.id) != before:
-            failures.append(f"{role}: the refused request changed the clinic's data")
+        else:
+            after = await rows_of(superuser_engine, clinic.id)
+            if _outside_the_trail(after) != _outside_the_trail(before):
+                failures.append(f"{role}: the refused request changed the clinic's data")
+            refusal = [(route.action.value, "security")]  # permission_denied (app/audit/security)
+            if (recorded := await audited(superuser_engine, clinic.id, response)) != refusal:
+                failures.append(f"{role}: the audit trail says {recorded}, not {refusal}")
 
     assert not failures, f"{route.label}:\n" + "\n".join(failures)

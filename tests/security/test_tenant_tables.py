@@ -48,6 +48,8 @@ GLOBAL_TABLES = {
     " wrapping, and opens only with the process's key-encryption keys (ADR 0028)",
     "audit_anchors": "signed heads of the clinics' trails (ids, numbers, hashes), written by"
     " `vetify audit anchor` as the owner; the service role may not touch it (ADR 0027)",
+    "security_events": "security events of no clinic (a log-in refused, an account locked): the"
+    " service may only insert them, operators read them (issue 20, ADR 0027)",
     "clinic_usage": "operators' counts of requests and jobs per clinic per day: ids and numbers,"
     " written for many clinics in one flush, read by no route (ADR 0026)",
     "procrastinate_jobs": "the job queue: task names and ids, never clinic data (ADR 0012)",

@@ -88,6 +88,8 @@ _OTHER: dict[str, object] = {
     "user_agent": None,
     "request_id": "req-x",
     "job_id": 7,
+    "event": "lockout",  # set where it was not: a change made to look like a security event
+    "outcome": "locked",
 }
 
 
@@ -143,3 +145,17 @@ def test_a_cut_tail_and_a_missing_head_are_found_at_the_end() -> None:
     assert (headless.seq, headless.reason) == (5, "the chain has events but no head")
     assert rewound is not None
     assert rewound.seq == 5
+
+
+def test_a_security_events_name_and_outcome_are_hashed_and_a_change_hashes_as_before() -> None:
+    change = entry(1)
+    # What a change or a read hashed before security events joined the trail (migration 0014).
+    assert b'"event"' not in canonical(change)
+    assert b'"outcome"' not in canonical(change)
+    refused = entry(1, change="security", event="permission_denied", outcome="refused")
+    assert b'"event":"permission_denied"' in canonical(refused)
+    assert b'"outcome":"refused"' in canonical(refused)
+    assert link(GENESIS, refused) != link(
+        GENESIS, dataclasses.replace(refused, outcome="succeeded")
+    )
+    assert link(GENESIS, refused) != link(GENESIS, dataclasses.replace(refused, event="lockout"))
