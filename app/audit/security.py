@@ -193,10 +193,11 @@ class SecurityTrail:
             user_agent=context.kept(agent.decode("latin-1")),
         )
         pending: list[Raised] = []
-        sessions: async_sessionmaker[AsyncSession] = scope["app"].state.sessions
 
         async def take() -> None:
-            if pending:
+            # An app started without its database (none to write to) keeps them in the log.
+            sessions = getattr(scope["app"].state, "sessions", None)
+            if pending and sessions is not None:
                 taken = pending[:]
                 pending.clear()
                 await record(sessions, taken)

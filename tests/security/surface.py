@@ -6,8 +6,9 @@ Also: a census of the database's tables, to show that an attack changed nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -116,16 +117,25 @@ def string_query_parameters(op: Operation, *, with_pattern: bool = False) -> lis
     ]
 
 
+T = TypeVar("T")
+
 METERING = frozenset({"clinic_usage"})
 """Tables the service writes on its own clock, whatever a request said: the usage flusher adds
 each clinic's requests every VETIFY_USAGE_FLUSH_SECONDS (app/observability/usage.py), so a
 census across a flush would change with no request to blame."""
 
 
-TRAIL = frozenset({"audit_events", "audit_heads"})
+TRAIL = frozenset({"audit_events", "audit_heads", "security_events"})
 """The audit trail's tables (ADR 0027): a request that changes a row adds an event whatever it
-changed the row to, and one that changes nothing adds none, so what a hostile value makes a
-successful request add there says nothing about the value (the trail's own suites hold it)."""
+changed the row to, one that changes nothing adds none, and one refused (a wrong password or
+code, a permission, another clinic's id) adds its security event (app/audit/security.py). So
+what a hostile request adds there says nothing of what it did to the data; the trail's own
+suites hold what it records (tests/integration/test_security_trail.py)."""
+
+
+def outside_the_trail(tables: Mapping[str, T]) -> dict[str, T]:
+    """A census or a clinic's rows (by table) less the trail's tables."""
+    return {table: found for table, found in tables.items() if table not in TRAIL}
 
 
 async def census(engine: AsyncEngine) -> dict[str, int]:

@@ -39,9 +39,9 @@ from tests.security.catalogue import (
     send,
 )
 from tests.security.estate import Estate, fresh, rows_of
+from tests.security.surface import TRAIL, outside_the_trail
 
 AUTHORIZED = [route for route in ATTACKED if not route.public]
-TRAIL = frozenset({"audit_events", "audit_heads"})
 OUTSIDE_THE_TRAIL = {
     **dict.fromkeys(TRAIL, "the trail itself"),
     "credentials": "sessions and tokens: security events, not rows of the trail (ADR 0027)",
@@ -59,11 +59,6 @@ READS_AUDITED = frozenset(
 every other read records nothing."""
 DERIVED = frozenset({"auth_epoch"})
 """Columns the database moves by trigger when something else changed (migration 0008)."""
-
-
-def _outside_the_trail(rows: dict[str, list[str]]) -> dict[str, list[str]]:
-    """The clinic's rows but its trail's, which a refusal adds to (its security event)."""
-    return {table: found for table, found in rows.items() if table not in TRAIL}
 
 
 def _audited_changes(before: dict[str, list[str]], after: dict[str, list[str]]) -> set[str]:
@@ -198,7 +193,7 @@ async def test_route_obeys_who_may_do_what(
             failures.append(f"{role} may not, but got {explain(response)} ({route.action})")
         else:
             after = await rows_of(superuser_engine, clinic.id)
-            if _outside_the_trail(after) != _outside_the_trail(before):
+            if outside_the_trail(after) != outside_the_trail(before):
                 failures.append(f"{role}: the refused request changed the clinic's data")
             refusal = [(route.action.value, "security")]  # permission_denied (app/audit/security)
             if (recorded := await audited(superuser_engine, clinic.id, response)) != refusal:

@@ -57,7 +57,7 @@ from tests.security.catalogue import (
     send,
 )
 from tests.security.estate import Estate, fresh, furnish, ids_of
-from tests.security.surface import TRAIL, census, resolve, stored_as_given, types
+from tests.security.surface import census, outside_the_trail, resolve, stored_as_given, types
 
 TAUTOLOGIES = [
     "' OR '1'='1",
@@ -376,9 +376,8 @@ async def test_injection_in_body_fields(
         spliced.extend(sent.in_text(payload) if field is not None and not control else [])
         counts.clear()
         counts.update(await census(superuser_engine))
-        last["changed"] = _delta(before, counts)
-        if response.is_success:  # a stored value is a change the trail records; a no-op is not
-            last["changed"] = {t: n for t, n in last["changed"].items() if t not in TRAIL}
+        # A stored value is a change the trail records, a no-op is not, a refusal its event.
+        last["changed"] = outside_the_trail(_delta(before, counts))
         return response, last["changed"]
 
     # A new session per request (session-only and step-up routes) writes a credential.
