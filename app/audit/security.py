@@ -11,8 +11,8 @@ ends), they are written, each clinic's in one short transaction of its own:
   row of ``security_events``, which the service may insert into but not read.
 
 In transactions of their own, because most are refusals, whose request's transaction is rolled
-back. A change the event comes with (a token made, a role changed) is in the trail by itself,
-in its own transaction, as every change is. Written before the answer, so whoever has the
+back. A change the event comes with (a token's credential made) is in the trail by itself, in
+its request's transaction, as every change is. Written before the answer, so whoever has the
 answer finds the event recorded. If the database refuses the write, the answer still goes out
 and the failure is logged with the events' names (the log stream carries each event already).
 
@@ -42,6 +42,7 @@ from app.db.base import Base
 from app.db.tenancy import enter_tenant
 from app.kit import context
 from app.kit.events import SecurityEvent, subscribe
+from app.observability.logs import redacted
 
 log = logging.getLogger("vetify.audit")
 
@@ -122,7 +123,9 @@ def raised(event: SecurityEvent, fields: dict[str, Any]) -> Raised:
         who=who,
         object_type=object_type,
         object_id=object_id,
-        details={key: value for key, value in fields.items() if key not in _NAMED},
+        # Ids, counts and names of policies; redacted as the logs are, should a caller ever pass
+        # more (an address, a code), since the trail keeps what it is given for years.
+        details=redacted({key: value for key, value in fields.items() if key not in _NAMED}),
     )
 
 

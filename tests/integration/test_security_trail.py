@@ -21,6 +21,7 @@ from app.audit import security
 from app.audit.service import verify
 from app.auth.models import Role
 from app.kit.events import SecurityEvent, security_event
+from app.kit.logs import REDACTED
 from fixtures.factories import DEFAULT_PASSWORD
 from tests.harness.api import login
 from tests.harness.databases import APP_ROLE
@@ -239,3 +240,12 @@ async def test_an_event_raised_before_the_app_failed_is_recorded_all_the_same(
         e for e in await global_events(superuser_engine) if e["request_id"] == "req-failed"
     ]
     assert (recorded["event"], recorded["outcome"]) == ("webhook_signature_refused", "refused")
+
+
+def test_what_an_event_names_beyond_its_actor_is_kept_redacted_as_the_logs_are() -> None:
+    kept = security.raised(
+        SecurityEvent.lockout,
+        {"outcome": "locked", "lock_seconds": 900, "email": "someone@example.org"},
+    )
+    assert kept.details == {"lock_seconds": 900, "email": REDACTED}
+    assert kept.row()["details"]["email"] == REDACTED
