@@ -11,10 +11,13 @@ ends), they are written, each clinic's in one short transaction of its own:
   row of ``security_events``, which the service may insert into but not read.
 
 In transactions of their own, because most are refusals, whose request's transaction is rolled
-back. A change the event comes with (a token's credential made) is in the trail by itself, in
-its request's transaction, as every change is. Written before the answer, so whoever has the
-answer finds the event recorded. If the database refuses the write, the answer still goes out
-and the failure is logged with the events' names (the log stream carries each event already).
+back: a refusal is written whatever the answer. An event that says something was done (a log-in,
+a token made, a role changed) is written only if the answer is a success, which the request's
+commit came before (app/db/session.py): never an event for a change that was rolled back. The
+change itself (a token's credential made) is in the trail too, in its request's transaction, as
+every change is. Written before the answer, so whoever has the answer finds the event recorded.
+If the database refuses the write, the answer still goes out and the failure is logged with the
+events' names (the log stream carries each event already).
 
 Not written: ``rate_limited`` (a flood of refusals must not become a flood of writes: logs and
 metrics count them) and events raised outside a request (``production_settings_refused``, raised
@@ -41,7 +44,7 @@ from app.audit.models import SecurityEventRecord
 from app.db.base import Base
 from app.db.tenancy import enter_tenant
 from app.kit import context
-from app.kit.events import SecurityEvent, subscribe
+from app.kit.events import REFUSALS, SecurityEvent, subscribe
 from app.observability.logs import redacted
 
 log = logging.getLogger("vetify.audit")
@@ -196,17 +199,21 @@ class SecurityTrail:
             user_agent=context.kept(agent.decode("latin-1")),
         )
         pending: list[Raised] = []
+        status = 500  # until an answer says otherwise: the app failed
 
         async def take() -> None:
+            done = status < 400  # the request's transaction committed
+            taken = [one for one in pending if done or one.event in REFUSALS]
+            pending.clear()
             # An app started without its database (none to write to) keeps them in the log.
             sessions = getattr(scope["app"].state, "sessions", None)
-            if pending and sessions is not None:
-                taken = pending[:]
-                pending.clear()
+            if taken and sessions is not None:
                 await record(sessions, taken)
 
         async def recorded_first(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 await take()
             await send(message)
 

@@ -46,13 +46,17 @@ class SecurityEvent(StrEnum):
     password_reset_requested = "password_reset_requested"  # noqa: S105  # nosec B105  # pragma: allowlist secret
     password_reset = "password_reset"  # noqa: S105  # nosec B105  # pragma: allowlist secret
     password_changed = "password_changed"  # noqa: S105  # nosec B105  # pragma: allowlist secret
+    # Who may do what in a clinic: a member's role changed, a member deactivated or back.
+    role_changed = "role_changed"
+    member_deactivated = "member_deactivated"
+    member_reactivated = "member_reactivated"
 
 
 Listener = Callable[[SecurityEvent, dict[str, Any]], None]
 _listeners: list[Listener] = []
 
 _ACTOR = ("user_id", "credential_id", "clinic_id")
-_WARNINGS = frozenset(
+REFUSALS = frozenset(
     {
         SecurityEvent.login_failed,
         SecurityEvent.lockout,
@@ -63,7 +67,8 @@ _WARNINGS = frozenset(
         SecurityEvent.production_settings_refused,
     }
 )
-"""Events that say someone was refused: logged as warnings."""
+"""Events that say someone was refused: logged as warnings. The others say something was done
+(a log-in, a token made), and stand only if the request that did it succeeded."""
 
 
 def subscribe(listener: Listener) -> Callable[[], None]:
@@ -85,7 +90,7 @@ def security_event(event: SecurityEvent, *, outcome: str, **fields: Any) -> None
         **{key: known[key] for key in _ACTOR if key in known},
         **{key: str(value) if key in _ACTOR else value for key, value in fields.items()},
     }
-    level = logging.WARNING if event in _WARNINGS else logging.INFO
+    level = logging.WARNING if event in REFUSALS else logging.INFO
     log.log(level, "security event %s: %s", event, outcome, extra=record)
     for listener in list(_listeners):
         try:

@@ -14,6 +14,7 @@ from app.auth.principal import Principal
 from app.db.repository import belongs_to, of_clinic
 from app.db.tenancy import Tenant, check_tenant
 from app.kit.clock import utcnow
+from app.kit.events import SecurityEvent, security_event
 from app.kit.pagination import Page, paginate
 from app.kit.problems import Conflict, Forbidden, NotFound
 from app.settings import Settings
@@ -106,8 +107,10 @@ async def update_member(
         # Two owners demoting each other at once: the second waits for the first and, counting
         # again, finds itself the last owner.
         raise Conflict("A clinic needs at least one active owner.")
+    was = (membership.role, membership.active)
     for key, value in fields.items():
         setattr(membership, key, value)
+    _raise_events(user_id, was, (membership.role, membership.active))
     if fields.get("active") is False:
         await _revoke_credentials(session, caller, user_id)
     elif role_changes:
@@ -116,6 +119,23 @@ async def update_member(
         await auth.revoke_sessions(session, user_id)
     await session.flush()
     return await get(session, caller, user_id)
+
+
+def _raise_events(user_id: uuid.UUID, was: tuple[Role, bool], now: tuple[Role, bool]) -> None:
+    """What changed of who may do what: security events (the trail keeps them, ADR 0027)."""
+    if now[0] is not was[0]:
+        security_event(
+            SecurityEvent.role_changed,
+            outcome="changed",
+            target_user_id=str(user_id),
+            from_role=str(was[0]),
+            to_role=str(now[0]),
+        )
+    if now[1] != was[1]:
+        changed = SecurityEvent.member_reactivated if now[1] else SecurityEvent.member_deactivated
+        security_event(
+            changed, outcome="reactivated" if now[1] else "deactivated", target_user_id=str(user_id)
+        )
 
 
 async def deactivate(session: AsyncSession, caller: Principal, user_id: uuid.UUID) -> None:

@@ -22,6 +22,7 @@ from app.audit.service import verify
 from app.auth.models import Role
 from app.kit.events import SecurityEvent, security_event
 from app.kit.logs import REDACTED
+from app.kit.problems import Conflict
 from fixtures.factories import DEFAULT_PASSWORD
 from tests.harness.api import login
 from tests.harness.databases import APP_ROLE
@@ -249,3 +250,50 @@ def test_what_an_event_names_beyond_its_actor_is_kept_redacted_as_the_logs_are()
     )
     assert kept.details == {"lock_seconds": 900, "email": REDACTED}
     assert kept.row()["details"]["email"] == REDACTED
+
+
+async def test_a_role_changed_and_a_member_removed_and_back_are_events_of_the_clinic(
+    client, world: World, superuser_engine
+) -> None:
+    clinic = await world.clinic((Role.owner, Role.vet))
+    vet = clinic.actors[Role.vet].user.id
+    staff = f"/api/v1/staff/{vet}"
+    before = len(await clinic_events(superuser_engine, clinic.id))
+
+    for body in ({"role": "technician"}, {"active": False}, {"active": True}):
+        changed = await client.patch(staff, json=body, headers=clinic.owner.headers)
+        assert changed.status_code == 200, changed.text
+    unchanged = await client.patch(staff, json={"role": "technician"}, headers=clinic.owner.headers)
+    assert unchanged.status_code == 200, unchanged.text
+
+    events = of_security((await clinic_events(superuser_engine, clinic.id))[before:])
+    assert [(e["event"], e["outcome"], e["object_type"], e["object_id"]) for e in events] == [
+        ("role_changed", "changed", "users", vet),
+        ("member_deactivated", "deactivated", "users", vet),
+        ("member_reactivated", "reactivated", "users", vet),
+    ]
+    assert {e["user_id"] for e in events} == {clinic.owner.user.id}
+    assert await holds(superuser_engine, clinic.id)
+
+
+async def test_what_was_done_stands_only_if_its_request_succeeded_and_a_refusal_always(
+    app, superuser_engine
+) -> None:
+    vet = uuid.uuid4()
+
+    async def done_then_undone() -> None:
+        security_event(SecurityEvent.member_deactivated, outcome="deactivated", user_id=vet)
+        security_event(SecurityEvent.login_failed, outcome="refused", user_id=vet)
+        raise Conflict("rolled back after the events were raised")
+
+    app.add_api_route("/test-only/undone", done_then_undone, methods=["POST"])
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+            undone = await http.post("/test-only/undone", headers={"X-Request-ID": "req-undone"})
+    finally:
+        app.router.routes.pop()
+
+    assert undone.status_code == 409, undone.text
+    mine = [e for e in await global_events(superuser_engine) if e["request_id"] == "req-undone"]
+    assert [e["event"] for e in mine] == ["login_failed"]
