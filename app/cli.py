@@ -29,7 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app import health
-from app.audit import anchors, security
+from app.audit import anchors, retention, security
 from app.audit import service as audit
 from app.billing import operations
 from app.db import migrate, provision
@@ -354,6 +354,9 @@ def _audit(settings: Settings, args: argparse.Namespace) -> None:
     if args.audit_command == "anchor":
         _anchor(settings)
         return
+    if args.audit_command == "prune":
+        _prune(settings, apply=args.apply)
+        return
     if args.audit_command == "security-events":
         _security_events(settings, args.since)
         return
@@ -380,6 +383,18 @@ def _anchor(settings: Settings) -> None:
         made = asyncio.run(anchors.anchor_trails(backup, owner, key))
     for anchor in made:
         print(anchor.line(), flush=True)
+
+
+def _prune(settings: Settings, *, apply: bool) -> None:
+    cutoff = utcnow() - dt.timedelta(days=settings.audit_retention_days)
+    with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
+        backup, owner = (_url_of(ready, role, "audit prune") for role in ("backup", "owner"))
+        found = asyncio.run(retention.prune_trails(backup, owner, cutoff, apply=apply))
+    for pruned in found:
+        if pruned.events:
+            print(pruned.line(cutoff, applied=apply), flush=True)
+    if not apply:
+        print("a dry run: nothing was removed (--apply removes)", file=sys.stderr)
 
 
 def _security_events(settings: Settings, since: dt.datetime | None) -> None:
@@ -509,7 +524,7 @@ def parser() -> argparse.ArgumentParser:
         )
     )
     audit_command = commands.add_parser(
-        "audit", help="the audit trail: verify, anchor, security-events"
+        "audit", help="the audit trail: verify, anchor, prune, security-events"
     )
     audit_commands = audit_command.add_subparsers(dest="audit_command", required=True)
     verifying = audit_commands.add_parser(
@@ -529,6 +544,12 @@ def parser() -> argparse.ArgumentParser:
         help="sign each clinic's trail head not yet anchored (VETIFY_AUDIT_SIGNING_KEY), store"
         " it, and print it as a JSON line to keep elsewhere; run it from cron",
     )
+    pruning = audit_commands.add_parser(
+        "prune",
+        help="remove each clinic's events older than VETIFY_AUDIT_RETENTION_DAYS (their chain"
+        " then starts after the last removed); without --apply, only say what would go",
+    )
+    pruning.add_argument("--apply", action="store_true", help="remove them (default: dry run)")
     listing = audit_commands.add_parser(
         "security-events",
         help="print the security events of no clinic (log-ins refused, accounts locked...) as"

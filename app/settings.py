@@ -338,6 +338,9 @@ class Settings(BaseSettings):
     """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
     clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    audit_retention_days: int = Field(default=2555, ge=365, le=36500)
+    """How long the audit trail keeps an event (``vetify audit prune``, ADR 0027): 7 years by
+    default, and never less than a year, longer than the data it describes."""
     audit_signing_key: SecretStr | None = None
     """The Ed25519 private key (32 bytes, base64: ``openssl rand -base64 32``) that
     ``vetify audit anchor`` signs each clinic's trail head with (ADR 0027). Only that

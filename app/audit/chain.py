@@ -99,9 +99,11 @@ class Checker:
     """One clinic's chain, fed event by event in ``seq`` order (a trail of years is checked in
     bounded memory): :meth:`feed` and :meth:`end` answer the first :class:`Break`, if any."""
 
-    def __init__(self) -> None:
-        self.expected = 1
-        self.prev = GENESIS
+    def __init__(self, base_seq: int = 0, base_hash: bytes = GENESIS) -> None:
+        """From the chain's base: the last event pruned by retention and its hash (none:
+        the chain starts at event 1, after GENESIS)."""
+        self.expected = base_seq + 1
+        self.prev = base_hash
 
     def feed(self, event: Stored) -> Break | None:
         seq = event.entry.seq
@@ -125,10 +127,12 @@ class Checker:
         return None
 
 
-def first_break(events: Iterable[Stored], head: tuple[int, bytes] | None) -> Break | None:
-    """Where ``events`` (one clinic's, by ``seq``) stop being the chain the service wrote, or
-    stop matching its ``head``; None if they hold."""
-    checker = Checker()
+def first_break(
+    events: Iterable[Stored], head: tuple[int, bytes] | None, base: tuple[int, bytes] = (0, GENESIS)
+) -> Break | None:
+    """Where ``events`` (one clinic's, by ``seq``, after its ``base``) stop being the chain the
+    service wrote, or stop matching its ``head``; None if they hold."""
+    checker = Checker(*base)
     for event in events:
         broken = checker.feed(event)
         if broken is not None:

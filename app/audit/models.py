@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from typing import ClassVar
 
-from sqlalchemy import ARRAY, BigInteger, Index, LargeBinary, String, UniqueConstraint, func
+from sqlalchemy import ARRAY, BigInteger, Index, LargeBinary, String, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -19,6 +19,8 @@ from app.db.base import Base, TenantScoped
 from app.kit.ids import new_id
 
 HASH_BYTES = 32
+GENESIS_SQL = text("'\\x" + "00" * HASH_BYTES + "'::bytea")
+"""The chain's GENESIS (app/audit/chain.py) as PostgreSQL writes it."""
 
 
 class AuditEvent(TenantScoped, Base):
@@ -79,6 +81,10 @@ class AuditHead(TenantScoped, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(nullable=False, sort_order=-9)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES))
+    base_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """The last event pruned by retention (migration 0015; 0: none): the chain starts after it."""
+    base_hash: Mapped[bytes] = mapped_column(LargeBinary(HASH_BYTES), server_default=GENESIS_SQL)
+    """That event's hash, which the first event kept links to (GENESIS: none pruned)."""
 
 
 class AuditAnchor(Base):

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_e
 
 from app.audit import anchors
 from app.audit.anchors import Anchor
-from app.audit.chain import Break, Checker, Entry, Stored
+from app.audit.chain import GENESIS, Break, Checker, Entry, Stored
 from app.audit.models import AuditEvent, AuditHead
 from app.audit.trail import EVENTS, Change
 from app.db.repository import of_clinic
@@ -87,6 +87,8 @@ class Verdict:
     broken: Break | None
     anchored: int = 0
     """The last event an anchor held (0: none)."""
+    pruned: int = 0
+    """The last event pruned by retention (0: none): the chain was checked after it."""
 
 
 async def verify(
@@ -95,23 +97,27 @@ async def verify(
     public: Ed25519PublicKey | None = None,
     outside: Sequence[Anchor] = (),
 ) -> Verdict:
-    """Recompute ``clinic_id``'s chain from its first event to its head, and hold it to its
-    anchors: those in the database and ``outside`` ones (kept elsewhere), each signed by
-    ``public``'s private half (not checked without it). ``connection`` must see every row of
-    the clinic: the backup role's."""
+    """Recompute ``clinic_id``'s chain from its first event (after those pruned by retention)
+    to its head, and hold it to its anchors: those in the database and ``outside`` ones (kept
+    elsewhere), each signed by ``public``'s private half (not checked without it); an anchor
+    of a pruned event is not held. ``connection`` must see every row of the clinic: the backup
+    role's."""
     held = await anchors.stored(connection, clinic_id)
     held += [anchor for anchor in outside if anchor.clinic_id == clinic_id]
     held.sort(key=lambda anchor: anchor.seq)
     for anchor in held:
         if public is not None and not anchors.genuine(public, anchor):
             return Verdict(clinic_id, 0, Break(anchor.seq, f"{_said(anchor)} is not signed"))
-    pending = deque(held)
     head = (
         await connection.execute(
-            select(AuditHead.seq, AuditHead.hash).where(AuditHead.tenant_id == clinic_id)
+            select(AuditHead.seq, AuditHead.hash, AuditHead.base_seq, AuditHead.base_hash).where(
+                AuditHead.tenant_id == clinic_id
+            )
         )
     ).one_or_none()
-    checker, counted, after = Checker(), 0, 0
+    base = (head.base_seq, head.base_hash) if head else (0, GENESIS)
+    pending = deque(anchor for anchor in held if anchor.seq > base[0])
+    checker, counted, after = Checker(*base), 0, base[0]
     while True:
         rows = (
             (
@@ -137,9 +143,10 @@ async def verify(
     broken = checker.end((head.seq, head.hash) if head else None)
     if broken is None and pending:
         broken = Break(
-            pending[0].seq, f"{_said(pending[0])}, but the trail ends at event {counted}: cut short"
+            pending[0].seq,
+            f"{_said(pending[0])}, but the trail ends at event {base[0] + counted}: cut short",
         )
-    return Verdict(clinic_id, counted, broken, held[-1].seq if held else 0)
+    return Verdict(clinic_id, counted, broken, held[-1].seq if held else 0, base[0])
 
 
 def _said(anchor: Anchor) -> str:
@@ -186,7 +193,10 @@ def printable(verdicts: list[Verdict]) -> str:
     for verdict in verdicts:
         if verdict.broken is None:
             anchored = f", anchored to event {verdict.anchored}" if verdict.anchored else ""
-            lines.append(f"clinic {verdict.clinic_id}: {verdict.events} events, intact{anchored}")
+            pruned = f" (events 1 to {verdict.pruned} pruned)" if verdict.pruned else ""
+            lines.append(
+                f"clinic {verdict.clinic_id}: {verdict.events} events{pruned}, intact{anchored}"
+            )
         else:
             lines.append(
                 f"clinic {verdict.clinic_id}: BROKEN at event {verdict.broken.seq}:"

@@ -11,7 +11,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.audit.chain import GENESIS, Entry, Stored, canonical, first_break, link
+from app.audit.chain import GENESIS, Break, Entry, Stored, canonical, first_break, link
 
 CLINIC = uuid.UUID("01900000-0000-7000-8000-0000000000c1")
 WHEN = dt.datetime(2026, 12, 6, 9, 30, tzinfo=dt.UTC)
@@ -159,3 +159,18 @@ def test_a_security_events_name_and_outcome_are_hashed_and_a_change_hashes_as_be
         GENESIS, dataclasses.replace(refused, outcome="succeeded")
     )
     assert link(GENESIS, refused) != link(GENESIS, dataclasses.replace(refused, event="lockout"))
+
+
+def test_a_chain_pruned_up_to_its_base_is_checked_from_there() -> None:
+    events = chain(6)
+    base = events[2]  # events 1 to 3 pruned by retention
+    rest = events[3:]
+    head = (events[-1].entry.seq, events[-1].hash)
+    assert first_break(rest, head, base=(3, base.hash)) is None
+    assert first_break(rest[1:], head, base=(3, base.hash)) == Break(
+        4, "event 4 is missing (the next is 5)"
+    )
+    assert first_break(rest, head, base=(3, bytes(32))) == Break(
+        4, "its link to the event before it does not match that event"
+    )
+    assert first_break(rest, head) == Break(1, "event 1 is missing (the next is 4)")

@@ -1,0 +1,95 @@
+"""Retention of the audit trail (ADR 0027, migration 0015): ``vetify audit prune`` removes each
+clinic's events older than ``VETIFY_AUDIT_RETENTION_DAYS`` (7 years by default), oldest first,
+and moves the clinic's chain base to the last one removed, from which ``vetify audit verify``
+then checks the chain.
+
+An operator's command, like ``vetify audit anchor``: it reads which clinics have a trail as
+the backup role and prunes as the schema's owner, the one role that may move a base (the
+trigger lets an event go only once its base is past it). Each clinic is pruned in a
+transaction of its own, holding its head's lock, so no event is appended while its chain's start
+moves. Without ``--apply`` it only says what it would remove.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import make_url, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from app.audit.models import AuditHead
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    clinic_id: uuid.UUID
+    events: int
+    """How many events went (or would go, in a dry run)."""
+    base_seq: int
+    """The chain's base after it: the last event pruned (0: none ever)."""
+
+    def line(self, cutoff: dt.datetime, *, applied: bool) -> str:
+        said = f"clinic {self.clinic_id}: {self.events} events from before {cutoff:%Y-%m-%d}"
+        if not applied:
+            return f"{said} would be pruned"
+        return f"{said} pruned; its chain starts after event {self.base_seq}"
+
+
+async def prune_trails(
+    backup_url: str, owner_url: str, cutoff: dt.datetime, *, apply: bool
+) -> list[Pruned]:
+    """Each clinic's events from before ``cutoff``, pruned if ``apply`` (else only counted)."""
+    engines = [
+        create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
+        for url in (backup_url, owner_url)
+    ]
+    reader, owner = engines
+    try:
+        async with reader.connect() as connection:
+            clinics = sorted(await connection.scalars(select(AuditHead.tenant_id)))
+        found = []
+        for clinic_id in clinics:
+            async with owner.begin() as connection:
+                found.append(await _prune(connection, clinic_id, cutoff, apply=apply))
+        return found
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def _prune(
+    connection: AsyncConnection, clinic_id: uuid.UUID, cutoff: dt.datetime, *, apply: bool
+) -> Pruned:
+    clinic = {"clinic": clinic_id}
+    # The heads and events are behind row-level security, forced on their owner too.
+    await connection.execute(
+        text("SELECT set_config('app.tenant_id', :clinic, true)"), {"clinic": str(clinic_id)}
+    )
+    base = await connection.scalar(
+        text("SELECT base_seq FROM audit_heads WHERE tenant_id = :clinic FOR UPDATE"), clinic
+    )
+    last_old = await connection.scalar(
+        text(
+            "SELECT max(seq) FROM audit_events"
+            " WHERE tenant_id = :clinic AND seq > :base AND created_at < :cutoff"
+        ),
+        {**clinic, "base": base, "cutoff": cutoff},
+    )
+    if last_old is None:
+        return Pruned(clinic_id, 0, base)
+    if apply:
+        await connection.execute(
+            text(
+                "UPDATE audit_heads SET base_seq = :last, base_hash = ("
+                "  SELECT hash FROM audit_events WHERE tenant_id = :clinic AND seq = :last"
+                ") WHERE tenant_id = :clinic"
+            ),
+            {**clinic, "last": last_old},
+        )
+        await connection.execute(
+            text("DELETE FROM audit_events WHERE tenant_id = :clinic AND seq <= :last"),
+            {**clinic, "last": last_old},
+        )
+    return Pruned(clinic_id, last_old - base, last_old if apply else base)

@@ -1,0 +1,77 @@
+"""audit retention: a clinic's chain may start after event 1, once its oldest events are pruned
+
+``audit_heads`` gains ``base_seq`` and ``base_hash``: the last event pruned by retention (``vetify
+audit prune``) and its hash, from which the chain is checked (0 and 32 zero bytes: nothing
+pruned, the chain starts at GENESIS). The append-only trigger now lets an event be deleted once
+its clinic's base has moved past it, and nothing else. Only the schema's owner may move a base
+(the service role's UPDATE on ``audit_heads`` is on ``seq`` and ``hash`` alone), so the owner
+prunes; the service never can.
+
+Revision ID: 0015
+Revises: 0014
+Create Date: 2026-12-06 15:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0015"
+down_revision: str | None = "0014"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_REFUSED = """
+            RAISE EXCEPTION 'audit events are never changed or deleted (% refused)', TG_OP
+                USING ERRCODE = 'insufficient_privilege';"""
+
+
+def _append_only(prunable: bool) -> str:
+    pruned = (
+        """
+            IF TG_OP = 'DELETE' AND OLD.seq <= (
+                SELECT base_seq FROM audit_heads WHERE tenant_id = OLD.tenant_id
+            ) THEN
+                RETURN OLD;  -- pruned by retention: the chain's base is past it (ADR 0027)
+            END IF;"""
+        if prunable
+        else ""
+    )
+    return f"""
+        CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN{pruned}{_REFUSED}
+        END
+        $$
+        """
+
+
+def upgrade() -> None:
+    op.add_column(
+        "audit_heads",
+        sa.Column("base_seq", sa.BigInteger(), server_default="0", nullable=False),
+    )
+    op.add_column(
+        "audit_heads",
+        sa.Column(
+            "base_hash",
+            sa.LargeBinary(length=32),
+            server_default=sa.text("'\\x" + "00" * 32 + "'::bytea"),
+            nullable=False,
+        ),
+    )
+    op.execute(_append_only(prunable=True))
+
+
+def downgrade() -> None:
+    # Without a base, a pruned clinic's chain would be checked from event 1, which is gone.
+    pruned = op.get_bind().scalar(sa.text("SELECT count(*) FROM audit_heads WHERE base_seq > 0"))
+    if pruned:
+        raise RuntimeError(
+            f"{pruned} clinics' trails were pruned: their chains start after event 1, which"
+            " only 0015 can check. Stay at 0015."
+        )
+    op.execute(_append_only(prunable=False))
+    op.drop_column("audit_heads", "base_hash")
+    op.drop_column("audit_heads", "base_seq")
