@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from app import health
 from app.audit import anchors, retention, security
 from app.audit import service as audit
+from app.auth import retention as auth_retention
 from app.billing import operations
 from app.db import migrate, provision
 from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
@@ -385,6 +386,18 @@ def _anchor(settings: Settings) -> None:
         print(anchor.line(), flush=True)
 
 
+def _retention(settings: Settings, *, apply: bool) -> None:
+    """Sessions, tokens, account links and invitations of no more use, removed (issue 20)."""
+    cutoff = utcnow() - dt.timedelta(days=settings.retention_expired_days)
+    with _claimed(settings, f"vetify retention (pid {os.getpid()})"), database(settings) as ready:
+        backup, owner = (_url_of(ready, role, "retention") for role in ("backup", "owner"))
+        found = asyncio.run(auth_retention.purge(backup, owner, cutoff, apply=apply))
+    for purged in found:
+        print(purged.line(applied=apply), flush=True)
+    if not apply:
+        print("a dry run: nothing was removed (--apply removes)", file=sys.stderr)
+
+
 def _prune(settings: Settings, *, apply: bool) -> None:
     cutoff = utcnow() - dt.timedelta(days=settings.audit_retention_days)
     with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
@@ -523,6 +536,13 @@ def parser() -> argparse.ArgumentParser:
             " VETIFY_USAGE_FLUSH_SECONDS) and storage bytes now, for cost monitoring",
         )
     )
+    retaining = commands.add_parser(
+        "retention",
+        help="remove sessions and tokens expired or revoked, account links used or expired and"
+        " invitations settled, VETIFY_RETENTION_EXPIRED_DAYS ago or more; without --apply, only"
+        " count them",
+    )
+    retaining.add_argument("--apply", action="store_true", help="remove them (default: dry run)")
     audit_command = commands.add_parser(
         "audit", help="the audit trail: verify, anchor, prune, security-events"
     )
@@ -614,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logs.configure(
             settings.logs_as,
             settings.log_level,
-            to_stderr=args.command in ("check", "usage", "audit", "keys"),
+            to_stderr=args.command in ("check", "usage", "audit", "keys", "retention"),
         )
         # Once per process, before any fork: sentry-sdk restarts its sending thread in each
         # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
@@ -633,6 +653,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _usage(settings, args)
         elif args.command == "audit":
             _audit(settings, args)
+        elif args.command == "retention":
+            _retention(settings, apply=args.apply)
         elif args.command == "keys":
             _keys(settings, args)
         else:

@@ -338,6 +338,9 @@ class Settings(BaseSettings):
     """``host:port`` of a clamd to scan uploads with (INSTREAM); unset: no scanning."""
     clamd_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    retention_expired_days: int = Field(default=30, ge=1, le=3650)
+    """How long sessions and tokens expired or revoked, account links used or expired, and
+    invitations settled are kept before ``vetify retention --apply`` removes them."""
     audit_retention_days: int = Field(default=2555, ge=365, le=36500)
     """How long the audit trail keeps an event (``vetify audit prune``, ADR 0027): 7 years by
     default, and never less than a year, longer than the data it describes."""
