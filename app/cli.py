@@ -36,6 +36,7 @@ from app.billing import operations
 from app.db import migrate, provision
 from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
 from app.db.session import create_engine
+from app.keys import rotation
 from app.keys import service as keys
 from app.kit import server, supervisor
 from app.kit.clock import utcnow
@@ -444,12 +445,30 @@ def _anchors_key(settings: Settings) -> Ed25519PublicKey | None:
 
 
 def _keys(settings: Settings, args: argparse.Namespace) -> None:
-    """Wrap every data key again with the active key-encryption key (the first of
-    VETIFY_ENCRYPTION_KEYS, or VETIFY_KMS_KEY_ID), as the schema's owner (ADR 0028)."""
+    """``rotate-kek``: wrap every data key again with the active key-encryption key (the first
+    of VETIFY_ENCRYPTION_KEYS, or VETIFY_KMS_KEY_ID). ``rotate-dek``: seal a scope's values
+    again with a new data key. As the schema's owner (ADR 0028)."""
     wrapper = keys.wrapper_from(settings)
     with _claimed(settings, f"vetify keys (pid {os.getpid()})"), database(settings) as ready:
-        count = asyncio.run(keys.rotate_all(_url_of(ready, "owner", "keys"), wrapper))
-    print(f"{count} data keys wrapped again; all are wrapped by {wrapper.active}", flush=True)
+        owner = _url_of(ready, "owner", "keys")
+        if args.keys_command == "rotate-dek":
+            scope = keys.PLATFORM if args.clinic is None else str(args.clinic)
+            done = asyncio.run(rotation.rotate_dek(owner, wrapper, scope, retire=args.retire))
+        else:
+            count = asyncio.run(keys.rotate_all(owner, wrapper))
+    if args.keys_command == "rotate-kek":
+        print(f"{count} data keys wrapped again; all are wrapped by {wrapper.active}", flush=True)
+        return
+    print(
+        f"{done.scope}: {done.resealed} values sealed again with data key {done.version};"
+        f" {done.left} left on older keys" + (f"; retired {done.retired}" if done.retired else ""),
+        flush=True,
+    )
+    if done.left:
+        raise SystemExit(
+            f"vetify keys rotate-dek: {done.left} values were sealed with an older key meanwhile"
+            f" (processes read the new one within {keys.CURRENT_FOR_SECONDS:.0f} s): run again"
+        )
 
 
 def _provision(args: argparse.Namespace) -> None:
@@ -580,12 +599,25 @@ def parser() -> argparse.ArgumentParser:
         type=dt.datetime.fromisoformat,
         help="from this time on, with its offset (default: the last 24 hours)",
     )
-    keys_command = commands.add_parser("keys", help="field-level encryption's keys: rotate-kek")
+    keys_command = commands.add_parser(
+        "keys", help="field-level encryption's keys: rotate-kek, rotate-dek"
+    )
     keys_commands = keys_command.add_subparsers(dest="keys_command", required=True)
     keys_commands.add_parser(
         "rotate-kek",
         help="wrap every data key again with the active key-encryption key (the first of"
         " VETIFY_ENCRYPTION_KEYS, or VETIFY_KMS_KEY_ID); no encrypted field is rewritten",
+    )
+    rotating = keys_commands.add_parser(
+        "rotate-dek",
+        help="seal a scope's values again with a new data key, in batches, online and"
+        " resumable: a clinic's (--clinic) or the platform's (users' second factors)",
+    )
+    rotating.add_argument("--clinic", type=uuid.UUID, help="this clinic's (default: platform)")
+    rotating.add_argument(
+        "--retire",
+        action="store_true",
+        help="then delete the scope's older keys, once no value names them",
     )
     db = commands.add_parser("db", help="an external PostgreSQL: provision")
     db_commands = db.add_subparsers(dest="db_command", required=True)

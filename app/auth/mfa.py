@@ -20,6 +20,7 @@ from sqlalchemy import or_, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
+from app.keys import rotation
 from app.keys import service as keys
 
 ISSUER = "Vetify"
@@ -29,6 +30,7 @@ RECOVERY_CODE_COUNT = 10
 _TOTP_CODE = re.compile(r"[0-9]{6}")
 SEALED_IN = "users.totp_secret"
 """Where a sealed secret is bound to (a user's row: users are the platform's, not a clinic's)."""
+rotation.seals(rotation.SealedColumn("users", "totp_secret_sealed", SEALED_IN))
 
 
 def new_secret() -> str:

@@ -10,6 +10,7 @@ sealed with a key a rolled-back transaction took with it.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import cast
 
@@ -26,9 +27,13 @@ from app.settings import Settings
 PLATFORM = "platform"
 """The scope of the rows no clinic owns (users: one person may work for several clinics)."""
 
+CURRENT_FOR_SECONDS = 60.0
+"""How long a process seals with the version of a scope's key it last read before reading it
+again: a key rotated (``vetify keys rotate-dek``) is in use everywhere within this."""
+
 _wrapper: KeyWrapper | None = None
 _opened: dict[tuple[str, int], bytes] = {}
-_current: dict[str, int] = {}
+_current: dict[str, tuple[int, float]] = {}
 
 
 def configure(wrapper: KeyWrapper) -> None:
@@ -74,15 +79,14 @@ async def unseal(
 
 
 async def _current_key(session: AsyncSession, scope: str) -> tuple[int, bytes]:
-    version = _current.get(scope)
-    if version is None:
-        version = await session.scalar(
+    known = _current.get(scope)
+    if known is None or time.monotonic() - known[1] >= CURRENT_FOR_SECONDS:
+        newest = await session.scalar(
             select(func.max(DataKey.version)).where(DataKey.scope == scope)
         )
-        if version is None:
-            version = await _first_key(session, scope)
-        _current[scope] = version
-    return version, await _key(session, scope, version)
+        known = (newest or await _first_key(session, scope), time.monotonic())
+        _current[scope] = known
+    return known[0], await _key(session, scope, known[0])
 
 
 async def _first_key(session: AsyncSession, scope: str) -> int:

@@ -1,0 +1,258 @@
+"""A scope's data key replaced (``vetify keys rotate-dek``, ADR 0028): a new version is made, new
+values are sealed with it, and every value sealed with an older one is sealed again with it, a
+batch at a time, while the service goes on serving.
+
+* **Online**: each batch is its own short transaction, and a value is replaced only if it is
+  still the one read (a write in between wins, and already carries the new version or is read
+  again by the next pass). Readers open either version meanwhile.
+* **Resumable**: what is left is what still names an older version (the version is in each
+  value's header, in the clear), so an interrupted run is simply run again; it makes no second
+  new key while the newest one is not yet in use everywhere.
+* **Processes**: each process reads a scope's current version again every
+  :data:`app.keys.service.CURRENT_FOR_SECONDS`, so a value a running process seals with the old
+  version after the new one was made is caught by a later pass (``--retire`` checks first).
+* **Retiring**: ``--retire`` deletes a scope's older versions once no value names them: what
+  they sealed is gone with them otherwise, which is how crypto-shredding works, on purpose.
+
+Where sealed values live is declared by the domains that seal them (:data:`SEALED`), so this
+module knows no table of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnClause,
+    ColumnElement,
+    LargeBinary,
+    TableClause,
+    Uuid,
+    column,
+    delete,
+    func,
+    select,
+    table,
+)
+from sqlalchemy import text as sql_text
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from app.keys.models import DataKey
+from app.keys.service import PLATFORM
+from app.kit import sealing
+from app.kit.sealing import KeyWrapper
+
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SealedColumn:
+    """A column of sealed values: ``table.column``, bound to ``field`` (what its AAD names), in
+    the scope ``platform`` (``scoped_by`` None) or of the clinic in column ``scoped_by``."""
+
+    table: str
+    column: str
+    field: str
+    scoped_by: str | None = None
+
+
+SEALED: list[SealedColumn] = []
+"""Every column that holds sealed values; each domain adds its own as it is imported."""
+
+
+def seals(column: SealedColumn) -> None:
+    if column not in SEALED:
+        SEALED.append(column)
+
+
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    scope: str
+    version: int
+    """The scope's current version once the run is over."""
+    resealed: int
+    left: int
+    """Values still naming an older version (sealed meanwhile by a process that had not yet
+    read the new version: run again)."""
+    retired: list[int]
+
+
+def _version_of(sealed: ColumnElement[bytes]) -> ColumnElement[int]:
+    """The data key version in a sealed value's header (SQL): after a format byte, 4 bytes,
+    big-endian (app/kit/sealing.py)."""
+    total: ColumnElement[int] = func.get_byte(sealed, 1).cast(BigInteger)
+    for offset in (2, 3, 4):
+        total = total * 256 + func.get_byte(sealed, offset)
+    return total
+
+
+async def rotate_dek(
+    owner_url: str, wrapper: KeyWrapper, scope: str, *, retire: bool = False
+) -> Rotated:
+    """Seal everything ``scope`` holds with a new data key (or the newest one, if an earlier
+    run made it and did not finish), as the schema's owner; then, if ``retire``, delete the
+    older keys when nothing names them."""
+    engine = create_async_engine(make_url(owner_url).set(drivername="postgresql+asyncpg"))
+    try:
+        version = await _newest(engine, wrapper, scope)
+        keys: dict[int, bytes] = {}
+        resealed = 0
+        for column in SEALED:
+            while True:
+                async with engine.begin() as connection:
+                    done = await _reseal(connection, wrapper, keys, column, scope, version)
+                resealed += done
+                if done < BATCH:
+                    break
+        async with engine.begin() as connection:
+            left = sum([await _older(connection, column, scope, version) for column in SEALED])
+            retired: list[int] = []
+            if retire and not left:
+                gone = await connection.execute(
+                    delete(DataKey)
+                    .where(DataKey.scope == scope, DataKey.version < version)
+                    .returning(DataKey.version)
+                )
+                retired = sorted(gone.scalars())
+        return Rotated(scope, version, resealed, left, retired)
+    finally:
+        await engine.dispose()
+
+
+async def _newest(engine: AsyncEngine, wrapper: KeyWrapper, scope: str) -> int:
+    """The version to seal with: a new one, unless the newest is not yet in use by every value
+    (an earlier run stopped half-way: it goes on with that one)."""
+    async with engine.begin() as connection:
+        newest = await connection.scalar(
+            select(func.max(DataKey.version)).where(DataKey.scope == scope)
+        )
+        if newest is not None:
+            behind = [await _older(connection, c, scope, newest) for c in SEALED]
+            if any(behind) and await _versions(connection, scope) > 1:
+                return int(newest)
+        version = (newest or 0) + 1
+        key = sealing.new_data_key()
+        kek_id, wrapped = await asyncio.to_thread(
+            wrapper.wrap, key, sealing.key_context(scope, version)
+        )
+        await connection.execute(
+            insert(DataKey).values(scope=scope, version=version, kek_id=kek_id, wrapped=wrapped)
+        )
+        return version
+
+
+async def _versions(connection: AsyncConnection, scope: str) -> int:
+    found = await connection.scalar(
+        select(func.count()).select_from(DataKey).where(DataKey.scope == scope)
+    )
+    return int(found or 0)
+
+
+def _rows(sealed: SealedColumn) -> TableClause:
+    typed: list[ColumnClause[Any]] = [column("id", Uuid()), column(sealed.column, LargeBinary())]
+    if sealed.scoped_by is not None:
+        typed.append(column(sealed.scoped_by, Uuid()))
+    return table(sealed.table, *typed)
+
+
+def _behind(
+    sealed: SealedColumn, rows: TableClause, scope: str, version: int
+) -> ColumnElement[bool] | None:
+    """Which of ``sealed``'s values (``rows``) in ``scope`` name a version older than
+    ``version``; None if the column is never in ``scope``."""
+    if (sealed.scoped_by is None) != (scope == PLATFORM):
+        return None
+    value = rows.c[sealed.column]
+    behind = value.is_not(None) & (_version_of(value) < version)
+    if sealed.scoped_by is None:
+        return behind
+    return behind & (rows.c[sealed.scoped_by] == uuid.UUID(scope))
+
+
+async def _older(
+    connection: AsyncConnection, sealed: SealedColumn, scope: str, version: int
+) -> int:
+    rows = _rows(sealed)
+    behind = _behind(sealed, rows, scope, version)
+    if behind is None:
+        return 0
+    await _enter(connection, sealed, scope)
+    found = await connection.scalar(select(func.count()).select_from(rows).where(behind))
+    return int(found or 0)
+
+
+async def _enter(connection: AsyncConnection, sealed: SealedColumn, scope: str) -> None:
+    if sealed.scoped_by is not None:  # row-level security holds the owner to one clinic too
+        await connection.execute(
+            sql_text("SELECT set_config('app.tenant_id', :scope, true)"), {"scope": scope}
+        )
+
+
+async def _reseal(
+    connection: AsyncConnection,
+    wrapper: KeyWrapper,
+    keys: dict[int, bytes],
+    column: SealedColumn,
+    scope: str,
+    version: int,
+) -> int:
+    """One batch of ``column``'s values on older versions, sealed again with ``version``."""
+    rows = _rows(column)
+    behind = _behind(column, rows, scope, version)
+    if behind is None:
+        return 0
+    await _enter(connection, column, scope)
+    value = rows.c[column.column]
+    found = (
+        await connection.execute(
+            select(rows.c.id, value)
+            .where(behind)
+            .order_by(rows.c.id)
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    for row_id, sealed in found:
+        aad = sealing.field_aad(scope, column.field, row_id)
+        old = sealing.version_of(sealed)
+        plain = sealing.unseal(await _opened(connection, wrapper, keys, scope, old), sealed, aad)
+        fresh = sealing.seal(
+            await _opened(connection, wrapper, keys, scope, version), version, plain, aad
+        )
+        # Only if it is still the value read: a write in between wins.
+        await connection.execute(
+            sql_update(rows)
+            .where(rows.c.id == row_id, value == sealed)
+            .values({column.column: fresh})
+        )
+    return len(found)
+
+
+async def _opened(
+    connection: AsyncConnection,
+    wrapper: KeyWrapper,
+    keys: dict[int, bytes],
+    scope: str,
+    version: int,
+) -> bytes:
+    if version not in keys:
+        row = (
+            await connection.execute(
+                select(DataKey.kek_id, DataKey.wrapped).where(
+                    DataKey.scope == scope, DataKey.version == version
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            raise sealing.Unreadable(f"no data key {version} for scope {scope} (shredded?)")
+        keys[version] = await asyncio.to_thread(
+            wrapper.unwrap, row.kek_id, row.wrapped, sealing.key_context(scope, version)
+        )
+    return keys[version]
