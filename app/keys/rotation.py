@@ -68,8 +68,8 @@ SEALED: list[SealedColumn] = []
 
 
 def seals(column: SealedColumn) -> None:
-    if column not in SEALED:
-        SEALED.append(column)
+    """Declare ``column`` (once, as its module is imported)."""
+    SEALED.append(column)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,20 +179,28 @@ def _behind(
 async def _older(
     connection: AsyncConnection, sealed: SealedColumn, scope: str, version: int
 ) -> int:
-    rows = _rows(sealed)
-    behind = _behind(sealed, rows, scope, version)
-    if behind is None:
+    entered = await _entered(connection, sealed, scope, version)
+    if entered is None:
         return 0
-    await _enter(connection, sealed, scope)
+    rows, behind = entered
     found = await connection.scalar(select(func.count()).select_from(rows).where(behind))
     return int(found or 0)
 
 
-async def _enter(connection: AsyncConnection, sealed: SealedColumn, scope: str) -> None:
+async def _entered(
+    connection: AsyncConnection, sealed: SealedColumn, scope: str, version: int
+) -> tuple[TableClause, ColumnElement[bool]] | None:
+    """``sealed``'s rows and which of them are behind ``version`` in ``scope``, the
+    transaction entered in the scope's clinic; None if the column is never in ``scope``."""
+    rows = _rows(sealed)
+    behind = _behind(sealed, rows, scope, version)
+    if behind is None:
+        return None
     if sealed.scoped_by is not None:  # row-level security holds the owner to one clinic too
         await connection.execute(
             sql_text("SELECT set_config('app.tenant_id', :scope, true)"), {"scope": scope}
         )
+    return rows, behind
 
 
 async def _reseal(
@@ -204,11 +212,10 @@ async def _reseal(
     version: int,
 ) -> int:
     """One batch of ``column``'s values on older versions, sealed again with ``version``."""
-    rows = _rows(column)
-    behind = _behind(column, rows, scope, version)
-    if behind is None:
+    entered = await _entered(connection, column, scope, version)
+    if entered is None:
         return 0
-    await _enter(connection, column, scope)
+    rows, behind = entered
     value = rows.c[column.column]
     found = (
         await connection.execute(

@@ -157,6 +157,7 @@ async def test_vetify_audit_prune_is_a_dry_run_unless_applied(
     world: World, superuser_engine, cli_env, monkeypatch, capsys, clock: Clock
 ) -> None:
     clinic = await clinic_old_and_new(world, clock)
+    recent = await world.clinic(roles=())  # nothing to prune: not named
     events = await seqs(superuser_engine, clinic.id)
 
     await asyncio.to_thread(cli.main, ["audit", "prune"])
@@ -164,6 +165,7 @@ async def test_vetify_audit_prune_is_a_dry_run_unless_applied(
     assert f"clinic {clinic.id}: " in said.out
     assert "would be pruned" in said.out
     assert "a dry run" in said.err
+    assert str(recent.id) not in said.out
     assert await seqs(superuser_engine, clinic.id) == events
 
     monkeypatch.setenv("VETIFY_AUDIT_RETENTION_DAYS", "365")

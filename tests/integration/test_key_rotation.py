@@ -189,6 +189,8 @@ async def test_a_clinics_rotation_touches_its_own_values_only(
     assert by_clinic == {(ours, 2), (theirs, 1)}
     platform = await rotation.rotate_dek(database.owner_url, wrapper, keys.PLATFORM)
     assert platform.resealed == 0  # the clinics' column is in no platform scope
+    unsealed = await rotation.rotate_dek(database.owner_url, wrapper, str(uuid.uuid4()))
+    assert (unsealed.version, unsealed.resealed) == (1, 0)  # a scope's first key, then
 
 
 async def test_vetify_keys_rotate_dek_says_what_it_did(
@@ -201,3 +203,15 @@ async def test_vetify_keys_rotate_dek_says_what_it_did(
         " retired [1]"
     )
     assert await versions(superuser_engine, keys.PLATFORM) == [2]
+
+
+async def test_vetify_keys_rotate_dek_fails_while_values_are_left_on_an_older_key(
+    cli_env, capsys, monkeypatch
+) -> None:
+    async def half_done(*_: object, **__: object) -> rotation.Rotated:
+        return rotation.Rotated("platform", 3, 10, 2, [])
+
+    monkeypatch.setattr(rotation, "rotate_dek", half_done)
+    with pytest.raises(SystemExit, match="2 values were sealed with an older key meanwhile"):
+        await asyncio.to_thread(cli.main, ["keys", "rotate-dek"])
+    assert "10 values sealed again with data key 3; 2 left" in capsys.readouterr().out
