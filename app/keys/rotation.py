@@ -113,14 +113,7 @@ async def rotate_dek(
                     break
         async with engine.begin() as connection:
             left = sum([await _older(connection, column, scope, version) for column in SEALED])
-            retired: list[int] = []
-            if retire and not left:
-                gone = await connection.execute(
-                    delete(DataKey)
-                    .where(DataKey.scope == scope, DataKey.version < version)
-                    .returning(DataKey.version)
-                )
-                retired = sorted(gone.scalars())
+            retired = await _retire(connection, scope, version) if retire and not left else []
         return Rotated(scope, version, resealed, left, retired)
     finally:
         await engine.dispose()
@@ -146,6 +139,16 @@ async def _newest(engine: AsyncEngine, wrapper: KeyWrapper, scope: str) -> int:
             insert(DataKey).values(scope=scope, version=version, kek_id=kek_id, wrapped=wrapped)
         )
         return version
+
+
+async def _retire(connection: AsyncConnection, scope: str, version: int) -> list[int]:
+    """Delete ``scope``'s keys older than ``version`` (nothing names them any more)."""
+    gone = await connection.execute(
+        delete(DataKey)
+        .where(DataKey.scope == scope, DataKey.version < version)
+        .returning(DataKey.version)
+    )
+    return sorted(gone.scalars())
 
 
 async def _versions(connection: AsyncConnection, scope: str) -> int:

@@ -192,6 +192,20 @@ async def test_a_clinics_rotation_touches_its_own_values_only(
     unsealed = await rotation.rotate_dek(database.owner_url, wrapper, str(uuid.uuid4()))
     assert (unsealed.version, unsealed.resealed) == (1, 0)  # a scope's first key, then
 
+    # Their key shredded (only a version 2 that sealed nothing left): nothing to open, nothing
+    # rewritten.
+    async with superuser_engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE data_keys SET version = 2 WHERE scope = :s"), {"s": str(theirs)}
+        )
+    with pytest.raises(sealing.Unreadable, match="no data key 1"):
+        await rotation.rotate_dek(database.owner_url, wrapper, str(theirs))
+    async with superuser_engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT secret FROM sealed_probe WHERE tenant_id = :c"), {"c": theirs}
+        )
+        assert {sealing.version_of(row.secret) for row in rows} == {1}
+
 
 async def test_vetify_keys_rotate_dek_says_what_it_did(
     world: World, cli_env, capsys, superuser_engine

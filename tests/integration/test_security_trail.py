@@ -297,3 +297,19 @@ async def test_what_was_done_stands_only_if_its_request_succeeded_and_a_refusal_
     assert undone.status_code == 409, undone.text
     mine = [e for e in await global_events(superuser_engine) if e["request_id"] == "req-undone"]
     assert [e["event"] for e in mine] == ["login_failed"]
+
+
+async def test_what_is_not_a_request_passes_the_middleware_by() -> None:
+    seen: list[str] = []
+
+    async def inner(scope, receive, send) -> None:
+        seen.append(scope["type"])
+
+    async def nothing() -> dict[str, str]:
+        return {}
+
+    async def ignored(message) -> None:
+        raise AssertionError("a lifespan sends nothing through the trail")
+
+    await security.SecurityTrail(inner)({"type": "lifespan"}, nothing, ignored)
+    assert seen == ["lifespan"]
