@@ -464,6 +464,12 @@ def _keys(settings: Settings, args: argparse.Namespace) -> None:
         f" {done.left} left on older keys" + (f"; retired {done.retired}" if done.retired else ""),
         flush=True,
     )
+    if done.too_soon:
+        print(
+            f"older keys kept: the new one is younger than {rotation.settled_after():.0f} s, and a"
+            " process may still seal with an older one; run --retire again later",
+            flush=True,
+        )
     if done.left:
         raise SystemExit(
             f"vetify keys rotate-dek: {done.left} values were sealed with an older key meanwhile"

@@ -24,17 +24,20 @@ from app.audit.models import AuditHead
 
 @dataclass(frozen=True, slots=True)
 class Pruned:
-    clinic_id: uuid.UUID
+    clinic_id: uuid.UUID | None
+    """None: the security events of no clinic (``security_events``)."""
     events: int
     """How many events went (or would go, in a dry run)."""
     base_seq: int
     """The chain's base after it: the last event pruned (0: none ever)."""
 
     def line(self, cutoff: dt.datetime, *, applied: bool) -> str:
-        said = f"clinic {self.clinic_id}: {self.events} events from before {cutoff:%Y-%m-%d}"
+        whose = f"clinic {self.clinic_id}" if self.clinic_id else "no clinic's (security events)"
+        said = f"{whose}: {self.events} events from before {cutoff:%Y-%m-%d}"
         if not applied:
             return f"{said} would be pruned"
-        return f"{said} pruned; its chain starts after event {self.base_seq}"
+        chain = f"; its chain starts after event {self.base_seq}" if self.clinic_id else ""
+        return f"{said} pruned{chain}"
 
 
 async def prune_trails(
@@ -53,6 +56,8 @@ async def prune_trails(
         for clinic_id in clinics:
             async with owner.begin() as connection:
                 found.append(await _prune(connection, clinic_id, cutoff, apply=apply))
+        async with owner.begin() as connection:
+            found.append(await _prune_global(connection, cutoff, apply=apply))
         return found
     finally:
         for engine in engines:
@@ -67,17 +72,24 @@ async def _prune(
     await connection.execute(
         text("SELECT set_config('app.tenant_id', :clinic, true)"), {"clinic": str(clinic_id)}
     )
-    base = await connection.scalar(
-        text("SELECT base_seq FROM audit_heads WHERE tenant_id = :clinic FOR UPDATE"), clinic
-    )
-    last_old = await connection.scalar(
+    head = (
+        await connection.execute(
+            text("SELECT seq, base_seq FROM audit_heads WHERE tenant_id = :clinic FOR UPDATE"),
+            clinic,
+        )
+    ).one()
+    # The events before the first one that is not old: a prefix, so that an event stamped
+    # long ago by a host whose clock was wrong cannot take newer ones with it.
+    kept = await connection.scalar(
         text(
-            "SELECT max(seq) FROM audit_events"
-            " WHERE tenant_id = :clinic AND seq > :base AND created_at < :cutoff"
+            "SELECT min(seq) FROM audit_events"
+            " WHERE tenant_id = :clinic AND seq > :base AND created_at >= :cutoff"
         ),
-        {**clinic, "base": base, "cutoff": cutoff},
+        {**clinic, "base": head.base_seq, "cutoff": cutoff},
     )
-    if last_old is None:
+    last_old = head.seq if kept is None else kept - 1
+    base = head.base_seq
+    if last_old <= base:
         return Pruned(clinic_id, 0, base)
     if apply:
         await connection.execute(
@@ -93,3 +105,18 @@ async def _prune(
             {**clinic, "last": last_old},
         )
     return Pruned(clinic_id, last_old - base, last_old if apply else base)
+
+
+async def _prune_global(connection: AsyncConnection, cutoff: dt.datetime, *, apply: bool) -> Pruned:
+    """The security events of no clinic from before ``cutoff`` (a year old at least: the
+    table's trigger lets no younger one go)."""
+    old = {"cutoff": cutoff}
+    if not apply:
+        count = await connection.scalar(
+            text("SELECT count(*) FROM security_events WHERE created_at < :cutoff"), old
+        )
+        return Pruned(None, int(count or 0), 0)
+    gone = await connection.execute(
+        text("DELETE FROM security_events WHERE created_at < :cutoff RETURNING id"), old
+    )
+    return Pruned(None, len(gone.all()), 0)

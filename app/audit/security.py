@@ -19,9 +19,9 @@ every change is. Written before the answer, so whoever has the answer finds the 
 If the database refuses the write, the answer still goes out and the failure is logged with the
 events' names (the log stream carries each event already).
 
-Not written: ``rate_limited`` (a flood of refusals must not become a flood of writes: logs and
-metrics count them) and events raised outside a request (``production_settings_refused``, raised
-before the service has a database).
+Not written: ``rate_limited`` and any event of a request answered 429 (a flood of refusals must
+not become a flood of writes: logs and metrics count them) and events raised outside a request
+(``production_settings_refused``, raised before the service has a database).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from sqlalchemy import insert, make_url, select
@@ -203,7 +204,10 @@ class SecurityTrail:
 
         async def take() -> None:
             done = status < 400  # the request's transaction committed
-            taken = [one for one in pending if done or one.event in REFUSALS]
+            # A request the rate limiter refused writes nothing: a flood of refusals must not
+            # become a flood of rows (the limiter's refusals are counted by metrics and logs).
+            flood = status == HTTPStatus.TOO_MANY_REQUESTS
+            taken = [one for one in pending if not flood and (done or one.event in REFUSALS)]
             pending.clear()
             # An app started without its database (none to write to) keeps them in the log.
             sessions = getattr(scope["app"].state, "sessions", None)

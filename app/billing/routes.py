@@ -126,15 +126,16 @@ async def stripe_webhook(
     try:
         event = intake.verify(payload, stripe_signature, settings.stripe_webhook_secrets)
     except BadRequest as exc:
+        # Forgeries spend the sender's anonymous quota, as failed log-ins do (a 429 once it is
+        # spent, before any event: a flood is the limiter's to count); Stripe's own deliveries
+        # are never limited.
+        await spend(request, quotas.anonymous, client_ip(request))
         if isinstance(exc, intake.SignatureRefused):
             security_event(
                 SecurityEvent.webhook_signature_refused,
                 outcome="refused",
                 client_ip=client_ip(request),
             )
-        # Forgeries spend the sender's anonymous quota, as failed log-ins do; Stripe's own
-        # deliveries are never limited.
-        await spend(request, quotas.anonymous, client_ip(request))
         raise
     fresh = await intake.receive(session, event)
     return WebhookReceipt(received=True, duplicate=not fresh)

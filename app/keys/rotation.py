@@ -11,8 +11,10 @@ batch at a time, while the service goes on serving.
 * **Processes**: each process reads a scope's current version again every
   :data:`app.keys.service.CURRENT_FOR_SECONDS`, so a value a running process seals with the old
   version after the new one was made is caught by a later pass (``--retire`` checks first).
-* **Retiring**: ``--retire`` deletes a scope's older versions once no value names them: what
-  they sealed is gone with them otherwise, which is how crypto-shredding works, on purpose.
+* **Retiring**: ``--retire`` deletes a scope's older versions once no value names them and the
+  new key is older than twice that minute (by the database's clock): until then a process may
+  still seal with an older one, which would be lost with it (how crypto-shredding works, on
+  purpose). Too soon, it says so and keeps them.
 
 Where sealed values live is declared by the domains that seal them (:data:`SEALED`), so this
 module knows no table of its own.
@@ -44,12 +46,19 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.keys import service
 from app.keys.models import DataKey
 from app.keys.service import PLATFORM
 from app.kit import sealing
 from app.kit.sealing import KeyWrapper
 
 BATCH = 500
+
+
+def settled_after() -> float:
+    """How old the new key must be before older ones may go: twice the time a process keeps a
+    scope's current version before reading it again."""
+    return 2 * service.CURRENT_FOR_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,9 @@ class Rotated:
     """Values still naming an older version (sealed meanwhile by a process that had not yet
     read the new version: run again)."""
     retired: list[int]
+    too_soon: bool = False
+    """Asked to retire, but the new key is younger than :func:`settled_after`: a process may
+    still seal with an older one. Retire later."""
 
 
 def _version_of(sealed: ColumnElement[bytes]) -> ColumnElement[int]:
@@ -113,8 +125,10 @@ async def rotate_dek(
                     break
         async with engine.begin() as connection:
             left = sum([await _older(connection, column, scope, version) for column in SEALED])
-            retired = await _retire(connection, scope, version) if retire and not left else []
-        return Rotated(scope, version, resealed, left, retired)
+            settled = not left and await _old_enough(connection, scope, version)
+            retired = await _retire(connection, scope, version) if retire and settled else []
+        too_soon = retire and not left and not settled
+        return Rotated(scope, version, resealed, left, retired, too_soon)
     finally:
         await engine.dispose()
 
@@ -139,6 +153,20 @@ async def _newest(engine: AsyncEngine, wrapper: KeyWrapper, scope: str) -> int:
             insert(DataKey).values(scope=scope, version=version, kek_id=kek_id, wrapped=wrapped)
         )
         return version
+
+
+async def _old_enough(connection: AsyncConnection, scope: str, version: int) -> bool:
+    """Whether every process seals with ``version`` by now (they read a scope's current
+    version again every ``CURRENT_FOR_SECONDS``), by the database's clock."""
+    return bool(
+        await connection.scalar(
+            sql_text(
+                "SELECT created_at < now() - make_interval(secs => :wait) FROM data_keys"
+                " WHERE scope = :scope AND version = :version"
+            ),
+            {"wait": settled_after(), "scope": scope, "version": version},
+        )
+    )
 
 
 async def _retire(connection: AsyncConnection, scope: str, version: int) -> list[int]:

@@ -110,9 +110,11 @@ def address(peer: str | None) -> str | None:
     none: behind a trusted proxy the peer is what X-Forwarded-For said, which a client may
     have written itself, any text of any length."""
     try:
-        return str(ipaddress.ip_address(peer or ""))
+        found = ipaddress.ip_address(peer or "")
     except ValueError:
         return None
+    # An IPv6 zone (``fe80::1%eth0``) may be any text of any length: not where a client is.
+    return None if getattr(found, "scope_id", None) else str(found)
 
 
 def kept(user_agent: str) -> str | None:

@@ -4,8 +4,10 @@
 audit prune``) and its hash, from which the chain is checked (0 and 32 zero bytes: nothing
 pruned, the chain starts at GENESIS). The append-only trigger now lets an event be deleted once
 its clinic's base has moved past it, and nothing else. Only the schema's owner may move a base
-(the service role's UPDATE on ``audit_heads`` is on ``seq`` and ``hash`` alone), so the owner
-prunes; the service never can.
+(the service role may insert a head's ``id``, ``tenant_id``, ``seq`` and ``hash`` and update
+the last two, no more), so the owner prunes; the service never can. ``security_events``' trigger
+lets a row older than a year go (the shortest retention ``VETIFY_AUDIT_RETENTION_DAYS`` allows),
+so the owner's prune can remove them too, and never a recent one.
 
 Revision ID: 0015
 Revises: 0014
@@ -16,6 +18,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from app.db import rls
 
 revision: str = "0015"
 down_revision: str | None = "0014"
@@ -47,6 +51,26 @@ def _append_only(prunable: bool) -> str:
         """
 
 
+def _security_events_append_only(prunable: bool) -> str:
+    old = (
+        """
+            IF TG_OP = 'DELETE' AND OLD.created_at < now() - interval '365 days' THEN
+                RETURN OLD;  -- past the shortest retention: `vetify audit prune` (ADR 0027)
+            END IF;"""
+        if prunable
+        else ""
+    )
+    return f"""
+        CREATE OR REPLACE FUNCTION security_events_append_only() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN{old}
+            RAISE EXCEPTION 'security events are never changed or deleted (% refused)', TG_OP
+                USING ERRCODE = 'insufficient_privilege';
+        END
+        $$
+        """
+
+
 def upgrade() -> None:
     op.add_column(
         "audit_heads",
@@ -62,16 +86,26 @@ def upgrade() -> None:
         ),
     )
     op.execute(_append_only(prunable=True))
+    op.execute(_security_events_append_only(prunable=True))
+    # A head's base is the owner's to move: the service inserts a head without one.
+    op.execute(f"REVOKE INSERT ON audit_heads FROM {rls.app_role()}")
+    rls.grant("audit_heads", "INSERT (id, tenant_id, seq, hash)")
 
 
 def downgrade() -> None:
     # Without a base, a pruned clinic's chain would be checked from event 1, which is gone.
+    # Row-level security is forced on the owner too: the count must see every clinic's.
+    op.execute("ALTER TABLE audit_heads NO FORCE ROW LEVEL SECURITY")
     pruned = op.get_bind().scalar(sa.text("SELECT count(*) FROM audit_heads WHERE base_seq > 0"))
+    op.execute("ALTER TABLE audit_heads FORCE ROW LEVEL SECURITY")
     if pruned:
         raise RuntimeError(
             f"{pruned} clinics' trails were pruned: their chains start after event 1, which"
             " only 0015 can check. Stay at 0015."
         )
     op.execute(_append_only(prunable=False))
+    op.execute(_security_events_append_only(prunable=False))
+    op.execute(f"REVOKE INSERT (id, tenant_id, seq, hash) ON audit_heads FROM {rls.app_role()}")
+    rls.grant("audit_heads", "INSERT")
     op.drop_column("audit_heads", "base_hash")
     op.drop_column("audit_heads", "base_seq")

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 
 import pytest
+from alembic import command
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -18,8 +19,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app import cli
 from app.audit import anchors, retention
 from app.audit.service import verify
+from app.auth.models import Role
+from app.db import migrate
 from fixtures.factories import CustomerFactory
+from tests.harness.api import login
 from tests.harness.clock import Clock
+from tests.harness.databases import APP_ROLE
 from tests.harness.world import World
 
 YEARS = dt.timedelta(days=3000)
@@ -176,3 +181,82 @@ async def test_vetify_audit_prune_is_a_dry_run_unless_applied(
     monkeypatch.setenv("VETIFY_AUDIT_RETENTION_DAYS", "30")
     with pytest.raises(SystemExit):
         await asyncio.to_thread(cli.main, ["audit", "prune"])
+
+
+async def test_an_event_stamped_long_ago_after_newer_ones_prunes_nothing_newer(
+    world: World, database, superuser_engine, clock: Clock
+) -> None:
+    clinic = await clinic_old_and_new(world, clock)
+    kept_from = (await seqs(superuser_engine, clinic.id))[-1]  # the last event made now...
+    now = clock.now
+    clock.now = now - YEARS  # ...then one by a host whose clock had gone back years
+    await world.make(clinic, CustomerFactory)
+    clock.now = now
+
+    cutoff = now - dt.timedelta(days=2555)
+    await retention.prune_trails(database.backup_url, database.owner_url, cutoff, apply=True)
+
+    left = await seqs(superuser_engine, clinic.id)
+    assert left[-1] > kept_from  # the late old-stamped events are kept...
+    verdict = await judged(superuser_engine, clinic.id)
+    assert verdict.broken is None
+    assert verdict.pruned < left[0]  # ...and only the prefix before the first recent one went
+
+
+async def test_security_events_of_no_clinic_older_than_the_retention_go_and_no_newer_one(
+    database, superuser_engine
+) -> None:
+    async with superuser_engine.begin() as connection:
+        for age in (3000, 400, 10):
+            await connection.execute(
+                text(
+                    "INSERT INTO security_events (id, created_at, event, outcome, details)"
+                    " VALUES (gen_random_uuid(), now() - make_interval(days => :age),"
+                    " 'login_failed', 'refused', '{}')"
+                ),
+                {"age": age},
+            )
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=2555)
+
+    done = await retention.prune_trails(database.backup_url, database.owner_url, cutoff, apply=True)
+
+    assert [p.events for p in done if p.clinic_id is None] == [1]
+    async with superuser_engine.connect() as connection:
+        ages = await connection.scalars(
+            text("SELECT extract(day FROM now() - created_at)::int FROM security_events")
+        )
+        assert sorted(ages) == [10, 400]
+    owner = create_async_engine(database.owner_url)
+    try:
+        async with owner.connect() as connection:
+            with pytest.raises(DBAPIError, match="never changed or deleted"):
+                await connection.execute(
+                    text(
+                        "DELETE FROM security_events WHERE created_at > now() - interval '30 days'"
+                    )
+                )
+    finally:
+        await owner.dispose()
+
+
+async def test_the_downgrades_refuse_to_lose_what_the_chains_are_checked_by(
+    client, world: World, database, clock: Clock
+) -> None:
+    config = migrate.alembic_config(database.owner_url, APP_ROLE)
+    clinic = await clinic_old_and_new(world, clock)
+    await login(client, clinic.owner.user.email, "not the password")  # none of a clinic's
+    refused = await client.post(
+        "/api/v1/staff/invitations",
+        json={"email": "x@example.org", "role": "owner"},
+        headers=(await world.clinic((Role.owner, Role.receptionist)))
+        .actors[Role.receptionist]
+        .headers,
+    )
+    assert refused.status_code == 403  # a clinic's security event: in its chain
+
+    with pytest.raises(RuntimeError, match="security events"):
+        await asyncio.to_thread(command.downgrade, config, "0013")
+    cutoff = clock.now - dt.timedelta(days=2555)
+    await retention.prune_trails(database.backup_url, database.owner_url, cutoff, apply=True)
+    with pytest.raises(RuntimeError, match="were pruned"):
+        await asyncio.to_thread(command.downgrade, config, "0014")

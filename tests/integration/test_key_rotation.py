@@ -137,6 +137,7 @@ async def test_an_interrupted_run_goes_on_with_its_key_and_a_late_old_value_is_c
         )
     assert sealing.version_of((await secrets_of(superuser_engine))[late]) == 1
 
+    monkeypatch.setattr(keys, "CURRENT_FOR_SECONDS", 0.0)  # every process has read it by now
     done = await rotation.rotate_dek(database.owner_url, wrapper, keys.PLATFORM, retire=True)
     assert (done.version, done.left, done.retired) == (2, 0, [1])  # no third key made
     assert await versions(superuser_engine, keys.PLATFORM) == [2]
@@ -175,8 +176,9 @@ async def probe(database, world: World) -> AsyncIterator[tuple[uuid.UUID, uuid.U
 
 
 async def test_a_clinics_rotation_touches_its_own_values_only(
-    database, probe, superuser_engine, settings
+    database, probe, superuser_engine, settings, monkeypatch
 ) -> None:
+    monkeypatch.setattr(keys, "CURRENT_FOR_SECONDS", 0.0)
     ours, theirs = probe
     wrapper = keys.wrapper_from(settings)
 
@@ -207,9 +209,21 @@ async def test_a_clinics_rotation_touches_its_own_values_only(
         assert {sealing.version_of(row.secret) for row in rows} == {1}
 
 
-async def test_vetify_keys_rotate_dek_says_what_it_did(
-    world: World, cli_env, capsys, superuser_engine
+async def test_older_keys_are_kept_while_a_process_may_still_seal_with_them(
+    world: World, database, superuser_engine, settings
 ) -> None:
+    await enrolled(world, 2)
+    done = await rotation.rotate_dek(
+        database.owner_url, keys.wrapper_from(settings), keys.PLATFORM, retire=True
+    )
+    assert (done.left, done.retired, done.too_soon) == (0, [], True)
+    assert await versions(superuser_engine, keys.PLATFORM) == [1, 2]
+
+
+async def test_vetify_keys_rotate_dek_says_what_it_did(
+    world: World, cli_env, capsys, superuser_engine, monkeypatch
+) -> None:
+    monkeypatch.setattr(keys, "CURRENT_FOR_SECONDS", 0.0)
     secrets = await enrolled(world, 2)
     await asyncio.to_thread(cli.main, ["keys", "rotate-dek", "--retire"])
     assert capsys.readouterr().out.strip() == (

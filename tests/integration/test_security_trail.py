@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import Response
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -313,3 +314,22 @@ async def test_what_is_not_a_request_passes_the_middleware_by() -> None:
 
     await security.SecurityTrail(inner)({"type": "lifespan"}, nothing, ignored)
     assert seen == ["lifespan"]
+
+
+async def test_a_request_the_rate_limiter_refused_writes_no_event(app, superuser_engine) -> None:
+    async def flooded() -> Response:
+        security_event(SecurityEvent.login_failed, outcome="refused")
+        return Response(status_code=429)
+
+    app.add_api_route("/test-only/flooded", flooded, methods=["POST"])
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+            answer = await http.post("/test-only/flooded", headers={"X-Request-ID": "req-flood"})
+    finally:
+        app.router.routes.pop()
+
+    assert answer.status_code == 429
+    assert [
+        e for e in await global_events(superuser_engine) if e["request_id"] == "req-flood"
+    ] == []
