@@ -63,8 +63,9 @@ def settled_after() -> float:
 
 @dataclass(frozen=True, slots=True)
 class SealedColumn:
-    """A column of sealed values: ``table.column``, bound to ``field`` (what its AAD names), in
-    the scope ``platform`` (``scoped_by`` None) or of the clinic in column ``scoped_by``."""
+    """A column of sealed values: ``table.column`` (named ``*_sealed``), bound to ``field``
+    (what its AAD names), in the scope ``platform`` (``scoped_by`` None) or of the clinic in
+    column ``scoped_by``."""
 
     table: str
     column: str
@@ -113,6 +114,11 @@ async def rotate_dek(
     older keys when nothing names them."""
     engine = create_async_engine(make_url(owner_url).set(drivername="postgresql+asyncpg"))
     try:
+        async with engine.connect() as connection:
+            undeclared = await _undeclared(connection)
+        if undeclared:
+            # Rotating around them, then retiring, would shred them.
+            raise RuntimeError(f"sealed columns no domain declared: {', '.join(undeclared)}")
         version = await _newest(engine, wrapper, scope)
         keys: dict[int, bytes] = {}
         resealed = 0
@@ -131,6 +137,20 @@ async def rotate_dek(
         return Rotated(scope, version, resealed, left, retired, too_soon)
     finally:
         await engine.dispose()
+
+
+async def _undeclared(connection: AsyncConnection) -> list[str]:
+    """The columns named ``*_sealed`` (how every sealed column is named) that :data:`SEALED`
+    does not list: the declarations are made as domains are imported, and one missed must stop
+    the run rather than leave its values on a key about to be retired."""
+    found = await connection.execute(
+        sql_text(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND column_name LIKE '%\\_sealed'"
+        )
+    )
+    declared = {(column.table, column.column) for column in SEALED}
+    return sorted(f"{t}.{c}" for t, c in found if (t, c) not in declared)
 
 
 async def _newest(engine: AsyncEngine, wrapper: KeyWrapper, scope: str) -> int:

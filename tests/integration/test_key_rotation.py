@@ -26,7 +26,7 @@ from app.keys import service as keys
 from app.kit import sealing
 from tests.harness.world import World
 
-PROBE = rotation.SealedColumn("sealed_probe", "secret", "sealed_probe.secret", "tenant_id")
+PROBE = rotation.SealedColumn("sealed_probe", "secret_sealed", "sealed_probe.secret", "tenant_id")
 """A clinic's column of sealed values, made for these tests (none is sealed per clinic yet)."""
 
 
@@ -152,7 +152,10 @@ async def probe(database, world: World) -> AsyncIterator[tuple[uuid.UUID, uuid.U
     owner = create_async_engine(database.owner_url)
     async with owner.begin() as connection:
         await connection.execute(
-            text("CREATE TABLE sealed_probe (id uuid PRIMARY KEY, tenant_id uuid, secret bytea)")
+            text(
+                "CREATE TABLE sealed_probe"
+                " (id uuid PRIMARY KEY, tenant_id uuid, secret_sealed bytea)"
+            )
         )
     rotation.seals(PROBE)
     try:
@@ -186,8 +189,8 @@ async def test_a_clinics_rotation_touches_its_own_values_only(
 
     assert (done.resealed, done.left, done.retired) == (3, 0, [1])
     async with superuser_engine.connect() as connection:
-        rows = await connection.execute(text("SELECT tenant_id, secret FROM sealed_probe"))
-        by_clinic = {(row.tenant_id, sealing.version_of(row.secret)) for row in rows}
+        rows = await connection.execute(text("SELECT tenant_id, secret_sealed FROM sealed_probe"))
+        by_clinic = {(row.tenant_id, sealing.version_of(row.secret_sealed)) for row in rows}
     assert by_clinic == {(ours, 2), (theirs, 1)}
     platform = await rotation.rotate_dek(database.owner_url, wrapper, keys.PLATFORM)
     assert platform.resealed == 0  # the clinics' column is in no platform scope
@@ -204,9 +207,9 @@ async def test_a_clinics_rotation_touches_its_own_values_only(
         await rotation.rotate_dek(database.owner_url, wrapper, str(theirs))
     async with superuser_engine.connect() as connection:
         rows = await connection.execute(
-            text("SELECT secret FROM sealed_probe WHERE tenant_id = :c"), {"c": theirs}
+            text("SELECT secret_sealed FROM sealed_probe WHERE tenant_id = :c"), {"c": theirs}
         )
-        assert {sealing.version_of(row.secret) for row in rows} == {1}
+        assert {sealing.version_of(row.secret_sealed) for row in rows} == {1}
 
 
 async def test_older_keys_are_kept_while_a_process_may_still_seal_with_them(
@@ -243,3 +246,16 @@ async def test_vetify_keys_rotate_dek_fails_while_values_are_left_on_an_older_ke
     with pytest.raises(SystemExit, match="2 values were sealed with an older key meanwhile"):
         await asyncio.to_thread(cli.main, ["keys", "rotate-dek"])
     assert "10 values sealed again with data key 3; 2 left" in capsys.readouterr().out
+
+
+async def test_a_sealed_column_no_domain_declared_stops_the_run_before_any_key_is_made(
+    database, probe, superuser_engine, settings
+) -> None:
+    ours, _ = probe
+    rotation.SEALED.remove(PROBE)  # as if its domain had not been imported
+    try:
+        with pytest.raises(RuntimeError, match=r"sealed_probe\.secret_sealed"):
+            await rotation.rotate_dek(database.owner_url, keys.wrapper_from(settings), str(ours))
+    finally:
+        rotation.seals(PROBE)
+    assert await versions(superuser_engine, str(ours)) == [1]
