@@ -390,9 +390,11 @@ async def test_any_forwarded_address_is_stored_as_an_address_or_not_at_all(
     for forwarded, created in made.items():
         assert created.status_code == 201, (forwarded, created.text)
         try:
-            expected = str(ipaddress.ip_address(forwarded.rsplit(",", 1)[-1].strip()))
+            address = ipaddress.ip_address(forwarded.rsplit(",", 1)[-1].strip())
         except ValueError:
             expected = None
+        else:  # an IPv6 zone (any text, any length) is no place a client is: none either
+            expected = None if "%" in str(address) else str(address)
         assert events[uuid.UUID(created.json()["id"])]["client_ip"] == expected, forwarded
 
 
