@@ -259,3 +259,12 @@ async def test_a_sealed_column_no_domain_declared_stops_the_run_before_any_key_i
     finally:
         rotation.seals(PROBE)
     assert await versions(superuser_engine, str(ours)) == [1]
+
+
+async def test_vetify_keys_rotate_dek_says_when_it_is_too_soon_to_retire(
+    world: World, cli_env, capsys, superuser_engine
+) -> None:
+    await enrolled(world, 1)
+    await asyncio.to_thread(cli.main, ["keys", "rotate-dek", "--retire"])
+    assert "older keys kept: the new one is younger than 120 s" in capsys.readouterr().out
+    assert await versions(superuser_engine, keys.PLATFORM) == [1, 2]

@@ -52,6 +52,19 @@ REVIEWED: dict[tuple[str, str], tuple[int, str]] = {
         1,
         "DROP TYPE for each enum of a constant tuple",
     ),
+    ("app/audit/models.py", "<module>"): (
+        1,
+        "the chain's GENESIS as a bytea literal: a constant number of zero bytes",
+    ),
+    ("migrations/versions/20261206_0015_audit_retention.py", "upgrade"): (
+        2,
+        "the GENESIS bytea default (constant) and the REVOKE naming the service role vetify"
+        " migrate configures, as rls.grant does",
+    ),
+    ("migrations/versions/20261206_0015_audit_retention.py", "downgrade"): (
+        1,
+        "the REVOKE naming the service role vetify migrate configures, as rls.grant does",
+    ),
     ("migrations/versions/20261201_0005_billing.py", "_procrastinate"): (
         1,
         "GRANT USAGE on the schema's sequences to the service role, quoted by identifier()",
