@@ -325,11 +325,12 @@ def _usage(settings: Settings, args: argparse.Namespace) -> None:
     """Per clinic: requests and jobs over the days asked, storage now (as the backup role, which
     reads every clinic; the service's role sees one at a time)."""
     first, last = usage_report.window(args.day, args.days)
-    with _claimed(settings, f"vetify usage (pid {os.getpid()})"), database(settings) as ready:
-        found = asyncio.run(usage_report.report(_url_of(ready, "backup", "usage"), first, last))
+    with _as_roles(settings, "usage", "backup") as (backup,):
+        found = asyncio.run(usage_report.report(backup, first, last))
     print(usage_report.printable(found, args.json), flush=True)
 
 
+DRY_RUN = "a dry run: nothing was removed (--apply removes)"
 _ROLE_URLS = {
     "backup": (
         "database_backup_url",
@@ -338,6 +339,15 @@ _ROLE_URLS = {
     ),
     "owner": ("database_owner_url", "VETIFY_DATABASE_OWNER_URL (the schema owner's URL)"),
 }
+
+
+@contextmanager
+def _as_roles(settings: Settings, command: str, *roles: str) -> Iterator[list[str]]:
+    """For an operator's command: the database claimed and ready, and the URLs of ``roles``
+    (``backup``, ``owner``), or why not."""
+    holder = f"vetify {command.split()[0]} (pid {os.getpid()})"
+    with _claimed(settings, holder), database(settings) as ready:
+        yield [_url_of(ready, role, command) for role in roles]
 
 
 def _url_of(ready: Settings, role: str, command: str) -> str:
@@ -364,8 +374,7 @@ def _audit(settings: Settings, args: argparse.Namespace) -> None:
         return
     outside = _anchors_in(args.anchors)
     public = _anchors_key(settings)
-    with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
-        backup = _url_of(ready, "backup", "audit verify")
+    with _as_roles(settings, "audit verify", "backup") as (backup,):
         verdicts = asyncio.run(audit.verify_trails(backup, args.clinic, public, outside))
     print(audit.printable(verdicts), flush=True)
     if public is None:
@@ -380,8 +389,7 @@ def _anchor(settings: Settings) -> None:
     key = Ed25519PrivateKey.from_private_bytes(
         key_bytes(settings.audit_signing_key.get_secret_value())
     )
-    with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
-        backup, owner = (_url_of(ready, role, "audit anchor") for role in ("backup", "owner"))
+    with _as_roles(settings, "audit anchor", "backup", "owner") as (backup, owner):
         made = asyncio.run(anchors.anchor_trails(backup, owner, key))
     for anchor in made:
         print(anchor.line(), flush=True)
@@ -390,25 +398,24 @@ def _anchor(settings: Settings) -> None:
 def _retention(settings: Settings, *, apply: bool) -> None:
     """Sessions, tokens, account links and invitations of no more use, removed (issue 20)."""
     cutoff = utcnow() - dt.timedelta(days=settings.retention_expired_days)
-    with _claimed(settings, f"vetify retention (pid {os.getpid()})"), database(settings) as ready:
-        backup, owner = (_url_of(ready, role, "retention") for role in ("backup", "owner"))
+    with _as_roles(settings, "retention", "backup", "owner") as (backup, owner):
         found = asyncio.run(auth_retention.purge(backup, owner, cutoff, apply=apply))
     for purged in found:
         print(purged.line(applied=apply), flush=True)
     if not apply:
-        print("a dry run: nothing was removed (--apply removes)", file=sys.stderr)
+        print(DRY_RUN, file=sys.stderr)
 
 
 def _prune(settings: Settings, *, apply: bool) -> None:
+    """The audit trail's events past the retention, pruned (ADR 0027)."""
     cutoff = utcnow() - dt.timedelta(days=settings.audit_retention_days)
-    with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
-        backup, owner = (_url_of(ready, role, "audit prune") for role in ("backup", "owner"))
+    with _as_roles(settings, "audit prune", "backup", "owner") as (backup, owner):
         found = asyncio.run(retention.prune_trails(backup, owner, cutoff, apply=apply))
     for pruned in found:
         if pruned.events:
             print(pruned.line(cutoff, applied=apply), flush=True)
     if not apply:
-        print("a dry run: nothing was removed (--apply removes)", file=sys.stderr)
+        print(DRY_RUN, file=sys.stderr)
 
 
 def _security_events(settings: Settings, since: dt.datetime | None) -> None:
@@ -422,8 +429,8 @@ def _security_events(settings: Settings, since: dt.datetime | None) -> None:
         async for line in security.lines_since(backup, moment):
             print(line, flush=True)
 
-    with _claimed(settings, f"vetify audit (pid {os.getpid()})"), database(settings) as ready:
-        asyncio.run(printed(_url_of(ready, "backup", "audit security-events")))
+    with _as_roles(settings, "audit security-events", "backup") as (backup,):
+        asyncio.run(printed(backup))
 
 
 def _anchors_in(path: Path | None) -> list[anchors.Anchor]:
@@ -449,8 +456,7 @@ def _keys(settings: Settings, args: argparse.Namespace) -> None:
     of VETIFY_ENCRYPTION_KEYS, or VETIFY_KMS_KEY_ID). ``rotate-dek``: seal a scope's values
     again with a new data key. As the schema's owner (ADR 0028)."""
     wrapper = keys.wrapper_from(settings)
-    with _claimed(settings, f"vetify keys (pid {os.getpid()})"), database(settings) as ready:
-        owner = _url_of(ready, "owner", "keys")
+    with _as_roles(settings, "keys", "owner") as (owner,):
         if args.keys_command == "rotate-dek":
             scope = keys.PLATFORM if args.clinic is None else str(args.clinic)
             done = asyncio.run(rotation.rotate_dek(owner, wrapper, scope, retire=args.retire))

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import make_url, select, text
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.audit.models import AuditAnchor
+from app.db.session import role_engine
 from app.kit.clock import utcnow
 
 _HEADS_NOT_ANCHORED = text(
@@ -85,13 +86,9 @@ def genuine(public: Ed25519PublicKey, anchor: Anchor) -> bool:
     return True
 
 
-def _engine(url: str) -> AsyncEngine:
-    return create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
-
-
 async def anchor_trails(backup_url: str, owner_url: str, key: Ed25519PrivateKey) -> list[Anchor]:
     """Sign and store every clinic's head that no anchor holds yet; the anchors made."""
-    reader, writer = _engine(backup_url), _engine(owner_url)
+    reader, writer = role_engine(backup_url), role_engine(owner_url)
     try:
         async with reader.connect() as connection:
             heads = (await connection.execute(_HEADS_NOT_ANCHORED)).all()

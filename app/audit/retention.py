@@ -16,10 +16,11 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import make_url, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.audit.models import AuditHead
+from app.db.session import role_engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +45,7 @@ async def prune_trails(
     backup_url: str, owner_url: str, cutoff: dt.datetime, *, apply: bool
 ) -> list[Pruned]:
     """Each clinic's events from before ``cutoff``, pruned if ``apply`` (else only counted)."""
-    engines = [
-        create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
-        for url in (backup_url, owner_url)
-    ]
+    engines = [role_engine(url) for url in (backup_url, owner_url)]
     reader, owner = engines
     try:
         async with reader.connect() as connection:

@@ -36,13 +36,14 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import insert, make_url, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit import trail
 from app.audit.models import SecurityEventRecord
 from app.db.base import Base
+from app.db.session import role_engine
 from app.db.tenancy import enter_tenant
 from app.kit import context
 from app.kit.events import REFUSALS, SecurityEvent, subscribe
@@ -233,7 +234,7 @@ async def lines_since(url: str, moment: dt.datetime) -> AsyncIterator[str]:
     """The events of no clinic recorded from ``moment`` on, oldest first, each a JSON line
     (``vetify audit security-events``), read with ``url``: the backup role's, as the service's
     may not read them (any driver named in it is asyncpg's)."""
-    engine = create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
+    engine = role_engine(url)
     try:
         async with engine.connect() as connection:
             rows = await connection.stream(

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import RowMapping, Select, false, make_url, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
+from sqlalchemy import RowMapping, Select, false, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.audit import anchors
 from app.audit.anchors import Anchor
@@ -19,6 +19,7 @@ from app.audit.chain import GENESIS, Break, Checker, Entry, Stored
 from app.audit.models import AuditEvent, AuditHead
 from app.audit.trail import EVENTS, Change
 from app.db.repository import of_clinic
+from app.db.session import role_engine
 from app.db.tenancy import Tenant
 
 BATCH = 5_000
@@ -172,7 +173,7 @@ async def verify_trails(
     """Every clinic's chain (or ``clinic_id``'s), read with ``url``: the backup role's, which
     sees every clinic (any driver named in it is asyncpg's); held to the anchors (:func:`verify`).
     A clinic an outside anchor names is checked even if its head is gone."""
-    engine = create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
+    engine = role_engine(url)
     try:
         async with engine.connect() as connection:
             clinics = (

@@ -17,10 +17,11 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, func, make_url, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import ColumnElement, delete, func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import AccountToken, Credential, Invitation
+from app.db.session import role_engine
 from app.db.tenancy import enter_tenant
 from app.kit import context
 
@@ -57,10 +58,7 @@ async def purge(
     backup_url: str, owner_url: str, cutoff: dt.datetime, *, apply: bool
 ) -> list[Purged]:
     """What was (or, without ``apply``, would be) removed from before ``cutoff``, by table."""
-    reader, owner = (
-        create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
-        for url in (backup_url, owner_url)
-    )
+    reader, owner = (role_engine(url) for url in (backup_url, owner_url))
     try:
         async with reader.connect() as connection:
             clinics = sorted(await connection.scalars(text("SELECT id FROM clinics")))

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -112,6 +113,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
     for hook in engine_hooks:
         hook(engine)
     return engine
+
+
+def role_engine(url: str) -> AsyncEngine:
+    """An engine for an operator's command connecting as the role in ``url`` (the owner's, the
+    backup role's), whatever driver the URL names: asyncpg's."""
+    return create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

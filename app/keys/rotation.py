@@ -43,9 +43,9 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.db.session import role_engine
 from app.keys import service
 from app.keys.models import DataKey
 from app.keys.service import PLATFORM
@@ -112,7 +112,7 @@ async def rotate_dek(
     """Seal everything ``scope`` holds with a new data key (or the newest one, if an earlier
     run made it and did not finish), as the schema's owner; then, if ``retire``, delete the
     older keys when nothing names them."""
-    engine = create_async_engine(make_url(owner_url).set(drivername="postgresql+asyncpg"))
+    engine = role_engine(owner_url)
     try:
         async with engine.connect() as connection:
             undeclared = await _undeclared(connection)

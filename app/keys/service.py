@@ -16,9 +16,9 @@ from typing import cast
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.db.session import role_engine
 from app.keys.models import DataKey
 from app.kit import sealing
 from app.kit.sealing import KeyWrapper
@@ -120,7 +120,7 @@ async def _key(session: AsyncSession, scope: str, version: int) -> bytes:
 
 async def rotate_all(owner_url: str, wrapper: KeyWrapper) -> int:
     """:func:`rotate_kek` in one transaction as the schema's owner (``owner_url``)."""
-    engine = create_async_engine(make_url(owner_url).set(drivername="postgresql+asyncpg"))
+    engine = role_engine(owner_url)
     try:
         async with AsyncSession(engine) as session, session.begin():
             return await rotate_kek(session, wrapper)

@@ -15,9 +15,8 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.db.session import role_engine
 from app.kit.clock import utcnow
 
 # Every clinic, and every clinic id with usage in the window (a deleted clinic's too: its cost
@@ -118,7 +117,7 @@ def window(day: dt.date | None, days: int) -> tuple[dt.date, dt.date]:
 
 async def report(url: str, first: dt.date, last: dt.date) -> Report:
     """The report, read with ``url`` (the backup role's; any driver named in it is asyncpg's)."""
-    engine = create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
+    engine = role_engine(url)
     try:
         async with engine.connect() as connection:
             rows = await connection.execute(REPORT, {"first": first, "last": last})

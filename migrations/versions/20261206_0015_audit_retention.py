@@ -26,45 +26,26 @@ down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_REFUSED = """
-            RAISE EXCEPTION 'audit events are never changed or deleted (% refused)', TG_OP
-                USING ERRCODE = 'insufficient_privilege';"""
-
-
-def _append_only(prunable: bool) -> str:
-    pruned = (
-        """
+_PRUNED_EVENT = """
             IF TG_OP = 'DELETE' AND OLD.seq <= (
                 SELECT base_seq FROM audit_heads WHERE tenant_id = OLD.tenant_id
             ) THEN
                 RETURN OLD;  -- pruned by retention: the chain's base is past it (ADR 0027)
             END IF;"""
-        if prunable
-        else ""
-    )
-    return f"""
-        CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN{pruned}{_REFUSED}
-        END
-        $$
-        """
-
-
-def _security_events_append_only(prunable: bool) -> str:
-    old = (
-        """
+_OLD_SECURITY_EVENT = """
             IF TG_OP = 'DELETE' AND OLD.created_at < now() - interval '365 days' THEN
                 RETURN OLD;  -- past the shortest retention: `vetify audit prune` (ADR 0027)
             END IF;"""
-        if prunable
-        else ""
-    )
+
+
+def _append_only(table: str, what: str, unless: str = "") -> str:
+    """``table``'s trigger function: every change refused (``what`` names its rows), but for
+    the deletes ``unless`` lets through."""
     return f"""
-        CREATE OR REPLACE FUNCTION security_events_append_only() RETURNS trigger
+        CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger
         LANGUAGE plpgsql AS $$
-        BEGIN{old}
-            RAISE EXCEPTION 'security events are never changed or deleted (% refused)', TG_OP
+        BEGIN{unless}
+            RAISE EXCEPTION '{what} are never changed or deleted (% refused)', TG_OP
                 USING ERRCODE = 'insufficient_privilege';
         END
         $$
@@ -85,8 +66,8 @@ def upgrade() -> None:
             nullable=False,
         ),
     )
-    op.execute(_append_only(prunable=True))
-    op.execute(_security_events_append_only(prunable=True))
+    op.execute(_append_only("audit_events", "audit events", _PRUNED_EVENT))
+    op.execute(_append_only("security_events", "security events", _OLD_SECURITY_EVENT))
     # A head's base is the owner's to move: the service inserts a head without one.
     op.execute(f"REVOKE INSERT ON audit_heads FROM {rls.app_role()}")
     rls.grant("audit_heads", "INSERT (id, tenant_id, seq, hash)")
@@ -103,8 +84,8 @@ def downgrade() -> None:
             f"{pruned} clinics' trails were pruned: their chains start after event 1, which"
             " only 0015 can check. Stay at 0015."
         )
-    op.execute(_append_only(prunable=False))
-    op.execute(_security_events_append_only(prunable=False))
+    op.execute(_append_only("audit_events", "audit events"))
+    op.execute(_append_only("security_events", "security events"))
     op.execute(f"REVOKE INSERT (id, tenant_id, seq, hash) ON audit_heads FROM {rls.app_role()}")
     rls.grant("audit_heads", "INSERT")
     op.drop_column("audit_heads", "base_hash")
