@@ -173,6 +173,8 @@ class Limiter:
     key_prefix: str = "vetify:rl"
     retry_seconds: float = REDIS_RETRY_SECONDS
     """How long to stay on memory after Redis failed before trying Redis again."""
+    wait_seconds: float = REDIS_WAIT_SECONDS
+    """How long a call waits for one of the pool's connections."""
     degradations: int = 0
     """How many times Redis failed and the limiter fell back to memory (a metric)."""
     _memory: MemoryStorage = field(default_factory=MemoryStorage)
@@ -187,7 +189,7 @@ class Limiter:
             self._pool = BlockingConnectionPool.from_url(
                 self.redis_url,
                 max_connections=REDIS_CONNECTIONS,
-                timeout=REDIS_WAIT_SECONDS,
+                timeout=self.wait_seconds,
                 socket_timeout=REDIS_TIMEOUT_SECONDS,
                 socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             )

@@ -72,9 +72,20 @@ class World:
 
     async def clinic(self, roles: tuple[Role, ...] = tuple(Role), **fields: object) -> ClinicWorld:
         async with self.session() as session:
-            setup = await create_clinic(session, roles, **fields)
+            setup = await create_clinic(session, roles, **fields)  # entered in the new clinic
+            memberships = {
+                m.user_id: m
+                for m in await session.scalars(
+                    select(Membership).where(Membership.tenant_id == setup.clinic.id)
+                )
+            }
             actors = {
-                role: await self._actor(session, setup.clinic.id, user)
+                role: self._as_actor(
+                    await self._issue(
+                        session, user, CredentialKind.api_token, memberships[user.id]
+                    ),
+                    user,
+                )
                 for role, user in setup.staff.items()
             }
         return ClinicWorld(setup, actors)
@@ -103,17 +114,27 @@ class World:
         return await self.login(actor)
 
     async def _issue(
-        self, session: AsyncSession, user: User, kind: CredentialKind
+        self,
+        session: AsyncSession,
+        user: User,
+        kind: CredentialKind,
+        membership: Membership | None = None,
     ) -> auth_service.Issued:
-        membership = (
-            await session.scalars(select(Membership).where(Membership.user_id == user.id))
-        ).one()
+        """A credential of ``kind`` for ``user`` in the clinic of ``membership`` (by default,
+        their one membership the session sees)."""
+        if membership is None:
+            membership = (
+                await session.scalars(select(Membership).where(Membership.user_id == user.id))
+            ).one()
         return await auth_service.issue(session, self.settings, membership, kind, name="tests")
+
+    @staticmethod
+    def _as_actor(issued: auth_service.Issued, user: User) -> Actor:
+        return Actor(user, issued.principal.clinic_id, issued.principal.role, issued.secret)
 
     async def _actor(self, session: AsyncSession, clinic_id: uuid.UUID, user: User) -> Actor:
         await enter_tenant(session, clinic_id)
-        issued = await self._issue(session, user, CredentialKind.api_token)
-        return Actor(user, clinic_id, issued.principal.role, issued.secret)
+        return self._as_actor(await self._issue(session, user, CredentialKind.api_token), user)
 
     async def enrol_mfa(
         self, user: User, *, confirmed: bool = True, secret: str | None = None

@@ -215,11 +215,12 @@ tally.size(
 )
 
 
-async def _attacked(world: World, superuser_engine: AsyncEngine) -> tuple[Estate, set[str]]:
-    """A furnished clinic to attack from, and the ids of another furnished clinic's rows."""
-    estate = await furnish(world, await world.clinic())
-    other = await furnish(world, await world.clinic())
-    return estate, await ids_of(superuser_engine, other.clinic.id)
+@pytest.fixture(scope="module")
+async def foreign(module_world: World, module_superuser_engine: AsyncEngine) -> set[str]:
+    """The ids of another furnished clinic's rows in the module's database, which no answer to
+    an attack from a clinic of a test's own may show (made once: no test changes it)."""
+    other = await furnish(module_world, await module_world.clinic())
+    return await ids_of(module_superuser_engine, other.clinic.id)
 
 
 async def _url(world: World, estate: Estate, route: Route) -> str:
@@ -230,10 +231,14 @@ async def _url(world: World, estate: Estate, route: Route) -> str:
 
 @pytest.mark.parametrize("route", QUERY_ROUTES, ids=lambda r: r.label)
 async def test_injection_in_query_parameters_changes_nothing(
-    module_client: httpx.AsyncClient, module_world: World, module_superuser_engine, route: Route
+    module_client: httpx.AsyncClient,
+    module_world: World,
+    module_superuser_engine: AsyncEngine,
+    route: Route,
+    foreign: set[str],
 ) -> None:
     client, world, superuser_engine = module_client, module_world, module_superuser_engine
-    estate, foreign = await _attacked(world, superuser_engine)
+    estate = await furnish(world, await world.clinic())
     url = await _url(world, estate, route)
     caller = await credentials(world, estate.clinic.owner, route)
     body = route.body(estate)
@@ -350,10 +355,14 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 @pytest.mark.parametrize("route", WITH_BODY, ids=lambda r: r.label)
 async def test_injection_in_body_fields(
-    module_client: httpx.AsyncClient, module_world: World, module_superuser_engine, route: Route
+    module_client: httpx.AsyncClient,
+    module_world: World,
+    module_superuser_engine: AsyncEngine,
+    route: Route,
+    foreign: set[str],
 ) -> None:
     client, world, superuser_engine = module_client, module_world, module_superuser_engine
-    estate, foreign = await _attacked(world, superuser_engine)
+    estate = await furnish(world, await world.clinic())
     url = await _url(world, estate, route)
     actor = None if route.public else estate.clinic.owner
 

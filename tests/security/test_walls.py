@@ -32,7 +32,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import delete, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -339,31 +338,19 @@ async def test_the_orm_alone_keeps_reads_and_writes_to_the_clinic(
 
 
 # The service on a connection that bypasses row-level security: only its own filter is left.
-@pytest.fixture(scope="module")
-async def unwalled_app(
-    module_settings: Settings, module_database: Database
-) -> AsyncIterator[FastAPI]:
-    settings = module_settings.model_copy(
-        update={"database_url": SecretStr(module_database.superuser_url)}
-    )
-    engine = create_async_engine(module_database.superuser_url)
+# Each test on a copy of the furnished pair (``estates``), as test_tenant_routes' attacks run.
+@pytest.fixture
+async def unwalled_client(
+    settings: Settings, database: Database
+) -> AsyncIterator[httpx.AsyncClient]:
+    unwalled = settings.model_copy(update={"database_url": SecretStr(database.superuser_url)})
+    engine = create_async_engine(database.superuser_url)
     try:
         await _bypasses_rls(engine)
     finally:
         await engine.dispose()
-    async with _running(settings) as application:
-        yield application
-
-
-@pytest.fixture(scope="module")
-async def unwalled_client(unwalled_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(unwalled_app) as http:
+    async with _running(unwalled) as application, asgi_client(application) as http:
         yield http
-
-
-@pytest.fixture
-async def unwalled_estates(module_world: World) -> tuple[Estate, Estate]:
-    return await furnished_pair(module_world)
 
 
 ATTACKS = [
@@ -382,6 +369,6 @@ ATTACKS = [
     ids=[f"{'read' if 'reads' in a.__name__ else 'by id'} {r.label}" for a, r in ATTACKS],
 )
 async def test_the_service_alone_keeps_another_clinic_out(
-    unwalled_client, module_world, module_superuser_engine, unwalled_estates, attack, route: Route
+    unwalled_client, world, superuser_engine, estates, attack, route: Route
 ) -> None:
-    await attack(unwalled_client, module_world, module_superuser_engine, unwalled_estates, route)
+    await attack(unwalled_client, world, superuser_engine, estates, route)
