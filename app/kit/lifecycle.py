@@ -25,6 +25,7 @@ log = logging.getLogger("vetify")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 REQUESTS_SHARE = 0.4
+STOPPING = "stopping (%s), within %s s"
 JOBS_SHARE = 0.4
 
 
@@ -48,13 +49,30 @@ class Shutdown:
 
     def request(self, why: str) -> None:
         """Ask for the stop (again: nothing more) and start the deadline's clock."""
+        if self._start():
+            log.info(STOPPING, why, self.seconds)
+
+    def request_from_signal(self, why: str) -> None:
+        """:meth:`request`, from a signal handler. Python runs one between two steps of the main
+        thread, perhaps inside a write of a log line to the same stream (a write that blocked on
+        a full pipe and was interrupted), and a stream written to again from inside its own write
+        fails ("--- Logging error ---" and a traceback on stderr, seen when the supervisor
+        stopped a worker that was logging). So the line is written by a thread of its own, which
+        waits for the handler's lock like any other thread."""
+        if self._start():
+            threading.Thread(
+                target=log.info, args=(STOPPING, why, self.seconds), name="vetify-stopping"
+            ).start()
+
+    def _start(self) -> bool:
+        """Mark the stop asked for and start the deadline; False if it already was."""
         if self._asked.is_set():
-            return
+            return False
         self._asked.set()
-        log.info("stopping (%s), within %s s", why, self.seconds)
         deadline = threading.Timer(self.seconds, self._expire)
         deadline.daemon = True
         deadline.start()
+        return True
 
     def at_deadline(self, step: Callable[[], None]) -> None:
         """Run ``step`` if the deadline passes, before the process exits."""
@@ -72,7 +90,7 @@ class Shutdown:
         await asked.wait()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self.request(signal.Signals(signum).name)
+        self.request_from_signal(signal.Signals(signum).name)
 
     def _on_loop_signal(self, signum: signal.Signals, asked: asyncio.Event) -> None:
         self.request(signum.name)

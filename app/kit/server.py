@@ -153,7 +153,7 @@ class Server(uvicorn.Server):
             yield
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.stopping.request(signal.Signals(sig).name)
+        self.stopping.request_from_signal(signal.Signals(sig).name)
         super().handle_exit(sig, frame)
 
 

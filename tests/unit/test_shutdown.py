@@ -7,6 +7,7 @@ replaced (it would end this test run); tests/chaos/test_lifecycle.py stops real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -66,9 +67,58 @@ def test_a_signal_asks_for_the_stop_instead_of_ending_the_process(
     shutdown = Shutdown(0.1).install()
     os.kill(os.getpid(), signum)
     assert shutdown.requested
-    assert f"stopping ({signum.name}), within 0.1 s" in caplog.messages
     _wait_for(exits)
     assert exits == [1]
+    assert f"stopping ({signum.name}), within 0.1 s" in caplog.messages
+
+
+def test_a_signal_in_the_middle_of_writing_a_log_line_loses_no_line_and_logs_no_error(
+    exits: list[int], own_signals: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The main thread writes a line to a pipe that is full, so its write waits; the signal
+    interrupts that write, and its handler runs inside it. The stop's own line, written there
+    too, failed as a write re-entered ("--- Logging error ---" and a traceback on stderr, seen
+    in CI when the supervisor stopped a worker that was logging). Both lines arrive, whole."""
+    reader, writer = os.pipe()
+    os.set_blocking(writer, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(writer, b"." * 65_536)
+    os.set_blocking(writer, True)
+    stream = open(writer, "w", encoding="utf-8")  # noqa: SIM115  # closed below
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("vetify")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    received = bytearray()
+    main = threading.get_ident()
+
+    def interrupt_then_drain() -> None:
+        threading.Event().wait(0.2)  # the main thread is in its write by then
+        signal.pthread_kill(main, signal.SIGTERM)
+        while chunk := os.read(reader, 1 << 20):
+            received.extend(chunk)
+
+    draining = threading.Thread(target=interrupt_then_drain)
+    draining.start()
+    try:
+        shutdown = Shutdown(0.5).install()
+        logger.info("line %s", "x" * 200_000)
+        _wait_for(exits)
+    finally:
+        logger.removeHandler(handler)
+        logger.level = level
+        stream.close()
+        draining.join(10)
+        os.close(reader)
+    lines = received.decode().lstrip(".").splitlines()
+    assert shutdown.requested
+    assert lines == [
+        "line " + "x" * 200_000,
+        "stopping (SIGTERM), within 0.5 s",
+        "not stopped within VETIFY_SHUTDOWN_TIMEOUT_SECONDS (0.5 s): exiting now",
+    ]
+    assert "Logging error" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("signum", SIGNALS)
