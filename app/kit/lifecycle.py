@@ -25,8 +25,8 @@ log = logging.getLogger("vetify")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 REQUESTS_SHARE = 0.4
-STOPPING = "stopping (%s), within %s s"
 JOBS_SHARE = 0.4
+STOPPING = "stopping (%s), within %s s"
 
 
 class Shutdown:
