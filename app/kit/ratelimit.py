@@ -29,6 +29,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import BlockingConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,8 +56,29 @@ REDIS_CONNECTIONS = 32
 up to :data:`REDIS_WAIT_SECONDS`: redis-py's own pool refuses at once past 100, which made a
 log-in flood fall back to memory, where every process counts from nothing (issue 19)."""
 REDIS_WAIT_SECONDS = 1.0
-"""How long a call waits for a free connection before Redis counts as unreachable (every
-connection busy that long means Redis is not keeping up)."""
+"""How long a call waits for a free connection before it looks again whether Redis has been
+found unreachable meanwhile (by a call on one of the busy connections): if so it takes memory,
+otherwise it waits again. Every connection busy is this process's backlog, not Redis failing:
+a burst that outran the pool fell back to memory and counted from nothing (a quota of 100
+allowed 156), a protection giving way exactly under load."""
+
+
+class PoolBusy(Exception):
+    """Every pooled connection stayed in use for the whole wait."""
+
+
+class _Pool(BlockingConnectionPool):
+    """redis-py's blocking pool, whose wait running out is told apart from Redis failing (it
+    raises the same ConnectionError as a refused connection)."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            # redis-py's deprecation decorator leaves the method untyped.
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisConnectionError as error:
+            if isinstance(error.__cause__, asyncio.TimeoutError):
+                raise PoolBusy from error
+            raise
 
 
 @dataclass(frozen=True)
@@ -186,7 +208,7 @@ class Limiter:
 
     def __post_init__(self) -> None:
         if self.redis_url:
-            self._pool = BlockingConnectionPool.from_url(
+            self._pool = _Pool.from_url(
                 self.redis_url,
                 max_connections=REDIS_CONNECTIONS,
                 timeout=self.wait_seconds,
@@ -216,9 +238,11 @@ class Limiter:
 
     async def _on(self, operation: Callable[[Storage], Awaitable[T]]) -> T:
         """Run ``operation`` on Redis or, while Redis is away (or unset), on memory."""
-        if self._redis is not None and not self.degraded:
+        while self._redis is not None and not self.degraded:
             try:
                 result = await operation(self._redis)
+            except PoolBusy:
+                continue  # this process's backlog: wait again, unless Redis was found away
             except (StorageError, RedisError, OSError, TimeoutError) as exc:
                 # Said and counted once, not by every call that was under way with it.
                 if not self.degraded:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from app.kit.ratelimit import (
     REDIS_CONNECTIONS,
     REDIS_TIMEOUT_SECONDS,
+    REDIS_WAIT_SECONDS,
     Decision,
     Limiter,
     Policy,
@@ -142,6 +143,25 @@ async def test_two_limiters_on_one_redis_share_quotas_counters_and_scripts(
         await two.close()
 
 
+async def test_a_burst_that_outwaits_the_pool_stays_in_redis_and_exact(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process so busy that a call waits longer than the pool's wait for a connection (here a
+    wait of a millisecond, which 400 calls at once outrun on any machine) has a backlog, not a
+    Redis that is away: the call waits again. It fell back to memory, which counted from nothing
+    (156 allowed against a quota of 100)."""
+    policy = Policy.of("burst", "100/minute")
+    limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}", wait_seconds=0.001)
+    try:
+        with caplog.at_level(logging.WARNING, logger="vetify.ratelimit"):
+            decisions = await asyncio.gather(*(limiter.hit(policy, "k") for _ in range(400)))
+        allowed = sum(decision.allowed for decision in decisions)
+        assert (allowed, limiter.backend, limiter.degradations) == (100, "redis", 0)
+        assert not caplog.records
+    finally:
+        await limiter.close()
+
+
 @pytest.mark.parametrize("at_once", [150, 400])
 async def test_a_burst_beyond_the_connection_pool_waits_its_turn_and_stays_in_redis(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture, at_once: int
@@ -171,11 +191,15 @@ async def test_a_burst_beyond_the_connection_pool_waits_its_turn_and_stays_in_re
         await admin.aclose()
 
 
+@pytest.mark.parametrize("callers", [1, 200])
 async def test_a_frozen_redis_costs_the_calls_under_way_one_timeout(
-    redis_server: RedisServer,
+    redis_server: RedisServer, callers: int
 ) -> None:
     """A Redis that stops answering on an open connection (SIGSTOP: a hung process, or a
-    partition) holds a call one reply timeout, then memory takes over."""
+    partition) holds a call one reply timeout, then memory takes over. Callers beyond the pool,
+    waiting for a connection, wait again only for a Redis that answers: once a call on a busy
+    connection has timed out, they take memory at their next look (200 callers, each waiting its
+    own reply timeout in turn, would take seven seconds)."""
     assert redis_server.control is not None
     limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}", retry_seconds=60)
     try:
@@ -183,13 +207,18 @@ async def test_a_frozen_redis_costs_the_calls_under_way_one_timeout(
         redis_server.control.pause()
         try:
             started = time.monotonic()
-            decision = await asyncio.wait_for(limiter.hit(READS, "k"), 10)
+            decisions = await asyncio.wait_for(
+                asyncio.gather(*(limiter.hit(READS, f"k{n}") for n in range(callers))), 30
+            )
             waited = time.monotonic() - started
         finally:
             redis_server.control.resume()
-        assert (decision.allowed, limiter.backend) == (True, "memory (Redis unreachable)")
+        assert all(decision.allowed for decision in decisions)
+        assert (limiter.backend, limiter.degradations) == ("memory (Redis unreachable)", 1)
         assert waited + 0.05 >= REDIS_TIMEOUT_SECONDS
-        assert waited < REDIS_TIMEOUT_SECONDS + 1
+        # One reply timeout, then (for callers beyond the pool) one more wait for the pool; the
+        # margin is for a busy machine, far below the seconds of timeouts taken in turn.
+        assert waited < REDIS_TIMEOUT_SECONDS + (REDIS_WAIT_SECONDS if callers > 1 else 0) + 2
     finally:
         await limiter.close()
 
