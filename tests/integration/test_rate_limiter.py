@@ -143,25 +143,6 @@ async def test_two_limiters_on_one_redis_share_quotas_counters_and_scripts(
         await two.close()
 
 
-async def test_a_burst_that_outwaits_the_pool_stays_in_redis_and_exact(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A process so busy that a call waits longer than the pool's wait for a connection (here a
-    wait of a millisecond, which 400 calls at once outrun on any machine) has a backlog, not a
-    Redis that is away: the call waits again. It fell back to memory, which counted from nothing
-    (156 allowed against a quota of 100)."""
-    policy = Policy.of("burst", "100/minute")
-    limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}", wait_seconds=0.001)
-    try:
-        with caplog.at_level(logging.WARNING, logger="vetify.ratelimit"):
-            decisions = await asyncio.gather(*(limiter.hit(policy, "k") for _ in range(400)))
-        allowed = sum(decision.allowed for decision in decisions)
-        assert (allowed, limiter.backend, limiter.degradations) == (100, "redis", 0)
-        assert not caplog.records
-    finally:
-        await limiter.close()
-
-
 @pytest.mark.parametrize("at_once", [150, 400])
 async def test_a_burst_beyond_the_connection_pool_waits_its_turn_and_stays_in_redis(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture, at_once: int
@@ -170,12 +151,12 @@ async def test_a_burst_beyond_the_connection_pool_waits_its_turn_and_stays_in_re
     chaos run saw the limiter fall back to memory, and warn once per request): each waits for
     a connection, the quota is shared exactly, and Redis is never given up on.
 
-    How long the last of them waits is this process's speed (under coverage, with both cores
-    busy, the 400th waited past the default second): the wait here is long enough that
-    the test asserts the queueing and the count, never the machine's speed. redis-py's own
-    pool refused past its size at once, however long the wait."""
+    The pool's wait is a millisecond here, so the burst outruns it on any machine: a call whose
+    wait ran out while Redis answers waits again. It fell back to memory, which counted from
+    nothing (132 to 156 allowed of 100: on busy cores the default second ran out too). redis-py's
+    own pool refused past its size at once."""
     policy = Policy.of("burst", "100/minute")
-    limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}", wait_seconds=60)
+    limiter = Limiter(redis_server.url, key_prefix=f"test:{uuid.uuid4()}", wait_seconds=0.001)
     admin = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         before = len(await admin.client_list())
