@@ -52,8 +52,8 @@ quota), and so did a burst of 20 log-ins while the security stage ran on both co
 back-off judged 6 guesses instead of 3): a spurious fallback splits one count over two stores.
 A Redis that hangs costs the calls under way this long, once, before memory takes over."""
 REDIS_CONNECTIONS = 32
-"""Connections one limiter (one process) keeps to Redis. A burst beyond them waits its turn,
-up to :data:`REDIS_WAIT_SECONDS`: redis-py's own pool refuses at once past 100, which made a
+"""Connections one limiter (one process) keeps to Redis. A burst beyond them waits its turn
+(:data:`REDIS_WAIT_SECONDS`): redis-py's own pool refuses at once past 100, which made a
 log-in flood fall back to memory, where every process counts from nothing (issue 19)."""
 REDIS_WAIT_SECONDS = 1.0
 """How long a call waits for a free connection before it looks again whether Redis has been
