@@ -137,6 +137,7 @@ class FakeSentry:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as FakeStripe's handler: no 40 ms wait per answer
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
