@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import socketserver
 import struct
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fixtures.files import EICAR
+from tests.harness.serving import serving
 
 SIGNATURE = "Win.Test.EICAR_HDB-1"
 
@@ -62,10 +62,5 @@ def fake_clamd() -> Iterator[FakeClamd]:
     server = socketserver.ThreadingTCPServer((clamd.host, 0), Handler)
     server.daemon_threads = True
     clamd.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server, "fake-clamd"):
         yield clamd
-    finally:
-        server.shutdown()
-        server.server_close()

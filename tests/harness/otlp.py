@@ -21,6 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from tests.harness.serving import serving
+
 PROTOBUF = "application/x-protobuf"
 
 
@@ -115,11 +117,5 @@ class _Handler(BaseHTTPRequestHandler):
 def otlp_receiver() -> Iterator[Receiver]:
     """A started receiver, stopped on exit."""
     receiver = Receiver()
-    thread = threading.Thread(target=receiver.serve_forever, name="otlp-receiver", daemon=True)
-    thread.start()
-    try:
+    with serving(receiver, "otlp-receiver"):
         yield receiver
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
-        thread.join()

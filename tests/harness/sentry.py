@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.harness.serving import serving
+
 PROJECT = "4242"
 _PATH = re.compile(r"/api/(?P<project>\d+)/envelope/")
 _AUTH_KEY = re.compile(r"sentry_key=(?P<key>[0-9a-f]+)")
@@ -137,7 +139,7 @@ class FakeSentry:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # as FakeStripe's handler: no 40 ms wait per answer
+    disable_nagle_algorithm = True  # no 40 ms wait an answer (tests/harness/serving.py)
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -179,12 +181,5 @@ def fake_sentry() -> Iterator[FakeSentry]:
     server = _Server((fake.host, 0), _Handler)
     server.fake = fake
     fake.port = int(server.server_address[1])
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with serving(server, "fake-sentry"):
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

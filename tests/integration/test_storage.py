@@ -6,7 +6,6 @@ S3 is moto's server on a local port, spoken to by boto3 over HTTP, as a real buc
 from __future__ import annotations
 
 import http.server
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from app.kit.storage import (
 )
 from app.settings import Settings
 from tests.harness.plugin import s3_settings
+from tests.harness.serving import serving
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -170,13 +170,8 @@ def failing_s3(request: pytest.FixtureRequest) -> Iterator[str]:
     status = getattr(request, "param", 503)
     handler = type("_FailingWith", (_Failing,), {"status": status})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server, "failing-s3"):
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("answer", ["nothing listens", "503 from S3"])

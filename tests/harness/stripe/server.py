@@ -11,12 +11,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from tests.harness.serving import serving
 from tests.harness.stripe.events import API_VERSION, checkout_session, new_id, official
 from tests.harness.stripe.forms import decode_form
 
@@ -120,7 +121,7 @@ class FakeStripe:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving = ExitStack()
         self._stopping = threading.Event()
         self._generation = 0
         self.customers: dict[str, Stored] = {}
@@ -147,20 +148,13 @@ class FakeStripe:
         server.fake = self
         self._stopping.clear()
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._serving.enter_context(serving(server, "fake-stripe"))
         return self
 
     def stop(self) -> None:
         self._stopping.set()  # wakes stalled handlers
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
+        self._serving.close()
+        self._server = None
 
     def __enter__(self) -> FakeStripe:
         return self.start()
@@ -437,9 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keep-alive, as Stripe's edge speaks it: the SDK's pooled connections get reused,
     # and a dropped connection is then one the client believed was alive.
     protocol_version = "HTTP/1.1"
-    # An answer is two writes (head, then body): with Nagle's algorithm the body waits for the
-    # client's delayed ACK of the head, 40 ms on every call of a kept-alive connection.
-    disable_nagle_algorithm = True
+    disable_nagle_algorithm = True  # no 40 ms wait an answer (tests/harness/serving.py)
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
