@@ -41,6 +41,7 @@ from app.kit.events import SecurityEvent, security_event
 from app.kit.headers import SecurityHeaders
 from app.kit.heads import RequestHeadLimits
 from app.kit.lifecycle import JOBS_SHARE
+from app.kit.logs import hold_clients_at_info
 from app.kit.openapi import install_docs, problem_aware_openapi
 from app.kit.ratelimit import Limiter, RateLimitHeaders
 from app.kit.storage import storage_from
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
             parallelism=settings.password_hash_parallelism,
         )
         keys.configure(keys.wrapper_from(settings))
+        hold_clients_at_info()
         engine = create_engine(settings)
         metrics.announce_build(settings)
         metrics.watch_pool(engine, settings.db_pool_size)

@@ -1,4 +1,5 @@
-"""Log records without the personal data a URL can carry, and each error logged once.
+"""Log records without the personal data a URL or a dependency's client can carry, and each
+error logged once.
 
 The access log (app/observability/requests.py) writes each request's path and query string, and
 a query string holds what a client searched for: names, email addresses, phone numbers
@@ -9,6 +10,7 @@ name is kept when it looks like one, so the line still says what was asked.
 
 from __future__ import annotations
 
+import logging
 import re
 
 REDACTED = "[redacted]"
@@ -17,6 +19,20 @@ SHOWN_PARAMETERS = frozenset({"limit", "cursor"})
 """Parameters logged as sent: a page size, and a page cursor (row ids only: kit/pagination)."""
 _PARAMETER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _LOGGED = "_vetify_logged"
+CLIENT_LOGGERS = ("botocore", "s3transfer", "urllib3", "stripe", "httpx", "httpcore", "hpack")
+"""The clients of the service's dependencies, which log at DEBUG what they send, in messages no
+redaction parses: botocore the signed request (its access key id), the Stripe SDK each call's
+parameters (a customer's email), the HTTP stacks under them their headers."""
+
+
+def hold_clients_at_info() -> None:
+    """:data:`CLIENT_LOGGERS` make no record below INFO, whatever the service's own level
+    (``VETIFY_LOG_LEVEL=DEBUG`` included): called where every command sets up its logging
+    and where an app starts (under another ASGI server, the app is all of Vetify it runs)."""
+    for name in CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def mark_logged(exc: BaseException) -> None:

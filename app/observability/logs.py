@@ -30,7 +30,7 @@ import httpx
 from opentelemetry import trace  # the API; spans record once tracing is configured
 
 from app.kit import context
-from app.kit.logs import REDACTED, logged_before, redact_query
+from app.kit.logs import REDACTED, hold_clients_at_info, logged_before, redact_query
 from app.queue import ExpectedInOneLine
 from app.settings import LogFormat
 
@@ -260,6 +260,7 @@ def configure(output: LogFormat, level: str, *, to_stderr: bool = False) -> logg
     set up before it (a command configures again once its settings are read). Returns it."""
     handler = prepare(Stderr() if to_stderr else Stdout(), output)
     handler.setLevel(level)
+    hold_clients_at_info()
     root = logging.getLogger()
     for old in list(root.handlers):
         if isinstance(old, Stdout):

@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.auth.models import Role
 from app.db.embedded import free_port
 from app.main import create_app
 from app.settings import Settings
+from fixtures import files
+from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
 from tests.harness import canary, databases
-from tests.harness.api import PROBLEM_JSON, login
-from tests.harness.plugin import ROOT, drop_searched
+from tests.harness.api import PROBLEM_JSON, SIGNUP_PASSWORD, login, signup
+from tests.harness.mail import VERIFICATION, mailed_token
+from tests.harness.plugin import ROOT, asgi_client, drop_searched, s3_settings
+from tests.harness.s3 import S3Server
 from tests.harness.services import PostgresServer
+from tests.harness.smtp import Relay
+from tests.harness.stripe.server import FakeStripe
+from tests.harness.world import World
 
 
 def test_every_secret_setting_carries_a_canary(settings: Settings) -> None:
@@ -151,3 +160,44 @@ async def test_failures_to_connect_echo_no_secret(unreachable: FastAPI) -> None:
         assert response.headers["content-type"] == PROBLEM_JSON
         for secret in canary.ALL:
             assert secret not in response.text
+
+
+async def test_the_dependencies_clients_log_no_secret_and_no_personal_data_at_debug(
+    settings: Settings, s3: S3Server, stripe: FakeStripe, mailbox: Relay, world: World
+) -> None:
+    """A service run at ``VETIFY_LOG_LEVEL=DEBUG`` writes what the clients of its dependencies
+    log at DEBUG: botocore, the Stripe SDK, the mail relay's client, the HTTP stacks under them
+    (which log what they send). An owner whose address is the personal canary signs up (mail
+    through the relay), verifies it and checks out (Stripe); a vet stores a file in S3 and reads
+    it back. No record of any of it may hold a secret or that address."""
+    assert canary.WATCH.logs_watched
+    assert logging.getLogger().getEffectiveLevel() == logging.DEBUG
+    before = len(canary.WATCH.leaks)
+    application = create_app(s3_settings(settings, s3, f"leaks-{uuid.uuid4().hex[:12]}"))
+    clinic = await world.clinic((Role.vet,))
+    customer = await world.make(clinic, CustomerFactory)
+    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
+    record = await world.make(
+        clinic, MedicalRecordFactory, pet_id=pet.id, author_id=clinic.actors[Role.vet].user.id
+    )
+    async with application.router.lifespan_context(application), asgi_client(application) as http:
+        signed_up = await signup(http, email=canary.PERSON_EMAIL)
+        assert signed_up.status_code == 201, signed_up.text
+        assert (await login(http, canary.PERSON_EMAIL, SIGNUP_PASSWORD)).status_code == 200
+        token = await mailed_token(settings, mailbox, canary.PERSON_EMAIL, VERIFICATION)
+        assert (await http.post("/api/v1/auth/verify-email", json={"token": token})).is_success
+        checkout = await http.post("/api/v1/billing/checkout", json={"plan": "starter"})
+        assert checkout.status_code == 200, checkout.text
+        assert [request.path for request in stripe.requests] != []
+
+        vet = clinic.actors[Role.vet].headers
+        stored = await http.post(
+            f"/api/v1/medical-records/{record.id}/attachments",
+            files={"file": ("x-ray.png", files.PNG, "image/png")},
+            headers=vet,
+        )
+        assert stored.status_code == 201, stored.text
+        read = await http.get(f"/api/v1/attachments/{stored.json()['id']}/content", headers=vet)
+        assert read.content == files.PNG
+
+    assert canary.WATCH.leaks[before:] == []

@@ -14,7 +14,7 @@ import pytest
 from opentelemetry import trace
 
 from app.kit import context
-from app.kit.logs import REDACTED, redact_query
+from app.kit.logs import CLIENT_LOGGERS, REDACTED, redact_query
 from app.observability import logs, requests
 from app.settings import LogFormat
 
@@ -288,3 +288,36 @@ def test_a_commands_logs_go_to_stdout_or_for_a_report_on_stdout_to_stderr(
     written, elsewhere = (err, out) if to_stderr else (out, err)
     assert json.loads(written)["message"] == "where does this go"
     assert "where does this go" not in elsewhere
+
+
+@pytest.fixture
+def levels() -> Iterator[None]:
+    """The root logger and the clients' loggers as they were."""
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    saved = {name: logging.getLogger(name).level for name in CLIENT_LOGGERS}
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+    for handler in set(root.handlers) - set(before[1]):
+        root.removeHandler(handler)
+    root.setLevel(before[0])
+
+
+@pytest.mark.usefixtures("levels")
+def test_a_process_at_debug_makes_no_debug_record_of_a_dependencys_client() -> None:
+    """Those clients log what they send (tests/security/test_secret_leaks.py finds it); a
+    stricter level set for one of them is kept."""
+    for name in CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    logging.getLogger("stripe").setLevel(logging.DEBUG)
+
+    logs.configure(LogFormat.json, "DEBUG")
+
+    assert {name: logging.getLogger(name).level for name in CLIENT_LOGGERS} == {
+        **dict.fromkeys(CLIENT_LOGGERS, logging.INFO),
+        "urllib3": logging.ERROR,
+    }
+    assert not logging.getLogger("stripe").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("stripe").isEnabledFor(logging.INFO)
