@@ -2,9 +2,11 @@
 
 A field is sealed with its scope's current data key, and bound to where it lives: the scope,
 ``table.column`` and the row's id (:func:`app.kit.sealing.field_aad`). Data keys are unwrapped
-once per process and kept in memory by (scope, version); a scope's first key is made in a
-transaction of its own, committed before anything is sealed with it, so that no value is ever
-sealed with a key a rolled-back transaction took with it.
+once per process and kept in memory by (scope, version), looked for again in the database every
+:data:`OPENED_FOR_SECONDS`: a key deleted there (retired, or shredded with its clinic) is
+forgotten. A scope's first key is made in a transaction of its own, committed before anything is
+sealed with it, so that no value is ever sealed with a key a rolled-back transaction took with
+it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ CURRENT_FOR_SECONDS = 60.0
 """How long a process seals with the version of a scope's key it last read before reading it
 again: a key rotated (``vetify keys rotate-dek``) is in use everywhere within this."""
 
+OPENED_FOR_SECONDS = 60.0
+"""How long a process uses a data key it opened before it looks that the key is still stored
+(by its primary key; unwrapped again only if it was wrapped anew): a key deleted is gone from
+every process within this, so a shredded clinic's values cannot be opened from memory either."""
+
 _wrapper: KeyWrapper | None = None
-_opened: dict[tuple[str, int], bytes] = {}
+_opened: dict[tuple[str, int], tuple[bytes, bytes, float]] = {}
+"""(scope, version): the key, the wrapped bytes it came from, when the row was last seen."""
 _current: dict[str, tuple[int, float]] = {}
 
 
@@ -105,16 +113,21 @@ async def _first_key(session: AsyncSession, scope: str) -> int:
 
 
 async def _key(session: AsyncSession, scope: str, version: int) -> bytes:
-    key = _opened.get((scope, version))
-    if key is None:
-        # Read committed: a first key committed since this transaction began is seen.
-        row = await session.get(DataKey, (scope, version))
-        if row is None:
-            raise sealing.Unreadable(f"no data key {version} for this scope (shredded?)")
+    opened = _opened.get((scope, version))
+    if opened is not None and time.monotonic() - opened[2] < OPENED_FOR_SECONDS:
+        return opened[0]
+    # Read committed: a first key committed since this transaction began is seen.
+    row = await session.get(DataKey, (scope, version), populate_existing=True)
+    if row is None:
+        _opened.pop((scope, version), None)
+        raise sealing.Unreadable(f"no data key {version} for this scope (shredded?)")
+    if opened is not None and opened[1] == row.wrapped:
+        key = opened[0]
+    else:
         key = await asyncio.to_thread(
             wrapper().unwrap, row.kek_id, row.wrapped, sealing.key_context(scope, version)
         )
-        _opened[(scope, version)] = key
+    _opened[(scope, version)] = (key, row.wrapped, time.monotonic())
     return key
 
 

@@ -134,6 +134,42 @@ async def test_a_scope_whose_keys_are_deleted_has_its_values_shredded(
     assert await opened(sessions, kept, row, still) == "another clinic's"
 
 
+class Counted:
+    """A keyring that counts what it unwraps."""
+
+    def __init__(self, ring: Keyring) -> None:
+        self.ring, self.unwrapped = ring, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.ring, name)
+
+    def unwrap(self, *args: object) -> bytes:
+        self.unwrapped += 1
+        return self.ring.unwrap(*args)
+
+
+async def test_a_process_forgets_a_deleted_key_it_had_opened_within_its_bound(
+    sessions, superuser_engine, monkeypatch
+) -> None:
+    """Shredding reaches the processes' memory too: a key deleted is still used for at most
+    OPENED_FOR_SECONDS, then refused. A key still stored is looked for, not unwrapped again."""
+    ring = Counted(keyring("a"))
+    keys.configure(ring)
+    shredded, kept, row = str(uuid.uuid4()), str(uuid.uuid4()), uuid.uuid4()
+    gone = await sealed_in(sessions, shredded, row, "erased client")
+    still = await sealed_in(sessions, kept, row, "another clinic's")
+    async with superuser_engine.begin() as connection:
+        await connection.execute(text("DELETE FROM data_keys WHERE scope = :s"), {"s": shredded})
+    assert await opened(sessions, shredded, row, gone) == "erased client"  # within the bound
+    unwrapped = ring.unwrapped
+
+    monkeypatch.setattr(keys, "OPENED_FOR_SECONDS", 0.0)  # the bound has passed
+    with pytest.raises(Unreadable, match="no data key 1 for this scope"):
+        await opened(sessions, shredded, row, gone)
+    assert await opened(sessions, kept, row, still) == "another clinic's"
+    assert ring.unwrapped == unwrapped
+
+
 async def test_rotating_the_kek_wraps_every_key_again_and_changes_no_value(
     sessions, database, superuser_engine
 ) -> None:
