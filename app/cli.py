@@ -375,7 +375,8 @@ def _audit(settings: Settings, args: argparse.Namespace) -> None:
     outside = _anchors_in(args.anchors)
     public = _anchors_key(settings)
     with _as_roles(settings, "audit verify", "backup") as (backup,):
-        verdicts = asyncio.run(audit.verify_trails(backup, args.clinic, public, outside))
+        retention = dt.timedelta(days=settings.audit_retention_days)
+        verdicts = asyncio.run(audit.verify_trails(backup, args.clinic, public, outside, retention))
     print(audit.printable(verdicts), flush=True)
     if public is None:
         print("anchors' signatures not checked: set VETIFY_AUDIT_PUBLIC_KEY", file=sys.stderr)
@@ -412,7 +413,7 @@ def _prune(settings: Settings, *, apply: bool) -> None:
     with _as_roles(settings, "audit prune", "backup", "owner") as (backup, owner):
         found = asyncio.run(retention.prune_trails(backup, owner, cutoff, apply=apply))
     for pruned in found:
-        if pruned.events:
+        if pruned.events or pruned.waiting:
             print(pruned.line(cutoff, applied=apply), flush=True)
     if not apply:
         print(DRY_RUN, file=sys.stderr)

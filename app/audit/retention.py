@@ -1,7 +1,9 @@
 """Retention of the audit trail (ADR 0027, migration 0015): ``vetify audit prune`` removes each
 clinic's events older than ``VETIFY_AUDIT_RETENTION_DAYS`` (7 years by default), oldest first,
 and moves the clinic's chain base to the last one removed, from which ``vetify audit verify``
-then checks the chain.
+then checks the chain. The base moves only onto an event an anchor signed before the cutoff
+(``vetify audit anchor``): that anchor's time proves to ``verify`` the event was old, so a base
+moved by anyone else is found. Old events no such anchor holds yet wait for a later prune.
 
 An operator's command, like ``vetify audit anchor``: it reads which clinics have a trail as
 the backup role and prunes as the schema's owner, the one role that may move a base (the
@@ -31,14 +33,18 @@ class Pruned:
     """How many events went (or would go, in a dry run)."""
     base_seq: int
     """The chain's base after it: the last event pruned (0: none ever)."""
+    waiting: int = 0
+    """Old events kept because no anchor signed before the cutoff holds one after them yet."""
 
     def line(self, cutoff: dt.datetime, *, applied: bool) -> str:
         whose = f"clinic {self.clinic_id}" if self.clinic_id else "no clinic's (security events)"
         said = f"{whose}: {self.events} events from before {cutoff:%Y-%m-%d}"
-        if not applied:
-            return f"{said} would be pruned"
-        chain = f"; its chain starts after event {self.base_seq}" if self.clinic_id else ""
-        return f"{said} pruned{chain}"
+        said += " would be pruned" if not applied else " pruned"
+        if applied and self.clinic_id:
+            said += f"; its chain starts after event {self.base_seq}"
+        if self.waiting:
+            said += f"; {self.waiting} more kept until an anchor from before then holds them"
+        return said
 
 
 async def prune_trails(
@@ -85,10 +91,21 @@ async def _prune(
         ),
         {**clinic, "base": head.base_seq, "cutoff": cutoff},
     )
-    last_old = head.seq if kept is None else kept - 1
+    old_end = head.seq if kept is None else kept - 1
     base = head.base_seq
-    if last_old <= base:
-        return Pruned(clinic_id, 0, base)
+    # The newest of those events that an anchor from before the cutoff signed, as it still is.
+    last_old = await connection.scalar(
+        text(
+            "SELECT max(a.seq) FROM audit_anchors a JOIN audit_events e"
+            " ON e.tenant_id = a.clinic_id AND e.seq = a.seq AND e.hash = a.hash"
+            " WHERE a.clinic_id = :clinic AND a.seq > :base AND a.seq <= :end"
+            " AND a.anchored_at < :cutoff"
+        ),
+        {**clinic, "base": base, "end": old_end, "cutoff": cutoff},
+    )
+    if last_old is None:
+        return Pruned(clinic_id, 0, base, waiting=max(old_end - base, 0))
+    waiting = old_end - last_old
     if apply:
         await connection.execute(
             text(
@@ -102,7 +119,7 @@ async def _prune(
             text("DELETE FROM audit_events WHERE tenant_id = :clinic AND seq <= :last"),
             {**clinic, "last": last_old},
         )
-    return Pruned(clinic_id, last_old - base, last_old if apply else base)
+    return Pruned(clinic_id, last_old - base, last_old if apply else base, waiting)
 
 
 async def _prune_global(connection: AsyncConnection, cutoff: dt.datetime, *, apply: bool) -> Pruned:

@@ -21,6 +21,7 @@ from app.audit.trail import EVENTS, Change
 from app.db.repository import of_clinic
 from app.db.session import role_engine
 from app.db.tenancy import Tenant
+from app.kit.clock import utcnow
 
 BATCH = 5_000
 """Events read at a time: a clinic's years of events are checked in bounded memory."""
@@ -97,12 +98,14 @@ async def verify(
     clinic_id: uuid.UUID,
     public: Ed25519PublicKey | None = None,
     outside: Sequence[Anchor] = (),
+    retention: dt.timedelta | None = None,
 ) -> Verdict:
     """Recompute ``clinic_id``'s chain from its first event (after those pruned by retention)
     to its head, and hold it to its anchors: those in the database and ``outside`` ones (kept
     elsewhere), each signed by ``public``'s private half (not checked without it); an anchor
-    of a pruned event is not held. ``connection`` must see every row of the clinic: the backup
-    role's."""
+    of a pruned event is not held. A pruned chain's start must be an event an anchor signed
+    longer than ``retention`` ago (:func:`_unheld_start`). ``connection`` must see every row of
+    the clinic: the backup role's."""
     held = await anchors.stored(connection, clinic_id)
     held += [anchor for anchor in outside if anchor.clinic_id == clinic_id]
     held.sort(key=lambda anchor: anchor.seq)
@@ -117,6 +120,9 @@ async def verify(
         )
     ).one_or_none()
     base = (head.base_seq, head.base_hash) if head else (0, GENESIS)
+    moved = _unheld_start(held, base, retention)
+    if moved is not None:
+        return Verdict(clinic_id, 0, moved, pruned=base[0])
     pending = deque(anchor for anchor in held if anchor.seq > base[0])
     checker, counted, after = Checker(*base), 0, base[0]
     while True:
@@ -150,6 +156,33 @@ async def verify(
     return Verdict(clinic_id, counted, broken, held[-1].seq if held else 0, base[0])
 
 
+def _unheld_start(
+    held: Sequence[Anchor], base: tuple[int, bytes], retention: dt.timedelta | None
+) -> Break | None:
+    """Where a pruned chain's start was moved by other than retention: ``vetify audit prune``
+    moves it only onto an event an anchor signed before the cutoff (the anchor's time bounds the
+    event's), so the start must be held by an anchor of that event, signed longer than
+    ``retention`` ago. Otherwise whoever may move it (the schema's owner) could move it to the
+    head and delete the trail, which the chain alone would find intact."""
+    seq, start = base
+    if seq == 0:
+        return None
+    holding = [anchor for anchor in held if anchor.seq == seq]
+    if not holding:
+        return Break(seq, f"the chain starts after event {seq}, which no anchor holds: moved")
+    signed = [anchor for anchor in holding if anchor.hash == start]
+    if not signed:
+        return Break(seq, f"{_said(holding[0])}, another: the chain's start was moved")
+    oldest = min(signed, key=lambda anchor: anchor.anchored_at)
+    if retention is not None and oldest.anchored_at > utcnow() - retention:
+        return Break(
+            seq,
+            f"the chain starts after event {seq}, anchored within the retention"
+            f" ({retention.days} days): events were removed that it keeps",
+        )
+    return None
+
+
 def _said(anchor: Anchor) -> str:
     return f"the anchor of {anchor.anchored_at:%Y-%m-%d %H:%M:%S} UTC holds event {anchor.seq}"
 
@@ -169,10 +202,12 @@ async def verify_trails(
     clinic_id: uuid.UUID | None = None,
     public: Ed25519PublicKey | None = None,
     outside: Sequence[Anchor] = (),
+    retention: dt.timedelta | None = None,
 ) -> list[Verdict]:
     """Every clinic's chain (or ``clinic_id``'s), read with ``url``: the backup role's, which
-    sees every clinic (any driver named in it is asyncpg's); held to the anchors (:func:`verify`).
-    A clinic an outside anchor names is checked even if its head is gone."""
+    sees every clinic (any driver named in it is asyncpg's); held to the anchors and a pruned
+    chain's start to the ``retention`` (:func:`verify`). A clinic an outside anchor names is
+    checked even if its head is gone."""
     engine = role_engine(url)
     try:
         async with engine.connect() as connection:
@@ -184,7 +219,10 @@ async def verify_trails(
                     *(anchor.clinic_id for anchor in outside),
                 }
             )
-            return [await verify(connection, clinic, public, outside) for clinic in sorted(clinics)]
+            return [
+                await verify(connection, clinic, public, outside, retention)
+                for clinic in sorted(clinics)
+            ]
     finally:
         await engine.dispose()
 
