@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fixtures.files import EICAR
-from tests.harness.serving import serving
+from tests.harness.threaded import serve_in_thread
 
 SIGNATURE = "Win.Test.EICAR_HDB-1"
 
@@ -62,5 +62,5 @@ def fake_clamd() -> Iterator[FakeClamd]:
     server = socketserver.ThreadingTCPServer((clamd.host, 0), Handler)
     server.daemon_threads = True
     clamd.port = server.server_address[1]
-    with serving(server, "fake-clamd"):
+    with serve_in_thread(server, "fake-clamd"):
         yield clamd

@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from tests.harness.serving import serving
+from tests.harness.threaded import serve_in_thread
 
 PROTOBUF = "application/x-protobuf"
 
@@ -117,5 +117,5 @@ class _Handler(BaseHTTPRequestHandler):
 def otlp_receiver() -> Iterator[Receiver]:
     """A started receiver, stopped on exit."""
     receiver = Receiver()
-    with serving(receiver, "otlp-receiver"):
+    with serve_in_thread(receiver, "otlp-receiver"):
         yield receiver

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.harness.serving import serving
+from tests.harness.threaded import serve_in_thread
 
 PROJECT = "4242"
 _PATH = re.compile(r"/api/(?P<project>\d+)/envelope/")
@@ -139,7 +139,7 @@ class FakeSentry:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # no 40 ms wait an answer (tests/harness/serving.py)
+    disable_nagle_algorithm = True  # no 40 ms wait an answer (tests/harness/threaded.py)
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -181,5 +181,5 @@ def fake_sentry() -> Iterator[FakeSentry]:
     server = _Server((fake.host, 0), _Handler)
     server.fake = fake
     fake.port = int(server.server_address[1])
-    with serving(server, "fake-sentry"):
+    with serve_in_thread(server, "fake-sentry"):
         yield fake

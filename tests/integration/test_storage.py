@@ -23,7 +23,7 @@ from app.kit.storage import (
 )
 from app.settings import Settings
 from tests.harness.plugin import s3_settings
-from tests.harness.serving import serving
+from tests.harness.threaded import serve_in_thread
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -170,7 +170,7 @@ def failing_s3(request: pytest.FixtureRequest) -> Iterator[str]:
     status = getattr(request, "param", 503)
     handler = type("_FailingWith", (_Failing,), {"status": status})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    with serving(server, "failing-s3"):
+    with serve_in_thread(server, "failing-s3"):
         yield f"http://127.0.0.1:{server.server_address[1]}"
 
 

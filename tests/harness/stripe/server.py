@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from tests.harness.serving import serving
 from tests.harness.stripe.events import API_VERSION, checkout_session, new_id, official
 from tests.harness.stripe.forms import decode_form
+from tests.harness.threaded import serve_in_thread
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class FakeStripe:
         server.fake = self
         self._stopping.clear()
         self._server = server
-        self._serving.enter_context(serving(server, "fake-stripe"))
+        self._serving.enter_context(serve_in_thread(server, "fake-stripe"))
         return self
 
     def stop(self) -> None:
@@ -431,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keep-alive, as Stripe's edge speaks it: the SDK's pooled connections get reused,
     # and a dropped connection is then one the client believed was alive.
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # no 40 ms wait an answer (tests/harness/serving.py)
+    disable_nagle_algorithm = True  # no 40 ms wait an answer (tests/harness/threaded.py)
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

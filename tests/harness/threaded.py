@@ -18,7 +18,7 @@ POLL_SECONDS = 0.05
 
 
 @contextmanager
-def serving(server: socketserver.BaseServer, name: str) -> Iterator[None]:
+def serve_in_thread(server: socketserver.BaseServer, name: str) -> Iterator[None]:
     """``server`` answers on a daemon thread (a stalled handler never keeps the process alive)
     until the block ends; then it is stopped and its socket closed."""
     thread = threading.Thread(
