@@ -106,6 +106,7 @@ class S3Storage:
 
     def __init__(self, settings: Settings, staging_dir: Path) -> None:
         import boto3  # only when configured: the local default needs no AWS SDK at start-up
+        from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         if settings.s3_bucket is None:  # Settings refuse this already; a hand-made one may not
@@ -127,6 +128,10 @@ class S3Storage:
                 retries={"mode": "standard", "total_max_attempts": 2},
             ),
         )
+        # An upload's parts in the thread it runs in, which carries the request's context: in
+        # s3transfer's own threads its calls were traced apart from the request, and logged
+        # without it (tests/integration/test_tracing.py).
+        self.transfer = TransferConfig(use_threads=False)
         self.staging_dir = staging_dir
 
     async def reachable(self) -> None:
@@ -137,7 +142,9 @@ class S3Storage:
         try:
             with _unavailable():
                 await to_thread.run_sync(
-                    lambda: self.client.upload_file(str(staged), self.bucket, _checked(key))
+                    lambda: self.client.upload_file(
+                        str(staged), self.bucket, _checked(key), Config=self.transfer
+                    )
                 )
         finally:
             await discard(staged)

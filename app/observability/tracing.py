@@ -32,7 +32,6 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context as TraceContext
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware, asgi_getter
-from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor, RequestInfo
 from opentelemetry.instrumentation.redis import RedisInstrumentor
@@ -202,6 +201,10 @@ def start(provider: TracerProvider) -> Iterator[Tracing]:
     provider.id_generator = StagedIds()
     tracing = Tracing(provider)
     provider.add_span_processor(ClinicFromContext())
+    # Its import loads botocore (about 20 MiB a process): only where tracing is on, as boto3
+    # only where S3 or KMS is configured.
+    from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+
     HTTPXClientInstrumentor().instrument(
         tracer_provider=provider,
         request_hook=redact_client_url,

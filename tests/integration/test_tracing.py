@@ -31,11 +31,13 @@ from app.kit.logs import REDACTED
 from app.main import create_app
 from app.observability import tracing
 from app.settings import Settings
+from fixtures import files
+from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
 from tests.harness import api, canary
 from tests.harness.billing import PRICES, deliver, drain
 from tests.harness.live import run_vetify, until
 from tests.harness.otlp import otlp_receiver
-from tests.harness.plugin import asgi_client, serving
+from tests.harness.plugin import asgi_client, s3_settings, serving
 from tests.harness.stripe import events as fake
 
 BILLING = "/api/v1/billing"
@@ -302,6 +304,34 @@ async def test_a_stripe_call_in_a_request_is_its_child(spans, settings, world, s
     assert f"{stripe.base_url}/v1/checkout/sessions" in urls
     # The SDK's Authorization header (the API key) is not recorded.
     assert canary.STRIPE_KEY not in everything_said(finished)
+
+
+async def test_an_s3_call_in_a_request_is_its_child(spans, settings, world, s3) -> None:
+    """botocore is instrumented when tracing starts (its instrumentation, which loads botocore,
+    is imported only then): storing an attachment in S3 is a client span of the upload."""
+    clinic = await world.clinic((Role.vet,))
+    customer = await world.make(clinic, CustomerFactory)
+    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
+    vet = clinic.actors[Role.vet]
+    record = await world.make(clinic, MedicalRecordFactory, pet_id=pet.id, author_id=vet.user.id)
+    stored_in = s3_settings(settings, s3, f"traced-{secrets.token_hex(6)}")
+    async with traced_app(stored_in) as client:
+        upload = await client.post(
+            f"/api/v1/medical-records/{record.id}/attachments",
+            files={"file": ("x-ray.png", files.PNG, "image/png")},
+            headers=vet.headers,
+        )
+        assert upload.status_code == 201, upload.text
+    finished = spans.get_finished_spans()
+    request = server_span(finished, "POST", "/api/v1/medical-records/{record_id}/attachments")
+    calls = {
+        ((s.attributes or {}).get("rpc.service"), (s.attributes or {}).get("rpc.method"))
+        for s in in_trace(finished, request)
+        if s.kind is trace.SpanKind.CLIENT
+    }
+    assert ("S3", "PutObject") in calls
+    said = everything_said(finished)
+    assert not [secret for secret in canary.ALL if secret in said]
 
 
 async def test_off_by_default_nothing_is_set_up_or_patched_and_jobs_carry_no_trace(

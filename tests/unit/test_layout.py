@@ -12,10 +12,13 @@ LAZY = {
     # boto3 is imported only when S3 storage is configured: the default needs no AWS SDK.
     ("kit/storage.py", "boto3"),
     ("kit/storage.py", "boto3.exceptions"),
+    ("kit/storage.py", "boto3.s3.transfer"),
     ("kit/storage.py", "botocore.config"),
     ("kit/storage.py", "botocore.exceptions"),
     # boto3 again, only when a KMS key wraps the data keys (ADR 0028).
     ("keys/service.py", "boto3"),
+    # botocore again, through its OpenTelemetry instrumentation: only when tracing is on.
+    ("observability/tracing.py", "opentelemetry.instrumentation.botocore"),
     # fixtures/ sits beside app/ in the source tree; only `vetify demo` seeds from it.
     ("cli.py", "fixtures.demo"),
 }
