@@ -201,7 +201,7 @@ def start(provider: TracerProvider) -> Iterator[Tracing]:
     provider.id_generator = StagedIds()
     tracing = Tracing(provider)
     provider.add_span_processor(ClinicFromContext())
-    # Its import loads botocore (about 20 MiB a process): only where tracing is on, as boto3
+    # Its import loads botocore (about 5 MiB of a worker): only where tracing is on, as boto3
     # only where S3 or KMS is configured.
     from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 
