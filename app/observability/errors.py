@@ -17,15 +17,10 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-import sentry_sdk
-from sentry_sdk.integrations.asyncio import AsyncioIntegration
-from sentry_sdk.integrations.fastapi import FastApiIntegration
-from sentry_sdk.integrations.logging import LoggingIntegration
-from sentry_sdk.integrations.starlette import StarletteIntegration
 
 from app.kit import context
 from app.kit.logs import REDACTED, SHOWN_PARAMETERS, redact_query
@@ -73,6 +68,13 @@ def configure(settings: Settings) -> bool:
     calls it once (the API's workers, `vetify worker`, a CLI command)."""
     if settings.sentry_dsn is None:
         return False
+    # The SDK is loaded only here: a process without a DSN never loads it (6 MiB of a worker).
+    import sentry_sdk
+    from sentry_sdk.integrations.asyncio import AsyncioIntegration
+    from sentry_sdk.integrations.fastapi import FastApiIntegration
+    from sentry_sdk.integrations.logging import LoggingIntegration
+    from sentry_sdk.integrations.starlette import StarletteIntegration
+
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.sentry_environment or settings.env.value,
@@ -107,9 +109,9 @@ def configure(settings: Settings) -> bool:
 
 def close() -> None:
     """Send what is queued (for a short-lived command) and stop reporting."""
-    client = sentry_sdk.get_client()
-    if client.is_active():
-        client.close(timeout=2.0)
+    sdk = sys.modules.get("sentry_sdk")  # not loaded: nothing was ever configured
+    if sdk is not None and sdk.get_client().is_active():
+        sdk.get_client().close(timeout=2.0)
 
 
 def scrub_event(event: Any, hint: Any) -> Any:

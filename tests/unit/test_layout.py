@@ -19,6 +19,12 @@ LAZY = {
     ("keys/service.py", "boto3"),
     # botocore again, through its OpenTelemetry instrumentation: only when tracing is on.
     ("observability/tracing.py", "opentelemetry.instrumentation.botocore"),
+    # sentry-sdk only where a DSN is set (error tracking is off by default).
+    ("observability/errors.py", "sentry_sdk"),
+    ("observability/errors.py", "sentry_sdk.integrations.asyncio"),
+    ("observability/errors.py", "sentry_sdk.integrations.fastapi"),
+    ("observability/errors.py", "sentry_sdk.integrations.logging"),
+    ("observability/errors.py", "sentry_sdk.integrations.starlette"),
     # fixtures/ sits beside app/ in the source tree; only `vetify demo` seeds from it.
     ("cli.py", "fixtures.demo"),
 }
