@@ -18,11 +18,10 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.main import create_app
 from app.settings import Settings
-from tests.harness import canary
+from tests.harness import canary, databases
 from tests.harness.world import World
 
 T = TypeVar("T")
@@ -62,7 +61,7 @@ def serving(settings: Settings) -> Iterator[tuple[Blocking, World]]:
         client = httpx.AsyncClient(
             transport=transport, base_url="https://testserver", event_hooks=canary.WATCH.hooks()
         )
-        engine = create_async_engine(settings.database_url.get_secret_value())
+        engine = databases.engine(settings.database_url.get_secret_value())
         try:
             yield Blocking(portal, client, settings), World(engine, settings)
         finally:
@@ -94,7 +93,7 @@ APPEND_ONLY = ("audit_events", "audit_anchors", "security_events")
 
 async def _empty(settings: Settings) -> None:
     assert settings.database_owner_url is not None
-    engine = create_async_engine(settings.database_owner_url.get_secret_value())
+    engine = databases.engine(settings.database_owner_url.get_secret_value())
     try:
         async with engine.begin() as connection:
             tables = (

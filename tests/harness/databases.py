@@ -7,9 +7,18 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.db import migrate, provision
 from tests.harness.services import PostgresServer
+
+
+def engine(url: str) -> AsyncEngine:
+    """An engine of the harness's own (a test's fixtures and checks): its statements'
+    parameters never reach a log, as the service's do not (``hide_parameters``), so the
+    records a test searches hold none of the rows it wrote itself."""
+    return create_async_engine(url, hide_parameters=True)
+
 
 OWNER_ROLE = "vetify_owner"
 APP_ROLE = "vetify_app"

@@ -31,7 +31,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.kit.events import SecurityEvent, subscribe
 from app.main import create_app
@@ -524,7 +524,7 @@ def configured_app(
 @pytest.fixture
 async def app_engine(database: Database) -> AsyncIterator[AsyncEngine]:
     """Connected as the service's role: row-level security applies."""
-    engine = create_async_engine(database.app_url)
+    engine = databases.engine(database.app_url)
     yield engine
     await engine.dispose()
 
@@ -543,7 +543,7 @@ def cli_env(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def superuser_engine(database: Database) -> AsyncIterator[AsyncEngine]:
     """Connected as the superuser: sees every row, for checking what is really stored."""
-    engine = create_async_engine(database.superuser_url)
+    engine = databases.engine(database.superuser_url)
     yield engine
     await engine.dispose()
 
@@ -585,7 +585,7 @@ async def module_app(module_settings: Settings) -> AsyncIterator[FastAPI]:
 async def module_world(
     module_database: Database, module_settings: Settings
 ) -> AsyncIterator[World]:
-    engine = create_async_engine(module_database.app_url)
+    engine = databases.engine(module_database.app_url)
     yield World(engine, module_settings)
     await engine.dispose()
 
@@ -593,7 +593,7 @@ async def module_world(
 # -- the live system ------------------------------------------------------------------------------
 async def seed_demo_database(database: Database) -> None:
     """The demo clinic in ``database`` (as the service's role: through its tenant stamping)."""
-    engine = create_async_engine(database.app_url)
+    engine = databases.engine(database.app_url)
     try:
         async with async_sessionmaker(engine)() as session, session.begin():
             await seed_demo(session)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.kit.usage import Usage
 from app.queue import run_worker
 from app.settings import Settings
+from tests.harness import databases
 
 
 async def drain(settings: Settings, usage: Usage | None = None) -> None:
@@ -19,7 +19,7 @@ async def drain(settings: Settings, usage: Usage | None = None) -> None:
 async def due_now(settings: Settings) -> None:
     """The retries' backoff has passed: procrastinate schedules a retry ahead of now."""
     assert settings.database_url is not None
-    engine = create_async_engine(settings.database_url.get_secret_value())
+    engine = databases.engine(settings.database_url.get_secret_value())
     try:
         async with engine.begin() as connection:
             await connection.execute(
