@@ -21,10 +21,17 @@ from app.db.tenancy import enter_tenant
 from app.keys import service as keys
 from app.kit.clock import utcnow
 from app.kit.storage import Storage, new_key, staging_file, storage_from
+from app.records.models import MedicalRecord
 from app.settings import Settings
 from fixtures import files
 from fixtures.clinics import ClinicSetup, create_clinic
-from fixtures.factories import AttachmentFactory, create
+from fixtures.factories import (
+    AttachmentFactory,
+    CustomerFactory,
+    MedicalRecordFactory,
+    PetFactory,
+    create,
+)
 
 
 @dataclass
@@ -174,6 +181,15 @@ class World:
     async def make(self, clinic: ClinicWorld, factory_class: Any, **fields: Any) -> Any:
         async with self.session(clinic.id) as session:
             return await create(session, factory_class, **fields)
+
+    async def record(self, clinic: ClinicWorld) -> MedicalRecord:
+        """A medical record by the clinic's vet, of a new owner's new pet."""
+        customer = await self.make(clinic, CustomerFactory)
+        pet = await self.make(clinic, PetFactory, customer_id=customer.id)
+        record: MedicalRecord = await self.make(
+            clinic, MedicalRecordFactory, pet_id=pet.id, author_id=clinic.actors[Role.vet].user.id
+        )
+        return record
 
     @property
     def storage(self) -> Storage:

@@ -24,7 +24,6 @@ from app.main import create_app
 from app.records.models import MedicalRecord
 from app.settings import Settings
 from fixtures import files
-from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
 from tests.harness.api import PROBLEM_JSON
 from tests.harness.clamd import SIGNATURE
 from tests.harness.plugin import s3_settings
@@ -38,11 +37,7 @@ async def clinic(world):
 
 @pytest.fixture
 async def record(world, clinic):
-    customer = await world.make(clinic, CustomerFactory)
-    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
-    return await world.make(
-        clinic, MedicalRecordFactory, pet_id=pet.id, author_id=clinic.actors[Role.vet].user.id
-    )
+    return await world.record(clinic)
 
 
 def upload(client, clinic, record, content=files.PNG, name="x-ray.png", role=Role.vet, **kw):

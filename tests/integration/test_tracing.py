@@ -32,7 +32,6 @@ from app.main import create_app
 from app.observability import tracing
 from app.settings import Settings
 from fixtures import files
-from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
 from tests.harness import api, canary
 from tests.harness.billing import PRICES, deliver, drain
 from tests.harness.live import run_vetify, until
@@ -310,10 +309,8 @@ async def test_an_s3_call_in_a_request_is_its_child(spans, settings, world, s3) 
     """botocore is instrumented when tracing starts (its instrumentation, which loads botocore,
     is imported only then): storing an attachment in S3 is a client span of the upload."""
     clinic = await world.clinic((Role.vet,))
-    customer = await world.make(clinic, CustomerFactory)
-    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
     vet = clinic.actors[Role.vet]
-    record = await world.make(clinic, MedicalRecordFactory, pet_id=pet.id, author_id=vet.user.id)
+    record = await world.record(clinic)
     stored_in = s3_settings(settings, s3, f"traced-{secrets.token_hex(6)}")
     async with traced_app(stored_in) as client:
         upload = await client.post(

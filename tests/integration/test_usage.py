@@ -15,13 +15,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import cli
 from app.attachments.models import ScanStatus
-from app.auth.models import Role
 from app.billing.jobs import MAIL_TRIAL_ENDING
 from app.kit.usage import Usage
 from app.observability.usage import flush, flush_or_keep
 from app.observability.usage_report import report
 from app.queue import enqueue
-from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
 from tests.harness.plugin import asgi_client
 from tests.harness.queue import drain
 
@@ -115,11 +113,7 @@ async def test_job_runs_are_counted_for_the_clinic_they_name(
 
 
 async def _attachments(world, clinic, sizes: list[int], **fields) -> None:
-    customer = await world.make(clinic, CustomerFactory)
-    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
-    record = await world.make(
-        clinic, MedicalRecordFactory, pet_id=pet.id, author_id=clinic.actors[Role.vet].user.id
-    )
+    record = await world.record(clinic)
     for size in sizes:
         await world.attach(clinic, record.id, content=b"x" * size, **fields)
 

@@ -23,7 +23,6 @@ from app.db.embedded import free_port
 from app.main import create_app
 from app.settings import Settings
 from fixtures import files
-from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
 from tests.harness import canary, databases
 from tests.harness.api import PROBLEM_JSON, SIGNUP_PASSWORD, login, signup
 from tests.harness.mail import VERIFICATION, mailed_token
@@ -175,11 +174,7 @@ async def test_the_dependencies_clients_log_no_secret_and_no_personal_data_at_de
     before = len(canary.WATCH.leaks)
     application = create_app(s3_settings(settings, s3, f"leaks-{uuid.uuid4().hex[:12]}"))
     clinic = await world.clinic((Role.vet,))
-    customer = await world.make(clinic, CustomerFactory)
-    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
-    record = await world.make(
-        clinic, MedicalRecordFactory, pet_id=pet.id, author_id=clinic.actors[Role.vet].user.id
-    )
+    record = await world.record(clinic)
     async with application.router.lifespan_context(application), asgi_client(application) as http:
         signed_up = await signup(http, email=canary.PERSON_EMAIL)
         assert signed_up.status_code == 201, signed_up.text

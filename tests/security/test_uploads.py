@@ -20,7 +20,6 @@ from app.auth.models import Role
 from app.main import create_app
 from app.settings import Settings
 from fixtures import files
-from fixtures.factories import CustomerFactory, MedicalRecordFactory, PetFactory
 from tests.harness.api import PROBLEM_JSON
 
 LIMIT = 4096
@@ -42,11 +41,7 @@ async def small_client(small_settings: Settings) -> AsyncIterator[httpx.AsyncCli
 
 
 async def _record(world, clinic):
-    customer = await world.make(clinic, CustomerFactory)
-    pet = await world.make(clinic, PetFactory, customer_id=customer.id)
-    return await world.make(
-        clinic, MedicalRecordFactory, pet_id=pet.id, author_id=clinic.actors[Role.vet].user.id
-    )
+    return await world.record(clinic)
 
 
 @pytest.fixture
