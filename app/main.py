@@ -51,6 +51,7 @@ from app.observability import metrics, requests, scrape, tracing, usage
 from app.observability.dependencies import Cached, Probe
 from app.observability.red import RequestMetrics
 from app.pets.routes import router as pets_router
+from app.privacy.routes import router as privacy_router
 from app.production import database_role_refusal
 from app.queue import Worker
 from app.records.routes import router as records_router
@@ -65,6 +66,7 @@ ROUTERS = (
     clinics_router,
     staff_router,
     customers_router,
+    privacy_router,
     pets_router,
     appointments_router,
     records_router,

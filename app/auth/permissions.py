@@ -18,6 +18,7 @@ class Action(StrEnum):
     staff_manage = "staff:manage"
     customers_read = "customers:read"
     customers_write = "customers:write"
+    customers_privacy = "customers:privacy"  # a client's data-protection rights: erasure, holds
     pets_read = "pets:read"
     pets_write = "pets:write"
     appointments_read = "appointments:read"
@@ -37,10 +38,17 @@ they have enrolled: see who they are, enrol, log out."""
 
 
 PAYMENT_EXEMPT = frozenset(
-    {Action.own_session, Action.own_credentials, Action.staff_manage, Action.billing_manage}
+    {
+        Action.own_session,
+        Action.own_credentials,
+        Action.staff_manage,
+        Action.billing_manage,
+        Action.customers_privacy,
+    }
 )
 """What a read-only clinic (unpaid) may still write: its own log-in and tokens (to export), its
-staff (taking a departed member's access away never waits on payment), and paying."""
+staff (taking a departed member's access away never waits on payment), paying, and its
+clients' data-protection rights (a legal duty that does not wait on payment either)."""
 
 
 _READ = {
@@ -61,7 +69,13 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.admin: frozenset(
         _READ
         | _FRONT_DESK
-        | {Action.clinic_manage, Action.staff_manage, Action.billing_manage, Action.audit_read}
+        | {
+            Action.clinic_manage,
+            Action.staff_manage,
+            Action.billing_manage,
+            Action.audit_read,
+            Action.customers_privacy,
+        }
     ),
     Role.vet: frozenset(_READ | _FRONT_DESK | _CLINICAL | {Action.records_sign}),
     Role.technician: frozenset(_READ | _FRONT_DESK | _CLINICAL),

@@ -32,6 +32,11 @@ class Customer(TenantScoped, Base):
     postcode: Mapped[str | None] = mapped_column(String(20))
     country: Mapped[str | None] = mapped_column(String(2))
     preferred_language: Mapped[str] = mapped_column(String(5), default="en")
+    erased_at: Mapped[dt.datetime | None]
+    """When the client's personal fields were erased (app/privacy): the row stays, anonymised,
+    for the pets and clinical records the clinic keeps."""
+    legal_hold: Mapped[str | None] = mapped_column(String(500))
+    """Why the clinic must keep the client's data for now; erasure is refused while set."""
 
 
 class ConsentEvent(TenantScoped, Base):

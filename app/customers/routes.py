@@ -53,7 +53,11 @@ async def get_customer(customer_id: uuid.UUID, caller: Reader, session: DbSessio
     return (await service.to_out(session, caller, [customer]))[0]
 
 
-@router.patch("/{customer_id}", responses=ONE, summary="Change a pet owner's details or consent")
+@router.patch(
+    "/{customer_id}",
+    responses=responses(Unauthenticated, Forbidden, NotFound, service.CustomerErased, InvalidInput),
+    summary="Change a pet owner's details or consent",
+)
 async def update_customer(
     customer_id: uuid.UUID, body: CustomerPatch, caller: Writer, session: DbSession
 ) -> CustomerOut:

@@ -60,5 +60,7 @@ class CustomerOut(Output):
     country: str | None
     preferred_language: str
     consents: ConsentsOut
+    erased_at: dt.datetime | None
+    legal_hold: str | None
     created_at: dt.datetime
     updated_at: dt.datetime

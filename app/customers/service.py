@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 
@@ -22,6 +23,26 @@ from app.db.repository import apply, belongs_to, get_or_404, of_clinic
 from app.db.tenancy import Tenant, check_tenant
 from app.kit.problems import Conflict
 from app.pets.models import Pet
+
+
+class CustomerErased(Conflict):
+    slug, title = "customer-erased", "Customer erased"
+
+    def __init__(self, erased_at: dt.datetime) -> None:
+        super().__init__(
+            f"The customer's personal data was erased on {erased_at:%Y-%m-%d};"
+            " it cannot be changed or given back. Add the person as a new customer if they return."
+        )
+
+
+async def get_to_change(session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID) -> Customer:
+    """The customer, locked until the transaction ends, refused once erased. Every change takes
+    it so: a change that read the row before an erasure committed would otherwise write its
+    values over the erased ones."""
+    customer = await get_or_404(session, tenant, Customer, customer_id, "customer", lock=True)
+    if customer.erased_at is not None:
+        raise CustomerErased(customer.erased_at)
+    return customer
 
 
 def search(tenant: Tenant, q: str | None) -> Select[Customer]:
@@ -93,6 +114,17 @@ async def _record_consents(
             )
 
 
+async def withdraw_consents(
+    session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, by: uuid.UUID
+) -> list[Channel]:
+    """Every consent in force withdrawn (an event added per channel): the channels it was."""
+    in_force = (await consents(session, tenant, [customer_id]))[customer_id]
+    granted = [c for c in Channel if (now := getattr(in_force, c.value)) and now.granted]
+    wanted = ConsentsIn.model_validate({channel.value: False for channel in granted})
+    await _record_consents(session, tenant, customer_id, wanted, by)
+    return granted
+
+
 async def create(
     session: AsyncSession, tenant: Tenant, data: CustomerIn, by: uuid.UUID
 ) -> Customer:
@@ -114,7 +146,7 @@ async def update(
     changes: CustomerPatch,
     by: uuid.UUID,
 ) -> Customer:
-    customer = await get_or_404(session, tenant, Customer, customer_id, "customer")
+    customer = await get_to_change(session, tenant, customer_id)
     apply(customer, changes, exclude={"consents"})
     if "consents" in changes.model_fields_set:
         await _record_consents(session, tenant, customer.id, changes.consents, by)

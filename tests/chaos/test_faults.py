@@ -33,6 +33,7 @@ from tests.chaos.conftest import (
     smoke,
     wait_until_ready,
 )
+from tests.harness import databases
 from tests.harness.api import login_request
 from tests.harness.live import LiveServer
 from tests.harness.services import PostgresServer, RedisServer
@@ -220,26 +221,17 @@ async def _under_way(
     answers: list[dict[str, Any]] = []
     stop = asyncio.Event()
     traffic = [asyncio.create_task(_traffic(api, tag, stop)) for _ in range(2)]
-    locker = await asyncpg.connect(_plain(live_server.database.superuser_url))
-    try:
-        async with locker.transaction():
-            await locker.execute("SELECT FROM customers WHERE id = $1 FOR UPDATE", customer)
-            started = time.monotonic()
-            waiting = asyncio.create_task(
-                call(api, "PATCH", f"/api/v1/customers/{customer}", json={"first_name": "Waiting"})
-            )
-            # pg_locks, not pg_stat_activity: that is read once per transaction.
-            while not await locker.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
-                assert time.monotonic() - started < 4, "the change never waited on the lock"
-                await asyncio.sleep(0.05)
-            try:
-                yield answers
-            finally:
-                stop.set()
-                answers += [a for t in traffic for a in await t]
-                answers.append({**await waiting, "name": "PATCH waiting on a lock"})
-    finally:
-        await locker.close()
+    async with databases.row_locked(live_server.database, "customers", customer) as waiting:
+        patch = asyncio.create_task(
+            call(api, "PATCH", f"/api/v1/customers/{customer}", json={"first_name": "Waiting"})
+        )
+        await waiting(1)
+        try:
+            yield answers
+        finally:
+            stop.set()
+            answers += [a for t in traffic for a in await t]
+            answers.append({**await patch, "name": "PATCH waiting on a lock"})
 
 
 async def _outage_scenario(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -62,6 +65,30 @@ def prepare_template(server: PostgresServer) -> None:
 
 def _plain(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@asynccontextmanager
+async def row_locked(
+    database: Database, table: str, row_id: uuid.UUID | str
+) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """``table``'s row held ``FOR UPDATE`` by another connection until the block ends, so that
+    the transactions a test starts queue behind it in the order it chooses. Yields
+    ``waiting(n)``: returns once ``n`` lock requests wait (within 5 s, or fails)."""
+    locker = await asyncpg.connect(_plain(database.superuser_url))
+
+    async def waiting(count: int) -> None:
+        started = time.monotonic()
+        # pg_locks, not pg_stat_activity: that is read once per transaction.
+        while await locker.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") < count:
+            assert time.monotonic() - started < 5, f"{count} lock requests never waited"
+            await asyncio.sleep(0.02)
+
+    try:
+        async with locker.transaction():
+            await locker.execute(f"SELECT FROM {table} WHERE id = $1 FOR UPDATE", row_id)
+            yield waiting
+    finally:
+        await locker.close()
 
 
 async def clone(

@@ -145,6 +145,7 @@ BODIES: dict[str, Body] = {
     "AppointmentTypePatch": lambda e: {"default_duration_minutes": 25},
     "CustomerIn": lambda e: {"first_name": "Ada", "last_name": "Lovelace", "email": _unique("ada")},
     "CustomerPatch": lambda e: {"city": "Braga"},
+    "LegalHoldIn": lambda e: {"reason": "Claim 2026/113"},
     "PetIn": lambda e: {"name": "Rex", "species": "dog", **_ids(e, customer_id="customer")},
     "PetPatch": lambda e: {"name": "Rexie", **_ids(e, customer_id="customer")},
     "WeightIn": lambda e: {"weight_kg": 12.5},

@@ -26,6 +26,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "staff:manage":       (1, 1, 0, 0, 0, 0),
     "customers:read":     (1, 1, 1, 1, 1, 1),
     "customers:write":    (1, 1, 1, 1, 1, 0),
+    "customers:privacy":  (1, 1, 0, 0, 0, 0),
     "pets:read":          (1, 1, 1, 1, 1, 1),
     "pets:write":         (1, 1, 1, 1, 1, 0),
     "appointments:read":  (1, 1, 1, 1, 1, 1),
