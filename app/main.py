@@ -38,7 +38,7 @@ from app.keys import service as keys
 from app.kit import crypto, passwords, problems
 from app.kit.bodies import BodyLimits
 from app.kit.events import SecurityEvent, security_event
-from app.kit.headers import SecurityHeaders
+from app.kit.headers import JsonResponse, SecurityHeaders
 from app.kit.heads import RequestHeadLimits
 from app.kit.lifecycle import JOBS_SHARE
 from app.kit.logs import hold_clients_at_info
@@ -146,6 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Practice management for veterinary clinics",
         lifespan=lifespan,
         debug=settings.debug,
+        default_response_class=JsonResponse,
         docs_url=None,
         redoc_url=None,
         # FastAPI's own OpenTelemetry spans, metrics and exception logs stay off, whatever

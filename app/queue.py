@@ -36,7 +36,7 @@ from app.kit.context import Context, bound
 from app.kit.usage import Usage, clinic_named
 from app.settings import Settings
 
-TASK_MODULES = ["app.attachments.jobs", "app.auth.jobs", "app.billing.jobs"]
+TASK_MODULES = ["app.attachments.jobs", "app.auth.jobs", "app.billing.jobs", "app.privacy.jobs"]
 RUNTIME = "vetify"
 LONGEST_PAUSE = 30.0
 """Seconds, at most, between a worker's restarts while the database is away."""

@@ -341,6 +341,9 @@ class Settings(BaseSettings):
     retention_expired_days: int = Field(default=30, ge=1, le=3650)
     """How long sessions and tokens expired or revoked, account links used or expired, and
     invitations settled are kept before ``vetify retention --apply`` removes them."""
+    export_valid_hours: int = Field(default=72, ge=1, le=720)
+    """How long a client's export (``POST /api/v1/customers/{id}/export``) may be downloaded
+    once it is ready; then its file is deleted (ADR 0030)."""
     audit_retention_days: int = Field(default=2555, ge=365, le=36500)
     """How long the audit trail keeps an event (``vetify audit prune``, ADR 0027): 7 years by
     default, and never less than a year, longer than the data it describes."""

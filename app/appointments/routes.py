@@ -84,14 +84,14 @@ async def create_appointment(
     body: AppointmentIn, caller: Writer, session: DbSession, settings: AppSettings
 ) -> AppointmentOut:
     booked = await service.create(session, caller, body, settings.appointment_horizon)
-    return AppointmentOut.model_validate(booked)
+    return service.to_out(booked)
 
 
 @router.get("/appointments/{appointment_id}", responses=ONE, summary="One appointment")
 async def get_appointment(
     appointment_id: uuid.UUID, caller: Reader, session: DbSession
 ) -> AppointmentOut:
-    return AppointmentOut.model_validate(
+    return service.to_out(
         await get_or_404(session, caller, Appointment, appointment_id, "appointment")
     )
 
@@ -104,7 +104,7 @@ async def update_appointment(
     session: DbSession,
     settings: AppSettings,
 ) -> AppointmentOut:
-    return AppointmentOut.model_validate(
+    return service.to_out(
         await service.update(session, caller, appointment_id, body, settings.appointment_horizon)
     )
 
@@ -117,9 +117,7 @@ async def update_appointment(
 async def change_status(
     appointment_id: uuid.UUID, body: StatusIn, caller: Writer, session: DbSession
 ) -> AppointmentOut:
-    return AppointmentOut.model_validate(
-        await service.transition(session, caller, appointment_id, body.status)
-    )
+    return service.to_out(await service.transition(session, caller, appointment_id, body.status))
 
 
 @router.get("/appointment-types", responses=READ, summary="Appointment types and their durations")

@@ -14,6 +14,7 @@ from app.appointments.models import Appointment, AppointmentType, Status
 from app.appointments.rules import RESCHEDULABLE, can_transition
 from app.appointments.schemas import (
     AppointmentIn,
+    AppointmentOut,
     AppointmentPatch,
     AppointmentTypeIn,
     AppointmentTypePatch,
@@ -208,3 +209,7 @@ async def update_type(
     apply(kind, changes)
     await session.flush()
     return kind
+
+
+def to_out(appointment: Appointment) -> AppointmentOut:
+    return AppointmentOut.model_validate(appointment)

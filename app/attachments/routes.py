@@ -32,7 +32,7 @@ from app.kit.problems import (
     responses,
 )
 from app.kit.ratelimit import TooManyRequests
-from app.kit.storage import Storage, discard
+from app.kit.storage import Store, discard
 from app.kit.uploads import UnsupportedMediaType
 from app.records import service as records
 
@@ -42,18 +42,6 @@ UPLOAD_PATH = re.compile(r"^/api/v1/medical-records/[^/]+/attachments$")
 Reader = Annotated[Principal, Depends(requires(Action.records_read))]
 Writer = Annotated[Principal, Depends(requires(Action.records_write))]
 ONE = responses(Unauthenticated, Forbidden, NotFound, InvalidInput)
-
-
-async def get_storage(request: Request) -> Storage:
-    storage: Storage = request.app.state.storage
-    return storage
-
-
-Store = Annotated[Storage, Depends(get_storage)]
-
-
-def _out(attachment: Attachment) -> AttachmentOut:
-    return AttachmentOut.model_validate(attachment)
 
 
 @router.post(
@@ -86,7 +74,7 @@ async def upload_attachment(
     attachment = await service.upload(
         session, caller, request, storage, settings, record_id, caller.user_id
     )
-    return _out(attachment)
+    return service.to_out(attachment)
 
 
 @router.get(
@@ -105,14 +93,14 @@ async def list_attachments(
     rows, next_cursor = await paginate(
         session, service.search(caller, record_id), [Attachment.id], cursor, limit
     )
-    return Page[AttachmentOut](items=[_out(r) for r in rows], next_cursor=next_cursor)
+    return Page[AttachmentOut](items=[service.to_out(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/attachments/{attachment_id}", responses=ONE, summary="An attachment's metadata")
 async def get_attachment(
     attachment_id: uuid.UUID, caller: Reader, session: DbSession
 ) -> AttachmentOut:
-    return _out(await service.get(session, caller, attachment_id))
+    return service.to_out(await service.get(session, caller, attachment_id))
 
 
 @router.get(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from app.attachments.models import Attachment, ScanStatus
+from app.attachments.schemas import AttachmentOut
 from app.db.repository import find, get_or_404, of_clinic
 from app.db.tenancy import Tenant
 from app.kit import clamd, files
@@ -49,6 +50,10 @@ class Corrupted(Problem):
     """The stored bytes are not what was uploaded (their checksum differs) or are gone."""
 
     status, slug, title = 502, "attachment-corrupted", "Attachment corrupted in storage"
+
+
+def to_out(attachment: Attachment) -> AttachmentOut:
+    return AttachmentOut.model_validate(attachment)
 
 
 def search(tenant: Tenant, record_id: uuid.UUID) -> Select[Attachment]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import cast
 
 from sqlalchemy import func, select, update
@@ -84,6 +85,42 @@ async def unseal(
 ) -> str:
     key = await _key(session, scope, sealing.version_of(sealed))
     return sealing.unseal(key, sealed, sealing.field_aad(scope, field, row_id)).decode()
+
+
+async def seal_file(
+    session: AsyncSession, scope: str, what: str, file_id: uuid.UUID, source: Path, sink: Path
+) -> None:
+    """The file ``source`` sealed into ``sink`` with the scope's current key, bound to
+    ``what`` (e.g. ``client_exports``) and ``file_id``: a stream of segments, never held whole."""
+    version, key = await _current_key(session, scope)
+    aad = sealing.file_aad(scope, what, file_id)
+
+    def run() -> None:
+        with source.open("rb") as plain, sink.open("wb") as sealed:
+            sealing.seal_stream(key, version, plain, sealed, aad)
+
+    await asyncio.to_thread(run)
+
+
+async def open_file(
+    session: AsyncSession, scope: str, what: str, file_id: uuid.UUID, source: Path, sink: Path
+) -> None:
+    """A file sealed by :func:`seal_file` opened into ``sink``, or :class:`~app.kit.sealing.
+    Unreadable` (``sink`` is then removed)."""
+    with source.open("rb") as sealed:
+        version = sealing.stream_version(sealed)
+    key = await _key(session, scope, version)
+    aad = sealing.file_aad(scope, what, file_id)
+
+    def run() -> None:
+        try:
+            with source.open("rb") as sealed, sink.open("wb") as plain:
+                sealing.open_stream(key, sealed, plain, aad)
+        except sealing.Unreadable:
+            sink.unlink(missing_ok=True)
+            raise
+
+    await asyncio.to_thread(run)
 
 
 async def _current_key(session: AsyncSession, scope: str) -> tuple[int, bytes]:

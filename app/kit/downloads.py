@@ -7,6 +7,8 @@ parser, and answers those two in the API's own shape; everything else is Starlet
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import Receive, Scope, Send
@@ -58,3 +60,16 @@ class Download(FileResponse):
         except RangeNotSatisfiable as exc:
             return RangeBeyondFile(exc.max_size)
         return None
+
+
+class WholeDownload(FileResponse):
+    """A file served whole whatever ``Range`` asks, saying so (``Accept-Ranges: none``): for
+    what is served once, where a part would use it up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.headers["accept-ranges"] = "none"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        whole = [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]
+        await super().__call__({**scope, "headers": whole}, receive, send)

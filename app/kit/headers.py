@@ -13,8 +13,10 @@ ignored by browsers and wrongly promise HTTPS in tests and local runs.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 NONCE_KEY = "csp_nonce"
@@ -74,3 +76,13 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class JsonResponse(JSONResponse):
+    """The API's default response: JSON, but an answer with no content (204, 304) names no
+    content type (RFC 9110, 6.4.1: there is nothing to read as JSON)."""
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        super().init_headers(headers)
+        if self.status_code in (204, 304):
+            self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-type"]

@@ -17,9 +17,10 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from anyio import to_thread
+from fastapi import Depends, Request
 
 from app.kit.problems import ServiceUnavailable
 from app.settings import ConfigurationError, Settings, StorageBackend
@@ -199,3 +200,12 @@ def storage_from(settings: Settings) -> Storage:
     if settings.storage_backend is StorageBackend.s3:
         return S3Storage(settings, settings.data_dir / "staging")
     return LocalStorage(settings.attachments_root)
+
+
+async def app_storage(request: Request) -> Storage:
+    """The app's storage (made at start-up), as a route's dependency: :data:`Store`."""
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+Store = Annotated[Storage, Depends(app_storage)]

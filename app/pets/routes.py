@@ -42,19 +42,19 @@ async def list_pets(
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=WRITE, summary="Register a pet")
 async def create_pet(body: PetIn, caller: Writer, session: DbSession) -> PetOut:
-    return PetOut.model_validate(await service.create(session, caller, body))
+    return service.to_out(await service.create(session, caller, body))
 
 
 @router.get("/{pet_id}", responses=ONE, summary="One pet")
 async def get_pet(pet_id: uuid.UUID, caller: Reader, session: DbSession) -> PetOut:
-    return PetOut.model_validate(await get_or_404(session, caller, Pet, pet_id, "pet"))
+    return service.to_out(await get_or_404(session, caller, Pet, pet_id, "pet"))
 
 
 @router.patch("/{pet_id}", responses=WRITE_ONE, summary="Change a pet")
 async def update_pet(
     pet_id: uuid.UUID, body: PetPatch, caller: Writer, session: DbSession
 ) -> PetOut:
-    return PetOut.model_validate(await service.update(session, caller, pet_id, body))
+    return service.to_out(await service.update(session, caller, pet_id, body))
 
 
 @router.delete(
@@ -69,7 +69,7 @@ async def delete_pet(pet_id: uuid.UUID, caller: Writer, session: DbSession) -> N
 
 @router.get("/{pet_id}/weights", responses=ONE, summary="Weight history, oldest first")
 async def list_weights(pet_id: uuid.UUID, caller: Reader, session: DbSession) -> list[WeightOut]:
-    return [WeightOut.model_validate(w) for w in await service.weights(session, caller, pet_id)]
+    return [service.weight_out(w) for w in await service.weights(session, caller, pet_id)]
 
 
 @router.post(
@@ -81,6 +81,6 @@ async def list_weights(pet_id: uuid.UUID, caller: Reader, session: DbSession) ->
 async def add_weight(
     pet_id: uuid.UUID, body: WeightIn, caller: Writer, session: DbSession
 ) -> WeightOut:
-    return WeightOut.model_validate(
+    return service.weight_out(
         await service.add_weight(session, caller, pet_id, body, caller.user_id)
     )

@@ -16,7 +16,7 @@ from app.db.tenancy import Tenant
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict
 from app.pets.models import Pet, Species, WeightMeasurement
-from app.pets.schemas import PetIn, PetPatch, WeightIn
+from app.pets.schemas import PetIn, PetOut, PetPatch, WeightIn, WeightOut
 from app.records.models import MedicalRecord
 
 _MICROCHIP_TAKEN = Conflict("Another pet of this clinic has this microchip number.")
@@ -109,3 +109,11 @@ async def weights(
         .order_by(WeightMeasurement.measured_at, WeightMeasurement.id)
     )
     return list(result.all())
+
+
+def to_out(pet: Pet) -> PetOut:
+    return PetOut.model_validate(pet)
+
+
+def weight_out(weight: WeightMeasurement) -> WeightOut:
+    return WeightOut.model_validate(weight)

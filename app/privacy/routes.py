@@ -1,39 +1,62 @@
 from __future__ import annotations
 
+import datetime as dt
+import os
 import uuid
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from anyio import to_thread
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from starlette.background import BackgroundTask
 
+from app.audit import trail
 from app.auth.deps import requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.customers import service as customers
 from app.db.session import DbSession
+from app.kit.downloads import WholeDownload
+from app.kit.files import content_disposition
+from app.kit.headers import DOWNLOAD_POLICY
 from app.kit.problems import Forbidden, InvalidInput, NotFound, Unauthenticated, responses
-from app.privacy import service
-from app.privacy.schemas import ErasureOut, LegalHoldIn
+from app.kit.storage import Storage, Store, discard
+from app.privacy import exports, service
+from app.privacy.models import ClientExport
+from app.privacy.schemas import ErasureOut, ExportOut, LegalHoldIn
+from app.settings import Settings
 
-router = APIRouter(prefix="/api/v1/customers/{customer_id}", tags=["privacy"])
+router = APIRouter(prefix="/api/v1", tags=["privacy"])
 Officer = Annotated[Principal, Depends(requires(Action.customers_privacy))]
 REFUSED = (Unauthenticated, Forbidden, NotFound, customers.CustomerErased, InvalidInput)
+CUSTOMER = "/customers/{customer_id}"
+EXPORT = "/client-exports/{export_id}"
 
 
 @router.post(
-    "/erase",
+    f"{CUSTOMER}/erase",
     responses=responses(*REFUSED, service.LegalHold),
     summary="Erase a pet owner's personal data (right to erasure)",
     description="Names, contact details and address are erased and consent withdrawn; upcoming"
-    " appointments of their pets are cancelled. Their pets and medical records stay, as the"
-    " clinic must keep them, with the owner no longer identifiable. Refused while a legal hold"
-    " is set, and once done (it cannot be undone).",
+    " appointments of their pets are cancelled, and exports not yet downloaded expire. Their"
+    " pets and medical records stay, as the clinic must keep them, with the owner no longer"
+    " identifiable. Refused while a legal hold is set, and once done (it cannot be undone).",
 )
-async def erase_customer(customer_id: uuid.UUID, caller: Officer, session: DbSession) -> ErasureOut:
-    return await service.erase(session, caller, customer_id, caller.user_id)
+async def erase_customer(
+    customer_id: uuid.UUID,
+    caller: Officer,
+    session: DbSession,
+    storage: Store,
+    background: BackgroundTasks,
+) -> ErasureOut:
+    report, files = await service.erase(session, caller, customer_id, caller.user_id)
+    for key in files:  # after the response, so after the commit
+        background.add_task(storage.delete, key)
+    return report
 
 
 @router.put(
-    "/legal-hold",
+    f"{CUSTOMER}/legal-hold",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(*REFUSED),
     summary="Put a pet owner's data under a legal hold (erasure refused until lifted)",
@@ -45,10 +68,89 @@ async def hold_customer(
 
 
 @router.delete(
-    "/legal-hold",
+    f"{CUSTOMER}/legal-hold",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(*REFUSED),
     summary="Lift a legal hold",
 )
 async def lift_customer_hold(customer_id: uuid.UUID, caller: Officer, session: DbSession) -> None:
     await service.lift_hold(session, caller, customer_id)
+
+
+@router.post(
+    f"{CUSTOMER}/export",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=responses(*REFUSED),
+    summary="Export a pet owner's data as one archive (rights of access and portability)",
+    description="A job builds a zip of the client as the API shows them, their consent"
+    " history, pets, weights, appointments, medical records and attachments, with a manifest"
+    " of every file's SHA-256. Follow the export's status; once `ready`, download it once,"
+    " before `expires_at`.",
+)
+async def export_customer(
+    customer_id: uuid.UUID, caller: Officer, session: DbSession, request: Request
+) -> ExportOut:
+    settings: Settings = request.app.state.settings
+    valid = dt.timedelta(hours=settings.export_valid_hours)
+    return _out(await exports.request(session, caller, customer_id, caller.user_id, valid))
+
+
+@router.get(EXPORT, responses=responses(Unauthenticated, Forbidden, NotFound, InvalidInput))
+async def get_client_export(export_id: uuid.UUID, caller: Officer, session: DbSession) -> ExportOut:
+    """A client's export: its status, and when it expires."""
+    return _out(await exports.get(session, caller, export_id))
+
+
+@router.get(
+    f"{EXPORT}/content",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The archive (a zip), whole and once (no ranges): it is deleted"
+            " when sent",
+            "content": {exports.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "headers": {
+                "Content-Disposition": {"schema": {"type": "string"}},
+                "Repr-Digest": {"schema": {"type": "string"}},
+            },
+        },
+        **responses(
+            Unauthenticated,
+            Forbidden,
+            NotFound,
+            exports.ExportNotReady,
+            exports.ExportGone,
+            exports.ExportCorrupted,
+            InvalidInput,
+        ),
+    },
+    summary="Download a client's export (once)",
+)
+async def download_client_export(
+    export_id: uuid.UUID, caller: Officer, session: DbSession, storage: Store
+) -> Response:
+    export = await exports.take(session, caller, export_id)
+    archive = await exports.opened(session, caller, storage, export)
+    trail.read(session, export)  # who took which client's data away is part of the trail
+    return WholeDownload(
+        archive,
+        media_type=exports.MEDIA_TYPE,
+        headers={
+            "Content-Disposition": content_disposition(f"client-{export.customer_id}.zip"),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": DOWNLOAD_POLICY,
+            "Cache-Control": "private, no-store",
+            "Repr-Digest": exports.repr_digest(export),
+        },
+        background=BackgroundTask(_sent, storage, archive, exports.file_key(export)),
+        stat_result=await to_thread.run_sync(os.stat, archive),
+    )
+
+
+async def _sent(storage: Storage, archive: Path, key: str) -> None:
+    await discard(archive)
+    await storage.delete(key)
+
+
+def _out(export: ClientExport) -> ExportOut:
+    return ExportOut.model_validate(export)

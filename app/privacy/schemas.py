@@ -8,6 +8,7 @@ from pydantic import Field, StringConstraints
 
 from app.customers.models import Channel
 from app.kit.types import NON_BLANK, TRIM, Input, Output
+from app.privacy.models import ExportStatus
 
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=NON_BLANK), TRIM]
 
@@ -31,3 +32,20 @@ class ErasureOut(Output):
     pets_kept: int
     records_kept: int
     """Medical records of the client's pets: kept, as the clinic must, with the owner erased."""
+    exports_withdrawn: int
+    """Exports of the client not yet downloaded: expired, their files deleted."""
+
+
+class ExportOut(Output):
+    """A client's export: ``pending`` while the job builds it, then ``ready`` to be downloaded
+    once (``GET /api/v1/client-exports/{id}/content``) before ``expires_at``."""
+
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    requested_by: uuid.UUID
+    status: ExportStatus
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    ready_at: dt.datetime | None
+    downloaded_at: dt.datetime | None
+    size_bytes: int | None

@@ -9,7 +9,8 @@ in one transaction, audited like any change (the trail names the fields, never t
 * each consent still granted is withdrawn (consent history is append-only: a withdrawal is
   added, nothing is deleted), so no sender may contact them;
 * upcoming appointments of their pets are cancelled, and their reason and notes cleared (they
-  were about a visit that will not happen; past visits are clinical history and stay).
+  were about a visit that will not happen; past visits are clinical history and stay);
+* their exports not yet downloaded expire, and their files are deleted.
 
 The row is locked first, as every change of a customer locks it, so a change racing an erasure
 either lands before it (and is erased) or is refused after it; never written over it.
@@ -24,12 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.appointments.models import Appointment, Status
 from app.customers import service as customers
-from app.customers.models import Customer
 from app.db.repository import of_clinic
 from app.db.tenancy import Tenant
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict
 from app.pets.models import Pet
+from app.privacy import exports
 from app.privacy.schemas import ErasureOut
 from app.records.models import MedicalRecord
 
@@ -61,7 +62,9 @@ class LegalHold(Conflict):
 
 async def erase(
     session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, by: uuid.UUID
-) -> ErasureOut:
+) -> tuple[ErasureOut, list[str]]:
+    """The erasure's report, and the storage keys of the client's exports to delete once it
+    has committed."""
     customer = await customers.get_to_change(session, tenant, customer_id)
     if customer.legal_hold is not None:
         raise LegalHold(customer.legal_hold)
@@ -71,15 +74,16 @@ async def erase(
         setattr(customer, field, None)
     customer.preferred_language = "en"
     customer.erased_at = utcnow()
-    withdrawn = await customers.withdraw_consents(session, tenant, customer.id, by)
+    consents = await customers.withdraw_consents(session, tenant, customer.id, by)
     pets = of_clinic(tenant, Pet).where(Pet.customer_id == customer.id).with_only_columns(Pet.id)
     cancelled = await _cancel_upcoming(session, tenant, pets)
+    exported = await exports.withdraw(session, tenant, customer)
     await session.flush()
-    return ErasureOut(
+    report = ErasureOut(
         customer_id=customer.id,
         erased_at=customer.erased_at,
         fields_erased=list(PERSONAL_FIELDS),
-        consents_withdrawn=withdrawn,
+        consents_withdrawn=consents,
         appointments_cancelled=cancelled,
         pets_kept=await _count(session, pets),
         records_kept=await _count(
@@ -88,7 +92,9 @@ async def erase(
             .where(MedicalRecord.pet_id.in_(pets.scalar_subquery()))
             .with_only_columns(MedicalRecord.id),
         ),
+        exports_withdrawn=len(exported),
     )
+    return report, [e.storage_key for e in exported if e.storage_key is not None]
 
 
 async def _cancel_upcoming(session: AsyncSession, tenant: Tenant, pets: Ids) -> list[uuid.UUID]:
@@ -116,13 +122,10 @@ async def _count(session: AsyncSession, ids: Ids) -> int:
     return await session.scalar(select(func.count()).select_from(ids.subquery())) or 0
 
 
-async def hold(
-    session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, reason: str
-) -> Customer:
+async def hold(session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, reason: str) -> None:
     customer = await customers.get_to_change(session, tenant, customer_id)
     customer.legal_hold = reason
     await session.flush()
-    return customer
 
 
 async def lift_hold(session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID) -> None:

@@ -133,6 +133,17 @@ tally.size(
 _SLOWEST: dict[str, float] = {}
 
 
+@schemathesis.check
+def no_content_names_no_content_type(ctx: Any, response: Any, case: Case) -> None:
+    """An answer with no content (204, 304) has nothing to read as a type (RFC 9110, 6.4.1),
+    so it names none; a client that trusts the header would try to parse nothing."""
+    if response.status_code in (204, 304) and response.headers.get("content-type"):
+        raise AssertionError(
+            f"{case.method} {case.operation.path} answered {response.status_code} with"
+            f" Content-Type {response.headers['content-type']}"
+        )
+
+
 def _timed(label: str, seconds: float) -> None:
     """The stage's output names the slowest response of the run, for setting the budgets."""
     _SLOWEST[label] = max(seconds, _SLOWEST.get(label, 0.0))
@@ -205,6 +216,7 @@ async def _seed(world: World, clinic: ClinicWorld) -> dict[str, list[str]]:
         for _ in range(2)
     ]
     attachments = [await world.attach(clinic, records[0].id) for _ in range(2)]
+    client_exports = [await world.client_export(clinic, customers[0].id) for _ in range(2)]
     staff = [actor.user for role, actor in clinic.actors.items() if role is not Role.owner]
     return {
         "location_id": [str(location.id)],
@@ -212,6 +224,7 @@ async def _seed(world: World, clinic: ClinicWorld) -> dict[str, list[str]]:
         "user_id": [str(user.id) for user in staff],
         "vet_id": [str(vet.id)],
         "customer_id": [str(customer.id) for customer in customers],
+        "export_id": [str(export.id) for export in client_exports],
         "pet_id": [str(pet.id) for pet in pets],
         "appointment_id": [str(appointment.id) for appointment in appointments],
         "appointment_type_id": [str(kind.id) for kind in kinds],
@@ -250,8 +263,20 @@ CONFIG = {
     },
     "checks": {"max_response_time": FAST},
     "operations": [
-        {"include-method": method, "include-path": path, "checks": {"max_response_time": SLOW}}
-        for method, path in sorted(HASHING)
+        *(
+            {"include-method": method, "include-path": path, "checks": {"max_response_time": SLOW}}
+            for method, path in sorted(HASHING)
+        ),
+        # Downloaded once: a valid request for it once it is taken is 410 Gone, as documented.
+        {
+            "include-method": "GET",
+            "include-path": "/api/v1/client-exports/{export_id}/content",
+            "checks": {
+                "positive_data_acceptance": {
+                    "expected-statuses": ["2xx", "3xx", 401, 403, 404, 409, 410, 429, "5xx"]
+                }
+            },
+        },
     ],
 }
 

@@ -17,16 +17,19 @@ from app.attachments.models import Attachment
 from app.auth import lifecycle, mfa
 from app.auth import service as auth_service
 from app.auth.models import CredentialKind, Membership, Role, TokenPurpose, User
-from app.db.tenancy import enter_tenant
+from app.db.tenancy import InClinic, enter_tenant
 from app.keys import service as keys
 from app.kit.clock import utcnow
 from app.kit.storage import Storage, new_key, staging_file, storage_from
+from app.privacy import exports
+from app.privacy.models import ClientExport
 from app.records.models import MedicalRecord
 from app.settings import Settings
 from fixtures import files
 from fixtures.clinics import ClinicSetup, create_clinic
 from fixtures.factories import (
     AttachmentFactory,
+    ClientExportFactory,
     CustomerFactory,
     MedicalRecordFactory,
     PetFactory,
@@ -190,6 +193,20 @@ class World:
             clinic, MedicalRecordFactory, pet_id=pet.id, author_id=clinic.actors[Role.vet].user.id
         )
         return record
+
+    async def client_export(self, clinic: ClinicWorld, customer_id: uuid.UUID) -> ClientExport:
+        """A client's export, built as the job builds it: ready to be downloaded (once)."""
+        async with self.session(clinic.id) as session:
+            export: ClientExport = await create(
+                session,
+                ClientExportFactory,
+                customer_id=customer_id,
+                requested_by=clinic.owner.user.id,
+            )
+            valid = dt.timedelta(hours=self.settings.export_valid_hours)
+            tenant = InClinic(clinic.id)
+            assert await exports.build(session, tenant, self.storage, export.id, valid)
+        return export
 
     @property
     def storage(self) -> Storage:

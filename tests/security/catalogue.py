@@ -55,6 +55,12 @@ EXEMPT: dict[tuple[str, str], str] = {
 }
 """Routes outside the API that hold no clinic data, with why they are not attacked."""
 
+SINGLE_USE: dict[tuple[str, str], str] = {
+    ("GET", "/api/v1/client-exports/{export_id}/content"): "a client's export is downloaded once",
+}
+"""Reads whose success uses their resource up, with why: the suites that send one several
+times make a new resource for each request."""
+
 SESSION_ONLY: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/auth/switch"): "switching clinic replaces a login session; an API token"
     " is bound to the clinic it was created in",
@@ -94,6 +100,7 @@ ID_KINDS: dict[str, str] = {
     "pet_id": "pet",
     "record_id": "medical_record",
     "attachment_id": "attachment",
+    "export_id": "client_export",
     "user_id": "member",
     "vet_id": "vet",
     "invitation_id": "invitation",
@@ -263,6 +270,11 @@ class Route:
         [content] = body["content"].values()
         ref: str = content["schema"]["$ref"]
         return ref.removeprefix("#/components/schemas/")
+
+    @property
+    def single_use(self) -> bool:
+        """Its success uses its resource up (:data:`SINGLE_USE`): each request needs a new one."""
+        return self.key in SINGLE_USE
 
     @property
     def multipart(self) -> bool:

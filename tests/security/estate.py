@@ -134,6 +134,11 @@ async def _attachment(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.U
     return uuid.UUID(str(attachment.id))
 
 
+async def _client_export(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    export = await world.client_export(clinic, await _customer(world, clinic, actor))
+    return uuid.UUID(str(export.id))
+
+
 async def _member(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
     async with world.session(clinic.id) as session:
         user = await create(session, UserFactory)
@@ -178,6 +183,7 @@ MAKERS: dict[str, Maker] = {
     "appointment": _appointment,
     "medical_record": _record,
     "attachment": _attachment,
+    "client_export": _client_export,
     "member": _member,
     "token": _token,
     "invitation": _invitation,
@@ -239,6 +245,7 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
     # The file names its clinic, so a download shows whose it is (and leaks of another's).
     attachment = await world.attach(clinic, record.id, files.png_with_comment(f"{clinic.id}"))
     estate.invitation_token = secret
+    client_export = (await world.client_export(clinic, customer.id)).id
     await renew_links(world, estate)
     estate.ids = {
         "clinic": clinic.id,
@@ -250,6 +257,7 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
         "appointment": appointment.id,
         "medical_record": record.id,
         "attachment": attachment.id,
+        "client_export": client_export,
         "invitation": invitation.id,
         "token": credential.id,
         "member": clinic.actors[Role.technician].user.id,

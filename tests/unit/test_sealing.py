@@ -5,6 +5,7 @@ its first key, unwraps with any, and a wrapped key opens only for its own scope 
 from __future__ import annotations
 
 import base64
+import io
 import os
 import uuid
 
@@ -102,3 +103,58 @@ def test_kms_refuses_a_key_wrapped_by_neither_it_nor_its_keyring() -> None:
     for kek_id in ("local:old", "vault:transit/vetify"):
         with pytest.raises(Unreadable, match="neither KMS's nor in the keyring"):
             kms.unwrap(kek_id, b"wrapped", sealing.key_context("clinic", 1))
+
+
+SEGMENT = 16  # small segments, so a few bytes make several
+
+
+def _sealed_stream(key: bytes, plaintext: bytes, aad: bytes = b"export") -> bytes:
+    sink = io.BytesIO()
+    sealing.seal_stream(key, 3, io.BytesIO(plaintext), sink, aad, segment=SEGMENT)
+    return sink.getvalue()
+
+
+def _opened(key: bytes, sealed: bytes, aad: bytes = b"export") -> bytes:
+    sink = io.BytesIO()
+    sealing.open_stream(key, io.BytesIO(sealed), sink, aad, segment=SEGMENT)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("size", [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT, 100])
+def test_a_sealed_stream_opens_to_what_was_sealed_whatever_its_length(size: int) -> None:
+    key, plaintext = sealing.new_data_key(), os.urandom(size)
+    sealed = _sealed_stream(key, plaintext)
+    assert sealing.stream_version(io.BytesIO(sealed)) == 3
+    segments = max(1, -(-size // SEGMENT))  # an empty stream is one empty last segment
+    assert len(sealed) == 12 + size + 16 * segments
+    assert _opened(key, sealed) == plaintext
+
+
+def test_a_sealed_stream_cut_reordered_or_altered_does_not_open() -> None:
+    key, plaintext = sealing.new_data_key(), os.urandom(3 * SEGMENT + 5)
+    sealed = _sealed_stream(key, plaintext)
+    head, body = sealed[:12], sealed[12:]
+    pieces = [body[i : i + SEGMENT + 16] for i in range(0, len(body), SEGMENT + 16)]
+    assert len(pieces) == 4
+    broken = {
+        "cut at a segment's end": head + b"".join(pieces[:2]),
+        "cut inside a segment": sealed[:-3],
+        "a segment dropped": head + pieces[0] + b"".join(pieces[2:]),
+        "two segments swapped": head + pieces[1] + pieces[0] + b"".join(pieces[2:]),
+        "a segment repeated": head + pieces[0] + b"".join(pieces),
+        "bytes added": sealed + b"\x00",
+        "a byte flipped": sealed[:30] + bytes([sealed[30] ^ 1]) + sealed[31:],
+        "another key version claimed": sealed[:4] + bytes([sealed[4] ^ 1]) + sealed[5:],
+        "another nonce prefix": sealed[:11] + bytes([sealed[11] ^ 1]) + sealed[12:],
+    }
+    for what, stream in broken.items():
+        with pytest.raises(Unreadable):  # noqa: PT012 - says which one opened
+            _opened(key, stream)
+            pytest.fail(what)
+    with pytest.raises(Unreadable):
+        _opened(key, sealed, aad=b"another export")
+    with pytest.raises(Unreadable):
+        _opened(sealing.new_data_key(), sealed)
+    for not_a_stream in (b"", b"\x02\x00", sealing.seal(key, 3, plaintext, b"export")):
+        with pytest.raises(Unreadable):
+            _opened(key, not_a_stream)
