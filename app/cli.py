@@ -47,6 +47,7 @@ from app.kit.usage import Usage
 from app.main import create_app, dependency_probes
 from app.observability import errors, logs, scrape, tracing, usage, usage_report
 from app.observability.dependencies import Report, Status
+from app.privacy import retention as client_retention
 from app.queue import Worker
 from app.settings import ConfigurationError, Environment, LogFormat, Settings, key_bytes
 
@@ -397,12 +398,20 @@ def _anchor(settings: Settings) -> None:
 
 
 def _retention(settings: Settings, *, apply: bool) -> None:
-    """Sessions, tokens, account links and invitations of no more use, removed (issue 20)."""
-    cutoff = utcnow() - dt.timedelta(days=settings.retention_expired_days)
+    """Sessions, tokens, account links and invitations of no more use, removed; clients
+    inactive past their clinic's policy, erased (issue 20, ADR 0031)."""
+    now = utcnow()
+    cutoff = now - dt.timedelta(days=settings.retention_expired_days)
     with _as_roles(settings, "retention", "backup", "owner") as (backup, owner):
         found = asyncio.run(auth_retention.purge(backup, owner, cutoff, apply=apply))
+        storage = storage_from(settings)
+        inactive = asyncio.run(
+            client_retention.apply_policies(backup, owner, storage, now, apply=apply)
+        )
     for purged in found:
         print(purged.line(applied=apply), flush=True)
+    for clinic in inactive:
+        print(clinic.line(applied=apply), flush=True)
     if not apply:
         print(DRY_RUN, file=sys.stderr)
 
@@ -571,10 +580,12 @@ def parser() -> argparse.ArgumentParser:
     retaining = commands.add_parser(
         "retention",
         help="remove sessions and tokens expired or revoked, account links used or expired and"
-        " invitations settled, VETIFY_RETENTION_EXPIRED_DAYS ago or more; without --apply, only"
-        " count them",
+        " invitations settled, VETIFY_RETENTION_EXPIRED_DAYS ago or more, and erase clients"
+        " inactive for longer than their clinic's policy; without --apply, only count them",
     )
-    retaining.add_argument("--apply", action="store_true", help="remove them (default: dry run)")
+    retaining.add_argument(
+        "--apply", action="store_true", help="remove and erase them (default: dry run)"
+    )
     audit_command = commands.add_parser(
         "audit", help="the audit trail: verify, anchor, prune, security-events"
     )

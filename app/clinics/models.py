@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import BigInteger, String, false
+from sqlalchemy import BigInteger, CheckConstraint, SmallInteger, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, Entity, TenantScoped, tenant_fk, tenant_key
@@ -12,6 +12,11 @@ class Clinic(Entity, Base):
     """The tenant. Its own row is visible to its members only (row-level security on ``id``)."""
 
     __tablename__ = "clinics"
+    __table_args__ = (
+        CheckConstraint(
+            "inactive_client_years BETWEEN 1 AND 50", name="inactive_client_years_range"
+        ),
+    )
 
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
@@ -19,6 +24,9 @@ class Clinic(Entity, Base):
     require_mfa: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Moved by the database whenever who may act in the clinic changes (migration 0008).
     auth_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # A client inactive this long is erased by `vetify retention --apply` (ADR 0031); None:
+    # kept until erased on request.
+    inactive_client_years: Mapped[int | None] = mapped_column(SmallInteger, server_default="7")
 
 
 class Location(TenantScoped, Base):

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Annotated
+
+from pydantic import Field
 
 from app.kit.types import (
+    INTEGRAL,
     Address,
     Email,
     Id,
@@ -26,7 +30,11 @@ class ClinicOut(Output):
     name: str
     timezone: str
     require_mfa: bool
+    inactive_client_years: int | None
     created_at: dt.datetime
+
+
+Years = Annotated[int, Field(ge=1, le=50), INTEGRAL]
 
 
 class ClinicPatch(Input):
@@ -37,6 +45,11 @@ class ClinicPatch(Input):
         " enrolled may only enrol until they do, and their API tokens are refused."
         " A security setting: changing it needs a login session that passed your own second"
         " factor in the last few minutes (step-up).",
+    )
+    inactive_client_years: Years | None = Field(
+        default=None,
+        description="Years without activity after which a client's personal data is erased"
+        " (their animals' records are kept); null keeps clients until erased on request.",
     )
 
 

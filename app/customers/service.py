@@ -97,7 +97,11 @@ def _columns(customer: Customer) -> dict[str, object]:
 
 
 async def _record_consents(
-    session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, wanted: ConsentsIn, by: uuid.UUID
+    session: AsyncSession,
+    tenant: Tenant,
+    customer_id: uuid.UUID,
+    wanted: ConsentsIn,
+    by: uuid.UUID | None,
 ) -> None:
     current = (await consents(session, tenant, [customer_id]))[customer_id]
     for channel, granted in wanted.model_dump(exclude_unset=True).items():
@@ -115,7 +119,7 @@ async def _record_consents(
 
 
 async def withdraw_consents(
-    session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, by: uuid.UUID
+    session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, by: uuid.UUID | None
 ) -> list[Channel]:
     """Every consent in force withdrawn (an event added per channel): the channels it was."""
     in_force = (await consents(session, tenant, [customer_id]))[customer_id]

@@ -61,10 +61,10 @@ class LegalHold(Conflict):
 
 
 async def erase(
-    session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, by: uuid.UUID
+    session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, by: uuid.UUID | None
 ) -> tuple[ErasureOut, list[str]]:
     """The erasure's report, and the storage keys of the client's exports to delete once it
-    has committed."""
+    has committed. ``by``: the member who erased them (None: the clinic's retention policy)."""
     customer = await customers.get_to_change(session, tenant, customer_id)
     if customer.legal_hold is not None:
         raise LegalHold(customer.legal_hold)

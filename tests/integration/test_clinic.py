@@ -44,6 +44,7 @@ async def test_current_clinic_is_the_callers(client, world, role):
         "name": "Clínica Veterinária do Porto",
         "timezone": "Europe/Lisbon",
         "require_mfa": False,
+        "inactive_client_years": 7,
     }
 
 
