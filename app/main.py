@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.datastructures import Default
 from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -146,7 +147,9 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Practice management for veterinary clinics",
         lifespan=lifespan,
         debug=settings.debug,
-        default_response_class=JsonResponse,
+        # A placeholder, as FastAPI's own default is: a response class set outright would turn
+        # off its fast path (pydantic's dump_json) on every route.
+        default_response_class=Default(JsonResponse),
         docs_url=None,
         redoc_url=None,
         # FastAPI's own OpenTelemetry spans, metrics and exception logs stay off, whatever

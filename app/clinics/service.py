@@ -27,6 +27,13 @@ async def update(session: AsyncSession, caller: Principal, changes: ClinicPatch)
         # A security setting; a step-up also proves the caller's own second factor, so that
         # the one who turns the requirement on is not the first to be shut out.
         caller.require_step_up()
+    if (
+        "inactive_client_years" in changes.model_fields_set
+        and changes.inactive_client_years != clinic.inactive_client_years
+    ):
+        # The next retention run erases, irreversibly, whom a shorter policy makes inactive:
+        # a security setting too (ADR 0031), whichever way it moves, as require_mfa is.
+        caller.require_step_up()
     apply(clinic, changes)
     await session.flush()
     return clinic

@@ -68,8 +68,10 @@ async def update_customer(
 @router.delete(
     "/{customer_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(Unauthenticated, Forbidden, NotFound, Conflict, InvalidInput),
-    summary="Delete a pet owner who has no pets",
+    responses=responses(
+        Unauthenticated, Forbidden, NotFound, Conflict, service.LegalHold, InvalidInput
+    ),
+    summary="Delete a pet owner who has no pets and is under no legal hold",
 )
 async def delete_customer(customer_id: uuid.UUID, caller: Writer, session: DbSession) -> None:
     await service.delete(session, caller, customer_id)

@@ -35,6 +35,16 @@ class CustomerErased(Conflict):
         )
 
 
+class LegalHold(Conflict):
+    slug, title = "legal-hold", "Under a legal hold"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"The customer's data is under a legal hold ({reason}); lift the hold before"
+            " erasing or deleting it."
+        )
+
+
 async def get_to_change(session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID) -> Customer:
     """The customer, locked until the transaction ends, refused once erased. Every change takes
     it so: a change that read the row before an erasure committed would otherwise write its
@@ -159,7 +169,11 @@ async def update(
 
 
 async def delete(session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID) -> None:
-    customer = await get_or_404(session, tenant, Customer, customer_id, "customer")
+    # Locked, as an erasure takes it: a hold set meanwhile is seen. An erased customer (an
+    # anonymous row) may still be deleted once they have no pets.
+    customer = await get_or_404(session, tenant, Customer, customer_id, "customer", lock=True)
+    if customer.legal_hold is not None:
+        raise LegalHold(customer.legal_hold)
     pets = exists().where(belongs_to(tenant, Pet), Pet.customer_id == customer_id)
     if await session.scalar(select(pets)):
         raise Conflict("The customer still has pets; delete or move them first.")

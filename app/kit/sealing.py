@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from app.settings import KEY_BYTES
 
@@ -180,18 +182,28 @@ def unseal(key: bytes, sealed: bytes, aad: bytes) -> bytes:
 
 # Files (an export's archive) are sealed as a stream of segments, so that neither end holds the
 # whole file: STREAM (Hoang, Reyhanitabar, Rogaway, Vizár, 2015) over AES-256-GCM. The header
-# is ``format 2 | data key version (4) | nonce prefix (7)``; segment i is sealed under the nonce
-# ``prefix | i (4 bytes) | 1 if it is the last, else 0``, with the header and the caller's
-# associated data bound to each. A segment altered, dropped, repeated or reordered does not
-# open, and neither does a stream cut short: its new last segment was not sealed as the last.
+# is ``format 2 | data key version (4) | salt (16) | nonce prefix (7)``. Each file is sealed with
+# a key of its own, derived from the data key and the salt (HKDF-SHA256), as Tink's streaming
+# AEAD does: however many files a data key seals, no two share a key, so random nonces never
+# meet. Segment i is sealed under the nonce ``prefix | i (4 bytes) | 1 if it is the last, else
+# 0``, with the header and the caller's associated data bound to each. A segment altered,
+# dropped, repeated or reordered does not open, and neither does a stream cut short: its new
+# last segment was not sealed as the last.
 STREAM_FORMAT = 2
 SEGMENT_BYTES = 64 * 1024
-_STREAM_HEADER = struct.Struct(">BI7s")
+"""Plaintext bytes per segment. Not in the header: a file is opened with the size it was
+sealed with, so this never changes for format 2 (another size is another format)."""
+_STREAM_HEADER = struct.Struct(">BI16s7s")
 _TAG_BYTES = 16
 
 
 def _segment_nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + struct.pack(">IB", index, last)
+
+
+def _file_key(key: bytes, salt: bytes) -> AESGCM:
+    derived = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=b"vetify:file")
+    return AESGCM(derived.derive(key))
 
 
 def seal_stream(
@@ -203,10 +215,10 @@ def seal_stream(
     segment: int = SEGMENT_BYTES,
 ) -> None:
     """``source``, read to its end, sealed into ``sink``."""
-    prefix = os.urandom(7)
-    header = _STREAM_HEADER.pack(STREAM_FORMAT, version, prefix)
+    salt, prefix = os.urandom(16), os.urandom(7)
+    header = _STREAM_HEADER.pack(STREAM_FORMAT, version, salt, prefix)
     sink.write(header)
-    aead, bound = AESGCM(key), header + aad
+    aead, bound = _file_key(key, salt), header + aad
     index, current = 0, source.read(segment)
     while True:
         following = source.read(segment)
@@ -225,7 +237,7 @@ def stream_version(source: BinaryIO) -> int:
     source.seek(start)
     if len(header) < _STREAM_HEADER.size:
         raise Unreadable("too short to be a sealed stream")
-    form, version, _ = _STREAM_HEADER.unpack(header)
+    form, version, _, _ = _STREAM_HEADER.unpack(header)
     if form != STREAM_FORMAT:
         raise Unreadable(f"unknown stream format {form}")
     return int(version)
@@ -238,8 +250,8 @@ def open_stream(
     ``sink`` before then must be thrown away)."""
     stream_version(source)
     header = source.read(_STREAM_HEADER.size)
-    prefix = _STREAM_HEADER.unpack(header)[2]
-    aead, bound, size = AESGCM(key), header + aad, segment + _TAG_BYTES
+    salt, prefix = _STREAM_HEADER.unpack(header)[2:]
+    aead, bound, size = _file_key(key, salt), header + aad, segment + _TAG_BYTES
     index, current = 0, source.read(size)
     while True:
         following = source.read(size)

@@ -132,21 +132,17 @@ async def build(
         return False
     archive = await to_thread.run_sync(staging_file, storage)
     sealed = await to_thread.run_sync(staging_file, storage)
+    copies: list[Path] = []  # the attachments' plaintext copies: gone whatever happens
     try:
-        contents = await _contents(session, tenant, storage, export)
-        try:
-            await to_thread.run_sync(_write_zip, archive, contents)
-        finally:
-            for copy in contents.values():
-                if isinstance(copy, Path):
-                    await discard(copy)
+        contents = await _contents(session, tenant, storage, export, copies)
+        await to_thread.run_sync(_write_zip, archive, contents)
         digest, size = await to_thread.run_sync(_digest, archive)
         await keys.seal_file(session, scope(tenant), SEALED_AS, export.id, archive, sealed)
         key = new_key(tenant.clinic_id)
         await storage.put(key, sealed)
     finally:
-        await discard(archive)
-        await discard(sealed)
+        for path in (archive, sealed, *copies):
+            await discard(path)
     now = utcnow()
     export.status, export.ready_at, export.expires_at = ExportStatus.ready, now, now + valid
     export.storage_key, export.size_bytes, export.sha256 = key, size, digest
@@ -259,11 +255,15 @@ async def withdraw(session: AsyncSession, tenant: Tenant, customer: Customer) ->
 
 E = TypeVar("E", bound=Entity)
 Contents = dict[str, bytes | Path]
-"""A name in the archive -> its bytes, or a local file to copy in (discarded after)."""
+"""A name in the archive -> its bytes, or a local file to copy in."""
 
 
 async def _contents(
-    session: AsyncSession, tenant: Tenant, storage: Storage, export: ClientExport
+    session: AsyncSession,
+    tenant: Tenant,
+    storage: Storage,
+    export: ClientExport,
+    copies: list[Path],
 ) -> Contents:
     customer = await get_or_404(session, tenant, Customer, export.customer_id, "customer")
     pet_rows = await _of(session, tenant, Pet, Pet.customer_id, [customer.id])
@@ -295,6 +295,7 @@ async def _contents(
         except (attachments.NotScanned, attachments.Infected, attachments.Corrupted) as refused:
             entry["file"], entry["left_out"] = None, refused.detail
         else:
+            copies.append(copy)
             entry["file"] = f"attachments/{attachment.id}/{attachment.filename}"
             contents[entry["file"]] = copy
         listed.append(entry)

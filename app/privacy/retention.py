@@ -153,6 +153,9 @@ async def _clinic(
                     .with_only_columns(Customer.id)
                     .order_by(Customer.id)
                     .limit(batch)
+                    # Held until erased: a hold or an erasure asked for meanwhile waits, then
+                    # sees the erasure. One a request holds now is left for the next run.
+                    .with_for_update(skip_locked=True)
                 )
             ).all()
             files = []

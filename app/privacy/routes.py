@@ -35,7 +35,7 @@ EXPORT = "/client-exports/{export_id}"
 
 @router.post(
     f"{CUSTOMER}/erase",
-    responses=responses(*REFUSED, service.LegalHold),
+    responses=responses(*REFUSED, customers.LegalHold),
     summary="Erase a pet owner's personal data (right to erasure)",
     description="Names, contact details and address are erased and consent withdrawn; upcoming"
     " appointments of their pets are cancelled, and exports not yet downloaded expire. Their"

@@ -28,7 +28,6 @@ from app.customers import service as customers
 from app.db.repository import of_clinic
 from app.db.tenancy import Tenant
 from app.kit.clock import utcnow
-from app.kit.problems import Conflict
 from app.pets.models import Pet
 from app.privacy import exports
 from app.privacy.schemas import ErasureOut
@@ -50,16 +49,6 @@ UPCOMING = (Status.scheduled, Status.confirmed)
 Ids = Select[uuid.UUID]
 
 
-class LegalHold(Conflict):
-    slug, title = "legal-hold", "Under a legal hold"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(
-            f"The customer's data is under a legal hold ({reason}); lift the hold before"
-            " erasing it."
-        )
-
-
 async def erase(
     session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, by: uuid.UUID | None
 ) -> tuple[ErasureOut, list[str]]:
@@ -67,7 +56,7 @@ async def erase(
     has committed. ``by``: the member who erased them (None: the clinic's retention policy)."""
     customer = await customers.get_to_change(session, tenant, customer_id)
     if customer.legal_hold is not None:
-        raise LegalHold(customer.legal_hold)
+        raise customers.LegalHold(customer.legal_hold)
     for field, placeholder in ERASED_NAMES.items():
         setattr(customer, field, placeholder)
     for field in CLEARED:

@@ -28,20 +28,26 @@ from fixtures.factories import (
     MedicalRecordFactory,
     PetFactory,
 )
+from tests.harness import browser
+from tests.harness.api import assert_problem
 from tests.harness.databases import Database
 from tests.harness.world import ClinicWorld, World
 
 YEARS = 2
 LONG_AGO = dt.timedelta(days=3 * 365)
 SLOTS = itertools.count()
+PETS: dict[uuid.UUID, uuid.UUID] = {}
+"""Each client of long ago's pet."""
 
 
 async def client_of_long_ago(
     world: World, clinic: ClinicWorld, superuser_engine, **fields: object
 ) -> uuid.UUID:
-    """A client, their pet, a visit and its record, all last touched three years ago."""
+    """A client, their pet (in :data:`PETS`), a visit and its record, all last touched three
+    years ago."""
     customer = await world.make(clinic, CustomerFactory, **fields)
     pet = await world.make(clinic, PetFactory, customer_id=customer.id)
+    PETS[customer.id] = pet.id
     vet = clinic.actors[Role.vet].user.id
     then = utcnow() - LONG_AGO - dt.timedelta(hours=next(SLOTS))  # one vet: a visit each
     await world.make(
@@ -84,10 +90,11 @@ async def clinics(
     """A clinic whose policy is two years, with a client of each kind; and another clinic
     without a policy, with a client of long ago."""
     clinic = await world.clinic()
+    # A security setting: a session that just passed its second factor (step-up) changes it.
     policy = await client.patch(
         "/api/v1/clinics/current",
         json={"inactive_client_years": YEARS},
-        headers=clinic.owner.headers,
+        headers=browser.cookie_header(await world.step_up(clinic.owner)),
     )
     assert policy.status_code == 200, policy.text
     assert policy.json()["inactive_client_years"] == YEARS
@@ -95,9 +102,12 @@ async def clinics(
         kind: await client_of_long_ago(world, clinic, superuser_engine)
         for kind in ("inactive", "booked ahead", "consented lately", "held", "erased")
     }
-    booked = await world.make(clinic, PetFactory, customer_id=clients["booked ahead"])
+    # A visit booked ahead, for the pet of long ago (nothing else of theirs is recent).
     await world.make(
-        clinic, AppointmentFactory, pet_id=booked.id, vet_id=clinic.actors[Role.vet].user.id
+        clinic,
+        AppointmentFactory,
+        pet_id=PETS[clients["booked ahead"]],
+        vet_id=clinic.actors[Role.vet].user.id,
     )
     await world.make(clinic, ConsentEventFactory, customer_id=clients["consented lately"])
     clients["new"] = (await world.make(clinic, CustomerFactory)).id
@@ -114,7 +124,7 @@ async def clinics(
     unset = await client.patch(
         "/api/v1/clinics/current",
         json={"inactive_client_years": None},
-        headers=other.owner.headers,
+        headers=browser.cookie_header(await world.step_up(other.owner)),
     )
     assert unset.status_code == 200, unset.text
     kept = await client_of_long_ago(world, other, superuser_engine)
@@ -185,12 +195,24 @@ async def test_vetify_retention_reports_each_clinics_inactive_clients(
     assert await names(superuser_engine, clients["inactive"]) == ("Erased", "client")
 
 
-async def test_a_policy_is_years_from_one_to_fifty_or_none(
+async def test_a_policy_is_years_from_one_to_fifty_or_none_and_changes_only_on_step_up(
     client: httpx.AsyncClient, world: World
 ) -> None:
     clinic = await world.clinic()
     shown = await client.get("/api/v1/clinics/current", headers=clinic.owner.headers)
     assert shown.json()["inactive_client_years"] == 7  # the default
+    # An API token (or a session not just stepped up) changes it neither way.
+    for years in (1, 50, None):
+        refused = await client.patch(
+            "/api/v1/clinics/current",
+            json={"inactive_client_years": years},
+            headers=clinic.owner.headers,
+        )
+        assert_problem(refused, 403, "step-up-required")
+    same = await client.patch(
+        "/api/v1/clinics/current", json={"inactive_client_years": 7}, headers=clinic.owner.headers
+    )
+    assert same.status_code == 200  # as it is: no change, no step-up
     for wrong in (0, 51, 2.5, "7", True):
         refused = await client.patch(
             "/api/v1/clinics/current",

@@ -158,6 +158,8 @@ async def test_a_legal_hold_refuses_erasure_until_lifted_and_an_erasure_is_final
     unchanged = (await client.get(url, headers=admin)).json()
     assert (unchanged["email"], unchanged["erased_at"]) == (details["email"], None)
 
+    # Nor may anyone delete them meanwhile (they have no pets, so it would be allowed).
+    assert_problem(await client.delete(url, headers=clinic.owner.headers), 409, "legal-hold")
     assert (await client.delete(f"{url}/legal-hold", headers=admin)).status_code == 204
     assert (await erase(client, clinic, customer_id)).status_code == 200
 

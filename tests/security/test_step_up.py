@@ -74,9 +74,18 @@ LONGEST_ENUM = 12
 
 
 # -- the clinic's security settings ----------------------------------------------------------
-SETTINGS = ("require_mfa", "administrators", "invited administrators", "locked accounts")
+SETTINGS = (
+    "require_mfa",
+    "client retention",
+    "administrators",
+    "invited administrators",
+    "locked accounts",
+)
 _SETTINGS_SQL = {
     "require_mfa": "SELECT require_mfa::text FROM clinics WHERE id = :clinic",
+    # How long an inactive client keeps their identity: shortened, the next run erases.
+    "client retention": "SELECT coalesce(inactive_client_years::text, 'none') FROM clinics"
+    " WHERE id = :clinic",
     "administrators": "SELECT concat_ws(' ', user_id, role, active) FROM memberships"
     " WHERE tenant_id = :clinic AND role::text = ANY(:roles)",
     "invited administrators": "SELECT concat_ws(' ', email, role) FROM invitations"
@@ -185,9 +194,14 @@ def _targets(route: Route) -> list[tuple[str, dict[str, Maker]]]:
 
 
 def _values(schema: dict[str, Any]) -> list[Any]:
-    """Each value a boolean or enum field takes (of a long enum, its first and last)."""
+    """Each value a boolean or enum field takes (of a long enum, its first and last), and an
+    integer's bounds."""
     if "boolean" in types(schema):
         return [False, True]
+    for part in [schema, *resolve(schema).get("anyOf", [])]:
+        bounds = resolve(part)
+        if bounds.get("type") == "integer" and {"minimum", "maximum"} <= set(bounds):
+            return [bounds["minimum"], bounds["maximum"]]
     enum: list[Any] = []
     for part in [schema, *resolve(schema).get("anyOf", []), *resolve(schema).get("oneOf", [])]:
         enum += resolve(part).get("enum", [])
@@ -215,7 +229,8 @@ async def _session(world: World, actor: Actor, ago: dt.timedelta = dt.timedelta(
 tally.size(
     "step-up matrix",
     f"{len(WRITES)} write routes x every standing of their targets x every boolean and enum"
-    " value in their bodies x 3 credentials (API token, stale session, fresh session)",
+    " value and integer bound in their bodies x 3 credentials (API token, stale session, fresh"
+    " session)",
 )
 
 

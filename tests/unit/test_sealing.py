@@ -106,6 +106,7 @@ def test_kms_refuses_a_key_wrapped_by_neither_it_nor_its_keyring() -> None:
 
 
 SEGMENT = 16  # small segments, so a few bytes make several
+HEADER = 28  # format, key version, salt, nonce prefix
 
 
 def _sealed_stream(key: bytes, plaintext: bytes, aad: bytes = b"export") -> bytes:
@@ -126,14 +127,18 @@ def test_a_sealed_stream_opens_to_what_was_sealed_whatever_its_length(size: int)
     sealed = _sealed_stream(key, plaintext)
     assert sealing.stream_version(io.BytesIO(sealed)) == 3
     segments = max(1, -(-size // SEGMENT))  # an empty stream is one empty last segment
-    assert len(sealed) == 12 + size + 16 * segments
+    assert len(sealed) == HEADER + size + 16 * segments
     assert _opened(key, sealed) == plaintext
+
+
+def flipped(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
 
 
 def test_a_sealed_stream_cut_reordered_or_altered_does_not_open() -> None:
     key, plaintext = sealing.new_data_key(), os.urandom(3 * SEGMENT + 5)
     sealed = _sealed_stream(key, plaintext)
-    head, body = sealed[:12], sealed[12:]
+    head, body = sealed[:HEADER], sealed[HEADER:]
     pieces = [body[i : i + SEGMENT + 16] for i in range(0, len(body), SEGMENT + 16)]
     assert len(pieces) == 4
     broken = {
@@ -143,9 +148,12 @@ def test_a_sealed_stream_cut_reordered_or_altered_does_not_open() -> None:
         "two segments swapped": head + pieces[1] + pieces[0] + b"".join(pieces[2:]),
         "a segment repeated": head + pieces[0] + b"".join(pieces),
         "bytes added": sealed + b"\x00",
-        "a byte flipped": sealed[:30] + bytes([sealed[30] ^ 1]) + sealed[31:],
-        "another key version claimed": sealed[:4] + bytes([sealed[4] ^ 1]) + sealed[5:],
-        "another nonce prefix": sealed[:11] + bytes([sealed[11] ^ 1]) + sealed[12:],
+        "a byte flipped": flipped(sealed, 40),
+        "another key version claimed": flipped(sealed, 4),
+        "another salt": flipped(sealed, 12),
+        "another nonce prefix": flipped(sealed, HEADER - 1),
+        # The same bytes sealed again with the same key and data: another salt, another key.
+        "another file's segments": head + _sealed_stream(key, plaintext)[HEADER:],
     }
     for what, stream in broken.items():
         with pytest.raises(Unreadable):  # noqa: PT012 - says which one opened

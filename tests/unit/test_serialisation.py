@@ -31,6 +31,7 @@ import annotated_types
 import hypothesis
 import jsonschema_rs
 import pytest
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute, iter_route_contexts
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
@@ -301,3 +302,22 @@ def test_response_model_round_trips_through_json(model: type[BaseModel]) -> None
             assert not errors, f"{model.__name__} JSON breaks its own schema: {errors}\n{text}"
 
     round_trips()
+
+
+def test_every_model_route_keeps_fastapis_fast_json_path() -> None:
+    """A route answering a response model is serialised by pydantic straight to JSON bytes
+    only while its response class is FastAPI's placeholder: a class set outright (on the app
+    or the route) turns that off for every such route (found: ``default_response_class``)."""
+    routes = [
+        context
+        for context in iter_route_contexts(offline_app().routes)
+        if isinstance(context.original_route, APIRoute)
+        and context.original_route.response_model is not None
+    ]
+    assert len(routes) > 50  # the routes are found
+    slow = [
+        f"{sorted(context.methods)} {context.path}"
+        for context in routes
+        if not isinstance(context.response_class, DefaultPlaceholder)
+    ]
+    assert slow == []
