@@ -100,6 +100,8 @@ NUMBERS: dict[str, tuple[float, float]] = {
     "default_duration_minutes": (5, 24 * 60),
     "duration_days": (1, 3650),
     "expires_in_days": (1, 3650),
+    # A clinic's client retention: from a year to fifty (ADR 0031).
+    "inactive_client_years": (1, 50),
 }
 """The plausible range of each number, both ends included."""
 
