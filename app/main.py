@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from fastapi.datastructures import Default
 from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -39,7 +38,7 @@ from app.keys import service as keys
 from app.kit import crypto, passwords, problems
 from app.kit.bodies import BodyLimits
 from app.kit.events import SecurityEvent, security_event
-from app.kit.headers import JsonResponse, SecurityHeaders
+from app.kit.headers import SecurityHeaders
 from app.kit.heads import RequestHeadLimits
 from app.kit.lifecycle import JOBS_SHARE
 from app.kit.logs import hold_clients_at_info
@@ -147,9 +146,6 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Practice management for veterinary clinics",
         lifespan=lifespan,
         debug=settings.debug,
-        # A placeholder, as FastAPI's own default is: a response class set outright would turn
-        # off its fast path (pydantic's dump_json) on every route.
-        default_response_class=Default(JsonResponse),
         docs_url=None,
         redoc_url=None,
         # FastAPI's own OpenTelemetry spans, metrics and exception logs stay off, whatever

@@ -13,10 +13,8 @@ ignored by browsers and wrongly promise HTTPS in tests and local runs.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 NONCE_KEY = "csp_nonce"
@@ -40,6 +38,10 @@ ALWAYS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
+
+
+NO_CONTENT = (204, 304)
+"""Statuses whose answers have no content, so name no content type."""
 
 
 def nonce(scope: Scope) -> str:
@@ -71,18 +73,12 @@ class SecurityHeaders:
                     )
                 # Clinical data must not linger in shared or browser caches.
                 headers.setdefault("Cache-Control", "no-store")
+                if message["status"] in NO_CONTENT:
+                    # Nothing to read as a type (RFC 9110, 6.4.1); FastAPI names its default
+                    # response class's (JSON) on a 204 all the same.
+                    del headers["content-type"]
                 if scope.get("scheme") == "https":
                     headers["Strict-Transport-Security"] = HSTS
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-class JsonResponse(JSONResponse):
-    """The API's default response: JSON, but an answer with no content (204, 304) names no
-    content type (RFC 9110, 6.4.1: there is nothing to read as JSON)."""
-
-    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
-        super().init_headers(headers)
-        if self.status_code in (204, 304):
-            self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-type"]
