@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import base64
 import os
 import re
 import uuid
@@ -18,7 +17,7 @@ from app.auth.deps import AppSettings, per_user, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.db.session import DbSession
-from app.kit.downloads import Download, RangeBeyondFile, RangeRefused
+from app.kit.downloads import Download, RangeBeyondFile, RangeRefused, repr_digest
 from app.kit.files import ALLOWED, content_disposition
 from app.kit.openapi import multipart_body
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, paginate
@@ -156,7 +155,7 @@ def download_headers(attachment: Attachment) -> dict[str, str]:
         "Content-Security-Policy": "sandbox; default-src 'none'",
         "Cache-Control": "private, no-store",
         # RFC 9530: the client can check what it received against what was uploaded.
-        "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(attachment.sha256)).decode()}:",
+        "Repr-Digest": repr_digest(attachment.sha256),
     }
 
 

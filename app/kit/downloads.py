@@ -7,6 +7,7 @@ parser, and answers those two in the API's own shape; everything else is Starlet
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -73,3 +74,9 @@ class WholeDownload(FileResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         whole = [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]
         await super().__call__({**scope, "headers": whole}, receive, send)
+
+
+def repr_digest(sha256_hex: str) -> str:
+    """RFC 9530's ``Repr-Digest`` of a file whose SHA-256 is known: the client can check what
+    it received."""
+    return f"sha-256=:{base64.b64encode(bytes.fromhex(sha256_hex)).decode()}:"

@@ -18,7 +18,6 @@ An erased client's exports not yet downloaded expire with the erasure (:func:`wi
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -218,12 +217,6 @@ async def opened(
         if not done:
             await discard(archive)
     return archive
-
-
-def repr_digest(export: ClientExport) -> str:
-    """RFC 9530's ``Repr-Digest`` of the archive: the client can check what it received."""
-    digest = bytes.fromhex(export.sha256 or "")
-    return f"sha-256=:{base64.b64encode(digest).decode()}:"
 
 
 async def expire(session: AsyncSession, tenant: Tenant, export_id: uuid.UUID) -> None:

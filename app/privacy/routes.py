@@ -16,7 +16,7 @@ from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.customers import service as customers
 from app.db.session import DbSession
-from app.kit.downloads import WholeDownload
+from app.kit.downloads import WholeDownload, repr_digest
 from app.kit.files import content_disposition
 from app.kit.headers import DOWNLOAD_POLICY
 from app.kit.problems import Forbidden, InvalidInput, NotFound, Unauthenticated, responses
@@ -140,7 +140,7 @@ async def download_client_export(
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": DOWNLOAD_POLICY,
             "Cache-Control": "private, no-store",
-            "Repr-Digest": exports.repr_digest(export),
+            "Repr-Digest": repr_digest(export.sha256 or ""),
         },
         background=BackgroundTask(_sent, storage, archive, exports.file_key(export)),
         stat_result=await to_thread.run_sync(os.stat, archive),

@@ -155,10 +155,14 @@ def test_a_sealed_stream_cut_reordered_or_altered_does_not_open() -> None:
         # The same bytes sealed again with the same key and data: another salt, another key.
         "another file's segments": head + _sealed_stream(key, plaintext)[HEADER:],
     }
+    opened = []
     for what, stream in broken.items():
-        with pytest.raises(Unreadable):  # noqa: PT012 - says which one opened
+        try:
             _opened(key, stream)
-            pytest.fail(what)
+        except Unreadable:
+            continue
+        opened.append(what)
+    assert opened == []
     with pytest.raises(Unreadable):
         _opened(key, sealed, aad=b"another export")
     with pytest.raises(Unreadable):
