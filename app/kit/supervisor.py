@@ -25,6 +25,7 @@ job worker where `vetify serve` runs jobs itself (the embedded database), so the
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -34,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.context import ForkProcess
-from multiprocessing.synchronize import Event
 
 from app.kit.lifecycle import Shutdown
 
@@ -55,7 +55,9 @@ class WorkerFailedToStart(RuntimeError):
 class _Worker:
     index: int
     process: ForkProcess
-    serving: Event
+    serving: ctypes.c_bool
+    """Set by the worker once it serves: a shared byte without a lock, so that a worker killed
+    while setting it cannot leave the supervisor waiting on a lock it held."""
     started_at: float = field(default_factory=time.monotonic)
     restart_at: float | None = None
     """Once it has ended: when its replacement starts (at once, or
@@ -71,7 +73,7 @@ def supervise(
     context = multiprocessing.get_context("fork")
 
     def start(index: int) -> _Worker:
-        serving = context.Event()
+        serving = context.RawValue(ctypes.c_bool, False)
         process = context.Process(
             target=_run, args=(index, work, shutdown.seconds, serving), name=f"worker-{index}"
         )
@@ -102,16 +104,19 @@ def _ended(worker: _Worker, ended: Callable[[int], None]) -> None:
         ended(worker.process.pid)
     worker.restart_at = max(time.monotonic(), worker.started_at + RESTART_PAUSE_SECONDS)
     how = _exit(worker.process.exitcode)
-    if not worker.serving.is_set():
+    if not worker.serving.value:
         raise WorkerFailedToStart(f"worker {worker.index} exited before serving ({how})")
     log.warning(
         "worker %d (pid %s) ended (%s): starting another", worker.index, worker.process.pid, how
     )
 
 
-def _run(index: int, work: Work, seconds: float, serving: Event) -> None:
+def _run(index: int, work: Work, seconds: float, serving: ctypes.c_bool) -> None:
+    def serves() -> None:
+        serving.value = True
+
     # A stop of its own, taking the signals over from the supervisor's handlers it inherited.
-    work(index, Shutdown(seconds).install(), serving.set)
+    work(index, Shutdown(seconds).install(), serves)
 
 
 def _stop(workers: list[_Worker], ended: Callable[[int], None]) -> None:

@@ -54,8 +54,10 @@ class Journal:
 
 def serving_until_stopped(journal: Journal) -> supervisor.Work:
     def work(index: int, shutdown: Shutdown, serving: Callable[[], None]) -> None:
-        journal.note(index, "serving")
+        # Said to the supervisor first: a test that sees the note may kill this worker, and one
+        # killed before it said so is one that failed to start (the command fails, no restart).
         serving()
+        journal.note(index, "serving")
         while not shutdown.requested:
             time.sleep(0.01)
         journal.note(index, "stopped")
