@@ -114,6 +114,7 @@ async def _seed_demo(settings: Settings, docs_url: str) -> None:
     # in the source tree, and only `vetify demo` seeds from it.
     from fixtures.demo import seed_demo
 
+    keys.configure(keys.wrapper_from(settings))  # the demo's clients' details are sealed
     engine = create_engine(settings)
     try:
         async with async_sessionmaker(engine)() as session, session.begin():

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import BigInteger, CheckConstraint, SmallInteger, String, false
+from sqlalchemy import BigInteger, CheckConstraint, LargeBinary, SmallInteger, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, Entity, TenantScoped, tenant_fk, tenant_key
@@ -27,6 +27,8 @@ class Clinic(Entity, Base):
     # A client inactive this long is erased by `vetify retention --apply` (ADR 0031); None:
     # kept until erased on request.
     inactive_client_years: Mapped[int | None] = mapped_column(SmallInteger, server_default="7")
+    # The key of the clinic's blind indexes, sealed with its data key (app/keys/blind.py).
+    index_key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class Location(TenantScoped, Base):

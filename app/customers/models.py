@@ -4,7 +4,7 @@ import datetime as dt
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String, func
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantScoped, pg_enum, tenant_fk, tenant_key
@@ -20,17 +20,21 @@ class Customer(TenantScoped, Base):
     """A pet owner."""
 
     __tablename__ = "customers"
-    __table_args__ = (tenant_key(),)
+    __table_args__ = (
+        tenant_key(),
+        Index("ix_customers_email_index", "tenant_id", "email_index"),
+        Index("ix_customers_phone_index", "tenant_id", "phone_index"),
+    )
 
     first_name: Mapped[str] = mapped_column(String(200))
     last_name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str | None] = mapped_column(String(254))
-    phone: Mapped[str | None] = mapped_column(String(16))
-    address_line1: Mapped[str | None] = mapped_column(String(200))
-    address_line2: Mapped[str | None] = mapped_column(String(200))
-    city: Mapped[str | None] = mapped_column(String(100))
-    postcode: Mapped[str | None] = mapped_column(String(20))
-    country: Mapped[str | None] = mapped_column(String(2))
+    contact_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """Email, phone and postal address (:class:`~app.customers.schemas.Contact`), sealed with
+    the clinic's data key and bound to this row (ADR 0032); None when none was given. Names stay
+    in the clear: the clinic searches them by any part."""
+    email_index: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The email address's blind index (app/keys/blind.py): found by the whole address."""
+    phone_index: Mapped[bytes | None] = mapped_column(LargeBinary)
     preferred_language: Mapped[str] = mapped_column(String(5), default="en")
     erased_at: Mapped[dt.datetime | None]
     """When the client's personal fields were erased (app/privacy): the row stays, anonymised,

@@ -28,13 +28,18 @@ async def list_customers(
     caller: Reader,
     session: DbSession,
     q: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="Part of name, email or phone")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            description="Part of a name, or a whole email address or phone number",
+        ),
     ] = None,
     cursor: CursorParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[CustomerOut]:
     rows, next_cursor = await paginate(
-        session, service.search(caller, q), [Customer.id], cursor, limit
+        session, await service.search(session, caller, q), [Customer.id], cursor, limit
     )
     return Page[CustomerOut](
         items=await service.to_out(session, caller, rows), next_cursor=next_cursor

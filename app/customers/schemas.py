@@ -29,6 +29,24 @@ class ConsentsOut(BaseModel):
     sms: ConsentOut | None = None
 
 
+class Contact(BaseModel):
+    """A client's contact details: what ``customers.contact_sealed`` holds, sealed (ADR 0032).
+    Validated on the way in by :class:`CustomerIn` and :class:`CustomerPatch`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    email: str | None = None
+    phone: str | None = None
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    postcode: str | None = None
+    country: str | None = None
+
+
+CONTACT_FIELDS = frozenset(Contact.model_fields)
+
+
 class CustomerIn(Address):
     first_name: Name
     last_name: Name

@@ -1,28 +1,48 @@
-"""Pet owners and their communication consent."""
+"""Pet owners and their communication consent.
+
+A client's email, phone and postal address are sealed together with the clinic's data key
+(``customers.contact_sealed``, ADR 0032), and found again by the blind indexes of the email
+address and the phone number: a search matches any part of a name, or a whole address or number.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.models import Channel, ConsentEvent, Customer
+from app.customers.schemas import CONTACT_FIELDS as CONTACT_FIELDS  # other domains' name
 from app.customers.schemas import (
     ConsentOut,
     ConsentsIn,
     ConsentsOut,
+    Contact,
     CustomerIn,
     CustomerOut,
     CustomerPatch,
 )
 from app.db.repository import apply, belongs_to, get_or_404, of_clinic
 from app.db.tenancy import Tenant, check_tenant
+from app.keys import blind, rotation
+from app.keys import service as keys
+from app.kit.ids import new_id
 from app.kit.problems import Conflict
 from app.pets.models import Pet
+
+CONTACT = "customers.contact"
+"""What a client's sealed contact details are bound to (with the clinic and the row)."""
+rotation.seals(rotation.SealedColumn("customers", "contact_sealed", CONTACT, "tenant_id"))
+EMAIL, PHONE = "customers.email", "customers.phone"
+"""The fields the blind indexes are of."""
+NO_CONTACT = Contact()
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 class CustomerErased(Conflict):
@@ -55,21 +75,84 @@ async def get_to_change(session: AsyncSession, tenant: Tenant, customer_id: uuid
     return customer
 
 
-def search(tenant: Tenant, q: str | None) -> Select[Customer]:
+async def search(session: AsyncSession, tenant: Tenant, q: str | None) -> Select[Customer]:
+    """The clinic's customers; with ``q``, those whose name holds it (any case), or whose email
+    address or phone number is it (whole: they are found by their blind index)."""
     query = of_clinic(tenant, Customer)
-    if q:
-        needle = q.lower()
-        query = query.where(
-            or_(
-                # autoescape: a % or _ typed by the user is a character, not a wildcard
-                func.lower(Customer.first_name + " " + Customer.last_name).contains(
-                    needle, autoescape=True
-                ),
-                func.lower(Customer.email).contains(needle, autoescape=True),
-                Customer.phone.contains(q, autoescape=True),
-            )
+    if not q:
+        return query
+    # autoescape: a % or _ typed by the user is a character, not a wildcard
+    matches: list[ColumnElement[bool]] = [
+        func.lower(Customer.first_name + " " + Customer.last_name).contains(
+            q.lower(), autoescape=True
         )
-    return query
+    ]
+    email, phone = _email_key(q), _phone_key(q)
+    if (email or phone) and (key := await blind.index_key_if_any(session, tenant)):
+        if email:
+            matches.append(Customer.email_index == blind.index_of(key, EMAIL, email))
+        if phone:
+            matches.append(Customer.phone_index == blind.index_of(key, PHONE, phone))
+    return query.where(or_(*matches))
+
+
+def _email_key(value: str) -> str | None:
+    """What an email address is indexed and searched by: trimmed, in lower case."""
+    value = value.strip().lower()
+    return value if "@" in value else None
+
+
+def _phone_key(value: str) -> str | None:
+    """What a phone number is indexed and searched by: E.164, as typed with or without spaces,
+    dots, dashes or parentheses."""
+    value = _PHONE_SEPARATORS.sub("", value)
+    return value if _E164.fullmatch(value) else None
+
+
+async def seal_contact(
+    session: AsyncSession, tenant: Tenant, customer: Customer, contact: Contact
+) -> None:
+    """``contact`` sealed into ``customer`` (whose id is set), with its blind indexes."""
+    for column, value in (await _sealed(session, tenant, customer.id, contact)).items():
+        setattr(customer, column, value)
+
+
+async def _sealed(
+    session: AsyncSession, tenant: Tenant, customer_id: uuid.UUID, contact: Contact
+) -> dict[str, bytes | None]:
+    """The columns that keep ``contact``, sealed and indexed. Every read of keys is done before
+    the row is touched: a query's autoflush would otherwise write the row twice (two changes in
+    the audit trail for one)."""
+    scope = str(check_tenant(session, tenant))
+    columns: dict[str, bytes | None] = {
+        "contact_sealed": None,
+        "email_index": None,
+        "phone_index": None,
+    }
+    if contact != NO_CONTACT:
+        plain = contact.model_dump_json(exclude_none=True).encode()
+        columns["contact_sealed"] = await keys.seal_bytes(
+            session, scope, CONTACT, customer_id, plain
+        )
+    email = contact.email and _email_key(contact.email)
+    phone = contact.phone and _phone_key(contact.phone)
+    if email or phone:
+        key = await blind.index_key(session, tenant)
+        if email:
+            columns["email_index"] = blind.index_of(key, EMAIL, email)
+        if phone:
+            columns["phone_index"] = blind.index_of(key, PHONE, phone)
+    return columns
+
+
+async def contact_of(session: AsyncSession, tenant: Tenant, customer: Customer) -> Contact:
+    """The customer's contact details, opened (:class:`~app.kit.sealing.Unreadable` if the
+    sealed value is not this row's, or its key was shredded)."""
+    if customer.contact_sealed is None:
+        return NO_CONTACT
+    scope = str(check_tenant(session, tenant))
+    opened = await keys.unseal_bytes(session, scope, CONTACT, customer.id, customer.contact_sealed)
+    return Contact.model_validate_json(opened)
 
 
 async def consents(
@@ -99,11 +182,27 @@ async def to_out(
     session: AsyncSession, tenant: Tenant, customers: Sequence[Customer]
 ) -> list[CustomerOut]:
     by_id = await consents(session, tenant, [c.id for c in customers])
-    return [CustomerOut.model_validate({**_columns(c), "consents": by_id[c.id]}) for c in customers]
+    return [
+        CustomerOut.model_validate(
+            {
+                **_columns(c),
+                **(await contact_of(session, tenant, c)).model_dump(),
+                "consents": by_id[c.id],
+            }
+        )
+        for c in customers
+    ]
+
+
+_SEALED_COLUMNS = frozenset({"contact_sealed", "email_index", "phone_index"})
 
 
 def _columns(customer: Customer) -> dict[str, object]:
-    return {column.key: getattr(customer, column.key) for column in Customer.__table__.columns}
+    return {
+        column.key: getattr(customer, column.key)
+        for column in Customer.__table__.columns
+        if column.key not in _SEALED_COLUMNS
+    }
 
 
 async def _record_consents(
@@ -143,8 +242,12 @@ async def create(
     session: AsyncSession, tenant: Tenant, data: CustomerIn, by: uuid.UUID
 ) -> Customer:
     customer = Customer(
-        tenant_id=check_tenant(session, tenant), **data.model_dump(exclude={"consents"})
+        id=new_id(),
+        tenant_id=check_tenant(session, tenant),
+        **data.model_dump(exclude={"consents", *CONTACT_FIELDS}),
     )
+    contact = Contact.model_validate(data.model_dump(include=set(CONTACT_FIELDS)))
+    await seal_contact(session, tenant, customer, contact)
     session.add(customer)
     await session.flush()
     if data.consents is not None:
@@ -161,7 +264,14 @@ async def update(
     by: uuid.UUID,
 ) -> Customer:
     customer = await get_to_change(session, tenant, customer_id)
-    apply(customer, changes, exclude={"consents"})
+    sealed: dict[str, bytes | None] = {}
+    if changed := changes.model_dump(exclude_unset=True, include=set(CONTACT_FIELDS)):
+        contact = await contact_of(session, tenant, customer)
+        if (wanted := contact.model_copy(update=changed)) != contact:
+            sealed = await _sealed(session, tenant, customer.id, wanted)
+    apply(customer, changes, exclude={"consents", *CONTACT_FIELDS})
+    for column, value in sealed.items():
+        setattr(customer, column, value)
     if "consents" in changes.model_fields_set:
         await _record_consents(session, tenant, customer.id, changes.consents, by)
     await session.flush()

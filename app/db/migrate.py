@@ -13,14 +13,15 @@ import functools
 import importlib.util
 import re
 from pathlib import Path
+from typing import cast
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL, make_url
 
-from app.kit.sealing import KeyWrapper
+from app.kit.sealing import KeyWrapper, key_context
 
 APP_ROLE_ATTRIBUTE = "app_role"
 KEYS_ATTRIBUTE = "keys"
@@ -97,3 +98,27 @@ def identifier(name: str) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
         raise ValueError(f"not a plain identifier: {name!r}")
     return f'"{name}"'
+
+
+def migration_keys(what: str) -> KeyWrapper:
+    """The key-encryption keys the running migration was given (``vetify migrate`` passes the
+    settings'), for sealing or opening ``what``; refused, naming the way to give them, when
+    there are none."""
+    wrapper = op.get_context().config.attributes.get(KEYS_ATTRIBUTE)  # type: ignore[union-attr]
+    if wrapper is None:
+        raise RuntimeError(
+            f"{what} to seal or open: run this migration with `vetify migrate`, which passes"
+            " the keys of VETIFY_ENCRYPTION_KEYS (or VETIFY_KMS_KEY_ID)"
+        )
+    return cast(KeyWrapper, wrapper)
+
+
+def unwrapped_data_key(
+    connection: Connection, wrapper: KeyWrapper, scope: str, version: int
+) -> bytes:
+    """Version ``version`` of ``scope``'s data key, unwrapped (for a migration)."""
+    row = connection.execute(
+        text("SELECT kek_id, wrapped FROM data_keys WHERE scope = :scope AND version = :v"),
+        {"scope": scope, "v": version},
+    ).one()
+    return wrapper.unwrap(row.kek_id, row.wrapped, key_context(scope, version))

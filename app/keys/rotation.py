@@ -65,7 +65,7 @@ def settled_after() -> float:
 class SealedColumn:
     """A column of sealed values: ``table.column`` (named ``*_sealed``), bound to ``field``
     (what its AAD names), in the scope ``platform`` (``scoped_by`` None) or of the clinic in
-    column ``scoped_by``."""
+    column ``scoped_by`` (``id`` in the clinics' own table)."""
 
     table: str
     column: str
@@ -208,7 +208,7 @@ async def _versions(connection: AsyncConnection, scope: str) -> int:
 
 def _rows(sealed: SealedColumn) -> TableClause:
     typed: list[ColumnClause[Any]] = [column("id", Uuid()), column(sealed.column, LargeBinary())]
-    if sealed.scoped_by is not None:
+    if sealed.scoped_by not in (None, "id"):  # "id": a clinic's own row
         typed.append(column(sealed.scoped_by, Uuid()))
     return table(sealed.table, *typed)
 

@@ -76,15 +76,30 @@ def wrapper() -> KeyWrapper:
 async def seal(
     session: AsyncSession, scope: str, field: str, row_id: uuid.UUID, plaintext: str
 ) -> bytes:
-    version, key = await _current_key(session, scope)
-    return sealing.seal(key, version, plaintext.encode(), sealing.field_aad(scope, field, row_id))
+    return await seal_bytes(session, scope, field, row_id, plaintext.encode())
 
 
 async def unseal(
     session: AsyncSession, scope: str, field: str, row_id: uuid.UUID, sealed: bytes
 ) -> str:
+    return (await unseal_bytes(session, scope, field, row_id, sealed)).decode()
+
+
+async def seal_bytes(
+    session: AsyncSession, scope: str, field: str, row_id: uuid.UUID, plaintext: bytes
+) -> bytes:
+    """``plaintext`` sealed with the scope's current key, bound to ``field`` of row ``row_id``."""
+    version, key = await _current_key(session, scope)
+    return sealing.seal(key, version, plaintext, sealing.field_aad(scope, field, row_id))
+
+
+async def unseal_bytes(
+    session: AsyncSession, scope: str, field: str, row_id: uuid.UUID, sealed: bytes
+) -> bytes:
+    """A value :func:`seal_bytes` sealed for this very place, or :class:`~app.kit.sealing.
+    Unreadable` (moved, altered, or its key shredded)."""
     key = await _key(session, scope, sealing.version_of(sealed))
-    return sealing.unseal(key, sealed, sealing.field_aad(scope, field, row_id)).decode()
+    return sealing.unseal(key, sealed, sealing.field_aad(scope, field, row_id))
 
 
 async def seal_file(

@@ -5,7 +5,8 @@ together: their pets and the pets' medical records (clinical records are kept fo
 minimum, with the owner no longer identifiable). Everything that identifies the person goes,
 in one transaction, audited like any change (the trail names the fields, never their values):
 
-* their names become ``Erased client``; contact details, address and language are cleared;
+* their names become ``Erased client``; their sealed contact details and address, and the
+  blind indexes that found them, are deleted, and their language reset;
 * each consent still granted is withdrawn (consent history is append-only: a withdrawal is
   added, nothing is deleted), so no sender may contact them;
 * upcoming appointments of their pets are cancelled, and their reason and notes cleared (they
@@ -34,17 +35,12 @@ from app.privacy.schemas import ErasureOut
 from app.records.models import MedicalRecord
 
 ERASED_NAMES = {"first_name": "Erased", "last_name": "client"}
-CLEARED = (
-    "email",
-    "phone",
-    "address_line1",
-    "address_line2",
-    "city",
-    "postcode",
-    "country",
-)
-PERSONAL_FIELDS = (*ERASED_NAMES, *CLEARED, "preferred_language")
+CLEARED = ("contact_sealed", "email_index", "phone_index")
+"""The sealed contact details and their blind indexes (ADR 0032)."""
+PERSONAL_COLUMNS = (*ERASED_NAMES, *CLEARED, "preferred_language")
 """Every column of ``customers`` that describes the person (a test holds this to the model)."""
+PERSONAL_FIELDS = (*ERASED_NAMES, *sorted(customers.CONTACT_FIELDS), "preferred_language")
+"""The same, as the API names them (the erasure's report)."""
 UPCOMING = (Status.scheduled, Status.confirmed)
 Ids = Select[uuid.UUID]
 

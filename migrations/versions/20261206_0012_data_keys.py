@@ -11,13 +11,13 @@ Create Date: 2026-12-06 11:00:00
 """
 
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
 
 from app.db import rls
-from app.db.migrate import KEYS_ATTRIBUTE
+from app.db.migrate import migration_keys, unwrapped_data_key
 from app.kit import sealing
 
 revision: str = "0012"
@@ -27,6 +27,7 @@ depends_on: str | Sequence[str] | None = None
 
 PLATFORM = "platform"  # app.keys.service.PLATFORM, as it was when this was written
 FIELD = "users.totp_secret"
+WHAT = "TOTP secrets"
 BATCH = 1000
 
 
@@ -67,7 +68,9 @@ def downgrade() -> None:
     for row in _with_secrets("totp_secret_sealed"):
         version = sealing.version_of(row.totp_secret_sealed)
         if version not in keys:
-            keys[version] = _unwrapped(version)
+            keys[version] = unwrapped_data_key(
+                op.get_bind(), migration_keys(WHAT), PLATFORM, version
+            )
         secret = sealing.unseal(
             keys[version], row.totp_secret_sealed, sealing.field_aad(PLATFORM, FIELD, row.id)
         )
@@ -94,20 +97,10 @@ def _with_secrets(column: str) -> Iterator[Any]:
         after = batch[-1].id
 
 
-def _wrapper() -> sealing.KeyWrapper:
-    wrapper = op.get_context().config.attributes.get(KEYS_ATTRIBUTE)  # type: ignore[union-attr]
-    if wrapper is None:
-        raise RuntimeError(
-            "TOTP secrets to seal or open: run this migration with `vetify migrate`, which"
-            " passes the keys of VETIFY_ENCRYPTION_KEYS (or VETIFY_KMS_KEY_ID)"
-        )
-    return cast(sealing.KeyWrapper, wrapper)
-
-
 def _platform_key() -> tuple[int, bytes]:
     """Version 1 of the platform's data key, made now (the table is new)."""
     key = sealing.new_data_key()
-    kek_id, wrapped = _wrapper().wrap(key, sealing.key_context(PLATFORM, 1))
+    kek_id, wrapped = migration_keys(WHAT).wrap(key, sealing.key_context(PLATFORM, 1))
     op.get_bind().execute(
         sa.text(
             "INSERT INTO data_keys (scope, version, kek_id, wrapped)"
@@ -116,15 +109,3 @@ def _platform_key() -> tuple[int, bytes]:
         {"scope": PLATFORM, "kek_id": kek_id, "wrapped": wrapped},
     )
     return 1, key
-
-
-def _unwrapped(version: int) -> bytes:
-    row = (
-        op.get_bind()
-        .execute(
-            sa.text("SELECT kek_id, wrapped FROM data_keys WHERE scope = :scope AND version = :v"),
-            {"scope": PLATFORM, "v": version},
-        )
-        .one()
-    )
-    return _wrapper().unwrap(row.kek_id, row.wrapped, sealing.key_context(PLATFORM, version))

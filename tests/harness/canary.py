@@ -27,8 +27,9 @@ from typing import Any
 
 import httpx
 
+from app.kit.sealing import Keyring
 from app.observability import logs
-from app.settings import LogFormat
+from app.settings import LogFormat, parse_keyring
 
 
 def _draw(purpose: str) -> str:
@@ -61,6 +62,14 @@ ENCRYPTION_KEY = _as_key(_draw("kek"))
 ENCRYPTION_KEYRING = f"harness:{ENCRYPTION_KEY}"
 """``VETIFY_ENCRYPTION_KEYS`` of every app, CLI and server the harness starts on its databases:
 one keyring, so that what one seals another opens."""
+
+
+def keyring() -> Keyring:
+    """:data:`ENCRYPTION_KEYRING` as a process's keys (``keys.configure``): what a harness
+    process seals for a server it starts, that server opens."""
+    return Keyring.of(parse_keyring(ENCRYPTION_KEYRING))
+
+
 AUDIT_SIGNING_KEY = _as_key(_draw("anchor"))
 # Personal data: a customer a test creates with these (tests/security/test_personal_data_in_logs).
 # The API answers them back, so they are searched in log records only.

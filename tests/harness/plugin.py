@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from app.keys import service as keys
 from app.kit.events import SecurityEvent, subscribe
 from app.main import create_app
 from app.observability import logs
@@ -592,7 +593,9 @@ async def module_world(
 
 # -- the live system ------------------------------------------------------------------------------
 async def seed_demo_database(database: Database) -> None:
-    """The demo clinic in ``database`` (as the service's role: through its tenant stamping)."""
+    """The demo clinic in ``database`` (as the service's role: through its tenant stamping),
+    its clients' details sealed with the keys of the harness's servers."""
+    keys.configure(canary.keyring())
     engine = databases.engine(database.app_url)
     try:
         async with async_sessionmaker(engine)() as session, session.begin():

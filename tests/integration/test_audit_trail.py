@@ -79,8 +79,11 @@ async def test_a_write_records_who_what_which_when_and_from_where_but_no_values(
         ("delete", "customers:write", "customers"),
     ]
     inserted, updated, _ = mine
-    assert {"first_name", "last_name", "email", "phone"} <= set(inserted["fields"])
-    assert updated["fields"] == ["phone"]
+    # Contact details are sealed together (ADR 0032): their column, and the index that moved.
+    assert {"first_name", "last_name", "contact_sealed", "email_index", "phone_index"} <= set(
+        inserted["fields"]
+    )
+    assert sorted(updated["fields"]) == ["contact_sealed", "phone_index"]
     for made in mine:
         assert made["user_id"] == actor.user.id
         assert made["role"] == "receptionist"

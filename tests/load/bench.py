@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import psutil
@@ -53,7 +54,7 @@ from app.kit.pagination import encode_cursor
 from app.main import create_app
 from app.settings import Environment, Settings
 from fixtures.factories import DEFAULT_PASSWORD
-from tests.harness import databases
+from tests.harness import canary, databases
 from tests.harness.live import ROOT, LiveServer
 from tests.harness.otlp import Receiver, otlp_receiver
 from tests.harness.plugin import seed_demo_database
@@ -210,6 +211,8 @@ class Clinic:
     vet_id: str
     day: str
     search: str
+    email: str
+    """A client's whole address (URL-quoted): found by its blind index."""
 
 
 def clinic_of(server: LiveServer, token: str) -> Clinic:
@@ -228,6 +231,7 @@ def clinic_of(server: LiveServer, token: str) -> Clinic:
         vet_id=vets[0]["user_id"],
         day=dt.date.today().isoformat(),
         search=customers.json()["items"][0]["last_name"][:3],
+        email=quote(customers.json()["items"][0]["email"]),
     )
 
 
@@ -246,7 +250,9 @@ def hot_paths(clinic: Clinic) -> list[HotPath]:
             "GET",
             f"/api/v1/appointments?limit=20&cursor={deep}",
         ),
+        HotPath("customers, a page of 20", "GET", "/api/v1/customers?limit=20"),
         HotPath("customer search", "GET", f"/api/v1/customers?q={clinic.search}&limit=20"),
+        HotPath("customer by email", "GET", f"/api/v1/customers?q={clinic.email}"),
         HotPath("a medical record", "GET", f"/api/v1/medical-records/{clinic.record_id}"),
         HotPath("book an appointment", "POST", "/api/v1/appointments", "bench_create.lua"),
     ]
@@ -359,7 +365,11 @@ def run(
     ):
         databases.prepare_template(server)
         database = asyncio.run(databases.clone(server, prefix="bench"))
-        built = asyncio.run(bigdata.build(database.owner_url, size, log=True)) if size else None
+        built = None
+        if size:  # sealed with the keys of the server it starts
+            built = asyncio.run(
+                bigdata.build(database.owner_url, size, log=True, wrapper=canary.keyring())
+            )
         if built is None:
             asyncio.run(seed_demo_database(database))
         live = LiveServer(database, None, cache.url, settings=overrides).start()

@@ -39,13 +39,21 @@ import asyncio
 import hashlib
 import json
 import math
+import secrets
 import time
 import uuid
 from dataclasses import asdict, dataclass
 
 import asyncpg
 
+from app.customers import service as customers
+from app.customers.schemas import Contact
 from app.db.migrate import plain_url
+from app.keys import blind
+from app.keys import service as keys
+from app.kit import sealing
+from app.kit.sealing import KeyWrapper
+from app.settings import Settings
 from fixtures.factories import DEFAULT_PASSWORD_HASH
 
 
@@ -333,13 +341,10 @@ _STATEMENTS: list[tuple[str, str]] = [
     ),
     (
         "customers",
-        "INSERT INTO customers (id, tenant_id, first_name, last_name, email, phone,"
-        " address_line1, city, postcode, country, preferred_language, created_at, updated_at)"
-        " SELECT id, tenant_id, first, last,"
-        " lower(first || '.' || last || '.' || k || '.' || g) || '@example.org',"
-        " '+3519' || lpad(((k * 7919 + g) % 100000000)::text, 8, '0'),"
-        " 'Rua ' || last || ' ' || g, 'Lisboa', '1000-' || lpad((g % 1000)::text, 3, '0'),"
-        " 'PT', 'en', at, at"
+        # Their contact details are sealed afterwards, in Python (_seal_contacts).
+        "INSERT INTO customers (id, tenant_id, first_name, last_name, preferred_language,"
+        " created_at, updated_at)"
+        " SELECT id, tenant_id, first, last, 'en', at, at"
         " FROM (SELECT p.k, g, p.id AS tenant_id,"
         f" {_ident('customer', 'p.k', 'g')} AS id,"
         f" {_pick(FIRST_NAMES, 'g * 13 + p.k')} AS first,"
@@ -457,8 +462,12 @@ LOCK_TRIGGERS = {
 }
 
 
-async def build(url: str, size_name: str, *, log: bool = False) -> Built:
-    """Fill the migrated, empty database at ``url`` (the owner's) with ``size_name``'s rows."""
+async def build(
+    url: str, size_name: str, *, log: bool = False, wrapper: KeyWrapper | None = None
+) -> Built:
+    """Fill the migrated, empty database at ``url`` (the owner's) with ``size_name``'s rows;
+    clients' contact details sealed with data keys ``wrapper`` wraps (the settings' keys, as
+    the server measured against it has them, by default)."""
     size = SIZES[size_name]
     started = time.monotonic()
     connection = await asyncpg.connect(plain_url(url))
@@ -497,11 +506,17 @@ async def build(url: str, size_name: str, *, log: bool = False) -> Built:
                 rows[table] = int(status.rsplit(" ", 1)[1])
                 if log:
                     print(f"{table}: {rows[table]:,} rows, {time.monotonic() - at:.1f} s")
+            at = time.monotonic()
+            await _seal_contacts(connection, wrapper or keys.wrapper_from(Settings()))
+            if log:
+                print(f"customers' contact details sealed: {time.monotonic() - at:.1f} s")
             for table, trigger in LOCK_TRIGGERS.items():
                 await connection.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
             for table in LOADED:
                 await connection.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
         at = time.monotonic()
+        # FULL for customers: sealing rewrote every row; compacted again, in the same order.
+        await connection.execute("VACUUM (FULL) customers")
         await connection.execute(f"VACUUM (ANALYZE) {', '.join(LOADED)}")
         if log:
             print(f"VACUUM ANALYZE: {time.monotonic() - at:.1f} s")
@@ -515,6 +530,74 @@ async def build(url: str, size_name: str, *, log: bool = False) -> Built:
         owner_id=str(row_id("user", 1, 0)),
         owner_email=staff_email(1, 0),
     )
+
+
+async def _seal_contacts(connection: asyncpg.Connection, wrapper: KeyWrapper) -> None:
+    """Every customer's contact details, sealed and indexed as the service keeps them
+    (ADR 0032), under a first data key and an index key made per clinic: SQL cannot seal, so
+    they are made here, copied in, and set by one UPDATE."""
+    rows = await connection.fetch(
+        "SELECT id, tenant_id, first_name, last_name FROM customers ORDER BY tenant_id, id"
+    )
+    sealed = []
+    clinic: uuid.UUID | None = None
+    key = index_key = b""
+    for n, row in enumerate(rows):
+        if row["tenant_id"] != clinic:
+            clinic = row["tenant_id"]
+            key, index_key = await _clinic_keys(connection, wrapper, clinic)
+        scope = str(clinic)
+        email = f"{row['first_name']}.{row['last_name']}.{n}@example.org".lower()
+        phone = f"+3519{n % 10**8:08d}"
+        contact = Contact(
+            email=email,
+            phone=phone,
+            address_line1=f"Rua {row['last_name']} {n}",
+            city="Lisboa",
+            postcode=f"1000-{n % 1000:03d}",
+            country="PT",
+        )
+        plain = contact.model_dump_json(exclude_none=True).encode()
+        aad = sealing.field_aad(scope, customers.CONTACT, row["id"])
+        sealed.append(
+            (
+                row["id"],
+                sealing.seal(key, 1, plain, aad),
+                blind.index_of(index_key, customers.EMAIL, email),
+                blind.index_of(index_key, customers.PHONE, phone),
+            )
+        )
+    await connection.execute(
+        "CREATE TEMPORARY TABLE bigdata_contacts"
+        " (id uuid, contact_sealed bytea, email_index bytea, phone_index bytea) ON COMMIT DROP"
+    )
+    await connection.copy_records_to_table("bigdata_contacts", records=sealed)
+    await connection.execute(
+        "UPDATE customers c SET contact_sealed = s.contact_sealed, email_index = s.email_index,"
+        " phone_index = s.phone_index FROM bigdata_contacts s WHERE c.id = s.id"
+    )
+
+
+async def _clinic_keys(
+    connection: asyncpg.Connection, wrapper: KeyWrapper, clinic: uuid.UUID
+) -> tuple[bytes, bytes]:
+    """The clinic's first data key and its index key, made and stored: (data key, index key)."""
+    scope = str(clinic)
+    key = sealing.new_data_key()
+    kek_id, wrapped = wrapper.wrap(key, sealing.key_context(scope, 1))
+    await connection.execute(
+        "INSERT INTO data_keys (scope, version, kek_id, wrapped) VALUES ($1, 1, $2, $3)",
+        scope,
+        kek_id,
+        wrapped,
+    )
+    index_key = secrets.token_bytes(32)
+    await connection.execute(
+        "UPDATE clinics SET index_key_sealed = $1 WHERE id = $2",
+        sealing.seal(key, 1, index_key, sealing.field_aad(scope, blind.INDEX_KEY, clinic)),
+        clinic,
+    )
+    return key, index_key
 
 
 def _stride(appointments: int, vets: int) -> int:

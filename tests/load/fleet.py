@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from app.appointments.models import Status
 from app.auth import service as auth_service
 from app.auth.models import CredentialKind, Membership, Role
+from app.customers import service as customer_service
+from app.db.tenancy import InClinic
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
 from app.settings import Environment, Settings
@@ -34,6 +36,7 @@ from fixtures.factories import (
     DEFAULT_PASSWORD,
     AppointmentFactory,
     AppointmentTypeFactory,
+    ContactFactory,
     CustomerFactory,
     MedicalRecordFactory,
     MembershipFactory,
@@ -92,7 +95,10 @@ async def _seed_clinic(
     vets = [setup.staff[Role.vet], second_vet, setup.owner]
     rooms = [RoomFactory.build(id=new_id(), location_id=setup.location.id) for _ in range(2)]
     types = [AppointmentTypeFactory.build(id=new_id()) for _ in range(3)]
-    owners = [CustomerFactory.build(id=new_id()) for _ in range(customers)]
+    owners = [CustomerFactory.build() for _ in range(customers)]
+    tenant = InClinic(setup.clinic.id)
+    for owner in owners:  # as the service keeps them: sealed, with their blind indexes
+        await customer_service.seal_contact(session, tenant, owner, ContactFactory.build())
     session.add_all([*rooms, *types, *owners])
     await session.flush()
 

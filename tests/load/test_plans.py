@@ -41,6 +41,7 @@ import pytest
 
 from app.auth.models import User
 from app.db.migrate import plain_url
+from app.keys import service as keys
 from app.kit.pagination import MAX_LIMIT
 from app.models import Base
 from tests.harness import databases
@@ -313,11 +314,12 @@ def plans(
 ) -> Iterator[Plans]:
     database = asyncio.run(databases.clone(postgres_server, prefix="plans"))
     try:
-        built = asyncio.run(bigdata.build(database.owner_url, SIZE))
-        started = time.monotonic()
         settings = stage_settings(
             database, redis_server, tmp_path_factory.mktemp("plans"), stripe_api, smtp_server
         )
+        wrapper = keys.wrapper_from(settings)  # the served app's keys open what it sealed
+        built = asyncio.run(bigdata.build(database.owner_url, SIZE, wrapper=wrapper))
+        started = time.monotonic()
         with serving(settings) as (http, world):
             actor = http.run(_owner, world, built)
             calls = [call for op in lists() for call in _drive(http, actor, op)]

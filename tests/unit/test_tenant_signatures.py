@@ -31,6 +31,8 @@ NO_TENANT = {
     # scope (a clinic's id, or the platform's) by what it is sealed with.
     "app.keys.service.seal",
     "app.keys.service.unseal",
+    "app.keys.service.seal_bytes",
+    "app.keys.service.unseal_bytes",
     "app.keys.service.seal_file",
     "app.keys.service.open_file",
     "app.keys.service.rotate_kek",
