@@ -123,7 +123,7 @@ async def _sealed(
     """The columns that keep ``contact``, sealed and indexed. Every read of keys is done before
     the row is touched: a query's autoflush would otherwise write the row twice (two changes in
     the audit trail for one)."""
-    scope = str(check_tenant(session, tenant))
+    scope = keys.scope_of(session, tenant)
     columns: dict[str, bytes | None] = {
         "contact_sealed": None,
         "email_index": None,
@@ -150,7 +150,7 @@ async def contact_of(session: AsyncSession, tenant: Tenant, customer: Customer) 
     sealed value is not this row's, or its key was shredded)."""
     if customer.contact_sealed is None:
         return NO_CONTACT
-    scope = str(check_tenant(session, tenant))
+    scope = keys.scope_of(session, tenant)
     opened = await keys.unseal_bytes(session, scope, CONTACT, customer.id, customer.contact_sealed)
     return Contact.model_validate_json(opened)
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import ColumnElement, Connection, Row, TableClause, select, text
 from sqlalchemy.engine import URL, make_url
 
-from app.kit.sealing import KeyWrapper, key_context
+from app.kit.sealing import KeyWrapper, key_context, new_data_key
 
 APP_ROLE_ATTRIBUTE = "app_role"
 KEYS_ATTRIBUTE = "keys"
@@ -122,3 +125,58 @@ def unwrapped_data_key(
         {"scope": scope, "v": version},
     ).one()
     return wrapper.unwrap(row.kek_id, row.wrapped, key_context(scope, version))
+
+
+def newest_data_key(connection: Connection, wrapper: KeyWrapper, scope: str) -> tuple[int, bytes]:
+    """``scope``'s newest data key (its version, and the key unwrapped), or its first one, made
+    and stored now (for a migration that seals)."""
+    newest = connection.scalar(
+        text("SELECT max(version) FROM data_keys WHERE scope = :scope"), {"scope": scope}
+    )
+    if newest is not None:
+        return int(newest), unwrapped_data_key(connection, wrapper, scope, int(newest))
+    key = new_data_key()
+    kek_id, wrapped = wrapper.wrap(key, key_context(scope, 1))
+    connection.execute(
+        text(
+            "INSERT INTO data_keys (scope, version, kek_id, wrapped)"
+            " VALUES (:scope, 1, :kek_id, :wrapped)"
+        ),
+        {"scope": scope, "kek_id": kek_id, "wrapped": wrapped},
+    )
+    return 1, key
+
+
+@contextmanager
+def rls_released(*tables: str) -> Iterator[None]:
+    """Row-level security not forced on the owner for ``tables`` until the end of the block,
+    for a migration that rewrites every clinic's rows (the ALTERs hold their tables' locks until
+    its transaction ends: nobody else sees them released)."""
+    for table in tables:
+        op.execute(f"ALTER TABLE {identifier(table)} NO FORCE ROW LEVEL SECURITY")
+    yield
+    for table in tables:
+        op.execute(f"ALTER TABLE {identifier(table)} FORCE ROW LEVEL SECURITY")
+
+
+def rows_in_batches(
+    table: TableClause, columns: Sequence[str], condition: ColumnElement[bool], batch: int = 1000
+) -> Iterator[Row[Any]]:
+    """``table``'s rows meeting ``condition`` (their id and ``columns``), read a batch at a time
+    in id order, for a migration."""
+    after = uuid.UUID(int=0)
+    while True:
+        found = (
+            op.get_bind()
+            .execute(
+                select(table.c.id, *(table.c[c] for c in columns))
+                .where(table.c.id > after, condition)
+                .order_by(table.c.id)
+                .limit(batch)
+            )
+            .all()
+        )
+        yield from found
+        if len(found) < batch:
+            return
+        after = found[-1].id

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.session import role_engine
+from app.db.tenancy import Tenant, check_tenant
 from app.keys.models import DataKey
 from app.kit import sealing
 from app.kit.sealing import KeyWrapper
@@ -65,6 +66,12 @@ def wrapper_from(settings: Settings) -> KeyWrapper:
     )
     keyring = None if settings.encryption_keys is None else sealing.Keyring.of(settings.keyring)
     return sealing.AwsKms(settings.kms_key_id, client, keyring)
+
+
+def scope_of(session: AsyncSession, tenant: Tenant) -> str:
+    """The scope of the clinic ``session`` is in (checked to be ``tenant``'s): its data key
+    seals that clinic's fields."""
+    return str(check_tenant(session, tenant))
 
 
 def wrapper() -> KeyWrapper:

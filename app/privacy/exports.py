@@ -276,7 +276,9 @@ async def _contents(
         "pets.json": _json([pets.to_out(p) for p in pet_rows]),
         "weights.json": _json([pets.weight_out(w) for w in weights]),
         "appointments.json": _json([appointments.to_out(a) for a in visits]),
-        "medical-records.json": _json([records.to_out(r) for r in record_rows]),
+        "medical-records.json": _json(
+            [await records.to_out(session, tenant, r) for r in record_rows]
+        ),
     }
     record_ids = [r.id for r in record_rows]
     files = await _of(session, tenant, Attachment, Attachment.record_id, record_ids)

@@ -4,7 +4,7 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Numeric, String, Text
+from sqlalchemy import ForeignKey, LargeBinary, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, TenantScoped, tenant_fk, tenant_key
@@ -28,10 +28,10 @@ class MedicalRecord(TenantScoped, Base):
     appointment_id: Mapped[uuid.UUID | None]
     author_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     visited_at: Mapped[dt.datetime]
-    subjective: Mapped[str] = mapped_column(Text, default="")
-    objective: Mapped[str] = mapped_column(Text, default="")
-    assessment: Mapped[str] = mapped_column(Text, default="")
-    plan: Mapped[str] = mapped_column(Text, default="")
+    notes_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The SOAP notes (:class:`~app.records.schemas.Notes`: subjective, objective, assessment,
+    plan), sealed with the clinic's data key and bound to this row (ADR 0033); None when all
+    four are empty."""
     weight_kg: Mapped[Decimal | None] = mapped_column(Numeric(7, 3))
     temperature_c: Mapped[Decimal | None] = mapped_column(Numeric(4, 1))
     heart_rate_bpm: Mapped[int | None]
@@ -81,4 +81,5 @@ class Addendum(TenantScoped, Base):
 
     record_id: Mapped[uuid.UUID] = mapped_column(index=True)
     author_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
-    text: Mapped[str] = mapped_column(Text)
+    text_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    """The amendment's text, sealed with the clinic's data key and bound to this row."""

@@ -38,7 +38,9 @@ async def list_records(
     rows, next_cursor = await paginate(
         session, service.search(caller, pet_id), [MedicalRecord.id], cursor, limit
     )
-    return Page[RecordOut](items=[service.to_out(r) for r in rows], next_cursor=next_cursor)
+    return Page[RecordOut](
+        items=[await service.to_out(session, caller, r) for r in rows], next_cursor=next_cursor
+    )
 
 
 @router.post(
@@ -48,21 +50,25 @@ async def list_records(
     summary="Write a visit record",
 )
 async def create_record(body: RecordIn, caller: Writer, session: DbSession) -> RecordOut:
-    return service.to_out(await service.create(session, caller, body, caller.user_id))
+    return await service.to_out(
+        session, caller, await service.create(session, caller, body, caller.user_id)
+    )
 
 
 @router.get("/{record_id}", responses=ONE, summary="One medical record with its addenda")
 async def get_record(record_id: uuid.UUID, caller: Reader, session: DbSession) -> RecordOut:
     record = await service.get(session, caller, record_id)
     trail.read(session, record)  # who opened which record is part of the clinic's trail
-    return service.to_out(record)
+    return await service.to_out(session, caller, record)
 
 
 @router.patch("/{record_id}", responses=CHANGE, summary="Correct a record that has not locked yet")
 async def update_record(
     record_id: uuid.UUID, body: RecordPatch, caller: Writer, session: DbSession
 ) -> RecordOut:
-    return service.to_out(await service.update(session, caller, record_id, body))
+    return await service.to_out(
+        session, caller, await service.update(session, caller, record_id, body)
+    )
 
 
 @router.post(
@@ -71,7 +77,9 @@ async def update_record(
     summary="Sign the record as its vet; it locks 24 hours later",
 )
 async def sign_record(record_id: uuid.UUID, caller: Signer, session: DbSession) -> RecordOut:
-    return service.to_out(await service.sign(session, caller, record_id, caller.user_id))
+    return await service.to_out(
+        session, caller, await service.sign(session, caller, record_id, caller.user_id)
+    )
 
 
 @router.post(
@@ -83,6 +91,8 @@ async def sign_record(record_id: uuid.UUID, caller: Signer, session: DbSession) 
 async def add_addendum(
     record_id: uuid.UUID, body: AddendumIn, caller: Writer, session: DbSession
 ) -> RecordOut:
-    return service.to_out(
-        await service.add_addendum(session, caller, record_id, body, caller.user_id)
+    return await service.to_out(
+        session,
+        caller,
+        await service.add_addendum(session, caller, record_id, body, caller.user_id),
     )

@@ -4,7 +4,14 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from app.kit.types import (
     INTEGRAL,
@@ -117,6 +124,20 @@ class AddendumOut(Output):
     author_id: uuid.UUID
     text: str
     created_at: dt.datetime
+
+
+class Notes(BaseModel):
+    """A record's SOAP notes: what ``medical_records.notes_sealed`` holds, sealed (ADR 0033)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subjective: str = ""
+    objective: str = ""
+    assessment: str = ""
+    plan: str = ""
+
+
+NOTES_FIELDS = frozenset(Notes.model_fields)
 
 
 class RecordOut(Output):

@@ -23,14 +23,19 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
 
-from app.db.migrate import migration_keys, unwrapped_data_key
+from app.db.migrate import (
+    migration_keys,
+    newest_data_key,
+    rls_released,
+    rows_in_batches,
+    unwrapped_data_key,
+)
 from app.kit import sealing
 
 revision: str = "0019"
@@ -54,7 +59,6 @@ PLAIN = {
 }
 SEALED = ("contact_sealed", "email_index", "phone_index")
 WHAT = "clients' contact details"
-BATCH = 1000
 
 
 CUSTOMERS = sa.table(
@@ -74,28 +78,32 @@ def upgrade() -> None:
     op.create_index("ix_customers_email_index", "customers", ["tenant_id", "email_index"])
     op.create_index("ix_customers_phone_index", "customers", ["tenant_id", "phone_index"])
     given = sa.or_(*(CUSTOMERS.c[f].is_not(None) for f in FIELDS))
-    with _released():
-        for clinic_id in _clinics_with(given):
-            scope = str(clinic_id)
-            version, key = _data_key(scope)
-            index_key: bytes | None = None
-            for row in _customers(clinic_id, FIELDS, given):
-                contact = {f: getattr(row, f) for f in FIELDS if getattr(row, f) is not None}
-                plain = json.dumps(contact, separators=(",", ":"), ensure_ascii=False).encode()
-                values: dict[str, Any] = {
-                    "contact_sealed": sealing.seal(
-                        key, version, plain, sealing.field_aad(scope, CONTACT, row.id)
-                    )
-                }
-                if row.email is not None or row.phone is not None:
-                    index_key = index_key or _index_key(clinic_id, version, key)
-                    if row.email is not None:
-                        values["email_index"] = _index(index_key, EMAIL, row.email.strip().lower())
-                    if row.phone is not None:
-                        values["phone_index"] = _index(index_key, PHONE, row.phone)
-                op.get_bind().execute(
-                    sa.update(CUSTOMERS).where(CUSTOMERS.c.id == row.id).values(values)
+    keys: dict[uuid.UUID, tuple[int, bytes]] = {}
+    index_keys: dict[uuid.UUID, bytes] = {}
+    with rls_released("clinics", "customers"):
+        for row in rows_in_batches(CUSTOMERS, ("tenant_id", *FIELDS), given):
+            clinic_id, scope = row.tenant_id, str(row.tenant_id)
+            if clinic_id not in keys:
+                keys[clinic_id] = newest_data_key(op.get_bind(), migration_keys(WHAT), scope)
+            version, key = keys[clinic_id]
+            contact = {f: getattr(row, f) for f in FIELDS if getattr(row, f) is not None}
+            plain = json.dumps(contact, separators=(",", ":"), ensure_ascii=False).encode()
+            values: dict[str, Any] = {
+                "contact_sealed": sealing.seal(
+                    key, version, plain, sealing.field_aad(scope, CONTACT, row.id)
                 )
+            }
+            if row.email is not None or row.phone is not None:
+                if clinic_id not in index_keys:
+                    index_keys[clinic_id] = _index_key(clinic_id, version, key)
+                if row.email is not None:
+                    email = row.email.strip().lower()
+                    values["email_index"] = _index(index_keys[clinic_id], EMAIL, email)
+                if row.phone is not None:
+                    values["phone_index"] = _index(index_keys[clinic_id], PHONE, row.phone)
+            op.get_bind().execute(
+                sa.update(CUSTOMERS).where(CUSTOMERS.c.id == row.id).values(values)
+            )
     for name in FIELDS:
         op.drop_column("customers", name)
 
@@ -103,90 +111,27 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, kind in PLAIN.items():
         op.add_column("customers", sa.Column(name, kind, nullable=True))
+    keys: dict[tuple[str, int], bytes] = {}
     sealed = CUSTOMERS.c.contact_sealed.is_not(None)
-    with _released():
-        for clinic_id in _clinics_with(sealed):
-            scope = str(clinic_id)
-            keys: dict[int, bytes] = {}
-            for row in _customers(clinic_id, ("contact_sealed",), sealed):
-                version = sealing.version_of(row.contact_sealed)
-                if version not in keys:
-                    keys[version] = unwrapped_data_key(
-                        op.get_bind(), migration_keys(WHAT), scope, version
-                    )
-                aad = sealing.field_aad(scope, CONTACT, row.id)
-                contact = json.loads(sealing.unseal(keys[version], row.contact_sealed, aad))
-                op.get_bind().execute(
-                    sa.update(CUSTOMERS)
-                    .where(CUSTOMERS.c.id == row.id)
-                    .values({f: contact.get(f) for f in FIELDS})
+    with rls_released("customers"):
+        for row in rows_in_batches(CUSTOMERS, ("tenant_id", "contact_sealed"), sealed):
+            scope, version = str(row.tenant_id), sealing.version_of(row.contact_sealed)
+            if (scope, version) not in keys:
+                keys[scope, version] = unwrapped_data_key(
+                    op.get_bind(), migration_keys(WHAT), scope, version
                 )
+            aad = sealing.field_aad(scope, CONTACT, row.id)
+            contact = json.loads(sealing.unseal(keys[scope, version], row.contact_sealed, aad))
+            op.get_bind().execute(
+                sa.update(CUSTOMERS)
+                .where(CUSTOMERS.c.id == row.id)
+                .values({f: contact.get(f) for f in FIELDS})
+            )
     op.drop_index("ix_customers_phone_index", "customers")
     op.drop_index("ix_customers_email_index", "customers")
     for name in SEALED:
         op.drop_column("customers", name)
     op.drop_column("clinics", "index_key_sealed")
-
-
-@contextmanager
-def _released() -> Iterator[None]:
-    """Row-level security not forced on the owner, until the end of this block (and never
-    outside this transaction)."""
-    op.execute("ALTER TABLE clinics NO FORCE ROW LEVEL SECURITY")
-    op.execute("ALTER TABLE customers NO FORCE ROW LEVEL SECURITY")
-    yield
-    op.execute("ALTER TABLE clinics FORCE ROW LEVEL SECURITY")
-    op.execute("ALTER TABLE customers FORCE ROW LEVEL SECURITY")
-
-
-def _clinics_with(condition: sa.ColumnElement[bool]) -> list[uuid.UUID]:
-    found = op.get_bind().execute(
-        sa.select(CUSTOMERS.c.tenant_id).where(condition).distinct().order_by(CUSTOMERS.c.tenant_id)
-    )
-    return list(found.scalars())
-
-
-def _customers(
-    clinic_id: uuid.UUID, columns: Sequence[str], condition: sa.ColumnElement[bool]
-) -> Iterator[Any]:
-    """The clinic's customers meeting ``condition``, a batch at a time in id order."""
-    after = uuid.UUID(int=0)
-    while True:
-        batch = (
-            op.get_bind()
-            .execute(
-                sa.select(CUSTOMERS.c.id, *(CUSTOMERS.c[c] for c in columns))
-                .where(CUSTOMERS.c.tenant_id == clinic_id, CUSTOMERS.c.id > after, condition)
-                .order_by(CUSTOMERS.c.id)
-                .limit(BATCH)
-            )
-            .all()
-        )
-        yield from batch
-        if len(batch) < BATCH:
-            return
-        after = batch[-1].id
-
-
-def _data_key(scope: str) -> tuple[int, bytes]:
-    """The scope's newest data key, or its first one, made now."""
-    newest = op.get_bind().scalar(
-        sa.text("SELECT max(version) FROM data_keys WHERE scope = :scope"), {"scope": scope}
-    )
-    if newest is not None:
-        return int(newest), unwrapped_data_key(
-            op.get_bind(), migration_keys(WHAT), scope, int(newest)
-        )
-    key = sealing.new_data_key()
-    kek_id, wrapped = migration_keys(WHAT).wrap(key, sealing.key_context(scope, 1))
-    op.get_bind().execute(
-        sa.text(
-            "INSERT INTO data_keys (scope, version, kek_id, wrapped)"
-            " VALUES (:scope, 1, :kek_id, :wrapped)"
-        ),
-        {"scope": scope, "kek_id": kek_id, "wrapped": wrapped},
-    )
-    return 1, key
 
 
 def _index_key(clinic_id: uuid.UUID, version: int, key: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,10 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.db import migrate, provision
+from app.keys import rotation
+from app.keys.service import PLATFORM
+from app.kit import sealing
+from tests.harness import canary
 from tests.harness.services import PostgresServer
 
 
@@ -209,6 +214,69 @@ async def tables_holding(database: Database, needles: tuple[str, ...]) -> list[s
             for table, name in tables
         )
         patterns = [f"%{needle}%" for needle in needles]
-        return [row[0] for row in await connection.fetch(union, patterns)]
+        found = [row[0] for row in await connection.fetch(union, patterns)]
+        for table, texts in await sealed_texts(connection):
+            if any(needle in text for needle in needles for text in texts):
+                found.append(f"public.{table} (sealed)")
+        return found
     finally:
         await connection.close()
+
+
+async def sealed_texts(connection: asyncpg.Connection) -> list[tuple[str, list[str]]]:
+    """Every value sealed in the database (in each column ``app.keys.rotation.SEALED``
+    declares), opened with the keys every app of the harness has: its table, and its texts (a
+    JSON object's string values, or the whole text). Sealed, a value is in no row's text: a
+    search of what is stored must open these too. A value whose key is gone (shredded) or
+    another keyring's is not there to find."""
+    wrapper = canary.keyring()
+    wrapped = {
+        (row["scope"], row["version"]): (row["kek_id"], row["wrapped"])
+        for row in await connection.fetch("SELECT scope, version, kek_id, wrapped FROM data_keys")
+    }
+    opened: dict[tuple[str, int], bytes | None] = {}
+    found: list[tuple[str, list[str]]] = []
+    for column in rotation.SEALED:
+        scope_of = "NULL" if column.scoped_by is None else f"{column.scoped_by}::text"
+        rows = await connection.fetch(
+            f"SELECT id, {scope_of} AS scope, {column.column} AS sealed"
+            f' FROM public."{column.table}" WHERE {column.column} IS NOT NULL'
+        )
+        for row in rows:
+            scope = row["scope"] or PLATFORM
+            version = sealing.version_of(row["sealed"])
+            if (scope, version) not in opened:
+                opened[scope, version] = _unwrapped(
+                    wrapper, wrapped.get((scope, version)), scope, version
+                )
+            key = opened[scope, version]
+            if key is None:
+                continue
+            aad = sealing.field_aad(scope, column.field, row["id"])
+            try:
+                plain = sealing.unseal(key, row["sealed"], aad).decode()
+            except (sealing.Unreadable, UnicodeDecodeError):
+                continue
+            found.append((column.table, _texts(plain)))
+    return found
+
+
+def _unwrapped(
+    wrapper: sealing.KeyWrapper, stored: tuple[str, bytes] | None, scope: str, version: int
+) -> bytes | None:
+    if stored is None:
+        return None
+    try:
+        return wrapper.unwrap(*stored, sealing.key_context(scope, version))
+    except sealing.Unreadable:
+        return None
+
+
+def _texts(plain: str) -> list[str]:
+    try:
+        value = json.loads(plain)
+    except ValueError:
+        return [plain]
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, str)]
+    return [plain]

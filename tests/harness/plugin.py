@@ -480,6 +480,15 @@ def settings(
 
 
 @pytest.fixture
+def fresh_process_keys(settings: Settings) -> Iterator[None]:
+    """The process's data keys and cached key versions forgotten before and after the test, as
+    in a process that starts (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    keys.configure(keys.wrapper_from(settings))
+    yield
+    keys.configure(keys.wrapper_from(settings))
+
+
+@pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     async with _running(settings) as application:
         yield application

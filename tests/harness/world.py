@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -35,6 +35,8 @@ from fixtures.factories import (
     PetFactory,
     create,
 )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -184,6 +186,14 @@ class World:
     async def make(self, clinic: ClinicWorld, factory_class: Any, **fields: Any) -> Any:
         async with self.session(clinic.id) as session:
             return await create(session, factory_class, **fields)
+
+    async def made(
+        self, clinic: ClinicWorld, creator: Callable[..., Awaitable[T]], **fields: Any
+    ) -> T:
+        """What ``creator(session, **fields)`` makes in the clinic (``create_customer``,
+        ``create_record``: rows with sealed fields)."""
+        async with self.session(clinic.id) as session:
+            return await creator(session, **fields)
 
     async def record(self, clinic: ClinicWorld) -> MedicalRecord:
         """A medical record by the clinic's vet, of a new owner's new pet."""

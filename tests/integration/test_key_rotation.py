@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
@@ -30,12 +30,7 @@ PROBE = rotation.SealedColumn("sealed_probe", "secret_sealed", "sealed_probe.sec
 """A clinic's column of sealed values, made for these tests (none is sealed per clinic yet)."""
 
 
-@pytest.fixture(autouse=True)
-def fresh_process_keys(settings) -> Iterator[None]:
-    """The process's cached key versions forgotten before and after: as a process that starts."""
-    keys.configure(keys.wrapper_from(settings))
-    yield
-    keys.configure(keys.wrapper_from(settings))
+pytestmark = pytest.mark.usefixtures("fresh_process_keys")
 
 
 @pytest.fixture

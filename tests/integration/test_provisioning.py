@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from app import cli
+from app.auth.models import Role
 from app.db.embedded import bin_dir
 from app.db.migrate import head_revisions, plain_url
 from app.db.provision import Provisioning, Roles, provision, provision_sync, scram_verifier
@@ -401,10 +402,9 @@ async def test_a_password_is_sent_as_the_verifier_postgresql_would_make(
 
 
 async def test_a_backup_holds_no_secret_in_the_clear(database, world, client) -> None:
-    """What a dump (a backup, a replica, a stolen disk) must not give away: a TOTP secret and a
-    client's contact details (sealed, ADRs 0028 and 0032), a password or an API token (hashed),
-    neither as text nor as the hex a bytea column is dumped as. Clinical text is not sealed yet
-    (issue 20): it joins this list when it is."""
+    """What a dump (a backup, a replica, a stolen disk) must not give away: a TOTP secret, a
+    client's contact details and clinical text (sealed, ADRs 0028, 0032 and 0033), a password
+    or an API token (hashed), neither as text nor as the hex a bytea column is dumped as."""
     clinic = await world.clinic()
     tag = uuid.uuid4().hex[:12]
     contact = {
@@ -429,7 +429,27 @@ async def test_a_backup_holds_no_secret_in_the_clear(database, world, client) ->
         headers=clinic.owner.headers,
     )
     assert created.status_code == 201, created.text
+    record = (await world.record(clinic)).id
+    notes = {
+        "a record's subjective note": f"Limping canary {tag} since Tuesday",
+        "a record's plan": f"Recheck canary plan {tag}",
+    }
+    changed = await client.patch(
+        f"/api/v1/medical-records/{record}",
+        json=dict(zip(("subjective", "plan"), notes.values(), strict=True)),
+        headers=clinic.actors[Role.vet].headers,
+    )
+    assert changed.status_code == 200, changed.text
+    addendum = f"Addendum canary {tag}: owner called"
+    added = await client.post(
+        f"/api/v1/medical-records/{record}/addenda",
+        json={"text": addendum},
+        headers=clinic.actors[Role.vet].headers,
+    )
+    assert added.status_code == 201, added.text
     canaries = {
+        **notes,
+        "an addendum": addendum,
         "a TOTP secret": await world.enrol_mfa(clinic.owner.user),
         "an API token": clinic.owner.token,
         "a password": DEFAULT_PASSWORD,

@@ -10,9 +10,9 @@ from app.auth.models import Role
 from app.records.models import MedicalRecord
 from fixtures.factories import (
     CustomerFactory,
-    MedicalRecordFactory,
     PetFactory,
     PrescriptionFactory,
+    create_record,
 )
 from tests.harness.api import PROBLEM_JSON, assert_problem
 
@@ -144,9 +144,9 @@ async def _locked_record(world, clinic, pet):
     """A record signed 25 hours ago. Written unlocked first: once locked, nothing can be added."""
     vet = clinic.setup.staff[Role.vet]
     signed = dt.datetime.now(dt.UTC) - dt.timedelta(hours=25)
-    record = await world.make(
+    record = await world.made(
         clinic,
-        MedicalRecordFactory,
+        create_record,
         pet_id=pet.id,
         author_id=vet.id,
         signed_by=vet.id,
@@ -188,7 +188,8 @@ async def test_the_database_refuses_changes_to_a_locked_record(world, clinic, pe
     """Even a write that skips the service's check is stopped by the trigger."""
     record = await _locked_record(world, clinic, pet)
     for statement in (
-        "UPDATE medical_records SET assessment = 'Rewritten' WHERE id = :id",
+        "UPDATE medical_records SET notes_sealed = NULL WHERE id = :id",
+        "UPDATE medical_records SET weight_kg = 1 WHERE id = :id",
         "DELETE FROM prescriptions WHERE record_id = :id",
         "INSERT INTO vaccinations (id, tenant_id, record_id, vaccine, given_at)"
         " VALUES (gen_random_uuid(), :tenant, :id, 'Backdated', now())",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -29,12 +28,7 @@ from tests.harness.world import ClinicWorld, World
 URL = "/api/v1/customers"
 
 
-@pytest.fixture(autouse=True)
-def fresh_process_keys(settings) -> Iterator[None]:
-    """The process's cached key versions forgotten before and after: as a process that starts."""
-    keys.configure(keys.wrapper_from(settings))
-    yield
-    keys.configure(keys.wrapper_from(settings))
+pytestmark = pytest.mark.usefixtures("fresh_process_keys")
 
 
 def contact(tag: str) -> dict[str, str]:

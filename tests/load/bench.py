@@ -395,6 +395,7 @@ def run(
                 redis_url=cache.url,
                 rate_limit_scale=1000,
                 data_dir=Path(data),
+                encryption_keys=canary.ENCRYPTION_KEYRING,  # as LiveServer gives the server
             )
             statements = asyncio.run(statements_per_request(settings, clinic, paths))
             os.environ["VETIFY_BENCH_THREADS"] = str(THREADS)

@@ -53,6 +53,8 @@ from app.keys import blind
 from app.keys import service as keys
 from app.kit import sealing
 from app.kit.sealing import KeyWrapper
+from app.records import service as records
+from app.records.schemas import Notes
 from app.settings import Settings
 from fixtures.factories import DEFAULT_PASSWORD_HASH
 
@@ -404,12 +406,10 @@ _STATEMENTS: list[tuple[str, str]] = [
     # Record g is the visit of appointment g (the first half of a clinic's: all in the past).
     (
         "medical_records",
+        # Their SOAP notes are sealed afterwards, in Python (_seal_notes).
         "INSERT INTO medical_records (id, tenant_id, pet_id, appointment_id, author_id,"
-        " visited_at, subjective, objective, assessment, plan, weight_kg, temperature_c,"
-        " heart_rate_bpm, signed_by, signed_at, locks_at)"
+        " visited_at, weight_kg, temperature_c, heart_rate_bpm, signed_by, signed_at, locks_at)"
         " SELECT id, tenant_id, pet_id, appointment_id, vet_id, visited_at,"
-        " 'Owner reports reduced appetite for two days.', 'Alert, hydrated, mild tartar.',"
-        " 'Healthy; early dental disease.', 'Dental cleaning in 3 months.',"
         " 2 + (g % 38000) / 1000.0, 38.5, 60 + g % 80, vet_id,"
         " visited_at + interval '1 hour', visited_at + interval '25 hours'"
         " FROM (SELECT g, p.id AS tenant_id,"
@@ -457,6 +457,7 @@ _STATEMENTS: list[tuple[str, str]] = [
 ]
 LOADED = [table for table, _ in _STATEMENTS]
 LOCK_TRIGGERS = {
+    "medical_records": "medical_records_locked",  # their notes are sealed once they are in
     "vaccinations": "vaccinations_record_locked",
     "prescriptions": "prescriptions_record_locked",
 }
@@ -507,16 +508,18 @@ async def build(
                 if log:
                     print(f"{table}: {rows[table]:,} rows, {time.monotonic() - at:.1f} s")
             at = time.monotonic()
-            await _seal_contacts(connection, wrapper or keys.wrapper_from(Settings()))
+            clinic_keys = await _clinic_keys(connection, wrapper or keys.wrapper_from(Settings()))
+            await _seal_contacts(connection, clinic_keys)
+            await _seal_notes(connection, clinic_keys)
             if log:
-                print(f"customers' contact details sealed: {time.monotonic() - at:.1f} s")
+                print(f"contact details and notes sealed: {time.monotonic() - at:.1f} s")
             for table, trigger in LOCK_TRIGGERS.items():
                 await connection.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
             for table in LOADED:
                 await connection.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
         at = time.monotonic()
-        # FULL for customers: sealing rewrote every row; compacted again, in the same order.
-        await connection.execute("VACUUM (FULL) customers")
+        # FULL where sealing rewrote every row: compacted again, in the same order.
+        await connection.execute("VACUUM (FULL) customers, medical_records")
         await connection.execute(f"VACUUM (ANALYZE) {', '.join(LOADED)}")
         if log:
             print(f"VACUUM ANALYZE: {time.monotonic() - at:.1f} s")
@@ -532,21 +535,41 @@ async def build(
     )
 
 
-async def _seal_contacts(connection: asyncpg.Connection, wrapper: KeyWrapper) -> None:
-    """Every customer's contact details, sealed and indexed as the service keeps them
-    (ADR 0032), under a first data key and an index key made per clinic: SQL cannot seal, so
-    they are made here, copied in, and set by one UPDATE."""
-    rows = await connection.fetch(
-        "SELECT id, tenant_id, first_name, last_name FROM customers ORDER BY tenant_id, id"
-    )
-    sealed = []
-    clinic: uuid.UUID | None = None
-    key = index_key = b""
-    for n, row in enumerate(rows):
-        if row["tenant_id"] != clinic:
-            clinic = row["tenant_id"]
-            key, index_key = await _clinic_keys(connection, wrapper, clinic)
+ClinicKeys = dict[uuid.UUID, tuple[bytes, bytes]]
+"""Per clinic: its first data key and its index key."""
+
+
+async def _clinic_keys(connection: asyncpg.Connection, wrapper: KeyWrapper) -> ClinicKeys:
+    """Each clinic's first data key and its index key, made and stored (the index key sealed
+    in its clinic's row, as app/keys/blind.py keeps it)."""
+    made: ClinicKeys = {}
+    for clinic in await connection.fetchval("SELECT array_agg(id ORDER BY id) FROM clinics"):
         scope = str(clinic)
+        key = sealing.new_data_key()
+        kek_id, wrapped = wrapper.wrap(key, sealing.key_context(scope, 1))
+        await connection.execute(
+            "INSERT INTO data_keys (scope, version, kek_id, wrapped) VALUES ($1, 1, $2, $3)",
+            scope,
+            kek_id,
+            wrapped,
+        )
+        index_key = secrets.token_bytes(32)
+        await connection.execute(
+            "UPDATE clinics SET index_key_sealed = $1 WHERE id = $2",
+            sealing.seal(key, 1, index_key, sealing.field_aad(scope, blind.INDEX_KEY, clinic)),
+            clinic,
+        )
+        made[clinic] = (key, index_key)
+    return made
+
+
+async def _seal_contacts(connection: asyncpg.Connection, clinic_keys: ClinicKeys) -> None:
+    """Every customer's contact details, sealed and indexed as the service keeps them
+    (ADR 0032): SQL cannot seal, so they are made here, copied in, and set by one UPDATE."""
+    rows = await connection.fetch("SELECT id, tenant_id, first_name, last_name FROM customers")
+    sealed = []
+    for n, row in enumerate(rows):
+        key, index_key = clinic_keys[row["tenant_id"]]
         email = f"{row['first_name']}.{row['last_name']}.{n}@example.org".lower()
         phone = f"+3519{n % 10**8:08d}"
         contact = Contact(
@@ -558,7 +581,7 @@ async def _seal_contacts(connection: asyncpg.Connection, wrapper: KeyWrapper) ->
             country="PT",
         )
         plain = contact.model_dump_json(exclude_none=True).encode()
-        aad = sealing.field_aad(scope, customers.CONTACT, row["id"])
+        aad = sealing.field_aad(str(row["tenant_id"]), customers.CONTACT, row["id"])
         sealed.append(
             (
                 row["id"],
@@ -567,37 +590,56 @@ async def _seal_contacts(connection: asyncpg.Connection, wrapper: KeyWrapper) ->
                 blind.index_of(index_key, customers.PHONE, phone),
             )
         )
-    await connection.execute(
-        "CREATE TEMPORARY TABLE bigdata_contacts"
-        " (id uuid, contact_sealed bytea, email_index bytea, phone_index bytea) ON COMMIT DROP"
-    )
-    await connection.copy_records_to_table("bigdata_contacts", records=sealed)
-    await connection.execute(
-        "UPDATE customers c SET contact_sealed = s.contact_sealed, email_index = s.email_index,"
-        " phone_index = s.phone_index FROM bigdata_contacts s WHERE c.id = s.id"
+    await _set_from(
+        connection, "customers", sealed, ("contact_sealed", "email_index", "phone_index")
     )
 
 
-async def _clinic_keys(
-    connection: asyncpg.Connection, wrapper: KeyWrapper, clinic: uuid.UUID
-) -> tuple[bytes, bytes]:
-    """The clinic's first data key and its index key, made and stored: (data key, index key)."""
-    scope = str(clinic)
-    key = sealing.new_data_key()
-    kek_id, wrapped = wrapper.wrap(key, sealing.key_context(scope, 1))
+NOTES = Notes(
+    subjective="Owner reports reduced appetite for two days.",
+    objective="Alert, hydrated, mild tartar.",
+    assessment="Healthy; early dental disease.",
+    plan="Dental cleaning in 3 months.",
+).model_dump_json(exclude_defaults=True)
+
+
+async def _seal_notes(connection: asyncpg.Connection, clinic_keys: ClinicKeys) -> None:
+    """Every record's SOAP notes, sealed as the service keeps them (ADR 0033)."""
+    rows = await connection.fetch("SELECT id, tenant_id FROM medical_records")
+    sealed = [
+        (
+            row["id"],
+            sealing.seal(
+                clinic_keys[row["tenant_id"]][0],
+                1,
+                NOTES.encode(),
+                sealing.field_aad(str(row["tenant_id"]), records.NOTES, row["id"]),
+            ),
+        )
+        for row in rows
+    ]
+    await _set_from(connection, "medical_records", sealed, ("notes_sealed",))
+
+
+async def _set_from(
+    connection: asyncpg.Connection,
+    table: str,
+    rows: list[tuple[object, ...]],
+    columns: tuple[str, ...],
+) -> None:
+    """``columns`` of ``table`` set from ``rows`` (id first, then the columns' bytes): copied
+    into a temporary table, then one UPDATE."""
     await connection.execute(
-        "INSERT INTO data_keys (scope, version, kek_id, wrapped) VALUES ($1, 1, $2, $3)",
-        scope,
-        kek_id,
-        wrapped,
+        f"CREATE TEMPORARY TABLE bigdata_sealed_{table} (id uuid,"
+        + ", ".join(f"{c} bytea" for c in columns)
+        + ") ON COMMIT DROP"
     )
-    index_key = secrets.token_bytes(32)
+    await connection.copy_records_to_table(f"bigdata_sealed_{table}", records=rows)
     await connection.execute(
-        "UPDATE clinics SET index_key_sealed = $1 WHERE id = $2",
-        sealing.seal(key, 1, index_key, sealing.field_aad(scope, blind.INDEX_KEY, clinic)),
-        clinic,
+        f"UPDATE {table} t SET "
+        + ", ".join(f"{c} = s.{c}" for c in columns)
+        + f" FROM bigdata_sealed_{table} s WHERE t.id = s.id"
     )
-    return key, index_key
 
 
 def _stride(appointments: int, vets: int) -> int:

@@ -28,8 +28,10 @@ from app.auth import service as auth_service
 from app.auth.models import CredentialKind, Membership, Role
 from app.customers import service as customer_service
 from app.db.tenancy import InClinic
+from app.keys import service as keys
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
+from app.records import service as record_service
 from app.settings import Environment, Settings
 from fixtures.clinics import create_clinic
 from fixtures.factories import (
@@ -40,6 +42,7 @@ from fixtures.factories import (
     CustomerFactory,
     MedicalRecordFactory,
     MembershipFactory,
+    NotesFactory,
     PetFactory,
     PrescriptionFactory,
     RoomFactory,
@@ -47,6 +50,7 @@ from fixtures.factories import (
     VaccinationFactory,
     WeightFactory,
 )
+from tests.harness import canary
 
 SLOT = dt.timedelta(minutes=30)
 
@@ -124,6 +128,8 @@ async def _seed_clinic(
             vaccinations=[VaccinationFactory.build(given_at=visited)],
             prescriptions=[PrescriptionFactory.build()],
         )
+        notes = NotesFactory.build()  # sealed, as the service keeps them
+        record.notes_sealed = await record_service.seal_notes(session, tenant, record.id, notes)
         records.append(record)
         rows += [WeightFactory.build(pet_id=pet.id, measured_at=visited), record]
         # Booked on the coming days, one vet and room per slot: no two overlap.
@@ -182,6 +188,7 @@ async def seed_fleet(
 ) -> list[SeededClinic]:
     """``clinics`` clinics of ``customers`` pet owners each, ``parallel`` transactions at once
     (as the service's role, so row-level security checks every row)."""
+    keys.configure(canary.keyring())  # what the harness's servers open what is sealed with
     engine = create_async_engine(database_url, pool_size=parallel)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     settings = _settings()

@@ -32,7 +32,6 @@ from app.kit import crypto
 from app.kit.clock import utcnow
 from fixtures import files
 from fixtures.factories import (
-    AddendumFactory,
     AppointmentFactory,
     AppointmentTypeFactory,
     ConsentEventFactory,
@@ -49,6 +48,7 @@ from fixtures.factories import (
     VaccinationFactory,
     WeightFactory,
     create,
+    create_addendum,
 )
 from tests.harness.world import Actor, ClinicWorld, World
 
@@ -231,7 +231,7 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
             vaccinations=[VaccinationFactory.build()],
             prescriptions=[PrescriptionFactory.build()],
         )
-        await create(session, AddendumFactory, record_id=record.id, author_id=vet.user.id)
+        await create_addendum(session, record_id=record.id, author_id=vet.user.id)
         secret, secret_hash = crypto.new_credential("vti", clinic.id)
         invitation = await create(
             session, InvitationFactory, invited_by=owner.user.id, secret_hash=secret_hash

@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.contract.snapshot import document, operations
+from tests.harness.databases import sealed_texts
 
 DOC = document()
 API = "/api/v1/"
@@ -157,7 +159,8 @@ async def census(engine: AsyncEngine) -> dict[str, int]:
 
 
 async def stored_as_given(engine: AsyncEngine, value: str) -> list[str]:
-    """The tables holding ``value`` exactly, as a whole column or inside a JSON or array one."""
+    """The tables holding ``value`` exactly, as a whole column or inside a JSON or array one,
+    or as a sealed value (or a string of one) once opened."""
     async with engine.connect() as connection:
         tables = (
             await connection.scalars(
@@ -169,4 +172,10 @@ async def stored_as_given(engine: AsyncEngine, value: str) -> list[str]:
             " '$.** ? (@ == $v)', jsonb_build_object('v', CAST(:v AS text)))"
             for table in tables
         )
-        return sorted(set((await connection.scalars(text(matches), {"v": value})).all()))
+        found = set((await connection.scalars(text(matches), {"v": value})).all())
+    plain = await asyncpg.connect(engine.url.set(drivername="postgresql").render_as_string(False))
+    try:
+        found |= {table for table, texts in await sealed_texts(plain) if value in texts}
+    finally:
+        await plain.close()
+    return sorted(found)

@@ -35,6 +35,10 @@ REVIEWED: dict[tuple[str, str], tuple[int, str]] = {
         3,
         "DDL for a table name a migration passes as a constant, with the constant tenant rule",
     ),
+    ("app/db/migrate.py", "rls_released"): (
+        2,
+        "ALTER TABLE for table names a migration passes as constants, quoted by identifier()",
+    ),
     ("app/db/rls.py", "grant"): (
         1,
         "GRANT with constant privileges to the service role, quoted by identifier()",
