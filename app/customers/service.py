@@ -41,6 +41,8 @@ rotation.seals(rotation.SealedColumn("customers", "contact_sealed", CONTACT, "te
 EMAIL, PHONE = "customers.email", "customers.phone"
 """The fields the blind indexes are of."""
 NO_CONTACT = Contact()
+SEALED_COLUMNS = ("contact_sealed", "email_index", "phone_index")
+"""The columns that keep a client's contact details: sealed, and their blind indexes."""
 _PHONE_SEPARATORS = re.compile(r"[\s().-]")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
@@ -194,14 +196,11 @@ async def to_out(
     ]
 
 
-_SEALED_COLUMNS = frozenset({"contact_sealed", "email_index", "phone_index"})
-
-
 def _columns(customer: Customer) -> dict[str, object]:
     return {
         column.key: getattr(customer, column.key)
         for column in Customer.__table__.columns
-        if column.key not in _SEALED_COLUMNS
+        if column.key not in SEALED_COLUMNS
     }
 
 

@@ -35,9 +35,7 @@ from app.privacy.schemas import ErasureOut
 from app.records.models import MedicalRecord
 
 ERASED_NAMES = {"first_name": "Erased", "last_name": "client"}
-CLEARED = ("contact_sealed", "email_index", "phone_index")
-"""The sealed contact details and their blind indexes (ADR 0032)."""
-PERSONAL_COLUMNS = (*ERASED_NAMES, *CLEARED, "preferred_language")
+PERSONAL_COLUMNS = (*ERASED_NAMES, *customers.SEALED_COLUMNS, "preferred_language")
 """Every column of ``customers`` that describes the person (a test holds this to the model)."""
 PERSONAL_FIELDS = (*ERASED_NAMES, *sorted(customers.CONTACT_FIELDS), "preferred_language")
 """The same, as the API names them (the erasure's report)."""
@@ -55,7 +53,7 @@ async def erase(
         raise customers.LegalHold(customer.legal_hold)
     for field, placeholder in ERASED_NAMES.items():
         setattr(customer, field, placeholder)
-    for field in CLEARED:
+    for field in customers.SEALED_COLUMNS:  # contact details, sealed, and their indexes
         setattr(customer, field, None)
     customer.preferred_language = "en"
     customer.erased_at = utcnow()

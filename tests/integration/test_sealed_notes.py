@@ -94,6 +94,13 @@ async def test_notes_and_addenda_are_stored_sealed_and_given_back_whole(
         f"{RECORDS}/{record['id']}", json={"plan": "Changed"}, headers=clinic.owner.headers
     )
     assert {k: one.json()[k] for k in SOAP} == {**soap, "plan": "Changed"}
+    kept = await stored(superuser_engine, "medical_records", record["id"])
+    again = await client.patch(
+        f"{RECORDS}/{record['id']}", json={"plan": "Changed"}, headers=clinic.owner.headers
+    )
+    assert again.status_code == 200, again.text
+    # The same notes again: nothing sealed anew, nothing written.
+    assert await stored(superuser_engine, "medical_records", record["id"]) == kept
     cleared = await client.patch(
         f"{RECORDS}/{record['id']}", json=dict.fromkeys(SOAP, ""), headers=clinic.owner.headers
     )
