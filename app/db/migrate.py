@@ -107,7 +107,8 @@ def migration_keys(what: str) -> KeyWrapper:
     """The key-encryption keys the running migration was given (``vetify migrate`` passes the
     settings'), for sealing or opening ``what``; refused, naming the way to give them, when
     there are none."""
-    wrapper = op.get_context().config.attributes.get(KEYS_ATTRIBUTE)  # type: ignore[union-attr]
+    config = op.get_context().config  # None only outside Alembic's commands
+    wrapper = None if config is None else config.attributes.get(KEYS_ATTRIBUTE)
     if wrapper is None:
         raise RuntimeError(
             f"{what} to seal or open: run this migration with `vetify migrate`, which passes"
