@@ -465,19 +465,23 @@ def _anchors_key(settings: Settings) -> Ed25519PublicKey | None:
 def _keys(settings: Settings, args: argparse.Namespace) -> None:
     """``rotate-kek``: wrap every data key again with the active key-encryption key (the first
     of VETIFY_ENCRYPTION_KEYS, or VETIFY_KMS_KEY_ID). ``rotate-dek``: seal a scope's values
-    again with a new data key. As the schema's owner (ADR 0028)."""
+    again, and its files in storage, with a new data key. As the schema's owner (ADR 0028)."""
     wrapper = keys.wrapper_from(settings)
     with _as_roles(settings, "keys", "owner") as (owner,):
         if args.keys_command == "rotate-dek":
             scope = keys.PLATFORM if args.clinic is None else str(args.clinic)
-            done = asyncio.run(rotation.rotate_dek(owner, wrapper, scope, retire=args.retire))
+            storage = storage_from(settings)
+            done = asyncio.run(
+                rotation.rotate_dek(owner, wrapper, storage, scope, retire=args.retire)
+            )
         else:
             count = asyncio.run(keys.rotate_all(owner, wrapper))
     if args.keys_command == "rotate-kek":
         print(f"{count} data keys wrapped again; all are wrapped by {wrapper.active}", flush=True)
         return
     print(
-        f"{done.scope}: {done.resealed} values sealed again with data key {done.version};"
+        f"{done.scope}: {done.resealed} values and {done.files} files sealed again with data key"
+        f" {done.version};"
         f" {done.left} left on older keys" + (f"; retired {done.retired}" if done.retired else ""),
         flush=True,
     )
@@ -489,8 +493,10 @@ def _keys(settings: Settings, args: argparse.Namespace) -> None:
         )
     if done.left:
         raise SystemExit(
-            f"vetify keys rotate-dek: {done.left} values were sealed with an older key meanwhile"
-            f" (processes read the new one within {keys.CURRENT_FOR_SECONDS:.0f} s): run again"
+            f"vetify keys rotate-dek: {done.left} values or files are on an older key: sealed"
+            " meanwhile (processes read the new one within"
+            f" {keys.CURRENT_FOR_SECONDS:.0f} s), or files missing from storage (see the log):"
+            " run again"
         )
 
 

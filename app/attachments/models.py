@@ -20,8 +20,10 @@ class Attachment(TenantScoped, Base):
     """A file attached to a medical record: its bytes live in storage under ``storage_key``.
 
     ``filename`` is the client's name, sanitised, and only ever shown; ``content_type`` is what
-    the bytes were sniffed as. Adding is allowed after the record locks (like an addendum);
-    deleting is not (trigger ``attachments_record_locked``).
+    the bytes were sniffed as; ``size_bytes`` and ``sha256`` are of the file as uploaded (what
+    is stored is sealed with the clinic's data key, a little larger). Adding is allowed after
+    the record locks (like an addendum); deleting is not (trigger
+    ``attachments_record_locked``).
     """
 
     __tablename__ = "attachments"
@@ -36,3 +38,6 @@ class Attachment(TenantScoped, Base):
     sha256: Mapped[str] = mapped_column(String(64))
     scan_status: Mapped[ScanStatus] = mapped_column(pg_enum(ScanStatus, "scan_status"))
     scan_signature: Mapped[str | None] = mapped_column(String(200))
+    sealed_with: Mapped[int | None]
+    """The version of the clinic's data key the stored bytes are sealed with (ADR 0034); null:
+    stored in the clear, before files were sealed (``vetify keys rotate-dek`` seals them)."""

@@ -135,7 +135,7 @@ async def download_attachment(
     attachment_id: uuid.UUID, caller: Reader, session: DbSession, storage: Store
 ) -> Response:
     attachment = await service.get(session, caller, attachment_id)
-    copy = await service.fetch(storage, attachment)
+    copy = await service.fetch(session, caller, storage, attachment)
     trail.read(session, attachment)  # who took which file is part of the clinic's trail
     return Download(
         copy,

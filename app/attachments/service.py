@@ -16,9 +16,13 @@ from app.attachments.models import Attachment, ScanStatus
 from app.attachments.schemas import AttachmentOut
 from app.db.repository import find, get_or_404, of_clinic
 from app.db.tenancy import Tenant
+from app.keys import rotation
+from app.keys import service as keys
 from app.kit import clamd, files
 from app.kit.clock import utcnow
+from app.kit.ids import new_id
 from app.kit.problems import Conflict, Problem
+from app.kit.sealing import Unreadable
 from app.kit.storage import ObjectMissing, Storage, discard, new_key, staging_file
 from app.kit.uploads import UnsupportedMediaType, receive_file
 from app.observability import metrics
@@ -30,6 +34,12 @@ log = logging.getLogger("vetify.attachments")
 
 SCAN_PENDING = "attachments.scan_pending"
 """The job (``app.attachments.jobs``) that scans a file the inline scan could not."""
+SEALED_AS = "attachments"
+"""What a stored file is bound to, with the clinic and the attachment's id (ADR 0034)."""
+
+rotation.seals_files(
+    rotation.SealedFiles("attachments", SEALED_AS, "scan_status <> 'infected'", clear_before=True)
+)
 
 
 class NotScanned(Conflict):
@@ -47,7 +57,8 @@ class Infected(Conflict):
 
 
 class Corrupted(Problem):
-    """The stored bytes are not what was uploaded (their checksum differs) or are gone."""
+    """The stored bytes do not open as this attachment's (altered, moved from another, or their
+    key shredded), are not what was uploaded (their checksum differs), or are gone."""
 
     status, slug, title = 502, "attachment-corrupted", "Attachment corrupted in storage"
 
@@ -77,6 +88,7 @@ async def upload(
     await records.get(session, tenant, record_id)
     tenant_id = tenant.clinic_id
     staged = await to_thread.run_sync(staging_file, storage)
+    sealed = await to_thread.run_sync(staging_file, storage)
     try:
         received = await receive_file(request, staged, limit=settings.upload_max_bytes)
         kind = files.sniff(await to_thread.run_sync(_head, staged))
@@ -85,7 +97,12 @@ async def upload(
                 "Attach a PNG, JPEG, GIF, WebP, PDF or DICOM file; the type is read from the"
                 " file's content, not from its name or declared type."
             )
+        attachment_id = new_id()
+        version = await keys.seal_file(
+            session, keys.scope_of(session, tenant), SEALED_AS, attachment_id, staged, sealed
+        )
         attachment = Attachment(
+            id=attachment_id,
             tenant_id=tenant_id,
             record_id=record_id,
             uploaded_by=uploaded_by,
@@ -95,6 +112,7 @@ async def upload(
             size_bytes=received.size,
             sha256=received.sha256,
             scan_status=ScanStatus.pending if settings.clamd_address else ScanStatus.unscanned,
+            sealed_with=version,
         )
         session.add(attachment)
         await session.flush()
@@ -113,10 +131,11 @@ async def upload(
         # Last, so that nothing after it can fail and leave an object no row names (only the
         # commit can, after the route: see ADR 0010).
         if attachment.scan_status is not ScanStatus.infected:
-            await storage.put(attachment.storage_key, staged)
+            await storage.put(attachment.storage_key, sealed)
         return attachment
     finally:
         await discard(staged)
+        await discard(sealed)
 
 
 def _head(path: Path) -> bytes:
@@ -150,7 +169,7 @@ async def scan_pending(
     if settings.clamd_address is None:
         log.warning("attachment %s stays pending: scanning was turned off", attachment.id)
         return None
-    copy = await _verified_copy(storage, attachment)
+    copy = await _verified_copy(session, tenant, storage, attachment)
     try:
         verdict = await clamd.scan_file(
             settings.clamd_address, copy, seconds=settings.clamd_timeout_seconds
@@ -172,8 +191,11 @@ def _record(attachment: Attachment, verdict: clamd.Verdict) -> None:
         attachment.scan_signature = verdict.signature
 
 
-async def fetch(storage: Storage, attachment: Attachment) -> Path:
-    """A local copy of the attachment's bytes, checked against the stored checksum.
+async def fetch(
+    session: AsyncSession, tenant: Tenant, storage: Storage, attachment: Attachment
+) -> Path:
+    """A local copy of the attachment's bytes, opened and checked against the checksum of what
+    was uploaded.
 
     The copy is what gets sent, so what was checked is exactly what the client receives.
     """
@@ -181,13 +203,21 @@ async def fetch(storage: Storage, attachment: Attachment) -> Path:
         raise NotScanned()
     if attachment.scan_status is ScanStatus.infected:
         raise Infected(attachment.scan_signature)
-    return await _verified_copy(storage, attachment)
+    return await _verified_copy(session, tenant, storage, attachment)
 
 
-async def _verified_copy(storage: Storage, attachment: Attachment) -> Path:
+async def _verified_copy(
+    session: AsyncSession, tenant: Tenant, storage: Storage, attachment: Attachment
+) -> Path:
+    stored = await to_thread.run_sync(staging_file, storage)
     copy = await to_thread.run_sync(staging_file, storage)
     try:
-        await storage.get(attachment.storage_key, copy)
+        await storage.get(attachment.storage_key, stored)
+        if attachment.sealed_with is None:  # stored in the clear, before files were sealed
+            await to_thread.run_sync(stored.replace, copy)
+        else:
+            scope = keys.scope_of(session, tenant)
+            await keys.open_file(session, scope, SEALED_AS, attachment.id, stored, copy)
         actual = await to_thread.run_sync(_sha256, copy)
         if actual != attachment.sha256:
             log.error(
@@ -201,9 +231,15 @@ async def _verified_copy(storage: Storage, attachment: Attachment) -> Path:
         await discard(copy)
         log.error("attachment %s: no object %s in storage", attachment.id, exc)
         raise Corrupted("The stored file is missing.") from exc
+    except Unreadable as exc:
+        await discard(copy)
+        log.error("attachment %s: its stored file does not open (%s)", attachment.id, exc)
+        raise Corrupted("The stored file does not open as this attachment's.") from exc
     except BaseException:
         await discard(copy)
         raise
+    finally:
+        await discard(stored)
     return copy
 
 

@@ -16,13 +16,21 @@ batch at a time, while the service goes on serving.
   still seal with an older one, which would be lost with it (how crypto-shredding works, on
   purpose). Too soon, it says so and keeps them.
 
-Where sealed values live is declared by the domains that seal them (:data:`SEALED`), so this
-module knows no table of its own.
+Files in storage sealed with a clinic's key (attachments, exports) are sealed again the same
+way, one file per transaction with its row locked (so it is not deleted half-way), written in
+place (readers get the old bytes or the new, whole: a rename locally, one object on S3), then
+the row's ``sealed_with`` moved. A file stored in the clear before files were sealed (an
+attachment with no ``sealed_with``) is sealed by the same pass. A file missing from storage is
+passed over and counted as left.
+
+Where sealed values and files live is declared by the domains that seal them (:data:`SEALED`,
+:data:`SEALED_FILES`), so this module knows no table of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +40,7 @@ from sqlalchemy import (
     ColumnClause,
     ColumnElement,
     LargeBinary,
+    String,
     TableClause,
     Uuid,
     column,
@@ -51,6 +60,9 @@ from app.keys.models import DataKey
 from app.keys.service import PLATFORM
 from app.kit import sealing
 from app.kit.sealing import KeyWrapper
+from app.kit.storage import ObjectMissing, Storage, discard, staging_file
+
+log = logging.getLogger("vetify.keys")
 
 BATCH = 500
 
@@ -83,15 +95,41 @@ def seals(column: SealedColumn) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class SealedFiles:
+    """Files in storage sealed with their clinic's key (:func:`app.keys.service.seal_file`),
+    bound to ``what`` and the row's id: each row of ``table`` (scoped by ``tenant_id``) names
+    its file (``storage_key``) and the version it was sealed with (``sealed_with``), where
+    ``stored`` (SQL) says it has one. ``sealed_with`` null: a file stored before its version
+    was kept, in the clear if ``clear_before`` (else sealed, its version in its header)."""
+
+    table: str
+    what: str
+    stored: str
+    clear_before: bool
+
+
+SEALED_FILES: list[SealedFiles] = []
+"""Every table whose rows name sealed files; each domain adds its own as it is imported."""
+
+
+def seals_files(files: SealedFiles) -> None:
+    """Declare ``files`` (once, as its module is imported)."""
+    SEALED_FILES.append(files)
+
+
+@dataclass(frozen=True, slots=True)
 class Rotated:
     scope: str
     version: int
     """The scope's current version once the run is over."""
     resealed: int
+    """Values sealed again."""
     left: int
-    """Values still naming an older version (sealed meanwhile by a process that had not yet
-    read the new version: run again)."""
+    """Values and files still naming an older version (sealed meanwhile by a process that had
+    not yet read the new version: run again), or files missing from storage (see the log)."""
     retired: list[int]
+    files: int = 0
+    """Files in storage sealed again (or sealed for the first time, stored before files were)."""
     too_soon: bool = False
     """Asked to retire, but the new key is younger than :func:`settled_after`: a process may
     still seal with an older one. Retire later."""
@@ -107,11 +145,11 @@ def _version_of(sealed: ColumnElement[bytes]) -> ColumnElement[int]:
 
 
 async def rotate_dek(
-    owner_url: str, wrapper: KeyWrapper, scope: str, *, retire: bool = False
+    owner_url: str, wrapper: KeyWrapper, storage: Storage, scope: str, *, retire: bool = False
 ) -> Rotated:
-    """Seal everything ``scope`` holds with a new data key (or the newest one, if an earlier
-    run made it and did not finish), as the schema's owner; then, if ``retire``, delete the
-    older keys when nothing names them."""
+    """Seal everything ``scope`` holds (values, and files in ``storage``) with a new data key
+    (or the newest one, if an earlier run made it and did not finish), as the schema's owner;
+    then, if ``retire``, delete the older keys when nothing names them."""
     engine = role_engine(owner_url)
     try:
         async with engine.connect() as connection:
@@ -129,27 +167,33 @@ async def rotate_dek(
                 resealed += done
                 if done < BATCH:
                     break
+        files = 0
+        for declared in SEALED_FILES:
+            files += await _reseal_files(engine, storage, wrapper, keys, declared, scope, version)
         async with engine.begin() as connection:
-            left = sum([await _older(connection, column, scope, version) for column in SEALED])
+            left = await _left(connection, scope, version)
             settled = not left and await _old_enough(connection, scope, version)
             retired = await _retire(connection, scope, version) if retire and settled else []
         too_soon = retire and not left and not settled
-        return Rotated(scope, version, resealed, left, retired, too_soon)
+        return Rotated(scope, version, resealed, left, retired, files, too_soon)
     finally:
         await engine.dispose()
 
 
 async def _undeclared(connection: AsyncConnection) -> list[str]:
     """The columns named ``*_sealed`` (how every sealed column is named) that :data:`SEALED`
-    does not list: the declarations are made as domains are imported, and one missed must stop
-    the run rather than leave its values on a key about to be retired."""
+    does not list, and the tables naming sealed files (by ``sealed_with``) that
+    :data:`SEALED_FILES` does not: the declarations are made as domains are imported, and one
+    missed must stop the run rather than leave its values on a key about to be retired."""
     found = await connection.execute(
         sql_text(
             "SELECT table_name, column_name FROM information_schema.columns"
-            " WHERE table_schema = 'public' AND column_name LIKE '%\\_sealed'"
+            " WHERE table_schema = 'public'"
+            " AND (column_name LIKE '%\\_sealed' OR column_name = 'sealed_with')"
         )
     )
     declared = {(column.table, column.column) for column in SEALED}
+    declared |= {(files.table, "sealed_with") for files in SEALED_FILES}
     return sorted(f"{t}.{c}" for t, c in found if (t, c) not in declared)
 
 
@@ -161,8 +205,8 @@ async def _newest(engine: AsyncEngine, wrapper: KeyWrapper, scope: str) -> int:
             select(func.max(DataKey.version)).where(DataKey.scope == scope)
         )
         if newest is not None:
-            behind = [await _older(connection, c, scope, newest) for c in SEALED]
-            if any(behind) and await _versions(connection, scope) > 1:
+            behind = await _left(connection, scope, newest)
+            if behind and await _versions(connection, scope) > 1:
                 return int(newest)
         version = (newest or 0) + 1
         key = sealing.new_data_key()
@@ -227,6 +271,20 @@ def _behind(
     return behind & (rows.c[sealed.scoped_by] == uuid.UUID(scope))
 
 
+async def _left(connection: AsyncConnection, scope: str, version: int) -> int:
+    """How many values and files of ``scope`` name a version older than ``version``."""
+    left = 0
+    for sealed in SEALED:
+        left += await _older(connection, sealed, scope, version)
+    for files in SEALED_FILES:
+        entered = await _files_entered(connection, files, scope, version)
+        if entered is not None:
+            rows, behind = entered
+            found = await connection.scalar(select(func.count()).select_from(rows).where(behind))
+            left += int(found or 0)
+    return left
+
+
 async def _older(
     connection: AsyncConnection, sealed: SealedColumn, scope: str, version: int
 ) -> int:
@@ -247,11 +305,17 @@ async def _entered(
     behind = _behind(sealed, rows, scope, version)
     if behind is None:
         return None
-    if sealed.scoped_by is not None:  # row-level security holds the owner to one clinic too
-        await connection.execute(
-            sql_text("SELECT set_config('app.tenant_id', :scope, true)"), {"scope": scope}
-        )
+    if sealed.scoped_by is not None:
+        await _enter(connection, scope)
     return rows, behind
+
+
+async def _enter(connection: AsyncConnection, scope: str) -> None:
+    """The transaction entered in the clinic ``scope``: row-level security holds the owner to
+    one clinic too."""
+    await connection.execute(
+        sql_text("SELECT set_config('app.tenant_id', :scope, true)"), {"scope": scope}
+    )
 
 
 async def _reseal(
@@ -314,3 +378,104 @@ async def _opened(
             wrapper.unwrap, row.kek_id, row.wrapped, sealing.key_context(scope, version)
         )
     return keys[version]
+
+
+def _file_rows(files: SealedFiles) -> TableClause:
+    return table(
+        files.table,
+        column("id", Uuid()),
+        column("tenant_id", Uuid()),
+        column("storage_key", String()),
+        column("sealed_with", BigInteger()),
+    )
+
+
+async def _files_entered(
+    connection: AsyncConnection, files: SealedFiles, scope: str, version: int
+) -> tuple[TableClause, ColumnElement[bool]] | None:
+    """``files``' rows and which of them name a file behind ``version`` (or in the clear), the
+    transaction entered in the scope's clinic; None for the platform's scope (no files)."""
+    if scope == PLATFORM:
+        return None
+    rows = _file_rows(files)
+    await _enter(connection, scope)
+    sealed_with = rows.c.sealed_with
+    behind = (
+        (rows.c.tenant_id == uuid.UUID(scope))
+        & rows.c.storage_key.is_not(None)
+        & sql_text(files.stored)
+        & (sealed_with.is_(None) | (sealed_with < version))
+    )
+    return rows, behind
+
+
+async def _reseal_files(
+    engine: AsyncEngine,
+    storage: Storage,
+    wrapper: KeyWrapper,
+    keys: dict[int, bytes],
+    files: SealedFiles,
+    scope: str,
+    version: int,
+) -> int:
+    """``files``' files behind ``version`` sealed again with it, one per transaction with its
+    row locked; returns how many. One missing from storage, or locked meanwhile, is passed over
+    (and left for the count)."""
+    done, after = 0, None
+    while True:
+        async with engine.begin() as connection:
+            entered = await _files_entered(connection, files, scope, version)
+            if entered is None:
+                return 0
+            rows, behind = entered
+            if after is not None:
+                behind = behind & (rows.c.id > after)
+            row = (
+                await connection.execute(
+                    select(rows.c.id, rows.c.storage_key, rows.c.sealed_with)
+                    .where(behind)
+                    .order_by(rows.c.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+            ).one_or_none()
+            if row is None:
+                return done
+            after = row.id
+            try:
+                await _reseal_file(connection, storage, wrapper, keys, files, scope, version, row)
+            except ObjectMissing:
+                log.error("%s %s: no file %s in storage to seal again", files.table, *row[:2])
+                continue
+            await connection.execute(
+                sql_update(rows).where(rows.c.id == row.id).values(sealed_with=version)
+            )
+            done += 1
+
+
+async def _reseal_file(
+    connection: AsyncConnection,
+    storage: Storage,
+    wrapper: KeyWrapper,
+    keys: dict[int, bytes],
+    files: SealedFiles,
+    scope: str,
+    version: int,
+    row: Any,
+) -> None:
+    aad = sealing.file_aad(scope, files.what, row.id)
+    stored, plain, fresh = [await asyncio.to_thread(staging_file, storage) for _ in range(3)]
+    try:
+        await storage.get(row.storage_key, stored)
+        if row.sealed_with is not None or not files.clear_before:
+            old = await asyncio.to_thread(sealing.file_version, stored)
+            old_key = await _opened(connection, wrapper, keys, scope, old)
+            await asyncio.to_thread(sealing.open_file, old_key, stored, plain, aad)
+        else:  # stored in the clear, before files were sealed
+            await asyncio.to_thread(stored.replace, plain)
+        new_key = await _opened(connection, wrapper, keys, scope, version)
+        await asyncio.to_thread(sealing.seal_file, new_key, version, plain, fresh, aad)
+        await storage.put(row.storage_key, fresh)
+    finally:
+        for path in (stored, plain, fresh):
+            await discard(path)

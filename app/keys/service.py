@@ -111,17 +111,14 @@ async def unseal_bytes(
 
 async def seal_file(
     session: AsyncSession, scope: str, what: str, file_id: uuid.UUID, source: Path, sink: Path
-) -> None:
+) -> int:
     """The file ``source`` sealed into ``sink`` with the scope's current key, bound to
-    ``what`` (e.g. ``client_exports``) and ``file_id``: a stream of segments, never held whole."""
+    ``what`` (e.g. ``client_exports``) and ``file_id``: a stream of segments, never held whole.
+    Returns the key's version (which the file's row keeps: ``rotation.SealedFiles``)."""
     version, key = await _current_key(session, scope)
     aad = sealing.file_aad(scope, what, file_id)
-
-    def run() -> None:
-        with source.open("rb") as plain, sink.open("wb") as sealed:
-            sealing.seal_stream(key, version, plain, sealed, aad)
-
-    await asyncio.to_thread(run)
+    await asyncio.to_thread(sealing.seal_file, key, version, source, sink, aad)
+    return version
 
 
 async def open_file(
@@ -129,20 +126,10 @@ async def open_file(
 ) -> None:
     """A file sealed by :func:`seal_file` opened into ``sink``, or :class:`~app.kit.sealing.
     Unreadable` (``sink`` is then removed)."""
-    with source.open("rb") as sealed:
-        version = sealing.stream_version(sealed)
+    version = await asyncio.to_thread(sealing.file_version, source)
     key = await _key(session, scope, version)
     aad = sealing.file_aad(scope, what, file_id)
-
-    def run() -> None:
-        try:
-            with source.open("rb") as sealed, sink.open("wb") as plain:
-                sealing.open_stream(key, sealed, plain, aad)
-        except sealing.Unreadable:
-            sink.unlink(missing_ok=True)
-            raise
-
-    await asyncio.to_thread(run)
+    await asyncio.to_thread(sealing.open_file, key, source, sink, aad)
 
 
 async def _current_key(session: AsyncSession, scope: str) -> tuple[int, bytes]:

@@ -20,6 +20,7 @@ import struct
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -265,3 +266,26 @@ def open_stream(
         if last:
             return
         index, current = index + 1, following
+
+
+def seal_file(key: bytes, version: int, source: Path, sink: Path, aad: bytes) -> None:
+    """The file ``source`` sealed into ``sink`` (:func:`seal_stream`)."""
+    with source.open("rb") as plain, sink.open("wb") as sealed:
+        seal_stream(key, version, plain, sealed, aad)
+
+
+def file_version(source: Path) -> int:
+    """The data key version the file ``source`` was sealed with (:func:`stream_version`)."""
+    with source.open("rb") as sealed:
+        return stream_version(sealed)
+
+
+def open_file(key: bytes, source: Path, sink: Path, aad: bytes) -> None:
+    """The sealed file ``source`` opened into ``sink``, or :class:`Unreadable` (``sink`` is then
+    removed)."""
+    try:
+        with source.open("rb") as sealed, sink.open("wb") as plain:
+            open_stream(key, sealed, plain, aad)
+    except Unreadable:
+        sink.unlink(missing_ok=True)
+        raise

@@ -44,6 +44,7 @@ from app.customers.models import ConsentEvent, Customer
 from app.db.base import Entity
 from app.db.repository import belongs_to, find, get_or_404, of_clinic
 from app.db.tenancy import Tenant
+from app.keys import rotation
 from app.keys import service as keys
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict, Problem
@@ -65,6 +66,10 @@ SEALED_AS = "client_exports"
 FORMAT = "vetify-client-export/1"
 MEDIA_TYPE = "application/zip"
 MANIFEST = "manifest.json"
+
+rotation.seals_files(
+    rotation.SealedFiles("client_exports", SEALED_AS, "status = 'ready'", clear_before=False)
+)
 
 
 class ExportNotReady(Conflict):
@@ -136,7 +141,9 @@ async def build(
         contents = await _contents(session, tenant, storage, export, copies)
         await to_thread.run_sync(_write_zip, archive, contents)
         digest, size = await to_thread.run_sync(_digest, archive)
-        await keys.seal_file(session, scope(tenant), SEALED_AS, export.id, archive, sealed)
+        version = await keys.seal_file(
+            session, scope(tenant), SEALED_AS, export.id, archive, sealed
+        )
         key = new_key(tenant.clinic_id)
         await storage.put(key, sealed)
     finally:
@@ -145,6 +152,7 @@ async def build(
     now = utcnow()
     export.status, export.ready_at, export.expires_at = ExportStatus.ready, now, now + valid
     export.storage_key, export.size_bytes, export.sha256 = key, size, digest
+    export.sealed_with = version
     await session.flush()
     await enqueue(
         session,
@@ -286,7 +294,7 @@ async def _contents(
     for attachment in files:
         entry: dict[str, Any] = to_jsonable_python(attachments.to_out(attachment))
         try:
-            copy = await attachments.fetch(storage, attachment)
+            copy = await attachments.fetch(session, tenant, storage, attachment)
         except (attachments.NotScanned, attachments.Infected, attachments.Corrupted) as refused:
             entry["file"], entry["left_out"] = None, refused.detail
         else:

@@ -44,3 +44,6 @@ class ClientExport(TenantScoped, Base):
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     """Of the archive as downloaded (the stored file is sealed, a little larger)."""
     sha256: Mapped[str | None] = mapped_column(String(64))
+    sealed_with: Mapped[int | None]
+    """The version of the clinic's data key the stored file is sealed with (null before
+    migration 0021 recorded it: read from the file's header)."""

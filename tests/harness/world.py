@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.attachments import service as attachments
 from app.attachments.models import Attachment
 from app.auth import lifecycle, mfa
 from app.auth import service as auth_service
@@ -20,6 +21,7 @@ from app.auth.models import CredentialKind, Membership, Role, TokenPurpose, User
 from app.db.tenancy import InClinic, enter_tenant
 from app.keys import service as keys
 from app.kit.clock import utcnow
+from app.kit.ids import new_id
 from app.kit.storage import Storage, new_key, staging_file, storage_from
 from app.privacy import exports
 from app.privacy.models import ClientExport
@@ -228,22 +230,37 @@ class World:
         clinic: ClinicWorld,
         record_id: uuid.UUID,
         content: bytes = files.PNG,
+        *,
+        clear: bool = False,
         **fields: Any,
     ) -> Attachment:
-        """An attachment on the record: its bytes in storage, its row through the factory."""
+        """An attachment on the record: its bytes in storage, sealed as an upload seals them (in
+        the clear if ``clear``: as stored before files were sealed), its row through the
+        factory."""
         storage = self.storage
-        key = new_key(clinic.id)
+        attachment_id, key = new_id(), new_key(clinic.id)
         staged = staging_file(storage)
         staged.write_bytes(content)
-        await storage.put(key, staged)
-        attachment: Attachment = await self.make(
-            clinic,
-            AttachmentFactory,
-            record_id=record_id,
-            uploaded_by=clinic.owner.user.id,
-            storage_key=key,
-            size_bytes=len(content),
-            sha256=hashlib.sha256(content).hexdigest(),
-            **fields,
-        )
+        async with self.session(clinic.id) as session:
+            sealed_with = None
+            if not clear:
+                sealed = staging_file(storage)
+                sealed_with = await keys.seal_file(
+                    session, str(clinic.id), attachments.SEALED_AS, attachment_id, staged, sealed
+                )
+                staged.unlink()
+                staged = sealed
+            await storage.put(key, staged)
+            attachment: Attachment = await create(
+                session,
+                AttachmentFactory,
+                id=attachment_id,
+                record_id=record_id,
+                uploaded_by=clinic.owner.user.id,
+                storage_key=key,
+                size_bytes=len(content),
+                sha256=hashlib.sha256(content).hexdigest(),
+                sealed_with=sealed_with,
+                **fields,
+            )
         return attachment

@@ -24,6 +24,7 @@ from app.auth.models import Role
 from app.keys import rotation
 from app.keys import service as keys
 from app.kit import sealing
+from app.kit.storage import storage_from
 from tests.harness.world import World
 
 PROBE = rotation.SealedColumn("sealed_probe", "secret_sealed", "sealed_probe.secret", "tenant_id")
@@ -84,7 +85,9 @@ async def test_every_value_is_sealed_again_with_a_new_key_while_reads_go_on(
         return count
 
     reader = asyncio.create_task(reads())
-    done = await rotation.rotate_dek(database.owner_url, wrapper, keys.PLATFORM)
+    done = await rotation.rotate_dek(
+        database.owner_url, wrapper, storage_from(settings), keys.PLATFORM
+    )
     reading = False
     assert await reader > 0
 
@@ -115,7 +118,9 @@ async def test_an_interrupted_run_goes_on_with_its_key_and_a_late_old_value_is_c
 
     monkeypatch.setattr(rotation, "_reseal", cut)
     with pytest.raises(ConnectionError):
-        await rotation.rotate_dek(database.owner_url, wrapper, keys.PLATFORM)
+        await rotation.rotate_dek(
+            database.owner_url, wrapper, storage_from(settings), keys.PLATFORM
+        )
     monkeypatch.setattr(rotation, "_reseal", reseal)
     assert sorted(sealing.version_of(v) for v in (await secrets_of(superuser_engine)).values()) == [
         1,
@@ -133,7 +138,9 @@ async def test_an_interrupted_run_goes_on_with_its_key_and_a_late_old_value_is_c
     assert sealing.version_of((await secrets_of(superuser_engine))[late]) == 1
 
     monkeypatch.setattr(keys, "CURRENT_FOR_SECONDS", 0.0)  # every process has read it by now
-    done = await rotation.rotate_dek(database.owner_url, wrapper, keys.PLATFORM, retire=True)
+    done = await rotation.rotate_dek(
+        database.owner_url, wrapper, storage_from(settings), keys.PLATFORM, retire=True
+    )
     assert (done.version, done.left, done.retired) == (2, 0, [1])  # no third key made
     assert await versions(superuser_engine, keys.PLATFORM) == [2]
     for user_id, sealed in (await secrets_of(superuser_engine)).items():
@@ -180,16 +187,22 @@ async def test_a_clinics_rotation_touches_its_own_values_only(
     ours, theirs = probe
     wrapper = keys.wrapper_from(settings)
 
-    done = await rotation.rotate_dek(database.owner_url, wrapper, str(ours), retire=True)
+    done = await rotation.rotate_dek(
+        database.owner_url, wrapper, storage_from(settings), str(ours), retire=True
+    )
 
     assert (done.resealed, done.left, done.retired) == (3, 0, [1])
     async with superuser_engine.connect() as connection:
         rows = await connection.execute(text("SELECT tenant_id, secret_sealed FROM sealed_probe"))
         by_clinic = {(row.tenant_id, sealing.version_of(row.secret_sealed)) for row in rows}
     assert by_clinic == {(ours, 2), (theirs, 1)}
-    platform = await rotation.rotate_dek(database.owner_url, wrapper, keys.PLATFORM)
+    platform = await rotation.rotate_dek(
+        database.owner_url, wrapper, storage_from(settings), keys.PLATFORM
+    )
     assert platform.resealed == 0  # the clinics' column is in no platform scope
-    unsealed = await rotation.rotate_dek(database.owner_url, wrapper, str(uuid.uuid4()))
+    unsealed = await rotation.rotate_dek(
+        database.owner_url, wrapper, storage_from(settings), str(uuid.uuid4())
+    )
     assert (unsealed.version, unsealed.resealed) == (1, 0)  # a scope's first key, then
 
     # Their key shredded (only a version 2 that sealed nothing left): nothing to open, nothing
@@ -199,7 +212,7 @@ async def test_a_clinics_rotation_touches_its_own_values_only(
             text("UPDATE data_keys SET version = 2 WHERE scope = :s"), {"s": str(theirs)}
         )
     with pytest.raises(sealing.Unreadable, match="no data key 1"):
-        await rotation.rotate_dek(database.owner_url, wrapper, str(theirs))
+        await rotation.rotate_dek(database.owner_url, wrapper, storage_from(settings), str(theirs))
     async with superuser_engine.connect() as connection:
         rows = await connection.execute(
             text("SELECT secret_sealed FROM sealed_probe WHERE tenant_id = :c"), {"c": theirs}
@@ -212,7 +225,11 @@ async def test_older_keys_are_kept_while_a_process_may_still_seal_with_them(
 ) -> None:
     await enrolled(world, 2)
     done = await rotation.rotate_dek(
-        database.owner_url, keys.wrapper_from(settings), keys.PLATFORM, retire=True
+        database.owner_url,
+        keys.wrapper_from(settings),
+        storage_from(settings),
+        keys.PLATFORM,
+        retire=True,
     )
     assert (done.left, done.retired, done.too_soon) == (0, [], True)
     assert await versions(superuser_engine, keys.PLATFORM) == [1, 2]
@@ -225,7 +242,8 @@ async def test_vetify_keys_rotate_dek_says_what_it_did(
     secrets = await enrolled(world, 2)
     await asyncio.to_thread(cli.main, ["keys", "rotate-dek", "--retire"])
     assert capsys.readouterr().out.strip() == (
-        f"platform: {len(secrets)} values sealed again with data key 2; 0 left on older keys;"
+        f"platform: {len(secrets)} values and 0 files sealed again with data key 2; 0 left on"
+        " older keys;"
         " retired [1]"
     )
     assert await versions(superuser_engine, keys.PLATFORM) == [2]
@@ -238,9 +256,9 @@ async def test_vetify_keys_rotate_dek_fails_while_values_are_left_on_an_older_ke
         return rotation.Rotated("platform", 3, 10, 2, [])
 
     monkeypatch.setattr(rotation, "rotate_dek", half_done)
-    with pytest.raises(SystemExit, match="2 values were sealed with an older key meanwhile"):
+    with pytest.raises(SystemExit, match="2 values or files are on an older key"):
         await asyncio.to_thread(cli.main, ["keys", "rotate-dek"])
-    assert "10 values sealed again with data key 3; 2 left" in capsys.readouterr().out
+    assert "10 values and 0 files sealed again with data key 3; 2 left" in capsys.readouterr().out
 
 
 async def test_a_sealed_column_no_domain_declared_stops_the_run_before_any_key_is_made(
@@ -250,7 +268,9 @@ async def test_a_sealed_column_no_domain_declared_stops_the_run_before_any_key_i
     rotation.SEALED.remove(PROBE)  # as if its domain had not been imported
     try:
         with pytest.raises(RuntimeError, match=r"sealed_probe\.secret_sealed"):
-            await rotation.rotate_dek(database.owner_url, keys.wrapper_from(settings), str(ours))
+            await rotation.rotate_dek(
+                database.owner_url, keys.wrapper_from(settings), storage_from(settings), str(ours)
+            )
     finally:
         rotation.seals(PROBE)
     assert await versions(superuser_engine, str(ours)) == [1]

@@ -22,6 +22,7 @@ from app.db.tenancy import InClinic, enter_tenant
 from app.keys import blind, rotation
 from app.keys import service as keys
 from app.kit import sealing
+from app.kit.storage import storage_from
 from tests.harness.databases import APP_ROLE
 from tests.harness.world import ClinicWorld, World
 
@@ -187,7 +188,11 @@ async def test_rotating_a_clinics_key_reseals_contacts_and_index_key_and_search_
     made = [await added(client, clinic, details) for details in people]
 
     done = await rotation.rotate_dek(
-        database.owner_url, keys.wrapper_from(settings), str(clinic.id), retire=True
+        database.owner_url,
+        keys.wrapper_from(settings),
+        storage_from(settings),
+        str(clinic.id),
+        retire=True,
     )
 
     assert (done.version, done.resealed, done.left, done.retired) == (2, 3 + 1, 0, [1])

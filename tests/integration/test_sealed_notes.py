@@ -24,6 +24,7 @@ from app.keys import rotation
 from app.keys import service as keys
 from app.kit import sealing
 from app.kit.clock import utcnow
+from app.kit.storage import storage_from
 from app.records import service as records
 from app.records.models import MedicalRecord
 from tests.harness.databases import APP_ROLE
@@ -179,7 +180,11 @@ async def test_a_locked_records_notes_are_sealed_again_by_a_rotation_and_by_no_o
         )
 
     done = await rotation.rotate_dek(
-        database.owner_url, keys.wrapper_from(settings), str(clinic.id), retire=True
+        database.owner_url,
+        keys.wrapper_from(settings),
+        storage_from(settings),
+        str(clinic.id),
+        retire=True,
     )
 
     assert (done.left, done.retired) == (0, [1])
