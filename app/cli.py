@@ -400,7 +400,8 @@ def _anchor(settings: Settings) -> None:
 
 def _retention(settings: Settings, *, apply: bool) -> None:
     """Sessions, tokens, account links and invitations of no more use, removed; clients
-    inactive past their clinic's policy, erased (issue 20, ADR 0031)."""
+    inactive past their clinic's policy, erased (issue 20, ADR 0031); medical records kept
+    past their clinic's policy, removed (ADR 0035)."""
     now = utcnow()
     cutoff = now - dt.timedelta(days=settings.retention_expired_days)
     with _as_roles(settings, "retention", "backup", "owner") as (backup, owner):
@@ -409,10 +410,17 @@ def _retention(settings: Settings, *, apply: bool) -> None:
         inactive = asyncio.run(
             client_retention.apply_policies(backup, owner, storage, now, apply=apply)
         )
+        expired = asyncio.run(
+            client_retention.remove_records(
+                backup, owner, storage, now, settings.record_minimum_years, apply=apply
+            )
+        )
     for purged in found:
         print(purged.line(applied=apply), flush=True)
     for clinic in inactive:
         print(clinic.line(applied=apply), flush=True)
+    for kept in expired:
+        print(kept.line(applied=apply), flush=True)
     if not apply:
         print(DRY_RUN, file=sys.stderr)
 

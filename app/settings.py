@@ -127,6 +127,10 @@ class StorageBackend(StrEnum):
 
 
 KEY_BYTES = 32
+ANY_COUNTRY = "*"
+"""In ``record_retention_years``: the minimum of a country not listed (or of a clinic that
+named none)."""
+RECORD_YEARS_MAX = 100
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 DEVELOPMENT_KEY_ID = "development"
 DEVELOPMENT_KEYRING = (
@@ -341,6 +345,12 @@ class Settings(BaseSettings):
     retention_expired_days: int = Field(default=30, ge=1, le=3650)
     """How long sessions and tokens expired or revoked, account links used or expired, and
     invitations settled are kept before ``vetify retention --apply`` removes them."""
+    record_retention_years: Annotated[dict[str, int], NoDecode] = {ANY_COUNTRY: 10}
+    """The legal minimum, in years after a patient's last visit, that medical records are kept
+    for, by country of the clinic (ISO 3166-1 alpha-2), ``*`` for any other:
+    ``*=10,GB=6,DE=10``. A clinic keeps its records this long, or longer if it says so; then
+    ``vetify retention --apply`` removes them (ADR 0035). The law is the operator's to read:
+    these are not legal advice."""
     export_valid_hours: int = Field(default=72, ge=1, le=720)
     """How long a client's export (``POST /api/v1/customers/{id}/export``) may be downloaded
     once it is ready; then its file is deleted (ADR 0030)."""
@@ -454,6 +464,33 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return LogFormat.json if self.env is Environment.production else LogFormat.text
+
+    @field_validator("record_retention_years", mode="before")
+    @classmethod
+    def _years_by_country(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("give COUNTRY=YEARS pairs, comma-separated: *=10,GB=6")
+            return {country.strip().upper(): years.strip() for country, years in pairs}
+        return value
+
+    @field_validator("record_retention_years")
+    @classmethod
+    def _minimums(cls, value: dict[str, int]) -> dict[str, int]:
+        if ANY_COUNTRY not in value:
+            raise ValueError(f"give the years for any other country too ({ANY_COUNTRY}=10)")
+        for country, years in value.items():
+            if country != ANY_COUNTRY and not re.fullmatch(r"[A-Z]{2}", country):
+                raise ValueError(f"{country!r} is not a country code like GB")
+            if not 1 <= years <= RECORD_YEARS_MAX:
+                raise ValueError(f"{country}: {years} years is not between 1 and 100")
+        return value
+
+    def record_minimum_years(self, country: str | None) -> int:
+        """The years a clinic of ``country`` must keep medical records for."""
+        table = self.record_retention_years
+        return table.get(country or ANY_COUNTRY, table[ANY_COUNTRY])
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -16,6 +16,10 @@ class Clinic(Entity, Base):
         CheckConstraint(
             "inactive_client_years BETWEEN 1 AND 50", name="inactive_client_years_range"
         ),
+        CheckConstraint(
+            "record_retention_years BETWEEN 1 AND 100", name="record_retention_years_range"
+        ),
+        CheckConstraint("country ~ '^[A-Z]{2}$'", name="country_code"),
     )
 
     name: Mapped[str] = mapped_column(String(200))
@@ -27,6 +31,12 @@ class Clinic(Entity, Base):
     # A client inactive this long is erased by `vetify retention --apply` (ADR 0031); None:
     # kept until erased on request.
     inactive_client_years: Mapped[int | None] = mapped_column(SmallInteger, server_default="7")
+    # Where the clinic practises (ISO 3166-1 alpha-2): its law's minimum for medical records
+    # (VETIFY_RECORD_RETENTION_YEARS); None: the minimum of any other country.
+    country: Mapped[str | None] = mapped_column(String(2))
+    # Years after a patient's last visit its records are kept, at least the country's minimum;
+    # None: that minimum. Then `vetify retention --apply` removes them (ADR 0035).
+    record_retention_years: Mapped[int | None] = mapped_column(SmallInteger)
     # The key of the clinic's blind indexes, sealed with its data key (app/keys/blind.py).
     index_key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 

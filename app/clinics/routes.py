@@ -63,8 +63,10 @@ async def get_clinic(caller: Reader, session: DbSession) -> ClinicOut:
     summary="Rename the clinic, change its time zone, require multi-factor authentication"
     " (a security setting: step-up)",
 )
-async def update_clinic(body: ClinicPatch, caller: Manager, session: DbSession) -> ClinicOut:
-    return ClinicOut.model_validate(await service.update(session, caller, body))
+async def update_clinic(
+    body: ClinicPatch, caller: Manager, session: DbSession, settings: AppSettings
+) -> ClinicOut:
+    return ClinicOut.model_validate(await service.update(session, caller, body, settings))
 
 
 @router.get("/locations", responses=READ, summary="List locations")

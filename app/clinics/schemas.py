@@ -9,6 +9,7 @@ from pydantic import Field
 from app.kit.types import (
     INTEGRAL,
     Address,
+    Country,
     Email,
     Id,
     Input,
@@ -23,6 +24,7 @@ from app.kit.types import (
     omittable,
     second_factor,
 )
+from app.settings import RECORD_YEARS_MAX
 
 
 class ClinicOut(Output):
@@ -31,10 +33,13 @@ class ClinicOut(Output):
     timezone: str
     require_mfa: bool
     inactive_client_years: int | None
+    country: str | None
+    record_retention_years: int | None
     created_at: dt.datetime
 
 
 Years = Annotated[int, Field(ge=1, le=50), INTEGRAL]
+RecordYears = Annotated[int, Field(ge=1, le=RECORD_YEARS_MAX), INTEGRAL]
 
 
 class ClinicPatch(Input):
@@ -50,6 +55,17 @@ class ClinicPatch(Input):
         default=None,
         description="Years without activity after which a client's personal data is erased"
         " (their animals' records are kept); null keeps clients until erased on request.",
+    )
+    country: Country | None = Field(
+        default=None,
+        description="Where the clinic practises (ISO 3166-1 alpha-2): its law's minimum for"
+        " keeping medical records applies. A security setting (step-up).",
+    )
+    record_retention_years: RecordYears | None = Field(
+        default=None,
+        description="Years after a patient's last visit that its medical records are kept, then"
+        " removed; at least the minimum of the clinic's country; null: that minimum. A security"
+        " setting (step-up).",
     )
 
 

@@ -15,28 +15,48 @@ from app.clinics.models import Clinic, Location, Room
 from app.clinics.schemas import ClinicPatch, LocationIn, LocationPatch, RoomIn, RoomPatch
 from app.db.repository import apply, get_or_404, of_clinic, referenced
 from app.db.tenancy import InClinic, Tenant, check_tenant, enter_tenant
+from app.kit.problems import FieldError, InvalidInput
+from app.settings import Settings
 
 
 async def current(session: AsyncSession, tenant: Tenant) -> Clinic:
     return await get_or_404(session, tenant, Clinic, tenant.clinic_id, "clinic")
 
 
-async def update(session: AsyncSession, caller: Principal, changes: ClinicPatch) -> Clinic:
+async def update(
+    session: AsyncSession, caller: Principal, changes: ClinicPatch, settings: Settings
+) -> Clinic:
     clinic = await current(session, caller)
-    if "require_mfa" in changes.model_fields_set and changes.require_mfa != clinic.require_mfa:
+    if changed(clinic, changes, "require_mfa"):
         # A security setting; a step-up also proves the caller's own second factor, so that
         # the one who turns the requirement on is not the first to be shut out.
         caller.require_step_up()
-    if (
-        "inactive_client_years" in changes.model_fields_set
-        and changes.inactive_client_years != clinic.inactive_client_years
-    ):
+    if changed(clinic, changes, "inactive_client_years"):
         # The next retention run erases, irreversibly, whom a shorter policy makes inactive:
         # a security setting too (ADR 0031), whichever way it moves, as require_mfa is.
         caller.require_step_up()
+    if changed(clinic, changes, "country", "record_retention_years"):
+        # A shorter keeping removes clinical records at the next retention run (ADR 0035).
+        caller.require_step_up()
     apply(clinic, changes)
+    minimum = settings.record_minimum_years(clinic.country)
+    if clinic.record_retention_years is not None and clinic.record_retention_years < minimum:
+        detail = (
+            f"Medical records must be kept at least {minimum} years where the clinic practises"
+            f" ({clinic.country or 'any country not listed'})."
+        )
+        field = FieldError(loc=["body", "record_retention_years"], msg=detail, type="too_short")
+        raise InvalidInput(detail, [field])
     await session.flush()
     return clinic
+
+
+def changed(clinic: Clinic, changes: ClinicPatch, *fields: str) -> bool:
+    """Whether ``changes`` sets any of ``fields`` to something else than ``clinic`` has."""
+    return any(
+        name in changes.model_fields_set and getattr(changes, name) != getattr(clinic, name)
+        for name in fields
+    )
 
 
 async def timezone_of(session: AsyncSession, tenant: Tenant) -> str:

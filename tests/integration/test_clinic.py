@@ -45,6 +45,8 @@ async def test_current_clinic_is_the_callers(client, world, role):
         "timezone": "Europe/Lisbon",
         "require_mfa": False,
         "inactive_client_years": 7,
+        "country": None,
+        "record_retention_years": None,
     }
 
 

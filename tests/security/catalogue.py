@@ -75,7 +75,7 @@ SESSION_ONLY: dict[tuple[str, str], str] = {
 """Routes that act on a login session, so the suites call them with a session cookie."""
 
 STEP_UP: dict[tuple[str, str], tuple[str, ...]] = {
-    ("PATCH", "/api/v1/clinics/current"): ("require_mfa", "client retention"),
+    ("PATCH", "/api/v1/clinics/current"): ("require_mfa", "client retention", "record retention"),
     ("PATCH", "/api/v1/staff/{user_id}"): ("administrators",),
     ("DELETE", "/api/v1/staff/{user_id}"): ("administrators",),
     ("POST", "/api/v1/staff/invitations"): ("invited administrators",),

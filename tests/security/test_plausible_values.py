@@ -102,6 +102,8 @@ NUMBERS: dict[str, tuple[float, float]] = {
     "expires_in_days": (1, 3650),
     # A clinic's client retention: from a year to fifty (ADR 0031).
     "inactive_client_years": (1, 50),
+    # How long a clinic keeps medical records: up to a century (ADR 0035).
+    "record_retention_years": (1, 100),
 }
 """The plausible range of each number, both ends included."""
 

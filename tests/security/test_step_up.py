@@ -77,6 +77,7 @@ LONGEST_ENUM = 12
 SETTINGS = (
     "require_mfa",
     "client retention",
+    "record retention",
     "administrators",
     "invited administrators",
     "locked accounts",
@@ -86,6 +87,10 @@ _SETTINGS_SQL = {
     # How long an inactive client keeps their identity: shortened, the next run erases.
     "client retention": "SELECT coalesce(inactive_client_years::text, 'none') FROM clinics"
     " WHERE id = :clinic",
+    # How long medical records are kept, and the country whose minimum applies: shortened, the
+    # next run removes records (ADR 0035).
+    "record retention": "SELECT concat_ws(' ', coalesce(country, 'none'),"
+    " coalesce(record_retention_years::text, 'none')) FROM clinics WHERE id = :clinic",
     "administrators": "SELECT concat_ws(' ', user_id, role, active) FROM memberships"
     " WHERE tenant_id = :clinic AND role::text = ANY(:roles)",
     "invited administrators": "SELECT concat_ws(' ', email, role) FROM invitations"

@@ -41,6 +41,8 @@ def _written(default: object) -> str:
         return default.get_secret_value()
     if isinstance(default, list):  # comma-separated settings
         return ",".join(map(str, default))
+    if isinstance(default, dict):  # comma-separated KEY=VALUE pairs
+        return ",".join(f"{key}={value}" for key, value in default.items())
     return str(default)
 
 

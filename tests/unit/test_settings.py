@@ -402,3 +402,34 @@ def test_production_needs_keys_of_its_own_or_a_kms_key(monkeypatch: pytest.Monke
     assert development not in str(error)
     production(monkeypatch, VETIFY_ENCRYPTION_KEYS=None, VETIFY_KMS_KEY_ID="alias/vetify")
     assert Settings().kms_key_id == "alias/vetify"
+
+
+# -- record retention (ADR 0035) --------------------------------------------------------------
+def test_record_retention_minimums_are_years_by_country_with_one_for_any_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().record_minimum_years("GB") == 10  # the default: *=10
+    monkeypatch.setenv("VETIFY_RECORD_RETENTION_YEARS", " *=10, gb=6 ,DE=3")
+    settings = Settings()
+    assert settings.record_retention_years == {"*": 10, "GB": 6, "DE": 3}
+    assert [settings.record_minimum_years(c) for c in ("GB", "DE", "FR", None)] == [6, 3, 10, 10]
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("GB=6", "any other country too"),
+        ("*=0", "not between 1 and 100"),
+        ("*=101", "not between 1 and 100"),
+        ("*=10,GBR=6", "not a country code"),
+        ("*=10,GB", "COUNTRY=YEARS pairs"),
+        ("*=ten", "valid integer"),
+    ],
+)
+def test_a_malformed_record_retention_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    monkeypatch.setenv("VETIFY_RECORD_RETENTION_YEARS", value)
+    with pytest.raises(ConfigurationError, match="VETIFY_RECORD_RETENTION_YEARS") as info:
+        Settings()
+    assert said in str(info.value)
