@@ -14,6 +14,7 @@ from app.auth.models import Role
 class Action(StrEnum):
     clinic_read = "clinic:read"
     clinic_manage = "clinic:manage"
+    clinic_export = "clinic:export"  # the whole clinic in one archive: the owner's only
     staff_read = "staff:read"
     staff_manage = "staff:manage"
     customers_read = "customers:read"
@@ -44,11 +45,13 @@ PAYMENT_EXEMPT = frozenset(
         Action.staff_manage,
         Action.billing_manage,
         Action.customers_privacy,
+        Action.clinic_export,
     }
 )
 """What a read-only clinic (unpaid) may still write: its own log-in and tokens (to export), its
-staff (taking a departed member's access away never waits on payment), paying, and its
-clients' data-protection rights (a legal duty that does not wait on payment either)."""
+staff (taking a departed member's access away never waits on payment), paying, its clients'
+data-protection rights (a legal duty that does not wait on payment either), and taking its
+whole data away (a clinic that leaves has stopped paying)."""
 
 
 _READ = {

@@ -132,6 +132,12 @@ async def open_file(
     await asyncio.to_thread(sealing.open_file, key, source, sink, aad)
 
 
+async def current_key(session: AsyncSession, scope: str) -> tuple[int, bytes]:
+    """The scope's current data key and its version, for sealing a file outside a transaction
+    (:func:`app.kit.sealing.seal_file`): what :func:`seal_file` seals with."""
+    return await _current_key(session, scope)
+
+
 async def _current_key(session: AsyncSession, scope: str) -> tuple[int, bytes]:
     known = _current.get(scope)
     if known is None or time.monotonic() - known[1] >= CURRENT_FOR_SECONDS:

@@ -14,6 +14,10 @@ ADR 0030).
   sent. A second download, or one after expiry, is ``410 export-gone``.
 
 An erased client's exports not yet downloaded expire with the erasure (:func:`withdraw`).
+
+The whole clinic's export (no ``customer_id``; its owner's, when the clinic leaves: ADR 0036) is
+the same row, job, sealing, single download and expiry; only its contents differ
+(:mod:`app.privacy.archive`), and each kind is found only through its own routes.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any, TypeVar, cast
 from anyio import to_thread
 from pydantic_core import to_jsonable_python
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.appointments import service as appointments
@@ -43,15 +47,17 @@ from app.customers import service as customers
 from app.customers.models import ConsentEvent, Customer
 from app.db.base import Entity
 from app.db.repository import belongs_to, find, get_or_404, of_clinic
-from app.db.tenancy import Tenant
+from app.db.tenancy import Tenant, enter_tenant
 from app.keys import rotation
 from app.keys import service as keys
+from app.kit import sealing
 from app.kit.clock import utcnow
-from app.kit.problems import Conflict, Problem
+from app.kit.problems import Conflict, NotFound, Problem
 from app.kit.sealing import Unreadable
 from app.kit.storage import ObjectMissing, Storage, discard, new_key, staging_file
 from app.pets import service as pets
 from app.pets.models import Pet, WeightMeasurement
+from app.privacy import archive as archive_of_clinic
 from app.privacy.models import ClientExport, ExportStatus
 from app.queue import enqueue
 from app.records import service as records
@@ -100,15 +106,17 @@ def scope(tenant: Tenant) -> str:
 async def request(
     session: AsyncSession,
     tenant: Tenant,
-    customer_id: uuid.UUID,
+    customer_id: uuid.UUID | None,
     by: uuid.UUID,
     valid: dt.timedelta,
 ) -> ClientExport:
-    # Under the customer's lock: an erasure under way finishes first (and this is refused).
-    customer = await customers.get_to_change(session, tenant, customer_id)
+    """A client's export asked for, or (``customer_id`` None) the whole clinic's."""
+    if customer_id is not None:
+        # Under the customer's lock: an erasure under way finishes first (and this is refused).
+        customer_id = (await customers.get_to_change(session, tenant, customer_id)).id
     export = ClientExport(
         tenant_id=tenant.clinic_id,
-        customer_id=customer.id,
+        customer_id=customer_id,
         requested_by=by,
         expires_at=utcnow() + valid,
     )
@@ -118,51 +126,94 @@ async def request(
     return export
 
 
-async def get(session: AsyncSession, tenant: Tenant, export_id: uuid.UUID) -> ClientExport:
-    return await get_or_404(session, tenant, ClientExport, export_id, "export")
+async def get(
+    session: AsyncSession,
+    tenant: Tenant,
+    export_id: uuid.UUID,
+    *,
+    whole: bool = False,
+    lock: bool = False,
+) -> ClientExport:
+    """A client's export, or (``whole``) the clinic's: neither is found as the other (a manager
+    takes a client's, only the owner the whole clinic's)."""
+    export = await find(session, tenant, ClientExport, export_id, lock=lock)
+    if export is None or (export.customer_id is None) != whole:
+        raise NotFound("No export with this id.")
+    return export
 
 
 async def build(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     tenant: Tenant,
     storage: Storage,
     export_id: uuid.UUID,
     valid: dt.timedelta,
 ) -> bool:
     """The export built, sealed and stored, if it is still pending (False: nothing to do). The
-    stored file's deletion is scheduled for when it expires."""
-    export = await find(session, tenant, ClientExport, export_id, lock=True)
-    if export is None or export.status is not ExportStatus.pending:
-        return False
+    stored file's deletion is scheduled for when it expires.
+
+    In three steps, so that no transaction waits on the longest part: the archive written from
+    the database (a transaction of reads); sealed and stored (none); the export made ready (a
+    short one, which finds it no longer pending if its client was erased meanwhile: the file
+    then goes at once)."""
     archive = await to_thread.run_sync(staging_file, storage)
     sealed = await to_thread.run_sync(staging_file, storage)
+    try:
+        async with sessions() as session, session.begin():
+            await enter_tenant(session, tenant.clinic_id)
+            export = await find(session, tenant, ClientExport, export_id)
+            if export is None or export.status is not ExportStatus.pending:
+                return False
+            if export.customer_id is None:
+                await archive_of_clinic.write(session, tenant, storage, archive)
+            else:
+                await _write_client(session, tenant, storage, export, export.customer_id, archive)
+            version, key = await keys.current_key(session, scope(tenant))
+        digest, size = await to_thread.run_sync(_digest, archive)
+        aad = sealing.file_aad(scope(tenant), SEALED_AS, export_id)
+        await to_thread.run_sync(sealing.seal_file, key, version, archive, sealed, aad)
+        stored = new_key(tenant.clinic_id)
+        await storage.put(stored, sealed)
+    finally:
+        for path in (archive, sealed):
+            await discard(path)
+    async with sessions() as session, session.begin():
+        await enter_tenant(session, tenant.clinic_id)
+        export = await find(session, tenant, ClientExport, export_id, lock=True)
+        if export is not None and export.status is ExportStatus.pending:
+            now = utcnow()
+            export.status, export.ready_at, export.expires_at = ExportStatus.ready, now, now + valid
+            export.storage_key, export.size_bytes, export.sha256 = stored, size, digest
+            export.sealed_with = version
+            await session.flush()
+            await enqueue(
+                session,
+                EXPIRE,
+                schedule_at=export.expires_at,
+                clinic_id=str(tenant.clinic_id),
+                export_id=str(export.id),
+                storage_key=stored,
+            )
+            return True
+    await storage.delete(stored)  # withdrawn while it was being built
+    return False
+
+
+async def _write_client(
+    session: AsyncSession,
+    tenant: Tenant,
+    storage: Storage,
+    export: ClientExport,
+    customer_id: uuid.UUID,
+    archive: Path,
+) -> None:
     copies: list[Path] = []  # the attachments' plaintext copies: gone whatever happens
     try:
-        contents = await _contents(session, tenant, storage, export, copies)
+        contents = await _contents(session, tenant, storage, export, customer_id, copies)
         await to_thread.run_sync(_write_zip, archive, contents)
-        digest, size = await to_thread.run_sync(_digest, archive)
-        version = await keys.seal_file(
-            session, scope(tenant), SEALED_AS, export.id, archive, sealed
-        )
-        key = new_key(tenant.clinic_id)
-        await storage.put(key, sealed)
     finally:
-        for path in (archive, sealed, *copies):
+        for path in copies:
             await discard(path)
-    now = utcnow()
-    export.status, export.ready_at, export.expires_at = ExportStatus.ready, now, now + valid
-    export.storage_key, export.size_bytes, export.sha256 = key, size, digest
-    export.sealed_with = version
-    await session.flush()
-    await enqueue(
-        session,
-        EXPIRE,
-        schedule_at=export.expires_at,
-        clinic_id=str(tenant.clinic_id),
-        export_id=str(export.id),
-        storage_key=key,
-    )
-    return True
 
 
 async def failed(session: AsyncSession, tenant: Tenant, export_id: uuid.UUID) -> None:
@@ -178,9 +229,11 @@ async def failed(session: AsyncSession, tenant: Tenant, export_id: uuid.UUID) ->
     await session.flush()
 
 
-async def take(session: AsyncSession, tenant: Tenant, export_id: uuid.UUID) -> ClientExport:
+async def take(
+    session: AsyncSession, tenant: Tenant, export_id: uuid.UUID, *, whole: bool = False
+) -> ClientExport:
     """The ready export, marked downloaded (in this transaction): it is served once."""
-    export = await get_or_404(session, tenant, ClientExport, export_id, "export", lock=True)
+    export = await get(session, tenant, export_id, whole=whole, lock=True)
     now = utcnow()
     if export.status is ExportStatus.pending:
         raise ExportNotReady()
@@ -264,9 +317,10 @@ async def _contents(
     tenant: Tenant,
     storage: Storage,
     export: ClientExport,
+    customer_id: uuid.UUID,
     copies: list[Path],
 ) -> Contents:
-    customer = await get_or_404(session, tenant, Customer, export.customer_id, "customer")
+    customer = await get_or_404(session, tenant, Customer, customer_id, "customer")
     pet_rows = await _of(session, tenant, Pet, Pet.customer_id, [customer.id])
     pet_ids = [p.id for p in pet_rows]
     record_rows = await _of(session, tenant, MedicalRecord, MedicalRecord.pet_id, pet_ids)

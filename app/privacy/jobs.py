@@ -34,9 +34,7 @@ async def build_export(context: JobContext, clinic_id: str, export_id: str) -> N
     tenant = InClinic(uuid.UUID(clinic_id))
     valid = dt.timedelta(hours=vetify.settings.export_valid_hours)
     try:
-        async with vetify.sessions() as session, session.begin():
-            await enter_tenant(session, tenant.clinic_id)
-            await exports.build(session, tenant, storage, uuid.UUID(export_id), valid)
+        await exports.build(vetify.sessions, tenant, storage, uuid.UUID(export_id), valid)
     except Exception:
         if context.job is not None and context.job.attempts >= RETRIES:
             log.exception("export %s failed for good", export_id)

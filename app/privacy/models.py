@@ -19,8 +19,9 @@ class ExportStatus(StrEnum):
 
 
 class ClientExport(TenantScoped, Base):
-    """A client's data as one archive (access and portability, GDPR arts. 15 and 20), built by
-    a job, stored sealed with the clinic's key, downloaded once before it expires."""
+    """A client's data as one archive (access and portability, GDPR arts. 15 and 20), or, with
+    no ``customer_id``, the whole clinic's (its exit, ADR 0036): built by a job, stored sealed
+    with the clinic's key, downloaded once before it expires."""
 
     __tablename__ = "client_exports"
     __table_args__ = (
@@ -32,7 +33,7 @@ class ClientExport(TenantScoped, Base):
         ),
     )
 
-    customer_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     requested_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     status: Mapped[ExportStatus] = mapped_column(
         pg_enum(ExportStatus, "export_status"), default=ExportStatus.pending

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
 from app.audit import trail
-from app.auth.deps import requires
+from app.auth.deps import AppSettings, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.customers import service as customers
@@ -23,14 +24,15 @@ from app.kit.problems import Forbidden, InvalidInput, NotFound, Unauthenticated,
 from app.kit.storage import Storage, Store, discard
 from app.privacy import exports, service
 from app.privacy.models import ClientExport
-from app.privacy.schemas import ErasureOut, ExportOut, LegalHoldIn
-from app.settings import Settings
+from app.privacy.schemas import ClinicExportOut, ErasureOut, ExportOut, LegalHoldIn
 
 router = APIRouter(prefix="/api/v1", tags=["privacy"])
 Officer = Annotated[Principal, Depends(requires(Action.customers_privacy))]
+Owner = Annotated[Principal, Depends(requires(Action.clinic_export))]
 REFUSED = (Unauthenticated, Forbidden, NotFound, customers.CustomerErased, InvalidInput)
 CUSTOMER = "/customers/{customer_id}"
 EXPORT = "/client-exports/{export_id}"
+CLINIC_EXPORT = "/clinic-exports/{clinic_export_id}"
 
 
 @router.post(
@@ -88,9 +90,8 @@ async def lift_customer_hold(customer_id: uuid.UUID, caller: Officer, session: D
     " before `expires_at`.",
 )
 async def export_customer(
-    customer_id: uuid.UUID, caller: Officer, session: DbSession, request: Request
+    customer_id: uuid.UUID, caller: Officer, session: DbSession, settings: AppSettings
 ) -> ExportOut:
-    settings: Settings = request.app.state.settings
     valid = dt.timedelta(hours=settings.export_valid_hours)
     return _out(await exports.request(session, caller, customer_id, caller.user_id, valid))
 
@@ -101,42 +102,91 @@ async def get_client_export(export_id: uuid.UUID, caller: Officer, session: DbSe
     return _out(await exports.get(session, caller, export_id))
 
 
+DOWNLOAD_RESPONSES = {
+    200: {
+        "description": "The archive (a zip), whole and once (no ranges): it is deleted when sent",
+        "content": {exports.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "Content-Disposition": {"schema": {"type": "string"}},
+            "Repr-Digest": {"schema": {"type": "string"}},
+        },
+    },
+    **responses(
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        exports.ExportNotReady,
+        exports.ExportGone,
+        exports.ExportCorrupted,
+        InvalidInput,
+    ),
+}
+
+
 @router.get(
     f"{EXPORT}/content",
     response_class=Response,
-    responses={
-        200: {
-            "description": "The archive (a zip), whole and once (no ranges): it is deleted"
-            " when sent",
-            "content": {exports.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
-            "headers": {
-                "Content-Disposition": {"schema": {"type": "string"}},
-                "Repr-Digest": {"schema": {"type": "string"}},
-            },
-        },
-        **responses(
-            Unauthenticated,
-            Forbidden,
-            NotFound,
-            exports.ExportNotReady,
-            exports.ExportGone,
-            exports.ExportCorrupted,
-            InvalidInput,
-        ),
-    },
+    responses=DOWNLOAD_RESPONSES,
     summary="Download a client's export (once)",
 )
 async def download_client_export(
     export_id: uuid.UUID, caller: Officer, session: DbSession, storage: Store
 ) -> Response:
     export = await exports.take(session, caller, export_id)
+    return await _download(session, caller, storage, export, f"client-{export.customer_id}.zip")
+
+
+@router.post(
+    "/clinics/current/export",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=responses(Unauthenticated, Forbidden, InvalidInput),
+    summary="Export the whole clinic as one archive (the owner's, e.g. when it leaves)",
+    description="A job builds a zip of every table of the clinic's as JSON Lines (sealed values"
+    " opened; credentials' hashes, blind indexes and storage keys left out), its staff, and"
+    " every attachment's file, with a manifest of every file's SHA-256. Allowed whether or not"
+    " the subscription is paid. Follow the export's status; once `ready`, download it once,"
+    " before `expires_at`.",
+)
+async def export_clinic(
+    caller: Owner, session: DbSession, settings: AppSettings
+) -> ClinicExportOut:
+    valid = dt.timedelta(hours=settings.export_valid_hours)
+    export = await exports.request(session, caller, None, caller.user_id, valid)
+    return ClinicExportOut.model_validate(export)
+
+
+@router.get(CLINIC_EXPORT, responses=responses(Unauthenticated, Forbidden, NotFound, InvalidInput))
+async def get_clinic_export(
+    clinic_export_id: uuid.UUID, caller: Owner, session: DbSession
+) -> ClinicExportOut:
+    """The whole clinic's export: its status, and when it expires."""
+    export = await exports.get(session, caller, clinic_export_id, whole=True)
+    return ClinicExportOut.model_validate(export)
+
+
+@router.get(
+    f"{CLINIC_EXPORT}/content",
+    response_class=Response,
+    responses=DOWNLOAD_RESPONSES,
+    summary="Download the whole clinic's export (once)",
+)
+async def download_clinic_export(
+    clinic_export_id: uuid.UUID, caller: Owner, session: DbSession, storage: Store
+) -> Response:
+    export = await exports.take(session, caller, clinic_export_id, whole=True)
+    return await _download(session, caller, storage, export, f"clinic-{caller.clinic_id}.zip")
+
+
+async def _download(
+    session: AsyncSession, caller: Principal, storage: Storage, export: ClientExport, name: str
+) -> Response:
     archive = await exports.opened(session, caller, storage, export)
-    trail.read(session, export)  # who took which client's data away is part of the trail
+    trail.read(session, export)  # who took which data away is part of the trail
     return WholeDownload(
         archive,
         media_type=exports.MEDIA_TYPE,
         headers={
-            "Content-Disposition": content_disposition(f"client-{export.customer_id}.zip"),
+            "Content-Disposition": content_disposition(name),
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": DOWNLOAD_POLICY,
             "Cache-Control": "private, no-store",

@@ -36,12 +36,11 @@ class ErasureOut(Output):
     """Exports of the client not yet downloaded: expired, their files deleted."""
 
 
-class ExportOut(Output):
-    """A client's export: ``pending`` while the job builds it, then ``ready`` to be downloaded
-    once (``GET /api/v1/client-exports/{id}/content``) before ``expires_at``."""
+class ClinicExportOut(Output):
+    """The whole clinic's export: ``pending`` while the job builds it, then ``ready`` to be
+    downloaded once (``GET /api/v1/clinic-exports/{id}/content``) before ``expires_at``."""
 
     id: uuid.UUID
-    customer_id: uuid.UUID
     requested_by: uuid.UUID
     status: ExportStatus
     created_at: dt.datetime
@@ -49,3 +48,10 @@ class ExportOut(Output):
     ready_at: dt.datetime | None
     downloaded_at: dt.datetime | None
     size_bytes: int | None
+
+
+class ExportOut(ClinicExportOut):
+    """A client's export: ``pending`` while the job builds it, then ``ready`` to be downloaded
+    once (``GET /api/v1/client-exports/{id}/content``) before ``expires_at``."""
+
+    customer_id: uuid.UUID

@@ -208,6 +208,13 @@ class World:
 
     async def client_export(self, clinic: ClinicWorld, customer_id: uuid.UUID) -> ClientExport:
         """A client's export, built as the job builds it: ready to be downloaded (once)."""
+        return await self._export(clinic, customer_id)
+
+    async def clinic_export(self, clinic: ClinicWorld) -> ClientExport:
+        """The whole clinic's export, built as the job builds it: ready to be downloaded."""
+        return await self._export(clinic, None)
+
+    async def _export(self, clinic: ClinicWorld, customer_id: uuid.UUID | None) -> ClientExport:
         async with self.session(clinic.id) as session:
             export: ClientExport = await create(
                 session,
@@ -215,9 +222,9 @@ class World:
                 customer_id=customer_id,
                 requested_by=clinic.owner.user.id,
             )
-            valid = dt.timedelta(hours=self.settings.export_valid_hours)
-            tenant = InClinic(clinic.id)
-            assert await exports.build(session, tenant, self.storage, export.id, valid)
+        valid = dt.timedelta(hours=self.settings.export_valid_hours)
+        tenant = InClinic(clinic.id)
+        assert await exports.build(self._sessions, tenant, self.storage, export.id, valid)
         return export
 
     @property

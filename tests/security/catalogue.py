@@ -57,6 +57,7 @@ EXEMPT: dict[tuple[str, str], str] = {
 
 SINGLE_USE: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/client-exports/{export_id}/content"): "a client's export is downloaded once",
+    ("GET", "/api/v1/clinic-exports/{clinic_export_id}/content"): "as a client's export",
 }
 """Reads whose success uses their resource up, with why: the suites that send one several
 times make a new resource for each request."""
@@ -101,6 +102,7 @@ ID_KINDS: dict[str, str] = {
     "record_id": "medical_record",
     "attachment_id": "attachment",
     "export_id": "client_export",
+    "clinic_export_id": "clinic_export",
     "user_id": "member",
     "vet_id": "vet",
     "invitation_id": "invitation",

@@ -139,6 +139,10 @@ async def _client_export(world: World, clinic: ClinicWorld, actor: Actor) -> uui
     return uuid.UUID(str(export.id))
 
 
+async def _clinic_export(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
+    return uuid.UUID(str((await world.clinic_export(clinic)).id))
+
+
 async def _member(world: World, clinic: ClinicWorld, actor: Actor) -> uuid.UUID:
     async with world.session(clinic.id) as session:
         user = await create(session, UserFactory)
@@ -184,6 +188,7 @@ MAKERS: dict[str, Maker] = {
     "medical_record": _record,
     "attachment": _attachment,
     "client_export": _client_export,
+    "clinic_export": _clinic_export,
     "member": _member,
     "token": _token,
     "invitation": _invitation,
@@ -246,6 +251,7 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
     attachment = await world.attach(clinic, record.id, files.png_with_comment(f"{clinic.id}"))
     estate.invitation_token = secret
     client_export = (await world.client_export(clinic, customer.id)).id
+    clinic_export = (await world.clinic_export(clinic)).id
     await renew_links(world, estate)
     estate.ids = {
         "clinic": clinic.id,
@@ -258,6 +264,7 @@ async def furnish(world: World, clinic: ClinicWorld) -> Estate:
         "medical_record": record.id,
         "attachment": attachment.id,
         "client_export": client_export,
+        "clinic_export": clinic_export,
         "invitation": invitation.id,
         "token": credential.id,
         "member": clinic.actors[Role.technician].user.id,

@@ -22,6 +22,7 @@ ROLES = [Role.owner, Role.admin, Role.vet, Role.technician, Role.receptionist, R
 MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "clinic:read":        (1, 1, 1, 1, 1, 1),
     "clinic:manage":      (1, 1, 0, 0, 0, 0),
+    "clinic:export":      (1, 0, 0, 0, 0, 0),
     "staff:read":         (1, 1, 1, 1, 1, 1),
     "staff:manage":       (1, 1, 0, 0, 0, 0),
     "customers:read":     (1, 1, 1, 1, 1, 1),

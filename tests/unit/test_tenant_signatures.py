@@ -35,6 +35,7 @@ NO_TENANT = {
     "app.keys.service.unseal_bytes",
     "app.keys.service.seal_file",
     "app.keys.service.open_file",
+    "app.keys.service.current_key",
     "app.keys.service.rotate_kek",
 }
 
