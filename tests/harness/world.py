@@ -225,7 +225,11 @@ class World:
         valid = dt.timedelta(hours=self.settings.export_valid_hours)
         tenant = InClinic(clinic.id)
         assert await exports.build(self._sessions, tenant, self.storage, export.id, valid)
-        return export
+        async with self.session(clinic.id) as session:
+            built: ClientExport = await exports.get(
+                session, tenant, export.id, whole=customer_id is None
+            )
+        return built  # ready, with its file
 
     @property
     def storage(self) -> Storage:
