@@ -28,7 +28,10 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from app import health
+from app import (
+    health,
+    models,  # noqa: F401  (every table: the metadata complete, for exports and deletion)
+)
 from app.audit import anchors, retention, security
 from app.audit import service as audit
 from app.auth import retention as auth_retention
@@ -47,6 +50,7 @@ from app.kit.usage import Usage
 from app.main import create_app, dependency_probes
 from app.observability import errors, logs, scrape, tracing, usage, usage_report
 from app.observability.dependencies import Report, Status
+from app.privacy import departure
 from app.privacy import retention as client_retention
 from app.queue import Worker
 from app.settings import ConfigurationError, Environment, LogFormat, Settings, key_bytes
@@ -401,7 +405,7 @@ def _anchor(settings: Settings) -> None:
 def _retention(settings: Settings, *, apply: bool) -> None:
     """Sessions, tokens, account links and invitations of no more use, removed; clients
     inactive past their clinic's policy, erased (issue 20, ADR 0031); medical records kept
-    past their clinic's policy, removed (ADR 0035)."""
+    past their clinic's policy, removed (ADR 0035); clinics that left, deleted (ADR 0037)."""
     now = utcnow()
     cutoff = now - dt.timedelta(days=settings.retention_expired_days)
     with _as_roles(settings, "retention", "backup", "owner") as (backup, owner):
@@ -415,12 +419,18 @@ def _retention(settings: Settings, *, apply: bool) -> None:
                 backup, owner, storage, now, settings.record_minimum_years, apply=apply
             )
         )
+        after = dt.timedelta(days=settings.clinic_deletion_days)
+        departed = asyncio.run(
+            departure.delete_departed(backup, owner, storage, now, after, apply=apply)
+        )
     for purged in found:
         print(purged.line(applied=apply), flush=True)
     for clinic in inactive:
         print(clinic.line(applied=apply), flush=True)
     for kept in expired:
         print(kept.line(applied=apply), flush=True)
+    for gone in departed:
+        print(gone.line(applied=apply), flush=True)
     if not apply:
         print(DRY_RUN, file=sys.stderr)
 

@@ -10,6 +10,7 @@ from app.customers.models import ConsentEvent, Customer
 from app.db.base import Base
 from app.observability.usage import ClinicUsage
 from app.pets.models import Pet, WeightMeasurement
+from app.privacy.models import ClientExport
 from app.records.models import Addendum, MedicalRecord, Prescription, Vaccination
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "AuditHead",
     "Base",
     "BillingAccount",
+    "ClientExport",
     "Clinic",
     "ClinicUsage",
     "ConsentEvent",

@@ -345,6 +345,10 @@ class Settings(BaseSettings):
     retention_expired_days: int = Field(default=30, ge=1, le=3650)
     """How long sessions and tokens expired or revoked, account links used or expired, and
     invitations settled are kept before ``vetify retention --apply`` removes them."""
+    clinic_deletion_days: int = Field(default=90, ge=30, le=3650)
+    """How long after a clinic stopped being a customer (its subscription ended, or its trial
+    with none begun) ``vetify retention --apply`` deletes its data: time for its owner to take
+    it away (``POST /api/v1/clinics/current/export``) or to pay again (ADR 0037)."""
     record_retention_years: Annotated[dict[str, int], NoDecode] = {ANY_COUNTRY: 10}
     """The legal minimum, in years after a patient's last visit, that medical records are kept
     for, by country of the clinic (ISO 3166-1 alpha-2), ``*`` for any other:

@@ -56,6 +56,28 @@ def writable(account: BillingAccount | None, settings: Settings, now: dt.datetim
     )
 
 
+_ENDED = frozenset({SubscriptionStatus.canceled, SubscriptionStatus.incomplete_expired})
+
+
+def ended_at(
+    status: SubscriptionStatus,
+    *,
+    subscribed: bool,
+    trial_ends_at: dt.datetime | None,
+    current_period_end: dt.datetime | None,
+    synced_at: dt.datetime | None,
+) -> dt.datetime | None:
+    """When the clinic stopped being a customer: its subscription canceled or expired (at the
+    end of the last period paid for, else when we learnt it), or its own trial over with no
+    subscription ever begun. None while it is one, or may still pay (past due, unpaid, paused,
+    a first payment in progress): those are read-only, never gone."""
+    if status in _ENDED:
+        return current_period_end or synced_at
+    if status is SubscriptionStatus.trialing and not subscribed:
+        return trial_ends_at
+    return None
+
+
 def grace_ends_at(
     status: SubscriptionStatus, past_due_since: dt.datetime | None, grace: dt.timedelta
 ) -> dt.datetime | None:

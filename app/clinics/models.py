@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from sqlalchemy import BigInteger, CheckConstraint, LargeBinary, SmallInteger, String, false
@@ -37,6 +38,9 @@ class Clinic(Entity, Base):
     # Years after a patient's last visit its records are kept, at least the country's minimum;
     # None: that minimum. Then `vetify retention --apply` removes them (ADR 0035).
     record_retention_years: Mapped[int | None] = mapped_column(SmallInteger)
+    # When its data was deleted, after it left (ADR 0037): the row stays, named no more, for its
+    # audit trail (kept for its own retention).
+    deleted_at: Mapped[dt.datetime | None]
     # The key of the clinic's blind indexes, sealed with its data key (app/keys/blind.py).
     index_key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 

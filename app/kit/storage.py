@@ -60,6 +60,9 @@ class Storage(Protocol):
     async def delete(self, key: str) -> None:
         """Remove the object; absent is fine."""
 
+    async def delete_clinic(self, clinic_id: uuid.UUID) -> int:
+        """Remove every object of the clinic (every key under its id); returns how many."""
+
 
 def staging_file(storage: Storage) -> Path:
     """A new empty file in the storage's staging directory, only the service may read."""
@@ -101,9 +104,23 @@ class LocalStorage:
     async def delete(self, key: str) -> None:
         await to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
 
+    async def delete_clinic(self, clinic_id: uuid.UUID) -> int:
+        folder = self.root / str(uuid.UUID(str(clinic_id)))  # a UUID: never outside root
+
+        def remove() -> int:
+            found = [path for path in folder.glob("*") if path.is_file()]
+            shutil.rmtree(folder, ignore_errors=True)
+            return len(found)
+
+        return await to_thread.run_sync(remove)
+
 
 class S3Storage:
     """Objects in one bucket, keyed ``{clinic}/{uuid}``; boto3's blocking calls run in threads."""
+
+    list_page = 1000
+    """Keys listed a page at a time when a clinic's objects are deleted: S3's most, and the
+    most one ``delete_objects`` takes."""
 
     def __init__(self, settings: Settings, staging_dir: Path) -> None:
         import boto3  # only when configured: the local default needs no AWS SDK at start-up
@@ -171,6 +188,26 @@ class S3Storage:
             await to_thread.run_sync(
                 lambda: self.client.delete_object(Bucket=self.bucket, Key=_checked(key))
             )
+
+    async def delete_clinic(self, clinic_id: uuid.UUID) -> int:
+        prefix = f"{uuid.UUID(str(clinic_id))}/"
+
+        def remove() -> int:
+            removed = 0
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.list_page}
+            )
+            for page in pages:  # at most what one delete_objects takes
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if keys:
+                    self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}
+                    )
+                    removed += len(keys)
+            return removed
+
+        with _unavailable():
+            return await to_thread.run_sync(remove)
 
 
 @contextlib.contextmanager

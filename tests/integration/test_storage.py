@@ -15,6 +15,7 @@ import pytest
 from app.db.embedded import free_port
 from app.kit.storage import (
     ObjectMissing,
+    S3Storage,
     Storage,
     StorageUnavailable,
     new_key,
@@ -77,6 +78,23 @@ async def test_keys_of_two_clinics_never_collide(storage: Storage, tmp_path: Pat
 
     assert (tmp_path / "ours").read_bytes() == b"ours"
     assert ours.split("/")[0] != theirs.split("/")[0]
+
+
+async def test_deleting_a_clinic_removes_every_object_of_its_and_none_of_another(
+    storage: Storage, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(S3Storage, "list_page", 2)  # several pages of S3's listing
+    leaving, staying = uuid.uuid4(), uuid.uuid4()
+    theirs = new_key(staying)
+    await storage.put(theirs, _staged(storage, b"theirs"))
+    for n in range(5):
+        await storage.put(new_key(leaving), _staged(storage, b"%d" % n))
+
+    assert await storage.delete_clinic(leaving) == 5
+    assert await storage.delete_clinic(leaving) == 0  # gone already: nothing to do
+
+    await storage.get(theirs, tmp_path / "theirs")
+    assert (tmp_path / "theirs").read_bytes() == b"theirs"
 
 
 # Fixed ids (not uuid4()): every pytest-xdist worker must collect the same test names.
