@@ -53,11 +53,12 @@ READS_AUDITED = frozenset(
         "GET /api/v1/medical-records/{record_id}",
         "GET /api/v1/attachments/{attachment_id}/content",
         "GET /api/v1/client-exports/{export_id}/content",
+        "GET /api/v1/clinic-exports/{clinic_export_id}/content",
         "GET /api/v1/audit-events/export",
     }
 )
-"""Reads the trail records (opening a record, taking a file, taking a client's export or the
-trail itself away);
+"""Reads the trail records (opening a record, taking a file, taking a client's or the whole
+clinic's export or the trail itself away);
 every other read records nothing."""
 DERIVED = frozenset({"auth_epoch"})
 """Columns the database moves by trigger when something else changed (migration 0008)."""
