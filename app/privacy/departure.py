@@ -25,23 +25,30 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Table, delete, func, select, text, update
+from sqlalchemy import Row, Table, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.billing import access
 from app.billing.models import BillingAccount, SubscriptionStatus
 from app.clinics.models import Clinic
 from app.db.base import Base
-from app.db.session import role_engine
 from app.keys.models import DataKey
 from app.kit.clock import utcnow
 from app.kit.storage import Storage
+from app.privacy import retention
 
 KEPT = frozenset({"audit_events", "audit_heads", "billing_accounts"})
 """Tables whose rows of the clinic's step 2 leaves: its trail, and the billing account that
 says it left (deleted in step 4)."""
 DELETED_NAME = "Deleted clinic"
+CLINICS = (
+    "SELECT c.id, b.status, b.stripe_subscription_id IS NOT NULL AS subscribed,"
+    " b.trial_ends_at, b.current_period_end, b.synced_at FROM clinics c"
+    " JOIN billing_accounts b ON b.tenant_id = c.id WHERE c.deleted_at IS NULL ORDER BY c.id"
+)
+"""The clinics not deleted yet, and what says whether they left, and when."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,35 +82,20 @@ async def delete_departed(
 ) -> list[Departed]:
     """Every clinic that stopped being a customer longer than ``after`` ago, deleted (or, without
     ``apply``, counted)."""
-    reader, owner = (role_engine(url) for url in (backup_url, owner_url))
-    try:
-        async with reader.connect() as connection:
-            found = (
-                await connection.execute(
-                    text(
-                        "SELECT c.id, b.status, b.stripe_subscription_id IS NOT NULL AS subscribed,"
-                        " b.trial_ends_at, b.current_period_end, b.synced_at FROM clinics c"
-                        " JOIN billing_accounts b ON b.tenant_id = c.id"
-                        " WHERE c.deleted_at IS NULL ORDER BY c.id"
-                    )
-                )
-            ).all()
-        departed = []
-        for row in found:
-            ended = access.ended_at(
-                SubscriptionStatus(row.status),
-                subscribed=row.subscribed,
-                trial_ends_at=row.trial_ends_at,
-                current_period_end=row.current_period_end,
-                synced_at=row.synced_at,
-            )
-            if ended is not None and ended + after <= now:
-                run = _delete if apply else _count
-                departed.append(await run(owner, storage, row.id, ended, now))
-        return departed
-    finally:
-        await reader.dispose()
-        await owner.dispose()
+
+    async def one(owner: AsyncEngine, row: Row[Any]) -> Departed | None:
+        ended = access.ended_at(
+            SubscriptionStatus(row.status),
+            subscribed=row.subscribed,
+            trial_ends_at=row.trial_ends_at,
+            current_period_end=row.current_period_end,
+            synced_at=row.synced_at,
+        )
+        if ended is None or ended + after > now:
+            return None
+        return await (_delete if apply else _count)(owner, storage, row.id, ended, now)
+
+    return await retention.each_clinic(backup_url, owner_url, CLINICS, one)
 
 
 def scoped_tables() -> list[Table]:

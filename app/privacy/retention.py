@@ -31,10 +31,10 @@ import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import ColumnElement, Row, Select, and_, exists, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from app.appointments.models import Appointment
@@ -111,26 +111,42 @@ async def apply_policies(
 ) -> list[Inactive]:
     """Each clinic's policy applied (or, without ``apply``, counted): the clinics that had any
     inactive client."""
+
+    async def one(owner: AsyncEngine, row: Row[Any]) -> Inactive | None:
+        sessions = async_sessionmaker(owner, expire_on_commit=False)
+        clinic_id, years = row.id, row.inactive_client_years
+        cutoff = now - years * YEAR
+        found = await _clinic(sessions, storage, clinic_id, years, cutoff, apply=apply, batch=batch)
+        return found if found.erased or found.held else None
+
+    policies = (
+        "SELECT id, inactive_client_years FROM clinics"
+        " WHERE inactive_client_years IS NOT NULL ORDER BY id"
+    )
+    return await each_clinic(backup_url, owner_url, policies, one)
+
+
+R = TypeVar("R")
+
+
+async def each_clinic(
+    backup_url: str,
+    owner_url: str,
+    clinics: str,
+    run: Callable[[AsyncEngine, Row[Any]], Awaitable[R | None]],
+) -> list[R]:
+    """``run`` for each row of the query ``clinics`` (SQL), read as the backup role (which sees
+    every clinic), with an engine of the schema's owner, as the retention job (the trail's
+    action: ``job:retention``); what it returned, but None."""
     reader, owner = (role_engine(url) for url in (backup_url, owner_url))
     try:
         async with reader.connect() as connection:
-            policies = (
-                await connection.execute(
-                    text(
-                        "SELECT id, inactive_client_years FROM clinics"
-                        " WHERE inactive_client_years IS NOT NULL ORDER BY id"
-                    )
-                )
-            ).all()
-        sessions = async_sessionmaker(owner, expire_on_commit=False)
+            rows = (await connection.execute(text(clinics))).all()
         found = []
-        with context.bound(context.Context(task=TASK)):  # the trail's action: job:retention
-            for clinic_id, years in policies:
-                cutoff = now - years * YEAR
-                result = await _clinic(
-                    sessions, storage, clinic_id, years, cutoff, apply=apply, batch=batch
-                )
-                if result.erased or result.held:
+        with context.bound(context.Context(task=TASK)):
+            for row in rows:
+                result = await run(owner, row)
+                if result is not None:
                     found.append(result)
         return found
     finally:
@@ -256,28 +272,19 @@ async def remove_records(
 ) -> list[Expired]:
     """Each clinic's record policy applied (or, without ``apply``, counted): the clinics that
     had any patient past it. ``minimum_years``: the legal minimum of a country."""
-    reader, owner = (role_engine(url) for url in (backup_url, owner_url))
-    try:
-        async with reader.connect() as connection:
-            policies = (
-                await connection.execute(
-                    text("SELECT id, country, record_retention_years FROM clinics ORDER BY id")
-                )
-            ).all()
+
+    async def one(owner: AsyncEngine, row: Row[Any]) -> Expired | None:
         sessions = async_sessionmaker(owner, expire_on_commit=False)
-        found = []
-        with context.bound(context.Context(task=TASK)):  # the trail's action: job:retention
-            for clinic_id, country, years in policies:
-                kept = max(years or 0, minimum_years(country))
-                result = await _records_of(
-                    sessions, storage, clinic_id, kept, now - kept * YEAR, apply=apply, batch=batch
-                )
-                if result.patients or result.held:
-                    found.append(result)
-        return found
-    finally:
-        await reader.dispose()
-        await owner.dispose()
+        clinic_id, country, years = row.id, row.country, row.record_retention_years
+        kept = max(years or 0, minimum_years(country))
+        cutoff = now - kept * YEAR
+        found = await _records_of(
+            sessions, storage, clinic_id, kept, cutoff, apply=apply, batch=batch
+        )
+        return found if found.patients or found.held else None
+
+    policies = "SELECT id, country, record_retention_years FROM clinics ORDER BY id"
+    return await each_clinic(backup_url, owner_url, policies, one)
 
 
 async def _records_of(
