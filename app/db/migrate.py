@@ -24,6 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import ColumnElement, Connection, Row, TableClause, select, text
 from sqlalchemy.engine import URL, make_url
 
+from app.kit import sealing
 from app.kit.sealing import KeyWrapper, key_context, new_data_key
 
 APP_ROLE_ATTRIBUTE = "app_role"
@@ -126,6 +127,33 @@ def unwrapped_data_key(
         {"scope": scope, "v": version},
     ).one()
     return wrapper.unwrap(row.kek_id, row.wrapped, key_context(scope, version))
+
+
+class FieldKeys:
+    """Fields sealed and opened by a migration (``what`` names them if no keys were given), each
+    clinic's data key unwrapped once: sealing with its newest (made if it has none yet), opening
+    with the version a value names."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._newest: dict[str, tuple[int, bytes]] = {}
+        self._opened: dict[tuple[str, int], bytes] = {}
+
+    def seal(self, scope: str, field: str, row_id: uuid.UUID, plain: bytes) -> bytes:
+        if scope not in self._newest:
+            wrapper = migration_keys(self.what)
+            self._newest[scope] = newest_data_key(op.get_bind(), wrapper, scope)
+        version, key = self._newest[scope]
+        return sealing.seal(key, version, plain, sealing.field_aad(scope, field, row_id))
+
+    def open(self, scope: str, field: str, row_id: uuid.UUID, sealed: bytes) -> bytes:
+        version = sealing.version_of(sealed)
+        if (scope, version) not in self._opened:
+            wrapper = migration_keys(self.what)
+            key = unwrapped_data_key(op.get_bind(), wrapper, scope, version)
+            self._opened[scope, version] = key
+        key = self._opened[scope, version]
+        return sealing.unseal(key, sealed, sealing.field_aad(scope, field, row_id))
 
 
 def newest_data_key(connection: Connection, wrapper: KeyWrapper, scope: str) -> tuple[int, bytes]:

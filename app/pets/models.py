@@ -5,7 +5,7 @@ import uuid
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import ARRAY, ForeignKey, Numeric, String, UniqueConstraint
+from sqlalchemy import ForeignKey, LargeBinary, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantScoped, pg_enum, tenant_fk, tenant_key
@@ -45,7 +45,9 @@ class Pet(TenantScoped, Base):
     neutered: Mapped[bool] = mapped_column(default=False)
     date_of_birth: Mapped[dt.date | None]
     microchip: Mapped[str | None] = mapped_column(String(15))
-    alerts: Mapped[list[str]] = mapped_column(ARRAY(String(200)), default=list)
+    alerts_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The alerts (a JSON list of short texts: "bites when muzzled"), sealed with the clinic's
+    data key (ADR 0038); null when there are none."""
     deceased: Mapped[bool] = mapped_column(default=False)
 
 

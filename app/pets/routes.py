@@ -4,6 +4,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.deps import requires
 from app.auth.permissions import Action
@@ -14,7 +15,7 @@ from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, pag
 from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
 from app.pets import service
 from app.pets.models import Pet, Species
-from app.pets.schemas import PetIn, PetOut, PetPatch, WeightIn, WeightOut
+from app.pets.schemas import PetIn, PetOut, PetPatch, PetStored, WeightIn, WeightOut
 
 router = APIRouter(prefix="/api/v1/pets", tags=["pets"])
 Reader = Annotated[Principal, Depends(requires(Action.pets_read))]
@@ -37,24 +38,26 @@ async def list_pets(
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[PetOut]:
     query = service.search(caller, customer_id, species, q, include_deceased)
-    return await page(session, query, PetOut, cursor, limit)
+    stored = await page(session, query, PetStored, cursor, limit)
+    items = await service.to_out(session, caller, stored.items)
+    return Page[PetOut](items=items, next_cursor=stored.next_cursor)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=WRITE, summary="Register a pet")
 async def create_pet(body: PetIn, caller: Writer, session: DbSession) -> PetOut:
-    return service.to_out(await service.create(session, caller, body))
+    return await _out(session, caller, await service.create(session, caller, body))
 
 
 @router.get("/{pet_id}", responses=ONE, summary="One pet")
 async def get_pet(pet_id: uuid.UUID, caller: Reader, session: DbSession) -> PetOut:
-    return service.to_out(await get_or_404(session, caller, Pet, pet_id, "pet"))
+    return await _out(session, caller, await get_or_404(session, caller, Pet, pet_id, "pet"))
 
 
 @router.patch("/{pet_id}", responses=WRITE_ONE, summary="Change a pet")
 async def update_pet(
     pet_id: uuid.UUID, body: PetPatch, caller: Writer, session: DbSession
 ) -> PetOut:
-    return service.to_out(await service.update(session, caller, pet_id, body))
+    return await _out(session, caller, await service.update(session, caller, pet_id, body))
 
 
 @router.delete(
@@ -84,3 +87,7 @@ async def add_weight(
     return service.weight_out(
         await service.add_weight(session, caller, pet_id, body, caller.user_id)
     )
+
+
+async def _out(session: AsyncSession, caller: Principal, pet: Pet) -> PetOut:
+    return (await service.to_out(session, caller, [pet]))[0]

@@ -4,7 +4,7 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.kit.types import (
     LAX,
@@ -62,6 +62,28 @@ class PetOut(Output):
     date_of_birth: dt.date | None
     microchip: str | None
     alerts: list[str]
+    deceased: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PetStored(BaseModel):
+    """A pet's columns as stored, its alerts still sealed: what a list reads, a page of rows
+    straight from the database, before :func:`app.pets.service.to_out` opens them. Never an
+    answer (not an ``Output``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    name: str
+    species: Species
+    breed: str | None
+    sex: Sex
+    neutered: bool
+    date_of_birth: dt.date | None
+    microchip: str | None
+    alerts_sealed: bytes | None
     deceased: bool
     created_at: dt.datetime
     updated_at: dt.datetime

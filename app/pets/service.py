@@ -1,8 +1,15 @@
-"""Patients: pets, their owners' link, alerts and weight history."""
+"""Patients: pets, their owners' link, alerts and weight history.
+
+A pet's alerts are clinical free text ("bites when muzzled", "allergic to penicillin"): they
+are sealed with the clinic's data key, bound to the clinic, ``pets.alerts`` and the pet's row,
+as one JSON list (ADR 0038), and opened by :func:`to_out`.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 
 from sqlalchemy import Select, exists, func, select
@@ -13,13 +20,20 @@ from app.appointments.models import Appointment
 from app.customers.models import Customer
 from app.db.repository import apply, belongs_to, constraint_of, get_or_404, of_clinic, referenced
 from app.db.tenancy import Tenant
+from app.keys import rotation
+from app.keys import service as keys
 from app.kit.clock import utcnow
+from app.kit.ids import new_id
 from app.kit.problems import Conflict
 from app.pets.models import Pet, Species, WeightMeasurement
-from app.pets.schemas import PetIn, PetOut, PetPatch, WeightIn, WeightOut
+from app.pets.schemas import PetIn, PetOut, PetPatch, PetStored, WeightIn, WeightOut
 from app.records.models import MedicalRecord
 
 _MICROCHIP_TAKEN = Conflict("Another pet of this clinic has this microchip number.")
+ALERTS = "pets.alerts"
+"""What a pet's sealed alerts are bound to, with the clinic and the pet's id."""
+
+rotation.seals(rotation.SealedColumn("pets", "alerts_sealed", ALERTS, "tenant_id"))
 
 
 def search(
@@ -54,7 +68,8 @@ async def _flush(session: AsyncSession) -> None:
 
 async def create(session: AsyncSession, tenant: Tenant, data: PetIn) -> Pet:
     await referenced(session, tenant, Customer, data.customer_id, "customer_id", "customer")
-    pet = Pet(tenant_id=tenant.clinic_id, **data.model_dump())
+    pet = Pet(id=new_id(), tenant_id=tenant.clinic_id, **data.model_dump(exclude={"alerts"}))
+    pet.alerts_sealed = await seal_alerts(session, tenant, pet.id, data.alerts)
     session.add(pet)
     await _flush(session)
     return pet
@@ -66,9 +81,34 @@ async def update(
     pet = await get_or_404(session, tenant, Pet, pet_id, "pet")
     if "customer_id" in changes.model_fields_set:
         await referenced(session, tenant, Customer, changes.customer_id, "customer_id", "customer")
-    apply(pet, changes)
+    if "alerts" in changes.model_fields_set:
+        # Sealed before the row changes: a key read then flushes nothing half-done (ADR 0032).
+        sealed = await seal_alerts(session, tenant, pet.id, changes.alerts)
+        if await alerts_of(session, tenant, pet.id, pet.alerts_sealed) != changes.alerts:
+            pet.alerts_sealed = sealed
+    apply(pet, changes, exclude={"alerts"})
     await _flush(session)
     return pet
+
+
+async def seal_alerts(
+    session: AsyncSession, tenant: Tenant, pet_id: uuid.UUID, alerts: list[str]
+) -> bytes | None:
+    """``alerts`` sealed for the pet's row; None when there are none."""
+    if not alerts:
+        return None
+    plain = json.dumps(alerts, ensure_ascii=False)
+    return await keys.seal(session, keys.scope_of(session, tenant), ALERTS, pet_id, plain)
+
+
+async def alerts_of(
+    session: AsyncSession, tenant: Tenant, pet_id: uuid.UUID, sealed: bytes | None
+) -> list[str]:
+    if sealed is None:
+        return []
+    scope = keys.scope_of(session, tenant)
+    alerts: list[str] = json.loads(await keys.unseal(session, scope, ALERTS, pet_id, sealed))
+    return alerts
 
 
 async def delete(session: AsyncSession, tenant: Tenant, pet_id: uuid.UUID) -> None:
@@ -111,8 +151,19 @@ async def weights(
     return list(result.all())
 
 
-def to_out(pet: Pet) -> PetOut:
-    return PetOut.model_validate(pet)
+async def to_out(
+    session: AsyncSession, tenant: Tenant, pets: Sequence[Pet | PetStored]
+) -> list[PetOut]:
+    """The pets as the API shows them, their alerts opened."""
+    return [
+        PetOut.model_validate(
+            {
+                **PetStored.model_validate(pet).model_dump(exclude={"alerts_sealed"}),
+                "alerts": await alerts_of(session, tenant, pet.id, pet.alerts_sealed),
+            }
+        )
+        for pet in pets
+    ]
 
 
 def weight_out(weight: WeightMeasurement) -> WeightOut:

@@ -335,7 +335,7 @@ async def _contents(
                 for e in consents
             ]
         ),
-        "pets.json": _json([pets.to_out(p) for p in pet_rows]),
+        "pets.json": _json(await pets.to_out(session, tenant, pet_rows)),
         "weights.json": _json([pets.weight_out(w) for w in weights]),
         "appointments.json": _json([appointments.to_out(a) for a in visits]),
         "medical-records.json": _json(

@@ -403,7 +403,8 @@ async def test_a_password_is_sent_as_the_verifier_postgresql_would_make(
 
 async def test_a_backup_holds_no_secret_in_the_clear(database, world, client) -> None:
     """What a dump (a backup, a replica, a stolen disk) must not give away: a TOTP secret, a
-    client's contact details and clinical text (sealed, ADRs 0028, 0032 and 0033), a password
+    client's contact details and clinical text, pets' alerts included (sealed, ADRs 0028, 0032,
+    0033 and 0038), a password
     or an API token (hashed), neither as text nor as the hex a bytea column is dumped as."""
     clinic = await world.clinic()
     tag = uuid.uuid4().hex[:12]
@@ -447,9 +448,22 @@ async def test_a_backup_holds_no_secret_in_the_clear(database, world, client) ->
         headers=clinic.actors[Role.vet].headers,
     )
     assert added.status_code == 201, added.text
+    alert = f"Alert canary {tag}: bites when muzzled"
+    pet = await client.post(
+        "/api/v1/pets",
+        json={
+            "customer_id": created.json()["id"],
+            "name": "Rex",
+            "species": "dog",
+            "alerts": [alert],
+        },
+        headers=clinic.owner.headers,
+    )
+    assert pet.status_code == 201, pet.text
     canaries = {
         **notes,
         "an addendum": addendum,
+        "a pet's alert": alert,
         "a TOTP secret": await world.enrol_mfa(clinic.owner.user),
         "an API token": clinic.owner.token,
         "a password": DEFAULT_PASSWORD,

@@ -364,7 +364,7 @@ _STATEMENTS: list[tuple[str, str]] = [
     (
         "pets",
         "INSERT INTO pets (id, tenant_id, customer_id, name, species, breed, sex, neutered,"
-        " date_of_birth, microchip, alerts, deceased)"
+        " date_of_birth, microchip, alerts_sealed, deceased)"
         f" SELECT {_ident('pet', 'p.k', 'g')}, p.id,"
         f" {_ident('customer', 'p.k', '1 + (g - 1) % p.customers')},"
         f" {_pick(PET_NAMES, 'g * 11 + p.k')},"
@@ -375,7 +375,7 @@ _STATEMENTS: list[tuple[str, str]] = [
         " (ARRAY['male', 'female'])[1 + g % 2]::pet_sex, g % 3 = 0,"
         " current_date - (90 + g % 5000),"
         " CASE WHEN g % 5 <> 0 THEN '941' || lpad(p.k::text, 4, '0') || lpad(g::text, 8, '0')"
-        " END, '{}', g % 25 = 0"
+        " END, NULL, g % 25 = 0"
         " FROM bigdata_plan p, generate_series(1, p.pets) g ORDER BY md5(p.k || ':' || g)",
     ),
     (
