@@ -217,6 +217,7 @@ async def _seed(world: World, clinic: ClinicWorld) -> dict[str, list[str]]:
     ]
     attachments = [await world.attach(clinic, records[0].id) for _ in range(2)]
     client_exports = [await world.client_export(clinic, customers[0].id) for _ in range(2)]
+    clinic_exports = [await world.clinic_export(clinic) for _ in range(2)]
     staff = [actor.user for role, actor in clinic.actors.items() if role is not Role.owner]
     return {
         "location_id": [str(location.id)],
@@ -225,6 +226,7 @@ async def _seed(world: World, clinic: ClinicWorld) -> dict[str, list[str]]:
         "vet_id": [str(vet.id)],
         "customer_id": [str(customer.id) for customer in customers],
         "export_id": [str(export.id) for export in client_exports],
+        "clinic_export_id": [str(export.id) for export in clinic_exports],
         "pet_id": [str(pet.id) for pet in pets],
         "appointment_id": [str(appointment.id) for appointment in appointments],
         "appointment_type_id": [str(kind.id) for kind in kinds],
