@@ -109,13 +109,27 @@ async def page(
     order_by: Sequence[InstrumentedAttribute[Any]] | None = None,
 ) -> Page[S]:
     """A :class:`Page` of ``schema`` items; ordered by the entity's id unless told otherwise."""
-    if order_by is None:
-        order_by = [query.column_descriptions[0]["entity"].id]
-    query = _columns_of(query, schema, order_by)
-    rows, next_cursor = await paginate(session, query, order_by, cursor, limit)
+    rows, next_cursor = await rows_for(session, query, schema, cursor, limit, order_by)
     return Page[schema](  # type: ignore[valid-type]
         items=[schema.model_validate(row) for row in rows], next_cursor=next_cursor
     )
+
+
+async def rows_for(
+    session: Any,
+    query: Select[*tuple[Any, ...]],
+    schema: type[BaseModel],
+    cursor: str | None,
+    limit: int,
+    order_by: Sequence[InstrumentedAttribute[Any]] | None = None,
+) -> tuple[Sequence[Any], str | None]:
+    """A page of ``query``'s rows, reading only the columns ``schema`` names when each is one
+    (see :func:`page`), for a caller that makes its answers from them itself; and the cursor of
+    the next page."""
+    if order_by is None:
+        order_by = [query.column_descriptions[0]["entity"].id]
+    query = _columns_of(query, schema, order_by)
+    return await paginate(session, query, order_by, cursor, limit)
 
 
 def _columns_of(

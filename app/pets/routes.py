@@ -11,7 +11,7 @@ from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.db.repository import get_or_404
 from app.db.session import DbSession
-from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
+from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, rows_for
 from app.kit.problems import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, responses
 from app.pets import service
 from app.pets.models import Pet, Species
@@ -38,9 +38,8 @@ async def list_pets(
     limit: LimitParam = DEFAULT_LIMIT,
 ) -> Page[PetOut]:
     query = service.search(caller, customer_id, species, q, include_deceased)
-    stored = await page(session, query, PetStored, cursor, limit)
-    items = await service.to_out(session, caller, stored.items)
-    return Page[PetOut](items=items, next_cursor=stored.next_cursor)
+    rows, next_cursor = await rows_for(session, query, PetStored, cursor, limit)
+    return Page[PetOut](items=await service.to_out(session, caller, rows), next_cursor=next_cursor)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=WRITE, summary="Register a pet")

@@ -68,9 +68,9 @@ class PetOut(Output):
 
 
 class PetStored(BaseModel):
-    """A pet's columns as stored, its alerts still sealed: what a list reads, a page of rows
-    straight from the database, before :func:`app.pets.service.to_out` opens them. Never an
-    answer (not an ``Output``)."""
+    """A pet's columns as stored, its alerts still sealed: the columns a list reads, a page of
+    rows straight from the database that :func:`app.pets.service.to_out` makes answers of.
+    Never an answer itself (not an ``Output``)."""
 
     model_config = ConfigDict(from_attributes=True)
 

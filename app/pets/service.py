@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.exc import IntegrityError
@@ -151,19 +152,18 @@ async def weights(
     return list(result.all())
 
 
-async def to_out(
-    session: AsyncSession, tenant: Tenant, pets: Sequence[Pet | PetStored]
-) -> list[PetOut]:
-    """The pets as the API shows them, their alerts opened."""
-    return [
-        PetOut.model_validate(
-            {
-                **PetStored.model_validate(pet).model_dump(exclude={"alerts_sealed"}),
-                "alerts": await alerts_of(session, tenant, pet.id, pet.alerts_sealed),
-            }
-        )
-        for pet in pets
-    ]
+async def to_out(session: AsyncSession, tenant: Tenant, pets: Sequence[Any]) -> list[PetOut]:
+    """The pets (rows of :class:`PetStored`'s columns, or pets) as the API shows them, their
+    alerts opened."""
+    out = []
+    for pet in pets:
+        values = {name: getattr(pet, name) for name in _STORED}
+        values["alerts"] = await alerts_of(session, tenant, pet.id, values.pop("alerts_sealed"))
+        out.append(PetOut.model_validate(values))
+    return out
+
+
+_STORED = tuple(PetStored.model_fields)
 
 
 def weight_out(weight: WeightMeasurement) -> WeightOut:
