@@ -19,6 +19,7 @@ from sqlalchemy import text
 from app.attachments.models import ScanStatus
 from app.auth.models import Role
 from app.kit.storage import ObjectMissing, staging_file
+from app.privacy import exports
 from app.settings import Settings
 from fixtures import files
 from fixtures.factories import (
@@ -290,3 +291,42 @@ async def test_a_build_that_keeps_failing_says_failed(
 
     answer = await client.get(f"{EXPORTS}/{export['id']}", headers=clinic.owner.headers)
     assert answer.json()["status"] == "failed"
+
+
+async def test_an_export_withdrawn_while_it_was_built_is_not_made_ready_and_its_file_goes(
+    client: httpx.AsyncClient, world: World, settings: Settings, superuser_engine, monkeypatch
+) -> None:
+    """The build writes the archive in one transaction and marks the export ready in another:
+    an erasure in between (which expires the client's exports) wins, and the file just stored
+    is deleted at once."""
+    clinic = await world.clinic()
+    customer_id = await a_client(client, clinic)
+    export = await ask(client, clinic, customer_id)
+    written = exports._write_client
+
+    async def erased_meanwhile(*args: object, **kwargs: object) -> None:
+        await written(*args, **kwargs)
+        async with superuser_engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE client_exports SET status = 'expired' WHERE id = :id"),
+                {"id": export["id"]},
+            )
+
+    monkeypatch.setattr(exports, "_write_client", erased_meanwhile)
+    stored: list[str] = []
+    put = type(world.storage).put
+
+    async def noted(self, key: str, staged: Path) -> None:
+        stored.append(key)
+        await put(self, key, staged)
+
+    monkeypatch.setattr(type(world.storage), "put", noted)
+
+    await drain(settings)
+
+    shown = await client.get(f"{EXPORTS}/{export['id']}", headers=clinic.owner.headers)
+    assert shown.json()["status"] == "expired"
+    assert await storage_key(superuser_engine, export["id"]) is None
+    assert len(stored) == 1
+    with pytest.raises(ObjectMissing):
+        await stored_bytes(world, stored[0])

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from app.attachments.models import ScanStatus
 from app.auth.models import Role
 from app.keys import rotation
 from app.models import *  # noqa: F403  (every table, as the service has them)
@@ -58,7 +59,14 @@ async def filled(client: httpx.AsyncClient, world: World, mark: str) -> tuple[Cl
     )
     content = files.png_with_comment(mark)
     attachment = await world.attach(clinic, record.id, content)
-    return clinic, {"customer": customer_id, "attachment": attachment, "content": content}
+    # Not scanned yet: listed, its file left out, saying why.
+    pending = await world.attach(clinic, record.id, scan_status=ScanStatus.pending)
+    return clinic, {
+        "customer": customer_id,
+        "attachment": attachment,
+        "content": content,
+        "pending": pending,
+    }
 
 
 async def secret_hashes(superuser_engine, clinic_id: uuid.UUID) -> list[bytes]:
@@ -109,6 +117,8 @@ async def test_the_owner_exports_the_whole_clinic_and_downloads_it_once(
     assert manifest["format"] == archive.FORMAT
     assert manifest["clinic_id"] == str(clinic.id)
     for listed in manifest["files"]:
+        if "left_out" in listed:
+            continue
         body = zipped.read(listed["name"])
         assert (len(body), hashlib.sha256(body).hexdigest()) == (
             listed["bytes"],
@@ -139,9 +149,16 @@ async def test_the_owner_exports_the_whole_clinic_and_downloads_it_once(
     assert json.loads(record["notes"])["assessment"] == f"{mark} otitis"
     assert rows("record_addenda")[0]["text"] == f"{mark} called"
     attachment = made["attachment"]
-    [attached] = rows("attachments")
-    assert "storage_key" not in attached
+    attached = rows("attachments")
+    assert {row["id"] for row in attached} == {str(attachment.id), str(made["pending"].id)}
+    assert not any("storage_key" in row for row in attached)
     assert zipped.read(f"attachments/{attachment.id}/{attachment.filename}") == made["content"]
+    pending = made["pending"]
+    [left_out] = [
+        f for f in manifest["files"] if f["name"].startswith(f"attachments/{pending.id}/")
+    ]
+    assert "not been scanned" in left_out["left_out"]
+    assert left_out["name"] not in names
     assert {row["email"] for row in json.loads(zipped.read("staff.json"))} == {
         actor.user.email for actor in clinic.actors.values()
     }

@@ -413,6 +413,8 @@ def test_record_retention_minimums_are_years_by_country_with_one_for_any_other(
     settings = Settings()
     assert settings.record_retention_years == {"*": 10, "GB": 6, "DE": 3}
     assert [settings.record_minimum_years(c) for c in ("GB", "DE", "FR", None)] == [6, 3, 10, 10]
+    given = Settings(record_retention_years={"*": 12, "PT": 5})  # as a mapping, not text
+    assert [given.record_minimum_years(c) for c in ("PT", "GB")] == [5, 12]
 
 
 @pytest.mark.parametrize(
