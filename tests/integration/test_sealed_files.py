@@ -110,6 +110,21 @@ async def test_a_file_moved_to_another_attachment_is_refused_as_a_problem(
     assert (await content(client, clinic, ours.id)).status_code == 200
 
 
+async def test_a_file_stored_in_the_clear_before_and_changed_since_is_refused_by_its_checksum(
+    client, world, clinic, record, caplog
+) -> None:
+    """Until rotation seals it, a file stored before files were sealed has only its checksum
+    to say it is the one uploaded."""
+    clear = await world.attach(clinic, record.id, clear=True)
+    await world.storage.put(clear.storage_key, _written(world, files.POLYGLOT_PNG_HTML))
+
+    refused = await content(client, clinic, clear.id)
+
+    assert_problem(refused, 502, "attachment-corrupted")
+    assert "checksum" in refused.json()["detail"]
+    assert str(clear.id) in caplog.text
+
+
 async def test_a_clinics_files_do_not_open_once_its_key_is_shredded(
     client, world, clinic, record, superuser_engine, monkeypatch
 ) -> None:
