@@ -226,8 +226,8 @@ async def tables_holding(database: Database, needles: tuple[str, ...]) -> list[s
 async def sealed_texts(connection: asyncpg.Connection) -> list[tuple[str, list[str]]]:
     """Every value sealed in the database (in each column ``app.keys.rotation.SEALED``
     declares), opened with the keys every app of the harness has: its table, and its texts (a
-    JSON object's string values, or the whole text). Sealed, a value is in no row's text: a
-    search of what is stored must open these too. A value whose key is gone (shredded) or
+    JSON object's or list's string values, or the whole text). Sealed, a value is in no row's
+    text: a search of what is stored must open these too. A value whose key is gone (shredded) or
     another keyring's is not there to find."""
     wrapper = canary.keyring()
     wrapped = {
@@ -279,4 +279,6 @@ def _texts(plain: str) -> list[str]:
         return [plain]
     if isinstance(value, dict):
         return [v for v in value.values() if isinstance(v, str)]
+    if isinstance(value, list):  # a list of texts (a pet's alerts)
+        return [v for v in value if isinstance(v, str)]
     return [plain]
