@@ -223,12 +223,15 @@ async def tables_holding(database: Database, needles: tuple[str, ...]) -> list[s
         await connection.close()
 
 
-async def sealed_texts(connection: asyncpg.Connection) -> list[tuple[str, list[str]]]:
+async def sealed_texts(
+    connection: asyncpg.Connection, *, since: int | None = None
+) -> list[tuple[str, list[str]]]:
     """Every value sealed in the database (in each column ``app.keys.rotation.SEALED``
-    declares), opened with the keys every app of the harness has: its table, and its texts (a
-    JSON object's or list's string values, or the whole text). Sealed, a value is in no row's
-    text: a search of what is stored must open these too. A value whose key is gone (shredded) or
-    another keyring's is not there to find."""
+    declares; with ``since``, in the rows written by a transaction of that id or later), opened
+    with the keys every app of the harness has: its table, and its texts (a JSON object's or
+    list's string values, or the whole text). Sealed, a value is in no row's text: a search of
+    what is stored must open these too. A value whose key is gone (shredded) or another
+    keyring's is not there to find."""
     wrapper = canary.keyring()
     wrapped = {
         (row["scope"], row["version"]): (row["kek_id"], row["wrapped"])
@@ -241,6 +244,8 @@ async def sealed_texts(connection: asyncpg.Connection) -> list[tuple[str, list[s
         rows = await connection.fetch(
             f"SELECT id, {scope_of} AS scope, {column.column} AS sealed"
             f' FROM public."{column.table}" WHERE {column.column} IS NOT NULL'
+            " AND ($1::bigint IS NULL OR xmin::text::bigint >= $1)",
+            since,
         )
         for row in rows:
             scope = row["scope"] or PLATFORM

@@ -158,24 +158,40 @@ async def census(engine: AsyncEngine) -> dict[str, int]:
         return {table: count for table, count in (await connection.execute(text(counts))).all()}
 
 
-async def stored_as_given(engine: AsyncEngine, value: str) -> list[str]:
-    """The tables holding ``value`` exactly, as a whole column or inside a JSON or array one,
-    or as a sealed value (or a string of one) once opened."""
+async def horizon(engine: AsyncEngine) -> int:
+    """The id the next transaction will be given: a row written after this call has an ``xmin``
+    at or above it. Taken before a request, it tells the rows the request wrote from those that
+    held the same value before (a module's database keeps every earlier test's rows)."""
+    async with engine.connect() as connection:
+        return int(
+            await connection.scalar(
+                text("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            )
+        )
+
+
+async def stored_as_given(engine: AsyncEngine, value: str, *, since: int) -> list[str]:
+    """The tables holding ``value`` exactly in a row written since the :func:`horizon` ``since``,
+    as a whole column or inside a JSON or array one, or as a sealed value (or a string of one)
+    once opened."""
     async with engine.connect() as connection:
         tables = (
             await connection.scalars(
                 text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
             )
         ).all()
+        # xmin is a 32-bit transaction id; a test cluster never reaches its wraparound.
         matches = " UNION ALL ".join(
-            f"SELECT '{table}' FROM public.\"{table}\" t WHERE jsonb_path_exists(to_jsonb(t),"
-            " '$.** ? (@ == $v)', jsonb_build_object('v', CAST(:v AS text)))"
+            f"SELECT '{table}' FROM public.\"{table}\" t WHERE t.xmin::text::bigint >= :since"
+            " AND jsonb_path_exists(to_jsonb(t), '$.** ? (@ == $v)',"
+            " jsonb_build_object('v', CAST(:v AS text)))"
             for table in tables
         )
-        found = set((await connection.scalars(text(matches), {"v": value})).all())
+        found = set((await connection.scalars(text(matches), {"v": value, "since": since})).all())
     plain = await asyncpg.connect(engine.url.set(drivername="postgresql").render_as_string(False))
     try:
-        found |= {table for table, texts in await sealed_texts(plain) if value in texts}
+        sealed = await sealed_texts(plain, since=since)
+        found |= {table for table, texts in sealed if value in texts}
     finally:
         await plain.close()
     return sorted(found)

@@ -57,7 +57,14 @@ from tests.security.catalogue import (
     send,
 )
 from tests.security.estate import Estate, fresh, furnish, ids_of
-from tests.security.surface import census, outside_the_trail, resolve, stored_as_given, types
+from tests.security.surface import (
+    census,
+    horizon,
+    outside_the_trail,
+    resolve,
+    stored_as_given,
+    types,
+)
 
 TAUTOLOGIES = [
     "' OR '1'='1",
@@ -370,6 +377,7 @@ async def test_injection_in_body_fields(
         field: Field | None, payload: str, *, control: bool = False
     ) -> tuple[httpx.Response, dict[str, int]]:
         """The valid body with ``payload`` in ``field``; the answer and what it changed."""
+        nonlocal since
         await ready(world, estate, route)
         caller: Credentials = await credentials(world, actor, route)
         body = valid_body(route, estate)
@@ -378,6 +386,7 @@ async def test_injection_in_body_fields(
         # The last request's "after" is this one's "before", unless making its credentials
         # or what it consumes wrote rows since.
         before = dict(counts) if counts and not consumes else await census(superuser_engine)
+        since = await horizon(superuser_engine)
         started = time.perf_counter()
         with recording() as sent:
             response = await send(client, caller, route, url, body)
@@ -394,6 +403,7 @@ async def test_injection_in_body_fields(
     counts: dict[str, int] = {}
 
     spliced: list[str] = []
+    since = 0  # the last request's horizon: the rows it wrote have an xmin at or above it
     took: list[float] = []
     last: dict[str, dict[str, int]] = {}
     plain, top_level = await call(None, "")
@@ -415,7 +425,7 @@ async def test_injection_in_body_fields(
         if field.free_text and field.stored and field.fits(payload):
             if not response.is_success:
                 problems.append(f"{where}: free text refused: {explain(response)}")
-            elif not await stored_as_given(superuser_engine, payload):
+            elif not await stored_as_given(superuser_engine, payload, since=since):
                 problems.append(f"{where}: not stored exactly as given")
 
     for field in body_fields(route):

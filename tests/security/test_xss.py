@@ -41,7 +41,7 @@ from tests.security.catalogue import (
     send,
 )
 from tests.security.estate import fresh, furnish
-from tests.security.surface import stored_as_given
+from tests.security.surface import horizon, stored_as_given
 
 XSS = [
     "<script>alert(1)</script>",
@@ -128,6 +128,7 @@ async def test_markup_in_free_text_is_stored_as_given_and_answered_as_json(
             await ready(world, estate, route)
             caller = await credentials(world, actor, route)
             body = with_value(valid_body(route, estate), field, payload)
+            since = await horizon(superuser_engine)
             response = await send(client, caller, route, url, body)
             # JSON, or no content at all (204: nothing for a browser to render).
             answered = response.status_code == 204 or is_json(response)
@@ -136,7 +137,7 @@ async def test_markup_in_free_text_is_stored_as_given_and_answered_as_json(
                     f"{where}: {response.headers.get('content-type')} {explain(response)}"
                 )
                 continue
-            if not await stored_as_given(superuser_engine, payload):
+            if not await stored_as_given(superuser_engine, payload, since=since):
                 failures.append(f"{where}: not stored exactly as given")
             read_back = _read_back_url(route, url, response)
             if read_back is not None:
@@ -229,3 +230,31 @@ def _path(url: str) -> str:
 
 def _plain(method: str, url: str) -> Route:
     return Route(method, _path(url), None, None)
+
+
+async def test_the_stored_check_finds_only_what_the_request_wrote(
+    client: httpx.AsyncClient, world: World, superuser_engine
+) -> None:
+    """The suites above share a module's database, where an earlier test may have stored the
+    same payload: a check that searched every row passed for a request that stored nothing (a
+    pet's sealed alerts were missed so, in one CI run and not the next). ``stored_as_given``
+    looks only at rows written since the horizon taken before the request: in a plain column
+    and in a sealed one."""
+    clinic = await world.clinic()
+    payload = "<svg/onload=alert(document.domain)>"
+    body = {"first_name": payload, "last_name": "Doe", "address_line1": payload}
+    headers = clinic.owner.headers
+
+    first = await client.post("/api/v1/customers", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    since = await horizon(superuser_engine)
+    nothing = await client.get("/api/v1/customers", headers=headers)
+    assert nothing.status_code == 200, nothing.text
+    assert await stored_as_given(superuser_engine, payload, since=since) == []
+    assert await stored_as_given(superuser_engine, payload, since=0) == ["customers"]
+
+    since = await horizon(superuser_engine)
+    sealed_only = {"first_name": "Ann", "last_name": "Doe", "address_line1": payload}
+    second = await client.post("/api/v1/customers", json=sealed_only, headers=headers)
+    assert second.status_code == 201, second.text
+    assert await stored_as_given(superuser_engine, payload, since=since) == ["customers"]
