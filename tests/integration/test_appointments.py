@@ -8,7 +8,15 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from app.kit.clock import utcnow
-from fixtures.factories import AppointmentTypeFactory, CustomerFactory, PetFactory, RoomFactory
+from fixtures.clinics import add_member
+from fixtures.factories import (
+    AppointmentTypeFactory,
+    CustomerFactory,
+    PetFactory,
+    RoomFactory,
+    UserFactory,
+    create,
+)
 from tests.harness.api import PROBLEM_JSON, assert_problem
 
 # Next year's 4 March: within the service's horizon, and a day Lisbon keeps UTC.
@@ -153,6 +161,36 @@ async def test_reschedule_checks_overlaps_and_order(client, book):
     assert first["id"] != second["id"]
 
 
+async def test_moving_to_another_vet_or_room_checks_them_and_their_book(client, book, world):
+    clinic = book["clinic"]
+    async with world.session(clinic.id) as session:
+        other_vet = (
+            await add_member(session, await create(session, UserFactory), Role.vet)
+        ).user_id
+    other_room = await world.make(clinic, RoomFactory, location_id=clinic.setup.location.id)
+    elsewhere = await world.clinic(roles=())
+    foreign = await world.make(elsewhere, RoomFactory, location_id=elsewhere.setup.location.id)
+    busy = (await _book(client, book, at(0), at(30), vet_id=str(other_vet))).json()
+    moving = (await _book(client, book, at(0), at(30), room_id=book["room_id"])).json()
+    url = f"/api/v1/appointments/{moving['id']}"
+
+    onto_a_busy_vet = await client.patch(
+        url, json={"vet_id": str(other_vet)}, headers=book["headers"]
+    )
+    to_a_foreign_room = await client.patch(
+        url, json={"room_id": str(foreign.id)}, headers=book["headers"]
+    )
+    moved = await client.patch(url, json={"room_id": str(other_room.id)}, headers=book["headers"])
+
+    assert onto_a_busy_vet.status_code == 409, onto_a_busy_vet.text
+    assert_problem(to_a_foreign_room, 422, "validation-error")
+    assert [e["loc"] for e in to_a_foreign_room.json()["errors"]] == [["body", "room_id"]]
+    assert moved.status_code == 200, moved.text
+    got = (await client.get(url, headers=book["headers"])).json()
+    assert (got["vet_id"], got["room_id"]) == (book["vet_id"], str(other_room.id))
+    assert busy["vet_id"] == str(other_vet)
+
+
 async def test_completed_appointments_cannot_be_rescheduled(client, book):
     appointment = (await _book(client, book, at(0), at(30))).json()
     for status in ("checked_in", "in_exam", "completed"):
@@ -171,6 +209,27 @@ async def test_end_before_start_is_rejected(client, book):
     response = await _book(client, book, at(30), at(0))
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "ends_at"]
+
+
+async def test_a_time_beyond_the_horizon_is_refused_by_field_and_books_nothing(
+    client, book, settings, superuser_engine
+):
+    """Starts and ends further than VETIFY_APPOINTMENT_HORIZON_DAYS from now, either way."""
+    far = settings.appointment_horizon + dt.timedelta(days=1)
+    now = utcnow()
+    cases = {
+        "starts_at": ((now + far).isoformat(), None),
+        "ends_at": ((now + far - dt.timedelta(days=1)).isoformat(), (now + far).isoformat()),
+    }
+    for field, (start, end) in cases.items():
+        response = await _book(client, book, start, end)
+        assert_problem(response, 422, "validation-error")
+        assert [e["loc"] for e in response.json()["errors"]] == [["body", field]], field
+    refused = await _book(client, book, (now - far).isoformat())
+    assert_problem(refused, 422, "validation-error")
+
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM appointments")) == 0
 
 
 async def test_booking_with_someone_who_is_not_staff_is_rejected(client, book, world):

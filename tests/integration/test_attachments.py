@@ -24,7 +24,7 @@ from app.main import create_app
 from app.records.models import MedicalRecord
 from app.settings import Settings
 from fixtures import files
-from tests.harness.api import PROBLEM_JSON
+from tests.harness.api import PROBLEM_JSON, assert_problem
 from tests.harness.clamd import SIGNATURE
 from tests.harness.plugin import s3_settings
 from tests.harness.queue import drain, due_now
@@ -105,6 +105,21 @@ async def test_the_type_is_read_from_the_bytes_not_from_the_name_or_declared_typ
     assert response.status_code == 201, response.text
     assert response.json()["content_type"] == media_type
     assert response.json()["filename"].startswith("notes.txt.")
+
+
+async def test_bytes_of_no_kind_served_are_refused_as_415_and_store_nothing(
+    client, clinic, record, superuser_engine, settings
+):
+    """A script named x-ray.png and declared image/png is still a script."""
+    response = await upload(
+        client, clinic, record, b"#!/bin/sh\necho hi\n", content_type="image/png"
+    )
+
+    assert_problem(response, 415, "unsupported-media-type")
+    assert "PNG" in response.json()["detail"]
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM attachments")) == 0
+    assert [p for p in settings.attachments_root.rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.parametrize("role", [Role.receptionist, Role.read_only, Role.admin])

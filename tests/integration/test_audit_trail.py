@@ -347,6 +347,27 @@ async def test_opening_a_record_and_taking_a_file_are_reads_in_the_trail(
     assert (await verdict(superuser_engine, clinic.id)).broken is None
 
 
+async def test_replacing_a_records_vaccinations_notes_their_rows_not_an_empty_record_update(
+    client, world: World, superuser_engine
+) -> None:
+    """The record is touched (its list changed) but none of its own columns is: the trail notes
+    the vaccinations inserted, not an update of the record that changed no field."""
+    clinic = await world.clinic(roles=(Role.vet,))
+    record = await world.record(clinic)
+    before = len(await events_of(superuser_engine, clinic.id))
+
+    changed = await client.patch(
+        f"/api/v1/medical-records/{record.id}",
+        json={"vaccinations": [{"vaccine": "Rabies", "given_at": "2025-03-04T10:00:00Z"}]},
+        headers=clinic.actors[Role.vet].headers,
+    )
+
+    assert changed.status_code == 200, changed.text
+    events = (await events_of(superuser_engine, clinic.id))[before:]
+    assert [(e["change"], e["object_type"]) for e in events] == [("insert", "vaccinations")]
+    assert events[0]["object_id"] == uuid.UUID(changed.json()["vaccinations"][0]["id"])
+
+
 FORWARDED = [
     "192.0.2.7",
     "2001:db8::1",

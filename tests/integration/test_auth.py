@@ -161,6 +161,22 @@ async def test_api_token_lifecycle(client, world, superuser_engine):
     assert revoked.status_code == 204
     after = await client.get("/api/v1/pets", headers=bearer)
     assert after.status_code == 401
+    async with superuser_engine.connect() as connection:
+        first = await connection.scalar(
+            text("SELECT revoked_at FROM credentials WHERE id = :id"), {"id": created.json()["id"]}
+        )
+    again = await client.delete(
+        f"/api/v1/auth/tokens/{created.json()['id']}", headers=reader.headers
+    )
+    assert again.status_code == 204  # revoked already: kept as it was, the first time's
+    async with superuser_engine.connect() as connection:
+        assert (
+            await connection.scalar(
+                text("SELECT revoked_at FROM credentials WHERE id = :id"),
+                {"id": created.json()["id"]},
+            )
+            == first
+        )
 
 
 async def test_a_token_cannot_revoke_someone_elses_token(client, world):

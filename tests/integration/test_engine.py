@@ -155,3 +155,28 @@ async def test_a_connection_back_in_the_pool_within_the_window_is_used_unchecked
     finally:
         proxy.heal()
         await engine.dispose()
+
+
+async def test_a_session_refuses_a_row_of_another_clinic_at_flush(
+    app_engine, world, superuser_engine
+) -> None:
+    """A row stamped with another clinic's id, added in this clinic's session, fails the flush."""
+    here, there = await world.clinic(roles=()), await world.clinic(roles=())
+    name = f"Annex {uuid.uuid4().hex}"
+    sessions = session_factory(app_engine)
+    async with sessions() as session, session.begin() as transaction:
+        await enter_tenant(session, here.id)
+        session.add(LocationFactory.build(name=name, tenant_id=there.id))
+        with pytest.raises(RuntimeError) as refused:
+            await session.flush()
+        await transaction.rollback()
+    assert str(refused.value) == "a row of another clinic was added to this session"
+    # The clinic's own id, stated outright, is accepted: the refusal is of the other clinic.
+    async with sessions() as session, session.begin():
+        await enter_tenant(session, here.id)
+        session.add(LocationFactory.build(name=f"{name} ours", tenant_id=here.id))
+    async with superuser_engine.connect() as connection:
+        stored = await connection.execute(
+            text("SELECT name, tenant_id FROM locations WHERE name LIKE :n"), {"n": f"{name}%"}
+        )
+        assert stored.all() == [(f"{name} ours", here.id)]

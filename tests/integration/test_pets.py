@@ -276,6 +276,29 @@ async def test_patch_marks_deceased_and_hides_from_default_list(client, world):
     assert await names(client, clinic.owner.headers, include_deceased="true") == {pet["name"]}
 
 
+async def test_a_pet_moves_to_another_client_of_the_clinic_and_never_to_another_clinics(
+    client, world
+):
+    clinic, other = await world.clinic(), await world.clinic()
+    first, second = [await world.make(clinic, CustomerFactory) for _ in range(2)]
+    foreign = await world.make(other, CustomerFactory)
+    pet = await create(client, clinic.owner.headers, first.id)
+    url = f"{URL}/{pet['id']}"
+
+    refused = await client.patch(
+        url, json={"customer_id": str(foreign.id)}, headers=clinic.owner.headers
+    )
+    moved = await client.patch(
+        url, json={"customer_id": str(second.id)}, headers=clinic.owner.headers
+    )
+
+    assert_problem(refused, 422, "validation-error")
+    assert [e["loc"] for e in refused.json()["errors"]] == [["body", "customer_id"]]
+    assert moved.status_code == 200, moved.text
+    got = await client.get(url, headers=clinic.owner.headers)
+    assert got.json()["customer_id"] == str(second.id)
+
+
 async def test_patch_null_clears_optional_fields_but_not_required_ones(client, world):
     clinic = await world.clinic()
     customer = await world.make(clinic, CustomerFactory)

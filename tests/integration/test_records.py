@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError
 from app.auth.models import Role
 from app.records.models import MedicalRecord
 from fixtures.factories import (
+    AppointmentFactory,
     CustomerFactory,
     PetFactory,
     PrescriptionFactory,
@@ -138,6 +139,70 @@ async def test_a_signed_record_can_be_corrected_within_24_hours(client, clinic, 
     assert fixed.json()["plan"] == "Rest, NSAIDs, recheck in 5 days."
     assert fixed.json()["prescriptions"] == []
     assert [v["vaccine"] for v in fixed.json()["vaccinations"]] == ["Rabies"]
+
+
+async def test_a_correction_replaces_vitals_and_vaccinations_and_keeps_the_rest(
+    client, clinic, pet
+):
+    record = (await _write(client, clinic, pet)).json()
+    booster = {"vaccine": "Leptospirosis", "given_at": "2025-03-05T09:00:00Z"}
+    url = f"/api/v1/medical-records/{record['id']}"
+
+    fixed = await client.patch(
+        url,
+        json={"weight_kg": 30.9, "heart_rate_bpm": 88, "vaccinations": [booster]},
+        headers=headers(clinic, Role.vet),
+    )
+    read = await client.get(url, headers=headers(clinic, Role.vet))
+
+    assert fixed.status_code == 200, fixed.text
+    assert read.json() == fixed.json()
+    assert (read.json()["weight_kg"], read.json()["heart_rate_bpm"]) == (30.9, 88)
+    assert read.json()["temperature_c"] == NOTE["temperature_c"]
+    assert [v["vaccine"] for v in read.json()["vaccinations"]] == ["Leptospirosis"]
+    assert [p["drug"] for p in read.json()["prescriptions"]] == ["Meloxicam 1.5 mg/ml"]
+    assert read.json()["plan"] == NOTE["plan"]
+
+
+async def test_a_record_written_for_a_visit_must_be_for_the_visits_pet(
+    client, world, clinic, pet, superuser_engine
+):
+    other_pet = await world.make(clinic, PetFactory, customer_id=pet.customer_id)
+    vet_id = clinic.setup.staff[Role.vet].id
+    visit = await world.make(clinic, AppointmentFactory, pet_id=pet.id, vet_id=vet_id)
+
+    refused = await _write(client, clinic, other_pet, appointment_id=str(visit.id))
+    written = await _write(client, clinic, pet, appointment_id=str(visit.id))
+
+    assert_problem(refused, 409, "conflict")
+    assert written.status_code == 201, written.text
+    assert written.json()["appointment_id"] == str(visit.id)
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM medical_records")) == 1
+
+
+async def test_a_correction_that_repeats_the_notes_leaves_them_sealed_as_they_were(
+    client, clinic, pet, superuser_engine
+):
+    record = (await _write(client, clinic, pet)).json()
+
+    async def sealed() -> bytes:
+        async with superuser_engine.connect() as connection:
+            return await connection.scalar(
+                text("SELECT notes_sealed FROM medical_records WHERE id = :id"),
+                {"id": record["id"]},
+            )
+
+    before = await sealed()
+    same = await client.patch(
+        f"/api/v1/medical-records/{record['id']}",
+        json={"plan": NOTE["plan"], "subjective": NOTE["subjective"]},
+        headers=headers(clinic, Role.vet),
+    )
+
+    assert same.status_code == 200, same.text
+    assert same.json()["plan"] == NOTE["plan"]
+    assert await sealed() == before
 
 
 async def _locked_record(world, clinic, pet):

@@ -110,6 +110,19 @@ async def test_a_file_moved_to_another_attachment_is_refused_as_a_problem(
     assert (await content(client, clinic, ours.id)).status_code == 200
 
 
+async def test_a_file_gone_from_storage_is_a_problem_naming_it_missing(
+    client, world, clinic, record, caplog
+) -> None:
+    attached = await world.attach(clinic, record.id)
+    await world.storage.delete(attached.storage_key)
+
+    refused = await content(client, clinic, attached.id)
+
+    assert_problem(refused, 502, "attachment-corrupted")
+    assert "missing" in refused.json()["detail"]
+    assert f"attachment {attached.id}: no object" in caplog.text
+
+
 async def test_a_file_stored_in_the_clear_before_and_changed_since_is_refused_by_its_checksum(
     client, world, clinic, record, caplog
 ) -> None:

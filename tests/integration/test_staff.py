@@ -9,10 +9,11 @@ from sqlalchemy import text
 
 from app.auth.models import Role
 from fixtures.clinics import add_member
-from fixtures.factories import UserFactory, create
+from fixtures.factories import DEFAULT_PASSWORD, InvitationFactory, UserFactory, create
 from tests.harness import browser
 from tests.harness.api import assert_problem, login
 from tests.harness.mail import INVITATION, mailed_token, mails_to
+from tests.harness.plugin import asgi_client
 
 STAFF = "/api/v1/staff"
 INVITATIONS = "/api/v1/staff/invitations"
@@ -474,3 +475,170 @@ async def test_withdrawing_an_unknown_invitation_is_404(client, world):
     )
 
     assert_problem(response, 404, "not-found")
+
+
+async def revoked_at(engine, invitation_id):
+    async with engine.connect() as connection:
+        return await connection.scalar(
+            text("SELECT revoked_at FROM invitations WHERE id = :i"), {"i": invitation_id}
+        )
+
+
+async def test_withdrawing_an_invitation_to_administer_needs_a_step_up(
+    client, world, superuser_engine
+):
+    """Who is invited to administer the clinic is a security setting: an API token cannot
+    withdraw that invitation, a session that just passed MFA can. A technician's invitation
+    is withdrawn with a token."""
+    clinic = await world.clinic()
+    admin, technician = [
+        await world.make(clinic, InvitationFactory, role=role, invited_by=clinic.owner.user.id)
+        for role in (Role.admin, Role.technician)
+    ]
+
+    by_token = await client.delete(f"{INVITATIONS}/{admin.id}", headers=clinic.owner.headers)
+    assert_problem(by_token, 403, "step-up-required")
+    assert await revoked_at(superuser_engine, admin.id) is None
+
+    stepped_up = await client.delete(
+        f"{INVITATIONS}/{admin.id}",
+        headers=browser.cookie_header(await world.step_up(clinic.owner)),
+    )
+    staff = await client.delete(f"{INVITATIONS}/{technician.id}", headers=clinic.owner.headers)
+
+    assert (stepped_up.status_code, staff.status_code) == (204, 204)
+    withdrawn = await revoked_at(superuser_engine, admin.id)
+    assert withdrawn is not None
+    assert await revoked_at(superuser_engine, technician.id) is not None
+    # Withdrawn already: a token may ask again, and the first withdrawal stands.
+    again = await client.delete(f"{INVITATIONS}/{admin.id}", headers=clinic.owner.headers)
+    assert again.status_code == 204
+    assert await revoked_at(superuser_engine, admin.id) == withdrawn
+
+
+async def test_inviting_an_administrator_needs_a_step_up_and_a_technician_does_not(
+    client, world, superuser_engine
+):
+    clinic = await world.clinic()
+
+    by_token = await invite(client, clinic, "new.admin@example.com", "admin")
+    technician = await invite(client, clinic, "new.tech@example.com", "technician")
+    stepped_up = await client.post(
+        INVITATIONS,
+        json={"email": "new.admin@example.com", "role": "admin"},
+        headers=browser.cookie_header(await world.step_up(clinic.owner)),
+    )
+
+    assert_problem(by_token, 403, "step-up-required")
+    assert (technician.status_code, stepped_up.status_code) == (201, 201)
+    async with superuser_engine.connect() as connection:
+        invited = await connection.execute(
+            text("SELECT email, role::text FROM invitations WHERE tenant_id = :c ORDER BY 1"),
+            {"c": clinic.id},
+        )
+        assert invited.all() == [
+            ("new.admin@example.com", "admin"),
+            ("new.tech@example.com", "technician"),
+        ]
+
+
+async def memberships_of(engine, user_id) -> dict:
+    """The user's memberships in every clinic: clinic id -> role."""
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            text("SELECT tenant_id, role::text FROM memberships WHERE user_id = :u"),
+            {"u": user_id},
+        )
+        return {clinic_id: role for clinic_id, role in result}
+
+
+async def test_someone_with_an_account_joins_with_its_password(
+    client, world, superuser_engine, settings, mailbox
+):
+    """An invitation to an address that already has an account (a vet of another clinic) is
+    accepted by proving that account, as at log-in: a wrong password joins no clinic and leaves
+    the invitation usable; the right one adds a membership to the same user."""
+    clinic, elsewhere = await world.clinic(), await world.clinic()
+    vet = elsewhere.actors[Role.vet]
+    invitation = (await invite(client, clinic, vet.user.email, "technician")).json()
+    token = await token_of(settings, mailbox, invitation)
+
+    wrong = await client.post(ACCEPT, json={"token": token, "password": PASSWORD})
+    assert_problem(wrong, 401, "invalid-credentials")
+    assert await memberships_of(superuser_engine, vet.user.id) == {elsewhere.id: "vet"}
+
+    right = await client.post(ACCEPT, json={"token": token, "password": DEFAULT_PASSWORD})
+
+    assert right.status_code == 201, right.text
+    assert right.json()["user"]["id"] == str(vet.user.id)
+    assert (right.json()["clinic"]["id"], right.json()["role"]) == (str(clinic.id), "technician")
+    assert await memberships_of(superuser_engine, vet.user.id) == {
+        elsewhere.id: "vet",
+        clinic.id: "technician",
+    }
+    logged_in = await login(client, vet.user.email, clinic_id=str(clinic.id))
+    client.cookies.clear()
+    assert (logged_in.status_code, logged_in.json()["role"]) == (200, "technician")
+
+
+# -- log-in locks -------------------------------------------------------------------------------
+# Two failed log-ins lock an account (the suite's own settings never lock one).
+LOCKING = {"login_free_failures": 1, "login_lockout_failures": 2}
+
+
+async def lock_out(http, email: str) -> None:
+    """Wrong passwords until the account is locked: then the right one is refused too."""
+    for _ in range(2):
+        assert_problem(await login(http, email, PASSWORD), 401, "invalid-credentials")
+    assert_problem(await login(http, email), 429, "login-throttled")
+
+
+async def test_an_owner_who_stepped_up_lifts_a_members_lock(configured_app, world):
+    """A member whose account opens this clinic alone may log in again once an owner, from a
+    session that just passed MFA, lifts the lock."""
+    clinic = await world.clinic()
+    vet = clinic.actors[Role.vet]
+    async with configured_app(**LOCKING) as app, asgi_client(app) as http:
+        await lock_out(http, vet.user.email)
+
+        response = await http.post(
+            f"{STAFF}/{vet.user.id}/unlock",
+            headers=browser.cookie_header(await world.step_up(clinic.owner)),
+        )
+
+        assert response.status_code == 204, response.text
+        assert await app.state.login_guard.blocked_for(vet.user.email) == 0
+        assert (await login(http, vet.user.email)).status_code == 200
+
+
+async def test_no_clinic_lifts_the_lock_of_an_account_that_opens_another(configured_app, world):
+    """The lock protects every clinic the account opens: one of them cannot lift it alone."""
+    clinic, other = await world.clinic(), await world.clinic()
+    vet = clinic.actors[Role.vet]
+    async with world.session(other.id) as session:
+        await add_member(session, vet.user, Role.vet)
+    async with configured_app(**LOCKING) as app, asgi_client(app) as http:
+        await lock_out(http, vet.user.email)
+
+        response = await http.post(
+            f"{STAFF}/{vet.user.id}/unlock",
+            headers=browser.cookie_header(await world.step_up(clinic.owner)),
+        )
+
+        assert_problem(response, 409, "conflict")
+        assert await app.state.login_guard.blocked_for(vet.user.email) > 0
+        assert_problem(await login(http, vet.user.email), 429, "login-throttled")
+
+
+async def test_an_api_token_cannot_lift_a_lock(configured_app, world):
+    """Lifting a lock is a security setting: it needs a session that just passed MFA."""
+    clinic = await world.clinic()
+    vet = clinic.actors[Role.vet]
+    async with configured_app(**LOCKING) as app, asgi_client(app) as http:
+        await lock_out(http, vet.user.email)
+
+        response = await http.post(f"{STAFF}/{vet.user.id}/unlock", headers=clinic.owner.headers)
+
+        assert_problem(response, 403, "step-up-required")
+        assert await app.state.login_guard.blocked_for(vet.user.email) > 0
+        assert_problem(await login(http, vet.user.email), 429, "login-throttled")

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from app.kit.events import SecurityEvent, security_event
 from app.kit.mail import Mail, Mailer
 from app.observability import metrics
-from app.observability.red import UNMATCHED, route_of, status_class
+from app.observability.red import UNMATCHED, RequestMetrics, route_of, status_class
 from app.observability.scrape import DatabaseFigures
 from app.settings import ConfigurationError, Settings
 
@@ -162,3 +162,36 @@ def test_no_label_can_carry_an_id() -> None:
         "le",
     }
     assert isinstance(metrics.REGISTRY, CollectorRegistry)
+
+
+async def test_what_is_not_an_http_request_passes_through_uncounted() -> None:
+    """The server's lifespan (and any websocket) goes to the app as it came, counted nowhere."""
+    seen: list[dict[str, object]] = []
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        seen.append(scope)
+        await send({"type": "lifespan.startup.complete"})
+
+    async def receive() -> dict[str, object]:
+        return {"type": "lifespan.startup"}
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message) -> None:  # type: ignore[no-untyped-def]
+        sent.append(message)
+
+    def answered() -> float:
+        return sum(
+            sample.value
+            for family in metrics.REGISTRY.collect()
+            if family.name in {"vetify_http_requests", "vetify_http_requests_in_flight"}
+            for sample in family.samples
+        )
+
+    before = answered()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+    await RequestMetrics(app)(scope, receive, send)
+
+    assert seen == [scope]
+    assert sent == [{"type": "lifespan.startup.complete"}]
+    assert answered() == before

@@ -188,3 +188,11 @@ def test_each_operation_documents_the_roles_the_reviewed_table_gives_it() -> Non
     # In the roles' own order (owner first), as the table of roles reads.
     for permission in filter(None, documented.values()):
         assert permission["roles"] == [role.value for role in Role if role in permission["roles"]]
+
+
+def test_the_document_is_built_once_per_app(app: FastAPI, doc: dict[str, Any]) -> None:
+    """Every request for /openapi.json gets the document built the first time (with the
+    problems and each operation's roles), not a rebuild."""
+    again = app.openapi()
+    assert again is doc
+    assert again == _app().openapi()

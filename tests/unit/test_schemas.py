@@ -25,7 +25,7 @@ from app.customers.schemas import ConsentsIn, CustomerIn, CustomerPatch
 from app.kit.types import Input
 from app.pets.models import Sex, Species
 from app.pets.schemas import PetIn
-from app.records.schemas import RecordIn
+from app.records.schemas import RecordIn, VaccinationIn
 from app.staff.schemas import InvitationIn, StaffPatch
 
 ID = str(uuid.uuid4())
@@ -35,6 +35,8 @@ PET = {"customer_id": ID, "name": "Rex", "species": "dog"}
 CUSTOMER = {"first_name": "Ana", "last_name": "Silva"}
 APPOINTMENT = {"pet_id": ID, "vet_id": ID, "starts_at": WHEN}
 RECORD = {"pet_id": ID}
+# A dose given at the start of 2024: its lot's expiry and next due date within ten years of it.
+VACCINATION = {"vaccine": "Rabies", "given_at": "2024-01-01T10:00:00Z"}
 SIGNUP = {
     "clinic_name": "Happy Paws",
     "owner_name": "Ana Silva",
@@ -85,6 +87,8 @@ def _error_locs(model: type[BaseModel], payload: dict[str, Any]) -> list[tuple[A
         (AppointmentIn, APPOINTMENT),
         (AppointmentIn, {**APPOINTMENT, "starts_at": "2030-05-01T09:30:00Z"}),
         (RecordIn, {**RECORD, "heart_rate_bpm": 80, "weight_kg": 12, "visited_at": PAST}),
+        (VaccinationIn, {**VACCINATION, "next_due": "2024-01-01", "expiry_date": "2023-06-30"}),
+        (VaccinationIn, {**VACCINATION, "next_due": "2033-12-31", "expiry_date": "2014-01-02"}),
         (SignupIn, SIGNUP),
         (SignupIn, {**SIGNUP, "timezone": "America/Argentina/Buenos_Aires"}),
     ],
@@ -129,6 +133,9 @@ BAD = [
     ("microchip", PetIn, PET, "microchip", "12345"),
     ("list-for-string", PetIn, PET, "name", ["Rex"]),
     ("null-required", PetIn, PET, "name", None),
+    ("due-before-given", VaccinationIn, VACCINATION, "next_due", "2023-12-31"),
+    ("due-in-eleven-years", VaccinationIn, VACCINATION, "next_due", "2035-01-02"),
+    ("expired-eleven-years-before", VaccinationIn, VACCINATION, "expiry_date", "2012-12-31"),
 ]
 
 
@@ -293,3 +300,9 @@ def test_timezone_fails_only_with_validation_errors(zone: str) -> None:
     except ValidationError:
         return
     assert validated.timezone == zone
+
+
+def test_a_refused_dose_time_is_reported_once_not_again_by_the_dates_checked_against_it() -> None:
+    future = {**VACCINATION, "given_at": "2999-01-01T00:00:00Z"}
+    dates = {"next_due": "1990-01-01", "expiry_date": "1990-01-01"}
+    assert _error_locs(VaccinationIn, {**future, **dates}) == [("given_at",)]

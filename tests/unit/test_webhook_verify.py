@@ -74,6 +74,10 @@ def test_signatures_missing_ahead_of_our_clock_or_too_old_are_refused(now: int) 
     # Too old: a replay. The SDK checks age with our tolerance.
     assert refused(payload, sign(payload, SECRET, int(time.time()) - TOLERANCE - 5)) == NO_MATCH
     assert refused(payload, sign(payload, ROLLED, now)) == NO_MATCH
+    # No timestamp, or one that is not a number: never matched, whatever the v1 says.
+    v1 = sign(payload, SECRET, now).split(",")[1]
+    for stamp in ("", "t=,", f"t=-{now},", f"t={now}x,", "ts=1,"):
+        assert refused(payload, f"{stamp}{v1}") == NO_MATCH, stamp
 
 
 @pytest.mark.parametrize(
