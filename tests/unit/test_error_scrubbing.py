@@ -36,6 +36,16 @@ def test_the_context_becomes_tags_and_the_user_is_an_id_alone() -> None:
     assert "modules" not in sent
 
 
+def test_a_request_no_one_is_logged_in_to_names_no_user() -> None:
+    """An error before authentication (a log-in, a webhook): tags, and no user at all, not even
+    the one the SDK guessed from the request."""
+    bound = context.Context(request_id="req-2", route="/api/v1/auth/login")
+    with context.bound(bound):
+        sent = scrub_event(event(user={"ip_address": "1.2.3.4", "email": EMAIL}), {})
+    assert sent["tags"] == {"request_id": "req-2", "route": "/api/v1/auth/login"}
+    assert sent["user"] == {}
+
+
 def test_without_a_context_the_transaction_is_the_route_and_a_user_without_id_is_dropped() -> None:
     sent = scrub_event(event(transaction="/api/v1/pets/{pet_id}", user={"email": EMAIL}), {})
     assert sent["tags"] == {"route": "/api/v1/pets/{pet_id}"}
@@ -61,6 +71,11 @@ def test_the_request_keeps_its_shape_but_not_its_credentials_or_what_was_searche
         "query_string": f"q={REDACTED}&limit=5",
         "headers": {"Accept": "*/*"},
     }
+    # No query: none is made up.
+    bare = scrub_event(
+        event(request={**request, "url": "https://vetify.example/x", "query_string": ""}), {}
+    )
+    assert "query_string" not in bare["request"]
 
 
 def test_messages_exceptions_and_breadcrumbs_lose_what_looks_personal_or_secret() -> None:
