@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import datetime as dt
 import json
 import subprocess
@@ -143,16 +144,22 @@ def test_missing_junit_is_not_run_and_lint_type_point_to_tox(reports: Path) -> N
         assert _row(page, stage)[1] == "not run"
 
 
-def _tox(path: Path, **envs: tuple[bool, float]) -> Path:
-    """A file as `tox --result-json` writes it, with ``envs``' results."""
+def _tox(path: Path, **envs: tuple[bool, float] | tuple[bool, float, float]) -> Path:
+    """A file as `tox --result-json` writes it, with ``envs``' results: (success, seconds), and
+    when the last command ended if given."""
     record = {
         "toxversion": "4.30",
         "testenvs": {
             name: {
-                "test": [],
-                "result": {"success": ok, "exit_code": 0 if ok else 1, "duration": seconds},
+                "setup": [],
+                "test": [{"start": result[2] - 1, "end": result[2]}] if len(result) > 2 else [],
+                "result": {
+                    "success": result[0],
+                    "exit_code": 0 if result[0] else 1,
+                    "duration": result[1],
+                },
             }
-            for name, (ok, seconds) in envs.items()
+            for name, result in envs.items()
         },
     }
     _json(path, record)
@@ -192,13 +199,48 @@ def test_budgets_are_judged_on_tox_wall_time(reports: Path) -> None:
     )
 
 
+def test_stages_one_run_ran_side_by_side_count_once_in_the_pr_set(reports: Path) -> None:
+    """`.ci/run` runs the one-core stages two at a time, then the rest in turn: the pr set is
+    the time its runs took. Each CI job is a run of its own (another machine): they add up."""
+    side_by_side = _tox(
+        reports / "tox-one-core.json",
+        lint=(True, 5.0, 1005.0),
+        type=(True, 28.0, 1028.0),
+        unit=(True, 35.0, 1040.0),  # from 1005, beside type and then e2e
+        e2e=(True, 29.0, 1057.0),  # from 1028
+    )
+    in_turn = _tox(
+        reports / "tox-all-cores.json",
+        integration=(True, 300.0, 1360.0),
+        load=(True, 50.0, 1410.0),  # nightly: not in the pr set
+        coverage=(True, 6.0, 1416.0),
+    )
+    tox = read_tox([side_by_side, in_turn])
+    stages = report.read_stages(reports, tox)
+    assert report.pr_wall_time(stages) == 57.0 + 306.0
+    assert report.budget_table(stages).splitlines()[-1].split() == [
+        "pr",
+        "set",
+        "363",
+        "s",
+        "900",
+        "s",
+    ]
+
+    jobs = [
+        _tox(reports / f"tox-{name}.json", **{name: (True, 100.0, 2000.0)})
+        for name in ("unit", "integration", "security")
+    ]
+    assert report.pr_wall_time(report.read_stages(reports, read_tox(jobs))) == 300.0
+
+
 def test_unreadable_tox_results_are_left_out(reports: Path) -> None:
     (reports / "garbled.json").write_text("{", encoding="utf-8")
     _json(reports / "odd.json", {"testenvs": {"unit": {"result": {"success": "yes"}}, "e2e": 3}})
     good = _tox(reports / "tox.json", e2e=(True, 30.0))
     assert read_tox(
         [reports / "garbled.json", reports / "odd.json", reports / "none.json", good]
-    ) == {"e2e": report.ToxResult(True, 0, 30.0)}
+    ) == {"e2e": report.ToxResult(True, 0, 30.0, run=3)}
 
 
 def test_where_the_time_goes_per_stage_and_module(reports: Path) -> None:
@@ -471,3 +513,21 @@ def test_runs_as_the_tox_coverage_env_runs_it(reports: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert _row((reports / "index.html").read_text(encoding="utf-8"), "unit")[1] == "passed"
+
+
+def test_ci_runs_every_stage_once_and_combines_coverage_last() -> None:
+    """`.ci/run` schedules tox.ini's ``one_core`` and ``all_cores`` labels: together they are
+    the pr set and the nightly stages, each once, and coverage comes after every stage whose
+    data it combines."""
+    tox = configparser.ConfigParser()
+    tox.read(report.ROOT / "tox.ini")
+    labels: dict[str, list[str]] = {}
+    for line in tox["tox"]["labels"].splitlines():
+        name, _, envs = line.partition("=")
+        if envs:
+            labels[name.strip()] = [env.strip() for env in envs.split(",")]
+    scheduled = labels["one_core"] + labels["all_cores"]
+    assert sorted(scheduled) == sorted(labels["pr"] + labels["nightly"])
+    assert len(set(scheduled)) == len(scheduled)
+    assert scheduled[-1] == "coverage"
+    assert set(report.STAGES) == set(scheduled)
