@@ -17,8 +17,8 @@ from app.auth.deps import AppSettings, per_user, requires
 from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.db.session import DbSession
-from app.kit.downloads import Download, RangeBeyondFile, RangeRefused, repr_digest
-from app.kit.files import ALLOWED, content_disposition
+from app.kit.downloads import Download, RangeBeyondFile, RangeRefused, download_headers
+from app.kit.files import ALLOWED
 from app.kit.openapi import multipart_body
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, paginate
 from app.kit.problems import (
@@ -140,23 +140,10 @@ async def download_attachment(
     return Download(
         copy,
         media_type=attachment.content_type,
-        headers=download_headers(attachment),
+        headers=download_headers(attachment.filename, attachment.sha256),
         background=BackgroundTask(discard, copy),
         stat_result=await to_thread.run_sync(os.stat, copy),
     )
-
-
-def download_headers(attachment: Attachment) -> dict[str, str]:
-    return {
-        # Never rendered: a download, its type as sniffed, no sniffing by the browser, and if
-        # it is opened anyway (a polyglot's HTML side), a sandbox with no scripts or loads.
-        "Content-Disposition": content_disposition(attachment.filename),
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "sandbox; default-src 'none'",
-        "Cache-Control": "private, no-store",
-        # RFC 9530: the client can check what it received against what was uploaded.
-        "Repr-Digest": repr_digest(attachment.sha256),
-    }
 
 
 @router.delete(

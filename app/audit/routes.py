@@ -17,7 +17,7 @@ from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.db.session import DbSession, DbSessions
 from app.kit.clock import utcnow
-from app.kit.headers import DOWNLOAD_POLICY
+from app.kit.downloads import download_headers
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
 from app.kit.problems import Forbidden, InvalidInput, Unauthenticated, responses
 from app.kit.types import Timestamp
@@ -98,13 +98,5 @@ async def export_audit_events(
     return StreamingResponse(
         export.encoded(format, export.events(sessions, caller.clinic_id, query, last)),
         media_type=export.MEDIA_TYPES[format],  # (Starlette adds text/csv's charset=utf-8)
-        headers={
-            "Content-Disposition": (
-                f'attachment; filename="audit-{caller.clinic_id}-{taken}.{format.value}"'
-            ),
-            # As an attachment's download: never rendered, not sniffed, sandboxed if opened.
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": DOWNLOAD_POLICY,
-            "Cache-Control": "no-store",
-        },
+        headers=download_headers(f"audit-{caller.clinic_id}-{taken}.{format.value}"),
     )

@@ -14,6 +14,8 @@ from starlette.datastructures import Headers
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import Receive, Scope, Send
 
+from app.kit.files import content_disposition
+from app.kit.headers import DOWNLOAD_POLICY
 from app.kit.problems import BadRequest, Problem, problem_asgi
 
 
@@ -74,6 +76,21 @@ class WholeDownload(FileResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         whole = [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]
         await super().__call__({**scope, "headers": whole}, receive, send)
+
+
+def download_headers(filename: str, sha256_hex: str | None = None) -> dict[str, str]:
+    """The headers of every file the API answers with (an attachment, an export): a download
+    under ``filename``, never sniffed nor kept by a cache, sandboxed if a browser opens it anyway
+    (a polyglot's HTML side runs no script), and with its SHA-256 when known."""
+    headers = {
+        "Content-Disposition": content_disposition(filename),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": DOWNLOAD_POLICY,
+        "Cache-Control": "no-store",
+    }
+    if sha256_hex is not None:
+        headers["Repr-Digest"] = repr_digest(sha256_hex)
+    return headers
 
 
 def repr_digest(sha256_hex: str) -> str:

@@ -17,9 +17,7 @@ from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.customers import service as customers
 from app.db.session import DbSession
-from app.kit.downloads import WholeDownload, repr_digest
-from app.kit.files import content_disposition
-from app.kit.headers import DOWNLOAD_POLICY
+from app.kit.downloads import WholeDownload, download_headers
 from app.kit.problems import Forbidden, InvalidInput, NotFound, Unauthenticated, responses
 from app.kit.storage import Storage, Store, discard
 from app.privacy import exports, service
@@ -185,13 +183,7 @@ async def _download(
     return WholeDownload(
         archive,
         media_type=exports.MEDIA_TYPE,
-        headers={
-            "Content-Disposition": content_disposition(name),
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": DOWNLOAD_POLICY,
-            "Cache-Control": "private, no-store",
-            "Repr-Digest": repr_digest(export.sha256 or ""),
-        },
+        headers=download_headers(name, export.sha256),
         background=BackgroundTask(_sent, storage, archive, exports.file_key(export)),
         stat_result=await to_thread.run_sync(os.stat, archive),
     )

@@ -144,8 +144,9 @@ async def test_the_export_is_a_download_that_is_never_cached(client, world: Worl
         answer = await exported(client, clinic.owner, form)
         assert answer.headers["content-type"] == media
         assert answer.headers["cache-control"] == "no-store"
+        name = rf"audit-{clinic.id}-\d{{8}}T\d{{6}}Z\.{form}"
         assert re.fullmatch(
-            rf'attachment; filename="audit-{clinic.id}-\d{{8}}T\d{{6}}Z\.{form}"',
+            rf"attachment; filename=\"{name}\"; filename\*=UTF-8''{name}",
             answer.headers["content-disposition"],
         ), answer.headers["content-disposition"]
         assert answer.headers["x-content-type-options"] == "nosniff"

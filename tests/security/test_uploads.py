@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from app.auth.models import Role
+from app.kit.headers import DOWNLOAD_POLICY
 from app.main import create_app
 from app.settings import Settings
 from fixtures import files
@@ -210,7 +211,7 @@ async def test_a_polyglot_is_stored_as_what_it_starts_as_and_never_rendered(
     assert download.headers["content-type"] == media_type
     assert download.headers["content-disposition"].startswith("attachment;")
     assert download.headers["x-content-type-options"] == "nosniff"
-    assert download.headers["content-security-policy"] == "sandbox; default-src 'none'"
+    assert download.headers["content-security-policy"] == DOWNLOAD_POLICY
     assert download.content == content
 
 
@@ -319,8 +320,8 @@ async def test_a_download_is_an_attachment_of_the_sniffed_type_with_its_checksum
         "attachment; filename=\"Resultats.pdf\"; filename*=UTF-8''R%C3%A9sultats.pdf"
     )
     assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.headers["content-security-policy"] == "sandbox; default-src 'none'"
-    assert response.headers["cache-control"] == "private, no-store"
+    assert response.headers["content-security-policy"] == DOWNLOAD_POLICY
+    assert response.headers["cache-control"] == "no-store"
     digest = hashlib.sha256(files.PDF).digest()
     import base64
 
