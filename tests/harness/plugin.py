@@ -396,19 +396,9 @@ def stage_settings(
             )
         ),
     )
-    if made_from not in _SETTINGS:
-        _SETTINGS[made_from] = _stage_settings(database, redis_server, files, stripe_api, smtp)
-    return _SETTINGS[made_from]
-
-
-def _stage_settings(
-    database: Database,
-    redis_server: RedisServer,
-    files: Path,
-    stripe_api: FakeStripe,
-    smtp: Relay,
-) -> Settings:
-    return Settings(
+    if made_from in _SETTINGS:
+        return _SETTINGS[made_from]
+    made = _SETTINGS[made_from] = Settings(
         _env_file=None,  # a developer's .env configures their server, not the tests
         env=Environment.test,
         database_url=database.app_url,
@@ -455,6 +445,7 @@ def _stage_settings(
         # Held, as the service never is: only `vetify audit anchor` needs it (ADR 0027).
         audit_signing_key=canary.AUDIT_SIGNING_KEY,
     )
+    return made
 
 
 _APPS: list[FastAPI] = []
