@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from starlette.types import Message, Receive, Scope, Send
 
 from app.kit.events import SecurityEvent, security_event
 from app.kit.mail import Mail, Mailer
@@ -166,18 +167,18 @@ def test_no_label_can_carry_an_id() -> None:
 
 async def test_what_is_not_an_http_request_passes_through_uncounted() -> None:
     """The server's lifespan (and any websocket) goes to the app as it came, counted nowhere."""
-    seen: list[dict[str, object]] = []
+    seen: list[Scope] = []
 
-    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(scope)
         await send({"type": "lifespan.startup.complete"})
 
-    async def receive() -> dict[str, object]:
+    async def receive() -> Message:
         return {"type": "lifespan.startup"}
 
-    sent: list[dict[str, object]] = []
+    sent: list[Message] = []
 
-    async def send(message) -> None:  # type: ignore[no-untyped-def]
+    async def send(message: Message) -> None:
         sent.append(message)
 
     def answered() -> float:
