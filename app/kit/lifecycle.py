@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -27,6 +28,18 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 REQUESTS_SHARE = 0.4
 JOBS_SHARE = 0.4
 STOPPING = "stopping (%s), within %s s"
+
+
+def keep_for_life() -> None:
+    """Take every object the process has made so far out of the garbage collector's reach
+    (``gc.freeze``), once the garbage among them is collected. Called by `vetify serve` once
+    it has started (the modules, the app and its routes, the pools: about 270,000 objects that
+    live as long as the process, which a full collection would otherwise walk again and again
+    while it serves), and by the supervisor before it forks the workers (a worker's
+    collections then never write to the pages it shares with the others). Measured in ADR 0019
+    ("The collector"): 12% less CPU a request; a third less memory of its own a worker."""
+    gc.collect()
+    gc.freeze()
 
 
 class Shutdown:

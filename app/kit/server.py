@@ -38,7 +38,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from app.kit.lifecycle import REQUESTS_SHARE, Shutdown
+from app.kit.lifecycle import REQUESTS_SHARE, Shutdown, keep_for_life
 from app.kit.problems import (
     CLOSE,
     MEDIA_TYPE,
@@ -84,7 +84,9 @@ def run(
     serving: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve ``app`` on ``sock`` until the stop is asked for and done; ``serving`` is called
-    once the app has started (its lifespan), just before uvicorn takes connections."""
+    once the app has started (its lifespan) and what it built is kept out of the garbage
+    collector's reach (:func:`~app.kit.lifecycle.keep_for_life`), just before uvicorn takes
+    connections."""
     config = uvicorn.Config(
         cut_short_is_503(app),
         lifespan="off",
@@ -107,6 +109,7 @@ async def _serve(
     async with app.router.lifespan_context(app):
         host, port = sock.getsockname()[:2]
         log.info("serving on http://%s:%d (Ctrl+C to stop)", host, port)
+        keep_for_life()
         serving()
         await Server(config, shutdown).serve(sockets=[sock])
 

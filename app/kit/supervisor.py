@@ -4,7 +4,9 @@ The supervisor (the process `vetify serve` starts as) binds the socket, starts t
 PostgreSQL if there is one and migrates, then forks the workers: each inherits the bound socket
 and the settings, and serves on its own event loop with its own pools; the kernel hands each new
 connection to one of them. Forking (not spawning a fresh interpreter) shares the imported code
-between the workers until one writes to it, and needs nothing pickled.
+between the workers until one writes to it, and needs nothing pickled; what the supervisor made
+is frozen out of the garbage collector's reach first, so that no worker's collection writes to
+those shared pages.
 
 What the supervisor does after that:
 
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.context import ForkProcess
 
-from app.kit.lifecycle import Shutdown
+from app.kit.lifecycle import Shutdown, keep_for_life
 
 log = logging.getLogger("vetify")
 
@@ -71,6 +73,7 @@ def supervise(
     them; ``ended`` is told the pid of each that has exited (the metrics forget its gauges).
     Raises :class:`WorkerFailedToStart` if one ends before it serves."""
     context = multiprocessing.get_context("fork")
+    keep_for_life()
 
     def start(index: int) -> _Worker:
         serving = context.RawValue(ctypes.c_bool, False)

@@ -8,6 +8,7 @@ serves HTTP from `vetify serve --workers 2`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -115,6 +116,28 @@ def test_each_worker_serves_and_a_stop_reaches_every_one(tmp_path: Path) -> None
     for pid in journal.starts():
         assert journal.events(pid) == ["serving", "stopped"]
         assert not psutil.pid_exists(pid)
+
+
+def test_a_worker_starts_with_what_the_supervisor_made_out_of_the_collectors_reach(
+    tmp_path: Path,
+) -> None:
+    """Frozen before the fork (lifecycle.keep_for_life), so that no worker's collection writes
+    to the pages the workers share with the supervisor and with each other."""
+    assert gc.get_freeze_count() == 0  # this test run's own heap: the supervisor's is its own
+    journal = Journal(tmp_path)
+
+    def work(index: int, shutdown: Shutdown, serving: Callable[[], None]) -> None:
+        journal.note(index, f"frozen={gc.get_freeze_count() > 0}")
+        serving()
+        while not shutdown.requested:
+            time.sleep(0.01)
+
+    with supervising(1, work, journal) as process:
+        until("the worker started", lambda: any(map(journal.events, journal.starts())), WAIT)
+        assert [journal.events(pid) for pid in journal.starts()] == [["frozen=True"]]
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGTERM)
+        assert _stopped(process) == 0
 
 
 def test_a_worker_that_dies_while_serving_is_replaced(tmp_path: Path) -> None:

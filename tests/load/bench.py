@@ -88,6 +88,11 @@ class Result:
     """Answers that were not 2xx or 3xx, and socket errors."""
     cpu_ms_per_request: float
     rss_mib: float
+    """The largest resident set of the server's processes (the supervisor's and each worker's):
+    pages a worker shares with the others counted in each."""
+    pss_mib: float
+    """The largest proportional set: each shared page divided among the processes sharing it,
+    what one more worker costs."""
     statements: int | None
 
 
@@ -175,6 +180,7 @@ def measure(
         failed=int(numbers["failed"]),
         cpu_ms_per_request=1000 * used / max(numbers["requests"], 1),
         rss_mib=max(p.memory_info().rss for p in processes(pid)) / 2**20,
+        pss_mib=max(p.memory_full_info().pss for p in processes(pid)) / 2**20,
         statements=statements,
     )
 
@@ -330,7 +336,7 @@ def ceiling(payload: bytes) -> Iterator[tuple[str, int]]:
 def table(results: list[Result], ceiling_rate: float) -> str:
     header = (
         f"{'path':32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}"
-        f" {'CPU ms':>7} {'stmts':>6} {'RSS MiB':>8} {'of ceiling':>10}"
+        f" {'CPU ms':>7} {'stmts':>6} {'RSS MiB':>8} {'PSS MiB':>8} {'of ceiling':>10}"
     )
     lines = [header, "-" * len(header)]
     for result in results:
@@ -338,7 +344,7 @@ def table(results: list[Result], ceiling_rate: float) -> str:
         lines.append(
             f"{result.name:32} {result.requests_per_second:8.0f} {result.p50_ms:8.1f}"
             f" {result.p99_ms:8.1f} {result.failed:7d} {result.cpu_ms_per_request:7.2f}"
-            f" {statements:>6} {result.rss_mib:8.0f}"
+            f" {statements:>6} {result.rss_mib:8.0f} {result.pss_mib:8.0f}"
             f" {result.requests_per_second / ceiling_rate:10.1%}"
         )
     return "\n".join(lines)
