@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.kit import context
 from app.kit.logs import mark_logged
+from app.kit.sealing import Unreadable
 from app.kit.types import PATTERN_MEANINGS
 
 PROBLEM_BASE = "https://vetify.dev/problems/"
@@ -209,6 +210,15 @@ class HeadersTooLarge(Problem):
     status, slug, title = 431, "headers-too-large", "Request headers too large"
 
 
+class SealedValueUnreadable(Problem):
+    """A value stored sealed that the answer needs does not open with the keys this service
+    holds (its data key shredded or lost, the key-encryption key missing from the keyring or
+    KMS, the stored bytes altered). Nothing the client can change; an operator can, and the
+    log says which value and why."""
+
+    status, slug, title = 500, "sealed-value-unreadable", "Stored value does not open"
+
+
 class ServiceUnavailable(Problem):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
 
@@ -324,8 +334,27 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(Problem(), request)
 
 
+async def _on_unreadable(request: Request, exc: Exception) -> JSONResponse:
+    # The message names the scope and key version, never a key or a value.
+    logger.error(
+        "a sealed value does not open on %s %s: %s",
+        request.method,
+        request.url.path,
+        _handled(exc, Unreadable),
+        exc_info=exc,
+    )
+    return problem_response(
+        SealedValueUnreadable(
+            "Part of what was asked for is stored sealed and does not open with the keys the "
+            "service holds. Nothing was changed. The operator has been told."
+        ),
+        request,
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(Unreadable, _on_unreadable)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)

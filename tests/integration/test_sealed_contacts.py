@@ -7,6 +7,7 @@ stored before it and opening them again on the way down."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import httpx
@@ -23,6 +24,7 @@ from app.keys import blind, rotation
 from app.keys import service as keys
 from app.kit import sealing
 from app.kit.storage import storage_from
+from tests.harness.api import assert_problem
 from tests.harness.databases import APP_ROLE
 from tests.harness.world import ClinicWorld, World
 
@@ -126,6 +128,42 @@ async def test_a_sealed_value_moved_to_another_row_or_clinic_does_not_open(
             assert customer is not None
             with pytest.raises(sealing.Unreadable, match="does not open here"):
                 await customers.contact_of(session, InClinic(clinic.id), customer)
+
+
+async def test_a_value_that_does_not_open_is_a_problem_that_says_so_and_a_write_changes_nothing(
+    client, world: World, superuser_engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not the generic 500: the operator's log names the request and the reason, the client
+    learns that stored data, not its request, is at fault; a write that needed it is undone."""
+    caplog.set_level(logging.ERROR, logger="vetify.errors")
+    clinic = await world.clinic()
+    first = await added(client, clinic, contact("first"))
+    second = await added(client, clinic, contact("second"))
+    moved = (await row(superuser_engine, first["id"]))["contact_sealed"]
+    async with superuser_engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE customers SET contact_sealed = :s WHERE id = :id"),
+            {"s": moved, "id": second["id"]},
+        )
+    before = await row(superuser_engine, second["id"])
+    where = f"{URL}/{second['id']}"
+
+    shown = await client.get(where, headers=clinic.owner.headers)
+    changed = await client.patch(where, json={"city": "Elsewhere"}, headers=clinic.owner.headers)
+
+    for response in (shown, changed):
+        body = assert_problem(response, 500, "sealed-value-unreadable")
+        assert "does not open" in body["detail"]
+        assert body["request_id"]
+    assert await row(superuser_engine, second["id"]) == before
+    told = [r.getMessage() for r in caplog.records if r.name == "vetify.errors"]
+    assert [m.split(": ")[0] for m in told] == [
+        f"a sealed value does not open on GET {where}",
+        f"a sealed value does not open on PATCH {where}",
+    ]
+    assert all("does not open here" in message for message in told)
+    # The row it was sealed for still opens.
+    assert (await client.get(f"{URL}/{first['id']}", headers=clinic.owner.headers)).is_success
 
 
 async def test_blind_indexes_match_a_whole_value_and_differ_between_clinics(
