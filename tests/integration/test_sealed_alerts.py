@@ -20,6 +20,7 @@ from app.keys import service as keys
 from app.kit import sealing
 from app.kit.storage import storage_from
 from fixtures.factories import CustomerFactory
+from tests.harness.api import assert_problem
 from tests.harness.databases import APP_ROLE
 from tests.harness.world import ClinicWorld, World
 
@@ -96,8 +97,8 @@ async def test_alerts_moved_to_another_pet_or_clinic_do_not_open(
                 text("UPDATE pets SET alerts_sealed = :s WHERE id = :id"),
                 {"s": sealed, "id": target["id"]},
             )
-        with pytest.raises(sealing.Unreadable):
-            await client.get(f"{URL}/{target['id']}", headers=holder.owner.headers)
+        shown = await client.get(f"{URL}/{target['id']}", headers=holder.owner.headers)
+        assert_problem(shown, 500, "sealed-value-unreadable")
 
 
 async def test_rotation_seals_alerts_again(
