@@ -51,26 +51,8 @@ class PetPatch(Input):
     deceased: bool = omittable()
 
 
-class PetOut(Output):
-    id: uuid.UUID
-    customer_id: uuid.UUID
-    name: str
-    species: Species
-    breed: str | None
-    sex: Sex
-    neutered: bool
-    date_of_birth: dt.date | None
-    microchip: str | None
-    alerts: list[str]
-    deceased: bool
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class PetStored(BaseModel):
-    """A pet's columns as stored, its alerts still sealed: the columns a list reads, a page of
-    rows straight from the database that :func:`app.pets.service.to_out` makes answers of.
-    Never an answer itself (not an ``Output``)."""
+class _PetColumns(BaseModel):
+    """A pet's columns as the API shows them, all but its alerts (stored sealed)."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -83,10 +65,21 @@ class PetStored(BaseModel):
     neutered: bool
     date_of_birth: dt.date | None
     microchip: str | None
-    alerts_sealed: bytes | None
     deceased: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+class PetOut(Output, _PetColumns):
+    alerts: list[str]
+
+
+class PetStored(_PetColumns):
+    """A pet's columns as stored, its alerts still sealed: the columns a list reads, a page of
+    rows straight from the database that :func:`app.pets.service.to_out` makes answers of.
+    Never an answer itself (not an ``Output``)."""
+
+    alerts_sealed: bytes | None
 
 
 class WeightIn(Input):
