@@ -19,7 +19,6 @@ from sqlalchemy import text
 from app.attachments.models import ScanStatus
 from app.auth.models import Role
 from app.keys import rotation
-from app.models import *  # noqa: F403  (every table, as the service has them)
 from app.privacy import archive
 from fixtures import files
 from fixtures.factories import PetFactory, create_addendum, create_record
