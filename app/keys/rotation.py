@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -158,18 +158,18 @@ async def rotate_dek(
             # Rotating around them, then retiring, would shred them.
             raise RuntimeError(f"sealed columns no domain declared: {', '.join(undeclared)}")
         version = await _newest(engine, wrapper, scope)
-        keys: dict[int, bytes] = {}
+        keys = _Keys(wrapper, scope, version)
         resealed = 0
         for column in SEALED:
             while True:
                 async with engine.begin() as connection:
-                    done = await _reseal(connection, wrapper, keys, column, scope, version)
+                    done = await _reseal(connection, keys, column)
                 resealed += done
                 if done < BATCH:
                     break
         files = 0
         for declared in SEALED_FILES:
-            files += await _reseal_files(engine, storage, wrapper, keys, declared, scope, version)
+            files += await _reseal_files(engine, storage, keys, declared)
         async with engine.begin() as connection:
             left = await _left(connection, scope, version)
             settled = not left and await _old_enough(connection, scope, version)
@@ -318,15 +318,41 @@ async def _enter(connection: AsyncConnection, scope: str) -> None:
     )
 
 
-async def _reseal(
-    connection: AsyncConnection,
-    wrapper: KeyWrapper,
-    keys: dict[int, bytes],
-    column: SealedColumn,
-    scope: str,
-    version: int,
-) -> int:
-    """One batch of ``column``'s values on older versions, sealed again with ``version``."""
+@dataclass
+class _Keys:
+    """What a run seals again with: ``scope``'s data key ``version``; and each of the scope's
+    keys it opens on the way (unwrapped once a run, kept until it ends)."""
+
+    wrapper: KeyWrapper
+    scope: str
+    version: int
+    opened: dict[int, bytes] = field(default_factory=dict)
+
+    async def of(self, connection: AsyncConnection, version: int) -> bytes:
+        if version not in self.opened:
+            row = (
+                await connection.execute(
+                    select(DataKey.kek_id, DataKey.wrapped).where(
+                        DataKey.scope == self.scope, DataKey.version == version
+                    )
+                )
+            ).one_or_none()
+            if row is None:
+                raise sealing.Unreadable(
+                    f"no data key {version} for scope {self.scope} (shredded?)"
+                )
+            self.opened[version] = await asyncio.to_thread(
+                self.wrapper.unwrap,
+                row.kek_id,
+                row.wrapped,
+                sealing.key_context(self.scope, version),
+            )
+        return self.opened[version]
+
+
+async def _reseal(connection: AsyncConnection, keys: _Keys, column: SealedColumn) -> int:
+    """One batch of ``column``'s values on older versions, sealed again with the run's key."""
+    scope, version = keys.scope, keys.version
     entered = await _entered(connection, column, scope, version)
     if entered is None:
         return 0
@@ -344,10 +370,8 @@ async def _reseal(
     for row_id, sealed in found:
         aad = sealing.field_aad(scope, column.field, row_id)
         old = sealing.version_of(sealed)
-        plain = sealing.unseal(await _opened(connection, wrapper, keys, scope, old), sealed, aad)
-        fresh = sealing.seal(
-            await _opened(connection, wrapper, keys, scope, version), version, plain, aad
-        )
+        plain = sealing.unseal(await keys.of(connection, old), sealed, aad)
+        fresh = sealing.seal(await keys.of(connection, version), version, plain, aad)
         # Only if it is still the value read: a write in between wins.
         await connection.execute(
             sql_update(rows)
@@ -355,29 +379,6 @@ async def _reseal(
             .values({column.column: fresh})
         )
     return len(found)
-
-
-async def _opened(
-    connection: AsyncConnection,
-    wrapper: KeyWrapper,
-    keys: dict[int, bytes],
-    scope: str,
-    version: int,
-) -> bytes:
-    if version not in keys:
-        row = (
-            await connection.execute(
-                select(DataKey.kek_id, DataKey.wrapped).where(
-                    DataKey.scope == scope, DataKey.version == version
-                )
-            )
-        ).one_or_none()
-        if row is None:
-            raise sealing.Unreadable(f"no data key {version} for scope {scope} (shredded?)")
-        keys[version] = await asyncio.to_thread(
-            wrapper.unwrap, row.kek_id, row.wrapped, sealing.key_context(scope, version)
-        )
-    return keys[version]
 
 
 def _file_rows(files: SealedFiles) -> TableClause:
@@ -410,13 +411,7 @@ async def _files_entered(
 
 
 async def _reseal_files(
-    engine: AsyncEngine,
-    storage: Storage,
-    wrapper: KeyWrapper,
-    keys: dict[int, bytes],
-    files: SealedFiles,
-    scope: str,
-    version: int,
+    engine: AsyncEngine, storage: Storage, keys: _Keys, files: SealedFiles
 ) -> int:
     """``files``' files behind ``version`` sealed again with it, one per transaction with its
     row locked; returns how many. One missing from storage, or locked meanwhile, is passed over
@@ -424,7 +419,7 @@ async def _reseal_files(
     done, after = 0, None
     while True:
         async with engine.begin() as connection:
-            entered = await _files_entered(connection, files, scope, version)
+            entered = await _files_entered(connection, files, keys.scope, keys.version)
             if entered is None:
                 return 0
             rows, behind = entered
@@ -443,38 +438,31 @@ async def _reseal_files(
                 return done
             after = row.id
             try:
-                await _reseal_file(connection, storage, wrapper, keys, files, scope, version, row)
+                await _reseal_file(connection, storage, keys, files, row)
             except ObjectMissing:
                 log.error("%s %s: no file %s in storage to seal again", files.table, *row[:2])
                 continue
             await connection.execute(
-                sql_update(rows).where(rows.c.id == row.id).values(sealed_with=version)
+                sql_update(rows).where(rows.c.id == row.id).values(sealed_with=keys.version)
             )
             done += 1
 
 
 async def _reseal_file(
-    connection: AsyncConnection,
-    storage: Storage,
-    wrapper: KeyWrapper,
-    keys: dict[int, bytes],
-    files: SealedFiles,
-    scope: str,
-    version: int,
-    row: Any,
+    connection: AsyncConnection, storage: Storage, keys: _Keys, files: SealedFiles, row: Any
 ) -> None:
-    aad = sealing.file_aad(scope, files.what, row.id)
+    aad = sealing.file_aad(keys.scope, files.what, row.id)
     stored, plain, fresh = [await asyncio.to_thread(staging_file, storage) for _ in range(3)]
     try:
         await storage.get(row.storage_key, stored)
         if row.sealed_with is not None or not files.clear_before:
             old = await asyncio.to_thread(sealing.file_version, stored)
-            old_key = await _opened(connection, wrapper, keys, scope, old)
+            old_key = await keys.of(connection, old)
             await asyncio.to_thread(sealing.open_file, old_key, stored, plain, aad)
         else:  # stored in the clear, before files were sealed
             await asyncio.to_thread(stored.replace, plain)
-        new_key = await _opened(connection, wrapper, keys, scope, version)
-        await asyncio.to_thread(sealing.seal_file, new_key, version, plain, fresh, aad)
+        new_key = await keys.of(connection, keys.version)
+        await asyncio.to_thread(sealing.seal_file, new_key, keys.version, plain, fresh, aad)
         await storage.put(row.storage_key, fresh)
     finally:
         for path in (stored, plain, fresh):
