@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from anyio import to_thread
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
@@ -209,11 +209,22 @@ async def fetch(
 async def _verified_copy(
     session: AsyncSession, tenant: Tenant, storage: Storage, attachment: Attachment
 ) -> Path:
+    sealed_with = attachment.sealed_with
+    if sealed_with is None:
+        # Stored in the clear, before files were sealed: `vetify keys rotate-dek` seals such a
+        # file in place, holding its row from writing the sealed bytes until the row says so.
+        # Wait for that, and hold the row (shared) until the copy is made, so that the bytes
+        # fetched are the ones the row describes.
+        sealed_with = await session.scalar(
+            select(Attachment.sealed_with)
+            .where(Attachment.id == attachment.id)
+            .with_for_update(read=True)
+        )
     stored = await to_thread.run_sync(staging_file, storage)
     copy = await to_thread.run_sync(staging_file, storage)
     try:
         await storage.get(attachment.storage_key, stored)
-        if attachment.sealed_with is None:  # stored in the clear, before files were sealed
+        if sealed_with is None:  # still in the clear
             await to_thread.run_sync(stored.replace, copy)
         else:
             scope = keys.scope_of(session, tenant)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from app.db import migrate
 from app.keys import rotation
 from app.keys import service as keys
 from app.kit import sealing
-from app.kit.storage import staging_file
+from app.kit.storage import Storage, staging_file
 from app.settings import Settings
 from fixtures import files
 from tests.harness.api import assert_problem
@@ -203,6 +204,49 @@ async def test_rotation_seals_files_again_while_downloads_go_on_and_then_retires
     # Another clinic's files are on their own key, untouched.
     assert (await row(superuser_engine, "attachments", theirs.id))["sealed_with"] == 1
     assert (await content(client, elsewhere, theirs.id)).status_code == 200
+
+
+class _Paused:
+    """The rotation's storage, pausing after it has written a file's sealed bytes (its row
+    still locked and saying "in the clear") until the test lets it go on."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.written = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.storage, name)
+
+    async def put(self, key: str, staged: Path) -> None:
+        await self.storage.put(key, staged)
+        self.written.set()
+        await self.go_on.wait()
+
+
+async def test_a_download_while_its_clear_file_is_sealed_in_place_serves_the_file(
+    client, world, clinic, record, database, settings: Settings, monkeypatch
+) -> None:
+    """The row read by a download says "in the clear" while the rotation has already written
+    the sealed bytes and not yet committed: the download waits for the row, and serves the
+    file (it served the sealed bytes as the file, a checksum mismatch, 502, before)."""
+    monkeypatch.setattr(keys, "CURRENT_FOR_SECONDS", 0.0)
+    clear = await world.attach(clinic, record.id, files.png_with_comment(CANARY), clear=True)
+    storage = _Paused(world.storage)
+    rotating = asyncio.create_task(
+        rotation.rotate_dek(
+            database.owner_url, keys.wrapper_from(settings), storage, str(clinic.id)
+        )
+    )
+    await asyncio.wait_for(storage.written.wait(), 30)
+    downloading = asyncio.create_task(content(client, clinic, clear.id))
+    await asyncio.sleep(0.5)  # the download has read the row, and waits for it
+    assert not downloading.done()
+    storage.go_on.set()
+    answer = await downloading
+    assert answer.status_code == 200, answer.text
+    assert answer.content == files.png_with_comment(CANARY)
+    assert (await rotating).files == 1
 
 
 async def test_a_file_missing_from_storage_is_left_and_keeps_its_key(
