@@ -413,7 +413,7 @@ async def _files_entered(
 async def _reseal_files(
     engine: AsyncEngine, storage: Storage, keys: _Keys, files: SealedFiles
 ) -> int:
-    """``files``' files behind ``version`` sealed again with it, one per transaction with its
+    """``files``' files behind the run's version sealed again with it, one per transaction with its
     row locked; returns how many. One missing from storage, or locked meanwhile, is passed over
     (and left for the count)."""
     done, after = 0, None
