@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -80,20 +81,30 @@ async def row_locked(
     the transactions a test starts queue behind it in the order it chooses. Yields
     ``waiting(n)``: returns once ``n`` lock requests wait (within 5 s, or fails)."""
     locker = await asyncpg.connect(_plain(database.superuser_url))
-
-    async def waiting(count: int) -> None:
-        started = time.monotonic()
-        # pg_locks, not pg_stat_activity: that is read once per transaction.
-        while await locker.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") < count:
-            assert time.monotonic() - started < 5, f"{count} lock requests never waited"
-            await asyncio.sleep(0.02)
-
     try:
         async with locker.transaction():
             await locker.execute(f"SELECT FROM {table} WHERE id = $1 FOR UPDATE", row_id)
-            yield waiting
+            yield functools.partial(_until_waiting, locker)
     finally:
         await locker.close()
+
+
+async def lock_requests_waiting(database: Database, count: int) -> None:
+    """Returns once ``count`` lock requests wait on ``database``'s server (within 5 s, or
+    fails): a transaction a test started is queued behind a lock, not merely slow."""
+    watcher = await asyncpg.connect(_plain(database.superuser_url))
+    try:
+        await _until_waiting(watcher, count)
+    finally:
+        await watcher.close()
+
+
+async def _until_waiting(connection: asyncpg.Connection, count: int) -> None:
+    started = time.monotonic()
+    # pg_locks, not pg_stat_activity: that is read once per transaction.
+    while await connection.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") < count:
+        assert time.monotonic() - started < 5, f"{count} lock requests never waited"
+        await asyncio.sleep(0.02)
 
 
 async def clone(

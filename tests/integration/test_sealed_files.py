@@ -23,7 +23,7 @@ from app.kit.storage import Storage, staging_file
 from app.settings import Settings
 from fixtures import files
 from tests.harness.api import assert_problem
-from tests.harness.databases import APP_ROLE
+from tests.harness.databases import APP_ROLE, lock_requests_waiting
 from tests.harness.queue import drain
 from tests.harness.world import ClinicWorld, World
 
@@ -240,7 +240,7 @@ async def test_a_download_while_its_clear_file_is_sealed_in_place_serves_the_fil
     )
     await asyncio.wait_for(storage.written.wait(), 30)
     downloading = asyncio.create_task(content(client, clinic, clear.id))
-    await asyncio.sleep(0.5)  # the download has read the row, and waits for it
+    await lock_requests_waiting(database, 1)  # the download, queued behind the rotation's row
     assert not downloading.done()
     storage.go_on.set()
     answer = await downloading
