@@ -1,6 +1,6 @@
 """The ``vetify`` command: serve (embedded database by default), demo, migrate, worker, the
-billing operator commands, usage, audit verify, keys rotate-kek, and db provision (an external
-PostgreSQL's database and roles)."""
+billing operator commands, usage, audit verify, keys rotate-kek, backup (the embedded
+database's), and db provision (an external PostgreSQL's database and roles)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,12 @@ from app import (
 from app.audit import anchors, retention, security
 from app.audit import service as audit
 from app.auth import retention as auth_retention
+from app.backup import commands as backup_commands
+from app.backup import service as backup
 from app.billing import operations
 from app.db import migrate, provision
-from app.db.embedded import DataDirectoryInUse, EmbeddedPostgres, claim
+from app.db.embedded import DATABASE as EMBEDDED_DATABASE
+from app.db.embedded import DataDirectoryInUse, claim
 from app.db.session import create_engine
 from app.keys import rotation
 from app.keys import service as keys
@@ -57,7 +60,6 @@ from app.settings import ConfigurationError, Environment, LogFormat, Settings, k
 
 log = logging.getLogger("vetify")
 
-EMBEDDED_DATABASE = "vetify"
 ROLES = provision.Roles()
 """The roles' names on the embedded database, and `vetify db provision`'s defaults."""
 
@@ -83,7 +85,7 @@ def _at_head(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[S
     when the owner's URL is known."""
     with ExitStack() as stack:
         if settings.embedded:
-            embedded = EmbeddedPostgres(settings.data_dir / "pgdata")
+            embedded = backup.embedded(settings)
             stack.callback(embedded.stop)
             if shutdown is not None:
                 shutdown.at_deadline(lambda: embedded.stop("immediate"))
@@ -668,6 +670,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then delete the scope's older keys, once no value names them",
     )
+    backup_commands.add_commands(
+        commands.add_parser(
+            "backup", help="the embedded database's backups: now, list, verify, restore"
+        )
+    )
     db = commands.add_parser("db", help="an external PostgreSQL: provision")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     provisioning = db_commands.add_parser(
@@ -715,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logs.configure(
             settings.logs_as,
             settings.log_level,
-            to_stderr=args.command in ("check", "usage", "audit", "keys", "retention"),
+            to_stderr=args.command in ("check", "usage", "audit", "keys", "retention", "backup"),
         )
         # Once per process, before any fork: sentry-sdk restarts its sending thread in each
         # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
@@ -738,6 +745,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _retention(settings, apply=args.apply)
         elif args.command == "keys":
             _keys(settings, args)
+        elif args.command == "backup":
+            print(backup_commands.run(settings, args))
         else:
             _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
     except (

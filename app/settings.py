@@ -211,6 +211,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".vetify")
     """Where the embedded PostgreSQL keeps its cluster when no database URL is set."""
 
+    backup_dir: Path | None = None
+    """The embedded database's backup repository (base backups and archived WAL, ADR 0039);
+    unset: ``data_dir / "backups"``. Put it on another disk, or copy it off the machine."""
+    backup_archive_timeout_seconds: int = Field(default=60, ge=10, le=3600)
+    """A WAL segment with writes is archived at the latest this long after its first: the
+    most a restore "to latest" loses (RPO)."""
+    backup_retention_days: int = Field(default=30, ge=1, le=3650)
+    """`vetify backup now` keeps what a restore to any time of this many days needs."""
+
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_statement_timeout_ms: int = Field(default=15_000, ge=100, le=3_600_000)
@@ -653,6 +662,10 @@ class Settings(BaseSettings):
     @property
     def attachments_root(self) -> Path:
         return self.attachments_dir or self.data_dir / "attachments"
+
+    @property
+    def backups_root(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
 
     @property
     def stripe_webhook_secrets(self) -> list[str]:

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import os
 import pwd
+import shlex
 import shutil
 import socket
 
@@ -26,6 +27,8 @@ from pathlib import Path
 
 SERVICE_USER = "vetify-pg"
 SUPERUSER = "postgres"
+DATABASE = "vetify"
+"""The database `vetify` makes in its embedded cluster."""
 LOCK_FILE = "vetify.lock"
 
 
@@ -101,6 +104,10 @@ class EmbeddedPostgres:
     port: int | None = None
     fast_unsafe: bool = False
     """fsync off and friends: for throwaway test clusters only."""
+    options: dict[str, str] = field(default_factory=dict)
+    """Server settings of this start (``-c name=value``): WAL archiving, recovery."""
+    wal_segment_mib: int = 16
+    """For a new cluster: a WAL segment's size, the least an archived segment takes."""
     socket_dir: Path = field(init=False)
     _uid: int | None = field(init=False, default=None)
     _gid: int | None = field(init=False, default=None)
@@ -127,6 +134,7 @@ class EmbeddedPostgres:
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
+                f"--wal-segsize={self.wal_segment_mib}",
                 "--no-instructions",
             )
         if self.is_running():
@@ -142,6 +150,8 @@ class EmbeddedPostgres:
         ]
         if self.fast_unsafe:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        # pg_ctl hands the options to a shell: each setting is one quoted word.
+        options += [f"-c {shlex.quote(f'{name}={value}')}" for name, value in self.options.items()]
         self._run(
             "pg_ctl",
             "start",
@@ -163,6 +173,14 @@ class EmbeddedPostgres:
         if (self.data_dir / "postmaster.pid").exists():
             with contextlib.suppress(EmbeddedPostgresError):
                 self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w")
+
+    def owns(self, path: Path) -> None:
+        """Make ``path`` (a directory the server writes, or a cluster copied in) the server's."""
+        if self._uid is not None:
+            for directory, _, files in os.walk(path):
+                for name in (directory, *(os.path.join(directory, f) for f in files)):
+                    os.chown(name, self._uid, self._gid or -1)
+            _let_others_traverse(path.parent)
 
     def is_running(self) -> bool:
         result = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary  # nosec B603

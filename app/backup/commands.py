@@ -1,0 +1,174 @@
+"""`vetify backup`: now, list, verify, restore (docs/runbook.md)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from app.backup import service
+from app.backup.repository import BackupError
+from app.backup.restore import restore, verify
+from app.db.embedded import DATABASE, DataDirectoryInUse, EmbeddedPostgres, claim
+from app.kit.clock import utcnow
+from app.settings import Settings
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="backup_command", required=True)
+    commands.add_parser(
+        "now",
+        help="take a base backup of the embedded database (running or not), then remove what"
+        " VETIFY_BACKUP_RETENTION_DAYS no longer needs; run it daily from cron",
+    )
+    listing = commands.add_parser("list", help="the base backups and the WAL archive")
+    listing.add_argument("--json", action="store_true", help="print it as JSON")
+    checking = commands.add_parser(
+        "verify",
+        help="restore the latest into a scratch cluster, check its schema and count its rows;"
+        " exit 1 if it cannot be restored",
+    )
+    checking.add_argument("--json", action="store_true", help="print the report as JSON")
+    restoring = commands.add_parser(
+        "restore",
+        help="restore the embedded database as it was at a time (or at its last archived"
+        " write) into a data directory with no cluster in it",
+    )
+    restoring.add_argument(
+        "--to",
+        type=_moment,
+        required=True,
+        metavar="latest|TIME",
+        help="'latest', or an ISO 8601 time with its offset (2026-12-07T09:30:00+01:00)",
+    )
+    restoring.add_argument(
+        "--target",
+        type=Path,
+        help="the data directory (VETIFY_DATA_DIR) to restore into (default: the configured"
+        " one, once its damaged pgdata is moved aside)",
+    )
+
+
+def _moment(value: str) -> dt.datetime | None:
+    if value == "latest":
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not 'latest' or an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} has no offset: add one (Z, +01:00...)")
+    return moment
+
+
+def run(settings: Settings, args: argparse.Namespace) -> str:
+    if not settings.embedded:
+        raise SystemExit(
+            "vetify backup: covers the embedded database; back up an external PostgreSQL with"
+            " its provider's or its host's tools (docs/runbook.md)"
+        )
+    try:
+        if args.backup_command == "now":
+            with _running(settings) as server:
+                taken = service.now(settings, server)
+            return _taken(taken)
+        if args.backup_command == "list":
+            return _listed(service.state(settings), as_json=args.json)
+        if args.backup_command == "verify":
+            verified = verify(service.repository(settings), DATABASE)
+            report = {
+                "base_backup": verified.base.label,
+                "replayed_to": verified.stopped_at,
+                "seconds": round(verified.seconds, 1),
+                "schema": verified.schema,
+                "rows": verified.rows,
+            }
+            if args.json:
+                return json.dumps(report, indent=2)
+            return (
+                f"backup {verified.base.label} restored and replayed to {verified.stopped_at}"
+                f" in {verified.seconds:.1f} s; schema at {verified.schema};"
+                f" {sum(verified.rows.values())} rows in {len(verified.rows)} tables: OK"
+            )
+        return _restore(settings, args.to, args.target or settings.data_dir)
+    except BackupError as exc:
+        raise SystemExit(f"vetify backup {args.backup_command}: {exc}") from None
+
+
+@contextmanager
+def _running(settings: Settings) -> Iterator[EmbeddedPostgres]:
+    """The embedded cluster, running: `vetify serve`'s if it serves, else started for the
+    block."""
+    server = service.embedded(settings)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(claim(settings.data_dir, f"vetify backup (pid {os.getpid()})"))
+        except DataDirectoryInUse:
+            if not server.is_running():
+                raise
+        else:
+            stack.callback(server.stop)
+            server.start()
+        yield server
+
+
+def _restore(settings: Settings, to: dt.datetime | None, data_dir: Path) -> str:
+    with claim(data_dir, f"vetify backup restore (pid {os.getpid()})"):
+        restored = restore(
+            service.repository(settings),
+            data_dir / "pgdata",
+            to,
+            archive=service.repository(settings).server_options(
+                settings.backup_archive_timeout_seconds
+            ),
+        )
+    where = "" if data_dir == settings.data_dir else f"VETIFY_DATA_DIR={data_dir} "
+    return (
+        f"restored from base backup {restored.base.label} in {restored.seconds:.1f} s;"
+        f" replay stopped at {restored.stopped_at} ({restored.reason}).\n"
+        f"Start it with: {where}vetify serve"
+    )
+
+
+def _taken(taken: service.Taken) -> str:
+    backup = taken.backup
+    lines = [
+        f"base backup {backup.label}: {backup.size_bytes / 1e6:.1f} MB in"
+        f" {(backup.finished - backup.started).total_seconds():.1f} s"
+    ]
+    if taken.pruned.backups or taken.pruned.segments:
+        lines.append(
+            f"removed (older than the retention window): {len(taken.pruned.backups)} base"
+            f" backups, {taken.pruned.segments} WAL segments"
+        )
+    return "\n".join(lines)
+
+
+def _listed(state: service.State, *, as_json: bool) -> str:
+    now = utcnow()
+    if as_json:
+        return json.dumps(
+            {
+                "backups": [backup.as_json() for backup in state.backups],
+                "wal_segments": state.segments,
+                "last_archived": state.last_archived and state.last_archived.isoformat(),
+            },
+            indent=2,
+        )
+    lines = [f"{'label':<18} {'finished (UTC)':<20} {'size':>10}  WAL from"]
+    lines += [
+        f"{backup.label:<18} {backup.finished:%Y-%m-%d %H:%M:%S} {backup.size_bytes / 1e6:>8.1f} MB"
+        f"  {backup.start_segment}"
+        for backup in state.backups
+    ] or ["(no base backup: vetify backup now)"]
+    archived = (
+        f"newest {(now - state.last_archived).total_seconds():.0f} s ago"
+        if state.last_archived
+        else "nothing archived yet"
+    )
+    lines.append(f"WAL archive: {state.segments} segments, {archived}")
+    return "\n".join(lines)

@@ -1,0 +1,273 @@
+"""A backup repository on a file system: base backups taken by ``pg_basebackup`` and the WAL
+archived by the server itself through PostgreSQL's ``basic_archive`` module (ADR 0039).
+
+Layout under the repository's root (``VETIFY_BACKUP_DIR``, default ``VETIFY_DATA_DIR/backups``)::
+
+    wal/                    every WAL segment and timeline history file, as the server archived it
+    base/LABEL/             one base backup, as pg_basebackup wrote it: base.tar.gz, pg_wal.tar.gz
+                            and backup_manifest (size and SHA-256 of every file: pg_verifybackup)
+    base/LABEL.json         what we know of it, written last: a backup without it is not complete
+    base/LABEL.partial/     a base backup being taken, or one whose taking died
+
+Every tool here is PostgreSQL's own, of the server's version: nothing of ours ships WAL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+
+# Runs PostgreSQL's own client binaries with fixed argv, never a shell.
+import subprocess  # nosec B404
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.abc import Query
+
+from app.db.embedded import bin_dir
+from app.kit.clock import utcnow
+
+SEGMENT = re.compile(r"(?P<timeline>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9A-F]{8})")
+_MIB = 1024 * 1024
+
+
+class BackupError(RuntimeError):
+    """A backup, a verification or a restore that did not succeed; the message says why and
+    what to do, for an operator."""
+
+
+@dataclass(frozen=True)
+class BaseBackup:
+    """One complete base backup, as ``backup.json`` describes it."""
+
+    label: str
+    started: dt.datetime
+    finished: dt.datetime
+    """Once ``pg_basebackup`` returned: the earliest time a restore from it can stop at."""
+    size_bytes: int
+    timeline: int
+    start_lsn: str
+    end_lsn: str
+    segment_bytes: int
+    server_version: str
+
+    @property
+    def start_segment(self) -> str:
+        return segment_name(self.timeline, lsn(self.start_lsn), self.segment_bytes)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            **asdict(self),
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat(),
+        }
+
+
+def lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def segment_name(timeline: int, position: int, segment_bytes: int) -> str:
+    """The WAL file holding ``position`` on ``timeline`` (as PostgreSQL's XLogFileName)."""
+    number = position // segment_bytes
+    per_log = 0x1_0000_0000 // segment_bytes
+    return f"{timeline:08X}{number // per_log:08X}{number % per_log:08X}"
+
+
+def segment_number(name: str, segment_bytes: int) -> int:
+    match = SEGMENT.fullmatch(name)
+    if match is None:
+        raise ValueError(f"not a WAL segment's name: {name!r}")
+    return int(match["log"], 16) * (0x1_0000_0000 // segment_bytes) + int(match["seg"], 16)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    backups: list[str]
+    segments: int
+
+
+@dataclass(frozen=True)
+class Repository:
+    root: Path
+
+    @property
+    def wal(self) -> Path:
+        return self.root / "wal"
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    def server_options(self, archive_timeout_seconds: int) -> dict[str, str]:
+        """The server's settings that archive every completed WAL segment into ``wal/``, and
+        a partly filled one after ``archive_timeout_seconds`` (the most writes a loss of the
+        server's disk can cost, when the repository is elsewhere)."""
+        return {
+            "archive_mode": "on",
+            "archive_library": "basic_archive",
+            "basic_archive.archive_directory": str(self.wal),
+            "archive_timeout": f"{archive_timeout_seconds}s",
+        }
+
+    def restore_command(self) -> str:
+        """For a recovering server: copy a file of the archive into place (``%f``, ``%p``:
+        its name, where it goes; the server runs it through a shell)."""
+        return f"cp {_quoted(str(self.wal))}/%f %p"
+
+    # -- base backups ----------------------------------------------------------------------
+    def backups(self) -> list[BaseBackup]:
+        """Complete base backups, oldest first."""
+        found = [_read_backup(described) for described in self.base.glob("*.json")]
+        return sorted(found, key=lambda backup: backup.finished)
+
+    def take(self, conninfo: str) -> BaseBackup:
+        """A base backup of the server at ``conninfo`` (a superuser or a role with
+        REPLICATION), compressed, with its own WAL, and a SHA-256 manifest of every file."""
+        started = utcnow()
+        label = started.strftime("%Y%m%dT%H%M%SZ")
+        partial = self.base / f"{label}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with psycopg.connect(conninfo) as connection:
+            version = str(scalar(connection, "SHOW server_version"))
+            segment = _bytes(str(scalar(connection, "SHOW wal_segment_size")))
+        run(
+            "pg_basebackup",
+            f"--dbname={conninfo}",
+            f"--pgdata={partial}",
+            "--format=tar",
+            "--gzip",
+            "--checkpoint=fast",
+            "--manifest-checksums=SHA256",
+            f"--label=vetify {label}",
+            "--no-password",
+        )
+        ranges = json.loads((partial / "backup_manifest").read_text())["WAL-Ranges"]
+        backup = BaseBackup(
+            label=label,
+            started=started,
+            finished=utcnow(),
+            size_bytes=sum(path.stat().st_size for path in partial.iterdir()),
+            timeline=int(ranges[0]["Timeline"]),
+            start_lsn=ranges[0]["Start-LSN"],
+            end_lsn=ranges[-1]["End-LSN"],
+            segment_bytes=segment,
+            server_version=version,
+        )
+        partial.rename(self.base / label)
+        (self.base / f"{label}.json").write_text(json.dumps(backup.as_json(), indent=2) + "\n")
+        return backup
+
+    def verify_files(self, backup: BaseBackup) -> None:
+        """Every file of the base backup is there, whole, as its manifest says (size and
+        SHA-256): a truncated or altered backup is refused before anything is restored."""
+        try:
+            # WAL inside a tar-format backup is checked by the restore itself (-n).
+            run("pg_verifybackup", "--quiet", "--no-parse-wal", str(self.base / backup.label))
+        except BackupError as exc:
+            raise BackupError(
+                f"base backup {backup.label} is damaged, do not restore from it:\n{exc}"
+            ) from None
+
+    # -- the WAL archive -------------------------------------------------------------------
+    def segments(self) -> list[str]:
+        """The archived WAL segments' names, in order."""
+        if not self.wal.is_dir():
+            return []
+        return sorted(entry.name for entry in os.scandir(self.wal) if SEGMENT.fullmatch(entry.name))
+
+    def last_archived(self) -> dt.datetime | None:
+        """When the newest segment reached the archive."""
+        newest = self.segments()
+        if not newest:
+            return None
+        return dt.datetime.fromtimestamp((self.wal / newest[-1]).stat().st_mtime, dt.UTC)
+
+    # -- retention -------------------------------------------------------------------------
+    def prune(self, window: dt.timedelta, now: dt.datetime) -> Pruned:
+        """Keep what a restore to any time of the last ``window`` needs: every base backup
+        finished within it and the newest one before it, and the WAL from the oldest kept
+        backup's start on. Backups whose taking died (``.partial``) go too."""
+        for partial in self.base.glob("*.partial"):
+            shutil.rmtree(partial)
+        backups = self.backups()
+        if not backups:
+            return Pruned([], 0)
+        before = [backup for backup in backups if backup.finished < now - window]
+        kept_from = before[-1] if before else backups[0]
+        gone = [backup for backup in backups if backup.finished < kept_from.finished]
+        for backup in gone:
+            (self.base / f"{backup.label}.json").unlink()
+            shutil.rmtree(self.base / backup.label)
+        oldest = kept_from.start_segment
+        # By segment number, across timelines, as pg_archivecleanup does; history files stay.
+        stale = [name for name in self.segments() if name[8:] < oldest[8:]]
+        if stale:
+            run("pg_archivecleanup", str(self.wal), oldest)
+        return Pruned([backup.label for backup in gone], len(stale))
+
+
+def scalar(connection: psycopg.Connection[tuple[Any, ...]], query: Query) -> Any:
+    """The one value ``query`` answers."""
+    row = connection.execute(query).fetchone()
+    if row is None:  # pragma: no cover - every query given answers one row
+        raise BackupError(f"no answer to {query!r}")
+    return row[0]
+
+
+def _read_backup(path: Path) -> BaseBackup:
+    fields = json.loads(path.read_text())
+    for moment in ("started", "finished"):
+        fields[moment] = dt.datetime.fromisoformat(fields[moment])
+    return BaseBackup(**fields)
+
+
+def _bytes(setting: str) -> int:
+    """``SHOW wal_segment_size``: "16MB"."""
+    match = re.fullmatch(r"(\d+)MB", setting)
+    if match is None:  # pragma: no cover - PostgreSQL reports segment sizes in MB
+        raise BackupError(f"unexpected wal_segment_size {setting!r}")
+    return int(match[1]) * _MIB
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def run(binary: str, *args: str, user: int | None = None, group: int | None = None) -> str:
+    """One of PostgreSQL's bundled programs, to its end; :class:`BackupError` with its
+    output if it fails."""
+    result = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary  # nosec B603
+        [str(bin_dir() / binary), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        user=user,
+        group=group,
+        check=False,
+        timeout=6 * 3600,
+    )
+    if result.returncode != 0:
+        raise BackupError(f"{binary} failed: {(result.stderr or result.stdout).strip()}")
+    return result.stdout
+
+
+def newest(backups: Sequence[BaseBackup], at_or_before: dt.datetime | None) -> BaseBackup:
+    """The base backup a restore to ``at_or_before`` (None: the latest) starts from."""
+    usable = [b for b in backups if at_or_before is None or b.finished <= at_or_before]
+    if not usable:
+        if not backups:
+            raise BackupError("the repository holds no base backup: take one (vetify backup now)")
+        raise BackupError(
+            f"no base backup finished by {at_or_before:%Y-%m-%d %H:%M:%S %Z}: the oldest"
+            f" finished at {backups[0].finished:%Y-%m-%d %H:%M:%S %Z}"
+        )
+    return usable[-1]

@@ -1,0 +1,206 @@
+"""Point-in-time recovery from a :class:`Repository`, and ``backup verify``, which restores the
+latest into a scratch cluster and checks it (ADR 0039).
+
+A restore either ends with a whole cluster, recovered to the time asked for (or to the last
+archived write), or raises :class:`BackupError` and leaves nothing behind: a damaged base backup
+is refused by its manifest before it is unpacked, and a restore "to latest" that stopped short of
+the archive's end (a segment missing or corrupt stops PostgreSQL's replay as if the WAL ended
+there) is refused after replay, instead of being started as if nothing were lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from app.backup.repository import (
+    BackupError,
+    BaseBackup,
+    Repository,
+    lsn,
+    newest,
+    scalar,
+    segment_name,
+    segment_number,
+)
+from app.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from app.db.migrate import head_revisions
+
+RECOVERY_SECONDS = 6 * 3600.0
+
+
+@dataclass(frozen=True)
+class Restored:
+    target: Path
+    base: BaseBackup
+    stopped_at: str
+    """The LSN where replay ended, and the new timeline began."""
+    reason: str
+    """PostgreSQL's word for why it stopped (a target time, or the end of the archive)."""
+    seconds: float
+
+
+def restore(
+    repository: Repository,
+    target: Path,
+    to: dt.datetime | None,
+    *,
+    archive: dict[str, str] | None,
+) -> Restored:
+    """Restore into the new cluster directory ``target`` the state at ``to`` (None: the last
+    archived write), and leave it stopped. ``archive``: the restored server's archiving (the
+    repository's, so that its new timeline is archived from its first segment), or None for a
+    scratch copy that must not write into the repository."""
+    with _recovered(repository, target, to, archive) as (_, restored):
+        return restored
+
+
+@contextlib.contextmanager
+def _recovered(
+    repository: Repository,
+    target: Path,
+    to: dt.datetime | None,
+    archive: dict[str, str] | None,
+) -> Iterator[tuple[EmbeddedPostgres, Restored]]:
+    """The restored cluster, running (on a private socket) for the block, then stopped."""
+    began = time.monotonic()
+    if target.exists() and any(target.iterdir()):
+        raise BackupError(f"{target} is not empty: restore into a new directory")
+    base = newest(repository.backups(), to)
+    repository.verify_files(base)
+    options = {
+        "restore_command": repository.restore_command(),
+        "recovery_target_timeline": "latest",
+        "recovery_target_action": "promote",
+        **(archive or {"archive_mode": "off"}),
+    }
+    if to is not None:
+        options["recovery_target_time"] = to.isoformat()
+    server = EmbeddedPostgres(target, options=options)
+    try:
+        _unpack(repository.base / base.label, target)
+        server.owns(target)
+        (target / "recovery.signal").touch()
+        try:
+            server.start()
+        except EmbeddedPostgresError as exc:
+            raise BackupError(
+                f"the restored server did not start: {_fatal(target) or exc}"
+            ) from None
+        parent, stopped_at, reason = _promoted(server, target)
+        if to is None:
+            _whole(repository, base.segment_bytes, parent, stopped_at)
+        restored = Restored(target, base, stopped_at, reason, time.monotonic() - began)
+        yield server, restored
+        server.stop()
+    except BaseException:
+        server.destroy()
+        raise
+
+
+def _unpack(backup: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tarfile.open(backup / "base.tar.gz") as archive:
+        archive.extractall(target, filter="tar")
+    with tarfile.open(backup / "pg_wal.tar.gz") as archive:
+        archive.extractall(target / "pg_wal", filter="tar")
+    target.chmod(0o700)
+
+
+def _promoted(server: EmbeddedPostgres, target: Path) -> tuple[int, str, str]:
+    """Wait out the replay; the timeline switch it ended with (the timeline replayed, the LSN
+    where it stopped, PostgreSQL's reason)."""
+    deadline = time.monotonic() + RECOVERY_SECONDS
+    while (target / "recovery.signal").exists():
+        if not server.is_running():
+            raise BackupError(f"recovery failed: {_fatal(target) or 'the server stopped'}")
+        if time.monotonic() > deadline:  # pragma: no cover - hours of WAL
+            raise BackupError(f"recovery still running after {RECOVERY_SECONDS:.0f} s")
+        time.sleep(0.1)
+    with psycopg.connect(server.url(driver="")) as connection:
+        # Promotion removes recovery.signal before it ends: wait for a writable server.
+        while scalar(connection, "SELECT pg_is_in_recovery()"):
+            time.sleep(0.05)
+        current = scalar(connection, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+    history = (target / "pg_wal" / f"{current[:8]}.history").read_text().strip().splitlines()
+    parent, stopped_at, reason = history[-1].split("\t", 2)
+    return int(parent), stopped_at, reason
+
+
+def _whole(repository: Repository, size: int, timeline: int, stopped_at: str) -> None:
+    """A restore to the latest reached the end of the archive: replay stops at a missing or
+    corrupt segment as if the WAL ended there, and everything after it would be lost silently."""
+    stopped = lsn(stopped_at) // size
+    archived = [name for name in repository.segments() if int(name[:8], 16) == timeline]
+    if archived and segment_number(archived[-1], size) > stopped:
+        raise BackupError(
+            f"replay stopped at {stopped_at}, in segment"
+            f" {segment_name(timeline, lsn(stopped_at), size)}, but the archive holds WAL up"
+            f" to {archived[-1]}: a segment after the one replay stopped in is missing, or"
+            " that one is corrupt. Restoring to the latest would lose what follows: restore"
+            " to a time before the gap (--to), or put the segment back"
+        )
+
+
+def _fatal(target: Path) -> str:
+    log = target / "server.log"
+    if not log.exists():
+        return ""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if "FATAL" in line]
+    return lines[-1].split("FATAL:", 1)[-1].strip() if lines else ""
+
+
+@dataclass(frozen=True)
+class Verified:
+    base: BaseBackup
+    stopped_at: str
+    seconds: float
+    schema: str
+    rows: dict[str, int]
+
+
+def verify(repository: Repository, database: str) -> Verified:
+    """Restore the latest into a scratch cluster (not archived), check that ``database`` is at
+    the migrations' head and count each table's rows; the scratch cluster is then removed."""
+    scratch = Path(tempfile.mkdtemp(prefix="vetify-verify-"))
+    try:
+        with _recovered(repository, scratch / "pgdata", None, None) as (server, restored):
+            with psycopg.connect(server.url(database=database, driver="")) as connection:
+                revisions = {row[0] for row in connection.execute(_REVISIONS)}
+                rows = {
+                    f"{schema}.{table}": int(scalar(connection, _count(schema, table)))
+                    for schema, table in connection.execute(_TABLES).fetchall()
+                }
+            if revisions != set(head_revisions()):
+                raise BackupError(
+                    f"the restored schema is at {sorted(revisions)}, not at this version's"
+                    f" head {sorted(head_revisions())}"
+                )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return Verified(
+        restored.base, restored.stopped_at, restored.seconds, ",".join(sorted(revisions)), rows
+    )
+
+
+_REVISIONS = "SELECT version_num FROM alembic_version"
+_TABLES = (
+    "SELECT schemaname, tablename FROM pg_tables"
+    " WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+)
+
+
+def _count(schema: str, table: str) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(table)
+    )

@@ -1,0 +1,64 @@
+"""The embedded database's backups as `vetify` runs them: its archiving, `backup now` (a base
+backup, then the retention policy), the repository's state for `backup list` and metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from app.backup.repository import BaseBackup, Pruned, Repository
+from app.db.embedded import EmbeddedPostgres
+from app.kit.clock import utcnow
+from app.settings import Settings
+
+WAL_SEGMENT_MIB = 1
+"""The embedded cluster's WAL segments (made at initdb): a segment archived by the timeout
+before it is full still takes its whole size, so small ones keep a quiet day's archive small."""
+
+
+def repository(settings: Settings) -> Repository:
+    return Repository(settings.backups_root)
+
+
+def embedded(settings: Settings) -> EmbeddedPostgres:
+    """The embedded cluster, archiving every WAL segment into the repository."""
+    archive = repository(settings)
+    server = EmbeddedPostgres(
+        settings.data_dir / "pgdata",
+        options=archive.server_options(settings.backup_archive_timeout_seconds),
+        wal_segment_mib=WAL_SEGMENT_MIB,
+    )
+    archive.wal.mkdir(parents=True, exist_ok=True, mode=0o700)
+    server.owns(archive.wal)  # written by the server itself
+    return server
+
+
+@dataclass(frozen=True)
+class Taken:
+    backup: BaseBackup
+    pruned: Pruned
+
+
+def now(settings: Settings, server: EmbeddedPostgres) -> Taken:
+    """A base backup of the running ``server``; then what the retention window no longer
+    needs goes."""
+    archive = repository(settings)
+    backup = archive.take(server.url(driver=""))
+    window = dt.timedelta(days=settings.backup_retention_days)
+    return Taken(backup, archive.prune(window, utcnow()))
+
+
+@dataclass(frozen=True)
+class State:
+    backups: list[BaseBackup]
+    segments: int
+    last_archived: dt.datetime | None
+
+    @property
+    def last_backup(self) -> dt.datetime | None:
+        return self.backups[-1].finished if self.backups else None
+
+
+def state(settings: Settings) -> State:
+    archive = repository(settings)
+    return State(archive.backups(), len(archive.segments()), archive.last_archived())
