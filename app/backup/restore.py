@@ -94,9 +94,7 @@ def _recovered(
         try:
             server.start()
         except EmbeddedPostgresError as exc:
-            raise BackupError(
-                f"the restored server did not start: {_fatal(target) or exc}"
-            ) from None
+            raise BackupError(f"recovery failed: {_fatal(target) or exc}") from None
         parent, stopped_at, reason = _promoted(server, target)
         if to is None:
             _whole(repository, base.segment_bytes, parent, stopped_at)

@@ -1,0 +1,278 @@
+"""Backups of the embedded database, restored for real (ADR 0039): a real cluster archiving
+into a repository, base backups, point-in-time and latest restores, and the damage a restore
+must refuse (a truncated base backup, a segment missing or corrupt) rather than half-restore."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from app import cli
+from app.backup import restore as restoring
+from app.backup.repository import BackupError, Repository, segment_number
+from app.db.embedded import EmbeddedPostgres
+from app.db.migrate import head_revisions
+from app.kit.clock import utcnow
+
+SEGMENT = 1024 * 1024
+
+
+def _sql(server: EmbeddedPostgres, query: str, *params: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(server.url(driver=""), autocommit=True) as connection:
+        cursor = connection.execute(query, params or None)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _write(server: EmbeddedPostgres, value: int) -> dt.datetime:
+    """One acknowledged write, in a WAL segment of its own once archived; when it committed."""
+    (at,) = _sql(server, "INSERT INTO t VALUES (%s) RETURNING clock_timestamp()", value)[0]
+    _sql(server, "SELECT pg_switch_wal()")
+    assert isinstance(at, dt.datetime)
+    return at
+
+
+def _archived(server: EmbeddedPostgres) -> None:
+    """Wait until every completed segment is in the archive."""
+    deadline = time.monotonic() + 30
+    while True:
+        ((ready,),) = _sql(
+            server,
+            "SELECT last_archived_wal = pg_walfile_name(pg_current_wal_lsn() - 1)"
+            " FROM pg_stat_archiver",
+        )
+        if ready:
+            return
+        assert time.monotonic() < deadline, "the archiver did not catch up"
+        time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class History:
+    """A repository made by a cluster that was written to, backed up, and written to again."""
+
+    repository: Repository
+    before_backup: dt.datetime
+    writes: dict[int, dt.datetime]
+    """Each write after the base backup (its value) and when it committed."""
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory) -> History:
+    root = tmp_path_factory.mktemp("backups")
+    repository = Repository(root / "repository")
+    repository.wal.mkdir(parents=True)
+    server = EmbeddedPostgres(
+        root / "pgdata", options=repository.server_options(60), wal_segment_mib=1
+    )
+    server.owns(repository.wal)
+    server.start()
+    try:
+        _sql(server, "CREATE TABLE t (value int PRIMARY KEY)")
+        _sql(server, "CREATE TABLE alembic_version (version_num text)")
+        for revision in head_revisions():
+            _sql(server, "INSERT INTO alembic_version VALUES (%s)", revision)
+        before = _write(server, 0)
+        repository.take(server.url(driver=""))
+        writes = {value: _write(server, value) for value in range(1, 6)}
+        _archived(server)
+    finally:
+        server.destroy()
+    return History(repository, before, writes)
+
+
+@pytest.fixture
+def repository(history, tmp_path) -> Repository:
+    """A copy of the history's repository, to damage."""
+    copy = Repository(tmp_path / "repository")
+    shutil.copytree(history.repository.root, copy.root)
+    return copy
+
+
+def _values(target: Path) -> list[int]:
+    server = EmbeddedPostgres(target).start()
+    try:
+        return [int(str(row[0])) for row in _sql(server, "SELECT value FROM t ORDER BY value")]
+    finally:
+        server.stop()
+
+
+def test_a_restore_to_a_time_has_every_write_before_it_and_none_after(history, tmp_path):
+    at = history.writes[3] + (history.writes[4] - history.writes[3]) / 2
+    restored = restoring.restore(history.repository, tmp_path / "pitr", at, archive=None)
+    assert restored.reason.startswith("before ")
+    assert _values(tmp_path / "pitr") == [0, 1, 2, 3]
+
+
+def test_a_restore_to_the_latest_has_every_archived_write(history, tmp_path):
+    restored = restoring.restore(history.repository, tmp_path / "latest", None, archive=None)
+    assert restored.reason == "no recovery target specified"
+    assert _values(tmp_path / "latest") == [0, 1, 2, 3, 4, 5]
+    assert not (tmp_path / "latest" / "recovery.signal").exists()
+
+
+def test_a_restore_refuses_a_directory_holding_anything(history, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "PG_VERSION").write_text("18\n")
+    with pytest.raises(BackupError, match="not empty"):
+        restoring.restore(history.repository, tmp_path / "taken", None, archive=None)
+    assert (tmp_path / "taken" / "PG_VERSION").exists()
+
+
+def test_a_time_before_every_base_backup_is_refused_naming_the_oldest(history, tmp_path):
+    with pytest.raises(BackupError, match=r"no base backup finished by .* the oldest finished"):
+        restoring.restore(history.repository, tmp_path / "x", history.before_backup, archive=None)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_truncated_base_backup_is_refused_before_anything_is_restored(repository, tmp_path):
+    (backup,) = repository.backups()
+    tarball = repository.base / backup.label / "base.tar.gz"
+    tarball.write_bytes(tarball.read_bytes()[: tarball.stat().st_size // 2])
+    with pytest.raises(BackupError, match=f"base backup {backup.label} is damaged"):
+        restoring.restore(repository, tmp_path / "x", None, archive=None)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(BackupError, match="is damaged"):
+        restoring.verify(repository, "postgres")
+
+
+def _after_backup(repository: Repository) -> list[str]:
+    (backup,) = repository.backups()
+    start = segment_number(backup.start_segment, SEGMENT)
+    return [name for name in repository.segments() if segment_number(name, SEGMENT) > start + 1]
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_gap_in_the_archive_is_refused_by_a_restore_to_the_latest(repository, tmp_path, damage):
+    segment = repository.wal / _after_backup(repository)[1]
+    if damage == "missing":
+        segment.unlink()
+    else:
+        data = bytearray(segment.read_bytes())
+        data[100:4000] = bytes(3900)  # the first records' headers and contents, zeroed
+        segment.write_bytes(bytes(data))
+    with pytest.raises(BackupError, match="missing, or that one is corrupt"):
+        restoring.restore(repository, tmp_path / "latest", None, archive=None)
+    assert not (tmp_path / "latest").exists()
+    with pytest.raises(BackupError, match="missing, or that one is corrupt"):
+        restoring.verify(repository, "postgres")
+
+
+def test_a_restore_to_a_time_past_a_gap_is_refused(history, repository, tmp_path):
+    (repository.wal / _after_backup(repository)[1]).unlink()
+    with pytest.raises(BackupError, match=r"recovery failed: .*recovery target"):
+        restoring.restore(repository, tmp_path / "x", history.writes[5], archive=None)
+    assert not (tmp_path / "x").exists()
+
+
+def test_verify_restores_the_latest_and_counts_its_rows(history):
+    verified = restoring.verify(history.repository, "postgres")
+    assert verified.rows == {"public.alembic_version": len(head_revisions()), "public.t": 6}
+    assert verified.schema == ",".join(sorted(head_revisions()))
+
+
+def test_verify_refuses_a_schema_that_is_not_this_versions(tmp_path):
+    repository = Repository(tmp_path / "repository")
+    repository.wal.mkdir(parents=True)
+    server = EmbeddedPostgres(tmp_path / "pgdata", options=repository.server_options(60))
+    server.owns(repository.wal)
+    server.start()
+    try:
+        _sql(server, "CREATE TABLE alembic_version (version_num text)")
+        _sql(server, "INSERT INTO alembic_version VALUES ('0001')")
+        repository.take(server.url(driver=""))
+    finally:
+        server.destroy()
+    with pytest.raises(BackupError, match=r"schema is at \['0001'\], not at this version's"):
+        restoring.verify(repository, "postgres")
+
+
+def test_retention_keeps_what_a_restore_within_the_window_needs(repository):
+    (first,) = repository.backups()
+    a_day = dt.timedelta(days=1)
+    # A second, later backup: the first's files under a new label, finished a day later.
+    later = repository.backups()[0].finished + a_day
+    label = later.strftime("%Y%m%dT%H%M%SZ")
+    shutil.copytree(repository.base / first.label, repository.base / label)
+    described = json.loads((repository.base / f"{first.label}.json").read_text())
+    newest_segment = repository.segments()[-1]
+    start = f"{int(newest_segment[8:16], 16):X}/{int(newest_segment[16:], 16) * SEGMENT:X}"
+    described.update(label=label, finished=later.isoformat(), start_lsn=start)
+    (repository.base / f"{label}.json").write_text(json.dumps(described))
+    (repository.base / "20200101T000000Z.partial").mkdir()  # a taking that died
+    segments = repository.segments()
+    needed = [name for name in segments if name[8:] >= first.start_segment[8:]]
+    assert 1 < len(needed) < len(segments)
+
+    # Both within the window: both stay, and the WAL from the older's start.
+    within = repository.prune(dt.timedelta(days=30), later + dt.timedelta(hours=1))
+    assert within.backups == []
+    assert repository.segments() == needed
+    assert within.segments == len(segments) - len(needed)
+    assert [b.label for b in repository.backups()] == [first.label, label]
+    assert not (repository.base / "20200101T000000Z.partial").exists()
+
+    # Both older than the window: the newest of them stays, with the WAL from its start.
+    past = repository.prune(dt.timedelta(days=30), later + dt.timedelta(days=31))
+    assert past.backups == [first.label]
+    assert [b.label for b in repository.backups()] == [label]
+    assert not (repository.base / first.label).exists()
+    assert repository.segments() == [newest_segment]
+    assert past.segments == len(needed) - 1
+
+
+def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "state"
+    monkeypatch.setenv("VETIFY_DATA_DIR", str(data))
+    cli.main(["migrate"])
+    cli.main(["backup", "list"])
+    assert "(no base backup: vetify backup now)" in capsys.readouterr().out
+    cli.main(["backup", "now"])  # starts the embedded database, and stops it
+    assert "base backup " in capsys.readouterr().out
+    assert not EmbeddedPostgres(data / "pgdata").is_running()
+    cli.main(["backup", "list", "--json"])
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed["backups"]) == 1
+    assert listed["wal_segments"] >= 1
+    cli.main(["backup", "verify", "--json"])
+    verified = json.loads(capsys.readouterr().out)
+    assert verified["schema"] == ",".join(sorted(head_revisions()))
+    assert verified["rows"]["public.clinics"] == 0
+
+    with pytest.raises(SystemExit, match="pgdata is not empty: restore into a new directory"):
+        cli.main(["backup", "restore", "--to", "latest"])
+    cli.main(["backup", "restore", "--to", "latest", "--target", str(tmp_path / "again")])
+    printed = capsys.readouterr().out
+    assert f"Start it with: VETIFY_DATA_DIR={tmp_path / 'again'} vetify serve" in printed
+    assert (tmp_path / "again" / "pgdata" / "PG_VERSION").exists()
+
+
+def test_vetify_backup_refuses_an_external_database_and_a_time_without_offset(
+    monkeypatch, tmp_path
+):
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["backup", "restore", "--to", "2026-12-07T09:30:00"])
+    assert refused.value.code == 2  # argparse: the usage and the reason
+    monkeypatch.setenv("VETIFY_DATABASE_URL", "postgresql+asyncpg://app@127.0.0.1:1/vetify")
+    with pytest.raises(SystemExit, match="covers the embedded database"):
+        cli.main(["backup", "list"])
+
+
+def test_a_base_backup_is_taken_while_vetify_serves(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "state"
+    monkeypatch.setenv("VETIFY_DATA_DIR", str(data))
+    server = EmbeddedPostgres(data / "pgdata").start()  # as `vetify serve` holds it
+    try:
+        with cli.claim(data, "vetify serve (a test)"):
+            cli.main(["backup", "now"])
+        assert server.is_running()
+    finally:
+        server.stop()
+    assert "base backup " in capsys.readouterr().out
+    assert utcnow() - Repository(data / "backups").backups()[0].finished < dt.timedelta(minutes=5)
