@@ -11,8 +11,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from app.backup import service
-from app.backup.repository import BackupError
-from app.backup.restore import restore, verify
+from app.backup.repository import BackupError, Repository, Verification
+from app.backup.restore import Verified, restore, verify
 from app.db.embedded import DATABASE, DataDirectoryInUse, EmbeddedPostgres, claim
 from app.kit.clock import utcnow
 from app.settings import Settings
@@ -79,7 +79,7 @@ def run(settings: Settings, args: argparse.Namespace) -> str:
         if args.backup_command == "list":
             return _listed(service.state(settings), as_json=args.json)
         if args.backup_command == "verify":
-            verified = verify(service.repository(settings), DATABASE)
+            verified = _verified(service.repository(settings))
             report = {
                 "base_backup": verified.base.label,
                 "replayed_to": verified.stopped_at,
@@ -97,6 +97,19 @@ def run(settings: Settings, args: argparse.Namespace) -> str:
         return _restore(settings, args.to, args.target or settings.data_dir)
     except BackupError as exc:
         raise SystemExit(f"vetify backup {args.backup_command}: {exc}") from None
+
+
+def _verified(repository: Repository) -> Verified:
+    """``verify``, its outcome recorded in the repository either way."""
+    try:
+        verified = verify(repository, DATABASE)
+    except BackupError as exc:
+        repository.record_verification(Verification(utcnow(), False, str(exc)))
+        raise
+    repository.record_verification(
+        Verification(utcnow(), True, f"{verified.base.label} to {verified.stopped_at}")
+    )
+    return verified
 
 
 @contextmanager

@@ -88,6 +88,20 @@ def segment_number(name: str, segment_bytes: int) -> int:
     return int(match["log"], 16) * (0x1_0000_0000 // segment_bytes) + int(match["seg"], 16)
 
 
+VERIFIED = "verified.json"
+"""The last `vetify backup verify`'s outcome, for the metrics and their alerts."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    at: dt.datetime
+    ok: bool
+    detail: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"at": self.at.isoformat(), "ok": self.ok, "detail": self.detail}
+
+
 @dataclass(frozen=True)
 class Pruned:
     backups: list[str]
@@ -190,6 +204,19 @@ class Repository:
         if not newest:
             return None
         return dt.datetime.fromtimestamp((self.wal / newest[-1]).stat().st_mtime, dt.UTC)
+
+    # -- the last verification -------------------------------------------------------------
+    def record_verification(self, verification: Verification) -> None:
+        path = self.root / VERIFIED
+        path.with_suffix(".tmp").write_text(json.dumps(verification.as_json()) + "\n")
+        path.with_suffix(".tmp").replace(path)
+
+    def last_verification(self) -> Verification | None:
+        path = self.root / VERIFIED
+        if not path.exists():
+            return None
+        fields = json.loads(path.read_text())
+        return Verification(dt.datetime.fromisoformat(fields["at"]), fields["ok"], fields["detail"])
 
     # -- retention -------------------------------------------------------------------------
     def prune(self, window: dt.timedelta, now: dt.datetime) -> Pruned:

@@ -2,7 +2,8 @@
 
 A scrape is this process's instruments, or, under `vetify serve --workers N`, the sum of every
 worker's (prometheus-client's multiprocess files in ``PROMETHEUS_MULTIPROC_DIR``), plus what
-only the database knows, read when scraped: the job queue and the Stripe event inbox.
+only the database knows, read when scraped: the job queue, the Stripe event inbox and the WAL
+archiver; and, on the embedded database, its backups' state.
 
 Never public: on a listener of its own (``VETIFY_METRICS_PORT``, loopback by default), or on the
 API's port to a bearer of ``VETIFY_METRICS_TOKEN``. Neither configured: no route at all.
@@ -30,6 +31,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from pydantic import SecretStr
 
+from app.backup import service as backup
+from app.backup.metrics import BackupFigures
 from app.db.migrate import plain_url
 from app.kit.problems import Unauthenticated
 from app.observability import metrics
@@ -59,6 +62,11 @@ and how long the oldest has waited since it was due."""
 _STRIPE = "SELECT status::text, count(*) FROM stripe_events GROUP BY 1"
 _HEARTBEAT = "SELECT extract(epoch FROM max(last_heartbeat)) FROM procrastinate_workers"
 """procrastinate's own record of its running workers (ADR 0024)."""
+_ARCHIVER = """
+SELECT coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false)::int
+FROM pg_stat_archiver WHERE current_setting('archive_mode') <> 'off'
+"""
+"""Whether the server's last attempt to archive a WAL segment failed (no row: not archiving)."""
 
 
 class DatabaseFigures:
@@ -97,13 +105,17 @@ class DatabaseFigures:
                 "Unix time a job worker last said it was alive (absent: none is running).",
             ),
             GaugeMetricFamily(
+                "vetify_wal_archive_failing",
+                "1 while the server's WAL archiving fails (absent: it does not archive).",
+            ),
+            GaugeMetricFamily(
                 "vetify_metrics_database_up",
                 "1 when the scrape could read the figures above from the database.",
             ),
         )
 
     def collect(self) -> Iterator[Metric]:
-        jobs, retrying, oldest, stripe, heartbeat, up = self._families()
+        jobs, retrying, oldest, stripe, heartbeat, archiving, up = self._families()
         try:
             with psycopg.connect(
                 plain_url(self.database_url or ""),
@@ -119,6 +131,7 @@ class DatabaseFigures:
                 for status, count in connection.execute(_STRIPE):
                     stripe.add_metric([status], count)
                 (last,) = connection.execute(_HEARTBEAT).fetchone() or (None,)
+                (failing,) = connection.execute(_ARCHIVER).fetchone() or (None,)
         except (psycopg.Error, OSError, ValueError) as exc:
             log.warning("metrics: the database's figures are missing (%s)", type(exc).__name__)
             up.add_metric([], 0)
@@ -128,6 +141,9 @@ class DatabaseFigures:
         if last is not None:
             heartbeat.add_metric([], float(last))
             yield heartbeat
+        if failing is not None:
+            archiving.add_metric([], failing)
+            yield archiving
         yield from (jobs, retrying, oldest, stripe, up)
 
 
@@ -149,6 +165,8 @@ def registry(settings: Settings) -> CollectorRegistry:
         scraped.register(_ThisProcess())
     database = settings.database_url.get_secret_value() if settings.database_url else None
     scraped.register(DatabaseFigures(database))
+    if settings.embedded:
+        scraped.register(BackupFigures(backup.repository(settings)))
     return scraped
 
 

@@ -183,6 +183,18 @@ class Vetify:
                 self.exit(within)
 
 
+def api_token(url: str, name: str, email: str, password: str) -> str:
+    """An API token of the member ``email`` logs in as at ``url``, obtained as an integration
+    would."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        login = login_sync(http, email, password)
+        assert login.status_code == 200, login.text
+        created = token_by_session_sync(http, login, url, name)
+        assert created.status_code == 201, created.text
+        token: str = created.json()["token"]
+        return token
+
+
 @dataclass
 class LiveServer:
     database: Database
@@ -200,14 +212,7 @@ class LiveServer:
         return self.token(name, DEMO_EMAIL, DEMO_PASSWORD)
 
     def token(self, name: str, email: str, password: str) -> str:
-        """An API token of the member ``email`` logs in as, obtained as an integration would."""
-        with httpx.Client(base_url=self.url, timeout=30) as http:
-            login = login_sync(http, email, password)
-            assert login.status_code == 200, login.text
-            created = token_by_session_sync(http, login, self.url, name)
-            assert created.status_code == 201, created.text
-            token: str = created.json()["token"]
-            return token
+        return api_token(self.url, name, email, password)
 
     @property
     def url(self) -> str:

@@ -4,6 +4,7 @@ must refuse (a truncated base backup, a segment missing or corrupt) rather than 
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import shutil
@@ -15,11 +16,17 @@ import psycopg
 import pytest
 
 from app import cli
+from app.backup import commands
 from app.backup import restore as restoring
+from app.backup import service as backup
+from app.backup.metrics import BackupFigures
 from app.backup.repository import BackupError, Repository, segment_number
-from app.db.embedded import EmbeddedPostgres
+from app.db.embedded import DATABASE, EmbeddedPostgres
 from app.db.migrate import head_revisions
 from app.kit.clock import utcnow
+from app.observability.scrape import DatabaseFigures
+from app.settings import Settings
+from tests.harness.live import until
 
 SEGMENT = 1024 * 1024
 
@@ -244,6 +251,16 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
     verified = json.loads(capsys.readouterr().out)
     assert verified["schema"] == ",".join(sorted(head_revisions()))
     assert verified["rows"]["public.clinics"] == 0
+    scraped = _figures(BackupFigures(Repository(data / "backups")))
+    assert scraped["vetify_backup_last_verify_success"] == 1
+    finished = dt.datetime.fromisoformat(listed["backups"][0]["finished"])
+    assert scraped["vetify_backup_last_success_timestamp_seconds"] == finished.timestamp()
+    assert set(scraped) == {
+        "vetify_backup_last_success_timestamp_seconds",
+        "vetify_backup_wal_last_archived_timestamp_seconds",
+        "vetify_backup_last_verify_timestamp_seconds",
+        "vetify_backup_last_verify_success",
+    }
 
     with pytest.raises(SystemExit, match="pgdata is not empty: restore into a new directory"):
         cli.main(["backup", "restore", "--to", "latest"])
@@ -251,6 +268,46 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
     printed = capsys.readouterr().out
     assert f"Start it with: VETIFY_DATA_DIR={tmp_path / 'again'} vetify serve" in printed
     assert (tmp_path / "again" / "pgdata" / "PG_VERSION").exists()
+
+
+def _figures(collector: BackupFigures | DatabaseFigures) -> dict[str, float]:
+    return {
+        sample.name: sample.value for family in collector.collect() for sample in family.samples
+    }
+
+
+def test_a_failed_verification_is_recorded_for_the_alert(repository):
+    (backup,) = repository.backups()
+    (repository.base / backup.label / "backup_manifest").unlink()
+    with pytest.raises(SystemExit, match="is damaged"):
+        commands.run(
+            Settings(data_dir=repository.root.parent, backup_dir=repository.root),
+            argparse.Namespace(backup_command="verify", json=False),
+        )
+    assert _figures(BackupFigures(repository))["vetify_backup_last_verify_success"] == 0
+    verification = repository.last_verification()
+    assert verification is not None
+    assert "is damaged" in verification.detail
+
+
+def test_failing_wal_archiving_is_scraped(tmp_path, monkeypatch):
+    data = tmp_path / "state"
+    monkeypatch.setenv("VETIFY_DATA_DIR", str(data))
+    cli.main(["migrate"])
+    settings = Settings(data_dir=data)
+    server = backup.embedded(settings).start()
+    figures = DatabaseFigures(server.url(database=DATABASE, driver=""))
+    wal = backup.repository(settings).wal
+    try:
+        assert _figures(figures)["vetify_wal_archive_failing"] == 0
+        wal.chmod(0)  # the archive's disk refuses the server
+        _sql(server, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS written")
+        until("archiving failed", lambda: _figures(figures)["vetify_wal_archive_failing"] == 1)
+        wal.chmod(0o700)
+        until("archiving again", lambda: _figures(figures)["vetify_wal_archive_failing"] == 0)
+    finally:
+        wal.chmod(0o700)
+        server.stop()
 
 
 def test_vetify_backup_refuses_an_external_database_and_a_time_without_offset(
