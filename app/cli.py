@@ -83,6 +83,7 @@ def database(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[S
 def _at_head(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[Settings]:
     """The database (the embedded one started and set up if none is configured), migrated
     when the owner's URL is known."""
+    embedded = None
     with ExitStack() as stack:
         if settings.embedded:
             embedded = backup.embedded(settings)
@@ -106,6 +107,10 @@ def _at_head(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[S
             migrate.upgrade(owner, _service_role(settings), keys=keys.wrapper_from(settings))
             where = make_url(owner)
             log.info("database %s on %s: schema at head", where.database, where.host or "socket")
+        if embedded is not None and not backup.repository(settings).backups():
+            # The archived WAL restores nothing without a base backup to replay it on.
+            taken = backup.now(settings, embedded)
+            log.info("first base backup of the embedded database: %s", taken.backup.label)
         yield settings
 
 

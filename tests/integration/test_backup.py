@@ -237,23 +237,27 @@ def test_retention_keeps_what_a_restore_within_the_window_needs(repository):
 def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys):
     data = tmp_path / "state"
     monkeypatch.setenv("VETIFY_DATA_DIR", str(data))
-    cli.main(["migrate"])
     cli.main(["backup", "list"])
     assert "(no base backup: vetify backup now)" in capsys.readouterr().out
+    cli.main(["migrate"])  # the embedded database made: its first base backup taken
+    assert "first base backup of the embedded database" in capsys.readouterr().out
+    cli.main(["backup", "list"])
+    assert len(capsys.readouterr().out.splitlines()) == 3  # heading, the backup, the archive
+    time.sleep(1)  # labels are to the second
     cli.main(["backup", "now"])  # starts the embedded database, and stops it
     assert "base backup " in capsys.readouterr().out
     assert not EmbeddedPostgres(data / "pgdata").is_running()
     cli.main(["backup", "list", "--json"])
     listed = json.loads(capsys.readouterr().out)
-    assert len(listed["backups"]) == 1
-    assert listed["wal_segments"] >= 1
+    assert len(listed["backups"]) == 2
+    assert listed["wal_segments"] >= 2
     cli.main(["backup", "verify", "--json"])
     verified = json.loads(capsys.readouterr().out)
     assert verified["schema"] == ",".join(sorted(head_revisions()))
     assert verified["rows"]["public.clinics"] == 0
     scraped = _figures(BackupFigures(Repository(data / "backups")))
     assert scraped["vetify_backup_last_verify_success"] == 1
-    finished = dt.datetime.fromisoformat(listed["backups"][0]["finished"])
+    finished = dt.datetime.fromisoformat(listed["backups"][-1]["finished"])
     assert scraped["vetify_backup_last_success_timestamp_seconds"] == finished.timestamp()
     assert set(scraped) == {
         "vetify_backup_last_success_timestamp_seconds",
