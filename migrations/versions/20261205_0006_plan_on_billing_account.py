@@ -13,6 +13,10 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+DESTRUCTIVE = (
+    "clinics.plan is copied to billing_accounts first, and no released version serves from "
+    "both (one release, before launch); the downgrade copies it back"
+)
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None

@@ -20,6 +20,11 @@ from app.db import rls
 from app.db.migrate import migration_keys, unwrapped_data_key
 from app.kit import sealing
 
+DESTRUCTIVE = (
+    "users.totp_secret is sealed into totp_secret_sealed first, in the same transaction; a "
+    "plain secret must not outlive the release that seals it (ADR 0028); the downgrade opens "
+    "it again"
+)
 revision: str = "0012"
 down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None

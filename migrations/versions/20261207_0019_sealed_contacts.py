@@ -38,6 +38,11 @@ from app.db.migrate import (
 )
 from app.kit import sealing
 
+DESTRUCTIVE = (
+    "the contact columns are sealed into contact_sealed first, in the same transaction; clear"
+    " personal data must not outlive the release that seals it (ADR 0032); the downgrade "
+    "opens it again"
+)
 revision: str = "0019"
 down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None

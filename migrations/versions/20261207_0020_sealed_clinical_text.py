@@ -34,6 +34,10 @@ from app.db.migrate import (
 )
 from app.kit import sealing
 
+DESTRUCTIVE = (
+    "the notes and addenda are sealed first, in the same transaction; clear clinical text "
+    "must not outlive the release that seals it (ADR 0033); the downgrade opens it again"
+)
 revision: str = "0020"
 down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None

@@ -19,6 +19,10 @@ from sqlalchemy.dialects import postgresql
 
 from app.db.migrate import FieldKeys, rls_released, rows_in_batches
 
+DESTRUCTIVE = (
+    "pets.alerts is sealed into alerts_sealed first, in the same transaction; clear clinical "
+    "text must not outlive the release that seals it (ADR 0038); the downgrade opens it again"
+)
 revision: str = "0025"
 down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
