@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from app.backup.repository import Repository
 from app.db.embedded import DATABASE, EmbeddedPostgres, free_port
 from app.kit.clock import utcnow
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
@@ -159,6 +160,7 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
             timeout=1800,
         )
         assert taken.returncode == 0, taken.stderr
+        base = Repository(backups).backups()[-1]
         time.sleep(WRITING)
         at = utcnow()
         # Past the archive timeout: every write before T is archived by the disaster.
@@ -227,6 +229,8 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
     chaos.details.update(
         archive_timeout_seconds=ARCHIVE_TIMEOUT,
         ballast_mb=BALLAST_MB,
+        base_backup_mb=round(base.size_bytes / 1e6, 1),
+        base_backup_seconds=round((base.finished - base.started).total_seconds(), 1),
         writes_acknowledged=len(writes.acknowledged),
         **{
             f"{name}_{key}": value
