@@ -107,10 +107,9 @@ def _at_head(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[S
             migrate.upgrade(owner, _service_role(settings), keys=keys.wrapper_from(settings))
             where = make_url(owner)
             log.info("database %s on %s: schema at head", where.database, where.host or "socket")
-        if embedded is not None and not backup.repository(settings).backups():
-            # The archived WAL restores nothing without a base backup to replay it on.
+        if embedded is not None and backup.needs_base(settings, embedded):
             taken = backup.now(settings, embedded)
-            log.info("first base backup of the embedded database: %s", taken.backup.label)
+            log.info("a base backup on the database's timeline: %s", taken.backup.label)
         yield settings
 
 

@@ -130,20 +130,31 @@ def _running(settings: Settings) -> Iterator[EmbeddedPostgres]:
 
 
 def _restore(settings: Settings, to: dt.datetime | None, data_dir: Path) -> str:
-    with claim(data_dir, f"vetify backup restore (pid {os.getpid()})"):
+    """Into the configured data directory: the cluster that takes the lost one's place, and
+    archives its new timeline into the repository. Elsewhere: a copy to look at, which does
+    not (its timeline would be followed by every later restore to the latest)."""
+    repository = service.repository(settings)
+    in_place = data_dir.resolve() == settings.data_dir.resolve()
+    with claim(data_dir, f"vetify backup restore (pid {os.getpid()})"), repository.locked():
         restored = restore(
-            service.repository(settings),
+            repository,
             data_dir / "pgdata",
             to,
-            archive=service.repository(settings).server_options(
-                settings.backup_archive_timeout_seconds
+            archive=(
+                repository.server_options(settings.backup_archive_timeout_seconds)
+                if in_place
+                else None
             ),
         )
-    where = "" if data_dir == settings.data_dir else f"VETIFY_DATA_DIR={data_dir} "
-    return (
+    done = (
         f"restored from base backup {restored.base.label} in {restored.seconds:.1f} s;"
         f" replay stopped at {restored.stopped_at} ({restored.reason}).\n"
-        f"Start it with: {where}vetify serve"
+    )
+    if in_place:
+        return done + "Start it with: vetify serve (it takes a base backup of its new timeline)"
+    return done + (
+        f"A copy, not archived into {repository.root}: look at it with VETIFY_DATA_DIR={data_dir}"
+        " VETIFY_BACKUP_DIR=<an empty directory> vetify serve --port <another port>"
     )
 
 

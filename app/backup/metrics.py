@@ -3,12 +3,15 @@ scraped (ADR 0039): alerts fire on a base backup too old, a verification failed 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from app.backup.repository import Repository
+
+log = logging.getLogger("vetify.metrics")
 
 
 class BackupFigures:
@@ -17,8 +20,17 @@ class BackupFigures:
     def __init__(self, repository: Repository) -> None:
         self.repository = repository
 
-    def describe(self) -> Iterator[Metric]:
-        return self._families()
+    def describe(self) -> list[Metric]:
+        return []  # nothing read when registered: the repository may not exist yet
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            families = list(self._families())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # A scrape answers with what it has: the alerts on these figures see them stale.
+            log.warning("metrics: the backup repository's figures are missing (%r)", exc)
+            return iter(())
+        return iter(families)
 
     def _families(self) -> Iterator[GaugeMetricFamily]:
         backups = self.repository.backups()
@@ -47,6 +59,3 @@ class BackupFigures:
                 "1 if the last `vetify backup verify` restored and checked the latest backup.",
                 value=float(verified.ok),
             )
-
-    def collect(self) -> Iterator[Metric]:
-        return self._families()

@@ -14,7 +14,9 @@ Every tool here is PostgreSQL's own, of the server's version: nothing of ours sh
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -22,7 +24,7 @@ import shutil
 
 # Runs PostgreSQL's own client binaries with fixed argv, never a shell.
 import subprocess  # nosec B404
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +148,7 @@ class Repository:
         """A base backup of the server at ``conninfo`` (a superuser or a role with
         REPLICATION), compressed, with its own WAL, and a SHA-256 manifest of every file."""
         started = utcnow()
-        label = started.strftime("%Y%m%dT%H%M%SZ")
+        label = started.strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"  # to the millisecond
         partial = self.base / f"{label}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -164,7 +166,11 @@ class Repository:
             f"--label=vetify {label}",
             "--no-password",
         )
-        ranges = json.loads((partial / "backup_manifest").read_text())["WAL-Ranges"]
+        # Newest timeline first in the manifest: order them by where they start.
+        ranges = sorted(
+            json.loads((partial / "backup_manifest").read_text())["WAL-Ranges"],
+            key=lambda wal: lsn(wal["Start-LSN"]),
+        )
         backup = BaseBackup(
             label=label,
             started=started,
@@ -177,8 +183,20 @@ class Repository:
             server_version=version,
         )
         partial.rename(self.base / label)
-        (self.base / f"{label}.json").write_text(json.dumps(backup.as_json(), indent=2) + "\n")
+        _write_durably(self.base / f"{label}.json", json.dumps(backup.as_json(), indent=2))
         return backup
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """This repository for one writer at a time (a backup and its pruning, a restore that
+        archives into it): an exclusive ``flock``, released however the process ends."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(self.root / "repository.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
 
     def verify_files(self, backup: BaseBackup) -> None:
         """Every file of the base backup is there, whole, as its manifest says (size and
@@ -198,18 +216,46 @@ class Repository:
             return []
         return sorted(entry.name for entry in os.scandir(self.wal) if SEGMENT.fullmatch(entry.name))
 
+    def timelines(self) -> list[int]:
+        """The timelines whose history the archive holds (a restore begins a new one)."""
+        if not self.wal.is_dir():
+            return []
+        return sorted(int(path.name[:8], 16) for path in self.wal.glob("*.history"))
+
+    def newest_timeline(self) -> int:
+        """The newest timeline any archived file (segment, history, backup label) is of."""
+        return max(
+            (timeline for _, timeline in self._by_timeline()),
+            default=0,
+        )
+
+    def forget_timelines_after(self, timeline: int) -> None:
+        """Remove every archived file of a timeline after ``timeline``: what a refused restore
+        archived, before its refusal."""
+        for path, of in self._by_timeline():
+            if of > timeline:
+                path.unlink()
+
+    def _by_timeline(self) -> list[tuple[Path, int]]:
+        if not self.wal.is_dir():
+            return []
+        return [
+            (path, int(path.name[:8], 16))
+            for path in self.wal.iterdir()
+            if re.match(r"[0-9A-F]{8}", path.name)
+        ]
+
     def last_archived(self) -> dt.datetime | None:
-        """When the newest segment reached the archive."""
-        newest = self.segments()
-        if not newest:
+        """When the newest segment (by position, then timeline) reached the archive."""
+        segments = self.segments()
+        if not segments:
             return None
-        return dt.datetime.fromtimestamp((self.wal / newest[-1]).stat().st_mtime, dt.UTC)
+        last = max(segments, key=lambda name: (name[8:], name[:8]))
+        return dt.datetime.fromtimestamp((self.wal / last).stat().st_mtime, dt.UTC)
 
     # -- the last verification -------------------------------------------------------------
     def record_verification(self, verification: Verification) -> None:
-        path = self.root / VERIFIED
-        path.with_suffix(".tmp").write_text(json.dumps(verification.as_json()) + "\n")
-        path.with_suffix(".tmp").replace(path)
+        _write_durably(self.root / VERIFIED, json.dumps(verification.as_json()))
 
     def last_verification(self) -> Verification | None:
         path = self.root / VERIFIED
@@ -248,6 +294,16 @@ def scalar(connection: psycopg.Connection[tuple[Any, ...]], query: Query) -> Any
     if row is None:  # pragma: no cover - every query given answers one row
         raise BackupError(f"no answer to {query!r}")
     return row[0]
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """``text`` in ``path`` whole or not at all, on disk when this returns."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w") as file:
+        file.write(text + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.replace(path)
 
 
 def _read_backup(path: Path) -> BaseBackup:

@@ -59,8 +59,9 @@ def restore(
 ) -> Restored:
     """Restore into the new cluster directory ``target`` the state at ``to`` (None: the last
     archived write), and leave it stopped. ``archive``: the restored server's archiving (the
-    repository's, so that its new timeline is archived from its first segment), or None for a
-    scratch copy that must not write into the repository."""
+    repository's, so that its new timeline is archived from its first segment: only for the
+    cluster that takes the lost one's place), or None for a copy, which must not write into
+    the repository (a later restore "to latest" would follow the copy's timeline)."""
     with _recovered(repository, target, to, archive) as (_, restored):
         return restored
 
@@ -78,6 +79,8 @@ def _recovered(
         raise BackupError(f"{target} is not empty: restore into a new directory")
     base = newest(repository.backups(), to)
     repository.verify_files(base)
+    archived = repository.segments()  # before replay: a live server may archive more meanwhile
+    timeline = repository.newest_timeline()
     options = {
         "restore_command": repository.restore_command(),
         "recovery_target_timeline": "latest",
@@ -97,22 +100,30 @@ def _recovered(
             raise BackupError(f"recovery failed: {_fatal(target) or exc}") from None
         parent, stopped_at, reason = _promoted(server, target)
         if to is None:
-            _whole(repository, base.segment_bytes, parent, stopped_at)
+            _whole(archived, base.segment_bytes, parent, stopped_at)
         restored = Restored(target, base, stopped_at, reason, time.monotonic() - began)
         yield server, restored
         server.stop()
     except BaseException:
         server.destroy()
+        if archive:
+            # Stopped: what it archived of its new timeline goes too, or the next restore
+            # would follow that timeline to where this one stopped.
+            repository.forget_timelines_after(timeline)
         raise
 
 
 def _unpack(backup: Path, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tarfile.open(backup / "base.tar.gz") as archive:
-        archive.extractall(target, filter="tar")
-    with tarfile.open(backup / "pg_wal.tar.gz") as archive:
-        archive.extractall(target / "pg_wal", filter="tar")
+    for tarball, into in (("base.tar.gz", target), ("pg_wal.tar.gz", target / "pg_wal")):
+        with tarfile.open(backup / tarball) as archive:
+            # Our own backup, its files checked against the manifest; and, on Python >= 3.11.4,
+            # the filter keeps every member inside ``into``.
+            archive.extractall(into, **_FILTER)  # type: ignore[arg-type]  # noqa: S202  # nosec B202
     target.chmod(0o700)
+
+
+_FILTER = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
 
 
 def _promoted(server: EmbeddedPostgres, target: Path) -> tuple[int, str, str]:
@@ -135,11 +146,12 @@ def _promoted(server: EmbeddedPostgres, target: Path) -> tuple[int, str, str]:
     return int(parent), stopped_at, reason
 
 
-def _whole(repository: Repository, size: int, timeline: int, stopped_at: str) -> None:
-    """A restore to the latest reached the end of the archive: replay stops at a missing or
-    corrupt segment as if the WAL ended there, and everything after it would be lost silently."""
+def _whole(segments: list[str], size: int, timeline: int, stopped_at: str) -> None:
+    """A restore to the latest reached the end of the archive (``segments``): replay stops at a
+    missing or corrupt segment as if the WAL ended there, and everything after it would be lost
+    silently."""
     stopped = lsn(stopped_at) // size
-    archived = [name for name in repository.segments() if int(name[:8], 16) == timeline]
+    archived = [name for name in segments if int(name[:8], 16) == timeline]
     if archived and segment_number(archived[-1], size) > stopped:
         raise BackupError(
             f"replay stopped at {stopped_at}, in segment"

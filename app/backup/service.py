@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from app.backup.repository import BaseBackup, Pruned, Repository
+import psycopg
+
+from app.backup.repository import BaseBackup, Pruned, Repository, scalar
 from app.db.embedded import EmbeddedPostgres
 from app.kit.clock import utcnow
 from app.settings import Settings
@@ -43,9 +45,21 @@ def now(settings: Settings, server: EmbeddedPostgres) -> Taken:
     """A base backup of the running ``server``; then what the retention window no longer
     needs goes."""
     archive = repository(settings)
-    backup = archive.take(server.url(driver=""))
-    window = dt.timedelta(days=settings.backup_retention_days)
-    return Taken(backup, archive.prune(window, utcnow()))
+    with archive.locked():
+        backup = archive.take(server.url(driver=""))
+        window = dt.timedelta(days=settings.backup_retention_days)
+        return Taken(backup, archive.prune(window, utcnow()))
+
+
+def needs_base(settings: Settings, server: EmbeddedPostgres) -> bool:
+    """Whether the running ``server`` has no base backup on its timeline: none yet (the
+    archive restores nothing without one), or none since a restore began a new timeline."""
+    backups = repository(settings).backups()
+    if not backups:
+        return True
+    with psycopg.connect(server.url(driver="")) as connection:
+        current = str(scalar(connection, "SELECT pg_walfile_name(pg_current_wal_lsn())"))
+    return backups[-1].timeline != int(current[:8], 16)
 
 
 @dataclass(frozen=True)

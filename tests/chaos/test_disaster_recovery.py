@@ -178,23 +178,21 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
     assert any(sent > at for sent in writes.sent.values()), "no write after T"
 
     found: dict[str, dict[str, float]] = {}
-    for name, to in (("latest", "latest"), ("at_t", at.isoformat())):
-        restored_dir = tmp_path / name
+    # The latest in place, as after a real loss (archived into the repository from then on);
+    # the state at T as a copy beside it, served with a repository of its own.
+    for name, to, served_from, archive in (
+        ("latest", "latest", data, backups),
+        ("at_t", at.isoformat(), tmp_path / "at_t", tmp_path / "at_t-backups"),
+    ):
         began = time.monotonic()
+        target = [] if served_from == data else ["--target", str(served_from)]
         restored = run_vetify(
-            "backup",
-            "restore",
-            "--to",
-            to,
-            "--target",
-            str(restored_dir),
-            VETIFY_DATA_DIR=str(data),
-            VETIFY_BACKUP_DIR=str(backups),
-            timeout=3600,
-        )
+            "backup", "restore", "--to", to, *target,
+            VETIFY_DATA_DIR=str(data), VETIFY_BACKUP_DIR=str(backups), timeout=3600,
+        )  # fmt: skip
         assert restored.returncode == 0, restored.stderr
         port = free_port()
-        again = _serve(restored_dir, backups, port)
+        again = _serve(served_from, archive, port)
         try:
             again.wait_until_ready(f"http://127.0.0.1:{port}", within=300)
             rto = time.monotonic() - began
@@ -203,10 +201,11 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
             some = next(iter(writes.ids.values()))
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
                 seen = http.get(
-                    f"/api/v1/customers/{some}", headers={"Authorization": f"Bearer {other_token}"}
+                    f"/api/v1/customers/{some}",
+                    headers={"Authorization": f"Bearer {other_token}"},
                 )
             assert seen.status_code == 404, seen.text
-            wall = _wall(EmbeddedPostgres(restored_dir / "pgdata"))
+            wall = _wall(EmbeddedPostgres(served_from / "pgdata"))
         finally:
             again.stop()
         assert wall == {"customers_seen_without_a_clinic": 0, "bypasses": 0}

@@ -8,6 +8,7 @@ import argparse
 import datetime as dt
 import json
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from app.backup import commands
 from app.backup import restore as restoring
 from app.backup import service as backup
 from app.backup.metrics import BackupFigures
-from app.backup.repository import BackupError, Repository, segment_number
+from app.backup.repository import BackupError, Repository, Verification, segment_number
 from app.db.embedded import DATABASE, EmbeddedPostgres
 from app.db.migrate import head_revisions
 from app.kit.clock import utcnow
@@ -171,6 +172,31 @@ def test_a_gap_in_the_archive_is_refused_by_a_restore_to_the_latest(repository, 
         restoring.verify(repository, "postgres")
 
 
+def test_a_refused_restore_that_archives_leaves_the_repository_as_it_was(repository, tmp_path):
+    (repository.wal / _after_backup(repository)[1]).unlink()
+    before = sorted(path.name for path in repository.wal.iterdir())
+    with pytest.raises(BackupError, match="missing, or that one is corrupt"):
+        restoring.restore(
+            repository, tmp_path / "latest", None, archive=repository.server_options(60)
+        )
+    # Its new timeline (history, first segment) is gone again: the next restore does not
+    # follow it to where this one stopped.
+    assert sorted(path.name for path in repository.wal.iterdir()) == before
+    assert not (tmp_path / "latest").exists()
+
+
+def test_what_a_refused_restore_archived_of_its_timeline_is_forgotten(repository):
+    kept = sorted(path.name for path in repository.wal.iterdir())
+    newest = repository.newest_timeline()
+    assert newest == 1
+    left = [f"{newest + 1:08X}.history", f"{newest + 1:08X}{kept[-1][8:]}"]
+    for name in left:
+        (repository.wal / name).write_bytes(b"what a refused restore archived")
+    assert repository.newest_timeline() == newest + 1
+    repository.forget_timelines_after(newest)
+    assert sorted(path.name for path in repository.wal.iterdir()) == kept
+
+
 def test_a_restore_to_a_time_past_a_gap_is_refused(history, repository, tmp_path):
     (repository.wal / _after_backup(repository)[1]).unlink()
     with pytest.raises(BackupError, match=r"recovery failed: .*recovery target"):
@@ -240,10 +266,11 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
     cli.main(["backup", "list"])
     assert "(no base backup: vetify backup now)" in capsys.readouterr().out
     cli.main(["migrate"])  # the embedded database made: its first base backup taken
-    assert "first base backup of the embedded database" in capsys.readouterr().out
+    assert "a base backup on the database's timeline" in capsys.readouterr().out
     cli.main(["backup", "list"])
     assert len(capsys.readouterr().out.splitlines()) == 3  # heading, the backup, the archive
-    time.sleep(1)  # labels are to the second
+    cli.main(["migrate"])  # a start with a base backup on its timeline takes none
+    assert "base backup" not in capsys.readouterr().out
     cli.main(["backup", "now"])  # starts the embedded database, and stops it
     assert "base backup " in capsys.readouterr().out
     assert not EmbeddedPostgres(data / "pgdata").is_running()
@@ -266,12 +293,25 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
         "vetify_backup_last_verify_success",
     }
 
+    repository = Repository(data / "backups")
     with pytest.raises(SystemExit, match="pgdata is not empty: restore into a new directory"):
         cli.main(["backup", "restore", "--to", "latest"])
-    cli.main(["backup", "restore", "--to", "latest", "--target", str(tmp_path / "again")])
+    # A copy beside the data directory: nothing of it goes into the repository.
+    archived = sorted(repository.wal.iterdir())
+    cli.main(["backup", "restore", "--to", "latest", "--target", str(tmp_path / "copy")])
     printed = capsys.readouterr().out
-    assert f"Start it with: VETIFY_DATA_DIR={tmp_path / 'again'} vetify serve" in printed
-    assert (tmp_path / "again" / "pgdata" / "PG_VERSION").exists()
+    assert f"A copy, not archived into {repository.root}" in printed
+    assert (tmp_path / "copy" / "pgdata" / "PG_VERSION").exists()
+    assert sorted(repository.wal.iterdir()) == archived
+
+    # In place, as after the cluster's loss: its new timeline archived, and based at next start.
+    (data / "pgdata").rename(data / "pgdata.damaged")
+    cli.main(["backup", "restore", "--to", "latest"])
+    assert "Start it with: vetify serve" in capsys.readouterr().out
+    assert repository.timelines() == [2]
+    cli.main(["migrate"])
+    assert "a base backup on the database's timeline" in capsys.readouterr().out
+    assert repository.backups()[-1].timeline == 2
 
 
 def _figures(collector: BackupFigures | DatabaseFigures) -> dict[str, float]:
@@ -294,6 +334,31 @@ def test_a_failed_verification_is_recorded_for_the_alert(repository):
     assert "is damaged" in verification.detail
 
 
+def test_a_repository_state_it_cannot_read_is_left_out_of_the_scrape(repository, caplog):
+    repository.record_verification(Verification(utcnow(), True, "ok"))
+    (repository.root / "verified.json").write_text("{not json")
+    scraped = _figures(BackupFigures(repository))
+    assert "vetify_backup_last_verify_success" not in scraped
+    assert "vetify_backup_last_success_timestamp_seconds" not in scraped
+    assert "the backup repository's figures are missing" in caplog.text
+
+
+def test_one_writer_at_a_time_holds_the_repository(tmp_path):
+    repository = Repository(tmp_path / "repository")
+    entered = threading.Event()
+
+    def second() -> None:
+        with repository.locked():
+            entered.set()
+
+    with repository.locked():
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        assert not entered.wait(0.3)
+    assert entered.wait(10)
+    waiting.join()
+
+
 def test_failing_wal_archiving_is_scraped(tmp_path, monkeypatch):
     data = tmp_path / "state"
     monkeypatch.setenv("VETIFY_DATA_DIR", str(data))
@@ -308,6 +373,8 @@ def test_failing_wal_archiving_is_scraped(tmp_path, monkeypatch):
         _sql(server, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS written")
         until("archiving failed", lambda: _figures(figures)["vetify_wal_archive_failing"] == 1)
         wal.chmod(0o700)
+        # Woken by a switch (after failures it otherwise retries once a minute).
+        _sql(server, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS written")
         until("archiving again", lambda: _figures(figures)["vetify_wal_archive_failing"] == 0)
     finally:
         wal.chmod(0o700)
