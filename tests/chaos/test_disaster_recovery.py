@@ -112,9 +112,10 @@ def _ballast(data_dir: Path, megabytes: int) -> None:
     server = EmbeddedPostgres(data_dir / "pgdata")
     with psycopg.connect(server.url(database=DATABASE, driver=""), autocommit=True) as db:
         db.execute("CREATE TABLE drill_ballast (id bigint, filler text)")
+        # Random text (compressed about in half, as clinical data is), not a repeated one.
         db.execute(
-            "INSERT INTO drill_ballast SELECT n, repeat(md5(n::text), 30)"
-            " FROM generate_series(1, %s) AS n",
+            "INSERT INTO drill_ballast SELECT n, (SELECT string_agg(md5(random()::text || n), '')"
+            " FROM generate_series(1, 30)) FROM generate_series(1, %s) AS n",
             (megabytes * 1024 * 1024 // 1000,),
         )
 
