@@ -13,6 +13,19 @@ from app.backup.repository import Repository
 
 log = logging.getLogger("vetify.metrics")
 
+OLDEST = "vetify_backup_oldest_success_timestamp_seconds"
+NEWEST = "vetify_backup_last_success_timestamp_seconds"
+ARCHIVED = "vetify_backup_wal_last_archived_timestamp_seconds"
+VERIFIED = "vetify_backup_last_verify_timestamp_seconds"
+VERIFY_OK = "vetify_backup_last_verify_success"
+HELP = {
+    OLDEST: "Unix time the oldest base backup kept finished: how far back a restore reaches.",
+    NEWEST: "Unix time the newest base backup finished (absent: none taken).",
+    ARCHIVED: "Unix time the newest WAL segment reached the archive.",
+    VERIFIED: "Unix time `vetify backup verify` last ran.",
+    VERIFY_OK: "1 if the last `vetify backup verify` restored and checked the latest backup.",
+}
+
 
 class BackupFigures:
     """A collector of the repository's state: files, no database."""
@@ -21,41 +34,29 @@ class BackupFigures:
         self.repository = repository
 
     def describe(self) -> list[Metric]:
-        return []  # nothing read when registered: the repository may not exist yet
+        """The families, without reading the repository (it may not exist yet)."""
+        return [GaugeMetricFamily(name, text) for name, text in HELP.items()]
 
     def collect(self) -> Iterator[Metric]:
         try:
-            families = list(self._families())
+            values = self._values()
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # A scrape answers with what it has: the alerts on these figures see them stale.
             log.warning("metrics: the backup repository's figures are missing (%r)", exc)
             return iter(())
-        return iter(families)
+        return iter(GaugeMetricFamily(name, HELP[name], value=v) for name, v in values.items())
 
-    def _families(self) -> Iterator[GaugeMetricFamily]:
+    def _values(self) -> dict[str, float]:
+        values: dict[str, float] = {}
         backups = self.repository.backups()
         if backups:
-            yield GaugeMetricFamily(
-                "vetify_backup_last_success_timestamp_seconds",
-                "Unix time the newest base backup finished (absent: none taken).",
-                value=backups[-1].finished.timestamp(),
-            )
+            values[OLDEST] = backups[0].finished.timestamp()
+            values[NEWEST] = backups[-1].finished.timestamp()
         archived = self.repository.last_archived()
         if archived is not None:
-            yield GaugeMetricFamily(
-                "vetify_backup_wal_last_archived_timestamp_seconds",
-                "Unix time the newest WAL segment reached the archive.",
-                value=archived.timestamp(),
-            )
+            values[ARCHIVED] = archived.timestamp()
         verified = self.repository.last_verification()
         if verified is not None:
-            yield GaugeMetricFamily(
-                "vetify_backup_last_verify_timestamp_seconds",
-                "Unix time `vetify backup verify` last ran.",
-                value=verified.at.timestamp(),
-            )
-            yield GaugeMetricFamily(
-                "vetify_backup_last_verify_success",
-                "1 if the last `vetify backup verify` restored and checked the latest backup.",
-                value=float(verified.ok),
-            )
+            values[VERIFIED] = verified.at.timestamp()
+            values[VERIFY_OK] = float(verified.ok)
+        return values

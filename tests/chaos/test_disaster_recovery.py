@@ -114,8 +114,9 @@ def _ballast(data_dir: Path, megabytes: int) -> None:
         db.execute("CREATE TABLE drill_ballast (id bigint, filler text)")
         # Random text (compressed about in half, as clinical data is), not a repeated one.
         db.execute(
-            "INSERT INTO drill_ballast SELECT n, (SELECT string_agg(md5(random()::text || n), '')"
-            " FROM generate_series(1, 30)) FROM generate_series(1, %s) AS n",
+            "INSERT INTO drill_ballast SELECT n, filler FROM generate_series(1, %s) AS n,"
+            " LATERAL (SELECT string_agg(md5(random()::text), '') AS filler"
+            " FROM generate_series(1, 30 + 0 * n)) AS random_text",
             (megabytes * 1024 * 1024 // 1000,),
         )
 

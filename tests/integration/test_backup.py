@@ -287,6 +287,7 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
     finished = dt.datetime.fromisoformat(listed["backups"][-1]["finished"])
     assert scraped["vetify_backup_last_success_timestamp_seconds"] == finished.timestamp()
     assert set(scraped) == {
+        "vetify_backup_oldest_success_timestamp_seconds",
         "vetify_backup_last_success_timestamp_seconds",
         "vetify_backup_wal_last_archived_timestamp_seconds",
         "vetify_backup_last_verify_timestamp_seconds",

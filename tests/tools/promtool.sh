@@ -10,4 +10,4 @@ command -v promtool >/dev/null 2>&1 || {
 }
 cd "$(dirname "${BASH_SOURCE[0]}")/../../deploy/prometheus"
 promtool check rules alerts.yml
-promtool test rules alerts.test.yml
+promtool test rules alerts.test.yml backups.test.yml

@@ -13,6 +13,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
+from app.backup.metrics import BackupFigures
+from app.backup.repository import Repository
 from app.kit.events import SecurityEvent, security_event
 from app.kit.mail import Mail, Mailer
 from app.observability import metrics
@@ -27,7 +29,11 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 def exported() -> set[str]:
     """Every sample name a scrape can hold: the instruments' and the database's figures."""
     metrics.instruments()
-    families = [*metrics.REGISTRY.collect(), *DatabaseFigures(None).describe()]
+    families = [
+        *metrics.REGISTRY.collect(),
+        *DatabaseFigures(None).describe(),
+        *BackupFigures(Repository(ROOT / "no-repository")).describe(),
+    ]
     return {family.name + suffix for family in families for suffix in SUFFIXES[family.type]}
 
 
@@ -55,21 +61,26 @@ def test_every_metric_the_dashboard_and_alerts_query_is_exported() -> None:
     }
 
 
-def test_every_alert_has_a_runbook_section_in_the_operations_doc() -> None:
-    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
-    operations = (ROOT / "docs/operations.md").read_text()
-    anchors = {
-        "#" + re.sub(r"[^a-z0-9 -]", "", line[4:].strip().lower()).replace(" ", "-")
-        for line in operations.splitlines()
+def _sections(doc: str) -> set[str]:
+    """The anchors of a document's ``###`` sections, as GitHub makes them."""
+    return {
+        re.sub(r"[^a-z0-9 -]", "", line[4:].strip().lower()).replace(" ", "-")
+        for line in (ROOT / "docs" / doc).read_text().splitlines()
         if line.startswith("### ")
     }
+
+
+def test_every_alert_has_a_runbook_section_in_the_doc_it_links() -> None:
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "alert" in rule:
                 annotations = rule["annotations"]
                 assert annotations["summary"]
                 assert annotations["description"]
-                assert "#" + annotations["runbook_url"].split("#")[1] in anchors, rule["alert"]
+                doc, anchor = annotations["runbook_url"].split("/docs/")[1].split("#")
+                assert doc in ("operations.md", "runbook.md"), rule["alert"]
+                assert anchor in _sections(doc), rule["alert"]
 
 
 class _Route:
