@@ -65,22 +65,27 @@ ROLES = provision.Roles()
 
 
 @contextmanager
-def database(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[Settings]:
+def database(
+    settings: Settings, shutdown: Shutdown | None = None, *, serving: bool = False
+) -> Iterator[Settings]:
     """The configured database, or an embedded one in ``settings.data_dir``; migrated to head;
     for a command that connects as the service's role. The embedded one is stopped at the end,
-    or at once if ``shutdown``'s deadline passes."""
+    or at once if ``shutdown``'s deadline passes; ``serving``: its base backup, if it needs
+    one, is taken while it serves."""
     if settings.database_url is None and not settings.embedded:
         raise SystemExit(
             "vetify: VETIFY_DATABASE_OWNER_URL is set but VETIFY_DATABASE_URL is not: set the"
             " service role's URL too (with an external database configured, no embedded one"
             " is started)"
         )
-    with _at_head(settings, shutdown) as ready:
+    with _at_head(settings, shutdown, serving=serving) as ready:
         yield ready
 
 
 @contextmanager
-def _at_head(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[Settings]:
+def _at_head(
+    settings: Settings, shutdown: Shutdown | None = None, *, serving: bool = False
+) -> Iterator[Settings]:
     """The database (the embedded one started and set up if none is configured), migrated
     when the owner's URL is known."""
     embedded = None
@@ -107,9 +112,8 @@ def _at_head(settings: Settings, shutdown: Shutdown | None = None) -> Iterator[S
             migrate.upgrade(owner, _service_role(settings), keys=keys.wrapper_from(settings))
             where = make_url(owner)
             log.info("database %s on %s: schema at head", where.database, where.host or "socket")
-        if embedded is not None and backup.needs_base(settings, embedded):
-            taken = backup.now(settings, embedded)
-            log.info("a base backup on the database's timeline: %s", taken.backup.label)
+        if embedded is not None:
+            backup.ensure_base(settings, embedded, wait=not serving)
         yield settings
 
 
@@ -147,7 +151,7 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
     ):
         # From here on there is something to stop cleanly.
         shutdown = Shutdown(settings.shutdown_timeout_seconds).install()
-        with database(_served_at(settings, host, port), shutdown) as ready:
+        with database(_served_at(settings, host, port), shutdown, serving=True) as ready:
             if settings.embedded:
                 # One command for a newcomer: the API and its jobs, on the embedded database.
                 ready = ready.model_copy(update={"jobs_in_process": True})

@@ -92,7 +92,7 @@ def _recovered(
     server = EmbeddedPostgres(target, options=options)
     try:
         _unpack(repository.base / base.label, target)
-        server.owns(target)
+        server.owns(target, tree=True)
         (target / "recovery.signal").touch()
         try:
             server.start()
@@ -163,10 +163,9 @@ def _whole(segments: list[str], size: int, timeline: int, stopped_at: str) -> No
 
 
 def _fatal(target: Path) -> str:
-    log = target / "server.log"
-    if not log.exists():
-        return ""
-    lines = [line for line in log.read_text(errors="replace").splitlines() if "FATAL" in line]
+    """The server's last FATAL message (its log is made by the start that failed)."""
+    log = (target / "server.log").read_text(errors="replace")
+    lines = [line for line in log.splitlines() if "FATAL" in line]
     return lines[-1].split("FATAL:", 1)[-1].strip() if lines else ""
 
 

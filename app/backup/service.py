@@ -4,14 +4,18 @@ backup, then the retention policy), the repository's state for `backup list` and
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 from dataclasses import dataclass
 
 import psycopg
 
-from app.backup.repository import BaseBackup, Pruned, Repository, scalar
+from app.backup.repository import BackupError, BaseBackup, Pruned, Repository, scalar
 from app.db.embedded import EmbeddedPostgres
 from app.kit.clock import utcnow
 from app.settings import Settings
+
+log = logging.getLogger("vetify")
 
 WAL_SEGMENT_MIB = 1
 """The embedded cluster's WAL segments (made at initdb): a segment archived by the timeout
@@ -49,6 +53,34 @@ def now(settings: Settings, server: EmbeddedPostgres) -> Taken:
         backup = archive.take(server.url(driver=""))
         window = dt.timedelta(days=settings.backup_retention_days)
         return Taken(backup, archive.prune(window, utcnow()))
+
+
+def ensure_base(
+    settings: Settings, server: EmbeddedPostgres, *, wait: bool
+) -> threading.Thread | None:
+    """A base backup, if the running ``server`` has none on its timeline: at once, or, for a
+    server about to serve (``wait`` false), in a thread of its own, so that a restored database
+    serves before its first base backup (minutes, for gigabytes) is taken."""
+    if not needs_base(settings, server):
+        return None
+    if wait:
+        _base(settings, server)
+        return None
+    thread = threading.Thread(
+        target=_base, args=(settings, server), name="vetify-base-backup", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _base(settings: Settings, server: EmbeddedPostgres) -> None:
+    try:
+        taken = now(settings, server)
+    except (BackupError, psycopg.Error, OSError) as exc:
+        # VetifyBackupTooOld follows; the next `vetify backup now` tries again.
+        log.error("the base backup of the database's timeline failed: %s", exc)
+        return
+    log.info("a base backup on the database's timeline: %s", taken.backup.label)
 
 
 def needs_base(settings: Settings, server: EmbeddedPostgres) -> bool:

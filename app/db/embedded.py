@@ -174,13 +174,17 @@ class EmbeddedPostgres:
             with contextlib.suppress(EmbeddedPostgresError):
                 self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w")
 
-    def owns(self, path: Path) -> None:
-        """Make ``path`` (a directory the server writes, or a cluster copied in) the server's."""
-        if self._uid is not None:
-            for directory, _, files in os.walk(path):
-                for name in (directory, *(os.path.join(directory, f) for f in files)):
-                    os.chown(name, self._uid, self._gid or -1)
-            _let_others_traverse(path.parent)
+    def owns(self, path: Path, *, tree: bool = False) -> None:
+        """Make the directory ``path`` (and everything in it: ``tree``) the server's: one it
+        writes, or a cluster copied in."""
+        if self._uid is None:
+            return  # not root: the server runs as we do
+        names = [str(path)]
+        if tree:
+            names += [os.path.join(d, n) for d, dirs, files in os.walk(path) for n in dirs + files]
+        for name in names:
+            os.chown(name, self._uid, self._gid or -1)
+        _let_others_traverse(path.parent)
 
     def is_running(self) -> bool:
         result = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary  # nosec B603
@@ -211,9 +215,7 @@ class EmbeddedPostgres:
     def _prepare_dirs(self) -> None:
         for directory in (self.data_dir, self.socket_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if self._uid is not None:
-                os.chown(directory, self._uid, self._gid or -1)
-                _let_others_traverse(directory.parent)
+            self.owns(directory)
 
     def _run(self, binary: str, *args: str) -> None:
         # Output goes to a file, not a pipe: pg_ctl's server inherits the pipe and a reader

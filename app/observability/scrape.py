@@ -165,8 +165,10 @@ def registry(settings: Settings) -> CollectorRegistry:
         scraped.register(_ThisProcess())
     database = settings.database_url.get_secret_value() if settings.database_url else None
     scraped.register(DatabaseFigures(database))
-    if settings.embedded:
-        scraped.register(BackupFigures(backup.repository(settings)))
+    repository = backup.repository(settings)
+    # Where the embedded database archives (a served process's settings name its URLs).
+    if repository.wal.is_dir():
+        scraped.register(BackupFigures(repository))
     return scraped
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client import generate_latest
+from pydantic import SecretStr
 
 from app import cli
 from app.backup import commands
@@ -22,12 +24,14 @@ from app.backup import restore as restoring
 from app.backup import service as backup
 from app.backup.metrics import BackupFigures
 from app.backup.repository import BackupError, Repository, Verification, segment_number
-from app.db.embedded import DATABASE, EmbeddedPostgres
+from app.db.embedded import DATABASE, EmbeddedPostgres, free_port
 from app.db.migrate import head_revisions
 from app.kit.clock import utcnow
+from app.observability import scrape
 from app.observability.scrape import DatabaseFigures
 from app.settings import Settings
 from tests.harness.live import until
+from tests.harness.scrapes import samples
 
 SEGMENT = 1024 * 1024
 
@@ -282,7 +286,14 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
     verified = json.loads(capsys.readouterr().out)
     assert verified["schema"] == ",".join(sorted(head_revisions()))
     assert verified["rows"]["public.clinics"] == 0
-    scraped = _figures(BackupFigures(Repository(data / "backups")))
+    # The embedded database's scrape: its backups' figures beside the rest.
+    scraped = {
+        name: number
+        for (name, _), number in samples(
+            generate_latest(scrape.registry(_served(Settings(data_dir=data)))).decode()
+        ).items()
+        if name.startswith("vetify_backup_")
+    }
     assert scraped["vetify_backup_last_verify_success"] == 1
     finished = dt.datetime.fromisoformat(listed["backups"][-1]["finished"])
     assert scraped["vetify_backup_last_success_timestamp_seconds"] == finished.timestamp()
@@ -313,6 +324,44 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
     cli.main(["migrate"])
     assert "a base backup on the database's timeline" in capsys.readouterr().out
     assert repository.backups()[-1].timeline == 2
+
+
+def test_a_backup_refuses_a_data_directory_held_by_a_command_without_its_server(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("VETIFY_DATA_DIR", str(tmp_path))
+    with cli.claim(tmp_path, "vetify migrate (a test)"), pytest.raises(SystemExit) as refused:
+        cli.main(["backup", "now"])
+    assert "is in use by vetify migrate (a test)" in str(refused.value)
+
+
+def test_a_server_about_to_serve_takes_its_base_backup_in_a_thread(tmp_path, caplog):
+    settings = Settings(data_dir=tmp_path)
+    server = backup.embedded(settings).start()
+    try:
+        thread = backup.ensure_base(settings, server, wait=False)
+        assert thread is not None
+        thread.join(60)
+        assert len(backup.repository(settings).backups()) == 1
+        assert backup.ensure_base(settings, server, wait=False) is None  # one on its timeline
+    finally:
+        server.stop()
+    backup._base(settings, server)  # the server gone: logged for the operator, not raised
+    assert "the base backup of the database's timeline failed" in caplog.text
+
+
+def _served(settings: Settings) -> Settings:
+    """As `vetify serve` has them once its embedded database runs: with its URLs."""
+    url = SecretStr(f"postgresql+asyncpg://vetify_app@127.0.0.1:{free_port()}/vetify")
+    return settings.model_copy(update={"database_url": url, "database_owner_url": url})
+
+
+def test_an_external_databases_scrape_has_no_backup_figures(tmp_path):
+    families = {
+        family.name for family in scrape.registry(_served(Settings(data_dir=tmp_path))).collect()
+    }
+    assert "vetify_metrics_database_up" in families
+    assert not any(name.startswith("vetify_backup_") for name in families)
 
 
 def _figures(collector: BackupFigures | DatabaseFigures) -> dict[str, float]:
