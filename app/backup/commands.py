@@ -160,16 +160,12 @@ def _restore(settings: Settings, to: dt.datetime | None, data_dir: Path) -> str:
 
 def _taken(taken: service.Taken) -> str:
     backup = taken.backup
-    lines = [
+    return (
         f"base backup {backup.label}: {backup.size_bytes / 1e6:.1f} MB in"
-        f" {(backup.finished - backup.started).total_seconds():.1f} s"
-    ]
-    if taken.pruned.backups or taken.pruned.segments:
-        lines.append(
-            f"removed (older than the retention window): {len(taken.pruned.backups)} base"
-            f" backups, {taken.pruned.segments} WAL segments"
-        )
-    return "\n".join(lines)
+        f" {(backup.finished - backup.started).total_seconds():.1f} s\n"
+        f"removed (older than the retention window): {len(taken.pruned.backups)} base"
+        f" backups, {taken.pruned.segments} WAL segments"
+    )
 
 
 def _listed(state: service.State, *, as_json: bool) -> str:

@@ -84,10 +84,8 @@ def segment_name(timeline: int, position: int, segment_bytes: int) -> str:
 
 
 def segment_number(name: str, segment_bytes: int) -> int:
-    match = SEGMENT.fullmatch(name)
-    if match is None:
-        raise ValueError(f"not a WAL segment's name: {name!r}")
-    return int(match["log"], 16) * (0x1_0000_0000 // segment_bytes) + int(match["seg"], 16)
+    """The position of the segment ``name`` (an archive's, matched by :data:`SEGMENT`)."""
+    return int(name[8:16], 16) * (0x1_0000_0000 // segment_bytes) + int(name[16:24], 16)
 
 
 VERIFIED = "verified.json"
@@ -216,12 +214,6 @@ class Repository:
             return []
         return sorted(entry.name for entry in os.scandir(self.wal) if SEGMENT.fullmatch(entry.name))
 
-    def timelines(self) -> list[int]:
-        """The timelines whose history the archive holds (a restore begins a new one)."""
-        if not self.wal.is_dir():
-            return []
-        return sorted(int(path.name[:8], 16) for path in self.wal.glob("*.history"))
-
     def newest_timeline(self) -> int:
         """The newest timeline any archived file (segment, history, backup label) is of."""
         return max(
@@ -237,11 +229,9 @@ class Repository:
                 path.unlink()
 
     def _by_timeline(self) -> list[tuple[Path, int]]:
-        if not self.wal.is_dir():
-            return []
         return [
             (path, int(path.name[:8], 16))
-            for path in self.wal.iterdir()
+            for path in self.wal.glob("*")  # none if the directory is not there yet
             if re.match(r"[0-9A-F]{8}", path.name)
         ]
 

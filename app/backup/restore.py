@@ -16,7 +16,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,11 +94,12 @@ def _recovered(
         _unpack(repository.base / base.label, target)
         server.owns(target, tree=True)
         (target / "recovery.signal").touch()
-        try:
+        known = {path.name for path in (target / "pg_wal").glob("*.history")}
+        # A start that fails (replay refused before it was consistent) is judged as one that
+        # stops later (replay refused after): by the new timeline it did not begin.
+        with contextlib.suppress(EmbeddedPostgresError):
             server.start()
-        except EmbeddedPostgresError as exc:
-            raise BackupError(f"recovery failed: {_fatal(target) or exc}") from None
-        parent, stopped_at, reason = _promoted(server, target)
+        parent, stopped_at, reason = _replayed(server, target, known)
         if to is None:
             _whole(archived, base.segment_bytes, parent, stopped_at)
         restored = Restored(target, base, stopped_at, reason, time.monotonic() - began)
@@ -126,24 +127,33 @@ def _unpack(backup: Path, target: Path) -> None:
 _FILTER = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
 
 
-def _promoted(server: EmbeddedPostgres, target: Path) -> tuple[int, str, str]:
-    """Wait out the replay; the timeline switch it ended with (the timeline replayed, the LSN
-    where it stopped, PostgreSQL's reason)."""
-    deadline = time.monotonic() + RECOVERY_SECONDS
-    while (target / "recovery.signal").exists():
-        if not server.is_running():
-            raise BackupError(f"recovery failed: {_fatal(target) or 'the server stopped'}")
-        if time.monotonic() > deadline:  # pragma: no cover - hours of WAL
-            raise BackupError(f"recovery still running after {RECOVERY_SECONDS:.0f} s")
-        time.sleep(0.1)
-    with psycopg.connect(server.url(driver="")) as connection:
-        # Promotion removes recovery.signal before it ends: wait for a writable server.
-        while scalar(connection, "SELECT pg_is_in_recovery()"):
-            time.sleep(0.05)
-        current = scalar(connection, "SELECT pg_walfile_name(pg_current_wal_lsn())")
-    history = (target / "pg_wal" / f"{current[:8]}.history").read_text().strip().splitlines()
-    parent, stopped_at, reason = history[-1].split("\t", 2)
+def _replayed(server: EmbeddedPostgres, target: Path, known: set[str]) -> tuple[int, str, str]:
+    """Wait out the replay, until the server has begun a new timeline (or has stopped: the
+    replay failed); that timeline's switch: the timeline replayed, the LSN where replay stopped,
+    PostgreSQL's reason."""
+    _until(
+        "recovery",
+        lambda: not server.is_running() or bool(_new_histories(target, known)),
+        RECOVERY_SECONDS,
+    )
+    new = _new_histories(target, known)
+    if not new:
+        raise BackupError(f"recovery failed: {_fatal(target) or 'the server stopped'}")
+    parent, stopped_at, reason = new[-1].read_text().strip().splitlines()[-1].split("\t", 2)
     return int(parent), stopped_at, reason
+
+
+def _new_histories(target: Path, known: set[str]) -> list[Path]:
+    """Timeline histories the server wrote (the new timeline's is written whole, by rename)."""
+    return sorted(path for path in (target / "pg_wal").glob("*.history") if path.name not in known)
+
+
+def _until(what: str, done: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            raise BackupError(f"{what} still running after {seconds:.0f} s")
+        time.sleep(0.1)
 
 
 def _whole(segments: list[str], size: int, timeline: int, stopped_at: str) -> None:

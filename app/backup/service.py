@@ -100,10 +100,6 @@ class State:
     segments: int
     last_archived: dt.datetime | None
 
-    @property
-    def last_backup(self) -> dt.datetime | None:
-        return self.backups[-1].finished if self.backups else None
-
 
 def state(settings: Settings) -> State:
     archive = repository(settings)

@@ -276,12 +276,14 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
     cli.main(["migrate"])  # a start with a base backup on its timeline takes none
     assert "base backup" not in capsys.readouterr().out
     cli.main(["backup", "now"])  # starts the embedded database, and stops it
-    assert "base backup " in capsys.readouterr().out
+    assert "removed (older than the retention window): 0 base backups" in capsys.readouterr().out
     assert not EmbeddedPostgres(data / "pgdata").is_running()
     cli.main(["backup", "list", "--json"])
     listed = json.loads(capsys.readouterr().out)
     assert len(listed["backups"]) == 2
     assert listed["wal_segments"] >= 2
+    cli.main(["backup", "verify"])
+    assert ": OK" in capsys.readouterr().out
     cli.main(["backup", "verify", "--json"])
     verified = json.loads(capsys.readouterr().out)
     assert verified["schema"] == ",".join(sorted(head_revisions()))
@@ -320,7 +322,8 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
     (data / "pgdata").rename(data / "pgdata.damaged")
     cli.main(["backup", "restore", "--to", "latest"])
     assert "Start it with: vetify serve" in capsys.readouterr().out
-    assert repository.timelines() == [2]
+    assert repository.newest_timeline() == 2
+    assert (repository.wal / "00000002.history").exists()
     cli.main(["migrate"])
     assert "a base backup on the database's timeline" in capsys.readouterr().out
     assert repository.backups()[-1].timeline == 2
@@ -354,6 +357,12 @@ def _served(settings: Settings) -> Settings:
     """As `vetify serve` has them once its embedded database runs: with its URLs."""
     url = SecretStr(f"postgresql+asyncpg://vetify_app@127.0.0.1:{free_port()}/vetify")
     return settings.model_copy(update={"database_url": url, "database_owner_url": url})
+
+
+def test_an_empty_repository_has_no_figures_and_nothing_to_prune(tmp_path):
+    repository = Repository(tmp_path / "repository")
+    assert _figures(BackupFigures(repository)) == {}
+    assert repository.prune(dt.timedelta(days=30), utcnow()).backups == []
 
 
 def test_an_external_databases_scrape_has_no_backup_figures(tmp_path):
@@ -434,9 +443,12 @@ def test_failing_wal_archiving_is_scraped(tmp_path, monkeypatch):
 def test_vetify_backup_refuses_an_external_database_and_a_time_without_offset(
     monkeypatch, tmp_path
 ):
-    with pytest.raises(SystemExit) as refused:
-        cli.main(["backup", "restore", "--to", "2026-12-07T09:30:00"])
-    assert refused.value.code == 2  # argparse: the usage and the reason
+    for moment in ("2026-12-07T09:30:00", "yesterday"):
+        with pytest.raises(SystemExit) as refused:
+            cli.main(["backup", "restore", "--to", moment])
+        assert refused.value.code == 2  # argparse: the usage and the reason
+    with pytest.raises(SystemExit, match="the repository holds no base backup"):
+        cli.main(["backup", "restore", "--to", "2026-12-07T09:30:00+01:00"])
     monkeypatch.setenv("VETIFY_DATABASE_URL", "postgresql+asyncpg://app@127.0.0.1:1/vetify")
     with pytest.raises(SystemExit, match="covers the embedded database"):
         cli.main(["backup", "list"])
