@@ -94,7 +94,10 @@ def _recovered(
         _unpack(repository.base / base.label, target)
         server.owns(target, tree=True)
         (target / "recovery.signal").touch()
-        known = {path.name for path in (target / "pg_wal").glob("*.history")}
+        # Replay fetches the archive's timeline histories too: the new one is in neither.
+        known = {path.name for path in (target / "pg_wal").glob("*.history")} | {
+            path.name for path in repository.wal.glob("*.history")
+        }
         # A start that fails (replay refused before it was consistent) is judged as one that
         # stops later (replay refused after): by the new timeline it did not begin.
         with contextlib.suppress(EmbeddedPostgresError):
