@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import psycopg
+
 from app.backup import service
 from app.backup.repository import BackupError, Repository, Verification
 from app.backup.restore import Verified, restore, verify
@@ -95,7 +97,7 @@ def run(settings: Settings, args: argparse.Namespace) -> str:
                 f" {sum(verified.rows.values())} rows in {len(verified.rows)} tables: OK"
             )
         return _restore(settings, args.to, args.target or settings.data_dir)
-    except BackupError as exc:
+    except (BackupError, psycopg.Error) as exc:  # the database unreachable: said in a line
         raise SystemExit(f"vetify backup {args.backup_command}: {exc}") from None
 
 

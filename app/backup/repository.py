@@ -133,8 +133,9 @@ class Repository:
 
     def restore_command(self) -> str:
         """For a recovering server: copy a file of the archive into place (``%f``, ``%p``:
-        its name, where it goes; the server runs it through a shell)."""
-        return f"cp {_quoted(str(self.wal))}/%f %p"
+        its name, where it goes; the server runs it through a shell, a ``%`` of the path
+        written ``%%``)."""
+        return f"cp {_quoted(str(self.wal).replace('%', '%%'))}/%f %p"
 
     # -- base backups ----------------------------------------------------------------------
     def backups(self) -> list[BaseBackup]:

@@ -93,6 +93,9 @@ def _recovered(
     try:
         _unpack(repository.base / base.label, target)
         server.owns(target, tree=True)
+        # The server reads the archive: copied back by another user (from off the machine),
+        # its files would be refused to it, and replay would end at the base backup's end.
+        server.owns(repository.wal, tree=True)
         (target / "recovery.signal").touch()
         # Replay fetches the archive's timeline histories too: the new one is in neither.
         known = {path.name for path in (target / "pg_wal").glob("*.history")} | {

@@ -129,6 +129,13 @@ def test_a_restore_to_the_latest_has_every_archived_write(history, tmp_path):
     assert not (tmp_path / "latest" / "recovery.signal").exists()
 
 
+def test_a_repository_whose_path_holds_a_percent_sign_restores(history, tmp_path):
+    odd = Repository(tmp_path / "at 100% full" / "repository")
+    shutil.copytree(history.repository.root, odd.root)
+    restoring.restore(odd, tmp_path / "latest", None, archive=None)
+    assert _values(tmp_path / "latest") == [0, 1, 2, 3, 4, 5]
+
+
 def test_a_restore_refuses_a_directory_holding_anything(history, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "PG_VERSION").write_text("18\n")
