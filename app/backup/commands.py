@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -68,6 +69,7 @@ def _moment(value: str) -> dt.datetime | None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> str:
+    signal.signal(signal.SIGTERM, _stopped)
     if not settings.embedded:
         raise SystemExit(
             "vetify backup: covers the embedded database; back up an external PostgreSQL with"
@@ -99,6 +101,12 @@ def run(settings: Settings, args: argparse.Namespace) -> str:
         return _restore(settings, args.to, args.target or settings.data_dir)
     except (BackupError, psycopg.Error) as exc:  # the database unreachable: said in a line
         raise SystemExit(f"vetify backup {args.backup_command}: {exc}") from None
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    """SIGTERM (a cron job's timeout, a stop) unwinds as an error does: a scratch or refused
+    cluster, every clinic's data in it, is stopped and removed, not left running."""
+    raise SystemExit(f"vetify backup: stopped by signal {signum}")
 
 
 def _verified(repository: Repository) -> Verified:

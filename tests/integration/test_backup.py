@@ -8,6 +8,7 @@ import argparse
 import datetime as dt
 import json
 import shutil
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -334,6 +335,27 @@ def test_vetify_backup_now_list_verify_and_restore(tmp_path, monkeypatch, capsys
     cli.main(["migrate"])
     assert "a base backup on the database's timeline" in capsys.readouterr().out
     assert repository.backups()[-1].timeline == 2
+
+
+def test_a_stop_unwinds_a_backup_command_and_removes_its_cluster(history, tmp_path, monkeypatch):
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setenv("VETIFY_DATA_DIR", str(tmp_path))
+    try:
+        cli.main(["backup", "list"])
+        stop = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert callable(stop)
+    scratch = tmp_path / "scratch"
+    # SIGTERM in the middle of a verification: its scratch cluster (every clinic's rows) goes.
+    with (  # noqa: PT012 - the signal arrives inside the restored cluster's block
+        pytest.raises(SystemExit, match="stopped by signal 15"),
+        restoring._recovered(history.repository, scratch, None, None) as (server, _),
+    ):
+        assert server.is_running()
+        stop(signal.SIGTERM, None)
+    assert not server.is_running()
+    assert not scratch.exists()
 
 
 def test_a_backup_refuses_a_data_directory_held_by_a_command_without_its_server(
