@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 
 # Runs PostgreSQL's own client binaries with fixed argv, never a shell.
@@ -36,7 +37,8 @@ from app.db.embedded import bin_dir
 from app.kit.clock import utcnow
 
 SEGMENT = re.compile(r"(?P<timeline>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9A-F]{8})")
-_MIB = 1024 * 1024
+_SEGMENT_BYTES = "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'"
+"""A WAL segment's size in bytes (``SHOW`` says "16MB", or "1GB")."""
 
 
 class BackupError(RuntimeError):
@@ -135,7 +137,7 @@ class Repository:
         """For a recovering server: copy a file of the archive into place (``%f``, ``%p``:
         its name, where it goes; the server runs it through a shell, a ``%`` of the path
         written ``%%``)."""
-        return f"cp {_quoted(str(self.wal).replace('%', '%%'))}/%f %p"
+        return f"cp {shlex.quote(str(self.wal).replace('%', '%%'))}/%f %p"
 
     # -- base backups ----------------------------------------------------------------------
     def backups(self) -> list[BaseBackup]:
@@ -153,7 +155,7 @@ class Repository:
         self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
         with psycopg.connect(conninfo) as connection:
             version = str(scalar(connection, "SHOW server_version"))
-            segment = _bytes(str(scalar(connection, "SHOW wal_segment_size")))
+            segment = int(scalar(connection, _SEGMENT_BYTES))
         run(
             "pg_basebackup",
             f"--dbname={conninfo}",
@@ -302,18 +304,6 @@ def _read_backup(path: Path) -> BaseBackup:
     for moment in ("started", "finished"):
         fields[moment] = dt.datetime.fromisoformat(fields[moment])
     return BaseBackup(**fields)
-
-
-def _bytes(setting: str) -> int:
-    """``SHOW wal_segment_size``: "16MB"."""
-    match = re.fullmatch(r"(\d+)MB", setting)
-    if match is None:  # pragma: no cover - PostgreSQL reports segment sizes in MB
-        raise BackupError(f"unexpected wal_segment_size {setting!r}")
-    return int(match[1]) * _MIB
-
-
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def run(binary: str, *args: str, user: int | None = None, group: int | None = None) -> str:
