@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app import (
@@ -37,6 +38,7 @@ from app.audit import service as audit
 from app.auth import retention as auth_retention
 from app.backup import commands as backup_commands
 from app.backup import service as backup
+from app.backup.repository import BackupError
 from app.billing import operations
 from app.db import migrate, provision
 from app.db.embedded import DATABASE as EMBEDDED_DATABASE
@@ -53,7 +55,7 @@ from app.kit.usage import Usage
 from app.main import create_app, dependency_probes
 from app.observability import errors, logs, scrape, tracing, usage, usage_report
 from app.observability.dependencies import Report, Status
-from app.privacy import departure
+from app.privacy import departure, restore
 from app.privacy import retention as client_retention
 from app.queue import Worker
 from app.settings import ConfigurationError, Environment, LogFormat, Settings, key_bytes
@@ -445,6 +447,38 @@ def _retention(settings: Settings, *, apply: bool) -> None:
         print(DRY_RUN, file=sys.stderr)
 
 
+def _clinic(settings: Settings, args: argparse.Namespace) -> None:
+    """``restore``: one clinic's rows merged back from a copy of the database at a time
+    (ADR 0041)."""
+    storage = storage_from(settings)
+    try:
+        with ExitStack() as stack:
+            (owner,) = stack.enter_context(_as_roles(settings, "clinic restore", "owner"))
+            if args.source_url is not None:
+                copy, said = args.source_url, "the copy at --from"
+            else:
+                copy, said = stack.enter_context(backup_commands.copy_at(settings, args.to))
+            report = asyncio.run(
+                restore.restore_clinic(
+                    owner,
+                    copy,
+                    said,
+                    args.clinic,
+                    storage,
+                    missing_only=args.missing_only,
+                    apply=args.apply,
+                )
+            )
+    except (restore.RestoreRefused, BackupError, OSError) as exc:
+        raise SystemExit(f"vetify clinic restore: {exc}") from None
+    except SQLAlchemyError as exc:  # the copy unreachable, a constraint the merge broke
+        raise SystemExit(f"vetify clinic restore: {getattr(exc, 'orig', None) or exc}") from None
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2), flush=True)
+    else:
+        print("\n".join(report.lines()), flush=True)
+
+
 def _prune(settings: Settings, *, apply: bool) -> None:
     """The audit trail's events past the retention, pruned (ADR 0027)."""
     cutoff = utcnow() - dt.timedelta(days=settings.audit_retention_days)
@@ -683,6 +717,37 @@ def parser() -> argparse.ArgumentParser:
             "backup", help="the embedded database's backups: now, list, verify, restore"
         )
     )
+    clinic_command = commands.add_parser("clinic", help="one clinic's data: restore")
+    clinic_commands = clinic_command.add_subparsers(dest="clinic_command", required=True)
+    restoring = clinic_commands.add_parser(
+        "restore",
+        help="bring one clinic's rows back as they were at a time, from a copy of the database"
+        " at that time, without rolling back any other clinic: rows deleted since come back,"
+        " rows changed since are written back, rows written since stay (docs/runbook.md);"
+        " without --apply, only report what it would do",
+    )
+    restoring.add_argument("clinic", type=uuid.UUID, help="the clinic's id")
+    source = restoring.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--to",
+        type=backup_commands.moment,
+        metavar="latest|TIME",
+        help="the embedded database's backups, restored to this time into a scratch cluster",
+    )
+    source.add_argument(
+        "--from",
+        dest="source_url",
+        metavar="URL",
+        help="a copy already restored to that time (an external PostgreSQL's point-in-time"
+        " restore by its provider): a role's URL that reads every table",
+    )
+    restoring.add_argument(
+        "--missing-only",
+        action="store_true",
+        help="only bring back rows deleted since; leave changed rows as they are",
+    )
+    restoring.add_argument("--apply", action="store_true", help="restore (default: dry run)")
+    restoring.add_argument("--json", action="store_true", help="print the report as JSON")
     db = commands.add_parser("db", help="an external PostgreSQL: provision")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     provisioning = db_commands.add_parser(
@@ -730,7 +795,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         logs.configure(
             settings.logs_as,
             settings.log_level,
-            to_stderr=args.command in ("check", "usage", "audit", "keys", "retention", "backup"),
+            to_stderr=args.command
+            in ("check", "usage", "audit", "keys", "retention", "backup", "clinic"),
         )
         # Once per process, before any fork: sentry-sdk restarts its sending thread in each
         # of `serve`'s workers. Uncaught exceptions of any command are reported from here on.
@@ -755,6 +821,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _keys(settings, args)
         elif args.command == "backup":
             print(backup_commands.run(settings, args))
+        elif args.command == "clinic":
+            _clinic(settings, args)
         else:
             _serve(settings, args.host, args.port, demo=args.command == "demo" or args.demo)
     except (

@@ -15,7 +15,7 @@ import psycopg
 
 from app.backup import service
 from app.backup.repository import BackupError, Repository, Verification
-from app.backup.restore import Verified, restore, verify
+from app.backup.restore import Verified, restore, scratch, verify
 from app.db.embedded import DATABASE, DataDirectoryInUse, EmbeddedPostgres, claim
 from app.kit.clock import utcnow
 from app.settings import Settings
@@ -43,7 +43,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
     restoring.add_argument(
         "--to",
-        type=_moment,
+        type=moment,
         required=True,
         metavar="latest|TIME",
         help="'latest', or an ISO 8601 time with its offset (2026-12-07T09:30:00+01:00)",
@@ -56,7 +56,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _moment(value: str) -> dt.datetime | None:
+def moment(value: str) -> dt.datetime | None:
     if value == "latest":
         return None
     try:
@@ -101,6 +101,24 @@ def run(settings: Settings, args: argparse.Namespace) -> str:
         return _restore(settings, args.to, args.target or settings.data_dir)
     except (BackupError, psycopg.Error) as exc:  # the database unreachable: said in a line
         raise SystemExit(f"vetify backup {args.backup_command}: {exc}") from None
+
+
+@contextmanager
+def copy_at(settings: Settings, to: dt.datetime | None) -> Iterator[tuple[str, str]]:
+    """The embedded database as it was at ``to`` (None: its last archived write), restored from
+    its backups into a scratch cluster for the block: its superuser's URL, and what it is."""
+    if not settings.embedded:
+        raise BackupError(
+            "--to restores the embedded database's backups; with an external PostgreSQL,"
+            " restore it to that time with its provider's tools and pass --from URL"
+        )
+    signal.signal(signal.SIGTERM, _stopped)
+    repository = service.repository(settings)
+    with repository.locked(), scratch(repository, to) as (server, restored):
+        yield (
+            server.url(database=DATABASE),
+            f"backup {restored.base.label} replayed to {restored.stopped_at} ({restored.reason})",
+        )
 
 
 def _stopped(signum: int, _frame: object) -> None:

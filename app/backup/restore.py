@@ -194,25 +194,35 @@ class Verified:
     rows: dict[str, int]
 
 
-def verify(repository: Repository, database: str) -> Verified:
-    """Restore the latest into a scratch cluster (not archived), check that ``database`` is at
-    the migrations' head and count each table's rows; the scratch cluster is then removed."""
-    scratch = Path(tempfile.mkdtemp(prefix="vetify-verify-"))
+@contextlib.contextmanager
+def scratch(
+    repository: Repository, to: dt.datetime | None
+) -> Iterator[tuple[EmbeddedPostgres, Restored]]:
+    """The state at ``to`` (None: the latest) restored into a scratch cluster (not archived),
+    running for the block on a private socket; then stopped and removed."""
+    directory = Path(tempfile.mkdtemp(prefix="vetify-scratch-"))
     try:
-        with _recovered(repository, scratch / "pgdata", None, None) as (server, restored):
-            with psycopg.connect(server.url(database=database, driver="")) as connection:
-                revisions = {row[0] for row in connection.execute(_REVISIONS)}
-                rows = {
-                    f"{schema}.{table}": int(scalar(connection, _count(schema, table)))
-                    for schema, table in connection.execute(_TABLES).fetchall()
-                }
-            if revisions != set(head_revisions()):
-                raise BackupError(
-                    f"the restored schema is at {sorted(revisions)}, not at this version's"
-                    f" head {sorted(head_revisions())}"
-                )
+        with _recovered(repository, directory / "pgdata", to, None) as recovered:
+            yield recovered
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def verify(repository: Repository, database: str) -> Verified:
+    """Restore the latest into a scratch cluster, check that ``database`` is at the migrations'
+    head and count each table's rows."""
+    with scratch(repository, None) as (server, restored):
+        with psycopg.connect(server.url(database=database, driver="")) as connection:
+            revisions = {row[0] for row in connection.execute(_REVISIONS)}
+            rows = {
+                f"{schema}.{table}": int(scalar(connection, _count(schema, table)))
+                for schema, table in connection.execute(_TABLES).fetchall()
+            }
+        if revisions != set(head_revisions()):
+            raise BackupError(
+                f"the restored schema is at {sorted(revisions)}, not at this version's"
+                f" head {sorted(head_revisions())}"
+            )
     return Verified(
         restored.base, restored.stopped_at, restored.seconds, ",".join(sorted(revisions)), rows
     )

@@ -63,6 +63,9 @@ class Storage(Protocol):
     async def delete_clinic(self, clinic_id: uuid.UUID) -> int:
         """Remove every object of the clinic (every key under its id); returns how many."""
 
+    async def keys_of(self, clinic_id: uuid.UUID) -> set[str]:
+        """Every object's key of the clinic."""
+
 
 def staging_file(storage: Storage) -> Path:
     """A new empty file in the storage's staging directory, only the service may read."""
@@ -113,6 +116,12 @@ class LocalStorage:
             return len(found)
 
         return await to_thread.run_sync(remove)
+
+    async def keys_of(self, clinic_id: uuid.UUID) -> set[str]:
+        folder = self.root / str(uuid.UUID(str(clinic_id)))
+        return await to_thread.run_sync(
+            lambda: {f"{folder.name}/{path.name}" for path in folder.glob("*") if path.is_file()}
+        )
 
 
 class S3Storage:
@@ -189,16 +198,27 @@ class S3Storage:
                 lambda: self.client.delete_object(Bucket=self.bucket, Key=_checked(key))
             )
 
-    async def delete_clinic(self, clinic_id: uuid.UUID) -> int:
-        prefix = f"{uuid.UUID(str(clinic_id))}/"
+    def _pages(self, clinic_id: uuid.UUID) -> Iterator[list[str]]:
+        """The clinic's keys, a page at a time (at most what one delete_objects takes)."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket,
+            Prefix=f"{uuid.UUID(str(clinic_id))}/",
+            PaginationConfig={"PageSize": self.list_page},
+        )
+        for page in pages:
+            yield [item["Key"] for item in page.get("Contents", [])]
 
+    async def keys_of(self, clinic_id: uuid.UUID) -> set[str]:
+        with _unavailable():
+            return await to_thread.run_sync(
+                lambda: {key for page in self._pages(clinic_id) for key in page}
+            )
+
+    async def delete_clinic(self, clinic_id: uuid.UUID) -> int:
         def remove() -> int:
             removed = 0
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.list_page}
-            )
-            for page in pages:  # at most what one delete_objects takes
-                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            for page in self._pages(clinic_id):
+                keys = [{"Key": key} for key in page]
                 if keys:
                     self.client.delete_objects(
                         Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}
