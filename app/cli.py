@@ -453,11 +453,11 @@ def _clinic(settings: Settings, args: argparse.Namespace) -> None:
     storage = storage_from(settings)
     try:
         with ExitStack() as stack:
-            (owner,) = stack.enter_context(_as_roles(settings, "clinic restore", "owner"))
             if args.source_url is not None:
                 copy, said = args.source_url, "the copy at --from"
             else:
                 copy, said = stack.enter_context(backup_commands.copy_at(settings, args.to))
+            (owner,) = stack.enter_context(_as_roles(settings, "clinic restore", "owner"))
             report = asyncio.run(
                 restore.restore_clinic(
                     owner,
@@ -469,9 +469,8 @@ def _clinic(settings: Settings, args: argparse.Namespace) -> None:
                     apply=args.apply,
                 )
             )
-    except (restore.RestoreRefused, BackupError, OSError) as exc:
-        raise SystemExit(f"vetify clinic restore: {exc}") from None
-    except SQLAlchemyError as exc:  # the copy unreachable, a constraint the merge broke
+    except (restore.RestoreRefused, BackupError, OSError, SQLAlchemyError) as exc:
+        # A database's error (the copy unreachable, a constraint broken) as the driver said it.
         raise SystemExit(f"vetify clinic restore: {getattr(exc, 'orig', None) or exc}") from None
     if args.json:
         print(json.dumps(report.as_json(), indent=2), flush=True)

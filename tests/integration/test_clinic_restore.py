@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import time
 import uuid
 
+import psycopg
+import pytest
 from sqlalchemy import text
 
+from app import cli
 from app.audit.service import verify
 from app.auth.models import Role
+from app.backup import service as backup
+from app.db.embedded import DATABASE
 from app.db.tenancy import InClinic
+from app.kit.clock import utcnow
 from app.privacy import restore
 from app.privacy import service as privacy
-from app.privacy.restore import Report
+from app.privacy.restore import Report, RestoreRefused
+from app.settings import Settings
 from fixtures import files
 from fixtures.factories import (
     AppointmentFactory,
@@ -27,6 +36,7 @@ from fixtures.factories import (
 )
 from tests.harness import databases
 from tests.harness.databases import Database
+from tests.harness.live import until
 from tests.harness.world import World
 
 
@@ -127,6 +137,11 @@ async def test_a_clinics_deletions_and_edits_come_back_and_nothing_else_moves(
             table: await _count(superuser_engine, table, clinic.id) for table in before
         } == before
 
+        only = await asyncio.to_thread(
+            _run, world, database, copy, clinic.id, apply=False, missing_only=True
+        )
+        assert after_counts(only) == {**after_counts(dry), "customers": (0, 0, 1)}
+
         report = await asyncio.to_thread(_run, world, database, copy, clinic.id)
         assert after_counts(report) == after_counts(dry)
         assert report.applied
@@ -197,3 +212,171 @@ def after_counts(report: Report) -> dict[str, tuple[int, int, int]]:
         for merged in report.tables
         if merged.inserted or merged.updated or merged.held
     }
+
+
+async def test_rows_that_cannot_come_back_are_refused_and_named_and_locked_records_stay_gone(
+    world: World, database: Database, superuser_engine, app_engine
+) -> None:
+    clinic = await world.clinic()
+    owner = await world.made(clinic, create_customer)
+    pet = await world.make(clinic, PetFactory, customer_id=owner.id)
+    vet, other_vet = clinic.actors[Role.vet].user.id, clinic.actors[Role.owner].user.id
+    booked = await world.make(clinic, AppointmentFactory, pet_id=pet.id, vet_id=vet)
+    with_gone_vet = await world.make(
+        clinic,
+        AppointmentFactory,
+        pet_id=pet.id,
+        vet_id=other_vet,
+        starts_at=booked.starts_at + dt.timedelta(days=1),
+        ends_at=booked.ends_at + dt.timedelta(days=1),
+    )
+    locked = await world.made(
+        clinic,
+        create_record,
+        pet_id=pet.id,
+        author_id=vet,
+        locks_at=utcnow() - dt.timedelta(days=1),
+    )
+    copy = await _copy(database, superuser_engine, app_engine)
+    try:
+        await _sql(
+            superuser_engine,
+            "DELETE FROM appointments WHERE id IN (:a, :b)",
+            a=booked.id,
+            b=with_gone_vet.id,
+        )
+        # The slot taken since, and the other vet's membership gone.
+        taken = await world.make(
+            clinic,
+            AppointmentFactory,
+            pet_id=pet.id,
+            vet_id=vet,
+            starts_at=booked.starts_at,
+            ends_at=booked.ends_at,
+        )
+        await _sql(
+            superuser_engine,
+            "DELETE FROM memberships WHERE tenant_id = :c AND user_id = :o",
+            c=clinic.id,
+            o=other_vet,
+        )
+        # Retention removed the locked record (as the schema's owner may).
+        owner_engine = databases.engine(database.owner_url)
+        try:
+            async with owner_engine.begin() as connection:
+                await connection.execute(
+                    text("SELECT set_config('app.tenant_id', :c, true)"), {"c": str(clinic.id)}
+                )
+                await connection.execute(
+                    text("DELETE FROM medical_records WHERE id = :i"), {"i": locked.id}
+                )
+        finally:
+            await owner_engine.dispose()
+
+        report = await asyncio.to_thread(_run, world, database, copy, clinic.id)
+
+        by_table = {merged.table: merged for merged in report.tables}
+        appointments = by_table["appointments"]
+        assert (appointments.inserted, appointments.refused_count) == (0, 2)
+        assert sorted(appointments.refused) == sorted([str(booked.id), str(with_gone_vet.id)])
+        assert any(str(booked.id) in line for line in report.lines())
+        records = by_table["medical_records"]
+        assert (records.inserted, records.held, records.refused_count) == (0, 1, 0)
+        remaining = await _sql(
+            superuser_engine, "SELECT id FROM appointments WHERE tenant_id = :c", c=clinic.id
+        )
+        assert remaining == [(taken.id,)]
+    finally:
+        await databases.drop(copy)
+
+
+async def test_a_restore_it_cannot_do_whole_is_refused_and_changes_nothing(
+    world: World, database: Database, superuser_engine, app_engine
+) -> None:
+    clinic = await world.clinic()
+    customer = await world.made(clinic, create_customer)
+    copy = await _copy(database, superuser_engine, app_engine)
+    copied = databases.engine(copy.superuser_url)
+    try:
+        await _sql(superuser_engine, "DELETE FROM customers WHERE id = :i", i=customer.id)
+        newer = await world.clinic()
+        with pytest.raises(RestoreRefused, match="is not in the copy: it did not exist yet"):
+            await asyncio.to_thread(_run, world, database, copy, newer.id)
+        with pytest.raises(RestoreRefused, match="is not in the database"):
+            await asyncio.to_thread(_run, world, database, copy, uuid.uuid4())
+        # A data key of the copy's retired since: what it sealed cannot be opened here.
+        await _sql(
+            copied,
+            "INSERT INTO data_keys (scope, version, kek_id, wrapped)"
+            " SELECT scope, version + 100, kek_id, wrapped FROM data_keys WHERE scope = :s",
+            s=str(clinic.id),
+        )
+        with pytest.raises(RestoreRefused, match=r"data keys \[1\d\d\].*were deleted since"):
+            await asyncio.to_thread(_run, world, database, copy, clinic.id)
+        await _sql(copied, "DELETE FROM data_keys WHERE version > 100")
+        await _sql(copied, "UPDATE alembic_version SET version_num = '0001'")
+        with pytest.raises(RestoreRefused, match=r"the copy's schema is at \['0001'\]"):
+            await asyncio.to_thread(_run, world, database, copy, clinic.id)
+        assert await _count(superuser_engine, "customers", clinic.id) == 0
+    finally:
+        await copied.dispose()
+        await databases.drop(copy)
+
+
+def test_vetify_clinic_restore_from_the_embedded_databases_backups(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    data = tmp_path / "state"
+    monkeypatch.setenv("VETIFY_DATA_DIR", str(data))
+    settings = Settings()
+    with cli.database(settings) as ready:
+        asyncio.run(cli._seed_demo(ready, "http://docs"))
+    capsys.readouterr()
+    server = backup.embedded(settings).start()
+    try:
+        url = server.url(driver="")
+        with psycopg.connect(url, dbname=DATABASE, autocommit=True) as connection:
+            ((clinic, pet, visits),) = connection.execute(
+                "SELECT p.tenant_id, p.id, count(a.id) FROM pets p JOIN appointments a"
+                " ON a.pet_id = p.id GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 1"
+            ).fetchall()
+            assert visits > 0
+            before = connection.execute("SELECT clock_timestamp()").fetchone()[0]
+            time.sleep(0.2)
+            connection.execute("DELETE FROM appointments WHERE pet_id = %s", (pet,))
+            connection.execute("SELECT pg_switch_wal()")
+            until(
+                "the delete's segment archived",
+                lambda: connection.execute(
+                    "SELECT last_archived_wal = pg_walfile_name(pg_current_wal_lsn() - 1)"
+                    " FROM pg_stat_archiver"
+                ).fetchone()[0],
+                30,
+            )
+    finally:
+        server.stop()
+
+    cli.main(["clinic", "restore", str(clinic), "--to", before.isoformat()])
+    dry = capsys.readouterr().out
+    assert "would restore (a dry run: --apply restores)" in dry
+    cli.main(["clinic", "restore", str(clinic), "--to", before.isoformat(), "--apply", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["applied"]
+    assert report["source"].startswith("backup ")
+    [appointments] = [t for t in report["tables"] if t["table"] == "appointments"]
+    assert appointments["inserted"] == visits
+    server.start()
+    try:
+        with psycopg.connect(server.url(driver=""), dbname=DATABASE) as connection:
+            ((back,),) = connection.execute(
+                "SELECT count(*) FROM appointments WHERE pet_id = %s", (pet,)
+            ).fetchall()
+        assert back == visits
+    finally:
+        server.stop()
+    with pytest.raises(SystemExit, match=r"^vetify clinic restore: .*[Cc]onnect call failed"):
+        cli.main(["clinic", "restore", str(clinic), "--from", "postgresql://nobody@127.0.0.1:9/x"])
+    monkeypatch.setenv("VETIFY_DATABASE_URL", "postgresql://app@127.0.0.1:1/vetify")
+    monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", "postgresql://owner@127.0.0.1:1/vetify")
+    with pytest.raises(SystemExit, match="restore it to that time with its provider's tools"):
+        cli.main(["clinic", "restore", str(clinic), "--to", before.isoformat()])

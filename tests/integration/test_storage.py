@@ -80,18 +80,22 @@ async def test_keys_of_two_clinics_never_collide(storage: Storage, tmp_path: Pat
     assert ours.split("/")[0] != theirs.split("/")[0]
 
 
-async def test_deleting_a_clinic_removes_every_object_of_its_and_none_of_another(
+async def test_a_clinics_objects_are_listed_and_deleted_and_none_of_another(
     storage: Storage, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setattr(S3Storage, "list_page", 2)  # several pages of S3's listing
     leaving, staying = uuid.uuid4(), uuid.uuid4()
     theirs = new_key(staying)
     await storage.put(theirs, _staged(storage, b"theirs"))
-    for n in range(5):
-        await storage.put(new_key(leaving), _staged(storage, b"%d" % n))
+    keys = {new_key(leaving) for _ in range(5)}
+    for n, key in enumerate(sorted(keys)):
+        await storage.put(key, _staged(storage, b"%d" % n))
 
+    assert await storage.keys_of(leaving) == keys
+    assert await storage.keys_of(staying) == {theirs}
     assert await storage.delete_clinic(leaving) == 5
     assert await storage.delete_clinic(leaving) == 0  # gone already: nothing to do
+    assert await storage.keys_of(leaving) == set()
 
     await storage.get(theirs, tmp_path / "theirs")
     assert (tmp_path / "theirs").read_bytes() == b"theirs"
