@@ -70,20 +70,15 @@ def moment(value: str) -> dt.datetime | None:
 
 def run(settings: Settings, args: argparse.Namespace) -> str:
     signal.signal(signal.SIGTERM, _stopped)
-    if not settings.embedded:
-        raise SystemExit(
-            "vetify backup: covers the embedded database; back up an external PostgreSQL with"
-            " its provider's or its host's tools (docs/runbook.md)"
-        )
     try:
         if args.backup_command == "now":
-            with _running(settings) as server:
-                taken = service.now(settings, server)
+            with _source(settings) as conninfo:
+                taken = service.now(settings, conninfo)
             return _taken(taken)
         if args.backup_command == "list":
             return _listed(service.state(settings), as_json=args.json)
         if args.backup_command == "verify":
-            verified = _verified(service.repository(settings))
+            verified = _verified(service.repository(settings), _database(settings))
             report = {
                 "base_backup": verified.base.label,
                 "replayed_to": verified.stopped_at,
@@ -98,25 +93,46 @@ def run(settings: Settings, args: argparse.Namespace) -> str:
                 f" in {verified.seconds:.1f} s; schema at {verified.schema};"
                 f" {sum(verified.rows.values())} rows in {len(verified.rows)} tables: OK"
             )
+        if not settings.embedded and args.target is None:
+            raise BackupError(
+                "an external PostgreSQL's data directory is not Vetify's to replace: restore"
+                " into a new one with --target DIR, then put it in place (docs/runbook.md)"
+            )
         return _restore(settings, args.to, args.target or settings.data_dir)
     except (BackupError, psycopg.Error) as exc:  # the database unreachable: said in a line
         raise SystemExit(f"vetify backup {args.backup_command}: {exc}") from None
 
 
+def _database(settings: Settings) -> str:
+    """The name of the database backed up."""
+    return DATABASE if settings.embedded else service.external(settings)[1]
+
+
+@contextmanager
+def _source(settings: Settings) -> Iterator[str]:
+    """The database to take a base backup of, running: the embedded one (`vetify serve`'s, or
+    started for the block), or the external one's backup role."""
+    if not settings.embedded:
+        yield service.external(settings)[0]
+        return
+    with _running(settings) as server:
+        yield server.url(driver="")
+
+
 @contextmanager
 def copy_at(settings: Settings, to: dt.datetime | None) -> Iterator[tuple[str, str]]:
-    """The embedded database as it was at ``to`` (None: its last archived write), restored from
-    its backups into a scratch cluster for the block: its superuser's URL, and what it is."""
-    if not settings.embedded:
-        raise BackupError(
-            "--to restores the embedded database's backups; with an external PostgreSQL,"
-            " restore it to that time with its provider's tools and pass --from URL"
-        )
+    """The database as it was at ``to`` (None: its last archived write), restored from the
+    repository into a scratch cluster for the block: its superuser's URL, and what it is."""
     signal.signal(signal.SIGTERM, _stopped)
     repository = service.repository(settings)
+    if not repository.backups():
+        raise BackupError(
+            f"no base backup in {repository.root}: restore the database to that time with"
+            " its provider's tools and pass --from URL instead of --to"
+        )
     with repository.locked(), scratch(repository, to) as (server, restored):
         yield (
-            server.url(database=DATABASE),
+            server.url(database=_database(settings)),
             f"backup {restored.base.label} replayed to {restored.stopped_at} ({restored.reason})",
         )
 
@@ -127,10 +143,10 @@ def _stopped(signum: int, _frame: object) -> None:
     raise SystemExit(f"vetify backup: stopped by signal {signum}")
 
 
-def _verified(repository: Repository) -> Verified:
+def _verified(repository: Repository, database: str) -> Verified:
     """``verify``, its outcome recorded in the repository either way."""
     try:
-        verified = verify(repository, DATABASE)
+        verified = verify(repository, database)
     except BackupError as exc:
         repository.record_verification(Verification(utcnow(), False, str(exc)))
         raise
@@ -162,7 +178,7 @@ def _restore(settings: Settings, to: dt.datetime | None, data_dir: Path) -> str:
     archives its new timeline into the repository. Elsewhere: a copy to look at, which does
     not (its timeline would be followed by every later restore to the latest)."""
     repository = service.repository(settings)
-    in_place = data_dir.resolve() == settings.data_dir.resolve()
+    in_place = settings.embedded and data_dir.resolve() == settings.data_dir.resolve()
     with claim(data_dir, f"vetify backup restore (pid {os.getpid()})"), repository.locked():
         restored = restore(
             repository,
@@ -180,6 +196,12 @@ def _restore(settings: Settings, to: dt.datetime | None, data_dir: Path) -> str:
     )
     if in_place:
         return done + "Start it with: vetify serve (it takes a base backup of its new timeline)"
+    if not settings.embedded:
+        return done + (
+            f"To make it the database: stop its server, move its data directory aside, put"
+            f" {data_dir / 'pgdata'} in its place (owned by the server's user), start it, then"
+            " take a base backup of its new timeline: vetify backup now"
+        )
     return done + (
         f"A copy, not archived into {repository.root}: look at it with VETIFY_DATA_DIR={data_dir}"
         " VETIFY_BACKUP_DIR=<an empty directory> vetify serve --port <another port>"

@@ -1,5 +1,6 @@
-"""The embedded database's backups as `vetify` runs them: its archiving, `backup now` (a base
-backup, then the retention policy), the repository's state for `backup list` and metrics."""
+"""Backups as `vetify` runs them: the embedded database's archiving, or an external one's as
+documented (docs/runbook.md), `backup now` (a base backup, then the retention policy), the
+repository's state for `backup list` and metrics."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import threading
 from dataclasses import dataclass
 
 import psycopg
+from sqlalchemy.engine import make_url
 
 from app.backup.repository import BackupError, BaseBackup, Pruned, Repository, scalar
-from app.db.embedded import EmbeddedPostgres
+from app.db.embedded import EmbeddedPostgres, major
 from app.kit.clock import utcnow
 from app.settings import Settings
 
@@ -45,12 +47,13 @@ class Taken:
     pruned: Pruned
 
 
-def now(settings: Settings, server: EmbeddedPostgres) -> Taken:
-    """A base backup of the running ``server``; then what the retention window no longer
-    needs goes."""
+def now(settings: Settings, conninfo: str) -> Taken:
+    """A base backup of the running server at ``conninfo``, once it is seen to archive into
+    the repository; then what the retention window no longer needs goes."""
     archive = repository(settings)
+    checked(archive, conninfo)
     with archive.locked():
-        backup = archive.take(server.url(driver=""))
+        backup = archive.take(conninfo)
         window = dt.timedelta(days=settings.backup_retention_days)
         return Taken(backup, archive.prune(window, utcnow()))
 
@@ -75,7 +78,7 @@ def ensure_base(
 
 def _base(settings: Settings, server: EmbeddedPostgres) -> None:
     try:
-        taken = now(settings, server)
+        taken = now(settings, server.url(driver=""))
     except (BackupError, psycopg.Error, OSError) as exc:
         # VetifyBackupTooOld follows; the next `vetify backup now` tries again.
         log.error("the base backup of the database's timeline failed: %s", exc)
@@ -92,6 +95,60 @@ def needs_base(settings: Settings, server: EmbeddedPostgres) -> bool:
     with psycopg.connect(server.url(driver="")) as connection:
         current = str(scalar(connection, "SELECT pg_walfile_name(pg_current_wal_lsn())"))
     return backups[-1].timeline != int(current[:8], 16)
+
+
+def external(settings: Settings) -> tuple[str, str]:
+    """An external database's backup role (``VETIFY_DATABASE_BACKUP_URL``) as a libpq URL, and
+    the database's name; or why not."""
+    if settings.database_backup_url is None:
+        raise BackupError(
+            "set VETIFY_DATABASE_BACKUP_URL (the backup role's, which `vetify db provision`"
+            " printed and made able to take a base backup)"
+        )
+    url = make_url(settings.database_backup_url.get_secret_value())
+    return url.set(drivername="postgresql").render_as_string(hide_password=False), str(url.database)
+
+
+_ARCHIVING = (
+    "SELECT current_setting('archive_mode'), current_setting('archive_library'),"
+    " current_setting('basic_archive.archive_directory', true),"
+    " current_setting('server_version_num')::int / 10000,"
+    " (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)"
+)
+
+
+def checked(archive: Repository, conninfo: str) -> None:
+    """The server at ``conninfo`` archives its WAL into ``archive`` (without it, a base backup
+    restores to nothing after its end), runs the major version of the tools that restore it,
+    and lets this role take a base backup."""
+    with psycopg.connect(conninfo) as connection:
+        row = connection.execute(_ARCHIVING).fetchone()
+    assert row is not None  # noqa: S101  (a SELECT without FROM answers one row)
+    mode, library, directory, version, replication = row
+    wanted = archive.server_options(60)
+    if (mode, library, directory) != (
+        "on",
+        wanted["archive_library"],
+        wanted["basic_archive.archive_directory"],
+    ):
+        raise BackupError(
+            f"the database does not archive its WAL into {archive.wal} (archive_mode {mode},"
+            f" archive_library {library!r}, basic_archive.archive_directory"
+            f" {directory!r}): set archive_mode = on, archive_library = 'basic_archive'"
+            f" and basic_archive.archive_directory = '{archive.wal}' in its postgresql.conf"
+            " (docs/runbook.md)"
+        )
+    if version != major():
+        raise BackupError(
+            f"the database runs PostgreSQL {version}; Vetify's backup tools are PostgreSQL"
+            f" {major()}'s, and restore only that version"
+        )
+    if not replication:
+        raise BackupError(
+            "the backup role may not take a base backup: ALTER ROLE ... REPLICATION (and a"
+            " replication line for it in pg_hba.conf), or run `vetify db provision` as a"
+            " superuser"
+        )
 
 
 @dataclass(frozen=True)

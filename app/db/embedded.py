@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import os
@@ -67,6 +68,15 @@ def claim(directory: Path, holder: str) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # releases the lock
+
+
+@functools.cache
+def major() -> int:
+    """The bundled PostgreSQL's major version (``postgres (PostgreSQL) 18.6``: 18)."""
+    said = subprocess.run(  # noqa: S603 - fixed argv to a bundled binary  # nosec B603
+        [str(bin_dir() / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    return int(said.split()[-1].split(".")[0])
 
 
 def bin_dir() -> Path:

@@ -5,7 +5,8 @@ servers' template.
 * the *owner* owns the database and its schema and runs migrations;
 * the *service* role the API and the worker connect as owns nothing, is not a superuser and
   cannot bypass row-level security; migrations grant it what each table needs;
-* the *backup* role reads every row of every clinic (``BYPASSRLS``, ``pg_read_all_data``)
+* the *backup* role reads every row of every clinic (``BYPASSRLS``, ``pg_read_all_data``),
+  and, provisioned by a superuser, takes base backups (``REPLICATION``: `vetify backup now`)
   and writes nothing: ``pg_dump`` as the owner fails on forced row-level security.
 
 Every statement may run again and changes nothing the second time; the same statements are
@@ -74,6 +75,12 @@ class Provisioning:
             f"GRANT pg_read_all_data TO {backup}",
             # Its grants only read; its sessions start read-only as well.
             f"ALTER ROLE {backup} SET default_transaction_read_only = on",
+            # A superuser (a server of one's own) lets the backup role take base backups too
+            # (`vetify backup now`); a managed service's provider backs its database up.
+            _block(
+                "IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN"  # noqa: S608  # nosec B608
+                f" ALTER ROLE {backup} REPLICATION; END IF;"
+            ),
             # A managed service's administrator is no superuser: it gives the owner a database
             # and a schema only as a member of the owner's role.
             _block(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import shutil
 import signal
 import threading
@@ -469,7 +470,7 @@ def test_failing_wal_archiving_is_scraped(tmp_path, monkeypatch):
         server.stop()
 
 
-def test_vetify_backup_refuses_an_external_database_and_a_time_without_offset(
+def test_vetify_backup_refuses_a_time_without_offset_and_a_restore_without_backups(
     monkeypatch, tmp_path
 ):
     for moment in ("2026-12-07T09:30:00", "yesterday"):
@@ -478,15 +479,12 @@ def test_vetify_backup_refuses_an_external_database_and_a_time_without_offset(
         assert refused.value.code == 2  # argparse: the usage and the reason
     with pytest.raises(SystemExit, match="the repository holds no base backup"):
         cli.main(["backup", "restore", "--to", "2026-12-07T09:30:00+01:00"])
-    monkeypatch.setenv("VETIFY_DATABASE_URL", "postgresql+asyncpg://app@127.0.0.1:1/vetify")
-    with pytest.raises(SystemExit, match="covers the embedded database"):
-        cli.main(["backup", "list"])
 
 
 def test_a_base_backup_is_taken_while_vetify_serves(tmp_path, monkeypatch, capsys):
     data = tmp_path / "state"
     monkeypatch.setenv("VETIFY_DATA_DIR", str(data))
-    server = EmbeddedPostgres(data / "pgdata").start()  # as `vetify serve` holds it
+    server = backup.embedded(Settings()).start()  # as `vetify serve` holds it
     try:
         with cli.claim(data, "vetify serve (a test)"):
             cli.main(["backup", "now"])
@@ -495,3 +493,72 @@ def test_a_base_backup_is_taken_while_vetify_serves(tmp_path, monkeypatch, capsy
         server.stop()
     assert "base backup " in capsys.readouterr().out
     assert utcnow() - Repository(data / "backups").backups()[0].finished < dt.timedelta(minutes=5)
+
+
+def test_vetify_backup_of_an_external_database_archiving_as_documented(
+    tmp_path, monkeypatch, capsys
+):
+    """A PostgreSQL of the operator's, its postgresql.conf archiving into the repository as
+    docs/runbook.md says, provisioned by `vetify db provision` as a superuser (which lets the
+    backup role take base backups): now, list, verify and a restore into a new directory."""
+    repository = Repository(tmp_path / "backups")
+    repository.wal.mkdir(parents=True)
+    external = EmbeddedPostgres(
+        tmp_path / "external",
+        port=free_port(),
+        options=repository.server_options(10),
+        wal_segment_mib=1,
+    )
+    external.owns(repository.wal)
+    external.start()
+    try:
+        cli.main(["db", "provision", "--admin-url", external.url()])
+        printed = capsys.readouterr().out
+        urls = dict(re.findall(r"^(VETIFY_DATABASE(?:_OWNER)?_URL)=(\S+)$", printed, re.M))
+        [backup_url] = re.findall(r"^# backup role \(pg_dump\): (\S+)$", printed, re.M)
+        for name, url in {**urls, "VETIFY_DATABASE_BACKUP_URL": backup_url}.items():
+            monkeypatch.setenv(name, url)
+        monkeypatch.setenv("VETIFY_DATA_DIR", str(tmp_path / "state"))
+        monkeypatch.setenv("VETIFY_BACKUP_DIR", str(repository.root))
+        cli.main(["migrate"])
+        cli.main(["backup", "now"])
+        assert "base backup" in capsys.readouterr().out
+        _sql(external, "SELECT pg_switch_wal()")
+        cli.main(["backup", "list", "--json"])
+        assert len(json.loads(capsys.readouterr().out)["backups"]) == 1
+        cli.main(["backup", "verify", "--json"])
+        verified = json.loads(capsys.readouterr().out)
+        assert verified["schema"] == ",".join(sorted(head_revisions()))
+        assert verified["rows"]["public.alembic_version"] == len(head_revisions())
+
+        with pytest.raises(SystemExit, match="is not Vetify's to replace: restore into a new"):
+            cli.main(["backup", "restore", "--to", "latest"])
+        cli.main(["backup", "restore", "--to", "latest", "--target", str(tmp_path / "new")])
+        assert "To make it the database: stop its server" in capsys.readouterr().out
+        assert (tmp_path / "new" / "pgdata" / "PG_VERSION").read_text().strip() == str(
+            external_major(external)
+        )
+
+        # What the backup refuses: a repository the server does not archive into, a role
+        # that may not take a base backup.
+        monkeypatch.setenv("VETIFY_BACKUP_DIR", str(tmp_path / "elsewhere"))
+        with pytest.raises(SystemExit, match=r"does not archive its WAL into .*elsewhere/wal"):
+            cli.main(["backup", "now"])
+        monkeypatch.setenv("VETIFY_BACKUP_DIR", str(repository.root))
+        with monkeypatch.context() as tools:  # as if Vetify bundled another major version
+            tools.setattr(backup, "major", lambda: 17)
+            with pytest.raises(SystemExit, match=r"runs PostgreSQL 18; .* PostgreSQL 17's"):
+                cli.main(["backup", "now"])
+        _sql(external, "ALTER ROLE vetify_backup NOREPLICATION")
+        with pytest.raises(SystemExit, match="the backup role may not take a base backup"):
+            cli.main(["backup", "now"])
+        monkeypatch.delenv("VETIFY_DATABASE_BACKUP_URL")
+        with pytest.raises(SystemExit, match="set VETIFY_DATABASE_BACKUP_URL"):
+            cli.main(["backup", "now"])
+    finally:
+        external.destroy()
+
+
+def external_major(server: EmbeddedPostgres) -> int:
+    ((version,),) = _sql(server, "SELECT current_setting('server_version_num')::int / 10000")
+    return int(str(version))

@@ -378,5 +378,6 @@ def test_vetify_clinic_restore_from_the_embedded_databases_backups(
         cli.main(["clinic", "restore", str(clinic), "--from", "postgresql://nobody@127.0.0.1:9/x"])
     monkeypatch.setenv("VETIFY_DATABASE_URL", "postgresql://app@127.0.0.1:1/vetify")
     monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", "postgresql://owner@127.0.0.1:1/vetify")
-    with pytest.raises(SystemExit, match="restore it to that time with its provider's tools"):
+    monkeypatch.setenv("VETIFY_BACKUP_DIR", str(tmp_path / "none"))
+    with pytest.raises(SystemExit, match=r"no base backup in .*: restore the database to that"):
         cli.main(["clinic", "restore", str(clinic), "--to", before.isoformat()])

@@ -82,12 +82,13 @@ def _printed_urls(output: str) -> dict[str, str]:
 
 
 async def _roles(server: PostgresServer, names: Names) -> dict[str, tuple[bool, ...]]:
-    """Each role's (superuser, bypassrls, createrole, createdb, login, reads all data)."""
+    """Each role's (superuser, bypassrls, createrole, createdb, login, reads all data,
+    replication)."""
     admin = await asyncpg.connect(plain_url(server.url()))
     try:
         rows = await admin.fetch(
             "SELECT rolname, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, rolcanlogin,"
-            " pg_has_role(rolname, 'pg_read_all_data', 'USAGE')"
+            " pg_has_role(rolname, 'pg_read_all_data', 'USAGE'), rolreplication"
             " FROM pg_roles WHERE rolname = ANY($1::text[])",
             [names.owner, names.app, names.backup],
         )
@@ -100,14 +101,15 @@ async def _roles(server: PostgresServer, names: Names) -> dict[str, tuple[bool, 
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
-def _promised(names: Names) -> dict[str, tuple[bool, ...]]:
+def _promised(names: Names, *, by_superuser: bool = True) -> dict[str, tuple[bool, ...]]:
     """Neither owner nor service role is superuser, BYPASSRLS, CREATEROLE or CREATEDB, nor
-    reads beyond its grants; the backup role bypasses row-level security and reads all."""
-    plain = (False, False, False, False, True, False)
+    reads beyond its grants, nor replicates; the backup role bypasses row-level security and
+    reads all, and takes base backups where a superuser provisioned it."""
+    plain = (False, False, False, False, True, False, False)
     return {
         names.owner: plain,
         names.app: plain,
-        names.backup: (False, True, False, False, True, True),
+        names.backup: (False, True, False, False, True, True, by_superuser),
     }
 
 
@@ -263,7 +265,7 @@ async def test_the_printed_sql_provisions_as_a_managed_service_administrator(
             ran = await asyncio.to_thread(_psql, admin_url, script.stdout)
             assert ran.returncode == 0, ran.stderr
             assert "ERROR" not in ran.stderr, ran.stderr
-        assert await _roles(postgres_server, names) == _promised(names)
+        assert await _roles(postgres_server, names) == _promised(names, by_superuser=False)
         urls = _printed_urls(script.stderr)
         migrated = await asyncio.to_thread(
             run_vetify,
