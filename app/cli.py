@@ -713,7 +713,7 @@ def parser() -> argparse.ArgumentParser:
     )
     backup_commands.add_commands(
         commands.add_parser(
-            "backup", help="the embedded database's backups: now, list, verify, restore"
+            "backup", help="the database's backups: now, list, verify, restore, push, pull"
         )
     )
     clinic_command = commands.add_parser("clinic", help="one clinic's data: restore")

@@ -219,6 +219,21 @@ class Settings(BaseSettings):
     most a restore "to latest" loses (RPO)."""
     backup_retention_days: int = Field(default=30, ge=1, le=3650)
     """`vetify backup now` keeps what a restore to any time of this many days needs."""
+    backup_s3_bucket: str | None = None
+    """Where `vetify backup push` copies the repository off the machine (ADR 0042), encrypted
+    before it leaves (``backup_encryption_key``); unset: no copy."""
+    backup_s3_prefix: str = Field(default="vetify", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    backup_s3_endpoint_url: str | None = None
+    """An S3-compatible service (MinIO, Ceph ...); unset: AWS itself."""
+    backup_s3_region: str | None = None
+    backup_s3_access_key_id: SecretStr | None = None
+    backup_s3_secret_access_key: SecretStr | None = None
+    """Credentials of their own (not the attachments' bucket's); unset: the environment's."""
+    backup_s3_server_side_encryption: Literal["AES256", "aws:kms", "none"] = "AES256"
+    """The store's own encryption at rest, on top of ours."""
+    backup_encryption_key: SecretStr | None = Field(default=None, min_length=32)
+    """The key (a passphrase of 32 characters or more) that encrypts the off-site copy; without
+    it the copy cannot be read back. Keep it apart from the bucket's credentials."""
 
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
@@ -653,6 +668,11 @@ class Settings(BaseSettings):
     def _s3_has_a_bucket(self) -> Settings:
         if self.storage_backend is StorageBackend.s3 and not self.s3_bucket:
             raise ValueError("VETIFY_STORAGE_BACKEND=s3 needs VETIFY_S3_BUCKET")
+        if self.backup_s3_bucket and self.backup_encryption_key is None:
+            raise ValueError(
+                "VETIFY_BACKUP_S3_BUCKET needs VETIFY_BACKUP_ENCRYPTION_KEY: the off-site copy"
+                " is encrypted before it leaves the machine"
+            )
         return self
 
     @property

@@ -6,7 +6,9 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import psycopg
 
 from app.backup import service
+from app.backup.offsite import Offsite
 from app.backup.repository import BackupError, Repository, Verification
 from app.backup.restore import Verified, restore, scratch, verify
 from app.db.embedded import DATABASE, DataDirectoryInUse, EmbeddedPostgres, claim
@@ -36,6 +39,24 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         " exit 1 if it cannot be restored",
     )
     checking.add_argument("--json", action="store_true", help="print the report as JSON")
+    checking.add_argument(
+        "--offsite",
+        action="store_true",
+        help="verify the copy off the machine instead: pull it into a scratch repository"
+        " (which proves VETIFY_BACKUP_ENCRYPTION_KEY opens it), then restore and check that",
+    )
+    commands.add_parser(
+        "push",
+        help="copy the repository off the machine (VETIFY_BACKUP_S3_BUCKET), encrypted with"
+        " VETIFY_BACKUP_ENCRYPTION_KEY, then apply the retention window to that copy; run it"
+        " from cron every few minutes (`now` pushes too)",
+    )
+    pulling = commands.add_parser(
+        "pull",
+        help="copy the repository back from off the machine (a new machine's first step),"
+        " into an empty VETIFY_BACKUP_DIR or --into DIR",
+    )
+    pulling.add_argument("--into", type=Path, help="the directory (default: VETIFY_BACKUP_DIR)")
     restoring = commands.add_parser(
         "restore",
         help="restore the embedded database as it was at a time (or at its last archived"
@@ -77,8 +98,23 @@ def run(settings: Settings, args: argparse.Namespace) -> str:
             return _taken(taken)
         if args.backup_command == "list":
             return _listed(service.state(settings), as_json=args.json)
+        if args.backup_command == "push":
+            pruned = service.push(settings)
+            return (
+                f"copied to {Offsite(settings).where}; removed from it (older than the"
+                f" retention window): {len(pruned.backups)} base backups,"
+                f" {pruned.segments} WAL segments"
+            )
+        if args.backup_command == "pull":
+            into = Repository(args.into or settings.backups_root)
+            Offsite(settings).pull(into)
+            return f"pulled into {into.root}: {_listed(service.state_of(into), as_json=False)}"
         if args.backup_command == "verify":
-            verified = _verified(service.repository(settings), _database(settings))
+            verified = (
+                _verified_offsite(settings)
+                if args.offsite
+                else _verified(service.repository(settings), _database(settings))
+            )
             report = {
                 "base_backup": verified.base.label,
                 "replayed_to": verified.stopped_at,
@@ -141,6 +177,17 @@ def _stopped(signum: int, _frame: object) -> None:
     """SIGTERM (a cron job's timeout, a stop) unwinds as an error does: a scratch or refused
     cluster, every clinic's data in it, is stopped and removed, not left running."""
     raise SystemExit(f"vetify backup: stopped by signal {signum}")
+
+
+def _verified_offsite(settings: Settings) -> Verified:
+    """``verify --offsite``: the copy pulled into a scratch repository and verified there."""
+    scratch = Path(tempfile.mkdtemp(prefix="vetify-pulled-"))
+    try:
+        copy = Repository(scratch / "repository")
+        Offsite(settings).pull(copy)
+        return verify(copy, _database(settings))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _verified(repository: Repository, database: str) -> Verified:

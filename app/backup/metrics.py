@@ -18,12 +18,16 @@ NEWEST = "vetify_backup_last_success_timestamp_seconds"
 ARCHIVED = "vetify_backup_wal_last_archived_timestamp_seconds"
 VERIFIED = "vetify_backup_last_verify_timestamp_seconds"
 VERIFY_OK = "vetify_backup_last_verify_success"
+PUSHED = "vetify_backup_offsite_last_push_timestamp_seconds"
+PUSH_OK = "vetify_backup_offsite_last_push_success"
 HELP = {
     OLDEST: "Unix time the oldest base backup kept finished: how far back a restore reaches.",
     NEWEST: "Unix time the newest base backup finished (absent: none taken).",
     ARCHIVED: "Unix time the newest WAL segment reached the archive.",
     VERIFIED: "Unix time `vetify backup verify` last ran.",
     VERIFY_OK: "1 if the last `vetify backup verify` restored and checked the latest backup.",
+    PUSHED: "Unix time `vetify backup push` last ran (absent: no copy off the machine).",
+    PUSH_OK: "1 if the last `vetify backup push` copied the repository off the machine.",
 }
 
 
@@ -59,4 +63,8 @@ class BackupFigures:
         if verified is not None:
             values[VERIFIED] = verified.at.timestamp()
             values[VERIFY_OK] = float(verified.ok)
+        pushed = self.repository.last_push()
+        if pushed is not None:
+            values[PUSHED] = pushed.at.timestamp()
+            values[PUSH_OK] = float(pushed.ok)
         return values

@@ -91,6 +91,7 @@ def segment_number(name: str, segment_bytes: int) -> int:
 
 
 VERIFIED = "verified.json"
+PUSHED = "pushed.json"
 """The last `vetify backup verify`'s outcome, for the metrics and their alerts."""
 
 
@@ -142,7 +143,7 @@ class Repository:
     # -- base backups ----------------------------------------------------------------------
     def backups(self) -> list[BaseBackup]:
         """Complete base backups, oldest first."""
-        found = [_read_backup(described) for described in self.base.glob("*.json")]
+        found = [read_backup(described) for described in self.base.glob("*.json")]
         return sorted(found, key=lambda backup: backup.finished)
 
     def take(self, conninfo: str) -> BaseBackup:
@@ -251,11 +252,14 @@ class Repository:
         _write_durably(self.root / VERIFIED, json.dumps(verification.as_json()))
 
     def last_verification(self) -> Verification | None:
-        path = self.root / VERIFIED
-        if not path.exists():
-            return None
-        fields = json.loads(path.read_text())
-        return Verification(dt.datetime.fromisoformat(fields["at"]), fields["ok"], fields["detail"])
+        return _outcome(self.root / VERIFIED)
+
+    def record_push(self, outcome: Verification) -> None:
+        """How the last copy off the machine (`vetify backup push`) went."""
+        _write_durably(self.root / PUSHED, json.dumps(outcome.as_json()))
+
+    def last_push(self) -> Verification | None:
+        return _outcome(self.root / PUSHED)
 
     # -- retention -------------------------------------------------------------------------
     def prune(self, window: dt.timedelta, now: dt.datetime) -> Pruned:
@@ -264,21 +268,32 @@ class Repository:
         backup's start on. Backups whose taking died (``.partial``) go too."""
         for partial in self.base.glob("*.partial"):
             shutil.rmtree(partial)
-        backups = self.backups()
-        if not backups:
+        gone, oldest = retained(self.backups(), window, now)
+        for label in gone:
+            (self.base / f"{label}.json").unlink()
+            shutil.rmtree(self.base / label)
+        if oldest is None:
             return Pruned([], 0)
-        before = [backup for backup in backups if backup.finished < now - window]
-        kept_from = before[-1] if before else backups[0]
-        gone = [backup for backup in backups if backup.finished < kept_from.finished]
-        for backup in gone:
-            (self.base / f"{backup.label}.json").unlink()
-            shutil.rmtree(self.base / backup.label)
-        oldest = kept_from.start_segment
         # By segment number, across timelines, as pg_archivecleanup does; history files stay.
         stale = [name for name in self.segments() if name[8:] < oldest[8:]]
         if stale:
             run("pg_archivecleanup", str(self.wal), oldest)
-        return Pruned([backup.label for backup in gone], len(stale))
+        return Pruned(gone, len(stale))
+
+
+def retained(
+    backups: list[BaseBackup], window: dt.timedelta, now: dt.datetime
+) -> tuple[list[str], str | None]:
+    """What a restore to any time of the last ``window`` does not need of ``backups``: the
+    labels of those older than the newest one finished before it, and the first WAL segment
+    still needed (the oldest kept backup's start; None: no backup, nothing to remove)."""
+    backups = sorted(backups, key=lambda backup: backup.finished)
+    if not backups:
+        return [], None
+    before = [backup for backup in backups if backup.finished < now - window]
+    kept_from = before[-1] if before else backups[0]
+    gone = [backup.label for backup in backups if backup.finished < kept_from.finished]
+    return gone, kept_from.start_segment
 
 
 def scalar(connection: psycopg.Connection[tuple[Any, ...]], query: Query) -> Any:
@@ -299,7 +314,14 @@ def _write_durably(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
-def _read_backup(path: Path) -> BaseBackup:
+def _outcome(path: Path) -> Verification | None:
+    if not path.exists():
+        return None
+    fields = json.loads(path.read_text())
+    return Verification(dt.datetime.fromisoformat(fields["at"]), fields["ok"], fields["detail"])
+
+
+def read_backup(path: Path) -> BaseBackup:
     fields = json.loads(path.read_text())
     for moment in ("started", "finished"):
         fields[moment] = dt.datetime.fromisoformat(fields[moment])

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 import psycopg
 from sqlalchemy.engine import make_url
 
-from app.backup.repository import BackupError, BaseBackup, Pruned, Repository, scalar
+from app.backup.offsite import Offsite
+from app.backup.repository import (
+    BackupError,
+    BaseBackup,
+    Pruned,
+    Repository,
+    Verification,
+    scalar,
+)
 from app.db.embedded import EmbeddedPostgres, major
 from app.kit.clock import utcnow
 from app.settings import Settings
@@ -49,13 +57,42 @@ class Taken:
 
 def now(settings: Settings, conninfo: str) -> Taken:
     """A base backup of the running server at ``conninfo``, once it is seen to archive into
-    the repository; then what the retention window no longer needs goes."""
+    the repository; then what the retention window no longer needs goes; then, if configured,
+    the repository is copied off the machine."""
     archive = repository(settings)
     checked(archive, conninfo)
     with archive.locked():
         backup = archive.take(conninfo)
-        window = dt.timedelta(days=settings.backup_retention_days)
-        return Taken(backup, archive.prune(window, utcnow()))
+        taken = Taken(backup, archive.prune(_window(settings), utcnow()))
+    if settings.backup_s3_bucket:
+        try:
+            push(settings)
+        except BackupError as exc:
+            raise BackupError(
+                f"base backup {backup.label} taken, but its copy off the machine failed: {exc}"
+            ) from None
+    return taken
+
+
+def push(settings: Settings) -> Pruned:
+    """The repository copied off the machine (what the copy lacks), the retention window
+    applied to both first and to the copy after (what one removed, the other does not bring
+    back); the outcome recorded either way (the metrics' and alerts')."""
+    archive, copy = repository(settings), Offsite(settings)
+    with archive.locked():
+        try:
+            archive.prune(_window(settings), utcnow())
+            copy.push(archive)
+            pruned = copy.prune(_window(settings), utcnow())
+        except BackupError as exc:
+            archive.record_push(Verification(utcnow(), False, str(exc)))
+            raise
+        archive.record_push(Verification(utcnow(), True, copy.where))
+    return pruned
+
+
+def _window(settings: Settings) -> dt.timedelta:
+    return dt.timedelta(days=settings.backup_retention_days)
 
 
 def ensure_base(
@@ -159,5 +196,8 @@ class State:
 
 
 def state(settings: Settings) -> State:
-    archive = repository(settings)
+    return state_of(repository(settings))
+
+
+def state_of(archive: Repository) -> State:
     return State(archive.backups(), len(archive.segments()), archive.last_archived())

@@ -11,11 +11,8 @@ import re
 import shutil
 import signal
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 from prometheus_client import generate_latest
 from pydantic import SecretStr
@@ -32,73 +29,16 @@ from app.kit.clock import utcnow
 from app.observability import scrape
 from app.observability.scrape import DatabaseFigures
 from app.settings import Settings
+from tests.harness.backups import History, make_history, sql
 from tests.harness.live import until
 from tests.harness.scrapes import samples
 
 SEGMENT = 1024 * 1024
 
 
-def _sql(server: EmbeddedPostgres, query: str, *params: object) -> list[tuple[object, ...]]:
-    with psycopg.connect(server.url(driver=""), autocommit=True) as connection:
-        cursor = connection.execute(query, params or None)
-        return cursor.fetchall() if cursor.description else []
-
-
-def _write(server: EmbeddedPostgres, value: int) -> dt.datetime:
-    """One acknowledged write, in a WAL segment of its own once archived; when it committed."""
-    (at,) = _sql(server, "INSERT INTO t VALUES (%s) RETURNING clock_timestamp()", value)[0]
-    _sql(server, "SELECT pg_switch_wal()")
-    assert isinstance(at, dt.datetime)
-    return at
-
-
-def _archived(server: EmbeddedPostgres) -> None:
-    """Wait until every completed segment is in the archive."""
-    deadline = time.monotonic() + 30
-    while True:
-        ((ready,),) = _sql(
-            server,
-            "SELECT last_archived_wal = pg_walfile_name(pg_current_wal_lsn() - 1)"
-            " FROM pg_stat_archiver",
-        )
-        if ready:
-            return
-        assert time.monotonic() < deadline, "the archiver did not catch up"
-        time.sleep(0.05)
-
-
-@dataclass(frozen=True)
-class History:
-    """A repository made by a cluster that was written to, backed up, and written to again."""
-
-    repository: Repository
-    before_backup: dt.datetime
-    writes: dict[int, dt.datetime]
-    """Each write after the base backup (its value) and when it committed."""
-
-
 @pytest.fixture(scope="module")
 def history(tmp_path_factory) -> History:
-    root = tmp_path_factory.mktemp("backups")
-    repository = Repository(root / "repository")
-    repository.wal.mkdir(parents=True)
-    server = EmbeddedPostgres(
-        root / "pgdata", options=repository.server_options(60), wal_segment_mib=1
-    )
-    server.owns(repository.wal)
-    server.start()
-    try:
-        _sql(server, "CREATE TABLE t (value int PRIMARY KEY)")
-        _sql(server, "CREATE TABLE alembic_version (version_num text)")
-        for revision in head_revisions():
-            _sql(server, "INSERT INTO alembic_version VALUES (%s)", revision)
-        before = _write(server, 0)
-        repository.take(server.url(driver=""))
-        writes = {value: _write(server, value) for value in range(1, 6)}
-        _archived(server)
-    finally:
-        server.destroy()
-    return History(repository, before, writes)
+    return make_history(tmp_path_factory.mktemp("backups"))
 
 
 @pytest.fixture
@@ -112,7 +52,7 @@ def repository(history, tmp_path) -> Repository:
 def _values(target: Path) -> list[int]:
     server = EmbeddedPostgres(target).start()
     try:
-        return [int(str(row[0])) for row in _sql(server, "SELECT value FROM t ORDER BY value")]
+        return [int(str(row[0])) for row in sql(server, "SELECT value FROM t ORDER BY value")]
     finally:
         server.stop()
 
@@ -124,7 +64,7 @@ def test_a_restore_to_a_time_has_every_write_before_it_and_none_after(history, t
     assert _values(tmp_path / "pitr") == [0, 1, 2, 3]
 
 
-def test_a_restore_to_the_latest_has_every_archived_write(history, tmp_path):
+def test_a_restore_to_the_latest_has_every_archivedwrite(history, tmp_path):
     restored = restoring.restore(history.repository, tmp_path / "latest", None, archive=None)
     assert restored.reason == "no recovery target specified"
     assert _values(tmp_path / "latest") == [0, 1, 2, 3, 4, 5]
@@ -230,8 +170,8 @@ def test_verify_refuses_a_schema_that_is_not_this_versions(tmp_path):
     server.owns(repository.wal)
     server.start()
     try:
-        _sql(server, "CREATE TABLE alembic_version (version_num text)")
-        _sql(server, "INSERT INTO alembic_version VALUES ('0001')")
+        sql(server, "CREATE TABLE alembic_version (version_num text)")
+        sql(server, "INSERT INTO alembic_version VALUES ('0001')")
         repository.take(server.url(driver=""))
     finally:
         server.destroy()
@@ -415,7 +355,7 @@ def test_a_failed_verification_is_recorded_for_the_alert(repository):
     with pytest.raises(SystemExit, match="is damaged"):
         commands.run(
             Settings(data_dir=repository.root.parent, backup_dir=repository.root),
-            argparse.Namespace(backup_command="verify", json=False),
+            argparse.Namespace(backup_command="verify", json=False, offsite=False),
         )
     assert _figures(BackupFigures(repository))["vetify_backup_last_verify_success"] == 0
     verification = repository.last_verification()
@@ -459,11 +399,11 @@ def test_failing_wal_archiving_is_scraped(tmp_path, monkeypatch):
     try:
         assert _figures(figures)["vetify_wal_archive_failing"] == 0
         wal.chmod(0)  # the archive's disk refuses the server
-        _sql(server, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS written")
+        sql(server, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS written")
         until("archiving failed", lambda: _figures(figures)["vetify_wal_archive_failing"] == 1)
         wal.chmod(0o700)
         # Woken by a switch (after failures it otherwise retries once a minute).
-        _sql(server, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS written")
+        sql(server, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS written")
         until("archiving again", lambda: _figures(figures)["vetify_wal_archive_failing"] == 0)
     finally:
         wal.chmod(0o700)
@@ -523,7 +463,7 @@ def test_vetify_backup_of_an_external_database_archiving_as_documented(
         cli.main(["migrate"])
         cli.main(["backup", "now"])
         assert "base backup" in capsys.readouterr().out
-        _sql(external, "SELECT pg_switch_wal()")
+        sql(external, "SELECT pg_switch_wal()")
         cli.main(["backup", "list", "--json"])
         assert len(json.loads(capsys.readouterr().out)["backups"]) == 1
         cli.main(["backup", "verify", "--json"])
@@ -549,7 +489,7 @@ def test_vetify_backup_of_an_external_database_archiving_as_documented(
             tools.setattr(backup, "major", lambda: 17)
             with pytest.raises(SystemExit, match=r"runs PostgreSQL 18; .* PostgreSQL 17's"):
                 cli.main(["backup", "now"])
-        _sql(external, "ALTER ROLE vetify_backup NOREPLICATION")
+        sql(external, "ALTER ROLE vetify_backup NOREPLICATION")
         with pytest.raises(SystemExit, match="the backup role may not take a base backup"):
             cli.main(["backup", "now"])
         monkeypatch.delenv("VETIFY_DATABASE_BACKUP_URL")
@@ -560,5 +500,5 @@ def test_vetify_backup_of_an_external_database_archiving_as_documented(
 
 
 def external_major(server: EmbeddedPostgres) -> int:
-    ((version,),) = _sql(server, "SELECT current_setting('server_version_num')::int / 10000")
+    ((version,),) = sql(server, "SELECT current_setting('server_version_num')::int / 10000")
     return int(str(version))
