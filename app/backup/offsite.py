@@ -60,6 +60,7 @@ class Offsite:
     def push(self, repository: Repository) -> None:
         """Copy into the copy what it lacks of ``repository``."""
         self.check(create=True)
+        repository.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         filters = [f"--include={path}" for path in COPIED]
         excluded = [f"--exclude={pattern}" for pattern in LEFT]
         self._run("copy", "--immutable", *excluded, *filters, str(repository.root), "vetify:")
@@ -108,19 +109,24 @@ class Offsite:
                 (scratch / MARKER).write_text(MARKER_TEXT)
                 self._run("copy", str(scratch / MARKER), "vetify:")
             return
-        try:
-            said = self._run("cat", f"vetify:{MARKER}", retries=False)
-        except BackupError:
-            said = ""
-        if said != MARKER_TEXT:
+        said = self._call("cat", f"vetify:{MARKER}", retries=False)
+        if said.returncode != 0 or said.stdout != MARKER_TEXT:
             raise BackupError(
                 f"VETIFY_BACKUP_ENCRYPTION_KEY does not open the copy in {self.where}: a wrong"
                 " key, or another repository's"
             )
 
     # -- rclone ------------------------------------------------------------------------------
-    def _run(self, *args: str, retries: bool = True) -> str:
-        result = subprocess.run(  # noqa: S603 - rclone, fixed arguments  # nosec B603
+    def _run(self, *args: str) -> str:
+        """rclone's output; :class:`BackupError` with its last words if it failed."""
+        result = self._call(*args)
+        if result.returncode != 0:
+            last = [line for line in result.stderr.splitlines() if line.strip()][-3:]
+            raise BackupError(f"rclone {args[0]} ({self.where}): {' / '.join(last)}")
+        return result.stdout
+
+    def _call(self, *args: str, retries: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - rclone, fixed arguments  # nosec B603
             [self.binary, *self._flags(retries), *args],
             capture_output=True,
             text=True,
@@ -130,10 +136,6 @@ class Offsite:
             timeout=SECONDS,
             umask=0o077,  # what it pulls is every clinic's data: for this user alone
         )
-        if result.returncode != 0:
-            last = [line for line in result.stderr.splitlines() if line.strip()][-3:]
-            raise BackupError(f"rclone {args[0]} ({self.where}): {' / '.join(last)}")
-        return result.stdout
 
     def _flags(self, retries: bool) -> list[str]:
         flags = ["--config=/dev/null", "--s3-no-check-bucket"]

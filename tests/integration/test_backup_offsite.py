@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import certifi
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
@@ -64,8 +65,9 @@ def _objects(s3: S3Server, bucket: str) -> dict[str, bytes]:
 
 
 def test_the_copy_is_encrypted_and_restores_and_a_wrong_key_is_refused(
-    s3, local, history, tmp_path
+    s3, local, tmp_path, monkeypatch
 ):
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
     bucket = s3.new_bucket("offsite-restores")
     settings = _settings(s3, bucket, local.root)
     backup.push(settings)
@@ -105,6 +107,16 @@ def test_the_copy_is_encrypted_and_restores_and_a_wrong_key_is_refused(
     empty = _settings(s3, s3.new_bucket("offsite-empty"), tmp_path / "none")
     with pytest.raises(BackupError, match="there is no Vetify backup repository in s3://"):
         Offsite(empty).pull(Repository(tmp_path / "from-nothing"))
+    # A repository with nothing in it yet (a first start before its base backup): its copy is
+    # begun, and nothing is removed from it.
+    assert backup.push(empty).backups == []
+    Offsite(empty).check(create=False)
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    with pytest.raises(BackupError, match="needs rclone: apt-get install rclone"):
+        Offsite(settings)
+    with pytest.raises(BackupError, match="set VETIFY_BACKUP_S3_BUCKET and"):
+        Offsite(Settings(backup_dir=local.root))
 
 
 def test_a_file_altered_after_its_copy_is_not_uploaded_and_the_failure_is_scraped(s3, local):
@@ -164,6 +176,7 @@ def test_retention_applies_to_the_copy_itself(s3, local):
 def test_vetify_backup_now_pushes_and_verify_offsite_and_pull_restore_from_the_copy(
     s3, tmp_path, monkeypatch, capsys
 ):
+    monkeypatch.setenv("AWS_CA_BUNDLE", certifi.where())  # handed to rclone as --ca-cert
     bucket = s3.new_bucket("offsite-commands")
     data = tmp_path / "state"
     for name, value in {
@@ -193,6 +206,8 @@ def test_vetify_backup_now_pushes_and_verify_offsite_and_pull_restore_from_the_c
     monkeypatch.setenv("VETIFY_BACKUP_ENCRYPTION_KEY", "x" * 40)
     with pytest.raises(SystemExit, match="does not open the copy"):
         cli.main(["backup", "pull", "--into", str(tmp_path / "elsewhere")])
+    with pytest.raises(SystemExit, match=r"taken, but its copy off the machine failed: .* open"):
+        cli.main(["backup", "now"])
     monkeypatch.delenv("VETIFY_BACKUP_ENCRYPTION_KEY")
     with pytest.raises(SystemExit, match="VETIFY_BACKUP_S3_BUCKET needs VETIFY_BACKUP_ENCRYPTION"):
         cli.main(["backup", "push"])
