@@ -2,13 +2,17 @@
 on its embedded database takes writes through the API without pause; a base backup is taken
 while it serves; at a time T the drill notes what was acknowledged; the server is killed and its
 cluster deleted; `vetify backup restore` brings back the latest state and the state at T, and
-`vetify serve` runs on each.
+`vetify serve` runs on each. Then the machine itself is lost: a new one pulls the repository's
+encrypted copy from object storage (moto's S3, as `vetify backup push` left it from cron) and
+restores the latest from it. Attachments live in object storage too (another bucket), and each
+restored database's files answer.
 
 What must hold: at T, every write acknowledged before T is there and none sent after it; at the
 latest, only the writes of the last archive timeout may be lost (the RPO, measured); the tenancy
 wall stands (the service's role sees no clinic's rows without a clinic, and a clinic's token
 reaches none of another's); the time from the restore command to a ready service (the RTO) is
-measured. The numbers go to the chaos report. The full (nightly) length adds ballast first, so
+measured, and for the lost machine the writes lost since the last push. The numbers go to the
+chaos report. The full (nightly) length adds ballast first, so
 the restore moves a realistic amount of data.
 """
 
@@ -29,10 +33,12 @@ import psycopg
 from app.backup.repository import Repository
 from app.db.embedded import DATABASE, EmbeddedPostgres, free_port
 from app.kit.clock import utcnow
+from fixtures import files
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.chaos.conftest import Outcome, smoke
 from tests.harness.api import SIGNUP_PASSWORD, signup_sync
 from tests.harness.live import Vetify, api_token, run_vetify, vetify_env
+from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server, s3_server
 
 ARCHIVE_TIMEOUT = 10 if smoke() else 60
 """``VETIFY_BACKUP_ARCHIVE_TIMEOUT_SECONDS``: the nightly run keeps the default."""
@@ -78,15 +84,62 @@ class Writes:
                 self.stop.wait(1 / RATE)
 
 
-def _serve(data_dir: Path, backups: Path, port: int, *args: str) -> Vetify:
+KEY = "the drill's backup key, 32 characters or more"  # pragma: allowlist secret
+
+
+def _stores(s3: S3Server) -> dict[str, str]:
+    """Attachments in one bucket, the backups' encrypted copy in another."""
+    return {
+        "VETIFY_STORAGE_BACKEND": "s3",
+        "VETIFY_S3_BUCKET": s3.new_bucket(f"files-{uuid.uuid4().hex[:8]}"),
+        "VETIFY_S3_ENDPOINT_URL": s3.endpoint_url,
+        "VETIFY_S3_REGION": REGION,
+        "VETIFY_S3_ACCESS_KEY_ID": ACCESS_KEY,
+        "VETIFY_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+        "VETIFY_BACKUP_S3_BUCKET": s3.new_bucket(f"backups-{uuid.uuid4().hex[:8]}"),
+        "VETIFY_BACKUP_S3_ENDPOINT_URL": s3.endpoint_url,
+        "VETIFY_BACKUP_S3_REGION": REGION,
+        "VETIFY_BACKUP_S3_ACCESS_KEY_ID": ACCESS_KEY,
+        "VETIFY_BACKUP_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+        "VETIFY_BACKUP_ENCRYPTION_KEY": KEY,
+    }
+
+
+def _serve(data_dir: Path, backups: Path, port: int, stores: dict[str, str], *args: str) -> Vetify:
     return Vetify(
         ["serve", "--port", str(port), *args],
         vetify_env(
             VETIFY_DATA_DIR=str(data_dir),
             VETIFY_BACKUP_DIR=str(backups),
             VETIFY_BACKUP_ARCHIVE_TIMEOUT_SECONDS=str(ARCHIVE_TIMEOUT),
+            **stores,
         ),
     ).start()
+
+
+def _vetify(data_dir: Path, backups: Path, stores: dict[str, str], *args: str) -> None:
+    """A `vetify` command on the drill's database, which must succeed."""
+    done = run_vetify(
+        *args, VETIFY_DATA_DIR=str(data_dir), VETIFY_BACKUP_DIR=str(backups), timeout=3600,
+        **stores,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def _attach(url: str, token: str) -> tuple[str, bytes]:
+    """A file attached to one of the clinic's records: its id and its bytes."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+        records = http.get("/api/v1/medical-records", params={"limit": 1})
+        assert records.status_code == 200, records.text
+        record = records.json()["items"][0]["id"]
+        content = files.png_with_comment(f"drill {uuid.uuid4()}")
+        made = http.post(
+            f"/api/v1/medical-records/{record}/attachments",
+            files={"file": ("x-ray.png", content, "image/png")},
+        )
+        assert made.status_code == 201, made.text
+        return made.json()["id"], content
 
 
 def _names(url: str, token: str) -> set[str]:
@@ -136,10 +189,15 @@ def _wall(server: EmbeddedPostgres) -> dict[str, int]:
 def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
     tmp_path: Path, chaos: Outcome
 ) -> None:
+    with s3_server() as s3:
+        _drill(tmp_path, chaos, _stores(s3))
+
+
+def _drill(tmp_path: Path, chaos: Outcome, stores: dict[str, str]) -> None:
     data, backups = tmp_path / "state", tmp_path / "backups"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    serve = _serve(data, backups, port, "--demo")
+    serve = _serve(data, backups, port, stores, "--demo")
     try:
         serve.wait_until_ready(url, within=120)
         other = f"other-{uuid.uuid4().hex[:8]}@example.com"
@@ -147,6 +205,7 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
             assert signup_sync(http, email=other).status_code == 201
         token = api_token(url, "drill", DEMO_EMAIL, DEMO_PASSWORD)
         other_token = api_token(url, "drill", other, SIGNUP_PASSWORD)
+        attachment, content = _attach(url, token)
         if BALLAST_MB:
             _ballast(data, BALLAST_MB)
 
@@ -154,19 +213,17 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
         writer = threading.Thread(target=writes.run, daemon=True)
         writer.start()
         time.sleep(WRITING)
-        taken = run_vetify(
-            "backup",
-            "now",
-            VETIFY_DATA_DIR=str(data),
-            VETIFY_BACKUP_DIR=str(backups),
-            timeout=1800,
-        )
-        assert taken.returncode == 0, taken.stderr
+        _vetify(data, backups, stores, "backup", "now")  # and its copy off the machine
         base = Repository(backups).backups()[-1]
         time.sleep(WRITING)
         at = utcnow()
-        # Past the archive timeout: every write before T is archived by the disaster.
+        # Past the archive timeout: every write before T is archived by the disaster, and
+        # copied off the machine by the last push before it (cron's, every few minutes).
         time.sleep(ARCHIVE_TIMEOUT + WRITING)
+        pushed = utcnow()  # what it copies is what was archived by its start
+        _vetify(data, backups, stores, "backup", "push")
+        push_seconds = (utcnow() - pushed).total_seconds()
+        time.sleep(WRITING)
         # The disaster: the server and its database killed, the cluster's disk gone.
         disaster = utcnow()
         os.kill(serve.pid, 9)
@@ -180,21 +237,23 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
     assert any(sent > at for sent in writes.sent.values()), "no write after T"
 
     found: dict[str, dict[str, float]] = {}
+    machine, pulled = tmp_path / "new-machine", tmp_path / "new-machine-backups"
     # The latest in place, as after a real loss (archived into the repository from then on);
-    # the state at T as a copy beside it, served with a repository of its own.
+    # the state at T as a copy beside it, served with a repository of its own (nothing pushed);
+    # then a new machine, from the copy off the old one.
     for name, to, served_from, archive in (
         ("latest", "latest", data, backups),
         ("at_t", at.isoformat(), tmp_path / "at_t", tmp_path / "at_t-backups"),
+        ("new_machine", "latest", machine, pulled),
     ):
         began = time.monotonic()
-        target = [] if served_from == data else ["--target", str(served_from)]
-        restored = run_vetify(
-            "backup", "restore", "--to", to, *target,
-            VETIFY_DATA_DIR=str(data), VETIFY_BACKUP_DIR=str(backups), timeout=3600,
-        )  # fmt: skip
-        assert restored.returncode == 0, restored.stderr
+        target = ["--target", str(served_from)] if name == "at_t" else []
+        home, repository = (machine, pulled) if name == "new_machine" else (data, backups)
+        if name == "new_machine":
+            _vetify(home, repository, stores, "backup", "pull")
+        _vetify(home, repository, stores, "backup", "restore", "--to", to, *target)
         port = free_port()
-        again = _serve(served_from, archive, port)
+        again = _serve(served_from, archive, port, stores)
         try:
             again.wait_until_ready(f"http://127.0.0.1:{port}", within=300)
             rto = time.monotonic() - began
@@ -206,7 +265,12 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
                     f"/api/v1/customers/{some}",
                     headers={"Authorization": f"Bearer {other_token}"},
                 )
-            assert seen.status_code == 404, seen.text
+                assert seen.status_code == 404, seen.text
+                file = http.get(
+                    f"/api/v1/attachments/{attachment}/content",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            assert (file.status_code, file.content) == (200, content), file.text
             wall = _wall(EmbeddedPostgres(served_from / "pgdata"))
         finally:
             again.stop()
@@ -218,6 +282,19 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
             after = {n for n, sent in writes.sent.items() if sent > at} & drilled
             assert not after, f"sent after T, restored: {sorted(after)[:5]}"
             found[name] = {"rto_seconds": round(rto, 1)}
+        elif name == "new_machine":
+            missing = {n for n, acked in writes.acknowledged.items() if acked < at} - drilled
+            assert not missing, f"acknowledged before T, lost with the machine: {missing}"
+            lost = [acked for n, acked in writes.acknowledged.items() if n not in drilled]
+            rpo = (disaster - min(lost)).total_seconds() if lost else 0.0
+            # Writes of the last archive timeout before the push began, and every one after.
+            limit = (disaster - pushed).total_seconds() + ARCHIVE_TIMEOUT + 5
+            assert rpo <= limit, f"{len(lost)} writes lost, over {rpo:.1f} s"
+            found[name] = {
+                "rto_seconds": round(rto, 1),
+                "rpo_seconds": round(rpo, 1),
+                "writes_lost": len(lost),
+            }
         else:
             lost = [acked for n, acked in writes.acknowledged.items() if n not in drilled]
             rpo = (disaster - min(lost)).total_seconds() if lost else 0.0
@@ -233,6 +310,7 @@ def test_a_destroyed_database_is_restored_to_a_time_and_to_the_latest(
         base_backup_mb=round(base.size_bytes / 1e6, 1),
         base_backup_seconds=round((base.finished - base.started).total_seconds(), 1),
         writes_acknowledged=len(writes.acknowledged),
+        push_seconds=round(push_seconds, 1),
         **{
             f"{name}_{key}": value
             for name, numbers in found.items()
