@@ -4,6 +4,7 @@ to, backed up, written to again, every write in a WAL segment of its own."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,3 +77,10 @@ def make_history(root: Path) -> History:
     finally:
         server.destroy()
     return History(repository, before, writes)
+
+
+def copied(history: History, into: Path) -> Repository:
+    """A copy of the history's repository under ``into``, for a test to change."""
+    copy = Repository(into / "repository")
+    shutil.copytree(history.repository.root, copy.root)
+    return copy

@@ -29,7 +29,7 @@ from app.kit.clock import utcnow
 from app.observability import scrape
 from app.observability.scrape import DatabaseFigures
 from app.settings import Settings
-from tests.harness.backups import History, make_history, sql
+from tests.harness.backups import History, copied, make_history, sql
 from tests.harness.live import until
 from tests.harness.scrapes import samples
 
@@ -44,9 +44,7 @@ def history(tmp_path_factory) -> History:
 @pytest.fixture
 def repository(history, tmp_path) -> Repository:
     """A copy of the history's repository, to damage."""
-    copy = Repository(tmp_path / "repository")
-    shutil.copytree(history.repository.root, copy.root)
-    return copy
+    return copied(history, tmp_path)
 
 
 def _values(target: Path) -> list[int]:

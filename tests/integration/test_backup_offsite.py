@@ -24,7 +24,7 @@ from app.backup.offsite import MARKER, Offsite
 from app.backup.repository import BackupError, Repository
 from app.kit.clock import utcnow
 from app.settings import Settings
-from tests.harness.backups import History, make_history
+from tests.harness.backups import History, copied, make_history
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 from tests.harness.scrapes import samples
 
@@ -50,9 +50,7 @@ def history(tmp_path_factory) -> History:
 
 @pytest.fixture
 def local(history, tmp_path) -> Repository:
-    copy = Repository(tmp_path / "repository")
-    shutil.copytree(history.repository.root, copy.root)
-    return copy
+    return copied(history, tmp_path)
 
 
 def _objects(s3: S3Server, bucket: str) -> dict[str, bytes]:
