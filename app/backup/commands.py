@@ -17,7 +17,7 @@ import psycopg
 
 from app.backup import service
 from app.backup.offsite import Offsite
-from app.backup.repository import BackupError, Repository, Verification
+from app.backup.repository import BackupError, Outcome, Repository
 from app.backup.restore import Verified, restore, scratch, verify
 from app.db.embedded import DATABASE, DataDirectoryInUse, EmbeddedPostgres, claim
 from app.kit.clock import utcnow
@@ -195,10 +195,10 @@ def _verified(repository: Repository, database: str) -> Verified:
     try:
         verified = verify(repository, database)
     except BackupError as exc:
-        repository.record_verification(Verification(utcnow(), False, str(exc)))
+        repository.record_verification(Outcome(utcnow(), False, str(exc)))
         raise
     repository.record_verification(
-        Verification(utcnow(), True, f"{verified.base.label} to {verified.stopped_at}")
+        Outcome(utcnow(), True, f"{verified.base.label} to {verified.stopped_at}")
     )
     return verified
 

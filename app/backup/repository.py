@@ -96,7 +96,9 @@ PUSHED = "pushed.json"
 
 
 @dataclass(frozen=True)
-class Verification:
+class Outcome:
+    """How a verification or a push went, and when; its detail (what or why)."""
+
     at: dt.datetime
     ok: bool
     detail: str
@@ -248,17 +250,17 @@ class Repository:
         return dt.datetime.fromtimestamp((self.wal / last).stat().st_mtime, dt.UTC)
 
     # -- the last verification -------------------------------------------------------------
-    def record_verification(self, verification: Verification) -> None:
+    def record_verification(self, verification: Outcome) -> None:
         _write_durably(self.root / VERIFIED, json.dumps(verification.as_json()))
 
-    def last_verification(self) -> Verification | None:
+    def last_verification(self) -> Outcome | None:
         return _outcome(self.root / VERIFIED)
 
-    def record_push(self, outcome: Verification) -> None:
+    def record_push(self, outcome: Outcome) -> None:
         """How the last copy off the machine (`vetify backup push`) went."""
         _write_durably(self.root / PUSHED, json.dumps(outcome.as_json()))
 
-    def last_push(self) -> Verification | None:
+    def last_push(self) -> Outcome | None:
         return _outcome(self.root / PUSHED)
 
     # -- retention -------------------------------------------------------------------------
@@ -314,11 +316,11 @@ def _write_durably(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
-def _outcome(path: Path) -> Verification | None:
+def _outcome(path: Path) -> Outcome | None:
     if not path.exists():
         return None
     fields = json.loads(path.read_text())
-    return Verification(dt.datetime.fromisoformat(fields["at"]), fields["ok"], fields["detail"])
+    return Outcome(dt.datetime.fromisoformat(fields["at"]), fields["ok"], fields["detail"])
 
 
 def read_backup(path: Path) -> BaseBackup:

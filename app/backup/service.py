@@ -16,9 +16,9 @@ from app.backup.offsite import Offsite
 from app.backup.repository import (
     BackupError,
     BaseBackup,
+    Outcome,
     Pruned,
     Repository,
-    Verification,
     scalar,
 )
 from app.db.embedded import EmbeddedPostgres, major
@@ -85,9 +85,9 @@ def push(settings: Settings) -> Pruned:
             copy.push(archive)
             pruned = copy.prune(_window(settings), utcnow())
         except BackupError as exc:
-            archive.record_push(Verification(utcnow(), False, str(exc)))
+            archive.record_push(Outcome(utcnow(), False, str(exc)))
             raise
-        archive.record_push(Verification(utcnow(), True, copy.where))
+        archive.record_push(Outcome(utcnow(), True, copy.where))
     return pruned
 
 

@@ -22,7 +22,7 @@ from app.backup import commands
 from app.backup import restore as restoring
 from app.backup import service as backup
 from app.backup.metrics import BackupFigures
-from app.backup.repository import BackupError, Repository, Verification, segment_number
+from app.backup.repository import BackupError, Outcome, Repository, segment_number
 from app.db.embedded import DATABASE, EmbeddedPostgres, free_port
 from app.db.migrate import head_revisions
 from app.kit.clock import utcnow
@@ -362,7 +362,7 @@ def test_a_failed_verification_is_recorded_for_the_alert(repository):
 
 
 def test_a_repository_state_it_cannot_read_is_left_out_of_the_scrape(repository, caplog):
-    repository.record_verification(Verification(utcnow(), True, "ok"))
+    repository.record_verification(Outcome(utcnow(), True, "ok"))
     (repository.root / "verified.json").write_text("{not json")
     scraped = _figures(BackupFigures(repository))
     assert "vetify_backup_last_verify_success" not in scraped
