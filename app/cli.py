@@ -55,7 +55,7 @@ from app.kit.usage import Usage
 from app.main import create_app, dependency_probes
 from app.observability import errors, logs, scrape, tracing, usage, usage_report
 from app.observability.dependencies import Report, Status
-from app.privacy import departure, restore
+from app.privacy import archive, departure, restore
 from app.privacy import retention as client_retention
 from app.queue import Worker
 from app.settings import ConfigurationError, Environment, LogFormat, Settings, key_bytes
@@ -448,9 +448,12 @@ def _retention(settings: Settings, *, apply: bool) -> None:
 
 
 def _clinic(settings: Settings, args: argparse.Namespace) -> None:
-    """``restore``: one clinic's rows merged back from a copy of the database at a time
-    (ADR 0041)."""
+    """``export``: one clinic's archive, to a file; ``restore``: one clinic's rows merged back
+    from a copy of the database at a time (ADR 0041)."""
     storage = storage_from(settings)
+    if args.clinic_command == "export":
+        _clinic_export(settings, args.clinic, args.out)
+        return
     try:
         with ExitStack() as stack:
             if args.source_url is not None:
@@ -476,6 +479,33 @@ def _clinic(settings: Settings, args: argparse.Namespace) -> None:
         print(json.dumps(report.as_json(), indent=2), flush=True)
     else:
         print("\n".join(report.lines()), flush=True)
+
+
+def _clinic_export(settings: Settings, clinic_id: uuid.UUID, out: Path) -> None:
+    try:
+        out.touch(mode=0o600, exist_ok=False)  # every client's details: for this user alone
+    except OSError as exc:
+        raise SystemExit(f"vetify clinic export: {exc}") from None
+    try:
+        keys.configure(keys.wrapper_from(settings))  # sealed values are opened
+        holder = f"vetify clinic export (pid {os.getpid()})"
+        with _claimed(settings, holder), database(settings) as ready:
+            asyncio.run(_exported(ready, clinic_id, out))
+    except LookupError as exc:
+        out.unlink()
+        raise SystemExit(f"vetify clinic export: {exc.args[0]}") from None
+    except BaseException:
+        out.unlink()
+        raise
+    print(f"clinic {clinic_id}: {out} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
+
+
+async def _exported(settings: Settings, clinic_id: uuid.UUID, out: Path) -> None:
+    engine = create_engine(settings)
+    try:
+        await archive.export(async_sessionmaker(engine), clinic_id, storage_from(settings), out)
+    finally:
+        await engine.dispose()
 
 
 def _prune(settings: Settings, *, apply: bool) -> None:
@@ -716,8 +746,16 @@ def parser() -> argparse.ArgumentParser:
             "backup", help="the database's backups: now, list, verify, restore, push, pull"
         )
     )
-    clinic_command = commands.add_parser("clinic", help="one clinic's data: restore")
+    clinic_command = commands.add_parser("clinic", help="one clinic's data: export, restore")
     clinic_commands = clinic_command.add_subparsers(dest="clinic_command", required=True)
+    exporting = clinic_commands.add_parser(
+        "export",
+        help="write one clinic's archive (every row, sealed values opened, every file: the"
+        " export its owner can ask for, ADR 0036) to a new file readable by this user alone;"
+        " the clinic's trail records it",
+    )
+    exporting.add_argument("clinic", type=uuid.UUID, help="the clinic's id")
+    exporting.add_argument("--out", type=Path, required=True, help="the zip file to write")
     restoring = clinic_commands.add_parser(
         "restore",
         help="bring one clinic's rows back as they were at a time, from a copy of the database"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -23,20 +24,24 @@ from typing import IO, Any
 from anyio import to_thread
 from pydantic_core import to_jsonable_python
 from sqlalchemy import Table, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.attachments import service as attachments
 from app.attachments.models import Attachment
+from app.audit import trail
 from app.auth.models import Membership, User
+from app.clinics.models import Clinic
 from app.db.base import Base
 from app.db.repository import of_clinic
-from app.db.tenancy import Tenant
+from app.db.tenancy import InClinic, Tenant, enter_tenant
 from app.keys import rotation
 from app.keys import service as keys
+from app.kit import context
 from app.kit.clock import utcnow
 from app.kit.storage import Storage, discard
 
 FORMAT = "vetify-clinic-export/1"
+EXPORTED_BY = "vetify clinic export"
 BATCH = 500
 LEFT_OUT = frozenset(
     {
@@ -98,6 +103,22 @@ async def write(session: AsyncSession, tenant: Tenant, storage: Storage, archive
             "files": listed,
         }
         out.writestr("manifest.json", _json(manifest))
+
+
+async def export(
+    sessions: async_sessionmaker[AsyncSession], clinic_id: uuid.UUID, storage: Storage, out: Path
+) -> None:
+    """``vetify clinic export``: the clinic's archive written to ``out`` for an operator, and
+    the export noted in the clinic's trail as a read of the clinic by ``vetify clinic
+    export``."""
+    with context.bound(context.Context(action=EXPORTED_BY)):
+        async with sessions() as session, session.begin():
+            await enter_tenant(session, clinic_id)
+            clinic = await session.scalar(select(Clinic).where(Clinic.id == clinic_id))
+            if clinic is None or clinic.deleted_at is not None:
+                raise LookupError(f"no clinic {clinic_id} (or it was deleted)")
+            await write(session, InClinic(clinic_id), storage, out)
+            trail.read(session, clinic)
 
 
 async def _line(

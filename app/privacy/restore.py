@@ -67,6 +67,7 @@ from sqlalchemy.schema import CreateTable
 from app.audit import trail
 from app.db.base import TENANTS, Base
 from app.db.session import role_engine
+from app.keys.models import DataKey
 from app.kit.storage import Storage
 
 LEFT = frozenset(
@@ -225,7 +226,7 @@ async def restore_clinic(
     apply: bool,
 ) -> Report:
     """Merge ``clinic_id``'s rows from the database at ``source_url`` (a copy at an earlier
-    time, described by ``source`` in the report and the trail) into the one at ``owner_url``
+    time, described by ``source`` in the report) into the one at ``owner_url``
     (as the schema's owner); committed only if ``apply``."""
     reader, owner = role_engine(source_url), role_engine(owner_url)
     try:
@@ -283,11 +284,8 @@ async def _check(copy: AsyncConnection, live: AsyncConnection, clinic_id: uuid.U
             f"the copy's schema is at {schemas[0]}, the database's at {schemas[1]}: migrate the"
             " copy to the same revision first (vetify migrate against it)"
         )
-    versions = "SELECT version FROM data_keys WHERE scope = :s"
-    then, kept = [
-        set(await connection.scalars(text(versions), {"s": str(clinic_id)}))
-        for connection in (copy, live)
-    ]
+    versions = select(DataKey.version).where(DataKey.scope == str(clinic_id))
+    then, kept = [set(await connection.scalars(versions)) for connection in (copy, live)]
     if not then <= kept:
         raise RestoreRefused(
             f"the clinic's data keys {sorted(then - kept)}, which sealed the copy's values, were"

@@ -42,6 +42,9 @@ ROLE_PASSWORD = _draw("role")
 REDIS_PASSWORD = _draw("redis")
 S3_KEY_ID = _draw("s3id")
 S3_SECRET = _draw("s3secret")
+BACKUP_S3_KEY_ID = _draw("backups3id")
+BACKUP_S3_SECRET = _draw("backups3secret")
+BACKUP_KEY = _draw("backupkey")
 # In Stripe's own shapes: the fake Stripe API checks the key's prefix, as Stripe does.
 STRIPE_KEY = "sk_test_" + _draw("stripekey")
 # pragma: allowlist nextline secret - a canary drawn per run, in Stripe's shape
@@ -85,6 +88,9 @@ ALL = (
     REDIS_PASSWORD,
     S3_KEY_ID,
     S3_SECRET,
+    BACKUP_S3_KEY_ID,
+    BACKUP_S3_SECRET,
+    BACKUP_KEY,
     STRIPE_KEY,
     STRIPE_WEBHOOK_SECRET,
     SMTP_PASSWORD,

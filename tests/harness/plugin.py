@@ -424,6 +424,10 @@ def stage_settings(
         # Unused by local storage, yet secrets the app holds: the leak watch searches for them.
         s3_access_key_id=canary.S3_KEY_ID,
         s3_secret_access_key=canary.S3_SECRET,
+        # Held, as the service never uses them: only `vetify backup push` and `pull` do.
+        backup_s3_access_key_id=canary.BACKUP_S3_KEY_ID,
+        backup_s3_secret_access_key=canary.BACKUP_S3_SECRET,
+        backup_encryption_key=canary.BACKUP_KEY,
         stripe_api_key=canary.STRIPE_KEY,
         stripe_webhook_secret=canary.STRIPE_WEBHOOK_SECRET,
         stripe_api_base=stripe_api.base_url,

@@ -6,6 +6,7 @@ service that cannot be started is an error that says how to install it, never a 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shutil
@@ -135,7 +136,9 @@ def _kill_tree(pid: int) -> None:
     parent = psutil.Process(pid)
     processes = [parent, *parent.children(recursive=True)]
     for process in processes:
-        process.kill()
+        # A child may be gone already: its postmaster's death ends it (a CI run's flake).
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
     psutil.wait_procs(processes, timeout=10)
 
 

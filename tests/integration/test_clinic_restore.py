@@ -2,7 +2,8 @@
 what was deleted or changed since comes back, what was written since stays, no other clinic
 moves, and what the service promised since (an erasure, a locked record, a file deleted) is
 kept; every row it writes is in the clinic's trail, which still verifies; a dry run changes
-nothing; and `vetify clinic restore --to TIME` does it from the embedded database's backups."""
+nothing; and `vetify clinic restore --to TIME` does it from the embedded database's backups.
+`vetify clinic export` writes the clinic's archive for an operator."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import datetime as dt
 import json
 import time
 import uuid
+import zipfile
 
 import psycopg
 import pytest
@@ -376,6 +378,35 @@ def test_vetify_clinic_restore_from_the_embedded_databases_backups(
         server.stop()
     with pytest.raises(SystemExit, match=r"^vetify clinic restore: .*[Cc]onnect call failed"):
         cli.main(["clinic", "restore", str(clinic), "--from", "postgresql://nobody@127.0.0.1:9/x"])
+    # The clinic's archive for an operator: a new file for this user alone, its read in the
+    # trail; an unknown clinic or a file already there refused, nothing left behind.
+    out = tmp_path / "exports" / "clinic.zip"
+    out.parent.mkdir()
+    cli.main(["clinic", "export", str(clinic), "--out", str(out)])
+    assert f"clinic {clinic}: {out}" in capsys.readouterr().out
+    assert out.stat().st_mode & 0o777 == 0o600
+    with zipfile.ZipFile(out) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        appointments = archive.read("tables/appointments.jsonl").decode().splitlines()
+    assert manifest["clinic_id"] == str(clinic)
+    assert len(appointments) >= visits
+    with pytest.raises(SystemExit, match="File exists"):
+        cli.main(["clinic", "export", str(clinic), "--out", str(out)])
+    with pytest.raises(SystemExit, match="no clinic"):
+        cli.main(["clinic", "export", str(uuid.uuid4()), "--out", str(tmp_path / "none.zip")])
+    assert not (tmp_path / "none.zip").exists()
+    server.start()
+    try:
+        with psycopg.connect(server.url(driver=""), dbname=DATABASE) as connection:
+            ((noted,),) = connection.execute(
+                "SELECT count(*) FROM audit_events WHERE tenant_id = %s AND change = 'read'"
+                " AND object_type = 'clinics' AND action = 'vetify clinic export'",
+                (clinic,),
+            ).fetchall()
+        assert noted == 1
+    finally:
+        server.stop()
+
     monkeypatch.setenv("VETIFY_DATABASE_URL", "postgresql://app@127.0.0.1:1/vetify")
     monkeypatch.setenv("VETIFY_DATABASE_OWNER_URL", "postgresql://owner@127.0.0.1:1/vetify")
     monkeypatch.setenv("VETIFY_BACKUP_DIR", str(tmp_path / "none"))
