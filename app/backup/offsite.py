@@ -54,7 +54,7 @@ class Offsite:
         self.binary = binary
         self.where = f"s3://{settings.backup_s3_bucket}/{settings.backup_s3_prefix}"
         self.settings = settings
-        self.environment = self._environment()
+        self.environment = self._environment(settings.backup_encryption_key.get_secret_value())
 
     # -- what it does ------------------------------------------------------------------------
     def push(self, repository: Repository) -> None:
@@ -147,16 +147,16 @@ class Offsite:
             flags.append(f"--ca-cert={bundle}")
         return flags
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, key: str) -> dict[str, str]:
         settings = self.settings
-        key, secret = settings.backup_s3_access_key_id, settings.backup_s3_secret_access_key
+        key_id, secret = settings.backup_s3_access_key_id, settings.backup_s3_secret_access_key
         store = {
             "TYPE": "s3",
             "PROVIDER": "AWS" if settings.backup_s3_endpoint_url is None else "Other",
-            "ENV_AUTH": "false" if key else "true",
+            "ENV_AUTH": "false" if key_id else "true",
             "ENDPOINT": settings.backup_s3_endpoint_url or "",
             "REGION": settings.backup_s3_region or "",
-            "ACCESS_KEY_ID": key.get_secret_value() if key else "",
+            "ACCESS_KEY_ID": key_id.get_secret_value() if key_id else "",
             "SECRET_ACCESS_KEY": secret.get_secret_value() if secret else "",
             "SERVER_SIDE_ENCRYPTION": (
                 ""
@@ -164,11 +164,10 @@ class Offsite:
                 else settings.backup_s3_server_side_encryption
             ),
         }
-        assert settings.backup_encryption_key is not None  # noqa: S101  (checked at __init__)
         crypt = {
             "TYPE": "crypt",
             "REMOTE": f"vetifys3:{settings.backup_s3_bucket}/{settings.backup_s3_prefix}",
-            "PASSWORD": self._obscured(settings.backup_encryption_key.get_secret_value()),
+            "PASSWORD": self._obscured(key),
             "FILENAME_ENCRYPTION": "off",
             "DIRECTORY_NAME_ENCRYPTION": "false",
         }
