@@ -108,6 +108,12 @@ def _recovered(
         parent, stopped_at, reason = _replayed(server, target, known)
         if to is None:
             _whole(archived, base.segment_bytes, parent, stopped_at)
+        if archive:
+            # The new timeline's history in the archive before the server stops: a later
+            # restore follows the timeline only from there, and the archiver copies it in its
+            # own time (a CI run saw a stop come first).
+            history = _new_histories(target, known)[-1].name
+            _until(f"{history} archived", lambda: (repository.wal / history).exists(), 60.0)
         restored = Restored(target, base, stopped_at, reason, time.monotonic() - began)
         yield server, restored
         server.stop()
