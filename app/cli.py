@@ -450,7 +450,6 @@ def _retention(settings: Settings, *, apply: bool) -> None:
 def _clinic(settings: Settings, args: argparse.Namespace) -> None:
     """``export``: one clinic's archive, to a file; ``restore``: one clinic's rows merged back
     from a copy of the database at a time (ADR 0041)."""
-    storage = storage_from(settings)
     if args.clinic_command == "export":
         _clinic_export(settings, args.clinic, args.out)
         return
@@ -467,7 +466,7 @@ def _clinic(settings: Settings, args: argparse.Namespace) -> None:
                     copy,
                     said,
                     args.clinic,
-                    storage,
+                    storage_from(settings),
                     missing_only=args.missing_only,
                     apply=args.apply,
                 )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from app.backup import service
+from app.backup import offsite, service
 from app.backup.offsite import Offsite
 from app.backup.repository import BackupError, Outcome, Repository
 from app.backup.restore import Verified, restore, scratch, verify
@@ -101,7 +101,7 @@ def run(settings: Settings, args: argparse.Namespace) -> str:
         if args.backup_command == "push":
             pruned = service.push(settings)
             return (
-                f"copied to {Offsite(settings).where}; removed from it (older than the"
+                f"copied to {offsite.where(settings)}; removed from it (older than the"
                 f" retention window): {len(pruned.backups)} base backups,"
                 f" {pruned.segments} WAL segments"
             )

@@ -42,6 +42,11 @@ own files being written, the lock."""
 SECONDS = 6 * 3600
 
 
+def where(settings: Settings) -> str:
+    """The copy's place, as the reports and errors name it."""
+    return f"s3://{settings.backup_s3_bucket}/{settings.backup_s3_prefix}"
+
+
 class Offsite:
     """The repository's copy in ``VETIFY_BACKUP_S3_BUCKET``."""
 
@@ -52,7 +57,7 @@ class Offsite:
         if binary is None:
             raise BackupError("the off-site copy needs rclone: apt-get install rclone")
         self.binary = binary
-        self.where = f"s3://{settings.backup_s3_bucket}/{settings.backup_s3_prefix}"
+        self.where = where(settings)
         self.settings = settings
         self.environment = self._environment(settings.backup_encryption_key.get_secret_value())
 
