@@ -57,6 +57,7 @@ from app.queue import Worker
 from app.records.routes import router as records_router
 from app.settings import ConfigurationError, Environment, Settings
 from app.staff.routes import router as staff_router
+from app.web import site
 
 ROUTERS = (
     health.router,
@@ -166,6 +167,7 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    site.install(app)
     if settings.metrics_token is not None:
         app.include_router(scrape.router(settings, settings.metrics_token))
 

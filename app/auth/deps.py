@@ -154,10 +154,12 @@ def _refuse_forgery(request: Request, settings: Settings, session_secret: str) -
             "Send Origin (or Referer) naming this service's origin with requests made with the"
             " session cookie."
         )
-    if not csrf.token_matches(session_secret, request.headers.get(csrf.CSRF_HEADER)):
+    sent = request.headers.get(csrf.CSRF_HEADER) or getattr(request.state, csrf.FORM_FIELD, None)
+    if not csrf.token_matches(session_secret, sent):
         raise CsrfRefused(
             f"Send the session's CSRF token (the {csrf.CSRF_COOKIE} cookie, or csrf_token from"
-            f" the login response) in the {csrf.CSRF_HEADER} header."
+            f" the login response) in the {csrf.CSRF_HEADER} header (a page's form: in its"
+            f" {csrf.FORM_FIELD} field)."
         )
 
 

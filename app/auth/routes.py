@@ -7,13 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from app.auth import enrolment, service
+from app.auth import enrolment, service, signin
 from app.auth.deps import AppSettings, Guard, per_user, requires, same_site_login
 from app.auth.lockout import AccountThrottled
-from app.auth.models import Credential, CredentialKind, User
+from app.auth.models import CredentialKind, User
 from app.auth.permissions import Action
 from app.auth.principal import Principal
-from app.auth.quotas import client_ip, per_ip
+from app.auth.quotas import per_ip
 from app.auth.schemas import (
     AcceptInvitationIn,
     ClinicRef,
@@ -55,41 +55,6 @@ OwnSession = Annotated[Principal, Depends(requires(Action.own_session))]
 SESSION_PROBLEMS = (Unauthenticated, CsrfRefused, Forbidden)
 
 
-def _set_session_cookie(
-    response: Response, settings: Settings, secret: str, credential: Credential
-) -> None:
-    response.set_cookie(
-        service.SESSION_COOKIE,
-        secret,
-        expires=credential.expires_at,
-        httponly=True,
-        secure=settings.session_cookie_secure,
-        samesite="strict",
-        path="/",
-    )
-    # Readable by the service's own pages (not HttpOnly), which echo it in X-CSRF-Token.
-    response.set_cookie(
-        csrf.CSRF_COOKIE,
-        csrf.token_for(secret),
-        expires=credential.expires_at,
-        httponly=False,
-        secure=settings.session_cookie_secure,
-        samesite="strict",
-        path="/",
-    )
-
-
-def _clear_session_cookies(response: Response, settings: Settings) -> None:
-    for name, httponly in ((service.SESSION_COOKIE, True), (csrf.CSRF_COOKIE, False)):
-        response.delete_cookie(
-            name,
-            path="/",
-            secure=settings.session_cookie_secure,
-            httponly=httponly,
-            samesite="strict",
-        )
-
-
 async def _session_out(
     session: DbSession, caller: Principal, issued: service.Issued | None = None
 ) -> SessionOut:
@@ -113,7 +78,7 @@ def _session_body(
 async def _login_response(
     session: DbSession, settings: Settings, response: Response, issued: service.Issued
 ) -> SessionOut:
-    _set_session_cookie(response, settings, issued.secret, issued.credential)
+    signin.set_session_cookies(response, settings, issued.secret, issued.credential)
     return await _session_out(session, issued.principal, issued)
 
 
@@ -140,36 +105,16 @@ async def login(
     guard: Guard,
     sessions: DbSessions,
 ) -> SessionOut:
-    ip = client_ip(request)
-    try:
-        # A wrong second factor counts too: it is what limits guessing TOTP codes.
-        async with guard.attempt(body.email):
-            issued = await service.login(
-                session,
-                settings,
-                body.email,
-                body.password,
-                body.clinic_id,
-                totp_code=body.totp_code,
-                presented_session=request.cookies.get(service.SESSION_COOKIE),
-                sessions=sessions,
-            )
-    except MfaRequired:
-        if body.totp_code:  # a code was sent, and refused (not merely asked for)
-            security_event(SecurityEvent.mfa_failed, outcome="refused", client_ip=ip)
-        raise
-    except (InvalidCredentials, AccountThrottled) as exc:
-        why = "throttled" if isinstance(exc, AccountThrottled) else "refused"
-        security_event(SecurityEvent.login_failed, outcome=why, client_ip=ip)
-        raise
-    principal = issued.principal
-    security_event(
-        SecurityEvent.login_succeeded,
-        outcome="succeeded",
-        client_ip=ip,
-        user_id=principal.user_id,
-        clinic_id=principal.clinic_id,
-        credential_id=principal.credential_id,
+    issued = await signin.log_in(
+        request,
+        session,
+        sessions,
+        settings,
+        guard,
+        email=body.email,
+        password=body.password,
+        clinic_id=body.clinic_id,
+        totp_code=body.totp_code,
     )
     return await _login_response(session, settings, response, issued)
 
@@ -189,7 +134,7 @@ async def switch_clinic(
 ) -> SessionOut:
     switched = await service.switch_clinic(session, sessions, settings, caller, body.clinic_id)
     issued = switched.issued
-    _set_session_cookie(response, settings, issued.secret, issued.credential)
+    signin.set_session_cookies(response, settings, issued.secret, issued.credential)
     return _session_body(switched.user, switched.clinic, issued.principal, issued)
 
 
@@ -202,7 +147,7 @@ async def switch_clinic(
 async def logout(caller: OwnSession, session: DbSession, settings: AppSettings) -> Response:
     await service.revoke(session, caller, caller.credential_id)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    _clear_session_cookies(response, settings)
+    signin.clear_session_cookies(response, settings)
     return response
 
 
@@ -221,7 +166,7 @@ async def logout_everywhere(
     await service.logout_everywhere(session, sessions, caller)
     security_event(SecurityEvent.token_revoked, outcome="revoked_everywhere")
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    _clear_session_cookies(response, settings)
+    signin.clear_session_cookies(response, settings)
     return response
 
 

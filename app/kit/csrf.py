@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 
 CSRF_COOKIE = "vetify_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+FORM_FIELD = "csrf_token"
+"""Where a page's form, posted without JavaScript, sends the token (read into
+``request.state`` under the same name before the caller is authenticated)."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 

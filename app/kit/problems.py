@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -235,8 +235,15 @@ def _render(problem: Problem, path: str) -> JSONResponse:
     )
 
 
-def problem_response(problem: Problem, request: Request) -> JSONResponse:
-    return _render(problem, request.url.path)
+ProblemPage = Callable[[Problem, Request], Response | None]
+"""How the app shows a problem to a person: a page, or None where problem+json is the answer
+(``app.state.problem_page``, set by the web app; the kit knows no templates)."""
+
+
+def problem_response(problem: Problem, request: Request) -> Response:
+    page: ProblemPage | None = getattr(request.app.state, "problem_page", None)
+    shown = page(problem, request) if page is not None else None
+    return shown if shown is not None else _render(problem, request.url.path)
 
 
 def problem_asgi(problem: Problem) -> ASGIApp:
@@ -267,11 +274,11 @@ def _handled(exc: Exception, kind: type[E]) -> E:
     return exc
 
 
-async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+async def _on_problem(request: Request, exc: Exception) -> Response:
     return problem_response(_handled(exc, Problem), request)
 
 
-def _message(err: Any) -> str:
+def error_message(err: Any) -> str:
     """Pydantic's message, but for a pattern that stands for a rule, the rule in words."""
     if err["type"] == "string_pattern_mismatch":
         meaning = PATTERN_MEANINGS.get(err.get("ctx", {}).get("pattern", ""))
@@ -280,9 +287,9 @@ def _message(err: Any) -> str:
     return str(err.get("msg", ""))
 
 
-async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+async def _on_validation(request: Request, exc: Exception) -> Response:
     errors = [
-        FieldError(loc=_loc(err.get("loc", ())), msg=_message(err)[:1000], type=err["type"])
+        FieldError(loc=_loc(err.get("loc", ())), msg=error_message(err)[:1000], type=err["type"])
         for err in _handled(exc, RequestValidationError).errors()
     ]
     return problem_response(InvalidInput("See errors for the fields at fault.", errors), request)
@@ -298,7 +305,7 @@ _HTTP_PROBLEMS: dict[int, type[Problem]] = {
 }
 
 
-async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+async def _on_http(request: Request, exc: Exception) -> Response:
     exc = _handled(exc, StarletteHTTPException)
     cls = _HTTP_PROBLEMS.get(exc.status_code)
     if cls is None:
@@ -328,13 +335,13 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(set().union(*(m for regex, m in table if regex.match(path)))))
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     mark_logged(exc)
     return problem_response(Problem(), request)
 
 
-async def _on_unreadable(request: Request, exc: Exception) -> JSONResponse:
+async def _on_unreadable(request: Request, exc: Exception) -> Response:
     # The message names the scope and key version, never a key or a value.
     logger.error(
         "a sealed value does not open on %s %s: %s",

@@ -52,3 +52,20 @@ def headers(settings: Settings, session_secret: str) -> dict[str, str]:
     origin = csrf.origin_of(settings.public_url)
     assert origin is not None
     return {"Origin": origin, csrf.CSRF_HEADER: csrf.token_for(session_secret)}
+
+
+def navigation_of(public_url: str) -> Callable[[httpx.Request], Awaitable[None]]:
+    """A browser on the web app's pages with JavaScript off: it states its origin on a form's
+    POST; the CSRF token goes only where the page put it (the form)."""
+    origin = csrf.origin_of(public_url)
+    assert origin is not None, public_url
+
+    async def add_what_the_browser_sends(request: httpx.Request) -> None:
+        if request.method not in csrf.SAFE_METHODS:
+            request.headers.setdefault("Origin", origin)
+
+    return add_what_the_browser_sends
+
+
+NAVIGATION = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+"""What a browser asks for when it opens a page."""

@@ -548,6 +548,25 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+def page_client(app: FastAPI) -> httpx.AsyncClient:
+    """A browser on the web app's pages, JavaScript off (``browser.navigation_of``)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50_000)),
+        base_url="https://testserver",
+        headers=browser.NAVIGATION,
+        event_hooks={
+            "request": [browser.navigation_of(app.state.settings.public_url)],
+            **canary.WATCH.hooks(),
+        },
+    )
+
+
+@pytest.fixture
+async def pages(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with page_client(app) as http:
+        yield http
+
+
 @pytest.fixture
 def configured_app(
     settings: Settings,

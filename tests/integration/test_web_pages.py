@@ -1,0 +1,340 @@
+"""The web app's pages over HTTP, as a browser with JavaScript off uses them: log-in (with a
+second factor), the day's book, clients and pets, the forms' errors and their CSRF token, and
+the walls (another clinic's URL, a role without the permission, a visitor not logged in)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+import zoneinfo
+from decimal import Decimal
+from html import unescape
+
+import httpx
+import pyotp
+import pytest
+
+from app.auth.models import Role
+from app.kit import csrf
+from app.kit.clock import utcnow
+from fixtures.factories import (
+    DEFAULT_PASSWORD,
+    AppointmentFactory,
+    WeightFactory,
+    create_customer,
+    create_pet,
+)
+from tests.harness.api import PROBLEM_JSON
+
+HTML = "text/html; charset=utf-8"
+
+
+def token_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found, "the page has no form carrying the CSRF token"
+    return found.group(1)
+
+
+async def log_in(pages: httpx.AsyncClient, email: str, **fields: str) -> httpx.Response:
+    return await pages.post(
+        "/login", data={"email": email, "password": DEFAULT_PASSWORD, "next": "/", **fields}
+    )
+
+
+async def logged_in(pages: httpx.AsyncClient, email: str) -> httpx.AsyncClient:
+    answer = await log_in(pages, email)
+    assert answer.status_code == 303, answer.text
+    return pages
+
+
+async def test_a_visitor_is_sent_to_log_in_and_back(pages):
+    home = await pages.get("/")
+    assert home.status_code == 303
+    assert home.headers["location"] == "/login?next=/"
+    searched = await pages.get("/clients", params={"q": "Rex"})
+    assert searched.headers["location"] == "/login?next=/clients%3Fq%3DRex"
+    # htmx swaps parts of a page: it is told where to go instead.
+    swapped = await pages.get("/clients", headers={"HX-Request": "true"})
+    assert swapped.status_code == 204
+    assert swapped.headers["HX-Redirect"].startswith("/login?next=")
+
+
+async def test_the_login_page_is_html_under_the_strict_policy(pages):
+    page = await pages.get("/login")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == HTML
+    policy = page.headers["content-security-policy"]
+    assert "'unsafe-inline'" not in policy
+    assert "script-src 'self' 'nonce-" in policy
+    assert page.headers["cache-control"] == "no-store"
+    # Every input is named by a label.
+    for field in re.findall(r'<input id="(\w+)"', page.text):
+        assert f'<label for="{field}">' in page.text, field
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil"])
+async def test_after_log_in_the_browser_goes_only_to_this_site(pages, world, target):
+    clinic = await world.clinic(roles=())
+    answer = await log_in(pages, clinic.setup.owner.email, next=target)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/"
+
+
+async def test_a_wrong_password_is_a_page_saying_so_and_no_session(pages, world):
+    clinic = await world.clinic(roles=())
+    answer = await pages.post(
+        "/login", data={"email": clinic.setup.owner.email, "password": "not the password"}
+    )
+    assert answer.status_code == 401
+    assert 'role="alert"' in answer.text
+    assert "vetify_session" not in answer.headers.get("set-cookie", "")
+
+
+async def test_log_in_with_a_second_factor_then_log_out(pages, world):
+    clinic = await world.clinic(roles=())
+    secret = await world.enrol_mfa(clinic.setup.owner)
+    email = clinic.setup.owner.email
+
+    asked = await log_in(pages, email)
+    assert asked.status_code == 401
+    assert 'id="totp_code"' in asked.text  # the page now asks for the code
+    wrong = await log_in(pages, email, totp_code="000000")
+    assert wrong.status_code == 401
+    assert 'aria-describedby="totp_code-hint totp_code-error"' in wrong.text
+    done = await log_in(pages, email, totp_code=pyotp.TOTP(secret).now())
+    assert done.status_code == 303, done.text
+
+    today = await pages.get("/")
+    assert today.status_code == 200
+    out = await pages.post("/logout", data={"csrf_token": token_of(today)})
+    assert out.status_code == 303
+    assert out.headers["location"] == "/login?out=true"
+    assert (await pages.get("/")).status_code == 303  # the session is gone
+
+
+async def test_the_day_shows_its_appointments_in_the_clinics_time_with_alerts(pages, world):
+    clinic = await world.clinic(roles=(), timezone="America/New_York")
+    owner = clinic.setup.owner
+    customer = await world.made(clinic, create_customer, first_name="Maria", last_name="Silva")
+    pet = await world.made(clinic, create_pet, alerts=["Bites when muzzled"], customer_id=customer.id)
+    # 12:30 in the clinic's zone, on its today (which need not be UTC's).
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    starts = dt.datetime.now(zone).replace(hour=12, minute=30, second=0, microsecond=0)
+    await world.make(
+        clinic,
+        AppointmentFactory,
+        pet_id=pet.id,
+        vet_id=owner.id,
+        starts_at=starts,
+        ends_at=starts + dt.timedelta(minutes=20),
+    )
+    await logged_in(pages, owner.email)
+    day = await pages.get("/")
+    assert day.status_code == 200
+    text = unescape(day.text)
+    assert pet.name in text
+    assert "Maria Silva" in text
+    assert "Bites when muzzled" in text
+    assert "12:30\u202fPM" in text or "12:30 PM" in text  # the clinic's time, not UTC's
+
+
+async def test_a_client_added_by_form_with_consent_and_a_pet(pages, world, client):
+    clinic = await world.clinic(roles=(Role.receptionist,))
+    desk = clinic.actors[Role.receptionist]
+    await logged_in(pages, desk.user.email)
+    form = await pages.get("/clients/new")
+    assert form.status_code == 200
+    made = await pages.post(
+        "/clients/new",
+        data={
+            "csrf_token": token_of(form),
+            "first_name": "Joana",
+            "last_name": "Pires",
+            "email": "joana@example.org",
+            "phone": "+351912345678",
+            "consents_email": "true",
+        },
+    )
+    assert made.status_code == 303, made.text
+    customer_id = made.headers["location"].rsplit("/", 1)[1]
+    shown = await pages.get(made.headers["location"])
+    assert "Joana Pires" in shown.text
+    assert "joana@example.org" in shown.text
+
+    # The API sees what the page made, consent included.
+    stored = await client.get(f"/api/v1/customers/{customer_id}", headers=desk.headers)
+    assert stored.json()["consents"]["email"]["granted"] is True
+    assert stored.json()["consents"]["sms"]["granted"] is False
+
+    pet_form = await pages.get(f"/clients/{customer_id}/pets/new")
+    pet = await pages.post(
+        f"/clients/{customer_id}/pets/new",
+        data={
+            "csrf_token": token_of(pet_form),
+            "name": "Bolinha",
+            "species": "cat",
+            "neutered": "true",
+            "alerts": "Diabetic\n\nScratches",
+        },
+    )
+    assert pet.status_code == 303, pet.text
+    profile = await pages.get(pet.headers["location"])
+    assert "Bolinha" in profile.text
+    assert "Diabetic" in profile.text
+    assert "Scratches" in profile.text
+    found = await pages.get("/clients", params={"q": "pires"})
+    assert f"/clients/{customer_id}" in found.text
+
+
+async def test_a_form_without_its_csrf_token_changes_nothing(pages, world, client):
+    clinic = await world.clinic(roles=())
+    await logged_in(pages, clinic.setup.owner.email)
+    for token in (None, "forged", csrf.token_for("vts_another-session")):
+        data = {"first_name": "Eve", "last_name": "Forger"}
+        if token is not None:
+            data["csrf_token"] = token
+        refused = await pages.post("/clients/new", data=data)
+        assert refused.status_code == 403
+        assert refused.headers["content-type"] == HTML
+    listed = await client.get("/api/v1/customers", headers=clinic.owner.headers)
+    assert listed.json()["items"] == []
+
+
+async def test_a_form_from_another_site_is_refused(pages, world):
+    clinic = await world.clinic(roles=())
+    await logged_in(pages, clinic.setup.owner.email)
+    form = await pages.get("/clients/new")
+    refused = await pages.post(
+        "/clients/new",
+        data={"csrf_token": token_of(form), "first_name": "A", "last_name": "B"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert refused.status_code == 403
+
+
+async def test_wrong_fields_are_named_linked_to_their_inputs_and_nothing_is_stored(
+    pages, world, client
+):
+    clinic = await world.clinic(roles=())
+    await logged_in(pages, clinic.setup.owner.email)
+    form = await pages.get("/clients/new")
+    wrong = await pages.post(
+        "/clients/new",
+        data={
+            "csrf_token": token_of(form),
+            "first_name": "Ana",
+            "last_name": "",
+            "email": "not an address",
+            "phone": "12",
+        },
+    )
+    assert wrong.status_code == 422
+    assert 'id="error-summary"' in wrong.text
+    for field in ("last_name", "email", "phone"):
+        assert f'href="#{field}"' in wrong.text  # the summary links to the field
+        assert f'id="{field}-error"' in wrong.text
+        assert re.search(rf'<input id="{field}"[^>]*aria-invalid="true"', wrong.text), field
+    assert 'value="Ana"' in wrong.text  # what was typed stays
+    listed = await client.get("/api/v1/customers", headers=clinic.owner.headers)
+    assert listed.json()["items"] == []
+
+
+async def test_a_taken_microchip_is_a_field_error_and_the_request_still_ends_cleanly(pages, world):
+    clinic = await world.clinic(roles=())
+    customer = await world.made(clinic, create_customer)
+    await world.made(clinic, create_pet, customer_id=customer.id, microchip="985112345678901")
+    await logged_in(pages, clinic.setup.owner.email)
+    form = await pages.get(f"/clients/{customer.id}/pets/new")
+    taken = await pages.post(
+        f"/clients/{customer.id}/pets/new",
+        data={
+            "csrf_token": token_of(form),
+            "name": "Twin",
+            "species": "dog",
+            "microchip": "985112345678901",
+        },
+    )
+    assert taken.status_code == 422
+    assert 'id="microchip-error"' in taken.text
+    # The session is still good: the failed insert was undone, not the request's transaction.
+    assert (await pages.get(f"/clients/{customer.id}")).status_code == 200
+
+
+async def test_another_clinics_pages_are_not_found_and_say_nothing_of_it(pages, world):
+    mine = await world.clinic(roles=())
+    theirs = await world.clinic(roles=())
+    customer = await world.made(theirs, create_customer, first_name="Secreta", last_name="Alheia")
+    pet = await world.made(theirs, create_pet, customer_id=customer.id, name="Escondido")
+    await logged_in(pages, mine.setup.owner.email)
+    for path in (
+        f"/clients/{customer.id}",
+        f"/clients/{customer.id}/pets/new",
+        f"/pets/{pet.id}",
+        f"/clients/{uuid.uuid4()}",
+    ):
+        answer = await pages.get(path)
+        assert answer.status_code == 404, path
+        assert answer.headers["content-type"] == HTML
+        assert "Secreta" not in answer.text
+        assert "Escondido" not in answer.text
+
+
+async def test_a_role_without_the_permission_gets_a_forbidden_page(pages, world):
+    clinic = await world.clinic(roles=(Role.read_only,))
+    await logged_in(pages, clinic.actors[Role.read_only].user.email)
+    assert (await pages.get("/clients")).status_code == 200
+    refused = await pages.get("/clients/new")
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == HTML
+    assert "Add a client" not in (await pages.get("/clients")).text
+
+
+async def test_stored_markup_is_shown_as_text(pages, world):
+    clinic = await world.clinic(roles=())
+    payload = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    customer = await world.made(clinic, create_customer, first_name=payload, last_name="X")
+    await world.made(clinic, create_pet, alerts=[payload], customer_id=customer.id, name=payload)
+    await logged_in(pages, clinic.setup.owner.email)
+    for path in ("/clients", f"/clients/{customer.id}"):
+        page = await pages.get(path)
+        assert payload not in page.text
+        assert "&lt;script&gt;" in page.text
+
+
+async def test_a_pets_weights_are_a_chart_and_a_table_in_the_clinics_formats(pages, world):
+    clinic = await world.clinic(roles=(), country="DE", timezone="Europe/Berlin")
+    customer = await world.made(clinic, create_customer)
+    pet = await world.made(clinic, create_pet, customer_id=customer.id)
+    for days, kilos in ((60, "12.5"), (30, "13.25"), (1, "1234.5")):
+        await world.make(
+            clinic,
+            WeightFactory,
+            pet_id=pet.id,
+            weight_kg=Decimal(kilos),
+            measured_at=utcnow() - dt.timedelta(days=days),
+        )
+    await logged_in(pages, clinic.setup.owner.email)
+    profile = await pages.get(f"/pets/{pet.id}")
+    assert '<svg class="chart"' in profile.text
+    assert 'role="img"' in profile.text
+    # German number formats: a decimal comma, a point between thousands.
+    assert "12,50" in profile.text
+    assert "13,25" in profile.text
+    assert "1.234,50" in profile.text
+
+
+async def test_the_api_answers_problem_json_whatever_the_browser_accepts(pages):
+    answer = await pages.get("/api/v1/customers")
+    assert answer.status_code == 401
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    unknown = await pages.get("/no-such-page")
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == HTML
+
+
+async def test_the_vendored_script_and_the_stylesheet_are_served(pages):
+    for path in ("/static/htmx-2.0.11.min.js", "/static/vetify.js", "/static/vetify.css"):
+        answer = await pages.get(path)
+        assert answer.status_code == 200, path
+        assert answer.headers["cache-control"] == "no-cache"
