@@ -52,6 +52,7 @@ EXEMPT: dict[tuple[str, str], str] = {
     ("GET", "/health/ready"): "readiness probe: database and Redis state, no clinic data",
     ("GET", "/health/dependencies"): "operators' dependency report: no clinic data; the"
     " operator token is checked by tests/integration/test_dependencies.py",
+    ("*", "/static"): "the web pages' scripts and styles: static files",
 }
 """Routes outside the API that hold no clinic data, with why they are not attacked."""
 
@@ -354,12 +355,19 @@ class Route:
         return [f"{self.label} {problem}; {HOW_TO_FIX}" for problem in found]
 
 
+def is_page(context: Any) -> bool:
+    """A route of the web app (``app/web``): attacked as a page (tests/security/pages.py)."""
+    return str(getattr(getattr(context, "endpoint", None), "__module__", "")).startswith("app.web.")
+
+
 def routes(app: FastAPI | None = None) -> list[Route]:
     """Every route of ``app`` (by default the app as configured for tests), in table order."""
     app = app or offline_app()
     document = app.openapi()
     found = []
     for context in iter_route_contexts(app.routes):
+        if is_page(context):
+            continue  # tests/security/pages.py
         methods = set(context.methods or {"*"})
         if "GET" in methods:
             methods.discard("HEAD")

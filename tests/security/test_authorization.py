@@ -64,7 +64,7 @@ DERIVED = frozenset({"auth_epoch"})
 """Columns the database moves by trigger when something else changed (migration 0008)."""
 
 
-def _audited_changes(before: dict[str, list[str]], after: dict[str, list[str]]) -> set[str]:
+def audited_changes(before: dict[str, list[str]], after: dict[str, list[str]]) -> set[str]:
     """The tables of the clinic's data whose rows a request changed, but for those whose
     changes are not in the trail, and the columns the database derives."""
 
@@ -96,15 +96,16 @@ async def audited(engine, clinic_id: uuid.UUID, response: httpx.Response) -> lis
         return [(row.action, row.change) for row in rows]
 
 
-def who_may() -> dict[str, frozenset[Role] | str]:
-    """The reviewed table: ``METHOD path`` -> the roles that may call it, or ``anyone``."""
+def who_may(section: str = "operations") -> dict[str, frozenset[Role] | str]:
+    """The reviewed table (its API ``operations`` or its ``pages``): ``METHOD path`` -> the
+    roles that may call it, or ``anyone``."""
     table = tomllib.loads((Path(__file__).parent / "who_may.toml").read_text(encoding="utf-8"))
     groups = {
         name: frozenset(Role(role) for role in roles) for name, roles in table["groups"].items()
     }
     return {
         operation: ANYONE if who == ANYONE else groups[who]
-        for operation, who in table["operations"].items()
+        for operation, who in table[section].items()
     }
 
 
@@ -183,7 +184,7 @@ async def test_route_obeys_who_may_do_what(
                 if recorded != opened:
                     failures.append(f"{role}: the audit trail says {recorded}, not {opened}")
             else:
-                changed = _audited_changes(before, await rows_of(superuser_engine, clinic.id))
+                changed = audited_changes(before, await rows_of(superuser_engine, clinic.id))
                 recorded = await audited(superuser_engine, clinic.id, response)
                 if (changed and not recorded) or any(
                     action != route.action.value for action, _ in recorded
