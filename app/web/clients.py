@@ -19,7 +19,7 @@ from app.customers.schemas import CustomerIn
 from app.db.repository import get_or_404
 from app.db.session import DbSession
 from app.kit.pagination import paginate
-from app.kit.problems import Conflict, InvalidInput
+from app.kit.problems import Conflict
 from app.pets import service as pets
 from app.pets.models import Pet, Sex, Species
 from app.pets.schemas import PetIn, WeightOut
@@ -104,13 +104,8 @@ async def create_client(
     consents = {channel: forms.checked(form, f"consents_{channel}") for channel in CHANNELS}
     checked = forms.validate(CustomerIn, {**values, "consents": consents})
     if not isinstance(checked, dict):
-        try:
-            async with forms.undone_if_refused(session):
-                customer = await customers.create(session, caller, checked, caller.user_id)
-        except InvalidInput as exc:
-            checked = forms.errors_of(exc)
-        else:
-            return see_other(f"/clients/{customer.id}")
+        customer = await customers.create(session, caller, checked, caller.user_id)
+        return see_other(f"/clients/{customer.id}")
     viewer, clinic = await view(session, caller)
     shown = {**values, **{f"consents_{c}": "true" for c, given in consents.items() if given}}
     return _client_form(request, viewer, clinic, shown, checked)
@@ -189,8 +184,6 @@ async def create_pet(
         try:
             async with forms.undone_if_refused(session):
                 pet = await pets.create(session, caller, checked)
-        except InvalidInput as exc:
-            checked = forms.errors_of(exc)
         except Conflict as exc:  # the microchip of another pet
             checked = {"microchip": exc.detail or exc.title}
         else:

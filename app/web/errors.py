@@ -51,6 +51,12 @@ def problem_page(problem: Problem, request: Request) -> Response | None:
         status_code=problem.status,
         problem=body,
     )
+    return carry_headers(problem, page)
+
+
+def carry_headers(problem: Problem, page: Response) -> Response:
+    """The problem's headers on its page (``Retry-After``, ``Allow``), but the API's
+    ``WWW-Authenticate``: a page's log-in is a form, not a bearer token."""
     for name, value in (problem.headers or {}).items():
         if name.lower() != "www-authenticate":
             page.headers[name] = value

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 
-from app.kit.problems import InvalidInput, error_message
+from app.kit.problems import error_message
 
 M = TypeVar("M", bound=BaseModel)
 Errors = dict[str, str]
@@ -48,15 +48,6 @@ def validate(model: type[M], data: Mapping[str, Any]) -> M | Errors:
             name = "_".join(part for part in err["loc"] if isinstance(part, str)) or "form"
             errors.setdefault(name, error_message(err))
         return errors
-
-
-def errors_of(problem: InvalidInput) -> Errors:
-    """A service's refusal of named fields (``body.pet_id``), as the form names them."""
-    errors: Errors = {}
-    for error in problem.errors:
-        name = "_".join(str(part) for part in error.loc if part != "body") or "form"
-        errors.setdefault(name, error.msg)
-    return errors
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime, format_time
+from babel.dates import format_date, format_time
 from babel.numbers import format_decimal
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -75,9 +75,6 @@ class Clinic:
         if isinstance(day, dt.datetime):
             day = self.local(day).date()
         return format_date(day, width, locale=self.locale)
-
-    def when(self, moment: dt.datetime) -> str:
-        return format_datetime(self.local(moment), "medium", locale=self.locale)
 
     def number(self, value: Decimal | float, digits: int = 2) -> str:
         return format_decimal(value, format=f"#,##0.{'0' * digits}", locale=self.locale)

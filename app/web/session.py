@@ -19,7 +19,7 @@ from app.db.session import DbSession, DbSessions
 from app.kit.problems import Conflict, InvalidCredentials, MfaRequired
 from app.web import forms
 from app.web.deps import posted, read_form
-from app.web.errors import safe_next
+from app.web.errors import carry_headers, safe_next
 from app.web.pages import render, see_other
 from app.web.text import t
 
@@ -80,19 +80,21 @@ async def login(
             needs_code=needs_code,
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
+    # No savepoint around it: a refused log-in has written nothing (each check comes before any
+    # write), and a savepoint would hold a pooled connection through the password's hash, which
+    # the log-in takes care not to do (``auth.service._check_password_unpooled``).
     try:
-        async with forms.undone_if_refused(session):
-            issued = await signin.log_in(
-                request,
-                session,
-                sessions,
-                settings,
-                guard,
-                email=checked.email,
-                password=checked.password,
-                clinic_id=None,
-                totp_code=checked.totp_code,
-            )
+        issued = await signin.log_in(
+            request,
+            session,
+            sessions,
+            settings,
+            guard,
+            email=checked.email,
+            password=checked.password,
+            clinic_id=None,
+            totp_code=checked.totp_code,
+        )
     except MfaRequired as exc:
         errors = {"totp_code": exc.detail or t("login.code_needed")} if needs_code else {}
         return _login_page(
@@ -105,7 +107,7 @@ async def login(
             notice=None if needs_code else t("login.code_needed"),
         )
     except (InvalidCredentials, AccountThrottled, Conflict) as exc:
-        page = _login_page(
+        refused = _login_page(
             request,
             email=checked.email,
             next_url=next_url,
@@ -113,10 +115,7 @@ async def login(
             needs_code=needs_code,
             status_code=exc.status,
         )
-        for name, value in (exc.headers or {}).items():
-            if name.lower() != "www-authenticate":
-                page.headers[name] = value
-        return page
+        return carry_headers(exc, refused)
     response = see_other(next_url)
     signin.set_session_cookies(response, settings, issued.secret, issued.credential)
     return response

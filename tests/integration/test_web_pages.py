@@ -26,6 +26,7 @@ from fixtures.factories import (
     create_pet,
 )
 from tests.harness.api import PROBLEM_JSON
+from tests.harness.plugin import page_client
 
 HTML = "text/html; charset=utf-8"
 
@@ -91,6 +92,35 @@ async def test_a_wrong_password_is_a_page_saying_so_and_no_session(pages, world)
     assert "vetify_session" not in answer.headers.get("set-cookie", "")
 
 
+async def test_a_login_form_left_blank_is_answered_field_by_field(pages):
+    blank = await pages.post("/login", data={"email": "", "password": ""})
+    assert blank.status_code == 422
+    assert 'href="#email"' in blank.text
+    assert 'href="#password"' in blank.text
+
+
+async def test_guessing_a_password_is_held_back_on_the_page_too(configured_app, world):
+    clinic = await world.clinic(roles=())
+    guess = {"email": clinic.setup.owner.email, "password": "guess"}
+    async with configured_app(login_free_failures=1) as app, page_client(app) as pages:
+        first = await pages.post("/login", data=guess)
+        second = await pages.post("/login", data=guess)  # backs off from here
+        throttled = await pages.post("/login", data=guess)
+    assert [first.status_code, second.status_code, throttled.status_code] == [401, 401, 429]
+    assert int(throttled.headers["Retry-After"]) > 0
+    assert throttled.headers["content-type"] == HTML
+    assert "www-authenticate" not in throttled.headers
+
+
+async def test_a_method_a_page_does_not_take_is_a_page_naming_those_it_does(pages, world):
+    clinic = await world.clinic(roles=())
+    await logged_in(pages, clinic.setup.owner.email)
+    answer = await pages.delete("/clients/new")
+    assert answer.status_code == 405
+    assert answer.headers["Allow"] == "GET, POST"
+    assert answer.headers["content-type"] == HTML
+
+
 async def test_log_in_with_a_second_factor_then_log_out(pages, world):
     clinic = await world.clinic(roles=())
     secret = await world.enrol_mfa(clinic.setup.owner)
@@ -117,7 +147,9 @@ async def test_the_day_shows_its_appointments_in_the_clinics_time_with_alerts(pa
     clinic = await world.clinic(roles=(), timezone="America/New_York")
     owner = clinic.setup.owner
     customer = await world.made(clinic, create_customer, first_name="Maria", last_name="Silva")
-    pet = await world.made(clinic, create_pet, alerts=["Bites when muzzled"], customer_id=customer.id)
+    pet = await world.made(
+        clinic, create_pet, alerts=["Bites when muzzled"], customer_id=customer.id
+    )
     # 12:30 in the clinic's zone, on its today (which need not be UTC's).
     zone = zoneinfo.ZoneInfo("America/New_York")
     starts = dt.datetime.now(zone).replace(hour=12, minute=30, second=0, microsecond=0)
@@ -240,6 +272,28 @@ async def test_wrong_fields_are_named_linked_to_their_inputs_and_nothing_is_stor
     assert listed.json()["items"] == []
 
 
+async def test_a_wrong_pet_form_is_answered_field_by_field(pages, world, client):
+    clinic = await world.clinic(roles=())
+    customer = await world.made(clinic, create_customer)
+    await logged_in(pages, clinic.setup.owner.email)
+    form = await pages.get(f"/clients/{customer.id}/pets/new")
+    wrong = await pages.post(
+        f"/clients/{customer.id}/pets/new",
+        data={
+            "csrf_token": token_of(form),
+            "species": "dragon",
+            "date_of_birth": "2999-01-01",
+            "alerts": "x" * 300,
+        },
+    )
+    assert wrong.status_code == 422
+    for field in ("name", "species", "date_of_birth", "alerts"):
+        assert f'id="{field}-error"' in wrong.text, field
+    assert not re.search(r'<input id="neutered"[^>]* checked', wrong.text)
+    pets = await client.get("/api/v1/pets", headers=clinic.owner.headers)
+    assert pets.json()["items"] == []
+
+
 async def test_a_taken_microchip_is_a_field_error_and_the_request_still_ends_cleanly(pages, world):
     clinic = await world.clinic(roles=())
     customer = await world.made(clinic, create_customer)
@@ -252,11 +306,13 @@ async def test_a_taken_microchip_is_a_field_error_and_the_request_still_ends_cle
             "csrf_token": token_of(form),
             "name": "Twin",
             "species": "dog",
+            "neutered": "true",
             "microchip": "985112345678901",
         },
     )
     assert taken.status_code == 422
     assert 'id="microchip-error"' in taken.text
+    assert re.search(r'<input id="neutered"[^>]* checked', taken.text)  # as it was sent
     # The session is still good: the failed insert was undone, not the request's transaction.
     assert (await pages.get(f"/clients/{customer.id}")).status_code == 200
 

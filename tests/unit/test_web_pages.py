@@ -110,6 +110,6 @@ def test_a_clinic_shows_times_in_its_zone_and_numbers_in_its_country() -> None:
     moment = dt.datetime(2026, 7, 1, 10, 30, tzinfo=dt.UTC)
     assert berlin.time(moment) == "12:30"
     assert berlin.number(Decimal("1234.5")) == "1.234,50"
-    unknown = Clinic(name="B", timezone="UTC", country="ZZ")  # no English locale for it
+    unknown = Clinic(name="B", timezone="UTC", country="BR")  # no English locale for it
     assert unknown.number(Decimal("1234.5")) == "1,234.50"
     assert unknown.date(dt.date(2026, 7, 1)) == "Jul 1, 2026"
