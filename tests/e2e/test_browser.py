@@ -1,7 +1,6 @@
-"""A real browser against the running service: the API docs, a login, its cookie, and logout.
-
-There is no web UI yet; what a person's browser can use today is the interactive docs at /docs
-and the JSON API, called from a page of the service's own origin as a front end would.
+"""A real browser against the running service's API: the interactive docs at /docs, a login,
+its cookie, and logout, called from a page of the service's own origin as a front end would
+(the web app's own pages: tests/e2e/test_web_app.py).
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ def _set_cookies(response) -> dict[str, tuple[str, dict[str, str]]]:
 
 
 @pytest.mark.mutation_targets(
-    "app/auth/routes.py::_set_session_cookie",
-    "app/auth/routes.py::_clear_session_cookies",
+    "app/auth/signin.py::set_session_cookies",
+    "app/auth/signin.py::clear_session_cookies",
     "app/auth/routes.py::_session_body",
 )
 async def test_the_session_and_csrf_cookies_carry_their_attributes_and_are_cleared_alike(

@@ -271,7 +271,8 @@ SEND_ORIGIN = (
 )
 SEND_TOKEN = (
     f"Send the session's CSRF token (the {csrf.CSRF_COOKIE} cookie, or csrf_token from the login"
-    f" response) in the {csrf.CSRF_HEADER} header."
+    f" response) in the {csrf.CSRF_HEADER} header (a page's form: in its {csrf.FORM_FIELD}"
+    " field)."
 )
 SAYS = {name: SEND_TOKEN if "token" in name else SEND_ORIGIN for name in ATTACKS}
 
