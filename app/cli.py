@@ -125,7 +125,7 @@ def _claimed(settings: Settings, holder: str) -> AbstractContextManager[None]:
     return claim(settings.data_dir, holder) if settings.embedded else nullcontext()
 
 
-async def _seed_demo(settings: Settings, docs_url: str) -> None:
+async def _seed_demo(settings: Settings, public_url: str) -> None:
     # Lazily (documented exception to "no imports in functions"): fixtures/ sits beside app/
     # in the source tree, and only `vetify demo` seeds from it.
     from fixtures.demo import seed_demo
@@ -139,9 +139,9 @@ async def _seed_demo(settings: Settings, docs_url: str) -> None:
         await engine.dispose()
     what = "created" if login.created else "already there"
     print(
-        f"\nDemo clinic {what}. Log in at POST /api/v1/auth/login with\n"
+        f"\nDemo clinic {what}. Open {public_url}/ and log in with\n"
         f"  email:    {login.email}\n  password: {login.password}\n"
-        f"then open {docs_url}\n",
+        f"(the API's interactive docs: {public_url}/docs)\n",
         flush=True,
     )
 
@@ -158,7 +158,7 @@ def _serve(settings: Settings, host: str, port: int, demo: bool) -> None:
                 # One command for a newcomer: the API and its jobs, on the embedded database.
                 ready = ready.model_copy(update={"jobs_in_process": True})
             if demo and not shutdown.requested:
-                asyncio.run(_seed_demo(ready, f"{ready.public_url}/docs"))
+                asyncio.run(_seed_demo(ready, ready.public_url))
             if not shutdown.requested:  # else asked to stop while starting: done
                 _serve_ready(ready, sock, shutdown)
 

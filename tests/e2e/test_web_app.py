@@ -24,6 +24,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from app.auth.service import SESSION_COOKIE
 from app.kit import csrf
+from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.harness.api import SIGNUP_PASSWORD, login_sync, signup_body, signup_sync
 from tests.harness.live import LiveServer
 
@@ -262,6 +263,27 @@ def test_the_same_journey_by_keyboard_alone(
     keyboard.press("Enter")
     expect(page.get_by_role("heading", level=1)).to_have_text("Rato")
     checks.state("pet-by-keyboard")
+
+
+def test_the_demo_clinics_day_and_a_patient_with_its_weight_chart(
+    page: Page, live_server: LiveServer, checks: Checks
+) -> None:
+    """What a newcomer sees after `vetify demo`: a filled day, a patient's alerts and weights."""
+    page.goto("/")
+    log_in(page, DEMO_EMAIL, DEMO_PASSWORD)
+    expect(page.get_by_role("banner")).to_contain_text("Riverside Veterinary Clinic")
+    book = page.get_by_role("table")
+    expect(book.get_by_role("row")).not_to_have_count(0)
+    expect(book.get_by_role("columnheader", name="Alerts")).to_be_visible()
+    checks.state("day")
+
+    book.get_by_role("row").nth(1).get_by_role("link").first.click()
+    expect(page.get_by_role("heading", name="Weight history")).to_be_visible()
+    chart = page.get_by_role("img", name=re.compile("Weight of .* over time"))
+    expect(chart).to_be_visible()
+    weights = page.get_by_role("table", name=re.compile("Weight of"))
+    expect(weights.get_by_role("row")).to_have_count(4)  # a heading and three weighings
+    checks.state("patient")
 
 
 def test_another_clinics_urls_show_the_not_found_page(

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import cli
+from app.auth.service import SESSION_COOKIE
 from app.db import migrate
 from app.db.embedded import EmbeddedPostgres, claim, free_port
 from app.db.migrate import head_revisions
@@ -25,6 +26,7 @@ from app.kit.csrf import origin_of
 from app.settings import Settings
 from fixtures.demo import DEMO_EMAIL, DEMO_PASSWORD
 from tests.harness.api import login_sync, token_by_session_sync
+from tests.harness.browser import NAVIGATION
 from tests.harness.databases import APP_ROLE, Database, schema_heads
 from tests.harness.live import Vetify, run_vetify, until, vetify_command, vetify_env
 
@@ -92,7 +94,8 @@ def test_migrate_applies_migrations_to_a_configured_database(monkeypatch, databa
 
 def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
     """The README's run command, as a newcomer runs it (minus the install), on a port of its
-    own: the docs URL it prints is an origin its cookie-authenticated requests are taken from."""
+    own: the address it prints opens the web app, where the printed login works, and is an
+    origin the API's cookie-authenticated requests are taken from."""
     port = free_port()
     process = subprocess.Popen(  # noqa: S603 - our own command
         vetify_command("demo", "--port", str(port)),
@@ -105,10 +108,21 @@ def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
     try:
         _wait_until_ready(process, port)
         # Printed before the server started, so already in the pipe.
-        docs_url = _printed_line(process, "then open ").split("then open ", 1)[1].strip()
+        opened = _printed_line(process, "Open ").split("Open ", 1)[1].split(" and log in")[0]
+        docs_url = _printed_line(process, "interactive docs: ").split(": ", 1)[1].strip(" )\n")
         docs = httpx.get(docs_url, timeout=5)
         spec = httpx.get(f"{base}/openapi.json", timeout=5).json()
-        page = origin_of(docs_url) or ""
+        page = origin_of(opened) or ""
+        with httpx.Client(base_url=opened, timeout=10, headers=NAVIGATION) as browser:
+            sent_to = browser.get("/").headers["location"]
+            logged_in = browser.post(
+                "/login",
+                data={"email": DEMO_EMAIL, "password": DEMO_PASSWORD},
+                headers={"Origin": page},
+            )
+            # Secure, so sent back by hand: a browser sends it to a loopback address over http.
+            secret = logged_in.cookies[SESSION_COOKIE]
+            today = browser.get("/", headers={"Cookie": f"{SESSION_COOKIE}={secret}"})
         with httpx.Client(base_url=base, timeout=10) as http:
             login = login_sync(http, DEMO_EMAIL, DEMO_PASSWORD, headers={"Origin": page})
             assert login.status_code == 200, login.text
@@ -116,6 +130,10 @@ def test_vetify_demo_serves_the_demo_clinic_and_cleans_up(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
+    assert opened == f"{base}/"
+    assert sent_to == "/login?next=/"
+    assert today.status_code == 200
+    assert "Riverside Veterinary Clinic" in today.text
     assert docs.status_code == 200
     assert "/api/v1/pets" in spec["paths"]
     assert login.json()["clinic"]["name"] == "Riverside Veterinary Clinic"

@@ -1,10 +1,11 @@
-"""Cross-site scripting: markup in free text is stored exactly as sent and only ever answered as
-JSON; markup in a query or path value never comes back in anything but JSON.
+"""Cross-site scripting: markup in free text is stored exactly as sent and the API answers it
+only as JSON; markup in a query or path value never comes back in anything but JSON.
 
 Free text is kept as given; the web app's pages escape it on output (Jinja2 autoescaping, held
-by tests/security/test_pages.py with these payloads stored in what every page shows). Sanitising on input would mangle clinical notes ("weight < 5 kg")
-and still not make text safe for every output context, so no field accepts rich text: the first
-test fails when one is declared, until sanitising (nh3) comes with it.
+by tests/security/test_pages.py with these payloads stored in what every page shows).
+Sanitising on input would mangle clinical notes ("weight < 5 kg") and still not make text safe
+for every output context, so no field accepts rich text: the first test fails when one is
+declared, until sanitising (nh3) comes with it.
 
 Free-text fields are discovered from the document (string body properties without enum, format
 or a pattern beyond "no NUL, not blank"; tests/security/bodies.py).
