@@ -212,6 +212,7 @@ async def show_pet(
         owner=owner,
         weights=history,
         chart=_chart(history),
+        may_book=caller.can(Action.appointments_write),
     )
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 
-from app.kit.problems import error_message
+from app.kit.problems import InvalidInput, error_message
 
 M = TypeVar("M", bound=BaseModel)
 Errors = dict[str, str]
@@ -56,3 +56,13 @@ async def undone_if_refused(session: AsyncSession) -> AsyncIterator[None]:
     is undone entirely, and the request's transaction stays usable for the page saying why."""
     async with session.begin_nested():
         yield
+
+
+def errors_of(problem: InvalidInput, fields: Mapping[str, str] | None = None) -> Errors:
+    """A service's refusal of named fields (``body.vet_id``), on the form's fields: by the same
+    name, or as ``fields`` maps them (``starts_at`` shown on ``date``); the rest on the form."""
+    errors: Errors = {}
+    for error in problem.errors:
+        name = "_".join(str(part) for part in error.loc if part != "body")
+        errors.setdefault((fields or {}).get(name, name) or "form", error.msg)
+    return errors or {"form": problem.detail or problem.title}

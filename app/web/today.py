@@ -57,19 +57,19 @@ async def today(request: Request, caller: Reader, session: DbSession) -> Respons
         room_id=None,
     ).order_by(Appointment.starts_at, Appointment.id)
     booked = list((await session.scalars(query)).all())
-    visits = await _visits(session, caller, booked)
+    found = await visits(session, caller, booked)
     return render(
         request,
         "today.html",
         viewer=viewer,
         clinic=clinic,
         day=day,
-        visits=visits,
-        arrived=sum(visit.arrived for visit in visits),
+        visits=found,
+        arrived=sum(visit.arrived for visit in found),
     )
 
 
-async def _visits(session: DbSession, caller: Principal, booked: list[Appointment]) -> list[Visit]:
+async def visits(session: DbSession, caller: Principal, booked: list[Appointment]) -> list[Visit]:
     pet_ids = {a.pet_id for a in booked}
     found = (await session.scalars(of_clinic(caller, Pet).where(Pet.id.in_(pet_ids)))).all()
     by_pet = {pet.id: pet for pet in await pets.to_out(session, caller, found)}

@@ -394,3 +394,157 @@ async def test_the_vendored_script_and_the_stylesheet_are_served(pages):
         answer = await pages.get(path)
         assert answer.status_code == 200, path
         assert answer.headers["cache-control"] == "no-cache"
+
+
+async def _booking(world, roles=()):
+    clinic = await world.clinic(roles=roles, timezone="Europe/Lisbon")
+    customer = await world.made(clinic, create_customer, first_name="Rui", last_name="Book")
+    pet = await world.made(clinic, create_pet, customer_id=customer.id, name="Farrusco")
+    return clinic, pet
+
+
+def _tomorrow() -> dt.date:
+    return (dt.datetime.now(zoneinfo.ZoneInfo("Europe/Lisbon")) + dt.timedelta(days=1)).date()
+
+
+async def test_a_booking_from_the_pets_page_then_its_steps_through_the_day(pages, world, client):
+    clinic, pet = await _booking(world)
+    await logged_in(pages, clinic.setup.owner.email)
+    form = await pages.get(f"/pets/{pet.id}/book")
+    assert form.status_code == 200
+    day = _tomorrow()
+    booked = await pages.post(
+        f"/pets/{pet.id}/book",
+        data={
+            "csrf_token": token_of(form),
+            "date": day.isoformat(),
+            "time": "09:30",
+            "vet_id": str(clinic.setup.owner.id),
+            "reason": "Vaccination",
+        },
+    )
+    assert booked.status_code == 303, booked.text
+    assert booked.headers["location"].startswith(f"/book?day={day.isoformat()}#a-")
+    appointment_id = booked.headers["location"].rsplit("#a-", 1)[1]
+    stored = await client.get(
+        f"/api/v1/appointments/{appointment_id}", headers=clinic.owner.headers
+    )
+    # 09:30 in Lisbon, stored as the instant it is.
+    starts = dt.datetime.fromisoformat(stored.json()["starts_at"])
+    assert starts.astimezone(zoneinfo.ZoneInfo("Europe/Lisbon")).strftime("%H:%M") == "09:30"
+
+    book = await pages.get(f"/book?day={day.isoformat()}")
+    assert "Farrusco" in book.text
+    for step in ("confirmed", "checked_in", "in_exam", "completed"):
+        moved = await pages.post(
+            f"/appointments/{appointment_id}/status",
+            data={"csrf_token": token_of(book), "status": step},
+        )
+        assert moved.status_code == 303, (step, moved.text)
+    done = await client.get(f"/api/v1/appointments/{appointment_id}", headers=clinic.owner.headers)
+    assert done.json()["status"] == "completed"
+    # Done is final: the service's refusal is a page, and nothing changes.
+    again = await pages.post(
+        f"/appointments/{appointment_id}/status",
+        data={"csrf_token": token_of(book), "status": "cancelled"},
+    )
+    assert again.status_code == 409
+    assert again.headers["content-type"] == HTML
+    nonsense = await pages.post(
+        f"/appointments/{appointment_id}/status",
+        data={"csrf_token": token_of(book), "status": "teleported"},
+    )
+    assert nonsense.status_code == 422
+
+
+async def test_a_double_booking_is_said_on_the_form_and_nothing_is_stored(pages, world, client):
+    clinic, pet = await _booking(world)
+    await logged_in(pages, clinic.setup.owner.email)
+    form = await pages.get(f"/pets/{pet.id}/book")
+    day = _tomorrow().isoformat()
+    slot = {
+        "csrf_token": token_of(form),
+        "date": day,
+        "time": "10:00",
+        "vet_id": str(clinic.setup.owner.id),
+    }
+    assert (await pages.post(f"/pets/{pet.id}/book", data=slot)).status_code == 303
+    clash = await pages.post(f"/pets/{pet.id}/book", data={**slot, "time": "10:05"})
+    assert clash.status_code == 409
+    assert 'role="alert"' in clash.text
+    assert "That time is taken" in clash.text
+    assert 'value="10:05"' in clash.text  # what was typed stays, to be changed
+    listed = await client.get("/api/v1/appointments", headers=clinic.owner.headers)
+    assert len(listed.json()["items"]) == 1
+
+
+async def test_a_booking_form_is_held_to_the_apis_rules(pages, world, client):
+    clinic, pet = await _booking(world)
+    await logged_in(pages, clinic.setup.owner.email)
+    form = await pages.get(f"/pets/{pet.id}/book")
+    token = token_of(form)
+    missing = await pages.post(f"/pets/{pet.id}/book", data={"csrf_token": token})
+    assert missing.status_code == 422
+    assert 'id="date-error"' in missing.text
+    assert 'id="vet_id-error"' in missing.text
+    far = await pages.post(
+        f"/pets/{pet.id}/book",
+        data={
+            "csrf_token": token,
+            "date": "2999-01-01",
+            "time": "09:00",
+            "vet_id": str(clinic.setup.owner.id),
+        },
+    )
+    assert far.status_code == 422
+    assert 'id="date-error"' in far.text  # beyond the booking horizon
+    stranger = await pages.post(
+        f"/pets/{pet.id}/book",
+        data={
+            "csrf_token": token,
+            "date": _tomorrow().isoformat(),
+            "time": "09:00",
+            "vet_id": str(uuid.uuid4()),
+        },
+    )
+    assert stranger.status_code == 422
+    assert 'id="vet_id-error"' in stranger.text
+    listed = await client.get("/api/v1/appointments", headers=clinic.owner.headers)
+    assert listed.json()["items"] == []
+
+
+async def test_rescheduling_keeps_the_length_and_refuses_a_clash(pages, world, client):
+    clinic, pet = await _booking(world)
+    await logged_in(pages, clinic.setup.owner.email)
+    form = await pages.get(f"/pets/{pet.id}/book")
+    token = token_of(form)
+    day = _tomorrow().isoformat()
+    owner = str(clinic.setup.owner.id)
+    for time in ("09:00", "11:00"):
+        made = await pages.post(
+            f"/pets/{pet.id}/book",
+            data={"csrf_token": token, "date": day, "time": time, "vet_id": owner},
+        )
+        assert made.status_code == 303
+    first = made.headers["location"].rsplit("#a-", 1)[1]  # the 11:00 one
+    edit = await pages.get(f"/appointments/{first}/edit")
+    assert 'value="11:00"' in edit.text
+    clash = await pages.post(
+        f"/appointments/{first}/edit",
+        data={"csrf_token": token, "date": day, "time": "09:05", "vet_id": owner},
+    )
+    assert clash.status_code == 409
+    moved = await pages.post(
+        f"/appointments/{first}/edit",
+        data={"csrf_token": token, "date": day, "time": "14:00", "vet_id": owner},
+    )
+    assert moved.status_code == 303, moved.text
+    stored = (
+        await client.get(f"/api/v1/appointments/{first}", headers=clinic.owner.headers)
+    ).json()
+    starts = dt.datetime.fromisoformat(stored["starts_at"])
+    ends = dt.datetime.fromisoformat(stored["ends_at"])
+    assert starts.astimezone(zoneinfo.ZoneInfo("Europe/Lisbon")).strftime("%H:%M") == "14:00"
+    assert ends - starts == dt.timedelta(minutes=15)  # the length it had
+    blank = await pages.post(f"/appointments/{first}/edit", data={"csrf_token": token})
+    assert blank.status_code == 422

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from app.auth.permissions import Action
 from fixtures.factories import DEFAULT_PASSWORD
 from tests.contract.snapshot import offline_app
 from tests.security.catalogue import ID_KINDS, is_page
-from tests.security.estate import MAKERS, Estate
+from tests.security.estate import MAKERS, Estate, next_slot
 
 PUBLIC_PAGES: dict[tuple[str, str], str] = {
     ("GET", "/login"): "the log-in form",
@@ -32,6 +33,18 @@ PUBLIC_PAGES: dict[tuple[str, str], str] = {
 """Pages anyone may open, with why."""
 
 Form = Callable[[Estate], dict[str, str]]
+
+
+def _slot(estate: Estate) -> dict[str, str]:
+    """A free slot with the estate's vet, as the clinic's clock writes it (a new one each time)."""
+    local = next_slot().astimezone(zoneinfo.ZoneInfo(estate.clinic.setup.clinic.timezone))
+    return {
+        "date": local.date().isoformat(),
+        "time": local.strftime("%H:%M"),
+        "vet_id": str(estate["vet"]),
+    }
+
+
 FORMS: dict[tuple[str, str], Form] = {
     ("POST", "/login"): lambda e: {
         "email": e.clinic.owner.user.email,
@@ -45,6 +58,9 @@ FORMS: dict[tuple[str, str], Form] = {
         "consents_email": "true",
     },
     ("POST", "/clients/{customer_id}/pets/new"): lambda e: {"name": "Rex", "species": "dog"},
+    ("POST", "/pets/{pet_id}/book"): lambda e: {**_slot(e), "reason": "Vaccination"},
+    ("POST", "/appointments/{appointment_id}/edit"): _slot,
+    ("POST", "/appointments/{appointment_id}/status"): lambda e: {"status": "confirmed"},
 }
 """A valid form for each page's POST, in the estate's clinic (the CSRF token is added)."""
 

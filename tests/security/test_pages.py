@@ -215,15 +215,16 @@ async def test_stored_markup_is_shown_as_text_on_every_page(
     )
     zone = zoneinfo.ZoneInfo(clinic.setup.clinic.timezone)
     starts = dt.datetime.now(zone).replace(hour=6, minute=5, second=0, microsecond=0)
-    await world.make(
+    booked = await world.make(
         clinic,
         AppointmentFactory,
         pet_id=pet.id,
         vet_id=clinic.owner.user.id,
         starts_at=starts,
         ends_at=starts + dt.timedelta(minutes=20),
+        reason=hostile[5][:100],
     )
-    ids = {"customer": customer.id, "pet": pet.id}
+    ids = {"customer": customer.id, "pet": pet.id, "appointment": booked.id}
     session = await world.login(clinic.owner)
     shown = 0
     for page in SHOWN:
