@@ -10,9 +10,11 @@ and billing pages come with their own journeys.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,31 @@ def next_code(secret: str) -> str:
     """The authenticator's next code: this step's was spent confirming the enrolment, and a
     code is accepted once (the next step's is within the allowed drift)."""
     return pyotp.TOTP(secret).at(time.time() + pyotp.TOTP(secret).interval)
+
+
+def client_with_pet(live_server: LiveServer, email: str) -> str:
+    """A client and their pet, added through the API by ``email``: the pet's id."""
+    with httpx.Client(base_url=live_server.url, timeout=30) as http:
+        login = login_sync(http, email, SIGNUP_PASSWORD)
+        assert login.status_code == 200, login.text
+        http.cookies.clear()
+        headers = {
+            "Cookie": f"{SESSION_COOKIE}={login.cookies[SESSION_COOKIE]}",
+            "Origin": live_server.url,
+            csrf.CSRF_HEADER: login.json()["csrf_token"],
+        }
+        customer = http.post(
+            "/api/v1/customers", json={"first_name": "Rui", "last_name": "Book"}, headers=headers
+        )
+        assert customer.status_code == 201, customer.text
+        pet = http.post(
+            "/api/v1/pets",
+            json={"customer_id": customer.json()["id"], "name": "Farrusco", "species": "dog"},
+            headers=headers,
+        )
+        assert pet.status_code == 201, pet.text
+        pet_id: str = pet.json()["id"]
+        return pet_id
 
 
 def log_in(page: Page, email: str, password: str = SIGNUP_PASSWORD) -> None:
@@ -206,6 +233,55 @@ def test_a_client_with_consent_and_a_pet_then_found_by_search(
     page.get_by_label("Search clients").fill("nobody-like-this")
     expect(page.locator("#results").get_by_text("No clients match.")).to_be_visible()
     expect(page.locator("#announcer")).to_have_text("No clients match.")
+
+
+def test_book_see_a_double_booking_refused_reschedule_and_check_in(
+    page: Page, live_server: LiveServer, checks: Checks
+) -> None:
+    clinic = new_clinic(live_server, timezone="Europe/Lisbon")
+    pet_id = client_with_pet(live_server, clinic["email"])
+    tomorrow = (dt.datetime.now(zoneinfo.ZoneInfo("Europe/Lisbon")) + dt.timedelta(days=1)).date()
+    page.goto(f"/pets/{pet_id}")
+    log_in(page, clinic["email"])
+
+    def book_at(time_of_day: str) -> None:
+        page.get_by_role("link", name="Book an appointment").click()
+        page.get_by_label("Date").fill(tomorrow.isoformat())
+        page.get_by_label("Time").fill(time_of_day)
+        page.get_by_role("button", name="Book").click()
+
+    book_at("09:30")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Book,")
+    expect(page.get_by_role("row", name=re.compile("Farrusco"))).to_have_count(1)
+    page.go_back()
+    page.go_back()
+    checks.state("new-appointment")
+
+    book_at("09:35")  # the vet is busy then
+    clash = page.get_by_role("alert")
+    expect(clash).to_be_focused()
+    expect(clash).to_contain_text("That time is taken")
+    checks.state("clash")
+    page.get_by_label("Time").fill("11:00")
+    page.get_by_role("button", name="Book").click()
+    rows = page.get_by_role("row", name=re.compile("Farrusco"))
+    expect(rows).to_have_count(2)
+    checks.state("day")
+
+    page.get_by_role("link", name=re.compile("Reschedule Farrusco at 11:00")).click()
+    page.get_by_label("Time").fill("15:00")
+    page.get_by_role("button", name="Reschedule").click()
+    expect(
+        page.get_by_role("link", name=re.compile("Reschedule Farrusco at 15:00"))
+    ).to_be_visible()
+
+    # htmx posts the step and swaps the book in place; the change is announced.
+    page.get_by_role(
+        "button", name=re.compile("Check in: Farrusco at 9:30|Check in: Farrusco at 09:30")
+    ).click()
+    expect(page.get_by_role("row", name=re.compile("Farrusco")).first).to_contain_text("Checked in")
+    expect(page.locator("#announcer")).to_have_text("The book is updated.")
+    checks.state("checked-in")
 
 
 def test_the_same_journey_by_keyboard_alone(

@@ -37,7 +37,7 @@ async def customers_in_db(engine) -> int:
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/v1/nothing-here", "/api/v2/customers", "/api/v1/customers/x/y", "/"]
+    "path", ["/api/v1/nothing-here", "/api/v2/customers", "/api/v1/customers/x/y", "/no-such-page"]
 )
 async def test_unknown_route_is_404(client, path):
     body = assert_problem(await client.get(path), 404, "not-found")

@@ -548,3 +548,18 @@ async def test_rescheduling_keeps_the_length_and_refuses_a_clash(pages, world, c
     assert ends - starts == dt.timedelta(minutes=15)  # the length it had
     blank = await pages.post(f"/appointments/{first}/edit", data={"csrf_token": token})
     assert blank.status_code == 422
+    stranger = await pages.post(
+        f"/appointments/{first}/edit",
+        data={"csrf_token": token, "date": day, "time": "15:00", "vet_id": str(uuid.uuid4())},
+    )
+    assert stranger.status_code == 422
+    assert 'id="vet_id-error"' in stranger.text
+
+
+async def test_a_day_that_is_not_a_date_shows_the_clinics_today(pages, world):
+    clinic, _ = await _booking(world)
+    await logged_in(pages, clinic.setup.owner.email)
+    today = dt.datetime.now(zoneinfo.ZoneInfo("Europe/Lisbon")).date()
+    shown = await pages.get("/book", params={"day": "31-02-20"})
+    assert shown.status_code == 200
+    assert f"/book?day={today + dt.timedelta(days=1)}" in shown.text
