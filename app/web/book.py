@@ -36,6 +36,14 @@ Reader = Annotated[Principal, Depends(requires(Action.appointments_read))]
 Writer = Annotated[Principal, Depends(requires(Action.appointments_write))]
 Form = Annotated[FormData, Depends(posted)]
 SLOT_FIELDS = ("date", "time", "vet_id", "room_id", "appointment_type_id", "reason")
+STEP_ORDER = (
+    Status.confirmed,
+    Status.checked_in,
+    Status.in_exam,
+    Status.completed,
+    Status.no_show,
+    Status.cancelled,
+)
 SHOWN_ON = {"starts_at": "date", "ends_at": "time", "pet_id": "form"}
 """Where a refusal of the body's fields is shown on the form."""
 
@@ -97,7 +105,8 @@ async def book(
         before=shown - dt.timedelta(days=1),
         after=shown + dt.timedelta(days=1),
         visits=await visits(session, caller, booked),
-        next_steps={state: sorted(TRANSITIONS[state]) for state in Status},
+        # In the day's order: confirm, check in, start, done; then no-show and cancel.
+        next_steps={state: [s for s in STEP_ORDER if s in TRANSITIONS[state]] for state in Status},
         reschedulable=RESCHEDULABLE,
         may_write=caller.can(Action.appointments_write),
     )
