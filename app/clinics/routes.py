@@ -5,14 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from app.auth import service as auth
 from app.auth.deps import AppSettings, Guard, requires
 from app.auth.lockout import AccountThrottled
 from app.auth.permissions import Action
 from app.auth.principal import Principal
 from app.auth.quotas import per_ip
 from app.clinics import service
-from app.clinics.models import Clinic, Location, Room
+from app.clinics.models import Location, Room
 from app.clinics.schemas import (
     ClinicOut,
     ClinicPatch,
@@ -29,7 +28,6 @@ from app.clinics.schemas import (
 )
 from app.db.repository import get_or_404
 from app.db.session import DbSession
-from app.kit.ids import new_id
 from app.kit.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page, page
 from app.kit.problems import (
     Forbidden,
@@ -142,14 +140,7 @@ async def update_room(
 async def signup(
     body: SignupIn, session: DbSession, guard: Guard, settings: AppSettings
 ) -> SignupOut:
-    owner = await auth.owner_for_new_clinic(
-        session, guard, body.email, body.owner_name, body.password, body.totp_code
-    )
-    clinic = Clinic(id=new_id(), name=body.clinic_name, timezone=body.timezone)
-    location = Location(name=body.location_name)
-    await service.open_clinic(
-        session, clinic, location, owner, trial_days=settings.billing_trial_days
-    )
+    clinic, location, owner = await service.sign_up(session, guard, settings, body)
     return SignupOut(
         clinic=OpenedClinic.model_validate(clinic),
         user=OwnerOut.model_validate(owner),

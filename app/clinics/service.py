@@ -8,13 +8,23 @@ from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import mails as auth_mails
+from app.auth import service as auth
+from app.auth.lockout import LoginGuard
 from app.auth.models import Membership, Role, User
 from app.auth.principal import Principal
 from app.billing import account as billing
 from app.clinics.models import Clinic, Location, Room
-from app.clinics.schemas import ClinicPatch, LocationIn, LocationPatch, RoomIn, RoomPatch
+from app.clinics.schemas import (
+    ClinicPatch,
+    LocationIn,
+    LocationPatch,
+    RoomIn,
+    RoomPatch,
+    SignupIn,
+)
 from app.db.repository import apply, get_or_404, of_clinic, referenced
 from app.db.tenancy import InClinic, Tenant, check_tenant, enter_tenant
+from app.kit.ids import new_id
 from app.kit.problems import FieldError, InvalidInput
 from app.settings import Settings
 
@@ -106,6 +116,20 @@ async def update_room(
 
 
 # -- opening a clinic -------------------------------------------------------------------------
+async def sign_up(
+    session: AsyncSession, guard: LoginGuard, settings: Settings, data: SignupIn
+) -> tuple[Clinic, Location, User]:
+    """A new clinic, its first location and its owner (a new account, or the signer's own,
+    proven as at log-in), its trial begun: the API's sign-up and the sign-up page."""
+    owner = await auth.owner_for_new_clinic(
+        session, guard, data.email, data.owner_name, data.password, data.totp_code
+    )
+    clinic = Clinic(id=new_id(), name=data.clinic_name, timezone=data.timezone)
+    location = Location(name=data.location_name)
+    await open_clinic(session, clinic, location, owner, trial_days=settings.billing_trial_days)
+    return clinic, location, owner
+
+
 async def open_clinic(
     session: AsyncSession,
     clinic: Clinic,

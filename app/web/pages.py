@@ -99,13 +99,11 @@ def render(
 ) -> HTMLResponse:
     session_secret = request.cookies.get(SESSION_COOKIE)
     page = environment.get_template(template).render(
-        request=request,
         path=request.url.path,
         nonce=headers.nonce(request.scope),
         csrf_token=csrf.token_for(session_secret) if session_secret and viewer else "",
         viewer=viewer,
         clinic=clinic,
-        partial=is_htmx(request),
         **values,
     )
     return HTMLResponse(page, status_code=status_code)

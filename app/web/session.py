@@ -51,8 +51,11 @@ def _login_page(
 
 
 @router.get("/login")
-async def login_form(request: Request, next: str = "/", out: bool = False) -> Response:
-    return _login_page(request, next_url=next, notice=t("login.logged_out") if out else None)
+async def login_form(
+    request: Request, next: str = "/", out: bool = False, opened: bool = False
+) -> Response:
+    notice = t("login.logged_out") if out else t("login.opened") if opened else None
+    return _login_page(request, next_url=next, notice=notice)
 
 
 @router.post(

@@ -8,10 +8,10 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from app.web import book, clients, errors, session, today
+from app.web import book, clients, errors, session, signup, today
 from app.web.pages import STATIC
 
-ROUTERS = (session.router, today.router, book.router, clients.router)
+ROUTERS = (session.router, signup.router, today.router, book.router, clients.router)
 STATIC_PATH = "/static"
 
 

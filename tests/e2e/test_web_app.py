@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import re
 import time
+import uuid
 import zoneinfo
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,27 @@ def log_in(page: Page, email: str, password: str = SIGNUP_PASSWORD) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
+def test_sign_a_clinic_up_and_log_in(page: Page, checks: Checks) -> None:
+    page.goto("/login")
+    page.get_by_role("link", name="Sign your clinic up").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign your clinic up")
+    checks.state("empty")
+    email = f"owner-{uuid.uuid4().hex[:10]}@example.org"
+    page.get_by_label("Clinic's name").fill("Seaside Vets")
+    page.get_by_label("Time zone").fill("Europe/Lisbon")
+    page.get_by_label("Your name").fill("Marta Silva")
+    page.get_by_label("Your email address").fill(email)
+    page.get_by_label("Password").fill("short")
+    page.get_by_role("button", name="Open the clinic").click()
+    expect(page.get_by_role("alert")).to_be_focused()
+    checks.state("errors")
+    page.get_by_label("Password").fill(SIGNUP_PASSWORD)
+    page.get_by_role("button", name="Open the clinic").click()
+    expect(page.get_by_role("status").first).to_contain_text("Your clinic is open")
+    log_in(page, email)
+    expect(page.get_by_role("banner")).to_contain_text("Seaside Vets")
+
+
 def test_log_in_with_a_second_factor_and_log_out(
     page: Page, live_server: LiveServer, checks: Checks
 ) -> None:
@@ -225,6 +247,8 @@ def test_a_client_with_consent_and_a_pet_then_found_by_search(
 
     # Search as you type: htmx swaps the results in; the count is announced.
     page.get_by_role("link", name="Clients").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Clients")
+    page.wait_for_function("() => window.htmx !== undefined")
     page.get_by_label("Search clients").press_sequentially("pir", delay=30)
     expect(page).to_have_url(re.compile(r"/clients\?q=pir"))
     expect(page.get_by_role("link", name="Pires, Joana")).to_be_visible()
@@ -274,7 +298,10 @@ def test_book_see_a_double_booking_refused_reschedule_and_check_in(
     moved = re.compile(r"Reschedule Farrusco at (15:00|3:00\sPM)")  # as the clinic writes it
     expect(page.get_by_role("link", name=moved)).to_be_visible()
 
-    # htmx posts the step and swaps the book in place; the change is announced.
+    # htmx posts the step and swaps the book in place; the change is announced. (Clicked once
+    # htmx has loaded: before that the button posts the form, which works too, unannounced.)
+    page.wait_for_load_state("load")
+    page.wait_for_function("() => window.htmx !== undefined")
     page.get_by_role("button", name=re.compile(r"Check in: Farrusco at 0?9:30")).click()
     expect(page.get_by_role("row", name=re.compile("Farrusco")).first).to_contain_text("Checked in")
     expect(page.locator("#announcer")).to_have_text("The book is updated.")

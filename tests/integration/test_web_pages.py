@@ -14,6 +14,7 @@ from html import unescape
 import httpx
 import pyotp
 import pytest
+from sqlalchemy import text
 
 from app.auth.models import Role
 from app.kit import csrf
@@ -25,7 +26,7 @@ from fixtures.factories import (
     create_customer,
     create_pet,
 )
-from tests.harness.api import PROBLEM_JSON
+from tests.harness.api import PROBLEM_JSON, SIGNUP_PASSWORD
 from tests.harness.plugin import page_client
 
 HTML = "text/html; charset=utf-8"
@@ -37,9 +38,11 @@ def token_of(page: httpx.Response) -> str:
     return found.group(1)
 
 
-async def log_in(pages: httpx.AsyncClient, email: str, **fields: str) -> httpx.Response:
+async def log_in(
+    pages: httpx.AsyncClient, email: str, password: str = DEFAULT_PASSWORD, **fields: str
+) -> httpx.Response:
     return await pages.post(
-        "/login", data={"email": email, "password": DEFAULT_PASSWORD, "next": "/", **fields}
+        "/login", data={"email": email, "password": password, "next": "/", **fields}
     )
 
 
@@ -563,3 +566,69 @@ async def test_a_day_that_is_not_a_date_shows_the_clinics_today(pages, world):
     shown = await pages.get("/book", params={"day": "31-02-20"})
     assert shown.status_code == 200
     assert f"/book?day={today + dt.timedelta(days=1)}" in shown.text
+
+
+SIGN_UP = {
+    "clinic_name": "Harbour Vets",
+    "timezone": "Europe/Lisbon",
+    "owner_name": "Rita Costa",
+    "password": SIGNUP_PASSWORD,
+}
+
+
+async def test_a_clinic_signed_up_by_its_page_opens_and_its_owner_logs_in(pages, client):
+    form = await pages.get("/signup")
+    assert form.status_code == 200
+    email = f"rita.{uuid.uuid4().hex[:8]}@example.org"
+    opened = await pages.post("/signup", data={**SIGN_UP, "email": email})
+    assert opened.status_code == 303, opened.text
+    assert opened.headers["location"] == "/login?opened=true"
+    welcome = await pages.get(opened.headers["location"])
+    assert "Your clinic is open" in welcome.text
+    assert (await log_in(pages, email, password=SIGNUP_PASSWORD)).status_code == 303
+    day = await pages.get("/")
+    assert "Harbour Vets" in day.text
+
+
+async def test_a_sign_up_form_is_held_to_the_apis_rules_and_stores_nothing(pages, superuser_engine):
+    async with superuser_engine.connect() as connection:
+        before = await connection.scalar(text("SELECT count(*) FROM clinics"))
+    wrong = await pages.post(
+        "/signup",
+        data={
+            **SIGN_UP,
+            "email": "rita@example.org",
+            "timezone": "Mars/Olympus",
+            "password": "short",  # pragma: allowlist secret - too short, refused
+        },
+    )
+    assert wrong.status_code == 422
+    for field in ("timezone", "password"):
+        assert f'id="{field}-error"' in wrong.text, field
+    assert "short" not in wrong.text  # a password is never shown back
+    from_elsewhere = await pages.post(
+        "/signup",
+        data={**SIGN_UP, "email": "rita@example.org"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert from_elsewhere.status_code == 403
+    async with superuser_engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM clinics")) == before
+
+
+async def test_an_existing_account_signs_up_a_second_clinic_with_its_password_and_code(
+    pages, world
+):
+    clinic = await world.clinic(roles=())
+    secret = await world.enrol_mfa(clinic.setup.owner)
+    sent = {**SIGN_UP, "email": clinic.setup.owner.email, "password": DEFAULT_PASSWORD}
+    # pragma: allowlist nextline secret - a wrong guess
+    wrong = await pages.post("/signup", data={**sent, "password": "not the one at all"})
+    assert wrong.status_code == 401
+    asked = await pages.post("/signup", data=sent)
+    assert asked.status_code == 401
+    assert 'id="totp_code"' in asked.text
+    bad_code = await pages.post("/signup", data={**sent, "totp_code": "000000"})
+    assert 'id="totp_code-error"' in bad_code.text
+    opened = await pages.post("/signup", data={**sent, "totp_code": pyotp.TOTP(secret).now()})
+    assert opened.status_code == 303, opened.text

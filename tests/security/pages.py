@@ -29,6 +29,9 @@ PUBLIC_PAGES: dict[tuple[str, str], str] = {
     ("GET", "/login"): "the log-in form",
     ("POST", "/login"): "logging in: the password is its proof; login CSRF is refused by Origin"
     " (test_csrf.py)",
+    ("GET", "/signup"): "the sign-up form",
+    ("POST", "/signup"): "opening a clinic: as the API's sign-up, an existing account's password"
+    " is its proof; another site's page is refused by Origin",
 }
 """Pages anyone may open, with why."""
 
@@ -51,6 +54,13 @@ FORMS: dict[tuple[str, str], Form] = {
         "password": DEFAULT_PASSWORD,
     },
     ("POST", "/logout"): lambda e: {},
+    ("POST", "/signup"): lambda e: {
+        "clinic_name": "Harbour Vets",
+        "timezone": "Europe/Lisbon",
+        "owner_name": "Nova Owner",
+        "email": f"owner.{uuid.uuid4().hex[:10]}@example.org",
+        "password": DEFAULT_PASSWORD,
+    },
     ("POST", "/clients/new"): lambda e: {
         "first_name": "Ada",
         "last_name": "Lovelace",
