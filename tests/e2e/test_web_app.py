@@ -248,6 +248,7 @@ def test_a_client_with_consent_and_a_pet_then_found_by_search(
     # Search as you type: htmx swaps the results in; the count is announced.
     page.get_by_role("link", name="Clients").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Clients")
+    page.wait_for_load_state("load")  # htmx binds the page at DOMContentLoaded, before this
     page.wait_for_function("() => window.htmx !== undefined")
     page.get_by_label("Search clients").press_sequentially("pir", delay=30)
     expect(page).to_have_url(re.compile(r"/clients\?q=pir"))
