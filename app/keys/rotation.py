@@ -20,8 +20,9 @@ Files in storage sealed with a clinic's key (attachments, exports) are sealed ag
 way, one file per transaction with its row locked (so it is not deleted half-way), written in
 place (readers get the old bytes or the new, whole: a rename locally, one object on S3), then
 the row's ``sealed_with`` moved. A file stored in the clear before files were sealed (an
-attachment with no ``sealed_with``) is sealed by the same pass. A file missing from storage is
-passed over and counted as left.
+attachment with no ``sealed_with``) is sealed by the same pass. A file a download holds is come
+back to (waited for a few seconds at most); one missing from storage, or held longer, is passed
+over and counted as left.
 
 Where sealed values and files live is declared by the domains that seal them (:data:`SEALED`,
 :data:`SEALED_FILES`), so this module knows no table of its own.
@@ -45,6 +46,7 @@ from sqlalchemy import (
     Uuid,
     column,
     delete,
+    exists,
     func,
     select,
     table,
@@ -410,37 +412,55 @@ async def _files_entered(
     return rows, behind
 
 
+LOCKED_WAITS = 50
+LOCKED_WAIT_SECONDS = 0.1
+"""How long a pass waits, at most, for files a download holds (``FOR SHARE``) before it leaves
+them for the count: about five seconds, in tenths."""
+
+
 async def _reseal_files(
     engine: AsyncEngine, storage: Storage, keys: _Keys, files: SealedFiles
 ) -> int:
     """``files``' files behind the run's version sealed again with it, one per transaction with its
-    row locked; returns how many. One missing from storage, or locked meanwhile, is passed over
-    (and left for the count)."""
-    done, after = 0, None
+    row locked; returns how many. A file a download holds is passed over and come back to (the
+    pass starts again from the first once it reaches the last, and waits a moment when all that
+    is left is held); one still held after :data:`LOCKED_WAITS`, or missing from storage, is
+    left for the count."""
+    done, after, waits = 0, None, 0
+    missing: set[uuid.UUID] = set()
     while True:
         async with engine.begin() as connection:
             entered = await _files_entered(connection, files, keys.scope, keys.version)
             if entered is None:
                 return 0
             rows, behind = entered
-            if after is not None:
-                behind = behind & (rows.c.id > after)
+            if missing:
+                behind = behind & rows.c.id.not_in(missing)
             row = (
                 await connection.execute(
                     select(rows.c.id, rows.c.storage_key, rows.c.sealed_with)
-                    .where(behind)
+                    .where(behind if after is None else behind & (rows.c.id > after))
                     .order_by(rows.c.id)
                     .limit(1)
                     .with_for_update(skip_locked=True)
                 )
             ).one_or_none()
             if row is None:
-                return done
+                if after is not None:  # once more from the first: those held on the way
+                    after = None
+                    continue
+                held = await connection.scalar(select(exists().where(behind)))
+                if not held or waits >= LOCKED_WAITS:
+                    return done
+                waits += 1
+                await asyncio.sleep(LOCKED_WAIT_SECONDS)
+                continue
             after = row.id
             try:
                 await _reseal_file(connection, storage, keys, files, row)
             except ObjectMissing:
                 log.error("%s %s: no file %s in storage to seal again", files.table, *row[:2])
+                missing.add(row.id)
                 continue
             await connection.execute(
                 sql_update(rows).where(rows.c.id == row.id).values(sealed_with=keys.version)

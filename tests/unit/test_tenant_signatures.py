@@ -25,8 +25,9 @@ HERE, ELSEWHERE = InClinic(uuid.uuid4()), InClinic(uuid.uuid4())
 # Functions of a domain service that take a session but act on no tenant row themselves.
 NO_TENANT = {
     "app.records.service.guarded_flush",
-    # Makes the clinic (and enters the session in it): there is no tenant before it.
+    # Make the clinic (and enter the session in it): there is no tenant before it.
     "app.clinics.service.open_clinic",
+    "app.clinics.service.sign_up",
     # Data keys are no clinic's rows (no row-level security: ADR 0028); a value is bound to its
     # scope (a clinic's id, or the platform's) by what it is sealed with.
     "app.keys.service.seal",
