@@ -58,6 +58,10 @@ async def test_a_visitor_is_sent_to_log_in_and_back(pages):
     assert home.headers["location"] == "/login?next=/"
     searched = await pages.get("/clients", params={"q": "Rex"})
     assert searched.headers["location"] == "/login?next=/clients%3Fq%3DRex"
+    # A form posted with no session is not redirected (what was typed would be lost): a page.
+    posted = await pages.post("/clients/new", data={"first_name": "Ana", "last_name": "Lopes"})
+    assert posted.status_code == 401
+    assert posted.headers["content-type"] == HTML
     # htmx swaps parts of a page: it is told where to go instead.
     swapped = await pages.get("/clients", headers={"HX-Request": "true"})
     assert swapped.status_code == 204
