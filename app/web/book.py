@@ -29,7 +29,7 @@ from app.staff import service as staff
 from app.web import forms
 from app.web.deps import posted, read_form, view
 from app.web.pages import Clinic, Viewer, render, see_other
-from app.web.today import visits
+from app.web.today import visits_on
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(read_form)])
 Reader = Annotated[Principal, Depends(requires(Action.appointments_read))]
@@ -86,16 +86,6 @@ async def book(
 ) -> Response:
     viewer, clinic = await view(session, caller)
     shown = _day_of(day, clinic)
-    query = appointments.search(
-        caller,
-        day=shown,
-        timezone=clinic.timezone,
-        vet_id=None,
-        status=None,
-        pet_id=None,
-        room_id=None,
-    ).order_by(Appointment.starts_at, Appointment.id)
-    booked = list((await session.scalars(query)).all())
     return render(
         request,
         "book.html",
@@ -104,7 +94,7 @@ async def book(
         day=shown,
         before=shown - dt.timedelta(days=1),
         after=shown + dt.timedelta(days=1),
-        visits=await visits(session, caller, booked),
+        visits=await visits_on(session, caller, clinic, shown),
         # In the day's order: confirm, check in, start, done; then no-show and cancel.
         next_steps={state: [s for s in STEP_ORDER if s in TRANSITIONS[state]] for state in Status},
         reschedulable=RESCHEDULABLE,

@@ -3,6 +3,7 @@ patient's alerts, as the reception desk and the vets start their day."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Annotated
@@ -23,7 +24,7 @@ from app.pets.models import Pet
 from app.pets.schemas import PetOut
 from app.staff import service as staff
 from app.web.deps import view
-from app.web.pages import render
+from app.web.pages import Clinic, render
 
 router = APIRouter(include_in_schema=False)
 Reader = Annotated[Principal, Depends(requires(Action.appointments_read))]
@@ -47,17 +48,7 @@ class Visit:
 async def today(request: Request, caller: Reader, session: DbSession) -> Response:
     viewer, clinic = await view(session, caller)
     day = clinic.today()
-    query = appointments.search(
-        caller,
-        day=day,
-        timezone=clinic.timezone,
-        vet_id=None,
-        status=None,
-        pet_id=None,
-        room_id=None,
-    ).order_by(Appointment.starts_at, Appointment.id)
-    booked = list((await session.scalars(query)).all())
-    found = await visits(session, caller, booked)
+    found = await visits_on(session, caller, clinic, day)
     return render(
         request,
         "today.html",
@@ -67,6 +58,22 @@ async def today(request: Request, caller: Reader, session: DbSession) -> Respons
         visits=found,
         arrived=sum(visit.arrived for visit in found),
     )
+
+
+async def visits_on(
+    session: DbSession, caller: Principal, clinic: Clinic, day: dt.date
+) -> list[Visit]:
+    """The clinic's appointments of ``day`` (in its time zone), in order, as visits."""
+    query = appointments.search(
+        caller,
+        day=day,
+        timezone=clinic.timezone,
+        vet_id=None,
+        status=None,
+        pet_id=None,
+        room_id=None,
+    ).order_by(Appointment.starts_at, Appointment.id)
+    return await visits(session, caller, list((await session.scalars(query)).all()))
 
 
 async def visits(session: DbSession, caller: Principal, booked: list[Appointment]) -> list[Visit]:
